@@ -1,0 +1,545 @@
+package engine
+
+import (
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
+)
+
+// DecodeError names why an object in a datagram did not become an event.
+// Every one of them is a counter; none of them panics.
+type DecodeError uint8
+
+const (
+	DecodeOK           DecodeError = iota
+	ErrEmpty                       // the datagram holds nothing but whitespace
+	ErrOversized                   // datagram or object larger than Limits allow
+	ErrInvalidJSON                 // not valid JSON (syntax, bad escape, control character…)
+	ErrNotObject                   // valid start of a value, but not an object
+	ErrTooDeep                     // nesting deeper than Limits.MaxDepth
+	ErrInvalidUTF8                 // a string that is not valid UTF-8
+	ErrTrailingGarbage             // something other than a newline after the object
+	ErrMissingField                // a required role is absent
+	ErrWrongType                   // a role has the wrong JSON type (amount: "12")
+	NumDecodeErrors
+)
+
+var decodeErrorNames = [NumDecodeErrors]string{
+	"ok", "empty", "oversized", "invalid_json", "not_object", "too_deep",
+	"invalid_utf8", "trailing_garbage", "missing_field", "wrong_type",
+}
+
+func (e DecodeError) String() string {
+	if e < NumDecodeErrors {
+		return decodeErrorNames[e]
+	}
+	return "unknown"
+}
+
+// Limits bound the work one datagram can cause.
+type Limits struct {
+	MaxDatagram int // bytes; default 65535
+	MaxEvent    int // bytes of one object; default 16384
+	MaxDepth    int // nesting of objects and arrays, the event itself is 1; default 32
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxDatagram <= 0 {
+		l.MaxDatagram = 65535
+	}
+	if l.MaxEvent <= 0 {
+		l.MaxEvent = 16384
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = 32
+	}
+	return l
+}
+
+// decoder is a single-pass validating JSON scanner specialised for flat
+// events: it walks the object once, validates every byte (syntax, escapes,
+// UTF-8, depth), and fills the slots of the wanted top-level fields as it
+// meets them. Nested paths ("meta.country") are resolved with gjson on the
+// view of their top-level value, so gjson stays the reference for path
+// semantics.
+//
+// A decoder belongs to one worker; it is not safe for concurrent use.
+type decoder struct {
+	fs  *fieldSet
+	lim Limits
+	// scratch holds unescaped copies of strings that contained escapes.
+	// Reset at every frame; views into it share the frame's lifetime.
+	scratch []byte
+}
+
+func newDecoder(fs *fieldSet, lim Limits) *decoder {
+	return &decoder{fs: fs, lim: lim.withDefaults(), scratch: make([]byte, 0, 1024)}
+}
+
+// strSafe marks bytes that may appear in a JSON string without ending it or
+// needing a closer look: printable ASCII other than '"' and '\\'.
+var strSafe = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+func isWS(c byte) bool { return c == ' ' || c == '\n' || c == '\t' || c == '\r' }
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && isWS(b[i]) {
+		i++
+	}
+	return i
+}
+
+// object decodes the top-level object starting at b[i] == '{' into ev and
+// returns the index just past its closing brace.
+func (d *decoder) object(b []byte, i int, ev *Event) (int, DecodeError) {
+	vals := ev.values
+	for k := range vals {
+		vals[k] = Value{}
+	}
+	top := d.fs.top
+	pending := len(top) // top-level fields not seen yet
+	var seen uint64     // bit t: top[t] seen (fieldSet caps top at 64)
+	i++                 // '{'
+	i = skipWS(b, i)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, DecodeOK
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return i, ErrInvalidJSON
+		}
+		end, key, err := d.str(b, i, pending > 0)
+		if err != DecodeOK {
+			return end, err
+		}
+		i = skipWS(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return i, ErrInvalidJSON
+		}
+		i = skipWS(b, i+1)
+		ti := -1
+		if pending > 0 {
+			for t := range top {
+				if top[t].name == key {
+					ti = t
+					break
+				}
+			}
+		}
+		// The first occurrence of a duplicated key wins, as in gjson.
+		if ti >= 0 && seen&(1<<uint(ti)) == 0 {
+			seen |= 1 << uint(ti)
+			pending--
+			tf := &top[ti]
+			var v Value
+			end, err = d.value(b, i, 2, &v)
+			if err != DecodeOK {
+				return end, err
+			}
+			if tf.direct >= 0 {
+				vals[tf.direct] = v
+			}
+			if v.Kind == KindObject || v.Kind == KindArray {
+				for _, np := range tf.nested {
+					vals[np.slot] = fromGJSON(gjson.Get(v.Str, np.rest))
+				}
+			}
+		} else {
+			end, err = d.value(b, i, 2, nil)
+			if err != DecodeOK {
+				return end, err
+			}
+		}
+		i = skipWS(b, end)
+		if i >= len(b) {
+			return i, ErrInvalidJSON
+		}
+		switch b[i] {
+		case ',':
+			i = skipWS(b, i+1)
+		case '}':
+			return i + 1, DecodeOK
+		default:
+			return i, ErrInvalidJSON
+		}
+	}
+}
+
+// fromGJSON converts a gjson result into a Value. Strings without escapes
+// are substrings of the input (zero-copy); gjson allocates for escaped ones.
+func fromGJSON(r gjson.Result) Value {
+	switch r.Type {
+	case gjson.Null:
+		if !r.Exists() {
+			return Value{}
+		}
+		return Value{Kind: KindNull}
+	case gjson.False:
+		return Value{Kind: KindBool}
+	case gjson.True:
+		return Value{Kind: KindBool, Bool: true}
+	case gjson.Number:
+		return Value{Kind: KindNumber, Num: r.Num, Str: r.Raw}
+	case gjson.String:
+		return Value{Kind: KindString, Str: r.Str}
+	case gjson.JSON:
+		if len(r.Raw) > 0 && r.Raw[0] == '[' {
+			return Value{Kind: KindArray, Str: r.Raw}
+		}
+		return Value{Kind: KindObject, Str: r.Raw}
+	}
+	return Value{}
+}
+
+// value validates the JSON value at b[i] and, when out is not nil, stores
+// it there. depth is the nesting level the value sits at.
+func (d *decoder) value(b []byte, i, depth int, out *Value) (int, DecodeError) {
+	if i >= len(b) {
+		return i, ErrInvalidJSON
+	}
+	switch c := b[i]; {
+	case c == '"':
+		end, s, err := d.str(b, i, out != nil)
+		if out != nil {
+			*out = Value{Kind: KindString, Str: s}
+		}
+		return end, err
+	case c == '-' || (c >= '0' && c <= '9'):
+		end, f, err := number(b, i, out != nil)
+		if out != nil {
+			*out = Value{Kind: KindNumber, Num: f, Str: bytesView(b[i:end])}
+		}
+		return end, err
+	case c == '{' || c == '[':
+		if depth > d.lim.MaxDepth {
+			return i, ErrTooDeep
+		}
+		var end int
+		var err DecodeError
+		if c == '{' {
+			end, err = d.skipObject(b, i, depth)
+		} else {
+			end, err = d.skipArray(b, i, depth)
+		}
+		if out != nil && err == DecodeOK {
+			k := KindObject
+			if c == '[' {
+				k = KindArray
+			}
+			*out = Value{Kind: k, Str: bytesView(b[i:end])}
+		}
+		return end, err
+	case c == 't':
+		return literal(b, i, "true", out, Value{Kind: KindBool, Bool: true})
+	case c == 'f':
+		return literal(b, i, "false", out, Value{Kind: KindBool})
+	case c == 'n':
+		return literal(b, i, "null", out, Value{Kind: KindNull})
+	}
+	return i, ErrInvalidJSON
+}
+
+func literal(b []byte, i int, word string, out *Value, v Value) (int, DecodeError) {
+	if len(b)-i < len(word) || bytesView(b[i:i+len(word)]) != word {
+		return i, ErrInvalidJSON
+	}
+	if out != nil {
+		*out = v
+	}
+	return i + len(word), DecodeOK
+}
+
+// skipObject validates a nested object; depth is its own level.
+func (d *decoder) skipObject(b []byte, i, depth int) (int, DecodeError) {
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, DecodeOK
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return i, ErrInvalidJSON
+		}
+		end, _, err := d.str(b, i, false)
+		if err != DecodeOK {
+			return end, err
+		}
+		i = skipWS(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return i, ErrInvalidJSON
+		}
+		end, err = d.value(b, skipWS(b, i+1), depth+1, nil)
+		if err != DecodeOK {
+			return end, err
+		}
+		i = skipWS(b, end)
+		if i >= len(b) {
+			return i, ErrInvalidJSON
+		}
+		switch b[i] {
+		case ',':
+			i = skipWS(b, i+1)
+		case '}':
+			return i + 1, DecodeOK
+		default:
+			return i, ErrInvalidJSON
+		}
+	}
+}
+
+func (d *decoder) skipArray(b []byte, i, depth int) (int, DecodeError) {
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, DecodeOK
+	}
+	for {
+		end, err := d.value(b, i, depth+1, nil)
+		if err != DecodeOK {
+			return end, err
+		}
+		i = skipWS(b, end)
+		if i >= len(b) {
+			return i, ErrInvalidJSON
+		}
+		switch b[i] {
+		case ',':
+			i = skipWS(b, i+1)
+		case ']':
+			return i + 1, DecodeOK
+		default:
+			return i, ErrInvalidJSON
+		}
+	}
+}
+
+// str validates the string starting at the quote b[i] and returns the index
+// past its closing quote. With want, it also returns its text: a view into
+// b when the string has no escapes, else an unescaped copy in d.scratch.
+func (d *decoder) str(b []byte, i int, want bool) (int, string, DecodeError) {
+	start := i + 1
+	j := start
+	escaped, high := false, false
+	for {
+		for j < len(b) && strSafe[b[j]] {
+			j++
+		}
+		if j >= len(b) {
+			return j, "", ErrInvalidJSON
+		}
+		c := b[j]
+		switch {
+		case c == '"':
+			if high && !utf8.Valid(b[start:j]) {
+				return j, "", ErrInvalidUTF8
+			}
+			if !want {
+				return j + 1, "", DecodeOK
+			}
+			if !escaped {
+				return j + 1, bytesView(b[start:j]), DecodeOK
+			}
+			return j + 1, d.unescape(b[start:j]), DecodeOK
+		case c == '\\':
+			escaped = true
+			if j+1 >= len(b) {
+				return j, "", ErrInvalidJSON
+			}
+			switch b[j+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				j += 2
+			case 'u':
+				if j+6 > len(b) || !isHex4(b[j+2:j+6]) {
+					return j, "", ErrInvalidJSON
+				}
+				j += 6
+			default:
+				return j, "", ErrInvalidJSON
+			}
+		case c < 0x20:
+			return j, "", ErrInvalidJSON
+		default: // >= 0x80: part of a multi-byte sequence, checked at the end
+			high = true
+			j++
+		}
+	}
+}
+
+func isHex4(h []byte) bool {
+	for _, c := range h[:4] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+func hex4(h []byte) rune {
+	var r rune
+	for _, c := range h[:4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		default:
+			r |= rune(c - 'A' + 10)
+		}
+	}
+	return r
+}
+
+// unescape decodes a validated string body into d.scratch and returns a
+// view of it. The scratch buffer only grows (amortised, not per event).
+func (d *decoder) unescape(s []byte) string {
+	start := len(d.scratch)
+	out := d.scratch
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '\\' {
+			out = append(out, c)
+			i++
+			continue
+		}
+		switch s[i+1] {
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r := hex4(s[i+2:])
+			i += 6
+			if utf16IsHigh(r) && i+6 <= len(s) && s[i] == '\\' && s[i+1] == 'u' {
+				if lo := hex4(s[i+2:]); utf16IsLow(lo) {
+					r = (r-0xd800)<<10 | (lo - 0xdc00) + 0x10000
+					i += 6
+				}
+			}
+			if utf16IsHigh(r) || utf16IsLow(r) {
+				r = utf8.RuneError
+			}
+			out = utf8.AppendRune(out, r)
+			continue
+		default: // '"', '\\', '/'
+			out = append(out, s[i+1])
+		}
+		i += 2
+	}
+	d.scratch = out
+	return bytesView(out[start:])
+}
+
+func utf16IsHigh(r rune) bool { return r >= 0xd800 && r < 0xdc00 }
+func utf16IsLow(r rune) bool  { return r >= 0xdc00 && r < 0xe000 }
+
+// pow10 holds the powers of ten that float64 represents exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// number validates the JSON number at b[i] and, with want, parses it.
+// Numbers whose decimal mantissa fits in 53 bits and whose exponent is
+// within ±22 are converted exactly with one multiplication or division
+// (Clinger's fast path); the rest go through strconv.ParseFloat, which is
+// correctly rounded. Out-of-range values become ±Inf, as in gjson.
+func number(b []byte, i int, want bool) (int, float64, DecodeError) {
+	j := i
+	neg := false
+	if b[j] == '-' {
+		neg = true
+		j++
+		if j >= len(b) {
+			return j, 0, ErrInvalidJSON
+		}
+	}
+	var mant uint64
+	digits, exp := 0, 0 // significant digits kept in mant; decimal exponent
+	exact := true
+	switch c := b[j]; {
+	case c == '0':
+		j++
+	case c >= '1' && c <= '9':
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			if digits < 19 {
+				mant = mant*10 + uint64(b[j]-'0')
+				digits++
+			} else {
+				exp++
+				exact = false
+			}
+			j++
+		}
+	default:
+		return j, 0, ErrInvalidJSON
+	}
+	if j < len(b) && b[j] == '.' {
+		j++
+		k := j
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			if digits < 19 {
+				if mant != 0 || b[j] != '0' {
+					digits++
+				}
+				mant = mant*10 + uint64(b[j]-'0')
+				exp--
+			} else {
+				exact = false
+			}
+			j++
+		}
+		if j == k {
+			return j, 0, ErrInvalidJSON
+		}
+	}
+	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
+		j++
+		esign := 1
+		if j < len(b) && (b[j] == '+' || b[j] == '-') {
+			if b[j] == '-' {
+				esign = -1
+			}
+			j++
+		}
+		k := j
+		e := 0
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			if e < 100000 {
+				e = e*10 + int(b[j]-'0')
+			}
+			j++
+		}
+		if j == k {
+			return j, 0, ErrInvalidJSON
+		}
+		exp += esign * e
+	}
+	if !want {
+		return j, 0, DecodeOK
+	}
+	if exact && mant < 1<<53 && exp >= -22 && exp <= 22 {
+		f := float64(mant)
+		if exp >= 0 {
+			f *= pow10[exp]
+		} else {
+			f /= pow10[-exp]
+		}
+		if neg {
+			f = -f
+		}
+		return j, f, DecodeOK
+	}
+	// ParseFloat never fails on a syntactically valid number except with
+	// ErrRange, where it returns the correctly signed ±Inf or 0.
+	f, _ := strconv.ParseFloat(bytesView(b[i:j]), 64)
+	return j, f, DecodeOK
+}

@@ -1,0 +1,481 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config is everything the engine compiles: the schema, the input limits
+// and the rules.
+type Config struct {
+	Schema *Schema // nil: DefaultSchema
+	Limits Limits
+	Rules  []RuleSpec
+	Clock  Clock // nil: SystemClock
+}
+
+// Program is an immutable compiled Config. Workers read it through an
+// atomic pointer, so a reload swaps it between two frames: every frame is
+// decided wholly by one program, and no frame is skipped.
+type Program struct {
+	fs    *fieldSet
+	lim   Limits
+	rules []*rule
+	clock Clock
+}
+
+// Decision is the outcome for one object of a datagram.
+//
+// Raw is a view into the frame (see Value for the lifetime rules). For a
+// decode error it holds the offending line.
+type Decision struct {
+	Raw    []byte
+	Err    DecodeError // DecodeOK, or why Raw did not become an event
+	Action Action      // meaningful when Err == DecodeOK
+	Rule   string      // the deciding rule; "" when no rule fired (default pass)
+	Block  time.Duration
+	Value  float64 // the window aggregate when a window rule decided
+}
+
+// Engine holds the current Program and the totals of all workers.
+type Engine struct {
+	prog  atomic.Pointer[Program]
+	clock Clock
+
+	mu     sync.Mutex             // guards totals map on compile and Stats
+	totals map[string]*ruleTotals // by rule name, kept across reloads
+	g      globalTotals
+}
+
+// ruleTotals are shared by the rule of that name in every program
+// generation, so a reload loses no count.
+type ruleTotals struct {
+	fired, missingKey, missingValue atomic.Uint64
+}
+
+type globalTotals struct {
+	frames, events atomic.Uint64
+	decodeErrs     [NumDecodeErrors]atomic.Uint64
+	verdicts       [NumActions]atomic.Uint64
+}
+
+// New compiles cfg into a running engine.
+func New(cfg Config) (*Engine, error) {
+	e := &Engine{clock: cfg.Clock, totals: map[string]*ruleTotals{}}
+	if e.clock == nil {
+		e.clock = SystemClock{}
+	}
+	p, err := e.compile(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	e.prog.Store(p)
+	return e, nil
+}
+
+// Reload compiles cfg and swaps it in atomically. On error the running
+// program is untouched. Rate limiters and windows of rules whose name and
+// state configuration did not change keep their state.
+func (e *Engine) Reload(cfg Config) error {
+	p, err := e.compile(cfg, e.prog.Load())
+	if err != nil {
+		return err
+	}
+	e.prog.Store(p)
+	return nil
+}
+
+func (e *Engine) compile(cfg Config, prev *Program) (*Program, error) {
+	schema := DefaultSchema()
+	if cfg.Schema != nil {
+		schema = *cfg.Schema
+	}
+	fs, err := newFieldSet(schema)
+	if err != nil {
+		return nil, err
+	}
+	p := &Program{fs: fs, lim: cfg.Limits.withDefaults(), clock: e.clock}
+	seen := map[string]bool{}
+	var errs []error
+	for i, s := range cfg.Rules {
+		if seen[s.Name] {
+			errs = append(errs, fmt.Errorf("rule %d: name %q is used twice", i+1, s.Name))
+			continue
+		}
+		seen[s.Name] = true
+		r, err := compileRule(fs, s, e.clock)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if prev != nil {
+			for _, old := range prev.rules {
+				if r.sameState(old) {
+					r.limiter, r.window = old.limiter, old.window
+				}
+			}
+		}
+		p.rules = append(p.rules, r)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	e.mu.Lock()
+	for _, r := range p.rules {
+		t := e.totals[r.name]
+		if t == nil {
+			t = &ruleTotals{}
+			e.totals[r.name] = t
+		}
+		r.tot = t
+	}
+	e.mu.Unlock()
+	return p, nil
+}
+
+// Worker decides frames for one receive queue or socket. It owns its
+// decoder, scratch memory and counters; it is not safe for concurrent use,
+// and that is what makes it free of locks and allocations: run one per
+// goroutine.
+type Worker struct {
+	eng       *Engine
+	prog      *Program
+	dec       *decoder
+	ev        Event
+	ctx       evalCtx
+	decisions []Decision
+	c         workerCounts
+	unflushed int
+}
+
+// workerCounts are plain counters written only by the worker goroutine and
+// added into the Engine's atomics by flush (every flushEvery frames and on
+// Flush), so the hot path pays no atomic operation per event.
+type workerCounts struct {
+	frames, events uint64
+	decodeErrs     [NumDecodeErrors]uint64
+	verdicts       [NumActions]uint64
+	rules          []ruleCount
+}
+
+type ruleCount struct{ fired, missingKey, missingValue uint64 }
+
+const flushEvery = 64
+
+// NewWorker returns a worker bound to e.
+func (e *Engine) NewWorker() *Worker {
+	w := &Worker{eng: e, decisions: make([]Decision, 0, 64)}
+	w.switchProgram(e.prog.Load())
+	return w
+}
+
+func (w *Worker) switchProgram(p *Program) {
+	w.flush()
+	w.prog = p
+	w.dec = newDecoder(p.fs, p.lim)
+	w.ev.values = make([]Value, len(p.fs.paths))
+	w.c.rules = make([]ruleCount, len(p.rules))
+}
+
+// Flush adds the worker's pending counts to the engine totals. Call it when
+// the worker stops, or before reading Stats for an exact figure.
+func (w *Worker) Flush() { w.flush() }
+
+func (w *Worker) flush() {
+	g := &w.eng.g
+	c := &w.c
+	g.frames.Add(c.frames)
+	g.events.Add(c.events)
+	for i := range c.decodeErrs {
+		if c.decodeErrs[i] != 0 {
+			g.decodeErrs[i].Add(c.decodeErrs[i])
+		}
+	}
+	for i := range c.verdicts {
+		if c.verdicts[i] != 0 {
+			g.verdicts[i].Add(c.verdicts[i])
+		}
+	}
+	if w.prog != nil {
+		for i, rc := range c.rules {
+			t := w.prog.rules[i].tot
+			if rc.fired != 0 {
+				t.fired.Add(rc.fired)
+			}
+			if rc.missingKey != 0 {
+				t.missingKey.Add(rc.missingKey)
+			}
+			if rc.missingValue != 0 {
+				t.missingValue.Add(rc.missingValue)
+			}
+		}
+	}
+	rules := c.rules
+	clear(rules)
+	*c = workerCounts{rules: rules}
+	w.unflushed = 0
+}
+
+// Process decodes and decides every object in frame. src is the packet's
+// source address (the zero Addr if unknown). The returned slice and every
+// view in it are valid until the next call to Process.
+func (w *Worker) Process(frame []byte, src netip.Addr) []Decision {
+	if p := w.eng.prog.Load(); p != w.prog {
+		w.switchProgram(p)
+	}
+	p := w.prog
+	w.decisions = w.decisions[:0]
+	w.dec.scratch = w.dec.scratch[:0]
+	w.c.frames++
+	if w.unflushed++; w.unflushed >= flushEvery {
+		defer w.flush()
+	}
+	if len(frame) > p.lim.MaxDatagram {
+		w.reject(frame, ErrOversized)
+		return w.decisions
+	}
+	i := skipWS(frame, 0)
+	if i == len(frame) {
+		w.reject(frame, ErrEmpty)
+		return w.decisions
+	}
+	src = src.Unmap()
+	now := p.clock.Nanotime() // one clock read per frame
+	for i < len(frame) {
+		start := i
+		if frame[i] != '{' {
+			err := ErrInvalidJSON
+			if c := frame[i]; c == '"' || c == '[' || c == '-' || c >= '0' && c <= '9' || c == 't' || c == 'f' || c == 'n' {
+				err = ErrNotObject
+			}
+			end := resync(frame, i)
+			w.reject(frame[start:end], err)
+			i = skipWS(frame, end)
+			continue
+		}
+		end, err := w.dec.object(frame, i, &w.ev)
+		if err == DecodeOK {
+			j := end
+			for j < len(frame) && (frame[j] == ' ' || frame[j] == '\t' || frame[j] == '\r') {
+				j++
+			}
+			switch {
+			case j < len(frame) && frame[j] != '\n':
+				err, end = ErrTrailingGarbage, j
+			case end-start > p.lim.MaxEvent:
+				err = ErrOversized
+			default:
+				err = w.checkRoles()
+			}
+		}
+		if err != DecodeOK {
+			e := resync(frame, end)
+			w.reject(frame[start:e], err)
+			i = skipWS(frame, e)
+			continue
+		}
+		w.ev.Raw = frame[start:end]
+		w.ev.Src = src
+		w.decide(p, now, src)
+		i = skipWS(frame, end)
+	}
+	return w.decisions
+}
+
+// resync finds where the next object may start after a bad one: the first
+// newline at or after pos that is followed (after whitespace) by '{' or by
+// the end of the frame. Lines in between are taken as part of the bad one,
+// so a broken pretty-printed object counts as one error, not one per line.
+func resync(b []byte, pos int) int {
+	for pos < len(b) {
+		if b[pos] == '\n' {
+			j := skipWS(b, pos)
+			if j == len(b) || b[j] == '{' {
+				return pos
+			}
+		}
+		pos++
+	}
+	return len(b)
+}
+
+func (w *Worker) reject(raw []byte, err DecodeError) {
+	w.c.decodeErrs[err]++
+	w.decisions = append(w.decisions, Decision{Raw: raw, Err: err, Action: ActionDrop})
+}
+
+func (w *Worker) checkRoles() DecodeError {
+	fs := w.prog.fs
+	vals := w.ev.values
+	for _, r := range fs.required {
+		if vals[fs.roleSlot[r]].Kind == KindMissing {
+			return ErrMissingField
+		}
+	}
+	for r := Role(0); r < numRoles; r++ {
+		if s := fs.roleSlot[r]; s >= 0 {
+			if k := vals[s].Kind; k != KindMissing && !roleAccepts(r, k) {
+				return ErrWrongType
+			}
+		}
+	}
+	return DecodeOK
+}
+
+// key returns the hash of rule r's key for the current event.
+func (w *Worker) key(r *rule, src netip.Addr) (uint64, bool) {
+	if r.keySrc {
+		if src.IsValid() {
+			a := src.As16()
+			return KeyHashBytes(a[:]), true
+		}
+		if r.keySlot >= 0 {
+			if v := &w.ctx.vals[r.keySlot]; v.Kind == KindString {
+				if addr, err := netip.ParseAddr(v.Str); err == nil {
+					a := addr.Unmap().As16()
+					return KeyHashBytes(a[:]), true
+				}
+			}
+		}
+		return 0, false
+	}
+	v := &w.ctx.vals[r.keySlot]
+	if v.Kind != KindString && v.Kind != KindNumber {
+		return 0, false
+	}
+	return KeyHash(v.Str), true
+}
+
+func (w *Worker) decide(p *Program, now int64, src netip.Addr) {
+	c := &w.ctx
+	c.vals = w.ev.values
+	c.value = 0
+	d := Decision{Raw: w.ev.Raw, Action: ActionPass}
+	alerted := false
+rules:
+	for ri, r := range p.rules {
+		var fired bool
+		switch r.kind {
+		case kindFilter:
+			fired = r.when(c)
+		case kindRateLimit:
+			if r.when != nil && !r.when(c) {
+				continue
+			}
+			key, ok := w.key(r, src)
+			if !ok {
+				w.c.rules[ri].missingKey++
+				continue
+			}
+			fired = !r.limiter.Allow(key, now)
+		case kindWindow:
+			if r.filter != nil && !r.filter(c) {
+				continue
+			}
+			key, ok := w.key(r, src)
+			if !ok {
+				w.c.rules[ri].missingKey++
+				continue
+			}
+			var x float64
+			var dh uint64
+			if r.aggSlot >= 0 {
+				v := &c.vals[r.aggSlot]
+				switch {
+				case r.distinct && v.Kind != KindMissing:
+					dh = KeyHash(v.Str) ^ uint64(v.Kind)
+				case !r.distinct && v.Kind == KindNumber:
+					x = v.Num
+				default:
+					w.c.rules[ri].missingValue++
+					continue
+				}
+			}
+			c.value = r.window.Add(key, x, dh, now)
+			fired = r.when(c)
+		}
+		if !fired {
+			continue
+		}
+		w.c.rules[ri].fired++
+		switch r.action {
+		case ActionAlert:
+			if !alerted {
+				alerted = true
+				d.Action, d.Rule, d.Value = ActionAlert, r.name, c.value
+			}
+		case ActionPass:
+			if !alerted {
+				d.Rule = r.name
+			}
+			break rules
+		default: // drop, block
+			d.Action, d.Rule, d.Block, d.Value = r.action, r.name, r.block, c.value
+			break rules
+		}
+	}
+	w.c.events++
+	w.c.verdicts[d.Action]++
+	w.decisions = append(w.decisions, d)
+}
+
+// Stats is a snapshot of the engine's counters. Counts of a worker that has
+// not flushed yet (at most flushEvery frames) are not in it.
+type Stats struct {
+	Frames       uint64
+	Events       uint64 // decoded and decided: the sum of Verdicts
+	DecodeErrors [NumDecodeErrors]uint64
+	Verdicts     [NumActions]uint64
+	Rules        []RuleStats
+}
+
+// RuleStats describes one rule of the current program.
+type RuleStats struct {
+	Name         string
+	Action       Action
+	Fired        uint64
+	MissingKey   uint64 // events the rule applied to that had no usable key
+	MissingValue uint64 // window events without a usable aggregated field
+	Limiter      *RateLimitStats
+	Window       *WindowStats
+}
+
+// DecodeErrorTotal sums all decode errors.
+func (s *Stats) DecodeErrorTotal() uint64 {
+	var n uint64
+	for _, v := range s.DecodeErrors {
+		n += v
+	}
+	return n
+}
+
+// Stats returns the current totals.
+func (e *Engine) Stats() Stats {
+	var s Stats
+	s.Frames = e.g.frames.Load()
+	s.Events = e.g.events.Load()
+	for i := range s.DecodeErrors {
+		s.DecodeErrors[i] = e.g.decodeErrs[i].Load()
+	}
+	for i := range s.Verdicts {
+		s.Verdicts[i] = e.g.verdicts[i].Load()
+	}
+	for _, r := range e.prog.Load().rules {
+		rs := RuleStats{Name: r.name, Action: r.action, Fired: r.tot.fired.Load(),
+			MissingKey: r.tot.missingKey.Load(), MissingValue: r.tot.missingValue.Load()}
+		if r.limiter != nil {
+			ls := r.limiter.Stats()
+			rs.Limiter = &ls
+		}
+		if r.window != nil {
+			ws := r.window.Stats()
+			rs.Window = &ws
+		}
+		s.Rules = append(s.Rules, rs)
+	}
+	return s
+}
