@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
 
@@ -325,6 +327,7 @@ func (d *decoder) str(b []byte, i int, want bool) (int, string, DecodeError) {
 	j := start
 	escaped, high := false, false
 	for {
+		j = skipSafe(b, j)
 		for j < len(b) && strSafe[b[j]] {
 			j++
 		}
@@ -367,6 +370,32 @@ func (d *decoder) str(b []byte, i int, want bool) (int, string, DecodeError) {
 			j++
 		}
 	}
+}
+
+const (
+	swarOnes  = 0x0101010101010101
+	swarHighs = 0x8080808080808080
+)
+
+// skipSafe advances over string bytes that need no attention (printable
+// ASCII but '"' and '\\'), eight at a time. In each 8-byte word it flags
+// bytes equal to '"' or '\\', below 0x20, or with the high bit set; the
+// classic has-zero-byte test (v-0x01..)&^v&0x80.. can give false positives
+// only above the lowest true one, so the lowest flag is exact and the
+// byte loop in str resumes right there.
+func skipSafe(b []byte, j int) int {
+	for j+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[j:])
+		q := x ^ (swarOnes * '"')
+		bs := x ^ (swarOnes * '\\')
+		m := (q-swarOnes)&^q | (bs-swarOnes)&^bs | (x - swarOnes*0x20) | x
+		m &= swarHighs
+		if m != 0 {
+			return j + bits.TrailingZeros64(m)>>3
+		}
+		j += 8
+	}
+	return j
 }
 
 func isHex4(h []byte) bool {

@@ -287,14 +287,20 @@ func (w *Worker) Process(frame []byte, src netip.Addr) []Decision {
 }
 
 // resync finds where the next object may start after a bad one: the first
-// newline at or after pos that is followed (after whitespace) by '{' or by
-// the end of the frame. Lines in between are taken as part of the bad one,
-// so a broken pretty-printed object counts as one error, not one per line.
+// newline at or after pos whose next line starts, unindented, with
+// something other than whitespace or a closing '}' / ']' / ','. NDJSON lines
+// start in column 0, while the inner lines of a pretty-printed object are
+// indented and its last line is a bare '}', so a broken pretty-printed
+// object counts as one error, and a broken NDJSON line as one per line.
 func resync(b []byte, pos int) int {
 	for pos < len(b) {
 		if b[pos] == '\n' {
-			j := skipWS(b, pos)
-			if j == len(b) || b[j] == '{' {
+			if pos+1 == len(b) {
+				return pos
+			}
+			switch b[pos+1] {
+			case ' ', '\t', '\r', '\n', '}', ']', ',':
+			default:
 				return pos
 			}
 		}

@@ -179,7 +179,7 @@ type rule struct {
 	aggSlot  int // slot of the aggregated field; -1 for count
 	distinct bool
 
-	spec RuleSpec // as configured, to recognise an unchanged rule on reload
+	spec RuleSpec    // as configured, to recognise an unchanged rule on reload
 	tot  *ruleTotals // shared with the same-named rule of other generations
 }
 

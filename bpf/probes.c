@@ -1,0 +1,270 @@
+//go:build ignore
+
+/* probes.c — latency and drop probes for the socket path and the XDP program.
+ *
+ *   probe_sock_latency      socket filter (SO_ATTACH_BPF on each socket of the
+ *                           group): skb receive timestamp → now, log2 µs
+ *                           histogram. Never drops or trims: returns skb->len.
+ *   probe_kfree_skb         tp_btf/kfree_skb: drops of packets to our UDP
+ *                           ports, by enum skb_drop_reason.
+ *   probe_xdp_redirect_err  tp_btf/xdp_redirect_err and
+ *   probe_xdp_exception     tp_btf/xdp_exception, for our XDP program id
+ *                           (a full AF_XDP rx ring makes the redirect fail).
+ *
+ * All counters are per-CPU, plain increments (each program runs at most once
+ * at a time per CPU); Go sums them at scrape time.
+ */
+
+#include "vmlinux.h"
+#include <bpf_helpers.h>
+#include <bpf_endian.h>
+#include <bpf_core_read.h>
+#include <bpf_tracing.h>
+#include "probes.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_UDP_ 17
+#define HDR_UNSET ((__u16)~0U)
+/* Realtime timestamps are past 2001-09-09 (1e18 ns); anything smaller is a
+ * monotonic delivery time or garbage, not a receive stamp. */
+#define REALTIME_MIN_NS 1000000000000000000ULL
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct probe_config);
+} probe_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PROBE_LAT_BUCKETS);
+	__type(key, __u32);
+	__type(value, __u64);
+} probe_latency SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PROBE_STAT__MAX);
+	__type(key, enum probe_stat);
+	__type(value, __u64);
+} probe_stats SEC(".maps");
+
+/* Our UDP destination ports, host byte order; the value is unused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} probe_ports SEC(".maps");
+
+/* Drops of packets to our ports by enum skb_drop_reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} probe_drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct probe_xdp_key);
+	__type(value, __u64);
+} probe_xdp_events SEC(".maps");
+
+/* The socket filter's __sk_buff has no readable tstamp: read the real
+ * sk_buff's through this kfunc (common to all program types, Linux >= 6.2). */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+static __always_inline void stat_add(enum probe_stat idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&probe_stats, &idx);
+	if (v)
+		*v += n;
+}
+
+/* Increment a per-CPU hash counter, creating it on first use. Another CPU
+ * may create the key between lookup and update: then look up again. */
+static __always_inline void hash_inc(void *map, const void *key)
+{
+	__u64 one = 1, *v = bpf_map_lookup_elem(map, key);
+
+	if (v) {
+		*v += 1;
+		return;
+	}
+	if (bpf_map_update_elem(map, key, &one, BPF_NOEXIST) == 0)
+		return;
+	v = bpf_map_lookup_elem(map, key);
+	if (v)
+		*v += 1;
+}
+
+/* floor(log2(v)) for v > 0, branch-free. */
+static __always_inline __u32 log2_floor(__u64 v)
+{
+	__u32 r, s;
+
+	r = (v > 0xFFFFFFFFULL) << 5;
+	v >>= r;
+	s = (v > 0xFFFF) << 4;
+	v >>= s;
+	r |= s;
+	s = (v > 0xFF) << 3;
+	v >>= s;
+	r |= s;
+	s = (v > 0xF) << 2;
+	v >>= s;
+	r |= s;
+	s = (v > 0x3) << 1;
+	v >>= s;
+	r |= s;
+	return r | (__u32)(v >> 1);
+}
+
+/* Bucket of a latency in ns: µs rounded up, then ceil(log2). */
+static __always_inline __u32 latency_bucket(__u64 ns)
+{
+	__u64 us = (ns + 999) / 1000;
+	__u32 b;
+
+	if (us <= 1)
+		return 0;
+	b = log2_floor(us - 1) + 1;
+	return b < PROBE_LAT_INF ? b : PROBE_LAT_INF;
+}
+
+SEC("socket")
+int probe_sock_latency(struct __sk_buff *skb)
+{
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	__u32 zero = 0, b;
+	__u64 ts = kskb->tstamp;
+	__s64 now, d;
+	struct probe_config *cfg;
+	__u64 *cnt;
+
+	stat_add(PROBE_STAT_SOCK_PACKETS, 1);
+	if (!ts) {
+		stat_add(PROBE_STAT_SOCK_NO_TSTAMP, 1);
+		return skb->len;
+	}
+	cfg = bpf_map_lookup_elem(&probe_cfg, &zero);
+	if (!cfg) {
+		stat_add(PROBE_STAT_NO_CONFIG, 1);
+		return skb->len;
+	}
+	now = (__s64)bpf_ktime_get_tai_ns() - cfg->tai_offset_ns;
+	d = now - (__s64)ts;
+	if (ts < REALTIME_MIN_NS || d < 0) {
+		stat_add(PROBE_STAT_SOCK_CLOCK_SKEW, 1);
+		return skb->len;
+	}
+	b = latency_bucket(d);
+	cnt = bpf_map_lookup_elem(&probe_latency, &b);
+	if (cnt)
+		*cnt += 1;
+	stat_add(PROBE_STAT_SOCK_LAT_SUM_NS, d);
+	return skb->len;
+}
+
+/* The UDP destination port of skb in host order, or 0 when skb is not a
+ * UDP packet whose headers have been set (network header at least). */
+static __always_inline __u16 udp_dport(struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u16 proto = BPF_CORE_READ(skb, protocol);
+	struct udphdr udp;
+
+	if (!head || nh == HDR_UNSET)
+		return 0;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return 0;
+		if (ip.protocol != IPPROTO_UDP_ || ip.ihl < 5)
+			return 0;
+		/* A non-first fragment carries no UDP header. */
+		if (ip.frag_off & bpf_htons(0x1FFF))
+			return 0;
+		if (th == HDR_UNSET || th <= nh)
+			th = nh + ip.ihl * 4;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return 0;
+		/* Extension headers are not walked: the XDP program passes
+		 * such packets to the stack uncounted as ours anyway. */
+		if (ip6.nexthdr != IPPROTO_UDP_)
+			return 0;
+		if (th == HDR_UNSET || th <= nh)
+			th = nh + sizeof(ip6);
+	} else {
+		return 0;
+	}
+	if (bpf_probe_read_kernel(&udp, sizeof(udp), head + th))
+		return 0;
+	return bpf_ntohs(udp.dest);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(probe_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	__u16 port = udp_dport(skb);
+	__u32 r = reason;
+
+	if (!port || !bpf_map_lookup_elem(&probe_ports, &port))
+		return 0;
+	hash_inc(&probe_drops, &r);
+	stat_add(PROBE_STAT_DROPS, 1);
+	return 0;
+}
+
+static __always_inline int ours(const struct bpf_prog *xdp)
+{
+	__u32 zero = 0, id;
+	struct probe_config *cfg = bpf_map_lookup_elem(&probe_cfg, &zero);
+
+	if (!cfg) {
+		stat_add(PROBE_STAT_NO_CONFIG, 1);
+		return 0;
+	}
+	if (!cfg->xdp_prog_id)
+		return 0;
+	id = BPF_CORE_READ(xdp, aux, id);
+	return id == cfg->xdp_prog_id;
+}
+
+SEC("tp_btf/xdp_redirect_err")
+int BPF_PROG(probe_xdp_redirect_err, const struct net_device *dev, const struct bpf_prog *xdp,
+	     const void *tgt, int err)
+{
+	struct probe_xdp_key key = { .event = PROBE_XDP_REDIRECT_ERR, .code = err };
+
+	if (!ours(xdp))
+		return 0;
+	hash_inc(&probe_xdp_events, &key);
+	stat_add(PROBE_STAT_XDP_REDIRECT_ERR, 1);
+	return 0;
+}
+
+SEC("tp_btf/xdp_exception")
+int BPF_PROG(probe_xdp_exception, const struct net_device *dev, const struct bpf_prog *xdp, __u32 act)
+{
+	struct probe_xdp_key key = { .event = PROBE_XDP_EXCEPTION, .code = (__s32)act };
+
+	if (!ours(xdp))
+		return 0;
+	hash_inc(&probe_xdp_events, &key);
+	stat_add(PROBE_STAT_XDP_EXCEPTION, 1);
+	return 0;
+}

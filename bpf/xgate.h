@@ -1,0 +1,143 @@
+/* xgate.h — types and constants shared by the XDP and sk_reuseport programs
+ * and, through bpf2go -type, by the Go side (package bpf). Change a struct
+ * here and `make generate` changes the Go mirror: the two cannot drift.
+ *
+ * Every struct is laid out without implicit padding (explicit _pad fields),
+ * so the Go mirrors and `bpftool map dump` agree byte for byte.
+ */
+#ifndef XGATE_H
+#define XGATE_H
+
+/* Why a packet left the XDP program, one per packet (the terminal reasons,
+ * below XGATE_R__TERMINAL), and events that happen on the way and do not
+ * decide the verdict (XGATE_EV_*). The counters map is indexed by this enum;
+ * summing the terminal reasons gives every packet the program saw.
+ * The comment after each reason is its verdict. Append only before the
+ * sentinel; names reach Go (and /metrics) lower-cased without the prefix. */
+enum xgate_reason {
+	/* survivors */
+	XGATE_R_REDIRECT = 0,       /* XDP_REDIRECT into the queue's AF_XDP socket */
+	XGATE_R_PASS_SOCKET,        /* XDP_PASS: socket mode, to the reuseport group */
+	XGATE_R_PASS_NO_XSK,        /* XDP_PASS: AF_XDP mode but no socket on this queue */
+	/* not for us */
+	XGATE_R_NOT_IP,             /* XDP_PASS: ethertype neither IPv4 nor IPv6 */
+	XGATE_R_VLAN_TOO_DEEP,      /* XDP_PASS: more than two VLAN tags */
+	XGATE_R_NOT_UDP,            /* XDP_PASS: IP but not UDP */
+	XGATE_R_PORT_NOT_LISTENED,  /* XDP_PASS: UDP to a port outside the listen set */
+	XGATE_R_IPV4_FRAGMENT,      /* XDP_PASS: IPv4 fragment, the stack reassembles */
+	XGATE_R_IPV6_EXT_HDR,       /* XDP_PASS: IPv6 extension header before L4 */
+	/* malformed: truncated or impossible headers, per layer */
+	XGATE_R_MALFORMED_ETH,      /* XDP_DROP */
+	XGATE_R_MALFORMED_VLAN,     /* XDP_DROP */
+	XGATE_R_MALFORMED_IPV4,     /* XDP_DROP: truncated, version != 4 or IHL < 5 */
+	XGATE_R_MALFORMED_IPV6,     /* XDP_DROP: truncated or version != 6 */
+	XGATE_R_MALFORMED_UDP,      /* XDP_DROP: truncated or UDP length < 8 */
+	/* policy */
+	XGATE_R_BLOCKED,            /* XDP_DROP: source in the blocklist, not expired */
+	XGATE_R_RATE_LIMITED,       /* XDP_DROP: source over its token bucket */
+	XGATE_R_BUCKET_CONTENDED,   /* XDP_DROP: bucket CAS lost XGATE_CAS_TRIES times */
+	XGATE_R_PAYLOAD_NOT_JSON,   /* XDP_DROP: first non-blank payload byte is not '{' */
+	XGATE_R_NO_CONFIG,          /* XDP_PASS: config map lookup failed (cannot happen) */
+	XGATE_R__TERMINAL,          /* sentinel: reasons below are terminal */
+
+	/* events, not verdicts: counted in addition to the terminal reason */
+	XGATE_EV_BLOCK_EXPIRED = XGATE_R__TERMINAL, /* blocklist hit past its expiry: ignored */
+	XGATE_EV_BUCKET_CAS_RETRY,  /* a bucket CAS lost to another CPU and was retried */
+	XGATE_EV_META_FAILED,       /* bpf_xdp_adjust_meta refused: redirected without timestamp */
+	XGATE_R__MAX,               /* sentinel: size of the counters map */
+};
+
+/* Packet and byte counts for one reason on one CPU (PERCPU_ARRAY value). */
+struct xgate_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* A source address: IPv6, or IPv4 as v4-mapped IPv6 (::ffff:a.b.c.d),
+ * in network byte order. Key of the blocklist and of the buckets. */
+struct xgate_src_key {
+	__u8 addr[16];
+};
+
+/* Blocklist value. expires_ns is CLOCK_MONOTONIC (bpf_ktime_get_ns) ns;
+ * U64_MAX blocks until removed. */
+struct xgate_block {
+	__u64 expires_ns;
+};
+
+/* Token bucket state as GCRA: the theoretical arrival time of the next
+ * conforming packet, CLOCK_MONOTONIC ns. One u64, updated by CAS. */
+struct xgate_bucket {
+	__u64 tat_ns;
+};
+
+enum xgate_mode {
+	XGATE_MODE_SOCKET = 0, /* survivors go up the stack to the reuseport group */
+	XGATE_MODE_AFXDP = 1,  /* survivors are redirected to the queue's XSK */
+};
+
+enum xgate_flags {
+	XGATE_F_PAYLOAD_CHECK = 1 << 0, /* drop payloads not starting with '{' */
+};
+
+/* The one entry (key 0) of the config ARRAY map, written by userspace. */
+struct xgate_config {
+	__u64 bucket_interval_ns; /* GCRA emission interval = 1e9/rate; 0 = no bucket */
+	__u64 bucket_limit_ns;    /* burst * interval: how far TAT may run ahead */
+	enum xgate_mode mode;     /* 4 bytes */
+	enum xgate_flags flags;   /* bit set, 4 bytes */
+	__u32 cost_sample_n;      /* time 1 packet in N per CPU; 0 = off */
+	__u32 _pad;
+};
+
+/* The listen set: bit p of the bitmap is set when UDP port p (host order)
+ * is ours. One entry (key 0) of an ARRAY map: an array lookup is inlined by
+ * the verifier, a hash lookup is a helper call (≈25 ns on SRSO-mitigated
+ * CPUs), and every packet of the host asks this question. */
+struct xgate_port_set {
+	__u64 bits[65536 / 64];
+};
+
+#define XGATE_COST_BUCKETS 24
+
+/* Sampled cost of the XDP program on one CPU (PERCPU_ARRAY, key 0).
+ * hist[i] counts samples with ns <= 2^i (i = 0 .. 23, the last one is
+ * "everything above 2^22" too); Prometheus-style upper bounds. */
+struct xgate_cost {
+	__u64 tick;    /* packets since the last sample (sampling countdown) */
+	__u64 samples; /* sampled packets */
+	__u64 sum_ns;  /* total ns of the sampled packets */
+	__u64 hist[XGATE_COST_BUCKETS];
+};
+
+/* XDP metadata written in front of a redirected frame (AF_XDP mode):
+ * userspace finds it at frame address - sizeof(struct xgate_meta). */
+#define XGATE_META_MAGIC 0x58474d31 /* "XGM1" */
+struct xgate_meta {
+	__u64 rx_ns; /* bpf_ktime_get_ns at XDP entry (CLOCK_MONOTONIC) */
+	__u32 magic; /* XGATE_META_MAGIC: the metadata is ours and complete */
+	__u32 _pad;
+};
+
+/* ---- sk_reuseport ---- */
+
+#define XGATE_RP_MAX_NODES 8
+
+/* REUSEPORT_SOCKARRAY layout: slot = node * per_node + hash % count[node].
+ * Written by userspace (key 0 of an ARRAY map). */
+struct xgate_rp_config {
+	__u32 per_node;                  /* slots reserved per NUMA node */
+	__u32 count[XGATE_RP_MAX_NODES]; /* sockets placed on each node, 0 = none */
+	__u32 _pad;
+};
+
+enum xgate_rp_reason {
+	XGATE_RP_SELECTED = 0,   /* a socket of the receiving CPU's node was chosen */
+	XGATE_RP_NODE_UNKNOWN,   /* node id >= XGATE_RP_MAX_NODES: kernel's choice */
+	XGATE_RP_NODE_EMPTY,     /* no socket configured on this node: kernel's choice */
+	XGATE_RP_SLOT_EMPTY,     /* chosen slot empty or select failed: kernel's choice */
+	XGATE_RP_NO_CONFIG,      /* config lookup failed (cannot happen): kernel's choice */
+	XGATE_RP__MAX,
+};
+
+#endif /* XGATE_H */
