@@ -453,7 +453,7 @@ func (w *Window) estimate(a *windowAcc, distinct uint64, extra bool) float64 {
 	if extra {
 		xidx, xrank = hllPos(distinct, w.p)
 	}
-	sum, zeros := 0.0, 0
+	var hist hllHist
 	for i := uint64(0); i < w.regWords; i++ {
 		m := uint64(0)
 		for b, word := range a.live {
@@ -466,9 +466,9 @@ func (w *Window) estimate(a *windowAcc, distinct uint64, extra bool) float64 {
 		if extra && xidx>>3 == i {
 			m = hllByteMax(m, xrank<<((xidx&7)*8))
 		}
-		hllAccum(m, &sum, &zeros)
+		hllAccum(m, &hist)
 	}
-	return math.Round(hllEstimate(sum, zeros, 1<<w.p))
+	return math.Round(hllEstimate(&hist, w.p))
 }
 
 // Stats returns the counters. They are read one by one, not as a snapshot.
