@@ -1,0 +1,47 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := newRoot()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+func TestVersion(t *testing.T) {
+	out, err := run(t, "version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Test binaries carry the module's build info, dependencies included.
+	if !strings.HasPrefix(out, "xgate dev (commit unknown, go1.") || !strings.Contains(out, "cilium/ebpf v0.22.0") {
+		t.Fatalf("version output: %q", out)
+	}
+}
+
+func TestDemoEngineOnly(t *testing.T) {
+	out, err := run(t, "demo", "--no-kernel", "--events", "20000")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"Part 1", "accounting: 20000 generated =", "✓", "Part 2 (kernel data plane) skipped"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	if _, err := run(t, "frobnicate"); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+}
