@@ -116,36 +116,54 @@ func (d *decoder) object(b []byte, i int, ev *Event) (int, DecodeError) {
 		if i >= len(b) || b[i] != '"' {
 			return i, ErrInvalidJSON
 		}
-		end, key, err := d.str(b, i, pending > 0)
-		if err != DecodeOK {
-			return end, err
+		ti := -1
+		var end int
+		var err DecodeError
+		// Fast path: a wanted plain name right here, followed by its
+		// closing quote, needs no scan of the key.
+		if pending > 0 && i+1 < len(b) {
+			for m := d.fs.byFirst[b[i+1]] &^ seen; m != 0; m &= m - 1 {
+				t := bits.TrailingZeros64(m)
+				name := top[t].name
+				if e := i + 1 + len(name); e < len(b) && b[e] == '"' && bytesView(b[i+1:e]) == name {
+					ti, end = t, e+1
+					break
+				}
+			}
+		}
+		if ti < 0 {
+			var key string
+			end, key, err = d.str(b, i, pending > 0)
+			if err != DecodeOK {
+				return end, err
+			}
+			if pending > 0 {
+				for t := range top {
+					if top[t].name == key {
+						ti = t
+						break
+					}
+				}
+			}
 		}
 		i = skipWS(b, end)
 		if i >= len(b) || b[i] != ':' {
 			return i, ErrInvalidJSON
 		}
 		i = skipWS(b, i+1)
-		ti := -1
-		if pending > 0 {
-			for t := range top {
-				if top[t].name == key {
-					ti = t
-					break
-				}
-			}
-		}
 		// The first occurrence of a duplicated key wins, as in gjson.
 		if ti >= 0 && seen&(1<<uint(ti)) == 0 {
 			seen |= 1 << uint(ti)
 			pending--
 			tf := &top[ti]
-			var v Value
-			end, err = d.value(b, i, 2, &v)
+			var tmp Value
+			v := &tmp
+			if tf.direct >= 0 {
+				v = &vals[tf.direct] // decode in place: no copy of the Value
+			}
+			end, err = d.value(b, i, 2, v)
 			if err != DecodeOK {
 				return end, err
-			}
-			if tf.direct >= 0 {
-				vals[tf.direct] = v
 			}
 			if v.Kind == KindObject || v.Kind == KindArray {
 				for _, np := range tf.nested {

@@ -150,6 +150,13 @@ type Worker struct {
 	decisions []Decision
 	c         workerCounts
 	unflushed int
+
+	// Key hashes of the current event by slot, so rules sharing a key
+	// (a rate limit and a window on user_id) hash it once. hashGen[slot]
+	// == gen marks hashes[slot] as this event's.
+	gen     uint32
+	hashGen []uint32
+	hashes  []uint64
 }
 
 // workerCounts are plain counters written only by the worker goroutine and
@@ -178,6 +185,8 @@ func (w *Worker) switchProgram(p *Program) {
 	w.prog = p
 	w.dec = newDecoder(p.fs, p.lim)
 	w.ev.values = make([]Value, len(p.fs.paths))
+	w.hashGen = make([]uint32, len(p.fs.paths))
+	w.hashes = make([]uint64, len(p.fs.paths))
 	w.c.rules = make([]ruleCount, len(p.rules))
 }
 
@@ -353,13 +362,22 @@ func (w *Worker) key(r *rule, src netip.Addr) (uint64, bool) {
 	if v.Kind != KindString && v.Kind != KindNumber {
 		return 0, false
 	}
-	return KeyHash(v.Str), true
+	if w.hashGen[r.keySlot] == w.gen {
+		return w.hashes[r.keySlot], true
+	}
+	h := KeyHash(v.Str)
+	w.hashGen[r.keySlot], w.hashes[r.keySlot] = w.gen, h
+	return h, true
 }
 
 func (w *Worker) decide(p *Program, now int64, src netip.Addr) {
 	c := &w.ctx
 	c.vals = w.ev.values
 	c.value = 0
+	if w.gen++; w.gen == 0 { // wrapped: forget every cached hash
+		clear(w.hashGen)
+		w.gen = 1
+	}
 	d := Decision{Raw: w.ev.Raw, Action: ActionPass}
 	alerted := false
 rules:

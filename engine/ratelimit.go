@@ -66,8 +66,9 @@ var ErrInvalidRateLimit = errors.New("invalid rate limit")
 //     section is a few stores (plus clearing the owner's state), it makes no
 //     call that blocks. After 16 retries the waiter yields the processor.
 type keyTable struct {
-	keys   []atomic.Uint64
-	stamps []atomic.Int64
+	// slots keeps each slot's key and stamp side by side, so a lookup
+	// touches one cache line, not two.
+	slots  []tableSlot
 	shift  uint8  // home slot = (key * fib) >> shift
 	mask   uint64 // len(keys) - 1
 	probe  uint64 // probe range, <= len(keys)
@@ -77,6 +78,12 @@ type keyTable struct {
 	live      atomic.Uint64
 	evictions atomic.Uint64
 	full      atomic.Uint64
+}
+
+// tableSlot is keys[s] and stamps[s] of the description above.
+type tableSlot struct {
+	key   atomic.Uint64
+	stamp atomic.Int64
 }
 
 const (
@@ -104,8 +111,7 @@ func tableCapacity(maxKeys int) (uint64, error) {
 }
 
 func (t *keyTable) init(capacity uint64, clear func(slot uint64)) {
-	t.keys = make([]atomic.Uint64, capacity)
-	t.stamps = make([]atomic.Int64, capacity)
+	t.slots = make([]tableSlot, capacity)
 	t.mask = capacity - 1
 	bits := uint8(0)
 	for uint64(1)<<bits < capacity {
@@ -123,7 +129,7 @@ func (t *keyTable) find(key uint64) (uint64, bool) {
 	h := t.home(key)
 	for i := uint64(0); i < t.probe; i++ {
 		s := (h + i) & t.mask
-		switch t.keys[s].Load() {
+		switch t.slots[s].key.Load() {
 		case key:
 			return s, true
 		case 0:
@@ -144,16 +150,16 @@ func (t *keyTable) acquire(key uint64, idleBefore, fresh int64) (uint64, bool) {
 	for retry := 0; ; retry++ {
 		for i := uint64(0); i < t.probe; i++ {
 			s := (h + i) & t.mask
-			k := t.keys[s].Load()
+			k := t.slots[s].key.Load()
 			if k == key {
 				return s, true
 			}
 			if k == 0 {
-				if t.keys[s].CompareAndSwap(0, key) {
+				if t.slots[s].key.CompareAndSwap(0, key) {
 					t.live.Add(1)
 					return s, true
 				}
-				if t.keys[s].Load() == key { // the same new key, inserted concurrently
+				if t.slots[s].key.Load() == key { // the same new key, inserted concurrently
 					return s, true
 				}
 			}
@@ -200,8 +206,8 @@ func (t *keyTable) evict(key, h uint64, idleBefore, fresh int64) (uint64, int) {
 		// must have been locked after the stamp load, which the CAS below
 		// notices; a slot published for key before the stamp load shows
 		// key in the key load.
-		st := t.stamps[s].Load()
-		if t.keys[s].Load() == key {
+		st := t.slots[s].stamp.Load()
+		if t.slots[s].key.Load() == key {
 			return 0, evictYield // inserted since acquire's scan
 		}
 		if st == stampLocked {
@@ -211,22 +217,22 @@ func (t *keyTable) evict(key, h uint64, idleBefore, fresh int64) (uint64, int) {
 		if st > idleBefore {
 			continue
 		}
-		if !t.stamps[s].CompareAndSwap(st, stampLocked) {
+		if !t.slots[s].stamp.CompareAndSwap(st, stampLocked) {
 			busy = true // taken under us, maybe by key itself: look again
 			continue
 		}
 		// We hold slot s: nobody else writes it until we store the stamp.
-		old := t.keys[s].Load()
-		t.keys[s].Store(key)
+		old := t.slots[s].key.Load()
+		t.slots[s].key.Store(key)
 		if !t.sole(key, s, h) {
-			t.keys[s].Store(old)
-			t.stamps[s].Store(st)
+			t.slots[s].key.Store(old)
+			t.slots[s].stamp.Store(st)
 			return 0, evictYield
 		}
 		if t.clear != nil {
 			t.clear(s)
 		}
-		t.stamps[s].Store(fresh)
+		t.slots[s].stamp.Store(fresh)
 		t.evictions.Add(1)
 		return s, evictDone
 	}
@@ -244,14 +250,14 @@ func (t *keyTable) sole(key, s, h uint64) bool {
 		if u == s {
 			continue
 		}
-		for spin := 0; t.keys[u].Load() == key; spin++ {
+		for spin := 0; t.slots[u].key.Load() == key; spin++ {
 			if u < s {
 				return false // a lower intent, or published
 			}
-			if t.stamps[u].Load() != stampLocked {
+			if t.slots[u].stamp.Load() != stampLocked {
 				// Published, or yielded (a yield restores the key first, so
 				// the re-read tells them apart).
-				if t.keys[u].Load() == key {
+				if t.slots[u].key.Load() == key {
 					return false
 				}
 				break
@@ -395,8 +401,8 @@ func (r *RateLimiter) Allow(key uint64, now int64) bool {
 		}
 		st := &r.stripes[s&(rlStripes-1)]
 		for {
-			tat := t.stamps[s].Load()
-			if tat == stampLocked || t.keys[s].Load() != key {
+			tat := t.slots[s].stamp.Load()
+			if tat == stampLocked || t.slots[s].key.Load() != key {
 				break // evicted or being evicted under us: look up again
 			}
 			next := max(tat, now) + r.interval
@@ -405,7 +411,7 @@ func (r *RateLimiter) Allow(key uint64, now int64) bool {
 				st.limited.Add(1)
 				return false
 			}
-			if t.stamps[s].CompareAndSwap(tat, next) {
+			if t.slots[s].stamp.CompareAndSwap(tat, next) {
 				st.allowed.Add(1)
 				return true
 			}
@@ -423,10 +429,10 @@ func (r *RateLimiter) AllowNow(key uint64) bool { return r.Allow(key, r.clock.Na
 func (r *RateLimiter) Stats() RateLimitStats {
 	s := RateLimitStats{
 		Keys:      r.tab.live.Load(),
-		Capacity:  uint64(len(r.tab.keys)),
+		Capacity:  uint64(len(r.tab.slots)),
 		Evictions: r.tab.evictions.Load(),
 		Full:      r.tab.full.Load(),
-		Bytes:     16 * uint64(len(r.tab.keys)),
+		Bytes:     16 * uint64(len(r.tab.slots)),
 	}
 	for i := range r.stripes {
 		s.Allowed += r.stripes[i].allowed.Load()

@@ -298,9 +298,9 @@ func TestRateLimitConcurrentEvictionChurn(t *testing.T) {
 		close(start)
 		wg.Wait()
 		seen := map[uint64]int{}
-		for i := range r.tab.keys {
-			seen[r.tab.keys[i].Load()]++
-			if r.tab.stamps[i].Load() == stampLocked {
+		for i := range r.tab.slots {
+			seen[r.tab.slots[i].key.Load()]++
+			if r.tab.slots[i].stamp.Load() == stampLocked {
 				t.Errorf("phase %d: slot %d left locked", p, i)
 			}
 		}

@@ -100,9 +100,27 @@ type fieldSet struct {
 	// top are the distinct first path components, each with the slot that
 	// wants the whole value (or -1) and the nested paths below it.
 	top []topField
+	// byFirst[c] has bit t set when top[t].name is plain (printable ASCII,
+	// no quote or backslash) and starts with c: the decoder matches such
+	// names in place, without scanning the key first.
+	byFirst [256]uint64
 	// role slots (-1 when the role is unused) and the required checks.
 	roleSlot [numRoles]int
 	required []Role
+}
+
+// plainName reports whether a JSON key equal to name can only be written
+// as the bytes of name (no escapes needed).
+func plainName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // maxTopFields bounds the distinct top-level names one program reads, so
@@ -171,6 +189,9 @@ func (fs *fieldSet) add(path string) (int, error) {
 		}
 		fs.top = append(fs.top, topField{name: name, direct: -1})
 		ti = len(fs.top) - 1
+		if plainName(name) {
+			fs.byFirst[name[0]] |= 1 << uint(ti)
+		}
 	}
 	if nested {
 		fs.top[ti].nested = append(fs.top[ti].nested, nestedPath{slot: slot, rest: rest})

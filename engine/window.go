@@ -248,13 +248,13 @@ func (w *Window) slot(key, k uint64) (uint64, bool) {
 			return 0, false
 		}
 		for {
-			st := t.stamps[s].Load()
-			if st == stampLocked || t.keys[s].Load() != key {
+			st := t.slots[s].stamp.Load()
+			if st == stampLocked || t.slots[s].key.Load() != key {
 				break
 			}
 			// Once the stamp is >= k+1 no evictor working at a step less
 			// than k+n can take the slot (see Window's doc).
-			if st >= stamp || t.stamps[s].CompareAndSwap(st, stamp) {
+			if st >= stamp || t.slots[s].stamp.CompareAndSwap(st, stamp) {
 				return s, true
 			}
 		}
@@ -294,7 +294,7 @@ func (w *Window) Value(key uint64, now int64) (float64, bool) {
 	}
 	var a windowAcc
 	w.gather(s, w.step(now), &a)
-	if a.count == 0 || w.tab.keys[s].Load() != key {
+	if a.count == 0 || w.tab.slots[s].key.Load() != key {
 		return 0, false // empty, or evicted while we read
 	}
 	return w.finish(&a, 0, 0, false), true
@@ -474,7 +474,7 @@ func (w *Window) estimate(a *windowAcc, distinct uint64, extra bool) float64 {
 // Stats returns the counters. They are read one by one, not as a snapshot.
 func (w *Window) Stats() WindowStats {
 	perKey := 16 + 8*w.n*(w.stride+w.regWords)
-	c := uint64(len(w.tab.keys))
+	c := uint64(len(w.tab.slots))
 	return WindowStats{
 		Keys:        w.tab.live.Load(),
 		Capacity:    c,
