@@ -68,11 +68,11 @@ var ErrInvalidRateLimit = errors.New("invalid rate limit")
 type keyTable struct {
 	// slots keeps each slot's key and stamp side by side, so a lookup
 	// touches one cache line, not two.
-	slots  []tableSlot
-	shift  uint8  // home slot = (key * fib) >> shift
-	mask   uint64 // len(keys) - 1
-	probe  uint64 // probe range, <= len(keys)
-	clear  func(slot uint64)
+	slots []tableSlot
+	shift uint8  // home slot = (key * fib) >> shift
+	mask  uint64 // len(keys) - 1
+	probe uint64 // probe range, <= len(keys)
+	clear func(slot uint64)
 
 	_         [64]byte // keep the counters off the read-mostly header
 	live      atomic.Uint64
