@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xgate/xgate/gateway"
+)
+
+const defaultPidFile = "/run/xgate.pid"
+
+func newRun() *cobra.Command {
+	var cfgPath, pidFile string
+	var debug bool
+	cmd := &cobra.Command{
+		Use:   "run -c FILE",
+		Short: "Run the gateway with a configuration file",
+		Long: `run attaches the XDP program to the configured interface, opens the receive
+path (AF_XDP sockets, an SO_REUSEPORT group per NUMA node, or plain UDP
+sockets when not root), and decides every event until SIGINT or SIGTERM.
+SIGHUP (or xgate reload) re-reads the file and swaps the rules atomically;
+a bad file is rejected and the running rules stay.`,
+		Example: "  sudo xgate run -c /etc/xgate/xgate.yaml\n  sudo xgate run -c examples/xgate.yaml --pid-file /run/xgate.pid",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			cfg, err := gateway.LoadConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			g, err := gateway.New(cfg, gateway.Options{Logger: log})
+			if err != nil {
+				return err
+			}
+			if pidFile != "" {
+				if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+					log.Warn("cannot write the pid file; xgate reload will not find this process", "path", pidFile, "error", err)
+				} else {
+					defer os.Remove(pidFile)
+				}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					next, err := gateway.LoadConfig(cfgPath)
+					if err == nil {
+						err = g.Reload(next)
+					}
+					if err != nil {
+						log.Error("reload rejected; the running rules stay", "error", err)
+					}
+				}
+			}()
+			return g.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")
+	cmd.Flags().StringVar(&pidFile, "pid-file", defaultPidFile, "where to write the process id for xgate reload (\"\" = none)")
+	cmd.Flags().BoolVar(&debug, "debug", false, "log at debug level")
+	_ = cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func newValidate() *cobra.Command {
+	var cfgPath string
+	var host bool
+	cmd := &cobra.Command{
+		Use:   "validate -c FILE",
+		Short: "Check a configuration file and compile its rules",
+		Long: `validate parses the file, checks every key and value and compiles the rules,
+printing every error with its file, line and key. With --host it also checks
+this host: the interface exists, the privileges and kernel features the
+configured mode needs.`,
+		Example: "  xgate validate -c examples/xgate.yaml\n  sudo xgate validate -c /etc/xgate/xgate.yaml --host",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := gateway.LoadConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			if host {
+				problems, notes := gateway.CheckSetup(cfg)
+				for _, n := range notes {
+					fmt.Fprintln(cmd.OutOrStdout(), n)
+				}
+				if len(problems) > 0 {
+					return fmt.Errorf("host checks failed:\n  %s", strings.Join(problems, "\n  "))
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d rules, %d sinks)\n", cfgPath, len(cfg.Rules), len(cfg.Sinks))
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")
+	cmd.Flags().BoolVar(&host, "host", false, "also check the interface, privileges and kernel features")
+	_ = cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func newReload() *cobra.Command {
+	var pidFile string
+	cmd := &cobra.Command{
+		Use:     "reload",
+		Short:   "Tell a running gateway to re-read its configuration (SIGHUP)",
+		Example: "  sudo xgate reload\n  sudo xgate reload --pid-file /run/xgate.pid",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pid, err := readPid(pidFile)
+			if err != nil {
+				return err
+			}
+			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+				return fmt.Errorf("signal xgate (pid %d): %w", pid, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "sent SIGHUP to xgate (pid %d); its log says whether the new rules took\n", pid)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&pidFile, "pid-file", defaultPidFile, "the pid file xgate run wrote")
+	return cmd
+}
+
+// readPid reads a pid file and checks the process is an xgate.
+func readPid(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("no pid file at %s: is xgate running (with --pid-file %s)?", path, path)
+	}
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("pid file %s: %q is not a process id", path, strings.TrimSpace(string(b)))
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return 0, fmt.Errorf("pid file %s names process %d, which is not running (stale pid file?)", path, pid)
+	}
+	if name := strings.TrimSpace(string(comm)); !strings.HasPrefix(name, "xgate") {
+		return 0, fmt.Errorf("pid file %s names process %d (%s), which is not xgate", path, pid, name)
+	}
+	return pid, nil
+}

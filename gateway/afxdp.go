@@ -1,0 +1,151 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xgate/xgate/xdp"
+)
+
+// LatencyBuckets is the size of the receive → verdict histogram: bucket i
+// counts frames decided within 2^i µs of the XDP program's timestamp (the
+// last bucket everything slower).
+const LatencyBuckets = 24
+
+// xskQueue is one AF_XDP socket and the worker state that goes with it.
+type xskQueue struct {
+	sock   *xdp.Socket
+	frames []xdp.Frame
+	// Written only by the worker; read by Stats.
+	badFrames atomic.Uint64 // redirected frames that are not UDP as we parse it
+	noMeta    atomic.Uint64 // frames without the program's timestamp
+	latency   [LatencyBuckets]atomic.Uint64
+}
+
+// openXSKs opens one AF_XDP socket per RX queue and registers each in the
+// program's XSKMAP. It returns the CPU of each queue's worker.
+func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
+	topo, err := g.topology(cfg)
+	if err != nil {
+		return nil, err
+	}
+	queues := g.queues
+	if cfg.Queues > 0 {
+		queues = min(queues, cfg.Queues)
+	}
+	xc := xdp.Config{FrameSize: uint32(cfg.AFXDP.FrameSize), Frames: uint32(cfg.AFXDP.Frames),
+		FillSize: uint32(cfg.AFXDP.FillRing), RxSize: uint32(cfg.AFXDP.RxRing),
+		PollTimeout: g.opts.RecvTimeout}
+	var cpus []int
+	for q := 0; q < queues; q++ {
+		s, err := xdp.Open(g.ifindex, q, xc)
+		if err != nil {
+			return nil, fmt.Errorf("afxdp queue %d of %s: %w", q, cfg.Interface, err)
+		}
+		x := &xskQueue{sock: s, frames: make([]xdp.Frame, max(1, cfg.Socket.Batch))}
+		g.xsks = append(g.xsks, x)
+		if err := g.xdp.RegisterXSK(uint32(q), s.FD()); err != nil {
+			return nil, fmt.Errorf("afxdp queue %d: %w", q, err)
+		}
+		cpus = append(cpus, topo.queueCPU(q))
+		if q == 0 {
+			g.log.Info("AF_XDP socket bound", "queue", q, "mode", s.Mode().String(), "frame_size", xc.FrameSize)
+		}
+	}
+	if queues < g.queues {
+		g.log.Warn("fewer AF_XDP sockets than RX queues: traffic on the other queues passes to the stack (pass_no_xsk)",
+			"sockets", queues, "queues", g.queues)
+	}
+	return cpus, nil
+}
+
+func (g *Gateway) closeXSKs() {
+	for q, x := range g.xsks {
+		if g.xdp != nil {
+			_ = g.xdp.UnregisterXSK(uint32(q))
+		}
+		_ = x.sock.Close()
+	}
+}
+
+// runXSK is the loop of the afxdp path: receive a batch of frames (views
+// into the UMEM), decide each UDP payload, then release the whole batch to
+// the fill ring — only after the engine and the sink writer are done with
+// every view into it.
+func (w *worker) runXSK(stop *atomic.Bool) {
+	defer w.finish()
+	if err := w.pin(); err != nil {
+		w.fail(err)
+		return
+	}
+	x := w.xsk
+	var total uint64
+	for !stop.Load() {
+		n, err := x.sock.Receive(x.frames)
+		if err != nil {
+			if errors.Is(err, xdp.ErrTimeout) {
+				if w.sw != nil {
+					w.sw.FlushAll() // idle: nothing waits for more traffic
+				}
+				continue
+			}
+			if errors.Is(err, xdp.ErrClosed) || stop.Load() {
+				return
+			}
+			w.fail(err)
+			return
+		}
+		if n == 0 {
+			if w.sw != nil {
+				w.sw.FlushAll()
+			}
+			continue
+		}
+		now := monotonicNs()
+		for i := 0; i < n; i++ {
+			f := &x.frames[i]
+			payload, src, ok := udpPayload(f.Data)
+			if !ok {
+				x.badFrames.Add(1)
+				continue
+			}
+			w.decide(payload, src)
+			if f.Meta.OK && now > f.Meta.RxNs {
+				us := (now - f.Meta.RxNs + 999) / 1000
+				b := bits.Len64(us - 1) // smallest i with us <= 2^i
+				x.latency[min(b, LatencyBuckets-1)].Add(1)
+			} else if !f.Meta.OK {
+				x.noMeta.Add(1)
+			}
+		}
+		if w.sw != nil {
+			w.sw.Flush()
+		}
+		x.sock.Release(x.frames[:n])
+		total += uint64(n)
+		w.datagrams.Store(total)
+	}
+}
+
+// ringDrops is what the AF_XDP rings dropped for this worker's queue.
+func (w *worker) ringDrops() uint64 {
+	if w.xsk == nil {
+		return 0
+	}
+	st, err := w.xsk.sock.Stats()
+	if err != nil {
+		return 0
+	}
+	return st.RxDropped + st.RxRingFull
+}
+
+// monotonicNs reads CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
+func monotonicNs() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}

@@ -1,0 +1,552 @@
+package gateway
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xgate/xgate/engine"
+)
+
+const okListen = "listen: {ports: [9000]}\n"
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want []string // substrings, each in the error
+	}{
+		{"unknown top-level key", okListen + "rulez: []\n",
+			[]string{"c.yaml:2: rulez: unknown key; did you mean rules?"}},
+		{"unknown key without a near match", okListen + "colour: blue\n",
+			[]string{"c.yaml:2: colour: unknown key (want one of afxdp, http, interface,"}},
+		{"unknown nested key", okListen + "rules:\n  - name: r\n    when: amount > 1\n    action: drop\n    rate_limt: {}\n",
+			[]string{"c.yaml:6: rules[0].rate_limt: unknown key; did you mean rate_limit?"}},
+		{"repeated key", okListen + "queues: 1\nqueues: 2\n",
+			[]string{"c.yaml:3: queues: repeated key (first on line 2)"}},
+		{"ports not a list", "listen: {ports: 9000}\n",
+			[]string{"c.yaml:1: listen.ports: want a list of UDP ports, got the integer 9000"}},
+		{"port out of range", "listen:\n  ports:\n    - 9000\n    - 70000\n",
+			[]string{"c.yaml:4: listen.ports[1]: port 70000 is not in 1..65535"}},
+		{"port twice", "listen: {ports: [9000, 9000]}\n",
+			[]string{"c.yaml:1: listen.ports[1]: port 9000 is listed twice"}},
+		{"no ports", "mode: auto\n",
+			[]string{"c.yaml:1: listen.ports: missing: name at least one UDP port"}},
+		{"empty file", "",
+			[]string{"c.yaml: listen.ports: missing"}},
+		{"bad listen address", "listen: {ports: [1], address: example.com}\n",
+			[]string{`c.yaml:1: listen.address: "example.com" is not an IP address`}},
+		{"bad mode", okListen + "mode: turbo\n",
+			[]string{`c.yaml:2: mode: "turbo": want afxdp, socket or auto`}},
+		{"socket mode without interface", okListen + "mode: socket\n",
+			[]string{"c.yaml:2: interface: missing: mode socket attaches to an interface"}},
+		{"queues wrong type", okListen + "queues: all\n",
+			[]string{`c.yaml:2: queues: want an integer, got the string "all"`}},
+		{"queues negative", okListen + "queues: -1\n",
+			[]string{"c.yaml:2: queues: -1: want 0 (all) .. 4096"}},
+		{"section not a mapping", okListen + "xdp: [1]\n",
+			[]string{"c.yaml:2: xdp: want a mapping of block_max, blocklist_size, cost_sample, payload_check, rate_limit, got a list"}},
+		{"rate unit", okListen + "rules:\n  - name: a\n    when: amount > 1\n    action: alert\n  - name: b\n    when: amount > 2\n    action: alert\n  - name: c\n    rate_limit: {key: user_id, rate: 100/x}\n    action: drop\n",
+			[]string{`c.yaml:10: rules[2].rate_limit.rate: "100/x": unit "x" is not one of ms, s, m, h`}},
+		{"rate missing", okListen + "rules:\n  - name: a\n    rate_limit: {key: user_id}\n    action: drop\n",
+			[]string{"c.yaml:4: rules[0].rate_limit.rate: missing: want N/unit"}},
+		{"burst wrong type", okListen + "rules:\n  - name: a\n    rate_limit: {key: user_id, rate: 1/s, burst: lots}\n    action: drop\n",
+			[]string{`c.yaml:4: rules[0].rate_limit.burst: want a number, got the string "lots"`}},
+		{"burst below one", okListen + "rules:\n  - name: a\n    rate_limit: {key: user_id, rate: 1/s, burst: 0.5}\n    action: drop\n",
+			[]string{"c.yaml:4: rules[0].rate_limit.burst: 0.5: want >= 1"}},
+		{"max_keys too large", okListen + "rules:\n  - name: a\n    rate_limit: {key: user_id, rate: 1/s, max_keys: 2000000000}\n    action: drop\n",
+			[]string{"c.yaml:4: rules[0].rate_limit.max_keys: 2000000000: want 1..1073741824"}},
+		{"condition syntax", okListen + "rules:\n  - name: r\n    when: amount >> 3\n    action: alert\n",
+			[]string{"c.yaml:4: rules[0].when: rule \"r\": column 9: ", "    amount >> 3\n            ^"}},
+		{"condition over lines", okListen + "rules:\n  - name: r\n    when: |\n      amount > 1 &&\n      event_type ==\n    action: alert\n",
+			[]string{"c.yaml:4: rules[0].when: rule \"r\": column 28: expected operand, found end of condition\n    amount > 1 && event_type ==\n    " + strings.Repeat(" ", 27) + "^"}},
+		{"condition in filter", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 10s, slide: 1s, agg: count}\n    filter: event_type ==\n    when: value > 3\n    action: alert\n",
+			[]string{"c.yaml:5: rules[0].filter: rule \"w\": column"}},
+		{"window needs when", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 10s, slide: 1s, agg: count}\n    action: alert\n",
+			[]string{"c.yaml:3: rules[0].when: a window needs when"}},
+		{"window bad agg", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 10s, slide: 1s, agg: median(amount)}\n    when: value > 1\n    action: alert\n",
+			[]string{`c.yaml:4: rules[0].window.agg: "median(amount)": `, `unknown aggregation "median"`}},
+		{"window size not a duration", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 60, slide: 1s, agg: count}\n    when: value > 1\n    action: alert\n",
+			[]string{`c.yaml:4: rules[0].window.size: "60" is not a duration`}},
+		{"window size not a multiple", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 7s, slide: 2s, agg: count}\n    when: value > 1\n    action: alert\n",
+			[]string{"c.yaml:4: rules[0].window.size: 7s is not a multiple of slide 2s"}},
+		{"window too many slides", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 1h, slide: 1s, agg: count}\n    when: value > 1\n    action: alert\n",
+			[]string{"c.yaml:4: rules[0].window.slide: size/slide = 3600 segments: at most 1024"}},
+		{"rate limit and window", okListen + "rules:\n  - name: x\n    rate_limit: {key: user_id, rate: 1/s}\n    window: {key: user_id, size: 10s, slide: 1s, agg: count}\n    when: value > 1\n    action: drop\n",
+			[]string{"c.yaml:5: rules[0].window: a rule has rate_limit or window, not both"}},
+		{"bad key path", okListen + "rules:\n  - name: x\n    rate_limit: {key: a..b, rate: 1/s}\n    action: drop\n",
+			[]string{`c.yaml:4: rules[0].rate_limit.key: path "a..b" has an empty component`}},
+		{"bucket refill too long", okListen + "rules:\n  - name: x\n    rate_limit: {key: user_id, rate: 1/h, burst: 1e12}\n    action: drop\n",
+			[]string{"c.yaml:4: rules[0].rate_limit: invalid rate limit: burst"}},
+		{"filter rule with filter", okListen + "rules:\n  - name: x\n    filter: amount > 1\n    action: drop\n",
+			[]string{"c.yaml:4: rules[0].filter: filter belongs to window rules; use when"}},
+		{"rule without a condition", okListen + "rules:\n  - name: x\n    action: drop\n",
+			[]string{"c.yaml:3: rules[0]: needs when, rate_limit or window"}},
+		{"action missing", okListen + "rules:\n  - name: x\n    when: amount > 1\n",
+			[]string{"c.yaml:3: rules[0].action: missing: want pass, drop, alert or block <duration>"}},
+		{"block without duration", okListen + "rules:\n  - name: x\n    when: amount > 1\n    action: block\n",
+			[]string{`c.yaml:5: rules[0].action: "block": block needs a duration, e.g. block 30s`}},
+		{"rule name missing", okListen + "rules:\n  - when: amount > 1\n    action: drop\n",
+			[]string{"c.yaml:3: rules[0].name: missing: every rule has a name"}},
+		{"rule not a mapping", okListen + "rules: [big-payment]\n",
+			[]string{`c.yaml:2: rules[0]: want a rule (a mapping with name, when, rate_limit or window, action), got the string "big-payment"`}},
+		{"duplicate rule name", okListen + "rules:\n  - {name: x, when: amount > 1, action: drop}\n  - {name: x, when: amount > 2, action: drop}\n",
+			[]string{`c.yaml:4: rules[1].name: "x" is already the name of rules[0]`}},
+		{"unknown required role", okListen + "schema: {required: [key, colour]}\n",
+			[]string{`c.yaml:2: schema.required[1]: "colour" is not a role`}},
+		{"required role without a path", okListen + "schema: {ts: \"\", required: [key, ts]}\n",
+			[]string{"c.yaml:2: schema.required: role ts is required but schema.ts is empty"}},
+		{"bad schema path", okListen + "schema:\n  key: user..id\n",
+			[]string{`c.yaml:3: schema.key: path "user..id" has an empty component`}},
+		{"limits", okListen + "limits: {max_datagram: 100000, max_event: 0, max_depth: 5000}\n",
+			[]string{"c.yaml:2: limits.max_datagram: 100000: want 1..65535", "c.yaml:2: limits.max_event: 0: want 1..max_datagram", "c.yaml:2: limits.max_depth: 5000: want 1..1024"}},
+		{"xdp rate below 1/s", okListen + "xdp: {rate_limit: {rate: 30/m}}\n",
+			[]string{`c.yaml:2: xdp.rate_limit.rate: "30/m" is 0.5/s: the kernel bucket counts whole packets per second`}},
+		{"xdp burst without rate", okListen + "xdp: {rate_limit: {burst: 10}}\n",
+			[]string{"c.yaml:2: xdp.rate_limit.burst: burst without a rate"}},
+		{"xdp block_max", okListen + "xdp:\n  blocklist_size: 100\n  block_max: 200\n  payload_check: yes\n",
+			[]string{"c.yaml:4: xdp.block_max: 200: want 1..blocklist_size (100)", `c.yaml:5: xdp.payload_check: want true or false, got the string "yes"`}},
+		{"socket", okListen + "socket: {rcvbuf: 4XB, batch: 0}\n",
+			[]string{`c.yaml:2: socket.rcvbuf: "4XB" is not a size`, "c.yaml:2: socket.batch: 0: want 1..1024"}},
+		{"afxdp", okListen + "afxdp: {frame_size: 3000, rx_ring: 1000, fill_ring: 4096, frames: 100}\n",
+			[]string{"c.yaml:2: afxdp.frame_size: 3000: want 2048 or 4096", "c.yaml:2: afxdp.rx_ring: 1000: want a power of two", "c.yaml:2: afxdp.frames: 100: want fill_ring (4096)"}},
+		{"sink problems", okListen + "sinks:\n  - {type: udp, what: alerts}\n  - {type: stdout, what: everything, path: /x, fsync: always}\n  - {type: file, path: /a, what: all, fsync: sometimes, on_full: wait, buffer: 1000}\n  - {type: file, path: /a, what: all}\n  - {what: all}\n",
+			[]string{
+				"c.yaml:3: sinks[0].address: missing: a udp sink sends to host:port",
+				`c.yaml:4: sinks[1].what: "everything": want passed, alerts`,
+				"c.yaml:4: sinks[1].path: only file sinks have a path",
+				"c.yaml:4: sinks[1].fsync: only file sinks fsync",
+				`c.yaml:5: sinks[2].fsync: "sometimes": want never, interval`,
+				`c.yaml:5: sinks[2].on_full: "wait": want drop`,
+				"c.yaml:5: sinks[2].buffer: 1000: want a size in 8KiB..1GiB",
+				`c.yaml:6: sinks[3].path: "/a" is also the path of sinks[2]`,
+				"c.yaml:7: sinks[4].type: missing: want file, stdout or udp",
+			}},
+		{"http listen", okListen + "http: {listen: \"example.com:80\"}\n",
+			[]string{`c.yaml:2: http.listen: "example.com:80": host "example.com" is not an IP address or localhost`}},
+		{"pin path", okListen + "pin: {path: /}\n",
+			[]string{`c.yaml:2: pin.path: "/": want an absolute directory on bpffs`}},
+		{"yaml syntax", "listen: {ports: [9000]\nmode: auto\n",
+			[]string{"c.yaml:1: invalid YAML: did not find expected ',' or '}'"}},
+		{"yaml tab indent", "listen:\n\tports: [9000]\n",
+			[]string{"c.yaml:2: invalid YAML: found character that cannot start any token"}},
+		{"root is a list", "- listen\n",
+			[]string{"c.yaml:1: want a mapping of afxdp, http,", "got a list"}},
+		{"two documents", okListen + "---\nmode: auto\n",
+			[]string{"c.yaml:2: more than one YAML document"}},
+		{"non-scalar key", okListen + "? [a, b]\n: 1\n",
+			[]string{"c.yaml:2: a key must be a plain name, got a list"}},
+		{"merge of a scalar", okListen + "xdp:\n  <<: 3\n",
+			[]string{"c.yaml:3: xdp: << merges a mapping, not the integer 3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig("c.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("no error; config %+v", c)
+			}
+			if c != nil {
+				t.Errorf("config returned with an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+			w := 0 // the wants that start an error; the others continue one
+			for _, s := range tc.want {
+				if strings.HasPrefix(s, "c.yaml") {
+					w++
+				}
+			}
+			if n := len(fieldErrors(t, err)); n != w {
+				t.Errorf("%d errors, want %d:\n%v", n, w, err)
+			}
+		})
+	}
+}
+
+// fieldErrors unpacks the joined error into its *FieldErrors.
+func fieldErrors(t *testing.T, err error) []*FieldError {
+	t.Helper()
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("error %T is not a joined error: %v", err, err)
+	}
+	var out []*FieldError
+	for _, e := range j.Unwrap() {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			t.Fatalf("error %T is not a *FieldError: %v", e, e)
+		}
+		out = append(out, fe)
+	}
+	return out
+}
+
+// TestBadFileAllErrors checks that every problem of testdata/bad.yaml is
+// reported, on its line and key: the file marks them with "# ERR line key…".
+func TestBadFileAllErrors(t *testing.T) {
+	const file = "testdata/bad.yaml"
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type at struct {
+		line int
+		key  string
+	}
+	var want []at
+	mark := regexp.MustCompile(`# ERR (\d+) (.*)$`)
+	for _, l := range strings.Split(string(data), "\n") {
+		m := mark.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.Atoi(m[1])
+		for _, k := range strings.Split(m[2], ",") {
+			want = append(want, at{n, strings.TrimSpace(k)})
+		}
+	}
+	_, err = LoadConfig(file)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	var got []at
+	for _, fe := range fieldErrors(t, err) {
+		if fe.File != file {
+			t.Errorf("file %q, want %q", fe.File, file)
+		}
+		got = append(got, at{fe.Line, fe.Key})
+	}
+	less := func(s []at) func(i, j int) bool {
+		return func(i, j int) bool { return s[i].line < s[j].line || s[i].line == s[j].line && s[i].key < s[j].key }
+	}
+	sort.Slice(want, less(want))
+	sort.Slice(got, less(got))
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("errors at %v\nwant %v\nfull error:\n%v", got, want, err)
+	}
+	// The example of the design: a rule's condition error keeps its caret.
+	var xe *engine.ExprError
+	if !errors.As(fieldErrors(t, err)[5], &xe) || xe.Rule != "typo" {
+		t.Errorf("sixth error does not wrap the rule's ExprError: %v", fieldErrors(t, err)[5])
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := ParseConfig("min.yaml", []byte(okListen+"sinks:\n  - {type: file, path: /tmp/x, what: passed}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.Listen.Ports = []uint16{9000}
+	s := DefaultSink()
+	s.Type, s.Path, s.What = "file", "/tmp/x", "passed"
+	want.Sinks = []Sink{s}
+	want.src = c.src
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("got  %+v\nwant %+v", c, want)
+	}
+	for _, check := range []struct {
+		name      string
+		got, want any
+	}{
+		{"mode", c.Mode, "auto"},
+		{"queues", c.Queues, 0},
+		{"socket.batch", c.Socket.Batch, 64},
+		{"socket.rcvbuf", c.Socket.RcvBuf, 4 << 20},
+		{"http.listen", c.HTTP.Listen, "127.0.0.1:9100"},
+		{"pin.path", c.Pin.Path, "/sys/fs/bpf/xgate"},
+		{"pin.keep", c.Pin.Keep, false},
+		{"schema.key", c.Schema.Key, "user_id"},
+		{"schema.required", c.Schema.Required, []string{"key"}},
+		{"limits", c.Limits, Limits{65535, 16384, 32}},
+		{"xdp.payload_check", c.XDP.PayloadCheck, true},
+		{"xdp.cost_sample", c.XDP.CostSample, 64},
+		{"xdp.rate", c.XDP.RateLimit.PerSecond(), 0.0},
+		{"afxdp", c.AFXDP, AFXDP{4096, 4096, 4096, 8192}},
+		{"sinks[0].on_full", c.Sinks[0].OnFull, "drop"},
+		{"sinks[0].buffer", c.Sinks[0].Buffer, int64(1 << 20)},
+	} {
+		if !reflect.DeepEqual(check.got, check.want) {
+			t.Errorf("%s = %v, want %v", check.name, check.got, check.want)
+		}
+	}
+	if p, d := c.Sinks[0].FsyncPolicy(); p != "interval" || d != time.Second {
+		t.Errorf("fsync policy %s %v, want interval 1s", p, d)
+	}
+	// Explicit values replace the defaults; a null leaves them.
+	c, err = ParseConfig("set.yaml", []byte(okListen+"mode: afxdp\ninterface: eth1\nsocket: {batch: 16, rcvbuf: 1MiB}\nhttp: {listen: ~}\n"+
+		"schema: {src: ~, key: account}\nxdp: {rate_limit: {rate: 10000/s}}\n"+
+		"sinks:\n  - {type: file, path: /a, what: all, fsync: interval 250ms}\n  - {type: file, path: /b, what: all, fsync: always}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Mode != "afxdp" || c.Socket.Batch != 16 || c.Socket.RcvBuf != 1<<20 || c.HTTP.Listen != DefaultHTTPListen ||
+		c.Schema.Src != "" || c.Schema.Key != "account" || c.Schema.Amount != "amount" || c.XDP.RateLimit.PerSecond() != 10000 {
+		t.Errorf("explicit values: %+v", c)
+	}
+	if p, d := c.Sinks[0].FsyncPolicy(); p != "interval" || d != 250*time.Millisecond {
+		t.Errorf("fsync policy %s %v, want interval 250ms", p, d)
+	}
+	if p, d := c.Sinks[1].FsyncPolicy(); p != "always" || d != 0 {
+		t.Errorf("fsync policy %s %v, want always", p, d)
+	}
+}
+
+func TestExampleConfig(t *testing.T) {
+	c, err := LoadConfig("../examples/xgate.yaml")
+	if err != nil {
+		t.Fatalf("examples/xgate.yaml: %v", err)
+	}
+	// The example shows every key: collect the keys it sets, with list
+	// indices dropped, and compare with all keys the decoder knows.
+	set := map[string]bool{}
+	for k := range c.src.lines {
+		set[regexp.MustCompile(`\[\d+\]`).ReplaceAllString(k, "[]")] = true
+	}
+	for _, k := range allKeys {
+		if !set[k] {
+			t.Errorf("examples/xgate.yaml does not show %s", k)
+		}
+	}
+	if len(c.Rules) != 4 || len(c.Sinks) != 3 {
+		t.Errorf("%d rules and %d sinks, want 4 and 3", len(c.Rules), len(c.Sinks))
+	}
+	// And its rules really run.
+	e, err := engine.New(c.EngineConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	ds := w.Process([]byte(`{"user_id":"u1","amount":20000,"event_type":"payment","ts":1,"ip":"203.0.113.7"}`), netip.MustParseAddr("198.18.0.1"))
+	if len(ds) != 1 || ds[0].Action != engine.ActionAlert || ds[0].Rule != "big-payment" {
+		t.Errorf("decisions %+v, want one alert by big-payment", ds)
+	}
+}
+
+// allKeys is every key the config knows, as paths with [] for list items.
+var allKeys = []string{
+	"interface", "mode", "listen", "listen.ports", "listen.address", "queues",
+	"schema", "schema.key", "schema.amount", "schema.type", "schema.ts", "schema.src", "schema.required",
+	"limits", "limits.max_datagram", "limits.max_event", "limits.max_depth",
+	"rules", "rules[].name", "rules[].when", "rules[].filter", "rules[].action",
+	"rules[].rate_limit", "rules[].rate_limit.key", "rules[].rate_limit.rate", "rules[].rate_limit.burst", "rules[].rate_limit.max_keys",
+	"rules[].window", "rules[].window.key", "rules[].window.size", "rules[].window.slide", "rules[].window.agg", "rules[].window.max_keys",
+	"xdp", "xdp.rate_limit", "xdp.rate_limit.rate", "xdp.rate_limit.burst", "xdp.payload_check", "xdp.cost_sample",
+	"xdp.blocklist_size", "xdp.block_max",
+	"socket", "socket.rcvbuf", "socket.batch",
+	"afxdp", "afxdp.frame_size", "afxdp.rx_ring", "afxdp.fill_ring", "afxdp.frames",
+	"sinks", "sinks[].type", "sinks[].path", "sinks[].what", "sinks[].fsync", "sinks[].rotate_bytes",
+	"sinks[].address", "sinks[].on_full", "sinks[].buffer",
+	"http", "http.listen", "pin", "pin.path", "pin.keep",
+}
+
+// TestAllKeysKnown keeps allKeys honest: each must be accepted by the
+// decoder, and a made-up key next to it must not.
+func TestAllKeysKnown(t *testing.T) {
+	c, err := LoadConfig("../examples/xgate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, k := range allKeys {
+		known[k] = true
+	}
+	for k := range c.src.lines {
+		k = regexp.MustCompile(`\[\d+\]`).ReplaceAllString(k, "[]")
+		if k != "" && !known[k] && !strings.HasSuffix(k, "[]") {
+			t.Errorf("the example sets %s, which allKeys lacks", k)
+		}
+	}
+}
+
+// TestDesignSketch: the config sketched in DESIGN.md loads as written.
+func TestDesignSketch(t *testing.T) {
+	const sketch = `listen: {ports: [9000]}
+interface: eth0            # or the veth of a test host
+mode: afxdp                # afxdp | socket | auto
+schema: {key: user_id, amount: amount, type: event_type, ts: ts}
+rules:
+  - name: big-payment
+    when: event_type == "payment" && amount > 10000
+    action: alert
+  - name: per-user-rate
+    rate_limit: {key: user_id, rate: 100/s, burst: 200}
+    action: drop
+  - name: velocity
+    window: {key: user_id, size: 60s, slide: 5s, agg: sum(amount)}
+    when: value > 50000
+    action: alert
+  - name: flood-source
+    rate_limit: {key: src_ip, rate: 10000/s}
+    action: block 30s      # pushed into the XDP blocklist
+sinks:
+  - {type: file, path: /var/lib/xgate/events.ndjson, what: passed}
+  - {type: stdout, what: alerts}
+http: {listen: 127.0.0.1:9100}
+`
+	c, err := ParseConfig("DESIGN.md", []byte(sketch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.File() != "DESIGN.md" || c.Mode != ModeAFXDP || len(c.Rules) != 4 || c.Rules[2].Window.Slide != 5*time.Second {
+		t.Errorf("sketch: %+v", c)
+	}
+}
+
+func TestAnchorsAndMerge(t *testing.T) {
+	src := okListen + `
+limits: &lim {max_event: 1000}
+rl: &rl {key: user_id, rate: 10/s}
+`
+	if _, err := ParseConfig("m.yaml", []byte(src)); err == nil || !strings.Contains(err.Error(), "m.yaml:4: rl: unknown key") {
+		t.Errorf("want unknown key rl, got %v", err)
+	}
+	src = okListen + `
+rules:
+  - &base
+    name: a
+    rate_limit: &rl {key: user_id, rate: 10/s}
+    action: drop
+  - <<: *base
+    name: b
+    rate_limit: {<<: *rl, rate: 20/s}
+`
+	c, err := ParseConfig("m.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Rules) != 2 || c.Rules[1].Name != "b" || c.Rules[1].Action != "drop" ||
+		c.Rules[1].RateLimit.Key != "user_id" || c.Rules[1].RateLimit.Rate != "20/s" {
+		t.Errorf("merged rules: %+v %+v", c.Rules[1], c.Rules[1].RateLimit)
+	}
+	// A mapping that merges itself must end, not recurse forever, nor
+	// blow up when it merges itself many times.
+	src = okListen + "xdp: &x\n  <<: [*x, *x, *x, *x, *x, *x, *x, *x, *x, *x]\n"
+	start := time.Now()
+	_, err = ParseConfig("m.yaml", []byte(src))
+	if err == nil || !strings.Contains(err.Error(), "m.yaml:3: xdp: merge keys (<<) nested or repeated too much") {
+		t.Errorf("self-merge: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("self-merge took %v", d)
+	}
+}
+
+func TestValidateBuiltInCode(t *testing.T) {
+	c := DefaultConfig()
+	c.Listen.Ports = []uint16{9000}
+	c.Rules = []Rule{{Name: "r", When: "amount >", Action: "drop"}}
+	err := c.Validate()
+	if err == nil || !strings.HasPrefix(err.Error(), `config: rules[0].when: rule "r": column 9: `) {
+		t.Fatalf("got %v", err)
+	}
+	c.Rules[0].When = "amount > 5"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ec := c.EngineConfig()
+	if len(ec.Rules) != 1 || ec.Rules[0].When != "amount > 5" || ec.Schema.Key != "user_id" ||
+		!reflect.DeepEqual(ec.Schema.Required, []engine.Role{engine.RoleKey}) || ec.Limits.MaxEvent != 16384 {
+		t.Errorf("engine config %+v", ec)
+	}
+}
+
+func TestEngineConfigConverts(t *testing.T) {
+	c, err := ParseConfig("e.yaml", []byte(okListen+`
+schema: {key: account.id, required: [key, amount]}
+limits: {max_datagram: 9000, max_event: 4KiB, max_depth: 8}
+rules:
+  - name: w
+    window: {key: src_ip, size: 10s, slide: 500ms, agg: distinct(account.id), max_keys: 1024}
+    filter: amount > 0
+    when: value > 3
+    action: block 1m
+  - name: rl
+    rate_limit: {key: account.id, rate: 6000/m, burst: 50, max_keys: 4096}
+    when: amount > 1
+    action: drop
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := c.EngineConfig()
+	want := engine.Config{
+		Schema: &engine.Schema{Key: "account.id", Amount: "amount", Type: "event_type", TS: "ts", Src: "ip",
+			Required: []engine.Role{engine.RoleKey, engine.RoleAmount}},
+		Limits: engine.Limits{MaxDatagram: 9000, MaxEvent: 4096, MaxDepth: 8},
+		Rules: []engine.RuleSpec{
+			{Name: "w", When: "value > 3", Filter: "amount > 0", Action: "block 1m",
+				Window: &engine.WindowSpec{Key: "src_ip", Size: 10 * time.Second, Slide: 500 * time.Millisecond, Agg: "distinct(account.id)", MaxKeys: 1024}},
+			{Name: "rl", When: "amount > 1", Action: "drop",
+				RateLimit: &engine.RateLimitSpec{Key: "account.id", Rate: "6000/m", Burst: 50, MaxKeys: 4096}},
+		},
+	}
+	if !reflect.DeepEqual(ec, want) {
+		t.Errorf("got  %+v\nwant %+v", ec, want)
+	}
+	if _, err := engine.New(ec); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true}, {"4096", 4096, true}, {"4KiB", 4096, true}, {"4 MiB", 4 << 20, true},
+		{"1GiB", 1 << 30, true}, {"2M", 2 << 20, true}, {"3kB", 3000, true}, {"1_000", 1000, true},
+		{"-1", 0, false}, {"1.5MiB", 0, false}, {"MiB", 0, false}, {"99999999999GiB", 0, false}, {"", 0, false},
+	} {
+		got, err := parseSize(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.yaml"))
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("got %v", err)
+	}
+}
+
+// FuzzParseConfig: any input ends in a config or an error, never a panic;
+// an accepted config validates again and converts for the engine.
+func FuzzParseConfig(f *testing.F) {
+	for _, p := range []string{"../examples/xgate.yaml", "testdata/bad.yaml"} {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig("fuzz.yaml", data)
+		if err != nil {
+			if c != nil {
+				t.Fatal("config and error")
+			}
+			for _, fe := range fieldErrors(t, err) {
+				if fe.File != "fuzz.yaml" || fe.Line < 0 {
+					t.Fatalf("bad position in %v", fe)
+				}
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("accepted config fails Validate: %v", err)
+		}
+		_ = c.EngineConfig()
+	})
+}

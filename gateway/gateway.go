@@ -1,0 +1,410 @@
+// Package gateway is the xgate daemon: it attaches the XDP program to a
+// NIC, opens the receive path of the chosen mode (AF_XDP sockets, an
+// SO_REUSEPORT group per NUMA node, or plain UDP sockets), runs one pinned
+// worker per queue or socket through the rule engine, feeds block verdicts
+// back into XDP, writes sinks, and stops, reloads and accounts for every
+// packet.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+
+	"github.com/xgate/xgate/bpf"
+	"github.com/xgate/xgate/engine"
+)
+
+// Receive paths.
+const (
+	PathAFXDP  = "afxdp"  // one AF_XDP socket per RX queue
+	PathSocket = "socket" // SO_REUSEPORT group per NUMA node, steered by sk_reuseport
+	PathPlain  = "plain"  // SO_REUSEPORT UDP sockets without any BPF (not root)
+)
+
+// Options are the run-time knobs that are not configuration.
+type Options struct {
+	Logger *slog.Logger
+	// SysRoot is where /sys and /proc are read for the topology ("" = "/");
+	// tests point it at a fake host.
+	SysRoot string
+	// StopTimeout bounds the drain on Stop (default 5s).
+	StopTimeout time.Duration
+	// RecvTimeout is how long a worker waits in one receive call before it
+	// checks for stop (default 100ms).
+	RecvTimeout time.Duration
+}
+
+// Gateway is a running (or ready to run) xgate daemon.
+type Gateway struct {
+	cfg  atomic.Pointer[Config]
+	opts Options
+	log  *slog.Logger
+
+	path, why string // the receive path and why it was chosen
+	eng       *engine.Engine
+
+	ifindex int
+	queues  int
+	xdp     *bpf.XDP
+	xdpLink link.Link
+	xdpMode string // native | generic
+	reuse   *bpf.Reuseport
+
+	sinks   *Sinks
+	fb      *feedback
+	workers []*worker
+	sockets []*udpSocket
+	xsks    []*xskQueue
+
+	stop     atomic.Bool
+	stopOnce sync.Once
+	fbStop   chan struct{}
+	wg       sync.WaitGroup
+	fbDone   chan struct{}
+	started  atomic.Int64 // unix ns when Run started; 0 before
+	closed   bool         // teardown done (only New's error path and Stop touch it)
+	// finalXDP is the last reading of the XDP counters, taken just before
+	// the program is closed, so Stats works after Stop.
+	finalXDP atomic.Pointer[bpf.Counters]
+}
+
+// New sets everything up — engine, XDP program and link, sockets, sinks,
+// workers — without starting to receive. It must run in the network
+// namespace of cfg.Interface (sockets and links bind to the caller's
+// namespace); everything after it may run anywhere. On error nothing is
+// left attached, pinned or open.
+func New(cfg *Config, opts Options) (g *Gateway, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = 5 * time.Second
+	}
+	if opts.RecvTimeout <= 0 {
+		opts.RecvTimeout = 100 * time.Millisecond
+	}
+	g = &Gateway{opts: opts, log: opts.Logger, fbStop: make(chan struct{}), fbDone: make(chan struct{})}
+	g.cfg.Store(cfg)
+	defer func() {
+		if err != nil {
+			g.teardown()
+			g = nil
+		}
+	}()
+	if g.eng, err = engine.New(cfg.EngineConfig()); err != nil {
+		return nil, fmt.Errorf("compile rules: %w", err)
+	}
+	if mounted, err := ensureBPFFS(cfg.Pin.Path); err != nil {
+		return nil, err
+	} else if mounted {
+		g.log.Info("mounted bpffs at /sys/fs/bpf for the pins")
+	}
+	if g.path, g.why, err = choosePath(cfg); err != nil {
+		return nil, err
+	}
+	g.log.Info("receive path chosen", "path", g.path, "why", g.why)
+
+	if g.path != PathPlain {
+		if err := g.setupXDP(cfg); err != nil {
+			return nil, err
+		}
+	}
+	var cpus []int
+	switch g.path {
+	case PathSocket, PathPlain:
+		if cpus, err = g.openSockets(cfg); err != nil {
+			return nil, err
+		}
+	case PathAFXDP:
+		if cpus, err = g.openXSKs(cfg); err != nil {
+			return nil, err
+		}
+	}
+	if g.sinks, err = NewSinks(sinkSpecs(cfg.Sinks), len(cpus)); err != nil {
+		return nil, fmt.Errorf("sinks: %w", err)
+	}
+	var target Blocker
+	if g.xdp != nil {
+		target = g.xdp
+	}
+	g.fb = newFeedback(target, cfg.XDP.BlockMax)
+	for i, cpu := range cpus {
+		w := &worker{id: i, cpu: cpu, ew: g.eng.NewWorker(), sw: g.sinks.Writer(i), fb: g.fb}
+		if i < len(g.sockets) {
+			w.sock = g.sockets[i]
+			w.batch = newBatch(max(1, cfg.Socket.Batch), cfg.Limits.MaxDatagram+1)
+		}
+		if i < len(g.xsks) {
+			w.xsk = g.xsks[i]
+		}
+		g.workers = append(g.workers, w)
+	}
+	return g, nil
+}
+
+// choosePath resolves mode auto and checks that the chosen path can work:
+// auto takes afxdp when the interface, privileges and kernel allow it, else
+// socket, else plain UDP without BPF. A configured mode that cannot work is
+// an error naming what is missing.
+func choosePath(cfg *Config) (path, why string, err error) {
+	switch cfg.Mode {
+	case ModeAFXDP, ModeSocket:
+		path = PathAFXDP
+		if cfg.Mode == ModeSocket {
+			path = PathSocket
+		}
+		if p := pathProblems(cfg, path); len(p) > 0 {
+			return "", "", fmt.Errorf("mode %s: %w:\n  %s", cfg.Mode, errNoPath, strings.Join(p, "\n  "))
+		}
+		return path, "configured (mode: " + cfg.Mode + ")", nil
+	}
+	if cfg.Interface == "" {
+		return PathPlain, "auto: no interface configured, so no XDP; plain UDP sockets", nil
+	}
+	p := pathProblems(cfg, PathAFXDP)
+	if len(p) == 0 {
+		return PathAFXDP, "auto: interface, privileges and kernel allow AF_XDP", nil
+	}
+	if q := pathProblems(cfg, PathSocket); len(q) == 0 {
+		return PathSocket, "auto: AF_XDP not possible (" + strings.Join(p, "; ") + "); SO_REUSEPORT groups behind the XDP program", nil
+	}
+	return PathPlain, "auto: no BPF possible (" + strings.Join(p, "; ") + "); plain UDP sockets, blocks are not enforced in the kernel", nil
+}
+
+// setupXDP loads the program, attaches it (native, else generic with a
+// warning; a stale netlink-attached xgate program is removed first) and
+// records the interface's queue count.
+func (g *Gateway) setupXDP(cfg *Config) error {
+	if cfg.Interface == "" {
+		return errors.New("interface is required for the afxdp and socket modes")
+	}
+	lnk, err := netlink.LinkByName(cfg.Interface)
+	if err != nil {
+		return fmt.Errorf("interface %q: %w (is it in this network namespace?)", cfg.Interface, err)
+	}
+	g.ifindex = lnk.Attrs().Index
+	g.queues = max(1, lnk.Attrs().NumRxQueues)
+	mode := bpf.ModeSocket
+	if g.path == PathAFXDP {
+		mode = bpf.ModeAFXDP
+	}
+	rate, burst := cfg.XDP.RateLimit.PerSecond(), cfg.XDP.RateLimit.Burst
+	costN := uint32(bpf.CostSampleOff)
+	if cfg.XDP.CostSample > 0 {
+		costN = uint32(cfg.XDP.CostSample)
+	}
+	xo := bpf.Options{
+		PinPath: cfg.Pin.Path, Queues: g.queues, BlocklistSize: cfg.XDP.BlocklistSize,
+		ListenPorts: cfg.Listen.Ports,
+		Config: bpf.Config{Mode: mode, BucketRate: uint64(rate), BucketBurst: uint64(burst),
+			PayloadCheck: cfg.XDP.PayloadCheck, CostSampleN: costN},
+	}
+	if g.xdp, err = bpf.LoadXDP(xo); err != nil {
+		return err
+	}
+	if err := clearStale(lnk, g.log); err != nil {
+		return err
+	}
+	g.xdpMode = "native"
+	g.xdpLink, err = g.xdp.Attach(g.ifindex, link.XDPDriverMode)
+	if err != nil {
+		g.log.Warn("native XDP failed, falling back to generic (skb) mode: slower, the packet is already an skb",
+			"interface", cfg.Interface, "error", err)
+		g.xdpMode = "generic"
+		if g.xdpLink, err = g.xdp.Attach(g.ifindex, link.XDPGenericMode); err != nil {
+			return fmt.Errorf("attach xdp to %s: %w", cfg.Interface, err)
+		}
+	}
+	g.log.Info("XDP program attached", "interface", cfg.Interface, "mode", g.xdpMode, "queues", g.queues,
+		"pinned", cfg.Pin.Path)
+	return nil
+}
+
+// clearStale removes an XDP program attached through netlink whose name
+// says it is ours: what a crashed older xgate that did not use bpf_link
+// would leave. Programs of others are left alone (attach then fails with a
+// clear EBUSY error).
+func clearStale(lnk netlink.Link, log *slog.Logger) error {
+	x := lnk.Attrs().Xdp
+	if x == nil || !x.Attached || x.ProgId == 0 {
+		return nil
+	}
+	name, err := progName(x.ProgId)
+	if err != nil || len(name) < 5 || name[:5] != "xgate" {
+		return nil
+	}
+	// A bpf_link-attached program also shows here; detaching through
+	// netlink fails for it (EBUSY/EINVAL), and that link belongs to a live
+	// process, so only log.
+	if err := netlink.LinkSetXdpFd(lnk, -1); err != nil {
+		log.Warn("an xgate XDP program is attached by a live process or link", "interface", lnk.Attrs().Name, "prog_id", x.ProgId)
+		return nil
+	}
+	log.Warn("removed a stale xgate XDP program left attached through netlink", "interface", lnk.Attrs().Name, "prog_id", x.ProgId)
+	return nil
+}
+
+// Path returns the receive path and why it was chosen.
+func (g *Gateway) Path() (string, string) { return g.path, g.why }
+
+// Engine returns the rule engine (for stats and tests).
+func (g *Gateway) Engine() *engine.Engine { return g.eng }
+
+// Run receives until ctx ends, then stops: stop intake, drain workers,
+// flush sinks, detach, unpin. It returns the first worker error, if any.
+func (g *Gateway) Run(ctx context.Context) error {
+	g.started.Store(time.Now().UnixNano())
+	go func() {
+		defer close(g.fbDone)
+		g.fb.run(g.fbStop)
+	}()
+	for _, w := range g.workers {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			if w.sock != nil {
+				w.runSocket(&g.stop)
+			} else {
+				w.runXSK(&g.stop)
+			}
+		}()
+	}
+	g.log.Info("receiving", "workers", len(g.workers), "ports", g.Config().Listen.Ports)
+	<-ctx.Done()
+	return g.Stop()
+}
+
+// Stop stops intake, drains the workers, flushes the sinks and detaches,
+// within Options.StopTimeout. It is safe to call more than once.
+func (g *Gateway) Stop() error {
+	var err error
+	g.stopOnce.Do(func() {
+		deadline := time.Now().Add(g.opts.StopTimeout)
+		g.stop.Store(true)
+		for _, s := range g.sockets {
+			s.shutdown()
+		}
+		done := make(chan struct{})
+		go func() { g.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Until(deadline)):
+			err = errors.New("workers did not stop in time")
+		}
+		close(g.fbStop)
+		<-g.fbDone
+		for _, w := range g.workers {
+			if e := w.err.Load(); e != nil && err == nil {
+				err = *e
+			}
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(time.Second))
+		defer cancel()
+		if g.sinks != nil {
+			if e := g.sinks.Close(ctx); e != nil && err == nil {
+				err = fmt.Errorf("flush sinks: %w", e)
+			}
+		}
+		if e := g.teardown(); e != nil && err == nil {
+			err = e
+		}
+		g.log.Info("stopped", "uptime", time.Since(time.Unix(0, g.started.Load())).Round(time.Millisecond))
+	})
+	return err
+}
+
+// teardown closes sockets, detaches and unpins (unless pin.keep).
+func (g *Gateway) teardown() error {
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	var errs []error
+	if g.xdp != nil {
+		if c, err := g.xdp.ReadCounters(); err == nil {
+			g.finalXDP.Store(&c)
+		}
+	}
+	for _, s := range g.sockets {
+		errs = append(errs, s.close())
+	}
+	g.closeXSKs()
+	if g.xdpLink != nil {
+		errs = append(errs, g.xdpLink.Close())
+	}
+	if g.reuse != nil {
+		if !g.Config().Pin.Keep {
+			errs = append(errs, g.reuse.Unpin())
+		}
+		errs = append(errs, g.reuse.Close())
+	}
+	if g.xdp != nil {
+		if !g.Config().Pin.Keep {
+			errs = append(errs, g.xdp.Unpin())
+		}
+		errs = append(errs, g.xdp.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Config returns the configuration in force.
+func (g *Gateway) Config() *Config { return g.cfg.Load() }
+
+// Reload swaps in the rules of cfg atomically (no frame is lost or decided
+// by a mix of old and new rules) and applies its XDP policy. A bad cfg is
+// rejected and everything keeps running as before. Changes that need new
+// sockets or a new program (interface, mode, ports, pinning, sinks) are
+// reported and take effect at the next start.
+func (g *Gateway) Reload(cfg *Config) error {
+	old := g.Config()
+	if err := g.eng.Reload(cfg.EngineConfig()); err != nil {
+		return fmt.Errorf("reload rejected, old rules keep running: %w", err)
+	}
+	if g.xdp != nil {
+		mode := bpf.ModeSocket
+		if g.path == PathAFXDP {
+			mode = bpf.ModeAFXDP
+		}
+		costN := uint32(bpf.CostSampleOff)
+		if cfg.XDP.CostSample > 0 {
+			costN = uint32(cfg.XDP.CostSample)
+		}
+		if err := g.xdp.SetConfig(bpf.Config{Mode: mode, BucketRate: uint64(cfg.XDP.RateLimit.PerSecond()),
+			BucketBurst: uint64(cfg.XDP.RateLimit.Burst), PayloadCheck: cfg.XDP.PayloadCheck, CostSampleN: costN}); err != nil {
+			return fmt.Errorf("reload: rules swapped, but the XDP policy was not: %w", err)
+		}
+	}
+	var restart []string
+	if cfg.Interface != old.Interface {
+		restart = append(restart, "interface")
+	}
+	if cfg.Mode != old.Mode {
+		restart = append(restart, "mode")
+	}
+	if fmt.Sprint(cfg.Listen) != fmt.Sprint(old.Listen) {
+		restart = append(restart, "listen")
+	}
+	if fmt.Sprint(cfg.Sinks) != fmt.Sprint(old.Sinks) {
+		restart = append(restart, "sinks")
+	}
+	if cfg.Pin != old.Pin {
+		restart = append(restart, "pin")
+	}
+	g.cfg.Store(cfg)
+	if len(restart) > 0 {
+		g.log.Warn("reloaded rules and XDP policy; these changes need a restart", "keys", restart)
+	} else {
+		g.log.Info("reloaded rules and XDP policy")
+	}
+	return nil
+}

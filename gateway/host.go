@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// plan is the topology the receive path is laid out on.
+type plan struct {
+	topo *Topology
+}
+
+// topology reads the NUMA nodes and the interface's queue → CPU map. An
+// interface that sysfs does not show (a veth inside a network namespace:
+// /sys is the root namespace's) falls back to queue i → online CPU i mod n.
+func (g *Gateway) topology(cfg *Config) (*plan, error) {
+	t, err := ReadTopology(g.opts.SysRoot, cfg.Interface)
+	if err != nil && cfg.Interface != "" {
+		t, err = ReadTopology(g.opts.SysRoot, "")
+		if err == nil {
+			t.Notes = append(t.Notes, fmt.Sprintf("interface %s not in sysfs here: queue i is served by online CPU i mod %d", cfg.Interface, len(t.Online)))
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read topology: %w", err)
+	}
+	for _, n := range t.Notes {
+		g.log.Info("topology", "note", n)
+	}
+	return &plan{topo: t}, nil
+}
+
+// nodeCPUs returns the online CPUs of each NUMA node, indexed by node ID
+// (the index bpf_get_numa_node_id returns); IDs without CPUs are empty.
+func (p *plan) nodeCPUs() [][]int {
+	maxID := 0
+	for _, n := range p.topo.Nodes {
+		maxID = max(maxID, n.ID)
+	}
+	out := make([][]int, maxID+1)
+	for _, n := range p.topo.Nodes {
+		out[n.ID] = n.CPUs
+	}
+	if len(p.topo.Nodes) == 0 {
+		out = [][]int{p.topo.Online}
+	}
+	return out
+}
+
+// queueCPU returns the CPU that serves RX queue q.
+func (p *plan) queueCPU(q int) int {
+	for _, qq := range p.topo.Queues {
+		if qq.Index == q {
+			return qq.CPU
+		}
+	}
+	if n := len(p.topo.Online); n > 0 {
+		return p.topo.Online[q%n]
+	}
+	return -1
+}
+
+// willMountBPFFS reports whether ensureBPFFS would mount bpffs for pinPath.
+func willMountBPFFS(pinPath string) bool {
+	return pinPath != "" && os.Geteuid() == 0 && strings.HasPrefix(filepath.Clean(pinPath)+"/", "/sys/fs/bpf/")
+}
+
+// ensureBPFFS mounts bpffs at /sys/fs/bpf when the pin path lies below it
+// and nothing is mounted there yet (as systemd and cilium do). Other pin
+// paths must be on bpffs already.
+func ensureBPFFS(pinPath string) (mounted bool, err error) {
+	const root = "/sys/fs/bpf"
+	if !willMountBPFFS(pinPath) {
+		return false, nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		return false, nil
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return false, err
+	}
+	if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
+		return false, fmt.Errorf("mount bpffs at %s: %w (mount it yourself: mount -t bpf bpf %s)", root, err, root)
+	}
+	return true, nil
+}
+
+// pathProblems checks what a receive path needs; it returns the fatal
+// problems in words the operator can act on.
+func pathProblems(cfg *Config, path string) []string {
+	if path == PathPlain {
+		return nil
+	}
+	need := NeedsFor(cfg, false)
+	if path == PathSocket {
+		need.NetRaw, need.UMEMBytes = false, 0
+	}
+	var out []string
+	for _, p := range FatalProblems(CheckPrivileges(need)) {
+		if p.What == "bpffs" && willMountBPFFS(cfg.Pin.Path) {
+			continue // New mounts it before loading anything
+		}
+		out = append(out, p.Msg)
+	}
+	if len(out) > 0 {
+		return out
+	}
+	if err := features.HaveProgramType(ebpf.XDP); err != nil {
+		out = append(out, fmt.Sprintf("the kernel cannot run XDP programs: %v", err))
+	}
+	if path == PathAFXDP {
+		if err := features.HaveMapType(ebpf.XSKMap); err != nil {
+			out = append(out, fmt.Sprintf("the kernel has no XSKMAP (AF_XDP): %v", err))
+		}
+	} else if err := features.HaveProgramType(ebpf.SkReuseport); err != nil {
+		out = append(out, fmt.Sprintf("the kernel cannot run sk_reuseport programs: %v", err))
+	}
+	return out
+}
+
+// CheckSetup is `xgate validate --host`: the interface exists here, and
+// the privileges and kernel features of the configured mode are in place.
+// It returns the problems that would stop a run, and notes on what the
+// run would do.
+func CheckSetup(cfg *Config) (problems, notes []string) {
+	if cfg.Interface != "" {
+		if _, err := netlink.LinkByName(cfg.Interface); err != nil {
+			problems = append(problems, fmt.Sprintf("interface %q: %v", cfg.Interface, err))
+		}
+	}
+	path, why, err := choosePath(cfg)
+	if err != nil {
+		return append(problems, err.Error()), notes
+	}
+	notes = append(notes, "receive path: "+path+" ("+why+")")
+	return problems, notes
+}
+
+var errNoPath = errors.New("no receive path possible")

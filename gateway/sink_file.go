@@ -1,0 +1,243 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// fileOutput writes slabs to a file (appending) or to stdout.
+//
+// Concurrency: every method but abort runs on the sink's writer goroutine,
+// which alone writes and replaces f. abort (from Close, after its deadline)
+// closes f to make a stuck write return; mu orders it against the writer
+// replacing f in rotate, and aborted keeps the writer from reopening.
+//
+// Rotation and fsync apply to regular files only: a path that is a FIFO, a
+// pipe or a character device is written to as is (never rotated, never
+// fsynced).
+type fileOutput struct {
+	sk       *sink
+	path     string
+	std      bool // os.Stdout: never closed, rotated or fsynced
+	regular  bool
+	f        *os.File
+	size     int64 // bytes in the current file
+	rotateAt int64 // 0 = never
+	keep     int
+	fsync    string // never | interval | always
+	every    int64  // interval, ns
+	lastSync int64  // ns
+	dirty    bool   // written since the last fsync
+
+	mu      sync.Mutex // guards f against abort; taken only to replace or close f
+	aborted bool
+}
+
+var _ sinkOutput = (*fileOutput)(nil)
+
+const sinkFileMode = 0o640 // events may be sensitive: owner and group only
+
+func openFileOutput(sk *sink, sp SinkSpec) (*fileOutput, error) {
+	o := &fileOutput{
+		sk:       sk,
+		path:     sp.Path,
+		keep:     sp.RotateKeep,
+		fsync:    sp.Fsync,
+		every:    int64(sp.FsyncInterval),
+		lastSync: nanotime(),
+	}
+	if err := o.open(); err != nil {
+		return nil, err
+	}
+	if o.regular {
+		o.rotateAt = sp.RotateBytes
+	}
+	return o, nil
+}
+
+func newStdoutOutput(sk *sink) *fileOutput {
+	return &fileOutput{sk: sk, path: "stdout", std: true, f: os.Stdout, fsync: "never"}
+}
+
+// open opens (creating) the file for appending and learns its size.
+func (o *fileOutput) open() error {
+	f, err := os.OpenFile(o.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, sinkFileMode)
+	if err != nil {
+		return fmt.Errorf("%w (the directory must exist and be writable by the user xgate runs as; or change the sink's path)", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("stat %s: %w", o.path, err)
+	}
+	if st.IsDir() {
+		f.Close()
+		return fmt.Errorf("%s is a directory: give a file sink the path of a file", o.path)
+	}
+	o.regular = st.Mode().IsRegular()
+	o.size = st.Size()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.aborted {
+		f.Close()
+		return os.ErrClosed
+	}
+	o.f = f
+	return nil
+}
+
+func (o *fileOutput) write(sl *slab) {
+	if o.rotateAt <= 0 {
+		o.put(sl, 0, len(sl.buf), 0, len(sl.ends))
+		return
+	}
+	// Write the records in chunks that fit under rotateAt, rotating
+	// between them. After a rotation the next record is written even if it
+	// does not fit (alone, it is larger than rotateAt; or rotation failed
+	// and was counted: then writing on is better than losing records).
+	from, rec, rotated := 0, 0, false
+	for rec < len(sl.ends) {
+		end, k := from, rec
+		for k < len(sl.ends) && o.size+int64(int(sl.ends[k])-from) <= o.rotateAt {
+			end, k = int(sl.ends[k]), k+1
+		}
+		if k == rec {
+			if o.size > 0 && !rotated {
+				o.rotate()
+				rotated = true
+				continue
+			}
+			end, k = int(sl.ends[k]), k+1
+		}
+		o.put(sl, from, end, rec, k)
+		from, rec, rotated = end, k, false
+	}
+}
+
+// put writes sl.buf[from:end], which holds records rec..k-1.
+func (o *fileOutput) put(sl *slab, from, end, rec, k int) {
+	if o.f == nil && (o.std || o.open() != nil) {
+		o.sk.cnt.errors.Add(1)
+		o.sk.cnt.failed.Add(uint64(k - rec))
+		return
+	}
+	n, err := o.f.Write(sl.buf[from:end])
+	o.size += int64(n)
+	if n > 0 {
+		o.dirty = true
+	}
+	o.sk.countWritten(sl, from, n, rec, k, err)
+}
+
+// rotate moves path to path.1 (path.1 to path.2 … up to path.keep, whose
+// old content goes) and opens a new path. Failures are counted in Errors;
+// if the new file cannot be opened, put retries on the next write.
+func (o *fileOutput) rotate() {
+	if o.fsync != "never" && o.dirty {
+		o.sync(nanotime()) // the rotated file is as durable as the live one
+	}
+	o.mu.Lock()
+	f := o.f
+	o.f = nil
+	aborted := o.aborted
+	o.mu.Unlock()
+	if aborted {
+		return
+	}
+	if f != nil {
+		if err := f.Close(); err != nil {
+			o.sk.cnt.errors.Add(1)
+		}
+	}
+	o.sk.cnt.rotations.Add(1)
+	name := func(i int) string { return o.path + "." + strconv.Itoa(i) }
+	if err := os.Remove(name(o.keep)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		o.sk.cnt.errors.Add(1)
+	}
+	for i := o.keep - 1; i >= 1; i-- {
+		if err := os.Rename(name(i), name(i+1)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			o.sk.cnt.errors.Add(1)
+		}
+	}
+	if err := os.Rename(o.path, name(1)); err != nil {
+		o.sk.cnt.errors.Add(1)
+	}
+	o.dirty = false
+	if err := o.open(); err != nil {
+		o.sk.cnt.errors.Add(1)
+	}
+}
+
+func (o *fileOutput) sync(now int64) {
+	o.lastSync = now
+	if !o.regular || o.f == nil {
+		return
+	}
+	if err := o.f.Sync(); err != nil {
+		o.sk.cnt.errors.Add(1)
+		return
+	}
+	o.dirty = false
+	o.sk.cnt.fsyncs.Add(1)
+}
+
+func (o *fileOutput) afterRound(now int64) {
+	switch o.fsync {
+	case "always":
+		if o.dirty {
+			o.sync(now)
+		}
+	case "interval":
+		o.idle(now)
+	}
+}
+
+func (o *fileOutput) idle(now int64) {
+	if o.fsync == "interval" && o.dirty && now-o.lastSync >= o.every {
+		o.sync(now)
+	}
+}
+
+func (o *fileOutput) tick() time.Duration {
+	if o.fsync != "interval" || !o.regular {
+		return 0
+	}
+	return max(time.Duration(o.every)/2, time.Millisecond)
+}
+
+func (o *fileOutput) finish() error {
+	if o.std {
+		return nil
+	}
+	if o.fsync != "never" && o.dirty {
+		o.sync(nanotime())
+	}
+	o.mu.Lock()
+	f := o.f
+	o.f = nil
+	o.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	if err := f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+func (o *fileOutput) abort() {
+	if o.std {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.aborted = true
+	if o.f != nil {
+		o.f.Close() // a write blocked on a pipe or FIFO returns os.ErrClosed
+	}
+}

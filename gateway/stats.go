@@ -1,0 +1,111 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/xgate/xgate/bpf"
+	"github.com/xgate/xgate/engine"
+)
+
+// Stats is a snapshot of everything the gateway counts, arranged as the
+// accounting identity of DESIGN.md:
+//
+//	packets seen = XDPDrops + NotForUs + SocketDrops + RingDrops + DecodeErrors + Events
+//
+// when every datagram holds one event (a datagram with n events adds n to
+// the right-hand side).
+type Stats struct {
+	Path    string
+	XDPMode string // native | generic | "" without XDP
+	Uptime  time.Duration
+
+	XDP       bpf.Counters // by reason; zero without XDP
+	XDPSeen   uint64       // every packet the XDP program saw
+	XDPDrops  uint64       // dropped in XDP: malformed, blocked, over the bucket, not JSON
+	NotForUs  uint64       // passed to the stack: not IP/UDP, other ports, fragments, v6 extension headers
+	Survivors uint64       // passed to our sockets or redirected to AF_XDP
+
+	Datagrams   uint64 // received by the workers
+	SocketDrops uint64 // dropped by the kernel at our sockets (receive buffer full)
+	RingDrops   uint64 // dropped at the AF_XDP rings (rx ring full, no fill frames)
+
+	Engine   engine.Stats
+	Feedback FeedbackStats
+	Sinks    []SinkStats
+}
+
+// Accounted is the right-hand side of the identity.
+func (s *Stats) Accounted() uint64 {
+	return s.XDPDrops + s.NotForUs + s.SocketDrops + s.RingDrops + s.Engine.DecodeErrorTotal() + s.Engine.Events
+}
+
+// notForUs are the XDP reasons that pass a packet to the stack because it
+// is not ours; the other non-survivor terminal reasons are drops.
+func notForUs(r bpf.Reason) bool {
+	switch r.String() {
+	case "not_ip", "vlan_too_deep", "not_udp", "port_not_listened", "ipv4_fragment", "ipv6_ext_hdr", "no_config":
+		return true
+	}
+	return false
+}
+
+func survivor(r bpf.Reason) bool {
+	return r == bpf.ReasonRedirect || r == bpf.ReasonPassSocket || r == bpf.ReasonPassNoXSK
+}
+
+// Stats reads every counter. Engine counts of a worker lag by at most one
+// batch while it runs; after Stop they are exact.
+func (g *Gateway) Stats() (Stats, error) {
+	s := Stats{Path: g.path, XDPMode: g.xdpMode}
+	if ns := g.started.Load(); ns != 0 {
+		s.Uptime = time.Since(time.Unix(0, ns))
+	}
+	if g.xdp != nil {
+		var c bpf.Counters
+		if f := g.finalXDP.Load(); f != nil {
+			c = *f
+		} else {
+			var err error
+			if c, err = g.xdp.ReadCounters(); err != nil {
+				return s, err
+			}
+		}
+		s.XDP = c
+		for r := bpf.Reason(0); r < bpf.ReasonTerminal; r++ {
+			n := c[r].Packets
+			s.XDPSeen += n
+			switch {
+			case survivor(r):
+				s.Survivors += n
+			case notForUs(r):
+				s.NotForUs += n
+			default:
+				s.XDPDrops += n
+			}
+		}
+	}
+	for _, w := range g.workers {
+		s.Datagrams += w.datagrams.Load()
+		s.SocketDrops += w.sockDrops.Load()
+		s.RingDrops += w.ringDrops()
+	}
+	s.Engine = g.eng.Stats()
+	if g.fb != nil {
+		s.Feedback = g.fb.stats()
+	}
+	if g.sinks != nil {
+		s.Sinks = g.sinks.Stats()
+	}
+	return s, nil
+}
+
+// sinkSpecs maps the configuration onto the sink writer's specs.
+func sinkSpecs(cfg []Sink) []SinkSpec {
+	out := make([]SinkSpec, 0, len(cfg))
+	for _, c := range cfg {
+		policy, every := c.FsyncPolicy()
+		out = append(out, SinkSpec{Type: c.Type, Path: c.Path, Address: c.Address, What: c.What,
+			Fsync: policy, FsyncInterval: every, RotateBytes: c.RotateBytes, OnFull: c.OnFull, Buffer: int(c.Buffer)})
+	}
+	return out
+}

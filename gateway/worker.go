@@ -1,0 +1,121 @@
+package gateway
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xgate/xgate/engine"
+)
+
+// worker drains one socket (socket and plain modes) or one AF_XDP queue
+// (afxdp mode) on its own OS thread, pinned to the CPU that receives for
+// it, and hands every datagram to its engine.Worker as a view.
+type worker struct {
+	id  int
+	cpu int // -1: not pinned
+	ew  *engine.Worker
+	sw  *SinkWriter // nil without sinks
+	fb  *feedback
+
+	sock  *udpSocket
+	batch *mmsgBatch
+	xsk   *xskQueue // afxdp path
+
+	// Written only by the worker goroutine, read by Stats.
+	datagrams atomic.Uint64
+	sockDrops atomic.Uint64 // the socket's SO_RXQ_OVFL count
+	err       atomic.Pointer[error]
+}
+
+// pin locks the goroutine to its thread and the thread to w.cpu.
+func (w *worker) pin() error {
+	runtime.LockOSThread()
+	if w.cpu < 0 {
+		return nil
+	}
+	var set unix.CPUSet
+	set.Set(w.cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return fmt.Errorf("worker %d: pin to CPU %d: %w", w.id, w.cpu, err)
+	}
+	return nil
+}
+
+// decide runs one datagram through the engine and routes its decisions.
+//
+// Invariant: frame stays valid (not refilled, not returned to the kernel)
+// until decide returns and the sink writer has copied what it keeps; the
+// engine's views die with the next Process call.
+func (w *worker) decide(frame []byte, src netip.Addr) {
+	ds := w.ew.Process(frame, src)
+	for i := range ds {
+		d := &ds[i]
+		if d.Err == engine.DecodeOK && d.Action == engine.ActionBlock {
+			w.fb.request(src, d.Block)
+		}
+		if w.sw != nil {
+			w.sw.Add(d)
+		}
+	}
+}
+
+// runSocket is the loop of socket and plain modes. On stop, Stop shuts the
+// socket down for reading: the datagrams already queued are still read and
+// decided, then the kernel answers with empty, address-less messages, and
+// the loop ends. So nothing the kernel accepted for us goes undecided.
+func (w *worker) runSocket(stop *atomic.Bool) {
+	defer w.finish()
+	if err := w.pin(); err != nil {
+		w.fail(err)
+		return
+	}
+	var total uint64
+	for {
+		n, err := w.sock.recv(w.batch)
+		if err != nil {
+			if stop.Load() {
+				return
+			}
+			w.fail(err)
+			return
+		}
+		shut := false
+		got := 0
+		for i := 0; i < n; i++ {
+			if w.batch.hdrs[i].Hdr.Namelen == 0 {
+				shut = true // not a datagram: the socket was shut down
+				continue
+			}
+			got++
+			w.decide(w.batch.bufs[i][:w.batch.lens[i]], w.batch.source(i))
+		}
+		if got > 0 {
+			if w.sw != nil {
+				w.sw.Flush()
+			}
+			total += uint64(got)
+			w.datagrams.Store(total)
+			w.sockDrops.Store(uint64(w.batch.drops))
+		}
+		if shut || (n == 0 && stop.Load()) {
+			return
+		}
+		if n == 0 && w.sw != nil {
+			w.sw.FlushAll() // idle: nothing waits for more traffic
+		}
+	}
+}
+
+func (w *worker) fail(err error) { w.err.Store(&err) }
+
+func (w *worker) finish() {
+	w.ew.Flush()
+	if w.sw != nil {
+		w.sw.FlushAll()
+	}
+	runtime.UnlockOSThread()
+}

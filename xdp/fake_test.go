@@ -1,0 +1,420 @@
+//go:build linux
+
+package xdp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// fakeXSK is a Socket over rings and a UMEM in Go memory, with the test
+// playing the kernel: no AF_XDP, no root. The socket has no descriptor
+// (fd -1: no kicks, no XDP_STATISTICS) but a real eventfd, so poll and
+// Close behave as on a real socket.
+type fakeXSK struct {
+	s             *Socket
+	fill, rx, tx  *fakeShared
+	comp          *fakeShared
+	fillEnts      []uint64
+	compEnts      []uint64
+	rxEnts, txEnt []desc
+	unmapped      atomic.Bool
+	ringFull      int // deliveries dropped for a full RX ring
+	fillEmpty     int // deliveries dropped for an empty fill ring
+}
+
+func newFake(t testing.TB, cfg Config) *fakeXSK {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.WithDefaults()
+	k := &fakeXSK{}
+	umem := make([]byte, (cfg.Frames+cfg.TxFrames)*cfg.FrameSize)
+	fill, fsh, fe := newFakeAddrRing(cfg.FillSize, 0)
+	comp, csh, ce := newFakeAddrRing(cfg.CompletionSize, 0)
+	rx, rsh, re := newFakeDescRing(cfg.RxSize, 0)
+	var tx ring
+	if cfg.TxSize > 0 {
+		tx, k.tx, k.txEnt = newFakeDescRing(cfg.TxSize, 0)
+	}
+	k.fill, k.comp, k.rx = fsh, csh, rsh
+	k.fillEnts, k.compEnts, k.rxEnts = fe, ce, re
+	k.s = newSocket(cfg, umem, fill, comp, rx, tx)
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.s.efd = efd
+	k.s.pollFds = [2]unix.PollFd{{Fd: -1}, {Fd: int32(efd), Events: unix.POLLIN}}
+	k.s.unmapUmem = func() {
+		if k.unmapped.Swap(true) {
+			t.Error("UMEM unmapped twice")
+		}
+	}
+	t.Cleanup(func() { k.s.Close() })
+	return k
+}
+
+// deliver is the kernel receiving p: a frame from the fill ring, the
+// packet behind the headrooms, metadata in front if stamp, a descriptor on
+// the RX ring. False when the packet is dropped (and counted).
+func (k *fakeXSK) deliver(p []byte, rxNs uint64, stamp bool) bool {
+	cfg := k.s.cfg
+	fcons := atomic.LoadUint32(&k.fill.cons)
+	if atomic.LoadUint32(&k.fill.prod) == fcons {
+		k.fillEmpty++
+		return false
+	}
+	rprod := atomic.LoadUint32(&k.rx.prod)
+	if rprod-atomic.LoadUint32(&k.rx.cons) == cfg.RxSize {
+		k.ringFull++
+		return false
+	}
+	base := k.fillEnts[fcons&(cfg.FillSize-1)]
+	atomic.StoreUint32(&k.fill.cons, fcons+1)
+	addr := base + PacketHeadroom + uint64(cfg.Headroom)
+	copy(k.s.umem[addr:], p)
+	if stamp {
+		binary.NativeEndian.PutUint64(k.s.umem[addr-16:], rxNs)
+		binary.NativeEndian.PutUint32(k.s.umem[addr-8:], MetaMagic)
+	}
+	k.rxEnts[rprod&(cfg.RxSize-1)] = desc{Addr: addr, Len: uint32(len(p))}
+	atomic.StoreUint32(&k.rx.prod, rprod+1)
+	return true
+}
+
+// inFill lists the addresses in the fill ring not yet consumed.
+func (k *fakeXSK) inFill() []uint64 {
+	var out []uint64
+	for i := atomic.LoadUint32(&k.fill.cons); i != atomic.LoadUint32(&k.fill.prod); i++ {
+		out = append(out, k.fillEnts[i&(k.s.cfg.FillSize-1)])
+	}
+	return out
+}
+
+// check verifies the ownership invariant: every RX frame is in exactly one
+// place (fill ring, RX ring, caller, free stack) and the states agree.
+func (k *fakeXSK) check(t *testing.T, held []Frame) {
+	t.Helper()
+	s := k.s
+	where := map[uint64]string{}
+	put := func(a uint64, place string, state uint8) {
+		t.Helper()
+		a &^= s.frameMask
+		if prev, ok := where[a]; ok {
+			t.Fatalf("frame %#x in %s and %s", a, prev, place)
+		}
+		where[a] = place
+		if got := s.state[a>>s.frameShift]; got != state {
+			t.Fatalf("frame %#x in %s has state %d, want %d", a, place, got, state)
+		}
+	}
+	for _, a := range k.inFill() {
+		put(a, "fill", frameKernel)
+	}
+	for i := atomic.LoadUint32(&k.rx.cons); i != atomic.LoadUint32(&k.rx.prod); i++ {
+		put(k.rxEnts[i&(s.cfg.RxSize-1)].Addr, "rx", frameKernel)
+	}
+	for _, f := range held {
+		put(f.Addr, "caller", frameUser)
+	}
+	for _, a := range s.free {
+		put(a, "free", frameFree)
+	}
+	if len(where) != int(s.cfg.Frames) {
+		t.Fatalf("%d frames accounted for, %d exist", len(where), s.cfg.Frames)
+	}
+	if got, want := s.umemRefs.Load(), int64(1+len(held)); got != want {
+		t.Fatalf("umem refs %d, want %d", got, want)
+	}
+}
+
+func TestFakeReceiveRelease(t *testing.T) {
+	k := newFake(t, Config{FrameSize: 2048, FillSize: 8, RxSize: 8, Frames: 16, PollTimeout: time.Millisecond})
+	s := k.s
+	k.check(t, nil)
+	if n := len(k.inFill()); n != 8 {
+		t.Fatalf("initial fill: %d frames, want 8", n)
+	}
+	for i := 0; i < 6; i++ {
+		if !k.deliver(fmt.Appendf(nil, "packet-%d", i), uint64(1000+i), true) {
+			t.Fatal("delivery dropped")
+		}
+	}
+	batch := make([]Frame, 4)
+	n, err := s.Receive(batch)
+	if err != nil || n != 4 {
+		t.Fatalf("receive = %d, %v", n, err)
+	}
+	k.check(t, batch[:n])
+	for i, f := range batch[:n] {
+		if string(f.Data) != fmt.Sprintf("packet-%d", i) || cap(f.Data) != len(f.Data) {
+			t.Errorf("frame %d: %q (cap %d)", i, f.Data, cap(f.Data))
+		}
+		if !f.Meta.OK || f.Meta.RxNs != uint64(1000+i) {
+			t.Errorf("frame %d meta %+v", i, f.Meta)
+		}
+	}
+	held := append([]Frame(nil), batch[:n]...)
+	s.Release(batch[:2])
+	if batch[0].Data != nil {
+		t.Error("Release left the view in the batch")
+	}
+	k.check(t, held[2:])
+	n2, err := s.Receive(batch)
+	if err != nil || n2 != 2 {
+		t.Fatalf("second receive = %d, %v", n2, err)
+	}
+	held = append(held[2:], batch[:n2]...)
+	k.check(t, held)
+	// Empty ring: Receive waits PollTimeout and returns nothing.
+	start := time.Now()
+	if n, err := s.Receive(batch); n != 0 || err != nil {
+		t.Fatalf("receive on empty ring = %d, %v", n, err)
+	}
+	if d := time.Since(start); d < time.Millisecond || d > time.Second {
+		t.Errorf("empty receive took %v for a 1ms timeout", d)
+	}
+	s.Release(held)
+	k.check(t, nil)
+	st, _ := s.Stats()
+	if st.Received != 6 || st.Released != 6 || st.BadReleases != 0 || st.Polls == 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestFakeDoubleRelease: releasing frames twice or releasing addresses
+// that are not held is counted and ignored, so the fill ring never holds
+// a frame twice.
+func TestFakeDoubleRelease(t *testing.T) {
+	k := newFake(t, Config{FrameSize: 2048, FillSize: 4, RxSize: 4, Frames: 8, PollTimeout: time.Millisecond})
+	s := k.s
+	for i := 0; i < 3; i++ {
+		k.deliver([]byte("x"), 0, false)
+	}
+	batch := make([]Frame, 4)
+	n, _ := s.Receive(batch)
+	if n != 3 {
+		t.Fatalf("received %d", n)
+	}
+	held := append([]Frame(nil), batch[:n]...)
+	s.Release(batch[:n])
+	s.Release(held)                                       // again
+	s.Release([]Frame{{Addr: 1 << 40}, {Addr: 5 * 2048}}) // foreign, and a frame in the kernel's hands
+	k.check(t, nil)
+	st, _ := s.Stats()
+	if st.BadReleases != 5 || st.Released != 3 {
+		t.Errorf("stats %+v", st)
+	}
+	if m := st.Received - st.Released; m != 0 {
+		t.Errorf("%d frames still held", m)
+	}
+}
+
+// TestFakeStaleMeta: a frame reused for a packet the program could not
+// stamp does not show the previous packet's stamp.
+func TestFakeStaleMeta(t *testing.T) {
+	k := newFake(t, Config{FrameSize: 2048, FillSize: 1, RxSize: 1, Frames: 1, PollTimeout: time.Millisecond})
+	s := k.s
+	batch := make([]Frame, 1)
+	k.deliver([]byte("stamped"), 42, true)
+	if n, _ := s.Receive(batch); n != 1 || !batch[0].Meta.OK || batch[0].Meta.RxNs != 42 {
+		t.Fatalf("first: %d %+v", n, batch[0].Meta)
+	}
+	a := batch[0].Addr
+	s.Release(batch)
+	k.deliver([]byte("bare"), 0, false)
+	if n, _ := s.Receive(batch); n != 1 || batch[0].Addr != a || batch[0].Meta.OK {
+		t.Fatalf("second: %d, addr %#x (first %#x), meta %+v", n, batch[0].Addr, a, batch[0].Meta)
+	}
+	s.Release(batch)
+}
+
+// TestFakeSoak drives random deliveries, receive batch sizes and release
+// orders (the caller holding frames for a while) and checks the ownership
+// invariant, payload integrity and the drop accounting throughout.
+func TestFakeSoak(t *testing.T) {
+	k := newFake(t, Config{FrameSize: 2048, FillSize: 16, RxSize: 8, Frames: 32, PollTimeout: time.Microsecond})
+	s := k.s
+	rng := rand.New(rand.NewPCG(1, 2))
+	var held []Frame
+	batch := make([]Frame, 16)
+	sent, delivered, received := 0, 0, 0
+	next := 0 // sequence number expected next, in delivery order
+	for round := 0; round < 3000; round++ {
+		for i := rng.IntN(12); i > 0; i-- {
+			sent++
+			p := binary.BigEndian.AppendUint64(nil, uint64(delivered))
+			if k.deliver(p, uint64(delivered), true) {
+				delivered++
+			}
+		}
+		n, err := s.Receive(batch[:1+rng.IntN(len(batch))])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range batch[:n] {
+			if seq := binary.BigEndian.Uint64(f.Data); seq != uint64(next) || !f.Meta.OK || f.Meta.RxNs != seq {
+				t.Fatalf("round %d: seq %d meta %+v, want %d", round, seq, f.Meta, next)
+			}
+			next++
+		}
+		received += n
+		held = append(held, batch[:n]...)
+		// Release a random subset, in random order.
+		rng.Shuffle(len(held), func(i, j int) { held[i], held[j] = held[j], held[i] })
+		r := rng.IntN(len(held) + 1)
+		s.Release(held[:r])
+		held = append(held[:0], held[r:]...)
+		k.check(t, held)
+	}
+	s.Release(held)
+	for {
+		n, _ := s.Receive(batch)
+		if n == 0 {
+			break
+		}
+		received += n
+		s.Release(batch[:n])
+	}
+	k.check(t, nil)
+	if sent != received+k.ringFull+k.fillEmpty {
+		t.Errorf("sent %d != received %d + ring full %d + fill empty %d", sent, received, k.ringFull, k.fillEmpty)
+	}
+	t.Logf("sent %d, received %d, ring full %d, fill empty %d", sent, received, k.ringFull, k.fillEmpty)
+}
+
+// TestFakeClose: Close wakes a Receive blocked in poll (ErrClosed), and
+// the UMEM stays mapped until the caller releases its last frame.
+func TestFakeClose(t *testing.T) {
+	k := newFake(t, Config{FrameSize: 2048, FillSize: 4, RxSize: 4, Frames: 8})
+	s := k.s
+	k.deliver([]byte("held across close"), 1, true)
+	held := make([]Frame, 1)
+	if n, _ := s.Receive(held); n != 1 {
+		t.Fatal("no frame")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Receive(make([]Frame, 4)) // blocks: no timeout
+		errc <- err
+	}()
+	for deadline := time.Now().Add(2 * time.Second); s.polls.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("blocked receive returned %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("receive still blocked after close")
+	}
+	if k.unmapped.Load() {
+		t.Fatal("UMEM unmapped while the caller holds a frame")
+	}
+	if string(held[0].Data) != "held across close" {
+		t.Fatalf("held view changed: %q", held[0].Data)
+	}
+	if _, err := s.Receive(held[:0:1][:1]); !errors.Is(err, ErrClosed) {
+		t.Errorf("receive after close: %v", err)
+	}
+	if _, err := s.Transmit([][]byte{{1}}); !errors.Is(err, ErrNoTx) {
+		t.Errorf("transmit without tx ring: %v", err)
+	}
+	s.Release(held)
+	if !k.unmapped.Load() {
+		t.Fatal("UMEM not unmapped after the last release")
+	}
+	st, err := s.Stats()
+	if err != nil || st.Received != 1 || st.Released != 1 {
+		t.Errorf("stats after close: %+v, %v", st, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+}
+
+// TestFakeFillOverflow: with more frames than the fill ring holds, released
+// frames that do not fit wait on the free stack and go in with the next
+// refill.
+func TestFakeFillOverflow(t *testing.T) {
+	k := newFake(t, Config{FrameSize: 2048, FillSize: 4, RxSize: 8, Frames: 12, PollTimeout: time.Microsecond})
+	s := k.s
+	if len(s.free) != 8 {
+		t.Fatalf("free stack %d, want 8", len(s.free))
+	}
+	for i := 0; i < 4; i++ {
+		k.deliver([]byte{byte(i)}, 0, false)
+	}
+	batch := make([]Frame, 8)
+	n, _ := s.Receive(batch) // takes 4, refills 4 from the stack
+	if n != 4 || len(k.inFill()) != 4 || len(s.free) != 4 {
+		t.Fatalf("n %d fill %d free %d", n, len(k.inFill()), len(s.free))
+	}
+	s.Release(batch[:n]) // the fill ring is full: all 4 onto the stack
+	if len(s.free) != 8 {
+		t.Fatalf("free %d after release into a full fill ring", len(s.free))
+	}
+	k.check(t, nil)
+}
+
+// TestFakeCloseRace closes the socket at random moments while a worker
+// receives and releases and a fake kernel delivers; under -race this
+// checks that Close never overlaps a call touching the rings.
+func TestFakeCloseRace(t *testing.T) {
+	for i := 0; i < 100; i++ {
+		k := newFake(t, Config{FrameSize: 2048, FillSize: 16, RxSize: 16, Frames: 32, BusyPoll: i%2 == 1})
+		s := k.s
+		done := make(chan struct{})
+		stop := make(chan struct{})
+		go func() { // the kernel
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					k.deliver([]byte("x"), 1, true)
+				}
+			}
+		}()
+		go func() { // the worker
+			defer close(done)
+			batch := make([]Frame, 8)
+			for {
+				n, err := s.Receive(batch)
+				s.Release(batch[:n])
+				if err != nil {
+					if !errors.Is(err, ErrClosed) {
+						t.Errorf("receive: %v", err)
+					}
+					return
+				}
+			}
+		}()
+		time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			t.Fatal("worker still running 2s after close")
+		}
+		close(stop)
+		if !k.unmapped.Load() {
+			t.Fatal("UMEM still mapped with every frame released")
+		}
+	}
+}
