@@ -318,6 +318,12 @@ func (g *Gateway) Stop() error {
 		if e := g.teardown(); e != nil && err == nil {
 			err = e
 		}
+		if st, e := g.Stats(); e == nil {
+			g.log.Info("final accounting", "xdp_seen", st.XDPSeen, "xdp_dropped", st.XDPDrops, "not_for_us", st.NotForUs,
+				"socket_dropped", st.SocketDrops, "ring_dropped", st.RingDrops, "decode_errors", st.Engine.DecodeErrorTotal(),
+				"events", st.Engine.Events, "pass", st.Engine.Verdicts[engine.ActionPass], "drop", st.Engine.Verdicts[engine.ActionDrop],
+				"alert", st.Engine.Verdicts[engine.ActionAlert], "block", st.Engine.Verdicts[engine.ActionBlock])
+		}
 		g.log.Info("stopped", "uptime", time.Since(time.Unix(0, g.started.Load())).Round(time.Millisecond))
 	})
 	return err
