@@ -125,7 +125,7 @@ func TestRateLimitEvictionAndFull(t *testing.T) {
 	for now := 2 * nsSec; now <= 12*nsSec; now += nsSec {
 		r.Allow(1, now)
 	}
-	if !r.Allow(6, 12*nsSec) || !r.Allow(6, 12*nsSec) || r.Allow(6, 12*nsSec) {
+	if a, b, c := r.Allow(6, 12*nsSec), r.Allow(6, 12*nsSec), r.Allow(6, 12*nsSec); !a || !b || c {
 		t.Fatal("key 6 should get a fresh bucket of 2 in an evicted slot")
 	}
 	st := r.Stats()
@@ -146,7 +146,7 @@ func TestRateLimitEvictionAndFull(t *testing.T) {
 		t.Fatalf("after filling: %+v", st)
 	}
 	// An evicted key comes back as a fresh bucket, which is what it was.
-	if !r.Allow(2, 40*nsSec) || !r.Allow(2, 40*nsSec) || r.Allow(2, 40*nsSec) {
+	if a, b, c := r.Allow(2, 40*nsSec), r.Allow(2, 40*nsSec), r.Allow(2, 40*nsSec); !a || !b || c {
 		t.Fatal("re-inserted key 2 should have a full bucket of 2")
 	}
 }

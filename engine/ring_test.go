@@ -346,11 +346,14 @@ func TestRingWrapAroundModel(t *testing.T) {
 }
 
 func TestRingHoldsPointers(t *testing.T) {
+	// The fields exist for their types only: the test reflects on them.
+	//lint:ignore U1000 reflected on
 	type flat struct {
 		a int64
 		b [3]float64
 		c struct{ d uint8 }
 	}
+	//lint:ignore U1000 reflected on
 	type view struct {
 		off, n int32
 		frame  []byte

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -181,5 +180,3 @@ func (b *mmsgBatch) source(i int) netip.Addr {
 	}
 	return netip.Addr{}
 }
-
-var errClosed = errors.New("gateway: closed")
