@@ -22,6 +22,12 @@
 // a mutex. Close does not unpin: call Unpin on a clean stop when the pins
 // should go too (DESIGN invariant 4), skip it to keep state across restarts.
 //
-// Clock: the programs use bpf_ktime_get_ns (CLOCK_MONOTONIC); use [Ktime]
+// The blocklist map is the source of truth, but the XDP program asks a
+// prefilter (xgate_bfilter) first, which only [XDP.Block] and [XDP.Unblock]
+// keep in step: after writing the pinned blocklist with other tools, call
+// [XDP.SyncBlockFilter]. One process at a time should write the blocklist.
+//
+// Clock: the programs use bpf_ktime_get_ns (CLOCK_MONOTONIC; the token
+// bucket may run on jiffies instead, see [Config].FineClock); use [Ktime]
 // for userspace timestamps that are compared with theirs.
 package bpf

@@ -40,6 +40,8 @@ const (
 	EventBlockExpired   = Reason(XdpXgateReasonXGATE_EV_BLOCK_EXPIRED)
 	EventBucketCASRetry = Reason(XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY)
 	EventMetaFailed     = Reason(XdpXgateReasonXGATE_EV_META_FAILED)
+	EventBlockFilterFP  = Reason(XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP)
+	EventBucketTakeover = Reason(XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER)
 	// ReasonMax is the number of counters (terminal reasons and events).
 	ReasonMax = Reason(XdpXgateReasonXGATE_R__MAX)
 )

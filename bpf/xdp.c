@@ -61,10 +61,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xgate_blocklist SEC(".maps");
 
+/* Prefilter of the blocklist (struct xgate_bfilter_word, see xgate.h). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XGATE_BFILTER_WORDS);
+	__type(key, __u32);
+	__type(value, struct xgate_bfilter_word);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xgate_bfilter SEC(".maps");
+
+/* Token buckets, direct-mapped by source hash (struct xgate_bucket).
+ * max_entries is a power of two, resized by the loader (cfg.bucket_mask). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);
-	__type(key, struct xgate_src_key);
+	__type(key, __u32);
 	__type(value, struct xgate_bucket);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xgate_buckets SEC(".maps");
@@ -105,74 +116,191 @@ static __always_inline void count(__u32 reason, __u64 bytes)
 	}
 }
 
-/* Blocklisted and not expired? An expired entry is left in place (the
- * userspace owner renews or removes it, LRU ages it out) and counted. */
-static __always_inline int is_blocked(const struct xgate_src_key *src, __u64 now, __u64 len)
+/* Keyed hash of the source address, for the blocklist prefilter and the
+ * bucket slots (Go mirrors it: srcHash in xdp.go). NH, the universal hash
+ * of UMAC, over the four 32-bit words with the random key from the config,
+ * then the murmur3 64-bit finalizer so that every output bit depends on
+ * every input bit. Cost: two 64-bit multiplies plus two in the finalizer,
+ * a few ns. It is not a PRF (SipHash would be, at several times the cost):
+ * an attacker who does not know the key cannot pick colliding addresses,
+ * but one who can observe many drop/pass outcomes might learn some.
+ * Who gains what from a collision is said at bucket_admit.
+ *
+ * The words are those of struct xgate_src_key as little-endian u32s; the
+ * parser calls this with the values it has in registers, so the v4-mapped
+ * form's constant words cost nothing. Measured here: ≈ 5 ns for the hash
+ * read back from the key on the stack, ≈ 2-3 ns with the words passed in;
+ * a one-multiply finalizer instead of murmur3's two gained nothing
+ * measurable. */
+static __always_inline __u64 src_hash(__u32 w0, __u32 w1, __u32 w2, __u32 w3,
+				      const struct xgate_config *cfg)
 {
-	struct xgate_block *b = bpf_map_lookup_elem(&xgate_blocklist, src);
+	__u64 h;
 
-	if (!b)
+	h = (__u64)(__u32)(w0 + cfg->hash_key[0]) * (__u32)(w1 + cfg->hash_key[1]) +
+	    (__u64)(__u32)(w2 + cfg->hash_key[2]) * (__u32)(w3 + cfg->hash_key[3]);
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h;
+}
+
+/* Blocklisted and not expired?
+ *
+ * The LRU hash lookup is a helper call (≈25 ns with the SRSO "Safe RET"
+ * mitigation), so a counting filter in an ARRAY map (inlined lookup) is
+ * asked first: a zero counter means no blocklist entry can have this
+ * source's hash, and almost every packet stops there. A non-zero counter
+ * (a blocked source, or another one sharing the counter: a false positive,
+ * counted as XGATE_EV_BLOCK_FILTER_FP) goes on to the LRU, which stays the
+ * source of truth. Userspace keeps the filter a superset of the LRU's keys
+ * (Block sets before it inserts; Unblock clears after it deletes; LRU
+ * evictions only leave stale counts, i.e. false positives). An entry put
+ * into the LRU behind userspace's back (bpftool map update) is not seen
+ * until the filter is rebuilt (SyncBlockFilter in Go).
+ *
+ * The clock is read only for an entry with an expiry: a permanent block
+ * (U64_MAX) needs none. *now caches bpf_ktime_get_ns for the packet (0 =
+ * not read yet). An expired entry is left in place (the userspace owner
+ * renews or removes it, LRU ages it out) and counted. */
+static __always_inline int is_blocked(const struct xgate_src_key *src, __u64 h,
+				      __u64 *now, __u64 len)
+{
+	__u32 ci = (h >> XGATE_BFILTER_SHIFT) & (XGATE_BFILTER_COUNTERS - 1);
+	__u32 word = ci / 8;
+	struct xgate_bfilter_word *f = bpf_map_lookup_elem(&xgate_bfilter, &word);
+	struct xgate_block *b;
+	__u64 exp;
+
+	if (f && f->n[ci & 7] == 0)
 		return 0;
-	if (now < b->expires_ns)
+	/* No filter word cannot happen (word < max_entries): ask the LRU. */
+	b = bpf_map_lookup_elem(&xgate_blocklist, src);
+	if (!b) {
+		count(XGATE_EV_BLOCK_FILTER_FP, len);
+		return 0;
+	}
+	exp = b->expires_ns;
+	if (exp == ~0ULL)
+		return 1;
+	if (!*now)
+		*now = bpf_ktime_get_ns();
+	if (*now < exp)
 		return 1;
 	count(XGATE_EV_BLOCK_EXPIRED, len);
 	return 0;
 }
 
+/* Sign-extended difference a - b of two 48-bit times. */
+static __always_inline __s64 tat_diff(__u64 a, __u64 b)
+{
+	return ((__s64)((a - b) << (64 - XGATE_BUCKET_TAT_BITS))) >> (64 - XGATE_BUCKET_TAT_BITS);
+}
+
 /* Token bucket as GCRA (generic cell rate algorithm), shared by all CPUs.
  *
- * State is one u64 per source, the theoretical arrival time (TAT). A packet
- * at `now` conforms if max(TAT, now) + interval - now <= limit (= burst *
- * interval); then TAT advances by one interval. The whole state is one word,
- * so a compare-and-swap makes admission exact across CPUs: a source hitting
- * several RX queues cannot be admitted twice for one token, and no token is
- * lost (a CPU that loses the CAS re-reads the TAT the winner wrote and
- * decides again). We chose CAS over bpf_spin_lock in the value because the
- * lock needs a separate lock word, is not allowed in every map/program
- * combination on older kernels, and costs a lock+unlock even uncontended,
- * while the CAS is one locked instruction on the common path.
+ * State is one u64 per slot (struct xgate_bucket): the owner (used bit,
+ * clock bit, 14-bit hash tag) and the theoretical arrival time (TAT) of the
+ * next conforming packet. A packet at `now` conforms if max(TAT, now) +
+ * interval - now <= limit (= burst * interval); then TAT advances by one
+ * interval. The whole state is one word, so a compare-and-swap makes
+ * admission exact across CPUs: a source hitting several RX queues cannot be
+ * admitted twice for one token, and no token is lost (a CPU that loses the
+ * CAS re-reads what the winner wrote and decides again). CAS rather than
+ * bpf_spin_lock: the lock needs its own word, is not allowed in every
+ * map/program combination on older kernels, and costs a lock+unlock even
+ * uncontended, while the CAS is one locked instruction.
+ *
+ * Slots instead of an LRU hash: the slot is buckets[hash & mask], an ARRAY
+ * lookup the verifier inlines, where the LRU lookup (and its insert for a
+ * new source) were helper calls of ≈25 ns each. The price is collisions.
+ * A source whose slot holds another owner takes the slot over as a fresh,
+ * full bucket. When the previous owner's bucket was full anyway (TAT <=
+ * now), nothing is lost — a full bucket and no bucket are the same state.
+ * When it was not, that source restarts full: counted as
+ * XGATE_EV_BUCKET_TAKEOVER. With M sources active within one burst window
+ * and N slots, a given source shares its slot with another active one with
+ * probability ≈ (M-1)/N (about 1.5% for M = 1000, N = 65536); two sources
+ * sharing a slot each get up to a fresh burst per takeover, i.e. they are
+ * limited less, never more. Two sources with the same slot *and* tag share
+ * one bucket (limited together): probability ≈ (M-1)/(N * 2^14) per source.
+ * The key is secret, so an attacker cannot aim a collision at a victim or
+ * pick two own addresses that alternate in one slot.
+ *
+ * TAT is kept modulo 2^48 ns (≈ 78 h) and read as a signed difference to
+ * now; a difference above the limit can only be a stale wrapped value and
+ * counts as a full bucket (limit < 2^47 ns is enforced by the loader). A
+ * source idle for a multiple of 78 h (± burst time) may find its slot
+ * looking non-full: at worst one burst window of limiting too early.
+ *
+ * Clock: cfg->tick_ns != 0 means now = jiffies * tick (inlined, no helper
+ * call) — up to one tick late, which for a source sending exactly at its
+ * rate looks like up to rate*tick extra tokens spent; the loader only
+ * chooses it when the burst covers >= 2 ticks, so such a source keeps at
+ * least half its burst. Otherwise bpf_ktime_get_ns (*now caches it for the
+ * packet). Slots carry their clock: after a clock change a slot of the
+ * other clock counts as empty (a fresh bucket, not a takeover).
  *
  * Retries are bounded (XGATE_CAS_TRIES). Every lost CAS means another CPU
- * just admitted a packet of the same source, so running out of retries means
- * the source is being admitted at line rate on several queues at once: we
- * fail closed — XDP_DROP counted as XGATE_R_BUCKET_CONTENDED, never admitted
- * without a token. Each retry is counted (XGATE_EV_BUCKET_CAS_RETRY).
+ * just changed the slot, so running out of retries means the slot is being
+ * hammered on several queues at once: we fail closed — XDP_DROP counted as
+ * XGATE_R_BUCKET_CONTENDED, never admitted without a token. Each retry is
+ * counted (XGATE_EV_BUCKET_CAS_RETRY).
  *
  * Returns the terminal reason on drop, or XGATE_R__TERMINAL to admit.
  */
-static __always_inline __u32 bucket_admit(const struct xgate_src_key *src,
-					  const struct xgate_config *cfg, __u64 now)
+static __always_inline __u32 bucket_admit(const struct xgate_config *cfg, __u64 h,
+					  __u64 *now, __u64 len)
 {
 	__u64 interval = cfg->bucket_interval_ns;
 	__u64 limit = cfg->bucket_limit_ns;
+	__u64 tick = cfg->tick_ns;
+	__u64 owner, t;
+	__u32 idx = (__u32)h & cfg->bucket_mask;
 	struct xgate_bucket *b;
 
 	if (!interval)
 		return XGATE_R__TERMINAL;
 
-	b = bpf_map_lookup_elem(&xgate_buckets, src);
-	if (!b) {
-		/* First packet of the source: a full bucket minus this packet. */
-		struct xgate_bucket fresh = { .tat_ns = now + interval };
-
-		if (bpf_map_update_elem(&xgate_buckets, src, &fresh, BPF_NOEXIST) == 0)
-			return XGATE_R__TERMINAL;
-		/* Another CPU created it first (or the LRU could not allocate):
-		 * decide against the entry that is there now. */
-		b = bpf_map_lookup_elem(&xgate_buckets, src);
-		if (!b)
-			return XGATE_R_BUCKET_CONTENDED;
+	if (tick) {
+		t = bpf_jiffies64() * tick;
+		owner = XGATE_BUCKET_USED | XGATE_BUCKET_COARSE;
+	} else {
+		if (!*now)
+			*now = bpf_ktime_get_ns();
+		t = *now;
+		owner = XGATE_BUCKET_USED;
 	}
+	owner |= (h >> XGATE_BUCKET_TAG_SHIFT) << XGATE_BUCKET_TAT_BITS;
+
+	b = bpf_map_lookup_elem(&xgate_buckets, &idx);
+	if (!b) /* cannot happen: the loader sizes the map to bucket_mask + 1 */
+		return XGATE_R_BUCKET_CONTENDED;
 
 	for (int i = 0; i < XGATE_CAS_TRIES; i++) {
-		__u64 old = *(volatile __u64 *)&b->tat_ns;
-		__u64 tat = old > now ? old : now;
-		__u64 next = tat + interval;
+		__u64 old = *(volatile __u64 *)&b->owner_tat;
+		__s64 d = tat_diff(old, t); /* TAT - now */
+		int takeover = 0;
 
-		if (next - now > limit)
+		if ((old & ~XGATE_BUCKET_TAT_MASK) != owner) {
+			/* Another source (or empty, or the other clock): fresh.
+			 * Lossy only if its bucket was not full. */
+			takeover = ((old ^ owner) & (XGATE_BUCKET_USED | XGATE_BUCKET_COARSE)) == 0 &&
+				   d > 0 && (__u64)d <= limit;
+			d = 0;
+		} else if (d < 0 || (__u64)d > limit) {
+			d = 0; /* full: TAT in the past (or stale and wrapped) */
+		}
+		if ((__u64)d + interval > limit)
 			return XGATE_R_RATE_LIMITED;
-		if (__sync_val_compare_and_swap(&b->tat_ns, old, next) == old)
+		if (__sync_val_compare_and_swap(&b->owner_tat, old,
+						owner | ((t + d + interval) & XGATE_BUCKET_TAT_MASK)) == old) {
+			if (takeover)
+				count(XGATE_EV_BUCKET_TAKEOVER, len);
 			return XGATE_R__TERMINAL;
+		}
 		count(XGATE_EV_BUCKET_CAS_RETRY, 0);
 	}
 	return XGATE_R_BUCKET_CONTENDED;
@@ -202,7 +330,8 @@ static __always_inline int payload_is_json(void *p, void *data_end)
 	return 0;
 }
 
-/* Survivor in AF_XDP mode: stamp, then redirect to the queue's socket. */
+/* Survivor in AF_XDP mode: stamp, then redirect to the queue's socket.
+ * now is the packet's bpf_ktime_get_ns if a policy step read it, else 0. */
 static __always_inline int redirect(struct xdp_md *ctx, __u64 now, __u32 *reason, __u64 len)
 {
 	__u32 q = ctx->rx_queue_index;
@@ -219,7 +348,7 @@ static __always_inline int redirect(struct xdp_md *ctx, __u64 now, __u32 *reason
 		struct xgate_meta *m = (void *)(long)ctx->data_meta;
 
 		if ((void *)(m + 1) <= data) {
-			m->rx_ns = now;
+			m->rx_ns = now ? now : bpf_ktime_get_ns();
 			m->magic = XGATE_META_MAGIC;
 			m->_pad = 0;
 		}
@@ -246,7 +375,7 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 	struct xgate_src_key src = {};
 	struct udphdr *udp;
 	__u16 proto, port;
-	__u64 now;
+	__u64 now = 0, h;
 	__u32 r;
 
 	/* L2: Ethernet and up to two VLAN tags (802.1ad outer, 802.1Q inner). */
@@ -304,6 +433,8 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		src.addr[10] = 0xff;
 		src.addr[11] = 0xff;
 		__builtin_memcpy(&src.addr[12], &ip->saddr, 4);
+		/* The hash of the v4-mapped key, its constant words folded in. */
+		h = src_hash(0, 0, 0xffff0000, ip->saddr, cfg);
 		cur += hlen;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = cur;
@@ -330,6 +461,8 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 			return XDP_PASS;
 		}
 		__builtin_memcpy(src.addr, &ip6->saddr, 16);
+		h = src_hash(ip6->saddr.in6_u.u6_addr32[0], ip6->saddr.in6_u.u6_addr32[1],
+			     ip6->saddr.in6_u.u6_addr32[2], ip6->saddr.in6_u.u6_addr32[3], cfg);
 		cur = ip6 + 1;
 	} else if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		*reason = XGATE_R_VLAN_TOO_DEEP;
@@ -351,13 +484,15 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		return XDP_PASS;
 	}
 
-	/* Policy: blocklist, bucket, payload. */
-	now = bpf_ktime_get_ns();
-	if (is_blocked(&src, now, len)) {
+	/* Policy: blocklist, bucket, payload. The clock (a helper call, ≈30 ns
+	 * on this class of CPU) is read at most once, and only by the steps
+	 * that need it: a block with an expiry, the fine-clock bucket, the
+	 * AF_XDP metadata stamp. */
+	if (is_blocked(&src, h, &now, len)) {
 		*reason = XGATE_R_BLOCKED;
 		return XDP_DROP;
 	}
-	r = bucket_admit(&src, cfg, now);
+	r = bucket_admit(cfg, h, &now, len);
 	if (r != XGATE_R__TERMINAL) {
 		*reason = r;
 		return XDP_DROP;

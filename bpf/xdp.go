@@ -1,10 +1,13 @@
 package bpf
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"net/netip"
 	"sync"
 	"time"
@@ -57,7 +60,18 @@ type Config struct {
 	// CostSampleN times one packet in N per CPU; 0 means
 	// DefaultCostSampleN, CostSampleOff disables it.
 	CostSampleN uint32
+	// FineClock makes the token bucket read bpf_ktime_get_ns for every
+	// packet. By default the bucket uses the kernel tick (jiffies, read
+	// without a helper call, ≈30 ns cheaper per packet here) whenever the
+	// burst lasts at least two ticks (BucketBurst/BucketRate >= 2/CONFIG_HZ),
+	// where being up to a tick late costs a source sending at exactly its
+	// rate at most half its burst; smaller bursts always use the fine clock.
+	FineClock bool
 }
+
+// maxBucketLimit bounds burst/rate: TATs are kept modulo 2^48 ns (see
+// struct xgate_bucket) and compared as signed differences.
+const maxBucketLimit = 1 << 47 // ns, ≈ 39 h
 
 func (c Config) raw() (XdpXgateConfig, error) {
 	var r XdpXgateConfig
@@ -74,6 +88,13 @@ func (c Config) raw() (XdpXgateConfig, error) {
 			return r, fmt.Errorf("bucket burst %d at rate %d/s overflows", burst, c.BucketRate)
 		}
 		r.BucketLimitNs = burst * r.BucketIntervalNs
+		if r.BucketLimitNs >= maxBucketLimit {
+			return r, fmt.Errorf("bucket burst %d at rate %d/s lasts %v, more than the %v the program can hold",
+				burst, c.BucketRate, time.Duration(r.BucketLimitNs), time.Duration(maxBucketLimit))
+		}
+		if tick := kernelTick(); !c.FineClock && r.BucketLimitNs >= 2*tick {
+			r.TickNs = tick
+		}
 	}
 	if c.PayloadCheck {
 		r.Flags |= XdpXgateFlagsXGATE_F_PAYLOAD_CHECK
@@ -97,9 +118,13 @@ type Options struct {
 	PinPath string
 	// Queues sizes the XSKMAP: one slot per NIC RX queue. 0 means 64.
 	Queues int
-	// BlocklistSize and BucketSize size the two LRU maps; 0 keeps the
-	// C defaults (65536 each).
-	BlocklistSize, BucketSize int
+	// BlocklistSize sizes the blocklist LRU; 0 keeps the C default (65536).
+	BlocklistSize int
+	// BucketSize is the number of token-bucket slots, rounded up to a
+	// power of two; 0 keeps the C default (65536). Sources share slots by
+	// hash: size it well above the number of sources active at once (see
+	// bucket_admit in xdp.c for the collision odds).
+	BucketSize int
 	// ListenPorts is the initial listen set (UDP destination ports).
 	ListenPorts []uint16
 	Config
@@ -110,7 +135,11 @@ type Options struct {
 type XDP struct {
 	objs    xdpObjects
 	pinPath string
-	mu      sync.Mutex // serialises SetListenPorts
+	mu      sync.Mutex // serialises SetListenPorts, SetConfig and the block filter updates
+
+	// Fixed for the life of the maps (read from pinned maps on reuse).
+	hashKey    [4]uint32
+	bucketMask uint32
 }
 
 // xdpObjects leaves out the BTF anchor variable (.rodata) the program
@@ -149,7 +178,10 @@ func LoadXDP(opts Options) (*XDP, error) {
 		spec.Maps[XdpMapXgateBlocklist].MaxEntries = uint32(opts.BlocklistSize)
 	}
 	if opts.BucketSize > 0 {
-		spec.Maps[XdpMapXgateBuckets].MaxEntries = uint32(opts.BucketSize)
+		if opts.BucketSize > 1<<30 {
+			return nil, fmt.Errorf("load xdp: %d bucket slots: at most 2^30", opts.BucketSize)
+		}
+		spec.Maps[XdpMapXgateBuckets].MaxEntries = 1 << bits.Len32(uint32(opts.BucketSize-1))
 	}
 	if err := preparePins(spec.Maps, opts.PinPath); err != nil {
 		return nil, fmt.Errorf("load xdp: %w", err)
@@ -162,7 +194,11 @@ func LoadXDP(opts Options) (*XDP, error) {
 	if err != nil {
 		return nil, explainLoad("xdp", err)
 	}
-	if err := x.objs.XgateCfg.Put(uint32(0), cfg); err != nil {
+	if err := x.initHash(); err != nil {
+		x.Close()
+		return nil, fmt.Errorf("load xdp: %w", err)
+	}
+	if err := x.putConfig(cfg); err != nil {
 		x.Close()
 		return nil, fmt.Errorf("load xdp: write config: %w", err)
 	}
@@ -202,14 +238,55 @@ func (x *XDP) Attach(ifindex int, flags link.XDPAttachFlags) (link.Link, error) 
 	return nil, fmt.Errorf("attach xdp to ifindex %d: %w", ifindex, err)
 }
 
+// initHash takes the hash key from the config map when it has one (maps
+// reused from pins: the block filter and the bucket slots were built with
+// it), or draws a new key and builds the block filter from the blocklist
+// (empty unless only the config was recreated).
+func (x *XDP) initHash() error {
+	var old XdpXgateConfig
+	if err := x.objs.XgateCfg.Lookup(uint32(0), &old); err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	x.bucketMask = x.objs.XgateBuckets.MaxEntries() - 1
+	if old.HashKey != [4]uint32{} {
+		x.hashKey = old.HashKey
+		return nil
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Errorf("hash key: %w", err)
+	}
+	for i := range x.hashKey {
+		x.hashKey[i] = binary.LittleEndian.Uint32(b[4*i:])
+	}
+	x.hashKey[0] |= 1 // never all zero: zero means "no key yet"
+	// Write the key before the filter, so the program hashes with it.
+	var raw XdpXgateConfig
+	raw.HashKey, raw.BucketMask = x.hashKey, x.bucketMask
+	if err := x.objs.XgateCfg.Put(uint32(0), raw); err != nil {
+		return fmt.Errorf("write hash key: %w", err)
+	}
+	return x.SyncBlockFilter()
+}
+
+// putConfig writes raw with the map-bound fields (hash key, slot mask).
+func (x *XDP) putConfig(raw XdpXgateConfig) error {
+	raw.HashKey, raw.BucketMask = x.hashKey, x.bucketMask
+	return x.objs.XgateCfg.Put(uint32(0), raw)
+}
+
 // SetConfig replaces the run-time policy. Buckets keep their state: a new
-// rate applies from the next packet of each source.
+// rate applies from the next packet of each source. When the change moves
+// the bucket between the fine and the coarse clock (see Config.FineClock),
+// every source starts with a full bucket.
 func (x *XDP) SetConfig(c Config) error {
 	raw, err := c.raw()
 	if err != nil {
 		return fmt.Errorf("set config: %w", err)
 	}
-	if err := x.objs.XgateCfg.Put(uint32(0), raw); err != nil {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err := x.putConfig(raw); err != nil {
 		return fmt.Errorf("set config: %w", err)
 	}
 	return nil
@@ -269,6 +346,54 @@ func srcKey(addr netip.Addr) (XdpXgateSrcKey, error) {
 	return XdpXgateSrcKey{Addr: addr.WithZone("").As16()}, nil
 }
 
+// srcHash is the program's src_hash (xdp.c): NH over the address's four
+// little-endian 32-bit words with key k, then the murmur3 finalizer.
+func srcHash(addr [16]byte, k [4]uint32) uint64 {
+	w := func(i int) uint32 { return binary.LittleEndian.Uint32(addr[4*i:]) + k[i] }
+	h := uint64(w(0))*uint64(w(1)) + uint64(w(2))*uint64(w(3))
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}
+
+// Block-filter geometry (xgate.h).
+const (
+	bfilterShift    = 32
+	bfilterCounters = 1 << 19
+)
+
+// bfilterSlot is the word and byte of key's block-filter counter.
+func (x *XDP) bfilterSlot(key XdpXgateSrcKey) (word uint32, byteIdx int) {
+	ci := uint32(srcHash(key.Addr, x.hashKey)>>bfilterShift) & (bfilterCounters - 1)
+	return ci / 8, int(ci % 8)
+}
+
+// bfilterAdd adds d (+1 or -1) to key's counter. A counter at 255 is
+// saturated and stays there (a permanent false positive until
+// SyncBlockFilter). Caller holds x.mu.
+func (x *XDP) bfilterAdd(key XdpXgateSrcKey, d int) error {
+	word, i := x.bfilterSlot(key)
+	var w XdpXgateBfilterWord
+	if err := x.objs.XgateBfilter.Lookup(word, &w); err != nil {
+		return fmt.Errorf("block filter: %w", err)
+	}
+	switch {
+	case w.N[i] == math.MaxUint8:
+		return nil
+	case d > 0:
+		w.N[i]++
+	case w.N[i] > 0:
+		w.N[i]--
+	}
+	if err := x.objs.XgateBfilter.Put(word, w); err != nil {
+		return fmt.Errorf("block filter: %w", err)
+	}
+	return nil
+}
+
 // Forever as a Block ttl blocks until Unblock.
 const Forever time.Duration = 0
 
@@ -276,6 +401,13 @@ const Forever time.Duration = 0
 // now; ttl <= 0 (Forever) blocks until Unblock. Blocking again replaces the
 // expiry. The blocklist is an LRU: when full, the least recently hit entry
 // is evicted.
+//
+// The program consults a prefilter (xgate_bfilter) before the blocklist
+// map, and only this package keeps that filter in step: an entry written
+// into the pinned blocklist by other means (bpftool map update) has no
+// effect until SyncBlockFilter runs. One process at a time should write
+// the blocklist through this API (the filter update is a read-modify-write
+// under this XDP's mutex).
 func (x *XDP) Block(addr netip.Addr, ttl time.Duration) error {
 	key, err := srcKey(addr)
 	if err != nil {
@@ -285,7 +417,7 @@ func (x *XDP) Block(addr netip.Addr, ttl time.Duration) error {
 	if ttl > 0 {
 		exp = Ktime() + uint64(ttl)
 	}
-	if err := x.objs.XgateBlocklist.Put(key, XdpXgateBlock{ExpiresNs: exp}); err != nil {
+	if err := x.block(key, exp); err != nil {
 		return fmt.Errorf("block %v: %w", addr, err)
 	}
 	return nil
@@ -297,7 +429,25 @@ func (x *XDP) blockAt(addr netip.Addr, expiresNs uint64) error {
 	if err != nil {
 		return err
 	}
-	return x.objs.XgateBlocklist.Put(key, XdpXgateBlock{ExpiresNs: expiresNs})
+	return x.block(key, expiresNs)
+}
+
+// block counts a new key into the filter before the entry becomes
+// visible, so the program never sees an entry whose counter is zero.
+func (x *XDP) block(key XdpXgateSrcKey, exp uint64) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var old XdpXgateBlock
+	err := x.objs.XgateBlocklist.Lookup(key, &old)
+	switch {
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		if err := x.bfilterAdd(key, +1); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	}
+	return x.objs.XgateBlocklist.Put(key, XdpXgateBlock{ExpiresNs: exp})
 }
 
 // Unblock removes addr from the blocklist; removing an absent address is
@@ -307,8 +457,57 @@ func (x *XDP) Unblock(addr netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("unblock %v: %w", addr, err)
 	}
-	if err := x.objs.XgateBlocklist.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	err = x.objs.XgateBlocklist.Delete(key)
+	switch {
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		return nil // evicted or never there: its count (if any) is stale, harmless
+	case err != nil:
 		return fmt.Errorf("unblock %v: %w", addr, err)
+	}
+	// Deleted first, then uncounted: the counter never drops below the
+	// number of entries that can still be found.
+	if err := x.bfilterAdd(key, -1); err != nil {
+		return fmt.Errorf("unblock %v: %w", addr, err)
+	}
+	return nil
+}
+
+// SyncBlockFilter rebuilds the blocklist prefilter from the blocklist map:
+// call it after writing the pinned blocklist by other means than Block and
+// Unblock (bpftool), or to drop the stale counts that LRU evictions leave
+// (they show as the block_filter_fp event). Entries added by others while
+// it runs may be missed: run it with the blocklist quiescent.
+func (x *XDP) SyncBlockFilter() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	words := make([]XdpXgateBfilterWord, bfilterCounters/8)
+	var key XdpXgateSrcKey
+	var val XdpXgateBlock
+	it := x.objs.XgateBlocklist.Iterate()
+	for it.Next(&key, &val) {
+		w, i := x.bfilterSlot(key)
+		if words[w].N[i] < math.MaxUint8 {
+			words[w].N[i]++
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("sync block filter: %w", err)
+	}
+	keys := make([]uint32, len(words))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := x.objs.XgateBfilter.BatchUpdate(keys, words, nil); err != nil {
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("sync block filter: %w", err)
+		}
+		for i := range words {
+			if err := x.objs.XgateBfilter.Put(keys[i], words[i]); err != nil {
+				return fmt.Errorf("sync block filter: %w", err)
+			}
+		}
 	}
 	return nil
 }
@@ -464,12 +663,12 @@ func (x *XDP) Close() error {
 // it empty), so the maps die with their last user.
 func (x *XDP) Unpin() error {
 	m := &x.objs.XdpMaps
-	return unpinAll(x.pinPath, m.XgateBlocklist, m.XgateBuckets, m.XgateCfg,
+	return unpinAll(x.pinPath, m.XgateBlocklist, m.XgateBfilter, m.XgateBuckets, m.XgateCfg,
 		m.XgateCostNs, m.XgateCounters, m.XgatePorts, m.XgateXsks)
 }
 
 func (o *xdpObjects) close() error {
-	return closeAll(o.XgateXdp, o.XgateBlocklist, o.XgateBuckets, o.XgateCfg,
+	return closeAll(o.XgateXdp, o.XgateBlocklist, o.XgateBfilter, o.XgateBuckets, o.XgateCfg,
 		o.XgateCostNs, o.XgateCounters, o.XgatePorts, o.XgateXsks)
 }
 

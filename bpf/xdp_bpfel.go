@@ -13,14 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type XdpXgateBfilterWord struct {
+	_ structs.HostLayout
+	N [8]uint8
+}
+
 type XdpXgateBlock struct {
 	_         structs.HostLayout
 	ExpiresNs uint64
 }
 
 type XdpXgateBucket struct {
-	_     structs.HostLayout
-	TatNs uint64
+	_        structs.HostLayout
+	OwnerTat uint64
 }
 
 type XdpXgateConfig struct {
@@ -30,7 +35,9 @@ type XdpXgateConfig struct {
 	Mode             XdpXgateMode
 	Flags            XdpXgateFlags
 	CostSampleN      uint32
-	Pad              uint32
+	BucketMask       uint32
+	TickNs           uint64
+	HashKey          [4]uint32
 }
 
 type XdpXgateCost struct {
@@ -98,7 +105,9 @@ const (
 	XdpXgateReasonXGATE_EV_BLOCK_EXPIRED    XdpXgateReason = 19
 	XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY XdpXgateReason = 20
 	XdpXgateReasonXGATE_EV_META_FAILED      XdpXgateReason = 21
-	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 22
+	XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP  XdpXgateReason = 22
+	XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER  XdpXgateReason = 23
+	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 24
 )
 
 type XdpXgateSrcKey struct {
@@ -110,6 +119,7 @@ type XdpXgateSrcKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	XdpMapXgateBfilter      = "xgate_bfilter"
 	XdpMapXgateBlocklist    = "xgate_blocklist"
 	XdpMapXgateBuckets      = "xgate_buckets"
 	XdpMapXgateCfg          = "xgate_cfg"
@@ -171,6 +181,7 @@ type XdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpMapSpecs struct {
+	XgateBfilter   *ebpf.MapSpec `ebpf:"xgate_bfilter"`
 	XgateBlocklist *ebpf.MapSpec `ebpf:"xgate_blocklist"`
 	XgateBuckets   *ebpf.MapSpec `ebpf:"xgate_buckets"`
 	XgateCfg       *ebpf.MapSpec `ebpf:"xgate_cfg"`
@@ -208,6 +219,7 @@ func (o *XdpObjects) Close() error {
 //
 // It can be passed to LoadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpMaps struct {
+	XgateBfilter   *ebpf.Map `ebpf:"xgate_bfilter"`
 	XgateBlocklist *ebpf.Map `ebpf:"xgate_blocklist"`
 	XgateBuckets   *ebpf.Map `ebpf:"xgate_buckets"`
 	XgateCfg       *ebpf.Map `ebpf:"xgate_cfg"`
@@ -219,6 +231,7 @@ type XdpMaps struct {
 
 func (m *XdpMaps) Close() error {
 	return _XdpClose(
+		m.XgateBfilter,
 		m.XgateBlocklist,
 		m.XgateBuckets,
 		m.XgateCfg,

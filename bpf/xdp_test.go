@@ -138,6 +138,26 @@ func TestXDPFixtures(t *testing.T) {
 		{name: "expired block", pkt: v4,
 			setup:   func(t *testing.T, x *XDP) { xgNoErr(t, x.blockAt(xgSrc4, Ktime()-1)) },
 			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1, EventBlockExpired: 1}},
+		{name: "block filter false positive", pkt: v4,
+			setup: func(t *testing.T, x *XDP) {
+				k, _ := srcKey(xgSrc4)
+				x.mu.Lock()
+				defer x.mu.Unlock()
+				xgNoErr(t, x.bfilterAdd(k, +1)) // counted, but not in the LRU
+			},
+			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1, EventBlockFilterFP: 1}},
+		{name: "blocked behind the filter's back, then synced", pkt: v4,
+			setup: func(t *testing.T, x *XDP) {
+				k, _ := srcKey(xgSrc4)
+				// As `bpftool map update` would: invisible to the program…
+				xgNoErr(t, x.objs.XgateBlocklist.Put(k, XdpXgateBlock{ExpiresNs: math.MaxUint64}))
+				if v, _, _ := xgRun(t, x.Program(), v4.bytes(), xgLoIfindex, 0); v != xgPass {
+					t.Errorf("entry written without the filter: verdict %d, want pass (documented)", v)
+				}
+				// …until the filter is rebuilt.
+				xgNoErr(t, x.SyncBlockFilter())
+			},
+			verdict: xgDrop, want: map[Reason]uint64{ReasonBlocked: 1}},
 		{name: "unblocked", pkt: v4,
 			setup: func(t *testing.T, x *XDP) {
 				xgNoErr(t, x.Block(xgSrc4, Forever))
@@ -148,12 +168,46 @@ func TestXDPFixtures(t *testing.T) {
 		// Token bucket (the sequence is in TestXDPTokenBucket).
 		{name: "source over its bucket", pkt: v4, cfg: Config{BucketRate: 1, BucketBurst: 1},
 			setup: func(t *testing.T, x *XDP) {
-				// Spend the only token a second ago… rather: now.
-				k, _ := srcKey(xgSrc4)
-				xgNoErr(t, x.objs.XgateBuckets.Put(k, XdpXgateBucket{TatNs: Ktime() + uint64(time.Second)}))
+				// Spend the only token (the deltas are taken after setup).
+				if v, _, _ := xgRun(t, x.Program(), v4.bytes(), xgLoIfindex, 0); v != xgPass {
+					t.Fatalf("first packet: verdict %d, want pass", v)
+				}
 			},
 			verdict: xgDrop, want: map[Reason]uint64{ReasonRateLimited: 1}},
 		{name: "source within its bucket", pkt: v6, cfg: Config{BucketRate: 1, BucketBurst: 1},
+			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
+		{name: "source over its bucket, fine clock", pkt: v6, cfg: Config{BucketRate: 1, BucketBurst: 1, FineClock: true},
+			setup: func(t *testing.T, x *XDP) {
+				xgNoErr(t, x.setBucket(xgSrc6, Ktime()+uint64(time.Second), false))
+			},
+			verdict: xgDrop, want: map[Reason]uint64{ReasonRateLimited: 1}},
+		{name: "source's slot taken by another, not full", pkt: v4, cfg: Config{BucketRate: 1, BucketBurst: 1, FineClock: true},
+			setup: func(t *testing.T, x *XDP) {
+				// Same slot, another tag, a TAT half a second ahead.
+				idx, owner := x.bucketSlot(xgSrc4, false)
+				other := owner ^ (1 << 48)
+				xgNoErr(t, x.objs.XgateBuckets.Put(idx, XdpXgateBucket{OwnerTat: other | (Ktime()+5e8)&(1<<48-1)}))
+			},
+			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1, EventBucketTakeover: 1}},
+		{name: "source's slot held by another, full", pkt: v4, cfg: Config{BucketRate: 1, BucketBurst: 1, FineClock: true},
+			setup: func(t *testing.T, x *XDP) {
+				idx, owner := x.bucketSlot(xgSrc4, false)
+				other := owner ^ (1 << 48)
+				xgNoErr(t, x.objs.XgateBuckets.Put(idx, XdpXgateBucket{OwnerTat: other | (Ktime()-5e8)&(1<<48-1)}))
+			},
+			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
+		{name: "own slot with a wrapped (stale) TAT", pkt: v4, cfg: Config{BucketRate: 1, BucketBurst: 1, FineClock: true},
+			setup: func(t *testing.T, x *XDP) {
+				// 2^46 ns (19.5 h) ahead, beyond any limit: only a TAT
+				// ≈ 58 h old, wrapped modulo 2^48, can look like that.
+				xgNoErr(t, x.setBucket(xgSrc4, Ktime()+1<<46, false))
+			},
+			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
+		{name: "own slot of the other clock", pkt: v4, cfg: Config{BucketRate: 1, BucketBurst: 1, FineClock: true},
+			setup: func(t *testing.T, x *XDP) {
+				// A drained bucket of the coarse clock: a fresh bucket, no takeover.
+				xgNoErr(t, x.setBucket(xgSrc4, Ktime()+uint64(time.Second), true))
+			},
 			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
 
 		// Payload check.
@@ -262,10 +316,19 @@ func TestXDPTokenBucket(t *testing.T) {
 // TestXDPTokenBucketConcurrent runs the same source on every CPU at once:
 // the CAS-based bucket must admit exactly the burst (plus what the rate
 // refills while the test runs), never one packet more.
+// Both bucket clocks: the burst (2000 s) picks the coarse one by default.
 func TestXDPTokenBucketConcurrent(t *testing.T) {
+	for _, fine := range []bool{false, true} {
+		t.Run(map[bool]string{false: "coarse clock", true: "fine clock"}[fine], func(t *testing.T) {
+			xgTokenBucketConcurrent(t, fine)
+		})
+	}
+}
+
+func xgTokenBucketConcurrent(t *testing.T, fine bool) {
 	const burst = 2000
 	const perCPU = 20000
-	x := xgLoad(t, Options{Config: Config{BucketRate: 1, BucketBurst: burst, CostSampleN: CostSampleOff}})
+	x := xgLoad(t, Options{Config: Config{BucketRate: 1, BucketBurst: burst, CostSampleN: CostSampleOff, FineClock: fine}})
 	pkt := xgPacket{src: xgSrc4, dst: xgDst4, payload: xgJSON}.bytes()
 
 	cpus := runtime.NumCPU()
@@ -477,12 +540,38 @@ func TestXDPConfig(t *testing.T) {
 	raw, err = x.ReadConfig()
 	xgNoErr(t, err)
 	want := XdpXgateConfig{BucketIntervalNs: 1e6, BucketLimitNs: 50e6, Mode: XdpXgateModeXGATE_MODE_AFXDP,
-		Flags: XdpXgateFlagsXGATE_F_PAYLOAD_CHECK}
-	if raw != want {
+		Flags: XdpXgateFlagsXGATE_F_PAYLOAD_CHECK, BucketMask: 65535, HashKey: x.hashKey}
+	if 50e6 >= 2*kernelTick() { // a 50 ms burst: the coarse clock unless HZ < 40
+		want.TickNs = kernelTick()
+	}
+	if raw != want || raw.HashKey == [4]uint32{} {
 		t.Errorf("config %+v, want %+v", raw, want)
 	}
 	if err := x.SetConfig(Config{Mode: 7}); err == nil {
 		t.Error("unknown mode accepted")
+	}
+
+	// The clock: fine when the burst lasts less than two ticks or when
+	// asked for; too long a burst for 48-bit TATs is refused.
+	for _, tc := range []struct {
+		c    Config
+		tick uint64
+	}{
+		{Config{BucketRate: 1, BucketBurst: 1}, kernelTick()},
+		{Config{BucketRate: 1, BucketBurst: 1, FineClock: true}, 0},
+		{Config{BucketRate: 1e9, BucketBurst: 1 << 20}, 0}, // 1 ms
+		{Config{BucketRate: 1e9, BucketBurst: 2 * kernelTick()}, kernelTick()},
+		{Config{BucketRate: 1e9, BucketBurst: 2*kernelTick() - 1}, 0},
+	} {
+		xgNoErr(t, x.SetConfig(tc.c))
+		raw, err := x.ReadConfig()
+		xgNoErr(t, err)
+		if raw.TickNs != tc.tick {
+			t.Errorf("%+v: tick_ns %d, want %d", tc.c, raw.TickNs, tc.tick)
+		}
+	}
+	if err := x.SetConfig(Config{BucketRate: 1, BucketBurst: 200000}); err == nil {
+		t.Error("a 55 h burst accepted")
 	}
 }
 
@@ -523,6 +612,8 @@ func TestReasonNames(t *testing.T) {
 		ReasonMalformedIPv6:   "malformed_ipv6",
 		EventBlockExpired:     "block_expired",
 		EventMetaFailed:       "meta_failed",
+		EventBlockFilterFP:    "block_filter_fp",
+		EventBucketTakeover:   "bucket_takeover",
 	}
 	for r, name := range want {
 		if r.String() != name {
@@ -558,7 +649,7 @@ func TestXDPPinning(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 
 	a := xgLoad(t, Options{PinPath: dir})
-	for _, name := range []string{XdpMapXgateBlocklist, XdpMapXgateBuckets, XdpMapXgateCfg,
+	for _, name := range []string{XdpMapXgateBlocklist, XdpMapXgateBfilter, XdpMapXgateBuckets, XdpMapXgateCfg,
 		XdpMapXgateCostNs, XdpMapXgateCounters, XdpMapXgatePorts, XdpMapXgateXsks} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("pin of %s: %v", name, err)
@@ -621,7 +712,7 @@ func TestMapsHaveBTF(t *testing.T) {
 
 	m := x.Maps()
 	maps := map[string]*ebpf.Map{
-		XdpMapXgateBlocklist: m.XgateBlocklist, XdpMapXgateBuckets: m.XgateBuckets,
+		XdpMapXgateBlocklist: m.XgateBlocklist, XdpMapXgateBuckets: m.XgateBuckets, XdpMapXgateBfilter: m.XgateBfilter,
 		XdpMapXgateCfg: m.XgateCfg, XdpMapXgateCostNs: m.XgateCostNs,
 		XdpMapXgateCounters: m.XgateCounters, XdpMapXgatePorts: m.XgatePorts,
 		ReuseportMapXgateRpCfg: rp.objs.XgateRpCfg, ReuseportMapXgateRpStats: rp.objs.XgateRpStats,

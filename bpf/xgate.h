@@ -44,6 +44,9 @@ enum xgate_reason {
 	XGATE_EV_BLOCK_EXPIRED = XGATE_R__TERMINAL, /* blocklist hit past its expiry: ignored */
 	XGATE_EV_BUCKET_CAS_RETRY,  /* a bucket CAS lost to another CPU and was retried */
 	XGATE_EV_META_FAILED,       /* bpf_xdp_adjust_meta refused: redirected without timestamp */
+	XGATE_EV_BLOCK_FILTER_FP,   /* block filter said maybe, the blocklist had no entry */
+	XGATE_EV_BUCKET_TAKEOVER,   /* bucket slot taken from another source whose bucket was
+				     * not full: that source's state is lost (it restarts full) */
 	XGATE_R__MAX,               /* sentinel: size of the counters map */
 };
 
@@ -54,7 +57,8 @@ struct xgate_counter {
 };
 
 /* A source address: IPv6, or IPv4 as v4-mapped IPv6 (::ffff:a.b.c.d),
- * in network byte order. Key of the blocklist and of the buckets. */
+ * in network byte order. Key of the blocklist; hashed (with a secret key)
+ * for the blocklist prefilter and the bucket slots. */
 struct xgate_src_key {
 	__u8 addr[16];
 };
@@ -65,10 +69,38 @@ struct xgate_block {
 	__u64 expires_ns;
 };
 
-/* Token bucket state as GCRA: the theoretical arrival time of the next
- * conforming packet, CLOCK_MONOTONIC ns. One u64, updated by CAS. */
+/* Token bucket slot (ARRAY map xgate_buckets, direct-mapped by the keyed
+ * source hash). One u64, updated by CAS:
+ *
+ *   bit  63     1 = slot in use (an all-zero slot is empty)
+ *   bit  62     clock of the TAT: 1 = coarse (jiffies), 0 = fine (ktime)
+ *   bits 61..48 tag: bits 63..50 of the source hash (14 bits)
+ *   bits 47..0  GCRA theoretical arrival time, ns modulo 2^48 (≈ 78 h),
+ *               compared with now as a signed 48-bit difference
+ *
+ * Bits 63..48 together are the slot's owner. */
 struct xgate_bucket {
-	__u64 tat_ns;
+	__u64 owner_tat;
+};
+
+#define XGATE_BUCKET_TAT_BITS 48
+#define XGATE_BUCKET_TAT_MASK ((1ULL << XGATE_BUCKET_TAT_BITS) - 1)
+#define XGATE_BUCKET_USED     (1ULL << 63)
+#define XGATE_BUCKET_COARSE   (1ULL << 62)
+#define XGATE_BUCKET_TAG_SHIFT 50 /* hash bits 63..50 → slot bits 61..48 */
+
+/* The blocklist prefilter: a counting filter with one (keyed) hash. Counter
+ * i = hash bits 50..32 (XGATE_BFILTER_COUNTERS = 2^19 counters, 512 KiB),
+ * in word i / 8, byte i % 8 of the ARRAY map xgate_bfilter. A counter is
+ * the number of blocklist entries whose hash selects it (saturating at 255:
+ * a saturated counter is never decremented). Written only by userspace
+ * (Block, Unblock, SyncBlockFilter); the program only reads it: zero means
+ * "not in the blocklist" without the LRU lookup. */
+#define XGATE_BFILTER_SHIFT    32
+#define XGATE_BFILTER_COUNTERS (1 << 19)
+#define XGATE_BFILTER_WORDS    (XGATE_BFILTER_COUNTERS / 8)
+struct xgate_bfilter_word {
+	__u8 n[8];
 };
 
 enum xgate_mode {
@@ -87,7 +119,14 @@ struct xgate_config {
 	enum xgate_mode mode;     /* 4 bytes */
 	enum xgate_flags flags;   /* bit set, 4 bytes */
 	__u32 cost_sample_n;      /* time 1 packet in N per CPU; 0 = off */
-	__u32 _pad;
+	__u32 bucket_mask;        /* slots of xgate_buckets - 1 (a power of two - 1) */
+	/* Bucket clock. 0: bpf_ktime_get_ns. Otherwise the kernel tick in ns, and
+	 * now = bpf_jiffies64() * tick_ns: inlined (no helper call) but up to a
+	 * tick late, so the loader picks it only when bucket_limit_ns >= 2 ticks. */
+	__u64 tick_ns;
+	/* Key of the source hash (blocklist prefilter, bucket slots): random per
+	 * map set, kept across loads on the same pins. */
+	__u32 hash_key[4];
 };
 
 /* The listen set: bit p of the bitmap is set when UDP port p (host order)
@@ -114,7 +153,8 @@ struct xgate_cost {
  * userspace finds it at frame address - sizeof(struct xgate_meta). */
 #define XGATE_META_MAGIC 0x58474d31 /* "XGM1" */
 struct xgate_meta {
-	__u64 rx_ns; /* bpf_ktime_get_ns at XDP entry (CLOCK_MONOTONIC) */
+	__u64 rx_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC), read once per packet
+		      * after parsing, by the first step that needs the clock */
 	__u32 magic; /* XGATE_META_MAGIC: the metadata is ours and complete */
 	__u32 _pad;
 };

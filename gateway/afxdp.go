@@ -88,9 +88,7 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 		n, err := x.sock.Receive(x.frames)
 		if err != nil {
 			if errors.Is(err, xdp.ErrTimeout) {
-				if w.sw != nil {
-					w.sw.FlushAll() // idle: nothing waits for more traffic
-				}
+				w.idle()
 				continue
 			}
 			if errors.Is(err, xdp.ErrClosed) || stop.Load() {
@@ -100,9 +98,7 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 			return
 		}
 		if n == 0 {
-			if w.sw != nil {
-				w.sw.FlushAll()
-			}
+			w.idle()
 			continue
 		}
 		now := monotonicNs()

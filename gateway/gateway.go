@@ -76,6 +76,12 @@ type Gateway struct {
 	// finalXDP is the last reading of the XDP counters, taken just before
 	// the program is closed, so Stats works after Stop.
 	finalXDP atomic.Pointer[bpf.Counters]
+	// xdpBase is what the XDP counters held when this gateway loaded the
+	// program: pinned maps are reused across restarts and keep counting,
+	// while the engine's counters start at zero, so Stats subtracts it.
+	xdpBase bpf.Counters
+
+	reloadMu sync.Mutex // serialises Reload
 }
 
 // New sets everything up — engine, XDP program and link, sockets, sinks,
@@ -210,6 +216,9 @@ func (g *Gateway) setupXDP(cfg *Config) error {
 			PayloadCheck: cfg.XDP.PayloadCheck, CostSampleN: costN},
 	}
 	if g.xdp, err = bpf.LoadXDP(xo); err != nil {
+		return err
+	}
+	if g.xdpBase, err = g.xdp.ReadCounters(); err != nil {
 		return err
 	}
 	if err := clearStale(lnk, g.log); err != nil {
@@ -372,6 +381,8 @@ func (g *Gateway) Config() *Config { return g.cfg.Load() }
 // sockets or a new program (interface, mode, ports, pinning, sinks) are
 // reported and take effect at the next start.
 func (g *Gateway) Reload(cfg *Config) error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
 	old := g.Config()
 	if err := g.eng.Reload(cfg.EngineConfig()); err != nil {
 		return fmt.Errorf("reload rejected, old rules keep running: %w", err)

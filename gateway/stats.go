@@ -70,6 +70,10 @@ func (g *Gateway) Stats() (Stats, error) {
 				return s, err
 			}
 		}
+		for r := range c { // counts since this gateway loaded the program
+			c[r].Packets -= g.xdpBase[r].Packets
+			c[r].Bytes -= g.xdpBase[r].Bytes
+		}
 		s.XDP = c
 		for r := bpf.Reason(0); r < bpf.ReasonTerminal; r++ {
 			n := c[r].Packets

@@ -104,13 +104,23 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 		if shut || (n == 0 && stop.Load()) {
 			return
 		}
-		if n == 0 && w.sw != nil {
-			w.sw.FlushAll() // idle: nothing waits for more traffic
+		if n == 0 {
+			w.idle()
 		}
 	}
 }
 
 func (w *worker) fail(err error) { w.err.Store(&err) }
+
+// idle runs when a receive found nothing: counts and sink records that wait
+// for the next batch are handed over now, so Stats and the sinks do not lag
+// behind a quiet link.
+func (w *worker) idle() {
+	w.ew.Flush()
+	if w.sw != nil {
+		w.sw.FlushAll()
+	}
+}
 
 func (w *worker) finish() {
 	w.ew.Flush()
