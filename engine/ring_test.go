@@ -530,22 +530,38 @@ func TestRingNoAllocs(t *testing.T) {
 }
 
 // ringWatchdog bounds a concurrent test: a lost value would otherwise make it
-// spin until the global test timeout.
+// spin until the global test timeout. It fires after d without progress (the
+// consumer calls moved), not after d in all, so a slow, loaded machine (the
+// race detector, other test binaries) is not taken for a stall.
 type ringWatchdog struct {
-	deadline time.Time
+	d        time.Duration
+	deadline atomic.Int64 // unix ns
+	moves    atomic.Uint64
+	seen     atomic.Uint64
 	stop     atomic.Bool
 }
 
 func newRingWatchdog(d time.Duration) *ringWatchdog {
-	return &ringWatchdog{deadline: time.Now().Add(d)}
+	w := &ringWatchdog{d: d}
+	w.deadline.Store(time.Now().Add(d).UnixNano())
+	return w
 }
 
-// wait yields; it reports false (and raises stop) once the deadline passed.
+// moved records progress: n values went through.
+func (w *ringWatchdog) moved(n int) { w.moves.Add(uint64(n)) }
+
+// wait yields; it reports false (and raises stop) once d passed without
+// progress.
 func (w *ringWatchdog) wait(spins *int) bool {
 	runtime.Gosched()
 	*spins++
-	if *spins&1023 == 0 && time.Now().After(w.deadline) {
-		w.stop.Store(true)
+	if *spins&1023 == 0 {
+		now := time.Now()
+		if m := w.moves.Load(); m != w.seen.Swap(m) {
+			w.deadline.Store(now.Add(w.d).UnixNano())
+		} else if now.UnixNano() > w.deadline.Load() {
+			w.stop.Store(true)
+		}
 	}
 	return !w.stop.Load()
 }
@@ -621,6 +637,7 @@ func TestSPSCConcurrentChecksum(t *testing.T) {
 					xor ^= v * 0x9E3779B97F4A7C15
 				}
 				got += uint64(k)
+				w.moved(k)
 			}
 			wg.Wait()
 			if sum != wantSum || xor != wantXor {
@@ -743,6 +760,7 @@ func TestMPSCConcurrentExactlyOnce(t *testing.T) {
 					xor ^= v
 				}
 				got += k
+				w.moved(k)
 			}
 			wg.Wait()
 			if w.stop.Load() {
