@@ -6,4 +6,4 @@ package bpf
 // BPF2GO_* as for gen.go). The stem is exported (Loadgen) because the
 // generator lives in tools/loadgen; it has no API of its own here.
 
-//go:generate go tool bpf2go -tags linux -target bpfel Loadgen loadgen.c -- -I./headers -mcpu=v3
+//go:generate go tool bpf2go -tags linux -target bpfel -type loadgen_control -type loadgen_state -type loadgen_frame Loadgen loadgen.c -- -I./headers -mcpu=v3

@@ -8,19 +8,45 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type LoadgenLoadgenControl struct {
+	_          structs.HostLayout
+	Quota      int64
+	IntervalNs uint64
+	NextNs     uint64
+	SlackNs    uint64
+}
+
+type LoadgenLoadgenFrame struct {
+	_    structs.HostLayout
+	Len  uint32
+	Data [1024]uint8
+}
+
+type LoadgenLoadgenState struct {
+	_      structs.HostLayout
+	Sent   uint64
+	Spins  uint64
+	Idle   uint64
+	Errors uint64
+}
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	LoadgenMapLoadgenRxCount = "loadgen_rx_count"
-	LoadgenMapLoadgenTxCount = "loadgen_tx_count"
-	LoadgenProgLoadgenDrop   = "loadgen_drop"
-	LoadgenProgLoadgenPass   = "loadgen_pass"
-	LoadgenProgLoadgenTx     = "loadgen_tx"
+	LoadgenMapLoadgenControls = "loadgen_controls"
+	LoadgenMapLoadgenFrames   = "loadgen_frames"
+	LoadgenMapLoadgenRxCount  = "loadgen_rx_count"
+	LoadgenMapLoadgenStates   = "loadgen_states"
+	LoadgenProgLoadgenDrop    = "loadgen_drop"
+	LoadgenProgLoadgenPass    = "loadgen_pass"
+	LoadgenProgLoadgenTx      = "loadgen_tx"
+	LoadgenVarLoadgenNframes  = "loadgen_nframes"
 )
 
 // LoadLoadgen returns the embedded CollectionSpec for Loadgen.
@@ -74,14 +100,17 @@ type LoadgenProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LoadgenMapSpecs struct {
-	LoadgenRxCount *ebpf.MapSpec `ebpf:"loadgen_rx_count"`
-	LoadgenTxCount *ebpf.MapSpec `ebpf:"loadgen_tx_count"`
+	LoadgenControls *ebpf.MapSpec `ebpf:"loadgen_controls"`
+	LoadgenFrames   *ebpf.MapSpec `ebpf:"loadgen_frames"`
+	LoadgenRxCount  *ebpf.MapSpec `ebpf:"loadgen_rx_count"`
+	LoadgenStates   *ebpf.MapSpec `ebpf:"loadgen_states"`
 }
 
 // LoadgenVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LoadgenVariableSpecs struct {
+	LoadgenNframes *ebpf.VariableSpec `ebpf:"loadgen_nframes"`
 }
 
 // LoadgenObjects contains all objects after they have been loaded into the kernel.
@@ -104,14 +133,18 @@ func (o *LoadgenObjects) Close() error {
 //
 // It can be passed to LoadLoadgenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LoadgenMaps struct {
-	LoadgenRxCount *ebpf.Map `ebpf:"loadgen_rx_count"`
-	LoadgenTxCount *ebpf.Map `ebpf:"loadgen_tx_count"`
+	LoadgenControls *ebpf.Map `ebpf:"loadgen_controls"`
+	LoadgenFrames   *ebpf.Map `ebpf:"loadgen_frames"`
+	LoadgenRxCount  *ebpf.Map `ebpf:"loadgen_rx_count"`
+	LoadgenStates   *ebpf.Map `ebpf:"loadgen_states"`
 }
 
 func (m *LoadgenMaps) Close() error {
 	return _LoadgenClose(
+		m.LoadgenControls,
+		m.LoadgenFrames,
 		m.LoadgenRxCount,
-		m.LoadgenTxCount,
+		m.LoadgenStates,
 	)
 }
 
@@ -119,6 +152,7 @@ func (m *LoadgenMaps) Close() error {
 //
 // It can be passed to LoadLoadgenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LoadgenVariables struct {
+	LoadgenNframes *ebpf.Variable `ebpf:"loadgen_nframes"`
 }
 
 // LoadgenPrograms contains all programs after they have been loaded into the kernel.

@@ -72,7 +72,10 @@ type Gateway struct {
 	wg       sync.WaitGroup
 	fbDone   chan struct{}
 	started  atomic.Int64 // unix ns when Run started; 0 before
-	closed   bool         // teardown done (only New's error path and Stop touch it)
+	closed   atomic.Bool  // teardown done: sockets and maps are closed
+	// sockMu keeps Stats from reading a socket's counters while teardown
+	// closes it (a closed fd number may be reused by anything).
+	sockMu sync.RWMutex
 	// finalXDP is the last reading of the XDP counters, taken just before
 	// the program is closed, so Stats works after Stop.
 	finalXDP atomic.Pointer[bpf.Counters]
@@ -340,19 +343,24 @@ func (g *Gateway) Stop() error {
 
 // teardown closes sockets, detaches and unpins (unless pin.keep).
 func (g *Gateway) teardown() error {
-	if g.closed {
+	if g.closed.Load() {
 		return nil
 	}
-	g.closed = true
 	var errs []error
+	for _, w := range g.workers {
+		w.readSocketDrops() // the last reading, before the sockets close
+	}
 	if g.xdp != nil {
 		if c, err := g.xdp.ReadCounters(); err == nil {
 			g.finalXDP.Store(&c)
 		}
 	}
+	g.sockMu.Lock()
+	g.closed.Store(true)
 	for _, s := range g.sockets {
 		errs = append(errs, s.close())
 	}
+	g.sockMu.Unlock()
 	g.closeXSKs()
 	if g.xdpLink != nil {
 		errs = append(errs, g.xdpLink.Close())

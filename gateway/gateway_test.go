@@ -188,10 +188,17 @@ func referenceVerdicts(t *testing.T, cfg *Config, payloads [][]byte) (engine.Sta
 	return e.Stats(), passed
 }
 
-func startGateway(t *testing.T, host *testenv.Host, cfg *Config) (*Gateway, func() error) {
+// startGateway builds the gateway inside host's namespace, runs it, and
+// returns it with a stop function (idempotent, also run at cleanup).
+// Logs go to the test log from level on.
+func startGateway(t testing.TB, host *testenv.Host, cfg *Config, level ...slog.Level) (*Gateway, func() error) {
 	t.Helper()
 	var g *Gateway
-	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	opts := &slog.HandlerOptions{}
+	if len(level) > 0 {
+		opts.Level = level[0]
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, opts))
 	err := host.Do(func() error {
 		var err error
 		g, err = New(cfg, Options{Logger: log, RecvTimeout: 20 * time.Millisecond})
@@ -205,12 +212,13 @@ func startGateway(t *testing.T, host *testenv.Host, cfg *Config) (*Gateway, func
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); runErr = g.Run(ctx) }()
-	stop := func() error { cancel(); wg.Wait(); return runErr }
+	var once sync.Once
+	stop := func() error { once.Do(func() { cancel(); wg.Wait() }); return runErr }
 	t.Cleanup(func() { _ = stop() })
 	return g, stop
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))

@@ -88,11 +88,17 @@ func (g *Gateway) Stats() (Stats, error) {
 			}
 		}
 	}
+	g.sockMu.RLock()
+	open := !g.closed.Load()
 	for _, w := range g.workers {
+		if open {
+			w.readSocketDrops()
+		}
 		s.Datagrams += w.datagrams.Load()
 		s.SocketDrops += w.sockDrops.Load()
 		s.RingDrops += w.ringDrops()
 	}
+	g.sockMu.RUnlock()
 	s.Engine = g.eng.Stats()
 	if g.fb != nil {
 		s.Feedback = g.fb.stats()

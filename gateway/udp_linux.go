@@ -70,6 +70,27 @@ func openUDP(addr netip.AddrPort, reuseport bool, rcvbuf int, timeout time.Durat
 
 func (s *udpSocket) close() error { return unix.Close(s.fd) }
 
+// skMeminfoDrops is SK_MEMINFO_DROPS, the index of sk_drops in the u32
+// array SO_MEMINFO returns (include/uapi/linux/sock_diag.h).
+const skMeminfoDrops = 8
+
+// drops reads the socket's drop counter (sk_drops: receive buffer full and
+// the like) now. SO_RXQ_OVFL reports the same counter, but only with the next
+// datagram, so drops after the last datagram would stay unseen.
+func (s *udpSocket) drops() (uint64, error) {
+	var info [16]uint32
+	l := uint32(unsafe.Sizeof(info))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(s.fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&l)), 0)
+	if errno != 0 {
+		return 0, fmt.Errorf("SO_MEMINFO on %s: %w", s.addr, errno)
+	}
+	if l < (skMeminfoDrops+1)*4 {
+		return 0, fmt.Errorf("SO_MEMINFO on %s: %d bytes, too short", s.addr, l)
+	}
+	return uint64(info[skMeminfoDrops]), nil
+}
+
 // shutdown wakes a worker blocked in recvmmsg on this socket.
 func (s *udpSocket) shutdown() { _ = unix.Shutdown(s.fd, unix.SHUT_RD) }
 

@@ -27,7 +27,7 @@ type worker struct {
 
 	// Written only by the worker goroutine, read by Stats.
 	datagrams atomic.Uint64
-	sockDrops atomic.Uint64 // the socket's SO_RXQ_OVFL count
+	sockDrops atomic.Uint64 // the socket's drop count (sk_drops), newest reading
 	err       atomic.Pointer[error]
 }
 
@@ -99,7 +99,7 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 			}
 			total += uint64(got)
 			w.datagrams.Store(total)
-			w.sockDrops.Store(uint64(w.batch.drops))
+			w.noteDrops(uint64(w.batch.drops))
 		}
 		if shut || (n == 0 && stop.Load()) {
 			return
@@ -111,6 +111,27 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 }
 
 func (w *worker) fail(err error) { w.err.Store(&err) }
+
+// noteDrops records a reading of the socket's drop counter, which only
+// grows; readings from SO_RXQ_OVFL and SO_MEMINFO may arrive out of order.
+func (w *worker) noteDrops(n uint64) {
+	for {
+		old := w.sockDrops.Load()
+		if n <= old || w.sockDrops.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// readSocketDrops refreshes the drop count from the socket itself.
+func (w *worker) readSocketDrops() {
+	if w.sock == nil {
+		return
+	}
+	if n, err := w.sock.drops(); err == nil {
+		w.noteDrops(n)
+	}
+}
 
 // idle runs when a receive found nothing: counts and sink records that wait
 // for the next batch are handed over now, so Stats and the sinks do not lag
