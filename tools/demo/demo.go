@@ -3,14 +3,9 @@
 //
 // Part one runs the rule engine on generated risk events (no root needed).
 // Part two, as root, builds a test host pair (two network namespaces and a
-// veth, removed afterwards), attaches the XDP ingest program to the
-// receiving end in socket mode, sends a known mix of traffic from the peer,
-// decides every datagram that reaches the UDP socket with the engine, feeds
-// `block` verdicts back into the XDP blocklist, and checks that every packet
-// sent is accounted for.
-//
-// The daemon (`xgate run`: AF_XDP sockets, SO_REUSEPORT groups per NUMA
-// node, sinks, HTTP) is not part of this demo yet.
+// veth, removed afterwards), starts the gateway on the receiving end (mode
+// auto: AF_XDP behind the XDP program), sends a known mix of traffic from
+// the peer, and checks that every packet sent is accounted for.
 package demo
 
 import (
@@ -31,6 +26,9 @@ type Options struct {
 	Events int  // events for the engine part; default 200000
 	Kernel bool // run the kernel part (needs root)
 	Out    io.Writer
+	// SinkDir receives the sink files of part 2; "" makes a new directory
+	// under the system's temp dir and leaves it for the user to read.
+	SinkDir string
 }
 
 // Rules are the demo rules: the example of DESIGN.md.
@@ -56,9 +54,8 @@ func Run(opts Options) error {
 	w := opts.Out
 	fmt.Fprintln(w, "xgate demo")
 	fmt.Fprintln(w, "==========")
-	fmt.Fprintln(w, "Shows the rule engine and the kernel data plane of xgate. The daemon itself")
-	fmt.Fprintln(w, "(xgate run: AF_XDP sockets, socket groups per NUMA node, sinks, HTTP) is not built yet,")
-	fmt.Fprintln(w, "so part 2 plays its role with one UDP socket and one engine worker.")
+	fmt.Fprintln(w, "Shows the rule engine alone, then the whole gateway (XDP program, AF_XDP sockets,")
+	fmt.Fprintln(w, "workers, feedback into the XDP blocklist, sinks) on a veth test host pair.")
 	fmt.Fprintln(w)
 	if err := runEngine(w, opts.Events); err != nil {
 		return fmt.Errorf("engine demo: %w", err)
@@ -68,7 +65,7 @@ func Run(opts Options) error {
 		fmt.Fprintln(w, "Part 2 (kernel data plane) skipped: it needs root (network namespaces, XDP). Run: sudo make demo")
 		return nil
 	}
-	if err := runKernel(w); err != nil {
+	if err := runKernel(w, opts.SinkDir); err != nil {
 		return fmt.Errorf("kernel demo: %w", err)
 	}
 	return nil

@@ -14,11 +14,11 @@ func TestKernelDemo(t *testing.T) {
 		t.Skip("the kernel part needs root (network namespaces, XDP)")
 	}
 	var out bytes.Buffer
-	if err := Run(Options{Events: 10000, Kernel: true, Out: &out}); err != nil {
+	if err := Run(Options{Events: 10000, Kernel: true, Out: &out, SinkDir: t.TempDir()}); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	s := out.String()
-	for _, want := range []string{"blocked ", "rate_limited ", "payload_not_json ", "port_not_listened ", "1 block verdicts fed back"} {
+	for _, want := range []string{"blocked ", "rate_limited ", "payload_not_json ", "port_not_listened ", "1 block verdicts, 1 written into the XDP blocklist", "receive path afxdp"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("report lacks %q:\n%s", want, s)
 		}

@@ -1,19 +1,21 @@
 package demo
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
-	"sync"
-	"sync/atomic"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
-	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/testenv"
 	"github.com/xgate/xgate/tools/gen"
 )
@@ -23,15 +25,9 @@ const (
 	otherPort = 9001
 )
 
-// kernelRun is what the receiving side saw.
-type kernelRun struct {
-	datagrams atomic.Uint64
-	blocks    atomic.Uint64
-}
-
-func runKernel(w io.Writer) error {
-	fmt.Fprintln(w, "Part 2: the XDP ingest program on a test host pair (root)")
-	pair, err := testenv.NewPair(testenv.Options{})
+func runKernel(w io.Writer, dir string) error {
+	fmt.Fprintln(w, "Part 2: the gateway on a test host pair (root)")
+	pair, err := testenv.NewPair(testenv.Options{RxQueues: 1})
 	if err != nil {
 		return fmt.Errorf("build test hosts: %w", err)
 	}
@@ -39,160 +35,110 @@ func runKernel(w io.Writer) error {
 	fmt.Fprintf(w, "  hosts: sender %s (%s) ──veth── receiver %s (%s), namespaces removed at the end\n",
 		pair.A.Addr, pair.A.NS, pair.B.Addr, pair.B.NS)
 
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "xgate-demo-"); err != nil {
+			return err
+		}
+	}
 	const rate, burst = 20000, 500
-	x, err := bpf.LoadXDP(bpf.Options{ListenPorts: []uint16{demoPort}, Config: bpf.Config{
-		Mode: bpf.ModeSocket, BucketRate: rate, BucketBurst: burst, PayloadCheck: true}})
+	cfg, err := gateway.ParseConfig("demo.yaml", []byte(fmt.Sprintf(`
+interface: %s
+mode: auto
+listen: {ports: [%d]}
+xdp:
+  rate_limit: {rate: %d/s, burst: %d}
+  payload_check: true
+sinks:
+  - {type: file, path: %s, what: passed, fsync: never}
+  - {type: file, path: %s, what: alerts, fsync: never}
+`, pair.B.Link, demoPort, rate, burst, filepath.Join(dir, "passed.ndjson"), filepath.Join(dir, "alerts.ndjson"))))
 	if err != nil {
 		return err
 	}
-	defer x.Close()
-	var l link.Link
-	mode := "native"
+	for _, r := range Rules() {
+		cfg.Rules = append(cfg.Rules, toRule(r))
+	}
+	cfg.Pin.Path = "" // nothing pinned: the demo leaves /sys/fs/bpf as it found it
+	var g *gateway.Gateway
+	logs := &strings.Builder{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if err := pair.B.Do(func() error {
-		var err error
-		l, err = x.Attach(pair.B.Ifindex, link.XDPDriverMode)
-		if err != nil {
-			mode = "generic"
-			l, err = x.Attach(pair.B.Ifindex, link.XDPGenericMode)
-		}
+		g, err = gateway.New(cfg, gateway.Options{Logger: log, RecvTimeout: 20 * time.Millisecond})
 		return err
 	}); err != nil {
 		return err
 	}
-	defer l.Close()
-	fmt.Fprintf(w, "  XDP program attached to %s in %s mode through a bpf_link; listen port %d, per-source bucket %d/s burst %d, payload check on\n",
-		pair.B.Link, mode, demoPort, rate, burst)
+	path, why := g.Path()
+	fmt.Fprintf(w, "  gateway on %s: receive path %s (%s)\n", pair.B.Link, path, why)
+	fmt.Fprintf(w, "  XDP in front: listen port %d, per-source bucket %d/s burst %d, payload check on; rules as in part 1\n",
+		demoPort, rate, burst)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
 
-	e, err := engine.New(engine.Config{Rules: Rules()})
-	if err != nil {
-		return err
-	}
-	fd, _, err := pair.B.ListenUDP(pair.B.Addr, demoPort, func(fd int) error {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
-			return err
-		}
-		return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 50000})
+	sent, sendErr := send(w, pair, func() bool {
+		s, err := g.Stats()
+		return err == nil && s.Feedback.Applied > 0
 	})
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	snmp0, err := pair.B.SNMP()
-	if err != nil {
-		return err
-	}
-
-	var run kernelRun
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	var recvErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		recvErr = receive(fd, e, x, &run, &stop)
-	}()
-
-	sent, err := send(w, pair)
-	// Let the receiver drain, then stop it.
-	for idle, last := 0, uint64(0); idle < 6; idle++ {
-		time.Sleep(50 * time.Millisecond)
-		if n := run.datagrams.Load(); n != last {
-			last, idle = n, 0
+	// Wait until every packet is accounted for (bounded), then stop.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if s, err := g.Stats(); err == nil && s.Accounted() >= sent {
+			break
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	stop.Store(true)
-	wg.Wait()
+	cancel()
+	if err := <-done; err != nil {
+		return fmt.Errorf("gateway: %w\n%s", err, logs)
+	}
+	if sendErr != nil {
+		return sendErr
+	}
+	s, err := g.Stats()
 	if err != nil {
 		return err
 	}
-	if recvErr != nil {
-		return recvErr
-	}
-	snmp1, err := pair.B.SNMP()
-	if err != nil {
-		return err
-	}
-	cnt, err := x.ReadCounters()
-	if err != nil {
-		return err
-	}
-	cost, _ := x.ReadCost()
-	s := e.Stats()
-
 	fmt.Fprintln(w, "  XDP counters (packets by reason, nonzero):")
-	byName := cnt.ByName()
+	byName := s.XDP.ByName()
 	for _, name := range sortedKeys(byName) {
 		if c := byName[name]; c.Packets > 0 {
 			fmt.Fprintf(w, "    %-20s %7d\n", name, c.Packets)
 		}
 	}
-	if cost.Samples > 0 {
-		fmt.Fprintf(w, "  XDP program cost: mean %v per packet over %d samples (1 in %d packets timed)\n", cost.Mean(), cost.Samples, bpf.DefaultCostSampleN)
+	fmt.Fprintf(w, "  engine: %d datagrams → %d events decided (%s), %d malformed (%s)\n",
+		s.Datagrams, s.Engine.Events, verdicts(&s.Engine), s.Engine.DecodeErrorTotal(), decodeErrors(&s.Engine))
+	fmt.Fprintf(w, "  feedback: %d block verdicts, %d written into the XDP blocklist\n", s.Feedback.Requested, s.Feedback.Applied)
+	for _, sk := range s.Sinks {
+		fmt.Fprintf(w, "  sink %s: %d records, %d dropped\n", sk.Name, sk.Records, sk.Dropped)
 	}
-	fmt.Fprintf(w, "  engine: %d datagrams → %d events decided (%s), %d malformed (%s); %d block verdicts fed back into the XDP blocklist\n",
-		run.datagrams.Load(), s.Events, verdicts(&s), s.DecodeErrorTotal(), decodeErrors(&s), run.blocks.Load())
-
-	// The accounting identity of DESIGN.md, for this run.
-	var xdpDrops, notOurs uint64
-	for r := bpf.Reason(0); r < bpf.ReasonTerminal; r++ {
-		switch r {
-		case bpf.ReasonPassSocket, bpf.ReasonRedirect, bpf.ReasonPassNoXSK:
-		default:
-			if r.String() == "port_not_listened" || r.String() == "not_udp" || r.String() == "not_ip" ||
-				r.String() == "ipv4_fragment" || r.String() == "ipv6_ext_hdr" || r.String() == "vlan_too_deep" || r.String() == "no_config" {
-				notOurs += cnt[r].Packets
-			} else {
-				xdpDrops += cnt[r].Packets
-			}
-		}
-	}
-	sockDrops := snmp1["Udp.RcvbufErrors"] - snmp0["Udp.RcvbufErrors"]
-	decided := s.Events + s.DecodeErrorTotal()
-	total := xdpDrops + notOurs + sockDrops + decided
-	fmt.Fprintf(w, "  accounting: sent %d = XDP drops %d + not for us %d + socket drops %d + decode errors %d + events decided %d = %d",
-		sent, xdpDrops, notOurs, sockDrops, s.DecodeErrorTotal(), s.Events, total)
+	total := s.Accounted()
+	fmt.Fprintf(w, "  accounting: sent %d = XDP drops %d + not for us %d + socket drops %d + ring drops %d + decode errors %d + events decided %d = %d",
+		sent, s.XDPDrops, s.NotForUs, s.SocketDrops, s.RingDrops, s.Engine.DecodeErrorTotal(), s.Engine.Events, total)
 	if total != sent {
 		fmt.Fprintln(w, "  ✗")
 		return fmt.Errorf("accounting does not add up: %d sent, %d accounted for", sent, total)
 	}
 	fmt.Fprintln(w, "  ✓")
+	fmt.Fprintf(w, "  the sink files stay for you to read: %s\n", dir)
 	return nil
 }
 
-// receive decides every datagram on fd until stop, and turns block
-// verdicts into XDP blocklist entries (the gateway's feedback path).
-func receive(fd int, e *engine.Engine, x *bpf.XDP, run *kernelRun, stop *atomic.Bool) error {
-	wk := e.NewWorker()
-	defer wk.Flush()
-	buf := make([]byte, 65536)
-	for !stop.Load() {
-		n, from, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return fmt.Errorf("receive: %w", err)
-		}
-		run.datagrams.Add(1)
-		var src netip.Addr
-		if sa, ok := from.(*unix.SockaddrInet4); ok {
-			src = netip.AddrFrom4(sa.Addr)
-		}
-		for _, d := range wk.Process(buf[:n], src) {
-			if d.Err == engine.DecodeOK && d.Action == engine.ActionBlock && src.IsValid() {
-				if err := x.Block(src, d.Block); err != nil {
-					return err
-				}
-				run.blocks.Add(1)
-			}
-		}
+// toRule turns an engine rule into the configuration's form.
+func toRule(r engine.RuleSpec) gateway.Rule {
+	out := gateway.Rule{Name: r.Name, When: r.When, Filter: r.Filter, Action: r.Action}
+	if rl := r.RateLimit; rl != nil {
+		out.RateLimit = &gateway.RuleRateLimit{Key: rl.Key, Rate: rl.Rate, Burst: rl.Burst, MaxKeys: rl.MaxKeys}
 	}
-	return nil
+	if wd := r.Window; wd != nil {
+		out.Window = &gateway.RuleWindow{Key: wd.Key, Size: wd.Size, Slide: wd.Slide, Agg: wd.Agg, MaxKeys: wd.MaxKeys}
+	}
+	return out
 }
 
 // send plays the traffic mix from host A and returns how many datagrams
 // the kernel accepted for sending.
-func send(w io.Writer, pair *testenv.Pair) (uint64, error) {
+func send(w io.Writer, pair *testenv.Pair, blocked func() bool) (uint64, error) {
 	dst := netip.AddrPortFrom(pair.B.Addr, demoPort)
 	fd, err := pair.A.DialUDP(dst)
 	if err != nil {
@@ -258,7 +204,12 @@ func send(w io.Writer, pair *testenv.Pair) (uint64, error) {
 	}); err != nil {
 		return sent, err
 	}
-	time.Sleep(300 * time.Millisecond) // the verdict reaches the blocklist
+	for deadline := time.Now().Add(3 * time.Second); !blocked(); { // the verdict reaches the blocklist
+		if time.Now().After(deadline) {
+			return sent, errors.New("the block verdict did not reach the XDP blocklist within 3s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err := phase("more events from the now blocked source", 2000, fd, true, events); err != nil {
 		return sent, err
 	}
