@@ -42,7 +42,16 @@ func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
 		PollTimeout: g.opts.RecvTimeout}
 	var cpus []int
 	for q := 0; q < queues; q++ {
-		s, err := xdp.Open(g.ifindex, q, xc)
+		cpu := topo.queueCPU(q)
+		qc := xc
+		// On a host with several nodes each queue's UMEM goes on the node
+		// of the CPU that serves it.
+		node := -1
+		if topo.topo.NUMA && len(topo.topo.Nodes) > 1 && cpu >= 0 {
+			node = topo.topo.NodeOf(cpu)
+		}
+		qc.PlaceNUMA, qc.NUMANode = node >= 0, max(node, 0)
+		s, err := xdp.Open(g.ifindex, q, qc)
 		if err != nil {
 			return nil, fmt.Errorf("afxdp queue %d of %s: %w", q, cfg.Interface, err)
 		}
@@ -51,10 +60,9 @@ func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
 		if err := g.xdp.RegisterXSK(uint32(q), s.FD()); err != nil {
 			return nil, fmt.Errorf("afxdp queue %d: %w", q, err)
 		}
-		cpus = append(cpus, topo.queueCPU(q))
-		if q == 0 {
-			g.log.Info("AF_XDP socket bound", "queue", q, "mode", s.Mode().String(), "frame_size", xc.FrameSize)
-		}
+		cpus = append(cpus, cpu)
+		g.log.Info("AF_XDP socket bound", "queue", q, "cpu", cpu, "bind", s.Mode().String(),
+			"frame_size", xc.FrameSize, "umem_node", node) // -1: the kernel's default placement
 	}
 	if queues < g.queues {
 		g.log.Warn("fewer AF_XDP sockets than RX queues: traffic on the other queues passes to the stack (pass_no_xsk)",

@@ -123,6 +123,12 @@ type Config struct {
 	// ring is empty: 0 waits until frames arrive or the socket is closed;
 	// after a positive timeout Receive returns (0, nil).
 	PollTimeout time.Duration
+	// PlaceNUMA binds the UMEM's pages to NUMANode (mbind, MPOL_PREFERRED,
+	// before XDP_UMEM_REG faults and pins them), so the frames live next to
+	// the CPU that serves the queue. Off: the kernel's default placement
+	// (the node of the thread that registers the UMEM).
+	PlaceNUMA bool
+	NUMANode  int
 	// BusyRetry is how long Open keeps retrying when the kernel answers
 	// EBUSY (the queue still holds a socket that was just closed), with
 	// exponential backoff; 0 means DefaultBusyRetry, negative no retry.
@@ -167,6 +173,9 @@ func (c Config) Validate() error {
 	}
 	if c.FrameSize != 2048 && c.FrameSize != 4096 {
 		return bad("FrameSize", c.FrameSize, "must be 2048 or 4096")
+	}
+	if c.PlaceNUMA && (c.NUMANode < 0 || c.NUMANode >= maxNUMANodes) {
+		return bad("NUMANode", c.NUMANode, fmt.Sprintf("must be 0..%d", maxNUMANodes-1))
 	}
 	for _, r := range []struct {
 		name string

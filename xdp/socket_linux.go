@@ -307,6 +307,11 @@ func open(ifindex, queue int, cfg Config, bindFlag uint16) (_ *Socket, err error
 		return nil, wrap("mmap umem", err)
 	}
 	undo = append(undo, func() { unix.Munmap(umem) })
+	if cfg.PlaceNUMA {
+		if err := mbindPreferred(umem, cfg.NUMANode); err != nil {
+			return nil, wrap(fmt.Sprintf("mbind umem to NUMA node %d", cfg.NUMANode), err)
+		}
+	}
 	reg := unix.XDPUmemReg{
 		Addr:     uint64(uintptr(unsafe.Pointer(&umem[0]))),
 		Len:      umemLen,
@@ -1031,4 +1036,26 @@ func getsockopt(fd, opt int, p unsafe.Pointer, n *uint32) error {
 			return nil
 		}
 	}
+}
+
+// maxNUMANodes bounds Config.NUMANode (the kernel's MAX_NUMNODES is at most
+// 1024).
+const maxNUMANodes = 1024
+
+// mpolPreferred is MPOL_PREFERRED (include/uapi/linux/mempolicy.h): take
+// pages from the node, from others only when it has none free.
+const mpolPreferred = 1
+
+// mbindPreferred sets the memory policy of mem to prefer node. It must run
+// before the pages are first touched (XDP_UMEM_REG pins them).
+func mbindPreferred(mem []byte, node int) error {
+	var mask [maxNUMANodes / 64]uint64
+	mask[node/64] = 1 << (node % 64)
+	// maxnode counts bits plus one: the kernel reads maxnode-1 bits.
+	_, _, errno := unix.Syscall6(unix.SYS_MBIND, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)),
+		mpolPreferred, uintptr(unsafe.Pointer(&mask[0])), uintptr(len(mask)*64+1), 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
