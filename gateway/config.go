@@ -166,7 +166,7 @@ type Sink struct {
 
 // HTTP is the metrics, status and pprof endpoint.
 type HTTP struct {
-	Listen string // host:port
+	Listen string // host:port; "" = no HTTP server
 }
 
 // Pin is where BPF objects are pinned.
@@ -1071,7 +1071,9 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	}
 	c.checkAFXDP(k)
 	c.checkSinks(k)
-	if host, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+	if c.HTTP.Listen == "" {
+		// no HTTP server
+	} else if host, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		k.errf("http.listen", "%q: want host:port, e.g. 127.0.0.1:9100", c.HTTP.Listen)
 	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		k.errf("http.listen", "%q: port %q is not a number in 0..65535", c.HTTP.Listen, port)

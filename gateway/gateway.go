@@ -85,6 +85,8 @@ type Gateway struct {
 	xdpBase bpf.Counters
 
 	reloadMu sync.Mutex // serialises Reload
+
+	web atomic.Pointer[httpServer] // set by Run when http.listen is not ""
 }
 
 // New sets everything up — engine, XDP program and link, sockets, sinks,
@@ -280,6 +282,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer close(g.fbDone)
 		g.fb.run(g.fbStop)
 	}()
+	if err := g.startHTTP(); err != nil {
+		return errors.Join(err, g.Stop())
+	}
 	for _, w := range g.workers {
 		g.wg.Add(1)
 		go func() {
@@ -290,6 +295,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 				w.runXSK(&g.stop)
 			}
 		}()
+	}
+	if h := g.web.Load(); h != nil {
+		h.ready.Store(true)
 	}
 	g.log.Info("receiving", "workers", len(g.workers), "ports", g.Config().Listen.Ports)
 	<-ctx.Done()
@@ -302,6 +310,9 @@ func (g *Gateway) Stop() error {
 	var err error
 	g.stopOnce.Do(func() {
 		deadline := time.Now().Add(g.opts.StopTimeout)
+		if h := g.web.Load(); h != nil {
+			h.ready.Store(false) // /readyz fails while draining; /metrics serves to the end
+		}
 		g.stop.Store(true)
 		for _, s := range g.sockets {
 			s.shutdown()
@@ -336,6 +347,7 @@ func (g *Gateway) Stop() error {
 				"events", st.Engine.Events, "pass", st.Engine.Verdicts[engine.ActionPass], "drop", st.Engine.Verdicts[engine.ActionDrop],
 				"alert", st.Engine.Verdicts[engine.ActionAlert], "block", st.Engine.Verdicts[engine.ActionBlock])
 		}
+		g.stopHTTP()
 		g.log.Info("stopped", "uptime", time.Since(time.Unix(0, g.started.Load())).Round(time.Millisecond))
 	})
 	return err

@@ -28,7 +28,7 @@ const itPort = 9000
 // limits only count payments and no test sends payments fast, so every
 // verdict depends on the events alone, not on timing: the reference can
 // be an engine fed the same payloads.
-func itConfig(t *testing.T, ifname, mode, passedPath string) *Config {
+func itConfig(t testing.TB, ifname, mode, passedPath string) *Config {
 	t.Helper()
 	yml := fmt.Sprintf(`
 interface: %s
@@ -199,6 +199,9 @@ func startGateway(t testing.TB, host *testenv.Host, cfg *Config, level ...slog.L
 		opts.Level = level[0]
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, opts))
+	if cfg.HTTP.Listen == DefaultHTTPListen {
+		cfg.HTTP.Listen = "127.0.0.1:0" // tests share the host: never the fixed port
+	}
 	err := host.Do(func() error {
 		var err error
 		g, err = New(cfg, Options{Logger: log, RecvTimeout: 20 * time.Millisecond})

@@ -41,6 +41,7 @@ a bad file is rejected and the running rules stay.`,
 			if err != nil {
 				return err
 			}
+			gateway.Version = version + " (commit " + commit + ")"
 			g, err := gateway.New(cfg, gateway.Options{Logger: log})
 			if err != nil {
 				return err

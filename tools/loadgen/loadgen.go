@@ -165,6 +165,10 @@ type Result struct {
 	// pacing slot; Errors are frames it could not write (should be 0).
 	Spins, Errors uint64
 	Elapsed       time.Duration
+	// SenderCPU is the CPU time of the sending thread over the Send
+	// (RUSAGE_THREAD): the test runs, and, without threaded NAPI, the
+	// peer's receive work that runs on that thread.
+	SenderCPU time.Duration
 }
 
 // Undelivered is what never reached the peer's receive ring: Sent −
@@ -400,7 +404,13 @@ func (g *Gen) Send(ctx context.Context, n uint64) (Result, error) {
 		}
 		g.tid.Store(int32(unix.Gettid()))
 		defer g.tid.Store(0)
-		done <- g.loop(ctx, n, &res)
+		var ru0, ru1 unix.Rusage
+		_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru0)
+		err := g.loop(ctx, n, &res)
+		if unix.Getrusage(unix.RUSAGE_THREAD, &ru1) == nil {
+			res.SenderCPU = time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+		}
+		done <- err
 	}()
 	err := <-done
 	for i, c := range g.counts {

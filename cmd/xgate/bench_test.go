@@ -1,0 +1,193 @@
+package main
+
+import (
+	"encoding/json"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xgate/xgate/testenv"
+	"github.com/xgate/xgate/tools/loadgen"
+)
+
+// benchKeys are the keys `xgate bench --json` must print, exactly.
+var benchKeys = []string{"mode", "duration_s", "sent", "xdp_dropped", "not_ours", "socket_dropped",
+	"ring_dropped", "decode_errors", "decided", "unaccounted", "events_per_sec", "latency_p50_us",
+	"latency_p99_us", "latency_p999_us", "gc_per_min", "rss_bytes", "cpu_seconds_per_million", "allocs_per_event"}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (test hosts, XDP)")
+	}
+}
+
+func checkReport(t *testing.T, m map[string]any, mode string) {
+	t.Helper()
+	if len(m) != len(benchKeys) {
+		t.Errorf("%d keys, want %d: %v", len(m), len(benchKeys), m)
+	}
+	for _, k := range benchKeys {
+		if _, ok := m[k]; !ok {
+			t.Errorf("key %q missing: %v", k, m)
+		}
+	}
+	if m["mode"] != mode {
+		t.Errorf("mode %v, want %s", m["mode"], mode)
+	}
+	if m["unaccounted"] != 0.0 {
+		t.Errorf("unaccounted %v, want 0: %v", m["unaccounted"], m)
+	}
+	if s, _ := m["sent"].(float64); s <= 0 {
+		t.Errorf("nothing sent: %v", m)
+	}
+	if d, _ := m["decided"].(float64); d <= 0 {
+		t.Errorf("nothing decided: %v", m)
+	}
+}
+
+func TestBenchJSON(t *testing.T) {
+	needRoot(t)
+	out, err := run(t, "bench", "--mode", "afxdp", "--duration", "1s", "--warmup", "300ms", "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	checkReport(t, m, "afxdp")
+	if p, _ := m["latency_p50_us"].(float64); p <= 0 {
+		t.Errorf("afxdp without a latency: %v", m)
+	}
+	t.Log(out)
+}
+
+func TestBenchCompare(t *testing.T) {
+	needRoot(t)
+	out, err := run(t, "bench", "--compare", "afxdp,socket", "--duration", "1s", "--warmup", "300ms", "--rate", "200k", "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var ms []map[string]any
+	if err := json.Unmarshal([]byte(out), &ms); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if len(ms) != 2 {
+		t.Fatalf("%d reports, want 2", len(ms))
+	}
+	checkReport(t, ms[0], "afxdp")
+	checkReport(t, ms[1], "socket")
+	if p, _ := ms[1]["latency_p99_us"].(float64); p != 0 {
+		t.Errorf("socket path reports a latency: %v", ms[1])
+	}
+}
+
+func TestBenchCompareTable(t *testing.T) {
+	needRoot(t)
+	out, err := run(t, "bench", "--compare", "plain,afxdp", "--duration", "1s", "--warmup", "0", "--rate", "100k")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"afxdp/plain", "events/s", "unaccounted"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	t.Log("\n" + out)
+}
+
+func TestLoadTestHostCount(t *testing.T) {
+	needRoot(t)
+	for _, engine := range []string{"xdp", "socket"} {
+		t.Run(engine, func(t *testing.T) {
+			const n = 50000
+			out, err := run(t, "load", "--testhost", "--engine", engine, "--count", "50000", "--sources", "4", "--bad-share", "0.1", "--json")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			var r struct {
+				Sent, Received, Undelivered uint64
+			}
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatalf("%v:\n%s", err, out)
+			}
+			if r.Sent != n || r.Received+r.Undelivered != n {
+				t.Errorf("sent %d received %d undelivered %d, want %d sent and all seen:\n%s", r.Sent, r.Received, r.Undelivered, n, out)
+			}
+		})
+	}
+}
+
+func TestBenchBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "--mode", "baseline"},
+		{"bench", "--rate", "fast"},
+		{"load", "--engine", "xdp", "--to", "127.0.0.1:9"},
+		{"load", "--to", "nonsense"},
+	} {
+		if out, err := run(t, args...); err == nil {
+			t.Errorf("%v accepted:\n%s", args, out)
+		}
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	for in, want := range map[string]float64{"max": 0, "": 0, "1000": 1000, "500k": 5e5, "1.5M": 1.5e6} {
+		if got, err := parseRate(in); err != nil || got != want {
+			t.Errorf("parseRate(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"-1", "0", "x", "2000M"} {
+		if _, err := parseRate(in); err == nil {
+			t.Errorf("parseRate(%q) accepted", in)
+		}
+	}
+}
+
+// load from an existing namespace: the xdp engine out of an interface
+// (destination MAC from the neighbour table) and the socket engine.
+func TestLoadFromNamespace(t *testing.T) {
+	needRoot(t)
+	pair := testenv.New(t, testenv.Options{})
+	rcv, err := loadgen.AttachDrop(pair.B)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rcv.Close()
+	dst := netip.AddrPortFrom(pair.B.Addr, 9000).String()
+	var want uint64
+	for _, args := range [][]string{
+		{"load", "--engine", "xdp", "--netns", pair.A.NS, "--iface", pair.A.Link, "--to", dst, "--count", "20000", "--json"},
+		{"load", "--engine", "socket", "--netns", pair.A.NS, "--to", dst, "--count", "20000", "--json"},
+	} {
+		out, err := run(t, args...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		var r struct{ Sent uint64 }
+		if err := json.Unmarshal([]byte(out), &r); err != nil || r.Sent != 20000 {
+			t.Fatalf("%v: sent %d (%v):\n%s", args, r.Sent, err, out)
+		}
+		want += r.Sent
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		seen, err := rcv.Seen()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receiver saw %d of %d", seen, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if out, err := run(t, "load", "--engine", "xdp", "--netns", pair.A.NS, "--iface", "nosuchif", "--to", dst, "--count", "1"); err == nil {
+		t.Errorf("missing interface accepted:\n%s", out)
+	}
+}

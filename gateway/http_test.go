@@ -1,0 +1,425 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/xgate/xgate/bpf"
+	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/testenv"
+)
+
+// httpGet fetches a path of the gateway's HTTP server.
+func httpGet(t testing.TB, g *Gateway, path string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get("http://" + g.HTTPAddr() + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return resp.StatusCode, b
+}
+
+// waitReady waits for Run to bind the HTTP server and start receiving.
+func waitReady(t testing.TB, g *Gateway) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !g.ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("gateway not ready within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func scrape(t testing.TB, g *Gateway) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, body := httpGet(t, g, "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return fams
+}
+
+// metricValue finds the sample of family name whose labels include want
+// ("k=v" pairs); for a histogram it returns the sample count.
+func metricValue(t testing.TB, fams map[string]*dto.MetricFamily, name string, want ...string) float64 {
+	t.Helper()
+	f := fams[name]
+	if f == nil {
+		t.Fatalf("no metric family %s", name)
+	}
+next:
+	for _, m := range f.Metric {
+		have := map[string]string{}
+		for _, l := range m.Label {
+			have[l.GetName()] = l.GetValue()
+		}
+		for _, kv := range want {
+			k, v, _ := strings.Cut(kv, "=")
+			if have[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	t.Fatalf("no sample %s%v", name, want)
+	return 0
+}
+
+// sumFamily sums a family's samples (histogram: counts).
+func sumFamily(fams map[string]*dto.MetricFamily, name string) float64 {
+	var s float64
+	if f := fams[name]; f != nil {
+		for _, m := range f.Metric {
+			switch {
+			case m.Counter != nil:
+				s += m.Counter.GetValue()
+			case m.Gauge != nil:
+				s += m.Gauge.GetValue()
+			case m.Histogram != nil:
+				s += float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return s
+}
+
+// quiesce waits until everything sent is accounted for and two readings of
+// Stats a little apart agree, and returns the last.
+func quiesce(t testing.TB, g *Gateway, sent uint64) Stats {
+	t.Helper()
+	var prev Stats
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		time.Sleep(50 * time.Millisecond)
+		s, err := g.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Uptime = 0
+		if s.Accounted() >= sent && reflect.DeepEqual(s, prev) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Logf("counts did not settle: accounted %d of %d sent", s.Accounted(), sent)
+			return s
+		}
+		prev = s
+	}
+}
+
+func TestHTTPMetricsStatus(t *testing.T) {
+	for _, mode := range []string{"afxdp", "socket"} {
+		t.Run(mode, func(t *testing.T) { runHTTPMetrics(t, mode) })
+	}
+}
+
+func runHTTPMetrics(t *testing.T, mode string) {
+	pair := testenv.New(t, testenv.Options{RxQueues: 2})
+	cfg := itConfig(t, pair.B.Link, mode, filepath.Join(t.TempDir(), "passed.ndjson"))
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	g, stop := startGateway(t, pair.B, cfg)
+	waitReady(t, g)
+	if code, _ := httpGet(t, g, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz %d", code)
+	}
+	if code, _ := httpGet(t, g, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz %d while receiving", code)
+	}
+
+	tr := &itTraffic{payloads: itEvents(400)}
+	sendMix(t, pair.A, pair.B, tr, func() {
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			if s, _ := g.Stats(); s.Feedback.Applied > 0 {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatal("block verdict not applied within 3s")
+	})
+	s := quiesce(t, g, tr.sent)
+	fams := scrape(t, g)
+	after, err := g.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after.Uptime = 0
+	if !reflect.DeepEqual(s, after) {
+		t.Fatalf("counts moved during the scrape:\n%+v\n%+v", s, after)
+	}
+
+	// Every documented family is present (those of the other path aside).
+	absent := map[string]bool{}
+	if mode == "afxdp" {
+		absent["xgate_socket_drops_total"] = true
+	} else {
+		for _, n := range []string{"xgate_afxdp_ring_drops_total", "xgate_afxdp_socket_total", "xgate_afxdp_bad_frames_total",
+			"xgate_afxdp_frames_without_timestamp_total", "xgate_receive_to_verdict_seconds"} {
+			absent[n] = true
+		}
+	}
+	for _, n := range append(MetricNames(), "go_goroutines", "go_memstats_heap_alloc_bytes", "process_cpu_seconds_total",
+		"process_resident_memory_bytes", "promhttp_metric_handler_errors_total") {
+		if _, ok := fams[n]; ok == absent[n] {
+			t.Errorf("metric family %s: present %v, want %v", n, ok, !absent[n])
+		}
+	}
+
+	// Counters equal Stats.
+	eq := func(what string, got float64, want uint64) {
+		t.Helper()
+		if got != float64(want) {
+			t.Errorf("%s = %v, Stats says %d", what, got, want)
+		}
+	}
+	for r := bpf.Reason(0); r < bpf.ReasonMax; r++ {
+		if r.Terminal() {
+			eq("xdp packets "+r.String(), metricValue(t, fams, "xgate_xdp_packets_total", "reason="+r.String()), s.XDP[r].Packets)
+			eq("xdp bytes "+r.String(), metricValue(t, fams, "xgate_xdp_bytes_total", "reason="+r.String()), s.XDP[r].Bytes)
+		} else {
+			eq("xdp event "+r.String(), metricValue(t, fams, "xgate_xdp_events_total", "event="+r.String()), s.XDP[r].Packets)
+		}
+	}
+	eq("xdp seen", metricValue(t, fams, "xgate_xdp_seen_packets_total"), s.XDPSeen)
+	eq("datagrams", sumFamily(fams, "xgate_datagrams_total"), s.Datagrams)
+	eq("socket drops", sumFamily(fams, "xgate_socket_drops_total"), s.SocketDrops)
+	eq("ring drops", sumFamily(fams, "xgate_afxdp_ring_drops_total"), s.RingDrops)
+	eq("frames", metricValue(t, fams, "xgate_engine_frames_total"), s.Engine.Frames)
+	for a := engine.Action(0); a < engine.NumActions; a++ {
+		eq("verdict "+a.String(), metricValue(t, fams, "xgate_events_total", "verdict="+a.String()), s.Engine.Verdicts[a])
+	}
+	for k := engine.DecodeError(1); k < engine.NumDecodeErrors; k++ {
+		eq("decode "+k.String(), metricValue(t, fams, "xgate_decode_errors_total", "kind="+k.String()), s.Engine.DecodeErrors[k])
+	}
+	for _, r := range s.Engine.Rules {
+		eq("rule "+r.Name, metricValue(t, fams, "xgate_rule_fired_total", "rule="+r.Name, "action="+r.Action.String()), r.Fired)
+		if l := r.Limiter; l != nil {
+			eq("ratelimit keys "+r.Name, metricValue(t, fams, "xgate_rule_ratelimit_keys", "rule="+r.Name), l.Keys)
+			eq("ratelimit limited "+r.Name, metricValue(t, fams, "xgate_rule_ratelimit_decisions_total", "rule="+r.Name, "result=limited"), l.Limited)
+			eq("ratelimit evictions "+r.Name, metricValue(t, fams, "xgate_rule_ratelimit_evictions_total", "rule="+r.Name), l.Evictions)
+		}
+		if w := r.Window; w != nil {
+			eq("window keys "+r.Name, metricValue(t, fams, "xgate_rule_window_keys", "rule="+r.Name), w.Keys)
+			eq("window evictions "+r.Name, metricValue(t, fams, "xgate_rule_window_evictions_total", "rule="+r.Name), w.Evictions)
+		}
+	}
+	eq("block requests", metricValue(t, fams, "xgate_feedback_block_requests_total"), s.Feedback.Requested)
+	eq("blocks applied", metricValue(t, fams, "xgate_feedback_blocks_total", "result=applied"), s.Feedback.Applied)
+	if live := metricValue(t, fams, "xgate_xdp_blocklist_entries", "state=live"); live < 1 {
+		t.Errorf("blocklist live entries %v, want the bot's source", live)
+	}
+	for _, sk := range s.Sinks {
+		eq("sink records "+sk.Name, metricValue(t, fams, "xgate_sink_records_total", "sink="+sk.Name), sk.Records)
+		eq("sink bytes "+sk.Name, metricValue(t, fams, "xgate_sink_bytes_total", "sink="+sk.Name), sk.Bytes)
+	}
+	for _, tm := range accountingTerms(&s) {
+		eq("accounting "+tm.name, metricValue(t, fams, "xgate_accounting_total", "term="+tm.name), tm.v)
+	}
+	if got, want := sumFamily(fams, "xgate_accounting_total"), float64(tr.sent); got != want {
+		t.Errorf("accounting terms sum to %v, %v sent", got, want)
+	}
+	if mode == "afxdp" {
+		lat := fams["xgate_receive_to_verdict_seconds"]
+		var n uint64
+		for _, m := range lat.Metric {
+			h := m.Histogram
+			n += h.GetSampleCount()
+			var prev uint64
+			for _, b := range h.Bucket { // cumulative, bounds 2^i µs
+				if b.GetCumulativeCount() < prev {
+					t.Errorf("latency buckets not cumulative: %v", h.Bucket)
+				}
+				prev = b.GetCumulativeCount()
+			}
+		}
+		if n == 0 || n > s.Datagrams {
+			t.Errorf("latency histogram holds %d frames, %d datagrams", n, s.Datagrams)
+		}
+		var received float64
+		for q := range st0Workers(fams) {
+			received += metricValue(t, fams, "xgate_afxdp_socket_total", "queue="+q, "counter=received")
+		}
+		if received != float64(s.Datagrams) {
+			t.Errorf("afxdp sockets received %v frames, workers %d datagrams", received, s.Datagrams)
+		}
+	}
+	if c := fams["xgate_xdp_program_cost_seconds"].Metric[0].Histogram.GetSampleCount(); c == 0 {
+		t.Error("xdp program cost histogram is empty (cost_sample 64)")
+	}
+
+	// promlint finds nothing in our families.
+	problems, err := testutil.CollectAndLint(g.Collector())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+
+	// /status matches Stats.
+	code, body := httpGet(t, g, "/status")
+	if code != http.StatusOK {
+		t.Fatalf("/status %d: %s", code, body)
+	}
+	var st Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatalf("/status: %v\n%s", err, body)
+	}
+	wantAcc := Accounting{Seen: s.XDPSeen, XDPDropped: s.XDPDrops, NotForUs: s.NotForUs, SocketDropped: s.SocketDrops,
+		RingDropped: s.RingDrops, DecodeErrors: s.Engine.DecodeErrorTotal(), Events: s.Engine.Events, Accounted: s.Accounted()}
+	if st.Accounting != wantAcc {
+		t.Errorf("/status accounting %+v, want %+v", st.Accounting, wantAcc)
+	}
+	if st.Accounting.Accounted != tr.sent {
+		t.Errorf("/status accounted %d, sent %d", st.Accounting.Accounted, tr.sent)
+	}
+	if st.Path != mode || st.Interface != pair.B.Link || st.XDPMode == "" || st.Why == "" || !st.Ready ||
+		st.RxQueues != 2 || len(st.Workers) == 0 || st.Rules.Count != len(cfg.Rules) || len(st.Sinks) != 1 ||
+		st.UptimeSeconds <= 0 || st.Version == "" || st.Rules.Hash == "" {
+		t.Errorf("/status: %s", body)
+	}
+	if mode == "afxdp" {
+		for _, w := range st.Workers {
+			if w.Bind != "copy" { // veth offers copy mode only
+				t.Errorf("/status worker %+v: want bind copy on veth", w)
+			}
+		}
+	}
+	for a := engine.Action(0); a < engine.NumActions; a++ {
+		if st.Verdicts[a.String()] != s.Engine.Verdicts[a] {
+			t.Errorf("/status verdicts %v, Stats %v", st.Verdicts, s.Engine.Verdicts)
+		}
+	}
+	if code, _ := httpGet(t, g, "/debug/pprof/cmdline"); code != http.StatusOK {
+		t.Errorf("/debug/pprof/cmdline %d", code)
+	}
+
+	// Stop shuts the server down.
+	addr := g.HTTPAddr()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Errorf("HTTP still answers after Stop: %s", resp.Status)
+	}
+}
+
+// An empty http.listen runs no server (plain path: no interface, no BPF).
+func TestHTTPDisabled(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen.Ports = []uint16{freeUDPPort(t)}
+	cfg.Listen.Address = "127.0.0.1"
+	cfg.HTTP.Listen = ""
+	cfg.Pin.Path = ""
+	g, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)), RecvTimeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	time.Sleep(100 * time.Millisecond)
+	if a := g.HTTPAddr(); a != "" {
+		t.Errorf("HTTPAddr %q with http.listen empty", a)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freeUDPPort(t testing.TB) uint16 {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return uint16(c.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// BenchmarkScrape measures one /metrics call of an afxdp gateway with two
+// queues, five rules and one sink after some traffic: every BPF map and
+// socket statistic is read per call.
+//
+//	go test -run '^$' -bench Scrape -benchtime 2s ./gateway/
+func BenchmarkScrape(b *testing.B) {
+	pair := testenv.New(b, testenv.Options{RxQueues: 2})
+	dir := b.TempDir()
+	cfg := itConfig(b, pair.B.Link, "afxdp", filepath.Join(dir, "passed.ndjson"))
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	g, _ := startGateway(b, pair.B, cfg)
+	waitReady(b, g)
+	for _, p := range itEvents(200) {
+		if _, err := pair.A.SendUDP(netip.AddrPortFrom(pair.B.Addr, itPort), p, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	url := "http://" + g.HTTPAddr() + "/metrics"
+	client := &http.Client{}
+	var size int
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		resp, err := client.Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatal(resp.Status)
+		}
+		size = int(n)
+	}
+	b.ReportMetric(float64(size), "bytes/scrape")
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/scrape")
+}
+
+// st0Workers lists the queue labels of xgate_datagrams_total.
+func st0Workers(fams map[string]*dto.MetricFamily) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range fams["xgate_datagrams_total"].GetMetric() {
+		for _, l := range m.Label {
+			if l.GetName() == "queue" {
+				out[l.GetValue()] = true
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,391 @@
+package gateway
+
+import (
+	"math"
+	"slices"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/xgate/xgate/bpf"
+	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/xdp"
+)
+
+// Metrics
+//
+// collector reads everything at scrape time — Gateway.Stats, the workers'
+// own counters, the AF_XDP sockets' statistics and the BPF maps (per-CPU
+// values summed) — and turns it into const metrics, as ebpf_exporter does:
+// the hot path keeps no counter for Prometheus's sake. Log2 histograms are
+// made cumulative here; their last bucket also holds everything slower, so
+// it only shows in the +Inf bucket.
+//
+// Label "queue" is the worker's index: the RX queue on the afxdp path, the
+// socket's index in the group on the socket and plain paths.
+type collector struct {
+	g *Gateway
+}
+
+var _ prometheus.Collector = (*collector)(nil)
+
+// allDescs and metricNames collect every description desc makes, in order.
+var (
+	allDescs    []*prometheus.Desc
+	metricNames []string
+)
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	d := prometheus.NewDesc("xgate_"+name, help, labels, nil)
+	allDescs = append(allDescs, d)
+	metricNames = append(metricNames, "xgate_"+name)
+	return d
+}
+
+// The metric descriptions; MetricNames lists them for tests and docs.
+var (
+	descInfo = desc("info", "Constant 1, labelled with what the gateway runs as.",
+		"version", "mode", "xdp_mode", "interface")
+	descUptime = desc("uptime_seconds", "Seconds since Run started.")
+	descRules  = desc("rules", "Rules of the program in force.")
+
+	descXDPPackets = desc("xdp_packets_total", "Packets the XDP program decided, by terminal reason (each packet counted once).", "reason")
+	descXDPBytes   = desc("xdp_bytes_total", "Bytes of the packets the XDP program decided, by terminal reason.", "reason")
+	descXDPEvents  = desc("xdp_events_total", "Events the XDP program counted on the way (not packet fates), by kind.", "event")
+	descCost       = desc("xdp_program_cost_seconds", "Sampled run time of the XDP program per packet (one packet in xdp.cost_sample per CPU).")
+	descBlocklist  = desc("xdp_blocklist_entries", "Entries in the XDP blocklist map, live or expired (ignored by the program until the LRU reuses them).", "state")
+
+	descDatagrams   = desc("datagrams_total", "Datagrams received by a worker.", "mode", "queue")
+	descSocketDrops = desc("socket_drops_total", "Datagrams the kernel dropped at a socket of ours (receive buffer full).", "mode", "queue")
+	descRingDrops   = desc("afxdp_ring_drops_total", "Packets lost at an AF_XDP socket's rings (rx_dropped + rx_ring_full): the accounting term.", "mode", "queue")
+	descXSK         = desc("afxdp_socket_total", "AF_XDP socket statistics (XDP_STATISTICS and the ring code's own counts), by counter.", "mode", "queue", "counter")
+	descBadFrames   = desc("afxdp_bad_frames_total", "Redirected frames that were not UDP as the worker parses it.", "mode", "queue")
+	descNoMeta      = desc("afxdp_frames_without_timestamp_total", "Frames without the XDP program's receive timestamp (not in the latency histogram).", "mode", "queue")
+	descLatency     = desc("receive_to_verdict_seconds", "Time from the XDP program's receive timestamp to the verdict; log2 buckets, the sum is an upper bound (each observation at its bucket's bound).", "mode", "queue")
+
+	descFrames       = desc("engine_frames_total", "Datagrams handed to the rule engine.")
+	descEvents       = desc("events_total", "Events decoded and decided, by verdict.", "verdict")
+	descDecodeErrors = desc("decode_errors_total", "Objects that did not become events, by kind.", "kind")
+
+	descRuleFired        = desc("rule_fired_total", "Times a rule matched (its action applied or, for alerts, considered).", "rule", "action")
+	descRuleMissingKey   = desc("rule_missing_key_total", "Events a keyed rule applied to that had no usable key.", "rule")
+	descRuleMissingValue = desc("rule_missing_value_total", "Window events without a usable aggregated field.", "rule")
+	descRLKeys           = desc("rule_ratelimit_keys", "Live keys of a rule's rate limiter.", "rule")
+	descRLCapacity       = desc("rule_ratelimit_capacity_keys", "Key slots of a rule's rate limiter.", "rule")
+	descRLEvictions      = desc("rule_ratelimit_evictions_total", "Idle keys replaced by new ones in a rule's rate limiter.", "rule")
+	descRLDecisions      = desc("rule_ratelimit_decisions_total", "Rate-limit decisions, by result (allowed includes full).", "rule", "result")
+	descRLFull           = desc("rule_ratelimit_full_total", "Events whose key found no slot: allowed unlimited.", "rule")
+	descRLBytes          = desc("rule_ratelimit_memory_bytes", "Memory held by a rule's rate-limit table.", "rule")
+	descWinKeys          = desc("rule_window_keys", "Live keys of a rule's sliding window.", "rule")
+	descWinCapacity      = desc("rule_window_capacity_keys", "Key slots of a rule's sliding window.", "rule")
+	descWinEvictions     = desc("rule_window_evictions_total", "Expired keys replaced by new ones in a rule's window.", "rule")
+	descWinFull          = desc("rule_window_full_total", "Observations whose key found no slot (not stored).", "rule")
+	descWinLate          = desc("rule_window_late_total", "Observations that arrived after their segment moved on (not stored).", "rule")
+	descWinBytes         = desc("rule_window_memory_bytes", "Memory held by a rule's window.", "rule")
+
+	descFBRequests = desc("feedback_block_requests_total", "Block verdicts with a source address.")
+	descFBBlocks   = desc("feedback_blocks_total", "What happened to block requests, by result.", "result")
+
+	descSinkRecords   = desc("sink_records_total", "Records written or sent by a sink.", "sink")
+	descSinkBytes     = desc("sink_bytes_total", "Bytes written or sent by a sink.", "sink")
+	descSinkDropped   = desc("sink_dropped_records_total", "Records a sink lost, by reason (no_buffer: writer behind; too_big; failed: write or send error).", "sink", "reason")
+	descSinkErrors    = desc("sink_errors_total", "Failed write, send, fsync or rotate calls of a sink.", "sink")
+	descSinkRotations = desc("sink_rotations_total", "File rotations of a sink.", "sink")
+	descSinkFsyncs    = desc("sink_fsyncs_total", "fsync calls of a sink.", "sink")
+
+	descAccounting = desc("accounting_total", "The terms of the accounting identity: packets seen = xdp_dropped + not_for_us + socket_dropped + ring_dropped + decode_errors + events.", "term")
+	descSeen       = desc("xdp_seen_packets_total", "Every packet the XDP program saw: the left-hand side of the accounting identity.")
+)
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
+}
+
+// queueStat is one worker's counters, read at scrape time.
+type queueStat struct {
+	id, cpu     int
+	datagrams   uint64
+	sockDrops   uint64
+	xsk         bool
+	bind        string // copy | zerocopy (afxdp)
+	ring        xdp.Stats
+	ringErr     error
+	badFrames   uint64
+	noMeta      uint64
+	latency     [LatencyBuckets]uint64
+	hasSocket   bool
+	ringDropped uint64
+}
+
+// queueStats reads each worker's counters.
+func (g *Gateway) queueStats() []queueStat {
+	g.sockMu.RLock()
+	defer g.sockMu.RUnlock()
+	open := !g.closed.Load()
+	out := make([]queueStat, 0, len(g.workers))
+	for _, w := range g.workers {
+		if open {
+			w.readSocketDrops()
+		}
+		q := queueStat{id: w.id, cpu: w.cpu, datagrams: w.datagrams.Load(), sockDrops: w.sockDrops.Load(), hasSocket: w.sock != nil}
+		if x := w.xsk; x != nil {
+			q.xsk = true
+			q.bind = x.sock.Mode().String()
+			q.ring, q.ringErr = x.sock.Stats()
+			if q.ringErr == nil {
+				q.ringDropped = q.ring.RxDropped + q.ring.RxRingFull
+			}
+			q.badFrames = x.badFrames.Load()
+			q.noMeta = x.noMeta.Load()
+			for i := range q.latency {
+				q.latency[i] = x.latency[i].Load()
+			}
+		}
+		out = append(out, q)
+	}
+	return out
+}
+
+// readCost reads the XDP cost histogram while the maps are open.
+func (g *Gateway) readCost() (bpf.Cost, bool, error) {
+	g.sockMu.RLock()
+	defer g.sockMu.RUnlock()
+	if g.xdp == nil || g.closed.Load() {
+		return bpf.Cost{}, false, nil
+	}
+	c, err := g.xdp.ReadCost()
+	return c, err == nil, err
+}
+
+// readBlocklist counts the blocklist's live and expired entries while the
+// maps are open.
+func (g *Gateway) readBlocklist() (live, expired int, ok bool, err error) {
+	g.sockMu.RLock()
+	defer g.sockMu.RUnlock()
+	if g.xdp == nil || g.closed.Load() {
+		return 0, 0, false, nil
+	}
+	bl, err := g.xdp.ListBlocked()
+	if err != nil {
+		return 0, 0, false, err
+	}
+	for _, b := range bl {
+		if b.Expired {
+			expired++
+		} else {
+			live++
+		}
+	}
+	return live, expired, true, nil
+}
+
+// log2Histogram turns per-bucket counts (bucket i: <= 2^i units, the last
+// one also everything slower) into cumulative buckets in seconds; unit is
+// one unit in seconds. The last bucket only reaches +Inf.
+func log2Histogram(counts []uint64, unit float64) (count uint64, upperSum float64, buckets map[float64]uint64) {
+	buckets = make(map[float64]uint64, len(counts))
+	for i, n := range counts {
+		bound := math.Ldexp(unit, i)
+		count += n
+		upperSum += float64(n) * bound
+		if i < len(counts)-1 {
+			buckets[bound] = count
+		}
+	}
+	return count, upperSum, buckets
+}
+
+// ruleLabels gives every rule a distinct label value: a name used twice
+// gets "#2", "#3"…, an empty one "rule_<index>".
+func ruleLabels(rules []engine.RuleStats) []string {
+	out := make([]string, len(rules))
+	seen := make(map[string]int, len(rules))
+	for i, r := range rules {
+		n := r.Name
+		if n == "" {
+			n = "rule_" + strconv.Itoa(i)
+		}
+		seen[n]++
+		if k := seen[n]; k > 1 {
+			n += "#" + strconv.Itoa(k)
+		}
+		out[i] = n
+	}
+	return out
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	g := c.g
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	s, err := g.Stats()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descXDPPackets, err)
+		return
+	}
+	cfg := g.Config()
+	gauge(descInfo, 1, g.version(), g.path, g.xdpMode, cfg.Interface)
+	gauge(descUptime, s.Uptime.Seconds())
+	gauge(descRules, float64(len(s.Engine.Rules)))
+
+	if g.xdp != nil {
+		for r := bpf.Reason(0); r < bpf.ReasonMax; r++ {
+			if r.Terminal() {
+				counter(descXDPPackets, s.XDP[r].Packets, r.String())
+				counter(descXDPBytes, s.XDP[r].Bytes, r.String())
+			} else {
+				counter(descXDPEvents, s.XDP[r].Packets, r.String())
+			}
+		}
+		if cost, ok, err := g.readCost(); err != nil {
+			ch <- prometheus.NewInvalidMetric(descCost, err)
+		} else if ok {
+			n, _, b := log2Histogram(cost.Hist[:], 1e-9)
+			ch <- prometheus.MustNewConstHistogram(descCost, n, float64(cost.SumNs)/1e9, b)
+		}
+		if live, expired, ok, err := g.readBlocklist(); err != nil {
+			ch <- prometheus.NewInvalidMetric(descBlocklist, err)
+		} else if ok {
+			gauge(descBlocklist, float64(live), "live")
+			gauge(descBlocklist, float64(expired), "expired")
+		}
+	}
+
+	mode := g.path
+	for _, q := range g.queueStats() {
+		id := strconv.Itoa(q.id)
+		counter(descDatagrams, q.datagrams, mode, id)
+		if q.hasSocket {
+			counter(descSocketDrops, q.sockDrops, mode, id)
+		}
+		if !q.xsk {
+			continue
+		}
+		if q.ringErr != nil {
+			ch <- prometheus.NewInvalidMetric(descXSK, q.ringErr)
+		} else {
+			counter(descRingDrops, q.ringDropped, mode, id)
+			r := &q.ring
+			for _, kv := range [...]struct {
+				name string
+				v    uint64
+			}{
+				{"rx_dropped", r.RxDropped}, {"rx_invalid_descs", r.RxInvalidDescs}, {"tx_invalid_descs", r.TxInvalidDescs},
+				{"rx_ring_full", r.RxRingFull}, {"fill_ring_empty", r.RxFillRingEmptyDescs}, {"tx_ring_empty", r.TxRingEmptyDescs},
+				{"received", r.Received}, {"released", r.Released}, {"polls", r.Polls}, {"wakeups", r.Wakeups},
+				{"bad_releases", r.BadReleases}, {"bad_descs", r.BadDescs},
+			} {
+				counter(descXSK, kv.v, mode, id, kv.name)
+			}
+		}
+		counter(descBadFrames, q.badFrames, mode, id)
+		counter(descNoMeta, q.noMeta, mode, id)
+		n, sum, b := log2Histogram(q.latency[:], 1e-6)
+		ch <- prometheus.MustNewConstHistogram(descLatency, n, sum, b, mode, id)
+	}
+
+	e := &s.Engine
+	counter(descFrames, e.Frames)
+	for a := engine.Action(0); a < engine.NumActions; a++ {
+		counter(descEvents, e.Verdicts[a], a.String())
+	}
+	for k := engine.DecodeError(1); k < engine.NumDecodeErrors; k++ {
+		counter(descDecodeErrors, e.DecodeErrors[k], k.String())
+	}
+	for i, name := range ruleLabels(e.Rules) {
+		r := &e.Rules[i]
+		counter(descRuleFired, r.Fired, name, r.Action.String())
+		if l := r.Limiter; l != nil {
+			counter(descRuleMissingKey, r.MissingKey, name)
+			gauge(descRLKeys, float64(l.Keys), name)
+			gauge(descRLCapacity, float64(l.Capacity), name)
+			counter(descRLEvictions, l.Evictions, name)
+			counter(descRLDecisions, l.Allowed, name, "allowed")
+			counter(descRLDecisions, l.Limited, name, "limited")
+			counter(descRLFull, l.Full, name)
+			gauge(descRLBytes, float64(l.Bytes), name)
+		}
+		if w := r.Window; w != nil {
+			counter(descRuleMissingKey, r.MissingKey, name)
+			counter(descRuleMissingValue, r.MissingValue, name)
+			gauge(descWinKeys, float64(w.Keys), name)
+			gauge(descWinCapacity, float64(w.Capacity), name)
+			counter(descWinEvictions, w.Evictions, name)
+			counter(descWinFull, w.Full, name)
+			counter(descWinLate, w.Late, name)
+			gauge(descWinBytes, float64(w.Bytes), name)
+		}
+	}
+
+	f := &s.Feedback
+	counter(descFBRequests, f.Requested)
+	counter(descFBBlocks, f.Applied, "applied")
+	counter(descFBBlocks, f.Deduped, "deduped")
+	counter(descFBBlocks, f.RingFull, "ring_full")
+	counter(descFBBlocks, f.OverLimit, "over_limit")
+	counter(descFBBlocks, f.Failed, "failed")
+	counter(descFBBlocks, f.Unenforced, "unenforced")
+
+	for i, sk := range s.Sinks {
+		name := sk.Name
+		for j := 0; j < i; j++ { // two sinks of the same name stay apart
+			if s.Sinks[j].Name == sk.Name {
+				name = sk.Name + "#" + strconv.Itoa(i)
+				break
+			}
+		}
+		counter(descSinkRecords, sk.Records, name)
+		counter(descSinkBytes, sk.Bytes, name)
+		counter(descSinkDropped, sk.Dropped, name, "no_buffer")
+		counter(descSinkDropped, sk.TooBig, name, "too_big")
+		counter(descSinkDropped, sk.Failed, name, "failed")
+		counter(descSinkErrors, sk.Errors, name)
+		counter(descSinkRotations, sk.Rotations, name)
+		counter(descSinkFsyncs, sk.Fsyncs, name)
+	}
+
+	counter(descSeen, s.XDPSeen)
+	for _, t := range accountingTerms(&s) {
+		counter(descAccounting, t.v, t.name)
+	}
+}
+
+type term struct {
+	name string
+	v    uint64
+}
+
+// accountingTerms are the right-hand side of the identity, in order.
+func accountingTerms(s *Stats) []term {
+	return []term{
+		{"xdp_dropped", s.XDPDrops}, {"not_for_us", s.NotForUs}, {"socket_dropped", s.SocketDrops},
+		{"ring_dropped", s.RingDrops}, {"decode_errors", s.Engine.DecodeErrorTotal()}, {"events", s.Engine.Events},
+	}
+}
+
+// Collector returns the collector of the gateway's own metrics (without
+// the Go runtime and process collectors), for a registry of the caller's.
+func (g *Gateway) Collector() prometheus.Collector { return &collector{g: g} }
+
+// newRegistry is the registry /metrics serves: the gateway's collector and
+// the Go runtime and process collectors.
+func (g *Gateway) newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(g.Collector(),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// MetricNames lists the names of the gateway's own metric families (a
+// histogram by its base name), as documented and as tests check them.
+func MetricNames() []string { return slices.Clone(metricNames) }

@@ -1,0 +1,473 @@
+//go:build linux
+
+// Package bench is the benchmark harness behind `xgate bench` and the
+// test-host mode of `xgate load`: it builds a veth test host pair, runs
+// the gateway in one host with the default risk rules, drives the XDP
+// live-frames generator (tools/loadgen) from the other, and reports where
+// every datagram went with the process's costs.
+//
+// Layout on a 2-core machine: the sending thread is pinned to CPU 1, and
+// with inline NAPI (no threaded NAPI on the pair) the receive work of the
+// gateway's host (XDP program, AF_XDP copy, UDP stack) runs on that thread
+// too; the gateway's worker follows its topology (the one queue → CPU 0).
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/testenv"
+	"github.com/xgate/xgate/tools/gen"
+	"github.com/xgate/xgate/tools/loadgen"
+)
+
+// Defaults of Options.
+const (
+	DefaultDuration = 10 * time.Second
+	DefaultWarmup   = 2 * time.Second
+	// DefaultSources spreads the load over enough client addresses that
+	// the default rules' flood-source rule (10000/s per source, block
+	// 30s) does not fire at the rates this machine reaches.
+	DefaultSources = 4096
+	senderCPU      = 1
+)
+
+// Options shape one bench run.
+type Options struct {
+	Mode     string        // afxdp | socket | plain
+	Duration time.Duration // the measured send; default DefaultDuration
+	Warmup   time.Duration // before it; default DefaultWarmup, < 0: none
+	Rate     float64       // offered datagrams/s; 0 = max
+	Sources  int           // client addresses; default DefaultSources
+	Events   gen.Config    // the event mix (Users, BadShare, Seed, ...)
+	// Logger receives the gateway's log (nil: warnings and errors to stderr).
+	Logger *slog.Logger
+	// Progress, if set, is called about twice a second during the sends.
+	Progress func(p Progress)
+}
+
+// Progress is a snapshot during a run.
+type Progress struct {
+	Mode    string
+	Phase   string // warmup | measure | drain
+	Elapsed time.Duration
+	Decided uint64 // since the phase began
+}
+
+// Report is one run, with the JSON keys of `xgate bench --json`. Counts
+// are over the measured window, the identity is
+//
+//	sent = xdp_dropped + not_ours + socket_dropped + ring_dropped + decode_errors + decided + unaccounted
+//
+// and unaccounted must be 0.
+type Report struct {
+	Mode                 string  `json:"mode"`
+	DurationS            float64 `json:"duration_s"`
+	Sent                 uint64  `json:"sent"`
+	XDPDropped           uint64  `json:"xdp_dropped"`
+	NotOurs              uint64  `json:"not_ours"`
+	SocketDropped        uint64  `json:"socket_dropped"`
+	RingDropped          uint64  `json:"ring_dropped"`
+	DecodeErrors         uint64  `json:"decode_errors"`
+	Decided              uint64  `json:"decided"`
+	Unaccounted          int64   `json:"unaccounted"`
+	EventsPerSec         float64 `json:"events_per_sec"`
+	LatencyP50US         float64 `json:"latency_p50_us"`
+	LatencyP99US         float64 `json:"latency_p99_us"`
+	LatencyP999US        float64 `json:"latency_p999_us"`
+	GCPerMin             float64 `json:"gc_per_min"`
+	RSSBytes             uint64  `json:"rss_bytes"`
+	CPUSecondsPerMillion float64 `json:"cpu_seconds_per_million"`
+	AllocsPerEvent       float64 `json:"allocs_per_event"`
+
+	// Not in the JSON: context for the table.
+	OfferedPPS  float64 `json:"-"` // achieved send rate
+	Undelivered uint64  `json:"-"` // never reached the gateway host's ring (veth); part of unaccounted
+	Complete    bool    `json:"-"` // the accounting caught up with sent
+}
+
+// Run builds a test host pair, runs the gateway in o.Mode on it, warms up,
+// measures, and removes everything again.
+func Run(ctx context.Context, o Options) (rep Report, err error) {
+	if o.Duration <= 0 {
+		o.Duration = DefaultDuration
+	}
+	if o.Warmup == 0 {
+		o.Warmup = DefaultWarmup
+	}
+	if o.Sources <= 0 {
+		o.Sources = DefaultSources
+	}
+	if o.Events.Seed == 0 {
+		o.Events.Seed = 42
+	}
+	if o.Events.BigShare == 0 {
+		o.Events.BigShare = 0.01
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if os.Geteuid() != 0 {
+		return rep, errors.New("bench: needs root (network namespaces, veth, XDP)")
+	}
+	pair, err := testenv.NewPair(testenv.Options{RxQueues: 1})
+	if err != nil {
+		return rep, fmt.Errorf("bench: test hosts: %w", err)
+	}
+	defer func() { err = errors.Join(err, pair.Close()) }()
+
+	cfg, err := GatewayConfig(pair.B.Link, o.Mode)
+	if err != nil {
+		return rep, err
+	}
+	var g *gateway.Gateway
+	if err := pair.B.Do(func() error {
+		var err error
+		g, err = gateway.New(cfg, gateway.Options{Logger: o.Logger, RecvTimeout: 20 * time.Millisecond})
+		return err
+	}); err != nil {
+		return rep, fmt.Errorf("bench: gateway (%s): %w", o.Mode, err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- g.Run(runCtx) }()
+	defer func() {
+		cancel()
+		if rerr := <-runDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
+			err = errors.Join(err, fmt.Errorf("bench: gateway: %w", rerr))
+		}
+	}()
+	if path, why := g.Path(); path != o.Mode {
+		return rep, fmt.Errorf("bench: gateway chose path %s (%s), want %s", path, why, o.Mode)
+	}
+	if o.Mode == gateway.PathPlain {
+		// veth drops frames from ndo_xdp_xmit unless its end has an XDP
+		// program; the plain path has none, so pass everything on.
+		rcv, err := loadgen.AttachPass(pair.B)
+		if err != nil {
+			return rep, err
+		}
+		defer rcv.Close()
+	}
+
+	b := &runner{o: o, pair: pair, g: g}
+	if o.Warmup > 0 {
+		if _, err := b.phase(ctx, "warmup", o.Warmup); err != nil {
+			return rep, err
+		}
+	}
+	if ctx.Err() != nil {
+		return rep, ctx.Err()
+	}
+	return b.phase(ctx, "measure", o.Duration)
+}
+
+type runner struct {
+	o    Options
+	pair *testenv.Pair
+	g    *gateway.Gateway
+}
+
+// phase sends for d and waits until the gateway has accounted for what
+// was sent (or made no progress for 1 s), and reports the window.
+func (b *runner) phase(ctx context.Context, name string, d time.Duration) (Report, error) {
+	o := b.o
+	lo := loadgen.Options{
+		From: b.pair.A, To: b.pair.B, DstPort: Port,
+		Frames: 1024, Sources: o.Sources, Events: o.Events,
+		Rate: o.Rate, Duration: d,
+	}
+	if runtime.NumCPU() > senderCPU {
+		lo.CPU, lo.Pin = senderCPU, true
+	}
+	lg, err := loadgen.New(lo)
+	if err != nil {
+		return Report{}, err
+	}
+	defer lg.Close()
+
+	s0, err := b.g.Stats()
+	if err != nil {
+		return Report{}, err
+	}
+	lat0 := b.g.Latency()
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0 := processCPU()
+	start := time.Now()
+
+	type sendDone struct {
+		res loadgen.Result
+		err error
+	}
+	ch := make(chan sendDone, 1)
+	go func() {
+		r, err := lg.Send(ctx, 0)
+		ch <- sendDone{r, err}
+	}()
+	var sd sendDone
+	tick := time.NewTicker(500 * time.Millisecond)
+wait:
+	for {
+		select {
+		case sd = <-ch:
+			break wait
+		case <-tick.C:
+			b.progress(name, start, &s0)
+		}
+	}
+	tick.Stop()
+	if sd.err != nil {
+		return Report{}, fmt.Errorf("bench: load: %w", sd.err)
+	}
+	res := sd.res
+
+	// Drain: until everything sent is accounted for; 1 s without
+	// progress ends it (the run is then incomplete).
+	var s1 gateway.Stats
+	complete := false
+	last, lastChange := uint64(0), time.Now()
+	for {
+		if s1, err = b.g.Stats(); err != nil {
+			return Report{}, err
+		}
+		acc := s1.Accounted() - s0.Accounted()
+		if acc+res.Undelivered() >= res.Sent {
+			complete = true
+			break
+		}
+		if acc != last {
+			last, lastChange = acc, time.Now()
+		} else if time.Since(lastChange) > time.Second {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	if !complete {
+		elapsed -= time.Second
+	}
+	cpu := processCPU() - cpu0 - res.SenderCPU
+	runtime.ReadMemStats(&ms1)
+	lat1 := b.g.Latency()
+
+	r := Report{
+		Mode:          o.Mode,
+		DurationS:     elapsed.Seconds(),
+		Sent:          res.Sent,
+		XDPDropped:    s1.XDPDrops - s0.XDPDrops,
+		NotOurs:       s1.NotForUs - s0.NotForUs,
+		SocketDropped: s1.SocketDrops - s0.SocketDrops,
+		RingDropped:   s1.RingDrops - s0.RingDrops,
+		DecodeErrors:  s1.Engine.DecodeErrorTotal() - s0.Engine.DecodeErrorTotal(),
+		Decided:       s1.Engine.Events - s0.Engine.Events,
+		OfferedPPS:    res.PPS(),
+		Undelivered:   res.Undelivered(),
+		Complete:      complete,
+		RSSBytes:      rss(),
+	}
+	r.Unaccounted = int64(r.Sent) - int64(r.XDPDropped+r.NotOurs+r.SocketDropped+r.RingDropped+r.DecodeErrors+r.Decided)
+	if elapsed > 0 {
+		r.EventsPerSec = float64(r.Decided) / elapsed.Seconds()
+		r.GCPerMin = float64(ms1.NumGC-ms0.NumGC) / elapsed.Minutes()
+	}
+	if r.Decided > 0 {
+		r.CPUSecondsPerMillion = max(0, cpu.Seconds()) / (float64(r.Decided) / 1e6)
+		r.AllocsPerEvent = float64(ms1.Mallocs-ms0.Mallocs) / float64(r.Decided)
+	}
+	var h [gateway.LatencyBuckets]uint64
+	for i := range h {
+		h[i] = lat1[i] - lat0[i]
+	}
+	r.LatencyP50US = Quantile(h[:], 0.5)
+	r.LatencyP99US = Quantile(h[:], 0.99)
+	r.LatencyP999US = Quantile(h[:], 0.999)
+	return r, nil
+}
+
+func (b *runner) progress(phase string, start time.Time, s0 *gateway.Stats) {
+	if b.o.Progress == nil {
+		return
+	}
+	s, err := b.g.Stats()
+	if err != nil {
+		return
+	}
+	b.o.Progress(Progress{Mode: b.o.Mode, Phase: phase, Elapsed: time.Since(start), Decided: s.Engine.Events - s0.Engine.Events})
+}
+
+// Quantile reads quantile q (0..1) off a log2 histogram in µs (bucket i:
+// (2^(i-1), 2^i] µs, bucket 0: [0, 1] µs), interpolating linearly inside
+// the bucket; 0 for an empty histogram.
+func Quantile(h []uint64, q float64) float64 {
+	var total uint64
+	for _, c := range h {
+		total += c
+	}
+	if total == 0 {
+		return 0
+	}
+	target := q * float64(total)
+	var cum float64
+	for i, c := range h {
+		if c == 0 {
+			continue
+		}
+		if cum+float64(c) >= target {
+			lo, hi := 0.0, 1.0
+			if i > 0 {
+				lo, hi = math.Ldexp(1, i-1), math.Ldexp(1, i)
+			}
+			return lo + (hi-lo)*(target-cum)/float64(c)
+		}
+		cum += float64(c)
+	}
+	return math.Ldexp(1, len(h)-1)
+}
+
+// processCPU is the user+system time of this process so far.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// rss is this process's resident set size (VmRSS), 0 if unknown.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// Compare runs each mode in turn with the same load.
+func Compare(ctx context.Context, modes []string, o Options) ([]Report, error) {
+	var out []Report
+	for _, m := range modes {
+		o.Mode = m
+		r, err := Run(ctx, o)
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", m, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// row is one line of the table: a label and how to read the value.
+type row struct {
+	label string
+	val   func(r *Report) float64
+	fmt   func(v float64) string
+	ratio bool // print a ratio against the first run
+}
+
+func count(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
+func fixed(p int) func(float64) string {
+	return func(v float64) string { return strconv.FormatFloat(v, 'f', p, 64) }
+}
+func mega(v float64) string  { return fmt.Sprintf("%.3f M", v/1e6) }
+func mib(v float64) string   { return fmt.Sprintf("%.1f MiB", v/(1<<20)) }
+func usec(v float64) string  { return fmt.Sprintf("%.1f µs", v) }
+func secs(v float64) string  { return fmt.Sprintf("%.2f s", v) }
+func cpuPM(v float64) string { return fmt.Sprintf("%.3f s", v) }
+
+var rows = []row{
+	{"duration", func(r *Report) float64 { return r.DurationS }, secs, false},
+	{"offered rate /s", func(r *Report) float64 { return r.OfferedPPS }, mega, true},
+	{"sent", func(r *Report) float64 { return float64(r.Sent) }, count, true},
+	{"xdp_dropped", func(r *Report) float64 { return float64(r.XDPDropped) }, count, false},
+	{"not_ours", func(r *Report) float64 { return float64(r.NotOurs) }, count, false},
+	{"socket_dropped", func(r *Report) float64 { return float64(r.SocketDropped) }, count, false},
+	{"ring_dropped", func(r *Report) float64 { return float64(r.RingDropped) }, count, false},
+	{"decode_errors", func(r *Report) float64 { return float64(r.DecodeErrors) }, count, false},
+	{"decided", func(r *Report) float64 { return float64(r.Decided) }, count, true},
+	{"unaccounted", func(r *Report) float64 { return float64(r.Unaccounted) }, count, false},
+	{"events/s", func(r *Report) float64 { return r.EventsPerSec }, mega, true},
+	{"latency p50", func(r *Report) float64 { return r.LatencyP50US }, usec, false},
+	{"latency p99", func(r *Report) float64 { return r.LatencyP99US }, usec, false},
+	{"latency p99.9", func(r *Report) float64 { return r.LatencyP999US }, usec, false},
+	{"GC /min", func(r *Report) float64 { return r.GCPerMin }, fixed(1), false},
+	{"RSS", func(r *Report) float64 { return float64(r.RSSBytes) }, mib, false},
+	{"CPU s / M events", func(r *Report) float64 { return r.CPUSecondsPerMillion }, cpuPM, true},
+	{"allocs/event", func(r *Report) float64 { return r.AllocsPerEvent }, fixed(4), false},
+}
+
+// WriteTable prints the reports side by side, with ratios against the
+// first for the rates and costs.
+func WriteTable(w io.Writer, reps []Report) {
+	if len(reps) == 0 {
+		return
+	}
+	head := []string{""}
+	for i, r := range reps {
+		head = append(head, r.Mode)
+		if i > 0 {
+			head = append(head, r.Mode+"/"+reps[0].Mode)
+		}
+	}
+	table := [][]string{head}
+	for _, rw := range rows {
+		line := []string{rw.label}
+		base := rw.val(&reps[0])
+		for i := range reps {
+			v := rw.val(&reps[i])
+			line = append(line, rw.fmt(v))
+			if i > 0 {
+				ratio := ""
+				if rw.ratio && base != 0 {
+					ratio = fmt.Sprintf("%.2f×", v/base)
+				}
+				line = append(line, ratio)
+			}
+		}
+		table = append(table, line)
+	}
+	widths := make([]int, len(head))
+	for _, l := range table {
+		for i, c := range l {
+			widths[i] = max(widths[i], len([]rune(c)))
+		}
+	}
+	for _, l := range table {
+		var sb strings.Builder
+		for i, c := range l {
+			pad := widths[i] - len([]rune(c))
+			if i == 0 {
+				sb.WriteString(c + strings.Repeat(" ", pad))
+			} else {
+				sb.WriteString("  " + strings.Repeat(" ", pad) + c)
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(sb.String(), " "))
+	}
+	for _, r := range reps {
+		if r.Undelivered > 0 {
+			fmt.Fprintf(w, "%s: %d frames never reached the gateway host's veth ring (counted in unaccounted)\n", r.Mode, r.Undelivered)
+		}
+		if !r.Complete {
+			fmt.Fprintf(w, "%s: the accounting did not catch up with sent within 1 s of the end of the send\n", r.Mode)
+		}
+	}
+}

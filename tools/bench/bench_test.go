@@ -1,0 +1,110 @@
+//go:build linux
+
+package bench
+
+import (
+	"context"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/sys/unix"
+)
+
+// The bench runs the rules of examples/xgate.yaml.
+func TestDefaultRulesAreTheExample(t *testing.T) {
+	b, err := os.ReadFile("../../examples/xgate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ex, ours map[string]any
+	if err := yaml.Unmarshal(b, &ex); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal([]byte(DefaultRules), &ours); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ex["rules"], ours["rules"]) {
+		t.Fatalf("DefaultRules differ from examples/xgate.yaml:\n%v\n%v", ours["rules"], ex["rules"])
+	}
+	for _, m := range Modes {
+		cfg, err := GatewayConfig("veth0", m)
+		if err != nil {
+			t.Fatalf("%s: %v", m, err)
+		}
+		if cfg.Pin.Path != "" || len(cfg.Sinks) != 0 || cfg.HTTP.Listen != "" {
+			t.Errorf("%s: pin %q sinks %v", m, cfg.Pin.Path, cfg.Sinks)
+		}
+	}
+	if _, err := GatewayConfig("veth0", "baseline"); err == nil {
+		t.Error("unknown mode accepted")
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	if q := Quantile(make([]uint64, 24), 0.5); q != 0 {
+		t.Errorf("empty: %v", q)
+	}
+	h := make([]uint64, 24)
+	h[4] = 100 // all in (8, 16] µs
+	if q := Quantile(h, 0.5); q != 12 {
+		t.Errorf("p50 %v, want 12", q)
+	}
+	h[10] = 1 // one slow frame in (512, 1024]
+	if q := Quantile(h, 0.999); q <= 512 || q > 1024 {
+		t.Errorf("p99.9 %v, want in (512, 1024]", q)
+	}
+	if q := Quantile(h, 0.99); q > 16 {
+		t.Errorf("p99 %v, want <= 16", q)
+	}
+	if q := Quantile(h, 1); math.IsNaN(q) || q > 1024 {
+		t.Errorf("p100 %v", q)
+	}
+}
+
+// The socket sender sends exactly Count datagrams, over loopback here
+// (no root needed).
+func TestSendSocketCount(t *testing.T) {
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if f, err := pc.File(); err == nil {
+		_ = unix.SetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+		f.Close()
+	}
+	dst := netip.MustParseAddrPort(pc.LocalAddr().String())
+	const n = 2000
+	got := make(chan int, 1)
+	go func() {
+		buf := make([]byte, 2048)
+		c := 0
+		for c < n {
+			_ = pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, _, err := pc.ReadFromUDP(buf); err != nil {
+				break
+			}
+			c++
+		}
+		got <- c
+	}()
+	res, err := SendSocket(context.Background(), SocketOptions{Dst: dst, Sockets: 3, Batch: 16, Count: n, Rate: 200000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != n {
+		t.Fatalf("sent %d, want %d", res.Sent, n)
+	}
+	if c := <-got; c != n {
+		t.Errorf("received %d of %d", c, n)
+	}
+	if _, err := SendSocket(context.Background(), SocketOptions{Dst: dst}); err == nil {
+		t.Error("unbounded send accepted")
+	}
+}

@@ -1,0 +1,58 @@
+//go:build linux
+
+package bench
+
+import (
+	"fmt"
+
+	"github.com/xgate/xgate/gateway"
+)
+
+// Port is the UDP port the bench's gateway listens on.
+const Port = 9000
+
+// DefaultRules are the rules of examples/xgate.yaml (a test holds them
+// equal): the default risk rules every bench runs.
+const DefaultRules = `rules:
+  - name: big-payment
+    when: event_type == "payment" && amount > 10000
+    action: alert
+  - name: per-user-rate
+    rate_limit: {key: user_id, rate: 100/s, burst: 200, max_keys: 1048576}
+    action: drop
+  - name: velocity
+    window: {key: user_id, size: 60s, slide: 5s, agg: sum(amount), max_keys: 65536}
+    filter: event_type == "payment"
+    when: value > 50000
+    action: alert
+  - name: flood-source
+    rate_limit: {key: src_ip, rate: 10000/s}
+    action: block 30s
+`
+
+// Modes are the gateway paths a bench can run.
+var Modes = []string{gateway.PathAFXDP, gateway.PathSocket, gateway.PathPlain}
+
+// GatewayConfig is the bench's configuration: the default rules on ifname
+// in mode, no sinks, nothing pinned, no HTTP server. Plain mode has no
+// interface (plain UDP sockets, no BPF).
+func GatewayConfig(ifname, mode string) (*gateway.Config, error) {
+	var head string
+	switch mode {
+	case gateway.PathAFXDP, gateway.PathSocket:
+		head = fmt.Sprintf("interface: %s\nmode: %s\n", ifname, mode)
+	case gateway.PathPlain:
+		head = "mode: auto\n"
+	default:
+		return nil, fmt.Errorf("bench: mode %q: want one of afxdp, socket, plain", mode)
+	}
+	yml := head + fmt.Sprintf("listen: {ports: [%d]}\n", Port) + DefaultRules
+	cfg, err := gateway.ParseConfig("bench.yaml", []byte(yml))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Pin.Path = ""
+	cfg.Sinks = nil
+	cfg.HTTP.Listen = "" // no HTTP server: modes of a --compare would collide on the port
+	return cfg, nil
+}
