@@ -43,6 +43,7 @@ type Config struct {
 	Sinks     []Sink
 	HTTP      HTTP
 	Pin       Pin
+	Probes    Probes
 
 	src *configSource // where it was read from; nil for a Config built in code
 }
@@ -167,6 +168,19 @@ type Sink struct {
 // HTTP is the metrics, status and pprof endpoint.
 type HTTP struct {
 	Listen string // host:port; "" = no HTTP server
+	// Pprof serves /debug/pprof/* and /debug/trace (default true).
+	Pprof bool
+	// Token, when set, is the bearer token every request but /healthz and
+	// /readyz must carry (Authorization: Bearer <token>). Required when
+	// Listen is not a loopback address.
+	Token string
+}
+
+// Probes are the kernel-side latency and drop probes (bpf.LoadProbes).
+type Probes struct {
+	// Enabled loads them (needs CAP_PERFMON as well as CAP_BPF); a probe
+	// the kernel cannot run is logged and left out.
+	Enabled bool
 }
 
 // Pin is where BPF objects are pinned.
@@ -203,8 +217,9 @@ func DefaultConfig() *Config {
 		},
 		Socket: Socket{RcvBuf: DefaultSocketRcvBuf, Batch: DefaultSocketBatch},
 		AFXDP:  AFXDP{FrameSize: 4096, RxRing: 4096, FillRing: 4096, Frames: 8192},
-		HTTP:   HTTP{Listen: DefaultHTTPListen},
+		HTTP:   HTTP{Listen: DefaultHTTPListen, Pprof: true},
 		Pin:    Pin{Path: DefaultPinPath},
+		Probes: Probes{Enabled: true},
 	}
 }
 
@@ -864,12 +879,19 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 		"http": func(n *yaml.Node, p string) {
 			d.mapping(n, p, map[string]func(*yaml.Node, string){
 				"listen": d.str(&c.HTTP.Listen),
+				"pprof":  d.boolean(&c.HTTP.Pprof),
+				"token":  d.str(&c.HTTP.Token),
 			})
 		},
 		"pin": func(n *yaml.Node, p string) {
 			d.mapping(n, p, map[string]func(*yaml.Node, string){
 				"path": d.str(&c.Pin.Path),
 				"keep": d.boolean(&c.Pin.Keep),
+			})
+		},
+		"probes": func(n *yaml.Node, p string) {
+			d.mapping(n, p, map[string]func(*yaml.Node, string){
+				"enabled": d.boolean(&c.Probes.Enabled),
 			})
 		},
 	})
@@ -1078,9 +1100,16 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		k.errf("http.listen", "%q: port %q is not a number in 0..65535", c.HTTP.Listen, port)
 	} else if host != "" && host != "localhost" {
-		if _, err := netip.ParseAddr(host); err != nil {
+		if a, err := netip.ParseAddr(host); err != nil {
 			k.errf("http.listen", "%q: host %q is not an IP address or localhost", c.HTTP.Listen, host)
+		} else if !a.IsLoopback() && c.HTTP.Token == "" {
+			k.errf("http.token", "required when http.listen %q is not a loopback address (metrics, status and pprof would be open to the network)", c.HTTP.Listen)
 		}
+	} else if host == "" && c.HTTP.Token == "" {
+		k.errf("http.token", "required when http.listen %q listens on every address (metrics, status and pprof would be open to the network)", c.HTTP.Listen)
+	}
+	if t := c.HTTP.Token; t != "" && (len(t) < 16 || strings.TrimSpace(t) != t || strings.ContainsAny(t, " \t\r\n")) {
+		k.errf("http.token", "want at least 16 characters without spaces")
 	}
 	if p := c.Pin.Path; !path.IsAbs(p) || path.Clean(p) == "/" {
 		k.errf("pin.path", "%q: want an absolute directory on bpffs, e.g. %s", p, DefaultPinPath)

@@ -60,6 +60,9 @@ type Gateway struct {
 	xdpMode string // native | generic
 	reuse   *bpf.Reuseport
 
+	probes        *bpf.Probes // nil: disabled or not loadable
+	probesMissing []string    // "name: why" of each probe not running
+
 	sinks   *Sinks
 	fb      *feedback
 	workers []*worker
@@ -141,6 +144,7 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 			return nil, err
 		}
 	}
+	g.setupProbes(cfg)
 	if g.sinks, err = NewSinks(sinkSpecs(cfg.Sinks), len(cpus)); err != nil {
 		return nil, fmt.Errorf("sinks: %w", err)
 	}
@@ -374,6 +378,9 @@ func (g *Gateway) teardown() error {
 	}
 	g.sockMu.Unlock()
 	g.closeXSKs()
+	if g.probes != nil {
+		errs = append(errs, g.probes.Close())
+	}
 	if g.xdpLink != nil {
 		errs = append(errs, g.xdpLink.Close())
 	}
@@ -436,6 +443,9 @@ func (g *Gateway) Reload(cfg *Config) error {
 	}
 	if cfg.Pin != old.Pin {
 		restart = append(restart, "pin")
+	}
+	if cfg.Probes != old.Probes {
+		restart = append(restart, "probes")
 	}
 	g.cfg.Store(cfg)
 	if len(restart) > 0 {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -65,8 +66,12 @@ func (g *Gateway) startHTTP() error {
 			g.log.Error("http server failed", "error", err)
 		}
 	}()
-	g.log.Info("http listening", "address", ln.Addr().String(),
-		"endpoints", "/metrics /status /healthz /readyz /debug/pprof/")
+	endpoints := "/metrics /status /healthz /readyz"
+	if g.Config().HTTP.Pprof {
+		endpoints += " /debug/pprof/ /debug/trace"
+	}
+	g.log.Info("http listening", "address", ln.Addr().String(), "endpoints", endpoints,
+		"bearer_token", g.Config().HTTP.Token != "")
 	return nil
 }
 
@@ -131,14 +136,38 @@ func (g *Gateway) httpHandler(h *httpServer) http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	// pprof on this mux only, never on http.DefaultServeMux.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("/debug/trace", pprof.Trace) // ?seconds=N
-	return mux
+	cfg := g.Config()
+	if cfg == nil {
+		cfg = DefaultConfig()
+	}
+	if cfg.HTTP.Pprof {
+		// pprof on this mux only, never on http.DefaultServeMux.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/trace", pprof.Trace) // ?seconds=N
+	}
+	if cfg.HTTP.Token == "" {
+		return mux
+	}
+	return bearerAuth(cfg.HTTP.Token, mux)
+}
+
+// bearerAuth requires "Authorization: Bearer <token>" on every request
+// but the health checks /healthz and /readyz.
+func bearerAuth(token string, next http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" &&
+			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="xgate"`)
+			http.Error(w, "unauthorized: a bearer token (http.token) is required", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // slogPrinter adapts the gateway's logger to promhttp's Logger.

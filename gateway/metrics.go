@@ -94,6 +94,12 @@ var (
 	descSinkRotations = desc("sink_rotations_total", "File rotations of a sink.", "sink")
 	descSinkFsyncs    = desc("sink_fsyncs_total", "fsync calls of a sink.", "sink")
 
+	descKernelDrops    = desc("kernel_drops_total", "Packets to our ports the kernel freed as dropped (tracepoint kfree_skb), by the kernel's drop reason.", "reason")
+	descKernelLatency  = desc("kernel_queue_latency_seconds", "Socket path: time from the skb's receive timestamp to our socket (socket filter probe); log2 buckets.")
+	descXDPRedirectErr = desc("xdp_redirect_errors_total", "Failed redirects of our XDP program (tracepoint xdp_redirect_err), by errno.", "errno")
+	descXDPExceptions  = desc("xdp_exceptions_total", "Exceptions of our XDP program (tracepoint xdp_exception), by XDP action.", "action")
+	descProbeUp        = desc("probe_up", "1 if the kernel probe runs, 0 if it is missing (disabled, unsupported or not permitted).", "probe")
+
 	descAccounting = desc("accounting_total", "The terms of the accounting identity: packets seen = xdp_dropped + not_for_us + socket_dropped + ring_dropped + decode_errors + events.", "term")
 	descSeen       = desc("xdp_seen_packets_total", "Every packet the XDP program saw: the left-hand side of the accounting identity.")
 )
@@ -353,6 +359,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSinkFsyncs, sk.Fsyncs, name)
 	}
 
+	c.collectProbes(ch)
+
 	counter(descSeen, s.XDPSeen)
 	for _, t := range accountingTerms(&s) {
 		counter(descAccounting, t.v, t.name)
@@ -389,3 +397,38 @@ func (g *Gateway) newRegistry() *prometheus.Registry {
 // MetricNames lists the names of the gateway's own metric families (a
 // histogram by its base name), as documented and as tests check them.
 func MetricNames() []string { return slices.Clone(metricNames) }
+
+// collectProbes exports the kernel probes' maps and which probes run.
+func (c *collector) collectProbes(ch chan<- prometheus.Metric) {
+	g := c.g
+	up := g.probeUp()
+	for _, n := range probeNames {
+		v := 0.0
+		if up[n] {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descProbeUp, prometheus.GaugeValue, v, n)
+	}
+	r, ok := g.readProbes()
+	if !ok {
+		return
+	}
+	for _, err := range r.errs {
+		ch <- prometheus.NewInvalidMetric(descProbeUp, err)
+	}
+	if r.latencyOK {
+		h := r.latency
+		ch <- prometheus.MustNewConstHistogram(descKernelLatency, h.Count, h.Sum.Seconds(), h.Cumulative())
+	}
+	for reason, n := range r.drops {
+		ch <- prometheus.MustNewConstMetric(descKernelDrops, prometheus.CounterValue, float64(n), reason)
+	}
+	if r.xdpOK {
+		for errno, n := range r.xdp.RedirectErr {
+			ch <- prometheus.MustNewConstMetric(descXDPRedirectErr, prometheus.CounterValue, float64(n), errno)
+		}
+		for action, n := range r.xdp.Exception {
+			ch <- prometheus.MustNewConstMetric(descXDPExceptions, prometheus.CounterValue, float64(n), action)
+		}
+	}
+}

@@ -81,3 +81,47 @@ func TestHealthAndReadyHandlers(t *testing.T) {
 		t.Error("the HTTP handler is http.DefaultServeMux")
 	}
 }
+
+func TestHTTPPprofSwitchAndToken(t *testing.T) {
+	get := func(h http.Handler, path, auth string) int {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	g := &Gateway{}
+	cfg := DefaultConfig()
+	cfg.HTTP.Pprof = false
+	g.cfg.Store(cfg)
+	if c := get(g.httpHandler(&httpServer{}), "/debug/pprof/", ""); c != http.StatusNotFound {
+		t.Errorf("http.pprof false: /debug/pprof/ %d, want 404", c)
+	}
+	if c := get(g.httpHandler(&httpServer{}), "/debug/trace", ""); c != http.StatusNotFound {
+		t.Errorf("http.pprof false: /debug/trace %d, want 404", c)
+	}
+
+	cfg = DefaultConfig()
+	cfg.HTTP.Token = "0123456789abcdef-secret"
+	g.cfg.Store(cfg)
+	h := g.httpHandler(&httpServer{})
+	for _, tc := range []struct {
+		path, auth string
+		want       int
+	}{
+		{"/debug/pprof/", "", http.StatusUnauthorized},
+		{"/debug/pprof/", "Bearer wrong", http.StatusUnauthorized},
+		{"/debug/pprof/", "0123456789abcdef-secret", http.StatusUnauthorized},
+		{"/debug/pprof/", "Bearer 0123456789abcdef-secret", http.StatusOK},
+		{"/metrics", "", http.StatusUnauthorized},
+		{"/status", "", http.StatusUnauthorized},
+		{"/healthz", "", http.StatusOK},
+		{"/readyz", "", http.StatusServiceUnavailable}, // not ready, but not refused for the token
+	} {
+		if c := get(h, tc.path, tc.auth); c != tc.want {
+			t.Errorf("%s with %q: %d, want %d", tc.path, tc.auth, c, tc.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,8 +38,18 @@ receive → verdict latency (afxdp only), GC cycles, RSS, CPU and allocations
 per event. Everything it builds is removed when it ends. Needs root.
 
 --compare runs several modes with the same load and prints them side by side,
-with ratios against the first.`,
-		Example: "  sudo xgate bench\n  sudo xgate bench --mode socket --duration 5s --json\n  sudo xgate bench --compare afxdp,socket,plain --rate 500000",
+with ratios against the first. Besides the gateway's paths (afxdp, socket,
+plain) it knows three yardsticks that run instead of the gateway:
+
+  baseline  a plain Go server (tools/baseline): net.ListenUDP-style sockets,
+            one per core, encoding/json, the same rules as plain Go
+  rawxsk    the gateway's XDP program in afxdp mode and one AF_XDP socket per
+            queue whose frames are only counted and returned (no decoding)
+  rawsock   the gateway's XDP program in socket mode and one recvmmsg socket
+            per CPU (SO_REUSEPORT) whose datagrams are only counted
+
+For the raw modes "decided" is what the receivers counted.`,
+		Example: "  sudo xgate bench\n  sudo xgate bench --mode socket --duration 5s --json\n  sudo xgate bench --compare afxdp,socket,plain --rate 500000\n  sudo xgate bench --compare afxdp,rawxsk,socket,rawsock,baseline --duration 5s",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := parseRate(rate)
@@ -49,9 +60,10 @@ with ratios against the first.`,
 			if compare != "" {
 				modes = strings.Split(compare, ",")
 			}
-			for _, m := range modes {
-				if m != "afxdp" && m != "socket" && m != "plain" {
-					return fmt.Errorf("bench: mode %q: want afxdp, socket or plain (baseline, rawxsk and rawsock are not built yet)", m)
+			for i, m := range modes {
+				modes[i] = strings.TrimSpace(m)
+				if !slices.Contains(bench.AllModes, modes[i]) {
+					return fmt.Errorf("bench: mode %q: want one of %s", m, strings.Join(bench.AllModes, ", "))
 				}
 			}
 			if warmup == 0 {
@@ -88,8 +100,8 @@ with ratios against the first.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&mode, "mode", "afxdp", "gateway path: afxdp, socket or plain")
-	f.StringVar(&compare, "compare", "", "comma list of modes to run with the same load, side by side (e.g. afxdp,socket,plain)")
+	f.StringVar(&mode, "mode", "afxdp", "afxdp, socket or plain (the gateway), or baseline, rawxsk, rawsock")
+	f.StringVar(&compare, "compare", "", "comma list of modes to run with the same load, side by side (e.g. afxdp,rawxsk,socket,rawsock,baseline)")
 	f.StringVar(&rate, "rate", "max", "offered datagrams/s (e.g. 500000, 500k, 1.5M) or max")
 	f.DurationVar(&duration, "duration", bench.DefaultDuration, "measured send per mode")
 	f.DurationVar(&warmup, "warmup", bench.DefaultWarmup, "send before the measurement (0: none)")

@@ -85,6 +85,33 @@ func TestBenchCompare(t *testing.T) {
 	}
 }
 
+// The yardsticks of --compare: the count-only receivers and the plain Go
+// baseline, at max rate, every datagram accounted for.
+func TestBenchCompareYardsticks(t *testing.T) {
+	needRoot(t)
+	modes := []string{"afxdp", "rawxsk", "rawsock", "baseline"}
+	out, err := run(t, "bench", "--compare", strings.Join(modes, ","), "--duration", "1s", "--warmup", "0", "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var ms []map[string]any
+	if err := json.Unmarshal([]byte(out), &ms); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if len(ms) != len(modes) {
+		t.Fatalf("%d reports, want %d", len(ms), len(modes))
+	}
+	for i, m := range modes {
+		checkReport(t, ms[i], m) // unaccounted 0, decided > 0
+	}
+	for _, m := range ms[1:] {
+		if d, _ := m["decode_errors"].(float64); d != 0 {
+			t.Errorf("%v: decode errors from the default mix without bad events: %v", m["mode"], m)
+		}
+	}
+	t.Log(out)
+}
+
 func TestBenchCompareTable(t *testing.T) {
 	needRoot(t)
 	out, err := run(t, "bench", "--compare", "plain,afxdp", "--duration", "1s", "--warmup", "0", "--rate", "100k")
@@ -123,7 +150,7 @@ func TestLoadTestHostCount(t *testing.T) {
 
 func TestBenchBadFlags(t *testing.T) {
 	for _, args := range [][]string{
-		{"bench", "--mode", "baseline"},
+		{"bench", "--mode", "nosuchmode"},
 		{"bench", "--rate", "fast"},
 		{"load", "--engine", "xdp", "--to", "127.0.0.1:9"},
 		{"load", "--to", "nonsense"},

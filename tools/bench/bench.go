@@ -46,7 +46,7 @@ const (
 
 // Options shape one bench run.
 type Options struct {
-	Mode     string        // afxdp | socket | plain
+	Mode     string        // afxdp | socket | plain | baseline | rawsock | rawxsk
 	Duration time.Duration // the measured send; default DefaultDuration
 	Warmup   time.Duration // before it; default DefaultWarmup, < 0: none
 	Rate     float64       // offered datagrams/s; 0 = max
@@ -128,41 +128,27 @@ func Run(ctx context.Context, o Options) (rep Report, err error) {
 	}
 	defer func() { err = errors.Join(err, pair.Close()) }()
 
-	cfg, err := GatewayConfig(pair.B.Link, o.Mode)
+	var t target
+	var stop func() error
+	switch o.Mode {
+	case ModeBaseline:
+		t, stop, err = startBaseline(pair.B)
+	case ModeRawSock:
+		t, stop, err = startRawSock(pair.B)
+	case ModeRawXSK:
+		t, stop, err = startRawXSK(pair.B)
+	default:
+		var g *gateway.Gateway
+		if g, stop, err = startGateway(pair, o); err == nil {
+			t = gatewayTarget{g}
+		}
+	}
 	if err != nil {
-		return rep, err
+		return rep, fmt.Errorf("bench: %s: %w", o.Mode, err)
 	}
-	var g *gateway.Gateway
-	if err := pair.B.Do(func() error {
-		var err error
-		g, err = gateway.New(cfg, gateway.Options{Logger: o.Logger, RecvTimeout: 20 * time.Millisecond})
-		return err
-	}); err != nil {
-		return rep, fmt.Errorf("bench: gateway (%s): %w", o.Mode, err)
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- g.Run(runCtx) }()
-	defer func() {
-		cancel()
-		if rerr := <-runDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
-			err = errors.Join(err, fmt.Errorf("bench: gateway: %w", rerr))
-		}
-	}()
-	if path, why := g.Path(); path != o.Mode {
-		return rep, fmt.Errorf("bench: gateway chose path %s (%s), want %s", path, why, o.Mode)
-	}
-	if o.Mode == gateway.PathPlain {
-		// veth drops frames from ndo_xdp_xmit unless its end has an XDP
-		// program; the plain path has none, so pass everything on.
-		rcv, err := loadgen.AttachPass(pair.B)
-		if err != nil {
-			return rep, err
-		}
-		defer rcv.Close()
-	}
+	defer func() { err = errors.Join(err, stop()) }()
 
-	b := &runner{o: o, pair: pair, g: g}
+	b := &runner{o: o, pair: pair, t: t}
 	if o.Warmup > 0 {
 		if _, err := b.phase(ctx, "warmup", o.Warmup); err != nil {
 			return rep, err
@@ -177,10 +163,52 @@ func Run(ctx context.Context, o Options) (rep Report, err error) {
 type runner struct {
 	o    Options
 	pair *testenv.Pair
-	g    *gateway.Gateway
+	t    target
 }
 
-// phase sends for d and waits until the gateway has accounted for what
+// startGateway runs the gateway in o.Mode in pair.B; stop ends it.
+func startGateway(pair *testenv.Pair, o Options) (_ *gateway.Gateway, stop func() error, err error) {
+	cfg, err := GatewayConfig(pair.B.Link, o.Mode)
+	if err != nil {
+		return nil, nil, err
+	}
+	var g *gateway.Gateway
+	if err := pair.B.Do(func() error {
+		var err error
+		g, err = gateway.New(cfg, gateway.Options{Logger: o.Logger, RecvTimeout: 20 * time.Millisecond})
+		return err
+	}); err != nil {
+		return nil, nil, fmt.Errorf("bench: gateway (%s): %w", o.Mode, err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- g.Run(runCtx) }()
+	var rcv *loadgen.Receiver
+	stop = func() error {
+		var err error
+		if rcv != nil {
+			err = rcv.Close()
+		}
+		cancel()
+		if rerr := <-runDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
+			err = errors.Join(err, fmt.Errorf("bench: gateway: %w", rerr))
+		}
+		return err
+	}
+	if path, why := g.Path(); path != o.Mode {
+		return nil, nil, errors.Join(fmt.Errorf("bench: gateway chose path %s (%s), want %s", path, why, o.Mode), stop())
+	}
+	if o.Mode == gateway.PathPlain {
+		// veth drops frames from ndo_xdp_xmit unless its end has an XDP
+		// program; the plain path has none, so pass everything on.
+		if rcv, err = loadgen.AttachPass(pair.B); err != nil {
+			return nil, nil, errors.Join(err, stop())
+		}
+	}
+	return g, stop, nil
+}
+
+// phase sends for d and waits until the target has accounted for what
 // was sent (or made no progress for 1 s), and reports the window.
 func (b *runner) phase(ctx context.Context, name string, d time.Duration) (Report, error) {
 	o := b.o
@@ -198,11 +226,11 @@ func (b *runner) phase(ctx context.Context, name string, d time.Duration) (Repor
 	}
 	defer lg.Close()
 
-	s0, err := b.g.Stats()
+	s0, err := b.t.tally()
 	if err != nil {
 		return Report{}, err
 	}
-	lat0 := b.g.Latency()
+	lat0 := b.t.latency()
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	cpu0 := processCPU()
@@ -236,14 +264,14 @@ wait:
 
 	// Drain: until everything sent is accounted for; 1 s without
 	// progress ends it (the run is then incomplete).
-	var s1 gateway.Stats
+	var s1 tally
 	complete := false
 	last, lastChange := uint64(0), time.Now()
 	for {
-		if s1, err = b.g.Stats(); err != nil {
+		if s1, err = b.t.tally(); err != nil {
 			return Report{}, err
 		}
-		acc := s1.Accounted() - s0.Accounted()
+		acc := s1.accounted() - s0.accounted()
 		if acc+res.Undelivered() >= res.Sent {
 			complete = true
 			break
@@ -261,18 +289,18 @@ wait:
 	}
 	cpu := processCPU() - cpu0 - res.SenderCPU
 	runtime.ReadMemStats(&ms1)
-	lat1 := b.g.Latency()
+	lat1 := b.t.latency()
 
 	r := Report{
 		Mode:          o.Mode,
 		DurationS:     elapsed.Seconds(),
 		Sent:          res.Sent,
 		XDPDropped:    s1.XDPDrops - s0.XDPDrops,
-		NotOurs:       s1.NotForUs - s0.NotForUs,
+		NotOurs:       s1.NotOurs - s0.NotOurs,
 		SocketDropped: s1.SocketDrops - s0.SocketDrops,
 		RingDropped:   s1.RingDrops - s0.RingDrops,
-		DecodeErrors:  s1.Engine.DecodeErrorTotal() - s0.Engine.DecodeErrorTotal(),
-		Decided:       s1.Engine.Events - s0.Engine.Events,
+		DecodeErrors:  s1.DecodeErrors - s0.DecodeErrors,
+		Decided:       s1.Decided - s0.Decided,
 		OfferedPPS:    res.PPS(),
 		Undelivered:   res.Undelivered(),
 		Complete:      complete,
@@ -297,15 +325,15 @@ wait:
 	return r, nil
 }
 
-func (b *runner) progress(phase string, start time.Time, s0 *gateway.Stats) {
+func (b *runner) progress(phase string, start time.Time, s0 *tally) {
 	if b.o.Progress == nil {
 		return
 	}
-	s, err := b.g.Stats()
+	s, err := b.t.tally()
 	if err != nil {
 		return
 	}
-	b.o.Progress(Progress{Mode: b.o.Mode, Phase: phase, Elapsed: time.Since(start), Decided: s.Engine.Events - s0.Engine.Events})
+	b.o.Progress(Progress{Mode: b.o.Mode, Phase: phase, Elapsed: time.Since(start), Decided: s.Decided - s0.Decided})
 }
 
 // Quantile reads quantile q (0..1) off a log2 histogram in µs (bucket i:

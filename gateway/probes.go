@@ -1,0 +1,120 @@
+package gateway
+
+import (
+	"strings"
+
+	"github.com/xgate/xgate/bpf"
+)
+
+// probeNames are the kernel probes xgate_probe_up reports, in order.
+var probeNames = []string{bpf.ProbeSockLatency, bpf.ProbeKfreeSkb, bpf.ProbeXDPRedirectErr, bpf.ProbeXDPException}
+
+// setupProbes loads the kernel probes (probes.enabled): kernel drops for
+// our ports, XDP redirect errors and exceptions of our program, and the
+// socket-path queueing latency, whose filter it attaches to every socket
+// of the group. The probes are optional: what cannot run is logged and
+// reported by xgate_probe_up, and the gateway goes on without it.
+func (g *Gateway) setupProbes(cfg *Config) {
+	if !cfg.Probes.Enabled {
+		g.probesMissing = []string{"all: disabled by probes.enabled: false"}
+		return
+	}
+	opts := bpf.ProbeOptions{Ports: cfg.Listen.Ports}
+	if g.xdp != nil {
+		if info, err := g.xdp.Program().Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				opts.XDPProgID = uint32(id)
+			}
+		}
+	}
+	if len(g.sockets) == 0 {
+		// AF_XDP frames never reach a socket: no latency filter to attach.
+		opts.Skip = append(opts.Skip, bpf.ProbeSockLatency)
+	}
+	p, err := bpf.LoadProbes(opts)
+	if err != nil {
+		g.probesMissing = []string{"all: " + err.Error()}
+		g.log.Warn("kernel probes not loaded; running without them", "error", err)
+		return
+	}
+	g.probes = p
+	if p.Running(bpf.ProbeSockLatency) {
+		for i, s := range g.sockets {
+			if err := p.AttachSocket(s.fd); err != nil {
+				g.log.Warn("socket latency probe not attached", "socket", i, "error", err)
+			}
+		}
+	}
+	g.probesMissing = p.Missing()
+	if len(g.probesMissing) > 0 {
+		g.log.Warn("some kernel probes are missing", "missing", strings.Join(g.probesMissing, "; "))
+	} else {
+		g.log.Info("kernel probes running", "probes", strings.Join(probeNames, " "))
+	}
+}
+
+// probeUp reports, per probe name, whether it runs.
+func (g *Gateway) probeUp() map[string]bool {
+	up := make(map[string]bool, len(probeNames))
+	for _, n := range probeNames {
+		up[n] = g.probes != nil && g.probes.Running(n)
+	}
+	return up
+}
+
+// probeReadings are the probes' maps read at scrape time.
+type probeReadings struct {
+	latency   bpf.LatencyHistogram
+	latencyOK bool
+	drops     map[string]uint64
+	xdp       bpf.XDPEvents
+	xdpOK     bool
+	errs      []error
+}
+
+// readProbes reads the probes' maps while they are open.
+func (g *Gateway) readProbes() (r probeReadings, ok bool) {
+	g.sockMu.RLock()
+	defer g.sockMu.RUnlock()
+	p := g.probes
+	if p == nil || g.closed.Load() {
+		return r, false
+	}
+	if p.Running(bpf.ProbeSockLatency) {
+		h, err := p.ReadLatencyHistogram()
+		if err != nil {
+			r.errs = append(r.errs, err)
+		} else {
+			r.latency, r.latencyOK = h, true
+		}
+	}
+	if p.Running(bpf.ProbeKfreeSkb) {
+		d, err := p.ReadKernelDrops()
+		if err != nil {
+			r.errs = append(r.errs, err)
+		} else {
+			r.drops = d
+		}
+	}
+	if p.Running(bpf.ProbeXDPRedirectErr) || p.Running(bpf.ProbeXDPException) {
+		ev, err := p.ReadXDPEvents()
+		if err != nil {
+			r.errs = append(r.errs, err)
+		} else {
+			r.xdp, r.xdpOK = ev, true
+		}
+	}
+	return r, true
+}
+
+// KernelLatency returns the socket-path queueing latency histogram (skb
+// receive timestamp → socket); ok is false without the probe.
+func (g *Gateway) KernelLatency() (h bpf.LatencyHistogram, ok bool, err error) {
+	g.sockMu.RLock()
+	defer g.sockMu.RUnlock()
+	if g.probes == nil || g.closed.Load() || !g.probes.Running(bpf.ProbeSockLatency) {
+		return h, false, nil
+	}
+	h, err = g.probes.ReadLatencyHistogram()
+	return h, err == nil, err
+}
