@@ -530,12 +530,14 @@ func (b Blocked) TTL(now uint64) time.Duration {
 }
 
 // ListBlocked reads the blocklist, expired entries included (marked).
-func (x *XDP) ListBlocked() ([]Blocked, error) {
+func (x *XDP) ListBlocked() ([]Blocked, error) { return listBlocked(x.objs.XgateBlocklist) }
+
+func listBlocked(m *ebpf.Map) ([]Blocked, error) {
 	now := Ktime()
 	var out []Blocked
 	var key XdpXgateSrcKey
 	var val XdpXgateBlock
-	it := x.objs.XgateBlocklist.Iterate()
+	it := m.Iterate()
 	for it.Next(&key, &val) {
 		out = append(out, Blocked{
 			Addr:      netip.AddrFrom16(key.Addr).Unmap(),
@@ -581,11 +583,13 @@ func (c *Counters) ByName() map[string]Counter {
 }
 
 // ReadCounters reads and sums the per-CPU counters.
-func (x *XDP) ReadCounters() (Counters, error) {
+func (x *XDP) ReadCounters() (Counters, error) { return readCounters(x.objs.XgateCounters) }
+
+func readCounters(m *ebpf.Map) (Counters, error) {
 	var out Counters
 	var perCPU []XdpXgateCounter
 	for r := Reason(0); r < ReasonMax; r++ {
-		if err := x.objs.XgateCounters.Lookup(uint32(r), &perCPU); err != nil {
+		if err := m.Lookup(uint32(r), &perCPU); err != nil {
 			return out, fmt.Errorf("read counter %v: %w", r, err)
 		}
 		for _, v := range perCPU {
@@ -617,10 +621,12 @@ func (c Cost) Mean() time.Duration {
 }
 
 // ReadCost reads and sums the per-CPU cost samples.
-func (x *XDP) ReadCost() (Cost, error) {
+func (x *XDP) ReadCost() (Cost, error) { return readCost(x.objs.XgateCostNs) }
+
+func readCost(m *ebpf.Map) (Cost, error) {
 	var out Cost
 	var perCPU []XdpXgateCost
-	if err := x.objs.XgateCostNs.Lookup(uint32(0), &perCPU); err != nil {
+	if err := m.Lookup(uint32(0), &perCPU); err != nil {
 		return out, fmt.Errorf("read cost: %w", err)
 	}
 	for _, v := range perCPU {

@@ -110,6 +110,7 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 			continue
 		}
 		now := monotonicNs()
+		w.loadTap()
 		for i := 0; i < n; i++ {
 			f := &x.frames[i]
 			payload, src, ok := udpPayload(f.Data)
@@ -117,7 +118,11 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 				x.badFrames.Add(1)
 				continue
 			}
-			w.decide(payload, src)
+			var rxNs uint64
+			if f.Meta.OK {
+				rxNs = f.Meta.RxNs
+			}
+			w.decide(payload, src, rxNs)
 			if f.Meta.OK && now > f.Meta.RxNs {
 				us := (now - f.Meta.RxNs + 999) / 1000
 				b := bits.Len64(us - 1) // smallest i with us <= 2^i

@@ -90,6 +90,7 @@ type Gateway struct {
 	reloadMu sync.Mutex // serialises Reload
 
 	web atomic.Pointer[httpServer] // set by Run when http.listen is not ""
+	tap *tapHub                    // GET /tap; set by New
 }
 
 // New sets everything up — engine, XDP program and link, sockets, sinks,
@@ -153,8 +154,9 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 		target = g.xdp
 	}
 	g.fb = newFeedback(target, cfg.XDP.BlockMax)
+	g.tap = newTapHub()
 	for i, cpu := range cpus {
-		w := &worker{id: i, cpu: cpu, ew: g.eng.NewWorker(), sw: g.sinks.Writer(i), fb: g.fb}
+		w := &worker{id: i, cpu: cpu, ew: g.eng.NewWorker(), sw: g.sinks.Writer(i), fb: g.fb, tap: g.tap}
 		if i < len(g.sockets) {
 			w.sock = g.sockets[i]
 			w.batch = newBatch(max(1, cfg.Socket.Batch), cfg.Limits.MaxDatagram+1)

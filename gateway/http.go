@@ -34,7 +34,7 @@ func (g *Gateway) version() string {
 	return "dev"
 }
 
-// httpServer serves /metrics, /status, /healthz, /readyz and
+// httpServer serves /metrics, /status, /tap, /healthz, /readyz and
 // /debug/pprof/* on cfg.HTTP.Listen. It is started by Run and shut down at
 // the end of Stop; ready is set once the workers receive and cleared when
 // Stop begins.
@@ -42,6 +42,7 @@ type httpServer struct {
 	srv   *http.Server
 	ln    net.Listener
 	done  chan struct{}
+	quit  chan struct{} // closed when shutdown begins: ends /tap streams
 	ready atomic.Bool
 }
 
@@ -56,9 +57,10 @@ func (g *Gateway) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("http: listen on %s (http.listen): %w", addr, err)
 	}
-	h := &httpServer{ln: ln, done: make(chan struct{})}
+	h := &httpServer{ln: ln, done: make(chan struct{}), quit: make(chan struct{})}
 	h.srv = &http.Server{Handler: g.httpHandler(h), ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout: time.Minute}
+	h.srv.RegisterOnShutdown(func() { close(h.quit) })
 	g.web.Store(h)
 	go func() {
 		defer close(h.done)
@@ -66,7 +68,7 @@ func (g *Gateway) startHTTP() error {
 			g.log.Error("http server failed", "error", err)
 		}
 	}()
-	endpoints := "/metrics /status /healthz /readyz"
+	endpoints := "/metrics /status /tap /healthz /readyz"
 	if g.Config().HTTP.Pprof {
 		endpoints += " /debug/pprof/ /debug/trace"
 	}
@@ -125,6 +127,9 @@ func (g *Gateway) httpHandler(h *httpServer) http.Handler {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(st)
+	})
+	mux.HandleFunc("GET /tap", func(w http.ResponseWriter, r *http.Request) {
+		g.serveTap(w, r, h.quit)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -192,6 +197,14 @@ type Status struct {
 	UptimeSeconds float64           `json:"uptime_seconds"`
 	Accounting    Accounting        `json:"accounting"`
 	Verdicts      map[string]uint64 `json:"verdicts"`
+	Probes        []ProbeState      `json:"probes"`
+}
+
+// ProbeState is one kernel probe: running, or missing and why.
+type ProbeState struct {
+	Name    string `json:"name"`
+	Running bool   `json:"running"`
+	Reason  string `json:"reason,omitempty"` // why it is missing
 }
 
 // WorkerState is one worker: its queue (afxdp) or socket index, CPU and
@@ -259,5 +272,6 @@ func (g *Gateway) Status() (Status, error) {
 	for a := engine.Action(0); a < engine.NumActions; a++ {
 		st.Verdicts[a.String()] = s.Engine.Verdicts[a]
 	}
+	st.Probes = g.probeStates()
 	return st, nil
 }

@@ -320,6 +320,20 @@ func runHTTPMetrics(t *testing.T, mode string) {
 		st.UptimeSeconds <= 0 || st.Version == "" || st.Rules.Hash == "" {
 		t.Errorf("/status: %s", body)
 	}
+	// Every probe is listed, running as xgate_probe_up says, or missing
+	// with a reason (afxdp: the socket latency probe is skipped).
+	up := g.probeUp()
+	if len(st.Probes) != len(probeNames) {
+		t.Errorf("/status probes %+v, want %d", st.Probes, len(probeNames))
+	}
+	for _, p := range st.Probes {
+		if p.Running != up[p.Name] || (!p.Running && p.Reason == "") || (p.Running && p.Reason != "") {
+			t.Errorf("/status probe %+v, probe_up %v", p, up[p.Name])
+		}
+		if mode == "afxdp" && p.Name == bpf.ProbeSockLatency && (p.Running || !strings.Contains(p.Reason, "skipped")) {
+			t.Errorf("/status probe %+v: want skipped on the afxdp path", p)
+		}
+	}
 	if mode == "afxdp" {
 		for _, w := range st.Workers {
 			if w.Bind != "copy" { // veth offers copy mode only

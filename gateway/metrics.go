@@ -101,6 +101,7 @@ var (
 	descProbeUp        = desc("probe_up", "1 if the kernel probe runs, 0 if it is missing (disabled, unsupported or not permitted).", "probe")
 
 	descAccounting = desc("accounting_total", "The terms of the accounting identity: packets seen = xdp_dropped + not_for_us + socket_dropped + ring_dropped + decode_errors + events.", "term")
+	descTapDropped = desc("tap_dropped_total", "Decided events the tap (GET /tap) lost: its sampling ring or a client's buffer was full.")
 	descSeen       = desc("xdp_seen_packets_total", "Every packet the XDP program saw: the left-hand side of the accounting identity.")
 )
 
@@ -242,6 +243,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descInfo, 1, g.version(), g.path, g.xdpMode, cfg.Interface)
 	gauge(descUptime, s.Uptime.Seconds())
 	gauge(descRules, float64(len(s.Engine.Rules)))
+	if g.tap != nil {
+		counter(descTapDropped, g.tap.dropped.Load())
+	}
 
 	if g.xdp != nil {
 		for r := bpf.Reason(0); r < bpf.ReasonMax; r++ {

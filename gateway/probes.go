@@ -62,6 +62,29 @@ func (g *Gateway) probeUp() map[string]bool {
 	return up
 }
 
+// probeStates lists every probe, running or missing with the reason
+// setupProbes recorded ("name: why", or "all: why" for every probe).
+func (g *Gateway) probeStates() []ProbeState {
+	out := make([]ProbeState, 0, len(probeNames))
+	for _, n := range probeNames {
+		ps := ProbeState{Name: n, Running: g.probes != nil && g.probes.Running(n)}
+		if !ps.Running {
+			ps.Reason = "not loaded"
+			for _, m := range g.probesMissing {
+				if why, ok := strings.CutPrefix(m, n+": "); ok {
+					ps.Reason = why
+					break
+				}
+				if why, ok := strings.CutPrefix(m, "all: "); ok {
+					ps.Reason = why
+				}
+			}
+		}
+		out = append(out, ps)
+	}
+	return out
+}
+
 // probeReadings are the probes' maps read at scrape time.
 type probeReadings struct {
 	latency   bpf.LatencyHistogram

@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,5 +90,25 @@ func TestProbesDisabled(t *testing.T) {
 	}
 	if fams["xgate_kernel_queue_latency_seconds"] != nil {
 		t.Error("latency histogram exported without probes")
+	}
+	st, err := g.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Probes) != len(probeNames) {
+		t.Fatalf("status probes %+v", st.Probes)
+	}
+	for _, p := range st.Probes {
+		if p.Running || p.Reason != "disabled by probes.enabled: false" {
+			t.Errorf("status probe %+v: want missing, disabled by probes.enabled: false", p)
+		}
+	}
+	var b strings.Builder
+	s := &Snapshot{Probes: st.Probes}
+	if err := s.WriteText(&b, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "probes:\n  "+probeNames[0]) || !strings.Contains(b.String(), "missing: disabled by probes.enabled: false") {
+		t.Errorf("text lacks the probes:\n%s", b.String())
 	}
 }

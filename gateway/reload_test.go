@@ -91,6 +91,9 @@ func runReloadUnderTraffic(t *testing.T, mode string) {
 		buf := make([]byte, 0, 128)
 		for i := 0; i < total; i++ {
 			buf = fmt.Appendf(buf[:0], `{"seq":%d,"user_id":"u%d","event_type":"x","amount":%d}`, i, i%17, i)
+			// Counted before it is written: whatever was written before Reload
+			// returned has a seq below the `after` read then.
+			sent.Store(int64(i + 1))
 			for tries := 0; ; tries++ {
 				_, err := unix.Write(fd, buf)
 				if err == nil {
@@ -102,7 +105,6 @@ func runReloadUnderTraffic(t *testing.T, mode string) {
 				}
 				time.Sleep(100 * time.Microsecond)
 			}
-			sent.Store(int64(i + 1))
 			if i%50 == 49 { // pace in bursts of 50: ~2.5ms each at 20k/s
 				if d := time.Until(start.Add(time.Duration(i+1) * time.Second / rate)); d > 0 {
 					time.Sleep(d)

@@ -39,6 +39,8 @@ type Snapshot struct {
 	// KernelLatency is the socket path's kernel queueing latency (probe).
 	KernelLatency *Quantiles   `json:"kernel_latency,omitempty"`
 	Queues        []QueueCount `json:"queues"`
+	// Probes are the kernel probes' states, from /status.
+	Probes []ProbeState `json:"probes,omitempty"`
 }
 
 // RuleCount is how often a rule fired.
@@ -117,7 +119,8 @@ func FetchSnapshot(ctx context.Context, client *http.Client, addr, token string)
 		return nil, fmt.Errorf("/metrics: %w", err)
 	}
 	s := &Snapshot{Time: time.Now(), Address: addr, Version: st.Version, Path: st.Path, Interface: st.Interface,
-		UptimeSeconds: st.UptimeSeconds, Ready: st.Ready, Accounting: st.Accounting, Verdicts: st.Verdicts}
+		UptimeSeconds: st.UptimeSeconds, Ready: st.Ready, Accounting: st.Accounting, Verdicts: st.Verdicts,
+		Probes: st.Probes}
 	if s.Verdicts == nil {
 		s.Verdicts = map[string]uint64{}
 	}
@@ -343,6 +346,16 @@ func (s *Snapshot) WriteText(w io.Writer, prev *Snapshot, color bool) error {
 			line += rate(q.Datagrams, pq[q.Queue].Datagrams)
 		}
 		b.WriteString(hi(line, q.SocketDrops+q.RingDrops > 0) + "\n")
+	}
+	if len(s.Probes) > 0 {
+		b.WriteString("\nprobes:\n")
+		for _, p := range s.Probes {
+			if p.Running {
+				fmt.Fprintf(&b, "  %-18s running\n", p.Name)
+			} else {
+				fmt.Fprintf(&b, "  %-18s missing: %s\n", p.Name, p.Reason)
+			}
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"time"
@@ -20,8 +19,8 @@ type udpSocket struct {
 // openUDP opens a UDP socket bound to addr. With reuseport it joins the
 // SO_REUSEPORT group of that address. rcvbuf > 0 sizes the receive buffer
 // (SO_RCVBUFFORCE as root, SO_RCVBUF otherwise, which the kernel caps at
-// net.core.rmem_max). SO_RXQ_OVFL makes the kernel report the socket's
-// cumulative drop count with every datagram.
+// net.core.rmem_max). The drop count is read with SO_MEMINFO (drops), not
+// SO_RXQ_OVFL: that would cost a control message per datagram.
 func openUDP(addr netip.AddrPort, reuseport bool, rcvbuf int, timeout time.Duration) (*udpSocket, error) {
 	domain := unix.AF_INET
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
@@ -46,9 +45,6 @@ func openUDP(addr netip.AddrPort, reuseport bool, rcvbuf int, timeout time.Durat
 				return fail("SO_RCVBUF", err)
 			}
 		}
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1); err != nil {
-		return fail("SO_RXQ_OVFL", err)
 	}
 	if timeout > 0 {
 		tv := unix.NsecToTimeval(int64(timeout))
@@ -75,8 +71,8 @@ func (s *udpSocket) close() error { return unix.Close(s.fd) }
 const skMeminfoDrops = 8
 
 // drops reads the socket's drop counter (sk_drops: receive buffer full and
-// the like) now. SO_RXQ_OVFL reports the same counter, but only with the next
-// datagram, so drops after the last datagram would stay unseen.
+// the like) now. (SO_RXQ_OVFL would report the same counter, but only with
+// the next datagram, and at the price of a control message per datagram.)
 func (s *udpSocket) drops() (uint64, error) {
 	var info [16]uint32
 	l := uint32(unsafe.Sizeof(info))
@@ -95,8 +91,11 @@ func (s *udpSocket) drops() (uint64, error) {
 func (s *udpSocket) shutdown() { _ = unix.Shutdown(s.fd, unix.SHUT_RD) }
 
 // mmsgBatch is the reusable receive state of one worker: one buffer slab,
-// one iovec, one address and one control buffer per message. Nothing is
-// allocated per datagram.
+// one iovec and one address per message. Nothing is allocated per
+// datagram, and no control messages are asked for: the drop count comes
+// from SO_MEMINFO, and the timestamps the latency probe turns on are read
+// by its filter in the kernel, not here (without a control buffer the
+// kernel skips put_cmsg).
 //
 // Lifetime: datagram i lives in bufs[i][:lens[i]] until the next recv on
 // this batch; the engine's views into it die with the batch.
@@ -104,22 +103,15 @@ type mmsgBatch struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6
-	ctrl  []byte
 	bufs  [][]byte
 	lens  []int
-	// drops is the socket's cumulative SO_RXQ_OVFL count from the newest
-	// datagram that carried one.
-	drops uint32
 }
-
-const ctrlPerMsg = 64 // room for one SO_RXQ_OVFL cmsg (16 + 4, aligned)
 
 func newBatch(n, bufSize int) *mmsgBatch {
 	b := &mmsgBatch{
 		hdrs:  make([]unix.Mmsghdr, n),
 		iovs:  make([]unix.Iovec, n),
 		names: make([]unix.RawSockaddrInet6, n),
-		ctrl:  make([]byte, n*ctrlPerMsg),
 		bufs:  make([][]byte, n),
 		lens:  make([]int, n),
 	}
@@ -142,8 +134,6 @@ func (s *udpSocket) recv(b *mmsgBatch) (int, error) {
 		h.Namelen = uint32(unsafe.Sizeof(b.names[i]))
 		h.Iov = &b.iovs[i]
 		h.Iovlen = 1
-		h.Control = &b.ctrl[i*ctrlPerMsg]
-		h.SetControllen(ctrlPerMsg)
 		h.Flags = 0
 	}
 	for {
@@ -154,11 +144,6 @@ func (s *udpSocket) recv(b *mmsgBatch) (int, error) {
 			n := int(r)
 			for i := 0; i < n; i++ {
 				b.lens[i] = int(b.hdrs[i].Len)
-				if c := b.hdrs[i].Hdr.Controllen; c > 0 {
-					if d, ok := rxqOverflow(b.ctrl[i*ctrlPerMsg : i*ctrlPerMsg+int(c)]); ok {
-						b.drops = d
-					}
-				}
 			}
 			return n, nil
 		case errno == unix.EINTR:
@@ -169,24 +154,6 @@ func (s *udpSocket) recv(b *mmsgBatch) (int, error) {
 			return 0, fmt.Errorf("recvmmsg on %s: %w", s.addr, errno)
 		}
 	}
-}
-
-// rxqOverflow finds the SO_RXQ_OVFL value in a control message buffer,
-// walking the cmsg headers by hand (ParseSocketControlMessage allocates).
-func rxqOverflow(ctrl []byte) (uint32, bool) {
-	const hdr = int(unsafe.Sizeof(unix.Cmsghdr{}))
-	for len(ctrl) >= hdr {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
-		l := int(h.Len)
-		if l < hdr || l > len(ctrl) {
-			return 0, false
-		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && l >= hdr+4 {
-			return binary.NativeEndian.Uint32(ctrl[hdr:]), true
-		}
-		ctrl = ctrl[min(len(ctrl), unix.CmsgSpace(l-hdr)):]
-	}
-	return 0, false
 }
 
 // source returns the sender of datagram i.

@@ -20,6 +20,11 @@ type worker struct {
 	ew  *engine.Worker
 	sw  *SinkWriter // nil without sinks
 	fb  *feedback
+	tap *tapHub // never nil in a gateway; nil in bare tests
+
+	// tapMask is tap.mask as loaded at the start of the current batch:
+	// the verdicts some tap client wants, 0 with no client.
+	tapMask uint32
 
 	sock  *udpSocket
 	batch *mmsgBatch
@@ -46,20 +51,38 @@ func (w *worker) pin() error {
 }
 
 // decide runs one datagram through the engine and routes its decisions.
+// rxNs is the XDP receive timestamp (afxdp; 0: none), used by the tap only.
 //
 // Invariant: frame stays valid (not refilled, not returned to the kernel)
 // until decide returns and the sink writer has copied what it keeps; the
 // engine's views die with the next Process call.
-func (w *worker) decide(frame []byte, src netip.Addr) {
+func (w *worker) decide(frame []byte, src netip.Addr, rxNs uint64) {
 	ds := w.ew.Process(frame, src)
 	for i := range ds {
 		d := &ds[i]
-		if d.Err == engine.DecodeOK && d.Action == engine.ActionBlock {
+		if d.Err != engine.DecodeOK {
+			if w.sw != nil {
+				w.sw.Add(d)
+			}
+			continue
+		}
+		if d.Action == engine.ActionBlock {
 			w.fb.request(src, d.Block)
 		}
 		if w.sw != nil {
 			w.sw.Add(d)
 		}
+		if w.tapMask&(1<<d.Action) != 0 {
+			w.tap.offer(d, w.id, rxNs)
+		}
+	}
+}
+
+// loadTap takes the tap clients' verdict mask for the next batch: one
+// atomic load per batch, and nothing else happens with no client.
+func (w *worker) loadTap() {
+	if w.tap != nil {
+		w.tapMask = w.tap.mask.Load()
 	}
 }
 
@@ -85,13 +108,14 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 		}
 		shut := false
 		got := 0
+		w.loadTap()
 		for i := 0; i < n; i++ {
 			if w.batch.hdrs[i].Hdr.Namelen == 0 {
 				shut = true // not a datagram: the socket was shut down
 				continue
 			}
 			got++
-			w.decide(w.batch.bufs[i][:w.batch.lens[i]], w.batch.source(i))
+			w.decide(w.batch.bufs[i][:w.batch.lens[i]], w.batch.source(i), 0)
 		}
 		if got > 0 {
 			if w.sw != nil {
@@ -99,7 +123,6 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 			}
 			total += uint64(got)
 			w.datagrams.Store(total)
-			w.noteDrops(uint64(w.batch.drops))
 		}
 		if shut || (n == 0 && stop.Load()) {
 			return
@@ -113,7 +136,7 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 func (w *worker) fail(err error) { w.err.Store(&err) }
 
 // noteDrops records a reading of the socket's drop counter, which only
-// grows; readings from SO_RXQ_OVFL and SO_MEMINFO may arrive out of order.
+// grows; readings taken by Stats and at shutdown may arrive out of order.
 func (w *worker) noteDrops(n uint64) {
 	for {
 		old := w.sockDrops.Load()

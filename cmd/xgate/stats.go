@@ -17,7 +17,7 @@ import (
 )
 
 func newStats() *cobra.Command {
-	var addr, token string
+	var addr, token, pins string
 	var once, asJSON bool
 	var duration, interval time.Duration
 	cmd := &cobra.Command{
@@ -32,12 +32,20 @@ datagrams and drops.
 By default it is a live view refreshing every second with rates per second
 (the screen is cleared only when stdout is a terminal), until interrupted or
 --duration has passed. --once prints one plain-text snapshot, --json one JSON
-snapshot.`,
-		Example: "  xgate stats\n  xgate stats --addr 127.0.0.1:9100 --once\n  xgate stats --json | jq .accounting\n  xgate stats --duration 10s > stats.log",
+snapshot.
+
+--pins DIR reads the XDP program's pinned maps (pin.path, kept by
+pin.keep) directly, for when the daemon is stopped but the pins remain: it
+prints the XDP part of a snapshot once (packets by reason, the program's
+cost, the blocklist), as text or with --json.`,
+		Example: "  xgate stats --pins /sys/fs/bpf/xgate --once\n  xgate stats\n  xgate stats --addr 127.0.0.1:9100 --once\n  xgate stats --json | jq .accounting\n  xgate stats --duration 10s > stats.log",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if once && asJSON {
 				return fmt.Errorf("stats: --once and --json are exclusive")
+			}
+			if pins != "" {
+				return pinStats(cmd.OutOrStdout(), pins, asJSON)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -67,6 +75,7 @@ snapshot.`,
 	}
 	cmd.Flags().StringVar(&addr, "addr", gateway.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
 	cmd.Flags().StringVar(&token, "token", os.Getenv("XGATE_HTTP_TOKEN"), "bearer token of the gateway's HTTP server (http.token; default $XGATE_HTTP_TOKEN)")
+	cmd.Flags().StringVar(&pins, "pins", "", "read the pinned XDP maps in this bpffs directory (pin.path) instead of HTTP; one snapshot")
 	cmd.Flags().BoolVar(&once, "once", false, "print one plain-text snapshot and exit")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON snapshot and exit")
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop the live view after this long (0: until interrupted)")
@@ -112,4 +121,18 @@ func liveStats(ctx context.Context, out io.Writer, fetch func() (*gateway.Snapsh
 		case <-t.C:
 		}
 	}
+}
+
+// pinStats prints the XDP part of a snapshot from the pinned maps in dir.
+func pinStats(out io.Writer, dir string, asJSON bool) error {
+	s, err := gateway.ReadPins(dir)
+	if err != nil {
+		return fmt.Errorf("stats --pins: %w (are the maps pinned there? pin.path, pin.keep)", err)
+	}
+	if !asJSON {
+		return s.WriteText(out)
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(s)
 }
