@@ -1,15 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,25 +36,7 @@ http: {listen: "127.0.0.1:0", token: `+statsToken+`}
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Pin.Path = "" // nothing pinned
-	var g *gateway.Gateway
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := pair.B.Do(func() error {
-		var err error
-		g, err = gateway.New(cfg, gateway.Options{Logger: log, RecvTimeout: 20 * time.Millisecond})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = g.Run(ctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	deadline := time.Now().Add(5 * time.Second)
-	for g.HTTPAddr() == "" && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	g := startTestGateway(t, pair.B, cfg)
 
 	dst := netip.AddrPortFrom(pair.B.Addr, 9000)
 	send := func(p string, n int) {
@@ -71,7 +49,7 @@ http: {listen: "127.0.0.1:0", token: `+statsToken+`}
 	send(`{"user_id":"u3","event_type":"payment","amount":5000}`, 20) // alert (big)
 	send(`{"user_id":"u4","event_type":"payment","amount":`, 7)       // decode error
 	const total, events = 157, 150
-	for time.Now().Before(deadline) {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		if s, _ := g.Stats(); s.Accounted() >= total {
 			break
 		}

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,25 +29,7 @@ http: {listen: "127.0.0.1:0", token: `+statsToken+`}
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Pin.Path = ""
-	var g *gateway.Gateway
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := pair.B.Do(func() error {
-		var err error
-		g, err = gateway.New(cfg, gateway.Options{Logger: log, RecvTimeout: 20 * time.Millisecond})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = g.Run(ctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	deadline := time.Now().Add(5 * time.Second)
-	for g.HTTPAddr() == "" && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	g := startTestGateway(t, pair.B, cfg)
 
 	if out, err := run(t, "tap", "--addr", g.HTTPAddr(), "--token", "", "--count", "1", "--duration", "2s"); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("tap without the bearer token: %v\n%s", err, out)
