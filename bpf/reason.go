@@ -49,6 +49,29 @@ const (
 // Terminal reports whether r decides a packet's fate (as opposed to an event).
 func (r Reason) Terminal() bool { return r < ReasonTerminal }
 
+// Fate is what became of a packet counted under a terminal reason: the
+// terms of the accounting identity the XDP program contributes.
+type Fate uint8
+
+const (
+	FateDropped  Fate = iota // XDP_DROP: malformed, blocked, over its bucket, not JSON
+	FateNotForUs             // XDP_PASS to the stack: not IP/UDP, other ports, fragments, v6 ext headers
+	FateSurvivor             // ours: redirected to AF_XDP or passed to our sockets
+)
+
+// Fate classifies a terminal reason; it mirrors the verdicts in xdp.c (a
+// test holds every fixture's verdict against it).
+func (r Reason) Fate() Fate {
+	switch r {
+	case ReasonRedirect, ReasonPassSocket, ReasonPassNoXSK:
+		return FateSurvivor
+	case ReasonNotIP, ReasonVLANTooDeep, ReasonNotUDP, ReasonPortNotListened,
+		ReasonIPv4Fragment, ReasonIPv6ExtHdr, ReasonNoConfig:
+		return FateNotForUs
+	}
+	return FateDropped
+}
+
 // String is the enum name without its XGATE_R_/XGATE_EV_ prefix, lower case
 // ("port_not_listened", "block_expired"): read from the object's BTF, so a
 // reason added in C gets its name without a Go change.

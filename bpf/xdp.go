@@ -573,6 +573,32 @@ func (c *Counters) Total() Counter {
 	return t
 }
 
+// Split is the packet count of Counters by fate.
+type Split struct {
+	Seen      uint64 // every packet the program saw: Dropped + NotForUs + Survivors
+	Dropped   uint64
+	NotForUs  uint64
+	Survivors uint64
+}
+
+// Split sums the terminal reasons by their Fate.
+func (c *Counters) Split() Split {
+	var s Split
+	for r := Reason(0); r < ReasonTerminal; r++ {
+		n := c[r].Packets
+		s.Seen += n
+		switch r.Fate() {
+		case FateSurvivor:
+			s.Survivors += n
+		case FateNotForUs:
+			s.NotForUs += n
+		default:
+			s.Dropped += n
+		}
+	}
+	return s
+}
+
 // ByName maps Reason.String() to its counter, for logs and JSON.
 func (c *Counters) ByName() map[string]Counter {
 	m := make(map[string]Counter, len(c))

@@ -194,3 +194,28 @@ func TestXDPBucketSizeRounded(t *testing.T) {
 		t.Errorf("BucketSize 1000: %d slots, mask %d", n, x.bucketMask)
 	}
 }
+
+// TestCountersSplit: every terminal packet lands in exactly one fate, and
+// events are not packets.
+func TestCountersSplit(t *testing.T) {
+	var c Counters
+	for r := Reason(0); r < ReasonMax; r++ {
+		c[r].Packets = uint64(r) + 1
+	}
+	s := c.Split()
+	var seen, drops, notOurs, surv uint64
+	for r := Reason(0); r < ReasonTerminal; r++ {
+		seen += uint64(r) + 1
+		switch r {
+		case ReasonRedirect, ReasonPassSocket, ReasonPassNoXSK:
+			surv += uint64(r) + 1
+		case ReasonNotIP, ReasonVLANTooDeep, ReasonNotUDP, ReasonPortNotListened, ReasonIPv4Fragment, ReasonIPv6ExtHdr, ReasonNoConfig:
+			notOurs += uint64(r) + 1
+		default:
+			drops += uint64(r) + 1
+		}
+	}
+	if s != (Split{Seen: seen, Dropped: drops, NotForUs: notOurs, Survivors: surv}) || s.Seen != s.Dropped+s.NotForUs+s.Survivors {
+		t.Fatalf("split %+v, want seen %d drops %d not-ours %d survivors %d", s, seen, drops, notOurs, surv)
+	}
+}

@@ -255,6 +255,23 @@ func TestXDPFixtures(t *testing.T) {
 			if d := after.Total().Packets - before.Total().Packets; d != 1 {
 				t.Errorf("terminal reasons moved by %d, want exactly 1", d)
 			}
+			// Fate (what Stats and the accounting identity use) agrees with
+			// the verdict the program gave.
+			for r, n := range tc.want {
+				if !r.Terminal() || n == 0 {
+					continue
+				}
+				wantFate := FateDropped
+				if tc.verdict != xgDrop {
+					wantFate = FateNotForUs
+					if r == ReasonPassSocket || r == ReasonPassNoXSK || r == ReasonRedirect {
+						wantFate = FateSurvivor
+					}
+				}
+				if r.Fate() != wantFate {
+					t.Errorf("%v: fate %d, but the program's verdict %d says %d", r, r.Fate(), tc.verdict, wantFate)
+				}
+			}
 			// Only a redirect writes metadata; data is unchanged.
 			if ctxOut.Data != 0 || !bytes.Equal(out, pkt) {
 				t.Errorf("packet changed: meta %d bytes, out %x", ctxOut.Data, out)

@@ -39,20 +39,6 @@ func (s *Stats) Accounted() uint64 {
 	return s.XDPDrops + s.NotForUs + s.SocketDrops + s.RingDrops + s.Engine.DecodeErrorTotal() + s.Engine.Events
 }
 
-// notForUs are the XDP reasons that pass a packet to the stack because it
-// is not ours; the other non-survivor terminal reasons are drops.
-func notForUs(r bpf.Reason) bool {
-	switch r.String() {
-	case "not_ip", "vlan_too_deep", "not_udp", "port_not_listened", "ipv4_fragment", "ipv6_ext_hdr", "no_config":
-		return true
-	}
-	return false
-}
-
-func survivor(r bpf.Reason) bool {
-	return r == bpf.ReasonRedirect || r == bpf.ReasonPassSocket || r == bpf.ReasonPassNoXSK
-}
-
 // Stats reads every counter. Engine counts of a worker lag by at most one
 // batch while it runs; after Stop they are exact.
 func (g *Gateway) Stats() (Stats, error) {
@@ -75,18 +61,8 @@ func (g *Gateway) Stats() (Stats, error) {
 			c[r].Bytes -= g.xdpBase[r].Bytes
 		}
 		s.XDP = c
-		for r := bpf.Reason(0); r < bpf.ReasonTerminal; r++ {
-			n := c[r].Packets
-			s.XDPSeen += n
-			switch {
-			case survivor(r):
-				s.Survivors += n
-			case notForUs(r):
-				s.NotForUs += n
-			default:
-				s.XDPDrops += n
-			}
-		}
+		split := c.Split()
+		s.XDPSeen, s.XDPDrops, s.NotForUs, s.Survivors = split.Seen, split.Dropped, split.NotForUs, split.Survivors
 	}
 	g.sockMu.RLock()
 	open := !g.closed.Load()

@@ -82,16 +82,9 @@ func pinSnapshot(dir string, c bpf.Counters, cost bpf.Cost, bl []bpf.Blocked) *P
 		if n != 0 {
 			s.Packets[r.String()] = PinCount{n, c[r].Bytes}
 		}
-		s.Seen += n
-		switch {
-		case survivor(r):
-			s.Survivors += n
-		case notForUs(r):
-			s.NotForUs += n
-		default:
-			s.Dropped += n
-		}
 	}
+	split := c.Split()
+	s.Seen, s.Dropped, s.NotForUs, s.Survivors = split.Seen, split.Dropped, split.NotForUs, split.Survivors
 	if cost.Samples > 0 {
 		n, _, cum := log2Histogram(cost.Hist[:], 1e-9)
 		bounds := make([]float64, 0, len(cum))

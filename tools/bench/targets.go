@@ -130,26 +130,13 @@ func (p *xdpProg) counts(t *tally) error {
 	if err != nil {
 		return err
 	}
-	for r := bpf.Reason(0); r < bpf.ReasonTerminal; r++ {
-		n := c[r].Packets - p.base[r].Packets
-		switch {
-		case r == bpf.ReasonRedirect || r == bpf.ReasonPassSocket || r == bpf.ReasonPassNoXSK:
-		case notForUs(r):
-			t.NotOurs += n
-		default:
-			t.XDPDrops += n
-		}
+	for r := range c {
+		c[r].Packets -= p.base[r].Packets
 	}
+	split := c.Split()
+	t.NotOurs += split.NotForUs
+	t.XDPDrops += split.Dropped
 	return nil
-}
-
-// notForUs mirrors the gateway's classification of XDP reasons.
-func notForUs(r bpf.Reason) bool {
-	switch r.String() {
-	case "not_ip", "vlan_too_deep", "not_udp", "port_not_listened", "ipv4_fragment", "ipv6_ext_hdr", "no_config":
-		return true
-	}
-	return false
 }
 
 func (p *xdpProg) close() error { return errors.Join(p.lnk.Close(), p.x.Close()) }
