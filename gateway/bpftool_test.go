@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/bpf"
-	"github.com/xgate/xgate/testenv"
 )
 
 // needBpftool finds bpftool, installing it with tools/install-deps.sh when
@@ -83,30 +81,14 @@ func TestBpftoolCounters(t *testing.T) {
 	}
 	tool := needBpftool(t)
 	mnt := mountBPFFS(t)
-	pair := testenv.New(t, testenv.Options{RxQueues: 2})
-	cfg := itConfig(t, pair.B.Link, "socket", filepath.Join(t.TempDir(), "passed.ndjson"))
-	cfg.Pin.Path = filepath.Join(mnt, "xgate")
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, stop := startGateway(t, pair.B, cfg)
-	waitReady(t, g)
+	pinPath := filepath.Join(mnt, "xgate")
+	pair, g, stop := runIT(t, 2, "socket", func(cfg *Config) { cfg.Pin.Path = pinPath })
 
-	dst := netip.AddrPortFrom(pair.B.Addr, itPort)
-	var sent uint64
-	for _, p := range itEvents(200) {
-		if _, err := pair.A.SendUDP(dst, p, 1); err != nil {
-			t.Fatal(err)
-		}
-		sent++
-	}
-	n, err := pair.A.SendUDP(netip.AddrPortFrom(pair.B.Addr, itPort+1), []byte(`{"user_id":"x"}`), 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sent += uint64(n)
+	sent := sendEventsAndOther(t, pair, 200, 30)
 	s := quiesce(t, g, sent)
 	fams := scrape(t, g)
 
-	pinned := filepath.Join(cfg.Pin.Path, "xgate_counters")
+	pinned := filepath.Join(pinPath, "xgate_counters")
 	out, err := exec.Command(tool, "-j", "map", "dump", "pinned", pinned).Output()
 	if err != nil {
 		var stderr []byte

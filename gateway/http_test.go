@@ -147,11 +147,7 @@ func TestHTTPMetricsStatus(t *testing.T) {
 }
 
 func runHTTPMetrics(t *testing.T, mode string) {
-	pair := testenv.New(t, testenv.Options{RxQueues: 2})
-	cfg := itConfig(t, pair.B.Link, mode, filepath.Join(t.TempDir(), "passed.ndjson"))
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, stop := startGateway(t, pair.B, cfg)
-	waitReady(t, g)
+	pair, g, stop := runIT(t, 2, mode, nil)
 	if code, _ := httpGet(t, g, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz %d", code)
 	}
@@ -316,7 +312,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 		t.Errorf("/status accounted %d, sent %d", st.Accounting.Accounted, tr.sent)
 	}
 	if st.Path != mode || st.Interface != pair.B.Link || st.XDPMode == "" || st.Why == "" || !st.Ready ||
-		st.RxQueues != 2 || len(st.Workers) == 0 || st.Rules.Count != len(cfg.Rules) || len(st.Sinks) != 1 ||
+		st.RxQueues != 2 || len(st.Workers) == 0 || st.Rules.Count != len(g.Config().Rules) || len(st.Sinks) != 1 ||
 		st.UptimeSeconds <= 0 || st.Version == "" || st.Rules.Hash == "" {
 		t.Errorf("/status: %s", body)
 	}

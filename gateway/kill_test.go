@@ -346,20 +346,7 @@ func runSIGKILL(t *testing.T, bin, mode, pins string) {
 	}
 	switch pins {
 	case "bpffs":
-		mnt := filepath.Join(dir, "bpffs")
-		if err := os.Mkdir(mnt, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
-			t.Skipf("mount bpffs at %s: %v", mnt, err)
-		}
-		// Registered after TempDir's cleanup, so it runs before it; the
-		// unmount also frees whatever pins are left.
-		t.Cleanup(func() {
-			if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
-				t.Errorf("unmount %s: %v", mnt, err)
-			}
-		})
+		mnt := mountBPFFS(t)
 		pinPath = filepath.Join(mnt, "xgate")
 		pinView = pinPath
 	case "sysfs":

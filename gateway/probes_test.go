@@ -2,13 +2,11 @@ package gateway
 
 import (
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xgate/xgate/bpf"
-	"github.com/xgate/xgate/testenv"
 )
 
 // TestKernelQueueLatency: on the socket path every datagram a worker
@@ -16,11 +14,7 @@ import (
 // queueing histogram counts exactly the datagrams received, in Go and on
 // /metrics.
 func TestKernelQueueLatency(t *testing.T) {
-	pair := testenv.New(t, testenv.Options{RxQueues: 2})
-	cfg := itConfig(t, pair.B.Link, "socket", filepath.Join(t.TempDir(), "passed.ndjson"))
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, stop := startGateway(t, pair.B, cfg)
-	waitReady(t, g)
+	pair, g, stop := runIT(t, 2, "socket", nil)
 	if !g.probeUp()[bpf.ProbeSockLatency] {
 		t.Skipf("socket latency probe not running: %v", g.probesMissing)
 	}
@@ -73,12 +67,7 @@ func TestKernelQueueLatency(t *testing.T) {
 
 // TestProbesDisabled: probes.enabled: false loads none and says so.
 func TestProbesDisabled(t *testing.T) {
-	pair := testenv.New(t, testenv.Options{})
-	cfg := itConfig(t, pair.B.Link, "socket", filepath.Join(t.TempDir(), "passed.ndjson"))
-	cfg.Probes.Enabled = false
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, _ := startGateway(t, pair.B, cfg)
-	waitReady(t, g)
+	_, g, _ := runIT(t, 1, "socket", func(cfg *Config) { cfg.Probes.Enabled = false })
 	if g.probes != nil {
 		t.Fatal("probes loaded although disabled")
 	}

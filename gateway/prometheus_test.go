@@ -30,11 +30,7 @@ func TestPrometheusScrapes(t *testing.T) {
 			t.Skipf("prometheus package installed but no binary: %v", err)
 		}
 	}
-	pair := testenv.New(t, testenv.Options{RxQueues: 2})
-	cfg := itConfig(t, pair.B.Link, "afxdp", filepath.Join(t.TempDir(), "passed.ndjson"))
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, _ := startGateway(t, pair.B, cfg)
-	waitReady(t, g)
+	pair, g, _ := runIT(t, 2, "afxdp", nil)
 
 	dir := t.TempDir()
 	promCfg := fmt.Sprintf("global: {scrape_interval: 200ms, evaluation_interval: 1s}\n"+

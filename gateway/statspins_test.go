@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/bpf"
-	"github.com/xgate/xgate/testenv"
 )
 
 // TestReadPins: with pin.keep, the pins outlive the gateway, and reading
@@ -24,29 +23,14 @@ func TestReadPins(t *testing.T) {
 		t.Skip("needs root")
 	}
 	mnt := mountBPFFS(t)
-	pair := testenv.New(t, testenv.Options{RxQueues: 2})
-	cfg := itConfig(t, pair.B.Link, "socket", filepath.Join(t.TempDir(), "passed.ndjson"))
-	cfg.Pin.Path = filepath.Join(mnt, "xgate")
-	cfg.Pin.Keep = true
-	if _, err := ReadPins(cfg.Pin.Path); err == nil {
+	pinPath := filepath.Join(mnt, "xgate")
+	if _, err := ReadPins(pinPath); err == nil {
 		t.Fatal("ReadPins of an empty bpffs: no error")
 	}
-	g, stop := startGateway(t, pair.B, cfg)
-	waitReady(t, g)
+	pair, g, stop := runIT(t, 2, "socket", func(cfg *Config) { cfg.Pin.Path, cfg.Pin.Keep = pinPath, true })
 
 	dst := netip.AddrPortFrom(pair.B.Addr, itPort)
-	var sent uint64
-	for _, p := range itEvents(200) {
-		if _, err := pair.A.SendUDP(dst, p, 1); err != nil {
-			t.Fatal(err)
-		}
-		sent++
-	}
-	n, err := pair.A.SendUDP(netip.AddrPortFrom(pair.B.Addr, itPort+1), []byte(`{"user_id":"x"}`), 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sent += uint64(n)
+	sent := sendEventsAndOther(t, pair, 200, 30)
 	if _, err := pair.A.SendUDP(dst, []byte(`{"user_id":"b1","event_type":"bot"}`), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -70,15 +54,15 @@ func TestReadPins(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		if err := os.RemoveAll(cfg.Pin.Path); err != nil {
+		if err := os.RemoveAll(pinPath); err != nil {
 			t.Errorf("remove pins: %v", err)
 		}
-		if _, err := os.Stat(cfg.Pin.Path); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("pins left at %s: %v", cfg.Pin.Path, err)
+		if _, err := os.Stat(pinPath); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("pins left at %s: %v", pinPath, err)
 		}
 	}()
 
-	ps, err := ReadPins(cfg.Pin.Path)
+	ps, err := ReadPins(pinPath)
 	if err != nil {
 		t.Fatal(err)
 	}

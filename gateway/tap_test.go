@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/engine"
-	"github.com/xgate/xgate/testenv"
 )
 
 // tapClient reads /tap?query into lines until ctx ends.
@@ -65,11 +64,7 @@ func TestTap(t *testing.T) {
 }
 
 func runTap(t *testing.T, mode string) {
-	pair := testenv.New(t, testenv.Options{RxQueues: 2})
-	cfg := itConfig(t, pair.B.Link, mode, filepath.Join(t.TempDir(), "passed.ndjson"))
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	g, stop := startGateway(t, pair.B, cfg)
-	waitReady(t, g)
+	pair, g, stop := runIT(t, 2, mode, nil)
 	if code, _ := httpGet(t, g, "/tap?verdict=nope"); code != http.StatusBadRequest {
 		t.Errorf("/tap?verdict=nope: %d, want 400", code)
 	}
