@@ -18,8 +18,9 @@ const LatencyBuckets = 24
 
 // xskQueue is one AF_XDP socket and the worker state that goes with it.
 type xskQueue struct {
-	sock   *xdp.Socket
-	frames []xdp.Frame
+	sock    *xdp.Socket
+	frames  []xdp.Frame
+	decided []bool // per frame of the current batch: a UDP payload was decided
 	// Written only by the worker; read by Stats.
 	badFrames atomic.Uint64 // redirected frames that are not UDP as we parse it
 	noMeta    atomic.Uint64 // frames without the program's timestamp
@@ -55,7 +56,8 @@ func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
 		if err != nil {
 			return nil, fmt.Errorf("afxdp queue %d of %s: %w", q, cfg.Interface, err)
 		}
-		x := &xskQueue{sock: s, frames: make([]xdp.Frame, max(1, cfg.Socket.Batch))}
+		batch := max(1, cfg.Socket.Batch)
+		x := &xskQueue{sock: s, frames: make([]xdp.Frame, batch), decided: make([]bool, batch)}
 		g.xsks = append(g.xsks, x)
 		if err := g.xdp.RegisterXSK(uint32(q), s.FD()); err != nil {
 			return nil, fmt.Errorf("afxdp queue %d: %w", q, err)
@@ -109,11 +111,11 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 			w.idle()
 			continue
 		}
-		now := monotonicNs()
 		w.loadTap()
 		for i := 0; i < n; i++ {
 			f := &x.frames[i]
 			payload, src, ok := udpPayload(f.Data)
+			x.decided[i] = ok
 			if !ok {
 				x.badFrames.Add(1)
 				continue
@@ -123,20 +125,44 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 				rxNs = f.Meta.RxNs
 			}
 			w.decide(payload, src, rxNs)
-			if f.Meta.OK && now > f.Meta.RxNs {
-				us := (now - f.Meta.RxNs + 999) / 1000
-				b := bits.Len64(us - 1) // smallest i with us <= 2^i
-				x.latency[min(b, LatencyBuckets-1)].Add(1)
-			} else if !f.Meta.OK {
-				x.noMeta.Add(1)
-			}
 		}
+		x.recordLatency(n)
 		if w.sw != nil {
 			w.sw.Flush()
 		}
 		x.sock.Release(x.frames[:n])
 		total += uint64(n)
 		w.datagrams.Store(total)
+	}
+}
+
+// recordLatency adds the receive → verdict time of the batch's first n
+// frames to the histogram. It reads the clock once, after the whole batch
+// is decided, so each figure is an upper bound by at most one batch; and it
+// adds to the shared counters once per bucket touched, not once per frame.
+func (x *xskQueue) recordLatency(n int) {
+	var hist [LatencyBuckets]uint32
+	now := monotonicNs()
+	noMeta := 0
+	for i := 0; i < n; i++ {
+		f := &x.frames[i]
+		switch {
+		case !x.decided[i]:
+		case !f.Meta.OK:
+			noMeta++
+		case now > f.Meta.RxNs:
+			us := (now - f.Meta.RxNs + 999) / 1000
+			b := bits.Len64(us - 1) // smallest i with us <= 2^i
+			hist[min(b, LatencyBuckets-1)]++
+		}
+	}
+	for b, c := range hist {
+		if c != 0 {
+			x.latency[b].Add(uint64(c))
+		}
+	}
+	if noMeta != 0 {
+		x.noMeta.Add(uint64(noMeta))
 	}
 }
 

@@ -60,17 +60,14 @@ func (w *worker) decide(frame []byte, src netip.Addr, rxNs uint64) {
 	ds := w.ew.Process(frame, src)
 	for i := range ds {
 		d := &ds[i]
+		if w.sw != nil {
+			w.sw.Add(d)
+		}
 		if d.Err != engine.DecodeOK {
-			if w.sw != nil {
-				w.sw.Add(d)
-			}
 			continue
 		}
 		if d.Action == engine.ActionBlock {
 			w.fb.request(src, d.Block)
-		}
-		if w.sw != nil {
-			w.sw.Add(d)
 		}
 		if w.tapMask&(1<<d.Action) != 0 {
 			w.tap.offer(d, w.id, rxNs)
