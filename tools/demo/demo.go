@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/tools/gen"
 )
 
@@ -31,16 +32,35 @@ type Options struct {
 	SinkDir string
 }
 
-// Rules are the demo rules: the example of DESIGN.md.
-func Rules() []engine.RuleSpec {
-	return []engine.RuleSpec{
-		{Name: "big-payment", When: `event_type == "payment" && amount > 10000`, Action: "alert"},
-		{Name: "bot", When: `event_type == "bot"`, Action: "block 30s"},
-		{Name: "per-user-rate", RateLimit: &engine.RateLimitSpec{Key: "user_id", Rate: "100/s", Burst: 200, MaxKeys: 1 << 18}, Action: "drop"},
-		{Name: "velocity", Window: &engine.WindowSpec{Key: "user_id", Size: 60 * time.Second, Slide: 5 * time.Second, Agg: "sum(amount)", MaxKeys: 1 << 18},
-			When: "value > 50000", Action: "alert"},
-		{Name: "flood-source", RateLimit: &engine.RateLimitSpec{Key: engine.SrcKey, Rate: "10000/s", MaxKeys: 1 << 16}, Action: "block 30s"},
+// rulesYAML are the demo rules, the example of DESIGN.md plus a rule that
+// blocks: one text for both parts, in the configuration's own form.
+const rulesYAML = `rules:
+  - name: big-payment
+    when: event_type == "payment" && amount > 10000
+    action: alert
+  - name: bot
+    when: event_type == "bot"
+    action: block 30s
+  - name: per-user-rate
+    rate_limit: {key: user_id, rate: 100/s, burst: 200, max_keys: 262144}
+    action: drop
+  - name: velocity
+    window: {key: user_id, size: 60s, slide: 5s, agg: sum(amount), max_keys: 262144}
+    when: value > 50000
+    action: alert
+  - name: flood-source
+    rate_limit: {key: src_ip, rate: 10000/s, max_keys: 65536}
+    action: block 30s
+`
+
+// Rules are the demo rules as the engine takes them.
+func Rules() ([]engine.RuleSpec, error) {
+	// A configuration needs a port; only its rules are used here.
+	cfg, err := gateway.ParseConfig("demo rules", []byte("listen: {ports: [9000]}\n"+rulesYAML))
+	if err != nil {
+		return nil, err
 	}
+	return cfg.EngineConfig().Rules, nil
 }
 
 // Run runs the demo and writes its report to opts.Out.
@@ -74,7 +94,11 @@ func Run(opts Options) error {
 func runEngine(w io.Writer, events int) error {
 	fmt.Fprintf(w, "Part 1: the rule engine on %d generated events from 100k users (Zipf), arriving at 50k/s (simulated clock), one core, no root\n", events)
 	fmt.Fprintln(w, "  rules:")
-	for _, r := range Rules() {
+	rules, err := Rules()
+	if err != nil {
+		return err
+	}
+	for _, r := range rules {
 		fmt.Fprintf(w, "    %-14s %s\n", r.Name, describe(r))
 	}
 	g, err := gen.New(gen.Config{Users: 100000, BadShare: 0.01, BigShare: 0.02, Seed: 1})
@@ -93,7 +117,7 @@ func runEngine(w io.Writer, events int) error {
 	// runs; the throughput figure is the real wall time of the loop.
 	const arrivalsPerSec = 50000
 	clk := &engine.ManualClock{}
-	e, err := engine.New(engine.Config{Rules: Rules(), Clock: clk})
+	e, err := engine.New(engine.Config{Rules: rules, Clock: clk})
 	if err != nil {
 		return err
 	}

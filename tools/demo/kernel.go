@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/testenv"
 	"github.com/xgate/xgate/tools/gen"
@@ -51,12 +50,9 @@ xdp:
 sinks:
   - {type: file, path: %s, what: passed, fsync: never}
   - {type: file, path: %s, what: alerts, fsync: never}
-`, pair.B.Link, demoPort, rate, burst, filepath.Join(dir, "passed.ndjson"), filepath.Join(dir, "alerts.ndjson"))))
+%s`, pair.B.Link, demoPort, rate, burst, filepath.Join(dir, "passed.ndjson"), filepath.Join(dir, "alerts.ndjson"), rulesYAML)))
 	if err != nil {
 		return err
-	}
-	for _, r := range Rules() {
-		cfg.Rules = append(cfg.Rules, toRule(r))
 	}
 	cfg.Pin.Path = "" // nothing pinned: the demo leaves /sys/fs/bpf as it found it
 	var g *gateway.Gateway
@@ -122,18 +118,6 @@ sinks:
 	fmt.Fprintln(w, "  ✓")
 	fmt.Fprintf(w, "  the sink files stay for you to read: %s\n", dir)
 	return nil
-}
-
-// toRule turns an engine rule into the configuration's form.
-func toRule(r engine.RuleSpec) gateway.Rule {
-	out := gateway.Rule{Name: r.Name, When: r.When, Filter: r.Filter, Action: r.Action}
-	if rl := r.RateLimit; rl != nil {
-		out.RateLimit = &gateway.RuleRateLimit{Key: rl.Key, Rate: rl.Rate, Burst: rl.Burst, MaxKeys: rl.MaxKeys}
-	}
-	if wd := r.Window; wd != nil {
-		out.Window = &gateway.RuleWindow{Key: wd.Key, Size: wd.Size, Slide: wd.Slide, Agg: wd.Agg, MaxKeys: wd.MaxKeys}
-	}
-	return out
 }
 
 // send plays the traffic mix from host A and returns how many datagrams
