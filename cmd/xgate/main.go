@@ -8,8 +8,6 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
-
-	"github.com/xgate/xgate/tools/demo"
 )
 
 // Set by the Makefile through -ldflags.
@@ -69,25 +67,4 @@ func depVersion(path string) string {
 		}
 	}
 	return "not linked"
-}
-
-func newDemo() *cobra.Command {
-	var events int
-	var noKernel bool
-	cmd := &cobra.Command{
-		Use:   "demo",
-		Short: "Show the rule engine and the XDP data plane at work on generated traffic",
-		Long: `demo runs the rule engine on generated risk events and, as root, attaches the
-XDP ingest program to a veth test host pair it builds (and removes), sends a
-known mix of traffic, and prints where every packet went.`,
-		Example: "  sudo xgate demo\n  xgate demo --events 1000000 --no-kernel",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			kernel := !noKernel && os.Geteuid() == 0
-			return demo.Run(demo.Options{Events: events, Kernel: kernel, Out: cmd.OutOrStdout()})
-		},
-	}
-	cmd.Flags().IntVar(&events, "events", 200000, "events for the engine part")
-	cmd.Flags().BoolVar(&noKernel, "no-kernel", false, "skip the kernel part (it needs root)")
-	return cmd
 }

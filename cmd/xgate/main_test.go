@@ -28,18 +28,6 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-func TestDemoEngineOnly(t *testing.T) {
-	out, err := run(t, "demo", "--no-kernel", "--events", "20000")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	for _, want := range []string{"Part 1", "accounting: 20000 generated =", "✓", "Part 2 (kernel data plane) skipped"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("demo output lacks %q:\n%s", want, out)
-		}
-	}
-}
-
 func TestUnknownCommand(t *testing.T) {
 	if _, err := run(t, "frobnicate"); err == nil {
 		t.Fatal("unknown command accepted")

@@ -1,151 +1,357 @@
-// Package demo is `xgate demo`: it shows what xgate does on this machine,
-// with nothing to configure.
+// Package demo is `xgate demo`: the gateway at work on this machine, with
+// nothing to configure.
 //
-// Part one runs the rule engine on generated risk events (no root needed).
-// Part two, as root, builds a test host pair (two network namespaces and a
-// veth, removed afterwards), starts the gateway on the receiving end (mode
-// auto: AF_XDP behind the XDP program), sends a known mix of traffic from
-// the peer, and checks that every packet sent is accounted for.
+// With the privileges for it (root: CAP_SYS_ADMIN, CAP_NET_ADMIN,
+// CAP_NET_RAW) it builds a test host pair — two network namespaces joined
+// by a veth, removed afterwards — and starts the gateway on the receiving
+// end with examples/xgate.yaml: its rules, limits and XDP policy as they
+// are; only the interface, the sinks, the HTTP server and the pins are the
+// demo's (files in a temporary directory; no HTTP server and no pins, so
+// the demo never collides with an xgate running on the host). From the
+// other end it streams a realistic mix for Options.Duration: events from
+// thousands of client addresses (Zipf-distributed users, log-normal
+// amounts, a share of malformed JSON, some non-JSON payloads and some
+// datagrams to a port that is not ours) and, for the middle half of the
+// run, a flooding source. A live view, refreshed every second, shows the
+// rates, the verdicts, the XDP drops by reason and the alerts as they fire
+// (read back from the alerts sink file). The final report checks the
+// accounting identity of DESIGN.md against what was sent, and lists the
+// sink files, which are kept for the user to read.
+//
+// Without those privileges, or with Options.Plain, it runs the gateway's
+// plain UDP path (no BPF) on loopback, fed by a socket sender in this
+// process, and says so at the start.
 package demo
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/examples"
 	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/tools/gen"
 )
 
-// Options shape a demo run.
+// Defaults of Options.
+const (
+	DefaultDuration = 20 * time.Second
+	// DefaultRate is the client events per second on the test hosts: a
+	// rate every receive path handles with room to spare on two cores, so
+	// what the view shows is the rules at work, not a saturated machine.
+	DefaultRate = 10000
+	// DefaultPlainRate is the client events per second on loopback, kept
+	// under the flood-source rule's 10000/s: there every datagram comes
+	// from 127.0.0.1, one source.
+	DefaultPlainRate = 4000
+)
+
+// Options shape a demo run. The zero value is the default demo.
 type Options struct {
-	Events int  // events for the engine part; default 200000
-	Kernel bool // run the kernel part (needs root)
-	Out    io.Writer
-	// SinkDir receives the sink files of part 2; "" makes a new directory
-	// under the system's temp dir and leaves it for the user to read.
-	SinkDir string
+	Duration time.Duration // how long traffic streams; default DefaultDuration
+	// Rate is the client events per second; default DefaultRate on the
+	// test hosts, DefaultPlainRate on loopback. The flooding source sends
+	// four times the clients' rate on the test hosts (40000/s to 400000/s),
+	// and on loopback a fixed 25000/s, which takes the one source there
+	// over the flood-source rule's limit.
+	Rate float64
+	// Dir receives the sink files and the gateway's log; "" makes a new
+	// directory under the system's temp dir, which is left for the user.
+	Dir string
+	Out io.Writer // default os.Stdout
+	// Live redraws the view in place every second (for a terminal);
+	// otherwise the view is one line per second (CI, pipes).
+	Live  bool
+	Width int // columns of the terminal for the live view; default 100
+	// Plain runs plain mode on loopback even with the privileges for the
+	// test hosts.
+	Plain bool
+	// Config is the configuration the gateway starts from; default
+	// examples.Config. ConfigName names it in messages.
+	Config     []byte
+	ConfigName string
 }
 
-// rulesYAML are the demo rules, the example of DESIGN.md plus a rule that
-// blocks: one text for both parts, in the configuration's own form.
-const rulesYAML = `rules:
-  - name: big-payment
-    when: event_type == "payment" && amount > 10000
-    action: alert
-  - name: bot
-    when: event_type == "bot"
-    action: block 30s
-  - name: per-user-rate
-    rate_limit: {key: user_id, rate: 100/s, burst: 200, max_keys: 262144}
-    action: drop
-  - name: velocity
-    window: {key: user_id, size: 60s, slide: 5s, agg: sum(amount), max_keys: 262144}
-    when: value > 50000
-    action: alert
-  - name: flood-source
-    rate_limit: {key: src_ip, rate: 10000/s, max_keys: 65536}
-    action: block 30s
-`
+// Traffic counts what the demo sent, by kind; every count is exact (what
+// the kernel accepted for sending).
+type Traffic struct {
+	Events uint64 // client events (malformed ones included)
+	NotJSON,
+	OtherPort uint64 // test hosts only: junk payloads; datagrams to a port that is not ours
+	Flood uint64 // from the flooding source
+}
 
-// Rules are the demo rules as the engine takes them.
-func Rules() ([]engine.RuleSpec, error) {
-	// A configuration needs a port; only its rules are used here.
-	cfg, err := gateway.ParseConfig("demo rules", []byte("listen: {ports: [9000]}\n"+rulesYAML))
-	if err != nil {
+// Total is every datagram sent.
+func (t Traffic) Total() uint64 { return t.Events + t.NotJSON + t.OtherPort + t.Flood }
+
+// counters are the live Traffic, updated by the senders.
+type counters struct{ events, notJSON, otherPort, flood atomic.Uint64 }
+
+func (c *counters) load() Traffic {
+	return Traffic{Events: c.events.Load(), NotJSON: c.notJSON.Load(), OtherPort: c.otherPort.Load(), Flood: c.flood.Load()}
+}
+
+// Report is what a demo run did.
+type Report struct {
+	Mode string // ModeTestHosts or ModePlain
+	// Path is the gateway's receive path (afxdp, socket, plain) and Why
+	// the reason it gave.
+	Path, Why string
+	// Fallback says why the demo runs plain mode ("" on the test hosts).
+	Fallback string
+	Elapsed  time.Duration // of the traffic
+	// Interrupted: the caller's context ended the traffic early.
+	Interrupted bool
+	Sent        Traffic
+	// Stats are the gateway's counters after it stopped: exact.
+	Stats gateway.Stats
+	// Unaccounted is Sent.Total() minus the right-hand side of the
+	// identity; the demo fails unless it is 0.
+	Unaccounted int64
+	Alerts      uint64 // alert records written to the alerts sink
+	Dir         string // the sink files and the gateway's log
+	Files       []SinkFile
+	Log         string // the gateway's log file
+}
+
+// SinkFile is one of the demo's sink files.
+type SinkFile struct {
+	What    string // the sink's `what`
+	Path    string
+	Records uint64 // records written
+}
+
+// Modes of Report.Mode.
+const (
+	ModeTestHosts = "test hosts"
+	ModePlain     = "plain"
+)
+
+// ErrAccounting is returned (with the report) when the counters do not
+// add up to what was sent.
+var ErrAccounting = errors.New("accounting identity does not hold")
+
+// Run runs the demo and writes the view and the report to o.Out. The sink
+// files stay in Report.Dir. ctx ends the traffic early; the report, the
+// check and the clean-up still happen.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	return cfg.EngineConfig().Rules, nil
+	if o.Plain {
+		return runPlain(ctx, o, "plain mode asked for (--plain)")
+	}
+	if why := missingPrivileges(gateway.ReadHost().Status, os.Geteuid()); why != "" {
+		return runPlain(ctx, o, why)
+	}
+	rep, err := runTestHosts(ctx, o)
+	var nh *noHostsError
+	if errors.As(err, &nh) {
+		return runPlain(ctx, o, nh.Error())
+	}
+	return rep, err
 }
 
-// Run runs the demo and writes its report to opts.Out.
-func Run(opts Options) error {
-	if opts.Out == nil {
-		opts.Out = os.Stdout
+func (o *Options) defaults() error {
+	if o.Out == nil {
+		o.Out = os.Stdout
 	}
-	if opts.Events <= 0 {
-		opts.Events = 200000
+	if o.Duration <= 0 {
+		o.Duration = DefaultDuration
 	}
-	w := opts.Out
-	fmt.Fprintln(w, "xgate demo")
-	fmt.Fprintln(w, "==========")
-	fmt.Fprintln(w, "Shows the rule engine alone, then the whole gateway (XDP program, AF_XDP sockets,")
-	fmt.Fprintln(w, "workers, feedback into the XDP blocklist, sinks) on a veth test host pair.")
-	fmt.Fprintln(w)
-	if err := runEngine(w, opts.Events); err != nil {
-		return fmt.Errorf("engine demo: %w", err)
+	if o.Rate < 0 || o.Rate > 1e6 {
+		return fmt.Errorf("demo: rate %g/s: want 1..1000000", o.Rate)
 	}
-	fmt.Fprintln(w)
-	if !opts.Kernel {
-		fmt.Fprintln(w, "Part 2 (kernel data plane) skipped: it needs root (network namespaces, XDP). Run: sudo make demo")
-		return nil
+	if o.Width <= 0 {
+		o.Width = 100
 	}
-	if err := runKernel(w, opts.SinkDir); err != nil {
-		return fmt.Errorf("kernel demo: %w", err)
+	if o.Config == nil {
+		o.Config, o.ConfigName = examples.Config, examples.ConfigName
+	}
+	if o.ConfigName == "" {
+		o.ConfigName = "demo configuration"
 	}
 	return nil
 }
 
-func runEngine(w io.Writer, events int) error {
-	fmt.Fprintf(w, "Part 1: the rule engine on %d generated events from 100k users (Zipf), arriving at 50k/s (simulated clock), one core, no root\n", events)
-	fmt.Fprintln(w, "  rules:")
-	rules, err := Rules()
+// noHostsError: the test hosts could not be built although the privileges
+// are there (no veth support, a restricted container…); the demo runs
+// plain mode instead.
+type noHostsError struct{ err error }
+
+func (e *noHostsError) Error() string {
+	return fmt.Sprintf("the test hosts could not be built (%v)", e.err)
+}
+func (e *noHostsError) Unwrap() error { return e.err }
+
+// missingPrivileges says why the test hosts cannot be built from the
+// process status text (its CapEff line), or "" if they can: namespaces and
+// bpffs need CAP_SYS_ADMIN (which also grants what CAP_BPF does), the veth
+// and XDP CAP_NET_ADMIN, AF_XDP and the packet sender CAP_NET_RAW.
+func missingPrivileges(status string, euid int) string {
+	caps, err := gateway.ParseCapEff(status)
 	if err != nil {
-		return err
+		return "cannot read this process's capabilities: " + err.Error()
 	}
-	for _, r := range rules {
-		fmt.Fprintf(w, "    %-14s %s\n", r.Name, describe(r))
+	var missing []string
+	for _, c := range []gateway.Capability{gateway.CapSysAdmin, gateway.CapNetAdmin, gateway.CapNetRaw} {
+		if !caps.Has(c) {
+			missing = append(missing, c.String())
+		}
 	}
-	g, err := gen.New(gen.Config{Users: 100000, BadShare: 0.01, BigShare: 0.02, Seed: 1})
+	if len(missing) == 0 {
+		return ""
+	}
+	who := "not root"
+	if euid == 0 {
+		who = "root without all capabilities"
+	}
+	return fmt.Sprintf("%s: the test hosts and the XDP data plane need %s", who, strings.Join(missing, ", "))
+}
+
+// demoConfig is the configuration of a run: o.Config with the demo's
+// sinks (files in dir), no HTTP server and no pins. On the test hosts
+// (iface set) the gateway attaches to iface; in plain mode (iface "") it
+// listens on 127.0.0.1:port in mode auto, without probes. The changes are
+// made to the YAML text, so the adapted file is validated as a whole the
+// way `xgate validate` would, and everything else in it — rules, limits,
+// schema, XDP policy — stays as written.
+func demoConfig(o *Options, iface string, port uint16, dir string) (*gateway.Config, []SinkFile, error) {
+	if _, err := gateway.ParseConfig(o.ConfigName, o.Config); err != nil {
+		return nil, nil, fmt.Errorf("demo: %w", err)
+	}
+	files := []SinkFile{
+		{What: "alerts", Path: filepath.Join(dir, "alerts.ndjson")},
+		{What: "dropped", Path: filepath.Join(dir, "dropped.ndjson")},
+		{What: "rejects", Path: filepath.Join(dir, "rejects.ndjson")},
+		{What: "passed", Path: filepath.Join(dir, "passed.ndjson")},
+	}
+	sinks := make([]map[string]string, len(files))
+	for i, f := range files {
+		// buffer: room for the burst of verdicts the flood causes before
+		// its source is blocked, while the two cores are busy sending too.
+		sinks[i] = map[string]string{"type": "file", "path": f.Path, "what": f.What, "fsync": "never", "buffer": "4MiB"}
+	}
+	edits := []yamlEdit{
+		{"interface", iface},
+		{"sinks", sinks},
+		{"http.listen", ""}, // an xgate on the host may hold the configured port
+	}
+	if iface == "" {
+		edits = append(edits,
+			yamlEdit{"mode", gateway.ModeAuto},
+			yamlEdit{"listen", map[string]any{"ports": []uint16{port}, "address": "127.0.0.1"}},
+			yamlEdit{"probes.enabled", false})
+	}
+	text, err := editYAML(o.Config, edits)
 	if err != nil {
-		return err
+		return nil, nil, fmt.Errorf("demo: adapt %s: %w", o.ConfigName, err)
 	}
-	frames := make([][]byte, events)
-	kinds := make(map[gen.Kind]int)
-	for i := range frames {
-		var k gen.Kind
-		frames[i], k = g.Append(nil)
-		kinds[k]++
-	}
-	// Events arrive at a simulated 50k/s from 256 sources, so that rate
-	// limits and windows see a realistic timeline however fast the engine
-	// runs; the throughput figure is the real wall time of the loop.
-	const arrivalsPerSec = 50000
-	clk := &engine.ManualClock{}
-	e, err := engine.New(engine.Config{Rules: rules, Clock: clk})
+	cfg, err := gateway.ParseConfig(o.ConfigName+" (adapted for the demo)", text)
 	if err != nil {
-		return err
+		return nil, nil, fmt.Errorf("demo: %w", err)
 	}
-	wk := e.NewWorker()
-	srcs := make([]netip.Addr, 256)
-	for i := range srcs {
-		srcs[i] = netip.AddrFrom4([4]byte{198, 18, 1, byte(i)})
+	// Nothing pinned, so /sys/fs/bpf is left as the demo found it (and an
+	// xgate running on the host keeps its pins). The file format has no
+	// way to say "no pins": this comes after validation.
+	cfg.Pin.Path = ""
+	return cfg, files, nil
+}
+
+// yamlEdit sets the value at a dotted path of mapping keys ("http.listen").
+type yamlEdit struct {
+	path  string
+	value any
+}
+
+// editYAML applies edits to a YAML document whose root is a mapping,
+// creating keys (and mappings on the way) that are missing, and returns
+// the new text.
+func editYAML(src []byte, edits []yamlEdit) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		return nil, err
 	}
-	start := time.Now()
-	for i, f := range frames {
-		clk.Advance(time.Second / arrivalsPerSec)
-		wk.Process(f, srcs[i&255])
+	if doc.Kind == 0 { // an empty file
+		doc = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode, Tag: "!!map"}}}
 	}
-	elapsed := time.Since(start)
-	wk.Flush()
-	s := e.Stats()
-	fmt.Fprintf(w, "  decided %d events and rejected %d malformed ones in %v: %.2f M events/s on one core\n",
-		s.Events, s.DecodeErrorTotal(), elapsed.Round(time.Millisecond), float64(events)/elapsed.Seconds()/1e6)
-	fmt.Fprintf(w, "  verdicts: %s\n", verdicts(&s))
-	fmt.Fprintf(w, "  decode errors: %s (generated: %s)\n", decodeErrors(&s), generatedBad(kinds))
-	printRules(w, &s)
-	if s.Events+s.DecodeErrorTotal() != uint64(events) {
-		return fmt.Errorf("accounting broken: %d decided + %d rejected != %d generated", s.Events, s.DecodeErrorTotal(), events)
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("the configuration is not a mapping of keys")
 	}
-	fmt.Fprintf(w, "  accounting: %d generated = %d decided + %d rejected  ✓\n", events, s.Events, s.DecodeErrorTotal())
+	for _, e := range edits {
+		var v yaml.Node
+		if err := v.Encode(e.value); err != nil {
+			return nil, fmt.Errorf("%s: %w", e.path, err)
+		}
+		m := doc.Content[0]
+		keys := strings.Split(e.path, ".")
+		for _, k := range keys[:len(keys)-1] {
+			next := mappingValue(m, k)
+			if next == nil || next.Kind != yaml.MappingNode {
+				next = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+				setMappingValue(m, k, next)
+			}
+			m = next
+		}
+		setMappingValue(m, keys[len(keys)-1], &v)
+	}
+	return yaml.Marshal(&doc)
+}
+
+// mappingValue is the value of key in the mapping m, or nil.
+func mappingValue(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
 	return nil
 }
 
+// setMappingValue replaces the value of key in m, or appends the key.
+func setMappingValue(m *yaml.Node, key string, v *yaml.Node) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content[i+1] = v
+			return
+		}
+	}
+	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, v)
+}
+
+// sinkDir returns o.Dir, or a new directory under the temp dir.
+func sinkDir(o *Options) (string, error) {
+	if o.Dir != "" {
+		if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+			return "", fmt.Errorf("demo: sink directory: %w", err)
+		}
+		return o.Dir, nil
+	}
+	dir, err := os.MkdirTemp("", "xgate-demo-")
+	if err != nil {
+		return "", fmt.Errorf("demo: sink directory: %w", err)
+	}
+	return dir, nil
+}
+
+// eventMix is the client events' generator configuration: 100k users
+// (Zipf), log-normal amounts, 2% malformed JSON of four kinds, 1% of
+// payments over 10000.
+func eventMix(seed uint64) gen.Config {
+	return gen.Config{Users: 100000, BadShare: 0.02, BigShare: 0.01, Seed: seed}
+}
+
+// describe is one rule in a line.
 func describe(r engine.RuleSpec) string {
 	var b strings.Builder
 	switch {
@@ -154,8 +360,15 @@ func describe(r engine.RuleSpec) string {
 		if r.RateLimit.Burst > 0 {
 			fmt.Fprintf(&b, " (burst %g)", r.RateLimit.Burst)
 		}
+		if r.When != "" {
+			fmt.Fprintf(&b, " when %s", r.When)
+		}
 	case r.Window != nil:
-		fmt.Fprintf(&b, "window %v/%v %s per %s when %s", r.Window.Size, r.Window.Slide, r.Window.Agg, r.Window.Key, r.When)
+		fmt.Fprintf(&b, "%s per %s over %v", r.Window.Agg, r.Window.Key, r.Window.Size)
+		if r.Filter != "" {
+			fmt.Fprintf(&b, " of %s", r.Filter)
+		}
+		fmt.Fprintf(&b, ", when %s", r.When)
 	default:
 		fmt.Fprintf(&b, "when %s", r.When)
 	}
@@ -163,52 +376,36 @@ func describe(r engine.RuleSpec) string {
 	return b.String()
 }
 
-func verdicts(s *engine.Stats) string {
-	var parts []string
-	for a := engine.Action(0); a < engine.NumActions; a++ {
-		parts = append(parts, fmt.Sprintf("%s %d", a, s.Verdicts[a]))
+// printRules lists the configuration's rules.
+func printRules(w io.Writer, cfg *gateway.Config) {
+	rules := cfg.EngineConfig().Rules
+	if len(rules) == 0 {
+		fmt.Fprintln(w, "  rules:    none (everything passes)")
+		return
 	}
-	return strings.Join(parts, ", ")
+	width := 0
+	for _, r := range rules {
+		width = max(width, len(r.Name))
+	}
+	for i, r := range rules {
+		label := ""
+		if i == 0 {
+			label = "rules:"
+		}
+		fmt.Fprintf(w, "  %-9s %-*s  %s\n", label, width, r.Name, describe(r))
+	}
 }
 
-func decodeErrors(s *engine.Stats) string {
-	var parts []string
-	for e := engine.DecodeError(1); e < engine.NumDecodeErrors; e++ {
-		if n := s.DecodeErrors[e]; n > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", e, n))
-		}
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, ", ")
-}
-
-func generatedBad(kinds map[gen.Kind]int) string {
-	var parts []string
-	for k := gen.Kind(1); k < gen.NumKinds; k++ {
-		if kinds[k] > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", k, kinds[k]))
-		}
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, ", ")
-}
-
-func printRules(w io.Writer, s *engine.Stats) {
-	fmt.Fprintln(w, "  rules fired:")
-	for _, r := range s.Rules {
-		extra := ""
-		if r.Limiter != nil {
-			extra = fmt.Sprintf("  (keys %d, limited %d, evictions %d)", r.Limiter.Keys, r.Limiter.Limited, r.Limiter.Evictions)
-		}
+// windowRules are the names of the window rules: their alerts carry the
+// aggregate as value.
+func windowRules(cfg *gateway.Config) map[string]string {
+	m := map[string]string{}
+	for _, r := range cfg.EngineConfig().Rules {
 		if r.Window != nil {
-			extra = fmt.Sprintf("  (keys %d, evictions %d, %d KiB)", r.Window.Keys, r.Window.Evictions, r.Window.Bytes>>10)
+			m[r.Name] = fmt.Sprintf("%s/%v", r.Window.Agg, r.Window.Size)
 		}
-		fmt.Fprintf(w, "    %-14s %-6s %8d%s\n", r.Name, r.Action, r.Fired, extra)
 	}
+	return m
 }
 
 func sortedKeys[V any](m map[string]V) []string {

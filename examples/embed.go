@@ -1,0 +1,14 @@
+// Package examples holds the example configuration, embedded so that
+// programs (xgate demo) run the very file the documentation shows.
+package examples
+
+import _ "embed"
+
+// ConfigName is the example configuration's path in the repository, for
+// messages and errors.
+const ConfigName = "examples/xgate.yaml"
+
+// Config is the text of examples/xgate.yaml. Callers must not modify it.
+//
+//go:embed xgate.yaml
+var Config []byte
