@@ -41,7 +41,21 @@ type ProbeOptions struct {
 	ClockRefresh time.Duration
 	// Skip lists probes not to load (Probe* names).
 	Skip []string
+	// SockSample is the socket filter's sampling period: it times one
+	// packet in SockSample per CPU and only counts the others. 0 means
+	// DefaultSockSample, 1 every packet.
+	SockSample int
+	// RxTimestamps holds the host's software receive timestamping on while
+	// the probes live (a socket with SO_TIMESTAMPNS). The socket latency
+	// probe needs it: without it skbs carry no receive time, and its
+	// samples only count as without timestamp, unless something else on the
+	// host (an NTP daemon, another SO_TIMESTAMP* socket) has it on anyway.
+	// It costs a clock read per received skb on every device of the host.
+	RxTimestamps bool
 }
+
+// DefaultSockSample is the socket filter's default sampling period.
+const DefaultSockSample = 64
 
 // Probes are the latency and drop probes. Each probe is optional: a probe
 // the kernel cannot load or attach is left out and named by Missing.
@@ -57,10 +71,15 @@ type Probes struct {
 	missing []string
 
 	// tsFD is a socket with SO_TIMESTAMPNS held open while the probes
-	// live: the kernel turns receive timestamping on for everyone through
-	// a static key flipped from a work queue, so enabling it at load time
-	// keeps the first packets of a freshly attached socket stamped.
+	// live (ProbeOptions.RxTimestamps; -1 without): the kernel stamps
+	// received skbs only while some socket asks for timestamps, through a
+	// static key flipped from a work queue; holding it from load time on
+	// keeps the first packets of a freshly attached socket stamped, and
+	// our own sockets need no SO_TIMESTAMPNS (which would cost a
+	// timestamp conversion per received datagram).
 	tsFD int
+
+	sockSample int // the socket filter's sampling period
 
 	mu     sync.Mutex // guards cfg and the config map
 	cfg    probesKernProbeConfig
@@ -101,7 +120,17 @@ func LoadProbes(opts ProbeOptions) (*Probes, error) {
 	if err != nil {
 		return nil, fmt.Errorf("probes: %w", err)
 	}
-	p := &Probes{progs: make(map[string]*ebpf.Program), tsFD: -1}
+	sample := opts.SockSample
+	switch {
+	case sample == 0:
+		sample = DefaultSockSample
+	case sample < 0 || sample > math.MaxUint32:
+		return nil, fmt.Errorf("probes: socket sampling period %d: want 1 (every packet) or more", sample)
+	}
+	if err := spec.Variables[probesKernVarSockSampleN].Set(uint32(sample)); err != nil {
+		return nil, fmt.Errorf("probes: set %s: %w", probesKernVarSockSampleN, err)
+	}
+	p := &Probes{progs: make(map[string]*ebpf.Program), tsFD: -1, sockSample: sample}
 	if err := spec.LoadAndAssign(&p.maps, nil); err != nil {
 		return nil, fmt.Errorf("probes: create maps: %w", err)
 	}
@@ -110,6 +139,7 @@ func LoadProbes(opts ProbeOptions) (*Probes, error) {
 		probesKernMapProbeDrops:     p.maps.ProbeDrops,
 		probesKernMapProbeLatency:   p.maps.ProbeLatency,
 		probesKernMapProbePorts:     p.maps.ProbePorts,
+		probesKernMapProbeSockTicks: p.maps.ProbeSockTicks,
 		probesKernMapProbeStats:     p.maps.ProbeStats,
 		probesKernMapProbeXdpEvents: p.maps.ProbeXdpEvents,
 	}
@@ -134,7 +164,7 @@ func LoadProbes(opts ProbeOptions) (*Probes, error) {
 		}
 	}
 
-	if p.Running(ProbeSockLatency) {
+	if opts.RxTimestamps && p.Running(ProbeSockLatency) {
 		if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err == nil {
 			if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) == nil {
 				p.tsFD = fd
@@ -208,19 +238,22 @@ func (p *Probes) Running(name string) bool { return p.progs[name] != nil }
 // lifetime is the Probes'.
 func (p *Probes) SocketFilter() *ebpf.Program { return p.progs[ProbeSockLatency] }
 
-// AttachSocket attaches the latency filter to a socket (SO_ATTACH_BPF) and
-// turns on SO_TIMESTAMPNS, without which the kernel does not stamp received
-// skbs (the filter then only counts sock_no_tstamp). Attach it to every
-// socket of a reuseport group. The filter never drops or trims: it returns
-// the packet's length. The socket keeps the filter until it is closed or
-// DetachSocket; closing Probes does not detach it.
+// AttachSocket attaches the latency filter to a socket (SO_ATTACH_BPF).
+// Attach it to every socket of a reuseport group. The filter never drops or
+// trims: it returns the packet's length. The socket needs no timestamp
+// option of its own: the receive stamps come from the host-wide
+// timestamping that ProbeOptions.RxTimestamps holds on (without it the
+// samples count sock_no_tstamp). The socket keeps the filter until it is
+// closed or DetachSocket; closing Probes does not detach it.
+//
+// Any socket filter makes UDP verify the checksum of each datagram in
+// softirq (it must before a filter may read the payload) instead of while
+// copying it to the reader; datagrams whose checksum the NIC verified, or
+// that carry none, cost nothing more.
 func (p *Probes) AttachSocket(fd int) error {
 	prog := p.SocketFilter()
 	if prog == nil {
 		return &UnsupportedError{What: "socket latency probe", Hint: "missing: see Probes.Missing"}
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
-		return fmt.Errorf("SO_TIMESTAMPNS: %w", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_BPF, prog.FD()); err != nil {
 		return fmt.Errorf("SO_ATTACH_BPF: %w", err)
@@ -235,6 +268,10 @@ func (p *Probes) DetachSocket(fd int) error {
 	}
 	return nil
 }
+
+// SockSample is the socket filter's sampling period: one packet in
+// SockSample per CPU is timed.
+func (p *Probes) SockSample() int { return p.sockSample }
 
 // SetPorts replaces the UDP destination ports whose drops kfree_skb counts.
 func (p *Probes) SetPorts(ports ...uint16) error {
@@ -351,12 +388,13 @@ type LatencyBucket struct {
 }
 
 // LatencyHistogram is the socket-path latency (skb receive timestamp →
-// socket filter), summed over CPUs.
+// socket filter) of the sampled packets (one in SockSample per CPU),
+// summed over CPUs.
 type LatencyHistogram struct {
 	Buckets []LatencyBucket
 	Count   uint64        // sum of the buckets
 	Sum     time.Duration // sum of the latencies counted
-	// Packets the filter saw that are not in the histogram.
+	// Sampled packets that are not in the histogram.
 	NoTimestamp uint64 // skb without a receive timestamp
 	ClockSkew   uint64 // stamped in the future, or not a realtime stamp
 }
@@ -410,6 +448,7 @@ func (p *Probes) ReadLatencyHistogram() (LatencyHistogram, error) {
 // ProbeStats are the probes' own counters, summed over CPUs.
 type ProbeStats struct {
 	SockPackets    uint64 // packets the socket filter saw
+	SockSampled    uint64 // …of which it timed (Count + SockNoTstamp + SockClockSkew)
 	SockNoTstamp   uint64
 	SockClockSkew  uint64
 	Drops          uint64 // kfree_skb drops for our ports, all reasons
@@ -424,8 +463,17 @@ func (p *Probes) ReadStats() (ProbeStats, error) {
 	if err != nil {
 		return ProbeStats{}, err
 	}
+	ticks, err := p.readSockTicks()
+	if err != nil {
+		return ProbeStats{}, err
+	}
+	var packets uint64
+	for _, t := range ticks {
+		packets += t.Packets
+	}
 	return ProbeStats{
-		SockPackets:    st[probesKernProbeStatPROBE_STAT_SOCK_PACKETS],
+		SockPackets:    packets,
+		SockSampled:    st[probesKernProbeStatPROBE_STAT_SOCK_SAMPLED],
 		SockNoTstamp:   st[probesKernProbeStatPROBE_STAT_SOCK_NO_TSTAMP],
 		SockClockSkew:  st[probesKernProbeStatPROBE_STAT_SOCK_CLOCK_SKEW],
 		Drops:          st[probesKernProbeStatPROBE_STAT_DROPS],
@@ -433,6 +481,15 @@ func (p *Probes) ReadStats() (ProbeStats, error) {
 		XDPException:   st[probesKernProbeStatPROBE_STAT_XDP_EXCEPTION],
 		NoConfig:       st[probesKernProbeStatPROBE_STAT_NO_CONFIG],
 	}, nil
+}
+
+// readSockTicks reads the socket filter's per-CPU state, by CPU.
+func (p *Probes) readSockTicks() ([]probesKernProbeSockTick, error) {
+	var percpu []probesKernProbeSockTick
+	if err := p.maps.ProbeSockTicks.Lookup(uint32(0), &percpu); err != nil {
+		return nil, fmt.Errorf("read socket filter packets: %w", err)
+	}
+	return percpu, nil
 }
 
 func (p *Probes) readStats() ([probesKernProbeStatPROBE_STAT__MAX]uint64, error) {

@@ -19,7 +19,7 @@ enum probe_lat {
 /* Per-CPU statistics of the probes themselves (probe_stats, PERCPU_ARRAY of
  * __u64 indexed by this enum). Append only before the sentinel. */
 enum probe_stat {
-	PROBE_STAT_SOCK_PACKETS = 0, /* packets the socket filter saw */
+	PROBE_STAT_SOCK_SAMPLED = 0, /* packets the socket filter sampled (read the clock for) */
 	PROBE_STAT_SOCK_NO_TSTAMP,   /* …without a receive timestamp (not in the histogram) */
 	PROBE_STAT_SOCK_CLOCK_SKEW,  /* …stamped in the future or not realtime (not in the histogram) */
 	PROBE_STAT_SOCK_LAT_SUM_NS,  /* sum of the latencies in the histogram, ns */
@@ -28,6 +28,14 @@ enum probe_stat {
 	PROBE_STAT_XDP_EXCEPTION,    /* xdp_exception of our XDP program */
 	PROBE_STAT_NO_CONFIG,        /* config lookup failed (cannot happen) */
 	PROBE_STAT__MAX,
+};
+
+/* Per-CPU state of the socket filter (probe_sock_ticks, PERCPU_ARRAY of one):
+ * every packet costs an increment of both fields and one compare; only the
+ * packet that brings tick to the sampling period reads the clock. */
+struct probe_sock_tick {
+	__u64 packets; /* packets the filter saw on this CPU */
+	__u64 tick;    /* packets since the last sample, 0..period-1 */
 };
 
 /* Written by userspace (map probe_cfg, ARRAY of one). */

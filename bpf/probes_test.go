@@ -3,12 +3,15 @@
 package bpf
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,7 +99,7 @@ const skBuffTstampOff = 152
 // with chosen receive timestamps and checks the bucket each lands in, and
 // that the filter never trims or drops.
 func TestProbeLatencyBuckets(t *testing.T) {
-	p := prLoad(t, ProbeOptions{}, ProbeSockLatency)
+	p := prLoad(t, ProbeOptions{SockSample: 1}, ProbeSockLatency)
 	prog := p.SocketFilter()
 
 	run := func(tstamp uint64) uint32 {
@@ -172,6 +175,9 @@ func TestProbeLatencyBuckets(t *testing.T) {
 	if d := st1.SockPackets - st0.SockPackets; d != 3 {
 		t.Errorf("packets delta %d, want 3", d)
 	}
+	if d := st1.SockSampled - st0.SockSampled; d != 3 {
+		t.Errorf("sampled delta %d, want 3 (sampling period 1)", d)
+	}
 
 	h, err := p.ReadLatencyHistogram()
 	if err != nil {
@@ -183,6 +189,167 @@ func TestProbeLatencyBuckets(t *testing.T) {
 	}
 	if cum[1e-6] > cum[2e-6] || cum[float64(1<<30)*1e-6] > h.Count {
 		t.Errorf("cumulative not monotonic: %v", cum)
+	}
+}
+
+// prPerCPU reads one probe_stats counter by CPU.
+func prPerCPU(t *testing.T, p *Probes, stat probesKernProbeStat) []uint64 {
+	t.Helper()
+	var v []uint64
+	if err := p.maps.ProbeStats.Lookup(uint32(stat), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// prOnCPU runs f on a thread pinned to cpu: BPF_PROG_TEST_RUN runs the
+// program on the calling CPU, so per-CPU counters become deterministic.
+func prOnCPU(t *testing.T, cpu int, f func()) {
+	t.Helper()
+	done := make(chan bool)
+	go func() {
+		runtime.LockOSThread()
+		var old, set unix.CPUSet
+		ok := unix.SchedGetaffinity(0, &old) == nil
+		set.Set(cpu)
+		if ok && unix.SchedSetaffinity(0, &set) == nil {
+			f()
+			if unix.SchedSetaffinity(0, &old) == nil {
+				runtime.UnlockOSThread()
+			} // else the thread stays locked and dies with the goroutine
+			done <- true
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- false
+	}()
+	if !<-done {
+		t.Skipf("cannot pin a thread to CPU %d", cpu)
+	}
+}
+
+// TestProbeSockSampling: the socket filter times exactly one packet in N
+// per CPU (the Nth, 2Nth, …) and only counts the others.
+func TestProbeSockSampling(t *testing.T) {
+	prNeedRoot(t)
+	const runs = 200
+	for _, tc := range []struct {
+		n, want int // SockSample option, samples expected of runs packets
+	}{
+		{1, runs},
+		{8, runs / 8},
+		{0, runs / DefaultSockSample}, // the default period
+		{1000, 0},
+	} {
+		t.Run(strconv.Itoa(tc.n), func(t *testing.T) {
+			p := prLoad(t, ProbeOptions{SockSample: tc.n}, ProbeSockLatency)
+			if want := cmp.Or(tc.n, DefaultSockSample); p.SockSample() != want {
+				t.Fatalf("SockSample() = %d, want %d", p.SockSample(), want)
+			}
+			ctx := make([]byte, 192) // sizeof(struct __sk_buff)
+			cpu := 0
+			prOnCPU(t, cpu, func() {
+				for range runs {
+					// A receive stamp 10 µs old: every sample lands in the histogram.
+					binary.LittleEndian.PutUint64(ctx[skBuffTstampOff:], uint64(time.Now().Add(-10*time.Microsecond).UnixNano()))
+					if ret, err := p.SocketFilter().Run(&ebpf.RunOptions{Data: make([]byte, 64), Context: ctx}); err != nil || ret == 0 {
+						t.Errorf("test run: %d, %v", ret, err)
+						return
+					}
+				}
+			})
+			ticks, err := p.readSockTicks()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sampled := prPerCPU(t, p, probesKernProbeStatPROBE_STAT_SOCK_SAMPLED)
+			for c := range ticks {
+				wantPackets, wantSampled := uint64(0), uint64(0)
+				if c == cpu {
+					wantPackets, wantSampled = runs, uint64(tc.want)
+				}
+				if ticks[c].Packets != wantPackets || sampled[c] != wantSampled {
+					t.Errorf("CPU %d: packets %d sampled %d, want %d and %d", c, ticks[c].Packets, sampled[c], wantPackets, wantSampled)
+				}
+				if period := uint64(cmp.Or(tc.n, DefaultSockSample)); ticks[c].Tick != ticks[c].Packets%period {
+					t.Errorf("CPU %d: tick %d after %d packets, want %d", c, ticks[c].Tick, ticks[c].Packets, ticks[c].Packets%period)
+				}
+			}
+			h, err := p.ReadLatencyHistogram()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := p.ReadStats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Count != uint64(tc.want) || st.SockSampled != uint64(tc.want) || st.SockPackets != runs {
+				t.Errorf("histogram %d, sampled %d, packets %d: want %d, %d, %d", h.Count, st.SockSampled, st.SockPackets, tc.want, tc.want, runs)
+			}
+			if tc.want > 0 && (h.Sum < time.Duration(tc.want)*10*time.Microsecond || h.Sum > time.Duration(tc.want)*time.Second) {
+				t.Errorf("latency sum %v for %d samples of ≈ 10 µs", h.Sum, tc.want)
+			}
+		})
+	}
+}
+
+// TestProbeSockSamplingLive: real datagrams through a veth, several CPUs:
+// on each CPU the filter timed packets/N of them (rounded down), and every
+// sample is in the histogram or counted as why not.
+func TestProbeSockSamplingLive(t *testing.T) {
+	const period = 8
+	p := prLoad(t, ProbeOptions{SockSample: period, RxTimestamps: true}, ProbeSockLatency)
+	env := testenv.New(t, testenv.Options{RxQueues: 2})
+	fd, port, err := env.B.ListenUDP(env.B.Addr, 0, func(fd int) error {
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
+			return err
+		}
+		return p.AttachSocket(fd)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+
+	const n = 1000
+	dst := netip.AddrPortFrom(env.B.Addr, port)
+	payload := []byte(`{"event_id":"e-000123","user_id":"u-48213","amount":1234.56}`)
+	if sent, err := env.A.SendUDP(dst, payload, n); err != nil {
+		t.Fatalf("sent %d: %v", sent, err)
+	}
+	if got := recvAll(t, fd, n); got != n {
+		t.Fatalf("received %d of %d", got, n)
+	}
+	ticks, err := p.readSockTicks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sampled := prPerCPU(t, p, probesKernProbeStatPROBE_STAT_SOCK_SAMPLED)
+	var packets, samples uint64
+	for c := range ticks {
+		packets += ticks[c].Packets
+		samples += sampled[c]
+		if sampled[c] != ticks[c].Packets/period {
+			t.Errorf("CPU %d: %d packets, %d sampled, want %d", c, ticks[c].Packets, sampled[c], ticks[c].Packets/period)
+		}
+	}
+	if packets != n {
+		t.Errorf("filter saw %d packets, %d received", packets, n)
+	}
+	h, err := p.ReadLatencyHistogram()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d packets, %d sampled: histogram %d (mean %v), no timestamp %d, clock skew %d",
+		packets, samples, h.Count, h.Sum/time.Duration(max(h.Count, 1)), h.NoTimestamp, h.ClockSkew)
+	if h.Count+h.NoTimestamp+h.ClockSkew != samples {
+		t.Errorf("histogram %d + no timestamp %d + clock skew %d != sampled %d", h.Count, h.NoTimestamp, h.ClockSkew, samples)
+	}
+	if h.ClockSkew != 0 {
+		t.Errorf("%d samples with clock skew", h.ClockSkew)
 	}
 }
 
@@ -216,7 +383,7 @@ func recvAll(t *testing.T, fd, n int) int {
 }
 
 func TestProbeSocketLatencyHistogram(t *testing.T) {
-	p := prLoad(t, ProbeOptions{}, ProbeSockLatency)
+	p := prLoad(t, ProbeOptions{SockSample: 1, RxTimestamps: true}, ProbeSockLatency)
 	env := testenv.New(t, testenv.Options{RxQueues: 2})
 
 	fd, port, err := env.B.ListenUDP(env.B.Addr, 0, func(fd int) error {
@@ -235,8 +402,8 @@ func TestProbeSocketLatencyHistogram(t *testing.T) {
 	defer unix.Close(fd)
 
 	// Receive timestamping is switched on for the host from a work queue
-	// after the first SO_TIMESTAMPNS socket: warm up until packets are
-	// stamped (bounded), then measure.
+	// after the probes' SO_TIMESTAMPNS socket opens: warm up until packets
+	// are stamped (bounded), then measure.
 	dst := netip.AddrPortFrom(env.B.Addr, port)
 	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		h0, _ := p.ReadLatencyHistogram()

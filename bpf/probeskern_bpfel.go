@@ -20,10 +20,16 @@ type probesKernProbeConfig struct {
 	Pad         uint32
 }
 
+type probesKernProbeSockTick struct {
+	_       structs.HostLayout
+	Packets uint64
+	Tick    uint64
+}
+
 type probesKernProbeStat uint32
 
 const (
-	probesKernProbeStatPROBE_STAT_SOCK_PACKETS     probesKernProbeStat = 0
+	probesKernProbeStatPROBE_STAT_SOCK_SAMPLED     probesKernProbeStat = 0
 	probesKernProbeStatPROBE_STAT_SOCK_NO_TSTAMP   probesKernProbeStat = 1
 	probesKernProbeStatPROBE_STAT_SOCK_CLOCK_SKEW  probesKernProbeStat = 2
 	probesKernProbeStatPROBE_STAT_SOCK_LAT_SUM_NS  probesKernProbeStat = 3
@@ -55,12 +61,14 @@ const (
 	probesKernMapProbeDrops           = "probe_drops"
 	probesKernMapProbeLatency         = "probe_latency"
 	probesKernMapProbePorts           = "probe_ports"
+	probesKernMapProbeSockTicks       = "probe_sock_ticks"
 	probesKernMapProbeStats           = "probe_stats"
 	probesKernMapProbeXdpEvents       = "probe_xdp_events"
 	probesKernProgProbeKfreeSkb       = "probe_kfree_skb"
 	probesKernProgProbeSockLatency    = "probe_sock_latency"
 	probesKernProgProbeXdpException   = "probe_xdp_exception"
 	probesKernProgProbeXdpRedirectErr = "probe_xdp_redirect_err"
+	probesKernVarSockSampleN          = "sock_sample_n"
 )
 
 // loadProbesKern returns the embedded CollectionSpec for probesKern.
@@ -119,6 +127,7 @@ type probesKernMapSpecs struct {
 	ProbeDrops     *ebpf.MapSpec `ebpf:"probe_drops"`
 	ProbeLatency   *ebpf.MapSpec `ebpf:"probe_latency"`
 	ProbePorts     *ebpf.MapSpec `ebpf:"probe_ports"`
+	ProbeSockTicks *ebpf.MapSpec `ebpf:"probe_sock_ticks"`
 	ProbeStats     *ebpf.MapSpec `ebpf:"probe_stats"`
 	ProbeXdpEvents *ebpf.MapSpec `ebpf:"probe_xdp_events"`
 }
@@ -127,6 +136,7 @@ type probesKernMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type probesKernVariableSpecs struct {
+	SockSampleN *ebpf.VariableSpec `ebpf:"sock_sample_n"`
 }
 
 // probesKernObjects contains all objects after they have been loaded into the kernel.
@@ -153,6 +163,7 @@ type probesKernMaps struct {
 	ProbeDrops     *ebpf.Map `ebpf:"probe_drops"`
 	ProbeLatency   *ebpf.Map `ebpf:"probe_latency"`
 	ProbePorts     *ebpf.Map `ebpf:"probe_ports"`
+	ProbeSockTicks *ebpf.Map `ebpf:"probe_sock_ticks"`
 	ProbeStats     *ebpf.Map `ebpf:"probe_stats"`
 	ProbeXdpEvents *ebpf.Map `ebpf:"probe_xdp_events"`
 }
@@ -163,6 +174,7 @@ func (m *probesKernMaps) Close() error {
 		m.ProbeDrops,
 		m.ProbeLatency,
 		m.ProbePorts,
+		m.ProbeSockTicks,
 		m.ProbeStats,
 		m.ProbeXdpEvents,
 	)
@@ -172,6 +184,7 @@ func (m *probesKernMaps) Close() error {
 //
 // It can be passed to loadProbesKernObjects or ebpf.CollectionSpec.LoadAndAssign.
 type probesKernVariables struct {
+	SockSampleN *ebpf.Variable `ebpf:"sock_sample_n"`
 }
 
 // probesKernPrograms contains all programs after they have been loaded into the kernel.

@@ -41,6 +41,10 @@ type Config struct {
 	Socket    Socket
 	AFXDP     AFXDP
 	Sinks     []Sink
+	// GatewayID names this gateway in the records of Kafka and NATS
+	// sinks (their "gateway" header, NATS message ids); "" = the host name.
+	// A sink's own gateway_id overrides it.
+	GatewayID string
 	HTTP      HTTP
 	Pin       Pin
 	Probes    Probes
@@ -155,7 +159,7 @@ type AFXDP struct {
 
 // Sink is one output of events.
 type Sink struct {
-	Type        string // file | stdout | udp
+	Type        string // file | stdout | udp | kafka | nats
 	Path        string // file
 	What        string // passed | alerts | dropped | rejects | all
 	Fsync       string // file: never | interval | interval <duration> | always; "" = interval (1s)
@@ -163,6 +167,14 @@ type Sink struct {
 	Address     string // udp: host:port
 	OnFull      string // drop | block
 	Buffer      int64  // bytes of buffer per worker for this sink: the bound on its memory
+
+	// Kafka and NATS sinks (records keyed by schema.key; see SinkSpec and
+	// examples/xgate.yaml). Zero values take the defaults.
+	GatewayID       string        // "" = Config.GatewayID
+	DeliveryTimeout time.Duration // 0 = 30s
+	TLS             SinkTLS
+	Kafka           KafkaSpec
+	NATS            NATSSpec
 }
 
 // HTTP is the metrics, status and pprof endpoint.
@@ -181,7 +193,18 @@ type Probes struct {
 	// Enabled loads them (needs CAP_PERFMON as well as CAP_BPF); a probe
 	// the kernel cannot run is logged and left out.
 	Enabled bool
+	// Sample: on the socket and plain paths, one datagram in Sample (per
+	// CPU in the kernel, per socket for receive → verdict) is timed; 1
+	// times every one.
+	Sample int
+	// RxTimestamps keeps the host's software receive timestamping on (a
+	// clock read per received packet, host-wide): the receive time both
+	// socket-path latencies start from. Without it they stay empty.
+	RxTimestamps bool
 }
+
+// DefaultProbeSample is probes.sample's default.
+const DefaultProbeSample = 64
 
 // Pin is where BPF objects are pinned.
 type Pin struct {
@@ -219,7 +242,7 @@ func DefaultConfig() *Config {
 		AFXDP:  AFXDP{FrameSize: 4096, RxRing: 4096, FillRing: 4096, Frames: 8192},
 		HTTP:   HTTP{Listen: DefaultHTTPListen, Pprof: true},
 		Pin:    Pin{Path: DefaultPinPath},
-		Probes: Probes{Enabled: true},
+		Probes: Probes{Enabled: true, Sample: DefaultProbeSample, RxTimestamps: true},
 	}
 }
 
@@ -867,6 +890,7 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 				"frames":     d.intField(&a.Frames),
 			})
 		},
+		"gateway_id": d.str(&c.GatewayID),
 		"sinks": func(n *yaml.Node, p string) {
 			if isNull(n) {
 				return
@@ -891,7 +915,9 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 		},
 		"probes": func(n *yaml.Node, p string) {
 			d.mapping(n, p, map[string]func(*yaml.Node, string){
-				"enabled": d.boolean(&c.Probes.Enabled),
+				"enabled":       d.boolean(&c.Probes.Enabled),
+				"sample":        d.intField(&c.Probes.Sample),
+				"rx_timestamps": d.boolean(&c.Probes.RxTimestamps),
 			})
 		},
 	})
@@ -956,6 +982,8 @@ func (d *configDecoder) sink(n *yaml.Node, p string) Sink {
 		d.errAt(n, p, "want a sink (a mapping with type, what, …), got %s", kindName(n))
 		return s
 	}
+	k, nt := &s.Kafka, &s.NATS
+	idempotent := true
 	d.mapping(n, p, map[string]func(*yaml.Node, string){
 		"type":         d.str(&s.Type),
 		"path":         d.str(&s.Path),
@@ -965,7 +993,55 @@ func (d *configDecoder) sink(n *yaml.Node, p string) Sink {
 		"address":      d.str(&s.Address),
 		"on_full":      d.str(&s.OnFull),
 		"buffer":       d.size(&s.Buffer),
+		// kafka and nats
+		"gateway_id":       d.str(&s.GatewayID),
+		"delivery_timeout": d.duration(&s.DeliveryTimeout),
+		"tls": func(n *yaml.Node, p string) {
+			t := &s.TLS
+			d.mapping(n, p, map[string]func(*yaml.Node, string){
+				"enable":               d.boolean(&t.Enable),
+				"ca_file":              d.str(&t.CAFile),
+				"cert_file":            d.str(&t.CertFile),
+				"key_file":             d.str(&t.KeyFile),
+				"server_name":          d.str(&t.ServerName),
+				"insecure_skip_verify": d.boolean(&t.InsecureSkipVerify),
+			})
+		},
+		// kafka
+		"brokers":         d.stringList(&k.Brokers),
+		"topic":           d.str(&k.Topic),
+		"client_id":       d.str(&k.ClientID),
+		"acks":            d.str(&k.Acks),
+		"idempotent":      d.boolean(&idempotent),
+		"compression":     d.str(&k.Compression),
+		"linger":          d.duration(&k.Linger),
+		"batch_max_bytes": d.sizeInt(&k.BatchMaxBytes),
+		"create_topic":    d.boolean(&k.CreateTopic),
+		"partitions":      d.intField(&k.Partitions),
+		"sasl": func(n *yaml.Node, p string) {
+			a := &k.SASL
+			d.mapping(n, p, map[string]func(*yaml.Node, string){
+				"mechanism":     d.str(&a.Mechanism),
+				"user":          d.str(&a.User),
+				"password":      d.str(&a.Password),
+				"password_file": d.str(&a.PasswordFile),
+			})
+		},
+		// nats
+		"urls":            d.stringList(&nt.URLs),
+		"subject":         d.str(&nt.Subject),
+		"stream":          d.str(&nt.Stream),
+		"create_stream":   d.boolean(&nt.CreateStream),
+		"stream_subjects": d.stringList(&nt.StreamSubjects),
+		"max_pending":     d.intField(&nt.MaxPending),
+		"ack_timeout":     d.duration(&nt.AckTimeout),
+		"user":            d.str(&nt.User),
+		"password":        d.str(&nt.Password),
+		"password_file":   d.str(&nt.PasswordFile),
+		"token_file":      d.str(&nt.TokenFile),
+		"creds_file":      d.str(&nt.CredsFile),
 	})
+	k.NoIdempotence = !idempotent
 	return s
 }
 
@@ -1092,6 +1168,9 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 		k.errf("socket.batch", "%d: want 1..1024", c.Socket.Batch)
 	}
 	c.checkAFXDP(k)
+	if c.Probes.Sample < 1 || c.Probes.Sample > 1<<20 {
+		k.errf("probes.sample", "%d: want 1 (time every datagram) .. %d", c.Probes.Sample, 1<<20)
+	}
 	c.checkSinks(k)
 	if c.HTTP.Listen == "" {
 		// no HTTP server
@@ -1192,7 +1271,7 @@ func (c *Config) checkSinks(k *configChecker) {
 			} else {
 				paths[s.Path] = i
 			}
-		case "stdout", "udp":
+		case "stdout", "udp", "kafka", "nats":
 			if s.Path != "" {
 				k.errf(key("path"), "only file sinks have a path")
 			}
@@ -1203,9 +1282,9 @@ func (c *Config) checkSinks(k *configChecker) {
 				k.errf(key("fsync"), "only file sinks fsync")
 			}
 		case "":
-			k.errf(key("type"), "missing: want file, stdout or udp")
+			k.errf(key("type"), "missing: want file, stdout, udp, kafka or nats")
 		default:
-			k.errf(key("type"), "%q: want file, stdout or udp", s.Type)
+			k.errf(key("type"), "%q: want file, stdout, udp, kafka or nats", s.Type)
 		}
 		if s.Type == "udp" {
 			if _, port, err := net.SplitHostPort(s.Address); err != nil || port == "" || port == "0" {
@@ -1240,7 +1319,120 @@ func (c *Config) checkSinks(k *configChecker) {
 		if s.Buffer < 8<<10 || s.Buffer > 1<<30 {
 			k.errf(key("buffer"), "%d: want a size in 8KiB..1GiB", s.Buffer)
 		}
+		c.checkKeyedSink(k, s, key)
 	}
+	if c.GatewayID != "" {
+		if err := validGatewayID(c.GatewayID); err != nil {
+			k.errf("gateway_id", "%v", err)
+		}
+	}
+}
+
+// keyedSinkKeys are the keys only kafka or nats sinks have, with the type
+// that has each ("" for both).
+var keyedSinkKeys = []struct{ name, typ string }{
+	{"gateway_id", ""}, {"delivery_timeout", ""}, {"tls", ""},
+	{"brokers", "kafka"}, {"topic", "kafka"}, {"client_id", "kafka"}, {"acks", "kafka"}, {"idempotent", "kafka"},
+	{"compression", "kafka"}, {"linger", "kafka"}, {"batch_max_bytes", "kafka"}, {"create_topic", "kafka"},
+	{"partitions", "kafka"}, {"sasl", "kafka"},
+	{"urls", "nats"}, {"subject", "nats"}, {"stream", "nats"}, {"create_stream", "nats"}, {"stream_subjects", "nats"},
+	{"max_pending", "nats"}, {"ack_timeout", "nats"}, {"user", "nats"}, {"password", "nats"},
+	{"password_file", "nats"}, {"token_file", "nats"}, {"creds_file", "nats"},
+}
+
+// has reports whether the config file set key.
+func (k *configChecker) has(key string) bool {
+	if k.src == nil {
+		return false
+	}
+	_, ok := k.src.lines[key]
+	return ok
+}
+
+// checkKeyedSink checks the keys of kafka and nats sinks (and that other
+// sinks have none of them).
+func (c *Config) checkKeyedSink(k *configChecker, s *Sink, key func(string) string) {
+	keyed := s.Type == "kafka" || s.Type == "nats"
+	for _, f := range keyedSinkKeys {
+		if k.has(key(f.name)) && (f.typ == "" && !keyed || f.typ != "" && f.typ != s.Type) {
+			who := "kafka and nats"
+			if f.typ != "" {
+				who = f.typ
+			}
+			k.errf(key(f.name), "only %s sinks have %s", who, f.name)
+			return
+		}
+	}
+	if !keyed {
+		// A Config built in code: the same, by value.
+		switch {
+		case s.Kafka.firstSet() != "":
+			k.errf(key(s.Kafka.firstSet()), "only kafka sinks have %s", s.Kafka.firstSet())
+		case s.NATS.firstSet() != "":
+			k.errf(key(s.NATS.firstSet()), "only nats sinks have %s", s.NATS.firstSet())
+		case s.GatewayID != "" || s.DeliveryTimeout != 0 || s.TLS.On():
+			k.errf(key("type"), "gateway_id, delivery_timeout and tls are for kafka and nats sinks only")
+		}
+		return
+	}
+	if s.Type == "kafka" && s.NATS.firstSet() != "" {
+		k.errf(key(s.NATS.firstSet()), "only nats sinks have %s", s.NATS.firstSet())
+		return
+	}
+	if s.Type == "nats" && s.Kafka.firstSet() != "" {
+		k.errf(key(s.Kafka.firstSet()), "only kafka sinks have %s", s.Kafka.firstSet())
+		return
+	}
+	if c.Schema.Key == "" {
+		k.errf(key("type"), "%s sinks key records by schema.key, which is empty: set it", s.Type)
+	}
+	gw := s.GatewayID
+	if gw != "" {
+		if err := validGatewayID(gw); err != nil {
+			k.errf(key("gateway_id"), "%v", err)
+			gw = ""
+		}
+	}
+	if gw == "" {
+		gw = "xgate" // for the checks below; the host name at run time
+	}
+	if s.DeliveryTimeout < 0 || (k.has(key("delivery_timeout")) || s.DeliveryTimeout != 0) && s.DeliveryTimeout < time.Second {
+		k.errf(key("delivery_timeout"), "%v: want at least 1s (default %v)", s.DeliveryTimeout, sinkDefaultDelivery)
+	}
+	if k.has(key("linger")) && s.Kafka.Linger <= 0 {
+		k.errf(key("linger"), "%v: want a positive duration (default %v)", s.Kafka.Linger, kafkaDefaultLinger)
+		return
+	}
+	sp := SinkSpec{GatewayID: gw, TLS: s.TLS, Kafka: s.Kafka, NATS: s.NATS}
+	var field, msg string
+	if s.Type == "kafka" {
+		field, msg = normalizeKafka(&sp)
+	} else {
+		field, msg = normalizeNATS(&sp)
+	}
+	if field != "" {
+		k.errf(key(field), "%s", msg)
+	}
+}
+
+// sinkSpecs maps the configuration onto the sink writer's specs.
+func (c *Config) sinkSpecs() []SinkSpec {
+	out := make([]SinkSpec, 0, len(c.Sinks))
+	for _, s := range c.Sinks {
+		policy, every := s.FsyncPolicy()
+		sp := SinkSpec{Type: s.Type, Path: s.Path, Address: s.Address, What: s.What,
+			Fsync: policy, FsyncInterval: every, RotateBytes: s.RotateBytes, OnFull: s.OnFull, Buffer: int(s.Buffer)}
+		if s.Type == "kafka" || s.Type == "nats" {
+			sp.KeyPath = c.Schema.Key
+			sp.GatewayID = s.GatewayID
+			if sp.GatewayID == "" {
+				sp.GatewayID = c.GatewayID
+			}
+			sp.DeliveryTimeout, sp.TLS, sp.Kafka, sp.NATS = s.DeliveryTimeout, s.TLS, s.Kafka, s.NATS
+		}
+		out = append(out, sp)
+	}
+	return out
 }
 
 // parseFsync reads never, always, interval or "interval <duration>" and

@@ -27,7 +27,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown top-level key", okListen + "rulez: []\n",
 			[]string{"c.yaml:2: rulez: unknown key; did you mean rules?"}},
 		{"unknown key without a near match", okListen + "colour: blue\n",
-			[]string{"c.yaml:2: colour: unknown key (want one of afxdp, http, interface,"}},
+			[]string{"c.yaml:2: colour: unknown key (want one of afxdp, gateway_id, http, interface,"}},
 		{"unknown nested key", okListen + "rules:\n  - name: r\n    when: amount > 1\n    action: drop\n    rate_limt: {}\n",
 			[]string{"c.yaml:6: rules[0].rate_limt: unknown key; did you mean rate_limit?"}},
 		{"repeated key", okListen + "queues: 1\nqueues: 2\n",
@@ -128,12 +128,82 @@ func TestParseConfigErrors(t *testing.T) {
 				`c.yaml:5: sinks[2].on_full: "wait": want drop`,
 				"c.yaml:5: sinks[2].buffer: 1000: want a size in 8KiB..1GiB",
 				`c.yaml:6: sinks[3].path: "/a" is also the path of sinks[2]`,
-				"c.yaml:7: sinks[4].type: missing: want file, stdout or udp",
+				"c.yaml:7: sinks[4].type: missing: want file, stdout, udp, kafka or nats",
+			}},
+		{"kafka sink problems", okListen + `sinks:
+  - {type: kafka, what: passed}
+  - {type: kafka, what: passed, brokers: [b1], topic: t}
+  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: "no/slash"}
+  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, acks: leader}
+  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, compression: brotli}
+  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, partitions: 3}
+  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, sasl: {mechanism: SCRAM-SHA-1, user: u, password: p}}
+  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, sasl: {mechanism: PLAIN, user: u}}
+  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, tls: {cert_file: /c.pem}}
+  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, linger: 0s}
+  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, subject: x.y}
+  - {type: file, path: /f, what: passed, topic: t}
+  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, gateway_id: "has space", delivery_timeout: 0s}
+  - {type: kafka, what: passed, brokers: b1, topic: t, idempotent: maybe}
+`,
+			[]string{
+				"c.yaml:3: sinks[0].brokers: missing: want host:port of at least one broker",
+				`c.yaml:4: sinks[1].brokers: "b1": want host:port`,
+				`c.yaml:5: sinks[2].topic: "no/slash": a topic name has only letters`,
+				"c.yaml:6: sinks[3].idempotent: the idempotent producer needs acks: all (acks is leader); set idempotent: false",
+				`c.yaml:7: sinks[4].compression: "brotli": want lz4, zstd, snappy, gzip or none`,
+				"c.yaml:8: sinks[5].partitions: only with create_topic: true",
+				`c.yaml:9: sinks[6].sasl.mechanism: "SCRAM-SHA-1": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`,
+				"c.yaml:10: sinks[7].sasl.password: want exactly one of password and password_file",
+				"c.yaml:11: sinks[8].tls.cert_file: want both cert_file and key_file",
+				"c.yaml:12: sinks[9].linger: 0s: want a positive duration (default 10ms)",
+				"c.yaml:13: sinks[10].subject: only nats sinks have subject",
+				"c.yaml:14: sinks[11].topic: only kafka sinks have topic",
+				`c.yaml:15: sinks[12].gateway_id: "has space": want printable ASCII without spaces`,
+				"c.yaml:15: sinks[12].delivery_timeout: 0s: want at least 1s (default 30s)",
+				`c.yaml:16: sinks[13].brokers: want a list of strings, got the string "b1"`,
+				`c.yaml:16: sinks[13].idempotent: want true or false, got the string "maybe"`,
+			}},
+		{"nats sink problems", okListen + `sinks:
+  - {type: nats, what: all}
+  - {type: nats, what: all, urls: ["http://x:4222"], subject: a, stream: S}
+  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{user}", stream: S}
+  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.*", stream: S}
+  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a..b", stream: S}
+  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: "S.1"}
+  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: S, stream_subjects: [a.>]}
+  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: S, create_stream: true, stream_subjects: [b.>]}
+  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: S, user: u}
+  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: S, token_file: /t, creds_file: /c}
+  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: S, max_pending: -1, brokers: ["b:1"]}
+  - {type: udp, address: "127.0.0.1:1", what: all, stream: S}
+gateway_id: ""
+`,
+			[]string{
+				"c.yaml:3: sinks[0].urls: missing: want at least one server URL",
+				`c.yaml:4: sinks[1].urls: "http://x:4222": want nats://host:port or tls://host:port`,
+				`c.yaml:5: sinks[2].subject: "a.{user}": unknown placeholder {user}: want {key}, {verdict} or {rule}`,
+				`c.yaml:6: sinks[3].subject: "a.*": a subject to publish to has no wildcards`,
+				`c.yaml:7: sinks[4].subject: "a..b" has an empty token`,
+				`c.yaml:8: sinks[5].stream: "S.1": a stream name has no whitespace, '.'`,
+				"c.yaml:9: sinks[6].stream_subjects: only with create_stream: true",
+				"c.yaml:10: sinks[7].stream_subjects: [b.>] do not take every subject of a.{key}",
+				"c.yaml:11: sinks[8].password: a user wants exactly one of password and password_file",
+				"c.yaml:12: sinks[9].user: want one of user/password, token_file and creds_file",
+				"c.yaml:13: sinks[10].brokers: only kafka sinks have brokers",
+				"c.yaml:14: sinks[11].stream: only nats sinks have stream",
+			}},
+		{"keyed sinks need schema.key", okListen + "schema: {key: null, required: []}\nsinks:\n  - {type: kafka, what: passed, brokers: [\"b:9092\"], topic: t}\ngateway_id: \"a b\"\n",
+			[]string{
+				"c.yaml:4: sinks[0].type: kafka sinks key records by schema.key, which is empty: set it",
+				`c.yaml:5: gateway_id: "a b": want printable ASCII without spaces`,
 			}},
 		{"http listen", okListen + "http: {listen: \"example.com:80\"}\n",
 			[]string{`c.yaml:2: http.listen: "example.com:80": host "example.com" is not an IP address or localhost`}},
 		{"probes enabled not a bool", okListen + "probes: {enabled: 1}\n",
 			[]string{"c.yaml:2: probes.enabled: want true or false"}},
+		{"probes sample 0", okListen + "probes: {sample: 0}\n",
+			[]string{"c.yaml:2: probes.sample: 0: want 1 (time every datagram) .. 1048576"}},
 		{"http non-loopback without token", okListen + "http: {listen: \"198.18.0.1:9100\"}\n",
 			[]string{`c.yaml:2: http.token: required when http.listen "198.18.0.1:9100" is not a loopback address`}},
 		{"http every address without token", okListen + "http: {listen: \":9100\"}\n",
@@ -151,7 +221,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"yaml tab indent", "listen:\n\tports: [9000]\n",
 			[]string{"c.yaml:2: invalid YAML: found character that cannot start any token"}},
 		{"root is a list", "- listen\n",
-			[]string{"c.yaml:1: want a mapping of afxdp, http,", "got a list"}},
+			[]string{"c.yaml:1: want a mapping of afxdp, gateway_id, http,", "got a list"}},
 		{"two documents", okListen + "---\nmode: auto\n",
 			[]string{"c.yaml:2: more than one YAML document"}},
 		{"non-scalar key", okListen + "? [a, b]\n: 1\n",
@@ -281,6 +351,8 @@ func TestDefaults(t *testing.T) {
 		{"pin.path", c.Pin.Path, "/sys/fs/bpf/xgate"},
 		{"pin.keep", c.Pin.Keep, false},
 		{"probes.enabled", c.Probes.Enabled, true},
+		{"probes.sample", c.Probes.Sample, 64},
+		{"probes.rx_timestamps", c.Probes.RxTimestamps, true},
 		{"schema.key", c.Schema.Key, "user_id"},
 		{"schema.required", c.Schema.Required, []string{"key"}},
 		{"limits", c.Limits, Limits{65535, 16384, 32}},
@@ -333,8 +405,8 @@ func TestExampleConfig(t *testing.T) {
 			t.Errorf("examples/xgate.yaml does not show %s", k)
 		}
 	}
-	if len(c.Rules) != 4 || len(c.Sinks) != 3 {
-		t.Errorf("%d rules and %d sinks, want 4 and 3", len(c.Rules), len(c.Sinks))
+	if len(c.Rules) != 4 || len(c.Sinks) != 5 {
+		t.Errorf("%d rules and %d sinks, want 4 and 5", len(c.Rules), len(c.Sinks))
 	}
 	// And its rules really run.
 	e, err := engine.New(c.EngineConfig())
@@ -362,8 +434,16 @@ var allKeys = []string{
 	"afxdp", "afxdp.frame_size", "afxdp.rx_ring", "afxdp.fill_ring", "afxdp.frames",
 	"sinks", "sinks[].type", "sinks[].path", "sinks[].what", "sinks[].fsync", "sinks[].rotate_bytes",
 	"sinks[].address", "sinks[].on_full", "sinks[].buffer",
+	"sinks[].gateway_id", "sinks[].delivery_timeout", "sinks[].tls", "sinks[].tls.enable", "sinks[].tls.ca_file",
+	"sinks[].tls.cert_file", "sinks[].tls.key_file", "sinks[].tls.server_name", "sinks[].tls.insecure_skip_verify",
+	"sinks[].brokers", "sinks[].topic", "sinks[].client_id", "sinks[].acks", "sinks[].idempotent", "sinks[].compression",
+	"sinks[].linger", "sinks[].batch_max_bytes", "sinks[].create_topic", "sinks[].partitions",
+	"sinks[].sasl", "sinks[].sasl.mechanism", "sinks[].sasl.user", "sinks[].sasl.password", "sinks[].sasl.password_file",
+	"sinks[].urls", "sinks[].subject", "sinks[].stream", "sinks[].create_stream", "sinks[].stream_subjects",
+	"sinks[].max_pending", "sinks[].ack_timeout", "sinks[].user", "sinks[].password", "sinks[].password_file",
+	"sinks[].token_file", "sinks[].creds_file", "gateway_id",
 	"http", "http.listen", "http.pprof", "http.token", "pin", "pin.path", "pin.keep",
-	"probes", "probes.enabled",
+	"probes", "probes.enabled", "probes.sample", "probes.rx_timestamps",
 }
 
 // TestAllKeysKnown keeps allKeys honest: each must be accepted by the
@@ -565,4 +645,37 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		_ = c.EngineConfig()
 	})
+}
+
+// TestSinkSpecsKeyed: kafka and nats sinks get the schema's key and the
+// gateway id (the sink's, else the top-level one); other sinks neither.
+func TestSinkSpecsKeyed(t *testing.T) {
+	c, err := ParseConfig("k.yaml", []byte(okListen+`schema: {key: account.id}
+gateway_id: edge-7
+sinks:
+  - {type: kafka, what: passed, brokers: ["k1:9092", "k2:9092"], topic: ev, idempotent: false, acks: leader, linger: 5ms}
+  - {type: nats, what: alerts, urls: ["nats://n:4222"], subject: "a.{key}", stream: A, gateway_id: own, delivery_timeout: 5s}
+  - {type: stdout, what: all}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := c.sinkSpecs()
+	k, n, o := sp[0], sp[1], sp[2]
+	if k.KeyPath != "account.id" || k.GatewayID != "edge-7" || !k.Kafka.NoIdempotence || k.Kafka.Acks != "leader" ||
+		k.Kafka.Linger != 5*time.Millisecond || strings.Join(k.Kafka.Brokers, ",") != "k1:9092,k2:9092" {
+		t.Errorf("kafka spec %+v", k)
+	}
+	if n.KeyPath != "account.id" || n.GatewayID != "own" || n.DeliveryTimeout != 5*time.Second || n.NATS.Stream != "A" {
+		t.Errorf("nats spec %+v", n)
+	}
+	if o.KeyPath != "" || o.GatewayID != "" {
+		t.Errorf("stdout spec %+v", o)
+	}
+	// NewSinks accepts what Validate accepted (up to connecting).
+	for _, s := range sp[:2] {
+		if _, err := normalizeSink(0, s); err != nil {
+			t.Errorf("normalizeSink: %v", err)
+		}
+	}
 }

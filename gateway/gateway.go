@@ -110,9 +110,10 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	}
 	g = &Gateway{opts: opts, log: opts.Logger, fbStop: make(chan struct{}), fbDone: make(chan struct{})}
 	g.cfg.Store(cfg)
+	built := g // "return nil, err" clears g before this runs
 	defer func() {
 		if err != nil {
-			g.teardown()
+			built.teardown()
 			g = nil
 		}
 	}()
@@ -146,7 +147,7 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 		}
 	}
 	g.setupProbes(cfg)
-	if g.sinks, err = NewSinks(sinkSpecs(cfg.Sinks), len(cpus)); err != nil {
+	if g.sinks, err = NewSinks(cfg.sinkSpecs(), len(cpus)); err != nil {
 		return nil, fmt.Errorf("sinks: %w", err)
 	}
 	var target Blocker

@@ -87,12 +87,13 @@ var (
 	descFBRequests = desc("feedback_block_requests_total", "Block verdicts with a source address.")
 	descFBBlocks   = desc("feedback_blocks_total", "What happened to block requests, by result.", "result")
 
-	descSinkRecords   = desc("sink_records_total", "Records written or sent by a sink.", "sink")
+	descSinkRecords   = desc("sink_records_total", "Records written or sent by a sink (Kafka, NATS: acknowledged by the broker).", "sink")
 	descSinkBytes     = desc("sink_bytes_total", "Bytes written or sent by a sink.", "sink")
-	descSinkDropped   = desc("sink_dropped_records_total", "Records a sink lost, by reason (no_buffer: writer behind; too_big; failed: write or send error).", "sink", "reason")
+	descSinkDropped   = desc("sink_dropped_records_total", "Records a sink lost, by reason (no_buffer: writer or broker behind; too_big; failed: write or send error, or for Kafka and NATS not acknowledged within delivery_timeout).", "sink", "reason")
 	descSinkErrors    = desc("sink_errors_total", "Failed write, send, fsync or rotate calls of a sink.", "sink")
 	descSinkRotations = desc("sink_rotations_total", "File rotations of a sink.", "sink")
 	descSinkFsyncs    = desc("sink_fsyncs_total", "fsync calls of a sink.", "sink")
+	descSinkInFlight  = desc("sink_in_flight_records", "Records a Kafka or NATS sink has handed to its client and not yet seen acknowledged or failed (0 for other sinks).", "sink")
 
 	descKernelDrops    = desc("kernel_drops_total", "Packets to our ports the kernel freed as dropped (tracepoint kfree_skb), by the kernel's drop reason.", "reason")
 	descKernelLatency  = desc("kernel_queue_latency_seconds", "Socket path: time from the skb's receive timestamp to our socket (socket filter probe); log2 buckets.")
@@ -361,6 +362,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSinkErrors, sk.Errors, name)
 		counter(descSinkRotations, sk.Rotations, name)
 		counter(descSinkFsyncs, sk.Fsyncs, name)
+		gauge(descSinkInFlight, float64(sk.InFlight), name)
 	}
 
 	c.collectProbes(ch)

@@ -14,12 +14,24 @@ var probeNames = []string{bpf.ProbeSockLatency, bpf.ProbeKfreeSkb, bpf.ProbeXDPR
 // socket-path queueing latency, whose filter it attaches to every socket
 // of the group. The probes are optional: what cannot run is logged and
 // reported by xgate_probe_up, and the gateway goes on without it.
+//
+// On the socket and plain paths it also turns on the sockets' receive →
+// verdict sampling (probes.rx_timestamps), which needs no BPF. Both
+// socket-path latencies time one datagram in probes.sample: timing every
+// datagram in the filter, plus SO_TIMESTAMPNS on our sockets, cost the
+// socket path ≈ 6% of its softirq receive work and a timestamp conversion
+// per datagram read (bpf/probes.c has the figures).
 func (g *Gateway) setupProbes(cfg *Config) {
 	if !cfg.Probes.Enabled {
 		g.probesMissing = []string{"all: disabled by probes.enabled: false"}
 		return
 	}
-	opts := bpf.ProbeOptions{Ports: cfg.Listen.Ports}
+	if cfg.Probes.RxTimestamps {
+		for _, s := range g.sockets {
+			s.startLatency(cfg.Probes.Sample)
+		}
+	}
+	opts := bpf.ProbeOptions{Ports: cfg.Listen.Ports, SockSample: cfg.Probes.Sample, RxTimestamps: cfg.Probes.RxTimestamps}
 	if g.xdp != nil {
 		if info, err := g.xdp.Program().Info(); err == nil {
 			if id, ok := info.ID(); ok {
@@ -49,7 +61,8 @@ func (g *Gateway) setupProbes(cfg *Config) {
 	if len(g.probesMissing) > 0 {
 		g.log.Warn("some kernel probes are missing", "missing", strings.Join(g.probesMissing, "; "))
 	} else {
-		g.log.Info("kernel probes running", "probes", strings.Join(probeNames, " "))
+		g.log.Info("kernel probes running", "probes", strings.Join(probeNames, " "),
+			"sample", cfg.Probes.Sample, "rx_timestamps", cfg.Probes.RxTimestamps)
 	}
 }
 

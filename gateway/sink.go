@@ -3,17 +3,24 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"math/bits"
+	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/tidwall/gjson"
 
 	"github.com/xgate/xgate/engine"
 )
@@ -45,11 +52,29 @@ import (
 //	records Added for it = Records + Dropped + TooBig + Failed
 //
 // (Failed: records lost to write errors; TooBig: records larger than a slab,
-// which are dropped, never written in pieces.)
+// which are dropped, never written in pieces.) While the sinks run, records
+// still in slabs and, for Kafka and NATS, InFlight (handed to the client,
+// not yet acknowledged or failed) make up the difference.
+//
+// Keyed records (Kafka and NATS sinks). These sinks need more than the
+// bytes of a line: the schema's key field (Kafka's record key, NATS's
+// subject), the verdict, the rule and the receive time. Add writes each
+// record as a fixed header, then the rule, the key, the receive time as
+// decimal text and the original event bytes (see keyedHeader), all copied
+// into the slab as for the other sinks, so the worker still allocates
+// nothing. The writer goroutine hands the records to the client library
+// as views into the slab and keeps the slab until the broker has
+// acknowledged or failed every record of it: only then does the slab go
+// back to its worker's free ring (through the output's done channel and
+// the writer goroutine, which stays the free ring's only producer). So the
+// slab pool bounds the records buffered and in flight together, and a slow
+// or absent broker makes the worker's slabs run out, where OnFull applies
+// as for any sink: records are dropped and counted, or the worker waits at
+// most BlockTimeout. Memory stays bounded and no worker stalls longer.
 
 // SinkSpec configures one sink. Zero values take the documented defaults.
 type SinkSpec struct {
-	Type    string // "file" | "stdout" | "udp"
+	Type    string // "file" | "stdout" | "udp" | "kafka" | "nats"
 	Path    string // file: the file to append to
 	Address string // udp: host:port to forward to
 	// What selects the records: "passed" (verdict pass or alert: an alerted
@@ -90,8 +115,92 @@ type SinkSpec struct {
 	// Buffer is the bytes of slab memory per worker for this sink (default
 	// 1 MiB, at least 8 KiB): the bound on memory. A record larger than one
 	// slab (64 KiB, or Buffer/2 when Buffer is below 128 KiB) is dropped and
-	// counted in TooBig.
+	// counted in TooBig. For Kafka and NATS sinks it bounds the records
+	// waiting for the broker too (queued and in flight).
 	Buffer int
+
+	// Kafka and NATS sinks (keyed records; Format does not apply: the
+	// value is always the original event bytes).
+	//
+	// KeyPath is the schema's key field (a path as in the schema, e.g.
+	// "user_id"); required. GatewayID names this gateway in the records'
+	// "gateway" header (default: the host name). DeliveryTimeout is how
+	// long a record is retried (broker down, no leader, no ack) before it
+	// counts as Failed (default 30s).
+	KeyPath         string
+	GatewayID       string
+	DeliveryTimeout time.Duration
+	TLS             SinkTLS
+	Kafka           KafkaSpec // type kafka
+	NATS            NATSSpec  // type nats
+}
+
+// SinkTLS configures TLS to a Kafka or NATS server. TLS is on when Enable
+// or any other field is set (with the system's roots when CAFile is empty).
+type SinkTLS struct {
+	Enable             bool
+	CAFile             string // PEM roots to verify the server with
+	CertFile, KeyFile  string // client certificate (both or neither)
+	ServerName         string // default: the host of the address dialled
+	InsecureSkipVerify bool   // do not verify the server (tests only)
+}
+
+// On reports whether TLS is wanted.
+func (t SinkTLS) On() bool {
+	return t.Enable || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
+}
+
+// checkTLS checks what can be checked without reading the files.
+func checkTLS(t SinkTLS) (field, msg string) {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return "tls.cert_file", "want both cert_file and key_file (a client certificate), or neither"
+	}
+	return "", ""
+}
+
+// config reads the files and makes the client's TLS configuration.
+func (t SinkTLS) config() (*tls.Config, error) {
+	c := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         t.ServerName,
+		InsecureSkipVerify: t.InsecureSkipVerify,
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls ca_file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls ca_file %s: no PEM certificate in it", t.CAFile)
+		}
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls cert_file/key_file: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// secret is value, or else the first line of file (a password or token
+// kept out of the config).
+func secret(value, file string) (string, error) {
+	if file == "" {
+		return value, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	line = strings.TrimRight(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("%s: empty", file)
+	}
+	return line, nil
 }
 
 // SinkStats are one sink's counters since NewSinks.
@@ -102,9 +211,15 @@ type SinkStats struct {
 	Dropped   uint64 // records dropped because no slab was free (writer behind)
 	TooBig    uint64 // records dropped because they are larger than a slab
 	Errors    uint64 // failed write, send, fsync, rotate calls
-	Failed    uint64 // records lost to write or send errors
+	Failed    uint64 // records lost to write or send errors (Kafka, NATS: not acknowledged within DeliveryTimeout)
 	Rotations uint64
 	Fsyncs    uint64
+	// InFlight (Kafka, NATS) is the records handed to the client and not
+	// yet acknowledged or failed: a gauge, 0 once Close has returned nil.
+	InFlight uint64
+	// LastError (Kafka, NATS) is the last error a record failed or was
+	// retried with, "" if none.
+	LastError string
 }
 
 // SinkSpecError is a configuration error of one sink: Index is its position
@@ -137,6 +252,11 @@ const (
 	sinkRejectMax = 4 << 10
 	// sinkPopBatch is how many slabs the writer takes per ring pop.
 	sinkPopBatch = 16
+	// sinkKeyedRecordIndex is sinkRecordIndex for keyed records (Kafka,
+	// NATS), which carry a header, the rule and the key besides the event:
+	// 512 records per 64 KiB slab.
+	sinkKeyedRecordIndex = 128
+	sinkDefaultDelivery  = 30 * time.Second
 )
 
 // Record classes, as bits of sink.classes.
@@ -187,6 +307,10 @@ type slab struct {
 	ends  []uint32 // end offset in buf of each record; cap bounds the record count
 	owner int      // the worker whose pool this slab belongs to
 	since int64    // nanotime of its first record (set by the worker)
+	// aux is an async output's own state for this slab (its records as
+	// the client library wants them), made by the writer goroutine on the
+	// slab's first write and touched only by the slab's owner of state 4.
+	aux any
 }
 
 func (sl *slab) room(need int) bool {
@@ -219,6 +343,19 @@ type sinkOutput interface {
 	abort()               // close the underlying file or socket now
 }
 
+// asyncOutput is a sinkOutput that hands records to a client which
+// acknowledges them later (Kafka, NATS). Its write keeps the slab: the
+// output sends it on done once every record of it is acknowledged or
+// failed, and only then does the writer goroutine put it back on its
+// owner's free ring. done must have room for every slab of the sink, so
+// that sending on it never blocks.
+type asyncOutput interface {
+	sinkOutput
+	done() <-chan *slab
+	inFlight() uint64 // records handed to the client, not yet resolved
+	lastError() error // the last delivery error, nil if none
+}
+
 // sink is one configured output.
 type sink struct {
 	name      string
@@ -228,6 +365,13 @@ type sink struct {
 	block     bool
 	blockFor  time.Duration
 	slabSize  int
+	slabs     int // in the whole pool: every worker's
+
+	// Keyed records (kafka, nats): keyPath is the key field as a gjson
+	// path (escaped, so that gjson reads every character literally).
+	keyed   bool
+	keyPath string
+	async   asyncOutput // out, when it is one; nil otherwise
 
 	full  *engine.MPSC[*slab]   // workers → writer
 	free  []*engine.SPSC[*slab] // per worker: writer → worker
@@ -257,6 +401,13 @@ type SinkWriter struct {
 	// has come back since. The worker then drops at once instead of waiting
 	// BlockTimeout for every record of a sink that is stuck.
 	stalled []bool
+	// Receive times of keyed records: monoToWall converts an XDP
+	// timestamp (CLOCK_MONOTONIC) to ns since the Unix epoch, refreshed on
+	// every Flush; batchWall is the wall clock read by the batch's first
+	// keyed record without an XDP timestamp (0: not read yet).
+	keyed      bool
+	monoToWall int64
+	batchWall  int64
 }
 
 // NewSinks validates specs, opens the files and sockets, allocates every
@@ -294,13 +445,19 @@ func NewSinks(specs []SinkSpec, workers int) (*Sinks, error) {
 		}
 		s.sinks = append(s.sinks, sk)
 	}
+	keyed := false
+	for _, sk := range s.sinks {
+		keyed = keyed || sk.keyed
+	}
 	s.writers = make([]*SinkWriter, workers)
 	for w := range s.writers {
 		s.writers[w] = &SinkWriter{
-			id:      w,
-			sinks:   s.sinks,
-			cur:     make([]*slab, len(s.sinks)),
-			stalled: make([]bool, len(s.sinks)),
+			id:         w,
+			sinks:      s.sinks,
+			cur:        make([]*slab, len(s.sinks)),
+			stalled:    make([]bool, len(s.sinks)),
+			keyed:      keyed,
+			monoToWall: monoToWall(),
 		}
 	}
 	for _, sk := range s.sinks {
@@ -318,7 +475,7 @@ func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
 		if sp.Path == "" {
 			return bad("path", "missing: a file sink writes to a path")
 		}
-	case "stdout", "udp":
+	case "stdout", "udp", "kafka", "nats":
 		if sp.Path != "" {
 			return bad("path", "only file sinks have a path")
 		}
@@ -329,9 +486,9 @@ func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
 		// the file defaults for every sink.
 		sp.Fsync, sp.FsyncInterval = "", 0
 	case "":
-		return bad("type", "missing: want file, stdout or udp")
+		return bad("type", "missing: want file, stdout, udp, kafka or nats")
 	default:
-		return bad("type", "%q: want file, stdout or udp", sp.Type)
+		return bad("type", "%q: want file, stdout, udp, kafka or nats", sp.Type)
 	}
 	if sp.Type == "udp" {
 		if sp.Address == "" {
@@ -347,9 +504,63 @@ func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
 	default:
 		return bad("what", "%q: want passed, alerts, dropped, rejects or all", sp.What)
 	}
-	switch sp.Format {
-	case "raw", "annotated":
-	case "":
+	keyed := sp.Type == "kafka" || sp.Type == "nats"
+	if keyed {
+		if sp.Format != "" {
+			return bad("format", "kafka and nats sinks send the original event bytes (verdict and rule go in headers): leave format out")
+		}
+		if err := validKeyPath(sp.KeyPath); err != nil {
+			return bad("key_path", "%v: want the schema's key field, e.g. user_id", err)
+		}
+		if sp.GatewayID == "" {
+			sp.GatewayID = defaultGatewayID()
+		}
+		if err := validGatewayID(sp.GatewayID); err != nil {
+			return bad("gateway_id", "%v", err)
+		}
+		switch {
+		case sp.DeliveryTimeout == 0:
+			sp.DeliveryTimeout = sinkDefaultDelivery
+		case sp.DeliveryTimeout < time.Second:
+			return bad("delivery_timeout", "%v: want at least 1s", sp.DeliveryTimeout)
+		}
+		var field, msg string
+		if sp.Type == "kafka" {
+			if f := sp.NATS.firstSet(); f != "" {
+				return bad(f, "only nats sinks have %s", f)
+			}
+			field, msg = normalizeKafka(&sp)
+		} else {
+			if f := sp.Kafka.firstSet(); f != "" {
+				return bad(f, "only kafka sinks have %s", f)
+			}
+			field, msg = normalizeNATS(&sp)
+		}
+		if field != "" {
+			return bad(field, "%s", msg)
+		}
+	} else {
+		switch {
+		case sp.KeyPath != "":
+			return bad("key_path", "only kafka and nats sinks have a key")
+		case sp.GatewayID != "":
+			return bad("gateway_id", "only kafka and nats sinks have a gateway_id")
+		case sp.DeliveryTimeout != 0:
+			return bad("delivery_timeout", "only kafka and nats sinks have a delivery_timeout")
+		case sp.TLS.On():
+			return bad("tls", "only kafka and nats sinks have tls")
+		}
+		if f := sp.Kafka.firstSet(); f != "" {
+			return bad(f, "only kafka sinks have %s", f)
+		}
+		if f := sp.NATS.firstSet(); f != "" {
+			return bad(f, "only nats sinks have %s", f)
+		}
+	}
+	switch {
+	case keyed:
+	case sp.Format == "raw", sp.Format == "annotated":
+	case sp.Format == "":
 		sp.Format = "annotated"
 		if sp.What == "passed" {
 			sp.Format = "raw"
@@ -405,12 +616,18 @@ func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
 func newSink(i int, sp SinkSpec, workers int) (*sink, error) {
 	sk := &sink{
 		annotated: sp.Format == "annotated",
-		newline:   sp.Type != "udp",
+		newline:   sp.Type == "file" || sp.Type == "stdout",
 		block:     sp.OnFull == "block",
 		blockFor:  sp.BlockTimeout,
+		keyed:     sp.Type == "kafka" || sp.Type == "nats",
 		wake:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
+	}
+	index := sinkRecordIndex
+	if sk.keyed {
+		sk.keyPath = gjsonPath(sp.KeyPath)
+		index = sinkKeyedRecordIndex
 	}
 	switch sp.What {
 	case "passed":
@@ -429,6 +646,7 @@ func newSink(i int, sp SinkSpec, workers int) (*sink, error) {
 		size, n = sp.Buffer/2, 2
 	}
 	sk.slabSize = size
+	sk.slabs = n * workers
 	var err error
 	if sk.full, err = engine.NewMPSC[*slab](ceilPow2(max(2, n*workers))); err != nil {
 		return nil, &SinkSpecError{i, "buffer", err.Error()}
@@ -442,7 +660,7 @@ func newSink(i int, sp SinkSpec, workers int) (*sink, error) {
 		for range n {
 			sk.free[w].Push(&slab{
 				buf:   make([]byte, 0, size),
-				ends:  make([]uint32, 0, size/sinkRecordIndex),
+				ends:  make([]uint32, 0, size/index),
 				owner: w,
 			})
 		}
@@ -457,11 +675,31 @@ func newSink(i int, sp SinkSpec, workers int) (*sink, error) {
 	case "udp":
 		sk.name = "udp:" + sp.Address
 		sk.out, err = dialUDPOutput(sk, sp)
+	case "kafka":
+		sk.name = "kafka:" + sp.Kafka.Topic
+		var o *kafkaOutput
+		if o, err = newKafkaOutput(sk, sp); err == nil {
+			sk.out, sk.async = o, o
+		}
+	case "nats":
+		sk.name = "nats:" + sp.NATS.Subject
+		var o *natsOutput
+		if o, err = newNATSOutput(sk, sp); err == nil {
+			sk.out, sk.async = o, o
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sinks[%d] (%s): %w", i, sk.name, err)
 	}
 	return sk, nil
+}
+
+// slabRecords is how many records one slab of the sink holds at most.
+func (sk *sink) slabRecords() int {
+	if sk.keyed {
+		return sk.slabSize / sinkKeyedRecordIndex
+	}
+	return sk.slabSize / sinkRecordIndex
 }
 
 func ceilPow2(n int) int {
@@ -476,15 +714,29 @@ func (s *Sinks) Writer(worker int) *SinkWriter { return s.writers[worker] }
 
 // Add encodes d for every sink that wants it into this worker's current
 // slab of that sink, copying every byte it keeps (d.Raw may be reused as
-// soon as Add returns). It never allocates; it blocks only for sinks with
-// OnFull "block", at most their BlockTimeout.
-func (w *SinkWriter) Add(d *engine.Decision) {
+// soon as Add returns). It never allocates (but for a key field written
+// with JSON escapes, which gjson unescapes into a new string); it blocks
+// only for sinks with OnFull "block", at most their BlockTimeout.
+//
+// Keyed records (Kafka, NATS) get the time the worker's current batch met
+// its first keyed record as their receive time; AddAt takes the packet's.
+func (w *SinkWriter) Add(d *engine.Decision) { w.AddAt(d, 0) }
+
+// AddAt is Add with the receive time of d's datagram: rxNs is the XDP
+// program's timestamp (CLOCK_MONOTONIC ns, as in the AF_XDP metadata), 0
+// when there is none. Keyed records carry it as ns since the Unix epoch.
+func (w *SinkWriter) AddAt(d *engine.Decision, rxNs uint64) {
 	c := classOf(d)
 	for i, sk := range w.sinks {
 		if sk.classes&c == 0 {
 			continue
 		}
-		need := sk.bound(d, c)
+		var need int
+		if sk.keyed {
+			need = keyedBound(d, c)
+		} else {
+			need = sk.bound(d, c)
+		}
 		if need > sk.slabSize {
 			sk.wcnt[w.id].tooBig.Add(1)
 			continue
@@ -499,9 +751,40 @@ func (w *SinkWriter) Add(d *engine.Decision) {
 		if len(sl.ends) == 0 {
 			sl.since = nanotime() // once per slab, not per record
 		}
-		sl.buf = sk.encode(sl.buf, d, c)
+		if sk.keyed {
+			sl.buf = sk.encodeKeyed(sl.buf, d, c, w.rxWall(rxNs))
+		} else {
+			sl.buf = sk.encode(sl.buf, d, c)
+		}
 		sl.ends = append(sl.ends, uint32(len(sl.buf)))
 	}
+}
+
+// rxWall returns the receive time of a keyed record in ns since the Unix
+// epoch.
+func (w *SinkWriter) rxWall(rxNs uint64) int64 {
+	if rxNs != 0 {
+		return int64(rxNs) + w.monoToWall
+	}
+	if w.batchWall == 0 {
+		w.batchWall = time.Now().UnixNano()
+	}
+	return w.batchWall
+}
+
+// newBatch forgets the batch's receive time and refreshes the clock
+// offset (NTP may step the wall clock; the monotonic one runs on).
+func (w *SinkWriter) newBatch() {
+	if w.keyed {
+		w.batchWall = 0
+		w.monoToWall = monoToWall()
+	}
+}
+
+// monoToWall is the wall clock minus CLOCK_MONOTONIC, in ns.
+func monoToWall() int64 {
+	mono := monotonicNs()
+	return time.Now().UnixNano() - int64(mono)
 }
 
 // next hands the current slab of sink i (if any) over to the writer and
@@ -538,14 +821,20 @@ var sinkMaxHold = 2 * time.Millisecond
 // would otherwise use up the worker's slabs one per batch whenever the
 // writer falls behind, and records would be dropped with most of the
 // buffer empty.
+//
+// Kafka and NATS sinks keep a slab until the broker has acknowledged all
+// of it, so for them the worker always fills a slab for up to sinkMaxHold:
+// a slab per small batch would put few records in flight per slab, and
+// the pool would run dry long before the memory it bounds was used.
 func (w *SinkWriter) Flush() {
+	w.newBatch()
 	var now int64
 	for i, sl := range w.cur {
 		if sl == nil || len(sl.ends) == 0 {
 			continue
 		}
 		sk := w.sinks[i]
-		if sk.full.Len() > 0 {
+		if sk.async != nil || sk.full.Len() > 0 {
 			if now == 0 {
 				now = nanotime()
 			}
@@ -562,6 +851,7 @@ func (w *SinkWriter) Flush() {
 // is idle (so no record waits for more traffic) and before it stops (Close
 // drains only what was handed over).
 func (w *SinkWriter) FlushAll() {
+	w.newBatch()
 	for i, sl := range w.cur {
 		if sl != nil && len(sl.ends) > 0 {
 			w.cur[i] = nil
@@ -611,12 +901,32 @@ func (sk *sink) run() {
 		defer t.Stop()
 		tick = t.C
 	}
+	var back <-chan *slab // slabs an async output is done with
+	if sk.async != nil {
+		back = sk.async.done()
+	}
+	recycle := func(sl *slab) {
+		sl.buf, sl.ends = sl.buf[:0], sl.ends[:0]
+		sk.free[sl.owner].Push(sl) // cannot fail: the ring holds the whole pool
+	}
+	returned := func() {
+		for {
+			select {
+			case sl := <-back:
+				recycle(sl)
+			default:
+				return
+			}
+		}
+	}
 	round := func() bool {
+		returned()
 		n := sk.full.PopBatch(batch[:])
 		for _, sl := range batch[:n] {
 			sk.out.write(sl)
-			sl.buf, sl.ends = sl.buf[:0], sl.ends[:0]
-			sk.free[sl.owner].Push(sl) // cannot fail: the ring holds the whole pool
+			if sk.async == nil {
+				recycle(sl)
+			}
 		}
 		clear(batch[:n])
 		if n > 0 {
@@ -630,12 +940,15 @@ func (sk *sink) run() {
 		}
 		select {
 		case <-sk.wake:
+		case sl := <-back:
+			recycle(sl)
 		case <-tick:
 			sk.out.idle(nanotime())
 		case <-sk.stop:
 			for round() {
 			}
 			sk.final = sk.out.finish()
+			returned()
 			return
 		}
 	}
@@ -645,9 +958,12 @@ func nanotime() int64 { return time.Now().UnixNano() }
 
 // Close stops the writers after they have written every slab already
 // handed over (workers must have called Flush and stopped), then fsyncs
-// (unless "never") and closes files and sockets. If ctx ends first, it
-// closes the files and sockets under the stuck writers (so their writes
-// fail and the goroutines end) and returns an error wrapping ctx.Err().
+// (unless "never") and closes files and sockets; Kafka and NATS sinks
+// first wait until the broker has acknowledged every record, or
+// DeliveryTimeout has failed it. If ctx ends first, it closes the files
+// and sockets under the stuck writers (so their writes fail and the
+// goroutines end; a Kafka or NATS sink stops retrying and counts what is
+// left failed) and returns an error wrapping ctx.Err().
 // Records still in a worker's unflushed slab are not written.
 func (s *Sinks) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
@@ -690,6 +1006,12 @@ func (s *Sinks) Stats() []SinkStats {
 			Failed:    sk.cnt.failed.Load(),
 			Rotations: sk.cnt.rotations.Load(),
 			Fsyncs:    sk.cnt.fsyncs.Load(),
+		}
+		if sk.async != nil {
+			st.InFlight = sk.async.inFlight()
+			if err := sk.async.lastError(); err != nil {
+				st.LastError = err.Error()
+			}
 		}
 		for w := range sk.wcnt {
 			st.Dropped += sk.wcnt[w].dropped.Load()
@@ -858,4 +1180,175 @@ func appendJSONFloat(b []byte, v float64) []byte {
 		fmtc = 'e'
 	}
 	return strconv.AppendFloat(b, v, fmtc, -1, 64)
+}
+
+// ---------------------------------------------------------------------------
+// Keyed records (Kafka, NATS).
+
+// keyedHeader is the size of the fixed start of a keyed record in a slab:
+//
+//	[0]     verdict: an engine.Action, or keyedReject for a decode error
+//	[1]     0 (reserved)
+//	[2:4]   length of the rule: the deciding rule, "" when none fired; for
+//	        a reject the decode error's name (little endian, as all below)
+//	[4:6]   length of the key ("" when the event has no usable key; a
+//	        reject has none)
+//	[6]     length of the receive time as decimal text
+//	[7]     0 (reserved)
+//	[8:16]  receive time, ns since the Unix epoch
+//
+// followed by the rule, the key, the receive time as decimal text and the
+// event's original bytes, which run to the record's end (slab.ends). The
+// lengths fit: a record is at most a slab (64 KiB) long.
+const keyedHeader = 16
+
+// keyedReject is the verdict code of a decode error.
+const keyedReject = 0xff
+
+// keyedVerdicts are the values of the "verdict" header, by verdict code.
+var keyedVerdicts = func() (v [256][]byte) {
+	for a := range engine.NumActions {
+		v[a] = []byte(engine.Action(a).String())
+	}
+	v[keyedReject] = []byte("reject")
+	return v
+}()
+
+// keyedRecord is one keyed record of a slab, as views into it.
+type keyedRecord struct {
+	verdict uint8
+	rule    []byte
+	key     []byte // nil: none
+	rxText  []byte
+	rxNs    int64
+	value   []byte
+}
+
+// parseKeyed splits the keyed record b (one record of a slab, header
+// included) into its parts. The worker wrote it, so it is well formed.
+func parseKeyed(b []byte, r *keyedRecord) {
+	rl := int(binary.LittleEndian.Uint16(b[2:]))
+	kl := int(binary.LittleEndian.Uint16(b[4:]))
+	tl := int(b[6])
+	r.verdict = b[0]
+	r.rxNs = int64(binary.LittleEndian.Uint64(b[8:]))
+	p := keyedHeader
+	r.rule = b[p : p+rl : p+rl]
+	p += rl
+	r.key = nil
+	if kl > 0 {
+		r.key = b[p : p+kl : p+kl]
+	}
+	p += kl
+	r.rxText = b[p : p+tl : p+tl]
+	p += tl
+	r.value = b[p:len(b):len(b)]
+}
+
+// keyedBound is an upper bound of what encodeKeyed appends: the key is at
+// most the event's bytes, the time at most 20 digits.
+func keyedBound(d *engine.Decision, c uint8) int {
+	rule := len(d.Rule)
+	if c == classReject {
+		rule = len(d.Err.String())
+	}
+	return keyedHeader + rule + 2*len(d.Raw) + 20
+}
+
+// encodeKeyed appends d as a keyed record (b has room for keyedBound).
+func (sk *sink) encodeKeyed(b []byte, d *engine.Decision, c uint8, rxWall int64) []byte {
+	at := len(b)
+	b = b[:at+keyedHeader]
+	code, rule := uint8(d.Action), d.Rule
+	if c == classReject {
+		code, rule = keyedReject, d.Err.String()
+	}
+	b = append(b, rule...)
+	k := len(b)
+	if c != classReject {
+		b = appendKey(b, d.Raw, sk.keyPath)
+	}
+	t := len(b)
+	b = strconv.AppendInt(b, rxWall, 10)
+	tl := len(b) - t
+	b = append(b, d.Raw...)
+	h := b[at : at+keyedHeader]
+	h[0], h[1] = code, 0
+	binary.LittleEndian.PutUint16(h[2:], uint16(len(rule)))
+	binary.LittleEndian.PutUint16(h[4:], uint16(t-k))
+	h[6], h[7] = uint8(tl), 0
+	binary.LittleEndian.PutUint64(h[8:], uint64(rxWall))
+	return b
+}
+
+// appendKey appends the key field of the event raw as the engine reads
+// it: a string's text (unescaped), a number's literal; nothing for any
+// other type or when the field is missing. gjson looks it up on a view of
+// raw (no copy), and as the engine's decoder, takes the first of
+// duplicated keys.
+func appendKey(b, raw []byte, path string) []byte {
+	if len(raw) == 0 {
+		return b
+	}
+	r := gjson.Get(unsafe.String(unsafe.SliceData(raw), len(raw)), path)
+	switch r.Type {
+	case gjson.String:
+		return append(b, r.Str...)
+	case gjson.Number:
+		return append(b, r.Raw...)
+	}
+	return b
+}
+
+// gjsonPath escapes every character of a schema path that gjson would read
+// as syntax, keeping the dots that separate its components.
+func gjsonPath(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c != '.' && c != '_' && c != '-' && !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') && c < utf8.RuneSelf {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// validKeyPath checks a schema key path as the engine does (dotted
+// components, no gjson wildcards or modifiers).
+func validKeyPath(p string) error {
+	if p == "" {
+		return errors.New("missing")
+	}
+	for _, part := range strings.Split(p, ".") {
+		if part == "" {
+			return fmt.Errorf("path %q has an empty component", p)
+		}
+	}
+	if strings.ContainsAny(p, "*?#|@\\") {
+		return fmt.Errorf("path %q: wildcards, queries and modifiers are not supported", p)
+	}
+	return nil
+}
+
+// defaultGatewayID is the host name ("xgate" if there is none).
+func defaultGatewayID() string {
+	if h, err := os.Hostname(); err == nil && validGatewayID(h) == nil {
+		return h
+	}
+	return "xgate"
+}
+
+// validGatewayID: the id goes into headers and NATS message ids, so it is
+// printable ASCII without spaces, at most 128 bytes.
+func validGatewayID(id string) error {
+	if id == "" || len(id) > 128 {
+		return fmt.Errorf("%q: want 1..128 characters", id)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c >= 0x7f {
+			return fmt.Errorf("%q: want printable ASCII without spaces", id)
+		}
+	}
+	return nil
 }

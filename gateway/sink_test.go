@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -954,6 +955,94 @@ func TestSinkAddZeroAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(500, batch); n != 0 {
 		t.Fatalf("%v allocs per batch of 64 Add + Flush", n)
 	}
+
+	// Keyed records (Kafka, NATS), on the worker's side: the key looked
+	// up, the header, rule, key, receive time and event copied.
+	ks := keyedFileSinks(t, filepath.Join(dir, "k"))
+	kw := ks.Writer(0)
+	ds = append(ds, engine.Decision{Raw: []byte(`{"amount":1,"user_id":12345}`), Action: engine.ActionPass},
+		engine.Decision{Raw: []byte(`{"nested":{"user_id":"x"}}`), Action: engine.ActionDrop, Rule: "r"})
+	rx := monotonicNs()
+	batch = func() {
+		for i := range 64 {
+			kw.AddAt(&ds[i%len(ds)], rx*uint64(i&1))
+		}
+		kw.Flush()
+	}
+	for range 100 {
+		batch()
+	}
+	if n := testing.AllocsPerRun(500, batch); n != 0 {
+		t.Fatalf("keyed: %v allocs per batch of 64 AddAt + Flush", n)
+	}
+}
+
+// keyedFileSinks returns sinks whose one sink encodes keyed records, as
+// Kafka and NATS sinks do, but writes them to a file: the worker's side of
+// a keyed sink without a broker.
+func keyedFileSinks(t testing.TB, path string) *Sinks {
+	s := newTestSinks(t, []SinkSpec{{Type: "file", Path: path, What: "all", Fsync: "never"}}, 1)
+	s.sinks[0].keyed, s.sinks[0].keyPath = true, gjsonPath("user_id")
+	s.writers[0].keyed = true
+	return s
+}
+
+// TestSinkKeyedRecord: what Add writes for a keyed sink, read back as the
+// Kafka and NATS outputs read it.
+func TestSinkKeyedRecord(t *testing.T) {
+	s := keyedFileSinks(t, filepath.Join(t.TempDir(), "k"))
+	w := s.Writer(0)
+	for _, c := range []struct {
+		name    string
+		d       engine.Decision
+		path    string
+		key     string
+		verdict string
+		rule    string
+		noKey   bool
+		xdp     bool
+	}{
+		{name: "string key", d: engine.Decision{Raw: []byte(`{"user_id":"u-1","amount":5}`), Action: engine.ActionPass}, key: "u-1", verdict: "pass"},
+		{name: "number key as written", d: engine.Decision{Raw: []byte(`{"user_id":1.50e3}`), Action: engine.ActionAlert, Rule: "big"}, key: "1.50e3", verdict: "alert", rule: "big", xdp: true},
+		{name: "escaped key", d: engine.Decision{Raw: []byte(`{"user_id":"a\"\u00e9\n"}`), Action: engine.ActionDrop, Rule: "r"}, key: "a\"\u00e9\n", verdict: "drop", rule: "r"},
+		{name: "first of duplicates", d: engine.Decision{Raw: []byte(`{"user_id":"first","user_id":"second"}`), Action: engine.ActionBlock, Rule: "b"}, key: "first", verdict: "block", rule: "b"},
+		{name: "no key", d: engine.Decision{Raw: []byte(`{"amount":5}`), Action: engine.ActionPass}, noKey: true, verdict: "pass"},
+		{name: "object key is none", d: engine.Decision{Raw: []byte(`{"user_id":{"a":1}}`), Action: engine.ActionPass}, noKey: true, verdict: "pass"},
+		{name: "nested path", d: engine.Decision{Raw: []byte(`{"user":{"id":"n-1"}}`), Action: engine.ActionPass}, path: "user.id", key: "n-1", verdict: "pass"},
+		{name: "gjson syntax in a path is literal", d: engine.Decision{Raw: []byte(`{"!true":"lit","a":"b"}`), Action: engine.ActionPass}, path: "!true", key: "lit", verdict: "pass"},
+		{name: "reject", d: engine.Decision{Raw: []byte(`{"user_id":"u-1"`), Err: engine.ErrInvalidJSON, Action: engine.ActionDrop}, noKey: true, verdict: "reject", rule: "invalid_json"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := c.path
+			if path == "" {
+				path = "user_id"
+			}
+			s.sinks[0].keyPath = gjsonPath(path)
+			var rx uint64
+			want := time.Now().UnixNano()
+			if c.xdp {
+				rx = monotonicNs() - uint64(time.Second)
+				want -= int64(time.Second)
+			}
+			b := make([]byte, 0, keyedBound(&c.d, classOf(&c.d)))
+			b = s.sinks[0].encodeKeyed(b, &c.d, classOf(&c.d), w.rxWall(rx))
+			if len(b) > cap(b) || cap(b) != keyedBound(&c.d, classOf(&c.d)) {
+				t.Fatalf("encoded %d bytes beyond the bound %d", len(b), keyedBound(&c.d, classOf(&c.d)))
+			}
+			var r keyedRecord
+			parseKeyed(b, &r)
+			if c.noKey != (r.key == nil) || string(r.key) != c.key {
+				t.Errorf("key %q (nil %v), want %q", r.key, r.key == nil, c.key)
+			}
+			if v := string(keyedVerdicts[r.verdict]); v != c.verdict || string(r.rule) != c.rule || !bytes.Equal(r.value, c.d.Raw) {
+				t.Errorf("verdict %s rule %q value %q", v, r.rule, r.value)
+			}
+			if txt, err := strconv.ParseInt(string(r.rxText), 10, 64); err != nil || txt != r.rxNs ||
+				r.rxNs < want-int64(time.Second/2) || r.rxNs > want+int64(time.Second/2) {
+				t.Errorf("rx %d %q, want about %d", r.rxNs, r.rxText, want)
+			}
+		})
+	}
 }
 
 func TestSinkSpecErrors(t *testing.T) {
@@ -964,7 +1053,20 @@ func TestSinkSpecErrors(t *testing.T) {
 		field string
 	}{
 		{SinkSpec{What: "all"}, "type"},
-		{SinkSpec{Type: "kafka", What: "all"}, "type"},
+		{SinkSpec{Type: "kafak", What: "all"}, "type"},
+		{SinkSpec{Type: "kafka", What: "all", Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
+		{SinkSpec{Type: "kafka", What: "all", KeyPath: "a.*", Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
+		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", Format: "raw", Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}}, "format"},
+		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", Kafka: KafkaSpec{Topic: "t"}}, "brokers"},
+		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", Kafka: KafkaSpec{Brokers: []string{"b:1"}}}, "topic"},
+		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", DeliveryTimeout: time.Millisecond, Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}}, "delivery_timeout"},
+		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", GatewayID: "a b", Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}}, "gateway_id"},
+		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}, NATS: NATSSpec{Stream: "S"}}, "stream"},
+		{SinkSpec{Type: "nats", What: "all", KeyPath: "k", NATS: NATSSpec{URLs: []string{"nats://x:1"}, Stream: "S"}}, "subject"},
+		{SinkSpec{Type: "nats", What: "all", KeyPath: "k", NATS: NATSSpec{URLs: []string{"nats://x:1"}, Subject: "a.{key}"}}, "stream"},
+		{SinkSpec{Type: "stdout", What: "all", KeyPath: "k"}, "key_path"},
+		{SinkSpec{Type: "stdout", What: "all", Kafka: KafkaSpec{Topic: "t"}}, "topic"},
+		{SinkSpec{Type: "udp", Address: "127.0.0.1:1", What: "all", TLS: SinkTLS{Enable: true}}, "tls"},
 		{SinkSpec{Type: "file", What: "all"}, "path"},
 		{SinkSpec{Type: "file", Path: ok.Path, What: "all"}, "path"}, // same file as sinks[0]
 		{SinkSpec{Type: "stdout", What: "all", Path: "x"}, "path"},

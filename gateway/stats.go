@@ -84,14 +84,3 @@ func (g *Gateway) Stats() (Stats, error) {
 	}
 	return s, nil
 }
-
-// sinkSpecs maps the configuration onto the sink writer's specs.
-func sinkSpecs(cfg []Sink) []SinkSpec {
-	out := make([]SinkSpec, 0, len(cfg))
-	for _, c := range cfg {
-		policy, every := c.FsyncPolicy()
-		out = append(out, SinkSpec{Type: c.Type, Path: c.Path, Address: c.Address, What: c.What,
-			Fsync: policy, FsyncInterval: every, RotateBytes: c.RotateBytes, OnFull: c.OnFull, Buffer: int(c.Buffer)})
-	}
-	return out
-}

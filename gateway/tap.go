@@ -15,19 +15,38 @@ import (
 )
 
 // The tap streams a sample of decided events to HTTP clients (GET /tap),
-// like `vector tap`. The workers only offer copies to a bounded, lossy
-// MPSC ring, and only while a client is connected: with none, the cost is
-// one atomic load per receive batch. A full ring drops the copy (counted in
-// xgate_tap_dropped_total); a slow or absent reader costs nothing else.
+// like `vector tap`. Filtering and sampling happen where the events are
+// decided, so a tap costs the workers only what it keeps:
+//
+//   - With no client the cost is one atomic load per receive batch (the
+//     filter pointer, nil) and one nil check per decision.
+//   - With clients, the workers load the immutable tapFilter once per batch
+//     and test each decision against every client's verdicts and rule. A
+//     decision no client wants costs those comparisons and nothing else.
+//   - A wanted decision also takes one token from each matching client's
+//     bucket (refilled by the dispatcher at the client's rate): over its
+//     rate a client is not offered the event at all. So the workers copy at
+//     most about sum(rate) events per second, whatever the traffic.
+//   - The copy goes into a recycled buffer (tapHub.free) and then into a
+//     bounded, lossy MPSC ring; a full ring drops it (counted in
+//     xgate_tap_dropped_total). No step blocks and, once buffers circulate,
+//     none allocates.
+//
 // One dispatcher goroutine, running while clients are connected, drains the
-// ring and hands each event to the clients whose filter it matches; each
-// client's handler rate-limits and writes NDJSON.
+// ring every tapDrainEvery, refills the buckets, copies each event for the
+// clients it was offered to, and recycles the worker's buffer; each
+// client's handler enforces its rate exactly (a sliding one-second window)
+// and writes NDJSON.
 
 const (
 	tapRingSize   = 4096 // events between the workers and the dispatcher
 	tapClientBuf  = 1024 // events between the dispatcher and one client
 	tapDrainEvery = 5 * time.Millisecond
 	tapMaxRate    = 10000 // lines per second, upper bound of ?rate=
+	tapMaxClients = 64    // bits of tapEvent.to
+	tapFreeBufs   = 1024  // recycled copy buffers kept
+	tapBufMin     = 512   // capacity of a new copy buffer, at least
+	tapBufMax     = 4096  // larger buffers are not recycled
 )
 
 // tapEvent is one decided event, copied out of the worker's frame.
@@ -37,6 +56,10 @@ type tapEvent struct {
 	rule      string
 	queue     int
 	latencyUs int64 // -1: no receive timestamp (not afxdp)
+	// f and to say whom the worker offered the event to: bit i of to is
+	// f.subs[i]. Unused in the events sent to a client.
+	f  *tapFilter
+	to uint64
 }
 
 // TapLine is one NDJSON line of /tap.
@@ -48,11 +71,20 @@ type TapLine struct {
 	LatencyUs *int64          `json:"latency_us,omitempty"`
 }
 
+// tapFilter is what the connected clients want, as the workers read it.
+// Immutable once published in tapHub.filter: (un)subscribing publishes a
+// new one, so a worker sees one consistent set for a whole batch.
+type tapFilter struct {
+	verdicts uint32    // OR of the subs' verdicts: the quick reject
+	subs     []*tapSub // at most tapMaxClients
+}
+
 type tapHub struct {
-	// mask is the OR of the verdict bits the connected clients want; 0
-	// when no client is connected. The workers load it once per batch.
-	mask    atomic.Uint32
+	// filter is nil when no client is connected. The workers load it once
+	// per batch (worker.loadTap); only subscribe and unsubscribe store it.
+	filter  atomic.Pointer[tapFilter]
 	ring    *engine.MPSC[tapEvent]
+	free    chan []byte   // copy buffers: dispatcher → workers (never blocks either)
 	dropped atomic.Uint64 // ring full, or a client's buffer full
 
 	mu      sync.Mutex
@@ -63,7 +95,14 @@ type tapHub struct {
 type tapSub struct {
 	verdicts uint32 // bit per engine.Action
 	rule     string // "" any
-	ch       chan tapEvent
+	rate     int    // lines per second
+	// tokens is how many more events the workers may offer this client.
+	// Workers take one per offered event (Load, then Add(-1); racing
+	// workers may push it a little below 0, which the refill absorbs); the
+	// dispatcher adds rate per second up to a burst of rate.
+	tokens atomic.Int64
+	credit float64 // fractional tokens not yet added; dispatcher only, under tapHub.mu
+	ch     chan tapEvent
 }
 
 func newTapHub() *tapHub {
@@ -71,17 +110,40 @@ func newTapHub() *tapHub {
 	if err != nil {
 		panic(err) // constant capacity
 	}
-	return &tapHub{ring: r, subs: map[*tapSub]struct{}{}}
+	return &tapHub{ring: r, free: make(chan []byte, tapFreeBufs), subs: map[*tapSub]struct{}{}}
 }
 
-// offer copies d into the ring; called by the workers when the batch's
-// mask has d's verdict bit. rxNs is the XDP receive timestamp (0: none).
-func (t *tapHub) offer(d *engine.Decision, queue int, rxNs uint64) {
+// offer is called by a worker for a decision whose verdict some client of
+// f wants. It offers a copy of the event to the clients whose rule matches
+// and whose bucket has a token; with none, it returns without copying.
+// rxNs is the XDP receive timestamp (0: none).
+func (t *tapHub) offer(f *tapFilter, d *engine.Decision, queue int, rxNs uint64) {
+	bit := uint32(1) << d.Action
+	var to uint64
+	for i, s := range f.subs {
+		if s.verdicts&bit == 0 || (s.rule != "" && s.rule != d.Rule) {
+			continue
+		}
+		if s.tokens.Load() <= 0 || s.tokens.Add(-1) < 0 {
+			continue // over the client's rate: not sampled
+		}
+		to |= 1 << i
+	}
+	if to == 0 {
+		return
+	}
 	if t.ring.Len() >= t.ring.Cap() {
 		t.dropped.Add(1) // full: do not even copy
 		return
 	}
-	ev := tapEvent{raw: slices.Clone(d.Raw), action: d.Action, rule: d.Rule, queue: queue, latencyUs: -1}
+	var buf []byte
+	select {
+	case buf = <-t.free:
+	default:
+		buf = make([]byte, 0, max(len(d.Raw), tapBufMin))
+	}
+	ev := tapEvent{raw: append(buf[:0], d.Raw...), action: d.Action, rule: d.Rule, queue: queue,
+		latencyUs: -1, f: f, to: to}
 	if rxNs != 0 {
 		if now := monotonicNs(); now > rxNs {
 			ev.latencyUs = int64((now - rxNs + 999) / 1000)
@@ -89,36 +151,69 @@ func (t *tapHub) offer(d *engine.Decision, queue int, rxNs uint64) {
 	}
 	if !t.ring.TryPush(ev) {
 		t.dropped.Add(1)
+		t.recycle(ev.raw)
 	}
 }
 
-// subscribe registers a client and starts the dispatcher if needed.
-func (t *tapHub) subscribe(verdicts uint32, rule string) *tapSub {
-	s := &tapSub{verdicts: verdicts, rule: rule, ch: make(chan tapEvent, tapClientBuf)}
+// recycle hands a copy buffer back to the workers, if it is worth keeping
+// and the free list has room.
+func (t *tapHub) recycle(b []byte) {
+	if cap(b) > tapBufMax {
+		return
+	}
+	select {
+	case t.free <- b[:0]:
+	default:
+	}
+}
+
+// errTapClients is returned by subscribe when tapMaxClients are connected.
+var errTapClients = fmt.Errorf("too many clients (%d)", tapMaxClients)
+
+// subscribe registers a client and publishes the new filter; the caller
+// starts the dispatcher (run). rate is the client's lines per second.
+func (t *tapHub) subscribe(verdicts uint32, rule string, rate int) (*tapSub, error) {
+	s := &tapSub{verdicts: verdicts, rule: rule, rate: rate, ch: make(chan tapEvent, tapClientBuf)}
+	s.tokens.Store(int64(rate))
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.subs[s] = struct{}{}
-	t.updateMask()
-	if !t.running {
-		t.running = true
-		go t.dispatch()
+	if len(t.subs) >= tapMaxClients {
+		return nil, errTapClients
 	}
-	return s
+	t.subs[s] = struct{}{}
+	t.publish()
+	return s, nil
 }
 
 func (t *tapHub) unsubscribe(s *tapSub) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.subs, s)
-	t.updateMask()
+	t.publish()
 }
 
-func (t *tapHub) updateMask() {
-	var m uint32
-	for s := range t.subs {
-		m |= s.verdicts
+// publish stores the filter of the current subs (nil for none). Under mu.
+func (t *tapHub) publish() {
+	if len(t.subs) == 0 {
+		t.filter.Store(nil)
+		return
 	}
-	t.mask.Store(m)
+	f := &tapFilter{subs: make([]*tapSub, 0, len(t.subs))}
+	for s := range t.subs {
+		f.verdicts |= s.verdicts
+		f.subs = append(f.subs, s)
+	}
+	t.filter.Store(f)
+}
+
+// run starts the dispatcher unless it is running.
+func (t *tapHub) run() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.running {
+		t.running = true
+		go t.dispatch()
+	}
 }
 
 // clients returns the number of connected tap clients.
@@ -134,36 +229,70 @@ func (t *tapHub) dispatch() {
 	buf := make([]tapEvent, 256)
 	tick := time.NewTicker(tapDrainEvery)
 	defer tick.Stop()
-	for range tick.C {
+	last := time.Now()
+	for now := range tick.C {
 		t.mu.Lock()
 		if len(t.subs) == 0 {
 			t.running = false
-			for t.ring.PopBatch(buf) > 0 {
-			}
-			clear(buf)
+			t.deliver(buf) // to no one: recycles the buffers
 			t.mu.Unlock()
 			return
 		}
+		t.refill(now.Sub(last))
+		last = now
+		t.deliver(buf)
+		t.mu.Unlock()
+	}
+}
+
+// refill adds dt's worth of tokens to every client's bucket, up to one
+// second's worth. Under mu.
+func (t *tapHub) refill(dt time.Duration) {
+	for s := range t.subs {
+		s.credit += float64(s.rate) * dt.Seconds()
+		whole := int64(s.credit)
+		if whole == 0 {
+			continue
+		}
+		s.credit -= float64(whole)
 		for {
-			n := t.ring.PopBatch(buf)
-			if n == 0 {
+			cur := s.tokens.Load()
+			n := min(cur+whole, int64(s.rate))
+			if n <= cur || s.tokens.CompareAndSwap(cur, n) {
 				break
 			}
-			for _, ev := range buf[:n] {
-				for s := range t.subs {
-					if s.verdicts&(1<<ev.action) == 0 || (s.rule != "" && s.rule != ev.rule) {
-						continue
-					}
-					select {
-					case s.ch <- ev:
-					default:
-						t.dropped.Add(1)
-					}
+		}
+	}
+}
+
+// deliver empties the ring: each event goes, as its own copy, to the
+// clients it was offered to that are still connected; the worker's buffer
+// is recycled. Under mu.
+func (t *tapHub) deliver(buf []tapEvent) {
+	for {
+		n := t.ring.PopBatch(buf)
+		if n == 0 {
+			return
+		}
+		for _, ev := range buf[:n] {
+			for i, s := range ev.f.subs {
+				if ev.to&(1<<i) == 0 {
+					continue
+				}
+				if _, ok := t.subs[s]; !ok {
+					continue // left since the worker's batch began
+				}
+				out := ev
+				out.raw, out.f, out.to = slices.Clone(ev.raw), nil, 0
+				select {
+				case s.ch <- out:
+				default:
+					t.dropped.Add(1)
 				}
 			}
-			clear(buf[:n])
+			t.recycle(ev.raw)
 		}
-		t.mu.Unlock()
+		clear(buf[:n])
 	}
 }
 
@@ -222,8 +351,13 @@ func (g *Gateway) serveTap(w http.ResponseWriter, r *http.Request, quit <-chan s
 		http.Error(w, "tap: gateway not running", http.StatusServiceUnavailable)
 		return
 	}
-	sub := g.tap.subscribe(verdicts, rule)
+	sub, err := g.tap.subscribe(verdicts, rule, rate)
+	if err != nil {
+		http.Error(w, "tap: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	defer g.tap.unsubscribe(sub)
+	g.tap.run()
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")

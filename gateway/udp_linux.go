@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"fmt"
+	"math/bits"
 	"net/netip"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -14,6 +16,18 @@ import (
 type udpSocket struct {
 	fd   int
 	addr netip.AddrPort
+
+	// Receive → verdict sampling (startLatency; off while every is 0).
+	// every..pending belong to the worker that owns the socket (set
+	// before it starts, then touched only by recv); latency and noStamp
+	// are atomics that Latency and metrics read.
+	every   int           // sampling period in datagrams; 0: off
+	until   int           // datagrams left before the next sampled batch
+	pick    uint32        // xorshift32 state: which datagram of a batch is sampled
+	stamp   unix.Timespec // SIOCGSTAMPNS result (a field: no allocation per sample)
+	pending int64         // receive time (realtime ns) of the sampled datagram of the last batch; 0: none
+	latency [LatencyBuckets]atomic.Uint64
+	noStamp atomic.Uint64 // sampled datagrams without a receive timestamp
 }
 
 // openUDP opens a UDP socket bound to addr. With reuseport it joins the
@@ -93,9 +107,9 @@ func (s *udpSocket) shutdown() { _ = unix.Shutdown(s.fd, unix.SHUT_RD) }
 // mmsgBatch is the reusable receive state of one worker: one buffer slab,
 // one iovec and one address per message. Nothing is allocated per
 // datagram, and no control messages are asked for: the drop count comes
-// from SO_MEMINFO, and the timestamps the latency probe turns on are read
-// by its filter in the kernel, not here (without a control buffer the
-// kernel skips put_cmsg).
+// from SO_MEMINFO, and receive timestamps are read by the latency probe's
+// filter in the kernel and, for a sampled datagram, with SIOCGSTAMPNS
+// (startLatency), not per datagram here.
 //
 // Lifetime: datagram i lives in bufs[i][:lens[i]] until the next recv on
 // this batch; the engine's views into it die with the batch.
@@ -124,8 +138,14 @@ func newBatch(n, bufSize int) *mmsgBatch {
 
 // recv fills the batch with up to len(hdrs) datagrams: it blocks until at
 // least one arrives (or the socket's receive timeout passes: then 0, nil),
-// then takes what is already queued (MSG_WAITFORONE).
+// then takes what is already queued (MSG_WAITFORONE). With sampling on
+// (startLatency) it first records the receive → verdict time of the
+// previous batch's sampled datagram: recv is called again only once that
+// batch is decided.
 func (s *udpSocket) recv(b *mmsgBatch) (int, error) {
+	if s.pending != 0 {
+		s.recordLatency()
+	}
 	for i := range b.hdrs {
 		b.iovs[i] = unix.Iovec{Base: &b.bufs[i][0]}
 		b.iovs[i].SetLen(len(b.bufs[i]))
@@ -136,24 +156,128 @@ func (s *udpSocket) recv(b *mmsgBatch) (int, error) {
 		h.Iovlen = 1
 		h.Flags = 0
 	}
+	var (
+		n   int
+		err error
+	)
+	if s.every > 0 && s.until <= 0 {
+		n, err = s.recvSampled(b)
+		s.until = s.every
+	} else {
+		n, err = s.recvmmsg(b.hdrs, unix.MSG_WAITFORONE)
+		s.until -= n
+	}
+	for i := 0; i < n; i++ {
+		b.lens[i] = int(b.hdrs[i].Len)
+	}
+	return n, err
+}
+
+// recvmmsg receives into hdrs; a receive timeout (or, with MSG_DONTWAIT,
+// an empty queue) is 0, nil.
+func (s *udpSocket) recvmmsg(hdrs []unix.Mmsghdr, flags int) (int, error) {
 	for {
-		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&b.hdrs[0])),
-			uintptr(len(b.hdrs)), unix.MSG_WAITFORONE, 0, 0)
-		switch {
-		case errno == 0:
-			n := int(r)
-			for i := 0; i < n; i++ {
-				b.lens[i] = int(b.hdrs[i].Len)
-			}
-			return n, nil
-		case errno == unix.EINTR:
+		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&hdrs[0])),
+			uintptr(len(hdrs)), uintptr(flags), 0, 0)
+		switch errno {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
 			continue
-		case errno == unix.EAGAIN:
+		case unix.EAGAIN:
 			return 0, nil
 		default:
 			return 0, fmt.Errorf("recvmmsg on %s: %w", s.addr, errno)
 		}
 	}
+}
+
+// recvSampled receives a batch in two parts and reads the receive stamp of
+// the last datagram of the first: the kernel keeps only the stamp of the
+// newest datagram read (SIOCGSTAMPNS), so the batch is split where the
+// sample falls. The split point is pseudo-random, so the samples cover
+// every position in a batch, not only its newest (which would bias the
+// figures low by up to a batch's queueing spread).
+func (s *udpSocket) recvSampled(b *mmsgBatch) (int, error) {
+	s.pick ^= s.pick << 13
+	s.pick ^= s.pick >> 17
+	s.pick ^= s.pick << 5
+	j := 1 + int(s.pick%uint32(len(b.hdrs)))
+	n, err := s.recvmmsg(b.hdrs[:j], unix.MSG_WAITFORONE)
+	if err != nil || n == 0 {
+		return n, err
+	}
+	s.readStamp()
+	if n < j || j == len(b.hdrs) {
+		return n, nil // the queue is empty, or the batch is full
+	}
+	// The rest of what is queued, without waiting. An error here is left
+	// for the next recv to meet: the datagrams in hand go to the engine.
+	m, err := s.recvmmsg(b.hdrs[j:], unix.MSG_DONTWAIT)
+	if err != nil {
+		return n, nil
+	}
+	return n + m, nil
+}
+
+// realtimeMinNs: receive stamps are CLOCK_REALTIME, past 2001-09-09.
+const realtimeMinNs = 1_000_000_000_000_000_000
+
+// readStamp takes the receive stamp of the newest datagram read from the
+// socket as the pending sample. Without a stamp on that datagram (host
+// receive timestamping off) the kernel answers with the current time and
+// remembers it: a stamp not older than the call is no stamp.
+func (s *udpSocket) readStamp() {
+	before := time.Now().UnixNano()
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(s.fd), unix.SIOCGSTAMPNS, uintptr(unsafe.Pointer(&s.stamp)))
+	ns := s.stamp.Nano()
+	if errno != 0 || ns >= before || ns < realtimeMinNs {
+		s.noStamp.Add(1)
+		return
+	}
+	s.pending = ns
+}
+
+// recordLatency adds the pending sample's receive → now time to the
+// histogram (bucket i: ≤ 2^i µs, as on the afxdp path).
+func (s *udpSocket) recordLatency() {
+	d := time.Now().UnixNano() - s.pending
+	s.pending = 0
+	if d < 0 {
+		s.noStamp.Add(1) // the realtime clock was stepped back
+		return
+	}
+	b := 0
+	if us := (d + 999) / 1000; us > 1 {
+		b = min(bits.Len64(uint64(us-1)), LatencyBuckets-1)
+	}
+	s.latency[b].Add(1)
+}
+
+// startLatency turns on receive → verdict sampling: after every batch that
+// completes `every` datagrams since the last sample, one datagram of the
+// next batch is timed from its kernel receive stamp (skb->tstamp, taken at
+// netif_receive) to the moment its batch is decided. The first SIOCGSTAMPNS
+// sets SOCK_TIMESTAMP on the socket: from then on each datagram read costs
+// the kernel one store (the socket's last stamp), not a control message,
+// and the socket holds the host's receive timestamping on until it closes.
+// Call it before the worker starts.
+func (s *udpSocket) startLatency(every int) {
+	if every < 1 {
+		return
+	}
+	s.every, s.until = every, every
+	s.pick = uint32(s.fd)*2654435761 | 1 // any nonzero seed
+	// ENOENT (nothing read yet) is expected: the call is for its side effect.
+	_, _, _ = unix.Syscall(unix.SYS_IOCTL, uintptr(s.fd), unix.SIOCGSTAMPNS, uintptr(unsafe.Pointer(&s.stamp)))
+}
+
+// latencyCounts reads the receive → verdict histogram.
+func (s *udpSocket) latencyCounts() (h [LatencyBuckets]uint64) {
+	for i := range h {
+		h[i] = s.latency[i].Load()
+	}
+	return h
 }
 
 // source returns the sender of datagram i.

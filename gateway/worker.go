@@ -22,9 +22,9 @@ type worker struct {
 	fb  *feedback
 	tap *tapHub // never nil in a gateway; nil in bare tests
 
-	// tapMask is tap.mask as loaded at the start of the current batch:
-	// the verdicts some tap client wants, 0 with no client.
-	tapMask uint32
+	// tapF is tap.filter as loaded at the start of the current batch:
+	// what the tap clients want, nil with no client.
+	tapF *tapFilter
 
 	sock  *udpSocket
 	batch *mmsgBatch
@@ -51,7 +51,8 @@ func (w *worker) pin() error {
 }
 
 // decide runs one datagram through the engine and routes its decisions.
-// rxNs is the XDP receive timestamp (afxdp; 0: none), used by the tap only.
+// rxNs is the XDP receive timestamp (afxdp; 0: none), for the tap and the
+// keyed sinks' receive time.
 //
 // Invariant: frame stays valid (not refilled, not returned to the kernel)
 // until decide returns and the sink writer has copied what it keeps; the
@@ -61,7 +62,7 @@ func (w *worker) decide(frame []byte, src netip.Addr, rxNs uint64) {
 	for i := range ds {
 		d := &ds[i]
 		if w.sw != nil {
-			w.sw.Add(d)
+			w.sw.AddAt(d, rxNs)
 		}
 		if d.Err != engine.DecodeOK {
 			continue
@@ -69,17 +70,17 @@ func (w *worker) decide(frame []byte, src netip.Addr, rxNs uint64) {
 		if d.Action == engine.ActionBlock {
 			w.fb.request(src, d.Block)
 		}
-		if w.tapMask&(1<<d.Action) != 0 {
-			w.tap.offer(d, w.id, rxNs)
+		if f := w.tapF; f != nil && f.verdicts&(1<<d.Action) != 0 {
+			w.tap.offer(f, d, w.id, rxNs)
 		}
 	}
 }
 
-// loadTap takes the tap clients' verdict mask for the next batch: one
-// atomic load per batch, and nothing else happens with no client.
+// loadTap takes the tap clients' filter for the next batch: one atomic
+// load per batch, and nothing else happens with no client.
 func (w *worker) loadTap() {
 	if w.tap != nil {
-		w.tapMask = w.tap.mask.Load()
+		w.tapF = w.tap.filter.Load()
 	}
 }
 

@@ -119,6 +119,12 @@ type Config struct {
 	// poll(2) when the ring is empty (a system call is made only when the
 	// fill ring asks for a wakeup). It burns the worker's CPU.
 	BusyPoll bool
+	// Spin makes Receive spin on an empty RX ring for up to this long
+	// before it sleeps in poll(2) (without BusyPoll): a worker that gets
+	// a batch at least every Spin never pays for a wakeup (tens of µs,
+	// more on a virtual CPU that halted), one that is idle still sleeps.
+	// It costs up to Spin of CPU per wait. 0: sleep at once.
+	Spin time.Duration
 	// PollTimeout bounds how long one Receive waits for frames when the RX
 	// ring is empty: 0 waits until frames arrive or the socket is closed;
 	// after a positive timeout Receive returns (0, nil).
@@ -216,6 +222,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollTimeout < 0 {
 		return bad("PollTimeout", c.PollTimeout, "must not be negative")
+	}
+	if c.Spin < 0 {
+		return bad("Spin", c.Spin, "must not be negative")
 	}
 	return nil
 }

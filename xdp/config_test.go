@@ -38,6 +38,8 @@ func TestConfigValidate(t *testing.T) {
 		{"umem too big", Config{FillSize: 1 << 20, Frames: 1 << 23}, "Frames"},
 		{"bind mode", Config{Bind: 7}, "Bind"},
 		{"negative timeout", Config{PollTimeout: -time.Second}, "PollTimeout"},
+		{"spin", Config{Spin: 50 * time.Microsecond, PollTimeout: time.Second}, ""},
+		{"negative spin", Config{Spin: -time.Microsecond}, "Spin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()

@@ -31,10 +31,10 @@
 // A worker calls Receive for a batch of Frames (views into the UMEM, never
 // copies), works on them, and calls Release when nothing refers to them any
 // more. Release puts them back into the fill ring in one batch. Receive
-// sleeps in poll(2) only when the RX ring is empty (or spins, with
-// Config.BusyPoll), and kicks the kernel for the fill ring only when the
-// ring's need-wakeup flag asks (zero-copy drivers; in copy mode it never
-// does).
+// sleeps in poll(2) only when the RX ring is empty (after spinning for
+// Config.Spin, or never: it spins with Config.BusyPoll), and kicks the
+// kernel for the fill ring only when the ring's need-wakeup flag asks
+// (zero-copy drivers; in copy mode it never does).
 //
 // # Closing
 //

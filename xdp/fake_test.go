@@ -375,7 +375,11 @@ func TestFakeFillOverflow(t *testing.T) {
 // checks that Close never overlaps a call touching the rings.
 func TestFakeCloseRace(t *testing.T) {
 	for i := 0; i < 100; i++ {
-		k := newFake(t, Config{FrameSize: 2048, FillSize: 16, RxSize: 16, Frames: 32, BusyPoll: i%2 == 1})
+		cfg := Config{FrameSize: 2048, FillSize: 16, RxSize: 16, Frames: 32, BusyPoll: i%3 == 1}
+		if i%3 == 2 {
+			cfg.Spin = 100 * time.Microsecond
+		}
+		k := newFake(t, cfg)
 		s := k.s
 		done := make(chan struct{})
 		stop := make(chan struct{})
@@ -416,5 +420,54 @@ func TestFakeCloseRace(t *testing.T) {
 		if !k.unmapped.Load() {
 			t.Fatal("UMEM still mapped with every frame released")
 		}
+	}
+}
+
+// TestFakeSpin: with Config.Spin, Receive on an empty ring first spins —
+// a frame that arrives meanwhile is taken without a sleep — and sleeps in
+// poll once the spin is over.
+func TestFakeSpin(t *testing.T) {
+	// A long spin: the fake kernel's delivery wakes no poll (the fake
+	// socket has no descriptor), so only a spinning Receive sees it
+	// before PollTimeout.
+	k := newFake(t, Config{FrameSize: 2048, FillSize: 8, RxSize: 8, Frames: 16, Spin: time.Minute, PollTimeout: time.Minute})
+	s := k.s
+	got := make(chan int, 1)
+	go func() {
+		batch := make([]Frame, 4)
+		n, err := s.Receive(batch)
+		if err != nil {
+			t.Error(err)
+		}
+		s.Release(batch[:n])
+		got <- n
+	}()
+	time.Sleep(10 * time.Millisecond)
+	if !k.deliver([]byte("late"), 1, true) {
+		t.Fatal("delivery dropped")
+	}
+	select {
+	case n := <-got:
+		if n != 1 {
+			t.Fatalf("received %d frames, want 1", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a spinning Receive did not see the frame")
+	}
+	if st, _ := s.Stats(); st.Polls != 0 {
+		t.Errorf("slept in poll %d times while spinning", st.Polls)
+	}
+
+	// A short spin on an empty ring: then a sleep until PollTimeout.
+	k = newFake(t, Config{FrameSize: 2048, FillSize: 8, RxSize: 8, Frames: 16, Spin: time.Millisecond, PollTimeout: 30 * time.Millisecond})
+	start := time.Now()
+	if n, err := k.s.Receive(make([]Frame, 4)); n != 0 || err != nil {
+		t.Fatalf("receive on an empty ring = %d, %v", n, err)
+	}
+	if d := time.Since(start); d < 30*time.Millisecond {
+		t.Errorf("returned after %v, before the 30ms timeout", d)
+	}
+	if st, _ := k.s.Stats(); st.Polls == 0 {
+		t.Error("did not sleep in poll after the spin")
 	}
 }

@@ -508,9 +508,9 @@ func (s *Socket) closing() bool { return s.refs.Load()&closedBit != 0 }
 // all, the kernel drops (and counts) what arrives.
 //
 // With the RX ring empty, Receive sleeps in poll(2) (POLLIN on the socket
-// and the close eventfd), or spins with Config.BusyPoll, until frames
-// arrive, Config.PollTimeout passes (then it returns 0, nil) or the socket
-// is closed (ErrClosed). EINTR is retried.
+// and the close eventfd), after spinning for Config.Spin, or spins with
+// Config.BusyPoll, until frames arrive, Config.PollTimeout passes (then it
+// returns 0, nil) or the socket is closed (ErrClosed). EINTR is retried.
 //
 // The worker's goroutine only: see Socket.
 func (s *Socket) Receive(batch []Frame) (int, error) {
@@ -522,7 +522,7 @@ func (s *Socket) Receive(batch []Frame) (int, error) {
 	}
 	defer s.leave()
 	want := uint32(min(len(batch), math.MaxUint32))
-	var deadline time.Time
+	var deadline, spinEnd time.Time
 	for spins := 1; ; spins++ {
 		if n := s.take(batch, want); n > 0 {
 			return n, nil
@@ -547,6 +547,22 @@ func (s *Socket) Receive(batch []Frame) (int, error) {
 				runtime.Gosched()
 			}
 			continue
+		}
+		if s.cfg.Spin > 0 {
+			// Spin a while before sleeping. No Gosched here: the worker
+			// is locked to its thread, and a locked goroutine that
+			// yields hands its P away and parks the thread until
+			// another thread schedules it back — two wakeups, more than
+			// the sleep this spin avoids. The runtime still preempts
+			// the loop when it must (asynchronous preemption).
+			now := time.Now()
+			if spinEnd.IsZero() {
+				spinEnd = now.Add(s.cfg.Spin)
+			}
+			if now.Before(spinEnd) {
+				s.wakeFill()
+				continue
+			}
 		}
 		if err := s.poll(deadline); err != nil {
 			return 0, err

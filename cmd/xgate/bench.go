@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,11 +23,11 @@ import (
 )
 
 func newBench() *cobra.Command {
-	var mode, compare, rate string
+	var mode, compare, rate, plotPath string
 	var duration, warmup time.Duration
-	var sources, users int
+	var sources, users, steps int
 	var badShare float64
-	var asJSON bool
+	var asJSON, sweep bool
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure the gateway end to end on veth test hosts",
@@ -34,8 +36,8 @@ the gateway in one of them in the chosen mode with the default risk rules
 (those of examples/xgate.yaml, no sinks, nothing pinned), warms up for 2 s,
 drives the XDP live-frames generator from the other host for --duration, and
 reports where every datagram went (unaccounted must be 0), events/s, the
-receive → verdict latency (afxdp only), GC cycles, RSS, CPU and allocations
-per event. Everything it builds is removed when it ends. Needs root.
+receive → verdict latency (afxdp only), GC cycles, RSS, CPU per event and
+the allocations per event on the gateway's workers. Everything it builds is removed when it ends. Needs root.
 
 --compare runs several modes with the same load and prints them side by side,
 with ratios against the first. Besides the gateway's paths (afxdp, socket,
@@ -48,8 +50,15 @@ plain) it knows three yardsticks that run instead of the gateway:
   rawsock   the gateway's XDP program in socket mode and one recvmmsg socket
             per CPU (SO_REUSEPORT) whose datagrams are only counted
 
-For the raw modes "decided" is what the receivers counted.`,
-		Example: "  sudo xgate bench\n  sudo xgate bench --mode socket --duration 5s --json\n  sudo xgate bench --compare afxdp,socket,plain --rate 500000\n  sudo xgate bench --compare afxdp,rawxsk,socket,rawsock,baseline --duration 5s",
+For the raw modes "decided" is what the receivers counted.
+
+--sweep measures latency against load on one gateway: a max-rate run, then
+fixed offered loads of 10 %, 20 %, …, 100 % of the rate it decided (--steps),
+each for --duration (default 3 s in a sweep, so a sweep takes about 40 s).
+It prints one line per load (--json: an array), and --plot FILE.png draws p50
+and p99 against the offered load. --rate R makes R the 100 % load instead of
+the max-rate run.`,
+		Example: "  sudo xgate bench\n  sudo xgate bench --mode socket --duration 5s --json\n  sudo xgate bench --compare afxdp,socket,plain --rate 500000\n  sudo xgate bench --compare afxdp,rawxsk,socket,rawsock,baseline --duration 5s\n  sudo xgate bench --sweep --plot latency-vs-load.png",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := parseRate(rate)
@@ -66,6 +75,27 @@ For the raw modes "decided" is what the receivers counted.`,
 					return fmt.Errorf("bench: mode %q: want one of %s", m, strings.Join(bench.AllModes, ", "))
 				}
 			}
+			if sweep && compare != "" {
+				return errors.New("bench: --sweep runs one --mode; not with --compare")
+			}
+			if sweep && steps < 1 {
+				return fmt.Errorf("bench: --steps %d: want at least 1", steps)
+			}
+			if plotPath != "" && !sweep {
+				return errors.New("bench: --plot needs --sweep")
+			}
+			if plotPath != "" && !strings.EqualFold(filepath.Ext(plotPath), ".png") {
+				return fmt.Errorf("bench: --plot %s: want a .png file", plotPath)
+			}
+			if plotPath != "" && mode != "afxdp" {
+				return fmt.Errorf("bench: --plot: only the afxdp path measures latency, not %s", mode)
+			}
+			if sweep && !cmd.Flags().Changed("duration") {
+				duration = bench.DefaultSweepDuration
+			}
+			if sweep && !cmd.Flags().Changed("warmup") {
+				warmup = bench.DefaultSweepWarmup
+			}
 			if warmup == 0 {
 				warmup = -1 // bench.Options: < 0 is none
 			}
@@ -79,6 +109,16 @@ For the raw modes "decided" is what the receivers counted.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if h, _ := cmd.Flags().GetBool("histograms"); h {
+				if sweep {
+					return errors.New("bench: --histograms is for single runs; not with --sweep")
+				}
+				return bench.RunHistogramsTo(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), modes, o, asJSON)
+			}
+			if sweep {
+				o.Mode = modes[0]
+				return runSweep(ctx, cmd, bench.SweepOptions{Options: o, Steps: steps}, asJSON, plotPath)
+			}
 			reps, err := bench.Compare(ctx, modes, o)
 			if o.Progress != nil {
 				fmt.Fprint(cmd.ErrOrStderr(), "\r\033[K")
@@ -108,8 +148,43 @@ For the raw modes "decided" is what the receivers counted.`,
 	f.IntVar(&sources, "sources", bench.DefaultSources, "client IPv4 addresses the load comes from")
 	f.IntVar(&users, "users", 100000, "distinct user ids (Zipf)")
 	f.Float64Var(&badShare, "bad-share", 0, "share of malformed events, 0..1")
-	f.BoolVar(&asJSON, "json", false, "print JSON (one object; an array with --compare)")
+	f.BoolVar(&asJSON, "json", false, "print JSON (one object; an array with --compare or --sweep)")
+	f.BoolVar(&sweep, "sweep", false, "latency against load: a max-rate run, then 10 %, 20 %, …, 100 % of its rate")
+	f.IntVar(&steps, "steps", bench.DefaultSweepSteps, "loads of a --sweep, evenly spaced up to the max")
+	f.Bool("histograms", false, "also print the latency histograms of the measured window (receive → verdict, kernel queueing, XDP cost) as bucket tables")
+	f.StringVar(&plotPath, "plot", "", "with --sweep: write p50/p99 latency against offered load to this PNG file")
 	return cmd
+}
+
+// runSweep runs a sweep, prints it and draws it.
+func runSweep(ctx context.Context, cmd *cobra.Command, o bench.SweepOptions, asJSON bool, plotPath string) error {
+	progress := o.Progress
+	pts, err := bench.Sweep(ctx, o)
+	if progress != nil {
+		fmt.Fprint(cmd.ErrOrStderr(), "\r\033[K")
+	}
+	out := cmd.OutOrStdout()
+	if len(pts) > 0 {
+		if asJSON {
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			if jerr := enc.Encode(pts); jerr != nil {
+				return errors.Join(err, jerr)
+			}
+		} else {
+			bench.WriteSweepTable(out, pts)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if plotPath != "" {
+		if err := bench.WriteSweepPlot(plotPath, pts); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "plot written to %s\n", plotPath)
+	}
+	return nil
 }
 
 // parseRate reads "max" (0) or a positive rate with an optional k or M.

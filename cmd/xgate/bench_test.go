@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"image/png"
+	"math"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +129,55 @@ func TestBenchCompareTable(t *testing.T) {
 	t.Log("\n" + out)
 }
 
+// A tiny sweep: the max-rate probe and two loads, each point accounted for,
+// and its plot.
+func TestBenchSweep(t *testing.T) {
+	needRoot(t)
+	plot := filepath.Join(t.TempDir(), "sweep.png")
+	out, err := run(t, "bench", "--sweep", "--steps", "2", "--duration", "700ms", "--warmup", "300ms", "--json", "--plot", plot)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	// The JSON array is followed by the plot's note on the shared output.
+	out = out[:strings.LastIndex(out, "]")+1]
+	var pts []map[string]any
+	if err := json.Unmarshal([]byte(out), &pts); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if len(pts) != 3 {
+		t.Fatalf("%d points, want the probe and 2 loads:\n%s", len(pts), out)
+	}
+	probe, _ := pts[0]["events_per_sec"].(float64)
+	for i, p := range pts {
+		if i > 0 { // the point's own keys; the probe's are 0
+			if l, _ := p["load_pct"].(float64); l != float64(50*i) {
+				t.Errorf("point %d: load_pct %v, want %d", i, p["load_pct"], 50*i)
+			}
+			if r, _ := p["target_rate"].(float64); math.Abs(r-probe*float64(i)/2) > 1 {
+				t.Errorf("point %d: target_rate %v, want %v", i, r, probe*float64(i)/2)
+			}
+			if r, _ := p["offered_rate"].(float64); r <= 0 {
+				t.Errorf("point %d: offered_rate %v", i, r)
+			}
+		}
+		delete(p, "load_pct")
+		delete(p, "target_rate")
+		delete(p, "offered_rate")
+		checkReport(t, p, "afxdp") // the report's keys, unaccounted 0
+		if l, _ := p["latency_p99_us"].(float64); l <= 0 {
+			t.Errorf("point %d without a latency: %v", i, p)
+		}
+	}
+	f, err := os.Open(plot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := png.Decode(f); err != nil {
+		t.Errorf("plot: %v", err)
+	}
+}
+
 func TestLoadTestHostCount(t *testing.T) {
 	needRoot(t)
 	for _, engine := range []string{"xdp", "socket"} {
@@ -154,6 +206,11 @@ func TestBenchBadFlags(t *testing.T) {
 		{"bench", "--rate", "fast"},
 		{"load", "--engine", "xdp", "--to", "127.0.0.1:9"},
 		{"load", "--to", "nonsense"},
+		{"bench", "--sweep", "--compare", "afxdp,socket"},
+		{"bench", "--plot", "x.png"},
+		{"bench", "--sweep", "--plot", "x.svg"},
+		{"bench", "--sweep", "--mode", "socket", "--plot", "x.png"},
+		{"bench", "--sweep", "--steps", "0"},
 	} {
 		if out, err := run(t, args...); err == nil {
 			t.Errorf("%v accepted:\n%s", args, out)

@@ -34,21 +34,24 @@ By default it is a live view refreshing every second with rates per second
 --duration has passed. --once prints one plain-text snapshot, --json one JSON
 snapshot.
 
---pins DIR reads the XDP program's pinned maps (pin.path, kept by
-pin.keep) directly, for when the daemon is stopped but the pins remain: it
-prints the XDP part of a snapshot once (packets by reason, the program's
-cost, the blocklist), as text or with --json.`,
-		Example: "  xgate stats --pins /sys/fs/bpf/xgate --once\n  xgate stats\n  xgate stats --addr 127.0.0.1:9100 --once\n  xgate stats --json | jq .accounting\n  xgate stats --duration 10s > stats.log",
+--pins DIR reads the XDP program's pinned maps (pin.path) directly instead
+of HTTP: with the daemon running, or stopped with pin.keep. It shows the XDP
+part of a snapshot (packets by reason, events, the program's cost, the
+blocklist), in the same live view (rates and the program's cost over each
+interval, from the difference of two readings; the pins are opened anew for
+every reading, so a restarted gateway's new maps are followed), or once
+with --once or --json.`,
+		Example: "  xgate stats --pins /sys/fs/bpf/xgate --once\n  xgate stats --pins /sys/fs/bpf/xgate\n  xgate stats\n  xgate stats --addr 127.0.0.1:9100 --once\n  xgate stats --json | jq .accounting\n  xgate stats --duration 10s > stats.log",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if once && asJSON {
 				return fmt.Errorf("stats: --once and --json are exclusive")
 			}
-			if pins != "" {
-				return pinStats(cmd.OutOrStdout(), pins, asJSON)
-			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if pins != "" {
+				return pinStats(ctx, cmd.OutOrStdout(), pins, asJSON, once, interval, duration)
+			}
 			client := &http.Client{Timeout: 5 * time.Second}
 			out := cmd.OutOrStdout()
 			fetch := func() (*gateway.Snapshot, error) {
@@ -70,12 +73,12 @@ cost, the blocklist), as text or with --json.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(s)
 			}
-			return liveStats(ctx, out, fetch, interval, duration)
+			return liveView(ctx, out, fetch, (*gateway.Snapshot).WriteText, interval, duration)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", gateway.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
 	cmd.Flags().StringVar(&token, "token", os.Getenv("XGATE_HTTP_TOKEN"), "bearer token of the gateway's HTTP server (http.token; default $XGATE_HTTP_TOKEN)")
-	cmd.Flags().StringVar(&pins, "pins", "", "read the pinned XDP maps in this bpffs directory (pin.path) instead of HTTP; one snapshot")
+	cmd.Flags().StringVar(&pins, "pins", "", "read the pinned XDP maps in this bpffs directory (pin.path) instead of HTTP")
 	cmd.Flags().BoolVar(&once, "once", false, "print one plain-text snapshot and exit")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON snapshot and exit")
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop the live view after this long (0: until interrupted)")
@@ -83,9 +86,11 @@ cost, the blocklist), as text or with --json.`,
 	return cmd
 }
 
-// liveStats refreshes every interval, with rates against the previous
-// snapshot; on a terminal it redraws in place, else it appends.
-func liveStats(ctx context.Context, out io.Writer, fetch func() (*gateway.Snapshot, error), interval, duration time.Duration) error {
+// liveView refreshes every interval, writing each snapshot with the
+// previous one (nil at first) for rates; on a terminal it redraws in
+// place, else it appends with a "----" line between snapshots.
+func liveView[T any](ctx context.Context, out io.Writer, fetch func() (*T, error),
+	write func(s *T, w io.Writer, prev *T, color bool) error, interval, duration time.Duration) error {
 	if interval <= 0 {
 		interval = time.Second
 	}
@@ -97,7 +102,7 @@ func liveStats(ctx context.Context, out io.Writer, fetch func() (*gateway.Snapsh
 	tty := isTerminal(out)
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var prev *gateway.Snapshot
+	var prev *T
 	for {
 		s, err := fetch()
 		if err != nil {
@@ -111,7 +116,7 @@ func liveStats(ctx context.Context, out io.Writer, fetch func() (*gateway.Snapsh
 		} else if prev != nil {
 			fmt.Fprintln(out, "----")
 		}
-		if err := s.WriteText(out, prev, tty); err != nil {
+		if err := write(s, out, prev, tty); err != nil {
 			return err
 		}
 		prev = s
@@ -123,13 +128,24 @@ func liveStats(ctx context.Context, out io.Writer, fetch func() (*gateway.Snapsh
 	}
 }
 
-// pinStats prints the XDP part of a snapshot from the pinned maps in dir.
-func pinStats(out io.Writer, dir string, asJSON bool) error {
-	s, err := gateway.ReadPins(dir)
-	if err != nil {
-		return fmt.Errorf("stats --pins: %w (are the maps pinned there? pin.path, pin.keep)", err)
+// pinStats shows the XDP part of a snapshot from the pinned maps in dir:
+// live, or once as text or JSON.
+func pinStats(ctx context.Context, out io.Writer, dir string, asJSON, once bool, interval, duration time.Duration) error {
+	fetch := func() (*gateway.PinSnapshot, error) {
+		s, err := gateway.ReadPins(dir)
+		if err != nil {
+			return nil, fmt.Errorf("stats --pins: %w (are the maps pinned there? pin.path, pin.keep)", err)
+		}
+		return s, nil
 	}
-	if !asJSON {
+	if !asJSON && !once {
+		return liveView(ctx, out, fetch, (*gateway.PinSnapshot).WriteLive, interval, duration)
+	}
+	s, err := fetch()
+	if err != nil {
+		return err
+	}
+	if once {
 		return s.WriteText(out)
 	}
 	enc := json.NewEncoder(out)

@@ -2,17 +2,22 @@ package main
 
 import (
 	"encoding/json"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/tools/loadgen"
 )
 
 // TestStatsPins: `xgate stats --pins` reads maps pinned by a program that
@@ -67,4 +72,104 @@ func TestStatsPins(t *testing.T) {
 	if err != nil || !strings.Contains(out, "blocklist: 1 live, 0 expired") || !strings.Contains(out, "seen 0 =") {
 		t.Errorf("stats --pins --once: %v\n%s", err, out)
 	}
+}
+
+// TestStatsPinsLive: without --once or --json, `xgate stats --pins` is a
+// live view that reads the pins anew every interval and shows rates from
+// the difference of two readings. The XDP program is run meanwhile by
+// BPF_PROG_TEST_RUN (no interface needed), so its counters move.
+func TestStatsPinsLive(t *testing.T) {
+	needRoot(t)
+	mnt := filepath.Join(t.TempDir(), "bpffs")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
+		t.Skipf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	dir := filepath.Join(mnt, "xgate")
+	x, err := bpf.LoadXDP(bpf.Options{PinPath: dir, Queues: 1, ListenPorts: []uint16{9000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := x.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove pins: %v", err)
+		}
+	}()
+	frame, err := loadgen.AppendFrame(nil, loadgen.FrameSpec{
+		SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
+		Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2"),
+		SrcPort: 40000, DstPort: 9000, Payload: []byte(`{"user_id":"u1"}`),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 50 runs every 10ms until the view ends: about 5000 packets/s.
+	done := make(chan struct{})
+	driven := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				driven <- nil
+				return
+			case <-tick.C:
+			}
+			if _, err := x.Program().Run(&ebpf.RunOptions{Data: frame, Repeat: 50}); err != nil {
+				driven <- err
+				return
+			}
+		}
+	}()
+	out, err := run(t, "stats", "--pins", dir, "--duration", "1s", "--interval", "200ms")
+	close(done)
+	if derr := <-driven; derr != nil {
+		t.Fatalf("BPF_PROG_TEST_RUN: %v", derr)
+	}
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	frames := strings.Split(out, "----\n")
+	if len(frames) < 3 || strings.Contains(out, "\x1b[") {
+		t.Fatalf("want at least 3 frames without ANSI escapes:\n%s", out)
+	}
+	seenRe := regexp.MustCompile(`(?m)^packets: seen (\d+) = `)
+	rateRe := regexp.MustCompile(`(?m)^  seen +(\d+\.\d)/s$`)
+	var last uint64
+	moving := 0
+	for i, f := range frames {
+		m := seenRe.FindStringSubmatch(f)
+		if m == nil {
+			t.Fatalf("frame %d has no seen count:\n%s", i, f)
+		}
+		seen, _ := strconv.ParseUint(m[1], 10, 64)
+		if i > 0 && seen < last {
+			t.Errorf("frame %d: seen %d, before %d", i, seen, last)
+		}
+		r := rateRe.FindStringSubmatch(f)
+		if (r != nil) != (i > 0) {
+			t.Errorf("frame %d: rate line %v (only frames after the first have rates):\n%s", i, r, f)
+		}
+		if r != nil {
+			if v, _ := strconv.ParseFloat(r[1], 64); v > 0 && seen > last {
+				moving++
+			}
+		}
+		last = seen
+	}
+	if last == 0 || moving == 0 {
+		t.Errorf("the counts never moved (last seen %d):\n%s", last, out)
+	}
+	t.Logf("%d frames, seen %d at the end; last frame:\n%s", len(frames), last, frames[len(frames)-1])
 }

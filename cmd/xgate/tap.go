@@ -30,9 +30,11 @@ func newTap() *cobra.Command {
 one JSON line per sampled event: {"event": <the original JSON>, "verdict",
 "rule", "queue", "latency_us"} (latency_us: receive → verdict on the afxdp
 path only). Events are filtered by --verdict (a comma-separated list) and
---rule, and sampled to at most --rate lines per second. The gateway's
-workers only offer copies to a lossy ring while a tap is connected; what it
-cannot keep is counted in xgate_tap_dropped_total.
+--rule, and sampled to at most --rate lines per second. Filter and rate are
+applied by the gateway's workers as they decide: with no tap connected they
+do nothing, and with one they copy only the events it wants, within its
+rate, into a lossy ring; what the ring cannot keep is counted in
+xgate_tap_dropped_total. At most 64 taps may be connected at once.
 
 It runs until interrupted, --count lines were printed or --duration passed.`,
 		Example: "  xgate tap --verdict alert\n  xgate tap --rule big-payment --rate 10 --count 5\n  xgate tap --verdict drop,block --duration 30s | jq .event",

@@ -96,11 +96,33 @@ type Report struct {
 	OfferedPPS  float64 `json:"-"` // achieved send rate
 	Undelivered uint64  `json:"-"` // never reached the gateway host's ring (veth); part of unaccounted
 	Complete    bool    `json:"-"` // the accounting caught up with sent
+	// ProcessAllocsPerEvent counts every allocation of the process over
+	// the window (harness and generator included); AllocsPerEvent only
+	// the gateway workers' (the same for the yardstick modes).
+	ProcessAllocsPerEvent float64 `json:"-"`
+	// What else the machine did over the window (see noise): other
+	// processes' CPU and stolen time, in CPUs (1 = one CPU all along),
+	// and the share of the window the workers waited runnable on a run
+	// queue (summed over workers).
+	OtherCPU, StealCPU, WorkerWait float64 `json:"-"`
 }
 
 // Run builds a test host pair, runs the gateway in o.Mode on it, warms up,
 // measures, and removes everything again.
 func Run(ctx context.Context, o Options) (rep Report, err error) {
+	b, err := start(o)
+	if err != nil {
+		return rep, err
+	}
+	defer func() { err = errors.Join(err, b.close()) }()
+	if err := b.warmup(ctx); err != nil {
+		return rep, err
+	}
+	return b.phase(ctx, "measure", b.o.Duration, b.o.Rate)
+}
+
+// withDefaults fills in the zero fields of o.
+func (o Options) withDefaults() Options {
 	if o.Duration <= 0 {
 		o.Duration = DefaultDuration
 	}
@@ -119,51 +141,76 @@ func Run(ctx context.Context, o Options) (rep Report, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	return o
+}
+
+// start builds the test host pair and starts the target of o.Mode in it;
+// the runner's close removes both. Phases can then run one after the
+// other against the same target (a sweep does).
+func start(o Options) (_ *runner, err error) {
+	o = o.withDefaults()
 	if os.Geteuid() != 0 {
-		return rep, errors.New("bench: needs root (network namespaces, veth, XDP)")
+		return nil, errors.New("bench: needs root (network namespaces, veth, XDP)")
 	}
 	pair, err := testenv.NewPair(testenv.Options{RxQueues: 1})
 	if err != nil {
-		return rep, fmt.Errorf("bench: test hosts: %w", err)
+		return nil, fmt.Errorf("bench: test hosts: %w", err)
 	}
-	defer func() { err = errors.Join(err, pair.Close()) }()
-
-	var t target
-	var stop func() error
+	b := &runner{o: o, pair: pair}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, pair.Close())
+		}
+	}()
 	switch o.Mode {
 	case ModeBaseline:
-		t, stop, err = startBaseline(pair.B)
+		b.t, b.stop, err = startBaseline(pair.B)
 	case ModeRawSock:
-		t, stop, err = startRawSock(pair.B)
+		b.t, b.stop, err = startRawSock(pair.B)
 	case ModeRawXSK:
-		t, stop, err = startRawXSK(pair.B)
+		b.t, b.stop, err = startRawXSK(pair.B)
 	default:
 		var g *gateway.Gateway
-		if g, stop, err = startGateway(pair, o); err == nil {
-			t = gatewayTarget{g}
+		if g, b.stop, err = startGateway(pair, o); err == nil {
+			b.t = gatewayTarget{g}
+			// Allocations are counted on the workers' stacks, which
+			// needs every allocation profiled (see allocProfile).
+			b.allocs = profileWorkerAllocs()
 		}
 	}
 	if err != nil {
-		return rep, fmt.Errorf("bench: %s: %w", o.Mode, err)
+		return nil, fmt.Errorf("bench: %s: %w", o.Mode, err)
 	}
-	defer func() { err = errors.Join(err, stop()) }()
-
-	b := &runner{o: o, pair: pair, t: t}
-	if o.Warmup > 0 {
-		if _, err := b.phase(ctx, "warmup", o.Warmup); err != nil {
-			return rep, err
-		}
-	}
-	if ctx.Err() != nil {
-		return rep, ctx.Err()
-	}
-	return b.phase(ctx, "measure", o.Duration)
+	return b, nil
 }
 
+// close stops the target and removes the test hosts.
+func (b *runner) close() error {
+	err := b.stop()
+	if b.allocs != nil {
+		b.allocs.stop()
+	}
+	return errors.Join(err, b.pair.Close())
+}
+
+// warmup runs the warm-up phase of b.o (none if Warmup < 0).
+func (b *runner) warmup(ctx context.Context) error {
+	if b.o.Warmup > 0 {
+		if _, err := b.phase(ctx, "warmup", b.o.Warmup, b.o.Rate); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// runner is a test host pair with a target running in it. Its phases run
+// one at a time, from one goroutine.
 type runner struct {
-	o    Options
-	pair *testenv.Pair
-	t    target
+	o      Options
+	pair   *testenv.Pair
+	t      target
+	stop   func() error  // stops t
+	allocs *allocProfile // gateway modes: allocations on the workers' stacks
 }
 
 // startGateway runs the gateway in o.Mode in pair.B; stop ends it.
@@ -208,14 +255,15 @@ func startGateway(pair *testenv.Pair, o Options) (_ *gateway.Gateway, stop func(
 	return g, stop, nil
 }
 
-// phase sends for d and waits until the target has accounted for what
-// was sent (or made no progress for 1 s), and reports the window.
-func (b *runner) phase(ctx context.Context, name string, d time.Duration) (Report, error) {
+// phase sends at rate (0: max) for d and waits until the target has
+// accounted for what was sent (or made no progress for 1 s), and reports
+// the window.
+func (b *runner) phase(ctx context.Context, name string, d time.Duration, rate float64) (Report, error) {
 	o := b.o
 	lo := loadgen.Options{
 		From: b.pair.A, To: b.pair.B, DstPort: Port,
 		Frames: 1024, Sources: o.Sources, Events: o.Events,
-		Rate: o.Rate, Duration: d,
+		Rate: rate, Duration: d,
 	}
 	if runtime.NumCPU() > senderCPU {
 		lo.CPU, lo.Pin = senderCPU, true
@@ -231,8 +279,13 @@ func (b *runner) phase(ctx context.Context, name string, d time.Duration) (Repor
 		return Report{}, err
 	}
 	lat0 := b.t.latency()
+	var wa0 uint64
+	if b.allocs != nil {
+		wa0 = b.allocs.count()
+	}
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
+	noise0 := readNoise()
 	cpu0 := processCPU()
 	start := time.Now()
 
@@ -288,8 +341,13 @@ wait:
 		elapsed -= time.Second
 	}
 	cpu := processCPU() - cpu0 - res.SenderCPU
+	noise1 := readNoise()
 	runtime.ReadMemStats(&ms1)
 	lat1 := b.t.latency()
+	var workerAllocs uint64
+	if b.allocs != nil {
+		workerAllocs = b.allocs.count() - wa0
+	}
 
 	r := Report{
 		Mode:          o.Mode,
@@ -306,6 +364,7 @@ wait:
 		Complete:      complete,
 		RSSBytes:      rss(),
 	}
+	r.noiseOver(noise0, noise1, elapsed)
 	r.Unaccounted = int64(r.Sent) - int64(r.XDPDropped+r.NotOurs+r.SocketDropped+r.RingDropped+r.DecodeErrors+r.Decided)
 	if elapsed > 0 {
 		r.EventsPerSec = float64(r.Decided) / elapsed.Seconds()
@@ -313,7 +372,11 @@ wait:
 	}
 	if r.Decided > 0 {
 		r.CPUSecondsPerMillion = max(0, cpu.Seconds()) / (float64(r.Decided) / 1e6)
-		r.AllocsPerEvent = float64(ms1.Mallocs-ms0.Mallocs) / float64(r.Decided)
+		r.ProcessAllocsPerEvent = float64(ms1.Mallocs-ms0.Mallocs) / float64(r.Decided)
+		r.AllocsPerEvent = r.ProcessAllocsPerEvent
+		if b.allocs != nil {
+			r.AllocsPerEvent = float64(workerAllocs) / float64(r.Decided)
+		}
 	}
 	var h [gateway.LatencyBuckets]uint64
 	for i := range h {
@@ -420,6 +483,8 @@ func mib(v float64) string   { return fmt.Sprintf("%.1f MiB", v/(1<<20)) }
 func usec(v float64) string  { return fmt.Sprintf("%.1f µs", v) }
 func secs(v float64) string  { return fmt.Sprintf("%.2f s", v) }
 func cpuPM(v float64) string { return fmt.Sprintf("%.3f s", v) }
+func cpus(v float64) string  { return fmt.Sprintf("%.2f CPU", v) }
+func pct(v float64) string   { return fmt.Sprintf("%.1f %%", 100*v) }
 
 var rows = []row{
 	{"duration", func(r *Report) float64 { return r.DurationS }, secs, false},
@@ -439,7 +504,11 @@ var rows = []row{
 	{"GC /min", func(r *Report) float64 { return r.GCPerMin }, fixed(1), false},
 	{"RSS", func(r *Report) float64 { return float64(r.RSSBytes) }, mib, false},
 	{"CPU s / M events", func(r *Report) float64 { return r.CPUSecondsPerMillion }, cpuPM, true},
-	{"allocs/event", func(r *Report) float64 { return r.AllocsPerEvent }, fixed(4), false},
+	{"allocs/event (workers)", func(r *Report) float64 { return r.AllocsPerEvent }, fixed(4), false},
+	{"allocs/event (process)", func(r *Report) float64 { return r.ProcessAllocsPerEvent }, fixed(5), false},
+	{"other processes' CPU", func(r *Report) float64 { return r.OtherCPU }, cpus, false},
+	{"stolen CPU (hypervisor)", func(r *Report) float64 { return r.StealCPU }, cpus, false},
+	{"worker run-queue wait", func(r *Report) float64 { return r.WorkerWait }, pct, false},
 }
 
 // WriteTable prints the reports side by side, with ratios against the
@@ -472,24 +541,7 @@ func WriteTable(w io.Writer, reps []Report) {
 		}
 		table = append(table, line)
 	}
-	widths := make([]int, len(head))
-	for _, l := range table {
-		for i, c := range l {
-			widths[i] = max(widths[i], len([]rune(c)))
-		}
-	}
-	for _, l := range table {
-		var sb strings.Builder
-		for i, c := range l {
-			pad := widths[i] - len([]rune(c))
-			if i == 0 {
-				sb.WriteString(c + strings.Repeat(" ", pad))
-			} else {
-				sb.WriteString("  " + strings.Repeat(" ", pad) + c)
-			}
-		}
-		fmt.Fprintln(w, strings.TrimRight(sb.String(), " "))
-	}
+	writeColumns(w, table)
 	for _, r := range reps {
 		if r.Undelivered > 0 {
 			fmt.Fprintf(w, "%s: %d frames never reached the gateway host's veth ring (counted in unaccounted)\n", r.Mode, r.Undelivered)

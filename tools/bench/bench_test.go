@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,5 +108,48 @@ func TestSendSocketCount(t *testing.T) {
 	}
 	if _, err := SendSocket(context.Background(), SocketOptions{Dst: dst}); err == nil {
 		t.Error("unbounded send accepted")
+	}
+}
+
+// The allocation count of a gateway run is taken on the stacks of
+// workerFuncPrefix: that must be where the running gateway's workers are.
+// An afxdp run at a modest rate then allocates nothing per event there.
+func TestWorkerAllocs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (test hosts, XDP)")
+	}
+	b, err := start(Options{Mode: "afxdp", Duration: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := b.close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if strings.Contains(stacks, workerFuncPrefix+"XSK(") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine runs %sXSK:\n%s", workerFuncPrefix, stacks)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r, err := b.phase(context.Background(), "measure", b.o.Duration, 200000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Decided == 0 || r.Unaccounted != 0 {
+		t.Fatalf("decided %d, unaccounted %d", r.Decided, r.Unaccounted)
+	}
+	if r.AllocsPerEvent != 0 {
+		t.Errorf("allocs_per_event %g on the workers, want 0 (process: %g)", r.AllocsPerEvent, r.ProcessAllocsPerEvent)
+	}
+	if r.ProcessAllocsPerEvent == 0 {
+		t.Errorf("the process made no allocation in the window: is it counted at all?")
 	}
 }

@@ -282,8 +282,10 @@ func startRawXSK(h *testenv.Host) (target, func() error, error) {
 		}
 		return errors.Join(append(errs, prog.close())...)
 	}
-	// The gateway's defaults (examples/xgate.yaml afxdp:).
-	cfg := xdp.Config{FrameSize: 4096, Frames: 8192, FillSize: 4096, RxSize: 4096, PollTimeout: 20 * time.Millisecond}
+	// The gateway's defaults (examples/xgate.yaml afxdp:, and its 50 µs
+	// spin before a sleep).
+	cfg := xdp.Config{FrameSize: 4096, Frames: 8192, FillSize: 4096, RxSize: 4096,
+		Spin: 50 * time.Microsecond, PollTimeout: 20 * time.Millisecond}
 	if err := h.Do(func() error {
 		for q := 0; q < queues; q++ {
 			s, err := xdp.Open(h.Ifindex, q, cfg)

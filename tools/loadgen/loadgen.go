@@ -85,9 +85,15 @@ const (
 )
 
 // paceSlack is how far a paced sender may fall behind its schedule and
-// still catch up (in a burst at line rate): preemption, the batch's
-// receive work and the gap between test runs are not lost up to this.
-const paceSlack = 2 * time.Millisecond
+// still catch up in a burst at line rate (or a batch's worth of frames,
+// if that is more). It is small on purpose: a sender that was preempted,
+// or that starts the next test run after the gap of its setup, would
+// otherwise send what it owes back to back, and the receiver would see
+// full-rate bursts at a nominal half load (with 2 ms of slack, a p99 of
+// milliseconds at 50 % load was partly this). What falls further behind
+// is made up by the pace of the next test run (at most 1.5 × Rate),
+// spread over the run.
+const paceSlack = 50 * time.Microsecond
 
 // bpfFTestXDPLiveFrames is BPF_F_TEST_XDP_LIVE_FRAMES (uapi linux/bpf.h).
 const bpfFTestXDPLiveFrames = 1 << 1
@@ -121,10 +127,10 @@ type Options struct {
 	// Rate is the target frames per second; 0 sends as fast as possible.
 	// Pacing happens in the program, frame by frame (a repetition before
 	// its slot is dropped unsent), so paced traffic is smooth, not bursts
-	// (it may catch up on a delay of up to 2 ms at line rate). Between
-	// test runs there is a gap of the run's setup (≈ 25 ms); the next run
-	// makes up for it at up to 1.5 × Rate. The achieved rate is
-	// Result.PPS.
+	// (after a delay it catches up at line rate for at most 50 µs, or one
+	// batch of frames). Between test runs there is a gap of the run's
+	// setup (≈ 25 ms); the next run makes up for it and for other delays
+	// at up to 1.5 × Rate. The achieved rate is Result.PPS.
 	Rate float64
 	// Duration bounds one Send (0: only the count bounds it).
 	Duration time.Duration

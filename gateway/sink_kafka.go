@@ -1,0 +1,518 @@
+package gateway
+
+// Kafka sink: one record per event, produced with franz-go.
+//
+// Record contract (what consumers, examples/consumer and docs/deploy.md
+// rely on; change it only with them):
+//
+//	key        the schema's key field (schema.key, e.g. user_id): a string's
+//	           text (unescaped), a number's literal as written; no key (null)
+//	           when the event has none (rejects never have one)
+//	value      the original event bytes, exactly as received
+//	headers    "verdict"  pass | alert | drop | block | reject (decode error)
+//	           "rule"     the deciding rule ("" when no rule fired); for a
+//	                      reject the decode error's kind, e.g. invalid_json
+//	           "gateway"  the gateway id (gateway_id; default the host name)
+//	           "rx_ns"    receive time, decimal ns since the Unix epoch (the
+//	                      XDP timestamp on the afxdp path; otherwise when the
+//	                      worker's batch was read)
+//	timestamp  when the sink produced it (franz-go's; not the receive
+//	           time, since franz-go times delivery_timeout from it)
+//	partition  franz-go's default partitioner: a keyed record goes to
+//	           murmur2(key) mod partitions, as with the Java client, so all
+//	           records of one key land in one partition, in order
+//
+// Delivery. The writer goroutine produces each record of a slab
+// asynchronously (Client.Produce with a promise; records are views into
+// the slab, which is held until every promise of it has run). franz-go
+// batches per partition (linger, batch_max_bytes), compresses, and retries
+// retriable errors and lost connections for up to delivery_timeout; what
+// is still unacknowledged then is Failed. The idempotent producer (on by
+// default) makes those retries free of duplicates and keeps each
+// partition's order. The slab pool bounds what is buffered and in flight
+// (MaxBufferedRecords is set above it, so Produce never blocks the writer):
+// a slow or absent broker holds the slabs, and the workers drop and count
+// (or block up to block_timeout) — memory stays bounded.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+)
+
+// KafkaSpec configures a Kafka sink. Zero values take the defaults.
+type KafkaSpec struct {
+	Brokers  []string // host:port of one or more seed brokers; required
+	Topic    string   // required; must exist unless CreateTopic
+	ClientID string   // default "xgate-" + the gateway id
+	// Acks: "all" (default: every in-sync replica has the record), "leader"
+	// or "none". The idempotent producer needs "all".
+	Acks string
+	// NoIdempotence turns the idempotent producer off (config:
+	// idempotent: false). Idempotence makes the producer's retries free of
+	// duplicates and keeps order per partition; it needs acks all.
+	NoIdempotence bool
+	// Compression of record batches: "lz4" (default), "zstd", "snappy",
+	// "gzip" or "none". lz4 because the gateway's CPU is the scarce thing
+	// (its workers decide events on the same cores): it is the cheapest
+	// codec per byte and still shrinks JSON events a few times; zstd
+	// shrinks them more for more CPU, worth it when the network or the
+	// brokers' disks are the limit.
+	Compression string
+	// Linger is how long a partition's batch waits for more records
+	// before it is sent (default 10ms, franz-go's): under load batches
+	// fill to BatchMaxBytes first, at low rates it bounds the added
+	// latency.
+	Linger time.Duration
+	// BatchMaxBytes is the largest record batch (default 1000012 bytes,
+	// Kafka's default max.message.bytes: larger batches need the topic's
+	// max.message.bytes raised).
+	BatchMaxBytes int
+	// CreateTopic creates Topic at start when it does not exist, with
+	// Partitions partitions (0: the broker's num.partitions) and the
+	// broker's default replication factor. Off by default: a missing
+	// topic is an error at start.
+	CreateTopic bool
+	Partitions  int
+	SASL        SinkSASL
+}
+
+// SinkSASL is SASL authentication to Kafka.
+type SinkSASL struct {
+	Mechanism    string // PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+	User         string
+	Password     string // or PasswordFile (its first line)
+	PasswordFile string
+}
+
+const (
+	kafkaDefaultLinger     = 10 * time.Millisecond
+	kafkaDefaultBatchBytes = 1000012
+	kafkaCloseWait         = 10 * time.Second // for the promises after Close
+)
+
+// kafkaStartTimeout bounds reaching the brokers and checking the topic at
+// start (a variable so that a test can shorten it).
+var kafkaStartTimeout = 10 * time.Second
+
+// firstSet names the first field that is set (as the config key), "" if
+// none is.
+func (k KafkaSpec) firstSet() string {
+	switch {
+	case len(k.Brokers) > 0:
+		return "brokers"
+	case k.Topic != "":
+		return "topic"
+	case k.ClientID != "":
+		return "client_id"
+	case k.Acks != "":
+		return "acks"
+	case k.NoIdempotence:
+		return "idempotent"
+	case k.Compression != "":
+		return "compression"
+	case k.Linger != 0:
+		return "linger"
+	case k.BatchMaxBytes != 0:
+		return "batch_max_bytes"
+	case k.CreateTopic:
+		return "create_topic"
+	case k.Partitions != 0:
+		return "partitions"
+	case k.SASL != SinkSASL{}:
+		return "sasl"
+	}
+	return ""
+}
+
+// normalizeKafka checks sp.Kafka and fills in the defaults; on a problem
+// it returns the field (as the config key) and the message.
+func normalizeKafka(sp *SinkSpec) (field, msg string) {
+	k := &sp.Kafka
+	if len(k.Brokers) == 0 {
+		return "brokers", "missing: want host:port of at least one broker"
+	}
+	for _, b := range k.Brokers {
+		if err := checkHostPort(b); err != nil {
+			return "brokers", err.Error()
+		}
+	}
+	if err := validTopic(k.Topic); err != nil {
+		return "topic", err.Error()
+	}
+	if k.ClientID == "" {
+		k.ClientID = "xgate-" + sp.GatewayID
+	}
+	switch k.Acks {
+	case "":
+		k.Acks = "all"
+	case "all", "leader", "none":
+	default:
+		return "acks", fmt.Sprintf("%q: want all, leader or none", k.Acks)
+	}
+	if !k.NoIdempotence && k.Acks != "all" {
+		return "idempotent", fmt.Sprintf("the idempotent producer needs acks: all (acks is %s); set idempotent: false to use it", k.Acks)
+	}
+	switch k.Compression {
+	case "":
+		k.Compression = "lz4"
+	case "lz4", "zstd", "snappy", "gzip", "none":
+	default:
+		return "compression", fmt.Sprintf("%q: want lz4, zstd, snappy, gzip or none", k.Compression)
+	}
+	switch {
+	case k.Linger < 0 || k.Linger > time.Minute:
+		return "linger", fmt.Sprintf("%v: want a duration up to 1m (default %v)", k.Linger, kafkaDefaultLinger)
+	case k.Linger == 0:
+		k.Linger = kafkaDefaultLinger
+	}
+	switch {
+	case k.BatchMaxBytes == 0:
+		k.BatchMaxBytes = kafkaDefaultBatchBytes
+	case k.BatchMaxBytes < 1<<10 || k.BatchMaxBytes > 64<<20:
+		return "batch_max_bytes", fmt.Sprintf("%d: want 1KiB..64MiB", k.BatchMaxBytes)
+	}
+	if k.Partitions < 0 || k.Partitions > 1<<20 {
+		return "partitions", fmt.Sprintf("%d: want a partition count (0: the broker's default)", k.Partitions)
+	}
+	if k.Partitions != 0 && !k.CreateTopic {
+		return "partitions", "only with create_topic: true (xgate does not change an existing topic)"
+	}
+	if f, m := checkSASL(k.SASL); f != "" {
+		return f, m
+	}
+	if f, m := checkTLS(sp.TLS); f != "" {
+		return f, m
+	}
+	return "", ""
+}
+
+func checkHostPort(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || host == "" {
+		return fmt.Errorf("%q: want host:port", a)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: port %q is not in 1..65535", a, port)
+	}
+	return nil
+}
+
+// validTopic checks a Kafka topic name as the brokers do.
+func validTopic(t string) error {
+	if t == "" {
+		return errors.New("missing: want the topic to produce to")
+	}
+	if len(t) > 249 || t == "." || t == ".." {
+		return fmt.Errorf("%q is not a valid topic name", t)
+	}
+	for i := 0; i < len(t); i++ {
+		if c := t[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%q: a topic name has only letters, digits, '.', '_' and '-'", t)
+		}
+	}
+	return nil
+}
+
+func checkSASL(s SinkSASL) (field, msg string) {
+	if s == (SinkSASL{}) {
+		return "", ""
+	}
+	switch s.Mechanism {
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	case "":
+		return "sasl.mechanism", "missing: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+	default:
+		return "sasl.mechanism", fmt.Sprintf("%q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+	}
+	if s.User == "" {
+		return "sasl.user", "missing: SASL needs a user"
+	}
+	if (s.Password == "") == (s.PasswordFile == "") {
+		return "sasl.password", "want exactly one of password and password_file"
+	}
+	return "", ""
+}
+
+// kafkaOutput produces a sink's records to one topic.
+//
+// Concurrency: write, finish and the start-up run on the sink's writer
+// goroutine; the promises on franz-go's promise goroutine (one, serially);
+// abort on Close's. The promises share with the writer only atomics, the
+// done channel and the per-slab state, which the writer fills before it
+// produces the slab's first record and does not touch again until the
+// slab has come back through done.
+type kafkaOutput struct {
+	sk     *sink
+	cl     *kgo.Client
+	topic  string
+	gw     []byte
+	ctx    context.Context // canceled by abort
+	cancel context.CancelFunc
+
+	back    chan *slab   // slabs every record of which is resolved
+	pending atomic.Int64 // records produced, promise not yet run
+	lastErr atomic.Pointer[error]
+}
+
+var _ asyncOutput = (*kafkaOutput)(nil)
+
+// kafkaSlab is the per-slab state of a kafkaOutput (slab.aux): one Record
+// and four headers per record the slab can hold, reused every time the
+// slab comes round, and the promise, made once, that counts them down.
+type kafkaSlab struct {
+	sl      *slab
+	recs    []kgo.Record
+	hdrs    []kgo.RecordHeader
+	left    atomic.Int64 // records of the slab whose promise has not run
+	promise func(*kgo.Record, error)
+}
+
+// Header keys of the record contract.
+const (
+	hdrVerdict = "verdict"
+	hdrRule    = "rule"
+	hdrGateway = "gateway"
+	hdrRxNs    = "rx_ns"
+)
+
+func newKafkaOutput(sk *sink, sp SinkSpec) (*kafkaOutput, error) {
+	k := sp.Kafka
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(k.Brokers...),
+		kgo.ClientID(k.ClientID),
+		kgo.ProducerLinger(k.Linger),
+		kgo.ProducerBatchMaxBytes(int32(k.BatchMaxBytes)),
+		kgo.RecordDeliveryTimeout(sp.DeliveryTimeout),
+		// Above what the slabs can hold, so that Produce never waits.
+		kgo.MaxBufferedRecords(sk.slabs*sk.slabRecords() + 1),
+		kgo.DialTimeout(5 * time.Second),
+		// A produce error or a lost broker makes franz-go reload metadata
+		// before it retries; its default minimum age of 5s would keep a
+		// restarted broker idle that long, and delivery_timeout is only
+		// checked around requests.
+		kgo.MetadataMinAge(500 * time.Millisecond),
+		kgo.RetryBackoffFn(kafkaBackoff),
+	}
+	switch k.Acks {
+	case "leader":
+		opts = append(opts, kgo.RequiredAcks(kgo.LeaderAck()))
+	case "none":
+		opts = append(opts, kgo.RequiredAcks(kgo.NoAck()))
+	default:
+		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()))
+	}
+	if k.NoIdempotence {
+		opts = append(opts, kgo.DisableIdempotentWrite())
+	}
+	codec := map[string]kgo.CompressionCodec{
+		"lz4": kgo.Lz4Compression(), "zstd": kgo.ZstdCompression(), "snappy": kgo.SnappyCompression(),
+		"gzip": kgo.GzipCompression(), "none": kgo.NoCompression(),
+	}[k.Compression]
+	opts = append(opts, kgo.ProducerBatchCompression(codec))
+	if sp.TLS.On() {
+		tc, err := sp.TLS.config()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	if s := k.SASL; s.Mechanism != "" {
+		pass, err := secret(s.Password, s.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("sasl password: %w", err)
+		}
+		switch s.Mechanism {
+		case "PLAIN":
+			opts = append(opts, kgo.SASL(plain.Auth{User: s.User, Pass: pass}.AsMechanism()))
+		case "SCRAM-SHA-256":
+			opts = append(opts, kgo.SASL(scram.Auth{User: s.User, Pass: pass}.AsSha256Mechanism()))
+		case "SCRAM-SHA-512":
+			opts = append(opts, kgo.SASL(scram.Auth{User: s.User, Pass: pass}.AsSha512Mechanism()))
+		}
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	o := &kafkaOutput{
+		sk:    sk,
+		cl:    cl,
+		topic: k.Topic,
+		gw:    []byte(sp.GatewayID),
+		back:  make(chan *slab, sk.slabs),
+	}
+	o.ctx, o.cancel = context.WithCancel(context.Background())
+	if err := o.checkTopic(k); err != nil {
+		o.cancel()
+		cl.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+// kafkaBackoff is the wait before retry number tries (from 1): 100ms
+// doubling up to 1s, with up to 20% jitter, so that a broker that comes
+// back is used within about a second.
+func kafkaBackoff(tries int) time.Duration {
+	d := min(100*time.Millisecond<<min(tries-1, 4), time.Second)
+	return d - time.Duration(rand.Int64N(int64(d/5)))
+}
+
+// checkTopic makes sure the topic exists (creating it if asked to), so
+// that a typo or a missing topic is an error at start, not a stream of
+// failed records.
+func (o *kafkaOutput) checkTopic(k KafkaSpec) error {
+	ctx, cancel := context.WithTimeout(o.ctx, kafkaStartTimeout)
+	defer cancel()
+	brokers := strings.Join(k.Brokers, ",")
+	req := kmsg.NewPtrMetadataRequest()
+	t := kmsg.NewMetadataRequestTopic()
+	t.Topic = kmsg.StringPtr(k.Topic)
+	req.Topics = append(req.Topics, t)
+	resp, err := req.RequestWith(ctx, o.cl)
+	if err != nil {
+		return fmt.Errorf("kafka brokers %s: %w", brokers, err)
+	}
+	var terr error = kerr.UnknownTopicOrPartition
+	for _, rt := range resp.Topics {
+		if rt.Topic != nil && *rt.Topic == k.Topic {
+			terr = kerr.ErrorForCode(rt.ErrorCode)
+		}
+	}
+	switch {
+	case terr == nil:
+		return nil
+	case !errors.Is(terr, kerr.UnknownTopicOrPartition):
+		return fmt.Errorf("topic %s on brokers %s: %w", k.Topic, brokers, terr)
+	case !k.CreateTopic:
+		return fmt.Errorf("topic %s does not exist on brokers %s: create it or set create_topic: true", k.Topic, brokers)
+	}
+	creq := kmsg.NewPtrCreateTopicsRequest()
+	ct := kmsg.NewCreateTopicsRequestTopic()
+	ct.Topic = k.Topic
+	ct.NumPartitions = -1 // the broker's default
+	if k.Partitions > 0 {
+		ct.NumPartitions = int32(k.Partitions)
+	}
+	ct.ReplicationFactor = -1
+	creq.Topics = append(creq.Topics, ct)
+	creq.TimeoutMillis = int32(kafkaStartTimeout / time.Millisecond)
+	cresp, err := creq.RequestWith(ctx, o.cl)
+	if err != nil {
+		return fmt.Errorf("create topic %s on brokers %s: %w", k.Topic, brokers, err)
+	}
+	for _, rt := range cresp.Topics {
+		if err := kerr.ErrorForCode(rt.ErrorCode); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			msg := ""
+			if rt.ErrorMessage != nil {
+				msg = " (" + *rt.ErrorMessage + ")"
+			}
+			return fmt.Errorf("create topic %s on brokers %s: %w%s", k.Topic, brokers, err, msg)
+		}
+	}
+	return nil
+}
+
+// state returns sl's kafkaSlab, making it on the slab's first use.
+func (o *kafkaOutput) state(sl *slab) *kafkaSlab {
+	if ks, ok := sl.aux.(*kafkaSlab); ok {
+		return ks
+	}
+	n := cap(sl.ends)
+	ks := &kafkaSlab{sl: sl, recs: make([]kgo.Record, n), hdrs: make([]kgo.RecordHeader, 4*n)}
+	ks.promise = func(r *kgo.Record, err error) { o.resolve(ks, r, err) }
+	sl.aux = ks
+	return ks
+}
+
+func (o *kafkaOutput) write(sl *slab) {
+	ks := o.state(sl)
+	n := len(sl.ends)
+	ks.left.Store(int64(n))
+	o.pending.Add(int64(n))
+	var kr keyedRecord
+	from := 0
+	for i, end := range sl.ends {
+		parseKeyed(sl.buf[from:end], &kr)
+		from = int(end)
+		h := ks.hdrs[4*i : 4*i+4 : 4*i+4]
+		h[0] = kgo.RecordHeader{Key: hdrVerdict, Value: keyedVerdicts[kr.verdict]}
+		h[1] = kgo.RecordHeader{Key: hdrRule, Value: kr.rule}
+		h[2] = kgo.RecordHeader{Key: hdrGateway, Value: o.gw}
+		h[3] = kgo.RecordHeader{Key: hdrRxNs, Value: kr.rxText}
+		r := &ks.recs[i]
+		*r = kgo.Record{Key: kr.key, Value: kr.value, Headers: h, Topic: o.topic}
+		o.cl.Produce(o.ctx, r, ks.promise)
+	}
+}
+
+// resolve is the promise of every record (franz-go calls promises
+// serially, on one goroutine).
+func (o *kafkaOutput) resolve(ks *kafkaSlab, r *kgo.Record, err error) {
+	cnt := &o.sk.cnt
+	if err != nil {
+		cnt.errors.Add(1)
+		cnt.failed.Add(1)
+		o.lastErr.Store(&err)
+	} else {
+		cnt.records.Add(1)
+		cnt.bytes.Add(uint64(len(r.Key) + len(r.Value)))
+	}
+	o.pending.Add(-1)
+	if ks.left.Add(-1) == 0 {
+		o.back <- ks.sl // never blocks: back has room for every slab
+	}
+}
+
+func (o *kafkaOutput) done() <-chan *slab { return o.back }
+
+func (o *kafkaOutput) inFlight() uint64 { return uint64(max(0, o.pending.Load())) }
+
+func (o *kafkaOutput) afterRound(int64)    {}
+func (o *kafkaOutput) idle(int64)          {}
+func (o *kafkaOutput) tick() time.Duration { return 0 }
+
+// finish waits until every record produced is acknowledged or failed
+// (franz-go gives up on a record after delivery_timeout), or until abort,
+// then closes the client, which fails what is left; it returns once every
+// promise has run, so the counts are final.
+func (o *kafkaOutput) finish() error {
+	ferr := o.cl.Flush(o.ctx)
+	o.cl.Close()
+	deadline := time.Now().Add(kafkaCloseWait)
+	for o.pending.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	o.cancel()
+	if n := o.pending.Load(); n > 0 {
+		return fmt.Errorf("%d records still unresolved %v after closing the client", n, kafkaCloseWait)
+	}
+	if ferr != nil && !errors.Is(ferr, context.Canceled) {
+		return fmt.Errorf("flush: %w", ferr)
+	}
+	return nil
+}
+
+// abort makes finish stop waiting for the brokers.
+func (o *kafkaOutput) abort() { o.cancel() }
+
+// lastError is the last produce error, nil if none.
+func (o *kafkaOutput) lastError() error {
+	if p := o.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}

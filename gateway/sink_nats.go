@@ -1,0 +1,767 @@
+package gateway
+
+// NATS JetStream sink: one message per event, published asynchronously
+// with JetStream acknowledgements (nats.go's jetstream package).
+//
+// Message contract (as the Kafka sink's record contract, see
+// sink_kafka.go):
+//
+//	subject   the subject template with {key}, {verdict} and {rule}
+//	          replaced; in the replacement, characters a subject token
+//	          cannot hold (space and other control or blank characters,
+//	          '.', '*', '>') become '_', an empty value becomes "_", and a
+//	          key is cut at 256 bytes
+//	data      the original event bytes, exactly as received
+//	headers   verdict, rule, gateway, rx_ns (as for Kafka), and
+//	          Nats-Msg-Id: <gateway id>-<start time>-<sequence>, unique per
+//	          event and the same on every retry of it, so that JetStream's
+//	          duplicate window drops a retry of a message it already stored
+//	          (the start time, in base 36 ns, keeps ids of a restarted
+//	          gateway apart)
+//
+// Delivery. The writer goroutine publishes each record of a slab with
+// PublishMsgAsync; the ack and error handlers (nats.go goroutines) count
+// it. A publish that fails — no ack within ack_timeout, the connection
+// lost (nats.go fails every pending ack when it starts to reconnect), the
+// stream's error, too many acks pending — is retried by the retry
+// goroutine with the same message id, once connected again, until
+// delivery_timeout has passed since the first try: then the record is
+// Failed. While disconnected the writer hands records straight to the
+// retry goroutine instead of filling nats.go's reconnect buffer. A retried
+// message may land after later messages of the same key. max_pending
+// bounds the publishes awaiting an ack, and the slab pool (held until
+// every record of a slab is resolved) bounds the records buffered and in
+// flight: a slow or absent server makes the workers drop and count, or
+// block up to block_timeout.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// NATSSpec configures a NATS JetStream sink. Zero values take the
+// defaults.
+type NATSSpec struct {
+	URLs []string // nats://host:port (tls:// for TLS); required
+	// Subject is the subject template, e.g. xgate.events.{key}; required.
+	// Placeholders: {key}, {verdict}, {rule}.
+	Subject string
+	// Stream must exist and take the template's subjects, unless
+	// CreateStream: then it is created (file storage, the server's
+	// defaults otherwise) with StreamSubjects (default: the template with
+	// every token that holds a placeholder as '*').
+	Stream         string
+	CreateStream   bool
+	StreamSubjects []string
+	MaxPending     int           // publishes awaiting an ack, at most (default 4096)
+	AckTimeout     time.Duration // a publish without an ack this long is retried (default 5s)
+	// Credentials: a user and password (or password file), a token file,
+	// or a credentials file (JWT and NKey seed).
+	User, Password, PasswordFile string
+	TokenFile                    string
+	CredsFile                    string
+}
+
+const (
+	natsDefaultMaxPending = 4096
+	natsDefaultAckTimeout = 5 * time.Second
+	natsStartTimeout      = 10 * time.Second
+	natsRetryWait         = 100 * time.Millisecond // between tries of one record
+	natsMaxKey            = 256                    // bytes of the key in a subject
+)
+
+func (n NATSSpec) firstSet() string {
+	switch {
+	case len(n.URLs) > 0:
+		return "urls"
+	case n.Subject != "":
+		return "subject"
+	case n.Stream != "":
+		return "stream"
+	case n.CreateStream:
+		return "create_stream"
+	case len(n.StreamSubjects) > 0:
+		return "stream_subjects"
+	case n.MaxPending != 0:
+		return "max_pending"
+	case n.AckTimeout != 0:
+		return "ack_timeout"
+	case n.User != "":
+		return "user"
+	case n.Password != "":
+		return "password"
+	case n.PasswordFile != "":
+		return "password_file"
+	case n.TokenFile != "":
+		return "token_file"
+	case n.CredsFile != "":
+		return "creds_file"
+	}
+	return ""
+}
+
+func normalizeNATS(sp *SinkSpec) (field, msg string) {
+	n := &sp.NATS
+	if len(n.URLs) == 0 {
+		return "urls", "missing: want at least one server URL, e.g. nats://127.0.0.1:4222"
+	}
+	for _, u := range n.URLs {
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" || !isOneOf(p.Scheme, "nats", "tls") {
+			return "urls", fmt.Sprintf("%q: want nats://host:port or tls://host:port", u)
+		}
+	}
+	tmpl, err := parseSubjectTemplate(n.Subject)
+	if err != nil {
+		return "subject", err.Error()
+	}
+	if err := validStreamName(n.Stream); err != nil {
+		return "stream", err.Error()
+	}
+	if len(n.StreamSubjects) > 0 && !n.CreateStream {
+		return "stream_subjects", "only with create_stream: true (xgate does not change an existing stream)"
+	}
+	for _, s := range n.StreamSubjects {
+		if err := validSubjectFilter(s); err != nil {
+			return "stream_subjects", err.Error()
+		}
+	}
+	if n.CreateStream && len(n.StreamSubjects) == 0 {
+		n.StreamSubjects = []string{tmpl.wildcard()}
+	}
+	if n.CreateStream && !subjectsCover(n.StreamSubjects, tmpl.wildcard()) {
+		return "stream_subjects", fmt.Sprintf("%v do not take every subject of %s", n.StreamSubjects, n.Subject)
+	}
+	switch {
+	case n.MaxPending == 0:
+		n.MaxPending = natsDefaultMaxPending
+	case n.MaxPending < 1 || n.MaxPending > 1<<20:
+		return "max_pending", fmt.Sprintf("%d: want 1..%d", n.MaxPending, 1<<20)
+	}
+	switch {
+	case n.AckTimeout == 0:
+		n.AckTimeout = natsDefaultAckTimeout
+	case n.AckTimeout < 0:
+		return "ack_timeout", fmt.Sprintf("%v: want a positive duration", n.AckTimeout)
+	}
+	auth := 0
+	if n.User != "" {
+		auth++
+		if (n.Password == "") == (n.PasswordFile == "") {
+			return "password", "a user wants exactly one of password and password_file"
+		}
+	} else if n.Password != "" || n.PasswordFile != "" {
+		return "user", "missing: a password goes with a user"
+	}
+	if n.TokenFile != "" {
+		auth++
+	}
+	if n.CredsFile != "" {
+		auth++
+	}
+	if auth > 1 {
+		return "user", "want one of user/password, token_file and creds_file"
+	}
+	if f, m := checkTLS(sp.TLS); f != "" {
+		return f, m
+	}
+	return "", ""
+}
+
+func validStreamName(s string) error {
+	if s == "" {
+		return errors.New("missing: want the JetStream stream that stores the subjects")
+	}
+	if len(s) > 255 || strings.ContainsAny(s, " \t\r\n.*>/\\") {
+		return fmt.Errorf("%q: a stream name has no whitespace, '.', '*', '>', '/' or '\\'", s)
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Subject templates.
+
+// subjectTemplate is a parsed subject template: literal text and
+// placeholders, in order.
+type subjectTemplate struct {
+	text  string
+	parts []subjectPart
+}
+
+type subjectPart struct {
+	lit string
+	ph  byte // 0: lit; else 'k' key, 'v' verdict, 'r' rule
+}
+
+func parseSubjectTemplate(s string) (subjectTemplate, error) {
+	t := subjectTemplate{text: s}
+	if s == "" {
+		return t, errors.New("missing: want a subject template, e.g. xgate.events.{key}")
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" {
+			return t, fmt.Errorf("%q has an empty token (leading, trailing or double '.')", s)
+		}
+	}
+	lit := strings.Builder{}
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '{':
+			j := strings.IndexByte(s[i:], '}')
+			if j < 0 {
+				return t, fmt.Errorf("%q: '{' without '}'", s)
+			}
+			var ph byte
+			switch name := s[i+1 : i+j]; name {
+			case "key":
+				ph = 'k'
+			case "verdict":
+				ph = 'v'
+			case "rule":
+				ph = 'r'
+			default:
+				return t, fmt.Errorf("%q: unknown placeholder {%s}: want {key}, {verdict} or {rule}", s, name)
+			}
+			if lit.Len() > 0 {
+				t.parts = append(t.parts, subjectPart{lit: lit.String()})
+				lit.Reset()
+			}
+			t.parts = append(t.parts, subjectPart{ph: ph})
+			i += j + 1
+		case c == '}':
+			return t, fmt.Errorf("%q: '}' without '{'", s)
+		case c == '*' || c == '>':
+			return t, fmt.Errorf("%q: a subject to publish to has no wildcards", s)
+		case c <= ' ' || c == 0x7f:
+			return t, fmt.Errorf("%q: a subject has no spaces or control characters", s)
+		default:
+			lit.WriteByte(c)
+			i++
+		}
+	}
+	if lit.Len() > 0 {
+		t.parts = append(t.parts, subjectPart{lit: lit.String()})
+	}
+	return t, nil
+}
+
+// wildcard is the template with every token that holds a placeholder as
+// '*': the subjects it can make.
+func (t subjectTemplate) wildcard() string {
+	toks := strings.Split(t.text, ".")
+	for i, tok := range toks {
+		if strings.Contains(tok, "{") {
+			toks[i] = "*"
+		}
+	}
+	return strings.Join(toks, ".")
+}
+
+// appendSubject appends the subject of one record.
+func (t *subjectTemplate) appendSubject(b, key, verdict, rule []byte) []byte {
+	for _, p := range t.parts {
+		switch p.ph {
+		case 0:
+			b = append(b, p.lit...)
+		case 'k':
+			b = appendToken(b, key[:min(len(key), natsMaxKey)])
+		case 'v':
+			b = appendToken(b, verdict)
+		case 'r':
+			b = appendToken(b, rule)
+		}
+	}
+	return b
+}
+
+// appendToken appends v with the characters a subject token cannot hold
+// replaced by '_' ("_" for an empty v).
+func appendToken(b, v []byte) []byte {
+	if len(v) == 0 {
+		return append(b, '_')
+	}
+	for _, c := range v {
+		if c <= ' ' || c == 0x7f || c == '.' || c == '*' || c == '>' {
+			c = '_'
+		}
+		b = append(b, c)
+	}
+	return b
+}
+
+// validSubjectFilter checks a stream subject (wildcards allowed).
+func validSubjectFilter(s string) error {
+	if s == "" {
+		return errors.New("an empty subject")
+	}
+	toks := strings.Split(s, ".")
+	for i, tok := range toks {
+		switch {
+		case tok == "":
+			return fmt.Errorf("%q has an empty token", s)
+		case tok == ">" && i != len(toks)-1:
+			return fmt.Errorf("%q: '>' must be the last token", s)
+		case tok != "*" && tok != ">" && strings.ContainsAny(tok, "*> \t\r\n"):
+			return fmt.Errorf("%q: wildcards are whole tokens, and a subject has no spaces", s)
+		}
+	}
+	return nil
+}
+
+// subjectsCover reports whether every subject matching the filter want
+// (literals and '*' tokens) matches one of the filters have.
+func subjectsCover(have []string, want string) bool {
+	w := strings.Split(want, ".")
+	for _, h := range have {
+		ht := strings.Split(h, ".")
+		ok := true
+		for i := 0; ok; i++ {
+			switch {
+			case i < len(ht) && ht[i] == ">":
+				ok = i < len(w)
+				i = len(w) // covers the rest
+			case i == len(ht) || i == len(w):
+				ok = i == len(ht) && i == len(w)
+			case ht[i] == "*" || ht[i] == w[i]:
+				continue
+			default:
+				ok = false
+			}
+			if i >= len(w) {
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// ---------------------------------------------------------------------------
+// Output.
+
+// natsOutput publishes a sink's records to a JetStream stream.
+//
+// Concurrency: write and finish run on the sink's writer goroutine; onAck
+// and onErr on nats.go's goroutines (ack handler, ack timers, the
+// reconnect watcher); retryLoop on its own goroutine; abort on Close's.
+// live (under mu) maps the *nats.Msg the handlers get back to its record
+// until the record is resolved; a record is resolved exactly once, by
+// whichever of onAck and fail takes it out of live first (reports about it
+// after that find nothing). Until then it is published, awaiting an ack,
+// or in the retry channel, there at most once (natsRec.queued). A write's
+// records are filled before any of them is published; the slab comes back
+// through done only after all of them are resolved.
+type natsOutput struct {
+	sk      *sink
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	tmpl    subjectTemplate
+	gw      string
+	idPre   []byte // "<gateway>-<start>-"
+	seq     uint64 // message sequence (writer goroutine only)
+	deliver time.Duration
+
+	mu   sync.Mutex
+	live map[*nats.Msg]*natsRec
+
+	retry      chan *natsRec // room for every record of the pool
+	back       chan *slab
+	pending    atomic.Int64
+	closing    atomic.Bool  // abort: fail instead of retrying
+	abortedAt  atomic.Int64 // when abort was called (ns since the epoch), 0 before
+	ackTimeout time.Duration
+	quit       chan struct{}
+	retried    chan struct{} // closed when retryLoop has ended
+	lastErr    atomic.Pointer[error]
+	rules      map[string]string // rule names as strings, so that they are made once (writer only)
+	scratch    []byte            // subject being built (writer only)
+	idBuf      []byte            // message id being built (writer only)
+}
+
+var _ asyncOutput = (*natsOutput)(nil)
+
+// natsRec is one record of a slab as a NATS message.
+type natsRec struct {
+	msg      nats.Msg
+	vals     [5]string // header values, the backing of msg.Header's slices
+	ns       *natsSlab
+	deadline int64 // nanotime after which it is no longer retried
+	failedAt int64 // nanotime of its last failed try
+	size     int
+	// queued: in the retry channel (set by retryLater, cleared by the
+	// retry goroutine when it takes the record), so that a record is there
+	// at most once even when two paths report the same failed try.
+	queued atomic.Bool
+}
+
+// natsSlab is the per-slab state of a natsOutput (slab.aux).
+type natsSlab struct {
+	sl   *slab
+	left atomic.Int64 // records of the slab not yet resolved
+}
+
+func newNATSOutput(sk *sink, sp SinkSpec) (*natsOutput, error) {
+	n := sp.NATS
+	tmpl, err := parseSubjectTemplate(n.Subject)
+	if err != nil {
+		return nil, err
+	}
+	o := &natsOutput{
+		sk:         sk,
+		tmpl:       tmpl,
+		gw:         sp.GatewayID,
+		idPre:      []byte(sp.GatewayID + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"),
+		deliver:    sp.DeliveryTimeout,
+		ackTimeout: n.AckTimeout,
+		live:       map[*nats.Msg]*natsRec{},
+		retry:      make(chan *natsRec, sk.slabs*sk.slabRecords()),
+		back:       make(chan *slab, sk.slabs),
+		quit:       make(chan struct{}),
+		retried:    make(chan struct{}),
+		rules:      map[string]string{},
+	}
+	opts := []nats.Option{
+		nats.Name("xgate " + sp.GatewayID),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.Timeout(5 * time.Second),
+		nats.NoCallbacksAfterClientClose(),
+	}
+	if sp.TLS.On() {
+		tc, err := sp.TLS.config()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	switch {
+	case n.User != "":
+		pass, err := secret(n.Password, n.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats password: %w", err)
+		}
+		opts = append(opts, nats.UserInfo(n.User, pass))
+	case n.TokenFile != "":
+		tok, err := secret("", n.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats token: %w", err)
+		}
+		opts = append(opts, nats.Token(tok))
+	case n.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(n.CredsFile))
+	}
+	urls := strings.Join(n.URLs, ",")
+	// Connect on a goroutine of its own, so that every connection of the
+	// client, reconnects included (nats.go's goroutines), is made from the
+	// process's network namespace, not from a thread the caller may have
+	// moved into another one (as test hosts do); franz-go dials from its
+	// own goroutines anyway.
+	connected := make(chan error, 1)
+	go func() {
+		var err error
+		o.nc, err = nats.Connect(urls, opts...)
+		connected <- err
+	}()
+	if err := <-connected; err != nil {
+		return nil, fmt.Errorf("nats servers %s: %w", urls, err)
+	}
+	o.js, err = jetstream.New(o.nc,
+		jetstream.WithPublishAsyncMaxPending(n.MaxPending),
+		jetstream.WithPublishAsyncTimeout(n.AckTimeout),
+		jetstream.WithPublishAsyncAckHandler(o.onAck),
+		jetstream.WithPublishAsyncErrHandler(o.onErr),
+	)
+	if err == nil {
+		err = o.checkStream(n, urls)
+	}
+	if err != nil {
+		o.nc.Close()
+		return nil, err
+	}
+	go o.retryLoop()
+	return o, nil
+}
+
+// checkStream makes sure the stream exists (creating it if asked to) and
+// takes the template's subjects, so that a typo is an error at start, not
+// a stream of failed messages.
+func (o *natsOutput) checkStream(n NATSSpec, urls string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), natsStartTimeout)
+	defer cancel()
+	st, err := o.js.Stream(ctx, n.Stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound) && n.CreateStream:
+		st, err = o.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:     n.Stream,
+			Subjects: n.StreamSubjects,
+			Storage:  jetstream.FileStorage,
+		})
+		if err != nil {
+			return fmt.Errorf("create stream %s (subjects %v) on %s: %w", n.Stream, n.StreamSubjects, urls, err)
+		}
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("stream %s does not exist on %s: create it or set create_stream: true", n.Stream, urls)
+	case err != nil:
+		return fmt.Errorf("stream %s on %s: %w", n.Stream, urls, err)
+	}
+	subjects := st.CachedInfo().Config.Subjects
+	if len(subjects) == 0 {
+		subjects = []string{n.Stream} // a stream without subjects takes its name
+	}
+	if w := o.tmpl.wildcard(); !subjectsCover(subjects, w) {
+		return fmt.Errorf("stream %s (subjects %v) does not take every subject of %s: add %s to its subjects", n.Stream, subjects, n.Subject, w)
+	}
+	return nil
+}
+
+// state returns sl's natsSlab, making it on the slab's first use.
+func (o *natsOutput) state(sl *slab) *natsSlab {
+	if ns, ok := sl.aux.(*natsSlab); ok {
+		return ns
+	}
+	ns := &natsSlab{sl: sl}
+	sl.aux = ns
+	return ns
+}
+
+// write publishes the records of sl. Their messages are new for every
+// write, not reused with the slab: nats.go hands a message back to the
+// handlers, and a late report about an old publish must never find (or
+// race with) a record of the slab's next round.
+func (o *natsOutput) write(sl *slab) {
+	ns := o.state(sl)
+	n := len(sl.ends)
+	recs := make([]natsRec, n)
+	ns.left.Store(int64(n))
+	o.pending.Add(int64(n))
+	deadline := nanotime() + int64(o.deliver)
+	var kr keyedRecord
+	from := 0
+	o.mu.Lock()
+	for i, end := range sl.ends {
+		parseKeyed(sl.buf[from:end], &kr)
+		from = int(end)
+		r := &recs[i]
+		r.ns = ns
+		r.msg.Header = make(nats.Header, len(r.vals))
+		o.scratch = o.tmpl.appendSubject(o.scratch[:0], kr.key, keyedVerdicts[kr.verdict], kr.rule)
+		o.seq++
+		o.idBuf = strconv.AppendUint(append(o.idBuf[:0], o.idPre...), o.seq, 10)
+		r.msg.Subject = string(o.scratch)
+		r.msg.Data = kr.value
+		r.vals = [5]string{verdictStrings[kr.verdict], o.rule(kr.rule), o.gw, string(kr.rxText), string(o.idBuf)}
+		h := r.msg.Header
+		h[hdrVerdict] = r.vals[0:1:1]
+		h[hdrRule] = r.vals[1:2:2]
+		h[hdrGateway] = r.vals[2:3:3]
+		h[hdrRxNs] = r.vals[3:4:4]
+		h[jetstream.MsgIDHeader] = r.vals[4:5:5]
+		r.deadline, r.failedAt = deadline, 0
+		r.size = len(kr.value)
+		o.live[&r.msg] = r
+	}
+	o.mu.Unlock()
+	// Registered before any is published: an ack may come back before
+	// PublishMsgAsync returns.
+	for i := range n {
+		r := &recs[i]
+		if !o.nc.IsConnected() {
+			o.retryLater(r, nats.ErrDisconnected)
+			continue
+		}
+		if _, err := o.js.PublishMsgAsync(&r.msg); err != nil {
+			o.retryLater(r, err)
+		}
+	}
+}
+
+// verdictStrings are keyedVerdicts as strings.
+var verdictStrings = func() (s [256]string) {
+	for i, v := range keyedVerdicts {
+		s[i] = string(v)
+	}
+	return s
+}()
+
+// rule returns b as a string, made once per rule name (a program has a
+// few; past 1024 names, it stops remembering).
+func (o *natsOutput) rule(b []byte) string {
+	if s, ok := o.rules[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(o.rules) < 1024 {
+		o.rules[s] = s
+	}
+	return s
+}
+
+// retryLater hands r to the retry goroutine. It never blocks: the
+// channel has room for every record of the pool, and a record is in it at
+// most once.
+func (o *natsOutput) retryLater(r *natsRec, err error) {
+	o.lastErr.Store(&err)
+	if !r.queued.CompareAndSwap(false, true) {
+		return
+	}
+	r.failedAt = nanotime()
+	o.retry <- r
+}
+
+// onAck is the ack handler: the message is stored (or was already: a
+// duplicate ack for a retry of a stored message counts once, here).
+func (o *natsOutput) onAck(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
+	o.mu.Lock()
+	r := o.live[m]
+	delete(o.live, m)
+	o.mu.Unlock()
+	if r == nil {
+		return
+	}
+	o.sk.cnt.records.Add(1)
+	o.sk.cnt.bytes.Add(uint64(r.size))
+	o.resolved(r)
+}
+
+// onErr is the error handler of an async publish: a timeout, a lost
+// connection, an error from the stream. The record is retried.
+func (o *natsOutput) onErr(_ jetstream.JetStream, m *nats.Msg, err error) {
+	o.mu.Lock()
+	r := o.live[m]
+	o.mu.Unlock()
+	if r != nil {
+		o.retryLater(r, err)
+	}
+}
+
+// fail counts r as failed (unless it was resolved already).
+func (o *natsOutput) fail(r *natsRec) {
+	o.mu.Lock()
+	_, ok := o.live[&r.msg]
+	delete(o.live, &r.msg)
+	o.mu.Unlock()
+	if !ok {
+		return
+	}
+	o.sk.cnt.errors.Add(1)
+	o.sk.cnt.failed.Add(1)
+	o.resolved(r)
+}
+
+func (o *natsOutput) resolved(r *natsRec) {
+	o.pending.Add(-1)
+	if r.ns.left.Add(-1) == 0 {
+		o.back <- r.ns.sl // never blocks: back has room for every slab
+	}
+}
+
+// retryLoop publishes failed records again, in the order they failed,
+// natsRetryWait after their failure and once connected, until their
+// deadline; then (or once closing) it counts them failed.
+func (o *natsOutput) retryLoop() {
+	defer close(o.retried)
+	for {
+		var r *natsRec
+		select {
+		case r = <-o.retry:
+		case <-o.quit:
+			return
+		}
+		for {
+			now := nanotime()
+			if o.closing.Load() || now > r.deadline {
+				r.queued.Store(false)
+				o.fail(r)
+				break
+			}
+			if wait := r.failedAt + int64(natsRetryWait) - now; wait > 0 || !o.nc.IsConnected() {
+				select {
+				case <-time.After(max(time.Duration(wait), 10*time.Millisecond)):
+				case <-o.quit: // cannot happen while records are pending
+					return
+				}
+				continue
+			}
+			r.queued.Store(false)
+			if _, err := o.js.PublishMsgAsync(&r.msg); err != nil {
+				o.retryLater(r, err) // back to the end of the line
+			}
+			break
+		}
+	}
+}
+
+func (o *natsOutput) done() <-chan *slab { return o.back }
+
+func (o *natsOutput) inFlight() uint64 { return uint64(max(0, o.pending.Load())) }
+
+func (o *natsOutput) lastError() error {
+	if p := o.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (o *natsOutput) afterRound(int64)    {}
+func (o *natsOutput) idle(int64)          {}
+func (o *natsOutput) tick() time.Duration { return 0 }
+
+// finish waits until every record is acknowledged or failed: at most
+// delivery_timeout plus ack_timeout after its first try; after abort, at
+// most ack_timeout (the publishes awaiting an ack fail by their timers).
+// Should nats.go not report a publish at all, finish counts the records
+// still unresolved failed after that much longer, so that it always ends.
+func (o *natsOutput) finish() error {
+	grace := o.deliver + 2*o.ackTimeout + time.Second
+	deadline := time.Now().Add(grace)
+	for o.pending.Load() > 0 {
+		if at := o.abortedAt.Load(); at != 0 {
+			if d := time.Unix(0, at).Add(2*o.ackTimeout + time.Second); d.Before(deadline) {
+				deadline = d
+			}
+		}
+		if time.Now().After(deadline) {
+			o.closing.Store(true)
+			o.mu.Lock()
+			stuck := make([]*natsRec, 0, len(o.live))
+			for _, r := range o.live {
+				stuck = append(stuck, r)
+			}
+			o.mu.Unlock()
+			for _, r := range stuck {
+				o.fail(r)
+			}
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(o.quit)
+	<-o.retried
+	o.nc.Close()
+	if n := o.pending.Load(); n > 0 {
+		return fmt.Errorf("%d records unresolved after %v", n, grace)
+	}
+	return nil
+}
+
+// abort stops retries and closes the connection: pending publishes fail
+// by their ack timeout, and finish returns after that.
+func (o *natsOutput) abort() {
+	if o.closing.CompareAndSwap(false, true) {
+		o.abortedAt.Store(time.Now().UnixNano())
+		o.nc.Close()
+	}
+}

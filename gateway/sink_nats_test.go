@@ -1,0 +1,512 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/xgate/xgate/engine"
+)
+
+// natsServer is a nats-server process of the test's, with JetStream on
+// and its store in dir, listening on a loopback port.
+type natsServer struct {
+	bin, dir string
+	port     int
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	out      bytes.Buffer
+}
+
+// natsServerBin finds nats-server (Debian's package puts it in
+// /usr/sbin), installing it with tools/install-deps.sh when it is missing
+// and the test runs as root; it skips the test when neither works.
+func natsServerBin(t *testing.T) string {
+	t.Helper()
+	find := func() string {
+		if p, err := exec.LookPath("nats-server"); err == nil {
+			return p
+		}
+		if _, err := os.Stat("/usr/sbin/nats-server"); err == nil {
+			return "/usr/sbin/nats-server"
+		}
+		return ""
+	}
+	if p := find(); p != "" {
+		return p
+	}
+	why := "not running as root"
+	if os.Geteuid() == 0 {
+		out, err := exec.Command("../tools/install-deps.sh", "nats-server").CombinedOutput()
+		if p := find(); p != "" {
+			return p
+		}
+		why = fmt.Sprintf("install-deps.sh: %v: %s", err, out)
+	}
+	t.Skipf("nats-server is not installed and could not be installed (%s); make deps-test installs it", why)
+	return ""
+}
+
+func startNATS(t *testing.T) *natsServer {
+	t.Helper()
+	s := &natsServer{bin: natsServerBin(t), dir: t.TempDir(), port: freePort(t)}
+	s.start(t)
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
+
+// start runs the server and waits until it accepts connections.
+func (s *natsServer) start(t *testing.T) {
+	t.Helper()
+	s.mu.Lock()
+	s.out.Reset()
+	s.cmd = exec.Command(s.bin, "-js", "-sd", s.dir, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port))
+	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
+	err := s.cmd.Start()
+	s.mu.Unlock()
+	if err != nil {
+		t.Fatalf("start nats-server: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			s.kill()
+			t.Fatalf("nats-server on port %d did not come up: %v\n%s", s.port, err, s.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill ends the server with SIGKILL (a crash, not a clean shutdown).
+func (s *natsServer) kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+func natsSpec(url string) SinkSpec {
+	return SinkSpec{
+		Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw-test",
+		NATS: NATSSpec{URLs: []string{url}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true},
+	}
+}
+
+// streamMessages reads every message of the stream EVENTS.
+func streamMessages(t *testing.T, url string) []jetstream.Msg {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, "EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int(info.State.Msgs)
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for len(out) < want && ctx.Err() == nil {
+		batch, err := cons.Fetch(min(want-len(out), 5000), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			out = append(out, m)
+		}
+	}
+	if len(out) != want {
+		t.Fatalf("read %d of the stream's %d messages", len(out), want)
+	}
+	return out
+}
+
+// checkMessages checks the message contract: each event once, the
+// subject from the key, headers as documented, message ids unique, and
+// each worker's events of a key in the order they were added.
+func checkMessages(t *testing.T, msgs []jetstream.Msg, from, to time.Time) {
+	t.Helper()
+	seen := map[string]bool{}
+	ids := map[string]bool{}
+	last := map[string]int{}
+	reordered := 0
+	for _, m := range msgs {
+		w, seq := eventID(t, m.Data())
+		id := fmt.Sprintf("w%d-%d", w, seq)
+		if seen[id] {
+			t.Fatalf("event %s stored twice", id)
+		}
+		seen[id] = true
+		if !bytes.Equal(m.Data(), keyedEvent(w, seq)) {
+			t.Fatalf("data %q, want the original bytes", m.Data())
+		}
+		key := fmt.Sprintf("u-%d", seq%testKeys)
+		if m.Subject() != "xgate.events."+key {
+			t.Fatalf("event %s: subject %s", id, m.Subject())
+		}
+		h := m.Headers()
+		wantVerdict, wantRule := "pass", ""
+		if seq%10 == 0 {
+			wantVerdict, wantRule = "alert", "big-payment"
+		}
+		if h.Get("verdict") != wantVerdict || h.Get("rule") != wantRule || h.Get("gateway") != "gw-test" {
+			t.Fatalf("event %s: headers %v", id, h)
+		}
+		rx, err := strconv.ParseInt(h.Get("rx_ns"), 10, 64)
+		if err != nil || rx < from.UnixNano() || rx > to.UnixNano() {
+			t.Fatalf("event %s: rx_ns %q", id, h.Get("rx_ns"))
+		}
+		mid := h.Get(jetstream.MsgIDHeader)
+		if !strings.HasPrefix(mid, "gw-test-") || ids[mid] {
+			t.Fatalf("event %s: message id %q (seen before: %v)", id, mid, ids[mid])
+		}
+		ids[mid] = true
+		kw := key + "/" + strconv.Itoa(w)
+		if l, ok := last[kw]; ok && seq <= l {
+			reordered++ // retries may reorder; TestNATSSinkCounts checks order
+		}
+		last[kw] = seq
+	}
+	if reordered > 0 {
+		t.Logf("%d messages after a later one of the same key and worker (retried)", reordered)
+	}
+}
+
+func TestNATSSinkCounts(t *testing.T) {
+	srv := startNATS(t)
+	sp := natsSpec(srv.url())
+	sp.OnFull, sp.BlockTimeout = "block", 10*time.Second
+	s := newTestSinks(t, []SinkSpec{sp}, 2)
+	if st := s.Stats()[0]; st.Name != "nats:xgate.events.{key}" {
+		t.Fatalf("name %q", st.Name)
+	}
+	from := time.Now()
+	added := sum(feeder(s, 2, 5000, 0, nil)())
+	closeSinks(t, s)
+	to := time.Now()
+	st := s.Stats()[0]
+	checkIdentity(t, added, st)
+	if st.Records != added {
+		t.Fatalf("%d added, stats %+v", added, st)
+	}
+	msgs := streamMessages(t, srv.url())
+	if len(msgs) != int(added) {
+		t.Fatalf("stream holds %d messages, %d acknowledged", len(msgs), added)
+	}
+	checkMessages(t, msgs, from, to)
+	last := map[string]int{}
+	for _, m := range msgs { // no retries here: per key and worker in order
+		w, seq := eventID(t, m.Data())
+		k := m.Subject() + "/" + strconv.Itoa(w)
+		if l, ok := last[k]; ok && seq <= l {
+			t.Fatalf("%s: seq %d after %d", k, seq, l)
+		}
+		last[k] = seq
+	}
+}
+
+// TestNATSSinkSubjects: keys with characters a subject token cannot hold,
+// verdict and rule placeholders.
+func TestNATSSinkSubjects(t *testing.T) {
+	srv := startNATS(t)
+	sp := natsSpec(srv.url())
+	sp.What = "all"
+	sp.NATS.Subject = "xgate.{verdict}.{rule}.{key}"
+	s := newTestSinks(t, []SinkSpec{sp}, 1)
+	w := s.Writer(0)
+	for _, d := range []engine.Decision{
+		{Raw: []byte(`{"user_id":"a.b c*d>e\tf"}`), Action: engine.ActionAlert, Rule: "big payment"},
+		{Raw: []byte(`{"user_id":""}`), Action: engine.ActionPass},
+		{Raw: []byte(`{"user_id":"` + strings.Repeat("k", 300) + `"}`), Action: engine.ActionPass},
+		{Raw: []byte(`{"user_id"`), Err: engine.ErrInvalidJSON, Action: engine.ActionDrop},
+	} {
+		w.AddAt(&d, 0)
+	}
+	w.FlushAll()
+	closeSinks(t, s)
+	checkIdentity(t, 4, s.Stats()[0])
+	var subjects []string
+	for _, m := range streamMessages(t, srv.url()) {
+		subjects = append(subjects, m.Subject())
+	}
+	want := []string{"xgate.alert.big_payment.a_b_c_d_e_f", "xgate.pass._._", "xgate.pass._." + strings.Repeat("k", 256), "xgate.reject.invalid_json._"}
+	if fmt.Sprint(subjects) != fmt.Sprint(want) {
+		t.Fatalf("subjects %q\nwant %q", subjects, want)
+	}
+}
+
+// TestNATSSinkServerRestart kills the server mid-stream and starts it
+// again with the same store: every acknowledged event is there once,
+// what the full buffer dropped is counted, and publishing resumes.
+func TestNATSSinkServerRestart(t *testing.T) {
+	srv := startNATS(t)
+	sp := natsSpec(srv.url())
+	sp.Buffer = 128 << 10 // two slabs per worker: the outage overflows them
+	sp.DeliveryTimeout = 20 * time.Second
+	s := newTestSinks(t, []SinkSpec{sp}, 2)
+	stop := make(chan struct{})
+	from := time.Now()
+	wait := feeder(s, 2, 1<<30, time.Millisecond, stop)
+
+	time.Sleep(time.Second)
+	before := s.Stats()[0]
+	srv.kill()
+	time.Sleep(1500 * time.Millisecond)
+	during := s.Stats()[0]
+	srv.start(t)
+	waitFor(t, "records after the restart", 5*time.Second, func() bool { return s.Stats()[0].Records > during.Records+during.InFlight })
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	added := sum(wait())
+	closeSinks(t, s)
+	to := time.Now()
+	st := s.Stats()[0]
+	t.Logf("added %d; before the kill %+v; killed %+v; at the end %+v", added, before, during, st)
+	checkIdentity(t, added, st)
+	if before.Records == 0 || during.Dropped <= before.Dropped {
+		t.Fatalf("want records before the kill, drops while it was down")
+	}
+	msgs := streamMessages(t, srv.url())
+	if len(msgs) != int(st.Records) {
+		t.Fatalf("stream holds %d messages, the sink counted %d acknowledged", len(msgs), st.Records)
+	}
+	checkMessages(t, msgs, from, to)
+}
+
+// TestNATSSinkDeliveryTimeout: while the server is down longer than
+// delivery_timeout, records are counted failed; the identity holds.
+func TestNATSSinkDeliveryTimeout(t *testing.T) {
+	srv := startNATS(t)
+	sp := natsSpec(srv.url())
+	sp.DeliveryTimeout = time.Second
+	s := newTestSinks(t, []SinkSpec{sp}, 1)
+	stop := make(chan struct{})
+	wait := feeder(s, 1, 1<<30, time.Millisecond, stop)
+	waitFor(t, "records", 5*time.Second, func() bool { return s.Stats()[0].Records > 0 })
+	srv.kill()
+	waitFor(t, "failed records", 5*time.Second, func() bool { return s.Stats()[0].Failed > 0 })
+	srv.start(t)
+	failed := s.Stats()[0]
+	waitFor(t, "records after the restart", 5*time.Second, func() bool { return s.Stats()[0].Records > failed.Records+failed.InFlight })
+	close(stop)
+	added := sum(wait())
+	closeSinks(t, s)
+	st := s.Stats()[0]
+	checkIdentity(t, added, st)
+	if st.Errors < st.Failed || st.LastError == "" {
+		t.Fatalf("stats %+v", st)
+	}
+	// A message stored just before the kill, whose ack was lost, may have
+	// failed its retries: the stream holds the acknowledged ones and at
+	// most those.
+	if n := uint64(len(streamMessages(t, srv.url()))); n < st.Records || n > st.Records+st.Failed {
+		t.Fatalf("stream holds %d messages; %d acknowledged, %d failed", n, st.Records, st.Failed)
+	}
+}
+
+// TestNATSSinkStreamCheck: a missing stream is an error at start unless
+// create_stream; a stream that does not take the template's subjects too.
+func TestNATSSinkStreamCheck(t *testing.T) {
+	srv := startNATS(t)
+	sp := natsSpec(srv.url())
+	sp.NATS.CreateStream = false
+	_, err := NewSinks([]SinkSpec{sp}, 1)
+	want := "sinks[0] (nats:xgate.events.{key}): stream EVENTS does not exist on " + srv.url() + ": create it or set create_stream: true"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error %v\nwant %s", err, want)
+	}
+	sp.NATS.CreateStream, sp.NATS.StreamSubjects = true, []string{"xgate.>"}
+	s := newTestSinks(t, []SinkSpec{sp}, 1)
+	closeSinks(t, s)
+	// The stream exists now, with subjects xgate.>; a template outside them:
+	sp.NATS.CreateStream, sp.NATS.StreamSubjects, sp.NATS.Subject = false, nil, "other.{key}"
+	_, err = NewSinks([]SinkSpec{sp}, 1)
+	if err == nil || !strings.Contains(err.Error(), "stream EVENTS (subjects [xgate.>]) does not take every subject of other.{key}: add other.* to its subjects") {
+		t.Fatalf("error %v", err)
+	}
+	sp.NATS.URLs = []string{fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))}
+	if _, err = NewSinks([]SinkSpec{sp}, 1); err == nil || !strings.Contains(err.Error(), "nats servers "+sp.NATS.URLs[0]+": ") {
+		t.Fatalf("unreachable: %v", err)
+	}
+}
+
+func TestSubjectTemplate(t *testing.T) {
+	tm, err := parseSubjectTemplate("a.x{key}y.{verdict}.{rule}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(tm.appendSubject(nil, []byte("k.1"), []byte("pass"), nil)); got != "a.xk_1y.pass._" {
+		t.Errorf("subject %q", got)
+	}
+	if w := tm.wildcard(); w != "a.*.*.*" {
+		t.Errorf("wildcard %q", w)
+	}
+	for _, c := range []struct {
+		have []string
+		want string
+		ok   bool
+	}{
+		{[]string{"a.>"}, "a.*.b", true},
+		{[]string{"a.*.b"}, "a.*.b", true},
+		{[]string{"a.*"}, "a.*.b", false},
+		{[]string{"b.>", "a.*.*"}, "a.*.b", true},
+		{[]string{">"}, "x", true},
+		{[]string{"a.>"}, "a", false},
+		{[]string{"a.b"}, "a.*", false},
+	} {
+		if got := subjectsCover(c.have, c.want); got != c.ok {
+			t.Errorf("subjectsCover(%v, %s) = %v", c.have, c.want, got)
+		}
+	}
+}
+
+// TestKeyedSinkCloseWhileDown: Close with a deadline while the broker is
+// down and delivery_timeout is long returns at the deadline; the writer
+// then gives up on the client, and every record ends counted.
+func TestKeyedSinkCloseWhileDown(t *testing.T) {
+	for _, typ := range []string{"kafka", "nats"} {
+		t.Run(typ, func(t *testing.T) {
+			var sp SinkSpec
+			var down func()
+			if typ == "kafka" {
+				c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, testTopic))
+				if err != nil {
+					t.Fatal(err)
+				}
+				sp, down = kafkaSpec(c.ListenAddrs()), c.Close
+			} else {
+				srv := startNATS(t)
+				sp, down = natsSpec(srv.url()), srv.kill
+				sp.NATS.AckTimeout = time.Second
+			}
+			sp.DeliveryTimeout = time.Minute
+			s, err := NewSinks([]SinkSpec{sp}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			down()
+			added := sum(feeder(s, 1, 2000, 0, nil)())
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			if err := s.Close(ctx); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Close: %v", err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("Close took %v past its deadline", d)
+			}
+			select {
+			case <-s.sinks[0].done:
+			case <-time.After(15 * time.Second):
+				t.Fatal("the writer did not end after Close gave up")
+			}
+			st := s.Stats()[0]
+			checkIdentity(t, added, st)
+			if st.Failed == 0 {
+				t.Fatalf("nothing failed with the broker down: %+v", st)
+			}
+		})
+	}
+}
+
+// BenchmarkNATSSink measures records/s from one worker through the sink
+// to a nats-server (a process of the test's, JetStream on, file store) on
+// loopback, every record acknowledged (OnFull block).
+func BenchmarkNATSSink(b *testing.B) {
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		if _, err := os.Stat("/usr/sbin/nats-server"); err != nil {
+			b.Skip("nats-server is not installed (make deps-test)")
+		}
+		bin = "/usr/sbin/nats-server"
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(bin, "-js", "-sd", b.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port))
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	for i := 0; ; i++ {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			break
+		} else if i > 250 {
+			b.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	sp := natsSpec(url)
+	sp.OnFull, sp.BlockTimeout, sp.Buffer = "block", time.Minute, 4<<20
+	s, err := NewSinks([]SinkSpec{sp}, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := s.Writer(0)
+	ds := make([]engine.Decision, 1024)
+	for i := range ds {
+		ds[i] = keyedDecision(keyedEvent(0, i), i)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(ds[1].Raw)))
+	start := time.Now()
+	i := 0
+	for b.Loop() {
+		w.AddAt(&ds[i%len(ds)], 0)
+		if i++; i%64 == 0 {
+			w.Flush()
+		}
+	}
+	w.FlushAll()
+	if err := s.Close(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	st := s.Stats()[0]
+	if st.Records != uint64(i) {
+		b.Fatalf("%d added, stats %+v", i, st)
+	}
+	b.ReportMetric(float64(st.Records)/time.Since(start).Seconds(), "records/s")
+	benchSinkStats = st
+}
