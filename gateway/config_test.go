@@ -156,7 +156,7 @@ func TestParseConfigErrors(t *testing.T) {
 				`c.yaml:9: sinks[6].sasl.mechanism: "SCRAM-SHA-1": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`,
 				"c.yaml:10: sinks[7].sasl.password: want exactly one of password and password_file",
 				"c.yaml:11: sinks[8].tls.cert_file: want both cert_file and key_file",
-				"c.yaml:12: sinks[9].linger: 0s: want a positive duration (default 10ms)",
+				"c.yaml:12: sinks[9].linger: 0s: want a positive duration (default 5ms)",
 				"c.yaml:13: sinks[10].subject: only nats sinks have subject",
 				"c.yaml:14: sinks[11].topic: only kafka sinks have topic",
 				`c.yaml:15: sinks[12].gateway_id: "has space": want printable ASCII without spaces`,

@@ -427,16 +427,24 @@ func TestKafkaSinkUnreachable(t *testing.T) {
 }
 
 // BenchmarkKafkaSink measures records/s from one worker through the sink
-// to a kfake broker on loopback (one partition, acks all, idempotent),
-// every record acknowledged (OnFull block). kfake stores nothing
-// (BlackholeProduce), so this is the producer's side.
+// (4 MiB buffer) to a kfake broker in the same process on loopback (one
+// partition, acks all, idempotent), every record acknowledged (OnFull
+// block), per codec and linger. kfake stores nothing (BlackholeProduce),
+// but it shares the machine's cores with the producer.
 func BenchmarkKafkaSink(b *testing.B) {
-	for _, codec := range []string{"lz4", "zstd", "none"} {
-		b.Run(codec, func(b *testing.B) {
+	for _, bc := range []struct {
+		codec  string
+		linger time.Duration
+	}{{"lz4", 0}, {"zstd", 0}, {"none", 0}, {"lz4", 10 * time.Millisecond}} {
+		name := bc.codec
+		if bc.linger != 0 {
+			name += "/linger=" + bc.linger.String()
+		}
+		b.Run(name, func(b *testing.B) {
 			c := newKfake(b, kfake.SeedTopics(1, testTopic), kfake.BlackholeProduce())
 			sp := kafkaSpec(c.ListenAddrs())
-			sp.Kafka.Compression = codec
-			sp.Kafka.Linger = 0
+			sp.Kafka.Compression = bc.codec
+			sp.Kafka.Linger = bc.linger
 			sp.OnFull, sp.BlockTimeout, sp.Buffer = "block", time.Minute, 4<<20
 			s, err := NewSinks([]SinkSpec{sp}, 1)
 			if err != nil {
