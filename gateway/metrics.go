@@ -96,7 +96,7 @@ var (
 	descSinkInFlight  = desc("sink_in_flight_records", "Records a Kafka or NATS sink has handed to its client and not yet seen acknowledged or failed (0 for other sinks).", "sink")
 
 	descKernelDrops    = desc("kernel_drops_total", "Packets to our ports the kernel freed as dropped (tracepoint kfree_skb), by the kernel's drop reason.", "reason")
-	descKernelLatency  = desc("kernel_queue_latency_seconds", "Socket path: time from the skb's receive timestamp to our socket (socket filter probe); log2 buckets.")
+	descKernelLatency  = desc("kernel_queue_latency_seconds", "Socket path: time from the skb's receive timestamp to our socket (socket filter probe, one packet in probes.sample per CPU); log2 buckets.")
 	descXDPRedirectErr = desc("xdp_redirect_errors_total", "Failed redirects of our XDP program (tracepoint xdp_redirect_err), by errno.", "errno")
 	descXDPExceptions  = desc("xdp_exceptions_total", "Exceptions of our XDP program (tracepoint xdp_exception), by XDP action.", "action")
 	descProbeUp        = desc("probe_up", "1 if the kernel probe runs, 0 if it is missing (disabled, unsupported or not permitted).", "probe")
@@ -152,6 +152,8 @@ func (g *Gateway) queueStats() []queueStat {
 			for i := range q.latency {
 				q.latency[i] = x.latency[i].Load()
 			}
+		} else if w.sock != nil {
+			q.latency = w.sock.latencyCounts() // sampled (probes.rx_timestamps)
 		}
 		out = append(out, q)
 	}

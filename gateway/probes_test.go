@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -17,7 +18,7 @@ import (
 // probes.sample 1 the kernel queueing histogram counts exactly the
 // datagrams received, in Go and on /metrics.
 func TestKernelQueueLatency(t *testing.T) {
-	pair, g, stop := runIT(t, 2, "socket", func(cfg *Config) { cfg.Probes.Sample = 1 })
+	pair, g, stop := runIT(t, 2, "socket", func(cfg *Config) { cfg.Probes.Sample, cfg.Probes.RxTimestamps = 1, true })
 	if !g.probeUp()[bpf.ProbeSockLatency] {
 		t.Skipf("socket latency probe not running: %v", g.probesMissing)
 	}
@@ -117,12 +118,12 @@ func TestProbesDisabled(t *testing.T) {
 	}
 }
 
-// TestKernelQueueLatencySampled: with the default period the filter times
+// TestKernelQueueLatencySampled: with a sampling period the filter times
 // one datagram in probes.sample per CPU, so the histogram holds
 // datagrams/N samples, give or take one per CPU, and the receive → verdict
 // histogram at most one per N datagrams per socket.
 func TestKernelQueueLatencySampled(t *testing.T) {
-	pair, g, _ := runIT(t, 2, "socket", func(cfg *Config) { cfg.Probes.Sample = 8 })
+	pair, g, _ := runIT(t, 2, "socket", func(cfg *Config) { cfg.Probes.Sample, cfg.Probes.RxTimestamps = 8, true })
 	if !g.probeUp()[bpf.ProbeSockLatency] {
 		t.Skipf("socket latency probe not running: %v", g.probesMissing)
 	}
@@ -283,4 +284,49 @@ func latencyTestSocket(t *testing.T) (*udpSocket, int, unix.Sockaddr) {
 	}
 	t.Cleanup(func() { unix.Close(tx) })
 	return s, tx, dst
+}
+
+// TestProbesSampledDefaults: with the default probes the filter runs
+// sampled and counts every datagram, and the sockets sample receive →
+// verdict one datagram in DefaultProbeSample; with probes.rx_timestamps
+// false the gateway leaves host timestamping alone and samples nothing.
+func TestProbesSampledDefaults(t *testing.T) {
+	for _, rxts := range []bool{true, false} {
+		t.Run(fmt.Sprintf("rx_timestamps=%v", rxts), func(t *testing.T) {
+			pair, g, _ := runIT(t, 2, "socket", func(cfg *Config) {
+				cfg.Probes = DefaultConfig().Probes
+				cfg.Probes.RxTimestamps = rxts
+			})
+			if !g.probeUp()[bpf.ProbeSockLatency] {
+				t.Skipf("socket latency probe not running: %v", g.probesMissing)
+			}
+			const n = 300
+			if _, err := pair.A.SendUDP(netip.AddrPortFrom(pair.B.Addr, itPort), []byte(`{"user_id":"u1","event_type":"click","amount":1}`), n); err != nil {
+				t.Fatal(err)
+			}
+			s := quiesce(t, g, n)
+			if s.Datagrams < 2*DefaultProbeSample {
+				t.Fatalf("workers received %d of %d datagrams", s.Datagrams, n)
+			}
+			st, err := g.probes.ReadStats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.SockPackets != s.Datagrams || st.SockSampled > s.Datagrams/DefaultProbeSample {
+				t.Errorf("filter saw %d and sampled %d of %d datagrams (period %d)", st.SockPackets, st.SockSampled, s.Datagrams, DefaultProbeSample)
+			}
+			want := 0
+			if rxts {
+				want = DefaultProbeSample
+			}
+			for i, sk := range g.sockets {
+				if sk.every != want {
+					t.Errorf("socket %d samples receive → verdict every %d, want %d (rx_timestamps %v)", i, sk.every, want, rxts)
+				}
+			}
+			if h := g.Latency(); !rxts && h != [LatencyBuckets]uint64{} {
+				t.Errorf("receive → verdict histogram %v without probes.rx_timestamps", h)
+			}
+		})
+	}
 }

@@ -36,9 +36,12 @@ func TestPrometheusScrapes(t *testing.T) {
 			t.Skipf("prometheus package installed but no binary: %v", err)
 		}
 	}
-	// Time every XDP run and every datagram at the socket: a few hundred
-	// datagrams fill the histograms.
-	everyOne := func(cfg *Config) { cfg.XDP.CostSample, cfg.Probes.Sample = 1, 1 }
+	// Time every XDP run and every datagram at the socket (host receive
+	// timestamps on, off by default): a few hundred datagrams fill the
+	// histograms.
+	everyOne := func(cfg *Config) {
+		cfg.XDP.CostSample, cfg.Probes.Sample, cfg.Probes.RxTimestamps = 1, 1, true
+	}
 	pairX, gx, _ := runIT(t, 2, "afxdp", everyOne)
 	pairS, gs, _ := runIT(t, 2, "socket", everyOne)
 
