@@ -54,7 +54,7 @@ struct {
  * Where the start comes from: skb->tstamp, which the kernel sets only while
  * host-wide software receive timestamping is on (a static key that any
  * SO_TIMESTAMP* socket turns on: a clock read per received skb, every
- * device; ≈ 2% of the same path). That is ProbeOptions.RxTimestamps;
+ * device; ≈ 3% of the same path). That is ProbeOptions.RxTimestamps;
  * without it the samples count PROBE_STAT_SOCK_NO_TSTAMP. There is no
  * cheaper start at this point: bpf_ktime here is only the end, the XDP
  * metadata stamp is not visible to a socket filter, and __sk_buff hides

@@ -20,10 +20,11 @@ const LatencyBuckets = 24
 // rxSpin is how long a worker spins on its empty RX ring before it sleeps
 // in poll(2) (xdp.Config.Spin). Waking a sleeping thread costs tens of µs
 // (more on a virtual CPU that halted): at half load a worker that slept
-// whenever the ring was empty paid that on most batches, p50 ≈ 30–45 µs
-// receive → verdict against ≈ 12 µs spinning. The price is CPU: a worker
-// that gets a batch at least every rxSpin never sleeps, one that gets b
-// batches a second at lower rates spins about b × rxSpin per second.
+// whenever the ring was empty paid that on most batches, p50 receive →
+// verdict ≈ 28 µs against ≈ 10 µs spinning (BENCHMARKS.md). The price is
+// CPU: a worker that gets a batch at least every rxSpin never sleeps, one
+// that gets b batches a second at lower rates spins about b × rxSpin per
+// second.
 const rxSpin = 50 * time.Microsecond
 
 // xskQueue is one AF_XDP socket and the worker state that goes with it.

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -32,10 +33,11 @@ const (
 const P99Target = 200.0
 
 // WriteSweepPlot writes the sweep as a PNG to path: p50 and p99 latency
-// (log scale, µs) against the offered load (M datagrams/s), with the p99
-// target as a dashed line. The max-rate probe is left out (its load is
-// whatever the generator reached). Points without a latency (modes that
-// do not measure one) are left out; if none remain it is an error.
+// (log scale, µs) against the offered load the generator achieved (M
+// datagrams/s), with the p99 target and 50 % of the max rate as dashed
+// lines. The max-rate probe is left out (its load is whatever the
+// generator reached). Points without a latency (modes that do not measure
+// one) are left out; if none remain it is an error.
 func WriteSweepPlot(path string, pts []SweepPoint) (err error) {
 	if !strings.EqualFold(filepath.Ext(path), ".png") {
 		return fmt.Errorf("plot %s: want a .png file", path)
@@ -79,6 +81,11 @@ func writeSweepPNG(w io.Writer, pts []SweepPoint) error {
 	}
 	if len(p50) == 0 {
 		return errors.New("no step measured a latency (only the afxdp path does)")
+	}
+	// By offered load: near the max the generator may fall short of a
+	// step's target, and a line in step order would double back.
+	for _, xys := range []plotter.XYs{p50, p99} {
+		sort.SliceStable(xys, func(i, j int) bool { return xys[i].X < xys[j].X })
 	}
 	lo, hi = min(lo, P99Target), max(hi, P99Target)
 
