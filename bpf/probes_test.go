@@ -300,22 +300,9 @@ func TestProbeSockSamplingLive(t *testing.T) {
 	const period = 8
 	p := prLoad(t, ProbeOptions{SockSample: period, RxTimestamps: true}, ProbeSockLatency)
 	env := testenv.New(t, testenv.Options{RxQueues: 2})
-	fd, port, err := env.B.ListenUDP(env.B.Addr, 0, func(fd int) error {
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
-			return err
-		}
-		return p.AttachSocket(fd)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
+	fd, dst := prSampledSocket(t, env, p)
 
 	const n = 1000
-	dst := netip.AddrPortFrom(env.B.Addr, port)
 	payload := []byte(`{"event_id":"e-000123","user_id":"u-48213","amount":1234.56}`)
 	if sent, err := env.A.SendUDP(dst, payload, n); err != nil {
 		t.Fatalf("sent %d: %v", sent, err)
@@ -365,6 +352,28 @@ func prBucket(d time.Duration, n int) int {
 	return n - 1
 }
 
+// prSampledSocket opens a UDP socket on env's host B (any port) with p's
+// socket filter attached, a 1 s receive timeout and an 8 MiB buffer (room
+// for a whole burst: the tests read only after sending); it is closed at
+// the end of the test. It returns the socket and its address.
+func prSampledSocket(t *testing.T, env *testenv.Pair, p *Probes) (int, netip.AddrPort) {
+	t.Helper()
+	fd, port, err := env.B.ListenUDP(env.B.Addr, 0, func(fd int) error {
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
+			return err
+		}
+		return p.AttachSocket(fd)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd, netip.AddrPortFrom(env.B.Addr, port)
+}
+
 // recvAll reads datagrams until n arrived or the socket's timeout expires.
 func recvAll(t *testing.T, fd, n int) int {
 	t.Helper()
@@ -385,26 +394,11 @@ func recvAll(t *testing.T, fd, n int) int {
 func TestProbeSocketLatencyHistogram(t *testing.T) {
 	p := prLoad(t, ProbeOptions{SockSample: 1, RxTimestamps: true}, ProbeSockLatency)
 	env := testenv.New(t, testenv.Options{RxQueues: 2})
-
-	fd, port, err := env.B.ListenUDP(env.B.Addr, 0, func(fd int) error {
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
-			return err
-		}
-		// Room for the whole burst: we read only after sending.
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
-			return err
-		}
-		return p.AttachSocket(fd)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
+	fd, dst := prSampledSocket(t, env, p)
 
 	// Receive timestamping is switched on for the host from a work queue
 	// after the probes' SO_TIMESTAMPNS socket opens: warm up until packets
 	// are stamped (bounded), then measure.
-	dst := netip.AddrPortFrom(env.B.Addr, port)
 	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		h0, _ := p.ReadLatencyHistogram()
 		if _, err := env.A.SendUDP(dst, []byte("warm-up"), 1); err != nil {

@@ -421,7 +421,7 @@ func (p *parser) operand() (node, error) {
 			}
 			return &binNode{op: t.text, l: l, r: r, pos: t.pos}, p.expectOp(")")
 		}
-		if err := validPath(t.text); err != nil {
+		if err := ValidPath(t.text); err != nil {
 			return nil, p.lx.errAt(t.pos, "%v", err)
 		}
 		return &pathNode{path: t.text, pos: t.pos}, p.advance()

@@ -148,7 +148,7 @@ func parseAgg(s string) (Agg, string, error) {
 	if arg == "" {
 		return 0, "", fmt.Errorf("agg %q: %s needs a field, e.g. %s(amount)", s, name, name)
 	}
-	if err := validPath(arg); err != nil {
+	if err := ValidPath(arg); err != nil {
 		return 0, "", fmt.Errorf("agg %q: %w", s, err)
 	}
 	return agg, arg, nil

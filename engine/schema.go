@@ -77,7 +77,10 @@ func roleAccepts(r Role, k Kind) bool {
 	return true
 }
 
-func validPath(p string) error {
+// ValidPath checks a field path as the engine reads it: dotted
+// components, none empty, no gjson wildcards, queries or modifiers. The
+// gateway checks sinks' key paths with it.
+func ValidPath(p string) error {
 	if p == "" {
 		return fmt.Errorf("empty path")
 	}
@@ -169,7 +172,7 @@ func (fs *fieldSet) add(path string) (int, error) {
 	if slot, ok := fs.index[path]; ok {
 		return slot, nil
 	}
-	if err := validPath(path); err != nil {
+	if err := ValidPath(path); err != nil {
 		return 0, err
 	}
 	slot := len(fs.paths)

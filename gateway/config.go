@@ -48,6 +48,7 @@ type Config struct {
 	HTTP      HTTP
 	Pin       Pin
 	Probes    Probes
+	Workers   Workers
 
 	src *configSource // where it was read from; nil for a Config built in code
 }
@@ -186,6 +187,14 @@ type HTTP struct {
 	// /readyz must carry (Authorization: Bearer <token>). Required when
 	// Listen is not a loopback address.
 	Token string
+}
+
+// Workers configures the worker threads (one per socket or queue).
+type Workers struct {
+	// RealtimePriority, 1..99, runs each worker's pinned thread SCHED_FIFO
+	// at that priority; 0 (the default) leaves it SCHED_OTHER. Needs
+	// CAP_SYS_NICE or RLIMIT_RTPRIO; see gateway/realtime.go for the cost.
+	RealtimePriority int
 }
 
 // Probes are the kernel-side latency and drop probes (bpf.LoadProbes).
@@ -930,6 +939,11 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 				"rx_timestamps": d.boolean(&c.Probes.RxTimestamps),
 			})
 		},
+		"workers": func(n *yaml.Node, p string) {
+			d.mapping(n, p, map[string]func(*yaml.Node, string){
+				"realtime_priority": d.intField(&c.Workers.RealtimePriority),
+			})
+		},
 	})
 }
 
@@ -1198,6 +1212,9 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	if c.Probes.Sample < 1 || c.Probes.Sample > 1<<20 {
 		k.errf("probes.sample", "%d: want 1 (time every datagram) .. %d", c.Probes.Sample, 1<<20)
 	}
+	if r := c.Workers.RealtimePriority; r < 0 || r > MaxRealtimePriority {
+		k.errf("workers.realtime_priority", "%d: want 0 (off) or a SCHED_FIFO priority 1..%d", r, MaxRealtimePriority)
+	}
 	c.checkSinks(k)
 	if c.HTTP.Listen == "" {
 		// no HTTP server
@@ -1390,24 +1407,15 @@ func (c *Config) checkKeyedSink(k *configChecker, s *Sink, key func(string) stri
 			return
 		}
 	}
+	// A Config built in code: the same, by value.
+	if f, m := foreignField(s.Type, s.Kafka, s.NATS); f != "" {
+		k.errf(key(f), "%s", m)
+		return
+	}
 	if !keyed {
-		// A Config built in code: the same, by value.
-		switch {
-		case s.Kafka.firstSet() != "":
-			k.errf(key(s.Kafka.firstSet()), "only kafka sinks have %s", s.Kafka.firstSet())
-		case s.NATS.firstSet() != "":
-			k.errf(key(s.NATS.firstSet()), "only nats sinks have %s", s.NATS.firstSet())
-		case s.GatewayID != "" || s.DeliveryTimeout != 0 || s.TLS.On():
+		if s.GatewayID != "" || s.DeliveryTimeout != 0 || s.TLS.On() {
 			k.errf(key("type"), "gateway_id, delivery_timeout and tls are for kafka and nats sinks only")
 		}
-		return
-	}
-	if s.Type == "kafka" && s.NATS.firstSet() != "" {
-		k.errf(key(s.NATS.firstSet()), "only nats sinks have %s", s.NATS.firstSet())
-		return
-	}
-	if s.Type == "nats" && s.Kafka.firstSet() != "" {
-		k.errf(key(s.Kafka.firstSet()), "only kafka sinks have %s", s.Kafka.firstSet())
 		return
 	}
 	if c.Schema.Key == "" {
@@ -1430,14 +1438,8 @@ func (c *Config) checkKeyedSink(k *configChecker, s *Sink, key func(string) stri
 		k.errf(key("linger"), "%v: want a positive duration (default %v)", s.Kafka.Linger, kafkaDefaultLinger)
 		return
 	}
-	sp := SinkSpec{GatewayID: gw, TLS: s.TLS, Kafka: s.Kafka, NATS: s.NATS}
-	var field, msg string
-	if s.Type == "kafka" {
-		field, msg = normalizeKafka(&sp)
-	} else {
-		field, msg = normalizeNATS(&sp)
-	}
-	if field != "" {
+	sp := SinkSpec{Type: s.Type, GatewayID: gw, TLS: s.TLS, Kafka: s.Kafka, NATS: s.NATS}
+	if field, msg := normalizeKeyed(&sp); field != "" {
 		k.errf(key(field), "%s", msg)
 	}
 }

@@ -116,6 +116,12 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{"c.yaml:4: xdp.block_max: 200: want 1..blocklist_size (100)", `c.yaml:5: xdp.payload_check: want true or false, got the string "yes"`}},
 		{"socket", okListen + "socket: {rcvbuf: 4XB, batch: 0}\n",
 			[]string{`c.yaml:2: socket.rcvbuf: "4XB" is not a size`, "c.yaml:2: socket.batch: 0: want 1..1024"}},
+		{"realtime priority too high", okListen + "workers:\n  realtime_priority: 100\n",
+			[]string{"c.yaml:3: workers.realtime_priority: 100: want 0 (off) or a SCHED_FIFO priority 1..99"}},
+		{"realtime priority negative", okListen + "workers: {realtime_priority: -1}\n",
+			[]string{"c.yaml:2: workers.realtime_priority: -1: want 0 (off) or a SCHED_FIFO priority 1..99"}},
+		{"realtime priority not a number", okListen + "workers: {realtime_priority: high}\n",
+			[]string{"c.yaml:2: workers.realtime_priority: want an integer"}},
 		{"afxdp", okListen + "afxdp: {frame_size: 3000, rx_ring: 1000, fill_ring: 4096, frames: 100}\n",
 			[]string{"c.yaml:2: afxdp.frame_size: 3000: want 2048 or 4096", "c.yaml:2: afxdp.rx_ring: 1000: want a power of two", "c.yaml:2: afxdp.frames: 100: want fill_ring (4096)"}},
 		{"sink problems", okListen + "sinks:\n  - {type: udp, what: alerts}\n  - {type: stdout, what: everything, path: /x, fsync: always}\n  - {type: file, path: /a, what: all, fsync: sometimes, on_full: wait, buffer: 1000}\n  - {type: file, path: /a, what: all}\n  - {what: all}\n",
@@ -444,6 +450,7 @@ var allKeys = []string{
 	"sinks[].token_file", "sinks[].creds_file", "gateway_id",
 	"http", "http.listen", "http.pprof", "http.token", "pin", "pin.path", "pin.keep",
 	"probes", "probes.enabled", "probes.sample", "probes.rx_timestamps",
+	"workers", "workers.realtime_priority",
 }
 
 // TestAllKeysKnown keeps allKeys honest: each must be accepted by the

@@ -128,6 +128,18 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	if g.path, g.why, err = choosePath(cfg); err != nil {
 		return nil, err
 	}
+	// Before anything is attached: a missing privilege fails here.
+	rtPrio := cfg.Workers.RealtimePriority
+	if rtPrio > 0 {
+		if err := checkRealtime(rtPrio); err != nil {
+			return nil, fmt.Errorf("workers.realtime_priority: %w", err)
+		}
+		if rtThrottlingOff() {
+			g.log.Warn("workers.realtime_priority with RT throttling off (" + rtRuntimePath + " = -1): " +
+				"a busy worker never yields its CPU to other threads, ksoftirqd included")
+		}
+		g.log.Info("workers run SCHED_FIFO", "priority", rtPrio)
+	}
 	g.log.Info("receive path chosen", "path", g.path, "why", g.why)
 
 	if g.path != PathPlain {
@@ -157,7 +169,7 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	g.fb = newFeedback(target, cfg.XDP.BlockMax)
 	g.tap = newTapHub()
 	for i, cpu := range cpus {
-		w := &worker{id: i, cpu: cpu, ew: g.eng.NewWorker(), sw: g.sinks.Writer(i), fb: g.fb, tap: g.tap}
+		w := &worker{id: i, cpu: cpu, rtPrio: rtPrio, ew: g.eng.NewWorker(), sw: g.sinks.Writer(i), fb: g.fb, tap: g.tap}
 		if i < len(g.sockets) {
 			w.sock = g.sockets[i]
 			w.batch = newBatch(max(1, cfg.Socket.Batch), cfg.Limits.MaxDatagram+1)

@@ -13,16 +13,17 @@ import (
 	"github.com/xgate/xgate/bpf"
 )
 
-// TestKernelQueueLatency: on the socket path every datagram a worker
-// receives went through the latency filter of its socket, so with
-// probes.sample 1 the kernel queueing histogram counts exactly the
-// datagrams received, in Go and on /metrics.
-func TestKernelQueueLatency(t *testing.T) {
-	pair, g, stop := runIT(t, 2, "socket", func(cfg *Config) { cfg.Probes.Sample, cfg.Probes.RxTimestamps = 1, true })
+// sockLatencyRun runs the gateway on the socket path (2 queues) with the
+// socket latency probe sampling one datagram in sample (rx_timestamps on),
+// skipping the test when the probe is not running, and sends it n
+// datagrams, 100 at a time under the XDP bucket; it returns once the
+// workers have received all of them, with their stats.
+func sockLatencyRun(t *testing.T, sample, n int) (*Gateway, func() error, Stats) {
+	t.Helper()
+	pair, g, stop := runIT(t, 2, "socket", func(cfg *Config) { cfg.Probes.Sample, cfg.Probes.RxTimestamps = sample, true })
 	if !g.probeUp()[bpf.ProbeSockLatency] {
 		t.Skipf("socket latency probe not running: %v", g.probesMissing)
 	}
-	const n = 500
 	payload := []byte(`{"user_id":"u1","event_type":"click","amount":1}`)
 	for sent := 0; sent < n; sent += 100 {
 		if _, err := pair.A.SendUDP(netip.AddrPortFrom(pair.B.Addr, itPort), payload, 100); err != nil {
@@ -30,10 +31,19 @@ func TestKernelQueueLatency(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // under the XDP bucket (burst 300)
 	}
-	s := quiesce(t, g, n)
-	if s.Datagrams != n {
+	s := quiesce(t, g, uint64(n))
+	if s.Datagrams != uint64(n) {
 		t.Fatalf("workers received %d datagrams, %d sent (socket drops %d)", s.Datagrams, n, s.SocketDrops)
 	}
+	return g, stop, s
+}
+
+// TestKernelQueueLatency: on the socket path every datagram a worker
+// receives went through the latency filter of its socket, so with
+// probes.sample 1 the kernel queueing histogram counts exactly the
+// datagrams received, in Go and on /metrics.
+func TestKernelQueueLatency(t *testing.T) {
+	g, stop, s := sockLatencyRun(t, 1, 500)
 	h, ok, err := g.KernelLatency()
 	if err != nil || !ok {
 		t.Fatalf("kernel latency: ok %v, %v", ok, err)
@@ -123,22 +133,8 @@ func TestProbesDisabled(t *testing.T) {
 // datagrams/N samples, give or take one per CPU, and the receive → verdict
 // histogram at most one per N datagrams per socket.
 func TestKernelQueueLatencySampled(t *testing.T) {
-	pair, g, _ := runIT(t, 2, "socket", func(cfg *Config) { cfg.Probes.Sample, cfg.Probes.RxTimestamps = 8, true })
-	if !g.probeUp()[bpf.ProbeSockLatency] {
-		t.Skipf("socket latency probe not running: %v", g.probesMissing)
-	}
 	const n, period = 800, 8
-	payload := []byte(`{"user_id":"u1","event_type":"click","amount":1}`)
-	for sent := 0; sent < n; sent += 100 {
-		if _, err := pair.A.SendUDP(netip.AddrPortFrom(pair.B.Addr, itPort), payload, 100); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond) // under the XDP bucket (burst 300)
-	}
-	s := quiesce(t, g, n)
-	if s.Datagrams != n {
-		t.Fatalf("workers received %d datagrams, %d sent (socket drops %d)", s.Datagrams, n, s.SocketDrops)
-	}
+	g, _, _ := sockLatencyRun(t, period, n)
 	st, err := g.probes.ReadStats()
 	if err != nil {
 		t.Fatal(err)

@@ -356,6 +356,57 @@ type asyncOutput interface {
 	lastError() error // the last delivery error, nil if none
 }
 
+// asyncAcks is the bookkeeping the asynchronous outputs share: the records
+// handed to the client and not yet resolved, the last delivery error, and
+// done's channel, which must have room for every slab of the sink. An
+// output embeds it for done, inFlight and lastError, and for afterRound,
+// idle and tick, which it has no use for. pending and slabLeft.left are
+// atomics: records are resolved on the client's goroutines.
+type asyncAcks struct {
+	back    chan *slab
+	pending atomic.Int64
+	lastErr atomic.Pointer[error]
+}
+
+// slabLeft is an async output's count of the records of one slab that are
+// not yet resolved (part of the slab's aux state).
+type slabLeft struct {
+	sl   *slab
+	left atomic.Int64
+}
+
+// handed counts the n records of s.sl as handed to the client; call it
+// before the first of them is, since it may be resolved at once.
+func (a *asyncAcks) handed(s *slabLeft, n int) {
+	s.left.Store(int64(n))
+	a.pending.Add(int64(n))
+}
+
+// settled counts one record of s.sl resolved (acknowledged or failed,
+// counted by the caller); the slab's last one sends it on back, which
+// never blocks: back has room for every slab.
+func (a *asyncAcks) settled(s *slabLeft) {
+	a.pending.Add(-1)
+	if s.left.Add(-1) == 0 {
+		a.back <- s.sl
+	}
+}
+
+func (a *asyncAcks) done() <-chan *slab { return a.back }
+
+func (a *asyncAcks) inFlight() uint64 { return uint64(max(0, a.pending.Load())) }
+
+func (a *asyncAcks) lastError() error {
+	if p := a.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (a *asyncAcks) afterRound(int64)    {}
+func (a *asyncAcks) idle(int64)          {}
+func (a *asyncAcks) tick() time.Duration { return 0 }
+
 // sink is one configured output.
 type sink struct {
 	name      string
@@ -466,6 +517,29 @@ func NewSinks(specs []SinkSpec, workers int) (*Sinks, error) {
 	return s, nil
 }
 
+// foreignField names a field of the Kafka or the NATS spec that is set on
+// a sink of another type (as the config key), with the message; "" when
+// there is none.
+func foreignField(typ string, k KafkaSpec, n NATSSpec) (field, msg string) {
+	if f := k.firstSet(); f != "" && typ != "kafka" {
+		return f, "only kafka sinks have " + f
+	}
+	if f := n.firstSet(); f != "" && typ != "nats" {
+		return f, "only nats sinks have " + f
+	}
+	return "", ""
+}
+
+// normalizeKeyed checks sp.Kafka or sp.NATS (by sp.Type) and fills in the
+// defaults; on a problem it returns the field (as the config key) and the
+// message.
+func normalizeKeyed(sp *SinkSpec) (field, msg string) {
+	if sp.Type == "kafka" {
+		return normalizeKafka(sp)
+	}
+	return normalizeNATS(sp)
+}
+
 func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
 	bad := func(field, format string, args ...any) (SinkSpec, error) {
 		return sp, &SinkSpecError{i, field, fmt.Sprintf(format, args...)}
@@ -509,7 +583,10 @@ func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
 		if sp.Format != "" {
 			return bad("format", "kafka and nats sinks send the original event bytes (verdict and rule go in headers): leave format out")
 		}
-		if err := validKeyPath(sp.KeyPath); err != nil {
+		if sp.KeyPath == "" {
+			return bad("key_path", "missing: want the schema's key field, e.g. user_id")
+		}
+		if err := engine.ValidPath(sp.KeyPath); err != nil {
 			return bad("key_path", "%v: want the schema's key field, e.g. user_id", err)
 		}
 		if sp.GatewayID == "" {
@@ -524,17 +601,9 @@ func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
 		case sp.DeliveryTimeout < time.Second:
 			return bad("delivery_timeout", "%v: want at least 1s", sp.DeliveryTimeout)
 		}
-		var field, msg string
-		if sp.Type == "kafka" {
-			if f := sp.NATS.firstSet(); f != "" {
-				return bad(f, "only nats sinks have %s", f)
-			}
-			field, msg = normalizeKafka(&sp)
-		} else {
-			if f := sp.Kafka.firstSet(); f != "" {
-				return bad(f, "only kafka sinks have %s", f)
-			}
-			field, msg = normalizeNATS(&sp)
+		field, msg := foreignField(sp.Type, sp.Kafka, sp.NATS)
+		if field == "" {
+			field, msg = normalizeKeyed(&sp)
 		}
 		if field != "" {
 			return bad(field, "%s", msg)
@@ -550,11 +619,8 @@ func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
 		case sp.TLS.On():
 			return bad("tls", "only kafka and nats sinks have tls")
 		}
-		if f := sp.Kafka.firstSet(); f != "" {
-			return bad(f, "only kafka sinks have %s", f)
-		}
-		if f := sp.NATS.firstSet(); f != "" {
-			return bad(f, "only nats sinks have %s", f)
+		if f, m := foreignField(sp.Type, sp.Kafka, sp.NATS); f != "" {
+			return bad(f, "%s", m)
 		}
 	}
 	switch {
@@ -1312,23 +1378,6 @@ func gjsonPath(p string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
-}
-
-// validKeyPath checks a schema key path as the engine does (dotted
-// components, no gjson wildcards or modifiers).
-func validKeyPath(p string) error {
-	if p == "" {
-		return errors.New("missing")
-	}
-	for _, part := range strings.Split(p, ".") {
-		if part == "" {
-			return fmt.Errorf("path %q has an empty component", p)
-		}
-	}
-	if strings.ContainsAny(p, "*?#|@\\") {
-		return fmt.Errorf("path %q: wildcards, queries and modifiers are not supported", p)
-	}
-	return nil
 }
 
 // defaultGatewayID is the host name ("xgate" if there is none).

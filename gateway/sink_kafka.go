@@ -42,7 +42,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -271,9 +270,7 @@ type kafkaOutput struct {
 	ctx    context.Context // canceled by abort
 	cancel context.CancelFunc
 
-	back    chan *slab   // slabs every record of which is resolved
-	pending atomic.Int64 // records produced, promise not yet run
-	lastErr atomic.Pointer[error]
+	asyncAcks // pending: records produced, promise not yet run
 }
 
 var _ asyncOutput = (*kafkaOutput)(nil)
@@ -282,11 +279,10 @@ var _ asyncOutput = (*kafkaOutput)(nil)
 // and four headers per record the slab can hold, reused every time the
 // slab comes round, and the promise, made once, that counts them down.
 type kafkaSlab struct {
-	sl      *slab
-	recs    []kgo.Record
-	hdrs    []kgo.RecordHeader
-	left    atomic.Int64 // records of the slab whose promise has not run
-	promise func(*kgo.Record, error)
+	slabLeft // left: records of the slab whose promise has not run
+	recs     []kgo.Record
+	hdrs     []kgo.RecordHeader
+	promise  func(*kgo.Record, error)
 }
 
 // Header keys of the record contract.
@@ -361,8 +357,8 @@ func newKafkaOutput(sk *sink, sp SinkSpec) (*kafkaOutput, error) {
 		cl:    cl,
 		topic: k.Topic,
 		gw:    []byte(sp.GatewayID),
-		back:  make(chan *slab, sk.slabs),
 	}
+	o.back = make(chan *slab, sk.slabs)
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	if err := o.checkTopic(k); err != nil {
 		o.cancel()
@@ -441,7 +437,8 @@ func (o *kafkaOutput) state(sl *slab) *kafkaSlab {
 		return ks
 	}
 	n := cap(sl.ends)
-	ks := &kafkaSlab{sl: sl, recs: make([]kgo.Record, n), hdrs: make([]kgo.RecordHeader, 4*n)}
+	ks := &kafkaSlab{recs: make([]kgo.Record, n), hdrs: make([]kgo.RecordHeader, 4*n)}
+	ks.sl = sl
 	ks.promise = func(r *kgo.Record, err error) { o.resolve(ks, r, err) }
 	sl.aux = ks
 	return ks
@@ -450,8 +447,7 @@ func (o *kafkaOutput) state(sl *slab) *kafkaSlab {
 func (o *kafkaOutput) write(sl *slab) {
 	ks := o.state(sl)
 	n := len(sl.ends)
-	ks.left.Store(int64(n))
-	o.pending.Add(int64(n))
+	o.handed(&ks.slabLeft, n)
 	var kr keyedRecord
 	from := 0
 	for i, end := range sl.ends {
@@ -480,19 +476,8 @@ func (o *kafkaOutput) resolve(ks *kafkaSlab, r *kgo.Record, err error) {
 		cnt.records.Add(1)
 		cnt.bytes.Add(uint64(len(r.Key) + len(r.Value)))
 	}
-	o.pending.Add(-1)
-	if ks.left.Add(-1) == 0 {
-		o.back <- ks.sl // never blocks: back has room for every slab
-	}
+	o.settled(&ks.slabLeft)
 }
-
-func (o *kafkaOutput) done() <-chan *slab { return o.back }
-
-func (o *kafkaOutput) inFlight() uint64 { return uint64(max(0, o.pending.Load())) }
-
-func (o *kafkaOutput) afterRound(int64)    {}
-func (o *kafkaOutput) idle(int64)          {}
-func (o *kafkaOutput) tick() time.Duration { return 0 }
 
 // finish waits until every record produced is acknowledged or failed
 // (franz-go gives up on a record after delivery_timeout), or until abort,
@@ -517,11 +502,3 @@ func (o *kafkaOutput) finish() error {
 
 // abort makes finish stop waiting for the brokers.
 func (o *kafkaOutput) abort() { o.cancel() }
-
-// lastError is the last produce error, nil if none.
-func (o *kafkaOutput) lastError() error {
-	if p := o.lastErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}

@@ -5,14 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/tidwall/gjson"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -20,101 +17,6 @@ import (
 
 	"github.com/xgate/xgate/engine"
 )
-
-// ---------------------------------------------------------------------------
-// helpers shared by the Kafka and NATS tests
-
-const testKeys = 53 // distinct user_ids in keyedEvent
-
-// keyedEvent is event i of worker w: its id names both, its key is one of
-// testKeys users.
-func keyedEvent(w, i int) []byte {
-	return fmt.Appendf(nil, `{"event_id":"w%d-%07d","user_id":"u-%d","amount":%d.5,"event_type":"payment"}`, w, i, i%testKeys, i%1000)
-}
-
-// keyedDecision is the decision for event i: every 10th an alert.
-func keyedDecision(raw []byte, i int) engine.Decision {
-	if i%10 == 0 {
-		return engine.Decision{Raw: raw, Action: engine.ActionAlert, Rule: "big-payment", Value: 1}
-	}
-	return engine.Decision{Raw: raw, Action: engine.ActionPass}
-}
-
-// eventID splits an event id "w<worker>-<seq>".
-func eventID(t *testing.T, value []byte) (w, seq int) {
-	t.Helper()
-	id := gjson.GetBytes(value, "event_id").Str
-	ws, ss, ok := strings.Cut(strings.TrimPrefix(id, "w"), "-")
-	w, err1 := strconv.Atoi(ws)
-	seq, err2 := strconv.Atoi(ss)
-	if !ok || err1 != nil || err2 != nil {
-		t.Fatalf("value %q: no event id w<n>-<seq>", value)
-	}
-	return w, seq
-}
-
-// feeder runs workers goroutines that Add keyed events to their
-// SinkWriter, a Flush every 64 (a receive batch), pausing between batches
-// when pace > 0, until n events each or stop is closed. It returns the
-// events added per worker (every one goes to the sink).
-func feeder(s *Sinks, workers, n int, pace time.Duration, stop <-chan struct{}) func() []int {
-	added := make([]int, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sw := s.Writer(w)
-			n := n
-			for i := 0; i < n; i++ {
-				d := keyedDecision(keyedEvent(w, i), i)
-				sw.AddAt(&d, 0)
-				added[w]++
-				if i%64 == 63 {
-					sw.Flush()
-					if pace > 0 {
-						time.Sleep(pace)
-					}
-					select {
-					case <-stop:
-						n = i + 1
-					default:
-					}
-				}
-			}
-			sw.FlushAll()
-		}()
-	}
-	return func() []int { wg.Wait(); return added }
-}
-
-func sum(xs []int) (n uint64) {
-	for _, x := range xs {
-		n += uint64(x)
-	}
-	return n
-}
-
-// checkIdentity: every record added is acknowledged, dropped, too big or
-// failed, and none is in flight (after Close).
-func checkIdentity(t *testing.T, added uint64, st SinkStats) {
-	t.Helper()
-	if got := st.Records + st.Dropped + st.TooBig + st.Failed; got != added || st.InFlight != 0 {
-		t.Fatalf("%d added, but records %d + dropped %d + too big %d + failed %d = %d, in flight %d (last error %q)",
-			added, st.Records, st.Dropped, st.TooBig, st.Failed, got, st.InFlight, st.LastError)
-	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // ---------------------------------------------------------------------------
 // Kafka
@@ -240,20 +142,7 @@ func TestKafkaSinkExactlyOnce(t *testing.T) {
 	c := newKfake(t, kfake.SeedTopics(3, testTopic))
 	brokers := c.ListenAddrs()
 	sp := kafkaSpec(brokers)
-	sp.OnFull, sp.BlockTimeout = "block", 10*time.Second // nothing dropped: all must arrive
-	s := newTestSinks(t, []SinkSpec{sp}, 2)
-	if st := s.Stats()[0]; st.Name != "kafka:"+testTopic {
-		t.Fatalf("name %q", st.Name)
-	}
-	from := time.Now()
-	added := sum(feeder(s, 2, 5000, 0, nil)())
-	closeSinks(t, s)
-	to := time.Now()
-	st := s.Stats()[0]
-	checkIdentity(t, added, st)
-	if st.Records != added || st.Dropped+st.Failed+st.TooBig != 0 {
-		t.Fatalf("%d added, stats %+v", added, st)
-	}
+	added, from, to := keyedAllDelivered(t, sp, "kafka:"+testTopic)
 	recs := consumeTopic(t, brokers, int(added))
 	if len(recs) != int(added) {
 		t.Fatalf("topic holds %d records, %d acknowledged", len(recs), added)
@@ -323,41 +212,24 @@ func TestKafkaSinkBrokerRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	brokers := c1.ListenAddrs()
-	sp := kafkaSpec(brokers)
-	sp.Buffer = 128 << 10 // two slabs per worker: the outage overflows them
-	sp.DeliveryTimeout = 20 * time.Second
-	s := newTestSinks(t, []SinkSpec{sp}, 2)
-	stop := make(chan struct{})
-	from := time.Now()
-	wait := feeder(s, 2, 1<<30, time.Millisecond, stop)
-
-	time.Sleep(time.Second)
-	before := s.Stats()[0]
-	c1.Close()
-	time.Sleep(1500 * time.Millisecond)
-	during := s.Stats()[0]
-	c2, err := kfake.NewCluster(opts...)
-	if err != nil {
-		t.Fatalf("restart on port %d: %v", port, err)
+	var c2 *kfake.Cluster
+	r := keyedOutage(t, kafkaSpec(c1.ListenAddrs()), c1.Close, func(*Sinks, SinkStats) {
+		var err error
+		if c2, err = kfake.NewCluster(opts...); err != nil {
+			t.Fatalf("restart on port %d: %v", port, err)
+		}
+		t.Cleanup(c2.Close)
+		time.Sleep(time.Second)
+	})
+	if r.end.Records <= r.during.Records {
+		t.Fatalf("want records after the restart")
 	}
-	defer c2.Close()
-	time.Sleep(time.Second)
-	close(stop)
-	added := sum(wait())
-	closeSinks(t, s)
-	to := time.Now()
-	st := s.Stats()[0]
-	t.Logf("added %d; before the stop %+v; stopped %+v; at the end %+v", added, before, during, st)
-	checkIdentity(t, added, st)
-	if before.Records == 0 || during.Dropped <= before.Dropped || st.Records <= during.Records {
-		t.Fatalf("want records before the stop, drops while stopped, records after the restart")
-	}
+	st := r.end
 	recs := consumeTopic(t, c2.ListenAddrs(), int(st.Records))
 	if len(recs) != int(st.Records) {
 		t.Fatalf("topic holds %d records, the sink counted %d acknowledged", len(recs), st.Records)
 	}
-	checkRecords(t, recs, 3, from, to)
+	checkRecords(t, recs, 3, r.from, r.to)
 }
 
 // TestKafkaSinkDeliveryTimeout: while every produce fails, records are
@@ -446,35 +318,7 @@ func BenchmarkKafkaSink(b *testing.B) {
 			sp.Kafka.Compression = bc.codec
 			sp.Kafka.Linger = bc.linger
 			sp.OnFull, sp.BlockTimeout, sp.Buffer = "block", time.Minute, 4<<20
-			s, err := NewSinks([]SinkSpec{sp}, 1)
-			if err != nil {
-				b.Fatal(err)
-			}
-			w := s.Writer(0)
-			ds := make([]engine.Decision, 1024)
-			for i := range ds {
-				ds[i] = keyedDecision(keyedEvent(0, i), i)
-			}
-			b.ReportAllocs()
-			b.SetBytes(int64(len(ds[1].Raw)))
-			start := time.Now()
-			i := 0
-			for b.Loop() {
-				w.AddAt(&ds[i%len(ds)], 0)
-				if i++; i%64 == 0 {
-					w.Flush()
-				}
-			}
-			w.FlushAll()
-			if err := s.Close(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			st := s.Stats()[0]
-			if st.Records != uint64(i) {
-				b.Fatalf("%d added, stats %+v", i, st)
-			}
-			b.ReportMetric(float64(st.Records)/time.Since(start).Seconds(), "records/s")
-			benchSinkStats = st
+			benchKeyedSink(b, sp)
 		})
 	}
 }

@@ -377,15 +377,13 @@ type natsOutput struct {
 	mu   sync.Mutex
 	live map[*nats.Msg]*natsRec
 
+	asyncAcks
 	retry      chan *natsRec // room for every record of the pool
-	back       chan *slab
-	pending    atomic.Int64
-	closing    atomic.Bool  // abort: fail instead of retrying
-	abortedAt  atomic.Int64 // when abort was called (ns since the epoch), 0 before
+	closing    atomic.Bool   // abort: fail instead of retrying
+	abortedAt  atomic.Int64  // when abort was called (ns since the epoch), 0 before
 	ackTimeout time.Duration
 	quit       chan struct{}
-	retried    chan struct{} // closed when retryLoop has ended
-	lastErr    atomic.Pointer[error]
+	retried    chan struct{}     // closed when retryLoop has ended
 	rules      map[string]string // rule names as strings, so that they are made once (writer only)
 	scratch    []byte            // subject being built (writer only)
 	idBuf      []byte            // message id being built (writer only)
@@ -409,8 +407,7 @@ type natsRec struct {
 
 // natsSlab is the per-slab state of a natsOutput (slab.aux).
 type natsSlab struct {
-	sl   *slab
-	left atomic.Int64 // records of the slab not yet resolved
+	slabLeft
 }
 
 func newNATSOutput(sk *sink, sp SinkSpec) (*natsOutput, error) {
@@ -428,11 +425,11 @@ func newNATSOutput(sk *sink, sp SinkSpec) (*natsOutput, error) {
 		ackTimeout: n.AckTimeout,
 		live:       map[*nats.Msg]*natsRec{},
 		retry:      make(chan *natsRec, sk.slabs*sk.slabRecords()),
-		back:       make(chan *slab, sk.slabs),
 		quit:       make(chan struct{}),
 		retried:    make(chan struct{}),
 		rules:      map[string]string{},
 	}
+	o.back = make(chan *slab, sk.slabs)
 	opts := []nats.Option{
 		nats.Name("xgate " + sp.GatewayID),
 		nats.MaxReconnects(-1),
@@ -532,7 +529,8 @@ func (o *natsOutput) state(sl *slab) *natsSlab {
 	if ns, ok := sl.aux.(*natsSlab); ok {
 		return ns
 	}
-	ns := &natsSlab{sl: sl}
+	ns := &natsSlab{}
+	ns.sl = sl
 	sl.aux = ns
 	return ns
 }
@@ -545,8 +543,7 @@ func (o *natsOutput) write(sl *slab) {
 	ns := o.state(sl)
 	n := len(sl.ends)
 	recs := make([]natsRec, n)
-	ns.left.Store(int64(n))
-	o.pending.Add(int64(n))
+	o.handed(&ns.slabLeft, n)
 	deadline := nanotime() + int64(o.deliver)
 	var kr keyedRecord
 	from := 0
@@ -662,10 +659,7 @@ func (o *natsOutput) fail(r *natsRec) {
 }
 
 func (o *natsOutput) resolved(r *natsRec) {
-	o.pending.Add(-1)
-	if r.ns.left.Add(-1) == 0 {
-		o.back <- r.ns.sl // never blocks: back has room for every slab
-	}
+	o.settled(&r.ns.slabLeft)
 }
 
 // retryLoop publishes failed records again, in the order they failed,
@@ -703,21 +697,6 @@ func (o *natsOutput) retryLoop() {
 		}
 	}
 }
-
-func (o *natsOutput) done() <-chan *slab { return o.back }
-
-func (o *natsOutput) inFlight() uint64 { return uint64(max(0, o.pending.Load())) }
-
-func (o *natsOutput) lastError() error {
-	if p := o.lastErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-func (o *natsOutput) afterRound(int64)    {}
-func (o *natsOutput) idle(int64)          {}
-func (o *natsOutput) tick() time.Duration { return 0 }
 
 // finish waits until every record is acknowledged or failed: at most
 // delivery_timeout plus ack_timeout after its first try; after abort, at

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/xgate/xgate/engine"
 )
@@ -34,7 +32,7 @@ type natsServer struct {
 // natsServerBin finds nats-server (Debian's package puts it in
 // /usr/sbin), installing it with tools/install-deps.sh when it is missing
 // and the test runs as root; it skips the test when neither works.
-func natsServerBin(t *testing.T) string {
+func natsServerBin(t testing.TB) string {
 	t.Helper()
 	find := func() string {
 		if p, err := exec.LookPath("nats-server"); err == nil {
@@ -60,7 +58,7 @@ func natsServerBin(t *testing.T) string {
 	return ""
 }
 
-func startNATS(t *testing.T) *natsServer {
+func startNATS(t testing.TB) *natsServer {
 	t.Helper()
 	s := &natsServer{bin: natsServerBin(t), dir: t.TempDir(), port: freePort(t)}
 	s.start(t)
@@ -71,7 +69,7 @@ func startNATS(t *testing.T) *natsServer {
 func (s *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
 
 // start runs the server and waits until it accepts connections.
-func (s *natsServer) start(t *testing.T) {
+func (s *natsServer) start(t testing.TB) {
 	t.Helper()
 	s.mu.Lock()
 	s.out.Reset()
@@ -212,20 +210,7 @@ func checkMessages(t *testing.T, msgs []jetstream.Msg, from, to time.Time) {
 func TestNATSSinkCounts(t *testing.T) {
 	srv := startNATS(t)
 	sp := natsSpec(srv.url())
-	sp.OnFull, sp.BlockTimeout = "block", 10*time.Second
-	s := newTestSinks(t, []SinkSpec{sp}, 2)
-	if st := s.Stats()[0]; st.Name != "nats:xgate.events.{key}" {
-		t.Fatalf("name %q", st.Name)
-	}
-	from := time.Now()
-	added := sum(feeder(s, 2, 5000, 0, nil)())
-	closeSinks(t, s)
-	to := time.Now()
-	st := s.Stats()[0]
-	checkIdentity(t, added, st)
-	if st.Records != added {
-		t.Fatalf("%d added, stats %+v", added, st)
-	}
+	added, from, to := keyedAllDelivered(t, sp, "nats:xgate.events.{key}")
 	msgs := streamMessages(t, srv.url())
 	if len(msgs) != int(added) {
 		t.Fatalf("stream holds %d messages, %d acknowledged", len(msgs), added)
@@ -277,37 +262,17 @@ func TestNATSSinkSubjects(t *testing.T) {
 // what the full buffer dropped is counted, and publishing resumes.
 func TestNATSSinkServerRestart(t *testing.T) {
 	srv := startNATS(t)
-	sp := natsSpec(srv.url())
-	sp.Buffer = 128 << 10 // two slabs per worker: the outage overflows them
-	sp.DeliveryTimeout = 20 * time.Second
-	s := newTestSinks(t, []SinkSpec{sp}, 2)
-	stop := make(chan struct{})
-	from := time.Now()
-	wait := feeder(s, 2, 1<<30, time.Millisecond, stop)
-
-	time.Sleep(time.Second)
-	before := s.Stats()[0]
-	srv.kill()
-	time.Sleep(1500 * time.Millisecond)
-	during := s.Stats()[0]
-	srv.start(t)
-	waitFor(t, "records after the restart", 5*time.Second, func() bool { return s.Stats()[0].Records > during.Records+during.InFlight })
-	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	added := sum(wait())
-	closeSinks(t, s)
-	to := time.Now()
-	st := s.Stats()[0]
-	t.Logf("added %d; before the kill %+v; killed %+v; at the end %+v", added, before, during, st)
-	checkIdentity(t, added, st)
-	if before.Records == 0 || during.Dropped <= before.Dropped {
-		t.Fatalf("want records before the kill, drops while it was down")
-	}
+	r := keyedOutage(t, natsSpec(srv.url()), srv.kill, func(s *Sinks, during SinkStats) {
+		srv.start(t)
+		waitFor(t, "records after the restart", 5*time.Second, func() bool { return s.Stats()[0].Records > during.Records+during.InFlight })
+		time.Sleep(500 * time.Millisecond)
+	})
+	st := r.end
 	msgs := streamMessages(t, srv.url())
 	if len(msgs) != int(st.Records) {
 		t.Fatalf("stream holds %d messages, the sink counted %d acknowledged", len(msgs), st.Records)
 	}
-	checkMessages(t, msgs, from, to)
+	checkMessages(t, msgs, r.from, r.to)
 }
 
 // TestNATSSinkDeliveryTimeout: while the server is down longer than
@@ -397,116 +362,11 @@ func TestSubjectTemplate(t *testing.T) {
 	}
 }
 
-// TestKeyedSinkCloseWhileDown: Close with a deadline while the broker is
-// down and delivery_timeout is long returns at the deadline; the writer
-// then gives up on the client, and every record ends counted.
-func TestKeyedSinkCloseWhileDown(t *testing.T) {
-	for _, typ := range []string{"kafka", "nats"} {
-		t.Run(typ, func(t *testing.T) {
-			var sp SinkSpec
-			var down func()
-			if typ == "kafka" {
-				c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, testTopic))
-				if err != nil {
-					t.Fatal(err)
-				}
-				sp, down = kafkaSpec(c.ListenAddrs()), c.Close
-			} else {
-				srv := startNATS(t)
-				sp, down = natsSpec(srv.url()), srv.kill
-				sp.NATS.AckTimeout = time.Second
-			}
-			sp.DeliveryTimeout = time.Minute
-			s, err := NewSinks([]SinkSpec{sp}, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			down()
-			added := sum(feeder(s, 1, 2000, 0, nil)())
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			defer cancel()
-			start := time.Now()
-			if err := s.Close(ctx); err == nil || !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("Close: %v", err)
-			}
-			if d := time.Since(start); d > 2*time.Second {
-				t.Fatalf("Close took %v past its deadline", d)
-			}
-			select {
-			case <-s.sinks[0].done:
-			case <-time.After(15 * time.Second):
-				t.Fatal("the writer did not end after Close gave up")
-			}
-			st := s.Stats()[0]
-			checkIdentity(t, added, st)
-			if st.Failed == 0 {
-				t.Fatalf("nothing failed with the broker down: %+v", st)
-			}
-		})
-	}
-}
-
 // BenchmarkNATSSink measures records/s from one worker through the sink
 // to a nats-server (a process of the test's, JetStream on, file store) on
 // loopback, every record acknowledged (OnFull block).
 func BenchmarkNATSSink(b *testing.B) {
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if _, err := os.Stat("/usr/sbin/nats-server"); err != nil {
-			b.Skip("nats-server is not installed (make deps-test)")
-		}
-		bin = "/usr/sbin/nats-server"
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	cmd := exec.Command(bin, "-js", "-sd", b.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port))
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	for i := 0; ; i++ {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			break
-		} else if i > 250 {
-			b.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	sp := natsSpec(url)
+	sp := natsSpec(startNATS(b).url())
 	sp.OnFull, sp.BlockTimeout, sp.Buffer = "block", time.Minute, 4<<20
-	s, err := NewSinks([]SinkSpec{sp}, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	w := s.Writer(0)
-	ds := make([]engine.Decision, 1024)
-	for i := range ds {
-		ds[i] = keyedDecision(keyedEvent(0, i), i)
-	}
-	b.ReportAllocs()
-	b.SetBytes(int64(len(ds[1].Raw)))
-	start := time.Now()
-	i := 0
-	for b.Loop() {
-		w.AddAt(&ds[i%len(ds)], 0)
-		if i++; i%64 == 0 {
-			w.Flush()
-		}
-	}
-	w.FlushAll()
-	if err := s.Close(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	st := s.Stats()[0]
-	if st.Records != uint64(i) {
-		b.Fatalf("%d added, stats %+v", i, st)
-	}
-	b.ReportMetric(float64(st.Records)/time.Since(start).Seconds(), "records/s")
-	benchSinkStats = st
+	benchKeyedSink(b, sp)
 }

@@ -254,6 +254,26 @@ func (a Accounting) terms() []term {
 		{"ring_dropped", a.RingDropped}, {"decode_errors", a.DecodeErrors}, {"events", a.Events}}
 }
 
+// rateText returns how the live views print a counter's rate per second
+// between two readings dt seconds apart: "" when there is no interval
+// (dt <= 0) or the counter went backwards.
+func rateText(dt float64) func(cur, old uint64) string {
+	return func(cur, old uint64) string {
+		if dt <= 0 || cur < old {
+			return ""
+		}
+		return fmt.Sprintf("  %12.1f/s", float64(cur-old)/dt)
+	}
+}
+
+// boldRed is s in bold red (ANSI) when on, else s.
+func boldRed(s string, on bool) string {
+	if on {
+		return "\x1b[1;31m" + s + "\x1b[0m"
+	}
+	return s
+}
+
 // WriteText prints the snapshot as plain text. With prev (an earlier
 // snapshot of the same gateway) it adds rates per second; with color,
 // nonzero drops are shown in bold red (ANSI).
@@ -263,18 +283,8 @@ func (s *Snapshot) WriteText(w io.Writer, prev *Snapshot, color bool) error {
 	if prev != nil {
 		dt = s.Time.Sub(prev.Time).Seconds()
 	}
-	rate := func(cur, old uint64) string {
-		if dt <= 0 || cur < old {
-			return ""
-		}
-		return fmt.Sprintf("  %12.1f/s", float64(cur-old)/dt)
-	}
-	hi := func(s string, drop bool) string {
-		if drop && color {
-			return "\x1b[1;31m" + s + "\x1b[0m"
-		}
-		return s
-	}
+	rate := rateText(dt)
+	hi := func(s string, drop bool) string { return boldRed(s, drop && color) }
 	fmt.Fprintf(&b, "xgate %s at %s  path %s", s.Version, s.Address, s.Path)
 	if s.Interface != "" {
 		fmt.Fprintf(&b, " on %s", s.Interface)

@@ -143,18 +143,8 @@ func (s *PinSnapshot) WriteLive(w io.Writer, prev *PinSnapshot, color bool) erro
 	if prev != nil {
 		dt = s.Time.Sub(prev.Time).Seconds()
 	}
-	rate := func(cur, old uint64) string {
-		if dt <= 0 || cur < old {
-			return ""
-		}
-		return fmt.Sprintf("  %12.1f/s", float64(cur-old)/dt)
-	}
-	hi := func(line string, cur, old uint64) string {
-		if color && prev != nil && cur > old {
-			return "\x1b[1;31m" + line + "\x1b[0m"
-		}
-		return line
-	}
+	rate := rateText(dt)
+	hi := func(line string, cur, old uint64) string { return boldRed(line, color && prev != nil && cur > old) }
 	var b strings.Builder
 	fmt.Fprintf(&b, "xgate XDP maps pinned at %s (read directly: counts since the maps were created)\n", s.Pins)
 	fmt.Fprintf(&b, "packets: seen %d = xdp_dropped %d + not_for_us %d + survivors %d\n", s.Seen, s.Dropped, s.NotForUs, s.Survivors)

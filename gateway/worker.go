@@ -15,12 +15,17 @@ import (
 // (afxdp mode) on its own OS thread, pinned to the CPU that receives for
 // it, and hands every datagram to its engine.Worker as a view.
 type worker struct {
-	id  int
-	cpu int // -1: not pinned
-	ew  *engine.Worker
-	sw  *SinkWriter // nil without sinks
-	fb  *feedback
-	tap *tapHub // never nil in a gateway; nil in bare tests
+	id     int
+	cpu    int // -1: not pinned
+	rtPrio int // SCHED_FIFO priority of the worker's thread; 0: SCHED_OTHER (realtime.go)
+	// tainted: pin changed the thread's affinity or policy, so finish
+	// leaves it locked and the runtime ends it with the goroutine rather
+	// than running other goroutines on a pinned or real-time thread.
+	tainted bool
+	ew      *engine.Worker
+	sw      *SinkWriter // nil without sinks
+	fb      *feedback
+	tap     *tapHub // never nil in a gateway; nil in bare tests
 
 	// tapF is tap.filter as loaded at the start of the current batch:
 	// what the tap clients want, nil with no client.
@@ -36,16 +41,24 @@ type worker struct {
 	err       atomic.Pointer[error]
 }
 
-// pin locks the goroutine to its thread and the thread to w.cpu.
+// pin locks the goroutine to its thread, the thread to w.cpu and, with
+// w.rtPrio set, makes it SCHED_FIFO at that priority (see realtime.go for
+// the trade-off).
 func (w *worker) pin() error {
 	runtime.LockOSThread()
-	if w.cpu < 0 {
-		return nil
+	if w.cpu >= 0 {
+		var set unix.CPUSet
+		set.Set(w.cpu)
+		w.tainted = true
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("worker %d: pin to CPU %d: %w", w.id, w.cpu, err)
+		}
 	}
-	var set unix.CPUSet
-	set.Set(w.cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		return fmt.Errorf("worker %d: pin to CPU %d: %w", w.id, w.cpu, err)
+	if w.rtPrio > 0 {
+		w.tainted = true
+		if err := setRealtime(w.rtPrio); err != nil {
+			return fmt.Errorf("worker %d: %w", w.id, err)
+		}
 	}
 	return nil
 }
@@ -169,5 +182,7 @@ func (w *worker) finish() {
 	if w.sw != nil {
 		w.sw.FlushAll()
 	}
-	runtime.UnlockOSThread()
+	if !w.tainted {
+		runtime.UnlockOSThread()
+	}
 }

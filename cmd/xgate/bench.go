@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/tools/bench"
 	"github.com/xgate/xgate/tools/gen"
 )
@@ -25,7 +26,7 @@ import (
 func newBench() *cobra.Command {
 	var mode, compare, rate, plotPath string
 	var duration, warmup time.Duration
-	var sources, users, steps int
+	var sources, users, steps, rtPrio int
 	var badShare float64
 	var asJSON, sweep bool
 	cmd := &cobra.Command{
@@ -99,8 +100,11 @@ the max-rate run.`,
 			if warmup == 0 {
 				warmup = -1 // bench.Options: < 0 is none
 			}
+			if rtPrio < 0 || rtPrio > gateway.MaxRealtimePriority {
+				return fmt.Errorf("bench: --rt-priority %d: want 0 (off) or 1..%d", rtPrio, gateway.MaxRealtimePriority)
+			}
 			o := bench.Options{Duration: duration, Warmup: warmup, Rate: r, Sources: sources,
-				Events: gen.Config{Users: users, BadShare: badShare}}
+				Events: gen.Config{Users: users, BadShare: badShare}, RTPriority: rtPrio}
 			if isTerminal(cmd.ErrOrStderr()) {
 				o.Progress = func(p bench.Progress) {
 					fmt.Fprintf(cmd.ErrOrStderr(), "\r\033[K%s %s %5.1fs  decided %d  %.3f M events/s",
@@ -152,6 +156,7 @@ the max-rate run.`,
 	f.BoolVar(&sweep, "sweep", false, "latency against load: a max-rate run, then 10 %, 20 %, …, 100 % of its rate")
 	f.IntVar(&steps, "steps", bench.DefaultSweepSteps, "loads of a --sweep, evenly spaced up to the max")
 	f.Bool("histograms", false, "also print the latency histograms of the measured window (receive → verdict, kernel queueing, XDP cost) as bucket tables")
+	f.IntVar(&rtPrio, "rt-priority", 0, "run the gateway's workers SCHED_FIFO at this priority, 1..99 (workers.realtime_priority); 0: off")
 	f.StringVar(&plotPath, "plot", "", "with --sweep: write p50/p99 latency against offered load to this PNG file")
 	return cmd
 }

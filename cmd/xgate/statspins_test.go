@@ -20,14 +20,12 @@ import (
 	"github.com/xgate/xgate/tools/loadgen"
 )
 
-// TestStatsPins: `xgate stats --pins` reads maps pinned by a program that
-// is no longer loaded (a private bpffs, unmounted at the end).
-func TestStatsPins(t *testing.T) {
-	needRoot(t)
-	if out, err := run(t, "stats", "--pins", filepath.Join(t.TempDir(), "none"), "--once"); err == nil ||
-		!strings.Contains(err.Error(), "pinned") {
-		t.Errorf("stats --pins of a missing directory: %v\n%s", err, out)
-	}
+// pinnedXDP loads the XDP program (listening on port 9000) with its maps
+// pinned in a private bpffs; the pins are removed and the bpffs unmounted
+// at the end. It skips the test when bpffs cannot be mounted. The caller
+// closes the program.
+func pinnedXDP(t *testing.T) (*bpf.XDP, string) {
+	t.Helper()
 	mnt := filepath.Join(t.TempDir(), "bpffs")
 	if err := os.Mkdir(mnt, 0o700); err != nil {
 		t.Fatal(err)
@@ -41,21 +39,33 @@ func TestStatsPins(t *testing.T) {
 		}
 	})
 	dir := filepath.Join(mnt, "xgate")
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove pins: %v", err)
+		}
+	})
 	x, err := bpf.LoadXDP(bpf.Options{PinPath: dir, Queues: 1, ListenPorts: []uint16{9000}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return x, dir
+}
+
+// TestStatsPins: `xgate stats --pins` reads maps pinned by a program that
+// is no longer loaded (a private bpffs, unmounted at the end).
+func TestStatsPins(t *testing.T) {
+	needRoot(t)
+	if out, err := run(t, "stats", "--pins", filepath.Join(t.TempDir(), "none"), "--once"); err == nil ||
+		!strings.Contains(err.Error(), "pinned") {
+		t.Errorf("stats --pins of a missing directory: %v\n%s", err, out)
+	}
+	x, dir := pinnedXDP(t)
 	if err := x.Block(netip.MustParseAddr("198.18.0.9"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if err := x.Close(); err != nil { // the pins stay
 		t.Fatal(err)
 	}
-	defer func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("remove pins: %v", err)
-		}
-	}()
 
 	out, err := run(t, "stats", "--pins", dir, "--json")
 	if err != nil {
@@ -80,29 +90,10 @@ func TestStatsPins(t *testing.T) {
 // BPF_PROG_TEST_RUN (no interface needed), so its counters move.
 func TestStatsPinsLive(t *testing.T) {
 	needRoot(t)
-	mnt := filepath.Join(t.TempDir(), "bpffs")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
-		t.Skipf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
-	dir := filepath.Join(mnt, "xgate")
-	x, err := bpf.LoadXDP(bpf.Options{PinPath: dir, Queues: 1, ListenPorts: []uint16{9000}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	x, dir := pinnedXDP(t)
 	defer func() {
 		if err := x.Close(); err != nil {
 			t.Error(err)
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("remove pins: %v", err)
 		}
 	}()
 	frame, err := loadgen.AppendFrame(nil, loadgen.FrameSpec{

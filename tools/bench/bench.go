@@ -52,6 +52,9 @@ type Options struct {
 	Rate     float64       // offered datagrams/s; 0 = max
 	Sources  int           // client addresses; default DefaultSources
 	Events   gen.Config    // the event mix (Users, BadShare, Seed, ...)
+	// RTPriority runs the gateway's workers SCHED_FIFO at this priority
+	// (workers.realtime_priority); 0: SCHED_OTHER.
+	RTPriority int
 	// Logger receives the gateway's log (nil: warnings and errors to stderr).
 	Logger *slog.Logger
 	// Progress, if set, is called about twice a second during the sends.
@@ -219,6 +222,7 @@ func startGateway(pair *testenv.Pair, o Options) (_ *gateway.Gateway, stop func(
 	if err != nil {
 		return nil, nil, err
 	}
+	cfg.Workers.RealtimePriority = o.RTPriority
 	var g *gateway.Gateway
 	if err := pair.B.Do(func() error {
 		var err error
