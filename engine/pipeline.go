@@ -39,6 +39,12 @@ type Decision struct {
 	Rule   string      // the deciding rule; "" when no rule fired (default pass)
 	Block  time.Duration
 	Value  float64 // the window aggregate when a window rule decided
+	// Key is the event's schema key field as the rules read it: a string's
+	// text (unescaped), a number's literal; "" when it is missing or of
+	// another type, and for rejects. Like Raw it is a view (into the frame,
+	// or the worker's scratch for an unescaped string): valid until the
+	// worker's next Process call.
+	Key string
 }
 
 // Engine holds the current Program and the totals of all workers.
@@ -379,6 +385,11 @@ func (w *Worker) decide(p *Program, now int64, src netip.Addr) {
 		w.gen = 1
 	}
 	d := Decision{Raw: w.ev.Raw, Action: ActionPass}
+	if s := p.fs.roleSlot[RoleKey]; s >= 0 {
+		if v := &w.ev.values[s]; v.Kind == KindString || v.Kind == KindNumber {
+			d.Key = v.Str
+		}
+	}
 	alerted := false
 rules:
 	for ri, r := range p.rules {

@@ -65,6 +65,34 @@ func TestActions(t *testing.T) {
 	}
 }
 
+// TestDecisionKey: a decision carries the schema key as the rules read it
+// (unescaped string, number literal, first of duplicated keys), "" when it
+// is missing, and nothing for a reject.
+func TestDecisionKey(t *testing.T) {
+	e := mustEngine(t, Config{Schema: &Schema{Key: "user_id"}})
+	w := e.NewWorker()
+	for _, tc := range []struct{ in, key string }{
+		{`{"user_id":"u-1","amount":5}`, "u-1"},
+		{`{"user_id":"u\u002d2\n"}`, "u-2\n"},
+		{`{"user_id":12345}`, "12345"},
+		{`{"user_id":-1.5e3}`, "-1.5e3"},
+		{`{"user_id":"first","user_id":"second"}`, "first"},
+		{`{"amount":5}`, ""},
+	} {
+		d := decideOne(t, w, tc.in, netip.Addr{})
+		if d.Err != DecodeOK || d.Key != tc.key {
+			t.Errorf("%s: key %q (err %v), want %q", tc.in, d.Key, d.Err, tc.key)
+		}
+	}
+	// A key of another type makes the event a reject (wrong_type), as does
+	// broken JSON: no key either way.
+	for _, in := range []string{`{"user_id":"u-1",`, `{"user_id":true}`, `{"user_id":{"id":"x"}}`} {
+		if d := decideOne(t, w, in, netip.Addr{}); d.Err == DecodeOK || d.Key != "" {
+			t.Errorf("%s: err %v key %q, want a reject and no key", in, d.Err, d.Key)
+		}
+	}
+}
+
 // TestWindowAggregations runs each aggregation through the pipeline with
 // a manual clock and checks the value the deciding rule reports.
 func TestWindowAggregations(t *testing.T) {

@@ -1331,7 +1331,13 @@ func (sk *sink) encodeKeyed(b []byte, d *engine.Decision, c uint8, rxWall int64)
 	}
 	b = append(b, rule...)
 	k := len(b)
-	if c != classReject {
+	switch {
+	case c == classReject:
+	case d.Key != "":
+		// The engine read the key while deciding; the sink's key path is
+		// the schema's key (sinkSpecs), so this is the same field.
+		b = append(b, d.Key...)
+	default:
 		b = appendKey(b, d.Raw, sk.keyPath)
 	}
 	t := len(b)

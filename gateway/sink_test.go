@@ -1011,6 +1011,9 @@ func TestSinkKeyedRecord(t *testing.T) {
 		{name: "nested path", d: engine.Decision{Raw: []byte(`{"user":{"id":"n-1"}}`), Action: engine.ActionPass}, path: "user.id", key: "n-1", verdict: "pass"},
 		{name: "gjson syntax in a path is literal", d: engine.Decision{Raw: []byte(`{"!true":"lit","a":"b"}`), Action: engine.ActionPass}, path: "!true", key: "lit", verdict: "pass"},
 		{name: "reject", d: engine.Decision{Raw: []byte(`{"user_id":"u-1"`), Err: engine.ErrInvalidJSON, Action: engine.ActionDrop}, noKey: true, verdict: "reject", rule: "invalid_json"},
+		// The engine's key (Decision.Key) is taken as it is, not read again.
+		{name: "engine key", d: engine.Decision{Raw: []byte(`{"user_id":"u-1"}`), Key: "from-engine", Action: engine.ActionPass}, key: "from-engine", verdict: "pass"},
+		{name: "engine key of a reject is ignored", d: engine.Decision{Raw: []byte(`{"user_id":"u-1"`), Key: "k", Err: engine.ErrInvalidJSON, Action: engine.ActionDrop}, noKey: true, verdict: "reject", rule: "invalid_json"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := c.path
