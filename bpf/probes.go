@@ -430,9 +430,7 @@ func (p *Probes) ReadLatencyHistogram() (LatencyHistogram, error) {
 		if i < n-1 {
 			b.UpperBound = time.Duration(1<<i) * time.Microsecond
 		}
-		for _, v := range percpu {
-			b.Count += v
-		}
+		b.Count = sumPerCPU(percpu)
 		h.Count += b.Count
 	}
 	st, err := p.readStats()
@@ -499,9 +497,7 @@ func (p *Probes) readStats() ([probesKernProbeStatPROBE_STAT__MAX]uint64, error)
 		if err := p.maps.ProbeStats.Lookup(uint32(i), &percpu); err != nil {
 			return out, fmt.Errorf("read probe stat %d: %w", i, err)
 		}
-		for _, v := range percpu {
-			out[i] += v
-		}
+		out[i] = sumPerCPU(percpu)
 	}
 	return out, nil
 }
@@ -519,11 +515,7 @@ func (p *Probes) ReadKernelDrops() (map[string]uint64, error) {
 	)
 	it := p.maps.ProbeDrops.Iterate()
 	for it.Next(&reason, &percpu) {
-		var sum uint64
-		for _, v := range percpu {
-			sum += v
-		}
-		out[DropReasonName(reason)] += sum
+		out[DropReasonName(reason)] += sumPerCPU(percpu)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read drops: %w", err)
@@ -581,10 +573,7 @@ func (p *Probes) ReadXDPEvents() (XDPEvents, error) {
 	)
 	it := p.maps.ProbeXdpEvents.Iterate()
 	for it.Next(&key, &percpu) {
-		var sum uint64
-		for _, v := range percpu {
-			sum += v
-		}
+		sum := sumPerCPU(percpu)
 		switch key.Event {
 		case probesKernProbeXdpEventPROBE_XDP_REDIRECT_ERR:
 			ev.RedirectErr[errnoName(key.Code)] += sum
@@ -647,4 +636,13 @@ func (p *Probes) Close() error {
 	}
 	errs = append(errs, p.maps.Close())
 	return errors.Join(errs...)
+}
+
+// sumPerCPU adds up the per-CPU values of one PERCPU map entry.
+func sumPerCPU(percpu []uint64) uint64 {
+	var sum uint64
+	for _, v := range percpu {
+		sum += v
+	}
+	return sum
 }

@@ -167,7 +167,7 @@ type Sink struct {
 	RotateBytes int64  // file: rotate when larger; 0 = never
 	Address     string // udp: host:port
 	OnFull      string // drop | block
-	Buffer      int64  // bytes of buffer per worker for this sink: the bound on its memory
+	Buffer      int64  // bytes of buffer per worker for this sink: the bound on its memory; 0 = the type's default (DefaultSinkBuffer, DefaultKeyedSinkBuffer)
 
 	// Kafka and NATS sinks (records keyed by schema.key; see SinkSpec and
 	// examples/xgate.yaml). Zero values take the defaults.
@@ -234,7 +234,8 @@ const (
 	DefaultSocketRcvBuf = 4 << 20
 	DefaultSinkBuffer   = 1 << 20
 	// DefaultKeyedSinkBuffer is the default buffer of kafka and nats sinks:
-	// their records hold slab memory until acknowledged. Measured here
+	// their records hold slab memory until acknowledged, so a sink needs
+	// room for rate × (linger + round trip). Measured here
 	// (TestSinkGatewayThroughput): 1 MiB per worker capped a local Kafka
 	// sink at 0.36 M records/s with drops; 32 MiB carried 0.45 M/s with none.
 	DefaultKeyedSinkBuffer = 32 << 20
@@ -267,7 +268,7 @@ func DefaultConfig() *Config {
 
 // DefaultSink returns a sink with the defaults for keys it leaves out.
 func DefaultSink() Sink {
-	return Sink{OnFull: "drop", Buffer: DefaultSinkBuffer}
+	return Sink{OnFull: "drop"}
 }
 
 // FsyncPolicy returns the file sink's fsync policy (never, interval or
@@ -1066,24 +1067,7 @@ func (d *configDecoder) sink(n *yaml.Node, p string) Sink {
 		"creds_file":      d.str(&nt.CredsFile),
 	})
 	k.NoIdempotence = !idempotent
-	if (s.Type == "kafka" || s.Type == "nats") && !hasMappingKey(n, "buffer") {
-		// A keyed sink's slab stays in use until every record in it is
-		// acknowledged, so it needs room for rate × (linger + round trip):
-		// 1 MiB (≈ 6 000 events) drains at ≈ 0.36 M records/s into a local
-		// broker; 32 MiB sustains full load (see DefaultKeyedSinkBuffer).
-		s.Buffer = DefaultKeyedSinkBuffer
-	}
 	return s
-}
-
-// hasMappingKey reports whether the YAML mapping n has the key.
-func hasMappingKey(n *yaml.Node, key string) bool {
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return true
-		}
-	}
-	return false
 }
 
 // ---------------------------------------------------------------------------
@@ -1360,7 +1344,7 @@ func (c *Config) checkSinks(k *configChecker) {
 		if !isOneOf(s.OnFull, "drop", "block") {
 			k.errf(key("on_full"), "%q: want drop (count and drop events) or block (backpressure)", s.OnFull)
 		}
-		if s.Buffer < 8<<10 || s.Buffer > 1<<30 {
+		if s.Buffer != 0 && (s.Buffer < 8<<10 || s.Buffer > 1<<30) {
 			k.errf(key("buffer"), "%d: want a size in 8KiB..1GiB", s.Buffer)
 		}
 		c.checkKeyedSink(k, s, key)

@@ -367,7 +367,8 @@ func TestDefaults(t *testing.T) {
 		{"xdp.rate", c.XDP.RateLimit.PerSecond(), 0.0},
 		{"afxdp", c.AFXDP, AFXDP{4096, 4096, 4096, 8192}},
 		{"sinks[0].on_full", c.Sinks[0].OnFull, "drop"},
-		{"sinks[0].buffer", c.Sinks[0].Buffer, int64(1 << 20)},
+		{"sinks[0].buffer", c.Sinks[0].Buffer, int64(0)}, // unset: the type's default, below
+		{"sinks[0] effective buffer", effectiveBuffer(t, c, 0), 1 << 20},
 	} {
 		if !reflect.DeepEqual(check.got, check.want) {
 			t.Errorf("%s = %v, want %v", check.name, check.got, check.want)
@@ -685,4 +686,14 @@ sinks:
 			t.Errorf("normalizeSink: %v", err)
 		}
 	}
+}
+
+// effectiveBuffer is the buffer sink i of c gets once normalized.
+func effectiveBuffer(t *testing.T, c *Config, i int) int {
+	t.Helper()
+	sp, err := normalizeSink(i, c.sinkSpecs()[i])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp.Buffer
 }

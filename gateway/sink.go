@@ -239,7 +239,6 @@ const (
 	sinkSlabSize        = 64 << 10
 	sinkMinBuffer       = 8 << 10
 	sinkMaxBuffer       = 1 << 30
-	sinkDefaultBuffer   = 1 << 20
 	sinkDefaultKeep     = 5
 	sinkDefaultInterval = time.Second
 	sinkDefaultBlock    = 100 * time.Millisecond
@@ -540,6 +539,9 @@ func normalizeKeyed(sp *SinkSpec) (field, msg string) {
 	return normalizeNATS(sp)
 }
 
+// keyed reports whether the sink writes keyed records (kafka, nats).
+func (sp *SinkSpec) keyed() bool { return sp.Type == "kafka" || sp.Type == "nats" }
+
 func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
 	bad := func(field, format string, args ...any) (SinkSpec, error) {
 		return sp, &SinkSpecError{i, field, fmt.Sprintf(format, args...)}
@@ -578,7 +580,7 @@ func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
 	default:
 		return bad("what", "%q: want passed, alerts, dropped, rejects or all", sp.What)
 	}
-	keyed := sp.Type == "kafka" || sp.Type == "nats"
+	keyed := sp.keyed()
 	if keyed {
 		if sp.Format != "" {
 			return bad("format", "kafka and nats sinks send the original event bytes (verdict and rule go in headers): leave format out")
@@ -671,8 +673,10 @@ func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
 		sp.BlockTimeout = sinkDefaultBlock
 	}
 	switch {
+	case sp.Buffer == 0 && keyed:
+		sp.Buffer = DefaultKeyedSinkBuffer
 	case sp.Buffer == 0:
-		sp.Buffer = sinkDefaultBuffer
+		sp.Buffer = DefaultSinkBuffer
 	case sp.Buffer < sinkMinBuffer || sp.Buffer > sinkMaxBuffer:
 		return bad("buffer", "%d bytes: want %d (8 KiB) .. %d (1 GiB) of slab memory per worker", sp.Buffer, sinkMinBuffer, sinkMaxBuffer)
 	}
@@ -685,7 +689,7 @@ func newSink(i int, sp SinkSpec, workers int) (*sink, error) {
 		newline:   sp.Type == "file" || sp.Type == "stdout",
 		block:     sp.OnFull == "block",
 		blockFor:  sp.BlockTimeout,
-		keyed:     sp.Type == "kafka" || sp.Type == "nats",
+		keyed:     sp.keyed(),
 		wake:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),

@@ -44,7 +44,7 @@ func kafkaBroker(t *testing.T) *sinkBroker {
 		kfake.SeedTopics(3, testTopic), kfake.BlackholeProduce()}
 	var mu sync.Mutex
 	var c *kfake.Cluster
-	b := &sinkBroker{sink: Sink{Type: "kafka", What: "passed", OnFull: "drop", Buffer: DefaultSinkBuffer,
+	b := &sinkBroker{sink: Sink{Type: "kafka", What: "passed", OnFull: "drop",
 		Kafka: KafkaSpec{Brokers: []string{fmt.Sprintf("127.0.0.1:%d", port)}, Topic: testTopic}}}
 	b.start = func() {
 		mu.Lock()
@@ -70,7 +70,7 @@ func kafkaBroker(t *testing.T) *sinkBroker {
 func natsBroker(t *testing.T) *sinkBroker {
 	srv := startNATS(t)
 	return &sinkBroker{
-		sink: Sink{Type: "nats", What: "passed", OnFull: "drop", Buffer: DefaultSinkBuffer,
+		sink: Sink{Type: "nats", What: "passed", OnFull: "drop",
 			NATS: NATSSpec{URLs: []string{srv.url()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}},
 		start: func() { srv.start(t) },
 		stop:  srv.kill,
@@ -181,6 +181,9 @@ func TestSinkGatewayThroughput(t *testing.T) {
 				sk.Kafka.Linger = v
 			}
 			cfg.Sinks = []Sink{sk}
+			if sk.Buffer == 0 {
+				sk.Buffer = DefaultKeyedSinkBuffer // for the log lines
+			}
 			g, stop := startGateway(t, pair.B, cfg, slog.LevelWarn)
 			e := &tpEnv{t: t, mode: PathAFXDP, napi: "inline", pair: pair, g: g, stop: stop}
 			sinkRun(t, e, 200_000, 0, nil) // warm-up

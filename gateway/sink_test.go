@@ -1119,3 +1119,25 @@ func TestSinkStdoutNotClosed(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 }
+
+// TestSinkBufferDefaults: an unset buffer takes the type's default — keyed
+// sinks hold slab memory until the broker acknowledges, so they get more.
+func TestSinkBufferDefaults(t *testing.T) {
+	kafka := SinkSpec{Type: "kafka", What: "passed", KeyPath: "user_id", Kafka: KafkaSpec{Brokers: []string{"127.0.0.1:9092"}, Topic: "t"}}
+	for _, c := range []struct {
+		spec SinkSpec
+		want int
+	}{
+		{SinkSpec{Type: "file", Path: filepath.Join(t.TempDir(), "f"), What: "passed"}, DefaultSinkBuffer},
+		{kafka, DefaultKeyedSinkBuffer},
+		{func() SinkSpec { k := kafka; k.Buffer = 64 << 10; return k }(), 64 << 10},
+	} {
+		got, err := normalizeSink(0, c.spec)
+		if err != nil {
+			t.Fatalf("%s: %v", c.spec.Type, err)
+		}
+		if got.Buffer != c.want {
+			t.Errorf("%s (buffer %d): normalized to %d, want %d", c.spec.Type, c.spec.Buffer, got.Buffer, c.want)
+		}
+	}
+}

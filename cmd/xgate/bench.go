@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -132,12 +131,10 @@ the max-rate run.`,
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
 				if compare == "" {
-					return enc.Encode(reps[0])
+					return writeJSON(out, reps[0])
 				}
-				return enc.Encode(reps)
+				return writeJSON(out, reps)
 			}
 			bench.WriteTable(out, reps)
 			return nil
@@ -171,9 +168,7 @@ func runSweep(ctx context.Context, cmd *cobra.Command, o bench.SweepOptions, asJ
 	out := cmd.OutOrStdout()
 	if len(pts) > 0 {
 		if asJSON {
-			enc := json.NewEncoder(out)
-			enc.SetIndent("", "  ")
-			if jerr := enc.Encode(pts); jerr != nil {
+			if jerr := writeJSON(out, pts); jerr != nil {
 				return errors.Join(err, jerr)
 			}
 		} else {

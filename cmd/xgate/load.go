@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -88,9 +87,7 @@ event types, an optional share of malformed JSON), bounded by --count and
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+				return writeJSON(out, rep)
 			}
 			fmt.Fprintf(out, "engine %s → %s\n", rep.Engine, rep.Target)
 			fmt.Fprintf(out, "sent %d in %.2fs: %.3f M/s\n", rep.Sent, rep.ElapsedS, rep.PPS/1e6)

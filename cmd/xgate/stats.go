@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -69,9 +68,7 @@ with --once or --json.`,
 				if once {
 					return s.WriteText(out, nil, false)
 				}
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(s)
+				return writeJSON(out, s)
 			}
 			return liveView(ctx, out, fetch, (*gateway.Snapshot).WriteText, interval, duration)
 		},
@@ -148,7 +145,5 @@ func pinStats(ctx context.Context, out io.Writer, dir string, asJSON, once bool,
 	if once {
 		return s.WriteText(out)
 	}
-	enc := json.NewEncoder(out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(s)
+	return writeJSON(out, s)
 }
