@@ -191,6 +191,13 @@ type HTTP struct {
 
 // Workers configures the worker threads (one per socket or queue).
 type Workers struct {
+	// CPUs, a cpulist ("2-7", "1,3"), are the CPUs the workers may run
+	// on; "" (the default) is every online CPU. Socket and plain modes
+	// open one socket (and worker) per listed CPU; in afxdp mode a queue's
+	// worker runs on the CPU that serves the queue when it is listed, else
+	// on a listed CPU of the same NUMA node (see plan.restrict). Keep the
+	// CPUs that take the NIC's interrupts, and other busy work, out of it.
+	CPUs string
 	// RealtimePriority, 1..99, runs each worker's pinned thread SCHED_FIFO
 	// at that priority; 0 (the default) leaves it SCHED_OTHER. Needs
 	// CAP_SYS_NICE or RLIMIT_RTPRIO; see gateway/realtime.go for the cost.
@@ -943,6 +950,7 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 		"workers": func(n *yaml.Node, p string) {
 			d.mapping(n, p, map[string]func(*yaml.Node, string){
 				"realtime_priority": d.intField(&c.Workers.RealtimePriority),
+				"cpus":              d.str(&c.Workers.CPUs),
 			})
 		},
 	})
@@ -1195,6 +1203,11 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	c.checkAFXDP(k)
 	if c.Probes.Sample < 1 || c.Probes.Sample > 1<<20 {
 		k.errf("probes.sample", "%d: want 1 (time every datagram) .. %d", c.Probes.Sample, 1<<20)
+	}
+	if cpus, err := ParseCPUList(c.Workers.CPUs); err != nil {
+		k.errf("workers.cpus", "%v", err)
+	} else if c.Workers.CPUs != "" && len(cpus) == 0 {
+		k.errf("workers.cpus", "%q lists no CPU", c.Workers.CPUs)
 	}
 	if r := c.Workers.RealtimePriority; r < 0 || r > MaxRealtimePriority {
 		k.errf("workers.realtime_priority", "%d: want 0 (off) or a SCHED_FIFO priority 1..%d", r, MaxRealtimePriority)

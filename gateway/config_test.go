@@ -122,6 +122,12 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{"c.yaml:2: workers.realtime_priority: -1: want 0 (off) or a SCHED_FIFO priority 1..99"}},
 		{"realtime priority not a number", okListen + "workers: {realtime_priority: high}\n",
 			[]string{"c.yaml:2: workers.realtime_priority: want an integer"}},
+		{"worker cpus not a cpulist", okListen + "workers: {cpus: 1-x}\n",
+			[]string{`c.yaml:2: workers.cpus: cpulist "1-x": "x" is not a CPU number`}},
+		{"worker cpus range backwards", okListen + "workers: {cpus: 3-1}\n",
+			[]string{`c.yaml:2: workers.cpus: cpulist "3-1": range 3-1 ends before it starts`}},
+		{"worker cpus empty list", okListen + "workers: {cpus: \",\"}\n",
+			[]string{`c.yaml:2: workers.cpus: cpulist ",": "" is not a CPU number`}},
 		{"afxdp", okListen + "afxdp: {frame_size: 3000, rx_ring: 1000, fill_ring: 4096, frames: 100}\n",
 			[]string{"c.yaml:2: afxdp.frame_size: 3000: want 2048 or 4096", "c.yaml:2: afxdp.rx_ring: 1000: want a power of two", "c.yaml:2: afxdp.frames: 100: want fill_ring (4096)"}},
 		{"sink problems", okListen + "sinks:\n  - {type: udp, what: alerts}\n  - {type: stdout, what: everything, path: /x, fsync: always}\n  - {type: file, path: /a, what: all, fsync: sometimes, on_full: wait, buffer: 1000}\n  - {type: file, path: /a, what: all}\n  - {what: all}\n",
@@ -451,7 +457,7 @@ var allKeys = []string{
 	"sinks[].token_file", "sinks[].creds_file", "gateway_id",
 	"http", "http.listen", "http.pprof", "http.token", "pin", "pin.path", "pin.keep",
 	"probes", "probes.enabled", "probes.sample", "probes.rx_timestamps",
-	"workers", "workers.realtime_priority",
+	"workers", "workers.realtime_priority", "workers.cpus",
 }
 
 // TestAllKeysKnown keeps allKeys honest: each must be accepted by the

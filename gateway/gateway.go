@@ -462,6 +462,9 @@ func (g *Gateway) Reload(cfg *Config) error {
 	if cfg.Probes != old.Probes {
 		restart = append(restart, "probes")
 	}
+	if cfg.Workers != old.Workers {
+		restart = append(restart, "workers")
+	}
 	g.cfg.Store(cfg)
 	if len(restart) > 0 {
 		g.log.Warn("reloaded rules and XDP policy; these changes need a restart", "keys", restart)

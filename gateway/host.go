@@ -16,6 +16,7 @@ import (
 // plan is the topology the receive path is laid out on.
 type plan struct {
 	topo *Topology
+	cpus []int // workers.cpus; nil: every online CPU
 }
 
 // topology reads the NUMA nodes and the interface's queue → CPU map. An
@@ -32,10 +33,79 @@ func (g *Gateway) topology(cfg *Config) (*plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read topology: %w", err)
 	}
+	p := &plan{topo: t}
+	cpus, err := ParseCPUList(cfg.Workers.CPUs)
+	if err != nil {
+		return nil, fmt.Errorf("workers.cpus: %w", err)
+	}
+	if err := p.restrict(cpus); err != nil {
+		return nil, err
+	}
 	for _, n := range t.Notes {
 		g.log.Info("topology", "note", n)
 	}
-	return &plan{topo: t}, nil
+	return p, nil
+}
+
+// restrict confines the workers to cpus (workers.cpus; nil: no limit). The
+// nodes keep only those CPUs, so socket mode opens one socket per listed
+// CPU. A queue served by an unlisted CPU gets a listed CPU of its node
+// (queues spread round robin over them), or of any node when its node has
+// none; its frames are then copied on the serving CPU and decided on the
+// worker's, which is the layout to choose when the interrupt CPUs are busy.
+func (p *plan) restrict(cpus []int) error {
+	if len(cpus) == 0 {
+		return nil
+	}
+	t := p.topo
+	online := make(map[int]bool, len(t.Online))
+	for _, c := range t.Online {
+		online[c] = true
+	}
+	listed := make(map[int]bool, len(cpus))
+	for _, c := range cpus {
+		if !online[c] {
+			return fmt.Errorf("workers.cpus: CPU %d is not online here (online: %s)", c, FormatCPUList(t.Online))
+		}
+		listed[c] = true
+	}
+	var nodes []Node
+	for _, n := range t.Nodes {
+		var keep []int
+		for _, c := range n.CPUs {
+			if listed[c] {
+				keep = append(keep, c)
+			}
+		}
+		if len(keep) > 0 {
+			nodes = append(nodes, Node{ID: n.ID, CPUs: keep})
+		}
+	}
+	if len(t.Nodes) == 0 {
+		nodes = []Node{{ID: 0, CPUs: cpus}}
+	}
+	t.Nodes = nodes
+	p.cpus = cpus
+	next := map[int]int{} // per node: round-robin position; -1 key: any node
+	for i := range t.Queues {
+		q := &t.Queues[i]
+		if listed[q.CPU] {
+			continue
+		}
+		pool, key := cpus, -1
+		for _, n := range nodes {
+			if n.ID == q.Node {
+				pool, key = n.CPUs, n.ID
+			}
+		}
+		was := q.CPU
+		q.CPU = pool[next[key]%len(pool)]
+		next[key]++
+		q.Node = t.NodeOf(q.CPU)
+		t.Notes = append(t.Notes, fmt.Sprintf("queue %d is served by CPU %d, not in workers.cpus (%s): its worker runs on CPU %d",
+			q.Index, was, FormatCPUList(cpus), q.CPU))
+	}
+	return nil
 }
 
 // nodeCPUs returns the online CPUs of each NUMA node, indexed by node ID
@@ -62,8 +132,12 @@ func (p *plan) queueCPU(q int) int {
 			return qq.CPU
 		}
 	}
-	if n := len(p.topo.Online); n > 0 {
-		return p.topo.Online[q%n]
+	pool := p.topo.Online
+	if p.cpus != nil {
+		pool = p.cpus
+	}
+	if n := len(pool); n > 0 {
+		return pool[q%n]
 	}
 	return -1
 }

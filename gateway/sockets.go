@@ -10,9 +10,10 @@ import (
 )
 
 // openSockets opens the socket group of the socket and plain paths: one
-// SO_REUSEPORT socket per CPU. In socket mode on a host with several NUMA
-// nodes the sk_reuseport program picks, for each datagram, a socket of the
-// receiving CPU's node (by flow hash within the node); on one node, and in
+// SO_REUSEPORT socket per worker CPU (workers.cpus). In socket mode on a
+// host with several NUMA nodes the sk_reuseport program picks, for each
+// datagram, a socket of the receiving CPU's node (by flow hash within the
+// node; kernel's choice on a node without workers); on one node, and in
 // plain mode, the kernel's own flow hash over the group does, which is the
 // same choice without running a program per datagram (it cost ≈ 5% of the
 // softirq receive path in perf on the one-node test VM). It returns the CPU
@@ -33,11 +34,14 @@ func (g *Gateway) openSockets(cfg *Config) ([]int, error) {
 	}
 	port := cfg.Listen.Ports[0]
 	nodes := topo.nodeCPUs()
-	perNode := 0
+	perNode, withCPUs := 0, 0
 	for _, cpus := range nodes {
 		perNode = max(perNode, len(cpus))
+		if len(cpus) > 0 {
+			withCPUs++
+		}
 	}
-	if g.path == PathSocket && len(nodes) > 1 {
+	if g.path == PathSocket && withCPUs > 1 {
 		if g.reuse, err = bpf.NewReuseport(bpf.ReuseportOptions{PinPath: cfg.Pin.Path, Nodes: len(nodes), PerNode: perNode}); err != nil {
 			return nil, err
 		}
