@@ -37,7 +37,13 @@ the gateway in one of them in the chosen mode with the default risk rules
 drives the XDP live-frames generator from the other host for --duration, and
 reports where every datagram went (unaccounted must be 0), events/s, the
 receive → verdict latency (afxdp only), GC cycles, RSS, CPU per event and
-the allocations per event on the gateway's workers. Everything it builds is removed when it ends. Needs root.
+the allocations per event on the gateway's workers. Everything it builds is
+removed when it ends. Needs root.
+
+Layout: the sender is pinned to CPU 1, and the receiving host's kernel path
+(XDP, the AF_XDP copy, the UDP stack) runs there too; the gateway's workers
+and the raw modes' readers get the other CPUs (workers.cpus), so on a
+2-CPU host one worker on CPU 0 decides everything.
 
 --compare runs several modes with the same load and prints them side by side,
 with ratios against the first. Besides the gateway's paths (afxdp, socket,
@@ -48,7 +54,8 @@ plain) it knows three yardsticks that run instead of the gateway:
   rawxsk    the gateway's XDP program in afxdp mode and one AF_XDP socket per
             queue whose frames are only counted and returned (no decoding)
   rawsock   the gateway's XDP program in socket mode and one recvmmsg socket
-            per CPU (SO_REUSEPORT) whose datagrams are only counted
+            per worker CPU (SO_REUSEPORT, the gateway's receive buffer)
+            whose datagrams are only counted
 
 For the raw modes "decided" is what the receivers counted.
 

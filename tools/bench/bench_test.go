@@ -10,12 +10,15 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
+
+	"github.com/xgate/xgate/gateway"
 )
 
 // The bench runs the rules of examples/xgate.yaml.
@@ -41,6 +44,13 @@ func TestDefaultRulesAreTheExample(t *testing.T) {
 		}
 		if cfg.Pin.Path != "" || len(cfg.Sinks) != 0 || cfg.HTTP.Listen != "" {
 			t.Errorf("%s: pin %q sinks %v", m, cfg.Pin.Path, cfg.Sinks)
+		}
+		cpus, err := gateway.ParseCPUList(cfg.Workers.CPUs)
+		if err != nil || len(cpus) == 0 {
+			t.Errorf("%s: workers.cpus %q: %v", m, cfg.Workers.CPUs, err)
+		}
+		if runtime.NumCPU() > senderCPU && slices.Contains(cpus, senderCPU) {
+			t.Errorf("%s: workers.cpus %q holds the sender's CPU %d", m, cfg.Workers.CPUs, senderCPU)
 		}
 	}
 	if _, err := GatewayConfig("veth0", "baseline"); err == nil {

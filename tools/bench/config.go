@@ -4,6 +4,8 @@ package bench
 
 import (
 	"fmt"
+	"runtime"
+	"slices"
 
 	"github.com/xgate/xgate/gateway"
 )
@@ -34,8 +36,8 @@ const DefaultRules = `rules:
 var Modes = []string{gateway.PathAFXDP, gateway.PathSocket, gateway.PathPlain}
 
 // GatewayConfig is the bench's configuration: the default rules on ifname
-// in mode, no sinks, nothing pinned, no HTTP server. Plain mode has no
-// interface (plain UDP sockets, no BPF).
+// in mode, no sinks, nothing pinned, no HTTP server, the workers on
+// WorkerCPUs. Plain mode has no interface (plain UDP sockets, no BPF).
 func GatewayConfig(ifname, mode string) (*gateway.Config, error) {
 	var head string
 	switch mode {
@@ -52,7 +54,30 @@ func GatewayConfig(ifname, mode string) (*gateway.Config, error) {
 		return nil, err
 	}
 	cfg.Pin.Path = ""
+	cfg.Workers.CPUs = gateway.FormatCPUList(WorkerCPUs())
 	cfg.Sinks = nil
 	cfg.HTTP.Listen = "" // no HTTP server: modes of a --compare would collide on the port
 	return cfg, nil
+}
+
+// WorkerCPUs are the CPUs a bench gives the receivers (the gateway's
+// workers, and the raw modes' readers): every online CPU but the sender's,
+// which also runs the receiving host's kernel path (XDP, the AF_XDP copy,
+// the UDP stack). A worker there would take CPU from the sender and the
+// kernel path, and the receivers would no longer be what limits the rate.
+// On a one-CPU host that CPU is all there is.
+func WorkerCPUs() []int {
+	var online []int
+	if t, err := gateway.ReadTopology("", ""); err == nil {
+		online = t.Online
+	}
+	if len(online) == 0 {
+		for c := range runtime.NumCPU() {
+			online = append(online, c)
+		}
+	}
+	if rest := slices.DeleteFunc(slices.Clone(online), func(c int) bool { return c == senderCPU }); len(rest) > 0 {
+		return rest
+	}
+	return online
 }

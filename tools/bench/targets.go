@@ -27,8 +27,9 @@ import (
 const (
 	// ModeBaseline is the plain Go server of tools/baseline.
 	ModeBaseline = "baseline"
-	// ModeRawSock is count-only recvmmsg receivers, one per CPU in one
-	// SO_REUSEPORT group, behind the gateway's XDP program in socket mode.
+	// ModeRawSock is count-only recvmmsg receivers, one per worker CPU
+	// (WorkerCPUs) in one SO_REUSEPORT group with the gateway's receive
+	// buffer, behind the gateway's XDP program in socket mode.
 	ModeRawSock = "rawsock"
 	// ModeRawXSK is a count-only AF_XDP receiver per RX queue behind the
 	// gateway's XDP program in afxdp mode: frames counted and released.
@@ -145,11 +146,12 @@ func (p *xdpProg) close() error { return errors.Join(p.lnk.Close(), p.x.Close())
 func pin(cpu int) {
 	runtime.LockOSThread()
 	var set unix.CPUSet
-	set.Set(cpu % runtime.NumCPU())
+	set.Set(cpu)
 	_ = unix.SchedSetaffinity(0, &set)
 }
 
-// rawSock: count-only recvmmsg receivers.
+// rawSock: count-only recvmmsg receivers, laid out as the gateway's
+// socket-mode workers are in a bench (one per WorkerCPUs CPU).
 type rawSock struct {
 	prog    *xdpProg
 	fds     []int
@@ -163,7 +165,8 @@ func startRawSock(h *testenv.Host) (target, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	n := runtime.NumCPU()
+	cpus := WorkerCPUs()
+	n := len(cpus)
 	r := &rawSock{prog: prog, counted: make([]atomic.Uint64, n)}
 	closeAll := func() error {
 		r.stop.Store(true)
@@ -190,7 +193,7 @@ func startRawSock(h *testenv.Host) (target, func() error, error) {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			pin(i)
+			pin(cpus[i])
 			r.recvLoop(fd, &r.counted[i])
 		}()
 	}
@@ -205,7 +208,7 @@ func openUDP(addr netip.AddrPort) (int, error) {
 	tv := unix.NsecToTimeval(int64(20 * time.Millisecond))
 	err = errors.Join(
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1),
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20),
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, gateway.DefaultSocketRcvBuf),
 		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv),
 	)
 	if err == nil {
@@ -301,11 +304,12 @@ func startRawXSK(h *testenv.Host) (target, func() error, error) {
 	}); err != nil {
 		return nil, nil, errors.Join(err, closeAll())
 	}
+	cpus := WorkerCPUs()
 	for q, s := range r.socks {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			pin(q)
+			pin(cpus[q%len(cpus)])
 			r.recvLoop(s, &r.counted[q])
 		}()
 	}
