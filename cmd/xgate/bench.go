@@ -24,7 +24,7 @@ import (
 
 func newBench() *cobra.Command {
 	var mode, compare, rate, plotPath string
-	var duration, warmup time.Duration
+	var duration, warmup, hostCheck time.Duration
 	var sources, users, steps, rtPrio int
 	var badShare float64
 	var asJSON, sweep bool
@@ -119,6 +119,20 @@ the max-rate run.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if hostCheck > 0 {
+				if rtPrio > 0 {
+					hostCheck = min(hostCheck, bench.MaxRTHostCheck)
+				}
+				hs, err := bench.HostCheck(bench.WorkerCPUs(), hostCheck, rtPrio)
+				if err != nil {
+					return err
+				}
+				w := cmd.OutOrStdout()
+				if asJSON {
+					w = cmd.ErrOrStderr() // stdout is the JSON alone
+				}
+				bench.WriteHostCheck(w, hs)
+			}
 			if h, _ := cmd.Flags().GetBool("histograms"); h {
 				if sweep {
 					return errors.New("bench: --histograms is for single runs; not with --sweep")
@@ -161,6 +175,7 @@ the max-rate run.`,
 	f.IntVar(&steps, "steps", bench.DefaultSweepSteps, "loads of a --sweep, evenly spaced up to the max")
 	f.Bool("histograms", false, "also print the latency histograms of the measured window (receive → verdict, kernel queueing, XDP cost) as bucket tables")
 	f.IntVar(&rtPrio, "rt-priority", 0, "run the gateway's workers SCHED_FIFO at this priority, 1..99 (workers.realtime_priority); 0: off")
+	f.DurationVar(&hostCheck, "host-check", time.Second, "before the runs, spin this long on each worker CPU and report the stalls (≥ 200 µs) the host imposes; 0: skip")
 	f.StringVar(&plotPath, "plot", "", "with --sweep: write p50/p99 latency against offered load to this PNG file")
 	return cmd
 }
