@@ -123,7 +123,7 @@ the max-rate run.`,
 				if rtPrio > 0 {
 					hostCheck = min(hostCheck, bench.MaxRTHostCheck)
 				}
-				hs, err := bench.HostCheck(bench.WorkerCPUs(), hostCheck, rtPrio)
+				hs, err := bench.HostCheck(bench.WorkerCPUs(), bench.OtherCPUs(), hostCheck, rtPrio)
 				if err != nil {
 					return err
 				}
@@ -175,7 +175,7 @@ the max-rate run.`,
 	f.IntVar(&steps, "steps", bench.DefaultSweepSteps, "loads of a --sweep, evenly spaced up to the max")
 	f.Bool("histograms", false, "also print the latency histograms of the measured window (receive → verdict, kernel queueing, XDP cost) as bucket tables")
 	f.IntVar(&rtPrio, "rt-priority", 0, "run the gateway's workers SCHED_FIFO at this priority, 1..99 (workers.realtime_priority); 0: off")
-	f.DurationVar(&hostCheck, "host-check", time.Second, "before the runs, spin this long on each worker CPU and report the stalls (≥ 200 µs) the host imposes; 0: skip")
+	f.DurationVar(&hostCheck, "host-check", time.Second, "before the runs, spin this long on every CPU and report the stalls (≥ 200 µs) the host imposes on the worker CPUs; 0: skip")
 	f.StringVar(&plotPath, "plot", "", "with --sweep: write p50/p99 latency against offered load to this PNG file")
 	return cmd
 }

@@ -67,6 +67,20 @@ func GatewayConfig(ifname, mode string) (*gateway.Config, error) {
 // kernel path, and the receivers would no longer be what limits the rate.
 // On a one-CPU host that CPU is all there is.
 func WorkerCPUs() []int {
+	online := onlineCPUs()
+	if rest := slices.DeleteFunc(slices.Clone(online), func(c int) bool { return c == senderCPU }); len(rest) > 0 {
+		return rest
+	}
+	return online
+}
+
+// OtherCPUs are the online CPUs that are not WorkerCPUs: the sender's.
+func OtherCPUs() []int {
+	w := WorkerCPUs()
+	return slices.DeleteFunc(onlineCPUs(), func(c int) bool { return slices.Contains(w, c) })
+}
+
+func onlineCPUs() []int {
 	var online []int
 	if t, err := gateway.ReadTopology("", ""); err == nil {
 		online = t.Online
@@ -75,9 +89,6 @@ func WorkerCPUs() []int {
 		for c := range runtime.NumCPU() {
 			online = append(online, c)
 		}
-	}
-	if rest := slices.DeleteFunc(slices.Clone(online), func(c int) bool { return c == senderCPU }); len(rest) > 0 {
-		return rest
 	}
 	return online
 }

@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -105,18 +106,41 @@ func ProbeStalls(cpu int, d time.Duration, rtPrio int) (HostStalls, error) {
 	return r.h, r.err
 }
 
-// HostCheck probes each CPU of cpus for d in turn (at SCHED_FIFO rtPrio
-// when rtPrio > 0).
-func HostCheck(cpus []int, d time.Duration, rtPrio int) ([]HostStalls, error) {
-	var out []HostStalls
-	for _, c := range cpus {
-		h, err := ProbeStalls(c, d, rtPrio)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, h)
+// HostCheck probes every CPU of cpus for d at once (at SCHED_FIFO rtPrio
+// when rtPrio > 0) while a thread spins on each other CPU of others, as
+// the sender does during a run. The others matter: on a virtual machine
+// whose virtual CPUs share physical cores, a CPU stalls far more often
+// while its sibling is busy than while the sibling idles.
+func HostCheck(cpus, others []int, d time.Duration, rtPrio int) ([]HostStalls, error) {
+	type res struct {
+		i   int
+		h   HostStalls
+		err error
 	}
-	return out, nil
+	ch := make(chan res, len(cpus)+len(others))
+	for i, c := range cpus {
+		go func() {
+			h, err := ProbeStalls(c, d, rtPrio)
+			ch <- res{i, h, err}
+		}()
+	}
+	for _, c := range others {
+		go func() {
+			_, err := ProbeStalls(c, d, 0)
+			ch <- res{-1, HostStalls{}, err}
+		}()
+	}
+	out := make([]HostStalls, len(cpus))
+	var errs []error
+	for range len(cpus) + len(others) {
+		r := <-ch
+		if r.err != nil {
+			errs = append(errs, r.err)
+		} else if r.i >= 0 {
+			out[r.i] = r.h
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 // WriteHostCheck prints one line per probed CPU.
@@ -126,7 +150,7 @@ func WriteHostCheck(w io.Writer, hs []HostStalls) {
 		if h.RT {
 			class = "SCHED_FIFO"
 		}
-		fmt.Fprintf(w, "host check, CPU %d, %.1f s spinning at %s before the runs: %d stalls ≥ %v (%d ≥ %v), %.2f %% of the time, longest %v",
+		fmt.Fprintf(w, "host check, CPU %d, %.1f s spinning at %s (other CPUs busy) before the runs: %d stalls ≥ %v (%d ≥ %v), %.2f %% of the time, longest %v",
 			h.CPU, h.Window.Seconds(), class, h.Stalls, StallMin, h.Long, StallLong, 100*h.LostShare(), h.Longest.Round(time.Microsecond))
 		if h.LostShare() >= 0.005 {
 			fmt.Fprintf(w, " — events wait out these stalls at any load: a p99 under %v is out of reach while they last", StallMin)
