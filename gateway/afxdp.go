@@ -17,15 +17,18 @@ import (
 // last bucket everything slower).
 const LatencyBuckets = 24
 
-// rxSpin is how long a worker spins on its empty RX ring before it sleeps
-// in poll(2) (xdp.Config.Spin). Waking a sleeping thread costs tens of µs
-// (more on a virtual CPU that halted): at half load a worker that slept
-// whenever the ring was empty paid that on most batches, p50 receive →
-// verdict ≈ 28 µs against ≈ 10 µs spinning (BENCHMARKS.md). The price is
-// CPU: a worker that gets a batch at least every rxSpin never sleeps, one
-// that gets b batches a second at lower rates spins about b × rxSpin per
-// second.
-const rxSpin = 50 * time.Microsecond
+// DefaultRxSpin is how long a worker spins on its empty RX ring before it
+// sleeps in poll(2) (afxdp.spin, xdp.Config.Spin). Waking a sleeping
+// thread costs tens of µs (more on a virtual CPU that halted): at half
+// load a worker that slept whenever the ring was empty paid that on most
+// batches, p50 receive → verdict ≈ 28 µs against ≈ 10 µs spinning
+// (BENCHMARKS.md). The price is CPU: a worker that gets a batch at least
+// every spin never sleeps, one that gets b batches a second at lower
+// rates spins about b × spin per second.
+const DefaultRxSpin = 50 * time.Microsecond
+
+// maxRxSpin bounds afxdp.spin: beyond it a worker is a busy poller.
+const maxRxSpin = 10 * time.Millisecond
 
 // xskQueue is one AF_XDP socket and the worker state that goes with it.
 type xskQueue struct {
@@ -51,7 +54,7 @@ func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
 	}
 	xc := xdp.Config{FrameSize: uint32(cfg.AFXDP.FrameSize), Frames: uint32(cfg.AFXDP.Frames),
 		FillSize: uint32(cfg.AFXDP.FillRing), RxSize: uint32(cfg.AFXDP.RxRing),
-		Spin: rxSpin, PollTimeout: g.opts.RecvTimeout}
+		Spin: cfg.AFXDP.Spin, PollTimeout: g.opts.RecvTimeout}
 	var cpus []int
 	for q := 0; q < queues; q++ {
 		cpu := topo.queueCPU(q)
@@ -96,7 +99,7 @@ func (g *Gateway) closeXSKs() {
 // runXSK is the loop of the afxdp path: receive a batch of frames (views
 // into the UMEM), decide each UDP payload, then release the whole batch to
 // the fill ring — only after the engine and the sink writer are done with
-// every view into it. When the ring is empty, Receive spins for rxSpin
+// every view into it. When the ring is empty, Receive spins for afxdp.spin
 // before it sleeps.
 func (w *worker) runXSK(stop *atomic.Bool) {
 	defer w.finish()

@@ -156,6 +156,10 @@ type AFXDP struct {
 	RxRing    int // descriptors, power of two
 	FillRing  int // descriptors, power of two
 	Frames    int // UMEM frames per socket, >= FillRing
+	// Spin: how long a worker spins on its empty RX ring before it sleeps
+	// in poll(2); 0 sleeps at once. Default DefaultRxSpin, whose comment
+	// has the trade.
+	Spin time.Duration
 }
 
 // Sink is one output of events.
@@ -266,7 +270,7 @@ func DefaultConfig() *Config {
 			BlockMax:      16384,
 		},
 		Socket: Socket{RcvBuf: DefaultSocketRcvBuf, Batch: DefaultSocketBatch},
-		AFXDP:  AFXDP{FrameSize: 4096, RxRing: 4096, FillRing: 4096, Frames: 8192},
+		AFXDP:  AFXDP{FrameSize: 4096, RxRing: 4096, FillRing: 4096, Frames: 8192, Spin: DefaultRxSpin},
 		HTTP:   HTTP{Listen: DefaultHTTPListen, Pprof: true},
 		Pin:    Pin{Path: DefaultPinPath},
 		Probes: Probes{Enabled: true, Sample: DefaultProbeSample, RxTimestamps: true},
@@ -915,6 +919,7 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 				"rx_ring":    d.intField(&a.RxRing),
 				"fill_ring":  d.intField(&a.FillRing),
 				"frames":     d.intField(&a.Frames),
+				"spin":       d.duration(&a.Spin),
 			})
 		},
 		"gateway_id": d.str(&c.GatewayID),
@@ -1294,6 +1299,9 @@ func (c *Config) checkAFXDP(k *configChecker) {
 	}
 	if a.Frames < a.FillRing || a.Frames > 1<<20 {
 		k.errf("afxdp.frames", "%d: want fill_ring (%d) .. %d", a.Frames, a.FillRing, 1<<20)
+	}
+	if a.Spin < 0 || a.Spin > maxRxSpin {
+		k.errf("afxdp.spin", "%v: want 0 (sleep at once) .. %v", a.Spin, maxRxSpin)
 	}
 }
 

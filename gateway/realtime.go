@@ -20,8 +20,8 @@ import (
 // worker preempts every SCHED_OTHER thread on its CPU and is preempted only
 // by higher real-time priorities and by interrupts/softirqs.
 //
-// The trade-off: the worker spins on an empty ring for rxSpin before it
-// sleeps in poll(2), and at high load it never sleeps at all. A FIFO thread
+// The trade-off: the worker spins on an empty ring for afxdp.spin before
+// it sleeps in poll(2), and at high load it never sleeps at all. A FIFO thread
 // that never sleeps starves every SCHED_OTHER thread of its CPU — including
 // ksoftirqd, which is SCHED_OTHER: softirq work deferred to ksoftirqd on
 // that CPU (NAPI under sustained load) waits until the worker sleeps — save

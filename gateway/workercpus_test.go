@@ -13,12 +13,16 @@ import (
 // TestGatewayWorkerCPUs runs both receive paths with workers.cpus set to
 // one CPU: socket mode opens one socket and one worker there, afxdp moves
 // the worker of a queue served by another CPU onto it; each decides every
-// event, and a thread of the process is pinned to exactly that CPU.
+// event, and a thread of the process is pinned to exactly that CPU. The
+// afxdp sockets spin as afxdp.spin says (0 here, not the default).
 func TestGatewayWorkerCPUs(t *testing.T) {
 	cpu := runtime.NumCPU() - 1
 	for _, mode := range []string{"socket", "afxdp"} {
 		t.Run(mode, func(t *testing.T) {
-			pair, g, _ := runIT(t, 2, mode, func(c *Config) { c.Workers.CPUs = strconv.Itoa(cpu) })
+			pair, g, _ := runIT(t, 2, mode, func(c *Config) {
+				c.Workers.CPUs = strconv.Itoa(cpu)
+				c.AFXDP.Spin = 0 // afxdp.spin reaches the sockets (below)
+			})
 			want := 1
 			if mode == "afxdp" {
 				want = 2 // one per queue, both on the listed CPU
@@ -29,6 +33,9 @@ func TestGatewayWorkerCPUs(t *testing.T) {
 			for _, w := range g.workers {
 				if w.cpu != cpu {
 					t.Errorf("worker %d on CPU %d, want %d", w.id, w.cpu, cpu)
+				}
+				if w.xsk != nil && w.xsk.sock.Config().Spin != 0 {
+					t.Errorf("worker %d spins %v, afxdp.spin is 0", w.id, w.xsk.sock.Config().Spin)
 				}
 			}
 			sent := sendEventsAndOther(t, pair, 200, 0)
