@@ -119,6 +119,10 @@ the max-rate run.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			histograms, _ := cmd.Flags().GetBool("histograms")
+			if histograms && sweep {
+				return errors.New("bench: --histograms is for single runs; not with --sweep")
+			}
 			if hostCheck > 0 {
 				if rtPrio > 0 {
 					hostCheck = min(hostCheck, bench.MaxRTHostCheck)
@@ -133,10 +137,7 @@ the max-rate run.`,
 				}
 				bench.WriteHostCheck(w, hs)
 			}
-			if h, _ := cmd.Flags().GetBool("histograms"); h {
-				if sweep {
-					return errors.New("bench: --histograms is for single runs; not with --sweep")
-				}
+			if histograms {
 				return bench.RunHistogramsTo(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), modes, o, asJSON)
 			}
 			if sweep {

@@ -53,13 +53,17 @@ func checkReport(t *testing.T, m map[string]any, mode string) {
 
 func TestBenchJSON(t *testing.T) {
 	needRoot(t)
-	out, err := run(t, "bench", "--mode", "afxdp", "--duration", "1s", "--warmup", "300ms", "--json")
+	out, errOut, err := runSplit(t, "bench", "--mode", "afxdp", "--duration", "1s", "--warmup", "300ms", "--json", "--host-check", "200ms")
 	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
+		t.Fatalf("%v\n%s\n%s", err, out, errOut)
 	}
 	var m map[string]any
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
-		t.Fatalf("%v:\n%s", err, out)
+		t.Fatalf("stdout is not the JSON alone: %v:\n%s", err, out)
+	}
+	// With --json the host check goes to stderr.
+	if !strings.Contains(errOut, "host check, CPU ") || !strings.Contains(errOut, "stalls ≥ 200µs") {
+		t.Errorf("no host check line on stderr:\n%s", errOut)
 	}
 	checkReport(t, m, "afxdp")
 	if p, _ := m["latency_p50_us"].(float64); p <= 0 {
@@ -70,7 +74,7 @@ func TestBenchJSON(t *testing.T) {
 
 func TestBenchCompare(t *testing.T) {
 	needRoot(t)
-	out, err := run(t, "bench", "--compare", "afxdp,socket", "--duration", "1s", "--warmup", "300ms", "--rate", "200k", "--json")
+	out, err := run(t, "bench", "--compare", "afxdp,socket", "--duration", "1s", "--warmup", "300ms", "--rate", "200k", "--json", "--host-check", "0")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -97,7 +101,7 @@ func TestBenchCompare(t *testing.T) {
 func TestBenchCompareYardsticks(t *testing.T) {
 	needRoot(t)
 	modes := []string{"afxdp", "rawxsk", "rawsock", "baseline"}
-	out, err := run(t, "bench", "--compare", strings.Join(modes, ","), "--duration", "1s", "--warmup", "0", "--json")
+	out, err := run(t, "bench", "--compare", strings.Join(modes, ","), "--duration", "1s", "--warmup", "0", "--json", "--host-check", "0")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -121,11 +125,11 @@ func TestBenchCompareYardsticks(t *testing.T) {
 
 func TestBenchCompareTable(t *testing.T) {
 	needRoot(t)
-	out, err := run(t, "bench", "--compare", "plain,afxdp", "--duration", "1s", "--warmup", "0", "--rate", "100k")
+	out, err := run(t, "bench", "--compare", "plain,afxdp", "--duration", "1s", "--warmup", "0", "--rate", "100k", "--host-check", "200ms")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	for _, want := range []string{"afxdp/plain", "events/s", "unaccounted"} {
+	for _, want := range []string{"afxdp/plain", "events/s", "unaccounted", "host check, CPU "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -138,7 +142,7 @@ func TestBenchCompareTable(t *testing.T) {
 func TestBenchSweep(t *testing.T) {
 	needRoot(t)
 	plot := filepath.Join(t.TempDir(), "sweep.png")
-	out, err := run(t, "bench", "--sweep", "--steps", "2", "--duration", "700ms", "--warmup", "300ms", "--json", "--plot", plot)
+	out, err := run(t, "bench", "--sweep", "--steps", "2", "--duration", "700ms", "--warmup", "300ms", "--json", "--plot", plot, "--host-check", "0")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}

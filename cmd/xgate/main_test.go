@@ -17,6 +17,18 @@ func run(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// runSplit is run with stdout and stderr apart.
+func runSplit(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := newRoot()
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs(args)
+	err = cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
 func TestVersion(t *testing.T) {
 	out, err := run(t, "version")
 	if err != nil {
