@@ -24,7 +24,7 @@ import (
 
 func newBench() *cobra.Command {
 	var mode, compare, rate, plotPath string
-	var duration, warmup, hostCheck time.Duration
+	var duration, warmup, hostCheck, spin time.Duration
 	var sources, users, steps, rtPrio int
 	var badShare float64
 	var asJSON, sweep bool
@@ -111,6 +111,15 @@ the max-rate run.`,
 			}
 			o := bench.Options{Duration: duration, Warmup: warmup, Rate: r, Sources: sources,
 				Events: gen.Config{Users: users, BadShare: badShare}, RTPriority: rtPrio}
+			if cmd.Flags().Changed("spin") {
+				if spin < 0 || spin > 10*time.Millisecond {
+					return fmt.Errorf("bench: --spin %v: want 0 .. 10ms", spin)
+				}
+				o.Spin = spin
+				if spin == 0 {
+					o.Spin = -1 // bench.Options: < 0 is no spin
+				}
+			}
 			if isTerminal(cmd.ErrOrStderr()) {
 				o.Progress = func(p bench.Progress) {
 					fmt.Fprintf(cmd.ErrOrStderr(), "\r\033[K%s %s %5.1fs  decided %d  %.3f M events/s",
@@ -176,6 +185,7 @@ the max-rate run.`,
 	f.IntVar(&steps, "steps", bench.DefaultSweepSteps, "loads of a --sweep, evenly spaced up to the max")
 	f.Bool("histograms", false, "also print the latency histograms of the measured window (receive → verdict, kernel queueing, XDP cost) as bucket tables")
 	f.IntVar(&rtPrio, "rt-priority", 0, "run the gateway's workers SCHED_FIFO at this priority, 1..99 (workers.realtime_priority); 0: off")
+	f.DurationVar(&spin, "spin", gateway.DefaultRxSpin, "afxdp.spin: how long the workers spin on an empty RX ring before they sleep (0..10ms)")
 	f.DurationVar(&hostCheck, "host-check", time.Second, "before the runs, spin this long on every CPU and report the stalls (≥ 200 µs) the host imposes on the worker CPUs; 0: skip")
 	f.StringVar(&plotPath, "plot", "", "with --sweep: write p50/p99 latency against offered load to this PNG file")
 	return cmd

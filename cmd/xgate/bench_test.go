@@ -219,6 +219,8 @@ func TestBenchBadFlags(t *testing.T) {
 		{"bench", "--sweep", "--plot", "x.svg"},
 		{"bench", "--sweep", "--mode", "socket", "--plot", "x.png"},
 		{"bench", "--sweep", "--steps", "0"},
+		{"bench", "--spin", "20ms"},
+		{"bench", "--spin", "-1us"},
 	} {
 		if out, err := run(t, args...); err == nil {
 			t.Errorf("%v accepted:\n%s", args, out)

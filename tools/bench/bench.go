@@ -55,6 +55,9 @@ type Options struct {
 	// RTPriority runs the gateway's workers SCHED_FIFO at this priority
 	// (workers.realtime_priority); 0: SCHED_OTHER.
 	RTPriority int
+	// Spin is the gateway's afxdp.spin; 0: the
+	// default, gateway.DefaultRxSpin. Negative: 0, sleep at once.
+	Spin time.Duration
 	// Logger receives the gateway's log (nil: warnings and errors to stderr).
 	Logger *slog.Logger
 	// Progress, if set, is called about twice a second during the sends.
@@ -216,13 +219,25 @@ type runner struct {
 	allocs *allocProfile // gateway modes: allocations on the workers' stacks
 }
 
+// gatewayConfig is GatewayConfig with o's tuning: realtime priority, spin.
+func (o Options) gatewayConfig(ifname string) (*gateway.Config, error) {
+	cfg, err := GatewayConfig(ifname, o.Mode)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Workers.RealtimePriority = o.RTPriority
+	if o.Spin != 0 {
+		cfg.AFXDP.Spin = max(o.Spin, 0)
+	}
+	return cfg, nil
+}
+
 // startGateway runs the gateway in o.Mode in pair.B; stop ends it.
 func startGateway(pair *testenv.Pair, o Options) (_ *gateway.Gateway, stop func() error, err error) {
-	cfg, err := GatewayConfig(pair.B.Link, o.Mode)
+	cfg, err := o.gatewayConfig(pair.B.Link)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg.Workers.RealtimePriority = o.RTPriority
 	var g *gateway.Gateway
 	if err := pair.B.Do(func() error {
 		var err error

@@ -163,3 +163,22 @@ func TestWorkerAllocs(t *testing.T) {
 		t.Errorf("the process made no allocation in the window: is it counted at all?")
 	}
 }
+
+func TestOptionsTuneGateway(t *testing.T) {
+	for _, tc := range []struct {
+		spin, want time.Duration
+		rt         int
+	}{
+		{0, gateway.DefaultRxSpin, 0},
+		{200 * time.Microsecond, 200 * time.Microsecond, 50},
+		{-1, 0, 0},
+	} {
+		cfg, err := Options{Mode: gateway.PathAFXDP, Spin: tc.spin, RTPriority: tc.rt}.gatewayConfig("veth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.AFXDP.Spin != tc.want || cfg.Workers.RealtimePriority != tc.rt {
+			t.Errorf("spin %v rt %d: config spin %v rt %d", tc.spin, tc.rt, cfg.AFXDP.Spin, cfg.Workers.RealtimePriority)
+		}
+	}
+}
