@@ -201,6 +201,8 @@ type Workers struct {
 	// worker runs on the CPU that serves the queue when it is listed, else
 	// on a listed CPU of the same NUMA node (see plan.restrict). Keep the
 	// CPUs that take the NIC's interrupts, and other busy work, out of it.
+	// The process's other threads are kept on the CPUs left over
+	// (housekeeping.go).
 	CPUs string
 	// RealtimePriority, 1..99, runs each worker's pinned thread SCHED_FIFO
 	// at that priority; 0 (the default) leaves it SCHED_OTHER. Needs

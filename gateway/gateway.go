@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,6 +90,14 @@ type Gateway struct {
 
 	reloadMu sync.Mutex // serialises Reload
 
+	// hk keeps other threads off the workers' CPUs (workers.cpus); nil
+	// when there is nothing to keep them off. pinned counts down as the
+	// workers pin themselves; hkStop/hkDone end its loop.
+	hk     *housekeeping
+	pinned sync.WaitGroup
+	hkStop chan struct{}
+	hkDone chan struct{}
+
 	web atomic.Pointer[httpServer] // set by Run when http.listen is not ""
 	tap *tapHub                    // GET /tap; set by New
 }
@@ -108,7 +117,8 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	if opts.RecvTimeout <= 0 {
 		opts.RecvTimeout = 100 * time.Millisecond
 	}
-	g = &Gateway{opts: opts, log: opts.Logger, fbStop: make(chan struct{}), fbDone: make(chan struct{})}
+	g = &Gateway{opts: opts, log: opts.Logger, fbStop: make(chan struct{}), fbDone: make(chan struct{}),
+		hkStop: make(chan struct{}), hkDone: make(chan struct{})}
 	g.cfg.Store(cfg)
 	built := g // "return nil, err" clears g before this runs
 	defer func() {
@@ -168,8 +178,19 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	}
 	g.fb = newFeedback(target, cfg.XDP.BlockMax)
 	g.tap = newTapHub()
+	if cfg.Workers.CPUs != "" {
+		if g.hk, err = newHousekeeping(cpus); err != nil {
+			return nil, fmt.Errorf("workers.cpus: %w", err)
+		}
+		if g.hk != nil {
+			g.log.Info("other threads kept off the workers' CPUs", "workers", FormatCPUList(slices.Compact(slices.Sorted(slices.Values(cpus)))),
+				"others", FormatCPUList(g.hk.cpus))
+		}
+	}
+	g.pinned.Add(len(cpus))
 	for i, cpu := range cpus {
-		w := &worker{id: i, cpu: cpu, rtPrio: rtPrio, ew: g.eng.NewWorker(), sw: g.sinks.Writer(i), fb: g.fb, tap: g.tap}
+		w := &worker{id: i, cpu: cpu, rtPrio: rtPrio, ew: g.eng.NewWorker(), sw: g.sinks.Writer(i), fb: g.fb, tap: g.tap,
+			hk: g.hk, pinned: &g.pinned}
 		if i < len(g.sockets) {
 			w.sock = g.sockets[i]
 			w.batch = newBatch(max(1, cfg.Socket.Batch), cfg.Limits.MaxDatagram+1)
@@ -315,6 +336,22 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	go func() {
+		defer close(g.hkDone)
+		if g.hk == nil {
+			return
+		}
+		// Only once every worker has pinned itself: a scan that read a
+		// worker's affinity before it pinned could undo the pin.
+		pinned := make(chan struct{})
+		go func() { g.pinned.Wait(); close(pinned) }()
+		select {
+		case <-pinned:
+		case <-g.hkStop:
+			return
+		}
+		g.hk.run(g.hkStop)
+	}()
 	if h := g.web.Load(); h != nil {
 		h.ready.Store(true)
 	}
@@ -345,6 +382,8 @@ func (g *Gateway) Stop() error {
 		}
 		close(g.fbStop)
 		<-g.fbDone
+		close(g.hkStop)
+		<-g.hkDone
 		for _, w := range g.workers {
 			if e := w.err.Load(); e != nil && err == nil {
 				err = *e

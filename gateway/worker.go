@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -25,7 +26,9 @@ type worker struct {
 	ew      *engine.Worker
 	sw      *SinkWriter // nil without sinks
 	fb      *feedback
-	tap     *tapHub // never nil in a gateway; nil in bare tests
+	tap     *tapHub         // never nil in a gateway; nil in bare tests
+	hk      *housekeeping   // nil: no other threads to keep off w.cpu
+	pinned  *sync.WaitGroup // Done once pin has run; nil in bare tests
 
 	// tapF is tap.filter as loaded at the start of the current batch:
 	// what the tap clients want, nil with no client.
@@ -45,7 +48,13 @@ type worker struct {
 // w.rtPrio set, makes it SCHED_FIFO at that priority (see realtime.go for
 // the trade-off).
 func (w *worker) pin() error {
+	defer func() {
+		if w.pinned != nil {
+			w.pinned.Done()
+		}
+	}()
 	runtime.LockOSThread()
+	w.hk.worker()
 	if w.cpu >= 0 {
 		var set unix.CPUSet
 		set.Set(w.cpu)

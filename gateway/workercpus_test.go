@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -87,5 +88,99 @@ func TestGatewayWorkerCPUsOffline(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "workers.cpus: CPU 4000 is not online here") {
 		t.Errorf("error %q does not name the offline CPU", err)
+	}
+}
+
+// TestHousekeeping: with workers.cpus leaving a CPU free, the process's
+// other threads move there once the workers have pinned themselves, the
+// workers stay on theirs, and Stop gives the moved threads their whole
+// set back.
+func TestHousekeeping(t *testing.T) {
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	if all.Count() < 2 || !all.IsSet(0) {
+		t.Skip("needs CPU 0 and another CPU")
+	}
+	_, g, stop := runIT(t, 1, "socket", func(c *Config) { c.Workers.CPUs = "0" })
+	if g.hk == nil {
+		t.Fatal("no housekeeping with workers.cpus 0 on a host with more CPUs")
+	}
+	hk := cpuSet(g.hk.cpus)
+	if hk.IsSet(0) || hk.Count() != all.Count()-1 {
+		t.Fatalf("housekeeping CPUs %v", g.hk.cpus)
+	}
+	var moved []int
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		whole, onHK := 0, 0
+		for _, tid := range threadIDs() {
+			var cur unix.CPUSet
+			if unix.SchedGetaffinity(tid, &cur) != nil {
+				continue
+			}
+			switch cur {
+			case all:
+				whole++
+			case hk:
+				onHK++
+			}
+		}
+		if whole == 0 && onHK > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 s: %d threads still on every CPU, %d on the housekeeping ones", whole, onHK)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := threadsPinnedTo(t, 0); n < 1 {
+		t.Errorf("no thread pinned to CPU 0 (the worker)")
+	}
+	g.hk.mu.Lock()
+	for tid := range g.hk.moved {
+		moved = append(moved, tid)
+	}
+	g.hk.mu.Unlock()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	restored := 0
+	for _, tid := range moved {
+		var cur unix.CPUSet
+		if unix.SchedGetaffinity(tid, &cur) != nil {
+			continue // ended
+		}
+		if cur != all {
+			t.Errorf("thread %d kept affinity %v after Stop", tid, cur)
+		}
+		restored++
+	}
+	if restored == 0 {
+		t.Error("no moved thread left to check after Stop")
+	}
+}
+
+// Without workers.cpus, or with every CPU listed, nothing is moved.
+func TestHousekeepingOff(t *testing.T) {
+	if h, err := newHousekeeping(nil); h != nil || err != nil {
+		t.Errorf("no workers.cpus: %v %v", h, err)
+	}
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	var every []int
+	for c := range maxCPUs {
+		if all.IsSet(c) {
+			every = append(every, c)
+		}
+		if len(every) == all.Count() {
+			break
+		}
+	}
+	if h, err := newHousekeeping(every); h != nil || err != nil {
+		t.Errorf("workers on every CPU: %v %v", h, err)
 	}
 }
