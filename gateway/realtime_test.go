@@ -41,16 +41,8 @@ func threadSched(tid int) (policy, prio int, err error) {
 // fifoThreads counts this process's threads that run SCHED_FIFO at prio.
 func fifoThreads(t *testing.T, prio int) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, e := range ents {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	for _, tid := range threadIDs() {
 		pol, p, err := threadSched(tid)
 		if err != nil {
 			continue // the thread ended meanwhile

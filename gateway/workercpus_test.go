@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -54,16 +53,8 @@ func TestGatewayWorkerCPUs(t *testing.T) {
 // threadsPinnedTo counts this process's threads whose affinity is cpu alone.
 func threadsPinnedTo(t *testing.T, cpu int) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, e := range ents {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	for _, tid := range threadIDs() {
 		var set unix.CPUSet
 		if unix.SchedGetaffinity(tid, &set) != nil {
 			continue // the thread ended
