@@ -27,8 +27,8 @@ const LatencyBuckets = 24
 // rates spins about b × spin per second.
 const DefaultRxSpin = 50 * time.Microsecond
 
-// maxRxSpin bounds afxdp.spin: beyond it a worker is a busy poller.
-const maxRxSpin = 10 * time.Millisecond
+// MaxRxSpin bounds afxdp.spin: beyond it a worker is a busy poller.
+const MaxRxSpin = 10 * time.Millisecond
 
 // xskQueue is one AF_XDP socket and the worker state that goes with it.
 type xskQueue struct {

@@ -1302,8 +1302,8 @@ func (c *Config) checkAFXDP(k *configChecker) {
 	if a.Frames < a.FillRing || a.Frames > 1<<20 {
 		k.errf("afxdp.frames", "%d: want fill_ring (%d) .. %d", a.Frames, a.FillRing, 1<<20)
 	}
-	if a.Spin < 0 || a.Spin > maxRxSpin {
-		k.errf("afxdp.spin", "%v: want 0 (sleep at once) .. %v", a.Spin, maxRxSpin)
+	if a.Spin < 0 || a.Spin > MaxRxSpin {
+		k.errf("afxdp.spin", "%v: want 0 (sleep at once) .. %v", a.Spin, MaxRxSpin)
 	}
 }
 

@@ -178,12 +178,12 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	}
 	g.fb = newFeedback(target, cfg.XDP.BlockMax)
 	g.tap = newTapHub()
-	if cfg.Workers.CPUs != "" {
-		if g.hk, err = newHousekeeping(cpus); err != nil {
+	if listed, _ := ParseCPUList(cfg.Workers.CPUs); len(listed) > 0 { // checked by the config and topology
+		if g.hk, err = newHousekeeping(listed); err != nil {
 			return nil, fmt.Errorf("workers.cpus: %w", err)
 		}
 		if g.hk != nil {
-			g.log.Info("other threads kept off the workers' CPUs", "workers", FormatCPUList(slices.Compact(slices.Sorted(slices.Values(cpus)))),
+			g.log.Info("other threads kept off the workers' CPUs", "workers", FormatCPUList(listed),
 				"others", FormatCPUList(g.hk.cpus))
 		}
 	}
@@ -322,20 +322,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer close(g.fbDone)
 		g.fb.run(g.fbStop)
 	}()
-	if err := g.startHTTP(); err != nil {
-		return errors.Join(err, g.Stop())
-	}
-	for _, w := range g.workers {
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			if w.sock != nil {
-				w.runSocket(&g.stop)
-			} else {
-				w.runXSK(&g.stop)
-			}
-		}()
-	}
 	go func() {
 		defer close(g.hkDone)
 		if g.hk == nil {
@@ -352,6 +338,23 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		g.hk.run(g.hkStop)
 	}()
+	if err := g.startHTTP(); err != nil {
+		for range g.workers {
+			g.pinned.Done() // they never start
+		}
+		return errors.Join(err, g.Stop())
+	}
+	for _, w := range g.workers {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			if w.sock != nil {
+				w.runSocket(&g.stop)
+			} else {
+				w.runXSK(&g.stop)
+			}
+		}()
+	}
 	if h := g.web.Load(); h != nil {
 		h.ready.Store(true)
 	}
@@ -482,6 +485,27 @@ func (g *Gateway) Reload(cfg *Config) error {
 			return fmt.Errorf("reload: rules swapped, but the XDP policy was not: %w", err)
 		}
 	}
+	restart := restartKeys(old, cfg)
+	g.cfg.Store(cfg)
+	if len(restart) > 0 {
+		g.log.Warn("reloaded rules and XDP policy; these changes need a restart", "keys", restart)
+	} else {
+		g.log.Info("reloaded rules and XDP policy")
+	}
+	return nil
+}
+
+// sameCPUList reports whether two cpulists name the same CPUs ("1-3" and
+// "1,2,3" do).
+func sameCPUList(a, b string) bool {
+	x, errA := ParseCPUList(a)
+	y, errB := ParseCPUList(b)
+	return errA == nil && errB == nil && slices.Equal(x, y)
+}
+
+// restartKeys names the top-level keys that differ between old and cfg and
+// take effect only at the next start (new sockets, program or threads).
+func restartKeys(old, cfg *Config) []string {
 	var restart []string
 	if cfg.Interface != old.Interface {
 		restart = append(restart, "interface")
@@ -501,14 +525,11 @@ func (g *Gateway) Reload(cfg *Config) error {
 	if cfg.Probes != old.Probes {
 		restart = append(restart, "probes")
 	}
-	if cfg.Workers != old.Workers {
+	if cfg.Workers.RealtimePriority != old.Workers.RealtimePriority || !sameCPUList(cfg.Workers.CPUs, old.Workers.CPUs) {
 		restart = append(restart, "workers")
 	}
-	g.cfg.Store(cfg)
-	if len(restart) > 0 {
-		g.log.Warn("reloaded rules and XDP policy; these changes need a restart", "keys", restart)
-	} else {
-		g.log.Info("reloaded rules and XDP policy")
+	if cfg.AFXDP != old.AFXDP {
+		restart = append(restart, "afxdp")
 	}
-	return nil
+	return restart
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
@@ -41,17 +42,48 @@ func (g *Gateway) topology(cfg *Config) (*plan, error) {
 	if err := p.restrict(cpus); err != nil {
 		return nil, err
 	}
+	if err := allowedCPUs(cpus); err != nil {
+		return nil, err
+	}
 	for _, n := range t.Notes {
 		g.log.Info("topology", "note", n)
 	}
 	return p, nil
 }
 
+// allowedCPUs checks that this process may run on every CPU of cpus
+// (workers.cpus): taskset and cgroup cpusets narrow the online ones, and a
+// worker pinned outside them would fail only when Run starts it.
+func allowedCPUs(cpus []int) error {
+	if len(cpus) == 0 {
+		return nil
+	}
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(os.Getpid(), &set); err != nil {
+		return fmt.Errorf("workers.cpus: read the process's CPU affinity: %w", err)
+	}
+	for _, c := range cpus {
+		if c >= cpuSetSize || !set.IsSet(c) {
+			var allowed []int
+			for a := 0; a < cpuSetSize && len(allowed) < set.Count(); a++ {
+				if set.IsSet(a) {
+					allowed = append(allowed, a)
+				}
+			}
+			return fmt.Errorf("workers.cpus: CPU %d is not one this process may use (its affinity, from taskset or a cpuset: %s)",
+				c, FormatCPUList(allowed))
+		}
+	}
+	return nil
+}
+
+// cpuSetSize is how many CPUs a unix.CPUSet holds.
+const cpuSetSize = int(unsafe.Sizeof(unix.CPUSet{})) * 8
+
 // restrict confines the workers to cpus (workers.cpus; nil: no limit). The
 // nodes keep only those CPUs, so socket mode opens one socket per listed
-// CPU. A queue served by an unlisted CPU gets a listed CPU of its node
-// (queues spread round robin over them), or of any node when its node has
-// none; its frames are then copied on the serving CPU and decided on the
+// CPU. A queue served by an unlisted CPU gets the least loaded listed CPU
+// of its node, or of any node when its node has none; its frames are then copied on the serving CPU and decided on the
 // worker's, which is the layout to choose when the interrupt CPUs are busy.
 func (p *plan) restrict(cpus []int) error {
 	if len(cpus) == 0 {
@@ -86,21 +118,33 @@ func (p *plan) restrict(cpus []int) error {
 	}
 	t.Nodes = nodes
 	p.cpus = cpus
-	next := map[int]int{} // per node: round-robin position; -1 key: any node
+	// Queues already on a listed CPU stay; each of the others goes to the
+	// listed CPU of its node (else of any node) with the fewest queues.
+	load := map[int]int{}
+	for _, q := range t.Queues {
+		if listed[q.CPU] {
+			load[q.CPU]++
+		}
+	}
 	for i := range t.Queues {
 		q := &t.Queues[i]
 		if listed[q.CPU] {
 			continue
 		}
-		pool, key := cpus, -1
+		pool := cpus
 		for _, n := range nodes {
 			if n.ID == q.Node {
-				pool, key = n.CPUs, n.ID
+				pool = n.CPUs
 			}
 		}
 		was := q.CPU
-		q.CPU = pool[next[key]%len(pool)]
-		next[key]++
+		q.CPU = pool[0]
+		for _, c := range pool {
+			if load[c] < load[q.CPU] {
+				q.CPU = c
+			}
+		}
+		load[q.CPU]++
 		q.Node = t.NodeOf(q.CPU)
 		t.Notes = append(t.Notes, fmt.Sprintf("queue %d is served by CPU %d, not in workers.cpus (%s): its worker runs on CPU %d",
 			q.Index, was, FormatCPUList(cpus), q.CPU))

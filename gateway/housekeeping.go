@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -28,13 +29,15 @@ import (
 // the bench's sender — is left alone). The Go runtime makes new threads
 // from existing ones or from its template thread, so they inherit the
 // housekeeping set once those are moved; a scan every second catches the
-// rest. Stop gives the moved threads the whole set back.
+// rest. Stop gives every thread with exactly the housekeeping set the
+// whole set back (a thread something else pinned to exactly those CPUs
+// included). The whole set is read once, from the process's main thread,
+// at New: run one gateway with workers.cpus per process.
 type housekeeping struct {
 	all, cpus []int // the process's CPUs; the housekeeping ones (non-empty)
 
 	mu      sync.Mutex
 	workers map[int]bool // worker thread IDs: never touched
-	moved   map[int]bool // thread IDs given the housekeeping set
 }
 
 // newHousekeeping returns nil when there is nothing to do: no workers.cpus,
@@ -43,11 +46,13 @@ func newHousekeeping(workerCPUs []int) (*housekeeping, error) {
 	if len(workerCPUs) == 0 {
 		return nil, nil
 	}
+	// The main thread's set: New itself may run on a locked thread with
+	// a set of its own (a network namespace helper, a pinned thread).
 	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		return nil, err
+	if err := unix.SchedGetaffinity(os.Getpid(), &set); err != nil {
+		return nil, fmt.Errorf("read the process's CPU affinity: %w", err)
 	}
-	h := &housekeeping{workers: map[int]bool{}, moved: map[int]bool{}}
+	h := &housekeeping{workers: map[int]bool{}}
 	for c := range maxCPUs {
 		if set.Count() == len(h.all) {
 			break
@@ -107,26 +112,35 @@ func (h *housekeeping) confine() int {
 			continue // ended, or pinned by someone
 		}
 		if unix.SchedSetaffinity(tid, &hk) == nil {
-			h.moved[tid] = true
 			n++
 		}
 	}
 	return n
 }
 
-// restore gives the threads confine moved (and that still have the
-// housekeeping set) the whole set back.
+// restore gives every thread that has exactly the housekeeping set (the
+// ones confine moved, and the ones the runtime made from them since) the
+// whole set back. Only threads of this process are touched: a thread ID
+// from an earlier scan may belong to another process by now.
 func (h *housekeeping) restore() {
 	all, hk := cpuSet(h.all), cpuSet(h.cpus)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for tid := range h.moved {
-		var cur unix.CPUSet
-		if unix.SchedGetaffinity(tid, &cur) == nil && cur == hk {
-			_ = unix.SchedSetaffinity(tid, &all)
+	for range 3 { // threads made while we restore inherit the old set
+		n := 0
+		for _, tid := range threadIDs() {
+			var cur unix.CPUSet
+			if h.workers[tid] || unix.SchedGetaffinity(tid, &cur) != nil || cur != hk {
+				continue
+			}
+			if unix.SchedSetaffinity(tid, &all) == nil {
+				n++
+			}
+		}
+		if n == 0 {
+			break
 		}
 	}
-	clear(h.moved)
 }
 
 func cpuSet(cpus []int) (s unix.CPUSet) {

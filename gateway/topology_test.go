@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -338,13 +339,14 @@ func TestPlanRestrict(t *testing.T) {
 	if got := p.nodeCPUs(); !reflect.DeepEqual(got, [][]int{{2, 3}, {6}}) {
 		t.Errorf("nodeCPUs %v", got)
 	}
-	// Queue 2 stays on its listed CPU; the other node-0 queues take node 0's
-	// listed CPUs round robin, node 1's queues its only one.
+	// Queue 2 stays on its listed CPU; the other node-0 queues go to the
+	// least loaded of node 0's listed CPUs in turn (3, then 2, then 3),
+	// node 1's queues to its only one.
 	var got []int
 	for q := 0; q < 8; q++ {
 		got = append(got, p.queueCPU(q))
 	}
-	if want := []int{2, 3, 2, 2, 6, 6, 6, 6}; !reflect.DeepEqual(got, want) {
+	if want := []int{3, 2, 2, 3, 6, 6, 6, 6}; !reflect.DeepEqual(got, want) {
 		t.Errorf("queue CPUs %v, want %v", got, want)
 	}
 	for _, q := range topo.Queues {
@@ -352,7 +354,7 @@ func TestPlanRestrict(t *testing.T) {
 			t.Errorf("queue %d on CPU %d: node %d, want %d", q.Index, q.CPU, q.Node, topo.NodeOf(q.CPU))
 		}
 	}
-	if !hasNote(topo, "queue 0 is served by CPU 0, not in workers.cpus (2-3,6): its worker runs on CPU 2") {
+	if !hasNote(topo, "queue 0 is served by CPU 0, not in workers.cpus (2-3,6): its worker runs on CPU 3") {
 		t.Errorf("no note about the moved queue: %q", topo.Notes)
 	}
 	// Beyond the configured queues the fallback uses the listed CPUs only.
@@ -372,5 +374,9 @@ func TestPlanRestrictErrors(t *testing.T) {
 	}
 	if err := p.restrict(nil); err != nil || len(topo.Nodes) != 2 {
 		t.Errorf("nil list must leave the topology alone: %v %+v", err, topo.Nodes)
+	}
+	// Beyond what a CPU set holds, or outside this process's affinity.
+	if err := allowedCPUs([]int{cpuSetSize}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("CPU %d is not one this process may use", cpuSetSize)) {
+		t.Errorf("CPU %d: %v", cpuSetSize, err)
 	}
 }

@@ -112,8 +112,8 @@ the max-rate run.`,
 			o := bench.Options{Duration: duration, Warmup: warmup, Rate: r, Sources: sources,
 				Events: gen.Config{Users: users, BadShare: badShare}, RTPriority: rtPrio}
 			if cmd.Flags().Changed("spin") {
-				if spin < 0 || spin > 10*time.Millisecond {
-					return fmt.Errorf("bench: --spin %v: want 0 .. 10ms", spin)
+				if spin < 0 || spin > gateway.MaxRxSpin {
+					return fmt.Errorf("bench: --spin %v: want 0 .. %v", spin, gateway.MaxRxSpin)
 				}
 				o.Spin = spin
 				if spin == 0 {
@@ -128,6 +128,9 @@ the max-rate run.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if hostCheck < 0 {
+				return fmt.Errorf("bench: --host-check %v: want 0 (skip) or a duration", hostCheck)
+			}
 			histograms, _ := cmd.Flags().GetBool("histograms")
 			if histograms && sweep {
 				return errors.New("bench: --histograms is for single runs; not with --sweep")

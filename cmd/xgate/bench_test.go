@@ -221,6 +221,7 @@ func TestBenchBadFlags(t *testing.T) {
 		{"bench", "--sweep", "--steps", "0"},
 		{"bench", "--spin", "20ms"},
 		{"bench", "--spin", "-1us"},
+		{"bench", "--host-check", "-1s"},
 	} {
 		if out, err := run(t, args...); err == nil {
 			t.Errorf("%v accepted:\n%s", args, out)
