@@ -497,3 +497,21 @@ func (h *Host) SetThreadedNAPI(on bool) error {
 		return werr
 	})
 }
+
+// TxDropped is the veth end's tx_dropped count: datagrams the kernel sent
+// through it that veth could not hand to its peer (the peer's ring full).
+func (h *Host) TxDropped() (uint64, error) {
+	nh, err := netlink.NewHandleAt(h.ns)
+	if err != nil {
+		return 0, fmt.Errorf("testenv: netlink in %s: %w", h.NS, err)
+	}
+	defer nh.Close()
+	l, err := nh.LinkByIndex(h.Ifindex)
+	if err != nil {
+		return 0, fmt.Errorf("testenv: link %s: %w", h.Link, err)
+	}
+	if st := l.Attrs().Statistics; st != nil {
+		return st.TxDropped, nil
+	}
+	return 0, fmt.Errorf("testenv: link %s has no statistics", h.Link)
+}
