@@ -19,10 +19,10 @@ import (
 // Why: a worker shares its CPU with whatever else the scheduler puts
 // there. For a SCHED_OTHER worker those threads preempt it (the bench saw
 // 2 % of the time waiting on its run queue); a SCHED_FIFO worker preempts
-// them, but Linux (6.12+) reserves runnable SCHED_OTHER threads a slice of
-// the CPU through its deadline "fair server", so they still stop it — at
-// half load in the bench, 1.2–1.4 % of the time waiting and stalls of
-// tens of ms, against 0.0 % with the other threads moved off its CPU.
+// them, yet still waited 1.2–1.4 % of the time at half load in the bench,
+// with stalls of tens of ms, against 0.0 % with the other threads moved
+// off its CPU (likely Linux 6.12+'s deadline "fair server", which reserves
+// runnable SCHED_OTHER threads a share of a CPU a real-time thread holds).
 //
 // Which threads: every thread of the process but the workers whose
 // affinity is the process's whole set (so a thread someone else pinned —
