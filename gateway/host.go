@@ -83,8 +83,9 @@ const cpuSetSize = int(unsafe.Sizeof(unix.CPUSet{})) * 8
 // restrict confines the workers to cpus (workers.cpus; nil: no limit). The
 // nodes keep only those CPUs, so socket mode opens one socket per listed
 // CPU. A queue served by an unlisted CPU gets the least loaded listed CPU
-// of its node, or of any node when its node has none; its frames are then copied on the serving CPU and decided on the
-// worker's, which is the layout to choose when the interrupt CPUs are busy.
+// of its node, or of any node when its node has none; its frames are then
+// copied on the serving CPU and decided on the worker's, which is the
+// layout to choose when the interrupt CPUs are busy.
 func (p *plan) restrict(cpus []int) error {
 	if len(cpus) == 0 {
 		return nil
