@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -58,23 +59,34 @@ func allowedCPUs(cpus []int) error {
 	if len(cpus) == 0 {
 		return nil
 	}
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(os.Getpid(), &set); err != nil {
-		return fmt.Errorf("workers.cpus: read the process's CPU affinity: %w", err)
+	allowed, err := processCPUs()
+	if err != nil {
+		return fmt.Errorf("workers.cpus: %w", err)
 	}
 	for _, c := range cpus {
-		if c >= cpuSetSize || !set.IsSet(c) {
-			var allowed []int
-			for a := 0; a < cpuSetSize && len(allowed) < set.Count(); a++ {
-				if set.IsSet(a) {
-					allowed = append(allowed, a)
-				}
-			}
+		if !slices.Contains(allowed, c) {
 			return fmt.Errorf("workers.cpus: CPU %d is not one this process may use (its affinity, from taskset or a cpuset: %s)",
 				c, FormatCPUList(allowed))
 		}
 	}
 	return nil
+}
+
+// processCPUs lists, ascending, the CPUs this process may run on: its main
+// thread's affinity (the calling thread may be a locked one with a set of
+// its own, or one the housekeeping confined).
+func processCPUs() ([]int, error) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(os.Getpid(), &set); err != nil {
+		return nil, fmt.Errorf("read the process's CPU affinity: %w", err)
+	}
+	var cpus []int
+	for c := 0; c < cpuSetSize && len(cpus) < set.Count(); c++ {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus, nil
 }
 
 // cpuSetSize is how many CPUs a unix.CPUSet holds.

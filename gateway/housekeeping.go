@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -46,22 +45,14 @@ func newHousekeeping(workerCPUs []int) (*housekeeping, error) {
 	if len(workerCPUs) == 0 {
 		return nil, nil
 	}
-	// The main thread's set: New itself may run on a locked thread with
-	// a set of its own (a network namespace helper, a pinned thread).
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(os.Getpid(), &set); err != nil {
-		return nil, fmt.Errorf("read the process's CPU affinity: %w", err)
+	all, err := processCPUs()
+	if err != nil {
+		return nil, err
 	}
-	h := &housekeeping{workers: map[int]bool{}}
-	for c := range maxCPUs {
-		if set.Count() == len(h.all) {
-			break
-		}
-		if set.IsSet(c) {
-			h.all = append(h.all, c)
-			if !slices.Contains(workerCPUs, c) {
-				h.cpus = append(h.cpus, c)
-			}
+	h := &housekeeping{workers: map[int]bool{}, all: all}
+	for _, c := range all {
+		if !slices.Contains(workerCPUs, c) {
+			h.cpus = append(h.cpus, c)
 		}
 	}
 	if len(h.cpus) == 0 {

@@ -55,15 +55,9 @@ func TestGatewayWorkerCPUs(t *testing.T) {
 // allowedCPU returns the i-th CPU this process may run on (-1: the last).
 func allowedCPU(t *testing.T, i int) int {
 	t.Helper()
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(os.Getpid(), &set); err != nil {
+	cpus, err := processCPUs()
+	if err != nil {
 		t.Fatal(err)
-	}
-	var cpus []int
-	for c := 0; c < cpuSetSize && len(cpus) < set.Count(); c++ {
-		if set.IsSet(c) {
-			cpus = append(cpus, c)
-		}
 	}
 	if i < 0 {
 		i += len(cpus)
@@ -164,18 +158,9 @@ func TestHousekeepingOff(t *testing.T) {
 	if h, err := newHousekeeping(nil); h != nil || err != nil {
 		t.Errorf("no workers.cpus: %v %v", h, err)
 	}
-	var all unix.CPUSet
-	if err := unix.SchedGetaffinity(os.Getpid(), &all); err != nil {
+	every, err := processCPUs()
+	if err != nil {
 		t.Fatal(err)
-	}
-	var every []int
-	for c := range maxCPUs {
-		if all.IsSet(c) {
-			every = append(every, c)
-		}
-		if len(every) == all.Count() {
-			break
-		}
 	}
 	if h, err := newHousekeeping(every); h != nil || err != nil {
 		t.Errorf("workers on every CPU: %v %v", h, err)
