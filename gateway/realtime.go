@@ -47,8 +47,10 @@ import (
 // MaxRealtimePriority is the highest SCHED_FIFO priority.
 const MaxRealtimePriority = 99
 
-// setRealtime makes the calling thread SCHED_FIFO at prio (1..99).
-func setRealtime(prio int) error {
+// SetRealtime makes the calling thread SCHED_FIFO at prio (1..99); an
+// EPERM error says which privilege is missing. The caller should be
+// locked to its thread (runtime.LockOSThread) and keep it locked.
+func SetRealtime(prio int) error {
 	attr := unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(prio)}
 	if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
 		if errors.Is(err, unix.EPERM) {
@@ -69,7 +71,7 @@ func checkRealtime(prio int) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		err := setRealtime(prio)
+		err := SetRealtime(prio)
 		if err == nil {
 			normal := unix.SchedAttr{Policy: unix.SCHED_NORMAL}
 			if rerr := unix.SchedSetAttr(0, &normal, 0); rerr != nil {

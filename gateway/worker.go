@@ -65,7 +65,7 @@ func (w *worker) pin() error {
 	}
 	if w.rtPrio > 0 {
 		w.tainted = true
-		if err := setRealtime(w.rtPrio); err != nil {
+		if err := SetRealtime(w.rtPrio); err != nil {
 			return fmt.Errorf("worker %d: %w", w.id, err)
 		}
 	}

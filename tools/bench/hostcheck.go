@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xgate/xgate/gateway"
 )
 
 // Stall thresholds of a host check: StallMin is the latency target of
@@ -83,9 +85,8 @@ func ProbeStalls(cpu int, d time.Duration, rtPrio int) (HostStalls, error) {
 			return
 		}
 		if rtPrio > 0 {
-			attr := unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(rtPrio)}
-			if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
-				ch <- result{err: fmt.Errorf("host check: SCHED_FIFO priority %d: %w", rtPrio, err)}
+			if err := gateway.SetRealtime(rtPrio); err != nil {
+				ch <- result{err: fmt.Errorf("host check: %w", err)}
 				return
 			}
 		}
