@@ -9,7 +9,7 @@
  * mode) or passed to the stack (socket mode). Each packet increments exactly
  * one terminal reason of enum xgate_reason in the per-CPU counters.
  */
-#include "vmlinux.h"
+#include "xgate_uapi.h"
 #include <bpf_helpers.h>
 #include <bpf_endian.h>
 #include "xgate.h"
