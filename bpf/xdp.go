@@ -192,6 +192,9 @@ type Options struct {
 	Queues int
 	// BlocklistSize sizes the blocklist LRU; 0 keeps the C default (65536).
 	BlocklistSize int
+	// CIDRSize is the capacity of the CIDR trie (prefixes over all
+	// lists); 0 means DefaultCIDRSize.
+	CIDRSize int
 	// BucketSize is the number of token-bucket slots, rounded up to a
 	// power of two; 0 keeps the C default (65536). Sources share slots by
 	// hash: size it well above the number of sources active at once (see
@@ -219,6 +222,9 @@ type XDP struct {
 	// Fixed for the life of the program.
 	stamp    Stamp
 	stampWhy string
+
+	// cidrs: the CIDR trie has entries (XGATE_F_CIDRS); under mu.
+	cidrs bool
 }
 
 // xdpObjects leaves out the BTF anchor variable (.rodata) the program
@@ -247,7 +253,7 @@ func LoadXDP(opts Options) (*XDP, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.Queues < 0 || opts.BlocklistSize < 0 || opts.BucketSize < 0 {
+	if opts.Queues < 0 || opts.BlocklistSize < 0 || opts.BucketSize < 0 || opts.CIDRSize < 0 {
 		return nil, errors.New("load xdp: negative map size")
 	}
 	stamp, stampWhy, err := chooseStamp(opts.Stamp)
@@ -259,6 +265,9 @@ func LoadXDP(opts Options) (*XDP, error) {
 	}
 	if opts.Queues > 0 {
 		spec.Maps[XdpMapXgateXsks].MaxEntries = uint32(opts.Queues)
+	}
+	if opts.CIDRSize > 0 {
+		spec.Maps[XdpMapXgateCidrs].MaxEntries = uint32(opts.CIDRSize)
 	}
 	if opts.BlocklistSize > 0 {
 		spec.Maps[XdpMapXgateBlocklist].MaxEntries = uint32(opts.BlocklistSize)
@@ -284,6 +293,10 @@ func LoadXDP(opts Options) (*XDP, error) {
 		x.Close()
 		return nil, fmt.Errorf("load xdp: %w", err)
 	}
+	// Pinned maps reused from a previous run may hold CIDR lists already.
+	var ck XdpXgateCidrKey
+	var cv XdpXgateCidrValue
+	x.cidrs = x.objs.XgateCidrs.Iterate().Next(&ck, &cv)
 	if err := x.putConfig(cfg); err != nil {
 		x.Close()
 		return nil, fmt.Errorf("load xdp: write config: %w", err)
@@ -360,10 +373,25 @@ func (x *XDP) initHash() error {
 	return x.SyncBlockFilter()
 }
 
-// putConfig writes raw with the map-bound fields (hash key, slot mask).
+// putConfig writes raw with the map-bound fields (hash key, slot mask)
+// and the flags that follow the maps' contents (CIDR lists). Caller holds
+// x.mu, or is LoadXDP before x is shared.
 func (x *XDP) putConfig(raw XdpXgateConfig) error {
 	raw.HashKey, raw.BucketMask = x.hashKey, x.bucketMask
+	raw.Flags &^= XdpXgateFlagsXGATE_F_CIDRS
+	if x.cidrs {
+		raw.Flags |= XdpXgateFlagsXGATE_F_CIDRS
+	}
 	return x.objs.XgateCfg.Put(uint32(0), raw)
+}
+
+// readConfigLocked reads the config entry; caller holds x.mu.
+func (x *XDP) readConfigLocked() (XdpXgateConfig, error) {
+	var raw XdpXgateConfig
+	if err := x.objs.XgateCfg.Lookup(uint32(0), &raw); err != nil {
+		return raw, fmt.Errorf("read config: %w", err)
+	}
+	return raw, nil
 }
 
 // SetConfig replaces the run-time policy. Buckets keep their state: a new
@@ -503,6 +531,11 @@ func (x *XDP) Block(addr netip.Addr, ttl time.Duration) error {
 	key, err := srcKey(addr)
 	if err != nil {
 		return fmt.Errorf("block %v: %w", addr, err)
+	}
+	if _, action, ok, err := x.LookupCIDR(addr); err != nil {
+		return fmt.Errorf("block %v: %w", addr, err)
+	} else if ok && action == CIDRNeverBlock {
+		return fmt.Errorf("block %v: %w", addr, ErrNeverBlock)
 	}
 	exp := uint64(math.MaxUint64)
 	if ttl > 0 {
@@ -787,12 +820,12 @@ func (x *XDP) Close() error {
 func (x *XDP) Unpin() error {
 	m := &x.objs.XdpMaps
 	return unpinAll(x.pinPath, m.XgateBlocklist, m.XgateBfilter, m.XgateBuckets, m.XgateCfg,
-		m.XgateCostNs, m.XgateCounters, m.XgatePorts, m.XgateXsks)
+		m.XgateCostNs, m.XgateCounters, m.XgatePorts, m.XgateXsks, m.XgateCidrs, m.XgateCidrHits)
 }
 
 func (o *xdpObjects) close() error {
 	return closeAll(o.XgateXdp, o.XgateBlocklist, o.XgateBfilter, o.XgateBuckets, o.XgateCfg,
-		o.XgateCostNs, o.XgateCounters, o.XgatePorts, o.XgateXsks)
+		o.XgateCostNs, o.XgateCounters, o.XgatePorts, o.XgateXsks, o.XgateCidrs, o.XgateCidrHits)
 }
 
 // closeAll closes everything and joins the errors; nil *ebpf.Map and
