@@ -21,6 +21,8 @@ type XdpXgateBfilterWord struct {
 type XdpXgateBlock struct {
 	_         structs.HostLayout
 	ExpiresNs uint64
+	SinceNs   uint64
+	Rule      [32]int8
 }
 
 type XdpXgateBucket struct {

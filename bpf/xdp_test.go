@@ -866,3 +866,48 @@ func TestXDPCIDRLists(t *testing.T) {
 		t.Error("one prefix in two lists: no error")
 	}
 }
+
+// TestXDPBlockSweep: entries carry their rule and time; SweepExpired
+// removes the expired ones from the map and the prefilter (a later packet
+// from that source takes the prefilter's fast path again) and reports the
+// next expiry ahead.
+func TestXDPBlockSweep(t *testing.T) {
+	x := xgLoad(t, Options{})
+	xgNoErr(t, x.BlockBy(xgSrc4, time.Hour, "flood-source"))
+	xgNoErr(t, x.blockAt(xgOther4, Ktime()-1))
+	xgNoErr(t, x.Block(xgSrc6, Forever))
+	bl, err := x.ListBlocked()
+	xgNoErr(t, err)
+	byAddr := map[netip.Addr]Blocked{}
+	for _, b := range bl {
+		byAddr[b.Addr] = b
+	}
+	if b := byAddr[xgSrc4]; b.Rule != "flood-source" || b.SinceNs == 0 || b.Permanent || b.Expired {
+		t.Errorf("entry %+v", b)
+	}
+	if b := byAddr[xgSrc6]; b.Rule != ManualRule || !b.Permanent {
+		t.Errorf("entry %+v", b)
+	}
+	removed, next, err := x.SweepExpired()
+	xgNoErr(t, err)
+	if removed != 1 || next != byAddr[xgSrc4].ExpiresNs {
+		t.Errorf("sweep removed %d, next %d: want 1 and %d", removed, next, byAddr[xgSrc4].ExpiresNs)
+	}
+	if bl, _ := x.ListBlocked(); len(bl) != 2 {
+		t.Errorf("%d entries left, want 2", len(bl))
+	}
+	// The swept source's prefilter counter is back to zero: no lookup.
+	other := packet.Frame{Src: xgOther4, Dst: xgDst4, Payload: xgJSON}.Bytes()
+	xgRunChecked(t, x, other, ReasonPassSocket)
+	if removed, _, _ := x.SweepExpired(); removed != 0 {
+		t.Errorf("second sweep removed %d", removed)
+	}
+	long := strings.Repeat("r", 40)
+	xgNoErr(t, x.BlockBy(xgOther4, time.Minute, long))
+	bl, _ = x.ListBlocked()
+	for _, b := range bl {
+		if b.Addr == xgOther4 && b.Rule != long[:31] {
+			t.Errorf("long rule name kept as %q", b.Rule)
+		}
+	}
+}

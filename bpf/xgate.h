@@ -71,9 +71,14 @@ struct xgate_src_key {
 };
 
 /* Blocklist value. expires_ns is CLOCK_MONOTONIC (bpf_ktime_get_ns) ns;
- * U64_MAX blocks until removed. */
+ * U64_MAX blocks until removed. The program reads only expires_ns; since_ns
+ * (same clock) and rule (NUL-padded: the rule that blocked, or "manual")
+ * are for the operator (`xgate block list`, `bpftool map dump`). */
+#define XGATE_BLOCK_RULE_LEN 32
 struct xgate_block {
 	__u64 expires_ns;
+	__u64 since_ns;
+	char rule[XGATE_BLOCK_RULE_LEN];
 };
 
 /* Token bucket slot (ARRAY map xgate_buckets, direct-mapped by the keyed
