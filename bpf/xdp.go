@@ -522,7 +522,9 @@ const ManualRule = "manual"
 // Block drops every packet from addr (to our ports) for ttl, measured from
 // now; ttl <= 0 (Forever) blocks until Unblock. It is BlockBy with the
 // rule ManualRule.
-func (x *XDP) Block(addr netip.Addr, ttl time.Duration) error { return x.BlockBy(addr, ttl, ManualRule) }
+func (x *XDP) Block(addr netip.Addr, ttl time.Duration) error {
+	return x.BlockBy(addr, ttl, ManualRule)
+}
 
 // BlockBy blocks addr for ttl (Forever: until Unblock) and records rule
 // (the rule that blocked; truncated to 31 bytes) and the time, for
