@@ -724,7 +724,7 @@ func TestXDPPinning(t *testing.T) {
 
 	a := xgLoad(t, Options{PinPath: dir})
 	for _, name := range []string{XdpMapXgateBlocklist, XdpMapXgateBfilter, XdpMapXgateBuckets, XdpMapXgateCfg,
-		XdpMapXgateCostNs, XdpMapXgateCounters, XdpMapXgatePorts, XdpMapXgateXsks} {
+		XdpMapXgateCostNs, XdpMapXgateCounters, XdpMapXgatePorts, XdpMapXgateXsks, XdpMapXgateCidrs, XdpMapXgateCidrHits} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("pin of %s: %v", name, err)
 		}
@@ -745,7 +745,19 @@ func TestXDPPinning(t *testing.T) {
 		t.Errorf("first instance sees %d blocked, want 1 (shared counters)", c[ReasonBlocked].Packets)
 	}
 
+	// The probes pin beside the program, and unpin with it.
+	p, err := LoadProbes(ProbeOptions{PinPath: dir, ClockRefresh: -1})
+	xgNoErr(t, err)
+	defer p.Close()
+	for _, name := range []string{probesKernMapProbeCfg, probesKernMapProbeDrops, probesKernMapProbeLatency,
+		probesKernMapProbePorts, probesKernMapProbeSockTicks, probesKernMapProbeStats, probesKernMapProbeXdpEvents} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("pin of %s: %v", name, err)
+		}
+	}
+
 	xgNoErr(t, a.Unpin())
+	xgNoErr(t, p.Unpin())
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("pin directory still there after Unpin: %v", err)
 	}
