@@ -21,6 +21,15 @@ type Blocker interface {
 	SweepExpired() (removed int, next uint64, err error)
 }
 
+// feedbackOp is a block or unblock by hand (BlockSource, UnblockSource),
+// carried out by the run goroutine.
+type feedbackOp struct {
+	block bool // false: unblock
+	addr  netip.Addr
+	ttl   time.Duration
+	done  chan error
+}
+
 type blockRequest struct {
 	addr netip.Addr
 	ttl  time.Duration
@@ -44,6 +53,8 @@ type blockRequest struct {
 type feedback struct {
 	ring   *engine.MPSC[blockRequest]
 	wake   chan struct{} // capacity 1: a poke while one is pending is dropped, harmlessly
+	ops    chan feedbackOp
+	closed chan struct{} // closed when run returns: ops are refused
 	target Blocker       // nil: nothing enforces blocks (plain mode)
 	max    int
 	now    func() time.Time
@@ -81,8 +92,8 @@ func newFeedback(target Blocker, max int, log *slog.Logger) *feedback {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &feedback{ring: ring, wake: make(chan struct{}, 1), target: target, max: max, now: time.Now,
-		log: log, live: map[netip.Addr]time.Time{}}
+	return &feedback{ring: ring, wake: make(chan struct{}, 1), ops: make(chan feedbackOp), closed: make(chan struct{}),
+		target: target, max: max, now: time.Now, log: log, live: map[netip.Addr]time.Time{}}
 }
 
 // request is called by workers; it never blocks and never allocates.
@@ -108,6 +119,48 @@ func (f *feedback) poke() {
 	case f.wake <- struct{}{}:
 	default:
 	}
+}
+
+// errFeedbackStopped is returned by do once the gateway is stopping.
+var errFeedbackStopped = errors.New("the gateway is stopping")
+
+// do has the run goroutine carry out op and returns its result.
+func (f *feedback) do(op feedbackOp) error {
+	if f.target == nil {
+		return ErrNoBlocklist
+	}
+	op.done = make(chan error, 1)
+	select {
+	case f.ops <- op:
+		return <-op.done
+	case <-f.closed:
+		return errFeedbackStopped
+	}
+}
+
+// handle carries out a hand-made block or unblock (run goroutine).
+func (f *feedback) handle(op feedbackOp) error {
+	if !op.block {
+		delete(f.live, op.addr)
+		bl, ok := f.target.(interface{ Unblock(netip.Addr) error })
+		if !ok {
+			return errors.New("this blocklist cannot unblock")
+		}
+		return bl.Unblock(op.addr)
+	}
+	if err := f.target.BlockBy(op.addr, op.ttl, bpf.ManualRule); err != nil {
+		return err
+	}
+	if op.ttl > 0 {
+		until := f.now().Add(op.ttl)
+		f.live[op.addr] = until
+		if f.due.IsZero() || until.Before(f.due) {
+			f.due = until
+		}
+	} else {
+		delete(f.live, op.addr) // permanent: verdicts for it are moot
+	}
+	return nil
 }
 
 // drain applies every queued request; it returns how many it handled.
@@ -186,6 +239,7 @@ func (f *feedback) sweep() time.Duration {
 // run applies requests as workers poke it and sweeps expired blocks when
 // they expire, until stop is closed; then it drains what is left.
 func (f *feedback) run(stop <-chan struct{}) {
+	defer close(f.closed)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var armedAt time.Time // when the armed timer fires; zero: not armed
@@ -209,6 +263,9 @@ func (f *feedback) run(stop <-chan struct{}) {
 			f.drain()
 			timer.Stop()
 			return
+		case op := <-f.ops:
+			op.done <- f.handle(op)
+			f.poke() // arm for its expiry below, on the next turn
 		case <-f.wake:
 			f.drain()
 			if !f.due.IsZero() {

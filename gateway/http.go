@@ -68,7 +68,7 @@ func (g *Gateway) startHTTP() error {
 			g.log.Error("http server failed", "error", err)
 		}
 	}()
-	endpoints := "/metrics /status /tap /healthz /readyz"
+	endpoints := "/metrics /status /tap /blocklist /healthz /readyz"
 	if g.Config().HTTP.Pprof {
 		endpoints += " /debug/pprof/ /debug/trace"
 	}
@@ -131,6 +131,7 @@ func (g *Gateway) httpHandler(h *httpServer) http.Handler {
 	mux.HandleFunc("GET /tap", func(w http.ResponseWriter, r *http.Request) {
 		g.serveTap(w, r, h.quit)
 	})
+	mux.HandleFunc("/blocklist", g.serveBlocklist)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
