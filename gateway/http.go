@@ -198,6 +198,12 @@ type Status struct {
 	Accounting    Accounting        `json:"accounting"`
 	Verdicts      map[string]uint64 `json:"verdicts"`
 	Probes        []ProbeState      `json:"probes"`
+	// PathSteps are the receive-path steps New tried, the one taken last
+	// (mode auto steps down when one is refused).
+	PathSteps []Step `json:"path_steps"`
+	// Features: every kernel and interface feature, available or not, why,
+	// and what it made xgate do.
+	Features Features `json:"features"`
 }
 
 // ProbeState is one kernel probe: running, or missing and why.
@@ -273,5 +279,7 @@ func (g *Gateway) Status() (Status, error) {
 		st.Verdicts[a.String()] = s.Engine.Verdicts[a]
 	}
 	st.Probes = g.probeStates()
+	st.PathSteps = g.steps
+	st.Features = g.Features()
 	return st, nil
 }
