@@ -176,6 +176,20 @@ func KernelFeatures() Features {
 	return out
 }
 
+// HostFeatures is every feature without an interface: the kernel's,
+// probed, and the interface ones as not probed.
+func HostFeatures() Features {
+	out := KernelFeatures()
+	for _, n := range bpf.InterfaceFeatures {
+		if bpf.ForcedOff(n) {
+			out = append(out, featureFromErr(n, "interface", errForced(n)))
+			continue
+		}
+		out = append(out, unknownFeature(n, "not probed: no interface (xgate features --interface IF tries it)"))
+	}
+	return out
+}
+
 // Features is the gateway's report: the kernel's features and what the
 // gateway got on its interface when it attached and bound.
 func (g *Gateway) Features() Features {

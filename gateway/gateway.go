@@ -210,6 +210,15 @@ func choosePath(cfg *Config) (path, why string, err error) {
 		if p := pathProblems(cfg, path); len(p) > 0 {
 			return "", "", fmt.Errorf("mode %s: %w:\n  %s", cfg.Mode, errNoPath, strings.Join(p, "\n  "))
 		}
+		// Switched off or refused before anything is attached: a strict
+		// mode fails at once, naming the feature.
+		if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
+			return "", "", fmt.Errorf("mode %s: %w: %w (use mode socket or auto)", cfg.Mode, errNoPath, errForced(bpf.FeatAFXDP))
+		}
+		if err := bpf.Probe(bpf.FeatXDPLink); err != nil && !errors.Is(err, bpf.ErrPermission) {
+			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches XDP only through a bpf_link; mode auto runs plain sockets)",
+				cfg.Mode, errNoPath, err)
+		}
 		return path, "configured (mode: " + cfg.Mode + ")", nil
 	}
 	if cfg.Interface == "" {

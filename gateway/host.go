@@ -274,24 +274,18 @@ func CheckSetup(cfg *Config) (problems, notes []string) {
 	if err != nil {
 		return append(problems, err.Error()), notes
 	}
-	// The feature switches and the kernel's refusals that New would meet
-	// before touching the interface.
+	// The feature switches and the kernel's refusals that mode auto would
+	// meet before touching the interface (choosePath fails the strict
+	// modes on them).
 	var down []string
 	if path != PathPlain {
 		if err := bpf.Probe(bpf.FeatXDPLink); err != nil {
-			if strict(cfg) {
-				return append(problems, fmt.Sprintf("mode %s: %v", cfg.Mode, err)), notes
-			}
 			down = append(down, path+" refused: "+err.Error())
 			path = PathPlain
 		}
 	}
 	if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
-		err := errForced(bpf.FeatAFXDP)
-		if strict(cfg) {
-			return append(problems, fmt.Sprintf("mode %s: %v", cfg.Mode, err)), notes
-		}
-		down = append(down, path+" refused: "+err.Error())
+		down = append(down, path+" refused: "+errForced(bpf.FeatAFXDP).Error())
 		path = PathSocket
 	}
 	if len(down) > 0 {

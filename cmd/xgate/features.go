@@ -35,7 +35,7 @@ a native XDP program comes or goes, so probe a busy NIC with care.`,
 					return err
 				}
 			} else {
-				r.Features = gateway.KernelFeatures()
+				r.Features = gateway.HostFeatures()
 			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), r)

@@ -100,7 +100,7 @@ kernel feature with what it makes xgate do.`,
 			out := validateReport{Config: cfgPath, Rules: len(cfg.Rules), Sinks: len(cfg.Sinks)}
 			if host {
 				out.Problems, out.Notes = gateway.CheckSetup(cfg)
-				out.Features = gateway.KernelFeatures()
+				out.Features = gateway.HostFeatures()
 			}
 			var err2 error
 			if len(out.Problems) > 0 {
