@@ -289,8 +289,9 @@ func (g *Gateway) setupXDP(cfg *Config) error {
 			return fmt.Errorf("attach xdp to %s: %w", cfg.Interface, err)
 		}
 	}
+	stamp, stampWhy := g.xdp.Stamp()
 	g.log.Info("XDP program attached", "interface", cfg.Interface, "mode", g.xdpMode, "queues", g.queues,
-		"queues_from", g.rxq.Source, "pinned", cfg.Pin.Path)
+		"queues_from", g.rxq.Source, "pinned", cfg.Pin.Path, "stamp", stamp.String(), "stamp_why", stampWhy)
 	return nil
 }
 
