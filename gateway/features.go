@@ -115,7 +115,7 @@ var featureEffects = map[string][2]string{
 		"kernel probes for drops and XDP errors off (listed as missing in /status)"},
 	bpf.FeatSocketFilter: {"socket-path queueing latency measured by a socket filter",
 		"no socket-path queueing latency probe"},
-	bpf.FeatReuseport: {"socket groups steered to the receiving CPU's NUMA node",
+	bpf.FeatReuseport: {"socket path possible; on several NUMA nodes its groups are steered to the receiving CPU's node",
 		"no socket path: mode auto steps from AF_XDP to plain UDP sockets"},
 	bpf.FeatXDPNative: {"XDP runs in the driver",
 		"XDP runs in generic (skb) mode: slower, the packet is already an skb"},
@@ -194,6 +194,20 @@ func HostFeatures() Features {
 // gateway got on its interface when it attached and bound.
 func (g *Gateway) Features() Features {
 	out := KernelFeatures()
+	if g.xdp != nil {
+		// What the loaded program really does with the receive stamp.
+		for i := range out {
+			if out[i].Name != bpf.FeatXDPMeta {
+				continue
+			}
+			switch stamp, _ := g.xdp.Stamp(); stamp {
+			case bpf.StampMeta:
+				out[i].Effect = featureEffects[bpf.FeatXDPMeta][0]
+			case bpf.StampPrefix:
+				out[i].Effect = featureEffects[bpf.FeatXDPMeta][1]
+			}
+		}
+	}
 	for _, n := range bpf.InterfaceFeatures {
 		if f, ok := g.ifFeat[n]; ok {
 			out = append(out, f)

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
+	"strconv"
 	"strings"
 	"unsafe"
 
@@ -25,8 +25,9 @@ type RxQueueCount struct {
 	Active int `json:"active"`
 	// Max is the largest count the device allows (0 when unknown).
 	Max int `json:"max,omitempty"`
-	// Combined is the combined channel count ethtool reported (-1 when the
-	// count came from elsewhere).
+	// Rx and Combined are the RX-only and combined channel counts ethtool
+	// reported (-1 when the count came from elsewhere).
+	Rx       int `json:"rx"`
 	Combined int `json:"combined"`
 	// Source is "ethtool", "sysfs" or "fallback".
 	Source string `json:"source"`
@@ -71,15 +72,16 @@ func ActiveRxQueues(ifname string) RxQueueCount {
 	ch, eerr := ethtoolGetChannels(ifname)
 	if eerr == nil {
 		if n := int(ch.rxCount + ch.combinedCount); n > 0 {
-			return RxQueueCount{Active: n, Max: int(max(ch.maxRx, ch.maxCombined)), Combined: int(ch.combinedCount), Source: "ethtool"}
+			return RxQueueCount{Active: n, Max: int(max(ch.maxRx, ch.maxCombined)), Rx: int(ch.rxCount),
+				Combined: int(ch.combinedCount), Source: "ethtool"}
 		}
 		eerr = errors.New("ethtool reports no rx or combined channels")
 	}
 	n, serr := sysfsRxQueues(ifname)
 	if serr == nil {
-		return RxQueueCount{Active: n, Combined: -1, Source: "sysfs", Note: "ethtool channels: " + eerr.Error()}
+		return RxQueueCount{Active: n, Rx: -1, Combined: -1, Source: "sysfs", Note: "ethtool channels: " + eerr.Error()}
 	}
-	return RxQueueCount{Active: 1, Combined: -1, Source: "fallback",
+	return RxQueueCount{Active: 1, Rx: -1, Combined: -1, Source: "fallback",
 		Note: fmt.Sprintf("ethtool channels: %v; sysfs: %v", eerr, serr)}
 }
 
@@ -104,37 +106,20 @@ func ethtoolGetChannels(ifname string) (ethtoolChannels, error) {
 	return ch, nil
 }
 
-// sysfsRxQueues counts /sys/class/net/<ifname>/queues/rx-*, after checking
-// that this /sys shows the calling thread's network namespace: the
-// interfaces it lists are the ones netlink lists here, and ifname has the
-// same index in both.
+// sysfsRxQueues counts /sys/class/net/<ifname>/queues/rx-* (sysfs lists
+// the active RX queues), after checking that this /sys shows the calling
+// thread's network namespace: the device sysfs shows under ifname has the
+// index and the address netlink gives here.
 func sysfsRxQueues(ifname string) (int, error) {
 	dir := filepath.Join("/sys/class/net", ifname)
-	ents, err := os.ReadDir("/sys/class/net")
-	if err != nil {
-		return 0, err
-	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		return 0, fmt.Errorf("list links: %w", err)
-	}
-	var here, there []string
-	for _, l := range links {
-		here = append(here, l.Attrs().Name)
-	}
-	for _, e := range ents {
-		there = append(there, e.Name())
-	}
-	slices.Sort(here)
-	slices.Sort(there)
-	if !slices.Equal(here, there) {
-		return 0, errors.New("/sys belongs to another network namespace")
-	}
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
 		return 0, err
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "ifindex")); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(l.Attrs().Index) {
+	idx, err1 := os.ReadFile(filepath.Join(dir, "ifindex"))
+	addr, err2 := os.ReadFile(filepath.Join(dir, "address"))
+	if err1 != nil || err2 != nil || strings.TrimSpace(string(idx)) != strconv.Itoa(l.Attrs().Index) ||
+		!strings.EqualFold(strings.TrimSpace(string(addr)), l.Attrs().HardwareAddr.String()) {
 		return 0, errors.New("/sys belongs to another network namespace")
 	}
 	qs, err := filepath.Glob(filepath.Join(dir, "queues", "rx-*"))
@@ -150,11 +135,19 @@ func QueueHint(ifname string, q int, qc RxQueueCount, errno error) string {
 	switch {
 	case errors.Is(errno, unix.EINVAL):
 		shows := fmt.Sprintf("%d active RX queues (%s)", qc.Active, qc.Source)
+		kind := "combined" // what NICs have; veth has RX channels
 		if qc.Combined >= 0 {
-			shows = fmt.Sprintf("ethtool -l %s shows %d combined channels", ifname, qc.Combined)
+			plural := "s"
+			if qc.Active == 1 {
+				plural = ""
+			}
+			shows = fmt.Sprintf("ethtool -l %s shows %d RX channel%s (rx %d, combined %d)", ifname, qc.Active, plural, qc.Rx, qc.Combined)
+			if qc.Combined == 0 && qc.Rx > 0 {
+				kind = "rx"
+			}
 		}
-		return fmt.Sprintf("the queue is not active: %s; set queues: %d or raise the channels with ethtool -L %s combined %d",
-			shows, min(qc.Active, q), ifname, q+1)
+		return fmt.Sprintf("the queue is not active: %s; set queues: %d or raise the channels with ethtool -L %s %s %d",
+			shows, max(1, min(qc.Active, q)), ifname, kind, q+1)
 	case errors.Is(errno, unix.EBUSY):
 		return "another AF_XDP socket is bound to this queue (another xgate?); stop it first"
 	case errors.Is(errno, unix.EOPNOTSUPP), errors.Is(errno, unix.ENOTSUP):

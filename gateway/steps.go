@@ -15,7 +15,7 @@ import (
 // The last step is the one taken.
 type Step struct {
 	Path    string `json:"path"`               // afxdp | socket | plain
-	XDPMode string `json:"xdp_mode,omitempty"` // native | generic; "" on plain
+	XDPMode string `json:"xdp_mode,omitempty"` // native (refused) or the XDP mode taken; "" on plain
 	OK      bool   `json:"ok"`                 // taken; false: refused
 	Reason  string `json:"reason"`             // why refused, or why taken
 }
@@ -49,7 +49,7 @@ func (g *Gateway) openPath(cfg *Config) ([]int, error) {
 			if strict(cfg) {
 				return nil, err
 			}
-			g.refused(g.path, g.xdpMode, err, PathPlain)
+			g.refused(g.path, "", err, PathPlain)
 			g.dropXDP()
 			g.path = PathPlain
 		}
@@ -69,12 +69,12 @@ func (g *Gateway) openPath(cfg *Config) ([]int, error) {
 			next = PathPlain
 			err = fmt.Errorf("%w; and the socket path: %s", err, strings.Join(p, "; "))
 		}
-		g.refused(PathAFXDP, g.xdpMode, err, next)
+		g.refused(PathAFXDP, "", err, next)
 		if next == PathSocket {
 			// The program stays attached; it now passes survivors to the
 			// stack instead of redirecting them.
 			if err := g.xdp.SetConfig(xdpConfig(cfg, PathSocket)); err != nil {
-				g.refused(PathSocket, g.xdpMode, err, PathPlain)
+				g.refused(PathSocket, "", err, PathPlain)
 				next = PathPlain
 			}
 		}
@@ -87,7 +87,7 @@ func (g *Gateway) openPath(cfg *Config) ([]int, error) {
 	if err == nil || strict(cfg) || g.path == PathPlain {
 		return cpus, err
 	}
-	g.refused(g.path, g.xdpMode, err, PathPlain)
+	g.refused(g.path, "", err, PathPlain)
 	g.closeSockets()
 	g.dropXDP()
 	g.path = PathPlain
