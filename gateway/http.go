@@ -187,7 +187,8 @@ type Status struct {
 	Why           string            `json:"why"`
 	Interface     string            `json:"interface,omitempty"`
 	XDPMode       string            `json:"xdp_mode,omitempty"`
-	RxQueues      int               `json:"rx_queues,omitempty"` // of the interface
+	RxQueues      int               `json:"rx_queues,omitempty"`      // active RX queues of the interface
+	RxQueuesFrom  string            `json:"rx_queues_from,omitempty"` // ethtool | sysfs | fallback
 	Ports         []uint16          `json:"ports"`
 	Workers       []WorkerState     `json:"workers"`
 	Rules         RulesState        `json:"rules"`
@@ -258,7 +259,7 @@ func (g *Gateway) Status() (Status, error) {
 		Sinks:    []string{},
 	}
 	if g.path != PathPlain {
-		st.RxQueues = g.queues
+		st.RxQueues, st.RxQueuesFrom = g.queues, g.rxq.Source
 	}
 	if ns := g.started.Load(); ns != 0 {
 		st.StartedAt = time.Unix(0, ns).UTC()
