@@ -35,6 +35,8 @@ const (
 	ReasonPayloadNotJSON  = Reason(XdpXgateReasonXGATE_R_PAYLOAD_NOT_JSON)
 	ReasonNoConfig        = Reason(XdpXgateReasonXGATE_R_NO_CONFIG)
 	ReasonStampFailed     = Reason(XdpXgateReasonXGATE_R_STAMP_FAILED)
+	ReasonVLANNotServed   = Reason(XdpXgateReasonXGATE_R_VLAN_NOT_SERVED)
+	ReasonIPv6NotServed   = Reason(XdpXgateReasonXGATE_R_IPV6NOT_SERVED)
 	// ReasonTerminal is the number of terminal reasons.
 	ReasonTerminal = Reason(XdpXgateReasonXGATE_R__TERMINAL)
 

@@ -107,6 +107,16 @@ type Config struct {
 	BucketBurst uint64
 	// PayloadCheck drops UDP payloads whose first non-blank byte is not '{'.
 	PayloadCheck bool
+	// VLANs are the VLAN IDs served (the outer tag's VID): a datagram to a
+	// listened port on another VLAN is dropped as vlan_not_served, since no
+	// receive path would see it. Untagged frames are always served.
+	// AnyVLAN serves every VLAN. (With rx-vlan-offload on, the NIC strips
+	// the tag before XDP runs and every frame looks untagged.)
+	VLANs   []uint16
+	AnyVLAN bool
+	// NoIPv6 drops IPv6 datagrams to listened ports as ipv6_not_served:
+	// for receive paths with no IPv6 socket.
+	NoIPv6 bool
 	// CostSampleN times one packet in N per CPU; 0 means
 	// DefaultCostSampleN, CostSampleOff disables it.
 	CostSampleN uint32
@@ -148,6 +158,18 @@ func (c Config) raw() (XdpXgateConfig, error) {
 	}
 	if c.PayloadCheck {
 		r.Flags |= XdpXgateFlagsXGATE_F_PAYLOAD_CHECK
+	}
+	if c.AnyVLAN {
+		r.Flags |= XdpXgateFlagsXGATE_F_VLAN_ANY
+	}
+	if c.NoIPv6 {
+		r.Flags |= XdpXgateFlagsXGATE_F_NO_IPV6
+	}
+	for _, v := range c.VLANs {
+		if v == 0 || v > 4094 {
+			return r, fmt.Errorf("VLAN ID %d: want 1..4094", v)
+		}
+		r.Vlans[v/64] |= 1 << (v % 64)
 	}
 	switch c.CostSampleN {
 	case 0:

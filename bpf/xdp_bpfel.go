@@ -38,6 +38,7 @@ type XdpXgateConfig struct {
 	BucketMask       uint32
 	TickNs           uint64
 	HashKey          [4]uint32
+	Vlans            [64]uint64
 }
 
 type XdpXgateCost struct {
@@ -58,6 +59,8 @@ type XdpXgateFlags uint32
 
 const (
 	XdpXgateFlagsXGATE_F_PAYLOAD_CHECK XdpXgateFlags = 1
+	XdpXgateFlagsXGATE_F_VLAN_ANY      XdpXgateFlags = 2
+	XdpXgateFlagsXGATE_F_NO_IPV6       XdpXgateFlags = 4
 )
 
 type XdpXgateMeta struct {
@@ -102,13 +105,15 @@ const (
 	XdpXgateReasonXGATE_R_PAYLOAD_NOT_JSON  XdpXgateReason = 17
 	XdpXgateReasonXGATE_R_NO_CONFIG         XdpXgateReason = 18
 	XdpXgateReasonXGATE_R_STAMP_FAILED      XdpXgateReason = 19
-	XdpXgateReasonXGATE_R__TERMINAL         XdpXgateReason = 20
-	XdpXgateReasonXGATE_EV_BLOCK_EXPIRED    XdpXgateReason = 20
-	XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY XdpXgateReason = 21
-	XdpXgateReasonXGATE_EV_META_FAILED      XdpXgateReason = 22
-	XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP  XdpXgateReason = 23
-	XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER  XdpXgateReason = 24
-	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 25
+	XdpXgateReasonXGATE_R_VLAN_NOT_SERVED   XdpXgateReason = 20
+	XdpXgateReasonXGATE_R_IPV6NOT_SERVED    XdpXgateReason = 21
+	XdpXgateReasonXGATE_R__TERMINAL         XdpXgateReason = 22
+	XdpXgateReasonXGATE_EV_BLOCK_EXPIRED    XdpXgateReason = 22
+	XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY XdpXgateReason = 23
+	XdpXgateReasonXGATE_EV_META_FAILED      XdpXgateReason = 24
+	XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP  XdpXgateReason = 25
+	XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER  XdpXgateReason = 26
+	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 27
 )
 
 type XdpXgateSrcKey struct {

@@ -29,9 +29,11 @@ enum xgate_reason {
 	/* malformed: truncated or impossible headers, per layer */
 	XGATE_R_MALFORMED_ETH,      /* XDP_DROP */
 	XGATE_R_MALFORMED_VLAN,     /* XDP_DROP */
-	XGATE_R_MALFORMED_IPV4,     /* XDP_DROP: truncated, version != 4 or IHL < 5 */
-	XGATE_R_MALFORMED_IPV6,     /* XDP_DROP: truncated or version != 6 */
-	XGATE_R_MALFORMED_UDP,      /* XDP_DROP: truncated or UDP length < 8 */
+	XGATE_R_MALFORMED_IPV4,     /* XDP_DROP: truncated, version != 4, IHL < 5, or the total
+				     * length below the header or beyond the frame */
+	XGATE_R_MALFORMED_IPV6,     /* XDP_DROP: truncated, version != 6, or the payload length
+				     * beyond the frame */
+	XGATE_R_MALFORMED_UDP,      /* XDP_DROP: truncated, UDP length < 8, or beyond the IP payload */
 	/* policy */
 	XGATE_R_BLOCKED,            /* XDP_DROP: source in the blocklist, not expired */
 	XGATE_R_RATE_LIMITED,       /* XDP_DROP: source over its token bucket */
@@ -39,6 +41,8 @@ enum xgate_reason {
 	XGATE_R_PAYLOAD_NOT_JSON,   /* XDP_DROP: first non-blank payload byte is not '{' */
 	XGATE_R_NO_CONFIG,          /* XDP_PASS: config map lookup failed (cannot happen) */
 	XGATE_R_STAMP_FAILED,       /* XDP_DROP: prefix stamp: no headroom for the header */
+	XGATE_R_VLAN_NOT_SERVED,    /* XDP_DROP: to our port on a VLAN the gateway does not serve */
+	XGATE_R_IPV6_NOT_SERVED,    /* XDP_DROP: IPv6 to our port, and no socket serves IPv6 */
 	XGATE_R__TERMINAL,          /* sentinel: reasons below are terminal */
 
 	/* events, not verdicts: counted in addition to the terminal reason */
@@ -111,6 +115,8 @@ enum xgate_mode {
 
 enum xgate_flags {
 	XGATE_F_PAYLOAD_CHECK = 1 << 0, /* drop payloads not starting with '{' */
+	XGATE_F_VLAN_ANY = 1 << 1,      /* serve datagrams on every VLAN (else: xgate_config.vlans) */
+	XGATE_F_NO_IPV6 = 1 << 2,       /* no socket serves IPv6: drop IPv6 to our ports */
 };
 
 /* The one entry (key 0) of the config ARRAY map, written by userspace. */
@@ -128,6 +134,12 @@ struct xgate_config {
 	/* Key of the source hash (blocklist prefilter, bucket slots): random per
 	 * map set, kept across loads on the same pins. */
 	__u32 hash_key[4];
+	/* Served VLANs: bit v set = datagrams to our ports whose outer VLAN tag
+	 * has VID v are ours (without XGATE_F_VLAN_ANY). Untagged frames are
+	 * always served. A datagram to our port on another VLAN would be lost
+	 * in the stack (socket mode without that VLAN device), so it is
+	 * dropped here and counted (XGATE_R_VLAN_NOT_SERVED). */
+	__u64 vlans[4096 / 64];
 };
 
 /* The listen set: bit p of the bitmap is set when UDP port p (host order)
