@@ -97,6 +97,8 @@ func ethtoolGetChannels(ifname string) (ethtoolChannels, error) {
 		return ch, fmt.Errorf("socket: %w", err)
 	}
 	defer unix.Close(fd)
+	// ifr.data points at ch for the length of the ioctl only; the kernel
+	// reads and writes ch through it and keeps no reference.
 	var ifr ifreqData
 	copy(ifr.name[:], ifname)
 	ifr.data = unsafe.Pointer(&ch)
