@@ -193,7 +193,11 @@ func HostFeatures() Features {
 // Features is the gateway's report: the kernel's features and what the
 // gateway got on its interface when it attached and bound.
 func (g *Gateway) Features() Features {
-	out := KernelFeatures()
+	// The kernel's answers as New found them: a probe that failed for
+	// want of privilege is not cached by bpf.Probe, and /status must not
+	// load probe programs on every request.
+	g.kernOnce.Do(func() { g.kernFeat = KernelFeatures() })
+	out := slices.Clone(g.kernFeat)
 	if g.xdp != nil {
 		// What the loaded program really does with the receive stamp.
 		for i := range out {

@@ -55,14 +55,17 @@ type Gateway struct {
 	eng       *engine.Engine
 
 	ifindex int
-	queues  int          // active RX queues of the interface
-	rxq     RxQueueCount // how queues was learnt
-	steps   []Step       // the receive-path ladder: refused steps, then the one taken
-	ifFeat  map[string]Feature
-	xdp     *bpf.XDP
-	xdpLink link.Link
-	xdpMode string // native | generic
-	reuse   *bpf.Reuseport
+	queues  int                // active RX queues of the interface
+	rxq     RxQueueCount       // how queues was learnt
+	steps   []Step             // the receive-path ladder: refused steps, then the one taken
+	ifFeat  map[string]Feature // interface features as New got them
+	// kernFeat is the kernel features' report, probed once (kernOnce).
+	kernFeat Features
+	kernOnce sync.Once
+	xdp      *bpf.XDP
+	xdpLink  link.Link
+	xdpMode  string // native | generic
+	reuse    *bpf.Reuseport
 
 	probes        *bpf.Probes // nil: disabled or not loadable
 	probesMissing []string    // "name: why" of each probe not running
