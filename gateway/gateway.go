@@ -172,7 +172,7 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	if g.xdp != nil {
 		target = g.xdp
 	}
-	g.fb = newFeedback(target, cfg.XDP.BlockMax)
+	g.fb = newFeedback(target, cfg.XDP.BlockMax, g.log)
 	g.tap = newTapHub()
 	if listed, _ := ParseCPUList(cfg.Workers.CPUs); len(listed) > 0 { // checked by the config and topology
 		if g.hk, err = newHousekeeping(listed); err != nil {
