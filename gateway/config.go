@@ -33,7 +33,7 @@ type Config struct {
 	Interface string // the NIC to attach to; required for afxdp and socket modes
 	Mode      string // afxdp | socket | auto
 	Listen    Listen
-	Queues    int // RX queues to serve; 0 = all of the interface's
+	Queues    int // RX queues to serve; 0 = every active RX queue of the interface (ActiveRxQueues)
 	Schema    Schema
 	Limits    Limits
 	Rules     []Rule

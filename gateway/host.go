@@ -13,6 +13,8 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/xgate/xgate/bpf"
 )
 
 // plan is the topology the receive path is laid out on.
@@ -252,7 +254,7 @@ func pathProblems(cfg *Config, path string) []string {
 		if err := features.HaveMapType(ebpf.XSKMap); err != nil {
 			out = append(out, fmt.Sprintf("the kernel has no XSKMAP (AF_XDP): %v", err))
 		}
-	} else if err := features.HaveProgramType(ebpf.SkReuseport); err != nil {
+	} else if err := bpf.Probe(bpf.FeatReuseport); err != nil && !errors.Is(err, bpf.ErrPermission) {
 		out = append(out, fmt.Sprintf("the kernel cannot run sk_reuseport programs: %v", err))
 	}
 	return out
@@ -272,7 +274,27 @@ func CheckSetup(cfg *Config) (problems, notes []string) {
 	if err != nil {
 		return append(problems, err.Error()), notes
 	}
+	// The feature switches and the kernel's refusals that mode auto would
+	// meet before touching the interface (choosePath fails the strict
+	// modes on them).
+	var down []string
+	if path != PathPlain {
+		if err := bpf.Probe(bpf.FeatXDPLink); err != nil {
+			down = append(down, path+" refused: "+err.Error())
+			path = PathPlain
+		}
+	}
+	if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
+		down = append(down, path+" refused: "+errForced(bpf.FeatAFXDP).Error())
+		path = PathSocket
+	}
+	if len(down) > 0 {
+		why += "; stepped down: " + strings.Join(down, "; ")
+	}
 	notes = append(notes, "receive path: "+path+" ("+why+")")
+	if path != PathPlain && bpf.ForcedOff(bpf.FeatXDPNative) {
+		notes = append(notes, "XDP attaches in generic mode: "+errForced(bpf.FeatXDPNative).Error())
+	}
 	return problems, notes
 }
 
