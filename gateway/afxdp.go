@@ -50,7 +50,7 @@ type xskQueue struct {
 // report.
 func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
 	if bpf.ForcedOff(bpf.FeatAFXDP) {
-		err := errForced(bpf.FeatAFXDP)
+		err := bpf.ForcedErr(bpf.FeatAFXDP)
 		g.setIfFeature(bpf.FeatAFXDP, err)
 		return nil, fmt.Errorf("afxdp on %s: %w", cfg.Interface, err)
 	}
@@ -107,14 +107,14 @@ func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
 	g.setIfFeature(bpf.FeatAFXDP, nil)
 	switch {
 	case zcOff:
-		g.setIfFeature(bpf.FeatAFXDPZeroCopy, errForced(bpf.FeatAFXDPZeroCopy))
+		g.setIfFeature(bpf.FeatAFXDPZeroCopy, bpf.ForcedErr(bpf.FeatAFXDPZeroCopy))
 	case g.xsks[0].sock.Mode() == xdp.ModeZeroCopy:
 		g.setIfFeature(bpf.FeatAFXDPZeroCopy, nil)
 	default:
 		g.setIfFeature(bpf.FeatAFXDPZeroCopy, refusedErr{fmt.Errorf("the driver of %s bound the queues in copy mode", cfg.Interface)})
 	}
 	if nwOff {
-		g.setIfFeature(bpf.FeatAFXDPNeedWakeup, errForced(bpf.FeatAFXDPNeedWakeup))
+		g.setIfFeature(bpf.FeatAFXDPNeedWakeup, bpf.ForcedErr(bpf.FeatAFXDPNeedWakeup))
 	} else {
 		g.setIfFeature(bpf.FeatAFXDPNeedWakeup, nil)
 	}

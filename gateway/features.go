@@ -154,10 +154,6 @@ func unknownFeature(name, why string) Feature {
 	return Feature{Name: name, Scope: "interface", Available: FeatureUnknown, Reason: why, Effect: "not used"}
 }
 
-// errForced is the error of an interface feature switched off.
-func errForced(name string) error {
-	return fmt.Errorf("feature %s %w by %s", name, bpf.ErrForcedOff, bpf.FeaturesOffEnv)
-}
 
 // refusedErr marks err as the kernel's refusal (matches bpf.ErrNotSupported).
 type refusedErr struct{ err error }
@@ -182,7 +178,7 @@ func HostFeatures() Features {
 	out := KernelFeatures()
 	for _, n := range bpf.InterfaceFeatures {
 		if bpf.ForcedOff(n) {
-			out = append(out, featureFromErr(n, "interface", errForced(n)))
+			out = append(out, featureFromErr(n, "interface", bpf.ForcedErr(n)))
 			continue
 		}
 		out = append(out, unknownFeature(n, "not probed: no interface (xgate features --interface IF tries it)"))
@@ -219,7 +215,7 @@ func (g *Gateway) Features() Features {
 		}
 		why := "not tried: path " + g.path
 		if bpf.ForcedOff(n) {
-			out = append(out, featureFromErr(n, "interface", errForced(n)))
+			out = append(out, featureFromErr(n, "interface", bpf.ForcedErr(n)))
 			continue
 		}
 		out = append(out, unknownFeature(n, why))

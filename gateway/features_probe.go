@@ -53,7 +53,7 @@ func ProbeInterface(ifname string) (*InterfaceReport, error) {
 func probeNative(ifindex int) Feature {
 	n := bpf.FeatXDPNative
 	if bpf.ForcedOff(n) {
-		return featureFromErr(n, "interface", errForced(n))
+		return featureFromErr(n, "interface", bpf.ForcedErr(n))
 	}
 	if err := bpf.Probe(bpf.FeatXDPLink); err != nil {
 		return unknownFeature(n, "not probed: needs xdp_link: "+err.Error())
@@ -86,12 +86,12 @@ func probeXSK(ifindex int, ifname string, qc RxQueueCount) []Feature {
 	if bpf.ForcedOff(bpf.FeatAFXDP) {
 		var out []Feature
 		for _, n := range names {
-			err := errForced(bpf.FeatAFXDP)
+			err := bpf.ForcedErr(bpf.FeatAFXDP)
 			if n != bpf.FeatAFXDP && !bpf.ForcedOff(n) {
 				out = append(out, unknownFeature(n, "not probed: "+err.Error()))
 				continue
 			}
-			out = append(out, featureFromErr(n, "interface", errForced(n)))
+			out = append(out, featureFromErr(n, "interface", bpf.ForcedErr(n)))
 		}
 		return out
 	}
@@ -109,7 +109,7 @@ func probeXSK(ifindex int, ifname string, qc RxQueueCount) []Feature {
 	inUse := func(err error) bool { return errors.Is(err, unix.EBUSY) }
 	var zc, cp, nw error
 	if bpf.ForcedOff(bpf.FeatAFXDPZeroCopy) {
-		zc = errForced(bpf.FeatAFXDPZeroCopy)
+		zc = bpf.ForcedErr(bpf.FeatAFXDPZeroCopy)
 	} else {
 		zc = try(xdp.BindZeroCopy, nwOff)
 	}
@@ -151,7 +151,7 @@ func probeXSK(ifindex int, ifname string, qc RxQueueCount) []Feature {
 	}
 	mark(bpf.FeatAFXDPZeroCopy, zc)
 	if nwOff {
-		nw = errForced(bpf.FeatAFXDPNeedWakeup)
+		nw = bpf.ForcedErr(bpf.FeatAFXDPNeedWakeup)
 	}
 	mark(bpf.FeatAFXDPNeedWakeup, nw)
 	return out

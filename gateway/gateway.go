@@ -216,7 +216,7 @@ func choosePath(cfg *Config) (path, why string, err error) {
 		// Switched off or refused before anything is attached: a strict
 		// mode fails at once, naming the feature.
 		if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
-			return "", "", fmt.Errorf("mode %s: %w: %w (use mode socket or auto)", cfg.Mode, errNoPath, errForced(bpf.FeatAFXDP))
+			return "", "", fmt.Errorf("mode %s: %w: %w (use mode socket or auto)", cfg.Mode, errNoPath, bpf.ForcedErr(bpf.FeatAFXDP))
 		}
 		if err := bpf.Probe(bpf.FeatXDPLink); err != nil && !errors.Is(err, bpf.ErrPermission) {
 			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches XDP only through a bpf_link; mode auto runs plain sockets)",
@@ -275,7 +275,7 @@ func (g *Gateway) setupXDP(cfg *Config) error {
 	}
 	var nerr error
 	if bpf.ForcedOff(bpf.FeatXDPNative) {
-		nerr = errForced(bpf.FeatXDPNative)
+		nerr = bpf.ForcedErr(bpf.FeatXDPNative)
 	} else {
 		g.xdpLink, nerr = g.xdp.Attach(g.ifindex, link.XDPDriverMode)
 		if nerr != nil {

@@ -285,7 +285,7 @@ func CheckSetup(cfg *Config) (problems, notes []string) {
 		}
 	}
 	if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
-		down = append(down, path+" refused: "+errForced(bpf.FeatAFXDP).Error())
+		down = append(down, path+" refused: "+bpf.ForcedErr(bpf.FeatAFXDP).Error())
 		path = PathSocket
 	}
 	if len(down) > 0 {
@@ -293,7 +293,7 @@ func CheckSetup(cfg *Config) (problems, notes []string) {
 	}
 	notes = append(notes, "receive path: "+path+" ("+why+")")
 	if path != PathPlain && bpf.ForcedOff(bpf.FeatXDPNative) {
-		notes = append(notes, "XDP attaches in generic mode: "+errForced(bpf.FeatXDPNative).Error())
+		notes = append(notes, "XDP attaches in generic mode: "+bpf.ForcedErr(bpf.FeatXDPNative).Error())
 	}
 	return problems, notes
 }
