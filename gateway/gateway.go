@@ -519,7 +519,9 @@ func restartKeys(old, cfg *Config) []string {
 	if cfg.Mode != old.Mode {
 		restart = append(restart, "mode")
 	}
-	if fmt.Sprint(cfg.Listen) != fmt.Sprint(old.Listen) {
+	// listen.vlans reaches the XDP program's config on reload; ports and
+	// the address need new sockets.
+	if fmt.Sprint(cfg.Listen.Ports) != fmt.Sprint(old.Listen.Ports) || cfg.Listen.Address != old.Listen.Address {
 		restart = append(restart, "listen")
 	}
 	if fmt.Sprint(cfg.Sinks) != fmt.Sprint(old.Sinks) {

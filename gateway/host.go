@@ -250,12 +250,13 @@ func pathProblems(cfg *Config, path string) []string {
 	if err := features.HaveProgramType(ebpf.XDP); err != nil {
 		out = append(out, fmt.Sprintf("the kernel cannot run XDP programs: %v", err))
 	}
+	// The socket path needs no sk_reuseport program: it steers by NUMA
+	// node with one where the kernel allows it, else the kernel's flow
+	// hash picks the socket (openSockets).
 	if path == PathAFXDP {
 		if err := features.HaveMapType(ebpf.XSKMap); err != nil {
 			out = append(out, fmt.Sprintf("the kernel has no XSKMAP (AF_XDP): %v", err))
 		}
-	} else if err := bpf.Probe(bpf.FeatReuseport); err != nil && !errors.Is(err, bpf.ErrPermission) {
-		out = append(out, fmt.Sprintf("the kernel cannot run sk_reuseport programs: %v", err))
 	}
 	return out
 }

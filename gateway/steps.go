@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/xgate/xgate/bpf"
@@ -152,6 +153,14 @@ func xdpConfig(cfg *Config, path string) bpf.Config {
 	if cfg.XDP.CostSample > 0 {
 		costN = uint32(cfg.XDP.CostSample)
 	}
+	// The socket path serves IPv6 only when its sockets do (bound to an
+	// IPv6 address, "::" included); AF_XDP workers parse both families.
+	noIPv6 := false
+	if path != PathAFXDP {
+		a, err := netip.ParseAddr(cfg.Listen.Address)
+		noIPv6 = err != nil || !a.Is6() || a.Is4In6()
+	}
 	return bpf.Config{Mode: mode, BucketRate: uint64(cfg.XDP.RateLimit.PerSecond()), BucketBurst: uint64(cfg.XDP.RateLimit.Burst),
-		PayloadCheck: cfg.XDP.PayloadCheck, CostSampleN: costN}
+		PayloadCheck: cfg.XDP.PayloadCheck, CostSampleN: costN, VLANs: cfg.Listen.VLANs, AnyVLAN: cfg.Listen.AnyVLAN,
+		NoIPv6: noIPv6}
 }
