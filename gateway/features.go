@@ -154,7 +154,6 @@ func unknownFeature(name, why string) Feature {
 	return Feature{Name: name, Scope: "interface", Available: FeatureUnknown, Reason: why, Effect: "not used"}
 }
 
-
 // refusedErr marks err as the kernel's refusal (matches bpf.ErrNotSupported).
 type refusedErr struct{ err error }
 
