@@ -67,6 +67,9 @@ const (
 	ModeAFXDP  = "afxdp"
 	ModeSocket = "socket"
 	ModeAuto   = "auto"
+	// ModePlain: plain UDP sockets, no BPF at all (no XDP policing, no
+	// kernel blocks); what auto falls back to, asked for by name.
+	ModePlain = "plain"
 )
 
 // Listen is where events arrive.
@@ -1197,9 +1200,9 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 		if c.Interface == "" {
 			k.errfAt("mode", "interface", "missing: mode %s attaches to an interface, e.g. interface: eth0", c.Mode)
 		}
-	case ModeAuto:
+	case ModeAuto, ModePlain:
 	default:
-		k.errf("mode", "%q: want afxdp, socket or auto", c.Mode)
+		k.errf("mode", "%q: want afxdp, socket, plain or auto", c.Mode)
 	}
 	if c.Interface != "" && (len(c.Interface) >= 16 || strings.ContainsAny(c.Interface, "/ \t\n:")) {
 		k.errf("interface", "%q is not an interface name", c.Interface)

@@ -45,7 +45,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad listen address", "listen: {ports: [1], address: example.com}\n",
 			[]string{`c.yaml:1: listen.address: "example.com" is not an IP address`}},
 		{"bad mode", okListen + "mode: turbo\n",
-			[]string{`c.yaml:2: mode: "turbo": want afxdp, socket or auto`}},
+			[]string{`c.yaml:2: mode: "turbo": want afxdp, socket, plain or auto`}},
 		{"socket mode without interface", okListen + "mode: socket\n",
 			[]string{"c.yaml:2: interface: missing: mode socket attaches to an interface"}},
 		{"queues wrong type", okListen + "queues: all\n",

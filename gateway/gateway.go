@@ -224,6 +224,9 @@ func choosePath(cfg *Config) (path, why string, err error) {
 		}
 		return path, "configured (mode: " + cfg.Mode + ")", nil
 	}
+	if cfg.Mode == ModePlain {
+		return PathPlain, "configured (mode: plain): UDP sockets without BPF; blocks are not enforced in the kernel", nil
+	}
 	if cfg.Interface == "" {
 		return PathPlain, "auto: no interface configured, so no XDP; plain UDP sockets", nil
 	}
