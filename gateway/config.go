@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
 )
 
 // Config is the daemon's configuration, as read from YAML (see
@@ -177,9 +178,9 @@ type Sink struct {
 	// examples/xgate.yaml). Zero values take the defaults.
 	GatewayID       string        // "" = Config.GatewayID
 	DeliveryTimeout time.Duration // 0 = 30s
-	TLS             SinkTLS
-	Kafka           KafkaSpec
-	NATS            NATSSpec
+	TLS             sink.TLS
+	Kafka           sink.Kafka
+	NATS            sink.NATS
 }
 
 // HTTP is the metrics, status and pprof endpoint.
@@ -1373,7 +1374,7 @@ func (c *Config) checkSinks(k *configChecker) {
 		c.checkKeyedSink(k, s, key)
 	}
 	if c.GatewayID != "" {
-		if err := validGatewayID(c.GatewayID); err != nil {
+		if err := sink.ValidGatewayID(c.GatewayID); err != nil {
 			k.errf("gateway_id", "%v", err)
 		}
 	}
@@ -1415,7 +1416,7 @@ func (c *Config) checkKeyedSink(k *configChecker, s *Sink, key func(string) stri
 		}
 	}
 	// A Config built in code: the same, by value.
-	if f, m := foreignField(s.Type, s.Kafka, s.NATS); f != "" {
+	if f, m := sink.ForeignField(s.Type, s.Kafka, s.NATS); f != "" {
 		k.errf(key(f), "%s", m)
 		return
 	}
@@ -1430,7 +1431,7 @@ func (c *Config) checkKeyedSink(k *configChecker, s *Sink, key func(string) stri
 	}
 	gw := s.GatewayID
 	if gw != "" {
-		if err := validGatewayID(gw); err != nil {
+		if err := sink.ValidGatewayID(gw); err != nil {
 			k.errf(key("gateway_id"), "%v", err)
 			gw = ""
 		}
@@ -1439,24 +1440,24 @@ func (c *Config) checkKeyedSink(k *configChecker, s *Sink, key func(string) stri
 		gw = "xgate" // for the checks below; the host name at run time
 	}
 	if s.DeliveryTimeout < 0 || (k.has(key("delivery_timeout")) || s.DeliveryTimeout != 0) && s.DeliveryTimeout < time.Second {
-		k.errf(key("delivery_timeout"), "%v: want at least 1s (default %v)", s.DeliveryTimeout, sinkDefaultDelivery)
+		k.errf(key("delivery_timeout"), "%v: want at least 1s (default %v)", s.DeliveryTimeout, sink.DefaultDelivery)
 	}
 	if k.has(key("linger")) && s.Kafka.Linger <= 0 {
-		k.errf(key("linger"), "%v: want a positive duration (default %v)", s.Kafka.Linger, kafkaDefaultLinger)
+		k.errf(key("linger"), "%v: want a positive duration (default %v)", s.Kafka.Linger, sink.KafkaDefaultLinger)
 		return
 	}
-	sp := SinkSpec{Type: s.Type, GatewayID: gw, TLS: s.TLS, Kafka: s.Kafka, NATS: s.NATS}
-	if field, msg := normalizeKeyed(&sp); field != "" {
+	sp := sink.Spec{Type: s.Type, GatewayID: gw, TLS: s.TLS, Kafka: s.Kafka, NATS: s.NATS}
+	if field, msg := sink.NormalizeKeyed(&sp); field != "" {
 		k.errf(key(field), "%s", msg)
 	}
 }
 
 // sinkSpecs maps the configuration onto the sink writer's specs.
-func (c *Config) sinkSpecs() []SinkSpec {
-	out := make([]SinkSpec, 0, len(c.Sinks))
+func (c *Config) sinkSpecs() []sink.Spec {
+	out := make([]sink.Spec, 0, len(c.Sinks))
 	for _, s := range c.Sinks {
 		policy, every := s.FsyncPolicy()
-		sp := SinkSpec{Type: s.Type, Path: s.Path, Address: s.Address, What: s.What,
+		sp := sink.Spec{Type: s.Type, Path: s.Path, Address: s.Address, What: s.What,
 			Fsync: policy, FsyncInterval: every, RotateBytes: s.RotateBytes, OnFull: s.OnFull, Buffer: int(s.Buffer)}
 		if s.Type == "kafka" || s.Type == "nats" {
 			sp.KeyPath = c.Schema.Key

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
 )
 
 const okListen = "listen: {ports: [9000]}\n"
@@ -692,7 +693,7 @@ sinks:
 	}
 	// NewSinks accepts what Validate accepted (up to connecting).
 	for _, s := range sp[:2] {
-		if _, err := normalizeSink(0, s); err != nil {
+		if _, err := sink.Normalize(0, s); err != nil {
 			t.Errorf("normalizeSink: %v", err)
 		}
 	}
@@ -701,7 +702,7 @@ sinks:
 // effectiveBuffer is the buffer sink i of c gets once normalized.
 func effectiveBuffer(t *testing.T, c *Config, i int) int {
 	t.Helper()
-	sp, err := normalizeSink(i, c.sinkSpecs()[i])
+	sp, err := sink.Normalize(i, c.sinkSpecs()[i])
 	if err != nil {
 		t.Fatal(err)
 	}

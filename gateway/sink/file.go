@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 import (
 	"errors"
@@ -42,7 +42,7 @@ var _ sinkOutput = (*fileOutput)(nil)
 
 const sinkFileMode = 0o640 // events may be sensitive: owner and group only
 
-func openFileOutput(sk *sink, sp SinkSpec) (*fileOutput, error) {
+func openFileOutput(sk *sink, sp Spec) (*fileOutput, error) {
 	o := &fileOutput{
 		sk:       sk,
 		path:     sp.Path,

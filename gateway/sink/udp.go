@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 import (
 	"errors"
@@ -45,7 +45,7 @@ type udpOutput struct {
 
 var _ sinkOutput = (*udpOutput)(nil)
 
-func dialUDPOutput(sk *sink, sp SinkSpec) (*udpOutput, error) {
+func dialUDPOutput(sk *sink, sp Spec) (*udpOutput, error) {
 	raddr, err := net.ResolveUDPAddr("udp", sp.Address)
 	if err != nil {
 		return nil, fmt.Errorf("resolve %q: %w (want host:port)", sp.Address, err)

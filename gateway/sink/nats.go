@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 // NATS JetStream sink: one message per event, published asynchronously
 // with JetStream acknowledgements (nats.go's jetstream package).
@@ -51,7 +51,7 @@ import (
 
 // NATSSpec configures a NATS JetStream sink. Zero values take the
 // defaults.
-type NATSSpec struct {
+type NATS struct {
 	URLs []string // nats://host:port (tls:// for TLS); required
 	// Subject is the subject template, e.g. xgate.events.{key}; required.
 	// Placeholders: {key}, {verdict}, {rule}.
@@ -80,7 +80,7 @@ const (
 	natsMaxKey            = 256                    // bytes of the key in a subject
 )
 
-func (n NATSSpec) firstSet() string {
+func (n NATS) firstSet() string {
 	switch {
 	case len(n.URLs) > 0:
 		return "urls"
@@ -110,14 +110,14 @@ func (n NATSSpec) firstSet() string {
 	return ""
 }
 
-func normalizeNATS(sp *SinkSpec) (field, msg string) {
+func normalizeNATS(sp *Spec) (field, msg string) {
 	n := &sp.NATS
 	if len(n.URLs) == 0 {
 		return "urls", "missing: want at least one server URL, e.g. nats://127.0.0.1:4222"
 	}
 	for _, u := range n.URLs {
 		p, err := url.Parse(u)
-		if err != nil || p.Host == "" || !isOneOf(p.Scheme, "nats", "tls") {
+		if err != nil || p.Host == "" || p.Scheme != "nats" && p.Scheme != "tls" {
 			return "urls", fmt.Sprintf("%q: want nats://host:port or tls://host:port", u)
 		}
 	}
@@ -410,7 +410,7 @@ type natsSlab struct {
 	slabLeft
 }
 
-func newNATSOutput(sk *sink, sp SinkSpec) (*natsOutput, error) {
+func newNATSOutput(sk *sink, sp Spec) (*natsOutput, error) {
 	n := sp.NATS
 	tmpl, err := parseSubjectTemplate(n.Subject)
 	if err != nil {
@@ -495,7 +495,7 @@ func newNATSOutput(sk *sink, sp SinkSpec) (*natsOutput, error) {
 // checkStream makes sure the stream exists (creating it if asked to) and
 // takes the template's subjects, so that a typo is an error at start, not
 // a stream of failed messages.
-func (o *natsOutput) checkStream(n NATSSpec, urls string) error {
+func (o *natsOutput) checkStream(n NATS, urls string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), natsStartTimeout)
 	defer cancel()
 	st, err := o.js.Stream(ctx, n.Stream)

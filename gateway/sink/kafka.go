@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 // Kafka sink: one record per event, produced with franz-go.
 //
@@ -52,7 +52,7 @@ import (
 )
 
 // KafkaSpec configures a Kafka sink. Zero values take the defaults.
-type KafkaSpec struct {
+type Kafka struct {
 	Brokers  []string // host:port of one or more seed brokers; required
 	Topic    string   // required; must exist unless CreateTopic
 	ClientID string   // default "xgate-" + the gateway id
@@ -94,11 +94,11 @@ type KafkaSpec struct {
 	// topic is an error at start.
 	CreateTopic bool
 	Partitions  int
-	SASL        SinkSASL
+	SASL        SASL
 }
 
 // SinkSASL is SASL authentication to Kafka.
-type SinkSASL struct {
+type SASL struct {
 	Mechanism    string // PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
 	User         string
 	Password     string // or PasswordFile (its first line)
@@ -117,7 +117,7 @@ var kafkaStartTimeout = 10 * time.Second
 
 // firstSet names the first field that is set (as the config key), "" if
 // none is.
-func (k KafkaSpec) firstSet() string {
+func (k Kafka) firstSet() string {
 	switch {
 	case len(k.Brokers) > 0:
 		return "brokers"
@@ -139,7 +139,7 @@ func (k KafkaSpec) firstSet() string {
 		return "create_topic"
 	case k.Partitions != 0:
 		return "partitions"
-	case k.SASL != SinkSASL{}:
+	case k.SASL != SASL{}:
 		return "sasl"
 	}
 	return ""
@@ -147,7 +147,7 @@ func (k KafkaSpec) firstSet() string {
 
 // normalizeKafka checks sp.Kafka and fills in the defaults; on a problem
 // it returns the field (as the config key) and the message.
-func normalizeKafka(sp *SinkSpec) (field, msg string) {
+func normalizeKafka(sp *Spec) (field, msg string) {
 	k := &sp.Kafka
 	if len(k.Brokers) == 0 {
 		return "brokers", "missing: want host:port of at least one broker"
@@ -234,8 +234,8 @@ func validTopic(t string) error {
 	return nil
 }
 
-func checkSASL(s SinkSASL) (field, msg string) {
-	if s == (SinkSASL{}) {
+func checkSASL(s SASL) (field, msg string) {
+	if s == (SASL{}) {
 		return "", ""
 	}
 	switch s.Mechanism {
@@ -293,7 +293,7 @@ const (
 	hdrRxNs    = "rx_ns"
 )
 
-func newKafkaOutput(sk *sink, sp SinkSpec) (*kafkaOutput, error) {
+func newKafkaOutput(sk *sink, sp Spec) (*kafkaOutput, error) {
 	k := sp.Kafka
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(k.Brokers...),
@@ -379,7 +379,7 @@ func kafkaBackoff(tries int) time.Duration {
 // checkTopic makes sure the topic exists (creating it if asked to), so
 // that a typo or a missing topic is an error at start, not a stream of
 // failed records.
-func (o *kafkaOutput) checkTopic(k KafkaSpec) error {
+func (o *kafkaOutput) checkTopic(k Kafka) error {
 	ctx, cancel := context.WithTimeout(o.ctx, kafkaStartTimeout)
 	defer cancel()
 	brokers := strings.Join(k.Brokers, ",")
