@@ -39,7 +39,7 @@ const testTopic = "events"
 // sinkBroker is a broker on loopback that the test can stop and start
 // again (same port, same data).
 type sinkBroker struct {
-	sink        Sink
+	sink        sink.Spec
 	start, stop func()
 }
 
@@ -49,7 +49,7 @@ func kafkaBroker(t *testing.T) *sinkBroker {
 		kfake.SeedTopics(3, testTopic), kfake.BlackholeProduce()}
 	var mu sync.Mutex
 	var c *kfake.Cluster
-	b := &sinkBroker{sink: Sink{Type: "kafka", What: "passed", OnFull: "drop",
+	b := &sinkBroker{sink: sink.Spec{Type: "kafka", What: "passed", OnFull: "drop",
 		Kafka: sink.Kafka{Brokers: []string{fmt.Sprintf("127.0.0.1:%d", port)}, Topic: testTopic}}}
 	b.start = func() {
 		mu.Lock()
@@ -75,7 +75,7 @@ func kafkaBroker(t *testing.T) *sinkBroker {
 func natsBroker(t *testing.T) *sinkBroker {
 	srv := sinktest.StartNATS(t)
 	return &sinkBroker{
-		sink: Sink{Type: "nats", What: "passed", OnFull: "drop",
+		sink: sink.Spec{Type: "nats", What: "passed", OnFull: "drop",
 			NATS: sink.NATS{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}},
 		start: func() { srv.Start(t) },
 		stop:  srv.Kill,
@@ -185,10 +185,8 @@ func TestSinkGatewayThroughput(t *testing.T) {
 			if v, err := time.ParseDuration(os.Getenv("XGATE_SINK_LINGER")); err == nil && kind == "kafka" {
 				sk.Kafka.Linger = v
 			}
-			cfg.Sinks = []Sink{sk}
-			if sk.Buffer == 0 {
-				sk.Buffer = DefaultKeyedSinkBuffer // for the log lines
-			}
+			cfg.Sinks = []sink.Spec{sk}
+			sk.Buffer = sk.WithDefaults().Buffer // for the log lines
 			g, stop := startGateway(t, pair.B, cfg, slog.LevelWarn)
 			e := &tpEnv{t: t, mode: PathAFXDP, napi: "inline", pair: pair, g: g, stop: stop}
 			sinkRun(t, e, 200_000, 0, nil) // warm-up

@@ -50,7 +50,7 @@ func eventID(t *testing.T, value []byte) (w, seq int) {
 }
 
 // feeder runs workers goroutines that Add keyed events to their
-// SinkWriter, a Flush every 64 (a receive batch), pausing between batches
+// Writer, a Flush every 64 (a receive batch), pausing between batches
 // when pace > 0, until n events each or stop is closed. It returns the
 // events added per worker (every one goes to the sink).
 func feeder(s *Sinks, workers, n int, pace time.Duration, stop <-chan struct{}) func() []int {

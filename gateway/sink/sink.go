@@ -3,14 +3,11 @@ package sink
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"math/bits"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -29,7 +26,7 @@ import (
 // Sinks write decided events out of the process: to a file (NDJSON, with
 // fsync policy and rotation by size), to stdout, or forwarded over UDP.
 //
-// Data path. Each worker owns a SinkWriter. For every sink that wants a
+// Data path. Each worker owns a Writer. For every sink that wants a
 // Decision, Add encodes the record straight into the worker's current slab
 // for that sink (a fixed 64 KiB byte buffer); a full slab, and every
 // non-empty slab at Flush (end of the worker's batch), is pushed onto the
@@ -40,7 +37,7 @@ import (
 // record or per batch.
 //
 // Memory. Each worker has a fixed pool of Buffer/slab-size slabs per sink
-// (at least two), allocated by NewSinks and never grown, so the sinks hold
+// (at least two), allocated by New and never grown, so the sinks hold
 // at most Buffer × workers × sinks bytes of records (plus a 1/16 record
 // index per slab). When a worker finds no free slab — the writer is behind —
 // the sink's OnFull policy decides: "drop" counts the record in Dropped and
@@ -73,138 +70,7 @@ import (
 // as for any sink: records are dropped and counted, or the worker waits at
 // most BlockTimeout. Memory stays bounded and no worker stalls longer.
 
-// SinkSpec configures one sink. Zero values take the documented defaults.
-type Spec struct {
-	Type    string // "file" | "stdout" | "udp" | "kafka" | "nats"
-	Path    string // file: the file to append to
-	Address string // udp: host:port to forward to
-	// What selects the records: "passed" (verdict pass or alert: an alerted
-	// event passes), "alerts" (alert), "dropped" (drop and block), "rejects"
-	// (decode errors) or "all".
-	What string
-	// Format: "raw" (the original bytes plus '\n'; default for passed) or
-	// "annotated" (default otherwise), one JSON object per line:
-	//	{"verdict":"alert","rule":"big-payment","value":51234.5,"event":{…}}
-	//	{"verdict":"block","rule":"flood","value":0,"block_ms":30000,"event":{…}}
-	//	{"error":"invalid_json","raw":"<the bytes as a JSON string>"}
-	// Raw rejects are the input as received, so they may span lines.
-	// In annotated events, newlines between the tokens of a pretty-printed
-	// object become spaces, so each record is one line. A reject's raw
-	// string keeps at most the first 4 KiB of the input (then
-	// "truncated":true); invalid UTF-8 becomes U+FFFD. UDP sinks send the
-	// same records without the trailing newline, one per datagram.
-	Format string
-	// Fsync (file): "never", "interval" (default: when something was
-	// written and FsyncInterval has passed since the last fsync) or
-	// "always" (after every round of writes). Close fsyncs unless "never".
-	// Ignored for stdout and udp sinks.
-	Fsync         string
-	FsyncInterval time.Duration // default 1s
-	// RotateBytes (file): before a write that would take the file past this
-	// size, Path becomes Path.1 (Path.1 becomes Path.2 …, keeping
-	// RotateKeep old files). Records are never split across files; a record
-	// larger than RotateBytes gets a file of its own. 0 = never rotate.
-	RotateBytes int64
-	RotateKeep  int // default 5
-	// OnFull: "drop" (default: count and drop the record) or "block"
-	// (backpressure: the worker waits up to BlockTimeout for the writer,
-	// then drops and counts; after such a timeout it drops without waiting
-	// until the writer hands a slab back, so a stuck sink costs a worker
-	// one BlockTimeout, not one per record).
-	OnFull       string
-	BlockTimeout time.Duration // default 100ms
-	// Buffer is the bytes of slab memory per worker for this sink (default
-	// 1 MiB, at least 8 KiB): the bound on memory. A record larger than one
-	// slab (64 KiB, or Buffer/2 when Buffer is below 128 KiB) is dropped and
-	// counted in TooBig. For Kafka and NATS sinks it bounds the records
-	// waiting for the broker too (queued and in flight).
-	Buffer int
-
-	// Kafka and NATS sinks (keyed records; Format does not apply: the
-	// value is always the original event bytes).
-	//
-	// KeyPath is the schema's key field (a path as in the schema, e.g.
-	// "user_id"); required. GatewayID names this gateway in the records'
-	// "gateway" header (default: the host name). DeliveryTimeout is how
-	// long a record is retried (broker down, no leader, no ack) before it
-	// counts as Failed (default 30s).
-	KeyPath         string
-	GatewayID       string
-	DeliveryTimeout time.Duration
-	TLS             TLS
-	Kafka           Kafka // type kafka
-	NATS            NATS  // type nats
-}
-
-// SinkTLS configures TLS to a Kafka or NATS server. TLS is on when Enable
-// or any other field is set (with the system's roots when CAFile is empty).
-type TLS struct {
-	Enable             bool
-	CAFile             string // PEM roots to verify the server with
-	CertFile, KeyFile  string // client certificate (both or neither)
-	ServerName         string // default: the host of the address dialled
-	InsecureSkipVerify bool   // do not verify the server (tests only)
-}
-
-// On reports whether TLS is wanted.
-func (t TLS) On() bool {
-	return t.Enable || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
-}
-
-// checkTLS checks what can be checked without reading the files.
-func checkTLS(t TLS) (field, msg string) {
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return "tls.cert_file", "want both cert_file and key_file (a client certificate), or neither"
-	}
-	return "", ""
-}
-
-// config reads the files and makes the client's TLS configuration.
-func (t TLS) config() (*tls.Config, error) {
-	c := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify,
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls ca_file: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca_file %s: no PEM certificate in it", t.CAFile)
-		}
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls cert_file/key_file: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
-}
-
-// secret is value, or else the first line of file (a password or token
-// kept out of the config).
-func secret(value, file string) (string, error) {
-	if file == "" {
-		return value, nil
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	line = strings.TrimRight(line, "\r")
-	if line == "" {
-		return "", fmt.Errorf("%s: empty", file)
-	}
-	return line, nil
-}
-
-// SinkStats are one sink's counters since NewSinks.
+// Stats are one sink's counters since New.
 type Stats struct {
 	Name      string // "file:/path", "stdout", "udp:host:port"
 	Records   uint64 // records written (file, stdout) or sent (udp)
@@ -223,35 +89,8 @@ type Stats struct {
 	LastError string
 }
 
-// SinkSpecError is a configuration error of one sink: Index is its position
-// in the slice given to NewSinks (0-based), Field the lower-case name of the
-// offending field as in the YAML config ("what", "on_full", …).
-type SpecError struct {
-	Index int
-	Field string
-	Msg   string
-}
-
-func (e *SpecError) Error() string {
-	return fmt.Sprintf("sinks[%d].%s: %s", e.Index, e.Field, e.Msg)
-}
-
 const (
-	// defaultBuffer is the default buffer of file, stdout and udp sinks.
-	defaultBuffer = 1 << 20
-	// defaultKeyedBuffer is the default buffer of kafka and nats sinks:
-	// their records hold slab memory until acknowledged, so a sink needs
-	// room for rate × (linger + round trip). Measured here
-	// (TestSinkGatewayThroughput): 1 MiB per worker capped a local Kafka
-	// sink at 0.36 M records/s with drops; 32 MiB carried 0.45 M/s with none.
-	defaultKeyedBuffer = 32 << 20
-
-	sinkSlabSize        = 64 << 10
-	sinkMinBuffer       = 8 << 10
-	sinkMaxBuffer       = 1 << 30
-	sinkDefaultKeep     = 5
-	sinkDefaultInterval = time.Second
-	sinkDefaultBlock    = 100 * time.Millisecond
+	sinkSlabSize = 64 << 10
 	// sinkRecordIndex is the average record size the per-slab record index
 	// is sized for: a slab holds at most slabSize/sinkRecordIndex records
 	// (1024 in a 64 KiB slab), so the index costs 1/16 of the slab.
@@ -265,7 +104,6 @@ const (
 	// NATS), which carry a header, the rule and the key besides the event:
 	// 512 records per 64 KiB slab.
 	sinkKeyedRecordIndex = 128
-	sinkDefaultDelivery  = 30 * time.Second
 )
 
 // Record classes, as bits of sink.classes.
@@ -297,7 +135,7 @@ func classOf(d *engine.Decision) uint8 {
 //
 //  1. on the free ring (SPSC) of worker w for sink s: owned by nobody; only
 //     worker w pops it from there;
-//  2. SinkWriter.cur[s] of worker w: owned by worker w alone, which appends
+//  2. Writer.cur[s] of worker w: owned by worker w alone, which appends
 //     records to it;
 //  3. on the sink's full ring (MPSC): in transit, touched by nobody; the
 //     worker's push publishes every byte it wrote (the ring's seq store),
@@ -308,7 +146,7 @@ func classOf(d *engine.Decision) uint8 {
 //
 // So the moves are 1→2 (worker), 2→3 (worker), 3→4 (writer), 4→1 (writer),
 // each through one atomic ring operation, and no slab is ever reachable by
-// two goroutines that may touch it. owner never changes after NewSinks.
+// two goroutines that may touch it. owner never changes after New.
 // The rings cannot overflow: the full ring holds every slab of every worker
 // and each free ring every slab of its worker.
 type slab struct {
@@ -451,7 +289,7 @@ type Sinks struct {
 	closeOnce sync.Once
 }
 
-// SinkWriter is one worker's handle on all sinks. It is not safe for
+// Writer is one worker's handle on all sinks. It is not safe for
 // concurrent use: exactly one goroutine (the worker) calls Add and Flush.
 type Writer struct {
 	id    int
@@ -470,9 +308,10 @@ type Writer struct {
 	batchWall  int64
 }
 
-// NewSinks validates specs, opens the files and sockets, allocates every
+// New checks specs (Check), fills in their defaults (Spec.WithDefaults),
+// opens the files and sockets, allocates every
 // slab and starts one writer goroutine per sink. workers is the number of
-// SinkWriters (one per worker goroutine).
+// Writers (one per worker goroutine).
 func New(specs []Spec, workers int) (*Sinks, error) {
 	if workers < 1 {
 		return nil, fmt.Errorf("sinks: %d workers: want at least 1", workers)
@@ -480,19 +319,16 @@ func New(specs []Spec, workers int) (*Sinks, error) {
 	if workers > 1<<16 {
 		return nil, fmt.Errorf("sinks: %d workers: want at most %d", workers, 1<<16)
 	}
-	paths := map[string]int{}
+	if errs := Check(specs, nil); len(errs) > 0 {
+		joined := make([]error, len(errs))
+		for i, e := range errs {
+			joined[i] = e
+		}
+		return nil, errors.Join(joined...)
+	}
 	norm := make([]Spec, len(specs))
 	for i, sp := range specs {
-		var err error
-		if norm[i], err = normalizeSink(i, sp); err != nil {
-			return nil, err
-		}
-		if sp.Type == "file" {
-			if j, dup := paths[sp.Path]; dup {
-				return nil, &SpecError{i, "path", fmt.Sprintf("%q is also the path of sinks[%d]; two sinks cannot share a file", sp.Path, j)}
-			}
-			paths[sp.Path] = i
-		}
+		norm[i] = sp.WithDefaults()
 	}
 	s := &Sinks{}
 	for i, sp := range norm {
@@ -526,173 +362,6 @@ func New(specs []Spec, workers int) (*Sinks, error) {
 	return s, nil
 }
 
-// foreignField names a field of the Kafka or the NATS spec that is set on
-// a sink of another type (as the config key), with the message; "" when
-// there is none.
-func foreignField(typ string, k Kafka, n NATS) (field, msg string) {
-	if f := k.firstSet(); f != "" && typ != "kafka" {
-		return f, "only kafka sinks have " + f
-	}
-	if f := n.firstSet(); f != "" && typ != "nats" {
-		return f, "only nats sinks have " + f
-	}
-	return "", ""
-}
-
-// normalizeKeyed checks sp.Kafka or sp.NATS (by sp.Type) and fills in the
-// defaults; on a problem it returns the field (as the config key) and the
-// message.
-func normalizeKeyed(sp *Spec) (field, msg string) {
-	if sp.Type == "kafka" {
-		return normalizeKafka(sp)
-	}
-	return normalizeNATS(sp)
-}
-
-// keyed reports whether the sink writes keyed records (kafka, nats).
-func (sp *Spec) keyed() bool { return sp.Type == "kafka" || sp.Type == "nats" }
-
-func normalizeSink(i int, sp Spec) (Spec, error) {
-	bad := func(field, format string, args ...any) (Spec, error) {
-		return sp, &SpecError{i, field, fmt.Sprintf(format, args...)}
-	}
-	switch sp.Type {
-	case "file":
-		if sp.Path == "" {
-			return bad("path", "missing: a file sink writes to a path")
-		}
-	case "stdout", "udp", "kafka", "nats":
-		if sp.Path != "" {
-			return bad("path", "only file sinks have a path")
-		}
-		if sp.RotateBytes != 0 || sp.RotateKeep != 0 {
-			return bad("rotate_bytes", "only file sinks rotate")
-		}
-		// Fsync and FsyncInterval are ignored: a config layer may fill in
-		// the file defaults for every sink.
-		sp.Fsync, sp.FsyncInterval = "", 0
-	case "":
-		return bad("type", "missing: want file, stdout, udp, kafka or nats")
-	default:
-		return bad("type", "%q: want file, stdout, udp, kafka or nats", sp.Type)
-	}
-	if sp.Type == "udp" {
-		if sp.Address == "" {
-			return bad("address", "missing: a udp sink sends to host:port")
-		}
-	} else if sp.Address != "" {
-		return bad("address", "only udp sinks have an address")
-	}
-	switch sp.What {
-	case "passed", "alerts", "dropped", "rejects", "all":
-	case "":
-		return bad("what", "missing: want passed, alerts, dropped, rejects or all")
-	default:
-		return bad("what", "%q: want passed, alerts, dropped, rejects or all", sp.What)
-	}
-	keyed := sp.keyed()
-	if keyed {
-		if sp.Format != "" {
-			return bad("format", "kafka and nats sinks send the original event bytes (verdict and rule go in headers): leave format out")
-		}
-		if sp.KeyPath == "" {
-			return bad("key_path", "missing: want the schema's key field, e.g. user_id")
-		}
-		if err := engine.ValidPath(sp.KeyPath); err != nil {
-			return bad("key_path", "%v: want the schema's key field, e.g. user_id", err)
-		}
-		if sp.GatewayID == "" {
-			sp.GatewayID = defaultGatewayID()
-		}
-		if err := ValidGatewayID(sp.GatewayID); err != nil {
-			return bad("gateway_id", "%v", err)
-		}
-		switch {
-		case sp.DeliveryTimeout == 0:
-			sp.DeliveryTimeout = sinkDefaultDelivery
-		case sp.DeliveryTimeout < time.Second:
-			return bad("delivery_timeout", "%v: want at least 1s", sp.DeliveryTimeout)
-		}
-		field, msg := foreignField(sp.Type, sp.Kafka, sp.NATS)
-		if field == "" {
-			field, msg = normalizeKeyed(&sp)
-		}
-		if field != "" {
-			return bad(field, "%s", msg)
-		}
-	} else {
-		switch {
-		case sp.KeyPath != "":
-			return bad("key_path", "only kafka and nats sinks have a key")
-		case sp.GatewayID != "":
-			return bad("gateway_id", "only kafka and nats sinks have a gateway_id")
-		case sp.DeliveryTimeout != 0:
-			return bad("delivery_timeout", "only kafka and nats sinks have a delivery_timeout")
-		case sp.TLS.On():
-			return bad("tls", "only kafka and nats sinks have tls")
-		}
-		if f, m := foreignField(sp.Type, sp.Kafka, sp.NATS); f != "" {
-			return bad(f, "%s", m)
-		}
-	}
-	switch {
-	case keyed:
-	case sp.Format == "raw", sp.Format == "annotated":
-	case sp.Format == "":
-		sp.Format = "annotated"
-		if sp.What == "passed" {
-			sp.Format = "raw"
-		}
-	default:
-		return bad("format", "%q: want raw or annotated", sp.Format)
-	}
-	if sp.Type == "file" {
-		switch sp.Fsync {
-		case "never", "interval", "always":
-		case "":
-			sp.Fsync = "interval"
-		default:
-			return bad("fsync", "%q: want never, interval or always", sp.Fsync)
-		}
-	}
-	switch {
-	case sp.FsyncInterval < 0:
-		return bad("fsync_interval", "%v: want a positive duration", sp.FsyncInterval)
-	case sp.FsyncInterval == 0:
-		sp.FsyncInterval = sinkDefaultInterval
-	}
-	switch {
-	case sp.RotateBytes < 0:
-		return bad("rotate_bytes", "%d: want 0 (never) or a size in bytes", sp.RotateBytes)
-	case sp.RotateKeep < 0:
-		return bad("rotate_keep", "%d: want the number of old files to keep (default %d)", sp.RotateKeep, sinkDefaultKeep)
-	case sp.RotateKeep == 0:
-		sp.RotateKeep = sinkDefaultKeep
-	}
-	switch sp.OnFull {
-	case "drop", "block":
-	case "":
-		sp.OnFull = "drop"
-	default:
-		return bad("on_full", "%q: want drop (count and drop records) or block (backpressure)", sp.OnFull)
-	}
-	switch {
-	case sp.BlockTimeout < 0:
-		return bad("block_timeout", "%v: want a positive duration", sp.BlockTimeout)
-	case sp.BlockTimeout == 0:
-		sp.BlockTimeout = sinkDefaultBlock
-	}
-	switch {
-	case sp.Buffer == 0 && keyed:
-		sp.Buffer = defaultKeyedBuffer
-	case sp.Buffer == 0:
-		sp.Buffer = defaultBuffer
-	case sp.Buffer < sinkMinBuffer || sp.Buffer > sinkMaxBuffer:
-		return bad("buffer", "%d bytes: want %d (8 KiB) .. %d (1 GiB) of slab memory per worker", sp.Buffer, sinkMinBuffer, sinkMaxBuffer)
-	}
-	return sp, nil
-}
-
 func newSink(i int, sp Spec, workers int) (*sink, error) {
 	sk := &sink{
 		annotated: sp.Format == "annotated",
@@ -721,9 +390,9 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 	case "all":
 		sk.classes = classPass | classAlert | classDrop | classReject
 	}
-	size, n := sinkSlabSize, sp.Buffer/sinkSlabSize
+	size, n := sinkSlabSize, int(sp.Buffer)/sinkSlabSize
 	if n < 2 {
-		size, n = sp.Buffer/2, 2
+		size, n = int(sp.Buffer)/2, 2
 	}
 	sk.slabSize = size
 	sk.slabs = n * workers
@@ -789,7 +458,7 @@ func ceilPow2(n int) int {
 	return 1 << bits.Len(uint(n-1))
 }
 
-// Writer returns the SinkWriter of worker (0 ≤ worker < workers).
+// Writer returns the Writer of worker (0 ≤ worker < workers).
 func (s *Sinks) Writer(worker int) *Writer { return s.writers[worker] }
 
 // Add encodes d for every sink that wants it into this worker's current
@@ -1406,26 +1075,4 @@ func gjsonPath(p string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
-}
-
-// defaultGatewayID is the host name ("xgate" if there is none).
-func defaultGatewayID() string {
-	if h, err := os.Hostname(); err == nil && ValidGatewayID(h) == nil {
-		return h
-	}
-	return "xgate"
-}
-
-// validGatewayID: the id goes into headers and NATS message ids, so it is
-// printable ASCII without spaces, at most 128 bytes.
-func ValidGatewayID(id string) error {
-	if id == "" || len(id) > 128 {
-		return fmt.Errorf("%q: want 1..128 characters", id)
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c <= ' ' || c >= 0x7f {
-			return fmt.Errorf("%q: want printable ASCII without spaces", id)
-		}
-	}
-	return nil
 }

@@ -33,7 +33,7 @@ func newTestSinks(t testing.TB, specs []Spec, workers int) *Sinks {
 	t.Helper()
 	s, err := New(specs, workers)
 	if err != nil {
-		t.Fatalf("NewSinks: %v", err)
+		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -704,11 +704,11 @@ func TestSinkFsync(t *testing.T) {
 			time.Sleep(pause)
 		}
 	}
-	spec := func(t *testing.T, fsync string, every time.Duration) []Spec {
-		return []Spec{{Type: "file", Path: filepath.Join(t.TempDir(), "f"), What: "passed", Fsync: fsync, FsyncInterval: every}}
+	spec := func(t *testing.T, fsync string) []Spec {
+		return []Spec{{Type: "file", Path: filepath.Join(t.TempDir(), "f"), What: "passed", Fsync: fsync}}
 	}
 	t.Run("never", func(t *testing.T) {
-		s := newTestSinks(t, spec(t, "never", 0), 1)
+		s := newTestSinks(t, spec(t, "never"), 1)
 		rounds(t, s, 20, 0)
 		closeSinks(t, s)
 		if st := s.Stats()[0]; st.Fsyncs != 0 {
@@ -716,7 +716,7 @@ func TestSinkFsync(t *testing.T) {
 		}
 	})
 	t.Run("always", func(t *testing.T) {
-		s := newTestSinks(t, spec(t, "always", 0), 1)
+		s := newTestSinks(t, spec(t, "always"), 1)
 		rounds(t, s, 20, 0)
 		// Every round was written (and fsynced) before the next was added.
 		waitFor(t, "fsyncs", 5*time.Second, func() bool { return s.Stats()[0].Fsyncs >= 20 })
@@ -726,7 +726,7 @@ func TestSinkFsync(t *testing.T) {
 		}
 	})
 	t.Run("interval", func(t *testing.T) {
-		s := newTestSinks(t, spec(t, "interval", 50*time.Millisecond), 1)
+		s := newTestSinks(t, spec(t, "interval 50ms"), 1)
 		start := time.Now()
 		rounds(t, s, 40, 10*time.Millisecond) // ≥ 400ms of writing
 		el := time.Since(start)
@@ -738,7 +738,7 @@ func TestSinkFsync(t *testing.T) {
 		}
 	})
 	t.Run("interval close", func(t *testing.T) {
-		s := newTestSinks(t, spec(t, "interval", time.Hour), 1)
+		s := newTestSinks(t, spec(t, "interval 1h"), 1)
 		rounds(t, s, 3, 0)
 		if st := s.Stats()[0]; st.Fsyncs != 0 {
 			t.Fatalf("fsync before the interval: %+v", st)
@@ -749,7 +749,7 @@ func TestSinkFsync(t *testing.T) {
 		}
 	})
 	t.Run("interval idle", func(t *testing.T) {
-		s := newTestSinks(t, spec(t, "interval", 20*time.Millisecond), 1)
+		s := newTestSinks(t, spec(t, "interval 20ms"), 1)
 		rounds(t, s, 1, 0)
 		// The data is synced by the idle tick, without more writes or Close.
 		waitFor(t, "an idle fsync", 5*time.Second, func() bool { return s.Stats()[0].Fsyncs == 1 })
@@ -1084,12 +1084,15 @@ func TestSinkSpecErrors(t *testing.T) {
 		{Spec{Type: "stdout", What: "all", OnFull: "wait"}, "on_full"},
 		{Spec{Type: "stdout", What: "all", Buffer: 100}, "buffer"},
 		{Spec{Type: "stdout", What: "all", BlockTimeout: -time.Second}, "block_timeout"},
-		{Spec{Type: "file", Path: filepath.Join(dir, "d"), What: "all", FsyncInterval: -time.Second}, "fsync_interval"},
+		{Spec{Type: "file", Path: filepath.Join(dir, "d"), What: "all", Fsync: "interval -1s"}, "fsync"},
+		{Spec{Type: "stdout", What: "all", Fsync: "always"}, "fsync"},
+		{Spec{Type: "file", Path: filepath.Join(dir, "f"), What: "all", RotateBytes: 100}, "rotate_bytes"},
+		{Spec{Type: "udp", Address: "127.0.0.1:0", What: "all"}, "address"},
 		{Spec{Type: "file", Path: filepath.Join(dir, "e"), What: "all", RotateKeep: -1}, "rotate_keep"},
 	} {
 		_, err := New([]Spec{ok, c.spec}, 1)
 		var se *SpecError
-		if !errors.As(err, &se) || se.Index != 1 || se.Field != c.field {
+		if !errors.As(err, &se) || se.Index != 1 || se.Key != c.field {
 			t.Errorf("%+v: error %v, want one for sinks[1].%s", c.spec, err, c.field)
 		} else if !strings.HasPrefix(err.Error(), "sinks[1]."+c.field+": ") {
 			t.Errorf("message %q", err)
@@ -1109,35 +1112,12 @@ func TestSinkSpecErrors(t *testing.T) {
 }
 
 func TestSinkStdoutNotClosed(t *testing.T) {
-	// Fsync is ignored for stdout: the config layer may fill in file defaults.
-	s := newTestSinks(t, []Spec{{Type: "stdout", What: "passed", Fsync: "interval", FsyncInterval: time.Second}}, 1)
+	s := newTestSinks(t, []Spec{{Type: "stdout", What: "passed"}}, 1)
 	closeSinks(t, s)
 	if _, err := os.Stdout.Stat(); err != nil {
 		t.Fatalf("stdout closed by the sink: %v", err)
 	}
 	if st := s.Stats()[0]; st.Name != "stdout" {
 		t.Fatalf("%+v", st)
-	}
-}
-
-// TestSinkBufferDefaults: an unset buffer takes the type's default — keyed
-// sinks hold slab memory until the broker acknowledges, so they get more.
-func TestSinkBufferDefaults(t *testing.T) {
-	kafka := Spec{Type: "kafka", What: "passed", KeyPath: "user_id", Kafka: Kafka{Brokers: []string{"127.0.0.1:9092"}, Topic: "t"}}
-	for _, c := range []struct {
-		spec Spec
-		want int
-	}{
-		{Spec{Type: "file", Path: filepath.Join(t.TempDir(), "f"), What: "passed"}, defaultBuffer},
-		{kafka, defaultKeyedBuffer},
-		{func() Spec { k := kafka; k.Buffer = 64 << 10; return k }(), 64 << 10},
-	} {
-		got, err := normalizeSink(0, c.spec)
-		if err != nil {
-			t.Fatalf("%s: %v", c.spec.Type, err)
-		}
-		if got.Buffer != c.want {
-			t.Errorf("%s (buffer %d): normalized to %d, want %d", c.spec.Type, c.spec.Buffer, got.Buffer, c.want)
-		}
 	}
 }

@@ -14,6 +14,23 @@ import (
 // udpBatch is how many datagrams one sendmmsg call sends at most.
 const udpBatch = 64
 
+// udpKeys are the keys only udp sinks have.
+var udpKeys = []typeKey{
+	{"address", "only udp sinks have an address", func(sp *Spec) bool { return sp.Address != "" }},
+}
+
+// checkUDP checks the address's form; whether the host resolves is seen
+// at New.
+func checkUDP(sp *Spec, _ func(string) bool) (key, msg string) {
+	if sp.Address == "" {
+		return "address", "missing: a udp sink sends to host:port"
+	}
+	if _, port, err := net.SplitHostPort(sp.Address); err != nil || port == "" || port == "0" {
+		return "address", fmt.Sprintf("%q: want host:port", sp.Address)
+	}
+	return "", ""
+}
+
 // udpOutput forwards each record as one datagram over a connected UDP
 // socket, up to udpBatch datagrams per sendmmsg(2) call, straight from the
 // slab (the iovecs point into it; the writer owns the slab until write
