@@ -23,6 +23,7 @@ import (
 
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
 )
 
 // Receive paths.
@@ -70,7 +71,7 @@ type Gateway struct {
 	probes        *bpf.Probes // nil: disabled or not loadable
 	probesMissing []string    // "name: why" of each probe not running
 
-	sinks   *Sinks
+	sinks   *sink.Sinks
 	fb      *feedback
 	workers []*worker
 	sockets []*udpSocket
@@ -165,7 +166,7 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	g.log.Info("receive path chosen", "path", g.path, "xdp_mode", g.xdpMode, "why", g.why)
 	g.logFeatures()
 	g.setupProbes(cfg)
-	if g.sinks, err = NewSinks(cfg.sinkSpecs(), len(cpus)); err != nil {
+	if g.sinks, err = sink.New(cfg.sinkSpecs(), len(cpus)); err != nil {
 		return nil, fmt.Errorf("sinks: %w", err)
 	}
 	var target Blocker

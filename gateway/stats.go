@@ -5,6 +5,7 @@ import (
 
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
 )
 
 // Stats is a snapshot of everything the gateway counts, arranged as the
@@ -31,7 +32,7 @@ type Stats struct {
 
 	Engine   engine.Stats
 	Feedback FeedbackStats
-	Sinks    []SinkStats
+	Sinks    []sink.Stats
 }
 
 // Accounted is the right-hand side of the identity.

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
 )
 
 // worker drains one socket (socket and plain modes) or one AF_XDP queue
@@ -24,7 +25,7 @@ type worker struct {
 	// than running other goroutines on a pinned or real-time thread.
 	tainted bool
 	ew      *engine.Worker
-	sw      *SinkWriter // nil without sinks
+	sw      *sink.Writer // nil without sinks
 	fb      *feedback
 	tap     *tapHub         // never nil in a gateway; nil in bare tests
 	hk      *housekeeping   // nil: no other threads to keep off w.cpu
