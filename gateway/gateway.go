@@ -90,6 +90,10 @@ type Gateway struct {
 	// finalXDP is the last reading of the XDP counters, taken just before
 	// the program is closed, so Stats works after Stop.
 	finalXDP atomic.Pointer[bpf.Counters]
+	// kdropBase is the kernel-drop term the probes' (pinned) maps held at
+	// load; finalKDrops its last reading before teardown closed them.
+	kdropBase   uint64
+	finalKDrops atomic.Pointer[uint64]
 	// xdpBase is what the XDP counters held when this gateway loaded the
 	// program: pinned maps are reused across restarts and keep counting,
 	// while the engine's counters start at zero, so Stats subtracts it.
@@ -137,13 +141,16 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	if g.eng, err = engine.New(cfg.EngineConfig()); err != nil {
 		return nil, fmt.Errorf("compile rules: %w", err)
 	}
-	if mounted, err := ensureBPFFS(cfg.Pin.Path); err != nil {
-		return nil, err
-	} else if mounted {
-		g.log.Info("mounted bpffs at /sys/fs/bpf for the pins")
-	}
 	if g.path, g.why, err = choosePath(cfg); err != nil {
 		return nil, err
+	}
+	// Plain mode pins nothing: it leaves /sys/fs/bpf as it is.
+	if g.path != PathPlain {
+		if mounted, err := ensureBPFFS(cfg.Pin.Path); err != nil {
+			return nil, err
+		} else if mounted {
+			g.log.Info("mounted bpffs at /sys/fs/bpf for the pins")
+		}
 	}
 	// Before anything is attached: a missing privilege fails here.
 	rtPrio := cfg.Workers.RealtimePriority
@@ -447,6 +454,11 @@ func (g *Gateway) teardown() error {
 			g.finalXDP.Store(&c)
 		}
 	}
+	if g.path == PathSocket {
+		if n, ok := g.kernelDropsAfterXDP(); ok {
+			g.finalKDrops.Store(&n)
+		}
+	}
 	g.sockMu.Lock()
 	g.closed.Store(true)
 	for _, s := range g.sockets {
@@ -455,6 +467,9 @@ func (g *Gateway) teardown() error {
 	g.sockMu.Unlock()
 	g.closeXSKs()
 	if g.probes != nil {
+		if !g.Config().Pin.Keep {
+			errs = append(errs, g.probes.Unpin())
+		}
 		errs = append(errs, g.probes.Close())
 	}
 	if g.xdpLink != nil {

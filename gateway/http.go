@@ -315,14 +315,41 @@ type RulesState struct {
 // Accounting holds the terms of the identity
 // seen = xdp_dropped + not_for_us + socket_dropped + ring_dropped + decode_errors + events.
 type Accounting struct {
-	Seen          uint64 `json:"seen"` // XDP saw; 0 without XDP
+	// Identity names the form of the identity (afxdp, socket or plain):
+	// which terms the path has (see Stats).
+	Identity string `json:"identity"`
+	// Seen: frames the XDP program saw; plain: datagrams that arrived at
+	// our sockets (received or dropped there).
+	Seen          uint64 `json:"seen"`
 	XDPDropped    uint64 `json:"xdp_dropped"`
 	NotForUs      uint64 `json:"not_for_us"`
+	NoSocket      uint64 `json:"no_socket"`      // afxdp: survivors on a queue without an AF_XDP socket
+	KernelDropped uint64 `json:"kernel_dropped"` // socket: the stack's drops after XDP (kfree_skb probe)
 	SocketDropped uint64 `json:"socket_dropped"`
 	RingDropped   uint64 `json:"ring_dropped"`
-	DecodeErrors  uint64 `json:"decode_errors"`
-	Events        uint64 `json:"events"`
-	Accounted     uint64 `json:"accounted"` // the sum of the terms
+	BadFrames     uint64 `json:"bad_frames"`
+	Rejected      uint64 `json:"rejected"` // datagrams none of whose events decoded
+	Decided       uint64 `json:"decided"`  // datagrams with an event decided
+	Reassembled   uint64 `json:"reassembled"`
+	Accounted     uint64 `json:"accounted"`   // the sum of the terms, less reassembled
+	Unaccounted   int64  `json:"unaccounted"` // seen − accounted: 0
+	// KernelDropsKnown: the kfree_skb probe runs (socket path); without it
+	// the stack's drops after XDP are not seen and show as unaccounted.
+	KernelDropsKnown bool `json:"kernel_drops_known"`
+	// Beside the identity: events (and their decode errors) in the
+	// datagrams decided or rejected.
+	Events            uint64  `json:"events"`
+	DecodeErrors      uint64  `json:"decode_errors"`
+	EventsPerDatagram float64 `json:"events_per_datagram"`
+}
+
+// accountingOf arranges s as /status and xgate stats show it.
+func accountingOf(s *Stats) Accounting {
+	return Accounting{Identity: s.Identity, Seen: s.Seen(), XDPDropped: s.XDPDrops, NotForUs: s.NotForUs,
+		NoSocket: s.NoSocket, KernelDropped: s.KernelDrops, SocketDropped: s.SocketDrops, RingDropped: s.RingDrops,
+		BadFrames: s.BadFrames, Rejected: s.Rejected, Decided: s.Decided, Reassembled: s.Reassembled,
+		Accounted: s.Accounted(), Unaccounted: s.Unaccounted(), KernelDropsKnown: s.KernelDropsKnown,
+		Events: s.Engine.Events, DecodeErrors: s.Engine.DecodeErrorTotal(), EventsPerDatagram: s.EventsPerDatagram()}
 }
 
 // Status reads the gateway's state and counters.
@@ -335,11 +362,10 @@ func (g *Gateway) Status() (Status, error) {
 	st := Status{
 		Version: g.version(), Path: g.path, Why: g.why, Interface: cfg.Interface, XDPMode: g.xdpMode,
 		Ports: cfg.Listen.Ports, UptimeSeconds: s.Uptime.Seconds(),
-		Ready: g.ready(),
-		Accounting: Accounting{Seen: s.XDPSeen, XDPDropped: s.XDPDrops, NotForUs: s.NotForUs, SocketDropped: s.SocketDrops,
-			RingDropped: s.RingDrops, DecodeErrors: s.Engine.DecodeErrorTotal(), Events: s.Engine.Events, Accounted: s.Accounted()},
-		Verdicts: make(map[string]uint64, engine.NumActions),
-		Sinks:    []string{},
+		Ready:      g.ready(),
+		Accounting: accountingOf(&s),
+		Verdicts:   make(map[string]uint64, engine.NumActions),
+		Sinks:      []string{},
 	}
 	if g.path != PathPlain {
 		st.RxQueues, st.RxQueuesFrom = g.queues, g.rxq.Source

@@ -310,8 +310,10 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	if err := json.Unmarshal(body, &st); err != nil {
 		t.Fatalf("/status: %v\n%s", err, body)
 	}
-	wantAcc := Accounting{Seen: s.XDPSeen, XDPDropped: s.XDPDrops, NotForUs: s.NotForUs, SocketDropped: s.SocketDrops,
-		RingDropped: s.RingDrops, DecodeErrors: s.Engine.DecodeErrorTotal(), Events: s.Engine.Events, Accounted: s.Accounted()}
+	wantAcc := accountingOf(&s)
+	if st.Accounting.Identity != mode || st.Accounting.Unaccounted != 0 {
+		t.Errorf("/status accounting: identity %q, unaccounted %d: want %s, 0", st.Accounting.Identity, st.Accounting.Unaccounted, mode)
+	}
 	if st.Accounting != wantAcc {
 		t.Errorf("/status accounting %+v, want %+v", st.Accounting, wantAcc)
 	}

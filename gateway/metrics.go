@@ -102,9 +102,10 @@ var (
 	descXDPExceptions  = desc("xdp_exceptions_total", "Exceptions of our XDP program (tracepoint xdp_exception), by XDP action.", "action")
 	descProbeUp        = desc("probe_up", "1 if the kernel probe runs, 0 if it is missing (disabled, unsupported or not permitted).", "probe")
 
-	descAccounting = desc("accounting_total", "The terms of the accounting identity: packets seen = xdp_dropped + not_for_us + socket_dropped + ring_dropped + decode_errors + events.", "term")
-	descTapDropped = desc("tap_dropped_total", "Decided events the tap (GET /tap) lost: its sampling ring or a client's buffer was full.")
-	descSeen       = desc("xdp_seen_packets_total", "Every packet the XDP program saw: the left-hand side of the accounting identity.")
+	descAccounting  = desc("accounting_total", "The terms of the accounting identity, by datagrams: seen = xdp_dropped + not_for_us + no_socket + kernel_dropped + socket_dropped + ring_dropped + bad_frames + rejected + decided - reassembled.", "term")
+	descUnaccounted = desc("accounting_unaccounted", "Seen minus the accounting terms: 0 when every frame is in exactly one term (a batch per worker may be in flight while it runs).", "identity")
+	descTapDropped  = desc("tap_dropped_total", "Decided events the tap (GET /tap) lost: its sampling ring or a client's buffer was full.")
+	descSeen        = desc("xdp_seen_packets_total", "Every packet the XDP program saw: the left-hand side of the accounting identity.")
 )
 
 // Describe implements prometheus.Collector.
@@ -376,6 +377,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, t := range accountingTerms(&s) {
 		counter(descAccounting, t.v, t.name)
 	}
+	gauge(descUnaccounted, float64(s.Unaccounted()), s.Identity)
 }
 
 type term struct {
@@ -385,10 +387,7 @@ type term struct {
 
 // accountingTerms are the right-hand side of the identity, in order.
 func accountingTerms(s *Stats) []term {
-	return []term{
-		{"xdp_dropped", s.XDPDrops}, {"not_for_us", s.NotForUs}, {"socket_dropped", s.SocketDrops},
-		{"ring_dropped", s.RingDrops}, {"decode_errors", s.Engine.DecodeErrorTotal()}, {"events", s.Engine.Events},
-	}
+	return accountingOf(s).terms()
 }
 
 // Collector returns the collector of the gateway's own metrics (without

@@ -41,8 +41,13 @@ type worker struct {
 
 	// Written only by the worker goroutine, read by Stats.
 	datagrams atomic.Uint64
-	sockDrops atomic.Uint64 // the socket's drop count (sk_drops), newest reading
-	err       atomic.Pointer[error]
+	// rejected: datagrams none of whose events decoded (the rest were
+	// decided); reassembled: datagrams the kernel reassembled from
+	// fragments (socket paths). Added to only on such (rare) datagrams.
+	rejected    atomic.Uint64
+	reassembled atomic.Uint64
+	sockDrops   atomic.Uint64 // the socket's drop count (sk_drops), newest reading
+	err         atomic.Pointer[error]
 }
 
 // pin locks the goroutine to its thread, the thread to w.cpu and, with
@@ -82,6 +87,13 @@ func (w *worker) pin() error {
 // engine's views die with the next Process call.
 func (w *worker) decide(frame []byte, src netip.Addr, rxNs uint64) {
 	ds := w.ew.Process(frame, src)
+	ok := false
+	for i := range ds {
+		ok = ok || ds[i].Err == engine.DecodeOK
+	}
+	if !ok {
+		w.rejected.Add(1)
+	}
 	for i := range ds {
 		d := &ds[i]
 		if w.sw != nil {
@@ -129,6 +141,9 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 		}
 		shut := false
 		got := 0
+		if w.batch.reassembled > 0 {
+			w.reassembled.Add(uint64(w.batch.reassembled))
+		}
 		w.loadTap()
 		for i := 0; i < n; i++ {
 			if w.batch.hdrs[i].Hdr.Namelen == 0 {
