@@ -97,7 +97,7 @@ http: {listen: "127.0.0.1:0", token: `+statsToken+`}
 		t.Fatalf("%v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"accounting: seen " + strconv.Itoa(total) + " = accounted " + strconv.Itoa(total),
+		"by datagrams): seen " + strconv.Itoa(total) + " = accounted " + strconv.Itoa(total),
 		"decode_errors  ", "pass", "refunds", "latency receive → verdict: " + strconv.Itoa(total) + " samples", "p999",
 		"\nprobes:\n", "sock_latency", "missing: skipped by option", // afxdp: no socket to attach the latency probe to
 	} {
