@@ -108,7 +108,7 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 		return
 	}
 	x := w.xsk
-	var total uint64
+	var total, busy uint64
 	for !stop.Load() {
 		n, err := x.sock.Receive(x.frames)
 		if err != nil {
@@ -126,6 +126,7 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 			w.idle()
 			continue
 		}
+		t0 := monotonicNs() // busy from here to recordLatency's clock read
 		w.loadTap()
 		for i := 0; i < n; i++ {
 			f := &x.frames[i]
@@ -141,7 +142,10 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 			}
 			w.decide(payload, src, rxNs)
 		}
-		x.recordLatency(n)
+		if t1 := x.recordLatency(n); t1 > t0 {
+			busy += t1 - t0
+			w.busyNs.Store(busy)
+		}
 		if w.sw != nil {
 			w.sw.Flush()
 		}
@@ -155,7 +159,9 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 // frames to the histogram. It reads the clock once, after the whole batch
 // is decided, so each figure is an upper bound by at most one batch; and it
 // adds to the shared counters once per bucket touched, not once per frame.
-func (x *xskQueue) recordLatency(n int) {
+// It returns that reading (CLOCK_MONOTONIC ns), the end of the batch's
+// busy time.
+func (x *xskQueue) recordLatency(n int) uint64 {
 	var hist [LatencyBuckets]uint32
 	now := monotonicNs()
 	noMeta := 0
@@ -179,6 +185,7 @@ func (x *xskQueue) recordLatency(n int) {
 	if noMeta != 0 {
 		x.noMeta.Add(uint64(noMeta))
 	}
+	return now
 }
 
 // ringDrops is what the AF_XDP rings dropped for this worker's queue.

@@ -25,7 +25,11 @@ type Stats struct {
 	NotForUs  uint64       // passed to the stack: not IP/UDP, other ports, fragments, v6 extension headers
 	Survivors uint64       // passed to our sockets or redirected to AF_XDP
 
-	Datagrams   uint64 // received by the workers
+	Datagrams uint64 // received by the workers
+	// WorkerBusy is each worker's busy time (index: worker id, the
+	// queue or socket it serves): from a batch in hand to done with it,
+	// not waiting. Events over busy time is the capacity of the workers.
+	WorkerBusy  []time.Duration
 	SocketDrops uint64 // dropped by the kernel at our sockets (receive buffer full)
 	RingDrops   uint64 // dropped at the AF_XDP rings (rx ring full, no fill frames)
 
@@ -71,6 +75,7 @@ func (g *Gateway) Stats() (Stats, error) {
 			w.readSocketDrops()
 		}
 		s.Datagrams += w.datagrams.Load()
+		s.WorkerBusy = append(s.WorkerBusy, time.Duration(w.busyNs.Load()))
 		s.SocketDrops += w.sockDrops.Load()
 		s.RingDrops += w.ringDrops()
 	}
