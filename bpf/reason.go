@@ -34,6 +34,7 @@ const (
 	ReasonBucketContended = Reason(XdpXgateReasonXGATE_R_BUCKET_CONTENDED)
 	ReasonPayloadNotJSON  = Reason(XdpXgateReasonXGATE_R_PAYLOAD_NOT_JSON)
 	ReasonNoConfig        = Reason(XdpXgateReasonXGATE_R_NO_CONFIG)
+	ReasonStampFailed     = Reason(XdpXgateReasonXGATE_R_STAMP_FAILED)
 	// ReasonTerminal is the number of terminal reasons.
 	ReasonTerminal = Reason(XdpXgateReasonXGATE_R__TERMINAL)
 

@@ -101,6 +101,11 @@ struct {
  * (bpf2go -type): the metadata layout and the reason enum. Unused .rodata
  * constants keep them in the object's BTF; the loader does not load them. */
 const struct xgate_meta xgate_meta_layout __attribute__((unused)) = {};
+const enum xgate_stamp xgate_stamp_layout __attribute__((unused)) = XGATE_STAMP_META;
+
+/* How survivors carry their receive timestamp (enum xgate_stamp): set by
+ * the loader before load, from the probe of bpf_xdp_adjust_meta. */
+volatile const __u32 xgate_stamp = XGATE_STAMP_META;
 const enum xgate_reason xgate_reason_layout __attribute__((unused)) = XGATE_R__MAX;
 
 /* ---- helpers ---- */
@@ -330,6 +335,40 @@ static __always_inline int payload_is_json(void *p, void *data_end)
 	return 0;
 }
 
+static __always_inline void write_stamp(struct xgate_meta *m, __u64 now)
+{
+	m->rx_ns = now ? now : bpf_ktime_get_ns();
+	m->magic = XGATE_META_MAGIC;
+	m->_pad = 0;
+}
+
+/* Put struct xgate_meta in front of the packet, as metadata or as a
+ * prefix header (enum xgate_stamp in xgate.h has the frame layouts).
+ * Returns 0 when stamped, -1 when not. Each branch reads its own context
+ * fields: a shared tail would let the compiler pick the field offset at
+ * run time, and the verifier refuses a ctx pointer with a variable offset. */
+static __always_inline int stamp(struct xdp_md *ctx, __u64 now)
+{
+	struct xgate_meta *m;
+
+	if (xgate_stamp == XGATE_STAMP_PREFIX) {
+		if (bpf_xdp_adjust_head(ctx, -(int)sizeof(*m)))
+			return -1;
+		m = (void *)(long)ctx->data;
+		if ((void *)(m + 1) > (void *)(long)ctx->data_end)
+			return -1; /* cannot happen: the helper made the room */
+		write_stamp(m, now);
+		return 0;
+	}
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*m)))
+		return -1;
+	m = (void *)(long)ctx->data_meta;
+	if ((void *)(m + 1) > (void *)(long)ctx->data)
+		return -1;
+	write_stamp(m, now);
+	return 0;
+}
+
 /* Survivor in AF_XDP mode: stamp, then redirect to the queue's socket.
  * now is the packet's bpf_ktime_get_ns if a policy step read it, else 0. */
 static __always_inline int redirect(struct xdp_md *ctx, __u64 now, __u32 *reason, __u64 len)
@@ -343,24 +382,23 @@ static __always_inline int redirect(struct xdp_md *ctx, __u64 now, __u32 *reason
 		return XDP_PASS;
 	}
 
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct xgate_meta)) == 0) {
-		void *data = (void *)(long)ctx->data;
-		struct xgate_meta *m = (void *)(long)ctx->data_meta;
-
-		if ((void *)(m + 1) <= data) {
-			m->rx_ns = now ? now : bpf_ktime_get_ns();
-			m->magic = XGATE_META_MAGIC;
-			m->_pad = 0;
+	if (stamp(ctx, now)) {
+		if (xgate_stamp == XGATE_STAMP_PREFIX) {
+			/* The worker expects the header on every frame. */
+			*reason = XGATE_R_STAMP_FAILED;
+			return XDP_DROP;
 		}
-	} else {
 		count(XGATE_EV_META_FAILED, len);
 	}
 
-	/* The socket may leave between the lookup and here: then XDP_PASS. */
+	/* The socket may leave between the lookup and here: then XDP_PASS,
+	 * without our prefix header (the stack must see the packet as sent). */
 	if (bpf_redirect_map(&xgate_xsks, q, XDP_PASS) == XDP_REDIRECT) {
 		*reason = XGATE_R_REDIRECT;
 		return XDP_REDIRECT;
 	}
+	if (xgate_stamp == XGATE_STAMP_PREFIX)
+		bpf_xdp_adjust_head(ctx, (int)sizeof(struct xgate_meta));
 	*reason = XGATE_R_PASS_NO_XSK;
 	return XDP_PASS;
 }

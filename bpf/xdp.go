@@ -38,6 +38,56 @@ func (m Mode) String() string {
 	return fmt.Sprintf("mode(%d)", uint32(m))
 }
 
+// Stamp is how a redirected frame carries its receive timestamp to the
+// AF_XDP worker (enum xgate_stamp; the frame layouts are drawn in xgate.h).
+type Stamp uint32
+
+const (
+	// StampAuto lets LoadXDP choose: StampMeta where the kernel lets XDP
+	// programs call bpf_xdp_adjust_meta (FeatXDPMeta), else StampPrefix.
+	StampAuto Stamp = 0
+	// StampMeta writes the stamp as XDP metadata in front of the packet.
+	StampMeta = Stamp(XdpXgateStampXGATE_STAMP_META)
+	// StampPrefix writes it as a 16-byte header that becomes part of the
+	// frame; the worker strips it (xdp.Config.PrefixStamp).
+	StampPrefix = Stamp(XdpXgateStampXGATE_STAMP_PREFIX)
+)
+
+func (s Stamp) String() string {
+	switch s {
+	case StampAuto:
+		return "auto"
+	case StampMeta:
+		return "meta"
+	case StampPrefix:
+		return "prefix"
+	}
+	return fmt.Sprintf("stamp(%d)", uint32(s))
+}
+
+// chooseStamp resolves StampAuto from the probe and says why.
+func chooseStamp(s Stamp) (Stamp, string, error) {
+	switch s {
+	case StampMeta:
+		if err := Probe(FeatXDPMeta); err != nil {
+			return 0, "", fmt.Errorf("stamp meta: %w", err)
+		}
+		return StampMeta, "configured", nil
+	case StampPrefix:
+		return StampPrefix, "configured", nil
+	case StampAuto:
+	default:
+		return 0, "", fmt.Errorf("unknown stamp %d", uint32(s))
+	}
+	err := Probe(FeatXDPMeta)
+	if err == nil {
+		return StampMeta, FeatXDPMeta + " available", nil
+	}
+	// Refused, switched off or not known: the prefix works wherever
+	// bpf_xdp_adjust_head does, which every XDP kernel allows.
+	return StampPrefix, fmt.Sprintf("%s: %v", FeatXDPMeta, err), nil
+}
+
 // DefaultCostSampleN is how often the program times itself by default:
 // one packet in 64 per CPU.
 const DefaultCostSampleN = 64
@@ -127,6 +177,9 @@ type Options struct {
 	BucketSize int
 	// ListenPorts is the initial listen set (UDP destination ports).
 	ListenPorts []uint16
+	// Stamp picks how AF_XDP frames carry their receive timestamp; it is
+	// fixed for the life of the loaded program. Default StampAuto.
+	Stamp Stamp
 	Config
 }
 
@@ -140,6 +193,10 @@ type XDP struct {
 	// Fixed for the life of the maps (read from pinned maps on reuse).
 	hashKey    [4]uint32
 	bucketMask uint32
+
+	// Fixed for the life of the program.
+	stamp    Stamp
+	stampWhy string
 }
 
 // xdpObjects leaves out the BTF anchor variable (.rodata) the program
@@ -171,6 +228,13 @@ func LoadXDP(opts Options) (*XDP, error) {
 	if opts.Queues < 0 || opts.BlocklistSize < 0 || opts.BucketSize < 0 {
 		return nil, errors.New("load xdp: negative map size")
 	}
+	stamp, stampWhy, err := chooseStamp(opts.Stamp)
+	if err != nil {
+		return nil, fmt.Errorf("load xdp: %w", err)
+	}
+	if err := spec.Variables[XdpVarXgateStamp].Set(uint32(stamp)); err != nil {
+		return nil, fmt.Errorf("load xdp: set stamp: %w", err)
+	}
 	if opts.Queues > 0 {
 		spec.Maps[XdpMapXgateXsks].MaxEntries = uint32(opts.Queues)
 	}
@@ -187,7 +251,7 @@ func LoadXDP(opts Options) (*XDP, error) {
 		return nil, fmt.Errorf("load xdp: %w", err)
 	}
 
-	x := &XDP{pinPath: opts.PinPath}
+	x := &XDP{pinPath: opts.PinPath, stamp: stamp, stampWhy: stampWhy}
 	err = spec.LoadAndAssign(&x.objs, &ebpf.CollectionOptions{
 		Maps: ebpf.MapOptions{PinPath: opts.PinPath},
 	})
@@ -208,6 +272,11 @@ func LoadXDP(opts Options) (*XDP, error) {
 	}
 	return x, nil
 }
+
+// Stamp is how this program hands the receive timestamp to AF_XDP
+// sockets, and why it was chosen. Sockets must be opened to match
+// (xdp.Config.PrefixStamp for StampPrefix).
+func (x *XDP) Stamp() (Stamp, string) { return x.stamp, x.stampWhy }
 
 // Program is the XDP program, for attaching or BPF_PROG_TEST_RUN.
 func (x *XDP) Program() *ebpf.Program { return x.objs.XgateXdp }

@@ -101,19 +101,27 @@ const (
 	XdpXgateReasonXGATE_R_BUCKET_CONTENDED  XdpXgateReason = 16
 	XdpXgateReasonXGATE_R_PAYLOAD_NOT_JSON  XdpXgateReason = 17
 	XdpXgateReasonXGATE_R_NO_CONFIG         XdpXgateReason = 18
-	XdpXgateReasonXGATE_R__TERMINAL         XdpXgateReason = 19
-	XdpXgateReasonXGATE_EV_BLOCK_EXPIRED    XdpXgateReason = 19
-	XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY XdpXgateReason = 20
-	XdpXgateReasonXGATE_EV_META_FAILED      XdpXgateReason = 21
-	XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP  XdpXgateReason = 22
-	XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER  XdpXgateReason = 23
-	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 24
+	XdpXgateReasonXGATE_R_STAMP_FAILED      XdpXgateReason = 19
+	XdpXgateReasonXGATE_R__TERMINAL         XdpXgateReason = 20
+	XdpXgateReasonXGATE_EV_BLOCK_EXPIRED    XdpXgateReason = 20
+	XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY XdpXgateReason = 21
+	XdpXgateReasonXGATE_EV_META_FAILED      XdpXgateReason = 22
+	XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP  XdpXgateReason = 23
+	XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER  XdpXgateReason = 24
+	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 25
 )
 
 type XdpXgateSrcKey struct {
 	_    structs.HostLayout
 	Addr [16]uint8
 }
+
+type XdpXgateStamp uint32
+
+const (
+	XdpXgateStampXGATE_STAMP_META   XdpXgateStamp = 1
+	XdpXgateStampXGATE_STAMP_PREFIX XdpXgateStamp = 2
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -130,6 +138,8 @@ const (
 	XdpProgXgateXdp         = "xgate_xdp"
 	XdpVarXgateMetaLayout   = "xgate_meta_layout"
 	XdpVarXgateReasonLayout = "xgate_reason_layout"
+	XdpVarXgateStamp        = "xgate_stamp"
+	XdpVarXgateStampLayout  = "xgate_stamp_layout"
 )
 
 // LoadXdp returns the embedded CollectionSpec for Xdp.
@@ -197,6 +207,8 @@ type XdpMapSpecs struct {
 type XdpVariableSpecs struct {
 	XgateMetaLayout   *ebpf.VariableSpec `ebpf:"xgate_meta_layout"`
 	XgateReasonLayout *ebpf.VariableSpec `ebpf:"xgate_reason_layout"`
+	XgateStamp        *ebpf.VariableSpec `ebpf:"xgate_stamp"`
+	XgateStampLayout  *ebpf.VariableSpec `ebpf:"xgate_stamp_layout"`
 }
 
 // XdpObjects contains all objects after they have been loaded into the kernel.
@@ -248,6 +260,8 @@ func (m *XdpMaps) Close() error {
 type XdpVariables struct {
 	XgateMetaLayout   *ebpf.Variable `ebpf:"xgate_meta_layout"`
 	XgateReasonLayout *ebpf.Variable `ebpf:"xgate_reason_layout"`
+	XgateStamp        *ebpf.Variable `ebpf:"xgate_stamp"`
+	XgateStampLayout  *ebpf.Variable `ebpf:"xgate_stamp_layout"`
 }
 
 // XdpPrograms contains all programs after they have been loaded into the kernel.

@@ -3,12 +3,14 @@ package bpf
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -396,11 +398,22 @@ func xgTokenBucketConcurrent(t *testing.T, fine bool) {
 
 // TestXDPAFXDP covers the AF_XDP mode with a real AF_XDP socket in the
 // XSKMAP (bound to queue 0 of a veth in a test namespace): the verdict is
-// XDP_REDIRECT and the metadata in front of the frame carries the stamp.
+// XDP_REDIRECT and the stamp in front of the frame — XDP metadata or the
+// prefix header — carries the receive time. The prefix branch runs on any
+// kernel; the metadata branch skips where bpf_xdp_adjust_meta is refused.
 func TestXDPAFXDP(t *testing.T) {
+	for _, stamp := range []Stamp{StampMeta, StampPrefix} {
+		t.Run(stamp.String(), func(t *testing.T) { testXDPAFXDP(t, stamp) })
+	}
+}
+
+func testXDPAFXDP(t *testing.T, stamp Stamp) {
 	xgNeedRoot(t)
 	h, xsk := xgXSK(t)
-	x := xgLoad(t, Options{Config: Config{Mode: ModeAFXDP}, Queues: 4})
+	x := xgLoad(t, Options{Config: Config{Mode: ModeAFXDP}, Queues: 4, Stamp: stamp})
+	if got, _ := x.Stamp(); got != stamp {
+		t.Fatalf("Stamp() = %v, want %v", got, stamp)
+	}
 	pkt := xgPacket{src: xgSrc4, dst: xgDst4, payload: xgJSON}.bytes()
 
 	run := func(queue uint32) (uint32, []byte, xdpMD, uint64, uint64) {
@@ -422,8 +435,8 @@ func TestXDPAFXDP(t *testing.T) {
 		before := xgCounters(t, x)
 		v, out, md, _, _ := run(0)
 		xgAssertDeltas(t, before, xgCounters(t, x), map[Reason]uint64{ReasonPassNoXSK: 1}, len(pkt))
-		if v != xgPass || md.Data != 0 || !bytes.Equal(out, pkt) {
-			t.Errorf("verdict %d, meta %d bytes: want XDP_PASS without metadata", v, md.Data)
+		if v != xgPass || md.Data != 0 || !bytes.Equal(out[:md.DataEnd], pkt) {
+			t.Errorf("verdict %d, meta %d bytes, out %d bytes: want XDP_PASS of the packet as sent", v, md.Data, md.DataEnd)
 		}
 	})
 
@@ -436,15 +449,24 @@ func TestXDPAFXDP(t *testing.T) {
 		if v != xgRedirect {
 			t.Fatalf("verdict %d, want XDP_REDIRECT", v)
 		}
-		xgCheckMeta(t, out, int(md.Data), pkt, t0, t1)
+		switch stamp {
+		case StampMeta:
+			xgCheckMeta(t, out[:md.DataEnd], int(md.Data), pkt, t0, t1)
+		case StampPrefix:
+			// No metadata: the header is part of the packet now.
+			if md.Data != 0 {
+				t.Errorf("prefix stamp wrote %d bytes of metadata", md.Data)
+			}
+			xgCheckMeta(t, out[:md.DataEnd], binary.Size(XdpXgateMeta{}), pkt, t0, t1)
+		}
 	})
 
 	t.Run("socket on another queue", func(t *testing.T) {
 		before := xgCounters(t, x)
-		v, _, _, _, _ := run(1)
+		v, out, md, _, _ := run(1)
 		xgAssertDeltas(t, before, xgCounters(t, x), map[Reason]uint64{ReasonPassNoXSK: 1}, len(pkt))
-		if v != xgPass {
-			t.Errorf("verdict %d, want XDP_PASS", v)
+		if v != xgPass || !bytes.Equal(out[:md.DataEnd], pkt) {
+			t.Errorf("verdict %d, want XDP_PASS of the packet as sent", v)
 		}
 	})
 
@@ -459,8 +481,34 @@ func TestXDPAFXDP(t *testing.T) {
 	})
 }
 
-// xgCheckMeta checks out = metadata (metaLen bytes) + the unchanged packet,
-// the metadata being a struct xgate_meta stamped between t0 and t1.
+// TestXDPStampAuto: with metadata switched off the loader picks the prefix
+// header on any kernel, and says why; left to itself it picks what the
+// probe allows.
+func TestXDPStampAuto(t *testing.T) {
+	t.Run("meta off", func(t *testing.T) {
+		defer ForceOff(FeatXDPMeta)()
+		x := xgLoad(t, Options{Config: Config{Mode: ModeAFXDP}})
+		if s, why := x.Stamp(); s != StampPrefix || !strings.Contains(why, FeatXDPMeta) {
+			t.Errorf("Stamp() = %v (%s), want prefix because of %s", s, why, FeatXDPMeta)
+		}
+		if _, err := LoadXDP(Options{Config: Config{Mode: ModeAFXDP}, Stamp: StampMeta}); !errors.Is(err, ErrForcedOff) {
+			t.Errorf("LoadXDP(StampMeta) with meta off: %v, want ErrForcedOff", err)
+		}
+	})
+	t.Run("probe", func(t *testing.T) {
+		want := StampPrefix
+		if Probe(FeatXDPMeta) == nil {
+			want = StampMeta
+		}
+		x := xgLoad(t, Options{Config: Config{Mode: ModeAFXDP}})
+		if s, why := x.Stamp(); s != want {
+			t.Errorf("Stamp() = %v (%s), want %v", s, why, want)
+		}
+	})
+}
+
+// xgCheckMeta checks out = stamp (metaLen bytes) + the unchanged packet,
+// the stamp being a struct xgate_meta stamped between t0 and t1.
 func xgCheckMeta(t *testing.T, out []byte, metaLen int, pkt []byte, t0, t1 uint64) {
 	t.Helper()
 	size := binary.Size(XdpXgateMeta{})

@@ -38,12 +38,13 @@ enum xgate_reason {
 	XGATE_R_BUCKET_CONTENDED,   /* XDP_DROP: bucket CAS lost XGATE_CAS_TRIES times */
 	XGATE_R_PAYLOAD_NOT_JSON,   /* XDP_DROP: first non-blank payload byte is not '{' */
 	XGATE_R_NO_CONFIG,          /* XDP_PASS: config map lookup failed (cannot happen) */
+	XGATE_R_STAMP_FAILED,       /* XDP_DROP: prefix stamp: no headroom for the header */
 	XGATE_R__TERMINAL,          /* sentinel: reasons below are terminal */
 
 	/* events, not verdicts: counted in addition to the terminal reason */
 	XGATE_EV_BLOCK_EXPIRED = XGATE_R__TERMINAL, /* blocklist hit past its expiry: ignored */
 	XGATE_EV_BUCKET_CAS_RETRY,  /* a bucket CAS lost to another CPU and was retried */
-	XGATE_EV_META_FAILED,       /* bpf_xdp_adjust_meta refused: redirected without timestamp */
+	XGATE_EV_META_FAILED,       /* bpf_xdp_adjust_meta failed: redirected without timestamp */
 	XGATE_EV_BLOCK_FILTER_FP,   /* block filter said maybe, the blocklist had no entry */
 	XGATE_EV_BUCKET_TAKEOVER,   /* bucket slot taken from another source whose bucket was
 				     * not full: that source's state is lost (it restarts full) */
@@ -149,13 +150,41 @@ struct xgate_cost {
 	__u64 hist[XGATE_COST_BUCKETS];
 };
 
-/* XDP metadata written in front of a redirected frame (AF_XDP mode):
- * userspace finds it at frame address - sizeof(struct xgate_meta). */
+/* How a redirected frame carries its receive timestamp to the AF_XDP
+ * worker: the value of the program's `xgate_stamp` constant, set by the
+ * loader before the program is verified (dead branches are never walked,
+ * so a kernel that refuses bpf_xdp_adjust_meta never sees the call).
+ *
+ * XGATE_STAMP_META: struct xgate_meta as XDP metadata, right in front of
+ * the packet (bpf_xdp_adjust_meta). The packet itself is unchanged; the
+ * worker finds the metadata at descriptor address - sizeof(xgate_meta),
+ * inside the kernel's headroom of the same UMEM frame.
+ *
+ *   UMEM frame: [ headroom ... | xgate_meta (16) | packet (desc.len) ]
+ *                                                 ^ desc.addr
+ *
+ * XGATE_STAMP_PREFIX: the same 16 bytes become part of the packet, in
+ * front of the Ethernet header (bpf_xdp_adjust_head(-16)), for kernels
+ * that refuse the metadata helper. The descriptor then covers the header
+ * too, and the worker strips it before parsing:
+ *
+ *   UMEM frame: [ headroom ... | xgate_meta (16) | packet ]
+ *                               ^ desc.addr, desc.len = 16 + packet
+ *
+ * A frame the program cannot prefix (no headroom) is dropped and counted
+ * (XGATE_R_STAMP_FAILED), so every frame in a prefix-mode socket has the
+ * header; a redirect that falls back to XDP_PASS takes the header off
+ * again before the stack sees the packet. */
+enum xgate_stamp {
+	XGATE_STAMP_META = 1,
+	XGATE_STAMP_PREFIX = 2,
+};
+
 #define XGATE_META_MAGIC 0x58474d31 /* "XGM1" */
 struct xgate_meta {
 	__u64 rx_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC), read once per packet
 		      * after parsing, by the first step that needs the clock */
-	__u32 magic; /* XGATE_META_MAGIC: the metadata is ours and complete */
+	__u32 magic; /* XGATE_META_MAGIC: the stamp is ours and complete */
 	__u32 _pad;
 };
 

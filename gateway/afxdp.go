@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/xdp"
 )
 
@@ -52,9 +53,10 @@ func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
 	if cfg.Queues > 0 {
 		queues = min(queues, cfg.Queues)
 	}
+	stamp, _ := g.xdp.Stamp()
 	xc := xdp.Config{FrameSize: uint32(cfg.AFXDP.FrameSize), Frames: uint32(cfg.AFXDP.Frames),
 		FillSize: uint32(cfg.AFXDP.FillRing), RxSize: uint32(cfg.AFXDP.RxRing),
-		Spin: cfg.AFXDP.Spin, PollTimeout: g.opts.RecvTimeout}
+		Spin: cfg.AFXDP.Spin, PollTimeout: g.opts.RecvTimeout, PrefixStamp: stamp == bpf.StampPrefix}
 	var cpus []int
 	for q := 0; q < queues; q++ {
 		cpu := topo.queueCPU(q)

@@ -279,8 +279,9 @@ func (g *Gateway) setupXDP(cfg *Config) error {
 			return fmt.Errorf("attach xdp to %s: %w", cfg.Interface, err)
 		}
 	}
+	stamp, stampWhy := g.xdp.Stamp()
 	g.log.Info("XDP program attached", "interface", cfg.Interface, "mode", g.xdpMode, "queues", g.queues,
-		"pinned", cfg.Pin.Path)
+		"pinned", cfg.Pin.Path, "stamp", stamp.String(), "stamp_why", stampWhy)
 	return nil
 }
 

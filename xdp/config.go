@@ -135,6 +135,13 @@ type Config struct {
 	// (the node of the thread that registers the UMEM).
 	PlaceNUMA bool
 	NUMANode  int
+	// PrefixStamp says the XDP program hands each frame over with its
+	// 16-byte stamp (struct xgate_meta) as a prefix header in front of the
+	// Ethernet header instead of as XDP metadata (bpf.StampPrefix; the
+	// layouts are drawn in bpf/xgate.h). Receive then reads the stamp from
+	// the frame's first MetaSize bytes and hands out the packet behind it.
+	// It must match the program, or every frame is misread.
+	PrefixStamp bool
 	// BusyRetry is how long Open keeps retrying when the kernel answers
 	// EBUSY (the queue still holds a socket that was just closed), with
 	// exponential backoff; 0 means DefaultBusyRetry, negative no retry.
@@ -231,9 +238,14 @@ func (c Config) Validate() error {
 
 // MaxPacket is the largest packet (Ethernet header included) a frame of c
 // can hold; longer ones are dropped by the kernel (counted in RxDropped).
+// With PrefixStamp the stamp header takes MetaSize of it.
 func (c Config) MaxPacket() int {
 	c = c.WithDefaults()
-	return int(c.FrameSize) - PacketHeadroom - int(c.Headroom)
+	n := int(c.FrameSize) - PacketHeadroom - int(c.Headroom)
+	if c.PrefixStamp {
+		n -= MetaSize
+	}
+	return n
 }
 
 func ceilPow2(v uint32) uint32 {

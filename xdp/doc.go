@@ -19,6 +19,10 @@
 // XDP_PACKET_HEADROOM (256 bytes) plus Config.Headroom in front of the
 // packet in every frame and copies the metadata along in copy mode, so the
 // metadata is found at descriptor address - MetaSize, inside the frame.
+// Where the kernel refuses that helper the program writes the same 16
+// bytes as a prefix header that is part of the frame (Config.PrefixStamp):
+// the descriptor starts at the header and Receive strips it, so Frame.Data
+// is the packet from its Ethernet header on either way.
 //
 // # Rings
 //

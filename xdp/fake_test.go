@@ -81,12 +81,25 @@ func (k *fakeXSK) deliver(p []byte, rxNs uint64, stamp bool) bool {
 	base := k.fillEnts[fcons&(cfg.FillSize-1)]
 	atomic.StoreUint32(&k.fill.cons, fcons+1)
 	addr := base + PacketHeadroom + uint64(cfg.Headroom)
-	copy(k.s.umem[addr:], p)
-	if stamp {
-		binary.NativeEndian.PutUint64(k.s.umem[addr-16:], rxNs)
-		binary.NativeEndian.PutUint32(k.s.umem[addr-8:], MetaMagic)
+	n := len(p)
+	if cfg.PrefixStamp {
+		// The program's prefix header is part of the frame (bpf/xgate.h).
+		addr -= MetaSize
+		n += MetaSize
+		copy(k.s.umem[addr+MetaSize:], p)
+		clear(k.s.umem[addr : addr+MetaSize])
+		if stamp {
+			binary.NativeEndian.PutUint64(k.s.umem[addr:], rxNs)
+			binary.NativeEndian.PutUint32(k.s.umem[addr+8:], MetaMagic)
+		}
+	} else {
+		copy(k.s.umem[addr:], p)
+		if stamp {
+			binary.NativeEndian.PutUint64(k.s.umem[addr-16:], rxNs)
+			binary.NativeEndian.PutUint32(k.s.umem[addr-8:], MetaMagic)
+		}
 	}
-	k.rxEnts[rprod&(cfg.RxSize-1)] = desc{Addr: addr, Len: uint32(len(p))}
+	k.rxEnts[rprod&(cfg.RxSize-1)] = desc{Addr: addr, Len: uint32(n)}
 	atomic.StoreUint32(&k.rx.prod, rprod+1)
 	return true
 }
@@ -216,6 +229,39 @@ func TestFakeDoubleRelease(t *testing.T) {
 	}
 	if m := st.Received - st.Released; m != 0 {
 		t.Errorf("%d frames still held", m)
+	}
+}
+
+// TestFakePrefixStamp: with PrefixStamp the frame starts with the stamp
+// header; Receive hands out the packet behind it with the stamp as Meta,
+// and the frame goes back whole. A frame without our magic (another
+// program's redirect) is handed out whole, unstamped.
+func TestFakePrefixStamp(t *testing.T) {
+	k := newFake(t, Config{FrameSize: 2048, FillSize: 8, RxSize: 8, Frames: 16, PollTimeout: time.Millisecond,
+		PrefixStamp: true})
+	s := k.s
+	if !k.deliver([]byte("packet-0"), 77, true) || !k.deliver([]byte("packet-1"), 0, false) {
+		t.Fatal("delivery dropped")
+	}
+	batch := make([]Frame, 4)
+	n, err := s.Receive(batch)
+	if err != nil || n != 2 {
+		t.Fatalf("receive = %d, %v", n, err)
+	}
+	k.check(t, batch[:n])
+	if f := batch[0]; string(f.Data) != "packet-0" || !f.Meta.OK || f.Meta.RxNs != 77 || cap(f.Data) != len(f.Data) {
+		t.Errorf("stamped frame: %q meta %+v", f.Data, f.Meta)
+	}
+	if f := batch[1]; len(f.Data) != MetaSize+len("packet-1") || f.Meta.OK {
+		t.Errorf("unstamped frame: %d bytes meta %+v, want the whole frame without stamp", len(f.Data), f.Meta)
+	}
+	s.Release(batch[:n])
+	k.check(t, nil)
+	if st, _ := s.Stats(); st.BadReleases != 0 || st.Released != 2 {
+		t.Errorf("stats %+v", st)
+	}
+	if got, want := (Config{FrameSize: 2048, PrefixStamp: true}).MaxPacket(), 2048-PacketHeadroom-MetaSize; got != want {
+		t.Errorf("MaxPacket with prefix = %d, want %d", got, want)
 	}
 }
 

@@ -624,10 +624,14 @@ func (s *Socket) view(f *Frame, d desc) bool {
 		return false
 	}
 	s.state[i] = frameUser
-	end := d.Addr + uint64(d.Len)
-	f.Data = s.umem[d.Addr:end:end]
+	start, end := d.Addr, d.Addr+uint64(d.Len)
+	if s.cfg.PrefixStamp {
+		f.Meta, start = s.prefix(start, end)
+	} else {
+		f.Meta = s.meta(d.Addr)
+	}
+	f.Data = s.umem[start:end:end]
 	f.Addr = d.Addr
-	f.Meta = s.meta(d.Addr)
 	return true
 }
 
@@ -645,6 +649,23 @@ func (s *Socket) meta(addr uint64) Meta {
 	}
 	binary.NativeEndian.PutUint32(m[8:12], 0)
 	return Meta{RxNs: binary.NativeEndian.Uint64(m[0:8]), OK: true}
+}
+
+// prefix reads the stamp header at the start of the frame [start, end)
+// (Config.PrefixStamp) and returns it with the packet's start behind it.
+// The program prefixes every frame it redirects (it drops one it cannot
+// prefix), so a frame without our magic came from someone else's program:
+// it is handed out whole, without a stamp. The header is rewritten by the
+// program for every packet, so nothing needs clearing.
+func (s *Socket) prefix(start, end uint64) (Meta, uint64) {
+	if end-start < MetaSize {
+		return Meta{}, start
+	}
+	m := s.umem[start : start+MetaSize]
+	if binary.NativeEndian.Uint32(m[8:12]) != MetaMagic {
+		return Meta{}, start
+	}
+	return Meta{RxNs: binary.NativeEndian.Uint64(m[0:8]), OK: true}, start + MetaSize
 }
 
 // Release gives frames back to the kernel through the fill ring, in one

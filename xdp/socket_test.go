@@ -32,11 +32,19 @@ type rig struct {
 
 func newRig(t testing.TB, queues int, cfg Config) *rig {
 	t.Helper()
+	return newRigStamp(t, queues, cfg, bpf.StampAuto)
+}
+
+// newRigStamp is newRig with the program's stamp chosen (the sockets are
+// opened to match); it skips when this kernel refuses that stamp.
+func newRigStamp(t testing.TB, queues int, cfg Config, stamp bpf.Stamp) *rig {
+	t.Helper()
 	pair := testenv.New(t, testenv.Options{RxQueues: queues}) // skips unless root
 	x, err := bpf.LoadXDP(bpf.Options{
 		Queues:      queues,
 		ListenPorts: []uint16{testPort},
 		Config:      bpf.Config{Mode: bpf.ModeAFXDP},
+		Stamp:       stamp,
 	})
 	if errors.Is(err, bpf.ErrNotSupported) {
 		t.Skipf("kernel lacks a feature: %v", err)
@@ -56,6 +64,8 @@ func newRig(t testing.TB, queues int, cfg Config) *rig {
 	t.Cleanup(func() { l.Close() })
 
 	r := &rig{pair: pair, x: x}
+	got, _ := x.Stamp()
+	cfg.PrefixStamp = got == bpf.StampPrefix
 	for q := 0; q < queues; q++ {
 		s := openOn(t, b, q, cfg)
 		if err := x.RegisterXSK(uint32(q), s.FD()); err != nil {
@@ -156,10 +166,18 @@ func drain(t *testing.T, s *Socket, want int, timeout time.Duration, fn func(Fra
 // socket on each queue: every datagram arrives once, intact, stamped with
 // a CLOCK_MONOTONIC time inside the test's window, and the program's
 // redirect count equals what the sockets received.
+// Both stamps: the metadata branch skips where the kernel refuses
+// bpf_xdp_adjust_meta, the prefix branch runs everywhere.
 func TestReceiveQueues(t *testing.T) {
+	for _, stamp := range []bpf.Stamp{bpf.StampMeta, bpf.StampPrefix} {
+		t.Run(stamp.String(), func(t *testing.T) { testReceiveQueues(t, stamp) })
+	}
+}
+
+func testReceiveQueues(t *testing.T, stamp bpf.Stamp) {
 	const queues, flows, perFlow = 2, 16, 64
 	cfg := Config{FrameSize: 2048, PollTimeout: 20 * time.Millisecond}
-	r := newRig(t, queues, cfg)
+	r := newRigStamp(t, queues, cfg, stamp)
 	a, b := r.pair.A, r.pair.B
 	t.Logf("bound in %v mode", r.socks[0].Mode())
 	before := r.redirected(t)
@@ -414,7 +432,7 @@ func TestReopenBusy(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		s = openOn(t, b, 0, Config{FrameSize: 2048, FillSize: 64, RxSize: 64})
+		s = openOn(t, b, 0, r.socks[0].Config())
 		t.Logf("reopen %d took %v", i, time.Since(start))
 	}
 	if err := r.x.RegisterXSK(0, s.FD()); err != nil {

@@ -293,8 +293,9 @@ func startRawXSK(h *testenv.Host) (target, func() error, error) {
 	}
 	// The gateway's defaults (examples/xgate.yaml afxdp:, and its 50 µs
 	// spin before a sleep).
+	stamp, _ := prog.x.Stamp()
 	cfg := xdp.Config{FrameSize: 4096, Frames: 8192, FillSize: 4096, RxSize: 4096,
-		Spin: gateway.DefaultRxSpin, PollTimeout: 20 * time.Millisecond}
+		Spin: gateway.DefaultRxSpin, PollTimeout: 20 * time.Millisecond, PrefixStamp: stamp == bpf.StampPrefix}
 	if err := h.Do(func() error {
 		for q := 0; q < queues; q++ {
 			s, err := xdp.Open(h.Ifindex, q, cfg)
