@@ -136,8 +136,8 @@ func ResolveEngine(engine string) (string, error) {
 type Options struct {
 	// Engine picks the transmit path: EngineAuto (or "", the default),
 	// EngineLiveFrames or EngineAFXDP. Gen.Engine says which one runs.
-	// Chunk and BatchSize's pool meaning are live-frames only; the AF_XDP
-	// engine takes BatchSize as the frames per Transmit.
+	// The AF_XDP engine holds an AF_XDP socket on a queue of From.Link
+	// from New to Close: one such Gen per queue at a time.
 	Engine string
 
 	// From sends: frames leave through From.Link, with its MAC and
@@ -170,18 +170,21 @@ type Options struct {
 	// (after a delay it catches up at line rate for at most 50 µs, or one
 	// batch of frames). Between test runs there is a gap of the run's
 	// setup (≈ 25 ms); the next run makes up for it and for other delays
-	// at up to 1.5 × Rate. The achieved rate is Result.PPS.
+	// at up to 1.5 × Rate. The AF_XDP engine paces in its sending loop
+	// with the same slack and catch-up (afxdp.go), without the gaps. The
+	// achieved rate is Result.PPS.
 	Rate float64
 	// Duration bounds one Send (0: only the count bounds it).
 	Duration time.Duration
-	// Chunk is the frames per test run; default: what the previous run
+	// Chunk (live frames) is the frames per test run; default: what the previous run
 	// sent in ≈ 250 ms (at least 65536), or 250 ms worth at Rate. Each run
 	// costs ≈ 25 ms of setup, during which nothing is sent: a large Chunk
 	// makes a max-rate Send one continuous stream (ctx and Duration are
 	// only checked between runs).
 	Chunk uint32
 	// BatchSize is the live-frames batch (1..256): frames transmitted
-	// at once, and pages in the kernel's pool. Default 64.
+	// at once, and pages in the kernel's pool; for the AF_XDP engine, the
+	// most frames one Transmit queues. Default 64.
 	BatchSize uint32
 
 	// CPU pins the sending thread when Pin is set. The peer's receive
