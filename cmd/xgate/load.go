@@ -97,6 +97,9 @@ event types, an optional share of malformed JSON), bounded by --count and
 			if testHost {
 				fmt.Fprintf(out, "received %d, undelivered (veth) %d\n", rep.Received, rep.Undelivered)
 			}
+			if rep.SenderCPUS > 0 {
+				fmt.Fprintf(out, "sending thread's CPU %.2fs: %.3f M per CPU-second\n", rep.SenderCPUS, float64(rep.Sent)/rep.SenderCPUS/1e6)
+			}
 			if rep.CeilingPPS > 0 {
 				fmt.Fprintf(out, "generator ceiling (%s alone into XDP drop, max rate): %.3f M/s\n", rep.Engine, rep.CeilingPPS/1e6)
 			}

@@ -69,8 +69,8 @@ type LoadReport struct {
 	// Received: test-host mode, frames the receiver's XDP program counted.
 	Received uint64 `json:"received"`
 	// Undelivered: frames veth did not put into the peer's ring (xdp
-	// engine: sent − veth's xdp_xmit count; socket engine on test hosts:
-	// the sending end's tx_dropped).
+	// engine: sent − veth's xdp_xmit count; afxdp, and the socket engine
+	// on test hosts: the sending end's tx_dropped).
 	Undelivered uint64 `json:"undelivered"`
 	Errors      uint64 `json:"errors"`
 	// Refused (afxdp): frames queued that the kernel never completed.
@@ -80,7 +80,11 @@ type LoadReport struct {
 	// CeilingPPS (test-host mode, frame engines): the generator alone at
 	// max rate into the XDP-drop receiver — the run itself at max rate,
 	// else a run of DefaultCeilingDuration before it.
-	CeilingPPS float64           `json:"ceiling_pps,omitempty"`
+	CeilingPPS float64 `json:"ceiling_pps,omitempty"`
+	// SenderCPUS (frame engines) is the CPU time of the sending thread,
+	// with the receive work that runs on it: Sent / SenderCPUS is the rate
+	// one CPU of its own would give, whatever else the machine runs.
+	SenderCPUS float64           `json:"sender_cpu_s,omitempty"`
 	ByKind     map[string]uint64 `json:"by_kind,omitempty"`
 }
 
@@ -255,6 +259,7 @@ func sendXDP(ctx context.Context, o LoadOptions, from, to *testenv.Host, receive
 	})
 	rep.Sent, rep.Undelivered, rep.Errors, rep.Refused = d.r.Sent, d.r.Undelivered(), d.r.Errors, d.r.Refused
 	rep.ElapsedS, rep.PPS = d.r.Elapsed.Seconds(), d.r.PPS()
+	rep.SenderCPUS = d.r.SenderCPU.Seconds()
 	rep.ByKind = map[string]uint64{}
 	for k, n := range d.r.ByKind {
 		if n > 0 {
