@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -57,6 +58,7 @@ var (
 	descBlocklist  = desc("xdp_blocklist_entries", "Entries in the XDP blocklist map, live or expired (ignored by the program until the LRU reuses them).", "state")
 
 	descDatagrams   = desc("datagrams_total", "Datagrams received by a worker.", "mode", "queue")
+	descWorkerBusy  = desc("worker_busy_seconds_total", "Time a worker spent on batches of datagrams (from a batch in hand to done with it; not waiting, spinning or sleeping).", "mode", "queue")
 	descSocketDrops = desc("socket_drops_total", "Datagrams the kernel dropped at a socket of ours (receive buffer full).", "mode", "queue")
 	descRingDrops   = desc("afxdp_ring_drops_total", "Packets lost at an AF_XDP socket's rings (rx_dropped + rx_ring_full): the accounting term.", "mode", "queue")
 	descXSK         = desc("afxdp_socket_total", "AF_XDP socket statistics (XDP_STATISTICS and the ring code's own counts), by counter.", "mode", "queue", "counter")
@@ -119,6 +121,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 type queueStat struct {
 	id, cpu     int
 	datagrams   uint64
+	busy        time.Duration
 	sockDrops   uint64
 	xsk         bool
 	bind        string // copy | zerocopy (afxdp)
@@ -141,7 +144,8 @@ func (g *Gateway) queueStats() []queueStat {
 		if open {
 			w.readSocketDrops()
 		}
-		q := queueStat{id: w.id, cpu: w.cpu, datagrams: w.datagrams.Load(), sockDrops: w.sockDrops.Load(), hasSocket: w.sock != nil}
+		q := queueStat{id: w.id, cpu: w.cpu, datagrams: w.datagrams.Load(), busy: time.Duration(w.busyNs.Load()),
+			sockDrops: w.sockDrops.Load(), hasSocket: w.sock != nil}
 		if x := w.xsk; x != nil {
 			q.xsk = true
 			q.bind = x.sock.Mode().String()
@@ -279,6 +283,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, q := range g.queueStats() {
 		id := strconv.Itoa(q.id)
 		counter(descDatagrams, q.datagrams, mode, id)
+		ch <- prometheus.MustNewConstMetric(descWorkerBusy, prometheus.CounterValue, q.busy.Seconds(), mode, id)
 		if q.hasSocket {
 			counter(descSocketDrops, q.sockDrops, mode, id)
 		}

@@ -46,6 +46,11 @@ type Stats struct {
 	RingDrops        uint64 // dropped at the AF_XDP rings (rx ring full, no fill frames)
 	BadFrames        uint64 // afxdp: redirected frames the worker could not parse
 
+	// WorkerBusy is each worker's busy time (index: worker id, the
+	// queue or socket it serves): from a batch in hand to done with it,
+	// not waiting. Events over busy time is the capacity of the workers.
+	WorkerBusy []time.Duration
+
 	Datagrams uint64 // received by the workers = BadFrames + Rejected + Decided
 	Rejected  uint64 // datagrams none of whose events decoded
 	Decided   uint64 // datagrams with at least one event decided
@@ -121,6 +126,7 @@ func (g *Gateway) Stats() (Stats, error) {
 		s.Datagrams += w.datagrams.Load()
 		s.Rejected += w.rejected.Load()
 		s.Reassembled += w.reassembled.Load()
+		s.WorkerBusy = append(s.WorkerBusy, time.Duration(w.busyNs.Load()))
 		s.SocketDrops += w.sockDrops.Load()
 		s.RingDrops += w.ringDrops()
 		if w.xsk != nil {

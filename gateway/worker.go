@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -46,8 +47,13 @@ type worker struct {
 	// fragments (socket paths). Added to only on such (rare) datagrams.
 	rejected    atomic.Uint64
 	reassembled atomic.Uint64
-	sockDrops   atomic.Uint64 // the socket's drop count (sk_drops), newest reading
-	err         atomic.Pointer[error]
+	// busyNs is the time the worker spent on its batches: from a non-empty
+	// batch in hand to its last verdict (afxdp) or to its sink flush
+	// (socket, plain); not waiting, spinning or sleeping. Busy time over
+	// events decided is the worker's capacity, whatever the offered load.
+	busyNs    atomic.Uint64
+	sockDrops atomic.Uint64 // the socket's drop count (sk_drops), newest reading
+	err       atomic.Pointer[error]
 }
 
 // pin locks the goroutine to its thread, the thread to w.cpu and, with
@@ -129,7 +135,7 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 		w.fail(err)
 		return
 	}
-	var total uint64
+	var total, busy uint64
 	for {
 		n, err := w.sock.recv(w.batch)
 		if err != nil {
@@ -143,6 +149,10 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 		got := 0
 		if w.batch.reassembled > 0 {
 			w.reassembled.Add(uint64(w.batch.reassembled))
+		}
+		var t0 time.Time
+		if n > 0 {
+			t0 = time.Now() // vDSO, no allocation; once per batch
 		}
 		w.loadTap()
 		for i := 0; i < n; i++ {
@@ -159,6 +169,10 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 			}
 			total += uint64(got)
 			w.datagrams.Store(total)
+		}
+		if n > 0 {
+			busy += uint64(time.Since(t0))
+			w.busyNs.Store(busy)
 		}
 		if shut || (n == 0 && stop.Load()) {
 			return
