@@ -508,7 +508,7 @@ type RuleStats struct {
 	// count the events it decided.
 	OnFull  OnFull
 	Limiter *RateLimitStats
-	Window       *WindowStats
+	Window  *WindowStats
 }
 
 // DecodeErrorTotal sums all decode errors.
