@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"math"
 	"strings"
 	"testing"
@@ -242,6 +243,12 @@ func FuzzDecode(f *testing.F) {
 		"{\"user_id\":\"u\"}\n{\"user_id\":\"v\"}",
 		`{"user_id":1,"amount":1e999}`, `{}`, `{"a":[{"b":[{}]}]}`, `{"user_id":"\ud800"}`,
 		"{\"user_id\":\"\xff\"}", `{"user_id":"u","amount":01}`, `{"user_id" "u"}`, `[]`, ``, `{"meta":{"country":`,
+		// issue 16: duplicates, numbers beyond float64, pretty objects over lines
+		`{"user_id":"first","user_id":"second","amount":5,"amount":99999}`,
+		`{"user_id":"u","meta":{"country":"DE","coun\u0074ry":"FR"}}`, `{"user\u005fid":"a","user_id":"b"}`,
+		`{"user_id":"u","amount":1e400}`, `{"user_id":"u","x":[-1e400]}`, `{"user_id":"u","amount":1.7976931348623157e308}`,
+		`{"user_id":"u","amount":1.797693134862315807e308}`, `{"user_id":"u","amount":1e-400}`,
+		"{\n  \"user_id\": \"a\",\n  \"note\":\n{\"user_id\":\"victim\",\"amount\":5000000}\n}\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -264,6 +271,37 @@ func FuzzDecode(f *testing.F) {
 					want := fromGJSON(gjson.GetBytes(obj, p))
 					if !sameValue(got, want) {
 						t.Fatalf("%q: %s = %+v, gjson says %+v", obj, p, got, want)
+					}
+					if got.Kind == KindNumber && (math.IsInf(got.Num, 0) || math.IsNaN(got.Num)) {
+						t.Fatalf("%q: %s = %v accepted", obj, p, got.Num)
+					}
+				}
+				// No key the rules read is duplicated where they read it.
+				for _, p := range testPaths {
+					top, rest, nested := strings.Cut(p, ".")
+					o, name := gjson.ParseBytes(obj), top
+					if nested {
+						o, name = gjson.GetBytes(obj, top), rest
+					}
+					n := 0
+					o.ForEach(func(k, _ gjson.Result) bool {
+						if k.String() == name {
+							n++
+						}
+						return true
+					})
+					if n > 1 && o.IsObject() {
+						t.Fatalf("%q: key %q of %s twice, accepted", obj, name, p)
+					}
+				}
+				// Its compacted copy is one line and reads the same.
+				line := AppendCompact(nil, obj)
+				if bytes.ContainsAny(line, "\r\n") || !gjson.ValidBytes(line) {
+					t.Fatalf("compact %q of %q", line, obj)
+				}
+				for _, p := range testPaths {
+					if a, b := fromGJSON(gjson.GetBytes(obj, p)), fromGJSON(gjson.GetBytes(line, p)); a.Kind != b.Kind || a.Num != b.Num || a.Kind == KindString && a.Str != b.Str {
+						t.Fatalf("compact %q of %q: %s %+v != %+v", line, obj, p, b, a)
 					}
 				}
 			case ErrInvalidJSON:
