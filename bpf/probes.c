@@ -16,7 +16,7 @@
  * at a time per CPU); Go sums them at scrape time.
  */
 
-#include "vmlinux.h"
+#include "xgate_kern.h"
 #include <bpf_helpers.h>
 #include <bpf_endian.h>
 #include <bpf_core_read.h>
