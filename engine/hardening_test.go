@@ -347,6 +347,16 @@ func TestPrettyDatagramIsOneRecord(t *testing.T) {
 	if len(ds) != 1 || ds[0].Err != ErrInvalidJSON {
 		t.Fatalf("broken: decisions %v %q", errsOf(ds), rawsOf(ds))
 	}
+	// Broken before it: after the error the decoder resumes at the next
+	// line that starts in column 0 (NDJSON), so the nested line is decoded
+	// as an event of its own, and the rules decide it like any other; the
+	// lone closing brace is one more reject. Nothing is passed undecided.
+	early := "{\n  \"user_id\": \"attacker\",\n  \"note\": oops\n{\"user_id\":\"victim\",\"amount\":5000000}\n}\n"
+	ds = w.Process([]byte(early), netipZero)
+	if len(ds) != 3 || ds[0].Err != ErrInvalidJSON || ds[1].Err != DecodeOK || ds[1].Key != "victim" ||
+		ds[1].Action != ActionDrop || ds[1].Rule != "big" || ds[2].Err != ErrInvalidJSON {
+		t.Fatalf("broken early: decisions %v %q", errsOf(ds), rawsOf(ds))
+	}
 }
 
 func TestAppendCompact(t *testing.T) {
