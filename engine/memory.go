@@ -12,7 +12,8 @@ import (
 // windows' tables, segments and registers, all allocated up front when the
 // program is built. The figures are exact: they are the sizes of the
 // slices the engine allocates (Stats reports the same Bytes afterwards);
-// the few hundred bytes of fixed overhead per rule are left out.
+// the fixed overhead per rule (about 1 KiB of headers and counters) is
+// left out.
 type Memory struct {
 	Total uint64       // sum of Rules' Bytes (saturating)
 	Rules []RuleMemory // the stateful rules, in config order
