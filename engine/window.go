@@ -96,9 +96,10 @@ type WindowStats struct {
 // are the extremes; avg is sum/count. Add always includes its own
 // observation, so its result is never from an empty window. Results are
 // never NaN and never ±Inf: a NaN value is recorded as 0, ±Inf as
-// ±MaxFloat64, and sums saturate at ±MaxFloat64 (so +Max then -Max sums to
-// 0, where float addition would have made Inf - Inf = NaN and stuck there
-// for the whole window). Value reports false
+// ±MaxFloat64, a segment's sum saturates at ±MaxFloat64 (so +Max, +Max,
+// -Max in one segment sums to 0, where float addition would have made
+// Inf - Inf = NaN and kept it for the whole window), and the window's sum
+// of its (finite) segments is clamped to ±MaxFloat64. Value reports false
 // for an unknown key or an empty window. A value read while other goroutines
 // add to the same key is assembled field by field (each field atomic), so it
 // may include part of a concurrent observation.
@@ -475,7 +476,9 @@ func (w *Window) gather(s, k uint64, a *windowAcc) {
 		a.count += c
 		switch w.agg {
 		case AggSum, AggAvg:
-			a.sum = satAdd(a.sum, math.Float64frombits(seg[segValue].Load()))
+			// Segment sums are finite (record saturates them), so this
+			// sum can reach ±Inf but never NaN; finish clamps it.
+			a.sum += math.Float64frombits(seg[segValue].Load())
 		case AggMin:
 			a.min = min(a.min, math.Float64frombits(seg[segValue].Load()^posInfBits))
 		case AggMax:
@@ -491,10 +494,11 @@ func (w *Window) gather(s, k uint64, a *windowAcc) {
 func (w *Window) finish(a *windowAcc, value float64, distinct uint64, extra bool) float64 {
 	if extra {
 		a.count++
-		a.sum = satAdd(a.sum, value)
+		a.sum += value
 		a.min = min(a.min, value)
 		a.max = max(a.max, value)
 	}
+	a.sum = finite(a.sum)
 	switch w.agg {
 	case AggCount:
 		return float64(a.count)
