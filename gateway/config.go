@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -99,6 +100,15 @@ type Limits struct {
 	MaxDatagram int
 	MaxEvent    int
 	MaxDepth    int
+	// AllowDuplicateKeys lets an event name a key the rules read twice
+	// (the first value counts); by default such an event is a
+	// duplicate_key decode error (I-JSON), since downstream parsers read
+	// the last one and the rules would judge another event than they see.
+	AllowDuplicateKeys bool
+	// StateMemory bounds the bytes of all rate-limit and window tables
+	// together; a config over it is refused by validate, run and reload
+	// with each rule's figure. 0: half the host's memory (MemTotal).
+	StateMemory int64
 }
 
 // Rule is one rule (engine.RuleSpec).
@@ -117,6 +127,7 @@ type RuleRateLimit struct {
 	Rate    string  // "100/s", "6000/m", "10/ms", "1/h"
 	Burst   float64 // 0: one second's worth of Rate (at least 1)
 	MaxKeys int     // 0: 1<<20
+	OnFull  string  // deny (default: a new key with the table full is limited) | allow
 }
 
 // RuleWindow is a per-key sliding window of a rule.
@@ -126,6 +137,7 @@ type RuleWindow struct {
 	Slide   time.Duration
 	Agg     string // count | sum(f) | min(f) | max(f) | avg(f) | distinct(f)
 	MaxKeys int
+	OnFull  string // deny (default: an event that cannot be counted fires the rule) | allow
 }
 
 // XDP is the policy of the XDP program.
@@ -862,9 +874,11 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 		"limits": func(n *yaml.Node, p string) {
 			l := &c.Limits
 			d.mapping(n, p, map[string]func(*yaml.Node, string){
-				"max_datagram": d.sizeInt(&l.MaxDatagram),
-				"max_event":    d.sizeInt(&l.MaxEvent),
-				"max_depth":    d.intField(&l.MaxDepth),
+				"max_datagram":         d.sizeInt(&l.MaxDatagram),
+				"max_event":            d.sizeInt(&l.MaxEvent),
+				"max_depth":            d.intField(&l.MaxDepth),
+				"allow_duplicate_keys": d.boolean(&l.AllowDuplicateKeys),
+				"state_memory":         d.size(&l.StateMemory),
 			})
 		},
 		"rules": func(n *yaml.Node, p string) {
@@ -979,6 +993,7 @@ func (d *configDecoder) rule(n *yaml.Node, p string) Rule {
 				"rate":     d.str(&rl.Rate),
 				"burst":    d.floatField(&rl.Burst),
 				"max_keys": d.intField(&rl.MaxKeys),
+				"on_full":  d.str(&rl.OnFull),
 			})
 		},
 		"window": func(n *yaml.Node, p string) {
@@ -993,6 +1008,7 @@ func (d *configDecoder) rule(n *yaml.Node, p string) Rule {
 				"slide":    d.duration(&w.Slide),
 				"agg":      d.str(&w.Agg),
 				"max_keys": d.intField(&w.MaxKeys),
+				"on_full":  d.str(&w.OnFull),
 			})
 		},
 	})
@@ -1458,6 +1474,7 @@ func (c *Config) checkRules(k *configChecker, schemaOK bool) {
 				k.errf(key("rate_limit.burst"), "%g: want >= 1 (or leave it out for one second's worth)", rl.Burst)
 			}
 			checkMaxKeys(k, key("rate_limit.max_keys"), rl.MaxKeys)
+			checkOnFull(k, key("rate_limit.on_full"), rl.OnFull)
 		}
 		if w := r.Window; w != nil {
 			if w.Key == "" {
@@ -1479,6 +1496,7 @@ func (c *Config) checkRules(k *configChecker, schemaOK bool) {
 				k.errf(key("window.slide"), "size/slide = %d segments: at most 1024", w.Size/w.Slide)
 			}
 			checkMaxKeys(k, key("window.max_keys"), w.MaxKeys)
+			checkOnFull(k, key("window.on_full"), w.OnFull)
 		}
 		if len(k.errs) > n || !schemaOK || k.badUnder(p) {
 			compileOK = false
@@ -1493,7 +1511,21 @@ func (c *Config) checkRules(k *configChecker, schemaOK bool) {
 		// one program can read (distinct top-level fields).
 		if _, err := engine.New(c.validationConfig(c.Rules)); err != nil {
 			k.add("rules", err.Error(), err)
+		} else if _, err := engine.Validate(c.EngineConfig()); err != nil {
+			// What validates also runs: the real tables' size against the
+			// budget, computed without allocating them.
+			key := "rules"
+			if k.has("limits.state_memory") {
+				key = "limits.state_memory"
+			}
+			k.add(key, err.Error()+" (raise limits.state_memory or lower max_keys)", err)
 		}
+	}
+}
+
+func checkOnFull(k *configChecker, key, v string) {
+	if _, err := engine.ParseOnFull(v); err != nil {
+		k.errf(key, "%q: want deny (the default: fail closed) or allow", v)
 	}
 }
 
@@ -1576,10 +1608,10 @@ func (c *Config) compileRule(k *configChecker, i int) bool {
 func (r Rule) spec() engine.RuleSpec {
 	s := engine.RuleSpec{Name: r.Name, When: r.When, Filter: r.Filter, Action: r.Action}
 	if rl := r.RateLimit; rl != nil {
-		s.RateLimit = &engine.RateLimitSpec{Key: rl.Key, Rate: rl.Rate, Burst: rl.Burst, MaxKeys: rl.MaxKeys}
+		s.RateLimit = &engine.RateLimitSpec{Key: rl.Key, Rate: rl.Rate, Burst: rl.Burst, MaxKeys: rl.MaxKeys, OnFull: rl.OnFull}
 	}
 	if w := r.Window; w != nil {
-		s.Window = &engine.WindowSpec{Key: w.Key, Size: w.Size, Slide: w.Slide, Agg: w.Agg, MaxKeys: w.MaxKeys}
+		s.Window = &engine.WindowSpec{Key: w.Key, Size: w.Size, Slide: w.Slide, Agg: w.Agg, MaxKeys: w.MaxKeys, OnFull: w.OnFull}
 	}
 	return s
 }
@@ -1593,13 +1625,44 @@ func (c *Config) engineSchema() *engine.Schema {
 }
 
 func (c *Config) engineLimits() engine.Limits {
-	return engine.Limits{MaxDatagram: c.Limits.MaxDatagram, MaxEvent: c.Limits.MaxEvent, MaxDepth: c.Limits.MaxDepth}
+	return engine.Limits{MaxDatagram: c.Limits.MaxDatagram, MaxEvent: c.Limits.MaxEvent, MaxDepth: c.Limits.MaxDepth,
+		AllowDuplicateKeys: c.Limits.AllowDuplicateKeys}
 }
 
-// EngineConfig is the engine's view of c: schema, limits and rules. The
-// Clock is left nil (the system clock).
+// StateBudget is the memory budget of the rules' state tables in force:
+// limits.state_memory, or half the host's memory.
+func (c *Config) StateBudget() uint64 {
+	if c.Limits.StateMemory > 0 {
+		return uint64(c.Limits.StateMemory)
+	}
+	return hostMemory() / 2
+}
+
+// hostMemory is MemTotal of /proc/meminfo in bytes (0 when unreadable:
+// then no budget applies).
+var hostMemory = sync.OnceValue(func() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			f := strings.Fields(v)
+			if len(f) == 2 && f[1] == "kB" {
+				n, err := strconv.ParseUint(f[0], 10, 64)
+				if err == nil {
+					return n << 10
+				}
+			}
+		}
+	}
+	return 0
+})
+
+// EngineConfig is the engine's view of c: schema, limits, rules and the
+// state memory budget. The Clock is left nil (the system clock).
 func (c *Config) EngineConfig() engine.Config {
-	ec := engine.Config{Schema: c.engineSchema(), Limits: c.engineLimits()}
+	ec := engine.Config{Schema: c.engineSchema(), Limits: c.engineLimits(), MemoryBudget: c.StateBudget()}
 	for _, r := range c.Rules {
 		ec.Rules = append(ec.Rules, r.spec())
 	}
