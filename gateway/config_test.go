@@ -594,7 +594,8 @@ rules:
 	want := engine.Config{
 		Schema: &engine.Schema{Key: "account.id", Amount: "amount", Type: "event_type", TS: "ts", Src: "ip",
 			Required: []engine.Role{engine.RoleKey, engine.RoleAmount}},
-		Limits: engine.Limits{MaxDatagram: 9000, MaxEvent: 4096, MaxDepth: 8},
+		Limits:       engine.Limits{MaxDatagram: 9000, MaxEvent: 4096, MaxDepth: 8},
+		MemoryBudget: c.StateBudget(),
 		Rules: []engine.RuleSpec{
 			{Name: "w", When: "value > 3", Filter: "amount > 0", Action: "block 1m",
 				Window: &engine.WindowSpec{Key: "src_ip", Size: 10 * time.Second, Slide: 500 * time.Millisecond, Agg: "distinct(account.id)", MaxKeys: 1024}},
