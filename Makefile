@@ -3,9 +3,14 @@
 # (tools/install-deps.sh: idempotent, quiet, root).
 
 GO        ?= go
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release version from git tags (tools/version.sh: v0.2.0 on the tag,
+# v0.2.0-3-gabc1234 after it, v0.2.0-dev+gabc1234 before any tag).
+VERSION   ?= $(shell tools/version.sh)
 COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# A static binary: xgate needs nothing of libc (cgo off also lets it drop
+# capabilities on every thread, see gateway/caps_linux.go).
+BIN       ?= bin/xgate
 
 # bpf2go reads these; the generate lines in bpf/ stay free of compiler details.
 BPF2GO_CC     ?= clang-19
@@ -25,7 +30,7 @@ GENERATE_DEBS := clang-19 llvm-19 libbpf-dev
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/xgate ./cmd/xgate
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xgate
 
 deps-test:
 	@tools/install-deps.sh $(TEST_DEBS)
