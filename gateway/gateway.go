@@ -43,6 +43,13 @@ type Options struct {
 	// RecvTimeout is how long a worker waits in one receive call before it
 	// checks for stop (default 100ms).
 	RecvTimeout time.Duration
+	// DropCaps makes Run drop every capability of the process, on every
+	// thread, and set no_new_privs once setup is done (caps_linux.go); the
+	// daemon sets it, tests that run gateways in their own process do not.
+	DropCaps bool
+	// OnReady, if set, is called by Run once the gateway receives (after
+	// the capability drop): the daemon tells systemd READY=1 there.
+	OnReady func()
 }
 
 // Gateway is a running (or ready to run) xgate daemon.
@@ -135,8 +142,22 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	} else if mounted {
 		g.log.Info("mounted bpffs at /sys/fs/bpf for the pins")
 	}
+	// The capabilities of every setup step, before any is taken: of the
+	// configured path, or of the one auto chose from the privileges.
+	if p := configuredPath(cfg.Mode); p != "" {
+		if err := g.checkCaps(cfg, p); err != nil {
+			return nil, err
+		}
+	}
 	if g.path, g.why, err = choosePath(cfg); err != nil {
 		return nil, err
+	}
+	if configuredPath(cfg.Mode) == "" {
+		if err := g.checkCaps(cfg, g.path); err != nil {
+			// auto: what the capabilities do not allow falls back as a
+			// missing privilege does in choosePath.
+			g.path, g.why = PathPlain, "auto: no BPF possible ("+err.Error()+"); plain UDP sockets, blocks are not enforced in the kernel"
+		}
 	}
 	// Before anything is attached: a missing privilege fails here.
 	rtPrio := cfg.Workers.RealtimePriority
@@ -356,10 +377,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if g.opts.DropCaps {
+		g.pinned.Wait() // the workers' SCHED_FIFO needs CAP_SYS_NICE
+		g.dropCaps()
+	}
 	if h := g.web.Load(); h != nil {
 		h.ready.Store(true)
 	}
 	g.log.Info("receiving", "workers", len(g.workers), "ports", g.Config().Listen.Ports)
+	if g.opts.OnReady != nil {
+		g.opts.OnReady()
+	}
 	<-ctx.Done()
 	return g.Stop()
 }

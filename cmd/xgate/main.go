@@ -53,7 +53,7 @@ func writeJSON(w io.Writer, v any) error {
 func main() {
 	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "xgate:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -70,6 +70,7 @@ accounts for every packet it saw.`,
 		Version:       version,
 	}
 	root.SetVersionTemplate(versionLine())
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	root.AddCommand(newVersion(), newDemo(), newRun(), newValidate(), newReload(), newLoad(), newBench(), newStats(), newTap())
 	return root
 }

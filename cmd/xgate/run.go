@@ -39,10 +39,16 @@ a bad file is rejected and the running rules stay.`,
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			cfg, err := gateway.LoadConfig(cfgPath)
 			if err != nil {
-				return err
+				return &configError{err}
 			}
 			gateway.Version = version + " (commit " + commit + ")"
-			g, err := gateway.New(cfg, gateway.Options{Logger: log})
+			// After setup the daemon drops every capability (DropCaps) and
+			// tells systemd it is ready (Type=notify).
+			g, err := gateway.New(cfg, gateway.Options{Logger: log, DropCaps: true, OnReady: func() {
+				if err := sdNotify("READY=1", "STATUS=receiving"); err != nil {
+					log.Warn("cannot notify systemd", "error", err)
+				}
+			}})
 			if err != nil {
 				return err
 			}
@@ -60,14 +66,22 @@ a bad file is rejected and the running rules stay.`,
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
+					_ = sdNotify("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()))
 					next, err := gateway.LoadConfig(cfgPath)
 					if err == nil {
 						err = g.Reload(next)
 					}
+					status := "STATUS=receiving; reloaded"
 					if err != nil {
 						log.Error("reload rejected; the running rules stay", "error", err)
+						status = "STATUS=receiving; reload rejected, the running rules stay (see the log)"
 					}
+					_ = sdNotify("READY=1", status)
 				}
+			}()
+			go func() {
+				<-ctx.Done()
+				_ = sdNotify("STOPPING=1", "STATUS=stopping")
 			}()
 			return g.Run(ctx)
 		},
@@ -94,7 +108,7 @@ configured mode needs.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := gateway.LoadConfig(cfgPath)
 			if err != nil {
-				return err
+				return &configError{err}
 			}
 			if host {
 				problems, notes := gateway.CheckSetup(cfg)
