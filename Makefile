@@ -22,7 +22,7 @@ export BPF2GO_CC BPF2GO_STRIP BPF2GO_CFLAGS
 RACE_PKGS  := $(shell $(GO) list ./... 2>/dev/null | grep -E '/(engine|gateway|xdp)($$|/)')
 PLAIN_PKGS := $(filter-out $(RACE_PKGS),$(shell $(GO) list ./... 2>/dev/null))
 
-TEST_DEBS     := gcc libc6-dev iproute2 prometheus bpftool nats-server
+TEST_DEBS     := gcc libc6-dev iproute2 prometheus bpftool nats-server systemd lintian
 GENERATE_DEBS := clang-19 llvm-19 libbpf-dev
 
 .PHONY: all build test bench generate generate-check demo lint clean deps-test deps-generate

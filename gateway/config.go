@@ -1174,6 +1174,9 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	default:
 		k.errf("mode", "%q: want afxdp, socket or auto", c.Mode)
 	}
+	if c.Interface == "" && k.has("interface") {
+		k.errf("interface", "empty: set the NIC to attach to, e.g. interface: eth0 (ip -br link lists them), or leave the key out to run plain UDP sockets without XDP")
+	}
 	if c.Interface != "" && (len(c.Interface) >= 16 || strings.ContainsAny(c.Interface, "/ \t\n:")) {
 		k.errf("interface", "%q is not an interface name", c.Interface)
 	}
