@@ -39,6 +39,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct probe_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_cfg SEC(".maps");
 
 /* The socket filter times one packet in sock_sample_n per CPU (1: every
@@ -69,6 +70,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct probe_sock_tick);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_sock_ticks SEC(".maps");
 
 struct {
@@ -76,6 +78,7 @@ struct {
 	__uint(max_entries, PROBE_LAT_BUCKETS);
 	__type(key, __u32);
 	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_latency SEC(".maps");
 
 struct {
@@ -83,6 +86,7 @@ struct {
 	__uint(max_entries, PROBE_STAT__MAX);
 	__type(key, enum probe_stat);
 	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_stats SEC(".maps");
 
 /* Our UDP destination ports, host byte order; the value is unused. */
@@ -91,6 +95,7 @@ struct {
 	__uint(max_entries, 1024);
 	__type(key, __u16);
 	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_ports SEC(".maps");
 
 /* Drops of packets to our ports by enum skb_drop_reason. */
@@ -99,6 +104,7 @@ struct {
 	__uint(max_entries, 1024);
 	__type(key, __u32);
 	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_drops SEC(".maps");
 
 struct {
@@ -106,6 +112,7 @@ struct {
 	__uint(max_entries, 256);
 	__type(key, struct probe_xdp_key);
 	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_xdp_events SEC(".maps");
 
 /* The socket filter's __sk_buff has no readable tstamp: read the real

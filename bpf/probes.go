@@ -52,6 +52,11 @@ type ProbeOptions struct {
 	// host (an NTP daemon, another SO_TIMESTAMP* socket) has it on anyway.
 	// It costs a clock read per received skb on every device of the host.
 	RxTimestamps bool
+	// PinPath pins the probes' maps by name under this bpffs directory
+	// (beside the XDP program's, so `bpftool map dump pinned` and
+	// `xgate stats --pins` read them) and reuses maps already pinned
+	// there; empty means no pinning. Unpin removes them.
+	PinPath string
 }
 
 // DefaultSockSample is the socket filter's default sampling period.
@@ -79,7 +84,8 @@ type Probes struct {
 	// timestamp conversion per received datagram).
 	tsFD int
 
-	sockSample int // the socket filter's sampling period
+	sockSample int    // the socket filter's sampling period
+	pinPath    string // where the maps are pinned ("" = not pinned)
 
 	mu     sync.Mutex // guards cfg and the config map
 	cfg    probesKernProbeConfig
@@ -130,8 +136,11 @@ func LoadProbes(opts ProbeOptions) (*Probes, error) {
 	if err := spec.Variables[probesKernVarSockSampleN].Set(uint32(sample)); err != nil {
 		return nil, fmt.Errorf("probes: set %s: %w", probesKernVarSockSampleN, err)
 	}
-	p := &Probes{progs: make(map[string]*ebpf.Program), tsFD: -1, sockSample: sample}
-	if err := spec.LoadAndAssign(&p.maps, nil); err != nil {
+	if err := preparePins(spec.Maps, opts.PinPath); err != nil {
+		return nil, fmt.Errorf("probes: %w", err)
+	}
+	p := &Probes{progs: make(map[string]*ebpf.Program), tsFD: -1, sockSample: sample, pinPath: opts.PinPath}
+	if err := spec.LoadAndAssign(&p.maps, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}}); err != nil {
 		return nil, fmt.Errorf("probes: create maps: %w", err)
 	}
 	replace := map[string]*ebpf.Map{
@@ -636,6 +645,14 @@ func (p *Probes) Close() error {
 	}
 	errs = append(errs, p.maps.Close())
 	return errors.Join(errs...)
+}
+
+// Unpin removes the pins of the probes' maps (and the pin directory if
+// that leaves it empty). Call it before Close.
+func (p *Probes) Unpin() error {
+	m := &p.maps
+	return unpinAll(p.pinPath, m.ProbeCfg, m.ProbeDrops, m.ProbeLatency, m.ProbePorts, m.ProbeSockTicks,
+		m.ProbeStats, m.ProbeXdpEvents)
 }
 
 // sumPerCPU adds up the per-CPU values of one PERCPU map entry.

@@ -89,6 +89,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xgate_xsks SEC(".maps");
 
+/* CIDR lists (struct xgate_cidr_key/value); max_entries resized by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__type(key, struct xgate_cidr_key);
+	__type(value, struct xgate_cidr_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xgate_cidrs SEC(".maps");
+
+/* Packets per CIDR list that matched (by list id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XGATE_CIDR_LISTS);
+	__type(key, __u32);
+	__type(value, struct xgate_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xgate_cidr_hits SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -102,6 +121,7 @@ struct {
  * constants keep them in the object's BTF; the loader does not load them. */
 const struct xgate_meta xgate_meta_layout __attribute__((unused)) = {};
 const enum xgate_stamp xgate_stamp_layout __attribute__((unused)) = XGATE_STAMP_META;
+const enum xgate_cidr_action xgate_cidr_action_layout __attribute__((unused)) = XGATE_CIDR_DROP;
 
 /* How survivors carry their receive timestamp (enum xgate_stamp): set by
  * the loader before load, from the probe of bpf_xdp_adjust_meta. */
@@ -564,6 +584,34 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 	 * on this class of CPU) is read at most once, and only by the steps
 	 * that need it: a block with an expiry, the fine-clock bucket, the
 	 * AF_XDP metadata stamp. */
+	/* CIDR lists: a helper call (the LPM trie), only when there are lists. */
+	if (cfg->flags & XGATE_F_CIDRS) {
+		struct xgate_cidr_key ck = { .prefixlen = 128 };
+		struct xgate_cidr_value *cv;
+
+		__builtin_memcpy(ck.addr, src.addr, 16);
+		cv = bpf_map_lookup_elem(&xgate_cidrs, &ck);
+		if (cv) {
+			__u32 list = cv->list;
+			struct xgate_counter *c;
+
+			if (list < XGATE_CIDR_LISTS) {
+				c = bpf_map_lookup_elem(&xgate_cidr_hits, &list);
+				if (c) {
+					c->packets++;
+					c->bytes += len;
+				}
+			}
+			if (cv->action == XGATE_CIDR_DROP) {
+				*reason = XGATE_R_CIDR_DROP;
+				return XDP_DROP;
+			}
+			if (cv->action == XGATE_CIDR_NEVER_BLOCK) {
+				count(XGATE_EV_NEVER_BLOCK, len);
+				goto admitted;
+			}
+		}
+	}
 	if (is_blocked(&src, h, &now, len)) {
 		*reason = XGATE_R_BLOCKED;
 		return XDP_DROP;
@@ -573,6 +621,7 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		*reason = r;
 		return XDP_DROP;
 	}
+admitted:
 	if ((cfg->flags & XGATE_F_PAYLOAD_CHECK) && !payload_is_json(udp + 1, data_end)) {
 		*reason = XGATE_R_PAYLOAD_NOT_JSON;
 		return XDP_DROP;

@@ -724,7 +724,7 @@ func TestXDPPinning(t *testing.T) {
 
 	a := xgLoad(t, Options{PinPath: dir})
 	for _, name := range []string{XdpMapXgateBlocklist, XdpMapXgateBfilter, XdpMapXgateBuckets, XdpMapXgateCfg,
-		XdpMapXgateCostNs, XdpMapXgateCounters, XdpMapXgatePorts, XdpMapXgateXsks} {
+		XdpMapXgateCostNs, XdpMapXgateCounters, XdpMapXgatePorts, XdpMapXgateXsks, XdpMapXgateCidrs, XdpMapXgateCidrHits} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("pin of %s: %v", name, err)
 		}
@@ -745,7 +745,19 @@ func TestXDPPinning(t *testing.T) {
 		t.Errorf("first instance sees %d blocked, want 1 (shared counters)", c[ReasonBlocked].Packets)
 	}
 
+	// The probes pin beside the program, and unpin with it.
+	p, err := LoadProbes(ProbeOptions{PinPath: dir, ClockRefresh: -1})
+	xgNoErr(t, err)
+	defer p.Close()
+	for _, name := range []string{probesKernMapProbeCfg, probesKernMapProbeDrops, probesKernMapProbeLatency,
+		probesKernMapProbePorts, probesKernMapProbeSockTicks, probesKernMapProbeStats, probesKernMapProbeXdpEvents} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("pin of %s: %v", name, err)
+		}
+	}
+
 	xgNoErr(t, a.Unpin())
+	xgNoErr(t, p.Unpin())
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("pin directory still there after Unpin: %v", err)
 	}
@@ -799,6 +811,115 @@ func TestMapsHaveBTF(t *testing.T) {
 		}
 		if info.Name != name {
 			t.Errorf("map %s is named %q in the kernel", name, info.Name)
+		}
+	}
+}
+
+// TestXDPCIDRLists: a never-block list keeps its sources out of the
+// blocklist and the bucket (and Block refuses them), a drop list drops,
+// the longest prefix wins, hits are counted per list, and replacing the
+// lists removes what is no longer listed.
+func TestXDPCIDRLists(t *testing.T) {
+	x := xgLoad(t, Options{Config: Config{BucketRate: 1, BucketBurst: 1}})
+	v4 := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}.Bytes()
+	other := packet.Frame{Src: xgOther4, Dst: xgDst4, Payload: xgJSON}.Bytes()
+	v6 := packet.Frame{Src: xgSrc6, Dst: xgDst6, Payload: xgJSON}.Bytes()
+	lists := []CIDRList{
+		{Name: "partners", Action: CIDRNeverBlock, Prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}},
+		{Name: "bad", Action: CIDRDrop, Prefixes: []netip.Prefix{netip.MustParsePrefix("2001:2::/64"), netip.MustParsePrefix("198.18.0.9/32")}},
+	}
+	xgNoErr(t, x.SetCIDRLists(lists))
+
+	if err := x.Block(xgSrc4, Forever); !errors.Is(err, ErrNeverBlock) {
+		t.Errorf("Block of a never-block address: %v, want ErrNeverBlock", err)
+	}
+	// As bpftool would, behind the API's back: the program still skips it.
+	k, _ := srcKey(xgSrc4)
+	xgNoErr(t, x.objs.XgateBlocklist.Put(k, XdpXgateBlock{ExpiresNs: math.MaxUint64}))
+	xgNoErr(t, x.SyncBlockFilter())
+	// Three back to back with a burst of 1: the bucket is skipped too.
+	for i := 0; i < 3; i++ {
+		before := xgCounters(t, x)
+		if v, _, _ := xgRun(t, x.Program(), v4, xgLoIfindex, 0); v != xgPass {
+			t.Fatalf("never-block source, packet %d: verdict %d", i, v)
+		}
+		xgAssertDeltas(t, before, xgCounters(t, x), map[Reason]uint64{ReasonPassSocket: 1, EventNeverBlock: 1}, len(v4))
+	}
+	// The longest prefix wins: 198.18.0.9/32 drop inside the /24.
+	xgRunChecked(t, x, other, ReasonCIDRDrop)
+	xgRunChecked(t, x, v6, ReasonCIDRDrop)
+	if l, a, ok, err := x.LookupCIDR(xgOther4); err != nil || !ok || l != 1 || a != CIDRDrop {
+		t.Errorf("LookupCIDR(%v) = %d %v %v %v", xgOther4, l, a, ok, err)
+	}
+	hits, err := x.CIDRHits()
+	xgNoErr(t, err)
+	if hits[0].Packets != 3 || hits[1].Packets != 2 {
+		t.Errorf("hits partners %d bad %d, want 3 and 2", hits[0].Packets, hits[1].Packets)
+	}
+
+	// Replace: only the drop list, without the /32; the block applies again.
+	xgNoErr(t, x.SetCIDRLists(lists[1:2]))
+	xgNoErr(t, x.SetCIDRLists([]CIDRList{{Name: "bad", Action: CIDRDrop, Prefixes: []netip.Prefix{netip.MustParsePrefix("2001:2::/64")}}}))
+	xgRunChecked(t, x, v4, ReasonBlocked)
+	if _, _, ok, _ := x.LookupCIDR(xgOther4); ok {
+		t.Error("198.18.0.9 still listed after the lists were replaced")
+	}
+	// A SetConfig keeps the lists on.
+	xgNoErr(t, x.SetConfig(Config{}))
+	xgRunChecked(t, x, v6, ReasonCIDRDrop)
+	// No lists: no lookup.
+	xgNoErr(t, x.SetCIDRLists(nil))
+	xgRunChecked(t, x, v6, ReasonPassSocket)
+
+	if err := x.SetCIDRLists([]CIDRList{
+		{Name: "a", Action: CIDRDrop, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		{Name: "b", Action: CIDRNeverBlock, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/8")}},
+	}); err == nil {
+		t.Error("one prefix in two lists: no error")
+	}
+}
+
+// TestXDPBlockSweep: entries carry their rule and time; SweepExpired
+// removes the expired ones from the map and the prefilter (a later packet
+// from that source takes the prefilter's fast path again) and reports the
+// next expiry ahead.
+func TestXDPBlockSweep(t *testing.T) {
+	x := xgLoad(t, Options{})
+	xgNoErr(t, x.BlockBy(xgSrc4, time.Hour, "flood-source"))
+	xgNoErr(t, x.blockAt(xgOther4, Ktime()-1))
+	xgNoErr(t, x.Block(xgSrc6, Forever))
+	bl, err := x.ListBlocked()
+	xgNoErr(t, err)
+	byAddr := map[netip.Addr]Blocked{}
+	for _, b := range bl {
+		byAddr[b.Addr] = b
+	}
+	if b := byAddr[xgSrc4]; b.Rule != "flood-source" || b.SinceNs == 0 || b.Permanent || b.Expired {
+		t.Errorf("entry %+v", b)
+	}
+	if b := byAddr[xgSrc6]; b.Rule != ManualRule || !b.Permanent {
+		t.Errorf("entry %+v", b)
+	}
+	removed, next, err := x.SweepExpired()
+	xgNoErr(t, err)
+	if removed != 1 || next != byAddr[xgSrc4].ExpiresNs {
+		t.Errorf("sweep removed %d, next %d: want 1 and %d", removed, next, byAddr[xgSrc4].ExpiresNs)
+	}
+	if bl, _ := x.ListBlocked(); len(bl) != 2 {
+		t.Errorf("%d entries left, want 2", len(bl))
+	}
+	// The swept source's prefilter counter is back to zero: no lookup.
+	other := packet.Frame{Src: xgOther4, Dst: xgDst4, Payload: xgJSON}.Bytes()
+	xgRunChecked(t, x, other, ReasonPassSocket)
+	if removed, _, _ := x.SweepExpired(); removed != 0 {
+		t.Errorf("second sweep removed %d", removed)
+	}
+	long := strings.Repeat("r", 40)
+	xgNoErr(t, x.BlockBy(xgOther4, time.Minute, long))
+	bl, _ = x.ListBlocked()
+	for _, b := range bl {
+		if b.Addr == xgOther4 && b.Rule != long[:31] {
+			t.Errorf("long rule name kept as %q", b.Rule)
 		}
 	}
 }

@@ -33,7 +33,7 @@ type Config struct {
 	Interface string // the NIC to attach to; required for afxdp and socket modes
 	Mode      string // afxdp | socket | auto
 	Listen    Listen
-	Queues    int // RX queues to serve; 0 = all of the interface's
+	Queues    int // RX queues to serve; 0 = every active RX queue of the interface (ActiveRxQueues)
 	Schema    Schema
 	Limits    Limits
 	Rules     []Rule
@@ -72,7 +72,13 @@ const (
 // Listen is where events arrive.
 type Listen struct {
 	Ports   []uint16 // UDP destination ports; at least one
-	Address string   // bind address of the sockets (socket and plain modes); "" = all
+	Address string   // bind address of the sockets (socket and plain modes); "" = all IPv4
+	// VLANs are the VLAN IDs served (the outer tag): a datagram to our
+	// port tagged with another VLAN is dropped in XDP as vlan_not_served
+	// (in socket mode only a VLAN device of the host would deliver it).
+	// Untagged frames are always served. AnyVLAN ("vlans: any") serves all.
+	VLANs   []uint16
+	AnyVLAN bool
 }
 
 // Schema maps the engine's roles to JSON paths (engine.Schema).
@@ -863,6 +869,27 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 					})
 				},
 				"address": d.str(&c.Listen.Address),
+				"vlans": func(n *yaml.Node, p string) {
+					if isNull(n) {
+						return
+					}
+					if n.Kind == yaml.ScalarNode && n.Value == "any" {
+						c.Listen.AnyVLAN = true
+						return
+					}
+					c.Listen.VLANs = []uint16{}
+					d.sequence(n, p, "VLAN IDs (or: any)", func(_ int, item *yaml.Node, ip string) {
+						v, ok := d.integer(item, ip)
+						if !ok {
+							return
+						}
+						if v < 1 || v > 4094 {
+							d.errAt(item, ip, "VLAN ID %d is not in 1..4094", v)
+							return
+						}
+						c.Listen.VLANs = append(c.Listen.VLANs, uint16(v))
+					})
+				},
 			})
 		},
 		"schema": func(n *yaml.Node, p string) {

@@ -68,7 +68,7 @@ func (g *Gateway) startHTTP() error {
 			g.log.Error("http server failed", "error", err)
 		}
 	}()
-	endpoints := "/metrics /status /tap /healthz /readyz"
+	endpoints := "/metrics /status /tap /blocklist /healthz /readyz"
 	if g.Config().HTTP.Pprof {
 		endpoints += " /debug/pprof/ /debug/trace"
 	}
@@ -131,6 +131,7 @@ func (g *Gateway) httpHandler(h *httpServer) http.Handler {
 	mux.HandleFunc("GET /tap", func(w http.ResponseWriter, r *http.Request) {
 		g.serveTap(w, r, h.quit)
 	})
+	mux.HandleFunc("/blocklist", g.serveBlocklist)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -187,7 +188,8 @@ type Status struct {
 	Why           string            `json:"why"`
 	Interface     string            `json:"interface,omitempty"`
 	XDPMode       string            `json:"xdp_mode,omitempty"`
-	RxQueues      int               `json:"rx_queues,omitempty"` // of the interface
+	RxQueues      int               `json:"rx_queues,omitempty"`      // active RX queues of the interface
+	RxQueuesFrom  string            `json:"rx_queues_from,omitempty"` // ethtool | sysfs | fallback
 	Ports         []uint16          `json:"ports"`
 	Workers       []WorkerState     `json:"workers"`
 	Rules         RulesState        `json:"rules"`
@@ -198,6 +200,12 @@ type Status struct {
 	Accounting    Accounting        `json:"accounting"`
 	Verdicts      map[string]uint64 `json:"verdicts"`
 	Probes        []ProbeState      `json:"probes"`
+	// PathSteps are the receive-path steps New tried, the one taken last
+	// (mode auto steps down when one is refused).
+	PathSteps []Step `json:"path_steps"`
+	// Features: every kernel and interface feature, available or not, why,
+	// and what it made xgate do.
+	Features Features `json:"features"`
 }
 
 // ProbeState is one kernel probe: running, or missing and why.
@@ -252,7 +260,7 @@ func (g *Gateway) Status() (Status, error) {
 		Sinks:    []string{},
 	}
 	if g.path != PathPlain {
-		st.RxQueues = g.queues
+		st.RxQueues, st.RxQueuesFrom = g.queues, g.rxq.Source
 	}
 	if ns := g.started.Load(); ns != 0 {
 		st.StartedAt = time.Unix(0, ns).UTC()
@@ -273,5 +281,7 @@ func (g *Gateway) Status() (Status, error) {
 		st.Verdicts[a.String()] = s.Engine.Verdicts[a]
 	}
 	st.Probes = g.probeStates()
+	st.PathSteps = g.steps
+	st.Features = g.Features()
 	return st, nil
 }

@@ -86,6 +86,7 @@ var (
 
 	descFBRequests = desc("feedback_block_requests_total", "Block verdicts with a source address.")
 	descFBBlocks   = desc("feedback_blocks_total", "What happened to block requests, by result.", "result")
+	descFBSwept    = desc("blocklist_expired_removed_total", "Expired blocks removed from the XDP blocklist and its prefilter.")
 
 	descSinkRecords   = desc("sink_records_total", "Records written or sent by a sink (Kafka, NATS: acknowledged by the broker).", "sink")
 	descSinkBytes     = desc("sink_bytes_total", "Bytes written or sent by a sink.", "sink")
@@ -347,6 +348,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFBBlocks, f.OverLimit, "over_limit")
 	counter(descFBBlocks, f.Failed, "failed")
 	counter(descFBBlocks, f.Unenforced, "unenforced")
+	counter(descFBBlocks, f.Refused, "refused_never_block")
+	counter(descFBSwept, f.Swept)
 
 	for i, sk := range s.Sinks {
 		name := sk.Name

@@ -207,7 +207,7 @@ func bareWorker(t testing.TB, tap *tapHub) *worker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &worker{id: 1, ew: e.NewWorker(), fb: newFeedback(nil, 0), tap: tap}
+	return &worker{id: 1, ew: e.NewWorker(), fb: newFeedback(nil, 0, nil), tap: tap}
 }
 
 // subscribeT subscribes to hub without starting its dispatcher: the test

@@ -90,7 +90,7 @@ func (w *worker) decide(frame []byte, src netip.Addr, rxNs uint64) {
 			continue
 		}
 		if d.Action == engine.ActionBlock {
-			w.fb.request(src, d.Block)
+			w.fb.request(src, d.Block, d.Rule)
 		}
 		if f := w.tapF; f != nil && f.verdicts&(1<<d.Action) != 0 {
 			w.tap.offer(f, d, w.id, rxNs)

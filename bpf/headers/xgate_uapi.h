@@ -38,6 +38,9 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_REUSEPORT_SOCKARRAY = 20,
 };
 
+/* Map flags: no preallocation (required of LPM tries). */
+#define BPF_F_NO_PREALLOC (1U << 0)
+
 /* Flags of bpf_map_update_elem. */
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
