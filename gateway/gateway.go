@@ -239,7 +239,7 @@ func choosePath(cfg *Config) (path, why string, err error) {
 		if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
 			return "", "", fmt.Errorf("mode %s: %w: %w (use mode socket or auto)", cfg.Mode, errNoPath, bpf.ForcedErr(bpf.FeatAFXDP))
 		}
-		if err := bpf.Probe(bpf.FeatXDPLink); err != nil && !errors.Is(err, bpf.ErrPermission) {
+		if err := probeXDPLink(); err != nil && !errors.Is(err, bpf.ErrPermission) {
 			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches XDP only through a bpf_link; mode auto runs plain sockets)",
 				cfg.Mode, errNoPath, err)
 		}
@@ -277,7 +277,7 @@ func (g *Gateway) setupXDP(cfg *Config) error {
 		g.log.Warn("active RX queues of the interface from "+g.rxq.Source, "interface", cfg.Interface,
 			"queues", g.queues, "why", g.rxq.Note)
 	}
-	if err := bpf.Probe(bpf.FeatXDPLink); err != nil {
+	if err := probeXDPLink(); err != nil {
 		return fmt.Errorf("attach xdp to %s: %w (xgate attaches XDP only through a bpf_link, which detaches when the process dies)",
 			cfg.Interface, err)
 	}
