@@ -71,7 +71,7 @@ accounts for every packet it saw.`,
 	}
 	root.SetVersionTemplate(versionLine())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newVersion(), newDemo(), newRun(), newValidate(), newReload(), newLoad(), newBench(), newStats(), newTap(), newFeatures(), newBlock())
+	root.AddCommand(newVersion(), newDemo(), newRun(), newValidate(), newReload(), newLoad(), newBench(), newStats(), newTap(), newFeatures(), newBlock(), newDocs())
 	return root
 }
 
