@@ -108,8 +108,15 @@ type daemon struct {
 // test ends if it still runs.
 func startDaemon(t *testing.T, env []string, argv ...string) *daemon {
 	t.Helper()
+	return startDaemonIn(t, env, nil, argv...)
+}
+
+// startDaemonIn is startDaemon with stdin.
+func startDaemonIn(t *testing.T, env []string, stdin io.Reader, argv ...string) *daemon {
+	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = stdin
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +134,7 @@ func startDaemon(t *testing.T, env []string, argv ...string) *daemon {
 			d.mu.Lock()
 			d.log = append(d.log, line)
 			d.mu.Unlock()
-			if !seen && strings.Contains(line, "msg=receiving") {
+			if !seen && (strings.Contains(line, "msg=receiving") || strings.Contains(line, `"msg":"receiving"`)) {
 				seen = true
 				close(d.receiving)
 			}

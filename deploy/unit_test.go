@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"bufio"
+	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -208,5 +210,47 @@ func TestSdNotify(t *testing.T) {
 	expect("stop", "STOPPING=1\n")
 	if code := d.waitExit(10 * time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM", code)
+	}
+}
+
+// TestRunConventions runs the daemon (plain path) with its configuration
+// on stdin (-c -), a value from the environment (--expand-env) and JSON
+// logs: it receives with the expanded value, every log line is a JSON
+// object, and a SIGHUP says that stdin cannot be read again and keeps
+// the rules.
+func TestRunConventions(t *testing.T) {
+	bin := releaseBinary(t)
+	dir := t.TempDir()
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := udp.LocalAddr().(*net.UDPAddr).Port
+	udp.Close()
+	yml := "listen:\n  ports:\n    - ${XGATE_TEST_PORT}\n  address: 127.0.0.1\nhttp: {listen: \"\"}\nprobes: {enabled: false}\n" +
+		"sinks: [{type: file, path: " + filepath.Join(dir, "passed.ndjson") + ", what: passed}]\n"
+	d := startDaemonIn(t, []string{"XGATE_TEST_PORT=" + strconv.Itoa(port)}, strings.NewReader(yml),
+		bin, "run", "-c", "-", "--expand-env", "--log-format", "json", "--pid-file", "")
+	d.waitReceiving(10 * time.Second)
+	if !d.logged(fmt.Sprintf(`"ports":[%d]`, port)) {
+		t.Errorf("the daemon does not listen on the port from the environment (%d)", port)
+	}
+	if err := syscall.Kill(d.pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLogged("cannot be read again", 5*time.Second)
+	if err := syscall.Kill(d.pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.waitExit(10 * time.Second); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, l := range d.log {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(l), &v); err != nil || v["msg"] == nil {
+			t.Errorf("log line is not a JSON object with msg: %q", l)
+		}
 	}
 }

@@ -197,6 +197,9 @@ type HTTP struct {
 	// /readyz must carry (Authorization: Bearer <token>). Required when
 	// Listen is not a loopback address.
 	Token string
+	// TokenFile names a file whose first line is the token (instead of
+	// Token; read when the config is loaded: config_env.go).
+	TokenFile string
 }
 
 // Workers configures the worker threads (one per socket or queue).
@@ -370,6 +373,12 @@ func LoadConfig(path string) (*Config, error) {
 // messages. The error joins one *FieldError per problem (errors.Join),
 // ordered by line.
 func ParseConfig(name string, data []byte) (*Config, error) {
+	return ParseConfigEnv(name, data, nil)
+}
+
+// ParseConfigEnv is ParseConfig with ${VAR} in values taken from lookup
+// (os.LookupEnv: --expand-env); a nil lookup rejects them (config_env.go).
+func ParseConfigEnv(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if name == "" {
 		name = "config"
 	}
@@ -398,6 +407,9 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 			root = root.Content[0]
 		}
 		d.src.lines[""] = root.Line
+		if errs := expandEnv(name, root, lookup); len(errs) > 0 {
+			return nil, joinErrors(errs)
+		}
 		d.config(c, root)
 	}
 	errs := append(d.errs, c.check(d.bad)...)
@@ -963,9 +975,10 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 		},
 		"http": func(n *yaml.Node, p string) {
 			d.mapping(n, p, map[string]func(*yaml.Node, string){
-				"listen": d.str(&c.HTTP.Listen),
-				"pprof":  d.boolean(&c.HTTP.Pprof),
-				"token":  d.str(&c.HTTP.Token),
+				"listen":     d.str(&c.HTTP.Listen),
+				"pprof":      d.boolean(&c.HTTP.Pprof),
+				"token":      d.str(&c.HTTP.Token),
+				"token_file": d.str(&c.HTTP.TokenFile),
 			})
 		},
 		"pin": func(n *yaml.Node, p string) {
@@ -1250,6 +1263,7 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 		k.errf("workers.realtime_priority", "%d: want 0 (off) or a SCHED_FIFO priority 1..%d", r, MaxRealtimePriority)
 	}
 	c.checkSinks(k)
+	c.readTokenFile(k)
 	if c.HTTP.Listen == "" {
 		// no HTTP server
 	} else if host, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil {

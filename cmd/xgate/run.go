@@ -19,8 +19,8 @@ import (
 const defaultPidFile = "/run/xgate.pid"
 
 func newRun() *cobra.Command {
-	var cfgPath, pidFile string
-	var debug bool
+	var cfgPath, pidFile, logFormat string
+	var debug, expandEnv bool
 	cmd := &cobra.Command{
 		Use:   "run -c FILE",
 		Short: "Run the gateway with a configuration file",
@@ -36,10 +36,13 @@ a bad file is rejected and the running rules stay.`,
 			if debug {
 				level = slog.LevelDebug
 			}
-			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
-			cfg, err := gateway.LoadConfig(cfgPath)
+			log, err := newLogger(cmd.ErrOrStderr(), logFormat, level)
 			if err != nil {
-				return &configError{err}
+				return err
+			}
+			cfg, err := loadConfig(cmd.InOrStdin(), cfgPath, expandEnv)
+			if err != nil {
+				return err
 			}
 			gateway.Version = version + " (commit " + commit + ")"
 			// After setup the daemon drops every capability (DropCaps) and
@@ -67,7 +70,7 @@ a bad file is rejected and the running rules stay.`,
 			go func() {
 				for range hup {
 					_ = sdNotify("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()))
-					next, err := gateway.LoadConfig(cfgPath)
+					next, err := loadConfig(nil, cfgPath, expandEnv)
 					if err == nil {
 						err = g.Reload(next)
 					}
@@ -86,16 +89,16 @@ a bad file is rejected and the running rules stay.`,
 			return g.Run(ctx)
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")
+	configFlags(cmd, &cfgPath, &expandEnv)
 	cmd.Flags().StringVar(&pidFile, "pid-file", defaultPidFile, "where to write the process id for xgate reload (\"\" = none)")
 	cmd.Flags().BoolVar(&debug, "debug", false, "log at debug level")
-	_ = cmd.MarkFlagRequired("config")
+	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log as text (key=value) or json (one object a line)")
 	return cmd
 }
 
 func newValidate() *cobra.Command {
 	var cfgPath string
-	var host, asJSON bool
+	var host, asJSON, expandEnv bool
 	cmd := &cobra.Command{
 		Use:   "validate -c FILE",
 		Short: "Check a configuration file and compile its rules",
@@ -107,9 +110,9 @@ kernel feature with what it makes xgate do.`,
 		Example: "  xgate validate -c examples/xgate.yaml\n  sudo xgate validate -c /etc/xgate/xgate.yaml --host",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := gateway.LoadConfig(cfgPath)
+			cfg, err := loadConfig(cmd.InOrStdin(), cfgPath, expandEnv)
 			if err != nil {
-				return &configError{err}
+				return err
 			}
 			out := validateReport{Config: cfgPath, Rules: len(cfg.Rules), Sinks: len(cfg.Sinks)}
 			if host {
@@ -141,10 +144,9 @@ kernel feature with what it makes xgate do.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")
+	configFlags(cmd, &cfgPath, &expandEnv)
 	cmd.Flags().BoolVar(&host, "host", false, "also check the interface, privileges and kernel features")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
-	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
 
