@@ -151,3 +151,31 @@ func TestStaticBuild(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeInstall: the README's "Install on a host" comes next to the
+// quick start and names what the unit grants and prevents.
+func TestReadmeInstall(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i, j := strings.Index(s, "\n## Install on a host\n"), strings.Index(s, "\n## Running the gateway\n")
+	if i < 0 || j < i || strings.Index(s, "\n## Quick start\n") > i {
+		t.Fatal("README: want \"## Install on a host\" after Quick start, before Running the gateway")
+	}
+	sec := s[i:j]
+	for _, c := range unitCaps {
+		if !strings.Contains(sec, "CAP_"+strings.ToUpper(c)) {
+			t.Errorf("the install section does not name CAP_%s", strings.ToUpper(c))
+		}
+	}
+	for _, w := range []string{"RestartPreventExitStatus=2 4 6", "CapEff:", "make deb", "apt purge", "token_file", "--expand-env", "NO_COLOR"} {
+		if !strings.Contains(sec, w) {
+			t.Errorf("the install section does not mention %q", w)
+		}
+	}
+	if !strings.Contains(s, "Exit codes") || !strings.Contains(s, "6 the\nconfiguration is missing or invalid") {
+		t.Errorf("README: the exit codes are not documented")
+	}
+}
