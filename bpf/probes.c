@@ -273,10 +273,20 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(probe_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
 	__u16 port = udp_dport(skb);
-	__u32 r = reason;
+	__u32 r = reason, zero = 0;
+	struct probe_config *cfg;
 
 	if (!port || !bpf_map_lookup_elem(&probe_ports, &port))
 		return 0;
+	/* Our namespace only: a device of another namespace (another gateway,
+	 * a test host) is not ours. Without a device, it cannot be told. */
+	cfg = bpf_map_lookup_elem(&probe_cfg, &zero);
+	if (cfg && cfg->netns_ino) {
+		struct net_device *dev = BPF_CORE_READ(skb, dev);
+
+		if (dev && BPF_CORE_READ(dev, nd_net.net, ns.inum) != cfg->netns_ino)
+			return 0;
+	}
 	hash_inc(&probe_drops, &r);
 	stat_add(PROBE_STAT_DROPS, 1);
 	return 0;

@@ -35,6 +35,10 @@ type ProbeOptions struct {
 	// XDPProgID is our XDP program's id (ebpf.Program.Info().ID); 0 counts
 	// no XDP events until SetXDPProgID.
 	XDPProgID uint32
+	// NetnsIno is the inode of our network namespace (NetnsIno()): the
+	// kfree_skb probe counts only drops on its devices; 0 counts every
+	// namespace's.
+	NetnsIno uint32
 	// ClockRefresh is how often the TAI−realtime offset is re-read and
 	// written to the config map; 0 means every second, negative never
 	// (call RefreshClock yourself).
@@ -154,6 +158,7 @@ func LoadProbes(opts ProbeOptions) (*Probes, error) {
 	}
 
 	p.cfg.XdpProgId = opts.XDPProgID
+	p.cfg.NetnsIno = opts.NetnsIno
 	if err := p.RefreshClock(); err != nil {
 		p.Close()
 		return nil, err
@@ -662,4 +667,14 @@ func sumPerCPU(percpu []uint64) uint64 {
 		sum += v
 	}
 	return sum
+}
+
+// NetnsIno is the inode of the calling thread's network namespace, as the
+// probes compare it (0 when it cannot be read).
+func NetnsIno() uint32 {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0
+	}
+	return uint32(st.Ino)
 }

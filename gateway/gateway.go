@@ -23,6 +23,7 @@ import (
 
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
 )
 
 // Receive paths.
@@ -77,7 +78,7 @@ type Gateway struct {
 	probes        *bpf.Probes // nil: disabled or not loadable
 	probesMissing []string    // "name: why" of each probe not running
 
-	sinks   *Sinks
+	sinks   *sink.Sinks
 	fb      *feedback
 	workers []*worker
 	sockets []*udpSocket
@@ -96,6 +97,10 @@ type Gateway struct {
 	// finalXDP is the last reading of the XDP counters, taken just before
 	// the program is closed, so Stats works after Stop.
 	finalXDP atomic.Pointer[bpf.Counters]
+	// kdropBase is the kernel-drop term the probes' (pinned) maps held at
+	// load; finalKDrops its last reading before teardown closed them.
+	kdropBase   uint64
+	finalKDrops atomic.Pointer[uint64]
 	// xdpBase is what the XDP counters held when this gateway loaded the
 	// program: pinned maps are reused across restarts and keep counting,
 	// while the engine's counters start at zero, so Stats subtracts it.
@@ -143,11 +148,6 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	if g.eng, err = engine.New(cfg.EngineConfig()); err != nil {
 		return nil, fmt.Errorf("compile rules: %w", err)
 	}
-	if mounted, err := ensureBPFFS(cfg.Pin.Path); err != nil {
-		return nil, err
-	} else if mounted {
-		g.log.Info("mounted bpffs at /sys/fs/bpf for the pins")
-	}
 	// The capabilities of every setup step, before any is taken: of the
 	// configured path, or of the one auto chose from the privileges.
 	if p := configuredPath(cfg.Mode); p != "" {
@@ -163,6 +163,14 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 			// auto: what the capabilities do not allow falls back as a
 			// missing privilege does in choosePath.
 			g.path, g.why = PathPlain, "auto: no BPF possible ("+err.Error()+"); plain UDP sockets, blocks are not enforced in the kernel"
+		}
+	}
+	// Plain mode pins nothing: it leaves /sys/fs/bpf as it is.
+	if g.path != PathPlain {
+		if mounted, err := ensureBPFFS(cfg.Pin.Path); err != nil {
+			return nil, err
+		} else if mounted {
+			g.log.Info("mounted bpffs at /sys/fs/bpf for the pins")
 		}
 	}
 	// Before anything is attached: a missing privilege fails here.
@@ -186,7 +194,7 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	g.log.Info("receive path chosen", "path", g.path, "xdp_mode", g.xdpMode, "why", g.why)
 	g.logFeatures()
 	g.setupProbes(cfg)
-	if g.sinks, err = NewSinks(cfg.sinkSpecs(), len(cpus)); err != nil {
+	if g.sinks, err = sink.New(cfg.sinkSpecs(), len(cpus)); err != nil {
 		return nil, fmt.Errorf("sinks: %w", err)
 	}
 	var target Blocker
@@ -244,6 +252,9 @@ func choosePath(cfg *Config) (path, why string, err error) {
 				cfg.Mode, errNoPath, err)
 		}
 		return path, "configured (mode: " + cfg.Mode + ")", nil
+	}
+	if cfg.Mode == ModePlain {
+		return PathPlain, "configured (mode: plain): UDP sockets without BPF; blocks are not enforced in the kernel", nil
 	}
 	if cfg.Interface == "" {
 		return PathPlain, "auto: no interface configured, so no XDP; plain UDP sockets", nil
@@ -471,6 +482,11 @@ func (g *Gateway) teardown() error {
 			g.finalXDP.Store(&c)
 		}
 	}
+	if g.path == PathSocket {
+		if n, ok := g.kernelDropsAfterXDP(); ok {
+			g.finalKDrops.Store(&n)
+		}
+	}
 	g.sockMu.Lock()
 	g.closed.Store(true)
 	for _, s := range g.sockets {
@@ -479,6 +495,9 @@ func (g *Gateway) teardown() error {
 	g.sockMu.Unlock()
 	g.closeXSKs()
 	if g.probes != nil {
+		if !g.Config().Pin.Keep {
+			errs = append(errs, g.probes.Unpin())
+		}
 		errs = append(errs, g.probes.Close())
 	}
 	if g.xdpLink != nil {

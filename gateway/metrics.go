@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -57,6 +58,7 @@ var (
 	descBlocklist  = desc("xdp_blocklist_entries", "Entries in the XDP blocklist map, live or expired (ignored by the program until the LRU reuses them).", "state")
 
 	descDatagrams   = desc("datagrams_total", "Datagrams received by a worker.", "mode", "queue")
+	descWorkerBusy  = desc("worker_busy_seconds_total", "Time a worker spent on batches of datagrams (from a batch in hand to done with it; not waiting, spinning or sleeping).", "mode", "queue")
 	descSocketDrops = desc("socket_drops_total", "Datagrams the kernel dropped at a socket of ours (receive buffer full).", "mode", "queue")
 	descRingDrops   = desc("afxdp_ring_drops_total", "Packets lost at an AF_XDP socket's rings (rx_dropped + rx_ring_full): the accounting term.", "mode", "queue")
 	descXSK         = desc("afxdp_socket_total", "AF_XDP socket statistics (XDP_STATISTICS and the ring code's own counts), by counter.", "mode", "queue", "counter")
@@ -102,9 +104,10 @@ var (
 	descXDPExceptions  = desc("xdp_exceptions_total", "Exceptions of our XDP program (tracepoint xdp_exception), by XDP action.", "action")
 	descProbeUp        = desc("probe_up", "1 if the kernel probe runs, 0 if it is missing (disabled, unsupported or not permitted).", "probe")
 
-	descAccounting = desc("accounting_total", "The terms of the accounting identity: packets seen = xdp_dropped + not_for_us + socket_dropped + ring_dropped + decode_errors + events.", "term")
-	descTapDropped = desc("tap_dropped_total", "Decided events the tap (GET /tap) lost: its sampling ring or a client's buffer was full.")
-	descSeen       = desc("xdp_seen_packets_total", "Every packet the XDP program saw: the left-hand side of the accounting identity.")
+	descAccounting  = desc("accounting_total", "The terms of the accounting identity, by datagrams: seen = xdp_dropped + not_for_us + no_socket + kernel_dropped + socket_dropped + ring_dropped + bad_frames + rejected + decided - reassembled.", "term")
+	descUnaccounted = desc("accounting_unaccounted", "Seen minus the accounting terms: 0 when every frame is in exactly one term (a batch per worker may be in flight while it runs).", "identity")
+	descTapDropped  = desc("tap_dropped_total", "Decided events the tap (GET /tap) lost: its sampling ring or a client's buffer was full.")
+	descSeen        = desc("xdp_seen_packets_total", "Every packet the XDP program saw: the left-hand side of the accounting identity.")
 )
 
 // Describe implements prometheus.Collector.
@@ -118,6 +121,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 type queueStat struct {
 	id, cpu     int
 	datagrams   uint64
+	busy        time.Duration
 	sockDrops   uint64
 	xsk         bool
 	bind        string // copy | zerocopy (afxdp)
@@ -140,7 +144,8 @@ func (g *Gateway) queueStats() []queueStat {
 		if open {
 			w.readSocketDrops()
 		}
-		q := queueStat{id: w.id, cpu: w.cpu, datagrams: w.datagrams.Load(), sockDrops: w.sockDrops.Load(), hasSocket: w.sock != nil}
+		q := queueStat{id: w.id, cpu: w.cpu, datagrams: w.datagrams.Load(), busy: time.Duration(w.busyNs.Load()),
+			sockDrops: w.sockDrops.Load(), hasSocket: w.sock != nil}
 		if x := w.xsk; x != nil {
 			q.xsk = true
 			q.bind = x.sock.Mode().String()
@@ -278,6 +283,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, q := range g.queueStats() {
 		id := strconv.Itoa(q.id)
 		counter(descDatagrams, q.datagrams, mode, id)
+		ch <- prometheus.MustNewConstMetric(descWorkerBusy, prometheus.CounterValue, q.busy.Seconds(), mode, id)
 		if q.hasSocket {
 			counter(descSocketDrops, q.sockDrops, mode, id)
 		}
@@ -376,6 +382,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, t := range accountingTerms(&s) {
 		counter(descAccounting, t.v, t.name)
 	}
+	gauge(descUnaccounted, float64(s.Unaccounted()), s.Identity)
 }
 
 type term struct {
@@ -385,10 +392,7 @@ type term struct {
 
 // accountingTerms are the right-hand side of the identity, in order.
 func accountingTerms(s *Stats) []term {
-	return []term{
-		{"xdp_dropped", s.XDPDrops}, {"not_for_us", s.NotForUs}, {"socket_dropped", s.SocketDrops},
-		{"ring_dropped", s.RingDrops}, {"decode_errors", s.Engine.DecodeErrorTotal()}, {"events", s.Engine.Events},
-	}
+	return accountingOf(s).terms()
 }
 
 // Collector returns the collector of the gateway's own metrics (without

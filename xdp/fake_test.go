@@ -517,3 +517,50 @@ func TestFakeSpin(t *testing.T) {
 		t.Error("did not sleep in poll after the spin")
 	}
 }
+
+// TestFakeSpinBounded: a spinning Receive (Config.Spin, or BusyPoll) reads
+// the clock only every spinClockTurns turns, and still returns on
+// PollTimeout — in the middle of a spin longer than the timeout — and on
+// Close.
+func TestFakeSpinBounded(t *testing.T) {
+	for _, cfg := range []Config{
+		{Spin: time.Minute, PollTimeout: 20 * time.Millisecond},
+		{BusyPoll: true, PollTimeout: 20 * time.Millisecond},
+	} {
+		cfg.FrameSize, cfg.FillSize, cfg.RxSize, cfg.Frames = 2048, 8, 8, 16
+		k := newFake(t, cfg)
+		start := time.Now()
+		n, err := k.s.Receive(make([]Frame, 4))
+		d := time.Since(start)
+		if n != 0 || err != nil {
+			t.Fatalf("%+v: receive on an empty ring = %d, %v", cfg, n, err)
+		}
+		if d < 20*time.Millisecond || d > 10*time.Second {
+			t.Fatalf("%+v: returned after %v, want the 20ms PollTimeout", cfg, d)
+		}
+		if st, _ := k.s.Stats(); st.Polls != 0 {
+			t.Fatalf("%+v: slept in poll %d times during the spin", cfg, st.Polls)
+		}
+	}
+	for _, cfg := range []Config{{Spin: time.Minute}, {BusyPoll: true}} {
+		cfg.FrameSize, cfg.FillSize, cfg.RxSize, cfg.Frames = 2048, 8, 8, 16
+		k := newFake(t, cfg)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := k.s.Receive(make([]Frame, 4)) // spins: no timeout
+			errc <- err
+		}()
+		time.Sleep(5 * time.Millisecond)
+		if err := k.s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-errc:
+			if !errors.Is(err, ErrClosed) {
+				t.Fatalf("%+v: spinning receive returned %v on close", cfg, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%+v: spinning receive still running after close", cfg)
+		}
+	}
+}

@@ -527,7 +527,8 @@ func (s *Socket) Receive(batch []Frame) (int, error) {
 	defer s.leave()
 	want := uint32(min(len(batch), math.MaxUint32))
 	var deadline, spinEnd time.Time
-	for spins := 1; ; spins++ {
+	spinning := s.cfg.BusyPoll || s.cfg.Spin > 0 // until the spin is over
+	for turn := 0; ; turn++ {
 		if n := s.take(batch, want); n > 0 {
 			return n, nil
 		}
@@ -536,43 +537,57 @@ func (s *Socket) Receive(batch []Frame) (int, error) {
 		if s.closing() {
 			return 0, ErrClosed
 		}
-		if s.cfg.PollTimeout > 0 {
-			if deadline.IsZero() {
-				deadline = time.Now().Add(s.cfg.PollTimeout)
-			} else if !time.Now().Before(deadline) {
-				return 0, nil
+		// The clock: read on the first empty turn, then, while spinning,
+		// every spinClockTurns turns only (a turn without it costs a few
+		// ns; a clock read can cost more than the rest of the turn), and
+		// after every poll.
+		if (s.cfg.PollTimeout > 0 || spinning) && (!spinning || turn%spinClockTurns == 0) {
+			now := time.Now()
+			if s.cfg.PollTimeout > 0 {
+				if deadline.IsZero() {
+					deadline = now.Add(s.cfg.PollTimeout)
+				} else if !now.Before(deadline) {
+					return 0, nil
+				}
+			}
+			if spinning && !s.cfg.BusyPoll {
+				if spinEnd.IsZero() {
+					spinEnd = now.Add(s.cfg.Spin)
+				} else if !now.Before(spinEnd) {
+					spinning = false
+				}
 			}
 		}
 		if s.cfg.BusyPoll {
 			// Nobody else wakes the driver while we spin: kick it if
 			// the fill ring asks (zero-copy; never in copy mode).
 			s.wakeFill()
-			if spins%256 == 0 {
+			if turn%256 == 255 {
 				runtime.Gosched()
 			}
 			continue
 		}
-		if s.cfg.Spin > 0 {
+		if spinning {
 			// Spin a while before sleeping. No Gosched here: the worker
 			// is locked to its thread, and a locked goroutine that
 			// yields hands its P away and parks the thread until
 			// another thread schedules it back — two wakeups, more than
 			// the sleep this spin avoids. The runtime still preempts
 			// the loop when it must (asynchronous preemption).
-			now := time.Now()
-			if spinEnd.IsZero() {
-				spinEnd = now.Add(s.cfg.Spin)
-			}
-			if now.Before(spinEnd) {
-				s.wakeFill()
-				continue
-			}
+			s.wakeFill()
+			continue
 		}
 		if err := s.poll(deadline); err != nil {
 			return 0, err
 		}
 	}
 }
+
+// spinClockTurns is how many turns of Receive's spin pass between clock
+// reads: a spin ends at most that many turns after Config.Spin or
+// PollTimeout has passed — well under a µs, a turn being a handful of
+// atomic loads — so the spin stays Config.Spin long.
+const spinClockTurns = 64
 
 // take moves up to want RX descriptors into batch as frames, releases them
 // from the RX ring in one store and tops up the fill ring.

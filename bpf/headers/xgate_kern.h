@@ -52,7 +52,22 @@ struct __sk_buff {
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
+struct ns_common {
+	unsigned int inum;
+};
+
+struct net {
+	struct ns_common ns;
+};
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
+struct net_device;
+
 struct sk_buff {
+	struct net_device *dev;
 	unsigned char *head;
 	__u16 transport_header;
 	__u16 network_header;
@@ -70,6 +85,7 @@ struct bpf_prog {
 
 struct net_device {
 	int ifindex;
+	possible_net_t nd_net;
 };
 
 #pragma clang attribute pop

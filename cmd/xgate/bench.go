@@ -20,10 +20,11 @@ import (
 	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/tools/bench"
 	"github.com/xgate/xgate/tools/gen"
+	"github.com/xgate/xgate/tools/loadgen"
 )
 
 func newBench() *cobra.Command {
-	var mode, compare, rate, plotPath string
+	var mode, engine, compare, rate, plotPath string
 	var duration, warmup, hostCheck, spin time.Duration
 	var sources, users, steps, rtPrio int
 	var badShare float64
@@ -109,7 +110,10 @@ the max-rate run.`,
 			if rtPrio < 0 || rtPrio > gateway.MaxRealtimePriority {
 				return fmt.Errorf("bench: --rt-priority %d: want 0 (off) or 1..%d", rtPrio, gateway.MaxRealtimePriority)
 			}
-			o := bench.Options{Duration: duration, Warmup: warmup, Rate: r, Sources: sources,
+			if _, err := loadgen.ResolveEngine(engine); err != nil {
+				return fmt.Errorf("bench: --engine: %w", err)
+			}
+			o := bench.Options{Engine: engine, Duration: duration, Warmup: warmup, Rate: r, Sources: sources,
 				Events: gen.Config{Users: users, BadShare: badShare}, RTPriority: rtPrio}
 			if cmd.Flags().Changed("spin") {
 				if spin < 0 || spin > gateway.MaxRxSpin {
@@ -176,6 +180,7 @@ the max-rate run.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&mode, "mode", "afxdp", "afxdp, socket or plain (the gateway), or baseline, rawxsk, rawsock")
+	f.StringVar(&engine, "engine", bench.EngineAuto, "the generator: auto (xdp if the kernel allows live frames, else afxdp), xdp (live frames) or afxdp (AF_XDP TX ring)")
 	f.StringVar(&compare, "compare", "", "comma list of modes to run with the same load, side by side (e.g. afxdp,rawxsk,socket,rawsock,baseline)")
 	f.StringVar(&rate, "rate", "max", "offered datagrams/s (e.g. 500000, 500k, 1.5M) or max")
 	f.DurationVar(&duration, "duration", bench.DefaultDuration, "measured send per mode")

@@ -7,10 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/testenv"
 	"github.com/xgate/xgate/tools/loadgen"
 )
@@ -18,7 +21,8 @@ import (
 // benchKeys are the keys `xgate bench --json` must print, exactly.
 var benchKeys = []string{"mode", "duration_s", "sent", "xdp_dropped", "not_ours", "socket_dropped",
 	"ring_dropped", "decode_errors", "decided", "unaccounted", "events_per_sec", "latency_p50_us",
-	"latency_p99_us", "latency_p999_us", "gc_per_min", "rss_bytes", "cpu_seconds_per_million", "allocs_per_event"}
+	"latency_p99_us", "latency_p999_us", "gc_per_min", "rss_bytes", "cpu_seconds_per_million", "allocs_per_event",
+	"worker_busy_s", "events_per_busy_s", "generator", "generator_ceiling_pps", "generator_bound"}
 
 func needRoot(t *testing.T) {
 	t.Helper()
@@ -48,6 +52,24 @@ func checkReport(t *testing.T, m map[string]any, mode string) {
 	}
 	if d, _ := m["decided"].(float64); d <= 0 {
 		t.Errorf("nothing decided: %v", m)
+	}
+	if g, _ := m["generator"].(string); g != loadgen.EngineLiveFrames && g != loadgen.EngineAFXDP {
+		t.Errorf("generator %v, want xdp or afxdp", m["generator"])
+	}
+	if c, _ := m["generator_ceiling_pps"].(float64); c <= 0 {
+		t.Errorf("no generator ceiling: %v", m)
+	}
+	if slices.Contains([]string{"afxdp", "socket", "plain"}, mode) {
+		// The gateway's workers account their busy time: > 0, and no
+		// more than the window's wall time per worker CPU.
+		busy, _ := m["worker_busy_s"].(float64)
+		dur, _ := m["duration_s"].(float64)
+		if busy <= 0 || busy > dur*float64(runtime.NumCPU()) {
+			t.Errorf("worker busy %v s over %v s: %v", busy, dur, m)
+		}
+		if c, _ := m["events_per_busy_s"].(float64); c <= 0 {
+			t.Errorf("no capacity: %v", m)
+		}
 	}
 }
 
@@ -129,7 +151,7 @@ func TestBenchCompareTable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	for _, want := range []string{"afxdp/plain", "events/s", "unaccounted", "host check, CPU "} {
+	for _, want := range []string{"afxdp/plain", "events/s", "unaccounted", "host check, CPU ", "events / busy CPU-s", "generator ceiling /s", "plain: generator "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -186,23 +208,56 @@ func TestBenchSweep(t *testing.T) {
 	}
 }
 
+// TestLoadTestHostCount: every engine sends an exact count into the test
+// host's receiver and says which engine ran; auto with live frames
+// switched off runs afxdp (never skipped), xdp runs only where this
+// kernel allows live frames.
 func TestLoadTestHostCount(t *testing.T) {
 	needRoot(t)
-	for _, engine := range []string{"xdp", "socket"} {
-		t.Run(engine, func(t *testing.T) {
+	for _, c := range []struct{ name, engine, want string }{
+		{"afxdp", "afxdp", "afxdp"},
+		{"auto, live frames off", "auto", "afxdp"},
+		{"xdp", "xdp", "xdp"},
+		{"socket", "socket", "socket"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.name == "auto, live frames off" {
+				defer bpf.ForceOff(bpf.FeatLiveFrames)()
+			}
+			if c.engine == "xdp" {
+				if err := bpf.Probe(bpf.FeatLiveFrames); err != nil {
+					t.Skipf("kernel refuses %s: %v", bpf.FeatLiveFrames, err)
+				}
+			}
 			const n = 50000
-			out, err := run(t, "load", "--testhost", "--engine", engine, "--count", "50000", "--sources", "4", "--bad-share", "0.1", "--json")
+			out, err := run(t, "load", "--testhost", "--engine", c.engine, "--count", "50000", "--sources", "4", "--bad-share", "0.1", "--json")
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out)
 			}
 			var r struct {
+				Engine                      string
 				Sent, Received, Undelivered uint64
+				CeilingPPS                  float64           `json:"ceiling_pps"`
+				ByKind                      map[string]uint64 `json:"by_kind"`
 			}
 			if err := json.Unmarshal([]byte(out), &r); err != nil {
 				t.Fatalf("%v:\n%s", err, out)
 			}
+			if r.Engine != c.want {
+				t.Errorf("engine %q, want %q", r.Engine, c.want)
+			}
 			if r.Sent != n || r.Received+r.Undelivered != n {
 				t.Errorf("sent %d received %d undelivered %d, want %d sent and all seen:\n%s", r.Sent, r.Received, r.Undelivered, n, out)
+			}
+			if c.engine == "socket" {
+				return
+			}
+			var kinds uint64
+			for _, k := range r.ByKind {
+				kinds += k
+			}
+			if kinds != n || r.ByKind["valid"] == n || r.CeilingPPS <= 0 {
+				t.Errorf("by kind %v (want %d with 10 %% bad), ceiling %v:\n%s", r.ByKind, n, r.CeilingPPS, out)
 			}
 		})
 	}
@@ -213,6 +268,9 @@ func TestBenchBadFlags(t *testing.T) {
 		{"bench", "--mode", "nosuchmode"},
 		{"bench", "--rate", "fast"},
 		{"load", "--engine", "xdp", "--to", "127.0.0.1:9"},
+		{"load", "--engine", "afxdp", "--to", "127.0.0.1:9"},
+		{"load", "--testhost", "--engine", "bogus", "--count", "1"},
+		{"bench", "--engine", "bogus"},
 		{"load", "--to", "nonsense"},
 		{"bench", "--sweep", "--compare", "afxdp,socket"},
 		{"bench", "--plot", "x.png"},
@@ -242,8 +300,9 @@ func TestParseRate(t *testing.T) {
 	}
 }
 
-// load from an existing namespace: the xdp engine out of an interface
-// (destination MAC from the neighbour table) and the socket engine.
+// load from an existing namespace: the frame engine (auto: xdp where the
+// kernel allows it, else afxdp) out of an interface (destination MAC from
+// the neighbour table) and the socket engine.
 func TestLoadFromNamespace(t *testing.T) {
 	needRoot(t)
 	pair := testenv.New(t, testenv.Options{})
@@ -255,7 +314,8 @@ func TestLoadFromNamespace(t *testing.T) {
 	dst := netip.AddrPortFrom(pair.B.Addr, 9000).String()
 	var want uint64
 	for _, args := range [][]string{
-		{"load", "--engine", "xdp", "--netns", pair.A.NS, "--iface", pair.A.Link, "--to", dst, "--count", "20000", "--json"},
+		{"load", "--engine", "auto", "--netns", pair.A.NS, "--iface", pair.A.Link, "--to", dst, "--count", "20000", "--json"},
+		{"load", "--engine", "afxdp", "--netns", pair.A.NS, "--iface", pair.A.Link, "--to", dst, "--count", "20000", "--json"},
 		{"load", "--engine", "socket", "--netns", pair.A.NS, "--to", dst, "--count", "20000", "--json"},
 	} {
 		out, err := run(t, args...)
@@ -282,7 +342,7 @@ func TestLoadFromNamespace(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if out, err := run(t, "load", "--engine", "xdp", "--netns", pair.A.NS, "--iface", "nosuchif", "--to", dst, "--count", "1"); err == nil {
+	if out, err := run(t, "load", "--engine", "auto", "--netns", pair.A.NS, "--iface", "nosuchif", "--to", dst, "--count", "1"); err == nil {
 		t.Errorf("missing interface accepted:\n%s", out)
 	}
 }

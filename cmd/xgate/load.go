@@ -26,21 +26,24 @@ func newLoad() *cobra.Command {
 	var badShare float64
 	cmd := &cobra.Command{
 		Use:   "load",
-		Short: "Send generated UDP JSON events (XDP live frames or sendmmsg)",
+		Short: "Send generated UDP JSON events (XDP live frames, AF_XDP or sendmmsg)",
 		Long: `load sends realistic risk events (Zipf users, log-normal amounts, weighted
 event types, an optional share of malformed JSON), bounded by --count and
 --duration, paced at --rate or as fast as possible.
 
   --testhost   builds a veth test host pair and sends into a receiver that
                counts and drops every frame in XDP (no gateway): the rate of
-               the generator itself. Engines: xdp (BPF_PROG_RUN live frames,
-               default) or socket (sendmmsg).
+               the generator itself, reported as its ceiling. Engines: auto
+               (the default: xdp where the kernel allows live frames, else
+               afxdp), xdp (BPF_PROG_RUN live frames), afxdp (an AF_XDP
+               socket's TX ring, copy mode) or socket (sendmmsg).
   --to A:P     sends with the socket engine (the default without --testhost)
-               from this namespace, or from --netns NAME; with --engine xdp
-               and --iface IF, live frames out of IF (in --netns NAME), to the
-               MAC of A in IF's neighbour table or --dst-mac. The receiving
-               end must take XDP frames (veth: an XDP program on the peer).`,
-		Example: "  sudo xgate load --testhost --count 5000000\n  sudo xgate load --testhost --engine socket --duration 5s --sources 4 --json\n  xgate load --engine socket --to 127.0.0.1:9000 --rate 100k --duration 10s\n  sudo xgate load --engine xdp --netns blue --iface veth1 --to 10.0.0.2:9000 --count 1000000",
+               from this namespace, or from --netns NAME; with --engine
+               auto, xdp or afxdp and --iface IF, frames out of IF (in --netns
+               NAME), to the MAC of A in IF's neighbour table or --dst-mac.
+               With xdp the receiving end must take XDP frames (veth: an XDP
+               program on the peer).`,
+		Example: "  sudo xgate load --testhost --count 5000000\n  sudo xgate load --testhost --engine afxdp --count 3000000\n  sudo xgate load --testhost --engine socket --duration 5s --sources 4 --json\n  xgate load --engine socket --to 127.0.0.1:9000 --rate 100k --duration 10s\n  sudo xgate load --engine xdp --netns blue --iface veth1 --to 10.0.0.2:9000 --count 1000000",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := parseRate(rate)
@@ -70,7 +73,7 @@ event types, an optional share of malformed JSON), bounded by --count and
 			if isTerminal(cmd.ErrOrStderr()) {
 				o.Progress = func(n uint64, el time.Duration) {
 					what := "sent"
-					if o.Engine == bench.EngineXDP {
+					if o.Engine != bench.EngineSocket {
 						what = "received"
 					}
 					fmt.Fprintf(cmd.ErrOrStderr(), "\r\033[K%5.1fs  %s %d  %.3f M/s", el.Seconds(), what, n, float64(n)/el.Seconds()/1e6)
@@ -94,6 +97,15 @@ event types, an optional share of malformed JSON), bounded by --count and
 			if testHost {
 				fmt.Fprintf(out, "received %d, undelivered (veth) %d\n", rep.Received, rep.Undelivered)
 			}
+			if rep.SenderCPUS > 0 {
+				fmt.Fprintf(out, "sending thread's CPU %.2fs: %.3f M per CPU-second\n", rep.SenderCPUS, float64(rep.Sent)/rep.SenderCPUS/1e6)
+			}
+			if rep.CeilingPPS > 0 {
+				fmt.Fprintf(out, "generator ceiling (%s alone into XDP drop, max rate): %.3f M/s\n", rep.Engine, rep.CeilingPPS/1e6)
+			}
+			if rep.Refused > 0 {
+				fmt.Fprintf(out, "refused by the kernel (never completed) %d\n", rep.Refused)
+			}
 			if rep.Errors > 0 {
 				fmt.Fprintf(out, "errors %d\n", rep.Errors)
 			}
@@ -113,16 +125,16 @@ event types, an optional share of malformed JSON), bounded by --count and
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&engine, "engine", bench.EngineXDP, "xdp (live frames, --testhost) or socket (sendmmsg; the default without --testhost)")
+	f.StringVar(&engine, "engine", bench.EngineAuto, "auto (xdp if the kernel allows live frames, else afxdp), xdp (live frames), afxdp (AF_XDP TX ring) or socket (sendmmsg; the default without --testhost and --iface)")
 	f.BoolVar(&testHost, "testhost", false, "build a test host pair and send into an XDP counting receiver")
 	f.StringVar(&to, "to", "", "destination ADDR:PORT (socket engine)")
 	f.StringVar(&netnsName, "netns", "", "send from this network namespace (under /run/netns)")
-	f.StringVar(&iface, "iface", "", "xdp engine without --testhost: the interface to send from")
-	f.StringVar(&dstMAC, "dst-mac", "", "xdp engine without --testhost: next hop MAC (default: from the neighbour table)")
+	f.StringVar(&iface, "iface", "", "auto/xdp/afxdp engine without --testhost: the interface to send from")
+	f.StringVar(&dstMAC, "dst-mac", "", "auto/xdp/afxdp engine without --testhost: next hop MAC (default: from the neighbour table)")
 	f.StringVar(&rate, "rate", "max", "datagrams/s (e.g. 200000, 200k, 1.5M) or max")
 	f.Uint64Var(&count, "count", 0, "datagrams to send (0: until --duration)")
 	f.DurationVar(&duration, "duration", 10*time.Second, "longest send (with --count: a bound on it, if given)")
-	f.IntVar(&sources, "sources", 1, "xdp engine: client IPv4 addresses; socket engine: sockets")
+	f.IntVar(&sources, "sources", 1, "auto/xdp/afxdp engine: client IPv4 addresses; socket engine: sockets")
 	f.IntVar(&users, "users", 100000, "distinct user ids (Zipf)")
 	f.Float64Var(&badShare, "bad-share", 0, "share of malformed events, 0..1")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")

@@ -2,9 +2,13 @@
 
 // Package bench is the benchmark harness behind `xgate bench` and the
 // test-host mode of `xgate load`: it builds a veth test host pair, runs
-// the gateway in one host with the default risk rules, drives the XDP
-// live-frames generator (tools/loadgen) from the other, and reports where
-// every datagram went with the process's costs.
+// the gateway in one host with the default risk rules, drives the
+// generator of tools/loadgen (XDP live frames, or an AF_XDP socket where
+// the kernel refuses them: Options.Engine) from the other, and reports
+// where every datagram went with the process's costs. Before the target
+// starts it measures the generator alone (into an XDP-drop receiver, for
+// CeilingDuration), so that a rate the generator bounds is never read as
+// the gateway's.
 //
 // Layout on a 2-core machine: the sending thread is pinned to CPU 1, and
 // with inline NAPI (no threaded NAPI on the pair) the receive work of the
@@ -42,16 +46,29 @@ const (
 	// 30s) does not fire at the rates this machine reaches.
 	DefaultSources = 4096
 	senderCPU      = 1
+	// DefaultCeilingDuration is the generator's run alone before a bench.
+	DefaultCeilingDuration = time.Second
+	// generatorBoundShare: a run whose decided rate reaches this share of
+	// the generator's ceiling (or that was offered that much and dropped
+	// next to nothing) is marked generator-bound.
+	generatorBoundShare = 0.9
 )
 
 // Options shape one bench run.
 type Options struct {
-	Mode     string        // afxdp | socket | plain | baseline | rawsock | rawxsk
-	Duration time.Duration // the measured send; default DefaultDuration
-	Warmup   time.Duration // before it; default DefaultWarmup, < 0: none
-	Rate     float64       // offered datagrams/s; 0 = max
-	Sources  int           // client addresses; default DefaultSources
-	Events   gen.Config    // the event mix (Users, BadShare, Seed, ...)
+	Mode string // afxdp | socket | plain | baseline | rawsock | rawxsk
+	// Engine is the generator's engine (loadgen.EngineAuto, the default:
+	// live frames where the kernel allows them, else AF_XDP).
+	Engine string
+	// CeilingDuration is how long the generator runs alone at max rate
+	// into an XDP-drop receiver before the target starts; default
+	// DefaultCeilingDuration, < 0: not measured.
+	CeilingDuration time.Duration
+	Duration        time.Duration // the measured send; default DefaultDuration
+	Warmup          time.Duration // before it; default DefaultWarmup, < 0: none
+	Rate            float64       // offered datagrams/s; 0 = max
+	Sources         int           // client addresses; default DefaultSources
+	Events          gen.Config    // the event mix (Users, BadShare, Seed, ...)
 	// RTPriority runs the gateway's workers SCHED_FIFO at this priority
 	// (workers.realtime_priority); 0: SCHED_OTHER.
 	RTPriority int
@@ -97,6 +114,19 @@ type Report struct {
 	RSSBytes             uint64  `json:"rss_bytes"`
 	CPUSecondsPerMillion float64 `json:"cpu_seconds_per_million"`
 	AllocsPerEvent       float64 `json:"allocs_per_event"`
+	// WorkerBusyS is the gateway workers' busy CPU time over the window
+	// (batches in hand, not waiting; summed over workers) and
+	// EventsPerBusyS the capacity it implies: events decided per busy
+	// worker CPU-second. 0 for the yardsticks, which do not measure it.
+	WorkerBusyS    float64 `json:"worker_busy_s"`
+	EventsPerBusyS float64 `json:"events_per_busy_s"`
+	// Generator is the engine that sent (xdp: live frames, afxdp) and
+	// GeneratorCeilingPPS its rate alone into an XDP-drop receiver (0: not
+	// measured). GeneratorBound: the run's rate came within 10 % of that
+	// ceiling, so it says more about the generator than the target.
+	Generator           string  `json:"generator"`
+	GeneratorCeilingPPS float64 `json:"generator_ceiling_pps"`
+	GeneratorBound      bool    `json:"generator_bound"`
 
 	// Not in the JSON: context for the table.
 	OfferedPPS  float64 `json:"-"` // achieved send rate
@@ -144,6 +174,9 @@ func (o Options) withDefaults() Options {
 	if o.Events.BigShare == 0 {
 		o.Events.BigShare = 0.01
 	}
+	if o.CeilingDuration == 0 {
+		o.CeilingDuration = DefaultCeilingDuration
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -168,6 +201,11 @@ func start(o Options) (_ *runner, err error) {
 			err = errors.Join(err, pair.Close())
 		}
 	}()
+	if o.CeilingDuration > 0 {
+		if b.ceiling, err = GeneratorCeiling(context.Background(), pair, b.loadOptions(0, o.CeilingDuration)); err != nil {
+			return nil, fmt.Errorf("bench: generator ceiling: %w", err)
+		}
+	}
 	switch o.Mode {
 	case ModeBaseline:
 		b.t, b.stop, err = startBaseline(pair.B)
@@ -217,6 +255,41 @@ type runner struct {
 	t      target
 	stop   func() error  // stops t
 	allocs *allocProfile // gateway modes: allocations on the workers' stacks
+	// ceiling is the generator alone (before the target started).
+	ceiling Ceiling
+}
+
+// Ceiling is the generator's rate alone: at max rate into a receiver that
+// drops every frame in XDP.
+type Ceiling struct {
+	Engine string
+	PPS    float64
+}
+
+// GeneratorCeiling sends at max rate with lo (Rate and Duration as given)
+// from pair.A into an XDP-drop receiver attached to pair.B for the run.
+func GeneratorCeiling(ctx context.Context, pair *testenv.Pair, lo loadgen.Options) (c Ceiling, err error) {
+	rcv, err := loadgen.AttachDrop(pair.B)
+	if err != nil {
+		return c, err
+	}
+	defer func() { err = errors.Join(err, rcv.Close()) }()
+	return runCeiling(ctx, lo)
+}
+
+// loadOptions is the generator of b's phases: at rate (0: max) for d.
+func (b *runner) loadOptions(rate float64, d time.Duration) loadgen.Options {
+	o := b.o
+	lo := loadgen.Options{
+		Engine: o.Engine,
+		From:   b.pair.A, To: b.pair.B, DstPort: Port,
+		Frames: 1024, Sources: o.Sources, Events: o.Events,
+		Rate: rate, Duration: d,
+	}
+	if runtime.NumCPU() > senderCPU {
+		lo.CPU, lo.Pin = senderCPU, true
+	}
+	return lo
 }
 
 // gatewayConfig is GatewayConfig with o's tuning: realtime priority, spin.
@@ -279,15 +352,7 @@ func startGateway(pair *testenv.Pair, o Options) (_ *gateway.Gateway, stop func(
 // the window.
 func (b *runner) phase(ctx context.Context, name string, d time.Duration, rate float64) (Report, error) {
 	o := b.o
-	lo := loadgen.Options{
-		From: b.pair.A, To: b.pair.B, DstPort: Port,
-		Frames: 1024, Sources: o.Sources, Events: o.Events,
-		Rate: rate, Duration: d,
-	}
-	if runtime.NumCPU() > senderCPU {
-		lo.CPU, lo.Pin = senderCPU, true
-	}
-	lg, err := loadgen.New(lo)
+	lg, err := loadgen.New(b.loadOptions(rate, d))
 	if err != nil {
 		return Report{}, err
 	}
@@ -382,6 +447,12 @@ wait:
 		Undelivered:   res.Undelivered(),
 		Complete:      complete,
 		RSSBytes:      rss(),
+		Generator:     lg.Engine(),
+		WorkerBusyS:   (s1.Busy - s0.Busy).Seconds(),
+	}
+	r.GeneratorCeilingPPS = b.ceiling.PPS
+	if r.WorkerBusyS > 0 {
+		r.EventsPerBusyS = float64(r.Decided) / r.WorkerBusyS
 	}
 	r.noiseOver(noise0, noise1, elapsed)
 	r.Unaccounted = int64(r.Sent) - int64(r.XDPDropped+r.NotOurs+r.SocketDropped+r.RingDropped+r.DecodeErrors+r.Decided)
@@ -404,7 +475,23 @@ wait:
 	r.LatencyP50US = Quantile(h[:], 0.5)
 	r.LatencyP99US = Quantile(h[:], 0.99)
 	r.LatencyP999US = Quantile(h[:], 0.999)
+	r.GeneratorBound = r.generatorBound()
 	return r, nil
+}
+
+// generatorBound: the decided rate came within generatorBoundShare of the
+// generator's ceiling, or the offered rate did while the target dropped
+// next to nothing for want of room (it kept up with all it was given).
+func (r *Report) generatorBound() bool {
+	c := r.GeneratorCeilingPPS
+	if c <= 0 {
+		return false
+	}
+	if r.EventsPerSec >= generatorBoundShare*c {
+		return true
+	}
+	kept := r.SocketDropped+r.RingDropped <= r.Sent/1000
+	return kept && r.OfferedPPS >= generatorBoundShare*c
 }
 
 func (b *runner) progress(phase string, start time.Time, s0 *tally) {
@@ -523,6 +610,9 @@ var rows = []row{
 	{"GC /min", func(r *Report) float64 { return r.GCPerMin }, fixed(1), false},
 	{"RSS", func(r *Report) float64 { return float64(r.RSSBytes) }, mib, false},
 	{"CPU s / M events", func(r *Report) float64 { return r.CPUSecondsPerMillion }, cpuPM, true},
+	{"worker busy CPU", func(r *Report) float64 { return r.WorkerBusyS }, secs, false},
+	{"events / busy CPU-s", func(r *Report) float64 { return r.EventsPerBusyS }, mega, true},
+	{"generator ceiling /s", func(r *Report) float64 { return r.GeneratorCeilingPPS }, mega, false},
 	{"allocs/event (workers)", func(r *Report) float64 { return r.AllocsPerEvent }, fixed(4), false},
 	{"allocs/event (process)", func(r *Report) float64 { return r.ProcessAllocsPerEvent }, fixed(5), false},
 	{"other processes' CPU", func(r *Report) float64 { return r.OtherCPU }, cpus, false},
@@ -562,6 +652,14 @@ func WriteTable(w io.Writer, reps []Report) {
 	}
 	writeColumns(w, table)
 	for _, r := range reps {
+		fmt.Fprintf(w, "%s: generator %s", r.Mode, r.Generator)
+		if r.GeneratorCeilingPPS > 0 {
+			fmt.Fprintf(w, ", %.3f M/s alone into XDP drop", r.GeneratorCeilingPPS/1e6)
+		}
+		if r.GeneratorBound {
+			fmt.Fprint(w, "; GENERATOR-BOUND: the run came within 10 % of the generator's ceiling, so its rate is the generator's, not the target's")
+		}
+		fmt.Fprintln(w)
 		if r.Undelivered > 0 {
 			fmt.Fprintf(w, "%s: %d frames never reached the gateway host's veth ring (counted in unaccounted)\n", r.Mode, r.Undelivered)
 		}

@@ -182,3 +182,23 @@ func TestOptionsTuneGateway(t *testing.T) {
 		}
 	}
 }
+
+// TestGeneratorBound: a run is generator-bound when its decided rate comes
+// within 10 % of the generator's ceiling, or the offered rate does while
+// the target dropped next to nothing; never without a ceiling.
+func TestGeneratorBound(t *testing.T) {
+	for _, c := range []struct {
+		r    Report
+		want bool
+	}{
+		{Report{GeneratorCeilingPPS: 1e6, EventsPerSec: 0.95e6}, true},
+		{Report{GeneratorCeilingPPS: 1e6, EventsPerSec: 0.5e6, OfferedPPS: 0.95e6, Sent: 1e6}, true},
+		{Report{GeneratorCeilingPPS: 1e6, EventsPerSec: 0.5e6, OfferedPPS: 0.95e6, Sent: 1e6, RingDropped: 4e5}, false},
+		{Report{GeneratorCeilingPPS: 1e6, EventsPerSec: 0.5e6, OfferedPPS: 0.6e6, Sent: 1e6}, false},
+		{Report{EventsPerSec: 0.95e6, OfferedPPS: 1e6}, false},
+	} {
+		if got := c.r.generatorBound(); got != c.want {
+			t.Errorf("%+v: generator-bound %v, want %v", c.r, got, c.want)
+		}
+	}
+}

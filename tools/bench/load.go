@@ -21,9 +21,14 @@ import (
 
 // Engines of LoadOptions.
 const (
-	EngineXDP    = "xdp"    // XDP live frames (tools/loadgen); test hosts only
-	EngineSocket = "socket" // sendmmsg from connected UDP sockets
+	EngineAuto   = loadgen.EngineAuto       // live frames if the kernel allows them, else AF_XDP
+	EngineXDP    = loadgen.EngineLiveFrames // XDP live frames (tools/loadgen)
+	EngineAFXDP  = loadgen.EngineAFXDP      // an AF_XDP socket's TX ring (tools/loadgen)
+	EngineSocket = "socket"                 // sendmmsg from connected UDP sockets
 )
+
+// frameEngine: the engine sends prebuilt frames through tools/loadgen.
+func frameEngine(e string) bool { return e == EngineAuto || e == EngineXDP || e == EngineAFXDP }
 
 // LoadOptions shape `xgate load`.
 type LoadOptions struct {
@@ -35,7 +40,8 @@ type LoadOptions struct {
 	TestHost bool
 	NetNS    string
 	To       netip.AddrPort
-	// Iface is the interface the xdp engine sends from (in NetNS), and
+	// Iface is the interface the frame engines (auto, xdp, afxdp) send
+	// from (in NetNS), and
 	// DstMAC the next hop's address (default: from the neighbour table).
 	// The receiving end must take XDP frames (veth: an XDP program on the
 	// peer, or GRO on).
@@ -56,19 +62,30 @@ type LoadOptions struct {
 
 // LoadReport is what `xgate load --json` prints.
 type LoadReport struct {
+	// Engine is the engine that sent: auto resolved to xdp or afxdp.
 	Engine string `json:"engine"`
 	Target string `json:"target"`
 	Sent   uint64 `json:"sent"`
 	// Received: test-host mode, frames the receiver's XDP program counted.
 	Received uint64 `json:"received"`
 	// Undelivered: frames veth did not put into the peer's ring (xdp
-	// engine: sent − veth's xdp_xmit count; socket engine on test hosts:
-	// the sending end's tx_dropped).
-	Undelivered uint64            `json:"undelivered"`
-	Errors      uint64            `json:"errors"`
-	ElapsedS    float64           `json:"elapsed_s"`
-	PPS         float64           `json:"pps"`
-	ByKind      map[string]uint64 `json:"by_kind,omitempty"`
+	// engine: sent − veth's xdp_xmit count; afxdp, and the socket engine
+	// on test hosts: the sending end's tx_dropped).
+	Undelivered uint64 `json:"undelivered"`
+	Errors      uint64 `json:"errors"`
+	// Refused (afxdp): frames queued that the kernel never completed.
+	Refused  uint64  `json:"refused"`
+	ElapsedS float64 `json:"elapsed_s"`
+	PPS      float64 `json:"pps"`
+	// CeilingPPS (test-host mode, frame engines): the generator alone at
+	// max rate into the XDP-drop receiver — the run itself at max rate,
+	// else a run of DefaultCeilingDuration before it.
+	CeilingPPS float64 `json:"ceiling_pps,omitempty"`
+	// SenderCPUS (frame engines) is the CPU time of the sending thread,
+	// with the receive work that runs on it: Sent / SenderCPUS is the rate
+	// one CPU of its own would give, whatever else the machine runs.
+	SenderCPUS float64           `json:"sender_cpu_s,omitempty"`
+	ByKind     map[string]uint64 `json:"by_kind,omitempty"`
 }
 
 // Load runs one bounded send.
@@ -77,7 +94,7 @@ func Load(ctx context.Context, o LoadOptions) (rep LoadReport, err error) {
 		return rep, errors.New("load: give --count or --duration")
 	}
 	if o.Engine == "" {
-		o.Engine = EngineXDP
+		o.Engine = EngineAuto
 	}
 	if o.Port == 0 {
 		o.Port = Port
@@ -86,13 +103,11 @@ func Load(ctx context.Context, o LoadOptions) (rep LoadReport, err error) {
 		o.Events.Seed = 42
 	}
 	rep.Engine = o.Engine
-	switch o.Engine {
-	case EngineXDP, EngineSocket:
-	default:
-		return rep, fmt.Errorf("load: engine %q: want xdp or socket", o.Engine)
+	if !frameEngine(o.Engine) && o.Engine != EngineSocket {
+		return rep, fmt.Errorf("load: engine %q: want auto, xdp, afxdp or socket", o.Engine)
 	}
 	if !o.TestHost {
-		if o.Engine == EngineXDP {
+		if frameEngine(o.Engine) {
 			return loadXDP(ctx, o, rep)
 		}
 		return loadSocket(ctx, o, rep)
@@ -132,7 +147,23 @@ func Load(ctx context.Context, o LoadOptions) (rep LoadReport, err error) {
 			rep.Undelivered = drop1 - drop0
 		}
 	} else {
+		if o.Rate > 0 {
+			// The generator alone at max rate, before the paced run.
+			lo := frameOptions(o, pair.A, pair.B)
+			lo.Rate, lo.Duration = 0, DefaultCeilingDuration
+			c, cerr := runCeiling(ctx, lo)
+			if cerr != nil {
+				return rep, fmt.Errorf("load: generator ceiling: %w", cerr)
+			}
+			rep.CeilingPPS = c.PPS
+			if seen0, err = rcv.Seen(); err != nil { // received counts the paced run alone
+				return rep, err
+			}
+		}
 		rep, err = sendXDP(ctx, o, pair.A, pair.B, received, rep)
+		if o.Rate == 0 {
+			rep.CeilingPPS = rep.PPS
+		}
 	}
 	if err != nil {
 		return rep, err
@@ -154,13 +185,24 @@ func Load(ctx context.Context, o LoadOptions) (rep LoadReport, err error) {
 	return rep, nil
 }
 
-// loadXDP sends live frames out of an existing interface.
+// runCeiling sends at max rate with lo into whatever receives.
+func runCeiling(ctx context.Context, lo loadgen.Options) (Ceiling, error) {
+	lg, err := loadgen.New(lo)
+	if err != nil {
+		return Ceiling{}, err
+	}
+	defer lg.Close()
+	res, err := lg.Send(ctx, 0)
+	return Ceiling{Engine: lg.Engine(), PPS: res.PPS()}, err
+}
+
+// loadXDP sends frames (live frames or AF_XDP) out of an existing interface.
 func loadXDP(ctx context.Context, o LoadOptions, rep LoadReport) (LoadReport, error) {
 	if o.Iface == "" || !o.To.IsValid() {
-		return rep, errors.New("load: the xdp engine needs --testhost, or --iface IF and --to IP:PORT (with --netns NAME)")
+		return rep, fmt.Errorf("load: the %s engine needs --testhost, or --iface IF and --to IP:PORT (with --netns NAME)", o.Engine)
 	}
 	if !o.To.Addr().Is4() {
-		return rep, errors.New("load: the xdp engine sends IPv4 only")
+		return rep, fmt.Errorf("load: the %s engine sends IPv4 only", o.Engine)
 	}
 	from, err := testenv.Existing(o.NetNS, o.Iface)
 	if err != nil {
@@ -182,20 +224,27 @@ func loadXDP(ctx context.Context, o LoadOptions, rep LoadReport) (LoadReport, er
 	return sendXDP(ctx, o, from, to, nil, rep)
 }
 
-func sendXDP(ctx context.Context, o LoadOptions, from, to *testenv.Host, received func() uint64, rep LoadReport) (LoadReport, error) {
+// frameOptions is the generator of a frame-engine load.
+func frameOptions(o LoadOptions, from, to *testenv.Host) loadgen.Options {
 	lo := loadgen.Options{
-		From: from, To: to, DstPort: o.Port,
+		Engine: o.Engine,
+		From:   from, To: to, DstPort: o.Port,
 		Frames: 1024, Sources: max(o.Sources, 1), Events: o.Events,
 		Rate: o.Rate, Duration: o.Duration,
 	}
 	if runtime.NumCPU() > senderCPU {
 		lo.CPU, lo.Pin = senderCPU, true
 	}
-	lg, err := loadgen.New(lo)
+	return lo
+}
+
+func sendXDP(ctx context.Context, o LoadOptions, from, to *testenv.Host, received func() uint64, rep LoadReport) (LoadReport, error) {
+	lg, err := loadgen.New(frameOptions(o, from, to))
 	if err != nil {
 		return rep, err
 	}
 	defer lg.Close()
+	rep.Engine = lg.Engine()
 	type done struct {
 		r   loadgen.Result
 		err error
@@ -208,8 +257,9 @@ func sendXDP(ctx context.Context, o LoadOptions, from, to *testenv.Host, receive
 			o.Progress(received(), time.Since(start))
 		}
 	})
-	rep.Sent, rep.Undelivered, rep.Errors = d.r.Sent, d.r.Undelivered(), d.r.Errors
+	rep.Sent, rep.Undelivered, rep.Errors, rep.Refused = d.r.Sent, d.r.Undelivered(), d.r.Errors, d.r.Refused
 	rep.ElapsedS, rep.PPS = d.r.Elapsed.Seconds(), d.r.PPS()
+	rep.SenderCPUS = d.r.SenderCPU.Seconds()
 	rep.ByKind = map[string]uint64{}
 	for k, n := range d.r.ByKind {
 		if n > 0 {

@@ -127,6 +127,14 @@ func SweepPlan(maxRate float64, steps int) ([]float64, error) {
 
 // WriteSweepTable prints one line per point: load, offered and achieved
 // rates, latency quantiles, drops and unaccounted.
+// sweepLabel names a point of a sweep: its load, or max for the probe.
+func sweepLabel(p SweepPoint) string {
+	if p.TargetRate == 0 {
+		return "max"
+	}
+	return fmt.Sprintf("%.0f %%", p.LoadPct)
+}
+
 func WriteSweepTable(w io.Writer, pts []SweepPoint) {
 	if len(pts) == 0 {
 		return
@@ -151,6 +159,18 @@ func WriteSweepTable(w io.Writer, pts []SweepPoint) {
 	writeColumns(w, table)
 	fmt.Fprintf(w, "mode %s; offered: the generator's achieved rate; drops: xdp_dropped + socket_dropped + ring_dropped;\n"+
 		"others: other processes' CPU during the step; wait: share of it the worker waited for its CPU\n", pts[0].Mode)
+	if g := pts[0].Generator; g != "" {
+		fmt.Fprintf(w, "generator %s", g)
+		if c := pts[0].GeneratorCeilingPPS; c > 0 {
+			fmt.Fprintf(w, ", %.3f M/s alone into XDP drop", c/1e6)
+		}
+		fmt.Fprintln(w)
+	}
+	for _, p := range pts {
+		if p.GeneratorBound {
+			fmt.Fprintf(w, "%s: generator-bound (within 10 %% of the generator's ceiling)\n", sweepLabel(p))
+		}
+	}
 	for _, p := range pts {
 		if !p.Complete {
 			fmt.Fprintf(w, "%s at %.0f %%: the accounting did not catch up with sent within 1 s of the end of the send\n", p.Mode, p.LoadPct)

@@ -61,6 +61,10 @@ func sweepFixture() []SweepPoint {
 		pts = append(pts, SweepPoint{LoadPct: 25 * float64(i+1), TargetRate: rate, OfferedRate: rate * 0.99,
 			Report: Report{Mode: "afxdp", EventsPerSec: rate * 0.99, LatencyP50US: 5 + float64(i), LatencyP99US: p99, LatencyP999US: 2 * p99, Complete: true}})
 	}
+	for i := range pts {
+		pts[i].Generator, pts[i].GeneratorCeilingPPS = "afxdp", 2.2e6
+	}
+	pts[0].GeneratorBound = true
 	return pts
 }
 
@@ -124,7 +128,7 @@ func TestWriteSweepTable(t *testing.T) {
 	WriteSweepTable(&buf, sweepFixture())
 	out := buf.String()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 1+5+2 { // header, probe and 4 steps, footnote
+	if len(lines) != 1+5+2+2 { // header, probe and 4 steps, footnote, generator and the generator-bound probe
 		t.Fatalf("%d lines:\n%s", len(lines), out)
 	}
 	if !strings.HasPrefix(lines[0], "load") || !strings.Contains(lines[0], "p99") {
@@ -140,5 +144,8 @@ func TestWriteSweepTable(t *testing.T) {
 	}
 	if f := strings.Fields(lines[1]); len(f) < 13 || f[12] != "1000" {
 		t.Errorf("probe line: drops should read 1000: %q", lines[1])
+	}
+	if lines[8] != "generator afxdp, 2.200 M/s alone into XDP drop" || !strings.HasPrefix(lines[9], "max: generator-bound") {
+		t.Errorf("generator lines:\n%s", out)
 	}
 }

@@ -42,6 +42,8 @@ var AllModes = []string{gateway.PathAFXDP, gateway.PathSocket, gateway.PathPlain
 // tally is where the datagrams of a window went, by the Report's keys.
 type tally struct {
 	XDPDrops, NotOurs, SocketDrops, RingDrops, DecodeErrors, Decided uint64
+	// Busy is the gateway workers' busy time, summed (0: not measured).
+	Busy time.Duration
 }
 
 func (t tally) accounted() uint64 {
@@ -58,8 +60,12 @@ type gatewayTarget struct{ g *gateway.Gateway }
 
 func (t gatewayTarget) tally() (tally, error) {
 	s, err := t.g.Stats()
+	var busy time.Duration
+	for _, b := range s.WorkerBusy {
+		busy += b
+	}
 	return tally{XDPDrops: s.XDPDrops, NotOurs: s.NotForUs, SocketDrops: s.SocketDrops, RingDrops: s.RingDrops,
-		DecodeErrors: s.Engine.DecodeErrorTotal(), Decided: s.Engine.Events}, err
+		DecodeErrors: s.Engine.DecodeErrorTotal(), Decided: s.Engine.Events, Busy: busy}, err
 }
 
 func (t gatewayTarget) latency() [gateway.LatencyBuckets]uint64 { return t.g.Latency() }

@@ -3,8 +3,18 @@
 // Package loadgen sends UDP JSON events between test hosts at rates a
 // socket sender cannot reach on veth. It builds K distinct
 // Ethernet/IPv4/UDP frames carrying events from tools/gen and transmits
-// them with BPF_PROG_RUN in live-frames mode (BPF_F_TEST_XDP_LIVE_FRAMES,
-// Linux ≥ 5.18): a small XDP program (bpf/loadgen.c, loadgen_tx) rewrites
+// them with one of two engines (Options.Engine; by default the first the
+// kernel allows):
+//
+//   - EngineLiveFrames ("xdp"): BPF_PROG_RUN in live-frames mode
+//     (BPF_F_TEST_XDP_LIVE_FRAMES, Linux ≥ 5.18, bpf.FeatLiveFrames),
+//     described below — the fastest.
+//   - EngineAFXDP ("afxdp"): an AF_XDP socket in copy mode with a TX ring
+//     on the sending veth (afxdp.go), for kernels that refuse live frames:
+//     every frame is an skb through veth's ndo_start_xmit, so it reaches
+//     about a quarter of the live-frames rate (BENCHMARKS.md).
+//
+// Live frames: a small XDP program (bpf/loadgen.c, loadgen_tx) rewrites
 // the run's packet with the next of the K frames (they live in an array
 // map) and returns XDP_TX; the test runner turns that into a redirect out
 // of the sending veth, and the frame reaches the peer through
@@ -98,8 +108,38 @@ const paceSlack = 50 * time.Microsecond
 // bpfFTestXDPLiveFrames is BPF_F_TEST_XDP_LIVE_FRAMES (uapi linux/bpf.h).
 const bpfFTestXDPLiveFrames = 1 << 1
 
+// Engines of Options.Engine.
+const (
+	EngineAuto       = "auto"  // live frames if the kernel allows them, else AF_XDP
+	EngineLiveFrames = "xdp"   // BPF_PROG_RUN live frames
+	EngineAFXDP      = "afxdp" // AF_XDP socket, copy mode, TX ring
+)
+
+// ResolveEngine returns the engine that "auto" (or "") stands for on this
+// kernel, or engine itself; an unknown name is an error. Live frames are
+// taken when bpf.Probe(bpf.FeatLiveFrames) allows them (so
+// XGATE_FEATURES_OFF=xdp_live_frames forces AF_XDP).
+func ResolveEngine(engine string) (string, error) {
+	switch engine {
+	case "", EngineAuto:
+		if bpf.Probe(bpf.FeatLiveFrames) == nil {
+			return EngineLiveFrames, nil
+		}
+		return EngineAFXDP, nil
+	case EngineLiveFrames, EngineAFXDP:
+		return engine, nil
+	}
+	return "", fmt.Errorf("loadgen: engine %q: want auto, %s or %s", engine, EngineLiveFrames, EngineAFXDP)
+}
+
 // Options shape a generator. From and To are required, and DstPort.
 type Options struct {
+	// Engine picks the transmit path: EngineAuto (or "", the default),
+	// EngineLiveFrames or EngineAFXDP. Gen.Engine says which one runs.
+	// The AF_XDP engine holds an AF_XDP socket on a queue of From.Link
+	// from New to Close: one such Gen per queue at a time.
+	Engine string
+
 	// From sends: frames leave through From.Link, with its MAC and
 	// (the first source) its address. To receives: its MAC and address
 	// are the destination.
@@ -130,18 +170,21 @@ type Options struct {
 	// (after a delay it catches up at line rate for at most 50 µs, or one
 	// batch of frames). Between test runs there is a gap of the run's
 	// setup (≈ 25 ms); the next run makes up for it and for other delays
-	// at up to 1.5 × Rate. The achieved rate is Result.PPS.
+	// at up to 1.5 × Rate. The AF_XDP engine paces in its sending loop
+	// with the same slack and catch-up (afxdp.go), without the gaps. The
+	// achieved rate is Result.PPS.
 	Rate float64
 	// Duration bounds one Send (0: only the count bounds it).
 	Duration time.Duration
-	// Chunk is the frames per test run; default: what the previous run
+	// Chunk (live frames) is the frames per test run; default: what the previous run
 	// sent in ≈ 250 ms (at least 65536), or 250 ms worth at Rate. Each run
 	// costs ≈ 25 ms of setup, during which nothing is sent: a large Chunk
 	// makes a max-rate Send one continuous stream (ctx and Duration are
 	// only checked between runs).
 	Chunk uint32
 	// BatchSize is the live-frames batch (1..256): frames transmitted
-	// at once, and pages in the kernel's pool. Default 64.
+	// at once, and pages in the kernel's pool; for the AF_XDP engine, the
+	// most frames one Transmit queues. Default 64.
 	BatchSize uint32
 
 	// CPU pins the sending thread when Pin is set. The peer's receive
@@ -152,8 +195,20 @@ type Options struct {
 
 // Result is what one Send did.
 type Result struct {
-	// Sent is exact: the frames the program handed to XDP_TX.
+	// Engine is the engine that sent (EngineLiveFrames or EngineAFXDP).
+	Engine string
+	// Sent is exact: the frames the program handed to XDP_TX (live
+	// frames), or the frames the kernel completed (AF_XDP: handed to
+	// veth's transmit, which may still drop them: TxDropped).
 	Sent uint64
+	// Refused (AF_XDP) are frames put on the TX ring that the kernel had
+	// not completed when the Send gave up waiting for them (a stalled or
+	// downed link, or descriptors it found invalid); not in Sent.
+	Refused uint64
+	// TxDropped (AF_XDP) is the sending veth end's tx_dropped over the
+	// Send: frames veth could not hand to its peer (its ring full). Valid
+	// if StatsOK.
+	TxDropped uint64
 	// ByKind splits Sent by the kind of event the frames carry.
 	ByKind [gen.NumKinds]uint64
 	// XmitOK and XmitErrors are veth's counters on the sending end over
@@ -177,10 +232,17 @@ type Result struct {
 	SenderCPU time.Duration
 }
 
-// Undelivered is what never reached the peer's receive ring: Sent −
-// XmitOK (0 when the veth counters could not be read).
+// Undelivered is what never reached the peer: live frames: Sent −
+// XmitOK; AF_XDP: TxDropped (0 when the veth counters could not be
+// read).
 func (r Result) Undelivered() uint64 {
-	if !r.StatsOK || r.XmitOK > r.Sent {
+	if !r.StatsOK {
+		return 0
+	}
+	if r.Engine == EngineAFXDP {
+		return min(r.TxDropped, r.Sent)
+	}
+	if r.XmitOK > r.Sent {
 		return 0
 	}
 	return r.Sent - r.XmitOK
@@ -195,6 +257,17 @@ func (r Result) PPS() float64 {
 }
 
 func (r Result) String() string {
+	if r.Engine == EngineAFXDP {
+		s := fmt.Sprintf("afxdp: sent %d in %v (%.3f M/s", r.Sent, r.Elapsed.Round(time.Millisecond), r.PPS()/1e6)
+		if r.Refused > 0 {
+			s += fmt.Sprintf(", %d refused", r.Refused)
+		}
+		s += ")"
+		if r.StatsOK {
+			s += fmt.Sprintf("; veth tx_dropped %d", r.TxDropped)
+		}
+		return s
+	}
 	s := fmt.Sprintf("sent %d in %v (%.3f M/s, %d runs", r.Sent, r.Elapsed.Round(time.Millisecond), r.PPS()/1e6, r.Runs)
 	if r.Resumed > 0 {
 		s += fmt.Sprintf(", %d resumed", r.Resumed)
@@ -214,6 +287,8 @@ type state = bpf.LoadgenLoadgenState
 // Gen is a loaded generator. It is not safe for concurrent Sends.
 type Gen struct {
 	opts   Options
+	engine string
+	xsk    *xskTx // EngineAFXDP
 	objs   bpf.LoadgenObjects
 	frames [][]byte
 	kinds  []gen.Kind
@@ -260,21 +335,38 @@ func New(opts Options) (*Gen, error) {
 		return nil, errors.New("loadgen: the hosts need IPv4 addresses")
 	}
 
-	g := &Gen{opts: opts, chunk: minChunk, ratio: 1}
-	var err error
+	engine, err := ResolveEngine(opts.Engine)
+	if err != nil {
+		return nil, err
+	}
+	if engine == EngineLiveFrames {
+		if err := bpf.Probe(bpf.FeatLiveFrames); err != nil {
+			return nil, fmt.Errorf("loadgen: engine %s: %w (use engine %s or auto)", engine, err, EngineAFXDP)
+		}
+	}
+	g := &Gen{opts: opts, engine: engine, chunk: minChunk, ratio: 1}
 	if g.srcs, err = sources(opts); err != nil {
 		return nil, err
 	}
 	if err := g.buildFrames(); err != nil {
 		return nil, err
 	}
+	g.counts = make([]uint64, len(g.frames))
+	if engine == EngineAFXDP {
+		if g.xsk, err = openXSKTx(opts.From, g.frames, int(opts.BatchSize)); err != nil {
+			return nil, err
+		}
+		return g, nil
+	}
 	if err := g.load(); err != nil {
 		return nil, err
 	}
 	g.ctx[3] = uint32(opts.From.Ifindex) // ingress_ifindex
-	g.counts = make([]uint64, len(g.frames))
 	return g, nil
 }
+
+// Engine is the engine this generator sends with.
+func (g *Gen) Engine() string { return g.engine }
 
 func (g *Gen) load() error {
 	spec, err := bpf.LoadLoadgen()
@@ -369,8 +461,13 @@ func (g *Gen) Counts() []uint64 { return slices.Clone(g.counts) }
 // Sources returns the IPv4 source addresses the frames use.
 func (g *Gen) Sources() []netip.Addr { return g.srcs }
 
-// Close releases the program and its maps.
-func (g *Gen) Close() error { return g.objs.Close() }
+// Close releases the program and its maps, or the AF_XDP socket.
+func (g *Gen) Close() error {
+	if g.xsk != nil {
+		return g.xsk.close()
+	}
+	return g.objs.Close()
+}
 
 func (g *Gen) readState() error {
 	if err := g.objs.LoadgenStates.Lookup(uint32(0), &g.st); err != nil {
@@ -387,9 +484,16 @@ func (g *Gen) Send(ctx context.Context, n uint64) (Result, error) {
 	if n == 0 && g.opts.Duration <= 0 {
 		return Result{}, errors.New("loadgen: unbounded send: give a count or Options.Duration")
 	}
-	before, statsErr := NICStats(g.opts.From)
+	var before map[string]uint64
+	var drop0 uint64
+	var statsErr error
+	if g.engine == EngineAFXDP {
+		drop0, statsErr = g.opts.From.TxDropped()
+	} else {
+		before, statsErr = NICStats(g.opts.From)
+	}
 	counts0 := slices.Clone(g.counts)
-	var res Result
+	res := Result{Engine: g.engine}
 	done := make(chan error, 1)
 	go func() {
 		// This thread enters From's namespace (ingress_ifindex is looked
@@ -412,7 +516,12 @@ func (g *Gen) Send(ctx context.Context, n uint64) (Result, error) {
 		defer g.tid.Store(0)
 		var ru0, ru1 unix.Rusage
 		_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru0)
-		err := g.loop(ctx, n, &res)
+		var err error
+		if g.engine == EngineAFXDP {
+			err = g.xsk.send(ctx, g, n, &res)
+		} else {
+			err = g.loop(ctx, n, &res)
+		}
 		if unix.Getrusage(unix.RUSAGE_THREAD, &ru1) == nil {
 			res.SenderCPU = time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
 		}
@@ -421,6 +530,12 @@ func (g *Gen) Send(ctx context.Context, n uint64) (Result, error) {
 	err := <-done
 	for i, c := range g.counts {
 		res.ByKind[g.kinds[i]] += c - counts0[i]
+	}
+	if g.engine == EngineAFXDP {
+		if drop1, err2 := g.opts.From.TxDropped(); statsErr == nil && err2 == nil {
+			res.TxDropped, res.StatsOK = drop1-drop0, true
+		}
+		return res, err
 	}
 	if after, err2 := NICStats(g.opts.From); statsErr == nil && err2 == nil {
 		res.XmitOK, res.XmitErrors = xmitDelta(before, after)

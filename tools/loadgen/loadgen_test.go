@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/testenv"
 	"github.com/xgate/xgate/tools/gen"
 )
@@ -121,6 +122,16 @@ func needRoot(t *testing.T) {
 	}
 }
 
+// needLiveFrames skips a test of the live-frames engine where this kernel
+// refuses BPF_F_TEST_XDP_LIVE_FRAMES (the AF_XDP engine's tests run then).
+func needLiveFrames(t *testing.T) {
+	t.Helper()
+	needRoot(t)
+	if err := bpf.Probe(bpf.FeatLiveFrames); err != nil {
+		t.Skipf("kernel refuses %s: %v", bpf.FeatLiveFrames, err)
+	}
+}
+
 // TestFramesOfGen checks every frame a generator builds: addresses from
 // the hosts, sources spread as asked, payloads the events of tools/gen.
 func TestFramesOfGen(t *testing.T) {
@@ -168,7 +179,7 @@ func TestFramesOfGen(t *testing.T) {
 // datagram: the program's count, veth's, the receiver program's, and
 // the socket's (received + receive-buffer drops).
 func TestSendToSocket(t *testing.T) {
-	needRoot(t)
+	needLiveFrames(t)
 	pair := testenv.New(t, testenv.Options{})
 	rcv, err := AttachPass(pair.B)
 	if err != nil {
@@ -187,7 +198,7 @@ func TestSendToSocket(t *testing.T) {
 	}
 
 	const n = 50000
-	g, err := New(Options{From: pair.A, To: pair.B, DstPort: port, Frames: 256, Sources: 16,
+	g, err := New(Options{Engine: EngineLiveFrames, From: pair.A, To: pair.B, DstPort: port, Frames: 256, Sources: 16,
 		Events: gen.Config{Seed: 9}, Rate: 500000})
 	if err != nil {
 		t.Fatal(err)
@@ -295,9 +306,9 @@ func TestSendToSocket(t *testing.T) {
 // peer without XDP program shows up as veth transmit errors, not as
 // silence.
 func TestSendBounds(t *testing.T) {
-	needRoot(t)
+	needLiveFrames(t)
 	pair := testenv.New(t, testenv.Options{})
-	g, err := New(Options{From: pair.A, To: pair.B, DstPort: 9000, Frames: 4})
+	g, err := New(Options{Engine: EngineLiveFrames, From: pair.A, To: pair.B, DstPort: 9000, Frames: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +331,7 @@ func TestSendBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rcv.Close()
-	g2, err := New(Options{From: pair.A, To: pair.B, DstPort: 9000, Frames: 4, Duration: 100 * time.Millisecond, Rate: 100000})
+	g2, err := New(Options{Engine: EngineLiveFrames, From: pair.A, To: pair.B, DstPort: 9000, Frames: 4, Duration: 100 * time.Millisecond, Rate: 100000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,11 +367,18 @@ func TestGeneratorCeiling(t *testing.T) {
 	}
 	defer rcv.Close()
 	for _, c := range []struct {
+		engine       string
 		chunk, batch uint32
 		rate         float64
 		n            uint64
-	}{{0, 64, 0, 5000000}, {65536, 64, 0, 2000000}, {0, 256, 0, 5000000}, {0, 64, 1e6, 2000000}, {0, 64, 3e6, 3000000}} {
-		g, err := New(Options{From: pair.A, To: pair.B, DstPort: 9000, Chunk: c.chunk, BatchSize: c.batch, Rate: c.rate, CPU: 1, Pin: true})
+	}{{EngineLiveFrames, 0, 64, 0, 5000000}, {EngineLiveFrames, 65536, 64, 0, 2000000}, {EngineLiveFrames, 0, 256, 0, 5000000},
+		{EngineLiveFrames, 0, 64, 1e6, 2000000}, {EngineLiveFrames, 0, 64, 3e6, 3000000},
+		{EngineAFXDP, 0, 16, 0, 2000000}, {EngineAFXDP, 0, 64, 0, 2000000}, {EngineAFXDP, 0, 256, 0, 2000000}, {EngineAFXDP, 0, 64, 5e5, 1000000}} {
+		if c.engine == EngineLiveFrames && bpf.Probe(bpf.FeatLiveFrames) != nil {
+			t.Logf("%s refused by this kernel: live-frames figures skipped", bpf.FeatLiveFrames)
+			continue
+		}
+		g, err := New(Options{Engine: c.engine, From: pair.A, To: pair.B, DstPort: 9000, Chunk: c.chunk, BatchSize: c.batch, Rate: c.rate, CPU: 1, Pin: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -371,8 +389,8 @@ func TestGeneratorCeiling(t *testing.T) {
 			t.Fatal(err)
 		}
 		s1, _ := rcv.Seen()
-		t.Logf("chunk %5d batch %3d rate %.0f: %v; spins %d; receiver saw %d", c.chunk, c.batch, c.rate, res, res.Spins, s1-s0)
-		if s1-s0 != res.XmitOK || s1-s0+res.Undelivered() != res.Sent {
+		t.Logf("%s chunk %5d batch %3d rate %.0f: %v; spins %d; receiver saw %d; sender CPU %v", c.engine, c.chunk, c.batch, c.rate, res, res.Spins, s1-s0, res.SenderCPU)
+		if (c.engine == EngineLiveFrames && s1-s0 != res.XmitOK) || s1-s0+res.Undelivered() != res.Sent {
 			t.Errorf("receiver saw %d, sent %d: %v", s1-s0, res.Sent, res)
 		}
 	}
@@ -382,14 +400,14 @@ func TestGeneratorCeiling(t *testing.T) {
 // (EINTR after an unknown number of repetitions); the count stays exact
 // and the Send still sends exactly n.
 func TestSendResumesAfterSignals(t *testing.T) {
-	needRoot(t)
+	needLiveFrames(t)
 	pair := testenv.New(t, testenv.Options{})
 	rcv, err := AttachDrop(pair.B)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rcv.Close()
-	g, err := New(Options{From: pair.A, To: pair.B, DstPort: 9000, Frames: 100, Chunk: 1 << 22})
+	g, err := New(Options{Engine: EngineLiveFrames, From: pair.A, To: pair.B, DstPort: 9000, Frames: 100, Chunk: 1 << 22})
 	if err != nil {
 		t.Fatal(err)
 	}
