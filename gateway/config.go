@@ -195,6 +195,9 @@ type HTTP struct {
 	// /readyz must carry (Authorization: Bearer <token>). Required when
 	// Listen is not a loopback address.
 	Token string
+	// TokenFile names a file whose first line is the token (instead of
+	// Token; read when the config is loaded: config_env.go).
+	TokenFile string
 }
 
 // Workers configures the worker threads (one per socket or queue).
@@ -338,6 +341,12 @@ func LoadConfig(path string) (*Config, error) {
 // messages. The error joins one *FieldError per problem (errors.Join),
 // ordered by line.
 func ParseConfig(name string, data []byte) (*Config, error) {
+	return ParseConfigEnv(name, data, nil)
+}
+
+// ParseConfigEnv is ParseConfig with ${VAR} in values taken from lookup
+// (os.LookupEnv: --expand-env); a nil lookup rejects them (config_env.go).
+func ParseConfigEnv(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if name == "" {
 		name = "config"
 	}
@@ -366,6 +375,9 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 			root = root.Content[0]
 		}
 		d.src.lines[""] = root.Line
+		if errs := expandEnv(name, root, lookup); len(errs) > 0 {
+			return nil, joinErrors(errs)
+		}
 		d.config(c, root)
 	}
 	errs := append(d.errs, c.check(d.bad)...)
@@ -933,9 +945,10 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 		},
 		"http": func(n *yaml.Node, p string) {
 			d.mapping(n, p, map[string]func(*yaml.Node, string){
-				"listen": d.str(&c.HTTP.Listen),
-				"pprof":  d.boolean(&c.HTTP.Pprof),
-				"token":  d.str(&c.HTTP.Token),
+				"listen":     d.str(&c.HTTP.Listen),
+				"pprof":      d.boolean(&c.HTTP.Pprof),
+				"token":      d.str(&c.HTTP.Token),
+				"token_file": d.str(&c.HTTP.TokenFile),
 			})
 		},
 		"pin": func(n *yaml.Node, p string) {
@@ -1164,6 +1177,9 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	default:
 		k.errf("mode", "%q: want afxdp, socket, plain or auto", c.Mode)
 	}
+	if c.Interface == "" && k.has("interface") {
+		k.errf("interface", "empty: set the NIC to attach to, e.g. interface: eth0 (ip -br link lists them), or leave the key out to run plain UDP sockets without XDP")
+	}
 	if c.Interface != "" && (len(c.Interface) >= 16 || strings.ContainsAny(c.Interface, "/ \t\n:")) {
 		k.errf("interface", "%q is not an interface name", c.Interface)
 	}
@@ -1210,6 +1226,7 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 		k.errf("workers.realtime_priority", "%d: want 0 (off) or a SCHED_FIFO priority 1..%d", r, MaxRealtimePriority)
 	}
 	c.checkSinks(k)
+	c.readTokenFile(k)
 	if c.HTTP.Listen == "" {
 		// no HTTP server
 	} else if host, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil {

@@ -456,7 +456,7 @@ var allKeys = []string{
 	"sinks[].urls", "sinks[].subject", "sinks[].stream", "sinks[].create_stream", "sinks[].stream_subjects",
 	"sinks[].max_pending", "sinks[].ack_timeout", "sinks[].user", "sinks[].password", "sinks[].password_file",
 	"sinks[].token_file", "sinks[].creds_file", "gateway_id",
-	"http", "http.listen", "http.pprof", "http.token", "pin", "pin.path", "pin.keep",
+	"http", "http.listen", "http.pprof", "http.token", "http.token_file", "pin", "pin.path", "pin.keep",
 	"probes", "probes.enabled", "probes.sample", "probes.rx_timestamps",
 	"workers", "workers.realtime_priority", "workers.cpus",
 }

@@ -44,6 +44,13 @@ type Options struct {
 	// RecvTimeout is how long a worker waits in one receive call before it
 	// checks for stop (default 100ms).
 	RecvTimeout time.Duration
+	// DropCaps makes Run drop every capability of the process, on every
+	// thread, and set no_new_privs once setup is done (caps_linux.go); the
+	// daemon sets it, tests that run gateways in their own process do not.
+	DropCaps bool
+	// OnReady, if set, is called by Run once the gateway receives (after
+	// the capability drop): the daemon tells systemd READY=1 there.
+	OnReady func()
 }
 
 // Gateway is a running (or ready to run) xgate daemon.
@@ -141,8 +148,22 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	if g.eng, err = engine.New(cfg.EngineConfig()); err != nil {
 		return nil, fmt.Errorf("compile rules: %w", err)
 	}
+	// The capabilities of every setup step, before any is taken: of the
+	// configured path, or of the one auto chose from the privileges.
+	if p := configuredPath(cfg.Mode); p != "" {
+		if err := g.checkCaps(cfg, p); err != nil {
+			return nil, err
+		}
+	}
 	if g.path, g.why, err = choosePath(cfg); err != nil {
 		return nil, err
+	}
+	if configuredPath(cfg.Mode) == "" {
+		if err := g.checkCaps(cfg, g.path); err != nil {
+			// auto: what the capabilities do not allow falls back as a
+			// missing privilege does in choosePath.
+			g.path, g.why = PathPlain, "auto: no BPF possible ("+err.Error()+"); plain UDP sockets, blocks are not enforced in the kernel"
+		}
 	}
 	// Plain mode pins nothing: it leaves /sys/fs/bpf as it is.
 	if g.path != PathPlain {
@@ -226,7 +247,7 @@ func choosePath(cfg *Config) (path, why string, err error) {
 		if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
 			return "", "", fmt.Errorf("mode %s: %w: %w (use mode socket or auto)", cfg.Mode, errNoPath, bpf.ForcedErr(bpf.FeatAFXDP))
 		}
-		if err := bpf.Probe(bpf.FeatXDPLink); err != nil && !errors.Is(err, bpf.ErrPermission) {
+		if err := probeXDPLink(); err != nil && !errors.Is(err, bpf.ErrPermission) {
 			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches XDP only through a bpf_link; mode auto runs plain sockets)",
 				cfg.Mode, errNoPath, err)
 		}
@@ -267,7 +288,7 @@ func (g *Gateway) setupXDP(cfg *Config) error {
 		g.log.Warn("active RX queues of the interface from "+g.rxq.Source, "interface", cfg.Interface,
 			"queues", g.queues, "why", g.rxq.Note)
 	}
-	if err := bpf.Probe(bpf.FeatXDPLink); err != nil {
+	if err := probeXDPLink(); err != nil {
 		return fmt.Errorf("attach xdp to %s: %w (xgate attaches XDP only through a bpf_link, which detaches when the process dies)",
 			cfg.Interface, err)
 	}
@@ -381,10 +402,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if g.opts.DropCaps {
+		g.pinned.Wait() // the workers' SCHED_FIFO needs CAP_SYS_NICE
+		g.dropCaps()
+	}
 	if h := g.web.Load(); h != nil {
 		h.ready.Store(true)
 	}
 	g.log.Info("receiving", "workers", len(g.workers), "ports", g.Config().Listen.Ports)
+	if g.opts.OnReady != nil {
+		g.opts.OnReady()
+	}
 	<-ctx.Done()
 	return g.Stop()
 }

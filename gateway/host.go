@@ -280,7 +280,7 @@ func CheckSetup(cfg *Config) (problems, notes []string) {
 	// modes on them).
 	var down []string
 	if path != PathPlain {
-		if err := bpf.Probe(bpf.FeatXDPLink); err != nil {
+		if err := probeXDPLink(); err != nil {
 			down = append(down, path+" refused: "+err.Error())
 			path = PathPlain
 		}
