@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"github.com/xgate/xgate/gateway"
 )
 
@@ -88,7 +90,7 @@ func TestUnitSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var steps gateway.CapSet
+	var steps host.CapSet
 	for _, s := range gateway.CapSteps(cfg, gateway.PathAFXDP) {
 		for _, c := range s.Caps {
 			steps |= 1 << c

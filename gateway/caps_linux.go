@@ -2,40 +2,20 @@ package gateway
 
 import (
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
-	"syscall"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/xgate/xgate/bpf"
 )
 
 // Least privilege. Every setup step names the capabilities it needs; New
 // checks exactly those (not uid 0) before it touches anything, and after
-// setup DropCapabilities gives up every capability on every thread and sets
+// setup host.DropCapabilities gives up every capability on every thread and sets
 // no_new_privs: reload, feedback, stats and stop work through the file
 // descriptors the daemon already holds (map updates and lookups, link and
 // socket closes need no capability since Linux 6.5 moved the
 // unprivileged-BPF check into map and program creation), and unpinning is
 // an unlink in a pin directory the daemon's user owns.
-
-// CapSysNice allows SCHED_FIFO (workers.realtime_priority).
-const CapSysNice Capability = 23
-
-func init() { capNames[CapSysNice] = "CAP_SYS_NICE" }
-
-// CapStep is one setup step and the capabilities it needs.
-type CapStep struct {
-	Step string       // what the daemon does, e.g. "load and attach the XDP program"
-	Caps []Capability // all of them are needed
-	// Optional steps are skipped with a warning when a capability is
-	// missing (the kernel probes); the others stop the start.
-	Optional bool
-}
 
 // CapSteps lists the setup steps of a run of cfg on the receive path
 // (PathAFXDP, PathSocket or PathPlain) and the capabilities each needs, on
@@ -43,10 +23,10 @@ type CapStep struct {
 // in for both, as the kernel's bpf_capable and perfmon_capable accept it).
 // Pinning needs none (a pin directory on bpffs the user may write), locked
 // memory needs none under RLIMIT_MEMLOCK >= the UMEM (LimitMEMLOCK= in the
-// unit; CheckPrivileges says when not), and SCHED_FIFO needs none under
+// unit; host.CheckPrivileges says when not), and SCHED_FIFO needs none under
 // RLIMIT_RTPRIO >= the priority.
-func CapSteps(cfg *Config, path string) []CapStep {
-	var steps []CapStep
+func CapSteps(cfg *Config, path string) []host.CapStep {
+	var steps []host.CapStep
 	if path != PathPlain {
 		// XDP is a networking program type: loading it needs CAP_NET_ADMIN
 		// besides CAP_BPF; and the verifier allows the program's pointer
@@ -54,203 +34,40 @@ func CapSteps(cfg *Config, path string) []CapStep {
 		// ("pointer -= pointer prohibited" without it). The socket path's
 		// sk_reuseport program (several NUMA nodes) needs CAP_BPF alone.
 		steps = append(steps,
-			CapStep{Step: "load the XDP program", Caps: []Capability{CapBPF, CapPerfmon, CapNetAdmin}},
-			CapStep{Step: "attach XDP to the interface", Caps: []Capability{CapNetAdmin}})
+			host.CapStep{Step: "load the XDP program", Caps: []host.Capability{host.CapBPF, host.CapPerfmon, host.CapNetAdmin}},
+			host.CapStep{Step: "attach XDP to the interface", Caps: []host.Capability{host.CapNetAdmin}})
 	}
 	if path == PathSocket {
 		// SO_RCVBUFFORCE beyond net.core.rmem_max; without it the socket
 		// gets SO_RCVBUF, capped by rmem_max, so CAP_NET_ADMIN (needed
 		// above anyway) is not asked for here.
-		steps = append(steps, CapStep{Step: "open the SO_REUSEPORT sockets", Caps: nil})
+		steps = append(steps, host.CapStep{Step: "open the SO_REUSEPORT sockets", Caps: nil})
 	}
 	if path == PathAFXDP {
-		steps = append(steps, CapStep{Step: "open AF_XDP sockets", Caps: []Capability{CapNetRaw}})
+		steps = append(steps, host.CapStep{Step: "open AF_XDP sockets", Caps: []host.Capability{host.CapNetRaw}})
 	}
 	if cfg.Probes.Enabled {
-		steps = append(steps, CapStep{Step: "load the kernel probes (tp_btf, socket filter)", Caps: []Capability{CapBPF, CapPerfmon}, Optional: true})
+		steps = append(steps, host.CapStep{Step: "load the kernel probes (tp_btf, socket filter)", Caps: []host.Capability{host.CapBPF, host.CapPerfmon}, Optional: true})
 	}
-	if p := cfg.Workers.RealtimePriority; p > 0 && rtprioLimit() < uint64(p) {
-		steps = append(steps, CapStep{Step: "make the workers SCHED_FIFO", Caps: []Capability{CapSysNice}})
+	if p := cfg.Workers.RealtimePriority; p > 0 && host.RtprioLimit() < uint64(p) {
+		steps = append(steps, host.CapStep{Step: "make the workers SCHED_FIFO", Caps: []host.Capability{host.CapSysNice}})
 	}
 	return steps
 }
 
-// rtprioLimit is the soft RLIMIT_RTPRIO (0 when unreadable).
-func rtprioLimit() uint64 {
-	var rl unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_RTPRIO, &rl); err != nil {
-		return 0
-	}
-	return rl.Cur
-}
-
-// hasCap is a capability check as the kernel makes it: CAP_SYS_ADMIN
-// stands in for CAP_BPF and CAP_PERFMON.
-func hasCap(set CapSet, c Capability) bool {
-	if set.Has(c) {
-		return true
-	}
-	return (c == CapBPF || c == CapPerfmon) && set.Has(CapSysAdmin)
-}
-
-// MissingCap is a capability a setup step lacks.
-type MissingCap struct {
-	Cap  Capability
-	Step string
-}
-
-// CapabilityError names the capabilities the daemon lacks and the steps
-// that need them. errors.Is(err, os.ErrPermission) holds.
-type CapabilityError struct {
-	Missing []MissingCap
-	Have    CapSet // the effective set checked
-}
-
-func (e *CapabilityError) Error() string {
-	var parts, names []string
-	seen := map[Capability]bool{}
-	for _, m := range e.Missing {
-		parts = append(parts, fmt.Sprintf("%s (to %s)", m.Cap, m.Step))
-		if !seen[m.Cap] {
-			seen[m.Cap] = true
-			names = append(names, m.Cap.String())
-		}
-	}
-	return fmt.Sprintf("missing capabilities: %s; grant them with AmbientCapabilities=%s in the systemd unit "+
-		"(and CapabilityBoundingSet=), setpriv --inh-caps/--ambient-caps, or setcap %s+ep on the binary",
-		strings.Join(parts, ", "), strings.Join(names, " "), strings.ToLower(strings.Join(names, ",")))
-}
-
-func (e *CapabilityError) Is(target error) bool { return target == os.ErrPermission }
-
-// CheckCaps checks the effective set have against steps. It returns a
-// *CapabilityError for the required steps' missing capabilities (nil when
-// none), and for each optional step with a missing capability a warning
-// naming it.
-func CheckCaps(steps []CapStep, have CapSet) (err error, warnings []string) {
-	var missing []MissingCap
-	for _, s := range steps {
-		var lack []string
-		for _, c := range s.Caps {
-			if hasCap(have, c) {
-				continue
-			}
-			if s.Optional {
-				lack = append(lack, c.String())
-			} else {
-				missing = append(missing, MissingCap{Cap: c, Step: s.Step})
-			}
-		}
-		if len(lack) > 0 {
-			warnings = append(warnings, fmt.Sprintf("cannot %s without %s: running without them (grant %s, or set probes: {enabled: false})",
-				s.Step, strings.Join(lack, " and "), strings.Join(lack, " and ")))
-		}
-	}
-	if len(missing) > 0 {
-		return &CapabilityError{Missing: missing, Have: have}, warnings
-	}
-	return nil, warnings
-}
-
-// effectiveCaps reads this process's effective set.
-func effectiveCaps() (CapSet, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	return ParseCapEff(string(b))
-}
-
-// checkCaps is New's check of the path's steps: a *CapabilityError for a
+// checkCaps is New's check of the path's steps: a *host.CapabilityError for a
 // missing required capability, a warning logged for an optional one.
 func (g *Gateway) checkCaps(cfg *Config, path string) error {
-	have, err := effectiveCaps()
+	have, err := host.EffectiveCaps()
 	if err != nil {
 		g.log.Warn("cannot read this process's capabilities; the setup steps will say what they lack", "error", err)
 		return nil
 	}
-	err, warnings := CheckCaps(CapSteps(cfg, path), have)
+	err, warnings := host.CheckCaps(CapSteps(cfg, path), have)
 	for _, w := range warnings {
 		g.log.Warn(w)
 	}
 	return err
-}
-
-// ErrCgoThreads says why DropCapabilities cannot work in this binary.
-var ErrCgoThreads = errors.New("capabilities are per thread, and a cgo binary cannot change every thread's " +
-	"(build with CGO_ENABLED=0: make build)")
-
-// DropCapabilities reduces the permitted, effective and inheritable sets of
-// every thread of the process to keep (the ambient set follows: the kernel
-// clears what leaves the permitted set) and sets no_new_privs, so that
-// nothing the process runs can gain privileges again. Capabilities and
-// no_new_privs are per thread in Linux, and the Go runtime runs many
-// threads (the workers' among them, locked and pinned): the syscalls go
-// through syscall.AllThreadsSyscall, which makes them on every thread the
-// runtime has and fails whole if one thread's result differs; threads
-// started later copy the dropped credentials from their creator. A binary
-// built with cgo gets ErrCgoThreads and keeps its capabilities. Afterwards
-// every thread's CapEff is read back from /proc/self/task.
-func DropCapabilities(keep CapSet) error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData // capset reads both 32-bit halves
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("capget: %w", err)
-	}
-	perm := CapSet(data[0].Permitted) | CapSet(data[1].Permitted)<<32
-	keep &= perm // a set cannot grow
-	for i := range data {
-		half := uint32(keep >> (32 * i))
-		data[i].Permitted, data[i].Effective, data[i].Inheritable = half, half, 0
-	}
-	hdr.Pid = 0 // the calling thread, on each thread
-	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
-		if e == syscall.ENOTSUP {
-			return ErrCgoThreads
-		}
-		return fmt.Errorf("capset: %w", e)
-	}
-	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
-		return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", e)
-	}
-	return verifyThreadCaps(keep)
-}
-
-// verifyThreadCaps checks that no thread of the process has an effective
-// capability outside keep, or lacks no_new_privs.
-func verifyThreadCaps(keep CapSet) error {
-	tasks, err := filepath.Glob("/proc/self/task/*/status")
-	if err != nil || len(tasks) == 0 {
-		return fmt.Errorf("list this process's threads: %v", err)
-	}
-	for _, p := range tasks {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue // the thread ended
-		}
-		eff, err := ParseCapEff(string(b))
-		if err != nil {
-			return err
-		}
-		if eff&^keep != 0 {
-			return fmt.Errorf("thread %s still has capabilities %#x after the drop", filepath.Base(filepath.Dir(p)), uint64(eff&^keep))
-		}
-		if !strings.Contains(string(b), "\nNoNewPrivs:\t1") {
-			return fmt.Errorf("thread %s has no no_new_privs after the drop", filepath.Base(filepath.Dir(p)))
-		}
-	}
-	return nil
-}
-
-// Names lists the set's capabilities by name, lowest first ("" = none).
-func (s CapSet) Names() []string {
-	var out []string
-	for c := Capability(0); c < 64; c++ {
-		if s.Has(c) {
-			out = append(out, c.String())
-		}
-	}
-	return out
 }
 
 // configuredPath is the receive path of an explicit mode, "" for auto.
@@ -267,28 +84,21 @@ func configuredPath(mode string) string {
 // dropCaps is Run's drop after setup. A failure is logged, not fatal: the
 // gateway works as before, with the privileges it was given.
 func (g *Gateway) dropCaps() {
-	if err := DropCapabilities(0); err != nil {
+	if err := host.DropCapabilities(0); err != nil {
 		g.log.Warn("capabilities not dropped after setup; the daemon keeps the ones it was started with", "error", err)
 		return
 	}
 	g.log.Info("capabilities dropped after setup", "effective", "none", "no_new_privs", true)
 }
 
-// probeXDPLink is bpf.Probe(bpf.FeatXDPLink) for a daemon that runs with
-// only its setup capabilities: the probe attaches to the loopback device of
-// a network namespace it makes, and making one needs CAP_SYS_ADMIN, which
-// the unit does not grant. Without CAP_SYS_ADMIN an EPERM from the probe
-// says nothing about the kernel, so it counts as available and the real
-// attach (through a bpf_link, as always) decides; its error names the
-// interface. With CAP_SYS_ADMIN the probe's answer stands.
-// TODO(lead): drop this once bpf's probe answers without a new namespace
-// (or reports the missing CAP_SYS_ADMIN as inconclusive).
+// probeXDPLink is bpf.Probe(bpf.FeatXDPLink) as the daemon reads it: the
+// probe needs CAP_SYS_ADMIN for its scratch namespace, which the unit does
+// not grant; without it the probe says so (bpf.ErrPermission), which is no
+// answer about the kernel, so the feature counts as available and the
+// real attach (through a bpf_link, as always) decides.
 func probeXDPLink() error {
 	err := bpf.Probe(bpf.FeatXDPLink)
-	if err == nil || bpf.ForcedOff(bpf.FeatXDPLink) || !errors.Is(err, unix.EPERM) {
-		return err
-	}
-	if have, cerr := effectiveCaps(); cerr == nil && !have.Has(CapSysAdmin) {
+	if errors.Is(err, bpf.ErrPermission) {
 		return nil
 	}
 	return err

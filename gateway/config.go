@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/xgate/xgate/engine"
@@ -37,7 +39,7 @@ type Config struct {
 	Interface string // the NIC to attach to; required for afxdp and socket modes
 	Mode      string // afxdp | socket | auto
 	Listen    Listen
-	Queues    int // RX queues to serve; 0 = every active RX queue of the interface (ActiveRxQueues)
+	Queues    int // RX queues to serve; 0 = every active RX queue of the interface (host.ActiveRxQueues)
 	Schema    Schema
 	Limits    Limits
 	Rules     []Rule
@@ -209,10 +211,10 @@ type Workers struct {
 	// on a listed CPU of the same NUMA node (see plan.restrict). Keep the
 	// CPUs that take the NIC's interrupts, and other busy work, out of it.
 	// The process's other threads are kept on the CPUs left over
-	// (housekeeping.go).
+	// (host.Housekeeping.go).
 	CPUs string
 	// RealtimePriority, 1..99, runs each worker's pinned thread SCHED_FIFO
-	// at that priority; 0 (the default) leaves it SCHED_OTHER. Needs
+	// at that priority; 0 (the default) leaves it SCHED_OTHER. host.Needs
 	// CAP_SYS_NICE or RLIMIT_RTPRIO; see gateway/realtime.go for the cost.
 	RealtimePriority int
 }
@@ -1217,13 +1219,13 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	if c.Probes.Sample < 1 || c.Probes.Sample > 1<<20 {
 		k.errf("probes.sample", "%d: want 1 (time every datagram) .. %d", c.Probes.Sample, 1<<20)
 	}
-	if cpus, err := ParseCPUList(c.Workers.CPUs); err != nil {
+	if cpus, err := host.ParseCPUList(c.Workers.CPUs); err != nil {
 		k.errf("workers.cpus", "%v", err)
 	} else if c.Workers.CPUs != "" && len(cpus) == 0 {
 		k.errf("workers.cpus", "%q lists no CPU", c.Workers.CPUs)
 	}
-	if r := c.Workers.RealtimePriority; r < 0 || r > MaxRealtimePriority {
-		k.errf("workers.realtime_priority", "%d: want 0 (off) or a SCHED_FIFO priority 1..%d", r, MaxRealtimePriority)
+	if r := c.Workers.RealtimePriority; r < 0 || r > host.MaxRealtimePriority {
+		k.errf("workers.realtime_priority", "%d: want 0 (off) or a SCHED_FIFO priority 1..%d", r, host.MaxRealtimePriority)
 	}
 	c.checkSinks(k)
 	c.readTokenFile(k)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -107,8 +109,8 @@ the max-rate run.`,
 			if warmup == 0 {
 				warmup = -1 // bench.Options: < 0 is none
 			}
-			if rtPrio < 0 || rtPrio > gateway.MaxRealtimePriority {
-				return fmt.Errorf("bench: --rt-priority %d: want 0 (off) or 1..%d", rtPrio, gateway.MaxRealtimePriority)
+			if rtPrio < 0 || rtPrio > host.MaxRealtimePriority {
+				return fmt.Errorf("bench: --rt-priority %d: want 0 (off) or 1..%d", rtPrio, host.MaxRealtimePriority)
 			}
 			if _, err := loadgen.ResolveEngine(engine); err != nil {
 				return fmt.Errorf("bench: --engine: %w", err)
