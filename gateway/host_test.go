@@ -28,7 +28,7 @@ func TestNeedsFor(t *testing.T) {
 // TestPlanRestrict confines workers to workers.cpus on the two-node tree
 // (queues 0-3 on node 0 at CPUs 0,1,2,11; 4-7 on node 1 at 4,5,12,13).
 func TestPlanRestrict(t *testing.T) {
-	topo, err := host.ReadTopology("testdata/topo-2node", "eth9")
+	topo, err := host.ReadTopology("host/testdata/topo-2node", "eth9")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestPlanRestrict(t *testing.T) {
 }
 
 func TestPlanRestrictErrors(t *testing.T) {
-	topo, err := host.ReadTopology("testdata/topo-2node", "eth9")
+	topo, err := host.ReadTopology("host/testdata/topo-2node", "eth9")
 	if err != nil {
 		t.Fatal(err)
 	}
