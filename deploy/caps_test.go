@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/testenv"
 )
 
@@ -45,7 +46,7 @@ func writeConfig(t *testing.T, path, yml string) {
 	if err := os.WriteFile(path, []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := gateway.ParseConfig(path, []byte(yml)); err != nil {
+	if _, err := config.Parse(path, []byte(yml)); err != nil {
 		t.Fatalf("the test's config: %v", err)
 	}
 }

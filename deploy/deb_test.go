@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/testenv"
 )
 
@@ -260,7 +261,7 @@ func TestDebInstall(t *testing.T) {
 	if err := os.WriteFile(runConf, []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := gateway.LoadConfig(runConf); err != nil {
+	if _, err := config.Load(runConf); err != nil {
 		t.Fatalf("the installed config with an interface: %v", err)
 	}
 	argv := []string{"setpriv", "--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid), "--clear-groups",

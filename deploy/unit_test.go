@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/xgate/xgate/gateway"
@@ -86,7 +88,7 @@ func TestUnitSettings(t *testing.T) {
 	for _, c := range unitCaps {
 		want = append(want, "CAP_"+strings.ToUpper(c))
 	}
-	cfg, err := gateway.LoadConfig(filepath.Join(root, "examples", "xgate.yaml"))
+	cfg, err := config.Load(filepath.Join(root, "examples", "xgate.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func TestUnitSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := gateway.ParseConfig("xgate.yaml", []byte(strings.Replace(string(pkg), `interface: ""`, "interface: eth0", 1)))
+	pc, err := config.Parse("xgate.yaml", []byte(strings.Replace(string(pkg), `interface: ""`, "interface: eth0", 1)))
 	if err != nil {
 		t.Fatalf("packaged config with an interface: %v", err)
 	}

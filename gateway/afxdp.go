@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"golang.org/x/sys/unix"
@@ -20,19 +22,6 @@ import (
 // counts frames decided within 2^i µs of the XDP program's timestamp (the
 // last bucket everything slower).
 const LatencyBuckets = 24
-
-// DefaultRxSpin is how long a worker spins on its empty RX ring before it
-// sleeps in poll(2) (afxdp.spin, xdp.Config.Spin). Waking a sleeping
-// thread costs tens of µs (more on a virtual CPU that halted): at half
-// load a worker that slept whenever the ring was empty paid that on most
-// batches, p50 receive → verdict ≈ 28 µs against ≈ 10 µs spinning
-// (BENCHMARKS.md). The price is CPU: a worker that gets a batch at least
-// every spin never sleeps, one that gets b batches a second at lower
-// rates spins about b × spin per second.
-const DefaultRxSpin = 50 * time.Microsecond
-
-// MaxRxSpin bounds afxdp.spin: beyond it a worker is a busy poller.
-const MaxRxSpin = 10 * time.Millisecond
 
 // xskQueue is one AF_XDP socket and the worker state that goes with it.
 type xskQueue struct {
@@ -51,7 +40,7 @@ type xskQueue struct {
 // afxdp_zerocopy off binds in copy mode only, afxdp_need_wakeup off binds
 // without XDP_USE_NEED_WAKEUP. What the bind got goes to the feature
 // report.
-func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
+func (g *Gateway) openXSKs(cfg *config.Config) ([]int, error) {
 	if bpf.ForcedOff(bpf.FeatAFXDP) {
 		err := bpf.ForcedErr(bpf.FeatAFXDP)
 		g.setIfFeature(bpf.FeatAFXDP, err)

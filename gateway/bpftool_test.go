@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/bpf"
@@ -82,7 +84,7 @@ func TestBpftoolCounters(t *testing.T) {
 	tool := needBpftool(t)
 	mnt := mountBPFFS(t)
 	pinPath := filepath.Join(mnt, "xgate")
-	pair, g, stop := runIT(t, 2, "socket", func(cfg *Config) { cfg.Pin.Path = pinPath })
+	pair, g, stop := runIT(t, 2, "socket", func(cfg *config.Config) { cfg.Pin.Path = pinPath })
 
 	sent := sendEventsAndOther(t, pair, 200, 30)
 	s := quiesce(t, g, sent)

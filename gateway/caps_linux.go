@@ -3,6 +3,8 @@ package gateway
 import (
 	"errors"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/xgate/xgate/bpf"
@@ -25,7 +27,7 @@ import (
 // memory needs none under RLIMIT_MEMLOCK >= the UMEM (LimitMEMLOCK= in the
 // unit; host.CheckPrivileges says when not), and SCHED_FIFO needs none under
 // RLIMIT_RTPRIO >= the priority.
-func CapSteps(cfg *Config, path string) []host.CapStep {
+func CapSteps(cfg *config.Config, path string) []host.CapStep {
 	var steps []host.CapStep
 	if path != PathPlain {
 		// XDP is a networking program type: loading it needs CAP_NET_ADMIN
@@ -34,8 +36,8 @@ func CapSteps(cfg *Config, path string) []host.CapStep {
 		// ("pointer -= pointer prohibited" without it). The socket path's
 		// sk_reuseport program (several NUMA nodes) needs CAP_BPF alone.
 		steps = append(steps,
-			host.CapStep{Step: "load the XDP program", Caps: []host.Capability{host.CapBPF, host.CapPerfmon, host.CapNetAdmin}},
-			host.CapStep{Step: "attach XDP to the interface", Caps: []host.Capability{host.CapNetAdmin}})
+			host.CapStep{Step: "load the config.XDP program", Caps: []host.Capability{host.CapBPF, host.CapPerfmon, host.CapNetAdmin}},
+			host.CapStep{Step: "attach config.XDP to the interface", Caps: []host.Capability{host.CapNetAdmin}})
 	}
 	if path == PathSocket {
 		// SO_RCVBUFFORCE beyond net.core.rmem_max; without it the socket
@@ -57,7 +59,7 @@ func CapSteps(cfg *Config, path string) []host.CapStep {
 
 // checkCaps is New's check of the path's steps: a *host.CapabilityError for a
 // missing required capability, a warning logged for an optional one.
-func (g *Gateway) checkCaps(cfg *Config, path string) error {
+func (g *Gateway) checkCaps(cfg *config.Config, path string) error {
 	have, err := host.EffectiveCaps()
 	if err != nil {
 		g.log.Warn("cannot read this process's capabilities; the setup steps will say what they lack", "error", err)
@@ -73,9 +75,9 @@ func (g *Gateway) checkCaps(cfg *Config, path string) error {
 // configuredPath is the receive path of an explicit mode, "" for auto.
 func configuredPath(mode string) string {
 	switch mode {
-	case ModeAFXDP:
+	case config.ModeAFXDP:
 		return PathAFXDP
-	case ModeSocket:
+	case config.ModeSocket:
 		return PathSocket
 	}
 	return ""

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 )
 
@@ -20,7 +22,7 @@ func capsOf(cs ...host.Capability) host.CapSet {
 // TestCapSteps: each path asks for exactly its steps' capabilities, and
 // removing any one of them is an error that names it and its step.
 func TestCapSteps(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	cfg.Workers.RealtimePriority = 0
 	want := map[string][]host.Capability{
 		PathAFXDP:  {host.CapBPF, host.CapPerfmon, host.CapNetAdmin, host.CapNetRaw},

@@ -40,7 +40,7 @@ func ProbeInterface(ifname string) (*InterfaceReport, error) {
 	qc := host.ActiveRxQueues(ifname)
 	r := &InterfaceReport{Interface: ifname, RxQueues: &qc, Features: KernelFeatures()}
 	if x := lnk.Attrs().Xdp; x != nil && x.Attached {
-		why := fmt.Sprintf("in use: XDP program id %d is attached to %s (a running xgate?); not probed", x.ProgId, ifname)
+		why := fmt.Sprintf("in use: config.XDP program id %d is attached to %s (a running xgate?); not probed", x.ProgId, ifname)
 		for _, n := range bpf.InterfaceFeatures {
 			r.Features = append(r.Features, unknownFeature(n, why))
 		}
@@ -73,7 +73,7 @@ func probeNative(ifindex int) Feature {
 		if errors.Is(err, unix.EBUSY) {
 			return unknownFeature(n, "in use: "+err.Error())
 		}
-		return featureFromErr(n, "interface", refusedErr{fmt.Errorf("native XDP attach: %w", err)})
+		return featureFromErr(n, "interface", refusedErr{fmt.Errorf("native config.XDP attach: %w", err)})
 	}
 	if err := l.Close(); err != nil {
 		return unknownFeature(n, "detach after probe: "+err.Error())

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/cilium/ebpf/link"
@@ -57,7 +59,7 @@ type Options struct {
 
 // Gateway is a running (or ready to run) xgate daemon.
 type Gateway struct {
-	cfg  atomic.Pointer[Config]
+	cfg  atomic.Pointer[config.Config]
 	opts Options
 	log  *slog.Logger
 
@@ -127,7 +129,7 @@ type Gateway struct {
 // namespace of cfg.Interface (sockets and links bind to the caller's
 // namespace); everything after it may run anywhere. On error nothing is
 // left attached, pinned or open.
-func New(cfg *Config, opts Options) (g *Gateway, err error) {
+func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -196,7 +198,7 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	g.log.Info("receive path chosen", "path", g.path, "xdp_mode", g.xdpMode, "why", g.why)
 	g.logFeatures()
 	g.setupProbes(cfg)
-	if g.sinks, err = sink.New(cfg.sinkSpecs(), len(cpus)); err != nil {
+	if g.sinks, err = sink.New(cfg.SinkSpecs(), len(cpus)); err != nil {
 		return nil, fmt.Errorf("sinks: %w", err)
 	}
 	var target Blocker
@@ -234,11 +236,11 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 // auto takes afxdp when the interface, privileges and kernel allow it, else
 // socket, else plain UDP without BPF. A configured mode that cannot work is
 // an error naming what is missing.
-func choosePath(cfg *Config) (path, why string, err error) {
+func choosePath(cfg *config.Config) (path, why string, err error) {
 	switch cfg.Mode {
-	case ModeAFXDP, ModeSocket:
+	case config.ModeAFXDP, config.ModeSocket:
 		path = PathAFXDP
-		if cfg.Mode == ModeSocket {
+		if cfg.Mode == config.ModeSocket {
 			path = PathSocket
 		}
 		if p := pathProblems(cfg, path); len(p) > 0 {
@@ -250,23 +252,23 @@ func choosePath(cfg *Config) (path, why string, err error) {
 			return "", "", fmt.Errorf("mode %s: %w: %w (use mode socket or auto)", cfg.Mode, errNoPath, bpf.ForcedErr(bpf.FeatAFXDP))
 		}
 		if err := probeXDPLink(); err != nil && !errors.Is(err, bpf.ErrPermission) {
-			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches XDP only through a bpf_link; mode auto runs plain sockets)",
+			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches config.XDP only through a bpf_link; mode auto runs plain sockets)",
 				cfg.Mode, errNoPath, err)
 		}
 		return path, "configured (mode: " + cfg.Mode + ")", nil
 	}
-	if cfg.Mode == ModePlain {
+	if cfg.Mode == config.ModePlain {
 		return PathPlain, "configured (mode: plain): UDP sockets without BPF; blocks are not enforced in the kernel", nil
 	}
 	if cfg.Interface == "" {
-		return PathPlain, "auto: no interface configured, so no XDP; plain UDP sockets", nil
+		return PathPlain, "auto: no interface configured, so no config.XDP; plain UDP sockets", nil
 	}
 	p := pathProblems(cfg, PathAFXDP)
 	if len(p) == 0 {
 		return PathAFXDP, "auto: interface, privileges and kernel allow AF_XDP", nil
 	}
 	if q := pathProblems(cfg, PathSocket); len(q) == 0 {
-		return PathSocket, "auto: AF_XDP not possible (" + strings.Join(p, "; ") + "); SO_REUSEPORT groups behind the XDP program", nil
+		return PathSocket, "auto: AF_XDP not possible (" + strings.Join(p, "; ") + "); SO_REUSEPORT groups behind the config.XDP program", nil
 	}
 	return PathPlain, "auto: no BPF possible (" + strings.Join(p, "; ") + "); plain UDP sockets, blocks are not enforced in the kernel", nil
 }
@@ -275,7 +277,7 @@ func choosePath(cfg *Config) (path, why string, err error) {
 // else generic with a warning (also when xdp_native is switched off); a
 // stale netlink-attached xgate program is removed first — and records the
 // interface's active RX queue count and what the attach got.
-func (g *Gateway) setupXDP(cfg *Config) error {
+func (g *Gateway) setupXDP(cfg *config.Config) error {
 	if cfg.Interface == "" {
 		return errors.New("interface is required for the afxdp and socket modes")
 	}
@@ -291,7 +293,7 @@ func (g *Gateway) setupXDP(cfg *Config) error {
 			"queues", g.queues, "why", g.rxq.Note)
 	}
 	if err := probeXDPLink(); err != nil {
-		return fmt.Errorf("attach xdp to %s: %w (xgate attaches XDP only through a bpf_link, which detaches when the process dies)",
+		return fmt.Errorf("attach xdp to %s: %w (xgate attaches config.XDP only through a bpf_link, which detaches when the process dies)",
 			cfg.Interface, err)
 	}
 	xo := bpf.Options{
@@ -349,10 +351,10 @@ func clearStale(lnk netlink.Link, log *slog.Logger) error {
 	// netlink fails for it (EBUSY/EINVAL), and that link belongs to a live
 	// process, so only log.
 	if err := netlink.LinkSetXdpFd(lnk, -1); err != nil {
-		log.Warn("an xgate XDP program is attached by a live process or link", "interface", lnk.Attrs().Name, "prog_id", x.ProgId)
+		log.Warn("an xgate config.XDP program is attached by a live process or link", "interface", lnk.Attrs().Name, "prog_id", x.ProgId)
 		return nil
 	}
-	log.Warn("removed a stale xgate XDP program left attached through netlink", "interface", lnk.Attrs().Name, "prog_id", x.ProgId)
+	log.Warn("removed a stale xgate config.XDP program left attached through netlink", "interface", lnk.Attrs().Name, "prog_id", x.ProgId)
 	return nil
 }
 
@@ -521,14 +523,14 @@ func (g *Gateway) teardown() error {
 }
 
 // Config returns the configuration in force.
-func (g *Gateway) Config() *Config { return g.cfg.Load() }
+func (g *Gateway) Config() *config.Config { return g.cfg.Load() }
 
 // Reload swaps in the rules of cfg atomically (no frame is lost or decided
 // by a mix of old and new rules) and applies its XDP policy. A bad cfg is
 // rejected and everything keeps running as before. Changes that need new
 // sockets or a new program (interface, mode, ports, pinning, sinks) are
 // reported and take effect at the next start.
-func (g *Gateway) Reload(cfg *Config) error {
+func (g *Gateway) Reload(cfg *config.Config) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
 	old := g.Config()
@@ -537,15 +539,15 @@ func (g *Gateway) Reload(cfg *Config) error {
 	}
 	if g.xdp != nil {
 		if err := g.xdp.SetConfig(xdpConfig(cfg, g.path)); err != nil {
-			return fmt.Errorf("reload: rules swapped, but the XDP policy was not: %w", err)
+			return fmt.Errorf("reload: rules swapped, but the config.XDP policy was not: %w", err)
 		}
 	}
 	restart := restartKeys(old, cfg)
 	g.cfg.Store(cfg)
 	if len(restart) > 0 {
-		g.log.Warn("reloaded rules and XDP policy; these changes need a restart", "keys", restart)
+		g.log.Warn("reloaded rules and config.XDP policy; these changes need a restart", "keys", restart)
 	} else {
-		g.log.Info("reloaded rules and XDP policy")
+		g.log.Info("reloaded rules and config.XDP policy")
 	}
 	return nil
 }
@@ -560,7 +562,7 @@ func sameCPUList(a, b string) bool {
 
 // restartKeys names the top-level keys that differ between old and cfg and
 // take effect only at the next start (new sockets, program or threads).
-func restartKeys(old, cfg *Config) []string {
+func restartKeys(old, cfg *config.Config) []string {
 	var restart []string
 	if cfg.Interface != old.Interface {
 		restart = append(restart, "interface")

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -28,7 +30,7 @@ const itPort = 9000
 // limits only count payments and no test sends payments fast, so every
 // verdict depends on the events alone, not on timing: the reference can
 // be an engine fed the same payloads.
-func itConfig(t testing.TB, ifname, mode, passedPath string) *Config {
+func itConfig(t testing.TB, ifname, mode, passedPath string) *config.Config {
 	t.Helper()
 	yml := fmt.Sprintf(`
 interface: %s
@@ -64,7 +66,7 @@ sinks:
 	if mode == "plain" {
 		yml = strings.Replace(yml, "interface: "+ifname+"\nmode: plain", "mode: auto", 1)
 	}
-	cfg, err := ParseConfig("it.yaml", []byte(yml))
+	cfg, err := config.Parse("it.yaml", []byte(yml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +173,7 @@ func sendMix(t *testing.T, a, b *testenv.Host, tr *itTraffic, blockedAfter func(
 }
 
 // referenceVerdicts decides payloads with a fresh engine of the same rules.
-func referenceVerdicts(t *testing.T, cfg *Config, payloads [][]byte) (engine.Stats, [][]byte) {
+func referenceVerdicts(t *testing.T, cfg *config.Config, payloads [][]byte) (engine.Stats, [][]byte) {
 	t.Helper()
 	e, err := engine.New(cfg.EngineConfig())
 	if err != nil {
@@ -194,7 +196,7 @@ func referenceVerdicts(t *testing.T, cfg *Config, payloads [][]byte) (engine.Sta
 // startGateway builds the gateway inside host's namespace, runs it, and
 // returns it with a stop function (idempotent, also run at cleanup).
 // Logs go to the test log from level on.
-func startGateway(t testing.TB, host *testenv.Host, cfg *Config, level ...slog.Level) (*Gateway, func() error) {
+func startGateway(t testing.TB, host *testenv.Host, cfg *config.Config, level ...slog.Level) (*Gateway, func() error) {
 	t.Helper()
 	var g *Gateway
 	opts := &slog.HandlerOptions{}
@@ -202,7 +204,7 @@ func startGateway(t testing.TB, host *testenv.Host, cfg *Config, level ...slog.L
 		opts.Level = level[0]
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, opts))
-	if cfg.HTTP.Listen == DefaultHTTPListen {
+	if cfg.HTTP.Listen == config.DefaultHTTPListen {
 		cfg.HTTP.Listen = "127.0.0.1:0" // tests share the host: never the fixed port
 	}
 	err := host.Do(func() error {
@@ -289,11 +291,11 @@ func runEndToEnd(t *testing.T, mode string) {
 			t.Errorf("XDP saw %d packets, %d were sent", s.XDPSeen, tr.sent)
 		}
 		if got := s.Accounted(); got != tr.sent {
-			t.Errorf("accounting: sent %d != XDP drops %d + not for us %d + socket drops %d + ring drops %d + decode errors %d + events %d = %d",
+			t.Errorf("accounting: sent %d != config.XDP drops %d + not for us %d + socket drops %d + ring drops %d + decode errors %d + events %d = %d",
 				tr.sent, s.XDPDrops, s.NotForUs, s.SocketDrops, s.RingDrops, s.Engine.DecodeErrorTotal(), s.Engine.Events, got)
 		}
 		if n := s.XDP[reasonByName(t, "blocked")].Packets; n != uint64(tr.blocked) {
-			t.Errorf("blocked in XDP %d, want %d", n, tr.blocked)
+			t.Errorf("blocked in config.XDP %d, want %d", n, tr.blocked)
 		}
 		// 3000 back to back exceed burst 300 + 20000/s unless the sender
 		// was starved for most of 135 ms; require drops when it was fast.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/cilium/ebpf"
@@ -23,7 +25,7 @@ type plan struct {
 // topology reads the NUMA nodes and the interface's queue → CPU map. An
 // interface that sysfs does not show (a veth inside a network namespace:
 // /sys is the root namespace's) falls back to queue i → online CPU i mod n.
-func (g *Gateway) topology(cfg *Config) (*plan, error) {
+func (g *Gateway) topology(cfg *config.Config) (*plan, error) {
 	t, err := host.ReadTopology(g.opts.SysRoot, cfg.Interface)
 	if err != nil && cfg.Interface != "" {
 		t, err = host.ReadTopology(g.opts.SysRoot, "")
@@ -160,7 +162,7 @@ func (p *plan) queueCPU(q int) int {
 
 // pathProblems checks what a receive path needs; it returns the fatal
 // problems in words the operator can act on.
-func pathProblems(cfg *Config, path string) []string {
+func pathProblems(cfg *config.Config, path string) []string {
 	if path == PathPlain {
 		return nil
 	}
@@ -179,7 +181,7 @@ func pathProblems(cfg *Config, path string) []string {
 		return out
 	}
 	if err := features.HaveProgramType(ebpf.XDP); err != nil {
-		out = append(out, fmt.Sprintf("the kernel cannot run XDP programs: %v", err))
+		out = append(out, fmt.Sprintf("the kernel cannot run config.XDP programs: %v", err))
 	}
 	// The socket path needs no sk_reuseport program: it steers by NUMA
 	// node with one where the kernel allows it, else the kernel's flow
@@ -196,7 +198,7 @@ func pathProblems(cfg *Config, path string) []string {
 // the privileges and kernel features of the configured mode are in place.
 // It returns the problems that would stop a run, and notes on what the
 // run would do.
-func CheckSetup(cfg *Config) (problems, notes []string) {
+func CheckSetup(cfg *config.Config) (problems, notes []string) {
 	if cfg.Interface != "" {
 		if _, err := netlink.LinkByName(cfg.Interface); err != nil {
 			problems = append(problems, fmt.Sprintf("interface %q: %v", cfg.Interface, err))
@@ -237,9 +239,9 @@ var errNoPath = errors.New("no receive path possible")
 // host.CheckPrivileges reports a problem. UMEMBytes counts one socket per
 // configured queue (at least one): with queues: 0 the caller should scale
 // it by the interface's queue count.
-func NeedsFor(c *Config, probes bool) host.Needs {
+func NeedsFor(c *config.Config, probes bool) host.Needs {
 	n := host.Needs{BPF: true, NetAdmin: true, Probes: probes, PinPath: c.Pin.Path}
-	if c.Mode == ModeAFXDP || c.Mode == ModeAuto {
+	if c.Mode == config.ModeAFXDP || c.Mode == config.ModeAuto {
 		n.NetRaw = true
 		n.UMEMBytes = uint64(c.AFXDP.Frames) * uint64(c.AFXDP.FrameSize) * uint64(max(c.Queues, 1))
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -369,7 +371,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 
 // An empty http.listen runs no server (plain path: no interface, no BPF).
 func TestHTTPDisabled(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	cfg.Listen.Ports = []uint16{freeUDPPort(t)}
 	cfg.Listen.Address = "127.0.0.1"
 	cfg.HTTP.Listen = ""

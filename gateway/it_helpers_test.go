@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/testenv"
 )
@@ -16,7 +18,7 @@ func reasonByName(t *testing.T, name string) bpf.Reason {
 			return r
 		}
 	}
-	t.Fatalf("no XDP reason %q", name)
+	t.Fatalf("no config.XDP reason %q", name)
 	return 0
 }
 
@@ -43,7 +45,7 @@ func sendEventsAndOther(t *testing.T, pair *testenv.Pair, n, other int) uint64 {
 // runIT builds a test host pair with the given RX queues, starts the
 // gateway of itConfig(mode) on B — adjust, if not nil, changes the config
 // first — and waits until it receives. HTTP listens on a free loopback port.
-func runIT(t *testing.T, queues int, mode string, adjust func(*Config)) (*testenv.Pair, *Gateway, func() error) {
+func runIT(t *testing.T, queues int, mode string, adjust func(*config.Config)) (*testenv.Pair, *Gateway, func() error) {
 	t.Helper()
 	pair := testenv.New(t, testenv.Options{RxQueues: queues})
 	cfg := itConfig(t, pair.B.Link, mode, filepath.Join(t.TempDir(), "passed.ndjson"))

@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/engine"
 )
 
@@ -79,7 +81,7 @@ func TestHealthAndReadyHandlers(t *testing.T) {
 	// net/http/pprof's init registers on http.DefaultServeMux too, which
 	// xgate never serves: the server's handler is its own mux.
 	if http.Handler(mux) == http.DefaultServeMux {
-		t.Error("the HTTP handler is http.DefaultServeMux")
+		t.Error("the config.HTTP handler is http.DefaultServeMux")
 	}
 }
 
@@ -94,7 +96,7 @@ func TestHTTPPprofSwitchAndToken(t *testing.T) {
 		return rec.Code
 	}
 	g := &Gateway{}
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	cfg.HTTP.Pprof = false
 	g.cfg.Store(cfg)
 	if c := get(g.httpHandler(&httpServer{}), "/debug/pprof/", ""); c != http.StatusNotFound {
@@ -104,7 +106,7 @@ func TestHTTPPprofSwitchAndToken(t *testing.T) {
 		t.Errorf("http.pprof false: /debug/trace %d, want 404", c)
 	}
 
-	cfg = DefaultConfig()
+	cfg = config.Default()
 	cfg.HTTP.Token = "0123456789abcdef-secret"
 	g.cfg.Store(cfg)
 	h := g.httpHandler(&httpServer{})

@@ -3,6 +3,8 @@ package gateway
 import (
 	"strings"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/bpf"
 )
 
@@ -21,7 +23,7 @@ var probeNames = []string{bpf.ProbeSockLatency, bpf.ProbeKfreeSkb, bpf.ProbeXDPR
 // datagram in the filter, plus SO_TIMESTAMPNS on our sockets, cost the
 // socket path ≈ 6% of its softirq receive work and a timestamp conversion
 // per datagram read (bpf/probes.c has the figures).
-func (g *Gateway) setupProbes(cfg *Config) {
+func (g *Gateway) setupProbes(cfg *config.Config) {
 	if !cfg.Probes.Enabled {
 		g.probesMissing = []string{"all: disabled by probes.enabled: false"}
 		return

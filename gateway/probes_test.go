@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/bpf"
@@ -19,7 +21,7 @@ import (
 // workers have received all of them, with their stats.
 func sockLatencyRun(t *testing.T, sample, n int) (*Gateway, func() error, Stats) {
 	t.Helper()
-	pair, g, stop := runIT(t, 2, "socket", func(cfg *Config) { cfg.Probes.Sample, cfg.Probes.RxTimestamps = sample, true })
+	pair, g, stop := runIT(t, 2, "socket", func(cfg *config.Config) { cfg.Probes.Sample, cfg.Probes.RxTimestamps = sample, true })
 	if !g.probeUp()[bpf.ProbeSockLatency] {
 		t.Skipf("socket latency probe not running: %v", g.probesMissing)
 	}
@@ -92,7 +94,7 @@ func TestKernelQueueLatency(t *testing.T) {
 
 // TestProbesDisabled: probes.enabled: false loads none and says so.
 func TestProbesDisabled(t *testing.T) {
-	_, g, _ := runIT(t, 1, "socket", func(cfg *Config) { cfg.Probes.Enabled = false })
+	_, g, _ := runIT(t, 1, "socket", func(cfg *config.Config) { cfg.Probes.Enabled = false })
 	if g.probes != nil {
 		t.Fatal("probes loaded although disabled")
 	}
@@ -280,8 +282,8 @@ func latencyTestSocket(t *testing.T) (*udpSocket, int, unix.Sockaddr) {
 func TestProbesSampledDefaults(t *testing.T) {
 	for _, rxts := range []bool{true, false} {
 		t.Run(fmt.Sprintf("rx_timestamps=%v", rxts), func(t *testing.T) {
-			pair, g, _ := runIT(t, 2, "socket", func(cfg *Config) {
-				cfg.Probes = DefaultConfig().Probes
+			pair, g, _ := runIT(t, 2, "socket", func(cfg *config.Config) {
+				cfg.Probes = config.Default().Probes
 				cfg.Probes.RxTimestamps = rxts
 			})
 			if !g.probeUp()[bpf.ProbeSockLatency] {
@@ -292,19 +294,19 @@ func TestProbesSampledDefaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := quiesce(t, g, n)
-			if s.Datagrams < 2*DefaultProbeSample {
+			if s.Datagrams < 2*config.DefaultProbeSample {
 				t.Fatalf("workers received %d of %d datagrams", s.Datagrams, n)
 			}
 			st, err := g.probes.ReadStats()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if st.SockPackets != s.Datagrams || st.SockSampled > s.Datagrams/DefaultProbeSample {
-				t.Errorf("filter saw %d and sampled %d of %d datagrams (period %d)", st.SockPackets, st.SockSampled, s.Datagrams, DefaultProbeSample)
+			if st.SockPackets != s.Datagrams || st.SockSampled > s.Datagrams/config.DefaultProbeSample {
+				t.Errorf("filter saw %d and sampled %d of %d datagrams (period %d)", st.SockPackets, st.SockSampled, s.Datagrams, config.DefaultProbeSample)
 			}
 			want := 0
 			if rxts {
-				want = DefaultProbeSample
+				want = config.DefaultProbeSample
 			}
 			for i, sk := range g.sockets {
 				if sk.every != want {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/vishvananda/netlink"
@@ -105,7 +107,7 @@ func TestQueueHintInactiveQueue(t *testing.T) {
 }
 
 // startPlain starts the gateway of mode on a veth made without numrxqueues.
-func startPlain(t *testing.T, mode string, adjust func(*Config)) (*testenv.Pair, *Gateway) {
+func startPlain(t *testing.T, mode string, adjust func(*config.Config)) (*testenv.Pair, *Gateway) {
 	t.Helper()
 	pair := testenv.New(t, testenv.Options{KernelQueues: true})
 	cfg := itConfig(t, pair.B.Link, mode, filepath.Join(t.TempDir(), "passed.ndjson"))
@@ -187,7 +189,7 @@ func wantFeature(t *testing.T, g *Gateway, name, available string) Feature {
 // TestAutoStepsDown forces each refusal with bpf.ForceOff and checks that
 // mode auto steps down to the next rung, says why, and still decides.
 func TestAutoStepsDown(t *testing.T) {
-	t.Run("afxdp off: socket behind XDP", func(t *testing.T) {
+	t.Run("afxdp off: socket behind config.XDP", func(t *testing.T) {
 		defer bpf.ForceOff(bpf.FeatAFXDP)()
 		pair, g := startPlain(t, "auto", nil)
 		if g.path != PathSocket || g.xdp == nil {
@@ -251,7 +253,7 @@ func TestAutoStepsDown(t *testing.T) {
 		_ = pair.B.Do(func() error {
 			l, err := netlink.LinkByName(pair.B.Link)
 			if err == nil && l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached {
-				t.Errorf("an XDP program is attached on the plain path")
+				t.Errorf("an config.XDP program is attached on the plain path")
 			}
 			return err
 		})
@@ -383,7 +385,7 @@ func TestProbeInterface(t *testing.T) {
 	_ = pair.B.Do(func() error {
 		l, err := netlink.LinkByName(pair.B.Link)
 		if err == nil && l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached {
-			t.Errorf("probe left an XDP program attached")
+			t.Errorf("probe left an config.XDP program attached")
 		}
 		return err
 	})

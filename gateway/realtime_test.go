@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"golang.org/x/sys/unix"
@@ -134,7 +136,7 @@ func TestGatewayRealtimeWorkers(t *testing.T) {
 	}
 	port := pc.LocalAddr().(*net.UDPAddr).Port
 	pc.Close()
-	cfg, err := ParseConfig("rt.yaml", fmt.Appendf(nil, "listen: {ports: [%d], address: 127.0.0.1}\nworkers: {realtime_priority: %d}\n", port, prio))
+	cfg, err := config.Parse("rt.yaml", fmt.Appendf(nil, "listen: {ports: [%d], address: 127.0.0.1}\nworkers: {realtime_priority: %d}\n", port, prio))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,14 +183,14 @@ func TestGatewayRealtimeWorkers(t *testing.T) {
 }
 
 func TestRealtimePriorityParses(t *testing.T) {
-	c, err := ParseConfig("c.yaml", []byte("listen: {ports: [9000]}\nworkers: {realtime_priority: 50}\n"))
+	c, err := config.Parse("c.yaml", []byte("listen: {ports: [9000]}\nworkers: {realtime_priority: 50}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Workers.RealtimePriority != 50 {
 		t.Errorf("realtime_priority %d, want 50", c.Workers.RealtimePriority)
 	}
-	if DefaultConfig().Workers.RealtimePriority != 0 {
+	if config.Default().Workers.RealtimePriority != 0 {
 		t.Error("real-time scheduling is on by default")
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/engine"
@@ -23,7 +25,7 @@ import (
 // passes (no rule matches it), and with dropX a rule drops it. No XDP rate
 // limit: the stream is one source at ~20k/s and must reach the engine
 // whole.
-func reloadConfig(t *testing.T, ifname, mode, passedPath string, dropX bool) *Config {
+func reloadConfig(t *testing.T, ifname, mode, passedPath string, dropX bool) *config.Config {
 	t.Helper()
 	yml := fmt.Sprintf(`
 interface: %s
@@ -43,7 +45,7 @@ sinks:
 	if dropX {
 		yml = strings.Replace(yml, "rules:\n", "rules:\n  - name: drop-x\n    when: event_type == \"x\"\n    action: drop\n", 1)
 	}
-	cfg, err := ParseConfig("reload.yaml", []byte(yml))
+	cfg, err := config.Parse("reload.yaml", []byte(yml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +71,7 @@ func runReloadUnderTraffic(t *testing.T, mode string) {
 	// A bad configuration that would also drop "x" if any of it took:
 	// cfg2's rules plus one that does not compile.
 	bad := *cfg2
-	bad.Rules = append(slices.Clone(cfg2.Rules), Rule{Name: "broken", When: `event_type == "y" &&`, Action: "drop"})
+	bad.Rules = append(slices.Clone(cfg2.Rules), config.Rule{Name: "broken", When: `event_type == "y" &&`, Action: "drop"})
 
 	g, stop := startGateway(t, pair.B, cfg1)
 	if path, _ := g.Path(); path != mode {
@@ -207,7 +209,7 @@ func runReloadUnderTraffic(t *testing.T, mode string) {
 		t.Errorf("XDP saw %d packets, %d were sent", s.XDPSeen, total)
 	}
 	if got := s.Accounted(); got != total {
-		t.Errorf("accounting: sent %d != XDP drops %d + not for us %d + socket drops %d + ring drops %d + decode errors %d + events %d = %d",
+		t.Errorf("accounting: sent %d != config.XDP drops %d + not for us %d + socket drops %d + ring drops %d + decode errors %d + events %d = %d",
 			total, s.XDPDrops, s.NotForUs, s.SocketDrops, s.RingDrops, s.Engine.DecodeErrorTotal(), s.Engine.Events, got)
 	}
 	if s.SocketDrops != 0 || s.RingDrops != 0 || s.XDPDrops != 0 || s.NotForUs != 0 {

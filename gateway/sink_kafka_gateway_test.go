@@ -28,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/config"
 	"github.com/xgate/xgate/gateway/sink"
 	"github.com/xgate/xgate/gateway/sink/sinktest"
 	"github.com/xgate/xgate/testenv"
@@ -179,7 +180,7 @@ func TestSinkGatewayThroughput(t *testing.T) {
 			cfg := tpConfig(t, pair.B.Link, PathAFXDP)
 			cfg.GatewayID = "bench"
 			sk := b.sink
-			if v, err := parseSize(os.Getenv("XGATE_SINK_BUFFER")); err == nil && v > 0 {
+			if v, err := config.ParseSize(os.Getenv("XGATE_SINK_BUFFER")); err == nil && v > 0 {
 				sk.Buffer = v
 			}
 			if v, err := time.ParseDuration(os.Getenv("XGATE_SINK_LINGER")); err == nil && kind == "kafka" {

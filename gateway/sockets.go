@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/cilium/ebpf"
 
 	"github.com/xgate/xgate/bpf"
@@ -18,7 +20,7 @@ import (
 // same choice without running a program per datagram (it cost ≈ 5% of the
 // softirq receive path in perf on the one-node test VM). It returns the CPU
 // of each socket's worker.
-func (g *Gateway) openSockets(cfg *Config) ([]int, error) {
+func (g *Gateway) openSockets(cfg *config.Config) ([]int, error) {
 	topo, err := g.topology(cfg)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/bpf"
 )
 
@@ -39,12 +41,14 @@ func (g *Gateway) refused(path, xdpMode string, err error, next string) {
 }
 
 // strict says whether the configured mode forbids stepping down.
-func strict(cfg *Config) bool { return cfg.Mode == ModeAFXDP || cfg.Mode == ModeSocket }
+func strict(cfg *config.Config) bool {
+	return cfg.Mode == config.ModeAFXDP || cfg.Mode == config.ModeSocket
+}
 
 // openPath sets up the path choosePath picked and, in mode auto, steps
 // down the ladder when a step is refused, closing what the refused step
 // opened. It returns the CPU of each worker.
-func (g *Gateway) openPath(cfg *Config) ([]int, error) {
+func (g *Gateway) openPath(cfg *config.Config) ([]int, error) {
 	if g.path != PathPlain {
 		if err := g.setupXDP(cfg); err != nil {
 			if strict(cfg) {
@@ -124,7 +128,7 @@ func (g *Gateway) dropXDP() {
 	g.xdpMode = ""
 	g.xdpBase = bpf.Counters{}
 	if err := errors.Join(errs...); err != nil {
-		g.log.Warn("closing the refused step's XDP program", "error", err)
+		g.log.Warn("closing the refused step's config.XDP program", "error", err)
 	}
 }
 
@@ -144,7 +148,7 @@ func (g *Gateway) closeSockets() {
 }
 
 // xdpConfig is the XDP program's run-time policy for path.
-func xdpConfig(cfg *Config, path string) bpf.Config {
+func xdpConfig(cfg *config.Config, path string) bpf.Config {
 	mode := bpf.ModeSocket
 	if path == PathAFXDP {
 		mode = bpf.ModeAFXDP

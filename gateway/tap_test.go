@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/engine"
 )
 
@@ -68,7 +70,7 @@ func TestTap(t *testing.T) {
 }
 
 func runTap(t *testing.T, mode string) {
-	pair, g, stop := runIT(t, 2, mode, func(c *Config) { c.HTTP.Token = "tap-test-token-0123456789" })
+	pair, g, stop := runIT(t, 2, mode, func(c *config.Config) { c.HTTP.Token = "tap-test-token-0123456789" })
 	if code, _ := httpGet(t, g, "/tap?verdict=nope"); code != http.StatusBadRequest {
 		t.Errorf("/tap?verdict=nope: %d, want 400", code)
 	}

@@ -37,6 +37,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/bpf"
@@ -52,7 +54,7 @@ const (
 
 // tpConfig: a few filters, one per-user rate limit far above the offered
 // load, one 60s/5s sum window; no XDP rate limit, no sinks, no pinning.
-func tpConfig(t testing.TB, ifname, mode string) *Config {
+func tpConfig(t testing.TB, ifname, mode string) *config.Config {
 	t.Helper()
 	head := fmt.Sprintf("interface: %s\nmode: %s\n", ifname, mode)
 	if mode == PathPlain {
@@ -82,7 +84,7 @@ socket: {rcvbuf: 16MiB, batch: 64}
 	if r, err := strconv.Atoi(os.Getenv("XGATE_THROUGHPUT_RXRING")); err == nil && r > 0 {
 		yml += fmt.Sprintf("afxdp: {rx_ring: %d, fill_ring: %d, frames: %d}\n", r, r, 2*r)
 	}
-	cfg, err := ParseConfig("throughput.yaml", []byte(yml))
+	cfg, err := config.Parse("throughput.yaml", []byte(yml))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"golang.org/x/sys/unix"
@@ -23,7 +25,7 @@ func TestGatewayWorkerCPUs(t *testing.T) {
 	cpu := allowedCPU(t, -1)
 	for _, mode := range []string{"socket", "afxdp"} {
 		t.Run(mode, func(t *testing.T) {
-			pair, g, _ := runIT(t, 2, mode, func(c *Config) {
+			pair, g, _ := runIT(t, 2, mode, func(c *config.Config) {
 				c.Workers.CPUs = strconv.Itoa(cpu)
 				c.AFXDP.Spin = 0 // afxdp.spin reaches the sockets (below)
 			})
@@ -84,7 +86,7 @@ func threadsPinnedTo(t *testing.T, cpu int) int {
 }
 
 func TestGatewayWorkerCPUsOffline(t *testing.T) {
-	cfg, err := ParseConfig("c.yaml", []byte("listen: {ports: [9000], address: 127.0.0.1}\nworkers: {cpus: \"4000\"}\n"))
+	cfg, err := config.Parse("c.yaml", []byte("listen: {ports: [9000], address: 127.0.0.1}\nworkers: {cpus: \"4000\"}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +114,7 @@ func TestHousekeeping(t *testing.T) {
 		t.Skip("needs two CPUs")
 	}
 	cpu := allowedCPU(t, 0)
-	_, g, stop := runIT(t, 1, "socket", func(c *Config) { c.Workers.CPUs = strconv.Itoa(cpu) })
+	_, g, stop := runIT(t, 1, "socket", func(c *config.Config) { c.Workers.CPUs = strconv.Itoa(cpu) })
 	if g.hk == nil {
 		t.Fatal("no host.Housekeeping with one worker CPU on a host with more")
 	}
@@ -170,7 +172,7 @@ func TestHousekeepingOff(t *testing.T) {
 }
 
 func TestRestartKeys(t *testing.T) {
-	base, err := ParseConfig("a.yaml", []byte("listen: {ports: [9000]}\nworkers: {cpus: \"1-3\"}\n"))
+	base, err := config.Parse("a.yaml", []byte("listen: {ports: [9000]}\nworkers: {cpus: \"1-3\"}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +186,7 @@ func TestRestartKeys(t *testing.T) {
 		{"listen: {ports: [9000]}\nworkers: {cpus: \"1-3\"}\nafxdp: {spin: 200us}\n", []string{"afxdp"}},
 		{"listen: {ports: [9001]}\nworkers: {cpus: \"1-3\"}\n", []string{"listen"}},
 	} {
-		cfg, err := ParseConfig("b.yaml", []byte(tc.yaml))
+		cfg, err := config.Parse("b.yaml", []byte(tc.yaml))
 		if err != nil {
 			t.Fatal(err)
 		}

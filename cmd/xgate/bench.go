@@ -14,12 +14,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/tools/bench"
 	"github.com/xgate/xgate/tools/gen"
 	"github.com/xgate/xgate/tools/loadgen"
@@ -118,8 +119,8 @@ the max-rate run.`,
 			o := bench.Options{Engine: engine, Duration: duration, Warmup: warmup, Rate: r, Sources: sources,
 				Events: gen.Config{Users: users, BadShare: badShare}, RTPriority: rtPrio}
 			if cmd.Flags().Changed("spin") {
-				if spin < 0 || spin > gateway.MaxRxSpin {
-					return fmt.Errorf("bench: --spin %v: want 0 .. %v", spin, gateway.MaxRxSpin)
+				if spin < 0 || spin > config.MaxRxSpin {
+					return fmt.Errorf("bench: --spin %v: want 0 .. %v", spin, config.MaxRxSpin)
 				}
 				o.Spin = spin
 				if spin == 0 {
@@ -195,7 +196,7 @@ the max-rate run.`,
 	f.IntVar(&steps, "steps", bench.DefaultSweepSteps, "loads of a --sweep, evenly spaced up to the max")
 	f.Bool("histograms", false, "also print the latency histograms of the measured window (receive → verdict, kernel queueing, XDP cost) as bucket tables")
 	f.IntVar(&rtPrio, "rt-priority", 0, "run the gateway's workers SCHED_FIFO at this priority, 1..99 (workers.realtime_priority); 0: off")
-	f.DurationVar(&spin, "spin", gateway.DefaultRxSpin, "afxdp.spin: how long the workers spin on an empty RX ring before they sleep (0..10ms)")
+	f.DurationVar(&spin, "spin", config.DefaultRxSpin, "afxdp.spin: how long the workers spin on an empty RX ring before they sleep (0..10ms)")
 	f.DurationVar(&hostCheck, "host-check", time.Second, "before the runs, spin this long on every CPU and report the stalls (≥ 200 µs) the host imposes on the worker CPUs; 0: skip")
 	f.StringVar(&plotPath, "plot", "", "with --sweep: write p50/p99 latency against offered load to this PNG file")
 	return cmd

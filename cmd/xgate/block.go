@@ -13,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/spf13/cobra"
 
 	"github.com/xgate/xgate/gateway"
@@ -35,7 +37,7 @@ xdp.never_block network cannot be blocked.`,
 		Example: "  xgate block list\n  xgate block add 203.0.113.7 --ttl 1h --token $TOKEN\n  xgate block remove 203.0.113.7 --token $TOKEN\n  xgate block list --json | jq '.[] | select(.rule==\"flood-source\")'",
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&addr, "addr", gateway.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
+	pf.StringVar(&addr, "addr", config.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
 	pf.StringVar(&token, "token", os.Getenv("XGATE_HTTP_TOKEN"), "bearer token (http.token; default $XGATE_HTTP_TOKEN)")
 
 	var asJSON bool

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/testenv"
@@ -20,7 +22,7 @@ func TestBlockCommand(t *testing.T) {
 	needRoot(t)
 	pair := testenv.New(t, testenv.Options{RxQueues: 1})
 	const token = "block-test-token-0123456789"
-	cfg, err := gateway.ParseConfig("block.yaml", []byte(`
+	cfg, err := config.Parse("block.yaml", []byte(`
 interface: `+pair.B.Link+`
 mode: socket
 listen: {ports: [9000]}

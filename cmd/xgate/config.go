@@ -7,9 +7,9 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/spf13/cobra"
+	"github.com/xgate/xgate/gateway/config"
 
-	"github.com/xgate/xgate/gateway"
+	"github.com/spf13/cobra"
 )
 
 // defaultConfig is where run and validate read the configuration without -c
@@ -25,7 +25,7 @@ func configFlags(cmd *cobra.Command, path *string, expand *bool) {
 // loadConfig reads the configuration from path, or from stdin for "-"
 // (stdin is read once: a reload of such a daemon keeps its rules and says
 // so). Every error is a configError (exit code 6).
-func loadConfig(stdin io.Reader, path string, expand bool) (*gateway.Config, error) {
+func loadConfig(stdin io.Reader, path string, expand bool) (*config.Config, error) {
 	var lookup func(string) (string, bool)
 	if expand {
 		lookup = os.LookupEnv
@@ -48,7 +48,7 @@ func loadConfig(stdin io.Reader, path string, expand bool) (*gateway.Config, err
 		}
 		return nil, &configError{fmt.Errorf("read config: %w", err)}
 	}
-	cfg, err := gateway.ParseConfigEnv(name, data, lookup)
+	cfg, err := config.ParseEnv(name, data, lookup)
 	if err != nil {
 		return nil, &configError{err}
 	}

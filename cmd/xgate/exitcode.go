@@ -5,8 +5,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/bpf"
-	"github.com/xgate/xgate/gateway"
 )
 
 // Exit codes, the LSB's (which systemd also names): the unit's
@@ -34,7 +35,7 @@ func (e *usageError) Unwrap() error { return e.err }
 // exitCode maps an error of a command to the process's exit code.
 func exitCode(err error) int {
 	var ce *configError
-	var fe *gateway.FieldError
+	var fe *config.FieldError
 	var ue *usageError
 	switch {
 	case err == nil:

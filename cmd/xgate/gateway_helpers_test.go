@@ -8,13 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/testenv"
 )
 
 // startTestGateway runs a gateway with cfg (nothing pinned) inside host's
 // namespace until the test ends, and waits until its HTTP server listens.
-func startTestGateway(t *testing.T, host *testenv.Host, cfg *gateway.Config) *gateway.Gateway {
+func startTestGateway(t *testing.T, host *testenv.Host, cfg *config.Config) *gateway.Gateway {
 	t.Helper()
 	cfg.Pin.Path = "" // nothing pinned
 	var g *gateway.Gateway

@@ -10,9 +10,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/cobra"
+	"github.com/xgate/xgate/gateway/config"
 
-	"github.com/xgate/xgate/gateway"
+	"github.com/spf13/cobra"
 )
 
 func newStats() *cobra.Command {
@@ -73,7 +73,7 @@ with --once or --json.`,
 			return liveView(ctx, out, fetch, (*Snapshot).WriteText, interval, duration)
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", gateway.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
+	cmd.Flags().StringVar(&addr, "addr", config.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
 	cmd.Flags().StringVar(&token, "token", os.Getenv("XGATE_HTTP_TOKEN"), "bearer token of the gateway's HTTP server (http.token; default $XGATE_HTTP_TOKEN)")
 	cmd.Flags().StringVar(&pins, "pins", "", "read the pinned XDP maps in this bpffs directory (pin.path) instead of HTTP")
 	cmd.Flags().BoolVar(&once, "once", false, "print one plain-text snapshot and exit")

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/testenv"
 )
 
@@ -20,7 +21,7 @@ const statsToken = "stats-test-token-0123456789"
 func TestStatsOnceJSON(t *testing.T) {
 	needRoot(t)
 	pair := testenv.New(t, testenv.Options{RxQueues: 2})
-	cfg, err := gateway.ParseConfig("stats.yaml", []byte(`
+	cfg, err := config.Parse("stats.yaml", []byte(`
 interface: `+pair.B.Link+`
 mode: afxdp
 listen: {ports: [9000]}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
@@ -182,7 +184,7 @@ func TestReadPinsAfterGateway(t *testing.T) {
 	defer unix.Unmount(mnt, unix.MNT_DETACH)
 	pinPath := filepath.Join(mnt, "xgate")
 	pair := testenv.New(t, testenv.Options{RxQueues: 1})
-	cfg, err := gateway.ParseConfig("pins.yaml", []byte(`
+	cfg, err := config.Parse("pins.yaml", []byte(`
 interface: `+pair.B.Link+`
 mode: socket
 listen: {ports: [9000]}

@@ -14,9 +14,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/cobra"
+	"github.com/xgate/xgate/gateway/config"
 
-	"github.com/xgate/xgate/gateway"
+	"github.com/spf13/cobra"
 )
 
 func newTap() *cobra.Command {
@@ -50,7 +50,7 @@ It runs until interrupted, --count lines were printed or --duration passed.`,
 			return runTap(ctx, cmd.OutOrStdout(), addr, token, verdict, rule, rate, count)
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", gateway.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
+	cmd.Flags().StringVar(&addr, "addr", config.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
 	cmd.Flags().StringVar(&token, "token", os.Getenv("XGATE_HTTP_TOKEN"), "bearer token of the gateway's HTTP server (http.token; default $XGATE_HTTP_TOKEN)")
 	cmd.Flags().StringVar(&verdict, "verdict", "", "only these verdicts, comma-separated (pass, alert, drop, block; default all)")
 	cmd.Flags().StringVar(&rule, "rule", "", "only events decided by this rule")

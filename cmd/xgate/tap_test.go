@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/testenv"
 )
@@ -16,7 +18,7 @@ import (
 func TestTapCommand(t *testing.T) {
 	needRoot(t)
 	pair := testenv.New(t, testenv.Options{RxQueues: 2})
-	cfg, err := gateway.ParseConfig("tap.yaml", []byte(`
+	cfg, err := config.Parse("tap.yaml", []byte(`
 interface: `+pair.B.Link+`
 mode: afxdp
 listen: {ports: [9000]}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/xgate/xgate/engine"
@@ -32,7 +34,7 @@ func TestEndToEnd(t *testing.T) {
 	defer kc.Close()
 
 	port := freeUDPPort(t)
-	cfg, err := gateway.ParseConfig("e2e.yaml", []byte(fmt.Sprintf(`
+	cfg, err := config.Parse("e2e.yaml", []byte(fmt.Sprintf(`
 mode: auto
 listen: {ports: [%d], address: 127.0.0.1}
 gateway_id: gw-e2e

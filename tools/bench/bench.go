@@ -29,6 +29,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/gateway"
@@ -73,7 +75,7 @@ type Options struct {
 	// (workers.realtime_priority); 0: SCHED_OTHER.
 	RTPriority int
 	// Spin is the gateway's afxdp.spin; 0: the
-	// default, gateway.DefaultRxSpin. Negative: 0, sleep at once.
+	// default, config.DefaultRxSpin. Negative: 0, sleep at once.
 	Spin time.Duration
 	// Logger receives the gateway's log (nil: warnings and errors to stderr).
 	Logger *slog.Logger
@@ -293,7 +295,7 @@ func (b *runner) loadOptions(rate float64, d time.Duration) loadgen.Options {
 }
 
 // gatewayConfig is GatewayConfig with o's tuning: realtime priority, spin.
-func (o Options) gatewayConfig(ifname string) (*gateway.Config, error) {
+func (o Options) gatewayConfig(ifname string) (*config.Config, error) {
 	cfg, err := GatewayConfig(ifname, o.Mode)
 	if err != nil {
 		return nil, err

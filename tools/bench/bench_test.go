@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"go.yaml.in/yaml/v3"
@@ -171,7 +173,7 @@ func TestOptionsTuneGateway(t *testing.T) {
 		spin, want time.Duration
 		rt         int
 	}{
-		{0, gateway.DefaultRxSpin, 0},
+		{0, config.DefaultRxSpin, 0},
 		{200 * time.Microsecond, 200 * time.Microsecond, 50},
 		{-1, 0, 0},
 	} {

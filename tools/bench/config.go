@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"slices"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/xgate/xgate/gateway"
@@ -40,7 +42,7 @@ var Modes = []string{gateway.PathAFXDP, gateway.PathSocket, gateway.PathPlain}
 // GatewayConfig is the bench's configuration: the default rules on ifname
 // in mode, no sinks, nothing pinned, no HTTP server, the workers on
 // WorkerCPUs. Plain mode has no interface (plain UDP sockets, no BPF).
-func GatewayConfig(ifname, mode string) (*gateway.Config, error) {
+func GatewayConfig(ifname, mode string) (*config.Config, error) {
 	var head string
 	switch mode {
 	case gateway.PathAFXDP, gateway.PathSocket:
@@ -51,7 +53,7 @@ func GatewayConfig(ifname, mode string) (*gateway.Config, error) {
 		return nil, fmt.Errorf("bench: mode %q: want one of afxdp, socket, plain", mode)
 	}
 	yml := head + fmt.Sprintf("listen: {ports: [%d]}\n", Port) + DefaultRules
-	cfg, err := gateway.ParseConfig("bench.yaml", []byte(yml))
+	cfg, err := config.Parse("bench.yaml", []byte(yml))
 	if err != nil {
 		return nil, err
 	}

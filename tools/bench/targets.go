@@ -12,6 +12,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -218,7 +220,7 @@ func openUDP(addr netip.AddrPort) (int, error) {
 	tv := unix.NsecToTimeval(int64(20 * time.Millisecond))
 	err = errors.Join(
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1),
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, gateway.DefaultSocketRcvBuf),
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, config.DefaultSocketRcvBuf),
 		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv),
 	)
 	if err == nil {
@@ -299,7 +301,7 @@ func startRawXSK(h *testenv.Host) (target, func() error, error) {
 	// spin before a sleep).
 	stamp, _ := prog.x.Stamp()
 	cfg := xdp.Config{FrameSize: 4096, Frames: 8192, FillSize: 4096, RxSize: 4096,
-		Spin: gateway.DefaultRxSpin, PollTimeout: 20 * time.Millisecond, PrefixStamp: stamp == bpf.StampPrefix}
+		Spin: config.DefaultRxSpin, PollTimeout: 20 * time.Millisecond, PrefixStamp: stamp == bpf.StampPrefix}
 	if err := h.Do(func() error {
 		for q := 0; q < queues; q++ {
 			s, err := xdp.Open(h.Ifindex, q, cfg)

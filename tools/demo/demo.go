@@ -35,6 +35,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"go.yaml.in/yaml/v3"
@@ -228,8 +230,8 @@ func missingPrivileges(status string, euid int) string {
 // made to the YAML text, so the adapted file is validated as a whole the
 // way `xgate validate` would, and everything else in it — rules, limits,
 // schema, XDP policy — stays as written.
-func demoConfig(o *Options, iface string, port uint16, dir string) (*gateway.Config, []SinkFile, error) {
-	if _, err := gateway.ParseConfig(o.ConfigName, o.Config); err != nil {
+func demoConfig(o *Options, iface string, port uint16, dir string) (*config.Config, []SinkFile, error) {
+	if _, err := config.Parse(o.ConfigName, o.Config); err != nil {
 		return nil, nil, fmt.Errorf("demo: %w", err)
 	}
 	files := []SinkFile{
@@ -255,7 +257,7 @@ func demoConfig(o *Options, iface string, port uint16, dir string) (*gateway.Con
 	}
 	if iface == "" {
 		edits = append(edits,
-			yamlEdit{"mode", gateway.ModeAuto},
+			yamlEdit{"mode", config.ModeAuto},
 			yamlEdit{"listen", map[string]any{"ports": []uint16{port}, "address": "127.0.0.1"}},
 			yamlEdit{"probes.enabled", false})
 	}
@@ -263,7 +265,7 @@ func demoConfig(o *Options, iface string, port uint16, dir string) (*gateway.Con
 	if err != nil {
 		return nil, nil, fmt.Errorf("demo: adapt %s: %w", o.ConfigName, err)
 	}
-	cfg, err := gateway.ParseConfig(o.ConfigName+" (adapted for the demo)", text)
+	cfg, err := config.Parse(o.ConfigName+" (adapted for the demo)", text)
 	if err != nil {
 		return nil, nil, fmt.Errorf("demo: %w", err)
 	}
@@ -400,7 +402,7 @@ func describe(r engine.RuleSpec) string {
 }
 
 // printRules lists the configuration's rules.
-func printRules(w io.Writer, cfg *gateway.Config) {
+func printRules(w io.Writer, cfg *config.Config) {
 	rules := cfg.EngineConfig().Rules
 	if len(rules) == 0 {
 		fmt.Fprintln(w, "  rules:    none (everything passes)")
@@ -421,7 +423,7 @@ func printRules(w io.Writer, cfg *gateway.Config) {
 
 // windowRules are the names of the window rules: their alerts carry the
 // aggregate as value.
-func windowRules(cfg *gateway.Config) map[string]string {
+func windowRules(cfg *config.Config) map[string]string {
 	m := map[string]string{}
 	for _, r := range cfg.EngineConfig().Rules {
 		if r.Window != nil {

@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/xgate/xgate/bpf"
@@ -168,7 +170,7 @@ func TestMissingPrivileges(t *testing.T) {
 // TestDemoConfig: the demo runs examples/xgate.yaml's rules and limits,
 // with its own sinks, no HTTP server and no pins.
 func TestDemoConfig(t *testing.T) {
-	example, err := gateway.ParseConfig(examples.ConfigName, examples.Config)
+	example, err := config.Parse(examples.ConfigName, examples.Config)
 	if err != nil {
 		t.Fatalf("the example configuration: %v", err)
 	}
@@ -182,7 +184,7 @@ func TestDemoConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.EqualFunc(cfg.Rules, example.Rules, func(a, b gateway.Rule) bool { return a.Name == b.Name && a.Action == b.Action }) ||
+		if !slices.EqualFunc(cfg.Rules, example.Rules, func(a, b config.Rule) bool { return a.Name == b.Name && a.Action == b.Action }) ||
 			len(cfg.Rules) == 0 || cfg.Limits != example.Limits || cfg.XDP != example.XDP {
 			t.Errorf("%q: rules, limits or XDP policy differ from the example", iface)
 		}
@@ -198,7 +200,7 @@ func TestDemoConfig(t *testing.T) {
 			}
 		}
 		if iface == "" {
-			if cfg.Listen.Address != "127.0.0.1" || !slices.Equal(cfg.Listen.Ports, []uint16{34567}) || cfg.Probes.Enabled || cfg.Mode != gateway.ModeAuto {
+			if cfg.Listen.Address != "127.0.0.1" || !slices.Equal(cfg.Listen.Ports, []uint16{34567}) || cfg.Probes.Enabled || cfg.Mode != config.ModeAuto {
 				t.Errorf("plain: listen %+v probes %v mode %s", cfg.Listen, cfg.Probes.Enabled, cfg.Mode)
 			}
 		} else if !slices.Equal(cfg.Listen.Ports, example.Listen.Ports) {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/gateway"
 )
@@ -17,7 +19,7 @@ import (
 type session struct {
 	o     *Options
 	g     *gateway.Gateway
-	cfg   *gateway.Config
+	cfg   *config.Config
 	sent  *counters
 	view  *view
 	rep   *Report

@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway"
@@ -54,7 +56,7 @@ type note struct {
 
 const alertRows = 5
 
-func newView(o *Options, title string, kernel bool, cfg *gateway.Config, alertsPath string) *view {
+func newView(o *Options, title string, kernel bool, cfg *config.Config, alertsPath string) *view {
 	v := &view{w: o.Out, live: o.Live, width: o.Width, title: title, duration: o.Duration, kernel: kernel, alertsAt: alertsPath}
 	v.alerts = newAlertTail(alertsPath, alertRows, cfg.Schema.Key, cfg.Schema.Amount, windowRules(cfg))
 	var blocks []string

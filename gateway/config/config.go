@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"bytes"
@@ -29,9 +29,9 @@ import (
 // Config is the daemon's configuration, as read from YAML (see
 // examples/xgate.yaml for every key, its default and its meaning).
 //
-// ParseConfig and LoadConfig start from DefaultConfig and overwrite what
+// Parse and Load start from Default and overwrite what
 // the file sets, then Validate. A Config built in code should start from
-// DefaultConfig too: Validate is strict and treats zero values as set.
+// Default too: Validate is strict and treats zero values as set.
 //
 // A Config remembers the file and the line of every key it was read from,
 // so that Validate's errors name them; copying a Config keeps that.
@@ -256,9 +256,9 @@ const (
 	DefaultSocketRcvBuf = 4 << 20
 )
 
-// DefaultConfig returns a Config with every default set and no ports,
+// Default returns a Config with every default set and no ports,
 // interface, rules or sinks.
-func DefaultConfig() *Config {
+func Default() *Config {
 	return &Config{
 		Mode: ModeAuto,
 		Schema: Schema{
@@ -329,31 +329,31 @@ func (s *configSource) line(key string) int {
 	}
 }
 
-// LoadConfig reads and validates the YAML config at path. The error lists
+// Load reads and validates the YAML config at path. The error lists
 // every problem found, one per line.
-func LoadConfig(path string) (*Config, error) {
+func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(path, data)
+	return Parse(path, data)
 }
 
-// ParseConfig decodes and validates a YAML config; name is used in error
+// Parse decodes and validates a YAML config; name is used in error
 // messages. The error joins one *FieldError per problem (errors.Join),
 // ordered by line.
-func ParseConfig(name string, data []byte) (*Config, error) {
-	return ParseConfigEnv(name, data, nil)
+func Parse(name string, data []byte) (*Config, error) {
+	return ParseEnv(name, data, nil)
 }
 
-// ParseConfigEnv is ParseConfig with ${VAR} in values taken from lookup
+// ParseEnv is Parse with ${VAR} in values taken from lookup
 // (os.LookupEnv: --expand-env); a nil lookup rejects them (config_env.go).
-func ParseConfigEnv(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+func ParseEnv(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if name == "" {
 		name = "config"
 	}
 	d := &configDecoder{src: &configSource{file: name, lines: map[string]int{}}, bad: map[string]bool{}}
-	c := DefaultConfig()
+	c := Default()
 	c.src = d.src
 
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -745,7 +745,7 @@ func (d *configDecoder) size(dst *int64) func(*yaml.Node, string) {
 		if isNull(n) || !d.scalar(n, p, "a size") {
 			return
 		}
-		v, err := parseSize(n.Value)
+		v, err := ParseSize(n.Value)
 		if err != nil {
 			d.errAt(n, p, "%v", err)
 			return
@@ -778,7 +778,7 @@ var sizeUnits = []struct {
 	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
 }
 
-func parseSize(s string) (int64, error) {
+func ParseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	mult := int64(1)
 	for _, u := range sizeUnits {
@@ -1351,7 +1351,7 @@ func (k *configChecker) has(key string) bool {
 // sinkSpecs are the sinks with what they take from the rest of the
 // config: kafka and nats sinks key their records by schema.key and name
 // the gateway by the top-level gateway_id unless they have their own.
-func (c *Config) sinkSpecs() []sink.Spec {
+func (c *Config) SinkSpecs() []sink.Spec {
 	out := slices.Clone(c.Sinks)
 	for i := range out {
 		if sp := &out[i]; sp.Type == "kafka" || sp.Type == "nats" {
@@ -1687,3 +1687,16 @@ func (c *Config) EngineConfig() engine.Config {
 	}
 	return ec
 }
+
+// DefaultRxSpin is how long a worker spins on its empty RX ring before it
+// sleeps in poll(2) (afxdp.spin, xdp.Config.Spin). Waking a sleeping
+// thread costs tens of µs (more on a virtual CPU that halted): at half
+// load a worker that slept whenever the ring was empty paid that on most
+// batches, p50 receive → verdict ≈ 28 µs against ≈ 10 µs spinning
+// (BENCHMARKS.md). The price is CPU: a worker that gets a batch at least
+// every spin never sleeps, one that gets b batches a second at lower
+// rates spins about b × spin per second.
+const DefaultRxSpin = 50 * time.Microsecond
+
+// MaxRxSpin bounds afxdp.spin: beyond it a worker is a busy poller.
+const MaxRxSpin = 10 * time.Millisecond

@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"errors"
@@ -247,7 +247,7 @@ gateway_id: ""
 			[]string{"c.yaml:3: xdp: << merges a mapping, not the integer 3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := ParseConfig("c.yaml", []byte(tc.yaml))
+			c, err := Parse("c.yaml", []byte(tc.yaml))
 			if err == nil {
 				t.Fatalf("no error; config %+v", c)
 			}
@@ -314,7 +314,7 @@ func TestBadFileAllErrors(t *testing.T) {
 			want = append(want, at{n, strings.TrimSpace(k)})
 		}
 	}
-	_, err = LoadConfig(file)
+	_, err = Load(file)
 	if err == nil {
 		t.Fatal("no error")
 	}
@@ -341,11 +341,11 @@ func TestBadFileAllErrors(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	c, err := ParseConfig("min.yaml", []byte(okListen+"sinks:\n  - {type: file, path: /tmp/x, what: passed}\n"))
+	c, err := Parse("min.yaml", []byte(okListen+"sinks:\n  - {type: file, path: /tmp/x, what: passed}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := DefaultConfig()
+	want := Default()
 	want.Listen.Ports = []uint16{9000}
 	want.Sinks = []sink.Spec{{Type: "file", Path: "/tmp/x", What: "passed"}} // as written: sink.New fills in the defaults
 	want.src = c.src
@@ -385,7 +385,7 @@ func TestDefaults(t *testing.T) {
 		}
 	}
 	// Explicit values replace the defaults; a null leaves them.
-	c, err = ParseConfig("set.yaml", []byte(okListen+"mode: afxdp\ninterface: eth1\nsocket: {batch: 16, rcvbuf: 1MiB}\nhttp: {listen: ~}\n"+
+	c, err = Parse("set.yaml", []byte(okListen+"mode: afxdp\ninterface: eth1\nsocket: {batch: 16, rcvbuf: 1MiB}\nhttp: {listen: ~}\n"+
 		"schema: {src: ~, key: account}\nxdp: {rate_limit: {rate: 10000/s}}\n"+
 		"sinks:\n  - {type: file, path: /a, what: all, fsync: interval 250ms}\n  - {type: file, path: /b, what: all, fsync: always}\n"))
 	if err != nil {
@@ -404,7 +404,7 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestExampleConfig(t *testing.T) {
-	c, err := LoadConfig("../examples/xgate.yaml")
+	c, err := Load("../../examples/xgate.yaml")
 	if err != nil {
 		t.Fatalf("examples/xgate.yaml: %v", err)
 	}
@@ -464,7 +464,7 @@ var allKeys = []string{
 // TestAllKeysKnown keeps allKeys honest: each must be accepted by the
 // decoder, and a made-up key next to it must not.
 func TestAllKeysKnown(t *testing.T) {
-	c, err := LoadConfig("../examples/xgate.yaml")
+	c, err := Load("../../examples/xgate.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,7 +505,7 @@ sinks:
   - {type: stdout, what: alerts}
 http: {listen: 127.0.0.1:9100}
 `
-	c, err := ParseConfig("DESIGN.md", []byte(sketch))
+	c, err := Parse("DESIGN.md", []byte(sketch))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +519,7 @@ func TestAnchorsAndMerge(t *testing.T) {
 limits: &lim {max_event: 1000}
 rl: &rl {key: user_id, rate: 10/s}
 `
-	if _, err := ParseConfig("m.yaml", []byte(src)); err == nil || !strings.Contains(err.Error(), "m.yaml:4: rl: unknown key") {
+	if _, err := Parse("m.yaml", []byte(src)); err == nil || !strings.Contains(err.Error(), "m.yaml:4: rl: unknown key") {
 		t.Errorf("want unknown key rl, got %v", err)
 	}
 	src = okListen + `
@@ -532,7 +532,7 @@ rules:
     name: b
     rate_limit: {<<: *rl, rate: 20/s}
 `
-	c, err := ParseConfig("m.yaml", []byte(src))
+	c, err := Parse("m.yaml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,7 +544,7 @@ rules:
 	// blow up when it merges itself many times.
 	src = okListen + "xdp: &x\n  <<: [*x, *x, *x, *x, *x, *x, *x, *x, *x, *x]\n"
 	start := time.Now()
-	_, err = ParseConfig("m.yaml", []byte(src))
+	_, err = Parse("m.yaml", []byte(src))
 	if err == nil || !strings.Contains(err.Error(), "m.yaml:3: xdp: merge keys (<<) nested or repeated too much") {
 		t.Errorf("self-merge: %v", err)
 	}
@@ -554,7 +554,7 @@ rules:
 }
 
 func TestValidateBuiltInCode(t *testing.T) {
-	c := DefaultConfig()
+	c := Default()
 	c.Listen.Ports = []uint16{9000}
 	c.Rules = []Rule{{Name: "r", When: "amount >", Action: "drop"}}
 	err := c.Validate()
@@ -573,7 +573,7 @@ func TestValidateBuiltInCode(t *testing.T) {
 }
 
 func TestEngineConfigConverts(t *testing.T) {
-	c, err := ParseConfig("e.yaml", []byte(okListen+`
+	c, err := Parse("e.yaml", []byte(okListen+`
 schema: {key: account.id, required: [key, amount]}
 limits: {max_datagram: 9000, max_event: 4KiB, max_depth: 8}
 rules:
@@ -621,15 +621,15 @@ func TestParseSize(t *testing.T) {
 		{"1GiB", 1 << 30, true}, {"2M", 2 << 20, true}, {"3kB", 3000, true}, {"1_000", 1000, true},
 		{"-1", 0, false}, {"1.5MiB", 0, false}, {"MiB", 0, false}, {"99999999999GiB", 0, false}, {"", 0, false},
 	} {
-		got, err := parseSize(tc.in)
+		got, err := ParseSize(tc.in)
 		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d ok=%v", tc.in, got, err, tc.want, tc.ok)
+			t.Errorf("ParseSize(%q) = %d, %v; want %d ok=%v", tc.in, got, err, tc.want, tc.ok)
 		}
 	}
 }
 
 func TestLoadConfigMissingFile(t *testing.T) {
-	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.yaml"))
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("got %v", err)
 	}
@@ -638,13 +638,13 @@ func TestLoadConfigMissingFile(t *testing.T) {
 // FuzzParseConfig: any input ends in a config or an error, never a panic;
 // an accepted config validates again and converts for the engine.
 func FuzzParseConfig(f *testing.F) {
-	for _, p := range []string{"../examples/xgate.yaml", "testdata/bad.yaml"} {
+	for _, p := range []string{"../../examples/xgate.yaml", "testdata/bad.yaml"} {
 		if b, err := os.ReadFile(p); err == nil {
 			f.Add(b)
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := ParseConfig("fuzz.yaml", data)
+		c, err := Parse("fuzz.yaml", data)
 		if err != nil {
 			if c != nil {
 				t.Fatal("config and error")
@@ -661,7 +661,7 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		_ = c.EngineConfig()
 		// The sinks take what the config took.
-		if errs := sink.Check(c.sinkSpecs(), nil); len(errs) != 0 {
+		if errs := sink.Check(c.SinkSpecs(), nil); len(errs) != 0 {
 			t.Fatalf("accepted config's sinks fail sink.Check: %v", errs)
 		}
 	})
@@ -670,7 +670,7 @@ func FuzzParseConfig(f *testing.F) {
 // TestSinkSpecsKeyed: kafka and nats sinks get the schema's key and the
 // gateway id (the sink's, else the top-level one); other sinks neither.
 func TestSinkSpecsKeyed(t *testing.T) {
-	c, err := ParseConfig("k.yaml", []byte(okListen+`schema: {key: account.id}
+	c, err := Parse("k.yaml", []byte(okListen+`schema: {key: account.id}
 gateway_id: edge-7
 sinks:
   - {type: kafka, what: passed, brokers: ["k1:9092", "k2:9092"], topic: ev, idempotent: false, acks: leader, linger: 5ms}
@@ -680,7 +680,7 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp := c.sinkSpecs()
+	sp := c.SinkSpecs()
 	k, n, o := sp[0], sp[1], sp[2]
 	if k.KeyPath != "account.id" || k.GatewayID != "edge-7" || !k.Kafka.NoIdempotence || k.Kafka.Acks != "leader" ||
 		k.Kafka.Linger != 5*time.Millisecond || strings.Join(k.Kafka.Brokers, ",") != "k1:9092,k2:9092" {
@@ -702,35 +702,11 @@ sinks:
 // config's schema key and gateway id, and the defaults filled in.
 func effectiveSink(t *testing.T, c *Config, i int) sink.Spec {
 	t.Helper()
-	sp := c.sinkSpecs()
+	sp := c.SinkSpecs()
 	if errs := sink.Check(sp, nil); len(errs) != 0 {
 		t.Fatal(errs)
 	}
 	return sp[i].WithDefaults()
-}
-
-func TestConfigListenVLANs(t *testing.T) {
-	c, err := ParseConfig("v.yaml", []byte("listen: {ports: [9000], vlans: [100, 4094]}\n"))
-	if err != nil || len(c.Listen.VLANs) != 2 || c.Listen.AnyVLAN {
-		t.Fatalf("vlans [100, 4094]: %+v, %v", c.Listen, err)
-	}
-	if b := xdpConfig(c, PathSocket); len(b.VLANs) != 2 || !b.NoIPv6 {
-		t.Errorf("xdp config %+v: want the VLANs and no IPv6 (IPv4 sockets)", b)
-	}
-	c, err = ParseConfig("v.yaml", []byte("listen: {ports: [9000], vlans: any, address: \"::\"}\n"))
-	if err != nil || !c.Listen.AnyVLAN {
-		t.Fatalf("vlans any: %+v, %v", c.Listen, err)
-	}
-	if b := xdpConfig(c, PathSocket); !b.AnyVLAN || b.NoIPv6 {
-		t.Errorf("xdp config %+v: want any VLAN and IPv6 served (\"::\")", b)
-	}
-	if b := xdpConfig(c, PathAFXDP); b.NoIPv6 {
-		t.Error("afxdp serves IPv6 whatever the address")
-	}
-	_, err = ParseConfig("v.yaml", []byte("listen:\n  ports: [9000]\n  vlans: [100, 5000]\n"))
-	if err == nil || !strings.Contains(err.Error(), "v.yaml:3") || !strings.Contains(err.Error(), "5000") {
-		t.Errorf("VLAN 5000: %v", err)
-	}
 }
 
 // TestConfigStateMemory: a config whose tables would exceed the budget is
@@ -745,11 +721,11 @@ rules:
     when: value > 5
     action: alert
 `
-	_, err := ParseConfig("m.yaml", []byte(yml))
+	_, err := Parse("m.yaml", []byte(yml))
 	if err == nil || !strings.Contains(err.Error(), "m.yaml:2") || !strings.Contains(err.Error(), "velocity") {
 		t.Fatalf("over the budget: %v", err)
 	}
-	c, err := ParseConfig("m.yaml", []byte(`listen: {ports: [9000]}
+	c, err := Parse("m.yaml", []byte(`listen: {ports: [9000]}
 limits: {allow_duplicate_keys: true}
 rules:
   - name: per-user
@@ -763,7 +739,7 @@ rules:
 	if !ec.Limits.AllowDuplicateKeys || ec.Rules[0].RateLimit.OnFull != "allow" || ec.MemoryBudget == 0 {
 		t.Errorf("engine config %+v", ec)
 	}
-	if _, err := ParseConfig("m.yaml", []byte("listen: {ports: [9000]}\nrules:\n  - name: r\n    rate_limit: {key: user_id, rate: 1/s, on_full: maybe}\n    action: drop\n")); err == nil ||
+	if _, err := Parse("m.yaml", []byte("listen: {ports: [9000]}\nrules:\n  - name: r\n    rate_limit: {key: user_id, rate: 1/s, on_full: maybe}\n    action: drop\n")); err == nil ||
 		!strings.Contains(err.Error(), "on_full") {
 		t.Errorf("on_full: maybe: %v", err)
 	}

@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"os"
@@ -12,13 +12,13 @@ import (
 // variable is an error, $${ is a literal ${, and errors carry the line.
 func TestConfigEnv(t *testing.T) {
 	const yml = "listen: {ports: [9000]}\nrules:\n  - {name: r, when: 'src == \"${SRC}\"', action: drop}\n"
-	_, err := ParseConfig("c.yaml", []byte(yml))
+	_, err := Parse("c.yaml", []byte(yml))
 	if err == nil || !strings.Contains(err.Error(), "c.yaml:3:") || !strings.Contains(err.Error(), "--expand-env") {
 		t.Fatalf("${SRC} without expansion: %v", err)
 	}
 	env := map[string]string{"SRC": "10.0.0.1"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	c, err := ParseConfigEnv("c.yaml", []byte(yml), lookup)
+	c, err := ParseEnv("c.yaml", []byte(yml), lookup)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,27 +26,27 @@ func TestConfigEnv(t *testing.T) {
 		t.Errorf("expanded rule %q", got)
 	}
 	delete(env, "SRC")
-	if _, err := ParseConfigEnv("c.yaml", []byte(yml), lookup); err == nil || !strings.Contains(err.Error(), "SRC is not set") {
+	if _, err := ParseEnv("c.yaml", []byte(yml), lookup); err == nil || !strings.Contains(err.Error(), "SRC is not set") {
 		t.Errorf("unset variable: %v", err)
 	}
 	for _, lk := range []func(string) (string, bool){nil, lookup} {
-		c, err := ParseConfigEnv("c.yaml", []byte("listen: {ports: [9000]}\ngateway_id: \"a$${b}\"\n"), lk)
+		c, err := ParseEnv("c.yaml", []byte("listen: {ports: [9000]}\ngateway_id: \"a$${b}\"\n"), lk)
 		if err != nil || c.GatewayID != "a${b}" {
 			t.Errorf("$${ literal: %v %q", err, c.GatewayID)
 		}
 	}
 	for _, bad := range []string{"${", "${1X}", "${A-B}"} {
-		if _, err := ParseConfigEnv("c.yaml", []byte("listen: {ports: [9000]}\ngateway_id: \""+bad+"\"\n"), lookup); err == nil {
+		if _, err := ParseEnv("c.yaml", []byte("listen: {ports: [9000]}\ngateway_id: \""+bad+"\"\n"), lookup); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
 	// A plain ${P} resolves as what it expands to.
 	env["P"] = "9001"
-	if c, err := ParseConfigEnv("c.yaml", []byte("listen:\n  ports:\n    - ${P}\n"), lookup); err != nil || c.Listen.Ports[0] != 9001 {
+	if c, err := ParseEnv("c.yaml", []byte("listen:\n  ports:\n    - ${P}\n"), lookup); err != nil || c.Listen.Ports[0] != 9001 {
 		t.Errorf("port from the environment: %v", err)
 	}
 	// Comments are not values.
-	if _, err := ParseConfig("c.yaml", []byte("# ${NOT_A_VALUE}\nlisten: {ports: [9000]}\n")); err != nil {
+	if _, err := Parse("c.yaml", []byte("# ${NOT_A_VALUE}\nlisten: {ports: [9000]}\n")); err != nil {
 		t.Errorf("${ in a comment: %v", err)
 	}
 }
@@ -64,7 +64,7 @@ func TestHTTPTokenFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := "listen: {ports: [9000]}\nhttp: {listen: \"0.0.0.0:9100\", "
-	c, err := ParseConfig("c.yaml", []byte(base+"token_file: "+good+"}\n"))
+	c, err := Parse("c.yaml", []byte(base+"token_file: "+good+"}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestHTTPTokenFile(t *testing.T) {
 		"missing": base + "token_file: " + filepath.Join(dir, "none") + "}\n",
 		"short":   base + "token_file: " + short + "}\n",
 	} {
-		if _, err := ParseConfig("c.yaml", []byte(yml)); err == nil {
+		if _, err := Parse("c.yaml", []byte(yml)); err == nil {
 			t.Errorf("%s: accepted", what)
 		} else if !strings.Contains(err.Error(), "http.token") {
 			t.Errorf("%s: %v does not name the key", what, err)
