@@ -19,248 +19,41 @@ import (
 
 const okListen = "listen: {ports: [9000]}\n"
 
-func TestParseConfigErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		yaml string
-		want []string // substrings, each in the error
-	}{
-		{"unknown top-level key", okListen + "rulez: []\n",
-			[]string{"c.yaml:2: rulez: unknown key; did you mean rules?"}},
-		{"unknown key without a near match", okListen + "colour: blue\n",
-			[]string{"c.yaml:2: colour: unknown key (want one of afxdp, gateway_id, http, interface,"}},
-		{"unknown nested key", okListen + "rules:\n  - name: r\n    when: amount > 1\n    action: drop\n    rate_limt: {}\n",
-			[]string{"c.yaml:6: rules[0].rate_limt: unknown key; did you mean rate_limit?"}},
-		{"repeated key", okListen + "queues: 1\nqueues: 2\n",
-			[]string{"c.yaml:3: queues: repeated key (first on line 2)"}},
-		{"ports not a list", "listen: {ports: 9000}\n",
-			[]string{"c.yaml:1: listen.ports: want a list of UDP ports, got the integer 9000"}},
-		{"port out of range", "listen:\n  ports:\n    - 9000\n    - 70000\n",
-			[]string{"c.yaml:4: listen.ports[1]: port 70000 is not in 1..65535"}},
-		{"port twice", "listen: {ports: [9000, 9000]}\n",
-			[]string{"c.yaml:1: listen.ports[1]: port 9000 is listed twice"}},
-		{"no ports", "mode: auto\n",
-			[]string{"c.yaml:1: listen.ports: missing: name at least one UDP port"}},
-		{"empty file", "",
-			[]string{"c.yaml: listen.ports: missing"}},
-		{"bad listen address", "listen: {ports: [1], address: example.com}\n",
-			[]string{`c.yaml:1: listen.address: "example.com" is not an IP address`}},
-		{"bad mode", okListen + "mode: turbo\n",
-			[]string{`c.yaml:2: mode: "turbo": want afxdp, socket, plain or auto`}},
-		{"socket mode without interface", okListen + "mode: socket\n",
-			[]string{"c.yaml:2: interface: missing: mode socket attaches to an interface"}},
-		{"queues wrong type", okListen + "queues: all\n",
-			[]string{`c.yaml:2: queues: want an integer, got the string "all"`}},
-		{"queues negative", okListen + "queues: -1\n",
-			[]string{"c.yaml:2: queues: -1: want 0 (all) .. 4096"}},
-		{"section not a mapping", okListen + "xdp: [1]\n",
-			[]string{"c.yaml:2: xdp: want a mapping of block_max, blocklist_size, cost_sample, payload_check, rate_limit, got a list"}},
-		{"rate unit", okListen + "rules:\n  - name: a\n    when: amount > 1\n    action: alert\n  - name: b\n    when: amount > 2\n    action: alert\n  - name: c\n    rate_limit: {key: user_id, rate: 100/x}\n    action: drop\n",
-			[]string{`c.yaml:10: rules[2].rate_limit.rate: "100/x": unit "x" is not one of ms, s, m, h`}},
-		{"rate missing", okListen + "rules:\n  - name: a\n    rate_limit: {key: user_id}\n    action: drop\n",
-			[]string{"c.yaml:4: rules[0].rate_limit.rate: missing: want N/unit"}},
-		{"burst wrong type", okListen + "rules:\n  - name: a\n    rate_limit: {key: user_id, rate: 1/s, burst: lots}\n    action: drop\n",
-			[]string{`c.yaml:4: rules[0].rate_limit.burst: want a number, got the string "lots"`}},
-		{"burst below one", okListen + "rules:\n  - name: a\n    rate_limit: {key: user_id, rate: 1/s, burst: 0.5}\n    action: drop\n",
-			[]string{"c.yaml:4: rules[0].rate_limit.burst: 0.5: want >= 1"}},
-		{"max_keys too large", okListen + "rules:\n  - name: a\n    rate_limit: {key: user_id, rate: 1/s, max_keys: 2000000000}\n    action: drop\n",
-			[]string{"c.yaml:4: rules[0].rate_limit.max_keys: 2000000000: want 1..1073741824"}},
-		{"condition syntax", okListen + "rules:\n  - name: r\n    when: amount >> 3\n    action: alert\n",
-			[]string{"c.yaml:4: rules[0].when: rule \"r\": column 9: ", "    amount >> 3\n            ^"}},
-		{"condition over lines", okListen + "rules:\n  - name: r\n    when: |\n      amount > 1 &&\n      event_type ==\n    action: alert\n",
-			[]string{"c.yaml:4: rules[0].when: rule \"r\": column 28: expected operand, found end of condition\n    amount > 1 && event_type ==\n    " + strings.Repeat(" ", 27) + "^"}},
-		{"condition in filter", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 10s, slide: 1s, agg: count}\n    filter: event_type ==\n    when: value > 3\n    action: alert\n",
-			[]string{"c.yaml:5: rules[0].filter: rule \"w\": column"}},
-		{"window needs when", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 10s, slide: 1s, agg: count}\n    action: alert\n",
-			[]string{"c.yaml:3: rules[0].when: a window needs when"}},
-		{"window bad agg", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 10s, slide: 1s, agg: median(amount)}\n    when: value > 1\n    action: alert\n",
-			[]string{`c.yaml:4: rules[0].window.agg: "median(amount)": `, `unknown aggregation "median"`}},
-		{"window size not a duration", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 60, slide: 1s, agg: count}\n    when: value > 1\n    action: alert\n",
-			[]string{`c.yaml:4: rules[0].window.size: "60" is not a duration`}},
-		{"window size not a multiple", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 7s, slide: 2s, agg: count}\n    when: value > 1\n    action: alert\n",
-			[]string{"c.yaml:4: rules[0].window.size: 7s is not a multiple of slide 2s"}},
-		{"window too many slides", okListen + "rules:\n  - name: w\n    window: {key: user_id, size: 1h, slide: 1s, agg: count}\n    when: value > 1\n    action: alert\n",
-			[]string{"c.yaml:4: rules[0].window.slide: size/slide = 3600 segments: at most 1024"}},
-		{"rate limit and window", okListen + "rules:\n  - name: x\n    rate_limit: {key: user_id, rate: 1/s}\n    window: {key: user_id, size: 10s, slide: 1s, agg: count}\n    when: value > 1\n    action: drop\n",
-			[]string{"c.yaml:5: rules[0].window: a rule has rate_limit or window, not both"}},
-		{"bad key path", okListen + "rules:\n  - name: x\n    rate_limit: {key: a..b, rate: 1/s}\n    action: drop\n",
-			[]string{`c.yaml:4: rules[0].rate_limit.key: path "a..b" has an empty component`}},
-		{"bucket refill too long", okListen + "rules:\n  - name: x\n    rate_limit: {key: user_id, rate: 1/h, burst: 1e12}\n    action: drop\n",
-			[]string{"c.yaml:4: rules[0].rate_limit: invalid rate limit: burst"}},
-		{"filter rule with filter", okListen + "rules:\n  - name: x\n    filter: amount > 1\n    action: drop\n",
-			[]string{"c.yaml:4: rules[0].filter: filter belongs to window rules; use when"}},
-		{"rule without a condition", okListen + "rules:\n  - name: x\n    action: drop\n",
-			[]string{"c.yaml:3: rules[0]: needs when, rate_limit or window"}},
-		{"action missing", okListen + "rules:\n  - name: x\n    when: amount > 1\n",
-			[]string{"c.yaml:3: rules[0].action: missing: want pass, drop, alert or block <duration>"}},
-		{"block without duration", okListen + "rules:\n  - name: x\n    when: amount > 1\n    action: block\n",
-			[]string{`c.yaml:5: rules[0].action: "block": block needs a duration, e.g. block 30s`}},
-		{"rule name missing", okListen + "rules:\n  - when: amount > 1\n    action: drop\n",
-			[]string{"c.yaml:3: rules[0].name: missing: every rule has a name"}},
-		{"rule not a mapping", okListen + "rules: [big-payment]\n",
-			[]string{`c.yaml:2: rules[0]: want a rule (a mapping with name, when, rate_limit or window, action), got the string "big-payment"`}},
-		{"duplicate rule name", okListen + "rules:\n  - {name: x, when: amount > 1, action: drop}\n  - {name: x, when: amount > 2, action: drop}\n",
-			[]string{`c.yaml:4: rules[1].name: "x" is already the name of rules[0]`}},
-		{"unknown required role", okListen + "schema: {required: [key, colour]}\n",
-			[]string{`c.yaml:2: schema.required[1]: "colour" is not a role`}},
-		{"required role without a path", okListen + "schema: {ts: \"\", required: [key, ts]}\n",
-			[]string{"c.yaml:2: schema.required: role ts is required but schema.ts is empty"}},
-		{"bad schema path", okListen + "schema:\n  key: user..id\n",
-			[]string{`c.yaml:3: schema.key: path "user..id" has an empty component`}},
-		{"limits", okListen + "limits: {max_datagram: 100000, max_event: 0, max_depth: 5000}\n",
-			[]string{"c.yaml:2: limits.max_datagram: 100000: want 1..65535", "c.yaml:2: limits.max_event: 0: want 1..max_datagram", "c.yaml:2: limits.max_depth: 5000: want 1..1024"}},
-		{"xdp rate below 1/s", okListen + "xdp: {rate_limit: {rate: 30/m}}\n",
-			[]string{`c.yaml:2: xdp.rate_limit.rate: "30/m" is 0.5/s: the kernel bucket counts whole packets per second`}},
-		{"xdp burst without rate", okListen + "xdp: {rate_limit: {burst: 10}}\n",
-			[]string{"c.yaml:2: xdp.rate_limit.burst: burst without a rate"}},
-		{"xdp block_max", okListen + "xdp:\n  blocklist_size: 100\n  block_max: 200\n  payload_check: yes\n",
-			[]string{"c.yaml:4: xdp.block_max: 200: want 1..blocklist_size (100)", `c.yaml:5: xdp.payload_check: want true or false, got the string "yes"`}},
-		{"socket", okListen + "socket: {rcvbuf: 4XB, batch: 0}\n",
-			[]string{`c.yaml:2: socket.rcvbuf: "4XB" is not a size`, "c.yaml:2: socket.batch: 0: want 1..1024"}},
-		{"realtime priority too high", okListen + "workers:\n  realtime_priority: 100\n",
-			[]string{"c.yaml:3: workers.realtime_priority: 100: want 0 (off) or a SCHED_FIFO priority 1..99"}},
-		{"realtime priority negative", okListen + "workers: {realtime_priority: -1}\n",
-			[]string{"c.yaml:2: workers.realtime_priority: -1: want 0 (off) or a SCHED_FIFO priority 1..99"}},
-		{"realtime priority not a number", okListen + "workers: {realtime_priority: high}\n",
-			[]string{"c.yaml:2: workers.realtime_priority: want an integer"}},
-		{"afxdp spin too long", okListen + "afxdp: {spin: 1s}\n",
-			[]string{"c.yaml:2: afxdp.spin: 1s: want 0 (sleep at once) .. 10ms"}},
-		{"afxdp spin negative", okListen + "afxdp: {spin: -1us}\n",
-			[]string{"c.yaml:2: afxdp.spin: -1µs: want 0 (sleep at once) .. 10ms"}},
-		{"worker cpus not a cpulist", okListen + "workers: {cpus: 1-x}\n",
-			[]string{`c.yaml:2: workers.cpus: cpulist "1-x": "x" is not a CPU number`}},
-		{"worker cpus range backwards", okListen + "workers: {cpus: 3-1}\n",
-			[]string{`c.yaml:2: workers.cpus: cpulist "3-1": range 3-1 ends before it starts`}},
-		{"worker cpus empty list", okListen + "workers: {cpus: \",\"}\n",
-			[]string{`c.yaml:2: workers.cpus: cpulist ",": "" is not a CPU number`}},
-		{"afxdp", okListen + "afxdp: {frame_size: 3000, rx_ring: 1000, fill_ring: 4096, frames: 100}\n",
-			[]string{"c.yaml:2: afxdp.frame_size: 3000: want 2048 or 4096", "c.yaml:2: afxdp.rx_ring: 1000: want a power of two", "c.yaml:2: afxdp.frames: 100: want fill_ring (4096)"}},
-		{"sink problems", okListen + "sinks:\n  - {type: udp, what: alerts}\n  - {type: stdout, what: everything, path: /x, fsync: always}\n  - {type: file, path: /a, what: all, fsync: sometimes, on_full: wait, buffer: 1000}\n  - {type: file, path: /a, what: all}\n  - {what: all}\n",
-			[]string{
-				"c.yaml:3: sinks[0].address: missing: a udp sink sends to host:port",
-				`c.yaml:4: sinks[1].what: "everything": want passed, alerts`,
-				"c.yaml:4: sinks[1].path: only file sinks have a path",
-				"c.yaml:4: sinks[1].fsync: only file sinks fsync",
-				`c.yaml:5: sinks[2].fsync: "sometimes": want never, interval`,
-				`c.yaml:5: sinks[2].on_full: "wait": want drop`,
-				"c.yaml:5: sinks[2].buffer: 1000: want a size in 8KiB..1GiB",
-				`c.yaml:6: sinks[3].path: "/a" is also the path of sinks[2]`,
-				"c.yaml:7: sinks[4].type: missing: want file, stdout, udp, kafka or nats",
-			}},
-		{"kafka sink problems", okListen + `sinks:
-  - {type: kafka, what: passed}
-  - {type: kafka, what: passed, brokers: [b1], topic: t}
-  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: "no/slash"}
-  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, acks: leader}
-  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, compression: brotli}
-  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, partitions: 3}
-  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, sasl: {mechanism: SCRAM-SHA-1, user: u, password: p}}
-  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, sasl: {mechanism: PLAIN, user: u}}
-  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, tls: {cert_file: /c.pem}}
-  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, linger: 0s}
-  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, subject: x.y}
-  - {type: file, path: /f, what: passed, topic: t}
-  - {type: kafka, what: passed, brokers: ["b1:9092"], topic: t, gateway_id: "has space", delivery_timeout: 0s}
-  - {type: kafka, what: passed, brokers: b1, topic: t, idempotent: maybe}
-`,
-			[]string{
-				"c.yaml:3: sinks[0].brokers: missing: want host:port of at least one broker",
-				`c.yaml:4: sinks[1].brokers: "b1": want host:port`,
-				`c.yaml:5: sinks[2].topic: "no/slash": a topic name has only letters`,
-				"c.yaml:6: sinks[3].idempotent: the idempotent producer needs acks: all (acks is leader); set idempotent: false",
-				`c.yaml:7: sinks[4].compression: "brotli": want lz4, zstd, snappy, gzip or none`,
-				"c.yaml:8: sinks[5].partitions: only with create_topic: true",
-				`c.yaml:9: sinks[6].sasl.mechanism: "SCRAM-SHA-1": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`,
-				"c.yaml:10: sinks[7].sasl.password: want exactly one of password and password_file",
-				"c.yaml:11: sinks[8].tls.cert_file: want both cert_file and key_file",
-				"c.yaml:12: sinks[9].linger: 0s: want a positive duration up to 1m (default 5ms)",
-				"c.yaml:13: sinks[10].subject: only nats sinks have subject",
-				"c.yaml:14: sinks[11].topic: only kafka sinks have topic",
-				`c.yaml:15: sinks[12].gateway_id: "has space": want printable ASCII without spaces`,
-				"c.yaml:15: sinks[12].delivery_timeout: 0s: want at least 1s (default 30s)",
-				`c.yaml:16: sinks[13].brokers: want a list of strings, got the string "b1"`,
-				`c.yaml:16: sinks[13].idempotent: want true or false, got the string "maybe"`,
-			}},
-		{"nats sink problems", okListen + `sinks:
-  - {type: nats, what: all}
-  - {type: nats, what: all, urls: ["http://x:4222"], subject: a, stream: S}
-  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{user}", stream: S}
-  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.*", stream: S}
-  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a..b", stream: S}
-  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: "S.1"}
-  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: S, stream_subjects: [a.>]}
-  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: S, create_stream: true, stream_subjects: [b.>]}
-  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: S, user: u}
-  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: S, token_file: /t, creds_file: /c}
-  - {type: nats, what: all, urls: ["nats://x:4222"], subject: "a.{key}", stream: S, max_pending: -1, brokers: ["b:1"]}
-  - {type: udp, address: "127.0.0.1:1", what: all, stream: S}
-gateway_id: ""
-`,
-			[]string{
-				"c.yaml:3: sinks[0].urls: missing: want at least one server URL",
-				`c.yaml:4: sinks[1].urls: "http://x:4222": want nats://host:port or tls://host:port`,
-				`c.yaml:5: sinks[2].subject: "a.{user}": unknown placeholder {user}: want {key}, {verdict} or {rule}`,
-				`c.yaml:6: sinks[3].subject: "a.*": a subject to publish to has no wildcards`,
-				`c.yaml:7: sinks[4].subject: "a..b" has an empty token`,
-				`c.yaml:8: sinks[5].stream: "S.1": a stream name has no whitespace, '.'`,
-				"c.yaml:9: sinks[6].stream_subjects: only with create_stream: true",
-				"c.yaml:10: sinks[7].stream_subjects: [b.>] do not take every subject of a.{key}",
-				"c.yaml:11: sinks[8].password: a user wants exactly one of password and password_file",
-				"c.yaml:12: sinks[9].user: want one of user/password, token_file and creds_file",
-				"c.yaml:13: sinks[10].brokers: only kafka sinks have brokers",
-				"c.yaml:14: sinks[11].stream: only nats sinks have stream",
-			}},
-		{"keyed sinks need schema.key", okListen + "schema: {key: null, required: []}\nsinks:\n  - {type: kafka, what: passed, brokers: [\"b:9092\"], topic: t}\ngateway_id: \"a b\"\n",
-			[]string{
-				"c.yaml:4: sinks[0].type: kafka sinks key records by schema.key, which is empty: set it",
-				`c.yaml:5: gateway_id: "a b": want printable ASCII without spaces`,
-			}},
-		{"http listen", okListen + "http: {listen: \"example.com:80\"}\n",
-			[]string{`c.yaml:2: http.listen: "example.com:80": host "example.com" is not an IP address or localhost`}},
-		{"probes enabled not a bool", okListen + "probes: {enabled: 1}\n",
-			[]string{"c.yaml:2: probes.enabled: want true or false"}},
-		{"probes sample 0", okListen + "probes: {sample: 0}\n",
-			[]string{"c.yaml:2: probes.sample: 0: want 1 (time every datagram) .. 1048576"}},
-		{"http non-loopback without token", okListen + "http: {listen: \"198.18.0.1:9100\"}\n",
-			[]string{`c.yaml:2: http.token: required when http.listen "198.18.0.1:9100" is not a loopback address`}},
-		{"http every address without token", okListen + "http: {listen: \":9100\"}\n",
-			[]string{`c.yaml:2: http.token: required when http.listen ":9100" listens on every address`}},
-		{"http unspecified address without token", okListen + "http: {listen: \"0.0.0.0:9100\"}\n",
-			[]string{`c.yaml:2: http.token: required when http.listen "0.0.0.0:9100" is not a loopback address`}},
-		{"http token too short", okListen + "http: {listen: \"198.18.0.1:9100\", token: abc}\n",
-			[]string{"c.yaml:2: http.token: want at least 16 characters"}},
-		{"http pprof not a bool", okListen + "http: {pprof: off}\n",
-			[]string{"c.yaml:2: http.pprof: want true or false"}},
-		{"pin path", okListen + "pin: {path: /}\n",
-			[]string{`c.yaml:2: pin.path: "/": want an absolute directory on bpffs`}},
-		{"yaml syntax", "listen: {ports: [9000]\nmode: auto\n",
-			[]string{"c.yaml:1: invalid YAML: did not find expected ',' or '}'"}},
-		{"yaml tab indent", "listen:\n\tports: [9000]\n",
-			[]string{"c.yaml:2: invalid YAML: found character that cannot start any token"}},
-		{"root is a list", "- listen\n",
-			[]string{"c.yaml:1: want a mapping of afxdp, gateway_id, http,", "got a list"}},
-		{"two documents", okListen + "---\nmode: auto\n",
-			[]string{"c.yaml:2: more than one YAML document"}},
-		{"non-scalar key", okListen + "? [a, b]\n: 1\n",
-			[]string{"c.yaml:2: a key must be a plain name, got a list"}},
-		{"merge of a scalar", okListen + "xdp:\n  <<: 3\n",
-			[]string{"c.yaml:3: xdp: << merges a mapping, not the integer 3"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := Parse("c.yaml", []byte(tc.yaml))
+// TestBadConfigs walks testdata/bad: each NAME.yaml must be refused (read
+// as "c.yaml") with an error holding every line of NAME.want; the lines
+// that start with "c.yaml" each start one error, so their count is the
+// number of errors.
+func TestBadConfigs(t *testing.T) {
+	files, err := filepath.Glob("testdata/bad/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no bad configs under testdata/bad: %v", err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantText, err := os.ReadFile(strings.TrimSuffix(f, ".yaml") + ".want")
+			if err != nil {
+				t.Fatalf("%s has no .want file: %v", f, err)
+			}
+			want := strings.Split(strings.TrimSuffix(string(wantText), "\n"), "\n")
+			c, err := Parse("c.yaml", data)
 			if err == nil {
 				t.Fatalf("no error; config %+v", c)
 			}
 			if c != nil {
 				t.Errorf("config returned with an error")
 			}
-			for _, w := range tc.want {
+			for _, w := range want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error lacks %q:\n%v", w, err)
 				}
 			}
 			w := 0 // the wants that start an error; the others continue one
-			for _, s := range tc.want {
+			for _, s := range want {
 				if strings.HasPrefix(s, "c.yaml") {
 					w++
 				}

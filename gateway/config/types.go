@@ -1,0 +1,275 @@
+package config
+
+import (
+	"time"
+
+	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
+)
+
+// Config is the daemon's configuration, as read from YAML (see
+// examples/xgate.yaml for every key, its default and its meaning).
+//
+// Parse and Load start from Default and overwrite what
+// the file sets, then Validate. A Config built in code should start from
+// Default too: Validate is strict and treats zero values as set.
+//
+// A Config remembers the file and the line of every key it was read from,
+// so that Validate's errors name them; copying a Config keeps that.
+type Config struct {
+	Interface string // the NIC to attach to; required for afxdp and socket modes
+	Mode      string // afxdp | socket | auto
+	Listen    Listen
+	Queues    int // RX queues to serve; 0 = every active RX queue of the interface (host.ActiveRxQueues)
+	Schema    Schema
+	Limits    Limits
+	Rules     []Rule
+	XDP       XDP
+	Socket    Socket
+	AFXDP     AFXDP
+	Sinks     []sink.Spec // as the file says: defaults are filled in by sink.New
+	// GatewayID names this gateway in the records of Kafka and NATS
+	// sinks (their "gateway" header, NATS message ids); "" = the host name.
+	// A sink's own gateway_id overrides it.
+	GatewayID string
+	HTTP      HTTP
+	Pin       Pin
+	Probes    Probes
+	Workers   Workers
+
+	src *configSource // where it was read from; nil for a Config built in code
+}
+
+// File returns the name of the file c was read from ("" for a Config
+// built in code).
+func (c *Config) File() string {
+	if c.src == nil {
+		return ""
+	}
+	return c.src.file
+}
+
+// Modes of Config.Mode.
+const (
+	ModeAFXDP  = "afxdp"
+	ModeSocket = "socket"
+	ModeAuto   = "auto"
+	// ModePlain: plain UDP sockets, no BPF at all (no XDP policing, no
+	// kernel blocks); what auto falls back to, asked for by name.
+	ModePlain = "plain"
+)
+
+// Listen is where events arrive.
+type Listen struct {
+	Ports   []uint16 // UDP destination ports; at least one
+	Address string   // bind address of the sockets (socket and plain modes); "" = all IPv4
+	// VLANs are the VLAN IDs served (the outer tag): a datagram to our
+	// port tagged with another VLAN is dropped in XDP as vlan_not_served
+	// (in socket mode only a VLAN device of the host would deliver it).
+	// Untagged frames are always served. AnyVLAN ("vlans: any") serves all.
+	VLANs   []uint16
+	AnyVLAN bool
+}
+
+// Schema maps the engine's roles to JSON paths (engine.Schema).
+// An empty path leaves the role unused.
+type Schema struct {
+	Key, Amount, Type, TS, Src string
+	Required                   []string // role names: key, amount, type, ts, src
+}
+
+// Limits bound the work one datagram can cause (engine.Limits).
+type Limits struct {
+	MaxDatagram int
+	MaxEvent    int
+	MaxDepth    int
+	// AllowDuplicateKeys lets an event name a key the rules read twice
+	// (the first value counts); by default such an event is a
+	// duplicate_key decode error (I-JSON), since downstream parsers read
+	// the last one and the rules would judge another event than they see.
+	AllowDuplicateKeys bool
+	// StateMemory bounds the bytes of all rate-limit and window tables
+	// together; a config over it is refused by validate, run and reload
+	// with each rule's figure. 0: half the host's memory (MemTotal).
+	StateMemory int64
+}
+
+// Rule is one rule (engine.RuleSpec).
+type Rule struct {
+	Name      string
+	When      string
+	Filter    string
+	RateLimit *RuleRateLimit
+	Window    *RuleWindow
+	Action    string // pass | drop | alert | block <duration>
+}
+
+// RuleRateLimit is a per-key token bucket of a rule.
+type RuleRateLimit struct {
+	Key     string  // a field path or src_ip
+	Rate    string  // "100/s", "6000/m", "10/ms", "1/h"
+	Burst   float64 // 0: one second's worth of Rate (at least 1)
+	MaxKeys int     // 0: 1<<20
+	OnFull  string  // deny (default: a new key with the table full is limited) | allow
+}
+
+// RuleWindow is a per-key sliding window of a rule.
+type RuleWindow struct {
+	Key     string
+	Size    time.Duration
+	Slide   time.Duration
+	Agg     string // count | sum(f) | min(f) | max(f) | avg(f) | distinct(f)
+	MaxKeys int
+	OnFull  string // deny (default: an event that cannot be counted fires the rule) | allow
+}
+
+// XDP is the policy of the XDP program.
+type XDP struct {
+	RateLimit     XDPRateLimit // per-source kernel token bucket
+	PayloadCheck  bool         // drop UDP payloads that do not start with '{'
+	CostSample    int          // time one packet in N per CPU; 0 = off
+	BlocklistSize int          // entries of the blocklist LRU map
+	BlockMax      int          // most live blocks the feedback path keeps; <= BlocklistSize
+}
+
+// XDPRateLimit is the per-source token bucket in the XDP program.
+type XDPRateLimit struct {
+	Rate  string  // "" = off; else N/unit, at least 1/s
+	Burst float64 // 0: one second's worth of Rate (at least 1)
+}
+
+// PerSecond returns the configured rate in packets per second, 0 when off
+// or invalid (Validate reports the latter).
+func (r XDPRateLimit) PerSecond() float64 {
+	if r.Rate == "" {
+		return 0
+	}
+	v, err := engine.ParseRate(r.Rate)
+	if err != nil {
+		return 0
+	}
+	return v
+}
+
+// Socket configures the socket mode (and the plain UDP fallback).
+type Socket struct {
+	RcvBuf int // SO_RCVBUF bytes per socket; 0 = the kernel's default
+	Batch  int // datagrams per recvmmsg
+}
+
+// AFXDP configures the AF_XDP sockets, one per RX queue.
+type AFXDP struct {
+	FrameSize int // 2048 or 4096
+	RxRing    int // descriptors, power of two
+	FillRing  int // descriptors, power of two
+	Frames    int // UMEM frames per socket, >= FillRing
+	// Spin: how long a worker spins on its empty RX ring before it sleeps
+	// in poll(2); 0 sleeps at once. Default DefaultRxSpin, whose comment
+	// has the trade.
+	Spin time.Duration
+}
+
+// HTTP is the metrics, status and pprof endpoint.
+type HTTP struct {
+	Listen string // host:port; "" = no HTTP server
+	// Pprof serves /debug/pprof/* and /debug/trace (default true).
+	Pprof bool
+	// Token, when set, is the bearer token every request but /healthz and
+	// /readyz must carry (Authorization: Bearer <token>). Required when
+	// Listen is not a loopback address.
+	Token string
+	// TokenFile names a file whose first line is the token (instead of
+	// Token; read when the config is loaded: config_env.go).
+	TokenFile string
+}
+
+// Workers configures the worker threads (one per socket or queue).
+type Workers struct {
+	// CPUs, a cpulist ("2-7", "1,3"), are the CPUs the workers may run
+	// on; "" (the default) is every online CPU. Socket and plain modes
+	// open one socket (and worker) per listed CPU; in afxdp mode a queue's
+	// worker runs on the CPU that serves the queue when it is listed, else
+	// on a listed CPU of the same NUMA node (see plan.restrict). Keep the
+	// CPUs that take the NIC's interrupts, and other busy work, out of it.
+	// The process's other threads are kept on the CPUs left over
+	// (host.Housekeeping.go).
+	CPUs string
+	// RealtimePriority, 1..99, runs each worker's pinned thread SCHED_FIFO
+	// at that priority; 0 (the default) leaves it SCHED_OTHER. host.Needs
+	// CAP_SYS_NICE or RLIMIT_RTPRIO; see gateway/realtime.go for the cost.
+	RealtimePriority int
+}
+
+// Probes are the kernel-side latency and drop probes (bpf.LoadProbes).
+type Probes struct {
+	// Enabled loads them (needs CAP_PERFMON as well as CAP_BPF); a probe
+	// the kernel cannot run is logged and left out.
+	Enabled bool
+	// Sample: on the socket and plain paths, one datagram in Sample (per
+	// CPU in the kernel, per socket for receive → verdict) is timed; 1
+	// times every one.
+	Sample int
+	// RxTimestamps keeps the host's software receive timestamping on: the
+	// receive time both socket-path latencies start from (kernel queueing
+	// and receive → verdict). On by default: without it both histograms
+	// stay empty (unless something else on the host, such as an NTP
+	// daemon, turned timestamping on). It is host-wide, a clock read per
+	// packet received on any interface (≈ 30 ns, ≈ 3% of the socket path's
+	// softirq work on the test VM; socket/rawsock 0.856× with it and 0.855×
+	// without, within noise); turn it off where that matters more.
+	RxTimestamps bool
+}
+
+// DefaultProbeSample is probes.sample's default.
+const DefaultProbeSample = 64
+
+// Pin is where BPF objects are pinned.
+type Pin struct {
+	Path string // a directory on bpffs
+	Keep bool   // leave pins in place on a clean stop
+}
+
+// Defaults (also documented in examples/xgate.yaml).
+const (
+	DefaultPinPath      = "/sys/fs/bpf/xgate"
+	DefaultHTTPListen   = "127.0.0.1:9100"
+	DefaultSocketBatch  = 64
+	DefaultSocketRcvBuf = 4 << 20
+)
+
+// Default returns a Config with every default set and no ports,
+// interface, rules or sinks.
+func Default() *Config {
+	return &Config{
+		Mode: ModeAuto,
+		Schema: Schema{
+			Key: "user_id", Amount: "amount", Type: "event_type", TS: "ts", Src: "ip",
+			Required: []string{"key"},
+		},
+		Limits: Limits{MaxDatagram: 65535, MaxEvent: 16384, MaxDepth: 32},
+		XDP: XDP{
+			PayloadCheck:  true,
+			CostSample:    64,
+			BlocklistSize: 65536,
+			BlockMax:      16384,
+		},
+		Socket: Socket{RcvBuf: DefaultSocketRcvBuf, Batch: DefaultSocketBatch},
+		AFXDP:  AFXDP{FrameSize: 4096, RxRing: 4096, FillRing: 4096, Frames: 8192, Spin: DefaultRxSpin},
+		HTTP:   HTTP{Listen: DefaultHTTPListen, Pprof: true},
+		Pin:    Pin{Path: DefaultPinPath},
+		Probes: Probes{Enabled: true, Sample: DefaultProbeSample, RxTimestamps: true},
+	}
+}
+
+// DefaultRxSpin is how long a worker spins on its empty RX ring before it
+// sleeps in poll(2) (afxdp.spin, xdp.Config.Spin). Waking a sleeping
+// thread costs tens of µs (more on a virtual CPU that halted): at half
+// load a worker that slept whenever the ring was empty paid that on most
+// batches, p50 receive → verdict ≈ 28 µs against ≈ 10 µs spinning
+// (BENCHMARKS.md). The price is CPU: a worker that gets a batch at least
+// every spin never sleeps, one that gets b batches a second at lower
+// rates spins about b × spin per second.
+const DefaultRxSpin = 50 * time.Microsecond
+
+// MaxRxSpin bounds afxdp.spin: beyond it a worker is a busy poller.
+const MaxRxSpin = 10 * time.Millisecond
