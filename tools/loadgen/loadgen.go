@@ -12,7 +12,7 @@
 //   - EngineAFXDP ("afxdp"): an AF_XDP socket in copy mode with a TX ring
 //     on the sending veth (afxdp.go), for kernels that refuse live frames:
 //     every frame is an skb through veth's ndo_start_xmit, so it reaches
-//     about a quarter of the live-frames rate (BENCHMARKS.md).
+//     about a fifth of the live-frames rate (BENCHMARKS.md).
 //
 // Live frames: a small XDP program (bpf/loadgen.c, loadgen_tx) rewrites
 // the run's packet with the next of the K frames (they live in an array
