@@ -164,8 +164,9 @@ func ForceOff(names ...string) (restore func()) {
 	}
 }
 
-// forcedErr is the error of a feature switched off.
-func forcedErr(name string) error {
+// ForcedErr is the error of a feature switched off (XGATE_FEATURES_OFF or
+// ForceOff): it matches ErrNotSupported and ErrForcedOff.
+func ForcedErr(name string) error {
 	return &UnsupportedError{What: name, Hint: "switched off by " + FeaturesOffEnv, Err: ErrForcedOff}
 }
 
@@ -176,7 +177,7 @@ func forcedErr(name string) error {
 // answers are cached for the life of the process; the switch is not.
 func Probe(name string) error {
 	if ForcedOff(name) {
-		return forcedErr(name)
+		return ForcedErr(name)
 	}
 	probeMu.Lock()
 	r := probed[name]

@@ -11,6 +11,6 @@ package bpf
 // unused .rodata anchor constant in the C (bpf2go emits those by itself and
 // refuses a -type for them).
 
-//go:generate go tool bpf2go -tags linux -target bpfel -type xgate_counter -type xgate_src_key -type xgate_block -type xgate_bucket -type xgate_mode -type xgate_flags -type xgate_config -type xgate_cost -type xgate_port_set -type xgate_bfilter_word Xdp xdp.c -- -I./headers -mcpu=v3
+//go:generate go tool bpf2go -tags linux -target bpfel -type xgate_counter -type xgate_src_key -type xgate_block -type xgate_bucket -type xgate_mode -type xgate_flags -type xgate_config -type xgate_cost -type xgate_port_set -type xgate_bfilter_word -type xgate_cidr_key -type xgate_cidr_value Xdp xdp.c -- -I./headers -mcpu=v3
 //go:generate go tool bpf2go -tags linux -target bpfel -type xgate_rp_config -type xgate_counter Reuseport reuseport.c -- -I./headers -mcpu=v3
 //go:generate go tool bpf2go -tags linux -target bpfel -output-suffix _test trivial trivial.c -- -I./headers -mcpu=v3

@@ -30,7 +30,7 @@
  * ndo_xdp_xmit unless its end has one. It counts what it sees.
  * loadgen_drop counts (in the same map) and drops: a receiver that costs
  * next to nothing, to measure the generator itself. */
-#include "vmlinux.h"
+#include "xgate_uapi.h"
 #include <bpf_helpers.h>
 
 char __license[] SEC("license") = "Dual MIT/GPL";

@@ -16,7 +16,7 @@
  * at a time per CPU); Go sums them at scrape time.
  */
 
-#include "vmlinux.h"
+#include "xgate_kern.h"
 #include <bpf_helpers.h>
 #include <bpf_endian.h>
 #include <bpf_core_read.h>
@@ -39,6 +39,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct probe_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_cfg SEC(".maps");
 
 /* The socket filter times one packet in sock_sample_n per CPU (1: every
@@ -69,6 +70,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct probe_sock_tick);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_sock_ticks SEC(".maps");
 
 struct {
@@ -76,6 +78,7 @@ struct {
 	__uint(max_entries, PROBE_LAT_BUCKETS);
 	__type(key, __u32);
 	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_latency SEC(".maps");
 
 struct {
@@ -83,6 +86,7 @@ struct {
 	__uint(max_entries, PROBE_STAT__MAX);
 	__type(key, enum probe_stat);
 	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_stats SEC(".maps");
 
 /* Our UDP destination ports, host byte order; the value is unused. */
@@ -91,6 +95,7 @@ struct {
 	__uint(max_entries, 1024);
 	__type(key, __u16);
 	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_ports SEC(".maps");
 
 /* Drops of packets to our ports by enum skb_drop_reason. */
@@ -99,6 +104,7 @@ struct {
 	__uint(max_entries, 1024);
 	__type(key, __u32);
 	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_drops SEC(".maps");
 
 struct {
@@ -106,6 +112,7 @@ struct {
 	__uint(max_entries, 256);
 	__type(key, struct probe_xdp_key);
 	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } probe_xdp_events SEC(".maps");
 
 /* The socket filter's __sk_buff has no readable tstamp: read the real
@@ -266,10 +273,20 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(probe_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
 	__u16 port = udp_dport(skb);
-	__u32 r = reason;
+	__u32 r = reason, zero = 0;
+	struct probe_config *cfg;
 
 	if (!port || !bpf_map_lookup_elem(&probe_ports, &port))
 		return 0;
+	/* Our namespace only: a device of another namespace (another gateway,
+	 * a test host) is not ours. Without a device, it cannot be told. */
+	cfg = bpf_map_lookup_elem(&probe_cfg, &zero);
+	if (cfg && cfg->netns_ino) {
+		struct net_device *dev = BPF_CORE_READ(skb, dev);
+
+		if (dev && BPF_CORE_READ(dev, nd_net.net, ns.inum) != cfg->netns_ino)
+			return 0;
+	}
 	hash_inc(&probe_drops, &r);
 	stat_add(PROBE_STAT_DROPS, 1);
 	return 0;

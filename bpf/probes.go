@@ -35,6 +35,10 @@ type ProbeOptions struct {
 	// XDPProgID is our XDP program's id (ebpf.Program.Info().ID); 0 counts
 	// no XDP events until SetXDPProgID.
 	XDPProgID uint32
+	// NetnsIno is the inode of our network namespace (NetnsIno()): the
+	// kfree_skb probe counts only drops on its devices; 0 counts every
+	// namespace's.
+	NetnsIno uint32
 	// ClockRefresh is how often the TAI−realtime offset is re-read and
 	// written to the config map; 0 means every second, negative never
 	// (call RefreshClock yourself).
@@ -52,6 +56,11 @@ type ProbeOptions struct {
 	// host (an NTP daemon, another SO_TIMESTAMP* socket) has it on anyway.
 	// It costs a clock read per received skb on every device of the host.
 	RxTimestamps bool
+	// PinPath pins the probes' maps by name under this bpffs directory
+	// (beside the XDP program's, so `bpftool map dump pinned` and
+	// `xgate stats --pins` read them) and reuses maps already pinned
+	// there; empty means no pinning. Unpin removes them.
+	PinPath string
 }
 
 // DefaultSockSample is the socket filter's default sampling period.
@@ -79,7 +88,8 @@ type Probes struct {
 	// timestamp conversion per received datagram).
 	tsFD int
 
-	sockSample int // the socket filter's sampling period
+	sockSample int    // the socket filter's sampling period
+	pinPath    string // where the maps are pinned ("" = not pinned)
 
 	mu     sync.Mutex // guards cfg and the config map
 	cfg    probesKernProbeConfig
@@ -130,8 +140,11 @@ func LoadProbes(opts ProbeOptions) (*Probes, error) {
 	if err := spec.Variables[probesKernVarSockSampleN].Set(uint32(sample)); err != nil {
 		return nil, fmt.Errorf("probes: set %s: %w", probesKernVarSockSampleN, err)
 	}
-	p := &Probes{progs: make(map[string]*ebpf.Program), tsFD: -1, sockSample: sample}
-	if err := spec.LoadAndAssign(&p.maps, nil); err != nil {
+	if err := preparePins(spec.Maps, opts.PinPath); err != nil {
+		return nil, fmt.Errorf("probes: %w", err)
+	}
+	p := &Probes{progs: make(map[string]*ebpf.Program), tsFD: -1, sockSample: sample, pinPath: opts.PinPath}
+	if err := spec.LoadAndAssign(&p.maps, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}}); err != nil {
 		return nil, fmt.Errorf("probes: create maps: %w", err)
 	}
 	replace := map[string]*ebpf.Map{
@@ -145,6 +158,7 @@ func LoadProbes(opts ProbeOptions) (*Probes, error) {
 	}
 
 	p.cfg.XdpProgId = opts.XDPProgID
+	p.cfg.NetnsIno = opts.NetnsIno
 	if err := p.RefreshClock(); err != nil {
 		p.Close()
 		return nil, err
@@ -638,6 +652,14 @@ func (p *Probes) Close() error {
 	return errors.Join(errs...)
 }
 
+// Unpin removes the pins of the probes' maps (and the pin directory if
+// that leaves it empty). Call it before Close.
+func (p *Probes) Unpin() error {
+	m := &p.maps
+	return unpinAll(p.pinPath, m.ProbeCfg, m.ProbeDrops, m.ProbeLatency, m.ProbePorts, m.ProbeSockTicks,
+		m.ProbeStats, m.ProbeXdpEvents)
+}
+
 // sumPerCPU adds up the per-CPU values of one PERCPU map entry.
 func sumPerCPU(percpu []uint64) uint64 {
 	var sum uint64
@@ -645,4 +667,14 @@ func sumPerCPU(percpu []uint64) uint64 {
 		sum += v
 	}
 	return sum
+}
+
+// NetnsIno is the inode of the calling thread's network namespace, as the
+// probes compare it (0 when it cannot be read).
+func NetnsIno() uint32 {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0
+	}
+	return uint32(st.Ino)
 }

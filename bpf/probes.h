@@ -45,7 +45,9 @@ struct probe_config {
 	__s64 tai_offset_ns;
 	/* Our XDP program's id (bpf_prog_info.id); 0 counts no XDP events. */
 	__u32 xdp_prog_id;
-	__u32 _pad;
+	/* Inode of our network namespace (its /proc/self/ns/net): kfree_skb
+	 * counts only drops on devices of this namespace; 0 counts all. */
+	__u32 netns_ino;
 };
 
 /* Which XDP tracepoint fired, part of struct probe_xdp_key. */

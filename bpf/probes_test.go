@@ -455,10 +455,18 @@ func TestProbeSocketLatencyHistogram(t *testing.T) {
 	}
 }
 
+// TestProbeKernelDropsRcvbuf: receive-buffer drops in the receiving
+// host's namespace are counted by reason, exactly; a probe told another
+// namespace counts none of them.
 func TestProbeKernelDropsRcvbuf(t *testing.T) {
 	port := prPort()
-	p := prLoad(t, ProbeOptions{Ports: []uint16{port}}, ProbeKfreeSkb)
 	env := testenv.New(t, testenv.Options{})
+	var ino uint32
+	if err := env.B.Do(func() error { ino = NetnsIno(); return nil }); err != nil || ino == 0 {
+		t.Fatalf("netns inode of B: %d, %v", ino, err)
+	}
+	p := prLoad(t, ProbeOptions{Ports: []uint16{port}, NetnsIno: ino}, ProbeKfreeSkb)
+	other := prLoad(t, ProbeOptions{Ports: []uint16{port}, NetnsIno: ino + 1}, ProbeKfreeSkb)
 
 	fd, _, err := env.B.ListenUDP(env.B.Addr, port, func(fd int) error {
 		// The kernel doubles it and enforces a floor: a few datagrams fit.
@@ -515,6 +523,13 @@ func TestProbeKernelDropsRcvbuf(t *testing.T) {
 	}
 	if total != counted {
 		t.Errorf("drops for our port by all reasons %d, socket_rcvbuff %d: %v", total, counted, drops1)
+	}
+	od, err := other.ReadKernelDrops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if od["socket_rcvbuff"] != 0 {
+		t.Errorf("a probe of another namespace counted %d drops", od["socket_rcvbuff"])
 	}
 }
 

@@ -4,7 +4,7 @@
  * (xdp_exception), one redirects to an ifindex that does not exist
  * (xdp_redirect_err with -EINVAL). */
 
-#include "vmlinux.h"
+#include "xgate_uapi.h"
 #include <bpf_helpers.h>
 
 char __license[] SEC("license") = "Dual MIT/GPL";

@@ -17,7 +17,7 @@ type probesKernProbeConfig struct {
 	_           structs.HostLayout
 	TaiOffsetNs int64
 	XdpProgId   uint32
-	Pad         uint32
+	NetnsIno    uint32
 }
 
 type probesKernProbeSockTick struct {

@@ -35,6 +35,9 @@ const (
 	ReasonPayloadNotJSON  = Reason(XdpXgateReasonXGATE_R_PAYLOAD_NOT_JSON)
 	ReasonNoConfig        = Reason(XdpXgateReasonXGATE_R_NO_CONFIG)
 	ReasonStampFailed     = Reason(XdpXgateReasonXGATE_R_STAMP_FAILED)
+	ReasonVLANNotServed   = Reason(XdpXgateReasonXGATE_R_VLAN_NOT_SERVED)
+	ReasonIPv6NotServed   = Reason(XdpXgateReasonXGATE_R_IPV6NOT_SERVED)
+	ReasonCIDRDrop        = Reason(XdpXgateReasonXGATE_R_CIDR_DROP)
 	// ReasonTerminal is the number of terminal reasons.
 	ReasonTerminal = Reason(XdpXgateReasonXGATE_R__TERMINAL)
 
@@ -43,6 +46,7 @@ const (
 	EventMetaFailed     = Reason(XdpXgateReasonXGATE_EV_META_FAILED)
 	EventBlockFilterFP  = Reason(XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP)
 	EventBucketTakeover = Reason(XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER)
+	EventNeverBlock     = Reason(XdpXgateReasonXGATE_EV_NEVER_BLOCK)
 	// ReasonMax is the number of counters (terminal reasons and events).
 	ReasonMax = Reason(XdpXgateReasonXGATE_R__MAX)
 )

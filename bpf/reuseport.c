@@ -9,7 +9,7 @@
  * that cannot be placed falls back to the kernel's own choice (SK_PASS
  * without a selection) and is counted by reason.
  */
-#include "vmlinux.h"
+#include "xgate_uapi.h"
 #include <bpf_helpers.h>
 #include "xgate.h"
 

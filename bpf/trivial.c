@@ -2,7 +2,7 @@
 
 /* trivial.c — test-only floor for BenchmarkXDP: bump one per-CPU counter
  * and pass. What it costs is the BPF_PROG_TEST_RUN machinery, not xgate. */
-#include "vmlinux.h"
+#include "xgate_uapi.h"
 #include <bpf_helpers.h>
 
 char __license[] SEC("license") = "Dual MIT/GPL";

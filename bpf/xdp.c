@@ -9,7 +9,7 @@
  * mode) or passed to the stack (socket mode). Each packet increments exactly
  * one terminal reason of enum xgate_reason in the per-CPU counters.
  */
-#include "vmlinux.h"
+#include "xgate_uapi.h"
 #include <bpf_helpers.h>
 #include <bpf_endian.h>
 #include "xgate.h"
@@ -89,6 +89,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xgate_xsks SEC(".maps");
 
+/* CIDR lists (struct xgate_cidr_key/value); max_entries resized by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__type(key, struct xgate_cidr_key);
+	__type(value, struct xgate_cidr_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xgate_cidrs SEC(".maps");
+
+/* Packets per CIDR list that matched (by list id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XGATE_CIDR_LISTS);
+	__type(key, __u32);
+	__type(value, struct xgate_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xgate_cidr_hits SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -102,6 +121,7 @@ struct {
  * constants keep them in the object's BTF; the loader does not load them. */
 const struct xgate_meta xgate_meta_layout __attribute__((unused)) = {};
 const enum xgate_stamp xgate_stamp_layout __attribute__((unused)) = XGATE_STAMP_META;
+const enum xgate_cidr_action xgate_cidr_action_layout __attribute__((unused)) = XGATE_CIDR_DROP;
 
 /* How survivors carry their receive timestamp (enum xgate_stamp): set by
  * the loader before load, from the probe of bpf_xdp_adjust_meta. */
@@ -412,7 +432,10 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 	void *cur = data;
 	struct xgate_src_key src = {};
 	struct udphdr *udp;
-	__u16 proto, port;
+	void *ip_end;
+	__u16 proto, port, vid = 0;
+	__u32 ulen;
+	int tagged = 0, v6 = 0;
 	__u64 now = 0, h;
 	__u32 r;
 
@@ -435,14 +458,21 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 			*reason = XGATE_R_MALFORMED_VLAN;
 			return XDP_DROP;
 		}
+		if (i == 0) {
+			tagged = 1;
+			vid = bpf_ntohs(vh->h_vlan_TCI) & 0x0fff;
+		}
 		proto = vh->h_vlan_encapsulated_proto;
 		cur = vh + 1;
 	}
 
-	/* L3: collect the source address and find the UDP header. */
+	/* L3: collect the source address, find the UDP header and the end of
+	 * the IP datagram (its length fields must lie inside the frame, which
+	 * may be longer: Ethernet padding). The stack drops what fails these
+	 * checks, so they decide here too, and both paths agree. */
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = cur;
-		__u32 hlen;
+		__u32 hlen, tot;
 
 		if ((void *)(ip + 1) > data_end) {
 			*reason = XGATE_R_MALFORMED_IPV4;
@@ -458,6 +488,12 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 			*reason = XGATE_R_MALFORMED_IPV4;
 			return XDP_DROP;
 		}
+		tot = bpf_ntohs(ip->tot_len);
+		if (tot < hlen || cur + tot > data_end) {
+			*reason = XGATE_R_MALFORMED_IPV4;
+			return XDP_DROP;
+		}
+		ip_end = cur + tot;
 		/* Fragments (first or later) go to the stack to be reassembled:
 		 * a later fragment has no UDP header to police. */
 		if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
@@ -478,6 +514,11 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		struct ipv6hdr *ip6 = cur;
 
 		if ((void *)(ip6 + 1) > data_end || ip6->version != 6) {
+			*reason = XGATE_R_MALFORMED_IPV6;
+			return XDP_DROP;
+		}
+		ip_end = (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len);
+		if (ip_end > data_end) {
 			*reason = XGATE_R_MALFORMED_IPV6;
 			return XDP_DROP;
 		}
@@ -502,6 +543,7 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		h = src_hash(ip6->saddr.in6_u.u6_addr32[0], ip6->saddr.in6_u.u6_addr32[1],
 			     ip6->saddr.in6_u.u6_addr32[2], ip6->saddr.in6_u.u6_addr32[3], cfg);
 		cur = ip6 + 1;
+		v6 = 1;
 	} else if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		*reason = XGATE_R_VLAN_TOO_DEEP;
 		return XDP_PASS;
@@ -510,9 +552,15 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		return XDP_PASS;
 	}
 
-	/* L4: UDP to a port of the listen set. */
+	/* L4: a whole UDP header inside the IP datagram, and the UDP length
+	 * inside it too (shorter is allowed: the stack trims the rest). */
 	udp = cur;
-	if ((void *)(udp + 1) > data_end || bpf_ntohs(udp->len) < sizeof(*udp)) {
+	if ((void *)(udp + 1) > data_end || (void *)(udp + 1) > ip_end) {
+		*reason = XGATE_R_MALFORMED_UDP;
+		return XDP_DROP;
+	}
+	ulen = bpf_ntohs(udp->len);
+	if (ulen < sizeof(*udp) || cur + ulen > ip_end) {
 		*reason = XGATE_R_MALFORMED_UDP;
 		return XDP_DROP;
 	}
@@ -521,11 +569,49 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		*reason = XGATE_R_PORT_NOT_LISTENED;
 		return XDP_PASS;
 	}
+	/* Served? A datagram to our port that no receive path of ours would
+	 * see is dropped and named here, rather than lost unnamed later. */
+	if (tagged && !(cfg->flags & XGATE_F_VLAN_ANY) && !((cfg->vlans[vid / 64] >> (vid % 64)) & 1)) {
+		*reason = XGATE_R_VLAN_NOT_SERVED;
+		return XDP_DROP;
+	}
+	if (v6 && (cfg->flags & XGATE_F_NO_IPV6)) {
+		*reason = XGATE_R_IPV6_NOT_SERVED;
+		return XDP_DROP;
+	}
 
 	/* Policy: blocklist, bucket, payload. The clock (a helper call, ≈30 ns
 	 * on this class of CPU) is read at most once, and only by the steps
 	 * that need it: a block with an expiry, the fine-clock bucket, the
 	 * AF_XDP metadata stamp. */
+	/* CIDR lists: a helper call (the LPM trie), only when there are lists. */
+	if (cfg->flags & XGATE_F_CIDRS) {
+		struct xgate_cidr_key ck = { .prefixlen = 128 };
+		struct xgate_cidr_value *cv;
+
+		__builtin_memcpy(ck.addr, src.addr, 16);
+		cv = bpf_map_lookup_elem(&xgate_cidrs, &ck);
+		if (cv) {
+			__u32 list = cv->list;
+			struct xgate_counter *c;
+
+			if (list < XGATE_CIDR_LISTS) {
+				c = bpf_map_lookup_elem(&xgate_cidr_hits, &list);
+				if (c) {
+					c->packets++;
+					c->bytes += len;
+				}
+			}
+			if (cv->action == XGATE_CIDR_DROP) {
+				*reason = XGATE_R_CIDR_DROP;
+				return XDP_DROP;
+			}
+			if (cv->action == XGATE_CIDR_NEVER_BLOCK) {
+				count(XGATE_EV_NEVER_BLOCK, len);
+				goto admitted;
+			}
+		}
+	}
 	if (is_blocked(&src, h, &now, len)) {
 		*reason = XGATE_R_BLOCKED;
 		return XDP_DROP;
@@ -535,6 +621,7 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		*reason = r;
 		return XDP_DROP;
 	}
+admitted:
 	if ((cfg->flags & XGATE_F_PAYLOAD_CHECK) && !payload_is_json(udp + 1, data_end)) {
 		*reason = XGATE_R_PAYLOAD_NOT_JSON;
 		return XDP_DROP;

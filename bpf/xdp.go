@@ -107,6 +107,16 @@ type Config struct {
 	BucketBurst uint64
 	// PayloadCheck drops UDP payloads whose first non-blank byte is not '{'.
 	PayloadCheck bool
+	// VLANs are the VLAN IDs served (the outer tag's VID): a datagram to a
+	// listened port on another VLAN is dropped as vlan_not_served, since no
+	// receive path would see it. Untagged frames are always served.
+	// AnyVLAN serves every VLAN. (With rx-vlan-offload on, the NIC strips
+	// the tag before XDP runs and every frame looks untagged.)
+	VLANs   []uint16
+	AnyVLAN bool
+	// NoIPv6 drops IPv6 datagrams to listened ports as ipv6_not_served:
+	// for receive paths with no IPv6 socket.
+	NoIPv6 bool
 	// CostSampleN times one packet in N per CPU; 0 means
 	// DefaultCostSampleN, CostSampleOff disables it.
 	CostSampleN uint32
@@ -149,6 +159,18 @@ func (c Config) raw() (XdpXgateConfig, error) {
 	if c.PayloadCheck {
 		r.Flags |= XdpXgateFlagsXGATE_F_PAYLOAD_CHECK
 	}
+	if c.AnyVLAN {
+		r.Flags |= XdpXgateFlagsXGATE_F_VLAN_ANY
+	}
+	if c.NoIPv6 {
+		r.Flags |= XdpXgateFlagsXGATE_F_NO_IPV6
+	}
+	for _, v := range c.VLANs {
+		if v == 0 || v > 4094 {
+			return r, fmt.Errorf("VLAN ID %d: want 1..4094", v)
+		}
+		r.Vlans[v/64] |= 1 << (v % 64)
+	}
 	switch c.CostSampleN {
 	case 0:
 		r.CostSampleN = DefaultCostSampleN
@@ -170,6 +192,9 @@ type Options struct {
 	Queues int
 	// BlocklistSize sizes the blocklist LRU; 0 keeps the C default (65536).
 	BlocklistSize int
+	// CIDRSize is the capacity of the CIDR trie (prefixes over all
+	// lists); 0 means DefaultCIDRSize.
+	CIDRSize int
 	// BucketSize is the number of token-bucket slots, rounded up to a
 	// power of two; 0 keeps the C default (65536). Sources share slots by
 	// hash: size it well above the number of sources active at once (see
@@ -197,6 +222,9 @@ type XDP struct {
 	// Fixed for the life of the program.
 	stamp    Stamp
 	stampWhy string
+
+	// cidrs: the CIDR trie has entries (XGATE_F_CIDRS); under mu.
+	cidrs bool
 }
 
 // xdpObjects leaves out the BTF anchor variable (.rodata) the program
@@ -225,7 +253,7 @@ func LoadXDP(opts Options) (*XDP, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.Queues < 0 || opts.BlocklistSize < 0 || opts.BucketSize < 0 {
+	if opts.Queues < 0 || opts.BlocklistSize < 0 || opts.BucketSize < 0 || opts.CIDRSize < 0 {
 		return nil, errors.New("load xdp: negative map size")
 	}
 	stamp, stampWhy, err := chooseStamp(opts.Stamp)
@@ -237,6 +265,9 @@ func LoadXDP(opts Options) (*XDP, error) {
 	}
 	if opts.Queues > 0 {
 		spec.Maps[XdpMapXgateXsks].MaxEntries = uint32(opts.Queues)
+	}
+	if opts.CIDRSize > 0 {
+		spec.Maps[XdpMapXgateCidrs].MaxEntries = uint32(opts.CIDRSize)
 	}
 	if opts.BlocklistSize > 0 {
 		spec.Maps[XdpMapXgateBlocklist].MaxEntries = uint32(opts.BlocklistSize)
@@ -262,6 +293,10 @@ func LoadXDP(opts Options) (*XDP, error) {
 		x.Close()
 		return nil, fmt.Errorf("load xdp: %w", err)
 	}
+	// Pinned maps reused from a previous run may hold CIDR lists already.
+	var ck XdpXgateCidrKey
+	var cv XdpXgateCidrValue
+	x.cidrs = x.objs.XgateCidrs.Iterate().Next(&ck, &cv)
 	if err := x.putConfig(cfg); err != nil {
 		x.Close()
 		return nil, fmt.Errorf("load xdp: write config: %w", err)
@@ -338,10 +373,25 @@ func (x *XDP) initHash() error {
 	return x.SyncBlockFilter()
 }
 
-// putConfig writes raw with the map-bound fields (hash key, slot mask).
+// putConfig writes raw with the map-bound fields (hash key, slot mask)
+// and the flags that follow the maps' contents (CIDR lists). Caller holds
+// x.mu, or is LoadXDP before x is shared.
 func (x *XDP) putConfig(raw XdpXgateConfig) error {
 	raw.HashKey, raw.BucketMask = x.hashKey, x.bucketMask
+	raw.Flags &^= XdpXgateFlagsXGATE_F_CIDRS
+	if x.cidrs {
+		raw.Flags |= XdpXgateFlagsXGATE_F_CIDRS
+	}
 	return x.objs.XgateCfg.Put(uint32(0), raw)
+}
+
+// readConfigLocked reads the config entry; caller holds x.mu.
+func (x *XDP) readConfigLocked() (XdpXgateConfig, error) {
+	var raw XdpXgateConfig
+	if err := x.objs.XgateCfg.Lookup(uint32(0), &raw); err != nil {
+		return raw, fmt.Errorf("read config: %w", err)
+	}
+	return raw, nil
 }
 
 // SetConfig replaces the run-time policy. Buckets keep their state: a new
@@ -466,10 +516,22 @@ func (x *XDP) bfilterAdd(key XdpXgateSrcKey, d int) error {
 // Forever as a Block ttl blocks until Unblock.
 const Forever time.Duration = 0
 
+// ManualRule is the rule name of blocks made by hand (Block).
+const ManualRule = "manual"
+
 // Block drops every packet from addr (to our ports) for ttl, measured from
-// now; ttl <= 0 (Forever) blocks until Unblock. Blocking again replaces the
-// expiry. The blocklist is an LRU: when full, the least recently hit entry
-// is evicted.
+// now; ttl <= 0 (Forever) blocks until Unblock. It is BlockBy with the
+// rule ManualRule.
+func (x *XDP) Block(addr netip.Addr, ttl time.Duration) error {
+	return x.BlockBy(addr, ttl, ManualRule)
+}
+
+// BlockBy blocks addr for ttl (Forever: until Unblock) and records rule
+// (the rule that blocked; truncated to 31 bytes) and the time, for
+// ListBlocked and `bpftool map dump`. Blocking again replaces the entry.
+// The blocklist is an LRU: when full, the least recently hit entry is
+// evicted. An address in a never-block CIDR list is refused
+// (ErrNeverBlock).
 //
 // The program consults a prefilter (xgate_bfilter) before the blocklist
 // map, and only this package keeps that filter in step: an entry written
@@ -477,19 +539,43 @@ const Forever time.Duration = 0
 // effect until SyncBlockFilter runs. One process at a time should write
 // the blocklist through this API (the filter update is a read-modify-write
 // under this XDP's mutex).
-func (x *XDP) Block(addr netip.Addr, ttl time.Duration) error {
+func (x *XDP) BlockBy(addr netip.Addr, ttl time.Duration, rule string) error {
 	key, err := srcKey(addr)
 	if err != nil {
 		return fmt.Errorf("block %v: %w", addr, err)
 	}
-	exp := uint64(math.MaxUint64)
-	if ttl > 0 {
-		exp = Ktime() + uint64(ttl)
+	if _, action, ok, err := x.LookupCIDR(addr); err != nil {
+		return fmt.Errorf("block %v: %w", addr, err)
+	} else if ok && action == CIDRNeverBlock {
+		return fmt.Errorf("block %v: %w", addr, ErrNeverBlock)
 	}
-	if err := x.block(key, exp); err != nil {
+	now := Ktime()
+	v := XdpXgateBlock{ExpiresNs: math.MaxUint64, SinceNs: now}
+	if ttl > 0 {
+		v.ExpiresNs = now + uint64(ttl)
+	}
+	setRule(&v, rule)
+	if err := x.block(key, v); err != nil {
 		return fmt.Errorf("block %v: %w", addr, err)
 	}
 	return nil
+}
+
+func setRule(v *XdpXgateBlock, rule string) {
+	for i := 0; i < len(v.Rule)-1 && i < len(rule); i++ {
+		v.Rule[i] = int8(rule[i])
+	}
+}
+
+func ruleOf(v *XdpXgateBlock) string {
+	b := make([]byte, 0, len(v.Rule))
+	for _, c := range v.Rule {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return string(b)
 }
 
 // blockAt is Block with an absolute expiry in Ktime ns (tests).
@@ -498,12 +584,14 @@ func (x *XDP) blockAt(addr netip.Addr, expiresNs uint64) error {
 	if err != nil {
 		return err
 	}
-	return x.block(key, expiresNs)
+	v := XdpXgateBlock{ExpiresNs: expiresNs, SinceNs: Ktime()}
+	setRule(&v, ManualRule)
+	return x.block(key, v)
 }
 
 // block counts a new key into the filter before the entry becomes
 // visible, so the program never sees an entry whose counter is zero.
-func (x *XDP) block(key XdpXgateSrcKey, exp uint64) error {
+func (x *XDP) block(key XdpXgateSrcKey, v XdpXgateBlock) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var old XdpXgateBlock
@@ -516,7 +604,51 @@ func (x *XDP) block(key XdpXgateSrcKey, exp uint64) error {
 	case err != nil:
 		return err
 	}
-	return x.objs.XgateBlocklist.Put(key, XdpXgateBlock{ExpiresNs: exp})
+	return x.objs.XgateBlocklist.Put(key, v)
+}
+
+// SweepExpired removes the entries whose expiry has passed from the
+// blocklist and its prefilter (the program already ignores them; removing
+// them frees their LRU slots and keeps the prefilter's counts true). It
+// returns how many it removed and the earliest expiry still ahead (Ktime
+// ns; 0 when no entry expires), for the caller to arm its next sweep.
+func (x *XDP) SweepExpired() (removed int, next uint64, err error) {
+	now := Ktime()
+	var expired []XdpXgateSrcKey
+	var key XdpXgateSrcKey
+	var val XdpXgateBlock
+	it := x.objs.XgateBlocklist.Iterate()
+	for it.Next(&key, &val) {
+		switch {
+		case val.ExpiresNs == math.MaxUint64:
+		case val.ExpiresNs <= now:
+			expired = append(expired, key)
+		case next == 0 || val.ExpiresNs < next:
+			next = val.ExpiresNs
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, next, fmt.Errorf("sweep blocklist: %w", err)
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, k := range expired {
+		// Re-read under the lock: a Block since the scan may have renewed it.
+		if err := x.objs.XgateBlocklist.Lookup(k, &val); err != nil || val.ExpiresNs > now {
+			continue
+		}
+		if err := x.objs.XgateBlocklist.Delete(k); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				continue
+			}
+			return removed, next, fmt.Errorf("sweep blocklist: %w", err)
+		}
+		if err := x.bfilterAdd(k, -1); err != nil {
+			return removed, next, fmt.Errorf("sweep blocklist: %w", err)
+		}
+		removed++
+	}
+	return removed, next, nil
 }
 
 // Unblock removes addr from the blocklist; removing an absent address is
@@ -584,6 +716,8 @@ func (x *XDP) SyncBlockFilter() error {
 // Blocked is one blocklist entry.
 type Blocked struct {
 	Addr      netip.Addr // IPv4 addresses come back as IPv4 (unmapped)
+	Rule      string     // the rule that blocked it, or ManualRule
+	SinceNs   uint64     // Ktime ns when it was blocked (0: written by other means)
 	ExpiresNs uint64     // Ktime ns; math.MaxUint64 when Permanent
 	Permanent bool
 	Expired   bool // at the time of ListBlocked: the program ignores it
@@ -610,6 +744,8 @@ func listBlocked(m *ebpf.Map) ([]Blocked, error) {
 	for it.Next(&key, &val) {
 		out = append(out, Blocked{
 			Addr:      netip.AddrFrom16(key.Addr).Unmap(),
+			Rule:      ruleOf(&val),
+			SinceNs:   val.SinceNs,
 			ExpiresNs: val.ExpiresNs,
 			Permanent: val.ExpiresNs == math.MaxUint64,
 			Expired:   val.ExpiresNs <= now,
@@ -765,12 +901,12 @@ func (x *XDP) Close() error {
 func (x *XDP) Unpin() error {
 	m := &x.objs.XdpMaps
 	return unpinAll(x.pinPath, m.XgateBlocklist, m.XgateBfilter, m.XgateBuckets, m.XgateCfg,
-		m.XgateCostNs, m.XgateCounters, m.XgatePorts, m.XgateXsks)
+		m.XgateCostNs, m.XgateCounters, m.XgatePorts, m.XgateXsks, m.XgateCidrs, m.XgateCidrHits)
 }
 
 func (o *xdpObjects) close() error {
 	return closeAll(o.XgateXdp, o.XgateBlocklist, o.XgateBfilter, o.XgateBuckets, o.XgateCfg,
-		o.XgateCostNs, o.XgateCounters, o.XgatePorts, o.XgateXsks)
+		o.XgateCostNs, o.XgateCounters, o.XgatePorts, o.XgateXsks, o.XgateCidrs, o.XgateCidrHits)
 }
 
 // closeAll closes everything and joins the errors; nil *ebpf.Map and

@@ -21,11 +21,32 @@ type XdpXgateBfilterWord struct {
 type XdpXgateBlock struct {
 	_         structs.HostLayout
 	ExpiresNs uint64
+	SinceNs   uint64
+	Rule      [32]int8
 }
 
 type XdpXgateBucket struct {
 	_        structs.HostLayout
 	OwnerTat uint64
+}
+
+type XdpXgateCidrAction uint32
+
+const (
+	XdpXgateCidrActionXGATE_CIDR_NEVER_BLOCK XdpXgateCidrAction = 1
+	XdpXgateCidrActionXGATE_CIDR_DROP        XdpXgateCidrAction = 2
+)
+
+type XdpXgateCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
+type XdpXgateCidrValue struct {
+	_      structs.HostLayout
+	List   uint32
+	Action uint32
 }
 
 type XdpXgateConfig struct {
@@ -38,6 +59,7 @@ type XdpXgateConfig struct {
 	BucketMask       uint32
 	TickNs           uint64
 	HashKey          [4]uint32
+	Vlans            [64]uint64
 }
 
 type XdpXgateCost struct {
@@ -58,6 +80,9 @@ type XdpXgateFlags uint32
 
 const (
 	XdpXgateFlagsXGATE_F_PAYLOAD_CHECK XdpXgateFlags = 1
+	XdpXgateFlagsXGATE_F_VLAN_ANY      XdpXgateFlags = 2
+	XdpXgateFlagsXGATE_F_NO_IPV6       XdpXgateFlags = 4
+	XdpXgateFlagsXGATE_F_CIDRS         XdpXgateFlags = 8
 )
 
 type XdpXgateMeta struct {
@@ -102,13 +127,17 @@ const (
 	XdpXgateReasonXGATE_R_PAYLOAD_NOT_JSON  XdpXgateReason = 17
 	XdpXgateReasonXGATE_R_NO_CONFIG         XdpXgateReason = 18
 	XdpXgateReasonXGATE_R_STAMP_FAILED      XdpXgateReason = 19
-	XdpXgateReasonXGATE_R__TERMINAL         XdpXgateReason = 20
-	XdpXgateReasonXGATE_EV_BLOCK_EXPIRED    XdpXgateReason = 20
-	XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY XdpXgateReason = 21
-	XdpXgateReasonXGATE_EV_META_FAILED      XdpXgateReason = 22
-	XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP  XdpXgateReason = 23
-	XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER  XdpXgateReason = 24
-	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 25
+	XdpXgateReasonXGATE_R_VLAN_NOT_SERVED   XdpXgateReason = 20
+	XdpXgateReasonXGATE_R_IPV6NOT_SERVED    XdpXgateReason = 21
+	XdpXgateReasonXGATE_R_CIDR_DROP         XdpXgateReason = 22
+	XdpXgateReasonXGATE_R__TERMINAL         XdpXgateReason = 23
+	XdpXgateReasonXGATE_EV_BLOCK_EXPIRED    XdpXgateReason = 23
+	XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY XdpXgateReason = 24
+	XdpXgateReasonXGATE_EV_META_FAILED      XdpXgateReason = 25
+	XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP  XdpXgateReason = 26
+	XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER  XdpXgateReason = 27
+	XdpXgateReasonXGATE_EV_NEVER_BLOCK      XdpXgateReason = 28
+	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 29
 )
 
 type XdpXgateSrcKey struct {
@@ -127,19 +156,22 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XdpMapXgateBfilter      = "xgate_bfilter"
-	XdpMapXgateBlocklist    = "xgate_blocklist"
-	XdpMapXgateBuckets      = "xgate_buckets"
-	XdpMapXgateCfg          = "xgate_cfg"
-	XdpMapXgateCostNs       = "xgate_cost_ns"
-	XdpMapXgateCounters     = "xgate_counters"
-	XdpMapXgatePorts        = "xgate_ports"
-	XdpMapXgateXsks         = "xgate_xsks"
-	XdpProgXgateXdp         = "xgate_xdp"
-	XdpVarXgateMetaLayout   = "xgate_meta_layout"
-	XdpVarXgateReasonLayout = "xgate_reason_layout"
-	XdpVarXgateStamp        = "xgate_stamp"
-	XdpVarXgateStampLayout  = "xgate_stamp_layout"
+	XdpMapXgateBfilter          = "xgate_bfilter"
+	XdpMapXgateBlocklist        = "xgate_blocklist"
+	XdpMapXgateBuckets          = "xgate_buckets"
+	XdpMapXgateCfg              = "xgate_cfg"
+	XdpMapXgateCidrHits         = "xgate_cidr_hits"
+	XdpMapXgateCidrs            = "xgate_cidrs"
+	XdpMapXgateCostNs           = "xgate_cost_ns"
+	XdpMapXgateCounters         = "xgate_counters"
+	XdpMapXgatePorts            = "xgate_ports"
+	XdpMapXgateXsks             = "xgate_xsks"
+	XdpProgXgateXdp             = "xgate_xdp"
+	XdpVarXgateCidrActionLayout = "xgate_cidr_action_layout"
+	XdpVarXgateMetaLayout       = "xgate_meta_layout"
+	XdpVarXgateReasonLayout     = "xgate_reason_layout"
+	XdpVarXgateStamp            = "xgate_stamp"
+	XdpVarXgateStampLayout      = "xgate_stamp_layout"
 )
 
 // LoadXdp returns the embedded CollectionSpec for Xdp.
@@ -195,6 +227,8 @@ type XdpMapSpecs struct {
 	XgateBlocklist *ebpf.MapSpec `ebpf:"xgate_blocklist"`
 	XgateBuckets   *ebpf.MapSpec `ebpf:"xgate_buckets"`
 	XgateCfg       *ebpf.MapSpec `ebpf:"xgate_cfg"`
+	XgateCidrHits  *ebpf.MapSpec `ebpf:"xgate_cidr_hits"`
+	XgateCidrs     *ebpf.MapSpec `ebpf:"xgate_cidrs"`
 	XgateCostNs    *ebpf.MapSpec `ebpf:"xgate_cost_ns"`
 	XgateCounters  *ebpf.MapSpec `ebpf:"xgate_counters"`
 	XgatePorts     *ebpf.MapSpec `ebpf:"xgate_ports"`
@@ -205,10 +239,11 @@ type XdpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpVariableSpecs struct {
-	XgateMetaLayout   *ebpf.VariableSpec `ebpf:"xgate_meta_layout"`
-	XgateReasonLayout *ebpf.VariableSpec `ebpf:"xgate_reason_layout"`
-	XgateStamp        *ebpf.VariableSpec `ebpf:"xgate_stamp"`
-	XgateStampLayout  *ebpf.VariableSpec `ebpf:"xgate_stamp_layout"`
+	XgateCidrActionLayout *ebpf.VariableSpec `ebpf:"xgate_cidr_action_layout"`
+	XgateMetaLayout       *ebpf.VariableSpec `ebpf:"xgate_meta_layout"`
+	XgateReasonLayout     *ebpf.VariableSpec `ebpf:"xgate_reason_layout"`
+	XgateStamp            *ebpf.VariableSpec `ebpf:"xgate_stamp"`
+	XgateStampLayout      *ebpf.VariableSpec `ebpf:"xgate_stamp_layout"`
 }
 
 // XdpObjects contains all objects after they have been loaded into the kernel.
@@ -235,6 +270,8 @@ type XdpMaps struct {
 	XgateBlocklist *ebpf.Map `ebpf:"xgate_blocklist"`
 	XgateBuckets   *ebpf.Map `ebpf:"xgate_buckets"`
 	XgateCfg       *ebpf.Map `ebpf:"xgate_cfg"`
+	XgateCidrHits  *ebpf.Map `ebpf:"xgate_cidr_hits"`
+	XgateCidrs     *ebpf.Map `ebpf:"xgate_cidrs"`
 	XgateCostNs    *ebpf.Map `ebpf:"xgate_cost_ns"`
 	XgateCounters  *ebpf.Map `ebpf:"xgate_counters"`
 	XgatePorts     *ebpf.Map `ebpf:"xgate_ports"`
@@ -247,6 +284,8 @@ func (m *XdpMaps) Close() error {
 		m.XgateBlocklist,
 		m.XgateBuckets,
 		m.XgateCfg,
+		m.XgateCidrHits,
+		m.XgateCidrs,
 		m.XgateCostNs,
 		m.XgateCounters,
 		m.XgatePorts,
@@ -258,10 +297,11 @@ func (m *XdpMaps) Close() error {
 //
 // It can be passed to LoadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpVariables struct {
-	XgateMetaLayout   *ebpf.Variable `ebpf:"xgate_meta_layout"`
-	XgateReasonLayout *ebpf.Variable `ebpf:"xgate_reason_layout"`
-	XgateStamp        *ebpf.Variable `ebpf:"xgate_stamp"`
-	XgateStampLayout  *ebpf.Variable `ebpf:"xgate_stamp_layout"`
+	XgateCidrActionLayout *ebpf.Variable `ebpf:"xgate_cidr_action_layout"`
+	XgateMetaLayout       *ebpf.Variable `ebpf:"xgate_meta_layout"`
+	XgateReasonLayout     *ebpf.Variable `ebpf:"xgate_reason_layout"`
+	XgateStamp            *ebpf.Variable `ebpf:"xgate_stamp"`
+	XgateStampLayout      *ebpf.Variable `ebpf:"xgate_stamp_layout"`
 }
 
 // XdpPrograms contains all programs after they have been loaded into the kernel.

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/xgate/xgate/packet"
 )
 
 // Helpers and tests for the hashed structures of the XDP program: the
@@ -56,7 +58,7 @@ func TestSrcHashMatchesProgram(t *testing.T) {
 		if src.Is6() {
 			dst = xgDst6
 		}
-		pkt := xgPacket{src: src, dst: dst, payload: xgJSON}.bytes()
+		pkt := packet.Frame{Src: src, Dst: dst, Payload: xgJSON}.Bytes()
 		before := xgCounters(t, x)
 		v, _, _ := xgRun(t, x.Program(), pkt, xgLoIfindex, 0)
 		xgAssertDeltas(t, before, xgCounters(t, x), map[Reason]uint64{ReasonBlocked: 1}, len(pkt))
@@ -72,7 +74,7 @@ func TestSrcHashMatchesProgram(t *testing.T) {
 // looked up in the LRU.
 func TestXDPBlockFilter(t *testing.T) {
 	x := xgLoad(t, Options{})
-	pkt := xgPacket{src: xgSrc4, dst: xgDst4, payload: xgJSON}.bytes()
+	pkt := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}.Bytes()
 	send := func(want uint32, deltas map[Reason]uint64) {
 		t.Helper()
 		before := xgCounters(t, x)
@@ -163,7 +165,7 @@ func TestXDPBucketCollision(t *testing.T) {
 
 	send := func(src netip.Addr, want uint32, deltas map[Reason]uint64) {
 		t.Helper()
-		pkt := xgPacket{src: src, dst: xgDst4, payload: xgJSON}.bytes()
+		pkt := packet.Frame{Src: src, Dst: xgDst4, Payload: xgJSON}.Bytes()
 		before := xgCounters(t, x)
 		v, _, _ := xgRun(t, x.Program(), pkt, xgLoIfindex, 0)
 		xgAssertDeltas(t, before, xgCounters(t, x), deltas, len(pkt))

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/packet"
+	"github.com/xgate/xgate/packet/packettest"
+
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
@@ -28,96 +31,100 @@ const (
 
 const xgLoIfindex = 1
 
-// TestXDPFixtures runs one packet per row through BPF_PROG_TEST_RUN on a
-// freshly loaded program and checks the verdict and the exact delta of
-// every counter (terminal reasons and events).
+// TestXDPPacketFixtures runs every row of the shared packet table
+// (packet/packettest) through BPF_PROG_TEST_RUN under the table's policy
+// (its port listened, its VLAN served) and checks the verdict and the exact
+// delta of every counter. The Go parser is held to the same rows in
+// package packet, so the program and the workers agree on every frame.
 //
 // Not covered by a row: a frame shorter than Ethernet (malformed_eth) —
 // BPF_PROG_TEST_RUN refuses input under 14 bytes, and NICs do not deliver
 // such frames; the branch is still there and counted.
+func TestXDPPacketFixtures(t *testing.T) {
+	xgNeedRoot(t)
+	x := xgLoad(t, Options{ListenPorts: []uint16{packettest.Port}, Config: Config{VLANs: []uint16{packettest.VLAN}}})
+	for _, fx := range packettest.Fixtures {
+		t.Run(fx.Name, func(t *testing.T) {
+			var want Reason
+			for r := Reason(0); r < ReasonTerminal; r++ {
+				if r.String() == fx.XDP {
+					want = r
+				}
+			}
+			if want.String() != fx.XDP {
+				t.Fatalf("fixture names reason %q, which the program does not have", fx.XDP)
+			}
+			pkt := fx.Bytes()
+			xgRunChecked(t, x, pkt, want)
+		})
+	}
+}
+
+// xgRunChecked runs pkt once and checks that exactly the terminal reason
+// want moved, that the verdict agrees with want's Fate, and that the
+// packet left unchanged (only a redirect writes a stamp).
+func xgRunChecked(t *testing.T, x *XDP, pkt []byte, want Reason) {
+	t.Helper()
+	before := xgCounters(t, x)
+	verdict, out, ctxOut := xgRun(t, x.Program(), pkt, xgLoIfindex, 0)
+	after := xgCounters(t, x)
+	xgAssertDeltas(t, before, after, map[Reason]uint64{want: 1}, len(pkt))
+	wantVerdict := uint32(xgPass)
+	if want.Fate() == FateDropped {
+		wantVerdict = xgDrop
+	}
+	if verdict != wantVerdict {
+		t.Errorf("verdict %d, want %d (%v)", verdict, wantVerdict, want)
+	}
+	if ctxOut.Data != 0 || !bytes.Equal(out[:ctxOut.DataEnd], pkt) {
+		t.Errorf("packet changed: meta %d bytes, out %x", ctxOut.Data, out[:ctxOut.DataEnd])
+	}
+}
+
+// TestXDPFixtures runs one packet per row through BPF_PROG_TEST_RUN on a
+// freshly loaded program and checks the verdict and the exact delta of
+// every counter (terminal reasons and events): the policy rows (served
+// VLANs and IPv6, blocklist, token bucket, payload check, AF_XDP without
+// a socket); the parsing rows are the shared table (TestXDPPacketFixtures).
 func TestXDPFixtures(t *testing.T) {
 	xgNeedRoot(t)
-	v4 := xgPacket{src: xgSrc4, dst: xgDst4, payload: xgJSON}
-	v6 := xgPacket{src: xgSrc6, dst: xgDst6, payload: xgJSON}
-	with := func(p xgPacket, f func(*xgPacket)) xgPacket { f(&p); return p }
+	v4 := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}
+	v6 := packet.Frame{Src: xgSrc6, Dst: xgDst6, Payload: xgJSON}
+	with := func(p packet.Frame, f func(*packet.Frame)) packet.Frame { f(&p); return p }
 	future := func() uint64 { return Ktime() + uint64(time.Hour) }
+	q := func(vids ...uint16) []packet.VLAN {
+		var out []packet.VLAN
+		for _, v := range vids {
+			out = append(out, packet.VLAN{TPID: packet.EtherType8021Q, VID: v})
+		}
+		return out
+	}
 
 	tests := []struct {
 		name    string
 		cfg     Config
 		setup   func(t *testing.T, x *XDP)
-		pkt     xgPacket
+		pkt     packet.Frame
 		verdict uint32
 		want    map[Reason]uint64
 	}{
-		{name: "v4", pkt: v4, verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
-		{name: "v6", pkt: v6, verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
-		{name: "v4 802.1Q", pkt: with(v4, func(p *xgPacket) { p.vlans = []uint16{xgEth8021Q} }),
+		// Served VLANs and IPv6.
+		{name: "untagged, no VLAN served", pkt: v4, verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
+		{name: "tagged, no VLAN served", pkt: with(v4, func(p *packet.Frame) { p.VLANs = q(5) }),
+			verdict: xgDrop, want: map[Reason]uint64{ReasonVLANNotServed: 1}},
+		{name: "tagged, every VLAN served", pkt: with(v6, func(p *packet.Frame) { p.VLANs = q(4094) }), cfg: Config{AnyVLAN: true},
 			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
-		{name: "v6 802.1Q", pkt: with(v6, func(p *xgPacket) { p.vlans = []uint16{xgEth8021Q} }),
+		{name: "tagged, VLAN 4094 served", pkt: with(v4, func(p *packet.Frame) { p.VLANs = q(4094) }), cfg: Config{VLANs: []uint16{1, 4094}},
 			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
-		{name: "v4 802.1ad+802.1Q", pkt: with(v4, func(p *xgPacket) { p.vlans = []uint16{xgEth8021AD, xgEth8021Q} }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
-		{name: "v6 802.1ad+802.1Q", pkt: with(v6, func(p *xgPacket) { p.vlans = []uint16{xgEth8021AD, xgEth8021Q} }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
-		{name: "three VLAN tags", pkt: with(v4, func(p *xgPacket) { p.vlans = []uint16{xgEth8021AD, xgEth8021Q, xgEth8021Q} }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonVLANTooDeep: 1}},
-		{name: "arp", pkt: xgPacket{ethType: xgEthARP}, verdict: xgPass, want: map[Reason]uint64{ReasonNotIP: 1}},
-
-		// Truncated at every layer.
-		{name: "truncated VLAN tag", pkt: with(v4, func(p *xgPacket) { p.vlans = []uint16{xgEth8021Q}; p.truncate = 16 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedVLAN: 1}},
-		{name: "truncated inner VLAN tag", pkt: with(v4, func(p *xgPacket) { p.vlans = []uint16{xgEth8021AD, xgEth8021Q}; p.truncate = 20 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedVLAN: 1}},
-		{name: "truncated IPv4 header", pkt: with(v4, func(p *xgPacket) { p.truncate = 14 + 10 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedIPv4: 1}},
-		{name: "truncated IPv4 after VLANs", pkt: with(v4, func(p *xgPacket) { p.vlans = []uint16{xgEth8021AD, xgEth8021Q}; p.truncate = 22 + 19 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedIPv4: 1}},
-		{name: "IPv4 options beyond the packet", pkt: with(v4, func(p *xgPacket) { p.ihl = 15; p.payload = nil }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedIPv4: 1}},
-		{name: "IPv4 IHL < 5", pkt: with(v4, func(p *xgPacket) { p.ihl = 4 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedIPv4: 1}},
-		{name: "IPv4 ethertype, version 6", pkt: with(v4, func(p *xgPacket) { p.version = 6 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedIPv4: 1}},
-		{name: "truncated IPv6 header", pkt: with(v6, func(p *xgPacket) { p.truncate = 14 + 39 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedIPv6: 1}},
-		{name: "IPv6 ethertype, version 4", pkt: with(v6, func(p *xgPacket) { p.version = 4 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedIPv6: 1}},
-		{name: "truncated UDP v4", pkt: with(v4, func(p *xgPacket) { p.truncate = 14 + 20 + 7 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedUDP: 1}},
-		{name: "truncated UDP v4 after options", pkt: with(v4, func(p *xgPacket) { p.options = []byte{1, 1, 1, 0}; p.truncate = 14 + 24 + 4 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedUDP: 1}},
-		{name: "truncated UDP v6", pkt: with(v6, func(p *xgPacket) { p.truncate = 14 + 40 + 4 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedUDP: 1}},
-		{name: "UDP length < 8", pkt: with(v4, func(p *xgPacket) { p.udpLen = 7 }),
-			verdict: xgDrop, want: map[Reason]uint64{ReasonMalformedUDP: 1}},
-
-		// IPv4 options and fragments, IPv6 extension headers.
-		{name: "IPv4 options", pkt: with(v4, func(p *xgPacket) { p.options = []byte{1, 1, 1, 0, 1, 1, 1, 0} }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
-		{name: "IPv4 first fragment", pkt: with(v4, func(p *xgPacket) { p.fragOff = 0x2000 }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonIPv4Fragment: 1}},
-		{name: "IPv4 later fragment", pkt: with(v4, func(p *xgPacket) { p.fragOff = 185; p.noL4 = true; p.payload = nil }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonIPv4Fragment: 1}},
-		{name: "IPv4 DF is not a fragment", pkt: with(v4, func(p *xgPacket) { p.fragOff = 0x4000 }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
-		{name: "IPv6 hop-by-hop", pkt: with(v6, func(p *xgPacket) { p.hasV6Ext, p.v6Ext = true, 0 }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonIPv6ExtHdr: 1}},
-		{name: "IPv6 destination options", pkt: with(v6, func(p *xgPacket) { p.hasV6Ext, p.v6Ext = true, 60 }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonIPv6ExtHdr: 1}},
-		{name: "IPv6 fragment header", pkt: with(v6, func(p *xgPacket) { p.hasV6Ext, p.v6Ext = true, 44 }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonIPv6ExtHdr: 1}},
-
-		// Not for us.
-		{name: "TCP v4", pkt: with(v4, func(p *xgPacket) { p.proto = xgProtoTCP }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonNotUDP: 1}},
-		{name: "ICMPv6", pkt: with(v6, func(p *xgPacket) { p.proto = xgProtoICMP6 }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonNotUDP: 1}},
-		{name: "wrong port v4", pkt: with(v4, func(p *xgPacket) { p.dport = 53 }),
+		{name: "tagged VLAN 0 (priority tag), not served", pkt: with(v4, func(p *packet.Frame) { p.VLANs = q(0) }), cfg: Config{VLANs: []uint16{1}},
+			verdict: xgDrop, want: map[Reason]uint64{ReasonVLANNotServed: 1}},
+		{name: "IPv6 not served", pkt: v6, cfg: Config{NoIPv6: true},
+			verdict: xgDrop, want: map[Reason]uint64{ReasonIPv6NotServed: 1}},
+		{name: "IPv6 not served, other port", pkt: with(v6, func(p *packet.Frame) { p.DstPort = 53 }), cfg: Config{NoIPv6: true},
 			verdict: xgPass, want: map[Reason]uint64{ReasonPortNotListened: 1}},
-		{name: "wrong port v6 double VLAN", pkt: with(v6, func(p *xgPacket) { p.dport = 9001; p.vlans = []uint16{xgEth8021AD, xgEth8021Q} }),
-			verdict: xgPass, want: map[Reason]uint64{ReasonPortNotListened: 1}},
-		{name: "second listen port", pkt: with(v4, func(p *xgPacket) { p.dport = 9100 }),
+		{name: "IPv4 while IPv6 not served", pkt: v4, cfg: Config{NoIPv6: true},
+			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
+		{name: "second listen port", pkt: with(v4, func(p *packet.Frame) { p.DstPort = 9100 }),
 			setup:   func(t *testing.T, x *XDP) { xgNoErr(t, x.SetListenPorts(9000, 9100)) },
 			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
 
@@ -128,10 +135,12 @@ func TestXDPFixtures(t *testing.T) {
 		{name: "blocked v6 with ttl", pkt: v6,
 			setup:   func(t *testing.T, x *XDP) { xgNoErr(t, x.Block(xgSrc6, time.Hour)) },
 			verdict: xgDrop, want: map[Reason]uint64{ReasonBlocked: 1}},
-		{name: "blocked v4 behind VLANs", pkt: with(v4, func(p *xgPacket) { p.vlans = []uint16{xgEth8021AD, xgEth8021Q} }),
+		{name: "blocked v4 behind VLANs", cfg: Config{AnyVLAN: true}, pkt: with(v4, func(p *packet.Frame) {
+			p.VLANs = []packet.VLAN{{TPID: packet.EtherType8021AD, VID: 100}, {TPID: packet.EtherType8021Q, VID: 101}}
+		}),
 			setup:   func(t *testing.T, x *XDP) { xgNoErr(t, x.blockAt(xgSrc4, future())) },
 			verdict: xgDrop, want: map[Reason]uint64{ReasonBlocked: 1}},
-		{name: "blocked source, other port", pkt: with(v4, func(p *xgPacket) { p.dport = 53 }),
+		{name: "blocked source, other port", pkt: with(v4, func(p *packet.Frame) { p.DstPort = 53 }),
 			setup:   func(t *testing.T, x *XDP) { xgNoErr(t, x.Block(xgSrc4, Forever)) },
 			verdict: xgPass, want: map[Reason]uint64{ReasonPortNotListened: 1}},
 		{name: "other source blocked", pkt: v4,
@@ -153,7 +162,7 @@ func TestXDPFixtures(t *testing.T) {
 				k, _ := srcKey(xgSrc4)
 				// As `bpftool map update` would: invisible to the program…
 				xgNoErr(t, x.objs.XgateBlocklist.Put(k, XdpXgateBlock{ExpiresNs: math.MaxUint64}))
-				if v, _, _ := xgRun(t, x.Program(), v4.bytes(), xgLoIfindex, 0); v != xgPass {
+				if v, _, _ := xgRun(t, x.Program(), v4.Bytes(), xgLoIfindex, 0); v != xgPass {
 					t.Errorf("entry written without the filter: verdict %d, want pass (documented)", v)
 				}
 				// …until the filter is rebuilt.
@@ -171,7 +180,7 @@ func TestXDPFixtures(t *testing.T) {
 		{name: "source over its bucket", pkt: v4, cfg: Config{BucketRate: 1, BucketBurst: 1},
 			setup: func(t *testing.T, x *XDP) {
 				// Spend the only token (the deltas are taken after setup).
-				if v, _, _ := xgRun(t, x.Program(), v4.bytes(), xgLoIfindex, 0); v != xgPass {
+				if v, _, _ := xgRun(t, x.Program(), v4.Bytes(), xgLoIfindex, 0); v != xgPass {
 					t.Fatalf("first packet: verdict %d, want pass", v)
 				}
 			},
@@ -213,21 +222,21 @@ func TestXDPFixtures(t *testing.T) {
 			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
 
 		// Payload check.
-		{name: "payload check on, JSON", pkt: with(v4, func(p *xgPacket) { p.payload = append([]byte(" \t\r\n"), xgJSON...) }),
+		{name: "payload check on, JSON", pkt: with(v4, func(p *packet.Frame) { p.Payload = append([]byte(" \t\r\n"), xgJSON...) }),
 			cfg: Config{PayloadCheck: true}, verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
-		{name: "payload check on, not JSON", pkt: with(v4, func(p *xgPacket) { p.payload = []byte("hello") }),
+		{name: "payload check on, not JSON", pkt: with(v4, func(p *packet.Frame) { p.Payload = []byte("hello") }),
 			cfg: Config{PayloadCheck: true}, verdict: xgDrop, want: map[Reason]uint64{ReasonPayloadNotJSON: 1}},
-		{name: "payload check on, JSON array", pkt: with(v6, func(p *xgPacket) { p.payload = []byte(`[1,2]`) }),
+		{name: "payload check on, JSON array", pkt: with(v6, func(p *packet.Frame) { p.Payload = []byte(`[1,2]`) }),
 			cfg: Config{PayloadCheck: true}, verdict: xgDrop, want: map[Reason]uint64{ReasonPayloadNotJSON: 1}},
-		{name: "payload check on, empty", pkt: with(v4, func(p *xgPacket) { p.payload = nil }),
+		{name: "payload check on, empty", pkt: with(v4, func(p *packet.Frame) { p.Payload = nil }),
 			cfg: Config{PayloadCheck: true}, verdict: xgDrop, want: map[Reason]uint64{ReasonPayloadNotJSON: 1}},
-		{name: "payload check on, only blanks", pkt: with(v4, func(p *xgPacket) { p.payload = []byte("   ") }),
+		{name: "payload check on, only blanks", pkt: with(v4, func(p *packet.Frame) { p.Payload = []byte("   ") }),
 			cfg: Config{PayloadCheck: true}, verdict: xgDrop, want: map[Reason]uint64{ReasonPayloadNotJSON: 1}},
-		{name: "payload check on, 16 blanks then {", pkt: with(v4, func(p *xgPacket) { p.payload = append(bytes.Repeat([]byte(" "), 16), '{') }),
+		{name: "payload check on, 16 blanks then {", pkt: with(v4, func(p *packet.Frame) { p.Payload = append(bytes.Repeat([]byte(" "), 16), '{') }),
 			cfg: Config{PayloadCheck: true}, verdict: xgDrop, want: map[Reason]uint64{ReasonPayloadNotJSON: 1}},
-		{name: "payload check off, not JSON", pkt: with(v4, func(p *xgPacket) { p.payload = []byte("hello") }),
+		{name: "payload check off, not JSON", pkt: with(v4, func(p *packet.Frame) { p.Payload = []byte("hello") }),
 			verdict: xgPass, want: map[Reason]uint64{ReasonPassSocket: 1}},
-		{name: "payload check on, blocked first", pkt: with(v4, func(p *xgPacket) { p.payload = []byte("hello") }),
+		{name: "payload check on, blocked first", pkt: with(v4, func(p *packet.Frame) { p.Payload = []byte("hello") }),
 			cfg:     Config{PayloadCheck: true},
 			setup:   func(t *testing.T, x *XDP) { xgNoErr(t, x.Block(xgSrc4, Forever)) },
 			verdict: xgDrop, want: map[Reason]uint64{ReasonBlocked: 1}},
@@ -235,7 +244,7 @@ func TestXDPFixtures(t *testing.T) {
 		// AF_XDP mode without a socket on the queue (with one: TestXDPAFXDP).
 		{name: "afxdp, no socket", pkt: v4, cfg: Config{Mode: ModeAFXDP},
 			verdict: xgPass, want: map[Reason]uint64{ReasonPassNoXSK: 1}},
-		{name: "afxdp, no socket, v6 VLAN", pkt: with(v6, func(p *xgPacket) { p.vlans = []uint16{xgEth8021Q} }), cfg: Config{Mode: ModeAFXDP},
+		{name: "afxdp, no socket, v6 VLAN", pkt: with(v6, func(p *packet.Frame) { p.VLANs = []packet.VLAN{{TPID: packet.EtherType8021Q, VID: 100}} }), cfg: Config{Mode: ModeAFXDP, VLANs: []uint16{100}},
 			verdict: xgPass, want: map[Reason]uint64{ReasonPassNoXSK: 1}},
 	}
 
@@ -245,7 +254,7 @@ func TestXDPFixtures(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(t, x)
 			}
-			pkt := tc.pkt.bytes()
+			pkt := tc.pkt.Bytes()
 			before := xgCounters(t, x)
 			verdict, out, ctxOut := xgRun(t, x.Program(), pkt, xgLoIfindex, 0)
 			after := xgCounters(t, x)
@@ -297,8 +306,8 @@ func TestXDPTokenBucket(t *testing.T) {
 	// 20/s: one token per 50 ms, observable with short sleeps, and 50 ms
 	// of slack for a loaded machine between packets that must see no refill.
 	x := xgLoad(t, Options{Config: Config{BucketRate: 20, BucketBurst: burst}})
-	pkt := xgPacket{src: xgSrc4, dst: xgDst4, payload: xgJSON}.bytes()
-	other := xgPacket{src: xgSrc6, dst: xgDst6, payload: xgJSON}.bytes()
+	pkt := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}.Bytes()
+	other := packet.Frame{Src: xgSrc6, Dst: xgDst6, Payload: xgJSON}.Bytes()
 
 	send := func(p []byte, want uint32, wantReason Reason) {
 		t.Helper()
@@ -348,7 +357,7 @@ func xgTokenBucketConcurrent(t *testing.T, fine bool) {
 	const burst = 2000
 	const perCPU = 20000
 	x := xgLoad(t, Options{Config: Config{BucketRate: 1, BucketBurst: burst, CostSampleN: CostSampleOff, FineClock: fine}})
-	pkt := xgPacket{src: xgSrc4, dst: xgDst4, payload: xgJSON}.bytes()
+	pkt := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}.Bytes()
 
 	cpus := runtime.NumCPU()
 	start := time.Now()
@@ -414,7 +423,7 @@ func testXDPAFXDP(t *testing.T, stamp Stamp) {
 	if got, _ := x.Stamp(); got != stamp {
 		t.Fatalf("Stamp() = %v, want %v", got, stamp)
 	}
-	pkt := xgPacket{src: xgSrc4, dst: xgDst4, payload: xgJSON}.bytes()
+	pkt := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}.Bytes()
 
 	run := func(queue uint32) (uint32, []byte, xdpMD, uint64, uint64) {
 		var v uint32
@@ -643,7 +652,7 @@ func TestXDPConfig(t *testing.T) {
 // TestXDPCost checks the sampled cost: with N = 1 every packet is timed.
 func TestXDPCost(t *testing.T) {
 	x := xgLoad(t, Options{Config: Config{CostSampleN: 1}})
-	pkt := xgPacket{src: xgSrc4, dst: xgDst4, payload: xgJSON}.bytes()
+	pkt := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}.Bytes()
 	for i := 0; i < 10; i++ {
 		xgRun(t, x.Program(), pkt, xgLoIfindex, 0)
 	}
@@ -715,7 +724,7 @@ func TestXDPPinning(t *testing.T) {
 
 	a := xgLoad(t, Options{PinPath: dir})
 	for _, name := range []string{XdpMapXgateBlocklist, XdpMapXgateBfilter, XdpMapXgateBuckets, XdpMapXgateCfg,
-		XdpMapXgateCostNs, XdpMapXgateCounters, XdpMapXgatePorts, XdpMapXgateXsks} {
+		XdpMapXgateCostNs, XdpMapXgateCounters, XdpMapXgatePorts, XdpMapXgateXsks, XdpMapXgateCidrs, XdpMapXgateCidrHits} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("pin of %s: %v", name, err)
 		}
@@ -728,7 +737,7 @@ func TestXDPPinning(t *testing.T) {
 	if len(list) != 1 || list[0].Addr != xgSrc4 {
 		t.Errorf("second load sees blocklist %+v, want the pinned entry", list)
 	}
-	pkt := xgPacket{src: xgSrc4, dst: xgDst4, payload: xgJSON}.bytes()
+	pkt := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}.Bytes()
 	if v, _, _ := xgRun(t, b.Program(), pkt, xgLoIfindex, 0); v != xgDrop {
 		t.Errorf("second program: verdict %d, want drop from the shared blocklist", v)
 	}
@@ -736,7 +745,19 @@ func TestXDPPinning(t *testing.T) {
 		t.Errorf("first instance sees %d blocked, want 1 (shared counters)", c[ReasonBlocked].Packets)
 	}
 
+	// The probes pin beside the program, and unpin with it.
+	p, err := LoadProbes(ProbeOptions{PinPath: dir, ClockRefresh: -1})
+	xgNoErr(t, err)
+	defer p.Close()
+	for _, name := range []string{probesKernMapProbeCfg, probesKernMapProbeDrops, probesKernMapProbeLatency,
+		probesKernMapProbePorts, probesKernMapProbeSockTicks, probesKernMapProbeStats, probesKernMapProbeXdpEvents} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("pin of %s: %v", name, err)
+		}
+	}
+
 	xgNoErr(t, a.Unpin())
+	xgNoErr(t, p.Unpin())
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("pin directory still there after Unpin: %v", err)
 	}
@@ -790,6 +811,115 @@ func TestMapsHaveBTF(t *testing.T) {
 		}
 		if info.Name != name {
 			t.Errorf("map %s is named %q in the kernel", name, info.Name)
+		}
+	}
+}
+
+// TestXDPCIDRLists: a never-block list keeps its sources out of the
+// blocklist and the bucket (and Block refuses them), a drop list drops,
+// the longest prefix wins, hits are counted per list, and replacing the
+// lists removes what is no longer listed.
+func TestXDPCIDRLists(t *testing.T) {
+	x := xgLoad(t, Options{Config: Config{BucketRate: 1, BucketBurst: 1}})
+	v4 := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}.Bytes()
+	other := packet.Frame{Src: xgOther4, Dst: xgDst4, Payload: xgJSON}.Bytes()
+	v6 := packet.Frame{Src: xgSrc6, Dst: xgDst6, Payload: xgJSON}.Bytes()
+	lists := []CIDRList{
+		{Name: "partners", Action: CIDRNeverBlock, Prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}},
+		{Name: "bad", Action: CIDRDrop, Prefixes: []netip.Prefix{netip.MustParsePrefix("2001:2::/64"), netip.MustParsePrefix("198.18.0.9/32")}},
+	}
+	xgNoErr(t, x.SetCIDRLists(lists))
+
+	if err := x.Block(xgSrc4, Forever); !errors.Is(err, ErrNeverBlock) {
+		t.Errorf("Block of a never-block address: %v, want ErrNeverBlock", err)
+	}
+	// As bpftool would, behind the API's back: the program still skips it.
+	k, _ := srcKey(xgSrc4)
+	xgNoErr(t, x.objs.XgateBlocklist.Put(k, XdpXgateBlock{ExpiresNs: math.MaxUint64}))
+	xgNoErr(t, x.SyncBlockFilter())
+	// Three back to back with a burst of 1: the bucket is skipped too.
+	for i := 0; i < 3; i++ {
+		before := xgCounters(t, x)
+		if v, _, _ := xgRun(t, x.Program(), v4, xgLoIfindex, 0); v != xgPass {
+			t.Fatalf("never-block source, packet %d: verdict %d", i, v)
+		}
+		xgAssertDeltas(t, before, xgCounters(t, x), map[Reason]uint64{ReasonPassSocket: 1, EventNeverBlock: 1}, len(v4))
+	}
+	// The longest prefix wins: 198.18.0.9/32 drop inside the /24.
+	xgRunChecked(t, x, other, ReasonCIDRDrop)
+	xgRunChecked(t, x, v6, ReasonCIDRDrop)
+	if l, a, ok, err := x.LookupCIDR(xgOther4); err != nil || !ok || l != 1 || a != CIDRDrop {
+		t.Errorf("LookupCIDR(%v) = %d %v %v %v", xgOther4, l, a, ok, err)
+	}
+	hits, err := x.CIDRHits()
+	xgNoErr(t, err)
+	if hits[0].Packets != 3 || hits[1].Packets != 2 {
+		t.Errorf("hits partners %d bad %d, want 3 and 2", hits[0].Packets, hits[1].Packets)
+	}
+
+	// Replace: only the drop list, without the /32; the block applies again.
+	xgNoErr(t, x.SetCIDRLists(lists[1:2]))
+	xgNoErr(t, x.SetCIDRLists([]CIDRList{{Name: "bad", Action: CIDRDrop, Prefixes: []netip.Prefix{netip.MustParsePrefix("2001:2::/64")}}}))
+	xgRunChecked(t, x, v4, ReasonBlocked)
+	if _, _, ok, _ := x.LookupCIDR(xgOther4); ok {
+		t.Error("198.18.0.9 still listed after the lists were replaced")
+	}
+	// A SetConfig keeps the lists on.
+	xgNoErr(t, x.SetConfig(Config{}))
+	xgRunChecked(t, x, v6, ReasonCIDRDrop)
+	// No lists: no lookup.
+	xgNoErr(t, x.SetCIDRLists(nil))
+	xgRunChecked(t, x, v6, ReasonPassSocket)
+
+	if err := x.SetCIDRLists([]CIDRList{
+		{Name: "a", Action: CIDRDrop, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		{Name: "b", Action: CIDRNeverBlock, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/8")}},
+	}); err == nil {
+		t.Error("one prefix in two lists: no error")
+	}
+}
+
+// TestXDPBlockSweep: entries carry their rule and time; SweepExpired
+// removes the expired ones from the map and the prefilter (a later packet
+// from that source takes the prefilter's fast path again) and reports the
+// next expiry ahead.
+func TestXDPBlockSweep(t *testing.T) {
+	x := xgLoad(t, Options{})
+	xgNoErr(t, x.BlockBy(xgSrc4, time.Hour, "flood-source"))
+	xgNoErr(t, x.blockAt(xgOther4, Ktime()-1))
+	xgNoErr(t, x.Block(xgSrc6, Forever))
+	bl, err := x.ListBlocked()
+	xgNoErr(t, err)
+	byAddr := map[netip.Addr]Blocked{}
+	for _, b := range bl {
+		byAddr[b.Addr] = b
+	}
+	if b := byAddr[xgSrc4]; b.Rule != "flood-source" || b.SinceNs == 0 || b.Permanent || b.Expired {
+		t.Errorf("entry %+v", b)
+	}
+	if b := byAddr[xgSrc6]; b.Rule != ManualRule || !b.Permanent {
+		t.Errorf("entry %+v", b)
+	}
+	removed, next, err := x.SweepExpired()
+	xgNoErr(t, err)
+	if removed != 1 || next != byAddr[xgSrc4].ExpiresNs {
+		t.Errorf("sweep removed %d, next %d: want 1 and %d", removed, next, byAddr[xgSrc4].ExpiresNs)
+	}
+	if bl, _ := x.ListBlocked(); len(bl) != 2 {
+		t.Errorf("%d entries left, want 2", len(bl))
+	}
+	// The swept source's prefilter counter is back to zero: no lookup.
+	other := packet.Frame{Src: xgOther4, Dst: xgDst4, Payload: xgJSON}.Bytes()
+	xgRunChecked(t, x, other, ReasonPassSocket)
+	if removed, _, _ := x.SweepExpired(); removed != 0 {
+		t.Errorf("second sweep removed %d", removed)
+	}
+	long := strings.Repeat("r", 40)
+	xgNoErr(t, x.BlockBy(xgOther4, time.Minute, long))
+	bl, _ = x.ListBlocked()
+	for _, b := range bl {
+		if b.Addr == xgOther4 && b.Rule != long[:31] {
+			t.Errorf("long rule name kept as %q", b.Rule)
 		}
 	}
 }

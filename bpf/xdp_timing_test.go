@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/xgate/xgate/packet"
+
 	"github.com/cilium/ebpf"
 )
 
@@ -18,7 +20,7 @@ import (
 //	go test ./bpf/ -run '^$' -bench BenchmarkXDP -count 5
 func BenchmarkXDP(b *testing.B) {
 	xgNeedRoot(b)
-	pkt := xgPacket{src: xgSrc4, dst: xgDst4, payload: xgJSON}.bytes()
+	pkt := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}.Bytes()
 
 	b.Run("trivial", func(b *testing.B) {
 		var objs trivialObjects
@@ -34,7 +36,7 @@ func BenchmarkXDP(b *testing.B) {
 
 	b.Run("not-ours", func(b *testing.B) {
 		x := xgLoad(b, Options{})
-		p := xgPacket{src: xgSrc4, dst: xgDst4, dport: 53, payload: xgJSON}.bytes()
+		p := packet.Frame{Src: xgSrc4, Dst: xgDst4, DstPort: 53, Payload: xgJSON}.Bytes()
 		xgBench(b, x.Program(), p, xgPass)
 	})
 

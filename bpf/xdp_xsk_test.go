@@ -7,6 +7,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/xgate/xgate/packet"
+
 	"github.com/cilium/ebpf"
 	"github.com/xgate/xgate/testenv"
 	"golang.org/x/sys/unix"
@@ -157,7 +159,7 @@ func TestXDPAFXDPLive(t *testing.T) {
 	s, h := xgXSKRings(t)
 	x := xgLoad(t, Options{Config: Config{Mode: ModeAFXDP}, Queues: 4})
 	xgNoErr(t, x.RegisterXSK(0, s.fd))
-	pkt := xgPacket{src: xgSrc4, dst: xgDst4, payload: xgJSON}.bytes()
+	pkt := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}.Bytes()
 
 	before := xgCounters(t, x)
 	var t0, t1 uint64

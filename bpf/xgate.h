@@ -29,9 +29,11 @@ enum xgate_reason {
 	/* malformed: truncated or impossible headers, per layer */
 	XGATE_R_MALFORMED_ETH,      /* XDP_DROP */
 	XGATE_R_MALFORMED_VLAN,     /* XDP_DROP */
-	XGATE_R_MALFORMED_IPV4,     /* XDP_DROP: truncated, version != 4 or IHL < 5 */
-	XGATE_R_MALFORMED_IPV6,     /* XDP_DROP: truncated or version != 6 */
-	XGATE_R_MALFORMED_UDP,      /* XDP_DROP: truncated or UDP length < 8 */
+	XGATE_R_MALFORMED_IPV4,     /* XDP_DROP: truncated, version != 4, IHL < 5, or the total
+				     * length below the header or beyond the frame */
+	XGATE_R_MALFORMED_IPV6,     /* XDP_DROP: truncated, version != 6, or the payload length
+				     * beyond the frame */
+	XGATE_R_MALFORMED_UDP,      /* XDP_DROP: truncated, UDP length < 8, or beyond the IP payload */
 	/* policy */
 	XGATE_R_BLOCKED,            /* XDP_DROP: source in the blocklist, not expired */
 	XGATE_R_RATE_LIMITED,       /* XDP_DROP: source over its token bucket */
@@ -39,6 +41,9 @@ enum xgate_reason {
 	XGATE_R_PAYLOAD_NOT_JSON,   /* XDP_DROP: first non-blank payload byte is not '{' */
 	XGATE_R_NO_CONFIG,          /* XDP_PASS: config map lookup failed (cannot happen) */
 	XGATE_R_STAMP_FAILED,       /* XDP_DROP: prefix stamp: no headroom for the header */
+	XGATE_R_VLAN_NOT_SERVED,    /* XDP_DROP: to our port on a VLAN the gateway does not serve */
+	XGATE_R_IPV6_NOT_SERVED,    /* XDP_DROP: IPv6 to our port, and no socket serves IPv6 */
+	XGATE_R_CIDR_DROP,          /* XDP_DROP: source in a CIDR list whose action is drop */
 	XGATE_R__TERMINAL,          /* sentinel: reasons below are terminal */
 
 	/* events, not verdicts: counted in addition to the terminal reason */
@@ -48,6 +53,7 @@ enum xgate_reason {
 	XGATE_EV_BLOCK_FILTER_FP,   /* block filter said maybe, the blocklist had no entry */
 	XGATE_EV_BUCKET_TAKEOVER,   /* bucket slot taken from another source whose bucket was
 				     * not full: that source's state is lost (it restarts full) */
+	XGATE_EV_NEVER_BLOCK,       /* source in a never-block CIDR list: blocklist and bucket skipped */
 	XGATE_R__MAX,               /* sentinel: size of the counters map */
 };
 
@@ -65,9 +71,14 @@ struct xgate_src_key {
 };
 
 /* Blocklist value. expires_ns is CLOCK_MONOTONIC (bpf_ktime_get_ns) ns;
- * U64_MAX blocks until removed. */
+ * U64_MAX blocks until removed. The program reads only expires_ns; since_ns
+ * (same clock) and rule (NUL-padded: the rule that blocked, or "manual")
+ * are for the operator (`xgate block list`, `bpftool map dump`). */
+#define XGATE_BLOCK_RULE_LEN 32
 struct xgate_block {
 	__u64 expires_ns;
+	__u64 since_ns;
+	char rule[XGATE_BLOCK_RULE_LEN];
 };
 
 /* Token bucket slot (ARRAY map xgate_buckets, direct-mapped by the keyed
@@ -111,6 +122,31 @@ enum xgate_mode {
 
 enum xgate_flags {
 	XGATE_F_PAYLOAD_CHECK = 1 << 0, /* drop payloads not starting with '{' */
+	XGATE_F_VLAN_ANY = 1 << 1,      /* serve datagrams on every VLAN (else: xgate_config.vlans) */
+	XGATE_F_NO_IPV6 = 1 << 2,       /* no socket serves IPv6: drop IPv6 to our ports */
+	XGATE_F_CIDRS = 1 << 3,         /* xgate_cidrs has entries: look the source up */
+};
+
+/* CIDR lists (LPM_TRIE xgate_cidrs): operator-named networks with an
+ * action, looked up by source address for datagrams to our ports, after
+ * the served checks and before the blocklist. The longest prefix wins.
+ * IPv4 networks are stored v4-mapped (prefix length + 96), as the source
+ * key is. */
+#define XGATE_CIDR_LISTS 64 /* list ids 0..63: the hits map's size */
+
+enum xgate_cidr_action {
+	XGATE_CIDR_NEVER_BLOCK = 1, /* never dropped by the blocklist or the bucket */
+	XGATE_CIDR_DROP = 2,        /* dropped: XGATE_R_CIDR_DROP */
+};
+
+struct xgate_cidr_key {
+	__u32 prefixlen; /* LPM_TRIE: bits of addr that count */
+	__u8 addr[16];
+};
+
+struct xgate_cidr_value {
+	__u32 list;   /* list id, < XGATE_CIDR_LISTS: index of the hits counter */
+	__u32 action; /* enum xgate_cidr_action */
 };
 
 /* The one entry (key 0) of the config ARRAY map, written by userspace. */
@@ -128,6 +164,12 @@ struct xgate_config {
 	/* Key of the source hash (blocklist prefilter, bucket slots): random per
 	 * map set, kept across loads on the same pins. */
 	__u32 hash_key[4];
+	/* Served VLANs: bit v set = datagrams to our ports whose outer VLAN tag
+	 * has VID v are ours (without XGATE_F_VLAN_ANY). Untagged frames are
+	 * always served. A datagram to our port on another VLAN would be lost
+	 * in the stack (socket mode without that VLAN device), so it is
+	 * dropped here and counted (XGATE_R_VLAN_NOT_SERVED). */
+	__u64 vlans[4096 / 64];
 };
 
 /* The listen set: bit p of the bitmap is set when UDP port p (host order)

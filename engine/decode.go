@@ -2,8 +2,10 @@ package engine
 
 import (
 	"encoding/binary"
+	"math"
 	"math/bits"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
@@ -24,12 +26,15 @@ const (
 	ErrTrailingGarbage             // something other than a newline after the object
 	ErrMissingField                // a required role is absent
 	ErrWrongType                   // a role has the wrong JSON type (amount: "12")
+	ErrDuplicateKey                // a key the rules read appears twice in its object (I-JSON, RFC 7493)
+	ErrNumberRange                 // a number whose magnitude is beyond float64 (1e400)
 	NumDecodeErrors
 )
 
 var decodeErrorNames = [NumDecodeErrors]string{
 	"ok", "empty", "oversized", "invalid_json", "not_object", "too_deep",
 	"invalid_utf8", "trailing_garbage", "missing_field", "wrong_type",
+	"duplicate_key", "number_out_of_range",
 }
 
 func (e DecodeError) String() string {
@@ -39,11 +44,16 @@ func (e DecodeError) String() string {
 	return "unknown"
 }
 
-// Limits bound the work one datagram can cause.
+// Limits bound the work one datagram can cause, and say how strict the
+// decoder is.
 type Limits struct {
 	MaxDatagram int // bytes; default 65535
 	MaxEvent    int // bytes of one object; default 16384
 	MaxDepth    int // nesting of objects and arrays, the event itself is 1; default 32
+	// AllowDuplicateKeys turns off the duplicate_key check (see
+	// decoder.object): the first occurrence of a key then wins, as in gjson,
+	// while most downstream parsers read the last one.
+	AllowDuplicateKeys bool
 }
 
 func (l Limits) withDefaults() Limits {
@@ -99,12 +109,26 @@ func skipWS(b []byte, i int) int {
 
 // object decodes the top-level object starting at b[i] == '{' into ev and
 // returns the index just past its closing brace.
+//
+// Duplicate keys (unless Limits.AllowDuplicateKeys): the decoder rejects an
+// object as duplicate_key when a key the rules read occurs twice where they
+// read it: a top-level name of a field path, and every name along a nested
+// path ("meta.country": "meta" at the top, "country" inside the first
+// "meta" object, and so on, arrays entered by index as gjson does). That is
+// exact (names are compared unescaped, so "user\u005fid" duplicates
+// "user_id") and free of allocations: the top level is a 64-bit mask of
+// the names already seen, a nested path is one extra walk of its top-level
+// value. Duplicates of keys no rule reads are not looked for: they cannot
+// make the rules and a downstream parser disagree about the rules' input,
+// and finding them exactly would need a set of every key of every object.
 func (d *decoder) object(b []byte, i int, ev *Event) (int, DecodeError) {
 	vals := ev.values
 	for k := range vals {
 		vals[k] = Value{}
 	}
-	top := d.fs.top
+	fs := d.fs
+	top := fs.top
+	dup := !d.lim.AllowDuplicateKeys
 	pending := len(top) // top-level fields not seen yet
 	var seen uint64     // bit t: top[t] seen (fieldSet caps top at 64)
 	i++                 // '{'
@@ -116,13 +140,22 @@ func (d *decoder) object(b []byte, i int, ev *Event) (int, DecodeError) {
 		if i >= len(b) || b[i] != '"' {
 			return i, ErrInvalidJSON
 		}
+		// With the duplicate check on, every key is compared with the
+		// wanted names, seen ones included; without it, only until all
+		// were seen.
+		look := pending > 0 || dup
+		keyAt := i
 		ti := -1
 		var end int
 		var err DecodeError
 		// Fast path: a wanted plain name right here, followed by its
 		// closing quote, needs no scan of the key.
-		if pending > 0 && i+1 < len(b) {
-			for m := d.fs.byFirst[b[i+1]] &^ seen; m != 0; m &= m - 1 {
+		if look && i+1 < len(b) {
+			m := fs.byFirst[b[i+1]]
+			if !dup {
+				m &^= seen
+			}
+			for ; m != 0; m &= m - 1 {
 				t := bits.TrailingZeros64(m)
 				name := top[t].name
 				if e := i + 1 + len(name); e < len(b) && b[e] == '"' && bytesView(b[i+1:e]) == name {
@@ -133,11 +166,14 @@ func (d *decoder) object(b []byte, i int, ev *Event) (int, DecodeError) {
 		}
 		if ti < 0 {
 			var key string
-			end, key, err = d.str(b, i, pending > 0)
+			end, key, err = d.str(b, i, look)
 			if err != DecodeOK {
 				return end, err
 			}
-			if pending > 0 {
+			// A key without escapes (its text is as long as its body:
+			// every escape shortens) that the fast path did not match
+			// can only equal a name that is not plain.
+			if look && (fs.nonPlain || len(key) != end-i-2) {
 				for t := range top {
 					if top[t].name == key {
 						ti = t
@@ -151,8 +187,13 @@ func (d *decoder) object(b []byte, i int, ev *Event) (int, DecodeError) {
 			return i, ErrInvalidJSON
 		}
 		i = skipWS(b, i+1)
-		// The first occurrence of a duplicated key wins, as in gjson.
-		if ti >= 0 && seen&(1<<uint(ti)) == 0 {
+		if ti >= 0 && seen&(1<<uint(ti)) != 0 {
+			if dup {
+				return keyAt, ErrDuplicateKey
+			}
+			ti = -1 // the first occurrence wins, as in gjson
+		}
+		if ti >= 0 {
 			seen |= 1 << uint(ti)
 			pending--
 			tf := &top[ti]
@@ -161,12 +202,16 @@ func (d *decoder) object(b []byte, i int, ev *Event) (int, DecodeError) {
 			if tf.direct >= 0 {
 				v = &vals[tf.direct] // decode in place: no copy of the Value
 			}
+			start := i
 			end, err = d.value(b, i, 2, v)
 			if err != DecodeOK {
 				return end, err
 			}
 			if v.Kind == KindObject || v.Kind == KindArray {
 				for _, np := range tf.nested {
+					if dup && d.dupAlong(b[start:end], np.rest) {
+						return start, ErrDuplicateKey
+					}
 					vals[np.slot] = fromGJSON(gjson.Get(v.Str, np.rest))
 				}
 			}
@@ -189,6 +234,72 @@ func (d *decoder) object(b []byte, i int, ev *Event) (int, DecodeError) {
 			return i, ErrInvalidJSON
 		}
 	}
+}
+
+// dupAlong reports whether walking path (dotted components, as gjson reads
+// them) into the validated JSON value b meets an object that holds the
+// next component's name more than once. It follows the first occurrence,
+// as gjson does, and enters an array only by a numeric component (an
+// index). It does not allocate (escaped names are unescaped into scratch).
+func (d *decoder) dupAlong(b []byte, path string) bool {
+	for path != "" {
+		comp, rest, _ := strings.Cut(path, ".")
+		path = rest
+		i := skipWS(b, 0)
+		if i >= len(b) {
+			return false
+		}
+		switch b[i] {
+		case '{':
+			found := false
+			var vs, ve int
+			i = skipWS(b, i+1)
+			for i < len(b) && b[i] == '"' {
+				end, key, _ := d.str(b, i, true)
+				i = skipWS(b, skipWS(b, end)+1) // past ':'
+				vend, _ := d.value(b, i, 0, nil)
+				if key == comp {
+					if found {
+						return true
+					}
+					found, vs, ve = true, i, vend
+				}
+				i = skipWS(b, vend)
+				if i < len(b) && b[i] == ',' {
+					i = skipWS(b, i+1)
+				} else {
+					break
+				}
+			}
+			if !found {
+				return false
+			}
+			b = b[vs:ve]
+		case '[':
+			n, err := strconv.Atoi(comp)
+			if err != nil || n < 0 {
+				return false
+			}
+			i = skipWS(b, i+1)
+			for k := 0; ; k++ {
+				if i >= len(b) || b[i] == ']' {
+					return false
+				}
+				vend, _ := d.value(b, i, 0, nil)
+				if k == n {
+					b = b[i:vend]
+					break
+				}
+				i = skipWS(b, vend)
+				if i < len(b) && b[i] == ',' {
+					i = skipWS(b, i+1)
+				}
+			}
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // fromGJSON converts a gjson result into a Value. Strings without escapes
@@ -498,7 +609,8 @@ var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
 // Numbers whose decimal mantissa fits in 53 bits and whose exponent is
 // within ±22 are converted exactly with one multiplication or division
 // (Clinger's fast path); the rest go through strconv.ParseFloat, which is
-// correctly rounded. Out-of-range values become ±Inf, as in gjson.
+// correctly rounded. A magnitude beyond float64 (gjson would say ±Inf) is
+// ErrNumberRange, whether or not the number is wanted.
 func number(b []byte, i int, want bool) (int, float64, DecodeError) {
 	j := i
 	neg := false
@@ -570,6 +682,16 @@ func number(b []byte, i int, want bool) (int, float64, DecodeError) {
 		}
 		exp += esign * e
 	}
+	// Range: the value is mant × 10^exp with `digits` significant digits,
+	// so it lies in [10^mag, 10^(mag+1)). Beyond float64 (it would round
+	// to ±Inf) is an error, for every number, read or not: I-JSON asks
+	// for numbers a double can hold, and ±Inf would poison sums (Inf-Inf
+	// is NaN). Tiny magnitudes (1e-400) round to 0 and are in range.
+	if digits > 0 {
+		if mag := exp + digits - 1; mag >= 308 && overflows(b[i:j], mant, digits, mag) {
+			return j, 0, ErrNumberRange
+		}
+	}
 	if !want {
 		return j, 0, DecodeOK
 	}
@@ -586,7 +708,37 @@ func number(b []byte, i int, want bool) (int, float64, DecodeError) {
 		return j, f, DecodeOK
 	}
 	// ParseFloat never fails on a syntactically valid number except with
-	// ErrRange, where it returns the correctly signed ±Inf or 0.
+	// ErrRange, where it returns the correctly signed ±Inf or 0; ±Inf was
+	// ruled out above (checked again, as the last word).
 	f, _ := strconv.ParseFloat(bytesView(b[i:j]), 64)
+	if math.IsInf(f, 0) {
+		return j, 0, ErrNumberRange
+	}
 	return j, f, DecodeOK
+}
+
+// maxFloat19 is the first 19 significant digits of 2^1024 - 2^970, the
+// smallest magnitude that rounds to +Inf (1.797693134862315807937…e308).
+const maxFloat19 = 1797693134862315807
+
+// overflows reports whether the number lit, whose first (up to 19)
+// significant digits are mant (digits of them) and whose magnitude is
+// 10^mag, rounds beyond float64. Only a mantissa equal to maxFloat19 at
+// mag 308 is undecided by the digits kept; strconv decides it (allocating
+// its error, on this one rare input).
+func overflows(lit []byte, mant uint64, digits, mag int) bool {
+	if mag > 308 {
+		return true
+	}
+	for ; digits < 19; digits++ {
+		mant *= 10
+	}
+	switch {
+	case mant < maxFloat19:
+		return false
+	case mant > maxFloat19:
+		return true
+	}
+	f, _ := strconv.ParseFloat(bytesView(lit), 64)
+	return math.IsInf(f, 0)
 }

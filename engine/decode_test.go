@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"math"
 	"strings"
 	"testing"
@@ -41,6 +42,7 @@ func TestDecodeValues(t *testing.T) {
 	in := `{"event_id":"e-1","user_id":"u-48213","amount":1234.56,"currency":"USD",` +
 		`"event_type":"pay\"ment\u00e9\ud83d\ude00","ts":1732550400123,"ip":"203.0.113.7",` +
 		`"meta":{"country":"DE","x":[1,2,{"y":null}]},"tags":["a","b"],"user_id":"dup"}`
+	d.lim.AllowDuplicateKeys = true
 	end, err := d.object([]byte(in), 0, ev)
 	if err != DecodeOK || end != len(in) {
 		t.Fatalf("object: err=%v end=%d len=%d", err, end, len(in))
@@ -70,7 +72,10 @@ func TestDecodeNumbers(t *testing.T) {
 		{"0", 0}, {"-0", math.Copysign(0, -1)}, {"1", 1}, {"-17", -17}, {"0.5", 0.5}, {"1234.56", 1234.56},
 		{"0.001", 0.001}, {"1e3", 1000}, {"1E-3", 0.001}, {"2.5e+2", 250},
 		{"12345678901234567890", 12345678901234567890}, {"0.1234567890123456789012", 0.1234567890123456789012},
-		{"1e400", math.Inf(1)}, {"-1e400", math.Inf(-1)}, {"1e-400", 0}, {"9007199254740993", 9007199254740993},
+		{"1e-400", 0}, {"-1e-400", math.Copysign(0, -1)}, {"9007199254740993", 9007199254740993},
+		{"1.7976931348623157e308", math.MaxFloat64}, {"-1.7976931348623158e308", -math.MaxFloat64},
+		{"179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497791", math.MaxFloat64},
+		{"0.000000000000000000000000000001797693134862315807e338", math.MaxFloat64},
 		{"123456789012345678e-5", 1234567890123.45678},
 	} {
 		end, f, err := number([]byte(tc.in), 0, true)
@@ -83,6 +88,16 @@ func TestDecodeNumbers(t *testing.T) {
 		}
 		if g := gjson.Parse(tc.in).Num; g != f && !(math.IsInf(g, 0) && math.IsInf(f, 0)) {
 			t.Errorf("%s: we say %v, gjson %v", tc.in, f, g)
+		}
+	}
+	// Beyond float64: an error, read or skipped, never ±Inf.
+	for _, big := range []string{"1e400", "-1e400", "1e309", "1.8e308", "-1.797693134862315808e308",
+		"1797693134862315807937289714053034150799341327100378269361737789804449682927647509466490179775872070963302864166928879109465555478519404026306574886715058206819089020007083836762738548458177115317644757302700698555713669596228429148198608349364752927190741684443655107043427115596995080930428801779041744977920",
+		"10000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000", "1e99999999"} {
+		for _, want := range []bool{true, false} {
+			if _, f, err := number([]byte(big), 0, want); err != ErrNumberRange {
+				t.Errorf("%.30s (want=%v): err=%v f=%v, want %v", big, want, err, f, ErrNumberRange)
+			}
 		}
 	}
 	for _, bad := range []string{"-", "01x", "1.", ".5", "1e", "1e+", "--1", "-a"} {
@@ -133,6 +148,17 @@ func TestProcessDecodeErrors(t *testing.T) {
 		{"oversized event", big, []DecodeError{ErrOversized}, 0},
 		{"bad line then good", "{\"user_id\":\n\"oops\n{\"user_id\":\"u2\"}", []DecodeError{ErrInvalidJSON, DecodeOK}, 1},
 		{"broken pretty object is one error", "{\n \"user_id\": \"u\",\n \"amount\": ,\n \"x\": 1\n}\n{\"user_id\":\"u2\"}", []DecodeError{ErrInvalidJSON, DecodeOK}, 1},
+		{"duplicate key", `{"user_id":"first","user_id":"second","amount":5,"amount":99999}`, []DecodeError{ErrDuplicateKey}, 0},
+		{"duplicate amount", `{"user_id":"u","amount":5,"amount":99999}`, []DecodeError{ErrDuplicateKey}, 0},
+		{"duplicate after all wanted seen", `{"user_id":"u","amount":5,"event_type":"p","ts":1,"ip":"1.2.3.4","x":1,"ts":2}`, []DecodeError{ErrDuplicateKey}, 0},
+		{"duplicate escaped", `{"user_id":"first","user\u005fid":"second"}`, []DecodeError{ErrDuplicateKey}, 0},
+		{"duplicate of unread key allowed", `{"user_id":"u","x":1,"x":2}`, []DecodeError{DecodeOK}, 1},
+		{"same name at other levels", `{"user_id":"u","meta":{"user_id":"v"},"x":{"amount":1}}`, []DecodeError{DecodeOK}, 1},
+		{"duplicate then good line", "{\"user_id\":\"a\",\"user_id\":\"b\"}\n{\"user_id\":\"c\"}", []DecodeError{ErrDuplicateKey, DecodeOK}, 1},
+		{"number out of range", `{"user_id":"u","amount":1e400}`, []DecodeError{ErrNumberRange}, 0},
+		{"negative number out of range", `{"user_id":"u","amount":-1e400}`, []DecodeError{ErrNumberRange}, 0},
+		{"unread number out of range", `{"user_id":"u","x":[1,{"y":-2e308}]}`, []DecodeError{ErrNumberRange}, 0},
+		{"tiny number is zero", `{"user_id":"u","amount":1e-400}`, []DecodeError{DecodeOK}, 1},
 		{"good then not-object line", "{\"user_id\":\"u\"}\n[1]\n{\"user_id\":\"v\"}", []DecodeError{DecodeOK, ErrNotObject, DecodeOK}, 2},
 	}
 	for _, tc := range cases {
@@ -217,6 +243,12 @@ func FuzzDecode(f *testing.F) {
 		"{\"user_id\":\"u\"}\n{\"user_id\":\"v\"}",
 		`{"user_id":1,"amount":1e999}`, `{}`, `{"a":[{"b":[{}]}]}`, `{"user_id":"\ud800"}`,
 		"{\"user_id\":\"\xff\"}", `{"user_id":"u","amount":01}`, `{"user_id" "u"}`, `[]`, ``, `{"meta":{"country":`,
+		// issue 16: duplicates, numbers beyond float64, pretty objects over lines
+		`{"user_id":"first","user_id":"second","amount":5,"amount":99999}`,
+		`{"user_id":"u","meta":{"country":"DE","coun\u0074ry":"FR"}}`, `{"user\u005fid":"a","user_id":"b"}`,
+		`{"user_id":"u","amount":1e400}`, `{"user_id":"u","x":[-1e400]}`, `{"user_id":"u","amount":1.7976931348623157e308}`,
+		`{"user_id":"u","amount":1.797693134862315807e308}`, `{"user_id":"u","amount":1e-400}`,
+		"{\n  \"user_id\": \"a\",\n  \"note\":\n{\"user_id\":\"victim\",\"amount\":5000000}\n}\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -239,6 +271,37 @@ func FuzzDecode(f *testing.F) {
 					want := fromGJSON(gjson.GetBytes(obj, p))
 					if !sameValue(got, want) {
 						t.Fatalf("%q: %s = %+v, gjson says %+v", obj, p, got, want)
+					}
+					if got.Kind == KindNumber && (math.IsInf(got.Num, 0) || math.IsNaN(got.Num)) {
+						t.Fatalf("%q: %s = %v accepted", obj, p, got.Num)
+					}
+				}
+				// No key the rules read is duplicated where they read it.
+				for _, p := range testPaths {
+					top, rest, nested := strings.Cut(p, ".")
+					o, name := gjson.ParseBytes(obj), top
+					if nested {
+						o, name = gjson.GetBytes(obj, top), rest
+					}
+					n := 0
+					o.ForEach(func(k, _ gjson.Result) bool {
+						if k.String() == name {
+							n++
+						}
+						return true
+					})
+					if n > 1 && o.IsObject() {
+						t.Fatalf("%q: key %q of %s twice, accepted", obj, name, p)
+					}
+				}
+				// Its compacted copy is one line and reads the same.
+				line := AppendCompact(nil, obj)
+				if bytes.ContainsAny(line, "\r\n") || !gjson.ValidBytes(line) {
+					t.Fatalf("compact %q of %q", line, obj)
+				}
+				for _, p := range testPaths {
+					if a, b := fromGJSON(gjson.GetBytes(obj, p)), fromGJSON(gjson.GetBytes(line, p)); a.Kind != b.Kind || a.Num != b.Num || a.Kind == KindString && a.Str != b.Str {
+						t.Fatalf("compact %q of %q: %s %+v != %+v", line, obj, p, b, a)
 					}
 				}
 			case ErrInvalidJSON:
@@ -274,4 +337,63 @@ func sameValue(a, b Value) bool {
 		return a.Str == b.Str
 	}
 	return true
+}
+
+// TestDecodeDuplicateKeys: a key the rules read that occurs twice where
+// they read it is a duplicate_key reject (top level and along nested
+// paths, escaped spellings included); other duplicates are not looked for;
+// AllowDuplicateKeys restores first-wins.
+func TestDecodeDuplicateKeys(t *testing.T) {
+	for _, tc := range []struct {
+		in  string
+		dup bool
+	}{
+		{`{"user_id":"first","user_id":"second","amount":5,"amount":99999}`, true},
+		{`{"user_id":"u","meta":{"country":"DE","country":"FR"}}`, true},
+		{`{"user_id":"u","meta":{"country":"DE","coun\u0074ry":"FR"}}`, true},
+		{`{"user_id":"u","meta":{"country":"DE"},"meta":{"country":"FR"}}`, true},
+		{`{"user_id":"u","meta":{"x":1,"x":2,"country":"DE"}}`, false},                         // x is not read
+		{`{"user_id":"u","meta":{"sub":{"country":"a","country":"b"},"country":"DE"}}`, false}, // deeper, not on the path
+		{`{"user_id":"u","tags":["a","a"],"z":1,"z":2}`, false},
+		{`{"user_id":"u","meta":[{"country":"a","country":"b"}]}`, false}, // meta is an array: "country" is no index
+		{`{"u\u0073er_id":"u","user_id":"v"}`, true},
+	} {
+		d, ev := newTestDecoder(t)
+		_, err := d.object([]byte(tc.in), 0, ev)
+		if got := err == ErrDuplicateKey; got != tc.dup || (!tc.dup && err != DecodeOK) {
+			t.Errorf("%s: err %v, want duplicate %v", tc.in, err, tc.dup)
+		}
+		d.lim.AllowDuplicateKeys = true
+		if _, err := d.object([]byte(tc.in), 0, ev); err != DecodeOK {
+			t.Errorf("%s with duplicates allowed: err %v", tc.in, err)
+		}
+	}
+	// Nested paths through arrays by index.
+	fs, _ := newFieldSet(Schema{Key: "a.1.b"})
+	d := newDecoder(fs, Limits{})
+	ev := &Event{values: make([]Value, len(fs.paths))}
+	for in, want := range map[string]DecodeError{
+		`{"a":[{"b":1,"b":2},{"b":3}]}`:   DecodeOK,
+		`{"a":[{"b":1},{"b":3,"b":4}]}`:   ErrDuplicateKey,
+		`{"a":[{"b":1},{"c":{"b":3}}]}`:   DecodeOK,
+		`{"a":{"1":{"b":1,"b":2}}}`:       ErrDuplicateKey,
+		`{"a":{"1":{"b":1},"1":{"b":2}}}`: ErrDuplicateKey,
+	} {
+		if _, err := d.object([]byte(in), 0, ev); err != want {
+			t.Errorf("a.1.b in %s: err %v, want %v", in, err, want)
+		}
+	}
+}
+
+// TestDecodeDuplicateKeysOption: the option reaches the decoder through
+// the engine Config.
+func TestDecodeDuplicateKeysOption(t *testing.T) {
+	in := `{"user_id":"first","user_id":"second","amount":5,"amount":99999}`
+	for _, allow := range []bool{false, true} {
+		e := mustEngine(t, Config{Limits: Limits{AllowDuplicateKeys: allow}})
+		d := decideOne(t, e.NewWorker(), in, netipZero)
+		if allow && (d.Err != DecodeOK || d.Key != "first") || !allow && d.Err != ErrDuplicateKey {
+			t.Errorf("allow=%v: err %v key %q", allow, d.Err, d.Key)
+		}
+	}
 }

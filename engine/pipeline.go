@@ -16,6 +16,10 @@ type Config struct {
 	Limits Limits
 	Rules  []RuleSpec
 	Clock  Clock // nil: SystemClock
+	// MemoryBudget caps the bytes of all rules' state tables together (see
+	// Validate and Memory); New and Reload refuse a config over it with a
+	// *BudgetError before allocating anything. 0: no budget.
+	MemoryBudget uint64
 }
 
 // Program is an immutable compiled Config. Workers read it through an
@@ -85,7 +89,11 @@ func New(cfg Config) (*Engine, error) {
 
 // Reload compiles cfg and swaps it in atomically. On error the running
 // program is untouched. Rate limiters and windows of rules whose name and
-// state configuration did not change keep their state.
+// state configuration did not change keep their state: their tables are
+// not allocated again. Only the tables of new or changed rules are
+// allocated, after the whole config checked out (budget included); until
+// the old program is collected, the tables of the rules it replaced are
+// held too.
 func (e *Engine) Reload(cfg Config) error {
 	p, err := e.compile(cfg, e.prog.Load())
 	if err != nil {
@@ -95,16 +103,18 @@ func (e *Engine) Reload(cfg Config) error {
 	return nil
 }
 
-func (e *Engine) compile(cfg Config, prev *Program) (*Program, error) {
+// plan compiles cfg without allocating any state table and returns the
+// program with its rules' state unbuilt, and the memory their tables need.
+func plan(cfg Config, clock Clock) (*Program, Memory, error) {
 	schema := DefaultSchema()
 	if cfg.Schema != nil {
 		schema = *cfg.Schema
 	}
 	fs, err := newFieldSet(schema)
 	if err != nil {
-		return nil, err
+		return nil, Memory{}, err
 	}
-	p := &Program{fs: fs, lim: cfg.Limits.withDefaults(), clock: e.clock}
+	p := &Program{fs: fs, lim: cfg.Limits.withDefaults(), clock: clock}
 	seen := map[string]bool{}
 	var errs []error
 	for i, s := range cfg.Rules {
@@ -113,11 +123,28 @@ func (e *Engine) compile(cfg Config, prev *Program) (*Program, error) {
 			continue
 		}
 		seen[s.Name] = true
-		r, err := compileRule(fs, s, e.clock)
+		r, err := compileRule(fs, s)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		p.rules = append(p.rules, r)
+	}
+	if len(errs) > 0 {
+		return nil, Memory{}, errors.Join(errs...)
+	}
+	return p, memoryOf(p), nil
+}
+
+func (e *Engine) compile(cfg Config, prev *Program) (*Program, error) {
+	p, mem, err := plan(cfg, e.clock)
+	if err != nil {
+		return nil, err
+	}
+	if err := mem.check(cfg.MemoryBudget); err != nil {
+		return nil, err
+	}
+	for _, r := range p.rules {
 		if prev != nil {
 			for _, old := range prev.rules {
 				if r.sameState(old) {
@@ -125,10 +152,9 @@ func (e *Engine) compile(cfg Config, prev *Program) (*Program, error) {
 				}
 			}
 		}
-		p.rules = append(p.rules, r)
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		if r.limiter == nil && r.window == nil {
+			r.build(e.clock)
+		}
 	}
 	e.mu.Lock()
 	for _, r := range p.rules {
@@ -406,7 +432,7 @@ rules:
 				w.c.rules[ri].missingKey++
 				continue
 			}
-			fired = !r.limiter.Allow(key, now)
+			fired = !r.limiter.allow(key, now, r.onFull)
 		case kindWindow:
 			if r.filter != nil && !r.filter(c) {
 				continue
@@ -430,8 +456,11 @@ rules:
 					continue
 				}
 			}
-			c.value = r.window.Add(key, x, dh, now)
-			fired = r.when(c)
+			var tracked bool
+			c.value, tracked = r.window.add(key, x, dh, now)
+			// A window that could not count the event cannot vouch for
+			// it: with OnFullDeny the rule fires (see OnFull).
+			fired = !tracked && r.onFull == OnFullDeny || r.when(c)
 		}
 		if !fired {
 			continue
@@ -475,8 +504,11 @@ type RuleStats struct {
 	Fired        uint64
 	MissingKey   uint64 // events the rule applied to that had no usable key
 	MissingValue uint64 // window events without a usable aggregated field
-	Limiter      *RateLimitStats
-	Window       *WindowStats
+	// OnFull is the rule's full-table policy; Limiter.Full / Window.Full
+	// count the events it decided.
+	OnFull  OnFull
+	Limiter *RateLimitStats
+	Window  *WindowStats
 }
 
 // DecodeErrorTotal sums all decode errors.
@@ -501,7 +533,7 @@ func (e *Engine) Stats() Stats {
 	}
 	for _, r := range e.prog.Load().rules {
 		rs := RuleStats{Name: r.name, Action: r.action, Fired: r.tot.fired.Load(),
-			MissingKey: r.tot.missingKey.Load(), MissingValue: r.tot.missingValue.Load()}
+			MissingKey: r.tot.missingKey.Load(), MissingValue: r.tot.missingValue.Load(), OnFull: r.onFull}
 		if r.limiter != nil {
 			ls := r.limiter.Stats()
 			rs.Limiter = &ls

@@ -66,10 +66,10 @@ func TestActions(t *testing.T) {
 }
 
 // TestDecisionKey: a decision carries the schema key as the rules read it
-// (unescaped string, number literal, first of duplicated keys), "" when it
-// is missing, and nothing for a reject.
+// (unescaped string, number literal, first of duplicated keys when
+// duplicates are allowed), "" when it is missing, and nothing for a reject.
 func TestDecisionKey(t *testing.T) {
-	e := mustEngine(t, Config{Schema: &Schema{Key: "user_id"}})
+	e := mustEngine(t, Config{Schema: &Schema{Key: "user_id"}, Limits: Limits{AllowDuplicateKeys: true}})
 	w := e.NewWorker()
 	for _, tc := range []struct{ in, key string }{
 		{`{"user_id":"u-1","amount":5}`, "u-1"},
@@ -88,6 +88,13 @@ func TestDecisionKey(t *testing.T) {
 	// broken JSON: no key either way.
 	for _, in := range []string{`{"user_id":"u-1",`, `{"user_id":true}`, `{"user_id":{"id":"x"}}`} {
 		if d := decideOne(t, w, in, netip.Addr{}); d.Err == DecodeOK || d.Key != "" {
+			t.Errorf("%s: err %v key %q, want a reject and no key", in, d.Err, d.Key)
+		}
+	}
+	// By default a duplicated key is a reject.
+	strict := mustEngine(t, Config{Schema: &Schema{Key: "user_id"}}).NewWorker()
+	for _, in := range []string{`{"user_id":"first","user_id":"second"}`} {
+		if d := decideOne(t, strict, in, netip.Addr{}); d.Err != ErrDuplicateKey || d.Key != "" {
 			t.Errorf("%s: err %v key %q, want a reject and no key", in, d.Err, d.Key)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // This file holds the per-key rate limiter and the fixed-capacity key table
@@ -296,6 +297,10 @@ type RateLimitConfig struct {
 	// (its state then equals a new key's, so eviction changes no decision).
 	// Default: the time to refill a full bucket (Burst/Rate), at least 1s.
 	IdleTTL time.Duration
+	// OnFull decides an event whose key finds no free and no idle slot in
+	// its probe range: OnFullDeny (the default) limits it, OnFullAllow lets
+	// it through as if its bucket were fresh. Either way it counts in Full.
+	OnFull OnFull
 }
 
 // RateLimitStats are cumulative counters of a RateLimiter.
@@ -303,9 +308,9 @@ type RateLimitStats struct {
 	Keys      uint64 // live keys (slots in use; a slot, once used, is only ever handed over)
 	Capacity  uint64 // slots (MaxKeys rounded up to a power of two)
 	Evictions uint64 // idle keys replaced by new ones
-	Allowed   uint64 // decisions that allowed the event (Full ones included)
-	Limited   uint64 // decisions that denied the event
-	Full      uint64 // events whose key found no free and no idle slot: allowed, see Allow
+	Allowed   uint64 // decisions that allowed the event (Full ones with OnFullAllow included)
+	Limited   uint64 // decisions that denied the event (Full ones with OnFullDeny included)
+	Full      uint64 // events whose key found no free and no idle slot: decided by OnFull
 	Bytes     uint64 // memory held by the table
 }
 
@@ -323,7 +328,9 @@ type RateLimitStats struct {
 // events at one fixed time exactly floor(Burst) are allowed, and over any
 // schedule the allowed count is at most Burst + (latest now)/T. Keys live in
 // a keyTable (see its invariants); with the table full and nothing idle the
-// event is allowed and counted as Full (fail open: treated as a fresh bucket).
+// event is counted as Full and decided by OnFull: denied by default (fail
+// closed: a flood of new keys cannot buy unlimited passage), or allowed as
+// a fresh bucket with OnFullAllow.
 //
 // Rounding: T is 1e9/Rate rounded to whole nanoseconds (relative error below
 // 1e-9 for Rate <= 1 event/s, below 5e-7 for 1000/s).
@@ -333,6 +340,7 @@ type RateLimiter struct {
 	limit    int64 // L = Burst*T
 	idle     int64 // IdleTTL in ns, > 0
 	clock    Clock
+	onFull   OnFull
 	stripes  [rlStripes]rlCounters
 }
 
@@ -346,29 +354,39 @@ type rlCounters struct {
 	_       [48]byte
 }
 
-// NewRateLimiter validates cfg and allocates the table. clock may be nil
-// (SystemClock); it is used by AllowNow.
-func NewRateLimiter(cfg RateLimitConfig, clock Clock) (*RateLimiter, error) {
+// rlPlan is a validated RateLimitConfig: everything NewRateLimiter derives
+// before it allocates, so that memory can be counted and a config refused
+// without allocating.
+type rlPlan struct {
+	interval, limit, idle int64
+	capacity              uint64
+	onFull                OnFull
+}
+
+func planRateLimiter(cfg RateLimitConfig) (rlPlan, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidRateLimit, fmt.Sprintf(format, a...))
 	}
 	if math.IsNaN(cfg.Rate) || cfg.Rate <= 0 || cfg.Rate > 1e9 {
-		return nil, bad("rate must be > 0 and <= 1e9 per second, got %v", cfg.Rate)
+		return rlPlan{}, bad("rate must be > 0 and <= 1e9 per second, got %v", cfg.Rate)
 	}
 	burst := cfg.Burst
 	if burst == 0 {
 		burst = max(1, cfg.Rate)
 	}
 	if math.IsNaN(burst) || burst < 1 {
-		return nil, bad("burst must be >= 1, got %v", cfg.Burst)
+		return rlPlan{}, bad("burst must be >= 1, got %v", cfg.Burst)
 	}
 	interval := int64(math.Round(1e9 / cfg.Rate))
 	lim := burst * float64(interval)
 	if lim > 1<<61 {
-		return nil, bad("burst %v at rate %v/s takes %v to refill, which is too long", burst, cfg.Rate, time.Duration(math.MaxInt64))
+		return rlPlan{}, bad("burst %v at rate %v/s takes %v to refill, which is too long", burst, cfg.Rate, time.Duration(math.MaxInt64))
 	}
 	if cfg.IdleTTL < 0 {
-		return nil, bad("idle_ttl must be >= 0, got %v", cfg.IdleTTL)
+		return rlPlan{}, bad("idle_ttl must be >= 0, got %v", cfg.IdleTTL)
+	}
+	if cfg.OnFull >= numOnFull {
+		return rlPlan{}, bad("unknown on_full %d", cfg.OnFull)
 	}
 	idle := int64(cfg.IdleTTL)
 	if idle == 0 {
@@ -376,28 +394,68 @@ func NewRateLimiter(cfg RateLimitConfig, clock Clock) (*RateLimiter, error) {
 	}
 	capacity, err := tableCapacity(cfg.MaxKeys)
 	if err != nil {
-		return nil, bad("%v", err)
+		return rlPlan{}, bad("%v", err)
 	}
+	return rlPlan{interval: interval, limit: int64(lim), idle: idle, capacity: capacity, onFull: cfg.OnFull}, nil
+}
+
+// bytes is what build allocates for the table.
+func (p *rlPlan) bytes() uint64 { return rlBytesPerKey * p.capacity }
+
+// rlBytesPerKey is one tableSlot (key and stamp).
+const rlBytesPerKey = uint64(unsafe.Sizeof(tableSlot{}))
+
+func (p *rlPlan) build(clock Clock) *RateLimiter {
 	if clock == nil {
 		clock = SystemClock{}
 	}
-	r := &RateLimiter{interval: interval, limit: int64(lim), idle: idle, clock: clock}
-	r.tab.init(capacity, nil) // an idle TAT is already a fresh bucket: nothing to clear
-	return r, nil
+	r := &RateLimiter{interval: p.interval, limit: p.limit, idle: p.idle, clock: clock, onFull: p.onFull}
+	r.tab.init(p.capacity, nil) // an idle TAT is already a fresh bucket: nothing to clear
+	return r
+}
+
+// Bytes returns the memory NewRateLimiter(cfg) allocates for its table
+// (validating cfg as NewRateLimiter does), without allocating it.
+func (cfg RateLimitConfig) Bytes() (uint64, error) {
+	p, err := planRateLimiter(cfg)
+	if err != nil {
+		return 0, err
+	}
+	return p.bytes(), nil
+}
+
+// NewRateLimiter validates cfg and allocates the table. clock may be nil
+// (SystemClock); it is used by AllowNow.
+func NewRateLimiter(cfg RateLimitConfig, clock Clock) (*RateLimiter, error) {
+	p, err := planRateLimiter(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return p.build(clock), nil
 }
 
 // Allow decides one event for key (from KeyHash, never 0) at time now (from
 // the limiter's Clock). It returns true if the event is within the key's rate.
+// A key that finds the table full is decided by OnFull (counted in Full).
 // It does not allocate.
-func (r *RateLimiter) Allow(key uint64, now int64) bool {
+func (r *RateLimiter) Allow(key uint64, now int64) bool { return r.allow(key, now, r.onFull) }
+
+// allow is Allow with the full-table policy given by the caller: a rule
+// brings its own, so that a reload changing only on_full keeps the table.
+func (r *RateLimiter) allow(key uint64, now int64, onFull OnFull) bool {
 	t := &r.tab
 	for retry := 0; ; retry++ {
 		// Idle: TAT <= now-IdleTTL. A fresh stamp of now is a full bucket and
 		// greater than any idle TAT (IdleTTL > 0), as keyTable requires.
 		s, ok := t.acquire(key, now-r.idle, now)
 		if !ok {
-			r.stripes[key&(rlStripes-1)].allowed.Add(1)
-			return true
+			st := &r.stripes[key&(rlStripes-1)]
+			if onFull == OnFullAllow {
+				st.allowed.Add(1)
+				return true
+			}
+			st.limited.Add(1)
+			return false
 		}
 		st := &r.stripes[s&(rlStripes-1)]
 		for {
@@ -432,7 +490,7 @@ func (r *RateLimiter) Stats() RateLimitStats {
 		Capacity:  uint64(len(r.tab.slots)),
 		Evictions: r.tab.evictions.Load(),
 		Full:      r.tab.full.Load(),
-		Bytes:     16 * uint64(len(r.tab.slots)),
+		Bytes:     rlBytesPerKey * uint64(len(r.tab.slots)),
 	}
 	for i := range r.stripes {
 		s.Allowed += r.stripes[i].allowed.Load()

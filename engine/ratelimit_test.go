@@ -112,14 +112,27 @@ func TestRateLimitEvictionAndFull(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	// At t=5s nobody is idle (TAT=2s, idle needs TAT <= now-10s): key 5 is Full
-	// and allowed (fail open), and stays unknown.
+	// and denied (fail closed, the default), and stays unknown.
 	for i := 0; i < 3; i++ {
-		if !r.Allow(5, 5*nsSec) {
-			t.Fatal("full table must fail open")
+		if r.Allow(5, 5*nsSec) {
+			t.Fatal("full table must fail closed by default")
 		}
 	}
-	if st := r.Stats(); st.Full != 3 || st.Evictions != 0 {
+	if st := r.Stats(); st.Full != 3 || st.Evictions != 0 || st.Limited != 3 {
 		t.Fatalf("after full: %+v", st)
+	}
+	// The same with OnFullAllow: allowed (as a fresh bucket), counted.
+	open := rlMust(t, RateLimitConfig{Rate: 1, Burst: 2, MaxKeys: 4, IdleTTL: 10 * time.Second, OnFull: OnFullAllow})
+	for k := uint64(1); k <= 4; k++ {
+		open.Allow(k, 0)
+	}
+	for i := 0; i < 3; i++ {
+		if !open.Allow(5, 5*nsSec) {
+			t.Fatal("full table with OnFullAllow must fail open")
+		}
+	}
+	if st := open.Stats(); st.Full != 3 || st.Allowed != 4+3 || st.Limited != 0 {
+		t.Fatalf("after full, OnFullAllow: %+v", st)
 	}
 	// Key 1 stays busy; keys 2..4 become idle at 12s (TAT 2s + 10s).
 	for now := 2 * nsSec; now <= 12*nsSec; now += nsSec {

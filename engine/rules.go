@@ -56,6 +56,9 @@ type RateLimitSpec struct {
 	Rate    string  // "100/s", "6000/m", "10/ms", "1/h"
 	Burst   float64 // bucket depth; default: one second's worth of rate (at least 1)
 	MaxKeys int     // default 1<<20
+	// OnFull: "deny" (default, also "") or "allow", see OnFull. Changing
+	// only OnFull on reload keeps the rule's state.
+	OnFull string
 }
 
 // WindowSpec configures a per-key sliding window.
@@ -65,6 +68,46 @@ type WindowSpec struct {
 	Slide   time.Duration
 	Agg     string // "count", "sum(amount)", "min(x)", "max(x)", "avg(x)", "distinct(ip)"
 	MaxKeys int    // default 1<<20
+	// OnFull: "deny" (default, also "") or "allow", see OnFull. Changing
+	// only OnFull on reload keeps the rule's state.
+	OnFull string
+}
+
+// OnFull says what a rule does with an event whose key finds its state
+// table full (MaxKeys live keys in the key's probe range, none idle).
+type OnFull uint8
+
+const (
+	// OnFullDeny, the default, fails closed. A rate limit denies the event
+	// (the rule fires: its action applies). A window cannot count the
+	// event, so it cannot vouch for it: the rule fires as if its condition
+	// held, with Decision.Value the aggregate of the event alone.
+	OnFullDeny OnFull = iota
+	// OnFullAllow fails open: the key is treated as new, unremembered. A
+	// rate limit allows the event; a window evaluates its condition on the
+	// event alone.
+	OnFullAllow
+	numOnFull
+)
+
+var onFullNames = [numOnFull]string{"deny", "allow"}
+
+func (o OnFull) String() string {
+	if o < numOnFull {
+		return onFullNames[o]
+	}
+	return fmt.Sprintf("on_full(%d)", o)
+}
+
+// ParseOnFull reads "deny" or "allow"; "" is the default, deny.
+func ParseOnFull(s string) (OnFull, error) {
+	switch strings.TrimSpace(s) {
+	case "", "deny":
+		return OnFullDeny, nil
+	case "allow":
+		return OnFullAllow, nil
+	}
+	return 0, fmt.Errorf("on_full %q: want allow or deny", s)
 }
 
 // SrcKey names the packet's source address as a key.
@@ -178,12 +221,21 @@ type rule struct {
 	window   *Window
 	aggSlot  int // slot of the aggregated field; -1 for count
 	distinct bool
+	onFull   OnFull
+
+	// The state's validated geometry: compileRule fills one of them and
+	// allocates nothing; Engine.compile builds the state (or keeps the
+	// previous program's) once the whole config is checked.
+	rlPlan *rlPlan
+	wPlan  *windowPlan
 
 	spec RuleSpec    // as configured, to recognise an unchanged rule on reload
 	tot  *ruleTotals // shared with the same-named rule of other generations
 }
 
-func compileRule(fs *fieldSet, s RuleSpec, clock Clock) (*rule, error) {
+// compileRule checks and compiles s into fs. It allocates no state table:
+// see rule.build.
+func compileRule(fs *fieldSet, s RuleSpec) (*rule, error) {
 	if s.Name == "" {
 		return nil, fmt.Errorf("rule without a name")
 	}
@@ -236,9 +288,14 @@ func compileRule(fs *fieldSet, s RuleSpec, clock Clock) (*rule, error) {
 		if burst == 0 {
 			burst = math.Max(1, rate)
 		}
-		if r.limiter, err = NewRateLimiter(RateLimitConfig{Rate: rate, Burst: burst, MaxKeys: s.RateLimit.MaxKeys}, clock); err != nil {
+		if r.onFull, err = ParseOnFull(s.RateLimit.OnFull); err != nil {
 			return nil, fmt.Errorf("rule %q: %w", s.Name, err)
 		}
+		plan, err := planRateLimiter(RateLimitConfig{Rate: rate, Burst: burst, MaxKeys: s.RateLimit.MaxKeys, OnFull: r.onFull})
+		if err != nil {
+			return nil, fmt.Errorf("rule %q: %w", s.Name, err)
+		}
+		r.rlPlan = &plan
 		if r.when, err = compile(s.When, false); err != nil {
 			return nil, err
 		}
@@ -257,9 +314,14 @@ func compileRule(fs *fieldSet, s RuleSpec, clock Clock) (*rule, error) {
 			}
 		}
 		r.distinct = agg == AggDistinct
-		if r.window, err = NewWindow(WindowConfig{Size: s.Window.Size, Slide: s.Window.Slide, Agg: agg, MaxKeys: s.Window.MaxKeys}, clock); err != nil {
+		if r.onFull, err = ParseOnFull(s.Window.OnFull); err != nil {
 			return nil, fmt.Errorf("rule %q: %w", s.Name, err)
 		}
+		plan, err := planWindow(WindowConfig{Size: s.Window.Size, Slide: s.Window.Slide, Agg: agg, MaxKeys: s.Window.MaxKeys})
+		if err != nil {
+			return nil, fmt.Errorf("rule %q: %w", s.Name, err)
+		}
+		r.wPlan = &plan
 		if s.When == "" {
 			return nil, fmt.Errorf("rule %q: a window needs when, e.g. when: value > 100", s.Name)
 		}
@@ -285,16 +347,42 @@ func compileRule(fs *fieldSet, s RuleSpec, clock Clock) (*rule, error) {
 }
 
 // sameState reports whether r and old configure the same limiter or window,
-// so that a reload can keep old's state.
+// so that a reload can keep old's state. OnFull is the rule's, not the
+// state's: it may differ.
 func (r *rule) sameState(old *rule) bool {
 	if r.name != old.name || r.kind != old.kind {
 		return false
 	}
 	switch r.kind {
 	case kindRateLimit:
-		return *r.spec.RateLimit == *old.spec.RateLimit
+		a, b := *r.spec.RateLimit, *old.spec.RateLimit
+		a.OnFull, b.OnFull = "", ""
+		return a == b
 	case kindWindow:
-		return *r.spec.Window == *old.spec.Window
+		a, b := *r.spec.Window, *old.spec.Window
+		a.OnFull, b.OnFull = "", ""
+		return a == b
 	}
 	return false
+}
+
+// bytes is the memory of the rule's state tables (0 for a filter).
+func (r *rule) bytes() uint64 {
+	switch {
+	case r.rlPlan != nil:
+		return r.rlPlan.bytes()
+	case r.wPlan != nil:
+		return r.wPlan.bytes()
+	}
+	return 0
+}
+
+// build allocates the rule's state tables.
+func (r *rule) build(clock Clock) {
+	switch {
+	case r.rlPlan != nil:
+		r.limiter = r.rlPlan.build(clock)
+	case r.wPlan != nil:
+		r.window = r.wPlan.build()
+	}
 }

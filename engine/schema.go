@@ -107,6 +107,9 @@ type fieldSet struct {
 	// no quote or backslash) and starts with c: the decoder matches such
 	// names in place, without scanning the key first.
 	byFirst [256]uint64
+	// nonPlain: some top name is not plain, so a key without escapes that
+	// the fast path did not match must still be compared with the names.
+	nonPlain bool
 	// role slots (-1 when the role is unused) and the required checks.
 	roleSlot [numRoles]int
 	required []Role
@@ -194,6 +197,8 @@ func (fs *fieldSet) add(path string) (int, error) {
 		ti = len(fs.top) - 1
 		if plainName(name) {
 			fs.byFirst[name[0]] |= 1 << uint(ti)
+		} else {
+			fs.nonPlain = true
 		}
 	}
 	if nested {

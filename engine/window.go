@@ -67,7 +67,7 @@ type WindowStats struct {
 	Keys        uint64 // live keys
 	Capacity    uint64 // slots (MaxKeys rounded up to a power of two)
 	Evictions   uint64 // expired keys replaced by new ones
-	Full        uint64 // observations whose key found no free and no expired slot (not stored)
+	Full        uint64 // observations whose key found no free and no expired slot (not stored; a rule applies its OnFull)
 	Late        uint64 // observations whose segment had moved on to a newer step (not stored)
 	Bytes       uint64 // memory held by the window
 	BytesPerKey uint64 // Bytes / Capacity
@@ -94,8 +94,12 @@ type WindowStats struct {
 //
 // count and distinct are returned as float64; sum is the float sum; min/max
 // are the extremes; avg is sum/count. Add always includes its own
-// observation, so its result is never from an empty window and never NaN
-// (given a finite value; NaN values are recorded as 0). Value reports false
+// observation, so its result is never from an empty window. Results are
+// never NaN and never ±Inf: a NaN value is recorded as 0, ±Inf as
+// ±MaxFloat64, a segment's sum saturates at ±MaxFloat64 (so +Max, +Max,
+// -Max in one segment sums to 0, where float addition would have made
+// Inf - Inf = NaN and kept it for the whole window), and the window's sum
+// of its (finite) segments is clamped to ±MaxFloat64. Value reports false
 // for an unknown key or an empty window. A value read while other goroutines
 // add to the same key is assembled field by field (each field atomic), so it
 // may include part of a concurrent observation.
@@ -164,31 +168,38 @@ var (
 	negInfBits = math.Float64bits(math.Inf(-1))
 )
 
-// NewWindow validates cfg and allocates the windows. clock is accepted for
-// symmetry with NewRateLimiter and may be nil; Add and Value take now.
-func NewWindow(cfg WindowConfig, clock Clock) (*Window, error) {
+// windowPlan is a validated WindowConfig: everything NewWindow derives
+// before it allocates, so that memory can be counted and a config refused
+// without allocating.
+type windowPlan struct {
+	n, stride, regWords, capacity uint64
+	slide                         int64
+	agg                           Agg
+	p                             uint8
+}
+
+func planWindow(cfg WindowConfig) (windowPlan, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidWindow, fmt.Sprintf(format, a...))
 	}
-	_ = clock
 	if cfg.Slide < time.Millisecond {
-		return nil, bad("slide must be >= 1ms, got %v", cfg.Slide)
+		return windowPlan{}, bad("slide must be >= 1ms, got %v", cfg.Slide)
 	}
 	if cfg.Size <= 0 || cfg.Size%cfg.Slide != 0 {
-		return nil, bad("size %v must be a positive multiple of slide %v", cfg.Size, cfg.Slide)
+		return windowPlan{}, bad("size %v must be a positive multiple of slide %v", cfg.Size, cfg.Slide)
 	}
 	n := uint64(cfg.Size / cfg.Slide)
 	if n > windowMaxSegments {
-		return nil, bad("size/slide = %d segments, at most %d allowed", n, windowMaxSegments)
+		return windowPlan{}, bad("size/slide = %d segments, at most %d allowed", n, windowMaxSegments)
 	}
 	if int(cfg.Agg) >= len(aggNames) {
-		return nil, bad("unknown aggregation %v", cfg.Agg)
+		return windowPlan{}, bad("unknown aggregation %v", cfg.Agg)
 	}
 	capacity, err := tableCapacity(cfg.MaxKeys)
 	if err != nil {
-		return nil, bad("%v", err)
+		return windowPlan{}, bad("%v", err)
 	}
-	w := &Window{n: n, slide: int64(cfg.Slide), agg: cfg.Agg, stride: 3}
+	w := windowPlan{n: n, slide: int64(cfg.Slide), agg: cfg.Agg, stride: 3, capacity: capacity}
 	if cfg.Agg == AggCount || cfg.Agg == AggDistinct {
 		w.stride = 2
 	}
@@ -198,21 +209,52 @@ func NewWindow(cfg WindowConfig, clock Clock) (*Window, error) {
 			p = hllDefaultPrecision
 		}
 		if p < hllMinPrecision || p > hllMaxPrecision {
-			return nil, bad("precision must be %d..%d, got %d", hllMinPrecision, hllMaxPrecision, cfg.Precision)
+			return windowPlan{}, bad("precision must be %d..%d, got %d", hllMinPrecision, hllMaxPrecision, cfg.Precision)
 		}
 		w.p = p
 		w.regWords = (uint64(1) << p) / 8
 	}
-	perKey := 16 + 8*n*(w.stride+w.regWords)
-	if perKey*capacity > 1<<40 {
-		return nil, bad("max_keys %d with %d segments needs %d bytes, more than 1 TiB", capacity, n, perKey*capacity)
+	if w.bytes() > 1<<40 {
+		return windowPlan{}, bad("max_keys %d with %d segments needs %d bytes, more than 1 TiB", capacity, n, w.bytes())
 	}
-	w.seg = make([]atomic.Uint64, capacity*n*w.stride)
-	if w.regWords > 0 {
-		w.regs = make([]atomic.Uint64, capacity*n*w.regWords)
-	}
-	w.tab.init(capacity, w.clearSlot)
 	return w, nil
+}
+
+// bytesPerKey is one table slot plus n segments (and their registers).
+func (w *windowPlan) bytesPerKey() uint64 { return rlBytesPerKey + 8*w.n*(w.stride+w.regWords) }
+
+// bytes is what build allocates: the table, segments and registers.
+func (w *windowPlan) bytes() uint64 { return w.bytesPerKey() * w.capacity }
+
+func (w *windowPlan) build() *Window {
+	win := &Window{n: w.n, slide: w.slide, agg: w.agg, stride: w.stride, p: w.p, regWords: w.regWords}
+	win.seg = make([]atomic.Uint64, w.capacity*w.n*w.stride)
+	if w.regWords > 0 {
+		win.regs = make([]atomic.Uint64, w.capacity*w.n*w.regWords)
+	}
+	win.tab.init(w.capacity, win.clearSlot)
+	return win
+}
+
+// Bytes returns the memory NewWindow(cfg) allocates (validating cfg as
+// NewWindow does), without allocating it.
+func (cfg WindowConfig) Bytes() (uint64, error) {
+	p, err := planWindow(cfg)
+	if err != nil {
+		return 0, err
+	}
+	return p.bytes(), nil
+}
+
+// NewWindow validates cfg and allocates the windows. clock is accepted for
+// symmetry with NewRateLimiter and may be nil; Add and Value take now.
+func NewWindow(cfg WindowConfig, clock Clock) (*Window, error) {
+	_ = clock
+	p, err := planWindow(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return p.build(), nil
 }
 
 // clearSlot zeroes every segment of slot; called by the keyTable evictor
@@ -266,15 +308,24 @@ func (w *Window) slot(key, k uint64) (uint64, bool) {
 // over the window ending at now, including this observation. value is used
 // by sum, min, max and avg; distinct, the 64-bit hash of the counted value,
 // by distinct. It does not allocate.
+//
+// A key that finds the table full (no free and no expired slot in its probe
+// range) is counted in Full, nothing is stored, and the result is the
+// aggregate of this observation alone, as for a new key.
 func (w *Window) Add(key uint64, value float64, distinct uint64, now int64) float64 {
-	if value != value {
-		value = 0
-	}
+	v, _ := w.add(key, value, distinct, now)
+	return v
+}
+
+// add is Add that also reports whether the key had a slot (false: the
+// table was full), so that a rule can apply its OnFull.
+func (w *Window) add(key uint64, value float64, distinct uint64, now int64) (float64, bool) {
+	value = finite(value)
 	k := w.step(now)
 	s, ok := w.slot(key, k)
 	if !ok {
 		a := windowAcc{min: math.Inf(1), max: math.Inf(-1)}
-		return w.finish(&a, value, distinct, true)
+		return w.finish(&a, value, distinct, true), false
 	}
 	stored := w.record(s, k, value, distinct)
 	var a windowAcc
@@ -282,8 +333,26 @@ func (w *Window) Add(key uint64, value float64, distinct uint64, now int64) floa
 	if !stored {
 		w.late.Add(1)
 	}
-	return w.finish(&a, value, distinct, !stored)
+	return w.finish(&a, value, distinct, !stored), true
 }
+
+// finite maps NaN to 0 and ±Inf to ±MaxFloat64, so that every stored
+// observation is finite.
+func finite(v float64) float64 {
+	switch {
+	case v != v:
+		return 0
+	case v > math.MaxFloat64:
+		return math.MaxFloat64
+	case v < -math.MaxFloat64:
+		return -math.MaxFloat64
+	}
+	return v
+}
+
+// satAdd adds two finite floats, saturating at ±MaxFloat64: sums stay
+// finite, so a later opposite overflow can never make Inf-Inf = NaN.
+func satAdd(a, b float64) float64 { return finite(a + b) }
 
 // Value returns the aggregate over the window ending at now, or false if the
 // key is unknown or its window is empty. It does not allocate.
@@ -347,7 +416,7 @@ func (w *Window) record(s, k uint64, value float64, distinct uint64) bool {
 		v := &seg[segValue]
 		for {
 			old := v.Load()
-			if v.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+value)) {
+			if v.CompareAndSwap(old, math.Float64bits(satAdd(math.Float64frombits(old), value))) {
 				break
 			}
 		}
@@ -407,6 +476,8 @@ func (w *Window) gather(s, k uint64, a *windowAcc) {
 		a.count += c
 		switch w.agg {
 		case AggSum, AggAvg:
+			// Segment sums are finite (record saturates them), so this
+			// sum can reach ±Inf but never NaN; finish clamps it.
 			a.sum += math.Float64frombits(seg[segValue].Load())
 		case AggMin:
 			a.min = min(a.min, math.Float64frombits(seg[segValue].Load()^posInfBits))
@@ -427,6 +498,7 @@ func (w *Window) finish(a *windowAcc, value float64, distinct uint64, extra bool
 		a.min = min(a.min, value)
 		a.max = max(a.max, value)
 	}
+	a.sum = finite(a.sum)
 	switch w.agg {
 	case AggCount:
 		return float64(a.count)
@@ -473,7 +545,7 @@ func (w *Window) estimate(a *windowAcc, distinct uint64, extra bool) float64 {
 
 // Stats returns the counters. They are read one by one, not as a snapshot.
 func (w *Window) Stats() WindowStats {
-	perKey := 16 + 8*w.n*(w.stride+w.regWords)
+	perKey := rlBytesPerKey + 8*w.n*(w.stride+w.regWords)
 	c := uint64(len(w.tab.slots))
 	return WindowStats{
 		Keys:        w.tab.live.Load(),

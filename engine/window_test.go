@@ -232,8 +232,8 @@ func TestWindowMinMaxAvgEdges(t *testing.T) {
 		{AggMin, []float64{0}, 0},
 		{AggMax, []float64{-7}, -7},
 		{AggAvg, []float64{1, 2, 6}, 3},
-		{AggSum, []float64{math.NaN(), 2}, 2}, // NaN recorded as 0
-		{AggMin, []float64{math.Inf(1)}, math.Inf(1)},
+		{AggSum, []float64{math.NaN(), 2}, 2},             // NaN recorded as 0
+		{AggMin, []float64{math.Inf(1)}, math.MaxFloat64}, // ±Inf recorded as ±MaxFloat64
 		{AggMax, []float64{math.Inf(-1), -1e308}, -1e308},
 		{AggCount, []float64{1, 1, 1, 1}, 4},
 	}

@@ -43,9 +43,18 @@ type xskQueue struct {
 	latency   [LatencyBuckets]atomic.Uint64
 }
 
-// openXSKs opens one AF_XDP socket per RX queue and registers each in the
-// program's XSKMAP. It returns the CPU of each queue's worker.
+// openXSKs opens one AF_XDP socket per active RX queue and registers each
+// in the program's XSKMAP. It returns the CPU of each queue's worker. The
+// feature switches shape the bind: afxdp off refuses the path,
+// afxdp_zerocopy off binds in copy mode only, afxdp_need_wakeup off binds
+// without XDP_USE_NEED_WAKEUP. What the bind got goes to the feature
+// report.
 func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
+	if bpf.ForcedOff(bpf.FeatAFXDP) {
+		err := bpf.ForcedErr(bpf.FeatAFXDP)
+		g.setIfFeature(bpf.FeatAFXDP, err)
+		return nil, fmt.Errorf("afxdp on %s: %w", cfg.Interface, err)
+	}
 	topo, err := g.topology(cfg)
 	if err != nil {
 		return nil, err
@@ -58,6 +67,11 @@ func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
 	xc := xdp.Config{FrameSize: uint32(cfg.AFXDP.FrameSize), Frames: uint32(cfg.AFXDP.Frames),
 		FillSize: uint32(cfg.AFXDP.FillRing), RxSize: uint32(cfg.AFXDP.RxRing),
 		Spin: cfg.AFXDP.Spin, PollTimeout: g.opts.RecvTimeout, PrefixStamp: stamp == bpf.StampPrefix}
+	zcOff, nwOff := bpf.ForcedOff(bpf.FeatAFXDPZeroCopy), bpf.ForcedOff(bpf.FeatAFXDPNeedWakeup)
+	if zcOff {
+		xc.Bind = xdp.BindCopy
+	}
+	xc.NoNeedWakeup = nwOff
 	var cpus []int
 	for q := 0; q < queues; q++ {
 		cpu := topo.queueCPU(q)
@@ -71,7 +85,15 @@ func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
 		qc.PlaceNUMA, qc.NUMANode = node >= 0, max(node, 0)
 		s, err := xdp.Open(g.ifindex, q, qc)
 		if err != nil {
-			return nil, fmt.Errorf("afxdp queue %d of %s: %w", q, cfg.Interface, err)
+			err = fmt.Errorf("afxdp queue %d of %s: %w", q, cfg.Interface, err)
+			if hint := QueueHint(cfg.Interface, q, g.rxq, err); hint != "" {
+				err = fmt.Errorf("%w (%s)", err, hint)
+			}
+			if !errors.Is(err, xdp.ErrInvalidConfig) {
+				err = refusedErr{err}
+			}
+			g.setIfFeature(bpf.FeatAFXDP, err)
+			return nil, err
 		}
 		batch := max(1, cfg.Socket.Batch)
 		x := &xskQueue{sock: s, frames: make([]xdp.Frame, batch), decided: make([]bool, batch)}
@@ -81,7 +103,21 @@ func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
 		}
 		cpus = append(cpus, cpu)
 		g.log.Info("AF_XDP socket bound", "queue", q, "cpu", cpu, "bind", s.Mode().String(),
-			"frame_size", xc.FrameSize, "umem_node", node) // -1: the kernel's default placement
+			"need_wakeup", !nwOff, "frame_size", xc.FrameSize, "umem_node", node) // -1: the kernel's default placement
+	}
+	g.setIfFeature(bpf.FeatAFXDP, nil)
+	switch {
+	case zcOff:
+		g.setIfFeature(bpf.FeatAFXDPZeroCopy, bpf.ForcedErr(bpf.FeatAFXDPZeroCopy))
+	case g.xsks[0].sock.Mode() == xdp.ModeZeroCopy:
+		g.setIfFeature(bpf.FeatAFXDPZeroCopy, nil)
+	default:
+		g.setIfFeature(bpf.FeatAFXDPZeroCopy, refusedErr{fmt.Errorf("the driver of %s bound the queues in copy mode", cfg.Interface)})
+	}
+	if nwOff {
+		g.setIfFeature(bpf.FeatAFXDPNeedWakeup, bpf.ForcedErr(bpf.FeatAFXDPNeedWakeup))
+	} else {
+		g.setIfFeature(bpf.FeatAFXDPNeedWakeup, nil)
 	}
 	if queues < g.queues {
 		g.log.Warn("fewer AF_XDP sockets than RX queues: traffic on the other queues passes to the stack (pass_no_xsk)",

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
 )
 
 // Config is the daemon's configuration, as read from YAML (see
@@ -33,14 +36,14 @@ type Config struct {
 	Interface string // the NIC to attach to; required for afxdp and socket modes
 	Mode      string // afxdp | socket | auto
 	Listen    Listen
-	Queues    int // RX queues to serve; 0 = all of the interface's
+	Queues    int // RX queues to serve; 0 = every active RX queue of the interface (ActiveRxQueues)
 	Schema    Schema
 	Limits    Limits
 	Rules     []Rule
 	XDP       XDP
 	Socket    Socket
 	AFXDP     AFXDP
-	Sinks     []Sink
+	Sinks     []sink.Spec // as the file says: defaults are filled in by sink.New
 	// GatewayID names this gateway in the records of Kafka and NATS
 	// sinks (their "gateway" header, NATS message ids); "" = the host name.
 	// A sink's own gateway_id overrides it.
@@ -67,12 +70,21 @@ const (
 	ModeAFXDP  = "afxdp"
 	ModeSocket = "socket"
 	ModeAuto   = "auto"
+	// ModePlain: plain UDP sockets, no BPF at all (no XDP policing, no
+	// kernel blocks); what auto falls back to, asked for by name.
+	ModePlain = "plain"
 )
 
 // Listen is where events arrive.
 type Listen struct {
 	Ports   []uint16 // UDP destination ports; at least one
-	Address string   // bind address of the sockets (socket and plain modes); "" = all
+	Address string   // bind address of the sockets (socket and plain modes); "" = all IPv4
+	// VLANs are the VLAN IDs served (the outer tag): a datagram to our
+	// port tagged with another VLAN is dropped in XDP as vlan_not_served
+	// (in socket mode only a VLAN device of the host would deliver it).
+	// Untagged frames are always served. AnyVLAN ("vlans: any") serves all.
+	VLANs   []uint16
+	AnyVLAN bool
 }
 
 // Schema maps the engine's roles to JSON paths (engine.Schema).
@@ -162,26 +174,6 @@ type AFXDP struct {
 	Spin time.Duration
 }
 
-// Sink is one output of events.
-type Sink struct {
-	Type        string // file | stdout | udp | kafka | nats
-	Path        string // file
-	What        string // passed | alerts | dropped | rejects | all
-	Fsync       string // file: never | interval | interval <duration> | always; "" = interval (1s)
-	RotateBytes int64  // file: rotate when larger; 0 = never
-	Address     string // udp: host:port
-	OnFull      string // drop | block
-	Buffer      int64  // bytes of buffer per worker for this sink: the bound on its memory; 0 = the type's default (DefaultSinkBuffer, DefaultKeyedSinkBuffer)
-
-	// Kafka and NATS sinks (records keyed by schema.key; see SinkSpec and
-	// examples/xgate.yaml). Zero values take the defaults.
-	GatewayID       string        // "" = Config.GatewayID
-	DeliveryTimeout time.Duration // 0 = 30s
-	TLS             SinkTLS
-	Kafka           KafkaSpec
-	NATS            NATSSpec
-}
-
 // HTTP is the metrics, status and pprof endpoint.
 type HTTP struct {
 	Listen string // host:port; "" = no HTTP server
@@ -245,14 +237,6 @@ const (
 	DefaultHTTPListen   = "127.0.0.1:9100"
 	DefaultSocketBatch  = 64
 	DefaultSocketRcvBuf = 4 << 20
-	DefaultSinkBuffer   = 1 << 20
-	// DefaultKeyedSinkBuffer is the default buffer of kafka and nats sinks:
-	// their records hold slab memory until acknowledged, so a sink needs
-	// room for rate × (linger + round trip). Measured here
-	// (TestSinkGatewayThroughput): 1 MiB per worker capped a local Kafka
-	// sink at 0.36 M records/s with drops; 32 MiB carried 0.45 M/s with none.
-	DefaultKeyedSinkBuffer = 32 << 20
-	DefaultFsyncEvery      = time.Second
 )
 
 // DefaultConfig returns a Config with every default set and no ports,
@@ -277,28 +261,6 @@ func DefaultConfig() *Config {
 		Pin:    Pin{Path: DefaultPinPath},
 		Probes: Probes{Enabled: true, Sample: DefaultProbeSample, RxTimestamps: true},
 	}
-}
-
-// DefaultSink returns a sink with the defaults for keys it leaves out.
-func DefaultSink() Sink {
-	return Sink{OnFull: "drop"}
-}
-
-// FsyncPolicy returns the file sink's fsync policy (never, interval or
-// always) and, for interval, how often. Validate has checked Fsync.
-func (s Sink) FsyncPolicy() (string, time.Duration) {
-	f := strings.Fields(s.Fsync)
-	if len(f) == 0 {
-		return "interval", DefaultFsyncEvery
-	}
-	if f[0] == "interval" {
-		d, err := parseFsync(s.Fsync)
-		if err != nil || d == 0 {
-			d = DefaultFsyncEvery
-		}
-		return "interval", d
-	}
-	return f[0], 0
 }
 
 // FieldError is one configuration error: the file, the line (0 when
@@ -863,6 +825,27 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 					})
 				},
 				"address": d.str(&c.Listen.Address),
+				"vlans": func(n *yaml.Node, p string) {
+					if isNull(n) {
+						return
+					}
+					if n.Kind == yaml.ScalarNode && n.Value == "any" {
+						c.Listen.AnyVLAN = true
+						return
+					}
+					c.Listen.VLANs = []uint16{}
+					d.sequence(n, p, "VLAN IDs (or: any)", func(_ int, item *yaml.Node, ip string) {
+						v, ok := d.integer(item, ip)
+						if !ok {
+							return
+						}
+						if v < 1 || v > 4094 {
+							d.errAt(item, ip, "VLAN ID %d is not in 1..4094", v)
+							return
+						}
+						c.Listen.VLANs = append(c.Listen.VLANs, uint16(v))
+					})
+				},
 			})
 		},
 		"schema": func(n *yaml.Node, p string) {
@@ -929,7 +912,7 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 			if isNull(n) {
 				return
 			}
-			c.Sinks = []Sink{}
+			c.Sinks = []sink.Spec{}
 			d.sequence(n, p, "sinks", func(_ int, item *yaml.Node, ip string) {
 				c.Sinks = append(c.Sinks, d.sink(item, ip))
 			})
@@ -1016,8 +999,8 @@ func (d *configDecoder) rule(n *yaml.Node, p string) Rule {
 	return r
 }
 
-func (d *configDecoder) sink(n *yaml.Node, p string) Sink {
-	s := DefaultSink()
+func (d *configDecoder) sink(n *yaml.Node, p string) sink.Spec {
+	var s sink.Spec
 	if isNull(n) || n.Kind != yaml.MappingNode {
 		d.errAt(n, p, "want a sink (a mapping with type, what, …), got %s", kindName(n))
 		return s
@@ -1151,15 +1134,6 @@ func (k *configChecker) add(key, msg string, err error) {
 
 func powerOfTwo(v int) bool { return v > 0 && v&(v-1) == 0 }
 
-func isOneOf(v string, allowed ...string) bool {
-	for _, a := range allowed {
-		if v == a {
-			return true
-		}
-	}
-	return false
-}
-
 func (c *Config) check(bad map[string]bool) []*FieldError {
 	k := &configChecker{src: c.src, file: "config", bad: bad}
 	if c.src != nil {
@@ -1170,9 +1144,9 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 		if c.Interface == "" {
 			k.errfAt("mode", "interface", "missing: mode %s attaches to an interface, e.g. interface: eth0", c.Mode)
 		}
-	case ModeAuto:
+	case ModeAuto, ModePlain:
 	default:
-		k.errf("mode", "%q: want afxdp, socket or auto", c.Mode)
+		k.errf("mode", "%q: want afxdp, socket, plain or auto", c.Mode)
 	}
 	if c.Interface != "" && (len(c.Interface) >= 16 || strings.ContainsAny(c.Interface, "/ \t\n:")) {
 		k.errf("interface", "%q is not an interface name", c.Interface)
@@ -1307,88 +1281,27 @@ func (c *Config) checkAFXDP(k *configChecker) {
 	}
 }
 
+// checkSinks checks the sinks with sink.Check, which knows every key of
+// theirs, and what only the config knows: schema.key for keyed sinks and
+// the default gateway_id.
 func (c *Config) checkSinks(k *configChecker) {
-	paths := map[string]int{}
-	for i := range c.Sinks {
-		s := &c.Sinks[i]
-		p := keyIndex("sinks", i)
-		key := func(f string) string { return keyJoin(p, f) }
-		switch s.Type {
-		case "file":
-			if s.Path == "" {
-				k.errf(key("path"), "missing: a file sink writes to a path")
-			} else if j, dup := paths[s.Path]; dup {
-				k.errf(key("path"), "%q is also the path of sinks[%d]", s.Path, j)
-			} else {
-				paths[s.Path] = i
-			}
-		case "stdout", "udp", "kafka", "nats":
-			if s.Path != "" {
-				k.errf(key("path"), "only file sinks have a path")
-			}
-			if s.RotateBytes != 0 {
-				k.errf(key("rotate_bytes"), "only file sinks rotate")
-			}
-			if s.Fsync != "" {
-				k.errf(key("fsync"), "only file sinks fsync")
-			}
-		case "":
-			k.errf(key("type"), "missing: want file, stdout, udp, kafka or nats")
-		default:
-			k.errf(key("type"), "%q: want file, stdout, udp, kafka or nats", s.Type)
+	key := func(i int, f string) string { return keyJoin(keyIndex("sinks", i), f) }
+	for _, e := range sink.Check(c.Sinks, func(i int, f string) bool { return k.has(key(i, f)) }) {
+		if e.Key == "key_path" {
+			continue // schema.key, checked below and by checkSchema
 		}
-		if s.Type == "udp" {
-			if _, port, err := net.SplitHostPort(s.Address); err != nil || port == "" || port == "0" {
-				if s.Address == "" {
-					k.errf(key("address"), "missing: a udp sink sends to host:port")
-				} else {
-					k.errf(key("address"), "%q: want host:port", s.Address)
-				}
-			}
-		} else if s.Address != "" {
-			k.errf(key("address"), "only udp sinks have an address")
+		k.errf(key(e.Index, e.Key), "%s", e.Msg)
+	}
+	for i, s := range c.Sinks {
+		if (s.Type == "kafka" || s.Type == "nats") && c.Schema.Key == "" {
+			k.errf(key(i, "type"), "%s sinks key records by schema.key, which is empty: set it", s.Type)
 		}
-		switch {
-		case s.What == "":
-			k.errf(key("what"), "missing: want passed, alerts, dropped, rejects or all")
-		case !isOneOf(s.What, "passed", "alerts", "dropped", "rejects", "all"):
-			k.errf(key("what"), "%q: want passed, alerts, dropped, rejects or all", s.What)
-		}
-		if s.Type == "file" && s.Fsync != "" {
-			if _, err := parseFsync(s.Fsync); err != nil {
-				k.errf(key("fsync"), "%v", err)
-			}
-		}
-		if s.RotateBytes < 0 {
-			k.errf(key("rotate_bytes"), "%d: want 0 (never) or a size", s.RotateBytes)
-		} else if s.RotateBytes > 0 && s.RotateBytes < 4096 {
-			k.errf(key("rotate_bytes"), "%d: rotating below 4KiB is surely a mistake", s.RotateBytes)
-		}
-		if !isOneOf(s.OnFull, "drop", "block") {
-			k.errf(key("on_full"), "%q: want drop (count and drop events) or block (backpressure)", s.OnFull)
-		}
-		if s.Buffer != 0 && (s.Buffer < 8<<10 || s.Buffer > 1<<30) {
-			k.errf(key("buffer"), "%d: want a size in 8KiB..1GiB", s.Buffer)
-		}
-		c.checkKeyedSink(k, s, key)
 	}
 	if c.GatewayID != "" {
-		if err := validGatewayID(c.GatewayID); err != nil {
+		if err := sink.ValidGatewayID(c.GatewayID); err != nil {
 			k.errf("gateway_id", "%v", err)
 		}
 	}
-}
-
-// keyedSinkKeys are the keys only kafka or nats sinks have, with the type
-// that has each ("" for both).
-var keyedSinkKeys = []struct{ name, typ string }{
-	{"gateway_id", ""}, {"delivery_timeout", ""}, {"tls", ""},
-	{"brokers", "kafka"}, {"topic", "kafka"}, {"client_id", "kafka"}, {"acks", "kafka"}, {"idempotent", "kafka"},
-	{"compression", "kafka"}, {"linger", "kafka"}, {"batch_max_bytes", "kafka"}, {"create_topic", "kafka"},
-	{"partitions", "kafka"}, {"sasl", "kafka"},
-	{"urls", "nats"}, {"subject", "nats"}, {"stream", "nats"}, {"create_stream", "nats"}, {"stream_subjects", "nats"},
-	{"max_pending", "nats"}, {"ack_timeout", "nats"}, {"user", "nats"}, {"password", "nats"},
-	{"password_file", "nats"}, {"token_file", "nats"}, {"creds_file", "nats"},
 }
 
 // has reports whether the config file set key.
@@ -1400,92 +1313,18 @@ func (k *configChecker) has(key string) bool {
 	return ok
 }
 
-// checkKeyedSink checks the keys of kafka and nats sinks (and that other
-// sinks have none of them).
-func (c *Config) checkKeyedSink(k *configChecker, s *Sink, key func(string) string) {
-	keyed := s.Type == "kafka" || s.Type == "nats"
-	for _, f := range keyedSinkKeys {
-		if k.has(key(f.name)) && (f.typ == "" && !keyed || f.typ != "" && f.typ != s.Type) {
-			who := "kafka and nats"
-			if f.typ != "" {
-				who = f.typ
-			}
-			k.errf(key(f.name), "only %s sinks have %s", who, f.name)
-			return
-		}
-	}
-	// A Config built in code: the same, by value.
-	if f, m := foreignField(s.Type, s.Kafka, s.NATS); f != "" {
-		k.errf(key(f), "%s", m)
-		return
-	}
-	if !keyed {
-		if s.GatewayID != "" || s.DeliveryTimeout != 0 || s.TLS.On() {
-			k.errf(key("type"), "gateway_id, delivery_timeout and tls are for kafka and nats sinks only")
-		}
-		return
-	}
-	if c.Schema.Key == "" {
-		k.errf(key("type"), "%s sinks key records by schema.key, which is empty: set it", s.Type)
-	}
-	gw := s.GatewayID
-	if gw != "" {
-		if err := validGatewayID(gw); err != nil {
-			k.errf(key("gateway_id"), "%v", err)
-			gw = ""
-		}
-	}
-	if gw == "" {
-		gw = "xgate" // for the checks below; the host name at run time
-	}
-	if s.DeliveryTimeout < 0 || (k.has(key("delivery_timeout")) || s.DeliveryTimeout != 0) && s.DeliveryTimeout < time.Second {
-		k.errf(key("delivery_timeout"), "%v: want at least 1s (default %v)", s.DeliveryTimeout, sinkDefaultDelivery)
-	}
-	if k.has(key("linger")) && s.Kafka.Linger <= 0 {
-		k.errf(key("linger"), "%v: want a positive duration (default %v)", s.Kafka.Linger, kafkaDefaultLinger)
-		return
-	}
-	sp := SinkSpec{Type: s.Type, GatewayID: gw, TLS: s.TLS, Kafka: s.Kafka, NATS: s.NATS}
-	if field, msg := normalizeKeyed(&sp); field != "" {
-		k.errf(key(field), "%s", msg)
-	}
-}
-
-// sinkSpecs maps the configuration onto the sink writer's specs.
-func (c *Config) sinkSpecs() []SinkSpec {
-	out := make([]SinkSpec, 0, len(c.Sinks))
-	for _, s := range c.Sinks {
-		policy, every := s.FsyncPolicy()
-		sp := SinkSpec{Type: s.Type, Path: s.Path, Address: s.Address, What: s.What,
-			Fsync: policy, FsyncInterval: every, RotateBytes: s.RotateBytes, OnFull: s.OnFull, Buffer: int(s.Buffer)}
-		if s.Type == "kafka" || s.Type == "nats" {
+// sinkSpecs are the sinks with what they take from the rest of the
+// config: kafka and nats sinks key their records by schema.key and name
+// the gateway by the top-level gateway_id unless they have their own.
+func (c *Config) sinkSpecs() []sink.Spec {
+	out := slices.Clone(c.Sinks)
+	for i := range out {
+		if sp := &out[i]; sp.Type == "kafka" || sp.Type == "nats" {
 			sp.KeyPath = c.Schema.Key
-			sp.GatewayID = s.GatewayID
-			if sp.GatewayID == "" {
-				sp.GatewayID = c.GatewayID
-			}
-			sp.DeliveryTimeout, sp.TLS, sp.Kafka, sp.NATS = s.DeliveryTimeout, s.TLS, s.Kafka, s.NATS
+			sp.GatewayID = cmp.Or(sp.GatewayID, c.GatewayID)
 		}
-		out = append(out, sp)
 	}
 	return out
-}
-
-// parseFsync reads never, always, interval or "interval <duration>" and
-// returns the interval (0 for never and always, and for a bare interval).
-func parseFsync(s string) (time.Duration, error) {
-	f := strings.Fields(s)
-	if len(f) == 1 && (f[0] == "never" || f[0] == "always" || f[0] == "interval") {
-		return 0, nil
-	}
-	if len(f) == 2 && f[0] == "interval" {
-		d, err := time.ParseDuration(f[1])
-		if err != nil || d <= 0 {
-			return 0, fmt.Errorf("%q: %q is not a positive duration", s, f[1])
-		}
-		return d, nil
-	}
-	return 0, fmt.Errorf("%q: want never, interval, interval <duration> (e.g. interval 1s) or always", s)
 }
 
 var roleNames = map[string]engine.Role{

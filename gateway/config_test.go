@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
 )
 
 const okListen = "listen: {ports: [9000]}\n"
@@ -45,7 +46,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad listen address", "listen: {ports: [1], address: example.com}\n",
 			[]string{`c.yaml:1: listen.address: "example.com" is not an IP address`}},
 		{"bad mode", okListen + "mode: turbo\n",
-			[]string{`c.yaml:2: mode: "turbo": want afxdp, socket or auto`}},
+			[]string{`c.yaml:2: mode: "turbo": want afxdp, socket, plain or auto`}},
 		{"socket mode without interface", okListen + "mode: socket\n",
 			[]string{"c.yaml:2: interface: missing: mode socket attaches to an interface"}},
 		{"queues wrong type", okListen + "queues: all\n",
@@ -172,7 +173,7 @@ func TestParseConfigErrors(t *testing.T) {
 				`c.yaml:9: sinks[6].sasl.mechanism: "SCRAM-SHA-1": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`,
 				"c.yaml:10: sinks[7].sasl.password: want exactly one of password and password_file",
 				"c.yaml:11: sinks[8].tls.cert_file: want both cert_file and key_file",
-				"c.yaml:12: sinks[9].linger: 0s: want a positive duration (default 5ms)",
+				"c.yaml:12: sinks[9].linger: 0s: want a positive duration up to 1m (default 5ms)",
 				"c.yaml:13: sinks[10].subject: only nats sinks have subject",
 				"c.yaml:14: sinks[11].topic: only kafka sinks have topic",
 				`c.yaml:15: sinks[12].gateway_id: "has space": want printable ASCII without spaces`,
@@ -346,9 +347,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := DefaultConfig()
 	want.Listen.Ports = []uint16{9000}
-	s := DefaultSink()
-	s.Type, s.Path, s.What = "file", "/tmp/x", "passed"
-	want.Sinks = []Sink{s}
+	want.Sinks = []sink.Spec{{Type: "file", Path: "/tmp/x", What: "passed"}} // as written: sink.New fills in the defaults
 	want.src = c.src
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -376,16 +375,14 @@ func TestDefaults(t *testing.T) {
 		{"xdp.cost_sample", c.XDP.CostSample, 64},
 		{"xdp.rate", c.XDP.RateLimit.PerSecond(), 0.0},
 		{"afxdp", c.AFXDP, AFXDP{4096, 4096, 4096, 8192, 50 * time.Microsecond}},
-		{"sinks[0].on_full", c.Sinks[0].OnFull, "drop"},
+		{"sinks[0] effective on_full", effectiveSink(t, c, 0).OnFull, "drop"},
 		{"sinks[0].buffer", c.Sinks[0].Buffer, int64(0)}, // unset: the type's default, below
-		{"sinks[0] effective buffer", effectiveBuffer(t, c, 0), 1 << 20},
+		{"sinks[0] effective buffer", effectiveSink(t, c, 0).Buffer, int64(1 << 20)},
+		{"sinks[0] effective fsync", effectiveSink(t, c, 0).Fsync, "interval 1s"},
 	} {
 		if !reflect.DeepEqual(check.got, check.want) {
 			t.Errorf("%s = %v, want %v", check.name, check.got, check.want)
 		}
-	}
-	if p, d := c.Sinks[0].FsyncPolicy(); p != "interval" || d != time.Second {
-		t.Errorf("fsync policy %s %v, want interval 1s", p, d)
 	}
 	// Explicit values replace the defaults; a null leaves them.
 	c, err = ParseConfig("set.yaml", []byte(okListen+"mode: afxdp\ninterface: eth1\nsocket: {batch: 16, rcvbuf: 1MiB}\nhttp: {listen: ~}\n"+
@@ -398,11 +395,11 @@ func TestDefaults(t *testing.T) {
 		c.Schema.Src != "" || c.Schema.Key != "account" || c.Schema.Amount != "amount" || c.XDP.RateLimit.PerSecond() != 10000 {
 		t.Errorf("explicit values: %+v", c)
 	}
-	if p, d := c.Sinks[0].FsyncPolicy(); p != "interval" || d != 250*time.Millisecond {
-		t.Errorf("fsync policy %s %v, want interval 250ms", p, d)
+	if f := effectiveSink(t, c, 0).Fsync; f != "interval 250ms" {
+		t.Errorf("fsync %q, want interval 250ms", f)
 	}
-	if p, d := c.Sinks[1].FsyncPolicy(); p != "always" || d != 0 {
-		t.Errorf("fsync policy %s %v, want always", p, d)
+	if f := effectiveSink(t, c, 1).Fsync; f != "always" {
+		t.Errorf("fsync %q, want always", f)
 	}
 }
 
@@ -439,7 +436,7 @@ func TestExampleConfig(t *testing.T) {
 
 // allKeys is every key the config knows, as paths with [] for list items.
 var allKeys = []string{
-	"interface", "mode", "listen", "listen.ports", "listen.address", "queues",
+	"interface", "mode", "listen", "listen.ports", "listen.address", "listen.vlans", "queues",
 	"schema", "schema.key", "schema.amount", "schema.type", "schema.ts", "schema.src", "schema.required",
 	"limits", "limits.max_datagram", "limits.max_event", "limits.max_depth",
 	"rules", "rules[].name", "rules[].when", "rules[].filter", "rules[].action",
@@ -662,6 +659,10 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted config fails Validate: %v", err)
 		}
 		_ = c.EngineConfig()
+		// The sinks take what the config took.
+		if errs := sink.Check(c.sinkSpecs(), nil); len(errs) != 0 {
+			t.Fatalf("accepted config's sinks fail sink.Check: %v", errs)
+		}
 	})
 }
 
@@ -690,20 +691,43 @@ sinks:
 	if o.KeyPath != "" || o.GatewayID != "" {
 		t.Errorf("stdout spec %+v", o)
 	}
-	// NewSinks accepts what Validate accepted (up to connecting).
-	for _, s := range sp[:2] {
-		if _, err := normalizeSink(0, s); err != nil {
-			t.Errorf("normalizeSink: %v", err)
-		}
+	// sink.New accepts what Validate accepted (up to connecting).
+	if errs := sink.Check(sp, nil); len(errs) != 0 {
+		t.Errorf("sink.Check: %v", errs)
 	}
 }
 
-// effectiveBuffer is the buffer sink i of c gets once normalized.
-func effectiveBuffer(t *testing.T, c *Config, i int) int {
+// effectiveSink is sink i of c as sink.New runs it: checked, with the
+// config's schema key and gateway id, and the defaults filled in.
+func effectiveSink(t *testing.T, c *Config, i int) sink.Spec {
 	t.Helper()
-	sp, err := normalizeSink(i, c.sinkSpecs()[i])
-	if err != nil {
-		t.Fatal(err)
+	sp := c.sinkSpecs()
+	if errs := sink.Check(sp, nil); len(errs) != 0 {
+		t.Fatal(errs)
 	}
-	return sp.Buffer
+	return sp[i].WithDefaults()
+}
+
+func TestConfigListenVLANs(t *testing.T) {
+	c, err := ParseConfig("v.yaml", []byte("listen: {ports: [9000], vlans: [100, 4094]}\n"))
+	if err != nil || len(c.Listen.VLANs) != 2 || c.Listen.AnyVLAN {
+		t.Fatalf("vlans [100, 4094]: %+v, %v", c.Listen, err)
+	}
+	if b := xdpConfig(c, PathSocket); len(b.VLANs) != 2 || !b.NoIPv6 {
+		t.Errorf("xdp config %+v: want the VLANs and no IPv6 (IPv4 sockets)", b)
+	}
+	c, err = ParseConfig("v.yaml", []byte("listen: {ports: [9000], vlans: any, address: \"::\"}\n"))
+	if err != nil || !c.Listen.AnyVLAN {
+		t.Fatalf("vlans any: %+v, %v", c.Listen, err)
+	}
+	if b := xdpConfig(c, PathSocket); !b.AnyVLAN || b.NoIPv6 {
+		t.Errorf("xdp config %+v: want any VLAN and IPv6 served (\"::\")", b)
+	}
+	if b := xdpConfig(c, PathAFXDP); b.NoIPv6 {
+		t.Error("afxdp serves IPv6 whatever the address")
+	}
+	_, err = ParseConfig("v.yaml", []byte("listen:\n  ports: [9000]\n  vlans: [100, 5000]\n"))
+	if err == nil || !strings.Contains(err.Error(), "v.yaml:3") || !strings.Contains(err.Error(), "5000") {
+		t.Errorf("VLAN 5000: %v", err)
+	}
 }

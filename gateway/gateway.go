@@ -23,6 +23,7 @@ import (
 
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
 )
 
 // Receive paths.
@@ -55,16 +56,22 @@ type Gateway struct {
 	eng       *engine.Engine
 
 	ifindex int
-	queues  int
-	xdp     *bpf.XDP
-	xdpLink link.Link
-	xdpMode string // native | generic
-	reuse   *bpf.Reuseport
+	queues  int                // active RX queues of the interface
+	rxq     RxQueueCount       // how queues was learnt
+	steps   []Step             // the receive-path ladder: refused steps, then the one taken
+	ifFeat  map[string]Feature // interface features as New got them
+	// kernFeat is the kernel features' report, probed once (kernOnce).
+	kernFeat Features
+	kernOnce sync.Once
+	xdp      *bpf.XDP
+	xdpLink  link.Link
+	xdpMode  string // native | generic
+	reuse    *bpf.Reuseport
 
 	probes        *bpf.Probes // nil: disabled or not loadable
 	probesMissing []string    // "name: why" of each probe not running
 
-	sinks   *Sinks
+	sinks   *sink.Sinks
 	fb      *feedback
 	workers []*worker
 	sockets []*udpSocket
@@ -83,6 +90,10 @@ type Gateway struct {
 	// finalXDP is the last reading of the XDP counters, taken just before
 	// the program is closed, so Stats works after Stop.
 	finalXDP atomic.Pointer[bpf.Counters]
+	// kdropBase is the kernel-drop term the probes' (pinned) maps held at
+	// load; finalKDrops its last reading before teardown closed them.
+	kdropBase   uint64
+	finalKDrops atomic.Pointer[uint64]
 	// xdpBase is what the XDP counters held when this gateway loaded the
 	// program: pinned maps are reused across restarts and keep counting,
 	// while the engine's counters start at zero, so Stats subtracts it.
@@ -130,13 +141,16 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	if g.eng, err = engine.New(cfg.EngineConfig()); err != nil {
 		return nil, fmt.Errorf("compile rules: %w", err)
 	}
-	if mounted, err := ensureBPFFS(cfg.Pin.Path); err != nil {
-		return nil, err
-	} else if mounted {
-		g.log.Info("mounted bpffs at /sys/fs/bpf for the pins")
-	}
 	if g.path, g.why, err = choosePath(cfg); err != nil {
 		return nil, err
+	}
+	// Plain mode pins nothing: it leaves /sys/fs/bpf as it is.
+	if g.path != PathPlain {
+		if mounted, err := ensureBPFFS(cfg.Pin.Path); err != nil {
+			return nil, err
+		} else if mounted {
+			g.log.Info("mounted bpffs at /sys/fs/bpf for the pins")
+		}
 	}
 	// Before anything is attached: a missing privilege fails here.
 	rtPrio := cfg.Workers.RealtimePriority
@@ -150,33 +164,23 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 		}
 		g.log.Info("workers run SCHED_FIFO", "priority", rtPrio)
 	}
-	g.log.Info("receive path chosen", "path", g.path, "why", g.why)
-
-	if g.path != PathPlain {
-		if err := g.setupXDP(cfg); err != nil {
-			return nil, err
-		}
+	g.log.Info("receive path: trying", "path", g.path, "why", g.why)
+	cpus, err := g.openPath(cfg)
+	if err != nil {
+		return nil, err
 	}
-	var cpus []int
-	switch g.path {
-	case PathSocket, PathPlain:
-		if cpus, err = g.openSockets(cfg); err != nil {
-			return nil, err
-		}
-	case PathAFXDP:
-		if cpus, err = g.openXSKs(cfg); err != nil {
-			return nil, err
-		}
-	}
+	g.finishSteps()
+	g.log.Info("receive path chosen", "path", g.path, "xdp_mode", g.xdpMode, "why", g.why)
+	g.logFeatures()
 	g.setupProbes(cfg)
-	if g.sinks, err = NewSinks(cfg.sinkSpecs(), len(cpus)); err != nil {
+	if g.sinks, err = sink.New(cfg.sinkSpecs(), len(cpus)); err != nil {
 		return nil, fmt.Errorf("sinks: %w", err)
 	}
 	var target Blocker
 	if g.xdp != nil {
 		target = g.xdp
 	}
-	g.fb = newFeedback(target, cfg.XDP.BlockMax)
+	g.fb = newFeedback(target, cfg.XDP.BlockMax, g.log)
 	g.tap = newTapHub()
 	if listed, _ := ParseCPUList(cfg.Workers.CPUs); len(listed) > 0 { // checked by the config and topology
 		if g.hk, err = newHousekeeping(listed); err != nil {
@@ -217,7 +221,19 @@ func choosePath(cfg *Config) (path, why string, err error) {
 		if p := pathProblems(cfg, path); len(p) > 0 {
 			return "", "", fmt.Errorf("mode %s: %w:\n  %s", cfg.Mode, errNoPath, strings.Join(p, "\n  "))
 		}
+		// Switched off or refused before anything is attached: a strict
+		// mode fails at once, naming the feature.
+		if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
+			return "", "", fmt.Errorf("mode %s: %w: %w (use mode socket or auto)", cfg.Mode, errNoPath, bpf.ForcedErr(bpf.FeatAFXDP))
+		}
+		if err := bpf.Probe(bpf.FeatXDPLink); err != nil && !errors.Is(err, bpf.ErrPermission) {
+			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches XDP only through a bpf_link; mode auto runs plain sockets)",
+				cfg.Mode, errNoPath, err)
+		}
 		return path, "configured (mode: " + cfg.Mode + ")", nil
+	}
+	if cfg.Mode == ModePlain {
+		return PathPlain, "configured (mode: plain): UDP sockets without BPF; blocks are not enforced in the kernel", nil
 	}
 	if cfg.Interface == "" {
 		return PathPlain, "auto: no interface configured, so no XDP; plain UDP sockets", nil
@@ -232,9 +248,10 @@ func choosePath(cfg *Config) (path, why string, err error) {
 	return PathPlain, "auto: no BPF possible (" + strings.Join(p, "; ") + "); plain UDP sockets, blocks are not enforced in the kernel", nil
 }
 
-// setupXDP loads the program, attaches it (native, else generic with a
-// warning; a stale netlink-attached xgate program is removed first) and
-// records the interface's queue count.
+// setupXDP loads the program and attaches it through a bpf_link — native,
+// else generic with a warning (also when xdp_native is switched off); a
+// stale netlink-attached xgate program is removed first — and records the
+// interface's active RX queue count and what the attach got.
 func (g *Gateway) setupXDP(cfg *Config) error {
 	if cfg.Interface == "" {
 		return errors.New("interface is required for the afxdp and socket modes")
@@ -244,21 +261,19 @@ func (g *Gateway) setupXDP(cfg *Config) error {
 		return fmt.Errorf("interface %q: %w (is it in this network namespace?)", cfg.Interface, err)
 	}
 	g.ifindex = lnk.Attrs().Index
-	g.queues = max(1, lnk.Attrs().NumRxQueues)
-	mode := bpf.ModeSocket
-	if g.path == PathAFXDP {
-		mode = bpf.ModeAFXDP
+	g.rxq = ActiveRxQueues(cfg.Interface)
+	g.queues = g.rxq.Active
+	if g.rxq.Source != "ethtool" {
+		g.log.Warn("active RX queues of the interface from "+g.rxq.Source, "interface", cfg.Interface,
+			"queues", g.queues, "why", g.rxq.Note)
 	}
-	rate, burst := cfg.XDP.RateLimit.PerSecond(), cfg.XDP.RateLimit.Burst
-	costN := uint32(bpf.CostSampleOff)
-	if cfg.XDP.CostSample > 0 {
-		costN = uint32(cfg.XDP.CostSample)
+	if err := bpf.Probe(bpf.FeatXDPLink); err != nil {
+		return fmt.Errorf("attach xdp to %s: %w (xgate attaches XDP only through a bpf_link, which detaches when the process dies)",
+			cfg.Interface, err)
 	}
 	xo := bpf.Options{
 		PinPath: cfg.Pin.Path, Queues: g.queues, BlocklistSize: cfg.XDP.BlocklistSize,
-		ListenPorts: cfg.Listen.Ports,
-		Config: bpf.Config{Mode: mode, BucketRate: uint64(rate), BucketBurst: uint64(burst),
-			PayloadCheck: cfg.XDP.PayloadCheck, CostSampleN: costN},
+		ListenPorts: cfg.Listen.Ports, Config: xdpConfig(cfg, g.path),
 	}
 	if g.xdp, err = bpf.LoadXDP(xo); err != nil {
 		return err
@@ -269,11 +284,20 @@ func (g *Gateway) setupXDP(cfg *Config) error {
 	if err := clearStale(lnk, g.log); err != nil {
 		return err
 	}
+	var nerr error
+	if bpf.ForcedOff(bpf.FeatXDPNative) {
+		nerr = bpf.ForcedErr(bpf.FeatXDPNative)
+	} else {
+		g.xdpLink, nerr = g.xdp.Attach(g.ifindex, link.XDPDriverMode)
+		if nerr != nil {
+			nerr = refusedErr{nerr}
+		}
+	}
+	g.setIfFeature(bpf.FeatXDPNative, nerr)
 	g.xdpMode = "native"
-	g.xdpLink, err = g.xdp.Attach(g.ifindex, link.XDPDriverMode)
-	if err != nil {
-		g.log.Warn("native XDP failed, falling back to generic (skb) mode: slower, the packet is already an skb",
-			"interface", cfg.Interface, "error", err)
+	if nerr != nil {
+		// Generic for native is a step down every mode allows.
+		g.refused(g.path, "native", nerr, g.path+" generic (skb mode: slower, the packet is already an skb)")
 		g.xdpMode = "generic"
 		if g.xdpLink, err = g.xdp.Attach(g.ifindex, link.XDPGenericMode); err != nil {
 			return fmt.Errorf("attach xdp to %s: %w", cfg.Interface, err)
@@ -281,7 +305,7 @@ func (g *Gateway) setupXDP(cfg *Config) error {
 	}
 	stamp, stampWhy := g.xdp.Stamp()
 	g.log.Info("XDP program attached", "interface", cfg.Interface, "mode", g.xdpMode, "queues", g.queues,
-		"pinned", cfg.Pin.Path, "stamp", stamp.String(), "stamp_why", stampWhy)
+		"queues_from", g.rxq.Source, "pinned", cfg.Pin.Path, "stamp", stamp.String(), "stamp_why", stampWhy)
 	return nil
 }
 
@@ -309,7 +333,8 @@ func clearStale(lnk netlink.Link, log *slog.Logger) error {
 	return nil
 }
 
-// Path returns the receive path and why it was chosen.
+// Path returns the receive path and why it was chosen: in mode auto with
+// every step refused on the way down and why (Steps has them one by one).
 func (g *Gateway) Path() (string, string) { return g.path, g.why }
 
 // Engine returns the rule engine (for stats and tests).
@@ -429,6 +454,11 @@ func (g *Gateway) teardown() error {
 			g.finalXDP.Store(&c)
 		}
 	}
+	if g.path == PathSocket {
+		if n, ok := g.kernelDropsAfterXDP(); ok {
+			g.finalKDrops.Store(&n)
+		}
+	}
 	g.sockMu.Lock()
 	g.closed.Store(true)
 	for _, s := range g.sockets {
@@ -437,6 +467,9 @@ func (g *Gateway) teardown() error {
 	g.sockMu.Unlock()
 	g.closeXSKs()
 	if g.probes != nil {
+		if !g.Config().Pin.Keep {
+			errs = append(errs, g.probes.Unpin())
+		}
 		errs = append(errs, g.probes.Close())
 	}
 	if g.xdpLink != nil {
@@ -473,16 +506,7 @@ func (g *Gateway) Reload(cfg *Config) error {
 		return fmt.Errorf("reload rejected, old rules keep running: %w", err)
 	}
 	if g.xdp != nil {
-		mode := bpf.ModeSocket
-		if g.path == PathAFXDP {
-			mode = bpf.ModeAFXDP
-		}
-		costN := uint32(bpf.CostSampleOff)
-		if cfg.XDP.CostSample > 0 {
-			costN = uint32(cfg.XDP.CostSample)
-		}
-		if err := g.xdp.SetConfig(bpf.Config{Mode: mode, BucketRate: uint64(cfg.XDP.RateLimit.PerSecond()),
-			BucketBurst: uint64(cfg.XDP.RateLimit.Burst), PayloadCheck: cfg.XDP.PayloadCheck, CostSampleN: costN}); err != nil {
+		if err := g.xdp.SetConfig(xdpConfig(cfg, g.path)); err != nil {
 			return fmt.Errorf("reload: rules swapped, but the XDP policy was not: %w", err)
 		}
 	}
@@ -514,7 +538,9 @@ func restartKeys(old, cfg *Config) []string {
 	if cfg.Mode != old.Mode {
 		restart = append(restart, "mode")
 	}
-	if fmt.Sprint(cfg.Listen) != fmt.Sprint(old.Listen) {
+	// listen.vlans reaches the XDP program's config on reload; ports and
+	// the address need new sockets.
+	if fmt.Sprint(cfg.Listen.Ports) != fmt.Sprint(old.Listen.Ports) || cfg.Listen.Address != old.Listen.Address {
 		restart = append(restart, "listen")
 	}
 	if fmt.Sprint(cfg.Sinks) != fmt.Sprint(old.Sinks) {

@@ -13,6 +13,8 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/xgate/xgate/bpf"
 )
 
 // plan is the topology the receive path is laid out on.
@@ -248,12 +250,13 @@ func pathProblems(cfg *Config, path string) []string {
 	if err := features.HaveProgramType(ebpf.XDP); err != nil {
 		out = append(out, fmt.Sprintf("the kernel cannot run XDP programs: %v", err))
 	}
+	// The socket path needs no sk_reuseport program: it steers by NUMA
+	// node with one where the kernel allows it, else the kernel's flow
+	// hash picks the socket (openSockets).
 	if path == PathAFXDP {
 		if err := features.HaveMapType(ebpf.XSKMap); err != nil {
 			out = append(out, fmt.Sprintf("the kernel has no XSKMAP (AF_XDP): %v", err))
 		}
-	} else if err := features.HaveProgramType(ebpf.SkReuseport); err != nil {
-		out = append(out, fmt.Sprintf("the kernel cannot run sk_reuseport programs: %v", err))
 	}
 	return out
 }
@@ -272,7 +275,27 @@ func CheckSetup(cfg *Config) (problems, notes []string) {
 	if err != nil {
 		return append(problems, err.Error()), notes
 	}
+	// The feature switches and the kernel's refusals that mode auto would
+	// meet before touching the interface (choosePath fails the strict
+	// modes on them).
+	var down []string
+	if path != PathPlain {
+		if err := bpf.Probe(bpf.FeatXDPLink); err != nil {
+			down = append(down, path+" refused: "+err.Error())
+			path = PathPlain
+		}
+	}
+	if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
+		down = append(down, path+" refused: "+bpf.ForcedErr(bpf.FeatAFXDP).Error())
+		path = PathSocket
+	}
+	if len(down) > 0 {
+		why += "; stepped down: " + strings.Join(down, "; ")
+	}
 	notes = append(notes, "receive path: "+path+" ("+why+")")
+	if path != PathPlain && bpf.ForcedOff(bpf.FeatXDPNative) {
+		notes = append(notes, "XDP attaches in generic mode: "+bpf.ForcedErr(bpf.FeatXDPNative).Error())
+	}
 	return problems, notes
 }
 

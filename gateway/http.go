@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,9 +59,13 @@ func (g *Gateway) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("http: listen on %s (http.listen): %w", addr, err)
 	}
+	ln = newLimitListener(ln, httpMaxConns)
 	h := &httpServer{ln: ln, done: make(chan struct{}), quit: make(chan struct{})}
+	// No server-wide WriteTimeout: /tap streams for as long as its client
+	// wants. Every other answer gets a write deadline (httpWriteTimeout,
+	// or the profile's length plus that) in the handler.
 	h.srv = &http.Server{Handler: g.httpHandler(h), ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout: time.Minute}
+		ReadTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
 	h.srv.RegisterOnShutdown(func() { close(h.quit) })
 	g.web.Store(h)
 	go func() {
@@ -68,9 +74,12 @@ func (g *Gateway) startHTTP() error {
 			g.log.Error("http server failed", "error", err)
 		}
 	}()
-	endpoints := "/metrics /status /tap /healthz /readyz"
-	if g.Config().HTTP.Pprof {
-		endpoints += " /debug/pprof/ /debug/trace"
+	endpoints := "/metrics /status /blocklist /healthz /readyz"
+	if g.Config().HTTP.Token != "" {
+		endpoints += " /tap"
+		if g.Config().HTTP.Pprof {
+			endpoints += " /debug/pprof/ /debug/trace"
+		}
 	}
 	g.log.Info("http listening", "address", ln.Addr().String(), "endpoints", endpoints,
 		"bearer_token", g.Config().HTTP.Token != "")
@@ -109,6 +118,14 @@ func (g *Gateway) HTTPAddr() string {
 	return h.ln.Addr().String()
 }
 
+// HTTP limits: connections at once, the write deadline of an answer,
+// and the longest CPU profile or trace /debug/pprof takes.
+const (
+	httpMaxConns     = 64
+	httpWriteTimeout = 30 * time.Second
+	httpMaxProfile   = 60 * time.Second
+)
+
 func (g *Gateway) httpHandler(h *httpServer) http.Handler {
 	mux := http.NewServeMux()
 	reg := g.newRegistry()
@@ -129,8 +146,13 @@ func (g *Gateway) httpHandler(h *httpServer) http.Handler {
 		_ = enc.Encode(st)
 	})
 	mux.HandleFunc("GET /tap", func(w http.ResponseWriter, r *http.Request) {
+		if g.httpToken() == "" {
+			http.Error(w, "forbidden: /tap streams raw events (personal data); it needs http.token", http.StatusForbidden)
+			return
+		}
 		g.serveTap(w, r, h.quit)
 	})
+	mux.HandleFunc("/blocklist", g.serveBlocklist)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -141,38 +163,99 @@ func (g *Gateway) httpHandler(h *httpServer) http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	cfg := g.Config()
-	if cfg == nil {
-		cfg = DefaultConfig()
+	// pprof on this mux only, never on http.DefaultServeMux; switched by
+	// http.pprof and http.token as they are now (a reload applies).
+	pp := func(f http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			cfg := g.Config()
+			switch {
+			case cfg == nil || !cfg.HTTP.Pprof:
+				http.Error(w, "not found: pprof is off (http.pprof: false)", http.StatusNotFound)
+				return
+			case cfg.HTTP.Token == "":
+				http.Error(w, "forbidden: pprof shows the command line and memory; it needs http.token", http.StatusForbidden)
+				return
+			}
+			if sec := r.URL.Query().Get("seconds"); sec != "" {
+				n, err := strconv.Atoi(sec)
+				if err != nil || n < 1 || time.Duration(n)*time.Second > httpMaxProfile {
+					http.Error(w, fmt.Sprintf("seconds=%q: want 1..%d", sec, int(httpMaxProfile.Seconds())), http.StatusBadRequest)
+					return
+				}
+				_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Duration(n)*time.Second + httpWriteTimeout))
+			}
+			f(w, r)
+		}
 	}
-	if cfg.HTTP.Pprof {
-		// pprof on this mux only, never on http.DefaultServeMux.
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		mux.HandleFunc("/debug/trace", pprof.Trace) // ?seconds=N
+	mux.HandleFunc("/debug/pprof/", pp(pprof.Index))
+	mux.HandleFunc("/debug/pprof/cmdline", pp(pprof.Cmdline))
+	mux.HandleFunc("/debug/pprof/profile", pp(pprof.Profile))
+	mux.HandleFunc("/debug/pprof/symbol", pp(pprof.Symbol))
+	mux.HandleFunc("/debug/pprof/trace", pp(pprof.Trace))
+	mux.HandleFunc("/debug/trace", pp(pprof.Trace)) // ?seconds=N
+	return g.bearerAuth(mux)
+}
+
+// httpToken is the bearer token in force (a reload may change it).
+func (g *Gateway) httpToken() string {
+	if cfg := g.Config(); cfg != nil {
+		return cfg.HTTP.Token
 	}
-	if cfg.HTTP.Token == "" {
-		return mux
-	}
-	return bearerAuth(cfg.HTTP.Token, mux)
+	return ""
 }
 
 // bearerAuth requires "Authorization: Bearer <token>" on every request
-// but the health checks /healthz and /readyz.
-func bearerAuth(token string, next http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
+// but the health checks /healthz and /readyz, when a token is configured;
+// it reads the token in force for every request, so a reload that sets,
+// changes or clears it applies at once. It also sets the write deadline
+// of every answer but /tap's stream.
+func (g *Gateway) bearerAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" &&
-			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if r.URL.Path != "/tap" {
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(httpWriteTimeout))
+		}
+		token := g.httpToken()
+		if token != "" && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" &&
+			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="xgate"`)
 			http.Error(w, "unauthorized: a bearer token (http.token) is required", http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// limitListener accepts at most n connections at once; the next waits in
+// the kernel's backlog until one closes.
+type limitListener struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func newLimitListener(ln net.Listener, n int) net.Listener {
+	return &limitListener{Listener: ln, sem: make(chan struct{}, n)}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	l.sem <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // slogPrinter adapts the gateway's logger to promhttp's Logger.
@@ -187,7 +270,8 @@ type Status struct {
 	Why           string            `json:"why"`
 	Interface     string            `json:"interface,omitempty"`
 	XDPMode       string            `json:"xdp_mode,omitempty"`
-	RxQueues      int               `json:"rx_queues,omitempty"` // of the interface
+	RxQueues      int               `json:"rx_queues,omitempty"`      // active RX queues of the interface
+	RxQueuesFrom  string            `json:"rx_queues_from,omitempty"` // ethtool | sysfs | fallback
 	Ports         []uint16          `json:"ports"`
 	Workers       []WorkerState     `json:"workers"`
 	Rules         RulesState        `json:"rules"`
@@ -198,6 +282,12 @@ type Status struct {
 	Accounting    Accounting        `json:"accounting"`
 	Verdicts      map[string]uint64 `json:"verdicts"`
 	Probes        []ProbeState      `json:"probes"`
+	// PathSteps are the receive-path steps New tried, the one taken last
+	// (mode auto steps down when one is refused).
+	PathSteps []Step `json:"path_steps"`
+	// Features: every kernel and interface feature, available or not, why,
+	// and what it made xgate do.
+	Features Features `json:"features"`
 }
 
 // ProbeState is one kernel probe: running, or missing and why.
@@ -225,14 +315,41 @@ type RulesState struct {
 // Accounting holds the terms of the identity
 // seen = xdp_dropped + not_for_us + socket_dropped + ring_dropped + decode_errors + events.
 type Accounting struct {
-	Seen          uint64 `json:"seen"` // XDP saw; 0 without XDP
+	// Identity names the form of the identity (afxdp, socket or plain):
+	// which terms the path has (see Stats).
+	Identity string `json:"identity"`
+	// Seen: frames the XDP program saw; plain: datagrams that arrived at
+	// our sockets (received or dropped there).
+	Seen          uint64 `json:"seen"`
 	XDPDropped    uint64 `json:"xdp_dropped"`
 	NotForUs      uint64 `json:"not_for_us"`
+	NoSocket      uint64 `json:"no_socket"`      // afxdp: survivors on a queue without an AF_XDP socket
+	KernelDropped uint64 `json:"kernel_dropped"` // socket: the stack's drops after XDP (kfree_skb probe)
 	SocketDropped uint64 `json:"socket_dropped"`
 	RingDropped   uint64 `json:"ring_dropped"`
-	DecodeErrors  uint64 `json:"decode_errors"`
-	Events        uint64 `json:"events"`
-	Accounted     uint64 `json:"accounted"` // the sum of the terms
+	BadFrames     uint64 `json:"bad_frames"`
+	Rejected      uint64 `json:"rejected"` // datagrams none of whose events decoded
+	Decided       uint64 `json:"decided"`  // datagrams with an event decided
+	Reassembled   uint64 `json:"reassembled"`
+	Accounted     uint64 `json:"accounted"`   // the sum of the terms, less reassembled
+	Unaccounted   int64  `json:"unaccounted"` // seen − accounted: 0
+	// KernelDropsKnown: the kfree_skb probe runs (socket path); without it
+	// the stack's drops after XDP are not seen and show as unaccounted.
+	KernelDropsKnown bool `json:"kernel_drops_known"`
+	// Beside the identity: events (and their decode errors) in the
+	// datagrams decided or rejected.
+	Events            uint64  `json:"events"`
+	DecodeErrors      uint64  `json:"decode_errors"`
+	EventsPerDatagram float64 `json:"events_per_datagram"`
+}
+
+// accountingOf arranges s as /status and xgate stats show it.
+func accountingOf(s *Stats) Accounting {
+	return Accounting{Identity: s.Identity, Seen: s.Seen(), XDPDropped: s.XDPDrops, NotForUs: s.NotForUs,
+		NoSocket: s.NoSocket, KernelDropped: s.KernelDrops, SocketDropped: s.SocketDrops, RingDropped: s.RingDrops,
+		BadFrames: s.BadFrames, Rejected: s.Rejected, Decided: s.Decided, Reassembled: s.Reassembled,
+		Accounted: s.Accounted(), Unaccounted: s.Unaccounted(), KernelDropsKnown: s.KernelDropsKnown,
+		Events: s.Engine.Events, DecodeErrors: s.Engine.DecodeErrorTotal(), EventsPerDatagram: s.EventsPerDatagram()}
 }
 
 // Status reads the gateway's state and counters.
@@ -245,14 +362,13 @@ func (g *Gateway) Status() (Status, error) {
 	st := Status{
 		Version: g.version(), Path: g.path, Why: g.why, Interface: cfg.Interface, XDPMode: g.xdpMode,
 		Ports: cfg.Listen.Ports, UptimeSeconds: s.Uptime.Seconds(),
-		Ready: g.ready(),
-		Accounting: Accounting{Seen: s.XDPSeen, XDPDropped: s.XDPDrops, NotForUs: s.NotForUs, SocketDropped: s.SocketDrops,
-			RingDropped: s.RingDrops, DecodeErrors: s.Engine.DecodeErrorTotal(), Events: s.Engine.Events, Accounted: s.Accounted()},
-		Verdicts: make(map[string]uint64, engine.NumActions),
-		Sinks:    []string{},
+		Ready:      g.ready(),
+		Accounting: accountingOf(&s),
+		Verdicts:   make(map[string]uint64, engine.NumActions),
+		Sinks:      []string{},
 	}
 	if g.path != PathPlain {
-		st.RxQueues = g.queues
+		st.RxQueues, st.RxQueuesFrom = g.queues, g.rxq.Source
 	}
 	if ns := g.started.Load(); ns != 0 {
 		st.StartedAt = time.Unix(0, ns).UTC()
@@ -273,5 +389,7 @@ func (g *Gateway) Status() (Status, error) {
 		st.Verdicts[a.String()] = s.Engine.Verdicts[a]
 	}
 	st.Probes = g.probeStates()
+	st.PathSteps = g.steps
+	st.Features = g.Features()
 	return st, nil
 }

@@ -27,7 +27,14 @@ import (
 // httpGet fetches a path of the gateway's HTTP server.
 func httpGet(t testing.TB, g *Gateway, path string) (int, []byte) {
 	t.Helper()
-	resp, err := http.Get("http://" + g.HTTPAddr() + path)
+	req, err := http.NewRequest("GET", "http://"+g.HTTPAddr()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := g.httpToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
@@ -303,8 +310,10 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	if err := json.Unmarshal(body, &st); err != nil {
 		t.Fatalf("/status: %v\n%s", err, body)
 	}
-	wantAcc := Accounting{Seen: s.XDPSeen, XDPDropped: s.XDPDrops, NotForUs: s.NotForUs, SocketDropped: s.SocketDrops,
-		RingDropped: s.RingDrops, DecodeErrors: s.Engine.DecodeErrorTotal(), Events: s.Engine.Events, Accounted: s.Accounted()}
+	wantAcc := accountingOf(&s)
+	if st.Accounting.Identity != mode || st.Accounting.Unaccounted != 0 {
+		t.Errorf("/status accounting: identity %q, unaccounted %d: want %s, 0", st.Accounting.Identity, st.Accounting.Unaccounted, mode)
+	}
 	if st.Accounting != wantAcc {
 		t.Errorf("/status accounting %+v, want %+v", st.Accounting, wantAcc)
 	}
@@ -342,8 +351,9 @@ func runHTTPMetrics(t *testing.T, mode string) {
 			t.Errorf("/status verdicts %v, Stats %v", st.Verdicts, s.Engine.Verdicts)
 		}
 	}
-	if code, _ := httpGet(t, g, "/debug/pprof/cmdline"); code != http.StatusOK {
-		t.Errorf("/debug/pprof/cmdline %d", code)
+	// pprof shows the command line and memory: not without a token.
+	if code, _ := httpGet(t, g, "/debug/pprof/cmdline"); code != http.StatusForbidden {
+		t.Errorf("/debug/pprof/cmdline without http.token: %d, want 403", code)
 	}
 
 	// Stop shuts the server down.
@@ -441,4 +451,45 @@ func st0Workers(fams map[string]*dto.MetricFamily) map[string]bool {
 		}
 	}
 	return out
+}
+
+// TestHTTPTokenReload: /tap and pprof are refused without a token; a
+// reload that sets the token applies at once (requests without it get
+// 401, with it pprof answers), one that turns pprof off applies at once
+// too, and profile lengths are bounded.
+func TestHTTPTokenReload(t *testing.T) {
+	_, g, _ := runIT(t, 1, "socket", nil)
+	if code, _ := httpGet(t, g, "/tap"); code != http.StatusForbidden {
+		t.Errorf("/tap without a token: %d, want 403", code)
+	}
+	cfg := *g.Config()
+	cfg.HTTP.Token = "reload-test-token-0123456789"
+	if err := g.Reload(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + g.HTTPAddr() + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/status without the new token: %d, want 401", resp.StatusCode)
+	}
+	if code, _ := httpGet(t, g, "/debug/pprof/cmdline"); code != http.StatusOK {
+		t.Errorf("pprof with the new token: %d, want 200", code)
+	}
+	if code, _ := httpGet(t, g, "/debug/pprof/profile?seconds=3600"); code != http.StatusBadRequest {
+		t.Errorf("an hour-long profile: %d, want 400", code)
+	}
+	off := cfg
+	off.HTTP.Pprof = false
+	if err := g.Reload(&off); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := httpGet(t, g, "/debug/pprof/cmdline"); code != http.StatusNotFound {
+		t.Errorf("pprof after http.pprof: false: %d, want 404", code)
+	}
+	if code, _ := httpGet(t, g, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: %d", code)
+	}
 }

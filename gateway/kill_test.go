@@ -302,8 +302,8 @@ func checkPinsLive(t *testing.T, dir string, progID uint32) {
 	}
 	ids, _ := info.MapIDs()
 	for name, id := range pinnedMaps(t, dir) {
-		if strings.HasPrefix(name, "xgate_rp_") {
-			continue // the sk_reuseport program's maps
+		if strings.HasPrefix(name, "xgate_rp_") || strings.HasPrefix(name, "probe_") {
+			continue // the sk_reuseport program's and the kernel probes' maps
 		}
 		if !slices.Contains(ids, id) {
 			t.Errorf("pin %s: map %d is not used by the attached XDP program (maps %v)", name, id, ids)

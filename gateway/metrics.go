@@ -88,6 +88,7 @@ var (
 
 	descFBRequests = desc("feedback_block_requests_total", "Block verdicts with a source address.")
 	descFBBlocks   = desc("feedback_blocks_total", "What happened to block requests, by result.", "result")
+	descFBSwept    = desc("blocklist_expired_removed_total", "Expired blocks removed from the XDP blocklist and its prefilter.")
 
 	descSinkRecords   = desc("sink_records_total", "Records written or sent by a sink (Kafka, NATS: acknowledged by the broker).", "sink")
 	descSinkBytes     = desc("sink_bytes_total", "Bytes written or sent by a sink.", "sink")
@@ -103,9 +104,10 @@ var (
 	descXDPExceptions  = desc("xdp_exceptions_total", "Exceptions of our XDP program (tracepoint xdp_exception), by XDP action.", "action")
 	descProbeUp        = desc("probe_up", "1 if the kernel probe runs, 0 if it is missing (disabled, unsupported or not permitted).", "probe")
 
-	descAccounting = desc("accounting_total", "The terms of the accounting identity: packets seen = xdp_dropped + not_for_us + socket_dropped + ring_dropped + decode_errors + events.", "term")
-	descTapDropped = desc("tap_dropped_total", "Decided events the tap (GET /tap) lost: its sampling ring or a client's buffer was full.")
-	descSeen       = desc("xdp_seen_packets_total", "Every packet the XDP program saw: the left-hand side of the accounting identity.")
+	descAccounting  = desc("accounting_total", "The terms of the accounting identity, by datagrams: seen = xdp_dropped + not_for_us + no_socket + kernel_dropped + socket_dropped + ring_dropped + bad_frames + rejected + decided - reassembled.", "term")
+	descUnaccounted = desc("accounting_unaccounted", "Seen minus the accounting terms: 0 when every frame is in exactly one term (a batch per worker may be in flight while it runs).", "identity")
+	descTapDropped  = desc("tap_dropped_total", "Decided events the tap (GET /tap) lost: its sampling ring or a client's buffer was full.")
+	descSeen        = desc("xdp_seen_packets_total", "Every packet the XDP program saw: the left-hand side of the accounting identity.")
 )
 
 // Describe implements prometheus.Collector.
@@ -352,6 +354,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFBBlocks, f.OverLimit, "over_limit")
 	counter(descFBBlocks, f.Failed, "failed")
 	counter(descFBBlocks, f.Unenforced, "unenforced")
+	counter(descFBBlocks, f.Refused, "refused_never_block")
+	counter(descFBSwept, f.Swept)
 
 	for i, sk := range s.Sinks {
 		name := sk.Name
@@ -378,6 +382,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, t := range accountingTerms(&s) {
 		counter(descAccounting, t.v, t.name)
 	}
+	gauge(descUnaccounted, float64(s.Unaccounted()), s.Identity)
 }
 
 type term struct {
@@ -387,10 +392,7 @@ type term struct {
 
 // accountingTerms are the right-hand side of the identity, in order.
 func accountingTerms(s *Stats) []term {
-	return []term{
-		{"xdp_dropped", s.XDPDrops}, {"not_for_us", s.NotForUs}, {"socket_dropped", s.SocketDrops},
-		{"ring_dropped", s.RingDrops}, {"decode_errors", s.Engine.DecodeErrorTotal()}, {"events", s.Engine.Events},
-	}
+	return accountingOf(s).terms()
 }
 
 // Collector returns the collector of the gateway's own metrics (without

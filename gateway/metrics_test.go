@@ -72,8 +72,9 @@ func TestHealthAndReadyHandlers(t *testing.T) {
 	if c := get("/readyz"); c != http.StatusOK {
 		t.Errorf("/readyz when ready: %d, want 200", c)
 	}
-	if c := get("/debug/pprof/"); c != http.StatusOK {
-		t.Errorf("/debug/pprof/ %d", c)
+	// No config (so no http.token, no http.pprof): pprof is off.
+	if c := get("/debug/pprof/"); c != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without a config: %d, want 404", c)
 	}
 	// net/http/pprof's init registers on http.DefaultServeMux too, which
 	// xgate never serves: the server's handler is its own mux.

@@ -41,7 +41,16 @@ func (g *Gateway) openSockets(cfg *Config) ([]int, error) {
 			withCPUs++
 		}
 	}
-	if g.path == PathSocket && withCPUs > 1 {
+	steer := g.path == PathSocket && withCPUs > 1
+	if steer {
+		if perr := bpf.Probe(bpf.FeatReuseport); perr != nil {
+			// The fallback: the kernel's flow hash picks the socket, on
+			// any node; datagrams may cross nodes.
+			g.log.Warn("no NUMA steering of the socket group: the kernel's flow hash picks the socket", "reason", perr)
+			steer = false
+		}
+	}
+	if steer {
 		if g.reuse, err = bpf.NewReuseport(bpf.ReuseportOptions{PinPath: cfg.Pin.Path, Nodes: len(nodes), PerNode: perNode}); err != nil {
 			return nil, err
 		}

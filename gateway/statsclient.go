@@ -250,8 +250,9 @@ func quantile(q float64, bounds []float64, cum map[float64]uint64, count uint64)
 // accountingTerms lists the accounting identity's right-hand side in the
 // order of DESIGN.md.
 func (a Accounting) terms() []term {
-	return []term{{"xdp_dropped", a.XDPDropped}, {"not_for_us", a.NotForUs}, {"socket_dropped", a.SocketDropped},
-		{"ring_dropped", a.RingDropped}, {"decode_errors", a.DecodeErrors}, {"events", a.Events}}
+	return []term{{"xdp_dropped", a.XDPDropped}, {"not_for_us", a.NotForUs}, {"no_socket", a.NoSocket},
+		{"kernel_dropped", a.KernelDropped}, {"socket_dropped", a.SocketDropped}, {"ring_dropped", a.RingDropped},
+		{"bad_frames", a.BadFrames}, {"rejected", a.Rejected}, {"decided", a.Decided}, {"reassembled", a.Reassembled}}
 }
 
 // rateText returns how the live views print a counter's rate per second
@@ -292,11 +293,15 @@ func (s *Snapshot) WriteText(w io.Writer, prev *Snapshot, color bool) error {
 	fmt.Fprintf(&b, "  up %s  ready %v\n\n", time.Duration(s.UptimeSeconds*1e9).Round(time.Second).String(), s.Ready)
 
 	a := s.Accounting
-	fmt.Fprintf(&b, "accounting: seen %d = accounted %d", a.Seen, a.Accounted)
-	if a.Seen != 0 && a.Seen != a.Accounted {
-		fmt.Fprintf(&b, " (%d in flight or unaccounted)", int64(a.Seen)-int64(a.Accounted))
+	fmt.Fprintf(&b, "accounting (%s identity, by datagrams): seen %d = accounted %d", a.Identity, a.Seen, a.Accounted)
+	if a.Unaccounted != 0 {
+		fmt.Fprintf(&b, " (%d in flight or unaccounted)", a.Unaccounted)
 	}
-	b.WriteString("\n")
+	if a.Identity == PathSocket && !a.KernelDropsKnown {
+		b.WriteString(" [kernel drops after XDP not seen: the kfree_skb probe is off]")
+	}
+	fmt.Fprintf(&b, "\nbeside it: events %d, event decode errors %d, %.2f events per datagram\n",
+		a.Events, a.DecodeErrors, a.EventsPerDatagram)
 	var pa []term
 	if prev != nil {
 		pa = prev.Accounting.terms()

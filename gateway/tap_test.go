@@ -31,6 +31,9 @@ func startTap(t *testing.T, ctx context.Context, g *Gateway, query string) *tapC
 	if err != nil {
 		t.Fatal(err)
 	}
+	if tok := g.httpToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +68,7 @@ func TestTap(t *testing.T) {
 }
 
 func runTap(t *testing.T, mode string) {
-	pair, g, stop := runIT(t, 2, mode, nil)
+	pair, g, stop := runIT(t, 2, mode, func(c *Config) { c.HTTP.Token = "tap-test-token-0123456789" })
 	if code, _ := httpGet(t, g, "/tap?verdict=nope"); code != http.StatusBadRequest {
 		t.Errorf("/tap?verdict=nope: %d, want 400", code)
 	}
@@ -207,7 +210,7 @@ func bareWorker(t testing.TB, tap *tapHub) *worker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &worker{id: 1, ew: e.NewWorker(), fb: newFeedback(nil, 0), tap: tap}
+	return &worker{id: 1, ew: e.NewWorker(), fb: newFeedback(nil, 0, nil), tap: tap}
 }
 
 // subscribeT subscribes to hub without starting its dispatcher: the test

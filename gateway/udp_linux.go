@@ -72,6 +72,17 @@ func openUDP(addr netip.AddrPort, reuseport bool, rcvbuf int, timeout time.Durat
 	} else {
 		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
 	}
+	// Datagrams the kernel reassembled from fragments carry their largest
+	// fragment's size as a control message (none otherwise): the XDP
+	// program counted their fragments as ipv4_fragment, so the accounting
+	// needs them as a term of their own (Stats.Reassembled).
+	if domain == unix.AF_INET {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVFRAGSIZE, 1); err != nil {
+			return fail("IP_RECVFRAGSIZE", err)
+		}
+	} else if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVFRAGSIZE, 1); err != nil {
+		return fail("IPV6_RECVFRAGSIZE", err)
+	}
 	if err := unix.Bind(fd, sa); err != nil {
 		return fail("bind", err)
 	}
@@ -117,15 +128,24 @@ type mmsgBatch struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6
+	ctrl  [][mmsgCtrl]byte // room for the reassembly control message
 	bufs  [][]byte
 	lens  []int
+	// reassembled counts the datagrams of the last recv that came with a
+	// control message: the kernel reassembled them from fragments.
+	reassembled int
 }
+
+// mmsgCtrl is the control space per message: one cmsg with an int
+// (IP_RECVFRAGSIZE), with room to spare.
+const mmsgCtrl = 64
 
 func newBatch(n, bufSize int) *mmsgBatch {
 	b := &mmsgBatch{
 		hdrs:  make([]unix.Mmsghdr, n),
 		iovs:  make([]unix.Iovec, n),
 		names: make([]unix.RawSockaddrInet6, n),
+		ctrl:  make([][mmsgCtrl]byte, n),
 		bufs:  make([][]byte, n),
 		lens:  make([]int, n),
 	}
@@ -154,6 +174,8 @@ func (s *udpSocket) recv(b *mmsgBatch) (int, error) {
 		h.Namelen = uint32(unsafe.Sizeof(b.names[i]))
 		h.Iov = &b.iovs[i]
 		h.Iovlen = 1
+		h.Control = &b.ctrl[i][0]
+		h.SetControllen(mmsgCtrl)
 		h.Flags = 0
 	}
 	var (
@@ -167,8 +189,14 @@ func (s *udpSocket) recv(b *mmsgBatch) (int, error) {
 		n, err = s.recvmmsg(b.hdrs, unix.MSG_WAITFORONE)
 		s.until -= n
 	}
+	b.reassembled = 0
 	for i := 0; i < n; i++ {
 		b.lens[i] = int(b.hdrs[i].Len)
+		// Only IP(V6)_RECVFRAGSIZE is asked for, and the kernel adds it
+		// only to a reassembled datagram: any control data means one.
+		if b.hdrs[i].Hdr.Controllen != 0 {
+			b.reassembled++
+		}
 	}
 	return n, err
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
 )
 
 // worker drains one socket (socket and plain modes) or one AF_XDP queue
@@ -25,7 +26,7 @@ type worker struct {
 	// than running other goroutines on a pinned or real-time thread.
 	tainted bool
 	ew      *engine.Worker
-	sw      *SinkWriter // nil without sinks
+	sw      *sink.Writer // nil without sinks
 	fb      *feedback
 	tap     *tapHub         // never nil in a gateway; nil in bare tests
 	hk      *housekeeping   // nil: no other threads to keep off w.cpu
@@ -41,6 +42,11 @@ type worker struct {
 
 	// Written only by the worker goroutine, read by Stats.
 	datagrams atomic.Uint64
+	// rejected: datagrams none of whose events decoded (the rest were
+	// decided); reassembled: datagrams the kernel reassembled from
+	// fragments (socket paths). Added to only on such (rare) datagrams.
+	rejected    atomic.Uint64
+	reassembled atomic.Uint64
 	// busyNs is the time the worker spent on its batches: from a non-empty
 	// batch in hand to its last verdict (afxdp) or to its sink flush
 	// (socket, plain); not waiting, spinning or sleeping. Busy time over
@@ -87,6 +93,13 @@ func (w *worker) pin() error {
 // engine's views die with the next Process call.
 func (w *worker) decide(frame []byte, src netip.Addr, rxNs uint64) {
 	ds := w.ew.Process(frame, src)
+	ok := false
+	for i := range ds {
+		ok = ok || ds[i].Err == engine.DecodeOK
+	}
+	if !ok {
+		w.rejected.Add(1)
+	}
 	for i := range ds {
 		d := &ds[i]
 		if w.sw != nil {
@@ -96,7 +109,7 @@ func (w *worker) decide(frame []byte, src netip.Addr, rxNs uint64) {
 			continue
 		}
 		if d.Action == engine.ActionBlock {
-			w.fb.request(src, d.Block)
+			w.fb.request(src, d.Block, d.Rule)
 		}
 		if f := w.tapF; f != nil && f.verdicts&(1<<d.Action) != 0 {
 			w.tap.offer(f, d, w.id, rxNs)
@@ -134,6 +147,9 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 		}
 		shut := false
 		got := 0
+		if w.batch.reassembled > 0 {
+			w.reassembled.Add(uint64(w.batch.reassembled))
+		}
 		var t0 time.Time
 		if n > 0 {
 			t0 = time.Now() // vDSO, no allocation; once per batch

@@ -44,7 +44,13 @@ func Existing(ns, link string) (*Host, error) {
 	}
 	h.Ifindex = l.Attrs().Index
 	h.MAC = l.Attrs().HardwareAddr
-	h.Queues = max(l.Attrs().NumRxQueues, 1)
+	// The active RX queues (ethtool -l), not the device's maximum; a
+	// driver without ethtool channels gets 1.
+	if n, err := h.ActiveRxQueues(); err == nil && n > 0 {
+		h.Queues = n
+	} else {
+		h.Queues = 1
+	}
 	addrs, err := nh.AddrList(l, unix.AF_INET)
 	if err != nil || len(addrs) == 0 {
 		handle.Close()

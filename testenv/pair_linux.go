@@ -48,6 +48,12 @@ type Options struct {
 	// it IPv6 is disabled on the veth ends, so no router solicitations or
 	// MLD reports cross the pair.
 	IPv6 bool
+	// KernelQueues creates the veth as `ip link add A type veth peer name B`
+	// does: without numrxqueues/numtxqueues, so the kernel picks the
+	// device's maximum (one queue per possible CPU for veth) and activates
+	// one. RxQueues and TxQueues must be 0. Host.Queues is the active count;
+	// Host.SetChannels activates more.
+	KernelQueues bool
 	// DynamicNeighbors keeps ARP/ND. By default each end gets a permanent
 	// neighbour entry for the other, so no ARP or ND packet crosses the
 	// pair: counters see only the test's traffic, and an XDP program that
@@ -69,7 +75,7 @@ type Host struct {
 	Prefix netip.Prefix
 	// Addr6 is the IPv6 address (/64), invalid unless Options.IPv6.
 	Addr6 netip.Addr
-	// Queues is the number of RX queues of Link.
+	// Queues is the number of active RX queues of Link (ethtool -l).
 	Queues int
 
 	ns   netns.NsHandle
@@ -116,7 +122,10 @@ func New(tb testing.TB, opts Options) *Pair {
 func NewPair(opts Options) (*Pair, error) {
 	sweepOnce.Do(func() { Sweep() })
 
-	if opts.RxQueues <= 0 {
+	if opts.KernelQueues && (opts.RxQueues != 0 || opts.TxQueues != 0) {
+		return nil, errors.New("KernelQueues with RxQueues or TxQueues: the kernel picks the queues")
+	}
+	if opts.RxQueues <= 0 && !opts.KernelQueues {
 		opts.RxQueues = 1
 	}
 	if opts.TxQueues <= 0 {
@@ -218,6 +227,11 @@ func (p *Pair) build(opts Options) error {
 	for _, h := range []*Host{p.A, p.B} {
 		if err := h.waitReady(5 * time.Second); err != nil {
 			return err
+		}
+		if opts.KernelQueues {
+			if h.Queues, err = h.ActiveRxQueues(); err != nil {
+				return err
+			}
 		}
 	}
 	if !opts.DynamicNeighbors {

@@ -328,3 +328,44 @@ func TestTestenvDoRestoresThread(t *testing.T) {
 		t.Fatalf("threads in several namespaces: %v (caller in %s)", seen, before)
 	}
 }
+
+// TestKernelQueues: a veth made without numrxqueues has the kernel's
+// maximum (one per possible CPU) but one active queue; Host.Queues and
+// Existing count the active ones, and SetChannels activates more.
+func TestKernelQueues(t *testing.T) {
+	skipIfNotRoot(t)
+	p := New(t, Options{KernelQueues: true})
+	nh, err := netlink.NewHandleAt(p.B.NetNS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := nh.LinkByName(p.B.Link)
+	nh.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	devMax := l.Attrs().NumRxQueues
+	if p.B.Queues != 1 {
+		t.Fatalf("Queues %d, want 1 active (device max %d)", p.B.Queues, devMax)
+	}
+	e, err := Existing(p.B.NS, p.B.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Release()
+	if e.Queues != 1 {
+		t.Errorf("Existing: Queues %d, want 1 active (device max %d)", e.Queues, devMax)
+	}
+	if devMax < 2 {
+		t.Skipf("device max %d RX queues (one possible CPU): cannot activate 2", devMax)
+	}
+	if err := p.B.SetChannels(2, 2); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.B.ActiveRxQueues(); err != nil || n != 2 || p.B.Queues != 2 {
+		t.Errorf("after SetChannels(2, 2): active %d (%v), Queues %d; want 2", n, err, p.B.Queues)
+	}
+	if _, err := NewPair(Options{KernelQueues: true, RxQueues: 2}); err == nil {
+		t.Error("KernelQueues with RxQueues accepted")
+	}
+}

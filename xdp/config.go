@@ -115,6 +115,10 @@ type Config struct {
 	Headroom uint32
 	// Bind picks zero-copy, copy, or the first of the two that works.
 	Bind BindMode
+	// NoNeedWakeup binds without XDP_USE_NEED_WAKEUP: the kernel then never
+	// asks for a wakeup, and TX is kicked on every Transmit. For kernels or
+	// drivers that refuse the flag (bpf.FeatAFXDPNeedWakeup switched off).
+	NoNeedWakeup bool
 	// BusyPoll makes Receive spin on the RX ring instead of sleeping in
 	// poll(2) when the ring is empty (a system call is made only when the
 	// fill ring asks for a wakeup). It burns the worker's CPU.

@@ -399,7 +399,11 @@ func open(ifindex, queue int, cfg Config, bindFlag uint16) (_ *Socket, err error
 	s.unmapUmem = func() { unix.Munmap(umem) }
 	s.pollFds = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
 
-	sa := &unix.SockaddrXDP{Flags: bindFlag | unix.XDP_USE_NEED_WAKEUP, Ifindex: uint32(ifindex), QueueID: uint32(queue)}
+	flags := bindFlag
+	if !cfg.NoNeedWakeup {
+		flags |= unix.XDP_USE_NEED_WAKEUP
+	}
+	sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(ifindex), QueueID: uint32(queue)}
 	if err := unix.Bind(fd, sa); err != nil {
 		mode := "copy"
 		if bindFlag == unix.XDP_ZEROCOPY {
@@ -407,7 +411,7 @@ func open(ifindex, queue int, cfg Config, bindFlag uint16) (_ *Socket, err error
 		}
 		return nil, wrap("bind "+mode, err)
 	}
-	s.needWakeup = true
+	s.needWakeup = !cfg.NoNeedWakeup
 	s.mode = ModeCopy
 	if bindFlag == unix.XDP_ZEROCOPY {
 		s.mode = ModeZeroCopy

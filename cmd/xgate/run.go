@@ -81,14 +81,15 @@ a bad file is rejected and the running rules stay.`,
 
 func newValidate() *cobra.Command {
 	var cfgPath string
-	var host bool
+	var host, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "validate -c FILE",
 		Short: "Check a configuration file and compile its rules",
 		Long: `validate parses the file, checks every key and value and compiles the rules,
 printing every error with its file, line and key. With --host it also checks
 this host: the interface exists, the privileges and kernel features the
-configured mode needs.`,
+configured mode needs, the receive path mode auto would take, and every
+kernel feature with what it makes xgate do.`,
 		Example: "  xgate validate -c examples/xgate.yaml\n  sudo xgate validate -c /etc/xgate/xgate.yaml --host",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -96,14 +97,31 @@ configured mode needs.`,
 			if err != nil {
 				return err
 			}
+			out := validateReport{Config: cfgPath, Rules: len(cfg.Rules), Sinks: len(cfg.Sinks)}
 			if host {
-				problems, notes := gateway.CheckSetup(cfg)
-				for _, n := range notes {
-					fmt.Fprintln(cmd.OutOrStdout(), n)
+				out.Problems, out.Notes = gateway.CheckSetup(cfg)
+				out.Features = gateway.HostFeatures()
+			}
+			var err2 error
+			if len(out.Problems) > 0 {
+				err2 = fmt.Errorf("host checks failed:\n  %s", strings.Join(out.Problems, "\n  "))
+			}
+			out.OK = err2 == nil
+			if asJSON {
+				if err := writeJSON(cmd.OutOrStdout(), out); err != nil {
+					return err
 				}
-				if len(problems) > 0 {
-					return fmt.Errorf("host checks failed:\n  %s", strings.Join(problems, "\n  "))
-				}
+				return err2
+			}
+			for _, n := range out.Notes {
+				fmt.Fprintln(cmd.OutOrStdout(), n)
+			}
+			if host {
+				fmt.Fprintln(cmd.OutOrStdout(), "features (xgate features --interface IF also tries the interface):")
+				printFeatures(cmd.OutOrStdout(), &gateway.InterfaceReport{Features: out.Features})
+			}
+			if err2 != nil {
+				return err2
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d rules, %d sinks)\n", cfgPath, len(cfg.Rules), len(cfg.Sinks))
 			return nil
@@ -111,8 +129,20 @@ configured mode needs.`,
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")
 	cmd.Flags().BoolVar(&host, "host", false, "also check the interface, privileges and kernel features")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
+}
+
+// validateReport is xgate validate --json.
+type validateReport struct {
+	Config   string           `json:"config"`
+	OK       bool             `json:"ok"`
+	Rules    int              `json:"rules"`
+	Sinks    int              `json:"sinks"`
+	Problems []string         `json:"problems,omitempty"`
+	Notes    []string         `json:"notes,omitempty"`
+	Features gateway.Features `json:"features,omitempty"`
 }
 
 func newReload() *cobra.Command {

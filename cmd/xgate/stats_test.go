@@ -97,15 +97,15 @@ http: {listen: "127.0.0.1:0", token: `+statsToken+`}
 		t.Fatalf("%v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"accounting: seen " + strconv.Itoa(total) + " = accounted " + strconv.Itoa(total),
-		"decode_errors  ", "pass", "refunds", "latency receive → verdict: " + strconv.Itoa(total) + " samples", "p999",
+		"by datagrams): seen " + strconv.Itoa(total) + " = accounted " + strconv.Itoa(total),
+		"rejected  ", "event decode errors 7", "pass", "refunds", "latency receive → verdict: " + strconv.Itoa(total) + " samples", "p999",
 		"\nprobes:\n", "sock_latency", "missing: skipped by option", // afxdp: no socket to attach the latency probe to
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("--once output lacks %q:\n%s", want, out)
 		}
 	}
-	for _, re := range []string{`(?m)^  events +` + strconv.Itoa(events) + `$`, `(?m)^  decode_errors +7$`,
+	for _, re := range []string{`(?m)^  decided +` + strconv.Itoa(events) + `$`, `(?m)^  rejected +7$`,
 		`(?m)^  pass +100$`, `(?m)^  refunds +drop +30$`} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("--once output does not match %s:\n%s", re, out)

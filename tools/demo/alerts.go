@@ -37,7 +37,7 @@ type alertLine struct {
 	What      string // "amount 12,345.00" or "sum(amount)/1m0s = 51,230.40"
 }
 
-// alertRecord is an annotated sink record (gateway.SinkSpec.Format).
+// alertRecord is an annotated sink record (sink.Spec.Format).
 type alertRecord struct {
 	Verdict string          `json:"verdict"`
 	Rule    string          `json:"rule"`

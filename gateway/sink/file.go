@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -40,15 +41,84 @@ type fileOutput struct {
 
 var _ sinkOutput = (*fileOutput)(nil)
 
-const sinkFileMode = 0o640 // events may be sensitive: owner and group only
+const (
+	sinkFileMode          = 0o640 // events may be sensitive: owner and group only
+	fileDefaultFsyncEvery = time.Second
+	fileDefaultKeep       = 5
+	fileMinRotate         = 4 << 10
+)
 
-func openFileOutput(sk *sink, sp SinkSpec) (*fileOutput, error) {
+// fileKeys are the keys only file sinks have.
+var fileKeys = []typeKey{
+	{"path", "only file sinks have a path", func(sp *Spec) bool { return sp.Path != "" }},
+	{"fsync", "only file sinks fsync", func(sp *Spec) bool { return sp.Fsync != "" }},
+	{"rotate_bytes", "only file sinks rotate", func(sp *Spec) bool { return sp.RotateBytes != 0 }},
+	{"rotate_keep", "only file sinks rotate", func(sp *Spec) bool { return sp.RotateKeep != 0 }},
+}
+
+func checkFile(sp *Spec, _ func(string) bool) (key, msg string) {
+	if sp.Path == "" {
+		return "path", "missing: a file sink writes to a path"
+	}
+	if sp.Fsync != "" {
+		if _, _, err := parseFsync(sp.Fsync); err != nil {
+			return "fsync", err.Error()
+		}
+	}
+	switch r := sp.RotateBytes; {
+	case r < 0:
+		return "rotate_bytes", fmt.Sprintf("%d: want 0 (never) or a size", r)
+	case r > 0 && r < fileMinRotate:
+		return "rotate_bytes", fmt.Sprintf("%d: rotating below 4KiB is surely a mistake", r)
+	}
+	if sp.RotateKeep < 0 {
+		return "rotate_keep", fmt.Sprintf("%d: want the number of old files to keep (default %d)", sp.RotateKeep, fileDefaultKeep)
+	}
+	return "", ""
+}
+
+func fileDefaults(sp *Spec) {
+	if policy, every, _ := parseFsync(sp.Fsync); policy == "interval" {
+		sp.Fsync = "interval " + every.String()
+	}
+	if sp.RotateKeep == 0 {
+		sp.RotateKeep = fileDefaultKeep
+	}
+}
+
+// parseFsync reads "" (the default), never, always, interval or "interval
+// <duration>" and returns the policy (never, interval or always) and, for
+// interval, how often (fileDefaultFsyncEvery unless given).
+func parseFsync(s string) (policy string, every time.Duration, err error) {
+	f := strings.Fields(s)
+	switch {
+	case len(f) == 0:
+		return "interval", fileDefaultFsyncEvery, nil
+	case len(f) == 1 && (f[0] == "never" || f[0] == "always"):
+		return f[0], 0, nil
+	case len(f) == 1 && f[0] == "interval":
+		return "interval", fileDefaultFsyncEvery, nil
+	case len(f) == 2 && f[0] == "interval":
+		d, err := time.ParseDuration(f[1])
+		if err != nil || d <= 0 {
+			return "", 0, fmt.Errorf("%q: %q is not a positive duration", s, f[1])
+		}
+		return "interval", d, nil
+	}
+	return "", 0, fmt.Errorf("%q: want never, interval, interval <duration> (e.g. interval 1s) or always", s)
+}
+
+func openFileOutput(sk *sink, sp Spec) (*fileOutput, error) {
+	policy, every, err := parseFsync(sp.Fsync)
+	if err != nil {
+		return nil, err // Check reports it first
+	}
 	o := &fileOutput{
 		sk:       sk,
 		path:     sp.Path,
 		keep:     sp.RotateKeep,
-		fsync:    sp.Fsync,
-		every:    int64(sp.FsyncInterval),
+		fsync:    policy,
+		every:    int64(every),
 		lastSync: nanotime(),
 	}
 	if err := o.open(); err != nil {

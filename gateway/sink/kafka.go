@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 // Kafka sink: one record per event, produced with franz-go.
 //
@@ -35,6 +35,7 @@ package gateway
 // (or block up to block_timeout) — memory stays bounded.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,8 +52,11 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
-// KafkaSpec configures a Kafka sink. Zero values take the defaults.
-type KafkaSpec struct {
+// Kafka configures a Kafka sink. Zero values take the defaults
+// (kafkaDefaults). Its config keys are the sink's own: brokers, topic,
+// client_id, acks, idempotent, compression, linger, batch_max_bytes,
+// create_topic, partitions, sasl.
+type Kafka struct {
 	Brokers  []string // host:port of one or more seed brokers; required
 	Topic    string   // required; must exist unless CreateTopic
 	ClientID string   // default "xgate-" + the gateway id
@@ -94,11 +98,12 @@ type KafkaSpec struct {
 	// topic is an error at start.
 	CreateTopic bool
 	Partitions  int
-	SASL        SinkSASL
+	SASL        SASL
 }
 
-// SinkSASL is SASL authentication to Kafka.
-type SinkSASL struct {
+// SASL (sasl: mechanism, user, password, password_file) is SASL
+// authentication to Kafka.
+type SASL struct {
 	Mechanism    string // PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
 	User         string
 	Password     string // or PasswordFile (its first line)
@@ -106,48 +111,35 @@ type SinkSASL struct {
 }
 
 const (
-	kafkaDefaultLinger     = 5 * time.Millisecond
-	kafkaDefaultBatchBytes = 1000012
-	kafkaCloseWait         = 10 * time.Second // for the promises after Close
+	kafkaDefaultAcks        = "all"
+	kafkaDefaultCompression = "lz4"
+	kafkaDefaultLinger      = 5 * time.Millisecond
+	kafkaDefaultBatchBytes  = 1000012
+	kafkaCloseWait          = 10 * time.Second // for the promises after Close
 )
 
 // kafkaStartTimeout bounds reaching the brokers and checking the topic at
 // start (a variable so that a test can shorten it).
 var kafkaStartTimeout = 10 * time.Second
 
-// firstSet names the first field that is set (as the config key), "" if
-// none is.
-func (k KafkaSpec) firstSet() string {
-	switch {
-	case len(k.Brokers) > 0:
-		return "brokers"
-	case k.Topic != "":
-		return "topic"
-	case k.ClientID != "":
-		return "client_id"
-	case k.Acks != "":
-		return "acks"
-	case k.NoIdempotence:
-		return "idempotent"
-	case k.Compression != "":
-		return "compression"
-	case k.Linger != 0:
-		return "linger"
-	case k.BatchMaxBytes != 0:
-		return "batch_max_bytes"
-	case k.CreateTopic:
-		return "create_topic"
-	case k.Partitions != 0:
-		return "partitions"
-	case k.SASL != SinkSASL{}:
-		return "sasl"
-	}
-	return ""
+// kafkaKeys are the keys only kafka sinks have.
+var kafkaKeys = []typeKey{
+	{"brokers", "", func(sp *Spec) bool { return len(sp.Kafka.Brokers) > 0 }},
+	{"topic", "", func(sp *Spec) bool { return sp.Kafka.Topic != "" }},
+	{"client_id", "", func(sp *Spec) bool { return sp.Kafka.ClientID != "" }},
+	{"acks", "", func(sp *Spec) bool { return sp.Kafka.Acks != "" }},
+	{"idempotent", "", func(sp *Spec) bool { return sp.Kafka.NoIdempotence }},
+	{"compression", "", func(sp *Spec) bool { return sp.Kafka.Compression != "" }},
+	{"linger", "", func(sp *Spec) bool { return sp.Kafka.Linger != 0 }},
+	{"batch_max_bytes", "", func(sp *Spec) bool { return sp.Kafka.BatchMaxBytes != 0 }},
+	{"create_topic", "", func(sp *Spec) bool { return sp.Kafka.CreateTopic }},
+	{"partitions", "", func(sp *Spec) bool { return sp.Kafka.Partitions != 0 }},
+	{"sasl", "", func(sp *Spec) bool { return sp.Kafka.SASL != SASL{} }},
 }
 
-// normalizeKafka checks sp.Kafka and fills in the defaults; on a problem
-// it returns the field (as the config key) and the message.
-func normalizeKafka(sp *SinkSpec) (field, msg string) {
+// checkKafka checks sp.Kafka and sp.TLS: the first problem, as the config
+// key and the message.
+func checkKafka(sp *Spec, given func(string) bool) (key, msg string) {
 	k := &sp.Kafka
 	if len(k.Brokers) == 0 {
 		return "brokers", "missing: want host:port of at least one broker"
@@ -160,37 +152,25 @@ func normalizeKafka(sp *SinkSpec) (field, msg string) {
 	if err := validTopic(k.Topic); err != nil {
 		return "topic", err.Error()
 	}
-	if k.ClientID == "" {
-		k.ClientID = "xgate-" + sp.GatewayID
-	}
-	switch k.Acks {
-	case "":
-		k.Acks = "all"
+	acks := cmp.Or(k.Acks, kafkaDefaultAcks)
+	switch acks {
 	case "all", "leader", "none":
 	default:
 		return "acks", fmt.Sprintf("%q: want all, leader or none", k.Acks)
 	}
-	if !k.NoIdempotence && k.Acks != "all" {
-		return "idempotent", fmt.Sprintf("the idempotent producer needs acks: all (acks is %s); set idempotent: false to use it", k.Acks)
+	if !k.NoIdempotence && acks != "all" {
+		return "idempotent", fmt.Sprintf("the idempotent producer needs acks: all (acks is %s); set idempotent: false to use it", acks)
 	}
 	switch k.Compression {
-	case "":
-		k.Compression = "lz4"
-	case "lz4", "zstd", "snappy", "gzip", "none":
+	case "", "lz4", "zstd", "snappy", "gzip", "none":
 	default:
 		return "compression", fmt.Sprintf("%q: want lz4, zstd, snappy, gzip or none", k.Compression)
 	}
-	switch {
-	case k.Linger < 0 || k.Linger > time.Minute:
-		return "linger", fmt.Sprintf("%v: want a duration up to 1m (default %v)", k.Linger, kafkaDefaultLinger)
-	case k.Linger == 0:
-		k.Linger = kafkaDefaultLinger
+	if k.Linger < 0 || k.Linger > time.Minute || k.Linger == 0 && given("linger") {
+		return "linger", fmt.Sprintf("%v: want a positive duration up to 1m (default %v)", k.Linger, kafkaDefaultLinger)
 	}
-	switch {
-	case k.BatchMaxBytes == 0:
-		k.BatchMaxBytes = kafkaDefaultBatchBytes
-	case k.BatchMaxBytes < 1<<10 || k.BatchMaxBytes > 64<<20:
-		return "batch_max_bytes", fmt.Sprintf("%d: want 1KiB..64MiB", k.BatchMaxBytes)
+	if b := k.BatchMaxBytes; b != 0 && (b < 1<<10 || b > 64<<20) {
+		return "batch_max_bytes", fmt.Sprintf("%d: want 1KiB..64MiB", b)
 	}
 	if k.Partitions < 0 || k.Partitions > 1<<20 {
 		return "partitions", fmt.Sprintf("%d: want a partition count (0: the broker's default)", k.Partitions)
@@ -201,10 +181,19 @@ func normalizeKafka(sp *SinkSpec) (field, msg string) {
 	if f, m := checkSASL(k.SASL); f != "" {
 		return f, m
 	}
-	if f, m := checkTLS(sp.TLS); f != "" {
-		return f, m
+	return checkTLS(sp.TLS)
+}
+
+// kafkaDefaults fills in sp.Kafka's defaults (after sp.GatewayID's).
+func kafkaDefaults(sp *Spec) {
+	k := &sp.Kafka
+	if k.ClientID == "" {
+		k.ClientID = "xgate-" + sp.GatewayID
 	}
-	return "", ""
+	k.Acks = cmp.Or(k.Acks, kafkaDefaultAcks)
+	k.Compression = cmp.Or(k.Compression, kafkaDefaultCompression)
+	k.Linger = cmp.Or(k.Linger, kafkaDefaultLinger)
+	k.BatchMaxBytes = cmp.Or(k.BatchMaxBytes, kafkaDefaultBatchBytes)
 }
 
 func checkHostPort(a string) error {
@@ -234,8 +223,8 @@ func validTopic(t string) error {
 	return nil
 }
 
-func checkSASL(s SinkSASL) (field, msg string) {
-	if s == (SinkSASL{}) {
+func checkSASL(s SASL) (field, msg string) {
+	if s == (SASL{}) {
 		return "", ""
 	}
 	switch s.Mechanism {
@@ -293,7 +282,7 @@ const (
 	hdrRxNs    = "rx_ns"
 )
 
-func newKafkaOutput(sk *sink, sp SinkSpec) (*kafkaOutput, error) {
+func newKafkaOutput(sk *sink, sp Spec) (*kafkaOutput, error) {
 	k := sp.Kafka
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(k.Brokers...),
@@ -379,7 +368,7 @@ func kafkaBackoff(tries int) time.Duration {
 // checkTopic makes sure the topic exists (creating it if asked to), so
 // that a typo or a missing topic is an error at start, not a stream of
 // failed records.
-func (o *kafkaOutput) checkTopic(k KafkaSpec) error {
+func (o *kafkaOutput) checkTopic(k Kafka) error {
 	ctx, cancel := context.WithTimeout(o.ctx, kafkaStartTimeout)
 	defer cancel()
 	brokers := strings.Join(k.Brokers, ",")

@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/sinktest"
 )
 
 // ---------------------------------------------------------------------------
@@ -33,10 +34,10 @@ func newKfake(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	return c
 }
 
-func kafkaSpec(brokers []string) SinkSpec {
-	return SinkSpec{
+func kafkaSpec(brokers []string) Spec {
+	return Spec{
 		Type: "kafka", What: "passed", KeyPath: "user_id", GatewayID: "gw-test",
-		Kafka: KafkaSpec{Brokers: brokers, Topic: testTopic, Linger: time.Millisecond},
+		Kafka: Kafka{Brokers: brokers, Topic: testTopic, Linger: time.Millisecond},
 	}
 }
 
@@ -156,7 +157,7 @@ func TestKafkaSinkRxTimeAndRejects(t *testing.T) {
 	c := newKfake(t, kfake.SeedTopics(1, testTopic))
 	sp := kafkaSpec(c.ListenAddrs())
 	sp.What = "all"
-	s := newTestSinks(t, []SinkSpec{sp}, 1)
+	s := newTestSinks(t, []Spec{sp}, 1)
 	w := s.Writer(0)
 	mono := monotonicNs() - uint64(time.Hour) // received an hour ago
 	d := engine.Decision{Raw: []byte(`{"user_id":42,"amount":1}`), Action: engine.ActionDrop, Rule: "limit"}
@@ -206,14 +207,14 @@ func TestKafkaSinkRxTimeAndRejects(t *testing.T) {
 // what the full buffer dropped is counted, and the producer resumes.
 func TestKafkaSinkBrokerRestart(t *testing.T) {
 	dir := t.TempDir()
-	port := freePort(t)
+	port := sinktest.FreePort(t)
 	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir), kfake.SeedTopics(3, testTopic)}
 	c1, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var c2 *kfake.Cluster
-	r := keyedOutage(t, kafkaSpec(c1.ListenAddrs()), c1.Close, func(*Sinks, SinkStats) {
+	r := keyedOutage(t, kafkaSpec(c1.ListenAddrs()), c1.Close, func(*Sinks, Stats) {
 		var err error
 		if c2, err = kfake.NewCluster(opts...); err != nil {
 			t.Fatalf("restart on port %d: %v", port, err)
@@ -239,7 +240,7 @@ func TestKafkaSinkDeliveryTimeout(t *testing.T) {
 	c := newKfake(t, kfake.SeedTopics(1, testTopic))
 	sp := kafkaSpec(c.ListenAddrs())
 	sp.DeliveryTimeout = time.Second
-	s := newTestSinks(t, []SinkSpec{sp}, 1)
+	s := newTestSinks(t, []Spec{sp}, 1)
 	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
 	stop := make(chan struct{})
 	wait := feeder(s, 1, 1<<30, time.Millisecond, stop)
@@ -264,14 +265,14 @@ func TestKafkaSinkTopicCheck(t *testing.T) {
 	c := newKfake(t)
 	sp := kafkaSpec(c.ListenAddrs())
 	sp.Kafka.Topic = "missing"
-	_, err := NewSinks([]SinkSpec{sp}, 1)
+	_, err := New([]Spec{sp}, 1)
 	want := fmt.Sprintf("sinks[0] (kafka:missing): topic missing does not exist on brokers %s: create it or set create_topic: true", c.ListenAddrs()[0])
 	if err == nil || err.Error() != want {
 		t.Fatalf("error %v\nwant %s", err, want)
 	}
 
 	sp.Kafka.CreateTopic, sp.Kafka.Partitions = true, 4
-	s := newTestSinks(t, []SinkSpec{sp}, 1)
+	s := newTestSinks(t, []Spec{sp}, 1)
 	closeSinks(t, s)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	if err != nil {
@@ -291,8 +292,8 @@ func TestKafkaSinkTopicCheck(t *testing.T) {
 func TestKafkaSinkUnreachable(t *testing.T) {
 	defer func(d time.Duration) { kafkaStartTimeout = d }(kafkaStartTimeout)
 	kafkaStartTimeout = time.Second
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	_, err := NewSinks([]SinkSpec{kafkaSpec([]string{addr})}, 1)
+	addr := fmt.Sprintf("127.0.0.1:%d", sinktest.FreePort(t))
+	_, err := New([]Spec{kafkaSpec([]string{addr})}, 1)
 	if err == nil || !strings.Contains(err.Error(), "kafka brokers "+addr+": ") {
 		t.Fatalf("error %v", err)
 	}

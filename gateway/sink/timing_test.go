@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 import (
 	"context"
@@ -25,7 +25,7 @@ func BenchmarkSinkFile(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			path := filepath.Join(b.TempDir(), "events.ndjson")
-			s, err := NewSinks([]SinkSpec{{
+			s, err := New([]Spec{{
 				Type: "file", Path: path, What: "all", Format: bc.format,
 				Fsync: "never", OnFull: "block", BlockTimeout: time.Minute,
 			}}, 1)
@@ -59,7 +59,7 @@ func BenchmarkSinkFile(b *testing.B) {
 }
 
 // benchSinkStats keeps the benchmark's result alive.
-var benchSinkStats SinkStats
+var benchSinkStats Stats
 
 // BenchmarkSinkUDP measures forwarding: one datagram per record to a
 // loopback socket (which nobody reads, so the kernel drops what overflows
@@ -70,7 +70,7 @@ func BenchmarkSinkUDP(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	s, err := NewSinks([]SinkSpec{{
+	s, err := New([]Spec{{
 		Type: "udp", Address: ln.LocalAddr().String(), What: "passed",
 		OnFull: "block", BlockTimeout: time.Minute,
 	}}, 1)

@@ -1,15 +1,11 @@
-package gateway
+package sink
 
 import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,99 +13,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/sinktest"
 )
 
-// natsServer is a nats-server process of the test's, with JetStream on
-// and its store in dir, listening on a loopback port.
-type natsServer struct {
-	bin, dir string
-	port     int
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	out      bytes.Buffer
-}
-
-// natsServerBin finds nats-server (Debian's package puts it in
-// /usr/sbin), installing it with tools/install-deps.sh when it is missing
-// and the test runs as root; it skips the test when neither works.
-func natsServerBin(t testing.TB) string {
-	t.Helper()
-	find := func() string {
-		if p, err := exec.LookPath("nats-server"); err == nil {
-			return p
-		}
-		if _, err := os.Stat("/usr/sbin/nats-server"); err == nil {
-			return "/usr/sbin/nats-server"
-		}
-		return ""
-	}
-	if p := find(); p != "" {
-		return p
-	}
-	why := "not running as root"
-	if os.Geteuid() == 0 {
-		out, err := exec.Command("../tools/install-deps.sh", "nats-server").CombinedOutput()
-		if p := find(); p != "" {
-			return p
-		}
-		why = fmt.Sprintf("install-deps.sh: %v: %s", err, out)
-	}
-	t.Skipf("nats-server is not installed and could not be installed (%s); make deps-test installs it", why)
-	return ""
-}
-
-func startNATS(t testing.TB) *natsServer {
-	t.Helper()
-	s := &natsServer{bin: natsServerBin(t), dir: t.TempDir(), port: freePort(t)}
-	s.start(t)
-	t.Cleanup(s.kill)
-	return s
-}
-
-func (s *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
-
-// start runs the server and waits until it accepts connections.
-func (s *natsServer) start(t testing.TB) {
-	t.Helper()
-	s.mu.Lock()
-	s.out.Reset()
-	s.cmd = exec.Command(s.bin, "-js", "-sd", s.dir, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port))
-	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
-	err := s.cmd.Start()
-	s.mu.Unlock()
-	if err != nil {
-		t.Fatalf("start nats-server: %v", err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), 100*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			s.kill()
-			t.Fatalf("nats-server on port %d did not come up: %v\n%s", s.port, err, s.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// kill ends the server with SIGKILL (a crash, not a clean shutdown).
-func (s *natsServer) kill() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd != nil {
-		s.cmd.Process.Kill()
-		s.cmd.Wait()
-		s.cmd = nil
-	}
-}
-
-func natsSpec(url string) SinkSpec {
-	return SinkSpec{
+func natsSpec(url string) Spec {
+	return Spec{
 		Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw-test",
-		NATS: NATSSpec{URLs: []string{url}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true},
+		NATS: NATS{URLs: []string{url}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true},
 	}
 }
 
@@ -208,10 +118,10 @@ func checkMessages(t *testing.T, msgs []jetstream.Msg, from, to time.Time) {
 }
 
 func TestNATSSinkCounts(t *testing.T) {
-	srv := startNATS(t)
-	sp := natsSpec(srv.url())
+	srv := sinktest.StartNATS(t)
+	sp := natsSpec(srv.URL())
 	added, from, to := keyedAllDelivered(t, sp, "nats:xgate.events.{key}")
-	msgs := streamMessages(t, srv.url())
+	msgs := streamMessages(t, srv.URL())
 	if len(msgs) != int(added) {
 		t.Fatalf("stream holds %d messages, %d acknowledged", len(msgs), added)
 	}
@@ -230,11 +140,11 @@ func TestNATSSinkCounts(t *testing.T) {
 // TestNATSSinkSubjects: keys with characters a subject token cannot hold,
 // verdict and rule placeholders.
 func TestNATSSinkSubjects(t *testing.T) {
-	srv := startNATS(t)
-	sp := natsSpec(srv.url())
+	srv := sinktest.StartNATS(t)
+	sp := natsSpec(srv.URL())
 	sp.What = "all"
 	sp.NATS.Subject = "xgate.{verdict}.{rule}.{key}"
-	s := newTestSinks(t, []SinkSpec{sp}, 1)
+	s := newTestSinks(t, []Spec{sp}, 1)
 	w := s.Writer(0)
 	for _, d := range []engine.Decision{
 		{Raw: []byte(`{"user_id":"a.b c*d>e\tf"}`), Action: engine.ActionAlert, Rule: "big payment"},
@@ -248,7 +158,7 @@ func TestNATSSinkSubjects(t *testing.T) {
 	closeSinks(t, s)
 	checkIdentity(t, 4, s.Stats()[0])
 	var subjects []string
-	for _, m := range streamMessages(t, srv.url()) {
+	for _, m := range streamMessages(t, srv.URL()) {
 		subjects = append(subjects, m.Subject())
 	}
 	want := []string{"xgate.alert.big_payment.a_b_c_d_e_f", "xgate.pass._._", "xgate.pass._." + strings.Repeat("k", 256), "xgate.reject.invalid_json._"}
@@ -261,14 +171,14 @@ func TestNATSSinkSubjects(t *testing.T) {
 // again with the same store: every acknowledged event is there once,
 // what the full buffer dropped is counted, and publishing resumes.
 func TestNATSSinkServerRestart(t *testing.T) {
-	srv := startNATS(t)
-	r := keyedOutage(t, natsSpec(srv.url()), srv.kill, func(s *Sinks, during SinkStats) {
-		srv.start(t)
+	srv := sinktest.StartNATS(t)
+	r := keyedOutage(t, natsSpec(srv.URL()), srv.Kill, func(s *Sinks, during Stats) {
+		srv.Start(t)
 		waitFor(t, "records after the restart", 5*time.Second, func() bool { return s.Stats()[0].Records > during.Records+during.InFlight })
 		time.Sleep(500 * time.Millisecond)
 	})
 	st := r.end
-	msgs := streamMessages(t, srv.url())
+	msgs := streamMessages(t, srv.URL())
 	if len(msgs) != int(st.Records) {
 		t.Fatalf("stream holds %d messages, the sink counted %d acknowledged", len(msgs), st.Records)
 	}
@@ -278,16 +188,16 @@ func TestNATSSinkServerRestart(t *testing.T) {
 // TestNATSSinkDeliveryTimeout: while the server is down longer than
 // delivery_timeout, records are counted failed; the identity holds.
 func TestNATSSinkDeliveryTimeout(t *testing.T) {
-	srv := startNATS(t)
-	sp := natsSpec(srv.url())
+	srv := sinktest.StartNATS(t)
+	sp := natsSpec(srv.URL())
 	sp.DeliveryTimeout = time.Second
-	s := newTestSinks(t, []SinkSpec{sp}, 1)
+	s := newTestSinks(t, []Spec{sp}, 1)
 	stop := make(chan struct{})
 	wait := feeder(s, 1, 1<<30, time.Millisecond, stop)
 	waitFor(t, "records", 5*time.Second, func() bool { return s.Stats()[0].Records > 0 })
-	srv.kill()
+	srv.Kill()
 	waitFor(t, "failed records", 5*time.Second, func() bool { return s.Stats()[0].Failed > 0 })
-	srv.start(t)
+	srv.Start(t)
 	failed := s.Stats()[0]
 	waitFor(t, "records after the restart", 5*time.Second, func() bool { return s.Stats()[0].Records > failed.Records+failed.InFlight })
 	close(stop)
@@ -301,7 +211,7 @@ func TestNATSSinkDeliveryTimeout(t *testing.T) {
 	// A message stored just before the kill, whose ack was lost, may have
 	// failed its retries: the stream holds the acknowledged ones and at
 	// most those.
-	if n := uint64(len(streamMessages(t, srv.url()))); n < st.Records || n > st.Records+st.Failed {
+	if n := uint64(len(streamMessages(t, srv.URL()))); n < st.Records || n > st.Records+st.Failed {
 		t.Fatalf("stream holds %d messages; %d acknowledged, %d failed", n, st.Records, st.Failed)
 	}
 }
@@ -309,25 +219,25 @@ func TestNATSSinkDeliveryTimeout(t *testing.T) {
 // TestNATSSinkStreamCheck: a missing stream is an error at start unless
 // create_stream; a stream that does not take the template's subjects too.
 func TestNATSSinkStreamCheck(t *testing.T) {
-	srv := startNATS(t)
-	sp := natsSpec(srv.url())
+	srv := sinktest.StartNATS(t)
+	sp := natsSpec(srv.URL())
 	sp.NATS.CreateStream = false
-	_, err := NewSinks([]SinkSpec{sp}, 1)
-	want := "sinks[0] (nats:xgate.events.{key}): stream EVENTS does not exist on " + srv.url() + ": create it or set create_stream: true"
+	_, err := New([]Spec{sp}, 1)
+	want := "sinks[0] (nats:xgate.events.{key}): stream EVENTS does not exist on " + srv.URL() + ": create it or set create_stream: true"
 	if err == nil || err.Error() != want {
 		t.Fatalf("error %v\nwant %s", err, want)
 	}
 	sp.NATS.CreateStream, sp.NATS.StreamSubjects = true, []string{"xgate.>"}
-	s := newTestSinks(t, []SinkSpec{sp}, 1)
+	s := newTestSinks(t, []Spec{sp}, 1)
 	closeSinks(t, s)
 	// The stream exists now, with subjects xgate.>; a template outside them:
 	sp.NATS.CreateStream, sp.NATS.StreamSubjects, sp.NATS.Subject = false, nil, "other.{key}"
-	_, err = NewSinks([]SinkSpec{sp}, 1)
+	_, err = New([]Spec{sp}, 1)
 	if err == nil || !strings.Contains(err.Error(), "stream EVENTS (subjects [xgate.>]) does not take every subject of other.{key}: add other.* to its subjects") {
 		t.Fatalf("error %v", err)
 	}
-	sp.NATS.URLs = []string{fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))}
-	if _, err = NewSinks([]SinkSpec{sp}, 1); err == nil || !strings.Contains(err.Error(), "nats servers "+sp.NATS.URLs[0]+": ") {
+	sp.NATS.URLs = []string{fmt.Sprintf("nats://127.0.0.1:%d", sinktest.FreePort(t))}
+	if _, err = New([]Spec{sp}, 1); err == nil || !strings.Contains(err.Error(), "nats servers "+sp.NATS.URLs[0]+": ") {
 		t.Fatalf("unreachable: %v", err)
 	}
 }
@@ -366,7 +276,7 @@ func TestSubjectTemplate(t *testing.T) {
 // to a nats-server (a process of the test's, JetStream on, file store) on
 // loopback, every record acknowledged (OnFull block).
 func BenchmarkNATSSink(b *testing.B) {
-	sp := natsSpec(startNATS(b).url())
+	sp := natsSpec(sinktest.StartNATS(b).URL())
 	sp.OnFull, sp.BlockTimeout, sp.Buffer = "block", time.Minute, 4<<20
 	benchKeyedSink(b, sp)
 }

@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 import (
 	"bufio"
@@ -29,11 +29,11 @@ import (
 // ---------------------------------------------------------------------------
 // helpers
 
-func newTestSinks(t testing.TB, specs []SinkSpec, workers int) *Sinks {
+func newTestSinks(t testing.TB, specs []Spec, workers int) *Sinks {
 	t.Helper()
-	s, err := NewSinks(specs, workers)
+	s, err := New(specs, workers)
 	if err != nil {
-		t.Fatalf("NewSinks: %v", err)
+		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -132,12 +132,12 @@ func TestSinkRouting(t *testing.T) {
 	dir := t.TempDir()
 	type tc struct{ what, format, path string }
 	var cases []tc
-	var specs []SinkSpec
+	var specs []Spec
 	for _, what := range []string{"passed", "alerts", "dropped", "rejects", "all"} {
 		for _, format := range []string{"", "raw", "annotated"} {
 			c := tc{what, format, filepath.Join(dir, what+"-"+format+".ndjson")}
 			cases = append(cases, c)
-			specs = append(specs, SinkSpec{Type: "file", Path: c.path, What: what, Format: format})
+			specs = append(specs, Spec{Type: "file", Path: c.path, What: what, Format: format})
 		}
 	}
 	s := newTestSinks(t, specs, 1)
@@ -258,7 +258,7 @@ func TestSinkRejectEscaping(t *testing.T) {
 		inputs = append(inputs, b)
 	}
 	path := filepath.Join(t.TempDir(), "rejects.ndjson")
-	s := newTestSinks(t, []SinkSpec{{Type: "file", Path: path, What: "rejects"}}, 1)
+	s := newTestSinks(t, []Spec{{Type: "file", Path: path, What: "rejects"}}, 1)
 	w := s.Writer(0)
 	for _, in := range inputs {
 		w.Add(&engine.Decision{Raw: in, Err: engine.ErrInvalidUTF8})
@@ -317,7 +317,7 @@ func TestSinkConcurrentWorkers(t *testing.T) {
 	const workers, per = 4, 20000
 	dir := t.TempDir()
 	raw, all := filepath.Join(dir, "passed.ndjson"), filepath.Join(dir, "all.ndjson")
-	s := newTestSinks(t, []SinkSpec{
+	s := newTestSinks(t, []Spec{
 		{Type: "file", Path: raw, What: "passed", OnFull: "block", BlockTimeout: time.Minute, Buffer: 128 << 10},
 		{Type: "file", Path: all, What: "all", OnFull: "block", BlockTimeout: time.Minute, Buffer: 64 << 10},
 	}, workers)
@@ -413,7 +413,7 @@ func TestSinkFlushCoalesces(t *testing.T) {
 	defer func() { sinkMaxHold = hold }()
 	path, r, pw := pipePath(t)
 	defer r.Close()
-	s := newTestSinks(t, []SinkSpec{{Type: "file", Path: path, What: "passed", Buffer: 256 << 10}}, 1)
+	s := newTestSinks(t, []Spec{{Type: "file", Path: path, What: "passed", Buffer: 256 << 10}}, 1)
 	w := s.Writer(0)
 	ev := event(1)
 	// Two full slabs: the writer blocks on the full pipe (64 KiB) with
@@ -443,7 +443,7 @@ func TestSinkFlushCoalesces(t *testing.T) {
 
 func TestSinkSlowDrops(t *testing.T) {
 	path, r, pw := pipePath(t)
-	s := newTestSinks(t, []SinkSpec{{Type: "file", Path: path, What: "passed", Buffer: 16 << 10}}, 1)
+	s := newTestSinks(t, []Spec{{Type: "file", Path: path, What: "passed", Buffer: 16 << 10}}, 1)
 	w := s.Writer(0)
 	const added = 50000 // 5 MB: far beyond the pipe (64 KiB) and the slabs (16 KiB)
 	ev := event(7)
@@ -485,7 +485,7 @@ func TestSinkSlowDrops(t *testing.T) {
 
 func TestSinkBackpressure(t *testing.T) {
 	path, r, pw := pipePath(t)
-	s := newTestSinks(t, []SinkSpec{{Type: "file", Path: path, What: "passed", OnFull: "block", BlockTimeout: time.Minute, Buffer: 16 << 10}}, 1)
+	s := newTestSinks(t, []Spec{{Type: "file", Path: path, What: "passed", OnFull: "block", BlockTimeout: time.Minute, Buffer: 16 << 10}}, 1)
 	const added = 5000 // ~500 KB: more than the pipe and the slabs hold
 	var progress atomic.Int64
 	done := make(chan struct{})
@@ -533,7 +533,7 @@ func TestSinkBackpressure(t *testing.T) {
 
 func TestSinkBlockTimeout(t *testing.T) {
 	path, r, pw := pipePath(t)
-	s := newTestSinks(t, []SinkSpec{{Type: "file", Path: path, What: "passed", OnFull: "block", BlockTimeout: 50 * time.Millisecond, Buffer: 16 << 10}}, 1)
+	s := newTestSinks(t, []Spec{{Type: "file", Path: path, What: "passed", OnFull: "block", BlockTimeout: 50 * time.Millisecond, Buffer: 16 << 10}}, 1)
 	w := s.Writer(0)
 	const added = 5000
 	start := time.Now()
@@ -583,7 +583,7 @@ func TestSinkBlockTimeout(t *testing.T) {
 func TestSinkCloseStuck(t *testing.T) {
 	path, _, _ := pipePath(t)
 	// Block (briefly) so that the writer surely fills the pipe and sticks.
-	s := newTestSinks(t, []SinkSpec{{Type: "file", Path: path, What: "passed", Buffer: 16 << 10, OnFull: "block", BlockTimeout: 50 * time.Millisecond}}, 1)
+	s := newTestSinks(t, []Spec{{Type: "file", Path: path, What: "passed", Buffer: 16 << 10, OnFull: "block", BlockTimeout: 50 * time.Millisecond}}, 1)
 	w := s.Writer(0)
 	for i := range 5000 {
 		w.Add(passed(event(i)))
@@ -602,7 +602,7 @@ func TestSinkCloseStuck(t *testing.T) {
 
 func TestSinkTooBig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "out")
-	s := newTestSinks(t, []SinkSpec{{Type: "file", Path: path, What: "all", Format: "raw", Buffer: 8 << 10}}, 1)
+	s := newTestSinks(t, []Spec{{Type: "file", Path: path, What: "all", Format: "raw", Buffer: 8 << 10}}, 1)
 	w := s.Writer(0)
 	big := bytes.Repeat([]byte("x"), 5000) // slab is 4 KiB
 	w.Add(passed(event(1)))
@@ -629,7 +629,7 @@ func TestSinkRotation(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "events.ndjson")
 			const limit = 4096
-			s := newTestSinks(t, []SinkSpec{{Type: "file", Path: path, What: "passed", RotateBytes: limit, RotateKeep: keep}}, 1)
+			s := newTestSinks(t, []Spec{{Type: "file", Path: path, What: "passed", RotateBytes: limit, RotateKeep: keep}}, 1)
 			w := s.Writer(0)
 			var stream []byte
 			for i := range 600 {
@@ -704,11 +704,11 @@ func TestSinkFsync(t *testing.T) {
 			time.Sleep(pause)
 		}
 	}
-	spec := func(t *testing.T, fsync string, every time.Duration) []SinkSpec {
-		return []SinkSpec{{Type: "file", Path: filepath.Join(t.TempDir(), "f"), What: "passed", Fsync: fsync, FsyncInterval: every}}
+	spec := func(t *testing.T, fsync string) []Spec {
+		return []Spec{{Type: "file", Path: filepath.Join(t.TempDir(), "f"), What: "passed", Fsync: fsync}}
 	}
 	t.Run("never", func(t *testing.T) {
-		s := newTestSinks(t, spec(t, "never", 0), 1)
+		s := newTestSinks(t, spec(t, "never"), 1)
 		rounds(t, s, 20, 0)
 		closeSinks(t, s)
 		if st := s.Stats()[0]; st.Fsyncs != 0 {
@@ -716,7 +716,7 @@ func TestSinkFsync(t *testing.T) {
 		}
 	})
 	t.Run("always", func(t *testing.T) {
-		s := newTestSinks(t, spec(t, "always", 0), 1)
+		s := newTestSinks(t, spec(t, "always"), 1)
 		rounds(t, s, 20, 0)
 		// Every round was written (and fsynced) before the next was added.
 		waitFor(t, "fsyncs", 5*time.Second, func() bool { return s.Stats()[0].Fsyncs >= 20 })
@@ -726,7 +726,7 @@ func TestSinkFsync(t *testing.T) {
 		}
 	})
 	t.Run("interval", func(t *testing.T) {
-		s := newTestSinks(t, spec(t, "interval", 50*time.Millisecond), 1)
+		s := newTestSinks(t, spec(t, "interval 50ms"), 1)
 		start := time.Now()
 		rounds(t, s, 40, 10*time.Millisecond) // ≥ 400ms of writing
 		el := time.Since(start)
@@ -738,7 +738,7 @@ func TestSinkFsync(t *testing.T) {
 		}
 	})
 	t.Run("interval close", func(t *testing.T) {
-		s := newTestSinks(t, spec(t, "interval", time.Hour), 1)
+		s := newTestSinks(t, spec(t, "interval 1h"), 1)
 		rounds(t, s, 3, 0)
 		if st := s.Stats()[0]; st.Fsyncs != 0 {
 			t.Fatalf("fsync before the interval: %+v", st)
@@ -749,7 +749,7 @@ func TestSinkFsync(t *testing.T) {
 		}
 	})
 	t.Run("interval idle", func(t *testing.T) {
-		s := newTestSinks(t, spec(t, "interval", 20*time.Millisecond), 1)
+		s := newTestSinks(t, spec(t, "interval 20ms"), 1)
 		rounds(t, s, 1, 0)
 		// The data is synced by the idle tick, without more writes or Close.
 		waitFor(t, "an idle fsync", 5*time.Second, func() bool { return s.Stats()[0].Fsyncs == 1 })
@@ -766,7 +766,7 @@ func TestSinkFsync(t *testing.T) {
 
 func TestSinkCloseDrains(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "out")
-	s := newTestSinks(t, []SinkSpec{{Type: "file", Path: path, What: "passed", OnFull: "block", BlockTimeout: time.Minute}}, 2)
+	s := newTestSinks(t, []Spec{{Type: "file", Path: path, What: "passed", OnFull: "block", BlockTimeout: time.Minute}}, 2)
 	const per = 10000
 	for wk := range 2 {
 		w := s.Writer(wk)
@@ -788,7 +788,7 @@ func TestSinkCloseDrains(t *testing.T) {
 func TestSinkCloseDeadline(t *testing.T) {
 	path, _, _ := pipePath(t)
 	file := filepath.Join(t.TempDir(), "fine")
-	s := newTestSinks(t, []SinkSpec{
+	s := newTestSinks(t, []Spec{
 		{Type: "file", Path: file, What: "passed", OnFull: "block", BlockTimeout: time.Minute},
 		{Type: "file", Path: path, What: "passed"}, // nobody reads
 	}, 1)
@@ -838,7 +838,7 @@ func TestSinkUDP(t *testing.T) {
 	}
 	defer ln.Close()
 	addr := ln.LocalAddr().String()
-	s := newTestSinks(t, []SinkSpec{
+	s := newTestSinks(t, []Spec{
 		{Type: "udp", Address: addr, What: "passed", OnFull: "block"},
 		{Type: "udp", Address: addr, What: "alerts"},
 	}, 1)
@@ -911,7 +911,7 @@ func TestSinkUDPErrorsNotFatal(t *testing.T) {
 	}
 	addr := ln.LocalAddr().String()
 	ln.Close()
-	s := newTestSinks(t, []SinkSpec{{Type: "udp", Address: addr, What: "passed"}}, 1)
+	s := newTestSinks(t, []Spec{{Type: "udp", Address: addr, What: "passed"}}, 1)
 	w := s.Writer(0)
 	const n = 100
 	for i := range n {
@@ -931,7 +931,7 @@ func TestSinkUDPErrorsNotFatal(t *testing.T) {
 
 func TestSinkAddZeroAllocs(t *testing.T) {
 	dir := t.TempDir()
-	s := newTestSinks(t, []SinkSpec{
+	s := newTestSinks(t, []Spec{
 		{Type: "file", Path: filepath.Join(dir, "p"), What: "passed"},
 		{Type: "file", Path: filepath.Join(dir, "a"), What: "all", Fsync: "always"},
 		{Type: "file", Path: filepath.Join(dir, "r"), What: "rejects", OnFull: "block"},
@@ -981,7 +981,7 @@ func TestSinkAddZeroAllocs(t *testing.T) {
 // Kafka and NATS sinks do, but writes them to a file: the worker's side of
 // a keyed sink without a broker.
 func keyedFileSinks(t testing.TB, path string) *Sinks {
-	s := newTestSinks(t, []SinkSpec{{Type: "file", Path: path, What: "all", Fsync: "never"}}, 1)
+	s := newTestSinks(t, []Spec{{Type: "file", Path: path, What: "all", Fsync: "never"}}, 1)
 	s.sinks[0].keyed, s.sinks[0].keyPath = true, gjsonPath("user_id")
 	s.writers[0].keyed = true
 	return s
@@ -1050,94 +1050,74 @@ func TestSinkKeyedRecord(t *testing.T) {
 
 func TestSinkSpecErrors(t *testing.T) {
 	dir := t.TempDir()
-	ok := SinkSpec{Type: "file", Path: filepath.Join(dir, "ok"), What: "passed"}
+	ok := Spec{Type: "file", Path: filepath.Join(dir, "ok"), What: "passed"}
 	for _, c := range []struct {
-		spec  SinkSpec
+		spec  Spec
 		field string
 	}{
-		{SinkSpec{What: "all"}, "type"},
-		{SinkSpec{Type: "kafak", What: "all"}, "type"},
-		{SinkSpec{Type: "kafka", What: "all", Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
-		{SinkSpec{Type: "kafka", What: "all", KeyPath: "a.*", Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
-		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", Format: "raw", Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}}, "format"},
-		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", Kafka: KafkaSpec{Topic: "t"}}, "brokers"},
-		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", Kafka: KafkaSpec{Brokers: []string{"b:1"}}}, "topic"},
-		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", DeliveryTimeout: time.Millisecond, Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}}, "delivery_timeout"},
-		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", GatewayID: "a b", Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}}, "gateway_id"},
-		{SinkSpec{Type: "kafka", What: "all", KeyPath: "k", Kafka: KafkaSpec{Brokers: []string{"b:1"}, Topic: "t"}, NATS: NATSSpec{Stream: "S"}}, "stream"},
-		{SinkSpec{Type: "nats", What: "all", KeyPath: "k", NATS: NATSSpec{URLs: []string{"nats://x:1"}, Stream: "S"}}, "subject"},
-		{SinkSpec{Type: "nats", What: "all", KeyPath: "k", NATS: NATSSpec{URLs: []string{"nats://x:1"}, Subject: "a.{key}"}}, "stream"},
-		{SinkSpec{Type: "stdout", What: "all", KeyPath: "k"}, "key_path"},
-		{SinkSpec{Type: "stdout", What: "all", Kafka: KafkaSpec{Topic: "t"}}, "topic"},
-		{SinkSpec{Type: "udp", Address: "127.0.0.1:1", What: "all", TLS: SinkTLS{Enable: true}}, "tls"},
-		{SinkSpec{Type: "file", What: "all"}, "path"},
-		{SinkSpec{Type: "file", Path: ok.Path, What: "all"}, "path"}, // same file as sinks[0]
-		{SinkSpec{Type: "stdout", What: "all", Path: "x"}, "path"},
-		{SinkSpec{Type: "udp", What: "all"}, "address"},
-		{SinkSpec{Type: "file", Path: filepath.Join(dir, "a"), Address: "127.0.0.1:1", What: "all"}, "address"},
-		{SinkSpec{Type: "stdout"}, "what"},
-		{SinkSpec{Type: "stdout", What: "everything"}, "what"},
-		{SinkSpec{Type: "stdout", What: "all", Format: "xml"}, "format"},
-		{SinkSpec{Type: "file", Path: filepath.Join(dir, "b"), What: "all", Fsync: "sometimes"}, "fsync"},
-		{SinkSpec{Type: "stdout", What: "all", RotateBytes: 1 << 20}, "rotate_bytes"},
-		{SinkSpec{Type: "file", Path: filepath.Join(dir, "c"), What: "all", RotateBytes: -1}, "rotate_bytes"},
-		{SinkSpec{Type: "stdout", What: "all", OnFull: "wait"}, "on_full"},
-		{SinkSpec{Type: "stdout", What: "all", Buffer: 100}, "buffer"},
-		{SinkSpec{Type: "stdout", What: "all", BlockTimeout: -time.Second}, "block_timeout"},
-		{SinkSpec{Type: "file", Path: filepath.Join(dir, "d"), What: "all", FsyncInterval: -time.Second}, "fsync_interval"},
-		{SinkSpec{Type: "file", Path: filepath.Join(dir, "e"), What: "all", RotateKeep: -1}, "rotate_keep"},
+		{Spec{What: "all"}, "type"},
+		{Spec{Type: "kafak", What: "all"}, "type"},
+		{Spec{Type: "kafka", What: "all", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "a.*", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Format: "raw", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "format"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Topic: "t"}}, "brokers"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Brokers: []string{"b:1"}}}, "topic"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", DeliveryTimeout: time.Millisecond, Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "delivery_timeout"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", GatewayID: "a b", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "gateway_id"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}, NATS: NATS{Stream: "S"}}, "stream"},
+		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: NATS{URLs: []string{"nats://x:1"}, Stream: "S"}}, "subject"},
+		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: NATS{URLs: []string{"nats://x:1"}, Subject: "a.{key}"}}, "stream"},
+		{Spec{Type: "stdout", What: "all", KeyPath: "k"}, "key_path"},
+		{Spec{Type: "stdout", What: "all", Kafka: Kafka{Topic: "t"}}, "topic"},
+		{Spec{Type: "udp", Address: "127.0.0.1:1", What: "all", TLS: TLS{Enable: true}}, "tls"},
+		{Spec{Type: "file", What: "all"}, "path"},
+		{Spec{Type: "file", Path: ok.Path, What: "all"}, "path"}, // same file as sinks[0]
+		{Spec{Type: "stdout", What: "all", Path: "x"}, "path"},
+		{Spec{Type: "udp", What: "all"}, "address"},
+		{Spec{Type: "file", Path: filepath.Join(dir, "a"), Address: "127.0.0.1:1", What: "all"}, "address"},
+		{Spec{Type: "stdout"}, "what"},
+		{Spec{Type: "stdout", What: "everything"}, "what"},
+		{Spec{Type: "stdout", What: "all", Format: "xml"}, "format"},
+		{Spec{Type: "file", Path: filepath.Join(dir, "b"), What: "all", Fsync: "sometimes"}, "fsync"},
+		{Spec{Type: "stdout", What: "all", RotateBytes: 1 << 20}, "rotate_bytes"},
+		{Spec{Type: "file", Path: filepath.Join(dir, "c"), What: "all", RotateBytes: -1}, "rotate_bytes"},
+		{Spec{Type: "stdout", What: "all", OnFull: "wait"}, "on_full"},
+		{Spec{Type: "stdout", What: "all", Buffer: 100}, "buffer"},
+		{Spec{Type: "stdout", What: "all", BlockTimeout: -time.Second}, "block_timeout"},
+		{Spec{Type: "file", Path: filepath.Join(dir, "d"), What: "all", Fsync: "interval -1s"}, "fsync"},
+		{Spec{Type: "stdout", What: "all", Fsync: "always"}, "fsync"},
+		{Spec{Type: "file", Path: filepath.Join(dir, "f"), What: "all", RotateBytes: 100}, "rotate_bytes"},
+		{Spec{Type: "udp", Address: "127.0.0.1:0", What: "all"}, "address"},
+		{Spec{Type: "file", Path: filepath.Join(dir, "e"), What: "all", RotateKeep: -1}, "rotate_keep"},
 	} {
-		_, err := NewSinks([]SinkSpec{ok, c.spec}, 1)
-		var se *SinkSpecError
-		if !errors.As(err, &se) || se.Index != 1 || se.Field != c.field {
+		_, err := New([]Spec{ok, c.spec}, 1)
+		var se *SpecError
+		if !errors.As(err, &se) || se.Index != 1 || se.Key != c.field {
 			t.Errorf("%+v: error %v, want one for sinks[1].%s", c.spec, err, c.field)
 		} else if !strings.HasPrefix(err.Error(), "sinks[1]."+c.field+": ") {
 			t.Errorf("message %q", err)
 		}
 	}
 	missing := filepath.Join(dir, "no-such-dir", "events.ndjson")
-	_, err := NewSinks([]SinkSpec{ok, {Type: "file", Path: missing, What: "passed"}}, 1)
+	_, err := New([]Spec{ok, {Type: "file", Path: missing, What: "passed"}}, 1)
 	if err == nil || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "directory must exist") || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("open error %v: want the path, the advice and ErrNotExist", err)
 	}
-	if _, err := NewSinks([]SinkSpec{{Type: "udp", Address: "no-port", What: "all"}}, 1); err == nil || !strings.Contains(err.Error(), "no-port") {
+	if _, err := New([]Spec{{Type: "udp", Address: "no-port", What: "all"}}, 1); err == nil || !strings.Contains(err.Error(), "no-port") {
 		t.Fatalf("udp address error %v", err)
 	}
-	if _, err := NewSinks(nil, 0); err == nil {
+	if _, err := New(nil, 0); err == nil {
 		t.Fatal("0 workers accepted")
 	}
 }
 
 func TestSinkStdoutNotClosed(t *testing.T) {
-	// Fsync is ignored for stdout: the config layer may fill in file defaults.
-	s := newTestSinks(t, []SinkSpec{{Type: "stdout", What: "passed", Fsync: "interval", FsyncInterval: time.Second}}, 1)
+	s := newTestSinks(t, []Spec{{Type: "stdout", What: "passed"}}, 1)
 	closeSinks(t, s)
 	if _, err := os.Stdout.Stat(); err != nil {
 		t.Fatalf("stdout closed by the sink: %v", err)
 	}
 	if st := s.Stats()[0]; st.Name != "stdout" {
 		t.Fatalf("%+v", st)
-	}
-}
-
-// TestSinkBufferDefaults: an unset buffer takes the type's default — keyed
-// sinks hold slab memory until the broker acknowledges, so they get more.
-func TestSinkBufferDefaults(t *testing.T) {
-	kafka := SinkSpec{Type: "kafka", What: "passed", KeyPath: "user_id", Kafka: KafkaSpec{Brokers: []string{"127.0.0.1:9092"}, Topic: "t"}}
-	for _, c := range []struct {
-		spec SinkSpec
-		want int
-	}{
-		{SinkSpec{Type: "file", Path: filepath.Join(t.TempDir(), "f"), What: "passed"}, DefaultSinkBuffer},
-		{kafka, DefaultKeyedSinkBuffer},
-		{func() SinkSpec { k := kafka; k.Buffer = 64 << 10; return k }(), 64 << 10},
-	} {
-		got, err := normalizeSink(0, c.spec)
-		if err != nil {
-			t.Fatalf("%s: %v", c.spec.Type, err)
-		}
-		if got.Buffer != c.want {
-			t.Errorf("%s (buffer %d): normalized to %d, want %d", c.spec.Type, c.spec.Buffer, got.Buffer, c.want)
-		}
 	}
 }

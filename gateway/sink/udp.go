@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 import (
 	"errors"
@@ -13,6 +13,23 @@ import (
 
 // udpBatch is how many datagrams one sendmmsg call sends at most.
 const udpBatch = 64
+
+// udpKeys are the keys only udp sinks have.
+var udpKeys = []typeKey{
+	{"address", "only udp sinks have an address", func(sp *Spec) bool { return sp.Address != "" }},
+}
+
+// checkUDP checks the address's form; whether the host resolves is seen
+// at New.
+func checkUDP(sp *Spec, _ func(string) bool) (key, msg string) {
+	if sp.Address == "" {
+		return "address", "missing: a udp sink sends to host:port"
+	}
+	if _, port, err := net.SplitHostPort(sp.Address); err != nil || port == "" || port == "0" {
+		return "address", fmt.Sprintf("%q: want host:port", sp.Address)
+	}
+	return "", ""
+}
 
 // udpOutput forwards each record as one datagram over a connected UDP
 // socket, up to udpBatch datagrams per sendmmsg(2) call, straight from the
@@ -45,7 +62,7 @@ type udpOutput struct {
 
 var _ sinkOutput = (*udpOutput)(nil)
 
-func dialUDPOutput(sk *sink, sp SinkSpec) (*udpOutput, error) {
+func dialUDPOutput(sk *sink, sp Spec) (*udpOutput, error) {
 	raddr, err := net.ResolveUDPAddr("udp", sp.Address)
 	if err != nil {
 		return nil, fmt.Errorf("resolve %q: %w (want host:port)", sp.Address, err)

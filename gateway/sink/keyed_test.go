@@ -1,10 +1,9 @@
-package gateway
+package sink
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/sinktest"
 )
 
 // ---------------------------------------------------------------------------
@@ -50,7 +50,7 @@ func eventID(t *testing.T, value []byte) (w, seq int) {
 }
 
 // feeder runs workers goroutines that Add keyed events to their
-// SinkWriter, a Flush every 64 (a receive batch), pausing between batches
+// Writer, a Flush every 64 (a receive batch), pausing between batches
 // when pace > 0, until n events each or stop is closed. It returns the
 // events added per worker (every one goes to the sink).
 func feeder(s *Sinks, workers, n int, pace time.Duration, stop <-chan struct{}) func() []int {
@@ -93,7 +93,7 @@ func sum(xs []int) (n uint64) {
 
 // checkIdentity: every record added is acknowledged, dropped, too big or
 // failed, and none is in flight (after Close).
-func checkIdentity(t *testing.T, added uint64, st SinkStats) {
+func checkIdentity(t *testing.T, added uint64, st Stats) {
 	t.Helper()
 	if got := st.Records + st.Dropped + st.TooBig + st.Failed; got != added || st.InFlight != 0 {
 		t.Fatalf("%d added, but records %d + dropped %d + too big %d + failed %d = %d, in flight %d (last error %q)",
@@ -101,25 +101,14 @@ func checkIdentity(t *testing.T, added uint64, st SinkStats) {
 	}
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // keyedAllDelivered runs sp, named name, with OnFull block (nothing
 // dropped: all must arrive) and 2 workers adding 5000 events each, closes
 // it, and checks that every event was acknowledged. It returns the events
 // added and the run's time span.
-func keyedAllDelivered(t *testing.T, sp SinkSpec, name string) (added uint64, from, to time.Time) {
+func keyedAllDelivered(t *testing.T, sp Spec, name string) (added uint64, from, to time.Time) {
 	t.Helper()
 	sp.OnFull, sp.BlockTimeout = "block", 10*time.Second
-	s := newTestSinks(t, []SinkSpec{sp}, 2)
+	s := newTestSinks(t, []Spec{sp}, 2)
 	if st := s.Stats()[0]; st.Name != name {
 		t.Fatalf("name %q, want %q", st.Name, name)
 	}
@@ -139,7 +128,7 @@ func keyedAllDelivered(t *testing.T, sp SinkSpec, name string) (added uint64, fr
 // before the outage, during it and at the end, and the run's time span.
 type outageRun struct {
 	added               uint64
-	before, during, end SinkStats
+	before, during, end Stats
 	from, to            time.Time
 }
 
@@ -148,11 +137,11 @@ type outageRun struct {
 // second it calls down, 1.5 s later up, then stops the feed and closes the
 // sinks. It checks the identity, that records were acknowledged before the
 // outage and that the full buffer dropped records during it.
-func keyedOutage(t *testing.T, sp SinkSpec, down func(), up func(s *Sinks, during SinkStats)) outageRun {
+func keyedOutage(t *testing.T, sp Spec, down func(), up func(s *Sinks, during Stats)) outageRun {
 	t.Helper()
 	sp.Buffer = 128 << 10
 	sp.DeliveryTimeout = 20 * time.Second
-	s := newTestSinks(t, []SinkSpec{sp}, 2)
+	s := newTestSinks(t, []Spec{sp}, 2)
 	stop := make(chan struct{})
 	var r outageRun
 	r.from = time.Now()
@@ -180,9 +169,9 @@ func keyedOutage(t *testing.T, sp SinkSpec, down func(), up func(s *Sinks, durin
 // benchKeyedSink runs the benchmark loop of a keyed sink: sp (its buffer,
 // OnFull block) from one worker, a Flush every 64 records, every record
 // acknowledged by Close; it reports records/s.
-func benchKeyedSink(b *testing.B, sp SinkSpec) {
+func benchKeyedSink(b *testing.B, sp Spec) {
 	b.Helper()
-	s, err := NewSinks([]SinkSpec{sp}, 1)
+	s, err := New([]Spec{sp}, 1)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -219,7 +208,7 @@ func benchKeyedSink(b *testing.B, sp SinkSpec) {
 func TestKeyedSinkCloseWhileDown(t *testing.T) {
 	for _, typ := range []string{"kafka", "nats"} {
 		t.Run(typ, func(t *testing.T) {
-			var sp SinkSpec
+			var sp Spec
 			var down func()
 			if typ == "kafka" {
 				c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, testTopic))
@@ -228,12 +217,12 @@ func TestKeyedSinkCloseWhileDown(t *testing.T) {
 				}
 				sp, down = kafkaSpec(c.ListenAddrs()), c.Close
 			} else {
-				srv := startNATS(t)
-				sp, down = natsSpec(srv.url()), srv.kill
+				srv := sinktest.StartNATS(t)
+				sp, down = natsSpec(srv.URL()), srv.Kill
 				sp.NATS.AckTimeout = time.Second
 			}
 			sp.DeliveryTimeout = time.Minute
-			s, err := NewSinks([]SinkSpec{sp}, 1)
+			s, err := New([]Spec{sp}, 1)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 // NATS JetStream sink: one message per event, published asynchronously
 // with JetStream acknowledgements (nats.go's jetstream package).
@@ -35,6 +35,7 @@ package gateway
 // block up to block_timeout.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,9 +50,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// NATSSpec configures a NATS JetStream sink. Zero values take the
-// defaults.
-type NATSSpec struct {
+// NATS configures a NATS JetStream sink. Zero values take the defaults
+// (natsDefaults). Its config keys are the sink's own: urls, subject,
+// stream, create_stream, stream_subjects, max_pending, ack_timeout, user,
+// password, password_file, token_file, creds_file.
+type NATS struct {
 	URLs []string // nats://host:port (tls:// for TLS); required
 	// Subject is the subject template, e.g. xgate.events.{key}; required.
 	// Placeholders: {key}, {verdict}, {rule}.
@@ -80,44 +83,32 @@ const (
 	natsMaxKey            = 256                    // bytes of the key in a subject
 )
 
-func (n NATSSpec) firstSet() string {
-	switch {
-	case len(n.URLs) > 0:
-		return "urls"
-	case n.Subject != "":
-		return "subject"
-	case n.Stream != "":
-		return "stream"
-	case n.CreateStream:
-		return "create_stream"
-	case len(n.StreamSubjects) > 0:
-		return "stream_subjects"
-	case n.MaxPending != 0:
-		return "max_pending"
-	case n.AckTimeout != 0:
-		return "ack_timeout"
-	case n.User != "":
-		return "user"
-	case n.Password != "":
-		return "password"
-	case n.PasswordFile != "":
-		return "password_file"
-	case n.TokenFile != "":
-		return "token_file"
-	case n.CredsFile != "":
-		return "creds_file"
-	}
-	return ""
+// natsKeys are the keys only nats sinks have.
+var natsKeys = []typeKey{
+	{"urls", "", func(sp *Spec) bool { return len(sp.NATS.URLs) > 0 }},
+	{"subject", "", func(sp *Spec) bool { return sp.NATS.Subject != "" }},
+	{"stream", "", func(sp *Spec) bool { return sp.NATS.Stream != "" }},
+	{"create_stream", "", func(sp *Spec) bool { return sp.NATS.CreateStream }},
+	{"stream_subjects", "", func(sp *Spec) bool { return len(sp.NATS.StreamSubjects) > 0 }},
+	{"max_pending", "", func(sp *Spec) bool { return sp.NATS.MaxPending != 0 }},
+	{"ack_timeout", "", func(sp *Spec) bool { return sp.NATS.AckTimeout != 0 }},
+	{"user", "", func(sp *Spec) bool { return sp.NATS.User != "" }},
+	{"password", "", func(sp *Spec) bool { return sp.NATS.Password != "" }},
+	{"password_file", "", func(sp *Spec) bool { return sp.NATS.PasswordFile != "" }},
+	{"token_file", "", func(sp *Spec) bool { return sp.NATS.TokenFile != "" }},
+	{"creds_file", "", func(sp *Spec) bool { return sp.NATS.CredsFile != "" }},
 }
 
-func normalizeNATS(sp *SinkSpec) (field, msg string) {
+// checkNATS checks sp.NATS and sp.TLS: the first problem, as the config
+// key and the message.
+func checkNATS(sp *Spec, _ func(string) bool) (key, msg string) {
 	n := &sp.NATS
 	if len(n.URLs) == 0 {
 		return "urls", "missing: want at least one server URL, e.g. nats://127.0.0.1:4222"
 	}
 	for _, u := range n.URLs {
 		p, err := url.Parse(u)
-		if err != nil || p.Host == "" || !isOneOf(p.Scheme, "nats", "tls") {
+		if err != nil || p.Host == "" || p.Scheme != "nats" && p.Scheme != "tls" {
 			return "urls", fmt.Sprintf("%q: want nats://host:port or tls://host:port", u)
 		}
 	}
@@ -136,22 +127,13 @@ func normalizeNATS(sp *SinkSpec) (field, msg string) {
 			return "stream_subjects", err.Error()
 		}
 	}
-	if n.CreateStream && len(n.StreamSubjects) == 0 {
-		n.StreamSubjects = []string{tmpl.wildcard()}
-	}
-	if n.CreateStream && !subjectsCover(n.StreamSubjects, tmpl.wildcard()) {
+	if len(n.StreamSubjects) > 0 && !subjectsCover(n.StreamSubjects, tmpl.wildcard()) {
 		return "stream_subjects", fmt.Sprintf("%v do not take every subject of %s", n.StreamSubjects, n.Subject)
 	}
-	switch {
-	case n.MaxPending == 0:
-		n.MaxPending = natsDefaultMaxPending
-	case n.MaxPending < 1 || n.MaxPending > 1<<20:
+	if n.MaxPending < 0 || n.MaxPending > 1<<20 {
 		return "max_pending", fmt.Sprintf("%d: want 1..%d", n.MaxPending, 1<<20)
 	}
-	switch {
-	case n.AckTimeout == 0:
-		n.AckTimeout = natsDefaultAckTimeout
-	case n.AckTimeout < 0:
+	if n.AckTimeout < 0 {
 		return "ack_timeout", fmt.Sprintf("%v: want a positive duration", n.AckTimeout)
 	}
 	auth := 0
@@ -172,10 +154,19 @@ func normalizeNATS(sp *SinkSpec) (field, msg string) {
 	if auth > 1 {
 		return "user", "want one of user/password, token_file and creds_file"
 	}
-	if f, m := checkTLS(sp.TLS); f != "" {
-		return f, m
+	return checkTLS(sp.TLS)
+}
+
+// natsDefaults fills in sp.NATS's defaults.
+func natsDefaults(sp *Spec) {
+	n := &sp.NATS
+	if n.CreateStream && len(n.StreamSubjects) == 0 {
+		if tmpl, err := parseSubjectTemplate(n.Subject); err == nil {
+			n.StreamSubjects = []string{tmpl.wildcard()}
+		}
 	}
-	return "", ""
+	n.MaxPending = cmp.Or(n.MaxPending, natsDefaultMaxPending)
+	n.AckTimeout = cmp.Or(n.AckTimeout, natsDefaultAckTimeout)
 }
 
 func validStreamName(s string) error {
@@ -410,7 +401,7 @@ type natsSlab struct {
 	slabLeft
 }
 
-func newNATSOutput(sk *sink, sp SinkSpec) (*natsOutput, error) {
+func newNATSOutput(sk *sink, sp Spec) (*natsOutput, error) {
 	n := sp.NATS
 	tmpl, err := parseSubjectTemplate(n.Subject)
 	if err != nil {
@@ -495,7 +486,7 @@ func newNATSOutput(sk *sink, sp SinkSpec) (*natsOutput, error) {
 // checkStream makes sure the stream exists (creating it if asked to) and
 // takes the template's subjects, so that a typo is an error at start, not
 // a stream of failed messages.
-func (o *natsOutput) checkStream(n NATSSpec, urls string) error {
+func (o *natsOutput) checkStream(n NATS, urls string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), natsStartTimeout)
 	defer cancel()
 	st, err := o.js.Stream(ctx, n.Stream)

@@ -1,16 +1,13 @@
-package gateway
+package sink
 
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"math/bits"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -21,6 +18,7 @@ import (
 	"unsafe"
 
 	"github.com/tidwall/gjson"
+	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/engine"
 )
@@ -28,7 +26,7 @@ import (
 // Sinks write decided events out of the process: to a file (NDJSON, with
 // fsync policy and rotation by size), to stdout, or forwarded over UDP.
 //
-// Data path. Each worker owns a SinkWriter. For every sink that wants a
+// Data path. Each worker owns a Writer. For every sink that wants a
 // Decision, Add encodes the record straight into the worker's current slab
 // for that sink (a fixed 64 KiB byte buffer); a full slab, and every
 // non-empty slab at Flush (end of the worker's batch), is pushed onto the
@@ -39,7 +37,7 @@ import (
 // record or per batch.
 //
 // Memory. Each worker has a fixed pool of Buffer/slab-size slabs per sink
-// (at least two), allocated by NewSinks and never grown, so the sinks hold
+// (at least two), allocated by New and never grown, so the sinks hold
 // at most Buffer × workers × sinks bytes of records (plus a 1/16 record
 // index per slab). When a worker finds no free slab — the writer is behind —
 // the sink's OnFull policy decides: "drop" counts the record in Dropped and
@@ -72,139 +70,8 @@ import (
 // as for any sink: records are dropped and counted, or the worker waits at
 // most BlockTimeout. Memory stays bounded and no worker stalls longer.
 
-// SinkSpec configures one sink. Zero values take the documented defaults.
-type SinkSpec struct {
-	Type    string // "file" | "stdout" | "udp" | "kafka" | "nats"
-	Path    string // file: the file to append to
-	Address string // udp: host:port to forward to
-	// What selects the records: "passed" (verdict pass or alert: an alerted
-	// event passes), "alerts" (alert), "dropped" (drop and block), "rejects"
-	// (decode errors) or "all".
-	What string
-	// Format: "raw" (the original bytes plus '\n'; default for passed) or
-	// "annotated" (default otherwise), one JSON object per line:
-	//	{"verdict":"alert","rule":"big-payment","value":51234.5,"event":{…}}
-	//	{"verdict":"block","rule":"flood","value":0,"block_ms":30000,"event":{…}}
-	//	{"error":"invalid_json","raw":"<the bytes as a JSON string>"}
-	// Raw rejects are the input as received, so they may span lines.
-	// In annotated events, newlines between the tokens of a pretty-printed
-	// object become spaces, so each record is one line. A reject's raw
-	// string keeps at most the first 4 KiB of the input (then
-	// "truncated":true); invalid UTF-8 becomes U+FFFD. UDP sinks send the
-	// same records without the trailing newline, one per datagram.
-	Format string
-	// Fsync (file): "never", "interval" (default: when something was
-	// written and FsyncInterval has passed since the last fsync) or
-	// "always" (after every round of writes). Close fsyncs unless "never".
-	// Ignored for stdout and udp sinks.
-	Fsync         string
-	FsyncInterval time.Duration // default 1s
-	// RotateBytes (file): before a write that would take the file past this
-	// size, Path becomes Path.1 (Path.1 becomes Path.2 …, keeping
-	// RotateKeep old files). Records are never split across files; a record
-	// larger than RotateBytes gets a file of its own. 0 = never rotate.
-	RotateBytes int64
-	RotateKeep  int // default 5
-	// OnFull: "drop" (default: count and drop the record) or "block"
-	// (backpressure: the worker waits up to BlockTimeout for the writer,
-	// then drops and counts; after such a timeout it drops without waiting
-	// until the writer hands a slab back, so a stuck sink costs a worker
-	// one BlockTimeout, not one per record).
-	OnFull       string
-	BlockTimeout time.Duration // default 100ms
-	// Buffer is the bytes of slab memory per worker for this sink (default
-	// 1 MiB, at least 8 KiB): the bound on memory. A record larger than one
-	// slab (64 KiB, or Buffer/2 when Buffer is below 128 KiB) is dropped and
-	// counted in TooBig. For Kafka and NATS sinks it bounds the records
-	// waiting for the broker too (queued and in flight).
-	Buffer int
-
-	// Kafka and NATS sinks (keyed records; Format does not apply: the
-	// value is always the original event bytes).
-	//
-	// KeyPath is the schema's key field (a path as in the schema, e.g.
-	// "user_id"); required. GatewayID names this gateway in the records'
-	// "gateway" header (default: the host name). DeliveryTimeout is how
-	// long a record is retried (broker down, no leader, no ack) before it
-	// counts as Failed (default 30s).
-	KeyPath         string
-	GatewayID       string
-	DeliveryTimeout time.Duration
-	TLS             SinkTLS
-	Kafka           KafkaSpec // type kafka
-	NATS            NATSSpec  // type nats
-}
-
-// SinkTLS configures TLS to a Kafka or NATS server. TLS is on when Enable
-// or any other field is set (with the system's roots when CAFile is empty).
-type SinkTLS struct {
-	Enable             bool
-	CAFile             string // PEM roots to verify the server with
-	CertFile, KeyFile  string // client certificate (both or neither)
-	ServerName         string // default: the host of the address dialled
-	InsecureSkipVerify bool   // do not verify the server (tests only)
-}
-
-// On reports whether TLS is wanted.
-func (t SinkTLS) On() bool {
-	return t.Enable || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
-}
-
-// checkTLS checks what can be checked without reading the files.
-func checkTLS(t SinkTLS) (field, msg string) {
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return "tls.cert_file", "want both cert_file and key_file (a client certificate), or neither"
-	}
-	return "", ""
-}
-
-// config reads the files and makes the client's TLS configuration.
-func (t SinkTLS) config() (*tls.Config, error) {
-	c := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify,
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls ca_file: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca_file %s: no PEM certificate in it", t.CAFile)
-		}
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls cert_file/key_file: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
-}
-
-// secret is value, or else the first line of file (a password or token
-// kept out of the config).
-func secret(value, file string) (string, error) {
-	if file == "" {
-		return value, nil
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	line = strings.TrimRight(line, "\r")
-	if line == "" {
-		return "", fmt.Errorf("%s: empty", file)
-	}
-	return line, nil
-}
-
-// SinkStats are one sink's counters since NewSinks.
-type SinkStats struct {
+// Stats are one sink's counters since New.
+type Stats struct {
 	Name      string // "file:/path", "stdout", "udp:host:port"
 	Records   uint64 // records written (file, stdout) or sent (udp)
 	Bytes     uint64 // bytes written or sent
@@ -222,26 +89,8 @@ type SinkStats struct {
 	LastError string
 }
 
-// SinkSpecError is a configuration error of one sink: Index is its position
-// in the slice given to NewSinks (0-based), Field the lower-case name of the
-// offending field as in the YAML config ("what", "on_full", …).
-type SinkSpecError struct {
-	Index int
-	Field string
-	Msg   string
-}
-
-func (e *SinkSpecError) Error() string {
-	return fmt.Sprintf("sinks[%d].%s: %s", e.Index, e.Field, e.Msg)
-}
-
 const (
-	sinkSlabSize        = 64 << 10
-	sinkMinBuffer       = 8 << 10
-	sinkMaxBuffer       = 1 << 30
-	sinkDefaultKeep     = 5
-	sinkDefaultInterval = time.Second
-	sinkDefaultBlock    = 100 * time.Millisecond
+	sinkSlabSize = 64 << 10
 	// sinkRecordIndex is the average record size the per-slab record index
 	// is sized for: a slab holds at most slabSize/sinkRecordIndex records
 	// (1024 in a 64 KiB slab), so the index costs 1/16 of the slab.
@@ -255,7 +104,6 @@ const (
 	// NATS), which carry a header, the rule and the key besides the event:
 	// 512 records per 64 KiB slab.
 	sinkKeyedRecordIndex = 128
-	sinkDefaultDelivery  = 30 * time.Second
 )
 
 // Record classes, as bits of sink.classes.
@@ -287,7 +135,7 @@ func classOf(d *engine.Decision) uint8 {
 //
 //  1. on the free ring (SPSC) of worker w for sink s: owned by nobody; only
 //     worker w pops it from there;
-//  2. SinkWriter.cur[s] of worker w: owned by worker w alone, which appends
+//  2. Writer.cur[s] of worker w: owned by worker w alone, which appends
 //     records to it;
 //  3. on the sink's full ring (MPSC): in transit, touched by nobody; the
 //     worker's push publishes every byte it wrote (the ring's seq store),
@@ -298,7 +146,7 @@ func classOf(d *engine.Decision) uint8 {
 //
 // So the moves are 1→2 (worker), 2→3 (worker), 3→4 (writer), 4→1 (writer),
 // each through one atomic ring operation, and no slab is ever reachable by
-// two goroutines that may touch it. owner never changes after NewSinks.
+// two goroutines that may touch it. owner never changes after New.
 // The rings cannot overflow: the full ring holds every slab of every worker
 // and each free ring every slab of its worker.
 type slab struct {
@@ -437,13 +285,13 @@ type sink struct {
 // Sinks is the set of configured sinks and their writer goroutines.
 type Sinks struct {
 	sinks     []*sink
-	writers   []*SinkWriter
+	writers   []*Writer
 	closeOnce sync.Once
 }
 
-// SinkWriter is one worker's handle on all sinks. It is not safe for
+// Writer is one worker's handle on all sinks. It is not safe for
 // concurrent use: exactly one goroutine (the worker) calls Add and Flush.
-type SinkWriter struct {
+type Writer struct {
 	id    int
 	sinks []*sink
 	cur   []*slab // per sink: the slab being filled (state 2), or nil
@@ -460,29 +308,27 @@ type SinkWriter struct {
 	batchWall  int64
 }
 
-// NewSinks validates specs, opens the files and sockets, allocates every
+// New checks specs (Check), fills in their defaults (Spec.WithDefaults),
+// opens the files and sockets, allocates every
 // slab and starts one writer goroutine per sink. workers is the number of
-// SinkWriters (one per worker goroutine).
-func NewSinks(specs []SinkSpec, workers int) (*Sinks, error) {
+// Writers (one per worker goroutine).
+func New(specs []Spec, workers int) (*Sinks, error) {
 	if workers < 1 {
 		return nil, fmt.Errorf("sinks: %d workers: want at least 1", workers)
 	}
 	if workers > 1<<16 {
 		return nil, fmt.Errorf("sinks: %d workers: want at most %d", workers, 1<<16)
 	}
-	paths := map[string]int{}
-	norm := make([]SinkSpec, len(specs))
+	if errs := Check(specs, nil); len(errs) > 0 {
+		joined := make([]error, len(errs))
+		for i, e := range errs {
+			joined[i] = e
+		}
+		return nil, errors.Join(joined...)
+	}
+	norm := make([]Spec, len(specs))
 	for i, sp := range specs {
-		var err error
-		if norm[i], err = normalizeSink(i, sp); err != nil {
-			return nil, err
-		}
-		if sp.Type == "file" {
-			if j, dup := paths[sp.Path]; dup {
-				return nil, &SinkSpecError{i, "path", fmt.Sprintf("%q is also the path of sinks[%d]; two sinks cannot share a file", sp.Path, j)}
-			}
-			paths[sp.Path] = i
-		}
+		norm[i] = sp.WithDefaults()
 	}
 	s := &Sinks{}
 	for i, sp := range norm {
@@ -499,9 +345,9 @@ func NewSinks(specs []SinkSpec, workers int) (*Sinks, error) {
 	for _, sk := range s.sinks {
 		keyed = keyed || sk.keyed
 	}
-	s.writers = make([]*SinkWriter, workers)
+	s.writers = make([]*Writer, workers)
 	for w := range s.writers {
-		s.writers[w] = &SinkWriter{
+		s.writers[w] = &Writer{
 			id:         w,
 			sinks:      s.sinks,
 			cur:        make([]*slab, len(s.sinks)),
@@ -516,174 +362,7 @@ func NewSinks(specs []SinkSpec, workers int) (*Sinks, error) {
 	return s, nil
 }
 
-// foreignField names a field of the Kafka or the NATS spec that is set on
-// a sink of another type (as the config key), with the message; "" when
-// there is none.
-func foreignField(typ string, k KafkaSpec, n NATSSpec) (field, msg string) {
-	if f := k.firstSet(); f != "" && typ != "kafka" {
-		return f, "only kafka sinks have " + f
-	}
-	if f := n.firstSet(); f != "" && typ != "nats" {
-		return f, "only nats sinks have " + f
-	}
-	return "", ""
-}
-
-// normalizeKeyed checks sp.Kafka or sp.NATS (by sp.Type) and fills in the
-// defaults; on a problem it returns the field (as the config key) and the
-// message.
-func normalizeKeyed(sp *SinkSpec) (field, msg string) {
-	if sp.Type == "kafka" {
-		return normalizeKafka(sp)
-	}
-	return normalizeNATS(sp)
-}
-
-// keyed reports whether the sink writes keyed records (kafka, nats).
-func (sp *SinkSpec) keyed() bool { return sp.Type == "kafka" || sp.Type == "nats" }
-
-func normalizeSink(i int, sp SinkSpec) (SinkSpec, error) {
-	bad := func(field, format string, args ...any) (SinkSpec, error) {
-		return sp, &SinkSpecError{i, field, fmt.Sprintf(format, args...)}
-	}
-	switch sp.Type {
-	case "file":
-		if sp.Path == "" {
-			return bad("path", "missing: a file sink writes to a path")
-		}
-	case "stdout", "udp", "kafka", "nats":
-		if sp.Path != "" {
-			return bad("path", "only file sinks have a path")
-		}
-		if sp.RotateBytes != 0 || sp.RotateKeep != 0 {
-			return bad("rotate_bytes", "only file sinks rotate")
-		}
-		// Fsync and FsyncInterval are ignored: a config layer may fill in
-		// the file defaults for every sink.
-		sp.Fsync, sp.FsyncInterval = "", 0
-	case "":
-		return bad("type", "missing: want file, stdout, udp, kafka or nats")
-	default:
-		return bad("type", "%q: want file, stdout, udp, kafka or nats", sp.Type)
-	}
-	if sp.Type == "udp" {
-		if sp.Address == "" {
-			return bad("address", "missing: a udp sink sends to host:port")
-		}
-	} else if sp.Address != "" {
-		return bad("address", "only udp sinks have an address")
-	}
-	switch sp.What {
-	case "passed", "alerts", "dropped", "rejects", "all":
-	case "":
-		return bad("what", "missing: want passed, alerts, dropped, rejects or all")
-	default:
-		return bad("what", "%q: want passed, alerts, dropped, rejects or all", sp.What)
-	}
-	keyed := sp.keyed()
-	if keyed {
-		if sp.Format != "" {
-			return bad("format", "kafka and nats sinks send the original event bytes (verdict and rule go in headers): leave format out")
-		}
-		if sp.KeyPath == "" {
-			return bad("key_path", "missing: want the schema's key field, e.g. user_id")
-		}
-		if err := engine.ValidPath(sp.KeyPath); err != nil {
-			return bad("key_path", "%v: want the schema's key field, e.g. user_id", err)
-		}
-		if sp.GatewayID == "" {
-			sp.GatewayID = defaultGatewayID()
-		}
-		if err := validGatewayID(sp.GatewayID); err != nil {
-			return bad("gateway_id", "%v", err)
-		}
-		switch {
-		case sp.DeliveryTimeout == 0:
-			sp.DeliveryTimeout = sinkDefaultDelivery
-		case sp.DeliveryTimeout < time.Second:
-			return bad("delivery_timeout", "%v: want at least 1s", sp.DeliveryTimeout)
-		}
-		field, msg := foreignField(sp.Type, sp.Kafka, sp.NATS)
-		if field == "" {
-			field, msg = normalizeKeyed(&sp)
-		}
-		if field != "" {
-			return bad(field, "%s", msg)
-		}
-	} else {
-		switch {
-		case sp.KeyPath != "":
-			return bad("key_path", "only kafka and nats sinks have a key")
-		case sp.GatewayID != "":
-			return bad("gateway_id", "only kafka and nats sinks have a gateway_id")
-		case sp.DeliveryTimeout != 0:
-			return bad("delivery_timeout", "only kafka and nats sinks have a delivery_timeout")
-		case sp.TLS.On():
-			return bad("tls", "only kafka and nats sinks have tls")
-		}
-		if f, m := foreignField(sp.Type, sp.Kafka, sp.NATS); f != "" {
-			return bad(f, "%s", m)
-		}
-	}
-	switch {
-	case keyed:
-	case sp.Format == "raw", sp.Format == "annotated":
-	case sp.Format == "":
-		sp.Format = "annotated"
-		if sp.What == "passed" {
-			sp.Format = "raw"
-		}
-	default:
-		return bad("format", "%q: want raw or annotated", sp.Format)
-	}
-	if sp.Type == "file" {
-		switch sp.Fsync {
-		case "never", "interval", "always":
-		case "":
-			sp.Fsync = "interval"
-		default:
-			return bad("fsync", "%q: want never, interval or always", sp.Fsync)
-		}
-	}
-	switch {
-	case sp.FsyncInterval < 0:
-		return bad("fsync_interval", "%v: want a positive duration", sp.FsyncInterval)
-	case sp.FsyncInterval == 0:
-		sp.FsyncInterval = sinkDefaultInterval
-	}
-	switch {
-	case sp.RotateBytes < 0:
-		return bad("rotate_bytes", "%d: want 0 (never) or a size in bytes", sp.RotateBytes)
-	case sp.RotateKeep < 0:
-		return bad("rotate_keep", "%d: want the number of old files to keep (default %d)", sp.RotateKeep, sinkDefaultKeep)
-	case sp.RotateKeep == 0:
-		sp.RotateKeep = sinkDefaultKeep
-	}
-	switch sp.OnFull {
-	case "drop", "block":
-	case "":
-		sp.OnFull = "drop"
-	default:
-		return bad("on_full", "%q: want drop (count and drop records) or block (backpressure)", sp.OnFull)
-	}
-	switch {
-	case sp.BlockTimeout < 0:
-		return bad("block_timeout", "%v: want a positive duration", sp.BlockTimeout)
-	case sp.BlockTimeout == 0:
-		sp.BlockTimeout = sinkDefaultBlock
-	}
-	switch {
-	case sp.Buffer == 0 && keyed:
-		sp.Buffer = DefaultKeyedSinkBuffer
-	case sp.Buffer == 0:
-		sp.Buffer = DefaultSinkBuffer
-	case sp.Buffer < sinkMinBuffer || sp.Buffer > sinkMaxBuffer:
-		return bad("buffer", "%d bytes: want %d (8 KiB) .. %d (1 GiB) of slab memory per worker", sp.Buffer, sinkMinBuffer, sinkMaxBuffer)
-	}
-	return sp, nil
-}
-
-func newSink(i int, sp SinkSpec, workers int) (*sink, error) {
+func newSink(i int, sp Spec, workers int) (*sink, error) {
 	sk := &sink{
 		annotated: sp.Format == "annotated",
 		newline:   sp.Type == "file" || sp.Type == "stdout",
@@ -711,21 +390,21 @@ func newSink(i int, sp SinkSpec, workers int) (*sink, error) {
 	case "all":
 		sk.classes = classPass | classAlert | classDrop | classReject
 	}
-	size, n := sinkSlabSize, sp.Buffer/sinkSlabSize
+	size, n := sinkSlabSize, int(sp.Buffer)/sinkSlabSize
 	if n < 2 {
-		size, n = sp.Buffer/2, 2
+		size, n = int(sp.Buffer)/2, 2
 	}
 	sk.slabSize = size
 	sk.slabs = n * workers
 	var err error
 	if sk.full, err = engine.NewMPSC[*slab](ceilPow2(max(2, n*workers))); err != nil {
-		return nil, &SinkSpecError{i, "buffer", err.Error()}
+		return nil, &SpecError{i, "buffer", err.Error()}
 	}
 	sk.free = make([]*engine.SPSC[*slab], workers)
 	sk.wcnt = make([]workerCounts, workers)
 	for w := range sk.free {
 		if sk.free[w], err = engine.NewSPSC[*slab](ceilPow2(n)); err != nil {
-			return nil, &SinkSpecError{i, "buffer", err.Error()}
+			return nil, &SpecError{i, "buffer", err.Error()}
 		}
 		for range n {
 			sk.free[w].Push(&slab{
@@ -779,8 +458,8 @@ func ceilPow2(n int) int {
 	return 1 << bits.Len(uint(n-1))
 }
 
-// Writer returns the SinkWriter of worker (0 ≤ worker < workers).
-func (s *Sinks) Writer(worker int) *SinkWriter { return s.writers[worker] }
+// Writer returns the Writer of worker (0 ≤ worker < workers).
+func (s *Sinks) Writer(worker int) *Writer { return s.writers[worker] }
 
 // Add encodes d for every sink that wants it into this worker's current
 // slab of that sink, copying every byte it keeps (d.Raw may be reused as
@@ -790,12 +469,12 @@ func (s *Sinks) Writer(worker int) *SinkWriter { return s.writers[worker] }
 //
 // Keyed records (Kafka, NATS) get the time the worker's current batch met
 // its first keyed record as their receive time; AddAt takes the packet's.
-func (w *SinkWriter) Add(d *engine.Decision) { w.AddAt(d, 0) }
+func (w *Writer) Add(d *engine.Decision) { w.AddAt(d, 0) }
 
 // AddAt is Add with the receive time of d's datagram: rxNs is the XDP
 // program's timestamp (CLOCK_MONOTONIC ns, as in the AF_XDP metadata), 0
 // when there is none. Keyed records carry it as ns since the Unix epoch.
-func (w *SinkWriter) AddAt(d *engine.Decision, rxNs uint64) {
+func (w *Writer) AddAt(d *engine.Decision, rxNs uint64) {
 	c := classOf(d)
 	for i, sk := range w.sinks {
 		if sk.classes&c == 0 {
@@ -832,7 +511,7 @@ func (w *SinkWriter) AddAt(d *engine.Decision, rxNs uint64) {
 
 // rxWall returns the receive time of a keyed record in ns since the Unix
 // epoch.
-func (w *SinkWriter) rxWall(rxNs uint64) int64 {
+func (w *Writer) rxWall(rxNs uint64) int64 {
 	if rxNs != 0 {
 		return int64(rxNs) + w.monoToWall
 	}
@@ -844,7 +523,7 @@ func (w *SinkWriter) rxWall(rxNs uint64) int64 {
 
 // newBatch forgets the batch's receive time and refreshes the clock
 // offset (NTP may step the wall clock; the monotonic one runs on).
-func (w *SinkWriter) newBatch() {
+func (w *Writer) newBatch() {
 	if w.keyed {
 		w.batchWall = 0
 		w.monoToWall = monoToWall()
@@ -857,9 +536,17 @@ func monoToWall() int64 {
 	return time.Now().UnixNano() - int64(mono)
 }
 
+// monotonicNs reads CLOCK_MONOTONIC, the clock of the XDP program's
+// bpf_ktime_get_ns (the receive timestamps AddAt takes).
+func monotonicNs() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) // cannot fail with a valid pointer
+	return uint64(ts.Nano())
+}
+
 // next hands the current slab of sink i (if any) over to the writer and
 // takes a free one, waiting for it if the sink blocks; nil when none is free.
-func (w *SinkWriter) next(i int, sk *sink) *slab {
+func (w *Writer) next(i int, sk *sink) *slab {
 	if sl := w.cur[i]; sl != nil {
 		if len(sl.ends) == 0 {
 			return sl // an empty slab has room for any record up to slabSize
@@ -896,7 +583,7 @@ var sinkMaxHold = 2 * time.Millisecond
 // of it, so for them the worker always fills a slab for up to sinkMaxHold:
 // a slab per small batch would put few records in flight per slab, and
 // the pool would run dry long before the memory it bounds was used.
-func (w *SinkWriter) Flush() {
+func (w *Writer) Flush() {
 	w.newBatch()
 	var now int64
 	for i, sl := range w.cur {
@@ -920,7 +607,7 @@ func (w *SinkWriter) Flush() {
 // FlushAll hands every non-empty current slab over: call it when the worker
 // is idle (so no record waits for more traffic) and before it stops (Close
 // drains only what was handed over).
-func (w *SinkWriter) FlushAll() {
+func (w *Writer) FlushAll() {
 	w.newBatch()
 	for i, sl := range w.cur {
 		if sl != nil && len(sl.ends) > 0 {
@@ -1065,10 +752,10 @@ func (s *Sinks) Close(ctx context.Context) error {
 }
 
 // Stats returns every sink's counters, in the order of the specs.
-func (s *Sinks) Stats() []SinkStats {
-	out := make([]SinkStats, len(s.sinks))
+func (s *Sinks) Stats() []Stats {
+	out := make([]Stats, len(s.sinks))
 	for i, sk := range s.sinks {
-		st := SinkStats{
+		st := Stats{
 			Name:      sk.name,
 			Records:   sk.cnt.records.Load(),
 			Bytes:     sk.cnt.bytes.Load(),
@@ -1388,26 +1075,4 @@ func gjsonPath(p string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
-}
-
-// defaultGatewayID is the host name ("xgate" if there is none).
-func defaultGatewayID() string {
-	if h, err := os.Hostname(); err == nil && validGatewayID(h) == nil {
-		return h
-	}
-	return "xgate"
-}
-
-// validGatewayID: the id goes into headers and NATS message ids, so it is
-// printable ASCII without spaces, at most 128 bytes.
-func validGatewayID(id string) error {
-	if id == "" || len(id) > 128 {
-		return fmt.Errorf("%q: want 1..128 characters", id)
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c <= ' ' || c >= 0x7f {
-			return fmt.Errorf("%q: want printable ASCII without spaces", id)
-		}
-	}
-	return nil
 }

@@ -1,0 +1,166 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/xgate/xgate/bpf"
+)
+
+// Step is one rung of the receive-path ladder New climbed down: AF_XDP
+// native → AF_XDP generic → socket behind XDP → plain sockets. Mode auto
+// steps down whenever the kernel or the NIC refuses a rung; the strict
+// modes fail instead (generic XDP for native is allowed in every mode).
+// The last step is the one taken.
+type Step struct {
+	Path    string `json:"path"`               // afxdp | socket | plain
+	XDPMode string `json:"xdp_mode,omitempty"` // native (refused) or the XDP mode taken; "" on plain
+	OK      bool   `json:"ok"`                 // taken; false: refused
+	Reason  string `json:"reason"`             // why refused, or why taken
+}
+
+func (s Step) name() string {
+	if s.XDPMode != "" {
+		return s.Path + " " + s.XDPMode
+	}
+	return s.Path
+}
+
+// Steps returns the receive-path steps New tried, the taken one last.
+func (g *Gateway) Steps() []Step { return g.steps }
+
+// refused records a refused step and logs the step down.
+func (g *Gateway) refused(path, xdpMode string, err error, next string) {
+	s := Step{Path: path, XDPMode: xdpMode, Reason: err.Error()}
+	g.steps = append(g.steps, s)
+	g.log.Warn("receive path: step down", "refused", s.name(), "reason", s.Reason, "next", next)
+}
+
+// strict says whether the configured mode forbids stepping down.
+func strict(cfg *Config) bool { return cfg.Mode == ModeAFXDP || cfg.Mode == ModeSocket }
+
+// openPath sets up the path choosePath picked and, in mode auto, steps
+// down the ladder when a step is refused, closing what the refused step
+// opened. It returns the CPU of each worker.
+func (g *Gateway) openPath(cfg *Config) ([]int, error) {
+	if g.path != PathPlain {
+		if err := g.setupXDP(cfg); err != nil {
+			if strict(cfg) {
+				return nil, err
+			}
+			g.refused(g.path, "", err, PathPlain)
+			g.dropXDP()
+			g.path = PathPlain
+		}
+	}
+	if g.path == PathAFXDP {
+		cpus, err := g.openXSKs(cfg)
+		if err == nil {
+			return cpus, nil
+		}
+		if strict(cfg) {
+			return nil, err
+		}
+		g.closeXSKs()
+		g.xsks = nil
+		next := PathSocket
+		if p := pathProblems(cfg, PathSocket); len(p) > 0 {
+			next = PathPlain
+			err = fmt.Errorf("%w; and the socket path: %s", err, strings.Join(p, "; "))
+		}
+		g.refused(PathAFXDP, "", err, next)
+		if next == PathSocket {
+			// The program stays attached; it now passes survivors to the
+			// stack instead of redirecting them.
+			if err := g.xdp.SetConfig(xdpConfig(cfg, PathSocket)); err != nil {
+				g.refused(PathSocket, "", err, PathPlain)
+				next = PathPlain
+			}
+		}
+		if next == PathPlain {
+			g.dropXDP()
+		}
+		g.path = next
+	}
+	cpus, err := g.openSockets(cfg)
+	if err == nil || strict(cfg) || g.path == PathPlain {
+		return cpus, err
+	}
+	g.refused(g.path, "", err, PathPlain)
+	g.closeSockets()
+	g.dropXDP()
+	g.path = PathPlain
+	return g.openSockets(cfg)
+}
+
+// finishSteps records the step taken and folds the refused ones into why.
+func (g *Gateway) finishSteps() {
+	mode := ""
+	if g.path != PathPlain {
+		mode = g.xdpMode
+	}
+	if t := stepsText(g.steps); t != "" {
+		g.why += "; stepped down: " + t
+	}
+	g.steps = append(g.steps, Step{Path: g.path, XDPMode: mode, OK: true, Reason: g.why})
+}
+
+// dropXDP detaches and closes the XDP program after a refused step.
+func (g *Gateway) dropXDP() {
+	var errs []error
+	if g.xdpLink != nil {
+		errs = append(errs, g.xdpLink.Close())
+		g.xdpLink = nil
+	}
+	if g.xdp != nil {
+		if !g.Config().Pin.Keep {
+			errs = append(errs, g.xdp.Unpin())
+		}
+		errs = append(errs, g.xdp.Close())
+		g.xdp = nil
+	}
+	g.xdpMode = ""
+	g.xdpBase = bpf.Counters{}
+	if err := errors.Join(errs...); err != nil {
+		g.log.Warn("closing the refused step's XDP program", "error", err)
+	}
+}
+
+// closeSockets closes the socket group after a refused step.
+func (g *Gateway) closeSockets() {
+	for _, s := range g.sockets {
+		_ = s.close()
+	}
+	g.sockets = nil
+	if g.reuse != nil {
+		if !g.Config().Pin.Keep {
+			_ = g.reuse.Unpin()
+		}
+		_ = g.reuse.Close()
+		g.reuse = nil
+	}
+}
+
+// xdpConfig is the XDP program's run-time policy for path.
+func xdpConfig(cfg *Config, path string) bpf.Config {
+	mode := bpf.ModeSocket
+	if path == PathAFXDP {
+		mode = bpf.ModeAFXDP
+	}
+	costN := uint32(bpf.CostSampleOff)
+	if cfg.XDP.CostSample > 0 {
+		costN = uint32(cfg.XDP.CostSample)
+	}
+	// The socket path serves IPv6 only when its sockets do (bound to an
+	// IPv6 address, "::" included); AF_XDP workers parse both families.
+	noIPv6 := false
+	if path != PathAFXDP {
+		a, err := netip.ParseAddr(cfg.Listen.Address)
+		noIPv6 = err != nil || !a.Is6() || a.Is4In6()
+	}
+	return bpf.Config{Mode: mode, BucketRate: uint64(cfg.XDP.RateLimit.PerSecond()), BucketBurst: uint64(cfg.XDP.RateLimit.Burst),
+		PayloadCheck: cfg.XDP.PayloadCheck, CostSampleN: costN, VLANs: cfg.Listen.VLANs, AnyVLAN: cfg.Listen.AnyVLAN,
+		NoIPv6: noIPv6}
+}
