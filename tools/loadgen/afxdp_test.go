@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/bpf"
@@ -284,5 +285,39 @@ func TestSendLeavesThreadsAsTheyWere(t *testing.T) {
 		if ns, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/net"); err == nil && ns != mainNS {
 			t.Errorf("thread %d left in namespace %s, not %s", tid, ns, mainNS)
 		}
+	}
+}
+
+// TestAFXDPStall: with the sending link down the kernel completes nothing;
+// the Send ends with an error after xskStall instead of hanging, and the
+// frames left on the ring are reported as refused, not as sent.
+func TestAFXDPStall(t *testing.T) {
+	needRoot(t)
+	pair := testenv.New(t, testenv.Options{})
+	g, err := New(Options{Engine: EngineAFXDP, From: pair.A, To: pair.B, DstPort: 9000, Frames: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	nh, err := netlink.NewHandleAt(pair.A.NetNS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nh.Close()
+	l, err := nh.LinkByIndex(pair.A.Ifindex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nh.LinkSetDown(l); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := g.Send(context.Background(), 100000)
+	t.Logf("link down: %v, %v after %v", res, err, time.Since(start))
+	if err == nil || !strings.Contains(err.Error(), "no frame completed") {
+		t.Fatalf("send on a downed link: %v, want a stall error", err)
+	}
+	if res.Sent != 0 || res.Refused == 0 || time.Since(start) > xskStall+xskFlush+5*time.Second {
+		t.Fatalf("send on a downed link: %v", res)
 	}
 }
