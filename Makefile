@@ -3,9 +3,14 @@
 # (tools/install-deps.sh: idempotent, quiet, root).
 
 GO        ?= go
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release version from git tags (tools/version.sh: v0.2.0 on the tag,
+# v0.2.0-3-gabc1234 after it, v0.2.0-dev+gabc1234 before any tag).
+VERSION   ?= $(shell tools/version.sh)
 COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# A static binary: xgate needs nothing of libc (cgo off also lets it drop
+# capabilities on every thread, see gateway/caps_linux.go).
+BIN       ?= bin/xgate
 
 # bpf2go reads these; the generate lines in bpf/ stay free of compiler details.
 BPF2GO_CC     ?= clang-19
@@ -17,15 +22,36 @@ export BPF2GO_CC BPF2GO_STRIP BPF2GO_CFLAGS
 RACE_PKGS  := $(shell $(GO) list ./... 2>/dev/null | grep -E '/(engine|gateway|xdp)($$|/)')
 PLAIN_PKGS := $(filter-out $(RACE_PKGS),$(shell $(GO) list ./... 2>/dev/null))
 
-TEST_DEBS     := gcc libc6-dev iproute2 prometheus bpftool nats-server
+TEST_DEBS     := gcc libc6-dev iproute2 prometheus bpftool nats-server systemd lintian
 GENERATE_DEBS := clang-19 llvm-19 libbpf-dev
 
-.PHONY: all build test bench generate generate-check demo lint clean deps-test deps-generate
+.PHONY: all build deb test bench generate generate-check demo lint clean deps-test deps-generate
 
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/xgate ./cmd/xgate
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xgate
+
+# The Debian package: the static binary, the unit, /etc/xgate/xgate.yaml (a
+# conffile), man pages and completions generated from the CLI
+# (xgate docs), built by nfpm (a Go tool dependency: go tool nfpm).
+DEB_VERSION ?= $(shell tools/version.sh --deb)
+DEB_ARCH    ?= $(shell $(GO) env GOARCH)
+DEB_STAGE   ?= bin/deb-stage
+DEB_OUT     ?= bin/xgate_$(DEB_VERSION)_$(DEB_ARCH).deb
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH
+
+deb: build
+	rm -rf $(DEB_STAGE) && mkdir -p $(DEB_STAGE)/examples
+	cp $(BIN) deploy/xgate.service deploy/xgate.yaml deploy/nfpm.yaml deploy/debian/* $(DEB_STAGE)/
+	cp examples/xgate.yaml $(DEB_STAGE)/examples/
+	$(BIN) docs --man $(DEB_STAGE)/man --completions $(DEB_STAGE)/completions
+	gzip -9n $(DEB_STAGE)/man/*.1
+	printf 'xgate (%s) unstable; urgency=medium\n\n  * Release %s (CHANGELOG.md of the source).\n\n -- xgate maintainers <maintainers@xgate.invalid>  %s\n' \
+		'$(DEB_VERSION)' '$(VERSION)' "$$(date -u -R -d @$(SOURCE_DATE_EPOCH))" | gzip -9n > $(DEB_STAGE)/changelog.gz
+	nfpm=$$($(GO) tool -n nfpm) && cd $(DEB_STAGE) && DEB_VERSION=$(DEB_VERSION) DEB_ARCH=$(DEB_ARCH) \
+		$$nfpm package --config nfpm.yaml --packager deb --target $(abspath $(DEB_OUT))
 
 deps-test:
 	@tools/install-deps.sh $(TEST_DEBS)

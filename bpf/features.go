@@ -323,7 +323,8 @@ func probeXDPLink() error {
 		// instead of handing a thread in the probe's namespace to others.
 		runtime.LockOSThread()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("probe xdp_link: new network namespace (needs CAP_SYS_ADMIN): %w", err)
+			// No answer about the kernel: the probe lacks a privilege.
+			done <- &PermissionError{Missing: []string{"CAP_SYS_ADMIN (for the xdp_link probe's scratch namespace)"}}
 			return
 		}
 		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: 1, Flags: link.XDPGenericMode})
@@ -333,6 +334,9 @@ func probeXDPLink() error {
 		done <- err
 	}()
 	if err := <-done; err != nil {
+		if errors.Is(err, ErrPermission) {
+			return fmt.Errorf("probe %s: %w", FeatXDPLink, err)
+		}
 		return conclusive("XDP bpf_link", err)
 	}
 	return nil

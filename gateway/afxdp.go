@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/bpf"
@@ -86,7 +88,7 @@ func (g *Gateway) openXSKs(cfg *Config) ([]int, error) {
 		s, err := xdp.Open(g.ifindex, q, qc)
 		if err != nil {
 			err = fmt.Errorf("afxdp queue %d of %s: %w", q, cfg.Interface, err)
-			if hint := QueueHint(cfg.Interface, q, g.rxq, err); hint != "" {
+			if hint := host.QueueHint(cfg.Interface, q, g.rxq, err); hint != "" {
 				err = fmt.Errorf("%w (%s)", err, hint)
 			}
 			if !errors.Is(err, xdp.ErrInvalidConfig) {

@@ -15,7 +15,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/xgate/xgate/gateway/host"
 
 	"go.yaml.in/yaml/v3"
 
@@ -36,7 +39,7 @@ type Config struct {
 	Interface string // the NIC to attach to; required for afxdp and socket modes
 	Mode      string // afxdp | socket | auto
 	Listen    Listen
-	Queues    int // RX queues to serve; 0 = every active RX queue of the interface (ActiveRxQueues)
+	Queues    int // RX queues to serve; 0 = every active RX queue of the interface (host.ActiveRxQueues)
 	Schema    Schema
 	Limits    Limits
 	Rules     []Rule
@@ -99,6 +102,15 @@ type Limits struct {
 	MaxDatagram int
 	MaxEvent    int
 	MaxDepth    int
+	// AllowDuplicateKeys lets an event name a key the rules read twice
+	// (the first value counts); by default such an event is a
+	// duplicate_key decode error (I-JSON), since downstream parsers read
+	// the last one and the rules would judge another event than they see.
+	AllowDuplicateKeys bool
+	// StateMemory bounds the bytes of all rate-limit and window tables
+	// together; a config over it is refused by validate, run and reload
+	// with each rule's figure. 0: half the host's memory (MemTotal).
+	StateMemory int64
 }
 
 // Rule is one rule (engine.RuleSpec).
@@ -117,6 +129,7 @@ type RuleRateLimit struct {
 	Rate    string  // "100/s", "6000/m", "10/ms", "1/h"
 	Burst   float64 // 0: one second's worth of Rate (at least 1)
 	MaxKeys int     // 0: 1<<20
+	OnFull  string  // deny (default: a new key with the table full is limited) | allow
 }
 
 // RuleWindow is a per-key sliding window of a rule.
@@ -126,6 +139,7 @@ type RuleWindow struct {
 	Slide   time.Duration
 	Agg     string // count | sum(f) | min(f) | max(f) | avg(f) | distinct(f)
 	MaxKeys int
+	OnFull  string // deny (default: an event that cannot be counted fires the rule) | allow
 }
 
 // XDP is the policy of the XDP program.
@@ -183,6 +197,9 @@ type HTTP struct {
 	// /readyz must carry (Authorization: Bearer <token>). Required when
 	// Listen is not a loopback address.
 	Token string
+	// TokenFile names a file whose first line is the token (instead of
+	// Token; read when the config is loaded: config_env.go).
+	TokenFile string
 }
 
 // Workers configures the worker threads (one per socket or queue).
@@ -194,10 +211,10 @@ type Workers struct {
 	// on a listed CPU of the same NUMA node (see plan.restrict). Keep the
 	// CPUs that take the NIC's interrupts, and other busy work, out of it.
 	// The process's other threads are kept on the CPUs left over
-	// (housekeeping.go).
+	// (host.Housekeeping.go).
 	CPUs string
 	// RealtimePriority, 1..99, runs each worker's pinned thread SCHED_FIFO
-	// at that priority; 0 (the default) leaves it SCHED_OTHER. Needs
+	// at that priority; 0 (the default) leaves it SCHED_OTHER. host.Needs
 	// CAP_SYS_NICE or RLIMIT_RTPRIO; see gateway/realtime.go for the cost.
 	RealtimePriority int
 }
@@ -326,6 +343,12 @@ func LoadConfig(path string) (*Config, error) {
 // messages. The error joins one *FieldError per problem (errors.Join),
 // ordered by line.
 func ParseConfig(name string, data []byte) (*Config, error) {
+	return ParseConfigEnv(name, data, nil)
+}
+
+// ParseConfigEnv is ParseConfig with ${VAR} in values taken from lookup
+// (os.LookupEnv: --expand-env); a nil lookup rejects them (config_env.go).
+func ParseConfigEnv(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if name == "" {
 		name = "config"
 	}
@@ -354,6 +377,9 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 			root = root.Content[0]
 		}
 		d.src.lines[""] = root.Line
+		if errs := expandEnv(name, root, lookup); len(errs) > 0 {
+			return nil, joinErrors(errs)
+		}
 		d.config(c, root)
 	}
 	errs := append(d.errs, c.check(d.bad)...)
@@ -862,9 +888,11 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 		"limits": func(n *yaml.Node, p string) {
 			l := &c.Limits
 			d.mapping(n, p, map[string]func(*yaml.Node, string){
-				"max_datagram": d.sizeInt(&l.MaxDatagram),
-				"max_event":    d.sizeInt(&l.MaxEvent),
-				"max_depth":    d.intField(&l.MaxDepth),
+				"max_datagram":         d.sizeInt(&l.MaxDatagram),
+				"max_event":            d.sizeInt(&l.MaxEvent),
+				"max_depth":            d.intField(&l.MaxDepth),
+				"allow_duplicate_keys": d.boolean(&l.AllowDuplicateKeys),
+				"state_memory":         d.size(&l.StateMemory),
 			})
 		},
 		"rules": func(n *yaml.Node, p string) {
@@ -919,9 +947,10 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 		},
 		"http": func(n *yaml.Node, p string) {
 			d.mapping(n, p, map[string]func(*yaml.Node, string){
-				"listen": d.str(&c.HTTP.Listen),
-				"pprof":  d.boolean(&c.HTTP.Pprof),
-				"token":  d.str(&c.HTTP.Token),
+				"listen":     d.str(&c.HTTP.Listen),
+				"pprof":      d.boolean(&c.HTTP.Pprof),
+				"token":      d.str(&c.HTTP.Token),
+				"token_file": d.str(&c.HTTP.TokenFile),
 			})
 		},
 		"pin": func(n *yaml.Node, p string) {
@@ -979,6 +1008,7 @@ func (d *configDecoder) rule(n *yaml.Node, p string) Rule {
 				"rate":     d.str(&rl.Rate),
 				"burst":    d.floatField(&rl.Burst),
 				"max_keys": d.intField(&rl.MaxKeys),
+				"on_full":  d.str(&rl.OnFull),
 			})
 		},
 		"window": func(n *yaml.Node, p string) {
@@ -993,6 +1023,7 @@ func (d *configDecoder) rule(n *yaml.Node, p string) Rule {
 				"slide":    d.duration(&w.Slide),
 				"agg":      d.str(&w.Agg),
 				"max_keys": d.intField(&w.MaxKeys),
+				"on_full":  d.str(&w.OnFull),
 			})
 		},
 	})
@@ -1148,6 +1179,9 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	default:
 		k.errf("mode", "%q: want afxdp, socket, plain or auto", c.Mode)
 	}
+	if c.Interface == "" && k.has("interface") {
+		k.errf("interface", "empty: set the NIC to attach to, e.g. interface: eth0 (ip -br link lists them), or leave the key out to run plain UDP sockets without XDP")
+	}
 	if c.Interface != "" && (len(c.Interface) >= 16 || strings.ContainsAny(c.Interface, "/ \t\n:")) {
 		k.errf("interface", "%q is not an interface name", c.Interface)
 	}
@@ -1185,15 +1219,16 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	if c.Probes.Sample < 1 || c.Probes.Sample > 1<<20 {
 		k.errf("probes.sample", "%d: want 1 (time every datagram) .. %d", c.Probes.Sample, 1<<20)
 	}
-	if cpus, err := ParseCPUList(c.Workers.CPUs); err != nil {
+	if cpus, err := host.ParseCPUList(c.Workers.CPUs); err != nil {
 		k.errf("workers.cpus", "%v", err)
 	} else if c.Workers.CPUs != "" && len(cpus) == 0 {
 		k.errf("workers.cpus", "%q lists no CPU", c.Workers.CPUs)
 	}
-	if r := c.Workers.RealtimePriority; r < 0 || r > MaxRealtimePriority {
-		k.errf("workers.realtime_priority", "%d: want 0 (off) or a SCHED_FIFO priority 1..%d", r, MaxRealtimePriority)
+	if r := c.Workers.RealtimePriority; r < 0 || r > host.MaxRealtimePriority {
+		k.errf("workers.realtime_priority", "%d: want 0 (off) or a SCHED_FIFO priority 1..%d", r, host.MaxRealtimePriority)
 	}
 	c.checkSinks(k)
+	c.readTokenFile(k)
 	if c.HTTP.Listen == "" {
 		// no HTTP server
 	} else if host, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
@@ -1458,6 +1493,7 @@ func (c *Config) checkRules(k *configChecker, schemaOK bool) {
 				k.errf(key("rate_limit.burst"), "%g: want >= 1 (or leave it out for one second's worth)", rl.Burst)
 			}
 			checkMaxKeys(k, key("rate_limit.max_keys"), rl.MaxKeys)
+			checkOnFull(k, key("rate_limit.on_full"), rl.OnFull)
 		}
 		if w := r.Window; w != nil {
 			if w.Key == "" {
@@ -1479,6 +1515,7 @@ func (c *Config) checkRules(k *configChecker, schemaOK bool) {
 				k.errf(key("window.slide"), "size/slide = %d segments: at most 1024", w.Size/w.Slide)
 			}
 			checkMaxKeys(k, key("window.max_keys"), w.MaxKeys)
+			checkOnFull(k, key("window.on_full"), w.OnFull)
 		}
 		if len(k.errs) > n || !schemaOK || k.badUnder(p) {
 			compileOK = false
@@ -1493,7 +1530,21 @@ func (c *Config) checkRules(k *configChecker, schemaOK bool) {
 		// one program can read (distinct top-level fields).
 		if _, err := engine.New(c.validationConfig(c.Rules)); err != nil {
 			k.add("rules", err.Error(), err)
+		} else if _, err := engine.Validate(c.EngineConfig()); err != nil {
+			// What validates also runs: the real tables' size against the
+			// budget, computed without allocating them.
+			key := "rules"
+			if k.has("limits.state_memory") {
+				key = "limits.state_memory"
+			}
+			k.add(key, err.Error()+" (raise limits.state_memory or lower max_keys)", err)
 		}
+	}
+}
+
+func checkOnFull(k *configChecker, key, v string) {
+	if _, err := engine.ParseOnFull(v); err != nil {
+		k.errf(key, "%q: want deny (the default: fail closed) or allow", v)
 	}
 }
 
@@ -1576,10 +1627,10 @@ func (c *Config) compileRule(k *configChecker, i int) bool {
 func (r Rule) spec() engine.RuleSpec {
 	s := engine.RuleSpec{Name: r.Name, When: r.When, Filter: r.Filter, Action: r.Action}
 	if rl := r.RateLimit; rl != nil {
-		s.RateLimit = &engine.RateLimitSpec{Key: rl.Key, Rate: rl.Rate, Burst: rl.Burst, MaxKeys: rl.MaxKeys}
+		s.RateLimit = &engine.RateLimitSpec{Key: rl.Key, Rate: rl.Rate, Burst: rl.Burst, MaxKeys: rl.MaxKeys, OnFull: rl.OnFull}
 	}
 	if w := r.Window; w != nil {
-		s.Window = &engine.WindowSpec{Key: w.Key, Size: w.Size, Slide: w.Slide, Agg: w.Agg, MaxKeys: w.MaxKeys}
+		s.Window = &engine.WindowSpec{Key: w.Key, Size: w.Size, Slide: w.Slide, Agg: w.Agg, MaxKeys: w.MaxKeys, OnFull: w.OnFull}
 	}
 	return s
 }
@@ -1593,13 +1644,44 @@ func (c *Config) engineSchema() *engine.Schema {
 }
 
 func (c *Config) engineLimits() engine.Limits {
-	return engine.Limits{MaxDatagram: c.Limits.MaxDatagram, MaxEvent: c.Limits.MaxEvent, MaxDepth: c.Limits.MaxDepth}
+	return engine.Limits{MaxDatagram: c.Limits.MaxDatagram, MaxEvent: c.Limits.MaxEvent, MaxDepth: c.Limits.MaxDepth,
+		AllowDuplicateKeys: c.Limits.AllowDuplicateKeys}
 }
 
-// EngineConfig is the engine's view of c: schema, limits and rules. The
-// Clock is left nil (the system clock).
+// StateBudget is the memory budget of the rules' state tables in force:
+// limits.state_memory, or half the host's memory.
+func (c *Config) StateBudget() uint64 {
+	if c.Limits.StateMemory > 0 {
+		return uint64(c.Limits.StateMemory)
+	}
+	return hostMemory() / 2
+}
+
+// hostMemory is MemTotal of /proc/meminfo in bytes (0 when unreadable:
+// then no budget applies).
+var hostMemory = sync.OnceValue(func() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			f := strings.Fields(v)
+			if len(f) == 2 && f[1] == "kB" {
+				n, err := strconv.ParseUint(f[0], 10, 64)
+				if err == nil {
+					return n << 10
+				}
+			}
+		}
+	}
+	return 0
+})
+
+// EngineConfig is the engine's view of c: schema, limits, rules and the
+// state memory budget. The Clock is left nil (the system clock).
 func (c *Config) EngineConfig() engine.Config {
-	ec := engine.Config{Schema: c.engineSchema(), Limits: c.engineLimits()}
+	ec := engine.Config{Schema: c.engineSchema(), Limits: c.engineLimits(), MemoryBudget: c.StateBudget()}
 	for _, r := range c.Rules {
 		ec.Rules = append(ec.Rules, r.spec())
 	}

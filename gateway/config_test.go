@@ -370,7 +370,7 @@ func TestDefaults(t *testing.T) {
 		{"probes.rx_timestamps", c.Probes.RxTimestamps, true},
 		{"schema.key", c.Schema.Key, "user_id"},
 		{"schema.required", c.Schema.Required, []string{"key"}},
-		{"limits", c.Limits, Limits{65535, 16384, 32}},
+		{"limits", c.Limits, Limits{MaxDatagram: 65535, MaxEvent: 16384, MaxDepth: 32}},
 		{"xdp.payload_check", c.XDP.PayloadCheck, true},
 		{"xdp.cost_sample", c.XDP.CostSample, 64},
 		{"xdp.rate", c.XDP.RateLimit.PerSecond(), 0.0},
@@ -436,7 +436,7 @@ func TestExampleConfig(t *testing.T) {
 
 // allKeys is every key the config knows, as paths with [] for list items.
 var allKeys = []string{
-	"interface", "mode", "listen", "listen.ports", "listen.address", "listen.vlans", "queues",
+	"interface", "mode", "listen", "listen.ports", "listen.address", "listen.vlans", "queues", "limits.allow_duplicate_keys", "limits.state_memory", "rules[].rate_limit.on_full", "rules[].window.on_full",
 	"schema", "schema.key", "schema.amount", "schema.type", "schema.ts", "schema.src", "schema.required",
 	"limits", "limits.max_datagram", "limits.max_event", "limits.max_depth",
 	"rules", "rules[].name", "rules[].when", "rules[].filter", "rules[].action",
@@ -456,7 +456,7 @@ var allKeys = []string{
 	"sinks[].urls", "sinks[].subject", "sinks[].stream", "sinks[].create_stream", "sinks[].stream_subjects",
 	"sinks[].max_pending", "sinks[].ack_timeout", "sinks[].user", "sinks[].password", "sinks[].password_file",
 	"sinks[].token_file", "sinks[].creds_file", "gateway_id",
-	"http", "http.listen", "http.pprof", "http.token", "pin", "pin.path", "pin.keep",
+	"http", "http.listen", "http.pprof", "http.token", "http.token_file", "pin", "pin.path", "pin.keep",
 	"probes", "probes.enabled", "probes.sample", "probes.rx_timestamps",
 	"workers", "workers.realtime_priority", "workers.cpus",
 }
@@ -594,7 +594,8 @@ rules:
 	want := engine.Config{
 		Schema: &engine.Schema{Key: "account.id", Amount: "amount", Type: "event_type", TS: "ts", Src: "ip",
 			Required: []engine.Role{engine.RoleKey, engine.RoleAmount}},
-		Limits: engine.Limits{MaxDatagram: 9000, MaxEvent: 4096, MaxDepth: 8},
+		Limits:       engine.Limits{MaxDatagram: 9000, MaxEvent: 4096, MaxDepth: 8},
+		MemoryBudget: c.StateBudget(),
 		Rules: []engine.RuleSpec{
 			{Name: "w", When: "value > 3", Filter: "amount > 0", Action: "block 1m",
 				Window: &engine.WindowSpec{Key: "src_ip", Size: 10 * time.Second, Slide: 500 * time.Millisecond, Agg: "distinct(account.id)", MaxKeys: 1024}},
@@ -729,5 +730,41 @@ func TestConfigListenVLANs(t *testing.T) {
 	_, err = ParseConfig("v.yaml", []byte("listen:\n  ports: [9000]\n  vlans: [100, 5000]\n"))
 	if err == nil || !strings.Contains(err.Error(), "v.yaml:3") || !strings.Contains(err.Error(), "5000") {
 		t.Errorf("VLAN 5000: %v", err)
+	}
+}
+
+// TestConfigStateMemory: a config whose tables would exceed the budget is
+// refused by validation, naming the rule and its bytes, without allocating
+// them; on_full and allow_duplicate_keys reach the engine.
+func TestConfigStateMemory(t *testing.T) {
+	yml := `listen: {ports: [9000]}
+limits: {state_memory: 64MiB}
+rules:
+  - name: velocity
+    window: {key: user_id, size: 1024s, slide: 1s, agg: sum(amount), max_keys: 1073741824}
+    when: value > 5
+    action: alert
+`
+	_, err := ParseConfig("m.yaml", []byte(yml))
+	if err == nil || !strings.Contains(err.Error(), "m.yaml:2") || !strings.Contains(err.Error(), "velocity") {
+		t.Fatalf("over the budget: %v", err)
+	}
+	c, err := ParseConfig("m.yaml", []byte(`listen: {ports: [9000]}
+limits: {allow_duplicate_keys: true}
+rules:
+  - name: per-user
+    rate_limit: {key: user_id, rate: 10/s, on_full: allow, max_keys: 1024}
+    action: drop
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := c.EngineConfig()
+	if !ec.Limits.AllowDuplicateKeys || ec.Rules[0].RateLimit.OnFull != "allow" || ec.MemoryBudget == 0 {
+		t.Errorf("engine config %+v", ec)
+	}
+	if _, err := ParseConfig("m.yaml", []byte("listen: {ports: [9000]}\nrules:\n  - name: r\n    rate_limit: {key: user_id, rate: 1/s, on_full: maybe}\n    action: drop\n")); err == nil ||
+		!strings.Contains(err.Error(), "on_full") {
+		t.Errorf("on_full: maybe: %v", err)
 	}
 }

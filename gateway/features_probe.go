@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
@@ -17,9 +19,9 @@ import (
 // InterfaceReport is `xgate features --interface`: the interface's active
 // RX queues and every feature, the interface's probed on it.
 type InterfaceReport struct {
-	Interface string        `json:"interface,omitempty"`
-	RxQueues  *RxQueueCount `json:"rx_queues,omitempty"`
-	Features  Features      `json:"features"`
+	Interface string             `json:"interface,omitempty"`
+	RxQueues  *host.RxQueueCount `json:"rx_queues,omitempty"`
+	Features  Features           `json:"features"`
 }
 
 // ProbeInterface reports the kernel's features and tries the interface's
@@ -35,7 +37,7 @@ func ProbeInterface(ifname string) (*InterfaceReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("interface %q: %w (is it in this network namespace?)", ifname, err)
 	}
-	qc := ActiveRxQueues(ifname)
+	qc := host.ActiveRxQueues(ifname)
 	r := &InterfaceReport{Interface: ifname, RxQueues: &qc, Features: KernelFeatures()}
 	if x := lnk.Attrs().Xdp; x != nil && x.Attached {
 		why := fmt.Sprintf("in use: XDP program id %d is attached to %s (a running xgate?); not probed", x.ProgId, ifname)
@@ -81,7 +83,7 @@ func probeNative(ifindex int) Feature {
 
 // probeXSK binds AF_XDP sockets on queue 0: zero-copy, then copy; with
 // need_wakeup, and without it when that was refused.
-func probeXSK(ifindex int, ifname string, qc RxQueueCount) []Feature {
+func probeXSK(ifindex int, ifname string, qc host.RxQueueCount) []Feature {
 	names := []string{bpf.FeatAFXDP, bpf.FeatAFXDPZeroCopy, bpf.FeatAFXDPNeedWakeup}
 	if bpf.ForcedOff(bpf.FeatAFXDP) {
 		var out []Feature
@@ -99,7 +101,7 @@ func probeXSK(ifindex int, ifname string, qc RxQueueCount) []Feature {
 	try := func(bind xdp.BindMode, noWakeup bool) error {
 		s, err := xdp.Open(ifindex, 0, xdp.Config{FillSize: 64, RxSize: 64, Bind: bind, NoNeedWakeup: noWakeup, BusyRetry: -1})
 		if err != nil {
-			if hint := QueueHint(ifname, 0, qc, err); hint != "" {
+			if hint := host.QueueHint(ifname, 0, qc, err); hint != "" {
 				err = fmt.Errorf("%w (%s)", err, hint)
 			}
 			return err

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
@@ -44,6 +46,13 @@ type Options struct {
 	// RecvTimeout is how long a worker waits in one receive call before it
 	// checks for stop (default 100ms).
 	RecvTimeout time.Duration
+	// DropCaps makes Run drop every capability of the process, on every
+	// thread, and set no_new_privs once setup is done (caps_linux.go); the
+	// daemon sets it, tests that run gateways in their own process do not.
+	DropCaps bool
+	// OnReady, if set, is called by Run once the gateway receives (after
+	// the capability drop): the daemon tells systemd READY=1 there.
+	OnReady func()
 }
 
 // Gateway is a running (or ready to run) xgate daemon.
@@ -57,7 +66,7 @@ type Gateway struct {
 
 	ifindex int
 	queues  int                // active RX queues of the interface
-	rxq     RxQueueCount       // how queues was learnt
+	rxq     host.RxQueueCount  // how queues was learnt
 	steps   []Step             // the receive-path ladder: refused steps, then the one taken
 	ifFeat  map[string]Feature // interface features as New got them
 	// kernFeat is the kernel features' report, probed once (kernOnce).
@@ -104,7 +113,7 @@ type Gateway struct {
 	// hk keeps other threads off the workers' CPUs (workers.cpus); nil
 	// when there is nothing to keep them off. pinned counts down as the
 	// workers pin themselves; hkStop/hkDone end its loop.
-	hk     *housekeeping
+	hk     *host.Housekeeping
 	pinned sync.WaitGroup
 	hkStop chan struct{}
 	hkDone chan struct{}
@@ -141,12 +150,26 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	if g.eng, err = engine.New(cfg.EngineConfig()); err != nil {
 		return nil, fmt.Errorf("compile rules: %w", err)
 	}
+	// The capabilities of every setup step, before any is taken: of the
+	// configured path, or of the one auto chose from the privileges.
+	if p := configuredPath(cfg.Mode); p != "" {
+		if err := g.checkCaps(cfg, p); err != nil {
+			return nil, err
+		}
+	}
 	if g.path, g.why, err = choosePath(cfg); err != nil {
 		return nil, err
 	}
+	if configuredPath(cfg.Mode) == "" {
+		if err := g.checkCaps(cfg, g.path); err != nil {
+			// auto: what the capabilities do not allow falls back as a
+			// missing privilege does in choosePath.
+			g.path, g.why = PathPlain, "auto: no BPF possible ("+err.Error()+"); plain UDP sockets, blocks are not enforced in the kernel"
+		}
+	}
 	// Plain mode pins nothing: it leaves /sys/fs/bpf as it is.
 	if g.path != PathPlain {
-		if mounted, err := ensureBPFFS(cfg.Pin.Path); err != nil {
+		if mounted, err := host.EnsureBPFFS(cfg.Pin.Path); err != nil {
 			return nil, err
 		} else if mounted {
 			g.log.Info("mounted bpffs at /sys/fs/bpf for the pins")
@@ -155,11 +178,11 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	// Before anything is attached: a missing privilege fails here.
 	rtPrio := cfg.Workers.RealtimePriority
 	if rtPrio > 0 {
-		if err := checkRealtime(rtPrio); err != nil {
+		if err := host.CheckRealtime(rtPrio); err != nil {
 			return nil, fmt.Errorf("workers.realtime_priority: %w", err)
 		}
-		if rtThrottlingOff() {
-			g.log.Warn("workers.realtime_priority with RT throttling off (" + rtRuntimePath + " = -1): " +
+		if host.RTThrottlingOff() {
+			g.log.Warn("workers.realtime_priority with RT throttling off (" + host.RTRuntimePath + " = -1): " +
 				"a busy worker never yields its CPU to other threads, ksoftirqd included")
 		}
 		g.log.Info("workers run SCHED_FIFO", "priority", rtPrio)
@@ -182,13 +205,13 @@ func New(cfg *Config, opts Options) (g *Gateway, err error) {
 	}
 	g.fb = newFeedback(target, cfg.XDP.BlockMax, g.log)
 	g.tap = newTapHub()
-	if listed, _ := ParseCPUList(cfg.Workers.CPUs); len(listed) > 0 { // checked by the config and topology
-		if g.hk, err = newHousekeeping(listed); err != nil {
+	if listed, _ := host.ParseCPUList(cfg.Workers.CPUs); len(listed) > 0 { // checked by the config and topology
+		if g.hk, err = host.NewHousekeeping(listed); err != nil {
 			return nil, fmt.Errorf("workers.cpus: %w", err)
 		}
 		if g.hk != nil {
-			g.log.Info("other threads kept off the workers' CPUs", "workers", FormatCPUList(listed),
-				"others", FormatCPUList(g.hk.cpus))
+			g.log.Info("other threads kept off the workers' CPUs", "workers", host.FormatCPUList(listed),
+				"others", host.FormatCPUList(g.hk.CPUs))
 		}
 	}
 	g.pinned.Add(len(cpus))
@@ -226,7 +249,7 @@ func choosePath(cfg *Config) (path, why string, err error) {
 		if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
 			return "", "", fmt.Errorf("mode %s: %w: %w (use mode socket or auto)", cfg.Mode, errNoPath, bpf.ForcedErr(bpf.FeatAFXDP))
 		}
-		if err := bpf.Probe(bpf.FeatXDPLink); err != nil && !errors.Is(err, bpf.ErrPermission) {
+		if err := probeXDPLink(); err != nil && !errors.Is(err, bpf.ErrPermission) {
 			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches XDP only through a bpf_link; mode auto runs plain sockets)",
 				cfg.Mode, errNoPath, err)
 		}
@@ -261,13 +284,13 @@ func (g *Gateway) setupXDP(cfg *Config) error {
 		return fmt.Errorf("interface %q: %w (is it in this network namespace?)", cfg.Interface, err)
 	}
 	g.ifindex = lnk.Attrs().Index
-	g.rxq = ActiveRxQueues(cfg.Interface)
+	g.rxq = host.ActiveRxQueues(cfg.Interface)
 	g.queues = g.rxq.Active
 	if g.rxq.Source != "ethtool" {
 		g.log.Warn("active RX queues of the interface from "+g.rxq.Source, "interface", cfg.Interface,
 			"queues", g.queues, "why", g.rxq.Note)
 	}
-	if err := bpf.Probe(bpf.FeatXDPLink); err != nil {
+	if err := probeXDPLink(); err != nil {
 		return fmt.Errorf("attach xdp to %s: %w (xgate attaches XDP only through a bpf_link, which detaches when the process dies)",
 			cfg.Interface, err)
 	}
@@ -362,7 +385,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		case <-g.hkStop:
 			return
 		}
-		g.hk.run(g.hkStop)
+		g.hk.Run(g.hkStop)
 	}()
 	if err := g.startHTTP(); err != nil {
 		for range g.workers {
@@ -381,10 +404,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if g.opts.DropCaps {
+		g.pinned.Wait() // the workers' SCHED_FIFO needs CAP_SYS_NICE
+		g.dropCaps()
+	}
 	if h := g.web.Load(); h != nil {
 		h.ready.Store(true)
 	}
 	g.log.Info("receiving", "workers", len(g.workers), "ports", g.Config().Listen.Ports)
+	if g.opts.OnReady != nil {
+		g.opts.OnReady()
+	}
 	<-ctx.Done()
 	return g.Stop()
 }
@@ -523,8 +553,8 @@ func (g *Gateway) Reload(cfg *Config) error {
 // sameCPUList reports whether two cpulists name the same CPUs ("1-3" and
 // "1,2,3" do).
 func sameCPUList(a, b string) bool {
-	x, errA := ParseCPUList(a)
-	y, errB := ParseCPUList(b)
+	x, errA := host.ParseCPUList(a)
+	y, errB := host.ParseCPUList(b)
 	return errA == nil && errB == nil && slices.Equal(x, y)
 }
 

@@ -3,23 +3,20 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
-	"unsafe"
+
+	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/bpf"
 )
 
 // plan is the topology the receive path is laid out on.
 type plan struct {
-	topo *Topology
+	topo *host.Topology
 	cpus []int // workers.cpus; nil: every online CPU
 }
 
@@ -27,9 +24,9 @@ type plan struct {
 // interface that sysfs does not show (a veth inside a network namespace:
 // /sys is the root namespace's) falls back to queue i → online CPU i mod n.
 func (g *Gateway) topology(cfg *Config) (*plan, error) {
-	t, err := ReadTopology(g.opts.SysRoot, cfg.Interface)
+	t, err := host.ReadTopology(g.opts.SysRoot, cfg.Interface)
 	if err != nil && cfg.Interface != "" {
-		t, err = ReadTopology(g.opts.SysRoot, "")
+		t, err = host.ReadTopology(g.opts.SysRoot, "")
 		if err == nil {
 			t.Notes = append(t.Notes, fmt.Sprintf("interface %s not in sysfs here: queue i is served by online CPU i mod %d", cfg.Interface, len(t.Online)))
 		}
@@ -38,14 +35,14 @@ func (g *Gateway) topology(cfg *Config) (*plan, error) {
 		return nil, fmt.Errorf("read topology: %w", err)
 	}
 	p := &plan{topo: t}
-	cpus, err := ParseCPUList(cfg.Workers.CPUs)
+	cpus, err := host.ParseCPUList(cfg.Workers.CPUs)
 	if err != nil {
 		return nil, fmt.Errorf("workers.cpus: %w", err)
 	}
 	if err := p.restrict(cpus); err != nil {
 		return nil, err
 	}
-	if err := allowedCPUs(cpus); err != nil {
+	if err := host.AllowedCPUs(cpus); err != nil {
 		return nil, err
 	}
 	for _, n := range t.Notes {
@@ -53,46 +50,6 @@ func (g *Gateway) topology(cfg *Config) (*plan, error) {
 	}
 	return p, nil
 }
-
-// allowedCPUs checks that this process may run on every CPU of cpus
-// (workers.cpus): taskset and cgroup cpusets narrow the online ones, and a
-// worker pinned outside them would fail only when Run starts it.
-func allowedCPUs(cpus []int) error {
-	if len(cpus) == 0 {
-		return nil
-	}
-	allowed, err := processCPUs()
-	if err != nil {
-		return fmt.Errorf("workers.cpus: %w", err)
-	}
-	for _, c := range cpus {
-		if !slices.Contains(allowed, c) {
-			return fmt.Errorf("workers.cpus: CPU %d is not one this process may use (its affinity, from taskset or a cpuset: %s)",
-				c, FormatCPUList(allowed))
-		}
-	}
-	return nil
-}
-
-// processCPUs lists, ascending, the CPUs this process may run on: its main
-// thread's affinity (the calling thread may be a locked one with a set of
-// its own, or one the housekeeping confined).
-func processCPUs() ([]int, error) {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(os.Getpid(), &set); err != nil {
-		return nil, fmt.Errorf("read the process's CPU affinity: %w", err)
-	}
-	var cpus []int
-	for c := 0; c < cpuSetSize && len(cpus) < set.Count(); c++ {
-		if set.IsSet(c) {
-			cpus = append(cpus, c)
-		}
-	}
-	return cpus, nil
-}
-
-// cpuSetSize is how many CPUs a unix.CPUSet holds.
-const cpuSetSize = int(unsafe.Sizeof(unix.CPUSet{})) * 8
 
 // restrict confines the workers to cpus (workers.cpus; nil: no limit). The
 // nodes keep only those CPUs, so socket mode opens one socket per listed
@@ -112,11 +69,11 @@ func (p *plan) restrict(cpus []int) error {
 	listed := make(map[int]bool, len(cpus))
 	for _, c := range cpus {
 		if !online[c] {
-			return fmt.Errorf("workers.cpus: CPU %d is not online here (online: %s)", c, FormatCPUList(t.Online))
+			return fmt.Errorf("workers.cpus: CPU %d is not online here (online: %s)", c, host.FormatCPUList(t.Online))
 		}
 		listed[c] = true
 	}
-	var nodes []Node
+	var nodes []host.Node
 	for _, n := range t.Nodes {
 		var keep []int
 		for _, c := range n.CPUs {
@@ -125,11 +82,11 @@ func (p *plan) restrict(cpus []int) error {
 			}
 		}
 		if len(keep) > 0 {
-			nodes = append(nodes, Node{ID: n.ID, CPUs: keep})
+			nodes = append(nodes, host.Node{ID: n.ID, CPUs: keep})
 		}
 	}
 	if len(t.Nodes) == 0 {
-		nodes = []Node{{ID: 0, CPUs: cpus}}
+		nodes = []host.Node{{ID: 0, CPUs: cpus}}
 	}
 	t.Nodes = nodes
 	p.cpus = cpus
@@ -162,7 +119,7 @@ func (p *plan) restrict(cpus []int) error {
 		load[q.CPU]++
 		q.Node = t.NodeOf(q.CPU)
 		t.Notes = append(t.Notes, fmt.Sprintf("queue %d is served by CPU %d, not in workers.cpus (%s): its worker runs on CPU %d",
-			q.Index, was, FormatCPUList(cpus), q.CPU))
+			q.Index, was, host.FormatCPUList(cpus), q.CPU))
 	}
 	return nil
 }
@@ -201,32 +158,6 @@ func (p *plan) queueCPU(q int) int {
 	return -1
 }
 
-// willMountBPFFS reports whether ensureBPFFS would mount bpffs for pinPath.
-func willMountBPFFS(pinPath string) bool {
-	return pinPath != "" && os.Geteuid() == 0 && strings.HasPrefix(filepath.Clean(pinPath)+"/", "/sys/fs/bpf/")
-}
-
-// ensureBPFFS mounts bpffs at /sys/fs/bpf when the pin path lies below it
-// and nothing is mounted there yet (as systemd and cilium do). Other pin
-// paths must be on bpffs already.
-func ensureBPFFS(pinPath string) (mounted bool, err error) {
-	const root = "/sys/fs/bpf"
-	if !willMountBPFFS(pinPath) {
-		return false, nil
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(root, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
-		return false, nil
-	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return false, err
-	}
-	if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
-		return false, fmt.Errorf("mount bpffs at %s: %w (mount it yourself: mount -t bpf bpf %s)", root, err, root)
-	}
-	return true, nil
-}
-
 // pathProblems checks what a receive path needs; it returns the fatal
 // problems in words the operator can act on.
 func pathProblems(cfg *Config, path string) []string {
@@ -238,8 +169,8 @@ func pathProblems(cfg *Config, path string) []string {
 		need.NetRaw, need.UMEMBytes = false, 0
 	}
 	var out []string
-	for _, p := range FatalProblems(CheckPrivileges(need)) {
-		if p.What == "bpffs" && willMountBPFFS(cfg.Pin.Path) {
+	for _, p := range host.FatalProblems(host.CheckPrivileges(need)) {
+		if p.What == "bpffs" && host.WillMountBPFFS(cfg.Pin.Path) {
 			continue // New mounts it before loading anything
 		}
 		out = append(out, p.Msg)
@@ -280,7 +211,7 @@ func CheckSetup(cfg *Config) (problems, notes []string) {
 	// modes on them).
 	var down []string
 	if path != PathPlain {
-		if err := bpf.Probe(bpf.FeatXDPLink); err != nil {
+		if err := probeXDPLink(); err != nil {
 			down = append(down, path+" refused: "+err.Error())
 			path = PathPlain
 		}
@@ -300,3 +231,17 @@ func CheckSetup(cfg *Config) (problems, notes []string) {
 }
 
 var errNoPath = errors.New("no receive path possible")
+
+// NeedsFor returns what the configured mode needs. For auto it returns
+// the needs of afxdp, the first choice; the caller falls back when
+// host.CheckPrivileges reports a problem. UMEMBytes counts one socket per
+// configured queue (at least one): with queues: 0 the caller should scale
+// it by the interface's queue count.
+func NeedsFor(c *Config, probes bool) host.Needs {
+	n := host.Needs{BPF: true, NetAdmin: true, Probes: probes, PinPath: c.Pin.Path}
+	if c.Mode == ModeAFXDP || c.Mode == ModeAuto {
+		n.NetRaw = true
+		n.UMEMBytes = uint64(c.AFXDP.Frames) * uint64(c.AFXDP.FrameSize) * uint64(max(c.Queues, 1))
+	}
+	return n
+}

@@ -343,6 +343,20 @@ type Accounting struct {
 	EventsPerDatagram float64 `json:"events_per_datagram"`
 }
 
+// Term is one term of the accounting identity.
+type Term struct {
+	Name string
+	V    uint64
+}
+
+// Terms lists the identity's right-hand side, in order (reassembled is
+// taken off, the others added).
+func (a Accounting) Terms() []Term {
+	return []Term{{"xdp_dropped", a.XDPDropped}, {"not_for_us", a.NotForUs}, {"no_socket", a.NoSocket},
+		{"kernel_dropped", a.KernelDropped}, {"socket_dropped", a.SocketDropped}, {"ring_dropped", a.RingDropped},
+		{"bad_frames", a.BadFrames}, {"rejected", a.Rejected}, {"decided", a.Decided}, {"reassembled", a.Reassembled}}
+}
+
 // accountingOf arranges s as /status and xgate stats show it.
 func accountingOf(s *Stats) Accounting {
 	return Accounting{Identity: s.Identity, Seen: s.Seen(), XDPDropped: s.XDPDrops, NotForUs: s.NotForUs,

@@ -258,7 +258,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 		eq("sink bytes "+sk.Name, metricValue(t, fams, "xgate_sink_bytes_total", "sink="+sk.Name), sk.Bytes)
 	}
 	for _, tm := range accountingTerms(&s) {
-		eq("accounting "+tm.name, metricValue(t, fams, "xgate_accounting_total", "term="+tm.name), tm.v)
+		eq("accounting "+tm.Name, metricValue(t, fams, "xgate_accounting_total", "term="+tm.Name), tm.V)
 	}
 	if got, want := sumFamily(fams, "xgate_accounting_total"), float64(tr.sent); got != want {
 		t.Errorf("accounting terms sum to %v, %v sent", got, want)

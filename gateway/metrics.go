@@ -199,10 +199,10 @@ func (g *Gateway) readBlocklist() (live, expired int, ok bool, err error) {
 	return live, expired, true, nil
 }
 
-// log2Histogram turns per-bucket counts (bucket i: <= 2^i units, the last
+// Log2Histogram turns per-bucket counts (bucket i: <= 2^i units, the last
 // one also everything slower) into cumulative buckets in seconds; unit is
 // one unit in seconds. The last bucket only reaches +Inf.
-func log2Histogram(counts []uint64, unit float64) (count uint64, upperSum float64, buckets map[float64]uint64) {
+func Log2Histogram(counts []uint64, unit float64) (count uint64, upperSum float64, buckets map[float64]uint64) {
 	buckets = make(map[float64]uint64, len(counts))
 	for i, n := range counts {
 		bound := math.Ldexp(unit, i)
@@ -268,7 +268,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if cost, ok, err := g.readCost(); err != nil {
 			ch <- prometheus.NewInvalidMetric(descCost, err)
 		} else if ok {
-			n, _, b := log2Histogram(cost.Hist[:], 1e-9)
+			n, _, b := Log2Histogram(cost.Hist[:], 1e-9)
 			ch <- prometheus.MustNewConstHistogram(descCost, n, float64(cost.SumNs)/1e9, b)
 		}
 		if live, expired, ok, err := g.readBlocklist(); err != nil {
@@ -309,7 +309,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(descBadFrames, q.badFrames, mode, id)
 		counter(descNoMeta, q.noMeta, mode, id)
-		n, sum, b := log2Histogram(q.latency[:], 1e-6)
+		n, sum, b := Log2Histogram(q.latency[:], 1e-6)
 		ch <- prometheus.MustNewConstHistogram(descLatency, n, sum, b, mode, id)
 	}
 
@@ -380,19 +380,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 
 	counter(descSeen, s.XDPSeen)
 	for _, t := range accountingTerms(&s) {
-		counter(descAccounting, t.v, t.name)
+		counter(descAccounting, t.V, t.Name)
 	}
 	gauge(descUnaccounted, float64(s.Unaccounted()), s.Identity)
 }
 
-type term struct {
-	name string
-	v    uint64
-}
-
 // accountingTerms are the right-hand side of the identity, in order.
-func accountingTerms(s *Stats) []term {
-	return accountingOf(s).terms()
+func accountingTerms(s *Stats) []Term {
+	return accountingOf(s).Terms()
 }
 
 // Collector returns the collector of the gateway's own metrics (without

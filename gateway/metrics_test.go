@@ -11,7 +11,7 @@ import (
 
 func TestLog2Histogram(t *testing.T) {
 	// bucket i: <= 2^i µs; the last one also everything slower.
-	n, sum, b := log2Histogram([]uint64{1, 0, 2, 3}, 1e-6)
+	n, sum, b := Log2Histogram([]uint64{1, 0, 2, 3}, 1e-6)
 	if n != 6 {
 		t.Errorf("count %d, want 6", n)
 	}

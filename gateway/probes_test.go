@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -117,14 +116,6 @@ func TestProbesDisabled(t *testing.T) {
 		if p.Running || p.Reason != "disabled by probes.enabled: false" {
 			t.Errorf("status probe %+v: want missing, disabled by probes.enabled: false", p)
 		}
-	}
-	var b strings.Builder
-	s := &Snapshot{Probes: st.Probes}
-	if err := s.WriteText(&b, nil, false); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(b.String(), "probes:\n  "+probeNames[0]) || !strings.Contains(b.String(), "missing: disabled by probes.enabled: false") {
-		t.Errorf("text lacks the probes:\n%s", b.String())
 	}
 }
 

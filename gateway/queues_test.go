@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -17,11 +19,11 @@ import (
 	"github.com/xgate/xgate/xdp"
 )
 
-// activeQueues runs ActiveRxQueues in h's namespace.
-func activeQueues(t *testing.T, h *testenv.Host) RxQueueCount {
+// activeQueues runs host.ActiveRxQueues in h's namespace.
+func activeQueues(t *testing.T, h *testenv.Host) host.RxQueueCount {
 	t.Helper()
-	var qc RxQueueCount
-	if err := h.Do(func() error { qc = ActiveRxQueues(h.Link); return nil }); err != nil {
+	var qc host.RxQueueCount
+	if err := h.Do(func() error { qc = host.ActiveRxQueues(h.Link); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return qc
@@ -37,7 +39,7 @@ func TestActiveRxQueues(t *testing.T) {
 			t.Fatalf("plain veth: %+v, want 1 active queue from ethtool", qc)
 		}
 		if pair.B.Queues != 1 {
-			t.Errorf("testenv Host.Queues %d, want 1", pair.B.Queues)
+			t.Errorf("testenv host.Host.Queues %d, want 1", pair.B.Queues)
 		}
 		if qc.Max < 2 {
 			t.Skipf("veth max %d RX queues (one possible CPU): cannot set 2 channels", qc.Max)
@@ -59,17 +61,17 @@ func TestActiveRxQueues(t *testing.T) {
 	t.Run("fallbacks", func(t *testing.T) {
 		// sysfs counts a link of this namespace (A is in the root one)...
 		pair := testenv.New(t, testenv.Options{KernelQueues: true, RootA: true})
-		if n, err := sysfsRxQueues(pair.A.Link); err != nil || n != 1 {
+		if n, err := host.SysfsRxQueues(pair.A.Link); err != nil || n != 1 {
 			t.Errorf("sysfs in the root namespace: %d, %v; want 1", n, err)
 		}
 		// ...but not one of another namespace, even if it were named alike.
 		var serr error
-		_ = pair.B.Do(func() error { _, serr = sysfsRxQueues(pair.B.Link); return nil })
+		_ = pair.B.Do(func() error { _, serr = host.SysfsRxQueues(pair.B.Link); return nil })
 		if serr == nil || !strings.Contains(serr.Error(), "another network namespace") {
 			t.Errorf("sysfs inside B's namespace: %v, want another network namespace", serr)
 		}
 		// Nothing answers: 1 with the reasons.
-		qc := ActiveRxQueues("xgate-nonesuch")
+		qc := host.ActiveRxQueues("xgate-nonesuch")
 		if qc.Active != 1 || qc.Source != "fallback" || !strings.Contains(qc.Note, "ethtool") || !strings.Contains(qc.Note, "sysfs") {
 			t.Errorf("unknown interface: %+v", qc)
 		}
@@ -93,7 +95,7 @@ func TestQueueHintInactiveQueue(t *testing.T) {
 	if !errors.Is(err, unix.EINVAL) {
 		t.Fatalf("bind to inactive queue 1: %v, want EINVAL", err)
 	}
-	hint := QueueHint(pair.B.Link, 1, qc, err)
+	hint := host.QueueHint(pair.B.Link, 1, qc, err)
 	for _, want := range []string{"not active", "ethtool -l " + pair.B.Link + " shows 1 RX channel (rx 1, combined 0)", "set queues: 1",
 		"ethtool -L " + pair.B.Link + " rx 2"} {
 		if !strings.Contains(hint, want) {

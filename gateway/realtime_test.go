@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -42,7 +44,7 @@ func threadSched(tid int) (policy, prio int, err error) {
 func fifoThreads(t *testing.T, prio int) int {
 	t.Helper()
 	n := 0
-	for _, tid := range threadIDs() {
+	for _, tid := range host.ThreadIDs() {
 		pol, p, err := threadSched(tid)
 		if err != nil {
 			continue // the thread ended meanwhile
@@ -56,7 +58,7 @@ func fifoThreads(t *testing.T, prio int) int {
 
 func skipWithoutRealtime(t *testing.T, prio int) {
 	t.Helper()
-	if err := checkRealtime(prio); err != nil {
+	if err := host.CheckRealtime(prio); err != nil {
 		t.Skipf("no real-time scheduling here: %v", err)
 	}
 }

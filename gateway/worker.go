@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/engine"
@@ -28,9 +30,9 @@ type worker struct {
 	ew      *engine.Worker
 	sw      *sink.Writer // nil without sinks
 	fb      *feedback
-	tap     *tapHub         // never nil in a gateway; nil in bare tests
-	hk      *housekeeping   // nil: no other threads to keep off w.cpu
-	pinned  *sync.WaitGroup // Done once pin has run; nil in bare tests
+	tap     *tapHub            // never nil in a gateway; nil in bare tests
+	hk      *host.Housekeeping // nil: no other threads to keep off w.cpu
+	pinned  *sync.WaitGroup    // Done once pin has run; nil in bare tests
 
 	// tapF is tap.filter as loaded at the start of the current batch:
 	// what the tap clients want, nil with no client.
@@ -66,7 +68,7 @@ func (w *worker) pin() error {
 		}
 	}()
 	runtime.LockOSThread()
-	w.hk.worker()
+	w.hk.Worker()
 	if w.cpu >= 0 {
 		var set unix.CPUSet
 		set.Set(w.cpu)
@@ -77,7 +79,7 @@ func (w *worker) pin() error {
 	}
 	if w.rtPrio > 0 {
 		w.tainted = true
-		if err := SetRealtime(w.rtPrio); err != nil {
+		if err := host.SetRealtime(w.rtPrio); err != nil {
 			return fmt.Errorf("worker %d: %w", w.id, err)
 		}
 	}

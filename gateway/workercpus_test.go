@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -55,7 +57,7 @@ func TestGatewayWorkerCPUs(t *testing.T) {
 // allowedCPU returns the i-th CPU this process may run on (-1: the last).
 func allowedCPU(t *testing.T, i int) int {
 	t.Helper()
-	cpus, err := processCPUs()
+	cpus, err := host.ProcessCPUs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +71,7 @@ func allowedCPU(t *testing.T, i int) int {
 func threadsPinnedTo(t *testing.T, cpu int) int {
 	t.Helper()
 	n := 0
-	for _, tid := range threadIDs() {
+	for _, tid := range host.ThreadIDs() {
 		var set unix.CPUSet
 		if unix.SchedGetaffinity(tid, &set) != nil {
 			continue // the thread ended
@@ -100,7 +102,7 @@ func TestGatewayWorkerCPUsOffline(t *testing.T) {
 // TestHousekeeping: with workers.cpus leaving a CPU free, the process's
 // other threads move there once the workers have pinned themselves, the
 // workers stay on theirs, and after Stop no thread is left on the
-// housekeeping CPUs alone.
+// host.Housekeeping CPUs alone.
 func TestHousekeeping(t *testing.T) {
 	var all unix.CPUSet
 	if err := unix.SchedGetaffinity(os.Getpid(), &all); err != nil {
@@ -112,14 +114,14 @@ func TestHousekeeping(t *testing.T) {
 	cpu := allowedCPU(t, 0)
 	_, g, stop := runIT(t, 1, "socket", func(c *Config) { c.Workers.CPUs = strconv.Itoa(cpu) })
 	if g.hk == nil {
-		t.Fatal("no housekeeping with one worker CPU on a host with more")
+		t.Fatal("no host.Housekeeping with one worker CPU on a host with more")
 	}
-	hk := cpuSet(g.hk.cpus)
+	hk := host.CPUSet(g.hk.CPUs)
 	if hk.IsSet(cpu) || hk.Count() != all.Count()-1 {
-		t.Fatalf("housekeeping CPUs %v", g.hk.cpus)
+		t.Fatalf("Housekeeping CPUs %v", g.hk.CPUs)
 	}
 	count := func() (whole, onHK int) {
-		for _, tid := range threadIDs() {
+		for _, tid := range host.ThreadIDs() {
 			var cur unix.CPUSet
 			if unix.SchedGetaffinity(tid, &cur) != nil {
 				continue
@@ -139,7 +141,7 @@ func TestHousekeeping(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 5 s: %d threads still on every CPU, %d on the housekeeping ones", whole, onHK)
+			t.Fatalf("after 5 s: %d threads still on every CPU, %d on the host.Housekeeping ones", whole, onHK)
 		}
 	}
 	if n := threadsPinnedTo(t, cpu); n < 1 {
@@ -149,20 +151,20 @@ func TestHousekeeping(t *testing.T) {
 		t.Fatal(err)
 	}
 	if whole, onHK := count(); onHK != 0 || whole == 0 {
-		t.Errorf("after Stop: %d threads on the housekeeping CPUs alone, %d on every CPU", onHK, whole)
+		t.Errorf("after Stop: %d threads on the host.Housekeeping CPUs alone, %d on every CPU", onHK, whole)
 	}
 }
 
 // Without workers.cpus, or with every CPU listed, nothing is moved.
 func TestHousekeepingOff(t *testing.T) {
-	if h, err := newHousekeeping(nil); h != nil || err != nil {
+	if h, err := host.NewHousekeeping(nil); h != nil || err != nil {
 		t.Errorf("no workers.cpus: %v %v", h, err)
 	}
-	every, err := processCPUs()
+	every, err := host.ProcessCPUs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h, err := newHousekeeping(every); h != nil || err != nil {
+	if h, err := host.NewHousekeeping(every); h != nil || err != nil {
 		t.Errorf("workers on every CPU: %v %v", h, err)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -107,8 +109,8 @@ the max-rate run.`,
 			if warmup == 0 {
 				warmup = -1 // bench.Options: < 0 is none
 			}
-			if rtPrio < 0 || rtPrio > gateway.MaxRealtimePriority {
-				return fmt.Errorf("bench: --rt-priority %d: want 0 (off) or 1..%d", rtPrio, gateway.MaxRealtimePriority)
+			if rtPrio < 0 || rtPrio > host.MaxRealtimePriority {
+				return fmt.Errorf("bench: --rt-priority %d: want 0 (off) or 1..%d", rtPrio, host.MaxRealtimePriority)
 			}
 			if _, err := loadgen.ResolveEngine(engine); err != nil {
 				return fmt.Errorf("bench: --engine: %w", err)
@@ -248,10 +250,12 @@ func parseRate(s string) (float64, error) {
 	return v * mult, nil
 }
 
-// isTerminal says whether w is a terminal (for the progress line).
+// isTerminal says whether w is a terminal that takes ANSI escapes (the
+// progress lines, the live views): not with NO_COLOR set (no-color.org:
+// xgate's only escapes are cursor moves, and those go too) or TERM=dumb.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
+	if !ok || os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
 		return false
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)

@@ -12,11 +12,36 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// Set by the Makefile through -ldflags.
+// Set by the Makefile through -ldflags (tools/version.sh: the git tag).
+// A plain `go build` leaves "dev"; `go install …@v0.2.0` is read from the
+// build information instead (init).
 var (
 	version = "dev"
 	commit  = "unknown"
 )
+
+func init() {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return
+	}
+	if version == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		version = info.Main.Version
+	}
+	if commit == "unknown" {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				commit = s.Value[:12]
+			}
+		}
+	}
+}
+
+// versionLine is what `xgate version` and `xgate --version` print.
+func versionLine() string {
+	return fmt.Sprintf("xgate %s (commit %s, %s, cilium/ebpf %s)\n",
+		version, commit, runtime.Version(), depVersion("github.com/cilium/ebpf"))
+}
 
 // writeJSON writes v as indented JSON, the --json output of every command.
 func writeJSON(w io.Writer, v any) error {
@@ -28,7 +53,7 @@ func writeJSON(w io.Writer, v any) error {
 func main() {
 	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "xgate:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -42,8 +67,11 @@ over the JSON events (filters, per-key rate limits, sliding windows), and
 accounts for every packet it saw.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version,
 	}
-	root.AddCommand(newVersion(), newDemo(), newRun(), newValidate(), newReload(), newLoad(), newBench(), newStats(), newTap(), newFeatures(), newBlock())
+	root.SetVersionTemplate(versionLine())
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.AddCommand(newVersion(), newDemo(), newRun(), newValidate(), newReload(), newLoad(), newBench(), newStats(), newTap(), newFeatures(), newBlock(), newDocs())
 	return root
 }
 
@@ -54,8 +82,7 @@ func newVersion() *cobra.Command {
 		Example: "  xgate version",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(cmd.OutOrStdout(), "xgate %s (commit %s, %s, cilium/ebpf %s)\n",
-				version, commit, runtime.Version(), depVersion("github.com/cilium/ebpf"))
+			fmt.Fprint(cmd.OutOrStdout(), versionLine())
 			return nil
 		},
 	}

@@ -38,6 +38,13 @@ func TestVersion(t *testing.T) {
 	if !strings.HasPrefix(out, "xgate dev (commit unknown, go1.") || !strings.Contains(out, "cilium/ebpf v0.22.0") {
 		t.Fatalf("version output: %q", out)
 	}
+	flag, err := run(t, "--version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flag != out {
+		t.Fatalf("xgate --version printed %q, xgate version %q", flag, out)
+	}
 }
 
 func TestUnknownCommand(t *testing.T) {

@@ -19,8 +19,8 @@ import (
 const defaultPidFile = "/run/xgate.pid"
 
 func newRun() *cobra.Command {
-	var cfgPath, pidFile string
-	var debug bool
+	var cfgPath, pidFile, logFormat string
+	var debug, expandEnv bool
 	cmd := &cobra.Command{
 		Use:   "run -c FILE",
 		Short: "Run the gateway with a configuration file",
@@ -36,13 +36,22 @@ a bad file is rejected and the running rules stay.`,
 			if debug {
 				level = slog.LevelDebug
 			}
-			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
-			cfg, err := gateway.LoadConfig(cfgPath)
+			log, err := newLogger(cmd.ErrOrStderr(), logFormat, level)
+			if err != nil {
+				return err
+			}
+			cfg, err := loadConfig(cmd.InOrStdin(), cfgPath, expandEnv)
 			if err != nil {
 				return err
 			}
 			gateway.Version = version + " (commit " + commit + ")"
-			g, err := gateway.New(cfg, gateway.Options{Logger: log})
+			// After setup the daemon drops every capability (DropCaps) and
+			// tells systemd it is ready (Type=notify).
+			g, err := gateway.New(cfg, gateway.Options{Logger: log, DropCaps: true, OnReady: func() {
+				if err := sdNotify("READY=1", "STATUS=receiving"); err != nil {
+					log.Warn("cannot notify systemd", "error", err)
+				}
+			}})
 			if err != nil {
 				return err
 			}
@@ -60,28 +69,36 @@ a bad file is rejected and the running rules stay.`,
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
-					next, err := gateway.LoadConfig(cfgPath)
+					_ = sdNotify("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()))
+					next, err := loadConfig(nil, cfgPath, expandEnv)
 					if err == nil {
 						err = g.Reload(next)
 					}
+					status := "STATUS=receiving; reloaded"
 					if err != nil {
 						log.Error("reload rejected; the running rules stay", "error", err)
+						status = "STATUS=receiving; reload rejected, the running rules stay (see the log)"
 					}
+					_ = sdNotify("READY=1", status)
 				}
+			}()
+			go func() {
+				<-ctx.Done()
+				_ = sdNotify("STOPPING=1", "STATUS=stopping")
 			}()
 			return g.Run(ctx)
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")
+	configFlags(cmd, &cfgPath, &expandEnv)
 	cmd.Flags().StringVar(&pidFile, "pid-file", defaultPidFile, "where to write the process id for xgate reload (\"\" = none)")
 	cmd.Flags().BoolVar(&debug, "debug", false, "log at debug level")
-	_ = cmd.MarkFlagRequired("config")
+	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log as text (key=value) or json (one object a line)")
 	return cmd
 }
 
 func newValidate() *cobra.Command {
 	var cfgPath string
-	var host, asJSON bool
+	var host, asJSON, expandEnv bool
 	cmd := &cobra.Command{
 		Use:   "validate -c FILE",
 		Short: "Check a configuration file and compile its rules",
@@ -93,7 +110,7 @@ kernel feature with what it makes xgate do.`,
 		Example: "  xgate validate -c examples/xgate.yaml\n  sudo xgate validate -c /etc/xgate/xgate.yaml --host",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := gateway.LoadConfig(cfgPath)
+			cfg, err := loadConfig(cmd.InOrStdin(), cfgPath, expandEnv)
 			if err != nil {
 				return err
 			}
@@ -127,10 +144,9 @@ kernel feature with what it makes xgate do.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")
+	configFlags(cmd, &cfgPath, &expandEnv)
 	cmd.Flags().BoolVar(&host, "host", false, "also check the interface, privileges and kernel features")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
-	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
 

@@ -53,8 +53,8 @@ with --once or --json.`,
 			}
 			client := &http.Client{Timeout: 5 * time.Second}
 			out := cmd.OutOrStdout()
-			fetch := func() (*gateway.Snapshot, error) {
-				s, err := gateway.FetchSnapshot(ctx, client, addr, token)
+			fetch := func() (*Snapshot, error) {
+				s, err := FetchSnapshot(ctx, client, addr, token)
 				if err != nil {
 					return nil, fmt.Errorf("stats: %s: %w (is the gateway running with http.listen there?)", addr, err)
 				}
@@ -70,7 +70,7 @@ with --once or --json.`,
 				}
 				return writeJSON(out, s)
 			}
-			return liveView(ctx, out, fetch, (*gateway.Snapshot).WriteText, interval, duration)
+			return liveView(ctx, out, fetch, (*Snapshot).WriteText, interval, duration)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", gateway.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
@@ -128,15 +128,15 @@ func liveView[T any](ctx context.Context, out io.Writer, fetch func() (*T, error
 // pinStats shows the XDP part of a snapshot from the pinned maps in dir:
 // live, or once as text or JSON.
 func pinStats(ctx context.Context, out io.Writer, dir string, asJSON, once bool, interval, duration time.Duration) error {
-	fetch := func() (*gateway.PinSnapshot, error) {
-		s, err := gateway.ReadPins(dir)
+	fetch := func() (*PinSnapshot, error) {
+		s, err := ReadPins(dir)
 		if err != nil {
 			return nil, fmt.Errorf("stats --pins: %w (are the maps pinned there? pin.path, pin.keep)", err)
 		}
 		return s, nil
 	}
 	if !asJSON && !once {
-		return liveView(ctx, out, fetch, (*gateway.PinSnapshot).WriteLive, interval, duration)
+		return liveView(ctx, out, fetch, (*PinSnapshot).WriteLive, interval, duration)
 	}
 	s, err := fetch()
 	if err != nil {

@@ -64,7 +64,7 @@ http: {listen: "127.0.0.1:0", token: `+statsToken+`}
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	var s gateway.Snapshot
+	var s Snapshot
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatalf("%v:\n%s", err, out)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/testenv"
 	"github.com/xgate/xgate/tools/loadgen"
 )
 
@@ -71,7 +73,7 @@ func TestStatsPins(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	var s gateway.PinSnapshot
+	var s PinSnapshot
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatalf("%v:\n%s", err, out)
 	}
@@ -163,4 +165,76 @@ func TestStatsPinsLive(t *testing.T) {
 		t.Errorf("the counts never moved (last seen %d):\n%s", last, out)
 	}
 	t.Logf("%d frames, seen %d at the end; last frame:\n%s", len(frames), last, frames[len(frames)-1])
+}
+
+// TestReadPinsAfterGateway: with pin.keep, the pins outlive the gateway,
+// and reading them (what `xgate stats --pins` does) gives the gateway's
+// final XDP counts and its blocklist entry.
+func TestReadPinsAfterGateway(t *testing.T) {
+	needRoot(t)
+	mnt := filepath.Join(t.TempDir(), "bpffs")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
+		t.Skipf("mount bpffs: %v", err)
+	}
+	defer unix.Unmount(mnt, unix.MNT_DETACH)
+	pinPath := filepath.Join(mnt, "xgate")
+	pair := testenv.New(t, testenv.Options{RxQueues: 1})
+	cfg, err := gateway.ParseConfig("pins.yaml", []byte(`
+interface: `+pair.B.Link+`
+mode: socket
+listen: {ports: [9000]}
+rules:
+  - name: bots
+    when: event_type == "bot"
+    action: block 1h
+http: {listen: ""}
+pin: {path: `+pinPath+`, keep: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g *gateway.Gateway
+	if err := pair.B.Do(func() error {
+		var err error
+		g, err = gateway.New(cfg, gateway.Options{RecvTimeout: 20 * time.Millisecond})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer os.RemoveAll(pinPath)
+	dst := netip.AddrPortFrom(pair.B.Addr, 9000)
+	time.Sleep(50 * time.Millisecond)
+	if _, err := pair.A.SendUDP(dst, []byte(`{"user_id":"u","event_type":"click"}`), 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pair.A.SendUDP(dst, []byte(`{"user_id":"b","event_type":"bot"}`), 1); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if s, _ := g.Stats(); s.Feedback.Applied > 0 && s.Accounted() >= 101 {
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	final, _ := g.Stats()
+	ps, err := ReadPins(pinPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps.Seen != final.XDPSeen || ps.Dropped != final.XDPDrops || ps.Survivors != final.Survivors || ps.Seen != 101 {
+		t.Errorf("pins: seen %d dropped %d survivors %d; gateway: %d %d %d; sent 101",
+			ps.Seen, ps.Dropped, ps.Survivors, final.XDPSeen, final.XDPDrops, final.Survivors)
+	}
+	if ps.Blocklist.Live != 1 {
+		t.Errorf("blocklist %+v, want 1 live entry", ps.Blocklist)
+	}
 }

@@ -805,7 +805,10 @@ func (sk *sink) countWritten(sl *slab, from, n, recStart, recEnd int, err error)
 
 func (sk *sink) bound(d *engine.Decision, c uint8) int {
 	if !sk.annotated {
-		return len(d.Raw) + 1
+		if c == classReject {
+			return 2*len(d.Raw) + 1 // CR and LF escaped: one line
+		}
+		return len(d.Raw) + 1 // compacted: never longer
 	}
 	if c == classReject {
 		// {"error":"","raw":"","truncated":true}\n
@@ -819,7 +822,10 @@ func (sk *sink) bound(d *engine.Decision, c uint8) int {
 func (sk *sink) encode(b []byte, d *engine.Decision, c uint8) []byte {
 	switch {
 	case !sk.annotated:
-		b = append(b, d.Raw...)
+		// One record per line, whatever the datagram held: a pretty-printed
+		// event is compacted (the same JSON), a reject's line breaks are
+		// escaped, so no line of the output is a record no rule decided.
+		b = engine.AppendOneLine(b, d.Raw)
 	case c == classReject:
 		b = append(b, `{"error":"`...)
 		b = append(b, d.Err.String()...)

@@ -175,9 +175,14 @@ func TestSinkRouting(t *testing.T) {
 				format = map[bool]string{true: "raw", false: "annotated"}[c.what == "passed"]
 			}
 			if format == "raw" {
+				// One record per line: each record is the event's bytes on
+				// one line (compacted when it spanned lines).
 				var want []byte
 				for _, d := range sel {
-					want = append(append(want, d.Raw...), '\n')
+					want = append(engine.AppendOneLine(want, d.Raw), '\n')
+				}
+				if n := bytes.Count(got, []byte("\n")); n != len(sel) {
+					t.Errorf("%d lines for %d records", n, len(sel))
 				}
 				if !bytes.Equal(got, want) {
 					t.Fatalf("raw file:\n got %q\nwant %q", got, want)

@@ -31,7 +31,8 @@ type Spec struct {
 	//	{"verdict":"alert","rule":"big-payment","value":51234.5,"event":{…}}
 	//	{"verdict":"block","rule":"flood","value":0,"block_ms":30000,"event":{…}}
 	//	{"error":"invalid_json","raw":"<the bytes as a JSON string>"}
-	// Raw rejects are the input as received, so they may span lines.
+	// Raw records are one line each: an event that spanned lines is
+	// compacted (the same JSON), a reject has its CR and LF escaped.
 	// In annotated events, newlines between the tokens of a pretty-printed
 	// object become spaces, so each record is one line. A reject's raw
 	// string keeps at most the first 4 KiB of the input (then

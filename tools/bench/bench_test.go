@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
 
@@ -45,7 +47,7 @@ func TestDefaultRulesAreTheExample(t *testing.T) {
 		if cfg.Pin.Path != "" || len(cfg.Sinks) != 0 || cfg.HTTP.Listen != "" {
 			t.Errorf("%s: pin %q sinks %v", m, cfg.Pin.Path, cfg.Sinks)
 		}
-		cpus, err := gateway.ParseCPUList(cfg.Workers.CPUs)
+		cpus, err := host.ParseCPUList(cfg.Workers.CPUs)
 		if err != nil || len(cpus) == 0 {
 			t.Errorf("%s: workers.cpus %q: %v", m, cfg.Workers.CPUs, err)
 		}

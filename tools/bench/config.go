@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"slices"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"github.com/xgate/xgate/gateway"
 )
 
@@ -20,10 +22,10 @@ const DefaultRules = `rules:
     when: event_type == "payment" && amount > 10000
     action: alert
   - name: per-user-rate
-    rate_limit: {key: user_id, rate: 100/s, burst: 200, max_keys: 1048576}
+    rate_limit: {key: user_id, rate: 100/s, burst: 200, max_keys: 1048576, on_full: deny}
     action: drop
   - name: velocity
-    window: {key: user_id, size: 60s, slide: 5s, agg: sum(amount), max_keys: 65536}
+    window: {key: user_id, size: 60s, slide: 5s, agg: sum(amount), max_keys: 65536, on_full: deny}
     filter: event_type == "payment"
     when: value > 50000
     action: alert
@@ -54,7 +56,7 @@ func GatewayConfig(ifname, mode string) (*gateway.Config, error) {
 		return nil, err
 	}
 	cfg.Pin.Path = ""
-	cfg.Workers.CPUs = gateway.FormatCPUList(WorkerCPUs())
+	cfg.Workers.CPUs = host.FormatCPUList(WorkerCPUs())
 	cfg.Sinks = nil
 	cfg.HTTP.Listen = "" // no HTTP server: modes of a --compare would collide on the port
 	return cfg, nil
@@ -82,7 +84,7 @@ func OtherCPUs() []int {
 
 func onlineCPUs() []int {
 	var online []int
-	if t, err := gateway.ReadTopology("", ""); err == nil {
+	if t, err := host.ReadTopology("", ""); err == nil {
 		online = t.Online
 	}
 	if len(online) == 0 {

@@ -9,9 +9,9 @@ import (
 	"runtime"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/xgate/xgate/gateway/host"
 
-	"github.com/xgate/xgate/gateway"
+	"golang.org/x/sys/unix"
 )
 
 // Stall thresholds of a host check: StallMin is the latency target of
@@ -85,7 +85,7 @@ func ProbeStalls(cpu int, d time.Duration, rtPrio int) (HostStalls, error) {
 			return
 		}
 		if rtPrio > 0 {
-			if err := gateway.SetRealtime(rtPrio); err != nil {
+			if err := host.SetRealtime(rtPrio); err != nil {
 				ch <- result{err: fmt.Errorf("host check: %w", err)}
 				return
 			}

@@ -64,8 +64,12 @@ func (t gatewayTarget) tally() (tally, error) {
 	for _, b := range s.WorkerBusy {
 		busy += b
 	}
-	return tally{XDPDrops: s.XDPDrops, NotOurs: s.NotForUs, SocketDrops: s.SocketDrops, RingDrops: s.RingDrops,
-		DecodeErrors: s.Engine.DecodeErrorTotal(), Decided: s.Engine.Events, Busy: busy}, err
+	// The gateway's identity by datagrams, folded into the bench's columns:
+	// the AF_XDP losses (bad frames, queues without a socket) with the
+	// ring drops, the stack's drops after XDP with the socket drops.
+	return tally{XDPDrops: s.XDPDrops, NotOurs: s.NotForUs - min(s.NotForUs, s.Reassembled),
+		SocketDrops: s.SocketDrops + s.KernelDrops, RingDrops: s.RingDrops + s.BadFrames + s.NoSocket,
+		DecodeErrors: s.Rejected, Decided: s.Decided, Busy: busy}, err
 }
 
 func (t gatewayTarget) latency() [gateway.LatencyBuckets]uint64 { return t.g.Latency() }

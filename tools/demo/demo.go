@@ -35,6 +35,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/xgate/xgate/engine"
@@ -151,7 +153,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Plain {
 		return runPlain(ctx, o, "plain mode asked for (--plain)")
 	}
-	if why := missingPrivileges(gateway.ReadHost().Status, os.Geteuid()); why != "" {
+	if why := missingPrivileges(host.ReadHost().Status, os.Geteuid()); why != "" {
 		return runPlain(ctx, o, why)
 	}
 	rep, err := runTestHosts(ctx, o)
@@ -199,12 +201,12 @@ func (e *noHostsError) Unwrap() error { return e.err }
 // bpffs need CAP_SYS_ADMIN (which also grants what CAP_BPF does), the veth
 // and XDP CAP_NET_ADMIN, AF_XDP and the packet sender CAP_NET_RAW.
 func missingPrivileges(status string, euid int) string {
-	caps, err := gateway.ParseCapEff(status)
+	caps, err := host.ParseCapEff(status)
 	if err != nil {
 		return "cannot read this process's capabilities: " + err.Error()
 	}
 	var missing []string
-	for _, c := range []gateway.Capability{gateway.CapSysAdmin, gateway.CapNetAdmin, gateway.CapNetRaw} {
+	for _, c := range []host.Capability{host.CapSysAdmin, host.CapNetAdmin, host.CapNetRaw} {
 		if !caps.Has(c) {
 			missing = append(missing, c.String())
 		}
@@ -242,8 +244,12 @@ func demoConfig(o *Options, iface string, port uint16, dir string) (*gateway.Con
 		// its source is blocked, while the two cores are busy sending too.
 		sinks[i] = map[string]string{"type": "file", "path": f.Path, "what": f.What, "fsync": "never", "buffer": "4MiB"}
 	}
+	var ifEdit any = iface
+	if iface == "" {
+		ifEdit = deleteKey{} // no interface: mode auto runs plain sockets
+	}
 	edits := []yamlEdit{
-		{"interface", iface},
+		{"interface", ifEdit},
 		{"sinks", sinks},
 		{"http.listen", ""}, // an xgate on the host may hold the configured port
 	}
@@ -289,6 +295,10 @@ func editYAML(src []byte, edits []yamlEdit) ([]byte, error) {
 		return nil, fmt.Errorf("the configuration is not a mapping of keys")
 	}
 	for _, e := range edits {
+		if _, del := e.value.(deleteKey); del {
+			removeMappingKey(doc.Content[0], e.path)
+			continue
+		}
 		var v yaml.Node
 		if err := v.Encode(e.value); err != nil {
 			return nil, fmt.Errorf("%s: %w", e.path, err)
@@ -306,6 +316,19 @@ func editYAML(src []byte, edits []yamlEdit) ([]byte, error) {
 		setMappingValue(m, keys[len(keys)-1], &v)
 	}
 	return yaml.Marshal(&doc)
+}
+
+// deleteKey as a yamlEdit's value removes the (top-level) key.
+type deleteKey struct{}
+
+// removeMappingKey removes key and its value from the mapping m.
+func removeMappingKey(m *yaml.Node, key string) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content = append(m.Content[:i], m.Content[i+2:]...)
+			return
+		}
+	}
 }
 
 // mappingValue is the value of key in the mapping m, or nil.

@@ -1,4 +1,4 @@
-package gateway
+package main
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/bpf"
+	"github.com/xgate/xgate/gateway"
 )
 
 // PinSnapshot is the XDP part of a snapshot, read from the pinned maps:
@@ -103,7 +104,7 @@ func pinCost(cost bpf.Cost) *PinCost {
 	if cost.Samples == 0 {
 		return nil
 	}
-	n, _, cum := log2Histogram(cost.Hist[:], 1e-9)
+	n, _, cum := gateway.Log2Histogram(cost.Hist[:], 1e-9)
 	bounds := make([]float64, 0, len(cum))
 	for b := range cum {
 		bounds = append(bounds, b)

@@ -1,4 +1,4 @@
-package gateway
+package host
 
 import (
 	"os"
@@ -10,10 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// housekeeping keeps the process's other threads — the Go runtime's, and
+// Housekeeping keeps the process's other threads — the Go runtime's, and
 // with them HTTP, stats, sinks, feedback and GC work — off the workers'
 // CPUs when workers.cpus leaves CPUs free: they are confined to the CPUs
-// the process may use that are not workers' ("housekeeping CPUs").
+// the process may use that are not workers' ("Housekeeping CPUs").
 //
 // Why: a worker shares its CPU with whatever else the scheduler puts
 // there. For a SCHED_OTHER worker those threads preempt it (the bench saw
@@ -27,42 +27,43 @@ import (
 // affinity is the process's whole set (so a thread someone else pinned —
 // the bench's sender — is left alone). The Go runtime makes new threads
 // from existing ones or from its template thread, so they inherit the
-// housekeeping set once those are moved; a scan every second catches the
-// rest. Stop gives every thread with exactly the housekeeping set the
+// Housekeeping set once those are moved; a scan every second catches the
+// rest. Stop gives every thread with exactly the Housekeeping set the
 // whole set back (a thread something else pinned to exactly those CPUs
 // included). The whole set is read once, from the process's main thread,
 // at New: run one gateway with workers.cpus per process.
-type housekeeping struct {
-	all, cpus []int // the process's CPUs; the housekeeping ones (non-empty)
+type Housekeeping struct {
+	all  []int // the process's CPUs
+	CPUs []int // the housekeeping ones (non-empty): where the other threads run
 
 	mu      sync.Mutex
 	workers map[int]bool // worker thread IDs: never touched
 }
 
-// newHousekeeping returns nil when there is nothing to do: no workers.cpus,
+// NewHousekeeping returns nil when there is nothing to do: no workers.cpus,
 // or no CPU of the process left over.
-func newHousekeeping(workerCPUs []int) (*housekeeping, error) {
+func NewHousekeeping(workerCPUs []int) (*Housekeeping, error) {
 	if len(workerCPUs) == 0 {
 		return nil, nil
 	}
-	all, err := processCPUs()
+	all, err := ProcessCPUs()
 	if err != nil {
 		return nil, err
 	}
-	h := &housekeeping{workers: map[int]bool{}, all: all}
+	h := &Housekeeping{workers: map[int]bool{}, all: all}
 	for _, c := range all {
 		if !slices.Contains(workerCPUs, c) {
-			h.cpus = append(h.cpus, c)
+			h.CPUs = append(h.CPUs, c)
 		}
 	}
-	if len(h.cpus) == 0 {
+	if len(h.CPUs) == 0 {
 		return nil, nil
 	}
 	return h, nil
 }
 
 // worker records the calling thread as a worker's (after it pinned itself).
-func (h *housekeeping) worker() {
+func (h *Housekeeping) Worker() {
 	if h == nil {
 		return
 	}
@@ -73,7 +74,7 @@ func (h *housekeeping) worker() {
 
 // run confines the other threads now and every second until stop closes,
 // then restores them.
-func (h *housekeeping) run(stop <-chan struct{}) {
+func (h *Housekeeping) Run(stop <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -88,13 +89,13 @@ func (h *housekeeping) run(stop <-chan struct{}) {
 }
 
 // confine moves every thread whose affinity is the whole set, but the
-// workers', to the housekeeping CPUs. It returns how many it moved.
-func (h *housekeeping) confine() int {
-	all, hk := cpuSet(h.all), cpuSet(h.cpus)
+// workers', to the Housekeeping CPUs. It returns how many it moved.
+func (h *Housekeeping) confine() int {
+	all, hk := CPUSet(h.all), CPUSet(h.CPUs)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
-	for _, tid := range threadIDs() {
+	for _, tid := range ThreadIDs() {
 		if h.workers[tid] {
 			continue
 		}
@@ -109,17 +110,17 @@ func (h *housekeeping) confine() int {
 	return n
 }
 
-// restore gives every thread that has exactly the housekeeping set (the
+// restore gives every thread that has exactly the Housekeeping set (the
 // ones confine moved, and the ones the runtime made from them since) the
 // whole set back. Only threads of this process are touched: a thread ID
 // from an earlier scan may belong to another process by now.
-func (h *housekeeping) restore() {
-	all, hk := cpuSet(h.all), cpuSet(h.cpus)
+func (h *Housekeeping) restore() {
+	all, hk := CPUSet(h.all), CPUSet(h.CPUs)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for range 3 { // threads made while we restore inherit the old set
 		n := 0
-		for _, tid := range threadIDs() {
+		for _, tid := range ThreadIDs() {
 			var cur unix.CPUSet
 			if h.workers[tid] || unix.SchedGetaffinity(tid, &cur) != nil || cur != hk {
 				continue
@@ -134,15 +135,15 @@ func (h *housekeeping) restore() {
 	}
 }
 
-func cpuSet(cpus []int) (s unix.CPUSet) {
+func CPUSet(cpus []int) (s unix.CPUSet) {
 	for _, c := range cpus {
 		s.Set(c)
 	}
 	return s
 }
 
-// threadIDs lists the threads of this process.
-func threadIDs() []int {
+// ThreadIDs lists the threads of this process.
+func ThreadIDs() []int {
 	ents, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return nil

@@ -1,4 +1,4 @@
-package gateway
+package host
 
 import (
 	"math"
@@ -181,22 +181,6 @@ func TestCheckHost(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestNeedsFor(t *testing.T) {
-	c := DefaultConfig()
-	n := NeedsFor(c, false)
-	if !n.BPF || !n.NetAdmin || !n.NetRaw || n.Probes || n.PinPath != DefaultPinPath || n.UMEMBytes != 8192*4096 {
-		t.Errorf("auto: %+v", n)
-	}
-	c.Mode, c.Queues = ModeSocket, 4
-	if n := NeedsFor(c, true); n.NetRaw || n.UMEMBytes != 0 || !n.Probes {
-		t.Errorf("socket: %+v", n)
-	}
-	c.Mode = ModeAFXDP
-	if n := NeedsFor(c, false); n.UMEMBytes != 4*8192*4096 {
-		t.Errorf("afxdp, 4 queues: %+v", n)
 	}
 }
 

@@ -1,9 +1,10 @@
-package gateway
+package main
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/xgate/xgate/gateway"
 	"io"
 	"math"
 	"net/http"
@@ -22,15 +23,15 @@ import (
 // Snapshot is what `xgate stats` shows: a running gateway's /status and
 // the parts of /metrics an operator looks at first, read over HTTP.
 type Snapshot struct {
-	Time          time.Time         `json:"time"`
-	Address       string            `json:"address"`
-	Version       string            `json:"version"`
-	Path          string            `json:"path"`
-	Interface     string            `json:"interface,omitempty"`
-	UptimeSeconds float64           `json:"uptime_seconds"`
-	Ready         bool              `json:"ready"`
-	Accounting    Accounting        `json:"accounting"`
-	Verdicts      map[string]uint64 `json:"verdicts"`
+	Time          time.Time          `json:"time"`
+	Address       string             `json:"address"`
+	Version       string             `json:"version"`
+	Path          string             `json:"path"`
+	Interface     string             `json:"interface,omitempty"`
+	UptimeSeconds float64            `json:"uptime_seconds"`
+	Ready         bool               `json:"ready"`
+	Accounting    gateway.Accounting `json:"accounting"`
+	Verdicts      map[string]uint64  `json:"verdicts"`
 	// Rules by times fired, most first.
 	Rules []RuleCount `json:"rules"`
 	// Latency is receive → verdict on the afxdp path (all queues); nil
@@ -40,7 +41,7 @@ type Snapshot struct {
 	KernelLatency *Quantiles   `json:"kernel_latency,omitempty"`
 	Queues        []QueueCount `json:"queues"`
 	// Probes are the kernel probes' states, from /status.
-	Probes []ProbeState `json:"probes,omitempty"`
+	Probes []gateway.ProbeState `json:"probes,omitempty"`
 }
 
 // RuleCount is how often a rule fired.
@@ -105,7 +106,7 @@ func FetchSnapshot(ctx context.Context, client *http.Client, addr, token string)
 	if err != nil {
 		return nil, err
 	}
-	var st Status
+	var st gateway.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		return nil, fmt.Errorf("/status: %w", err)
 	}
@@ -247,14 +248,6 @@ func quantile(q float64, bounds []float64, cum map[float64]uint64, count uint64)
 	return bounds[len(bounds)-1]
 }
 
-// accountingTerms lists the accounting identity's right-hand side in the
-// order of DESIGN.md.
-func (a Accounting) terms() []term {
-	return []term{{"xdp_dropped", a.XDPDropped}, {"not_for_us", a.NotForUs}, {"no_socket", a.NoSocket},
-		{"kernel_dropped", a.KernelDropped}, {"socket_dropped", a.SocketDropped}, {"ring_dropped", a.RingDropped},
-		{"bad_frames", a.BadFrames}, {"rejected", a.Rejected}, {"decided", a.Decided}, {"reassembled", a.Reassembled}}
-}
-
 // rateText returns how the live views print a counter's rate per second
 // between two readings dt seconds apart: "" when there is no interval
 // (dt <= 0) or the counter went backwards.
@@ -297,22 +290,22 @@ func (s *Snapshot) WriteText(w io.Writer, prev *Snapshot, color bool) error {
 	if a.Unaccounted != 0 {
 		fmt.Fprintf(&b, " (%d in flight or unaccounted)", a.Unaccounted)
 	}
-	if a.Identity == PathSocket && !a.KernelDropsKnown {
+	if a.Identity == gateway.PathSocket && !a.KernelDropsKnown {
 		b.WriteString(" [kernel drops after XDP not seen: the kfree_skb probe is off]")
 	}
 	fmt.Fprintf(&b, "\nbeside it: events %d, event decode errors %d, %.2f events per datagram\n",
 		a.Events, a.DecodeErrors, a.EventsPerDatagram)
-	var pa []term
+	var pa []gateway.Term
 	if prev != nil {
-		pa = prev.Accounting.terms()
+		pa = prev.Accounting.Terms()
 	}
-	for i, t := range a.terms() {
+	for i, t := range a.Terms() {
 		r := ""
 		if pa != nil {
-			r = rate(t.v, pa[i].v)
+			r = rate(t.V, pa[i].V)
 		}
-		drop := t.v > 0 && t.name != "events" && t.name != "not_for_us"
-		b.WriteString(hi(fmt.Sprintf("  %-15s %14d%s", t.name, t.v, r), drop) + "\n")
+		drop := t.V > 0 && t.Name != "events" && t.Name != "not_for_us"
+		b.WriteString(hi(fmt.Sprintf("  %-15s %14d%s", t.Name, t.V, r), drop) + "\n")
 	}
 
 	b.WriteString("\nevents by verdict:\n")

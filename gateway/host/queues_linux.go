@@ -1,4 +1,4 @@
-package gateway
+package host
 
 // Host facts: how many RX queues an interface really has. Self-contained
 // (it imports nothing of the gateway) so that it can move to a package of
@@ -77,7 +77,7 @@ func ActiveRxQueues(ifname string) RxQueueCount {
 		}
 		eerr = errors.New("ethtool reports no rx or combined channels")
 	}
-	n, serr := sysfsRxQueues(ifname)
+	n, serr := SysfsRxQueues(ifname)
 	if serr == nil {
 		return RxQueueCount{Active: n, Rx: -1, Combined: -1, Source: "sysfs", Note: "ethtool channels: " + eerr.Error()}
 	}
@@ -108,11 +108,11 @@ func ethtoolGetChannels(ifname string) (ethtoolChannels, error) {
 	return ch, nil
 }
 
-// sysfsRxQueues counts /sys/class/net/<ifname>/queues/rx-* (sysfs lists
+// SysfsRxQueues counts /sys/class/net/<ifname>/queues/rx-* (sysfs lists
 // the active RX queues), after checking that this /sys shows the calling
 // thread's network namespace: the device sysfs shows under ifname has the
 // index and the address netlink gives here.
-func sysfsRxQueues(ifname string) (int, error) {
+func SysfsRxQueues(ifname string) (int, error) {
 	dir := filepath.Join("/sys/class/net", ifname)
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {

@@ -1,4 +1,4 @@
-package gateway
+package host
 
 import (
 	"fmt"
@@ -145,20 +145,6 @@ type Needs struct {
 	UMEMBytes uint64
 	// Binary names the executable in the setcap hint; "" = bin/xgate.
 	Binary string
-}
-
-// NeedsFor returns what the configured mode needs. For auto it returns
-// the needs of afxdp, the first choice; the caller falls back when
-// CheckPrivileges reports a problem. UMEMBytes counts one socket per
-// configured queue (at least one): with queues: 0 the caller should scale
-// it by the interface's queue count.
-func NeedsFor(c *Config, probes bool) Needs {
-	n := Needs{BPF: true, NetAdmin: true, Probes: probes, PinPath: c.Pin.Path}
-	if c.Mode == ModeAFXDP || c.Mode == ModeAuto {
-		n.NetRaw = true
-		n.UMEMBytes = uint64(c.AFXDP.Frames) * uint64(c.AFXDP.FrameSize) * uint64(max(c.Queues, 1))
-	}
-	return n
 }
 
 // Problem is one thing that stops (Fatal) or shapes a run, in words the

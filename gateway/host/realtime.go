@@ -1,4 +1,4 @@
-package gateway
+package host
 
 import (
 	"errors"
@@ -62,12 +62,12 @@ func SetRealtime(prio int) error {
 	return nil
 }
 
-// checkRealtime tries SCHED_FIFO at prio on a thread of its own, so that a
+// CheckRealtime tries SCHED_FIFO at prio on a thread of its own, so that a
 // missing privilege is an error of New rather than a worker that fails in
 // Run. The thread goes back to SCHED_OTHER at once (it may outlive the
 // call by a moment), and is not handed back to the Go scheduler: the
 // goroutine exits locked to it, and the runtime ends the thread.
-func checkRealtime(prio int) error {
+func CheckRealtime(prio int) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
@@ -83,13 +83,13 @@ func checkRealtime(prio int) error {
 	return <-errc
 }
 
-// rtRuntimePath is the kernel's RT throttling budget per period, in µs;
+// RTRuntimePath is the kernel's RT throttling budget per period, in µs;
 // -1 turns throttling off.
-const rtRuntimePath = "/proc/sys/kernel/sched_rt_runtime_us"
+const RTRuntimePath = "/proc/sys/kernel/sched_rt_runtime_us"
 
-// rtThrottlingOff reports whether the kernel lets real-time threads take a
+// RTThrottlingOff reports whether the kernel lets real-time threads take a
 // whole CPU (sched_rt_runtime_us = -1). An unreadable file reads as on.
-func rtThrottlingOff() bool {
-	b, err := os.ReadFile(rtRuntimePath)
+func RTThrottlingOff() bool {
+	b, err := os.ReadFile(RTRuntimePath)
 	return err == nil && strings.TrimSpace(string(b)) == "-1"
 }

@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"errors"
+
+	"github.com/xgate/xgate/gateway/host"
+
+	"github.com/xgate/xgate/bpf"
+)
+
+// Least privilege. Every setup step names the capabilities it needs; New
+// checks exactly those (not uid 0) before it touches anything, and after
+// setup host.DropCapabilities gives up every capability on every thread and sets
+// no_new_privs: reload, feedback, stats and stop work through the file
+// descriptors the daemon already holds (map updates and lookups, link and
+// socket closes need no capability since Linux 6.5 moved the
+// unprivileged-BPF check into map and program creation), and unpinning is
+// an unlink in a pin directory the daemon's user owns.
+
+// CapSteps lists the setup steps of a run of cfg on the receive path
+// (PathAFXDP, PathSocket or PathPlain) and the capabilities each needs, on
+// a kernel with CAP_BPF and CAP_PERFMON (Linux >= 5.8; CAP_SYS_ADMIN stands
+// in for both, as the kernel's bpf_capable and perfmon_capable accept it).
+// Pinning needs none (a pin directory on bpffs the user may write), locked
+// memory needs none under RLIMIT_MEMLOCK >= the UMEM (LimitMEMLOCK= in the
+// unit; host.CheckPrivileges says when not), and SCHED_FIFO needs none under
+// RLIMIT_RTPRIO >= the priority.
+func CapSteps(cfg *Config, path string) []host.CapStep {
+	var steps []host.CapStep
+	if path != PathPlain {
+		// XDP is a networking program type: loading it needs CAP_NET_ADMIN
+		// besides CAP_BPF; and the verifier allows the program's pointer
+		// arithmetic (packet end - packet start) only with CAP_PERFMON
+		// ("pointer -= pointer prohibited" without it). The socket path's
+		// sk_reuseport program (several NUMA nodes) needs CAP_BPF alone.
+		steps = append(steps,
+			host.CapStep{Step: "load the XDP program", Caps: []host.Capability{host.CapBPF, host.CapPerfmon, host.CapNetAdmin}},
+			host.CapStep{Step: "attach XDP to the interface", Caps: []host.Capability{host.CapNetAdmin}})
+	}
+	if path == PathSocket {
+		// SO_RCVBUFFORCE beyond net.core.rmem_max; without it the socket
+		// gets SO_RCVBUF, capped by rmem_max, so CAP_NET_ADMIN (needed
+		// above anyway) is not asked for here.
+		steps = append(steps, host.CapStep{Step: "open the SO_REUSEPORT sockets", Caps: nil})
+	}
+	if path == PathAFXDP {
+		steps = append(steps, host.CapStep{Step: "open AF_XDP sockets", Caps: []host.Capability{host.CapNetRaw}})
+	}
+	if cfg.Probes.Enabled {
+		steps = append(steps, host.CapStep{Step: "load the kernel probes (tp_btf, socket filter)", Caps: []host.Capability{host.CapBPF, host.CapPerfmon}, Optional: true})
+	}
+	if p := cfg.Workers.RealtimePriority; p > 0 && host.RtprioLimit() < uint64(p) {
+		steps = append(steps, host.CapStep{Step: "make the workers SCHED_FIFO", Caps: []host.Capability{host.CapSysNice}})
+	}
+	return steps
+}
+
+// checkCaps is New's check of the path's steps: a *host.CapabilityError for a
+// missing required capability, a warning logged for an optional one.
+func (g *Gateway) checkCaps(cfg *Config, path string) error {
+	have, err := host.EffectiveCaps()
+	if err != nil {
+		g.log.Warn("cannot read this process's capabilities; the setup steps will say what they lack", "error", err)
+		return nil
+	}
+	err, warnings := host.CheckCaps(CapSteps(cfg, path), have)
+	for _, w := range warnings {
+		g.log.Warn(w)
+	}
+	return err
+}
+
+// configuredPath is the receive path of an explicit mode, "" for auto.
+func configuredPath(mode string) string {
+	switch mode {
+	case ModeAFXDP:
+		return PathAFXDP
+	case ModeSocket:
+		return PathSocket
+	}
+	return ""
+}
+
+// dropCaps is Run's drop after setup. A failure is logged, not fatal: the
+// gateway works as before, with the privileges it was given.
+func (g *Gateway) dropCaps() {
+	if err := host.DropCapabilities(0); err != nil {
+		g.log.Warn("capabilities not dropped after setup; the daemon keeps the ones it was started with", "error", err)
+		return
+	}
+	g.log.Info("capabilities dropped after setup", "effective", "none", "no_new_privs", true)
+}
+
+// probeXDPLink is bpf.Probe(bpf.FeatXDPLink) as the daemon reads it: the
+// probe needs CAP_SYS_ADMIN for its scratch namespace, which the unit does
+// not grant; without it the probe says so (bpf.ErrPermission), which is no
+// answer about the kernel, so the feature counts as available and the
+// real attach (through a bpf_link, as always) decides.
+func probeXDPLink() error {
+	err := bpf.Probe(bpf.FeatXDPLink)
+	if errors.Is(err, bpf.ErrPermission) {
+		return nil
+	}
+	return err
+}
