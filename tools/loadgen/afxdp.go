@@ -199,7 +199,7 @@ func (x *xskTx) loop(ctx context.Context, o Options, n uint64, start time.Time, 
 	if paced {
 		pc = newPacer(o.Rate, x.batch)
 	}
-	var lastProgress int64
+	var stallSince int64 // when Transmit last went from progress to none
 	stalled := 0
 	for n == 0 || *queued < n {
 		select {
@@ -233,7 +233,7 @@ func (x *xskTx) loop(ctx context.Context, o Options, n uint64, start time.Time, 
 			if paced {
 				pc.took(q)
 			}
-			lastProgress, stalled = now, 0
+			stalled = 0
 		}
 		if err != nil {
 			return fmt.Errorf("loadgen: AF_XDP transmit on %s: %w", o.From.Link, err)
@@ -241,7 +241,10 @@ func (x *xskTx) loop(ctx context.Context, o Options, n uint64, start time.Time, 
 		if q == 0 {
 			// No free TX frame: the kernel has not completed the ones in
 			// flight yet. Transmit kicked it; retry, then back off.
-			if now-lastProgress > int64(xskStall) {
+			if stalled == 0 {
+				stallSince = now
+			}
+			if now-stallSince > int64(xskStall) {
 				return fmt.Errorf("loadgen: AF_XDP transmit on %s: no frame completed for %v (link down?)", o.From.Link, xskStall)
 			}
 			if stalled++; stalled > xskRetries {

@@ -5,10 +5,13 @@ package loadgen
 import (
 	"context"
 	"errors"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/bpf"
@@ -226,4 +229,95 @@ func TestEngineSelection(t *testing.T) {
 			t.Fatalf("send: %v %v", res, err)
 		}
 	})
+}
+
+// TestSendLeavesThreadsAsTheyWere: a pinned Send runs on a thread of its
+// own making — in the sending host's namespace, on one CPU — and puts it
+// back before it returns: afterwards every thread of the process, the main
+// thread among them (whose affinity the gateway reads as the process's),
+// has the affinity and network namespace it had.
+func TestSendLeavesThreadsAsTheyWere(t *testing.T) {
+	needRoot(t)
+	var before unix.CPUSet
+	if err := unix.SchedGetaffinity(os.Getpid(), &before); err != nil {
+		t.Fatal(err)
+	}
+	if before.Count() < 2 {
+		t.Skip("one CPU: pinning changes nothing to see")
+	}
+	cpu := 0
+	for c := 0; c < 1024; c++ {
+		if before.IsSet(c) {
+			cpu = c // the last allowed CPU
+		}
+	}
+	pair := testenv.New(t, testenv.Options{})
+	g, err := New(Options{Engine: EngineAFXDP, From: pair.A, To: pair.B, DstPort: 9000, Frames: 4, CPU: cpu, Pin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	mainNS, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if res, err := g.Send(context.Background(), 100); err != nil || res.Sent != 100 {
+			t.Fatalf("send: %v %v", res, err)
+		}
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			continue
+		}
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(tid, &set); err != nil {
+			continue // the thread ended meanwhile
+		}
+		if set != before {
+			t.Errorf("thread %d left with affinity %v, the process had %v", tid, set, before)
+		}
+		if ns, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/net"); err == nil && ns != mainNS {
+			t.Errorf("thread %d left in namespace %s, not %s", tid, ns, mainNS)
+		}
+	}
+}
+
+// TestAFXDPStall: with the sending link down the kernel completes nothing;
+// the Send ends with an error after xskStall instead of hanging, and the
+// frames left on the ring are reported as refused, not as sent.
+func TestAFXDPStall(t *testing.T) {
+	needRoot(t)
+	pair := testenv.New(t, testenv.Options{})
+	g, err := New(Options{Engine: EngineAFXDP, From: pair.A, To: pair.B, DstPort: 9000, Frames: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	nh, err := netlink.NewHandleAt(pair.A.NetNS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nh.Close()
+	l, err := nh.LinkByIndex(pair.A.Ifindex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nh.LinkSetDown(l); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := g.Send(context.Background(), 100000)
+	t.Logf("link down: %v, %v after %v", res, err, time.Since(start))
+	if err == nil || !strings.Contains(err.Error(), "no frame completed") {
+		t.Fatalf("send on a downed link: %v, want a stall error", err)
+	}
+	if res.Sent != 0 || res.Refused == 0 || time.Since(start) > xskStall+xskFlush+5*time.Second {
+		t.Fatalf("send on a downed link: %v", res)
+	}
 }

@@ -12,7 +12,7 @@
 //   - EngineAFXDP ("afxdp"): an AF_XDP socket in copy mode with a TX ring
 //     on the sending veth (afxdp.go), for kernels that refuse live frames:
 //     every frame is an skb through veth's ndo_start_xmit, so it reaches
-//     about a quarter of the live-frames rate (BENCHMARKS.md).
+//     about a fifth of the live-frames rate (BENCHMARKS.md).
 //
 // Live frames: a small XDP program (bpf/loadgen.c, loadgen_tx) rewrites
 // the run's packet with the next of the K frames (they live in an array
@@ -497,33 +497,19 @@ func (g *Gen) Send(ctx context.Context, n uint64) (Result, error) {
 	done := make(chan error, 1)
 	go func() {
 		// This thread enters From's namespace (ingress_ifindex is looked
-		// up there) and may be pinned; it is never unlocked, so the
-		// runtime ends it with the goroutine instead of reusing it.
+		// up there) and may be pinned. Before the Send returns it is put
+		// back as it was and unlocked: it may be the process's main
+		// thread, which the runtime never ends and whose affinity others
+		// read as the process's (the gateway's workers.cpus check). If it
+		// cannot be put back it stays locked, and the runtime ends it (or,
+		// the main thread, parks it) with the goroutine.
 		runtime.LockOSThread()
-		if err := netns.Set(g.opts.From.NetNS()); err != nil {
-			done <- fmt.Errorf("loadgen: enter %s: %w", g.opts.From.NS, err)
-			return
+		restore, err := enterSender(g.opts)
+		if err == nil {
+			err = g.sendOnThread(ctx, n, &res)
 		}
-		if g.opts.Pin {
-			var set unix.CPUSet
-			set.Set(g.opts.CPU)
-			if err := unix.SchedSetaffinity(0, &set); err != nil {
-				done <- fmt.Errorf("loadgen: pin to CPU %d: %w", g.opts.CPU, err)
-				return
-			}
-		}
-		g.tid.Store(int32(unix.Gettid()))
-		defer g.tid.Store(0)
-		var ru0, ru1 unix.Rusage
-		_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru0)
-		var err error
-		if g.engine == EngineAFXDP {
-			err = g.xsk.send(ctx, g, n, &res)
-		} else {
-			err = g.loop(ctx, n, &res)
-		}
-		if unix.Getrusage(unix.RUSAGE_THREAD, &ru1) == nil {
-			res.SenderCPU = time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+		if restore() {
+			runtime.UnlockOSThread()
 		}
 		done <- err
 	}()
@@ -542,6 +528,64 @@ func (g *Gen) Send(ctx context.Context, n uint64) (Result, error) {
 		res.StatsOK = true
 	}
 	return res, err
+}
+
+// sendOnThread is the Send on its locked thread, with the thread's CPU
+// time.
+func (g *Gen) sendOnThread(ctx context.Context, n uint64, res *Result) error {
+	g.tid.Store(int32(unix.Gettid()))
+	defer g.tid.Store(0)
+	var ru0, ru1 unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru0)
+	var err error
+	if g.engine == EngineAFXDP {
+		err = g.xsk.send(ctx, g, n, res)
+	} else {
+		err = g.loop(ctx, n, res)
+	}
+	if unix.Getrusage(unix.RUSAGE_THREAD, &ru1) == nil {
+		res.SenderCPU = time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+	}
+	return err
+}
+
+// enterSender moves the calling (locked) thread into the sending host's
+// namespace and pins it to o.CPU if o.Pin. restore puts the thread's
+// namespace and affinity back and says whether it did.
+func enterSender(o Options) (restore func() bool, err error) {
+	var aff unix.CPUSet
+	affErr := unix.SchedGetaffinity(0, &aff)
+	ns, nsErr := netns.Get()
+	pinned, moved := false, false
+	restore = func() bool {
+		ok := affErr == nil && nsErr == nil
+		if ok && pinned {
+			ok = unix.SchedSetaffinity(0, &aff) == nil
+		}
+		if ok && moved {
+			ok = netns.Set(ns) == nil
+		}
+		if nsErr == nil {
+			ns.Close()
+		}
+		return ok
+	}
+	if nsErr != nil {
+		return restore, fmt.Errorf("loadgen: read the thread's namespace: %w", nsErr)
+	}
+	if err := netns.Set(o.From.NetNS()); err != nil {
+		return restore, fmt.Errorf("loadgen: enter %s: %w", o.From.NS, err)
+	}
+	moved = true
+	if o.Pin {
+		var set unix.CPUSet
+		set.Set(o.CPU)
+		pinned = true // a failed call may still have changed it: restore
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return restore, fmt.Errorf("loadgen: pin to CPU %d: %w", o.CPU, err)
+		}
+	}
+	return restore, nil
 }
 
 // xmitDelta sums veth's per-queue XDP transmit counters over a Send.
