@@ -81,7 +81,7 @@ func (g *Gateway) openXSKs(cfg *config.Config) ([]int, error) {
 				err = fmt.Errorf("%w (%s)", err, hint)
 			}
 			if !errors.Is(err, xdp.ErrInvalidConfig) {
-				err = refusedErr{err}
+				err = host.RefusedErr{Err: err}
 			}
 			g.setIfFeature(bpf.FeatAFXDP, err)
 			return nil, err
@@ -103,7 +103,7 @@ func (g *Gateway) openXSKs(cfg *config.Config) ([]int, error) {
 	case g.xsks[0].sock.Mode() == xdp.ModeZeroCopy:
 		g.setIfFeature(bpf.FeatAFXDPZeroCopy, nil)
 	default:
-		g.setIfFeature(bpf.FeatAFXDPZeroCopy, refusedErr{fmt.Errorf("the driver of %s bound the queues in copy mode", cfg.Interface)})
+		g.setIfFeature(bpf.FeatAFXDPZeroCopy, host.RefusedErr{Err: fmt.Errorf("the driver of %s bound the queues in copy mode", cfg.Interface)})
 	}
 	if nwOff {
 		g.setIfFeature(bpf.FeatAFXDPNeedWakeup, bpf.ForcedErr(bpf.FeatAFXDPNeedWakeup))

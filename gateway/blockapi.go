@@ -26,7 +26,7 @@ type BlockEntry struct {
 
 // ErrNoBlocklist is returned by the blocklist calls on a gateway without
 // an XDP program (plain mode).
-var ErrNoBlocklist = errors.New("no config.XDP blocklist on this gateway (plain mode): blocks are not enforced in the kernel")
+var ErrNoBlocklist = errors.New("no XDP blocklist on this gateway (plain mode): blocks are not enforced in the kernel")
 
 // Blocklist lists the XDP blocklist, soonest expiry first, permanent ones last.
 func (g *Gateway) Blocklist() ([]BlockEntry, error) {
@@ -101,7 +101,7 @@ func (g *Gateway) serveBlocklist(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if g.Config().HTTP.Token == "" {
-		http.Error(w, "forbidden: changing the blocklist over config.HTTP needs http.token (set it, and pass it with --token)", http.StatusForbidden)
+		http.Error(w, "forbidden: changing the blocklist over HTTP needs http.token (set it, and pass it with --token)", http.StatusForbidden)
 		return
 	}
 	addr, err := netip.ParseAddr(r.URL.Query().Get("addr"))

@@ -36,8 +36,8 @@ func CapSteps(cfg *config.Config, path string) []host.CapStep {
 		// ("pointer -= pointer prohibited" without it). The socket path's
 		// sk_reuseport program (several NUMA nodes) needs CAP_BPF alone.
 		steps = append(steps,
-			host.CapStep{Step: "load the config.XDP program", Caps: []host.Capability{host.CapBPF, host.CapPerfmon, host.CapNetAdmin}},
-			host.CapStep{Step: "attach config.XDP to the interface", Caps: []host.Capability{host.CapNetAdmin}})
+			host.CapStep{Step: "load the XDP program", Caps: []host.Capability{host.CapBPF, host.CapPerfmon, host.CapNetAdmin}},
+			host.CapStep{Step: "attach XDP to the interface", Caps: []host.Capability{host.CapNetAdmin}})
 	}
 	if path == PathSocket {
 		// SO_RCVBUFFORCE beyond net.core.rmem_max; without it the socket

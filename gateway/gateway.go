@@ -67,12 +67,12 @@ type Gateway struct {
 	eng       *engine.Engine
 
 	ifindex int
-	queues  int                // active RX queues of the interface
-	rxq     host.RxQueueCount  // how queues was learnt
-	steps   []Step             // the receive-path ladder: refused steps, then the one taken
-	ifFeat  map[string]Feature // interface features as New got them
+	queues  int                     // active RX queues of the interface
+	rxq     host.RxQueueCount       // how queues was learnt
+	steps   []Step                  // the receive-path ladder: refused steps, then the one taken
+	ifFeat  map[string]host.Feature // interface features as New got them
 	// kernFeat is the kernel features' report, probed once (kernOnce).
-	kernFeat Features
+	kernFeat host.Features
 	kernOnce sync.Once
 	xdp      *bpf.XDP
 	xdpLink  link.Link
@@ -252,7 +252,7 @@ func choosePath(cfg *config.Config) (path, why string, err error) {
 			return "", "", fmt.Errorf("mode %s: %w: %w (use mode socket or auto)", cfg.Mode, errNoPath, bpf.ForcedErr(bpf.FeatAFXDP))
 		}
 		if err := probeXDPLink(); err != nil && !errors.Is(err, bpf.ErrPermission) {
-			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches config.XDP only through a bpf_link; mode auto runs plain sockets)",
+			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches XDP only through a bpf_link; mode auto runs plain sockets)",
 				cfg.Mode, errNoPath, err)
 		}
 		return path, "configured (mode: " + cfg.Mode + ")", nil
@@ -261,14 +261,14 @@ func choosePath(cfg *config.Config) (path, why string, err error) {
 		return PathPlain, "configured (mode: plain): UDP sockets without BPF; blocks are not enforced in the kernel", nil
 	}
 	if cfg.Interface == "" {
-		return PathPlain, "auto: no interface configured, so no config.XDP; plain UDP sockets", nil
+		return PathPlain, "auto: no interface configured, so no XDP; plain UDP sockets", nil
 	}
 	p := pathProblems(cfg, PathAFXDP)
 	if len(p) == 0 {
 		return PathAFXDP, "auto: interface, privileges and kernel allow AF_XDP", nil
 	}
 	if q := pathProblems(cfg, PathSocket); len(q) == 0 {
-		return PathSocket, "auto: AF_XDP not possible (" + strings.Join(p, "; ") + "); SO_REUSEPORT groups behind the config.XDP program", nil
+		return PathSocket, "auto: AF_XDP not possible (" + strings.Join(p, "; ") + "); SO_REUSEPORT groups behind the XDP program", nil
 	}
 	return PathPlain, "auto: no BPF possible (" + strings.Join(p, "; ") + "); plain UDP sockets, blocks are not enforced in the kernel", nil
 }
@@ -293,7 +293,7 @@ func (g *Gateway) setupXDP(cfg *config.Config) error {
 			"queues", g.queues, "why", g.rxq.Note)
 	}
 	if err := probeXDPLink(); err != nil {
-		return fmt.Errorf("attach xdp to %s: %w (xgate attaches config.XDP only through a bpf_link, which detaches when the process dies)",
+		return fmt.Errorf("attach xdp to %s: %w (xgate attaches XDP only through a bpf_link, which detaches when the process dies)",
 			cfg.Interface, err)
 	}
 	xo := bpf.Options{
@@ -315,7 +315,7 @@ func (g *Gateway) setupXDP(cfg *config.Config) error {
 	} else {
 		g.xdpLink, nerr = g.xdp.Attach(g.ifindex, link.XDPDriverMode)
 		if nerr != nil {
-			nerr = refusedErr{nerr}
+			nerr = host.RefusedErr{Err: nerr}
 		}
 	}
 	g.setIfFeature(bpf.FeatXDPNative, nerr)
@@ -351,10 +351,10 @@ func clearStale(lnk netlink.Link, log *slog.Logger) error {
 	// netlink fails for it (EBUSY/EINVAL), and that link belongs to a live
 	// process, so only log.
 	if err := netlink.LinkSetXdpFd(lnk, -1); err != nil {
-		log.Warn("an xgate config.XDP program is attached by a live process or link", "interface", lnk.Attrs().Name, "prog_id", x.ProgId)
+		log.Warn("an xgate XDP program is attached by a live process or link", "interface", lnk.Attrs().Name, "prog_id", x.ProgId)
 		return nil
 	}
-	log.Warn("removed a stale xgate config.XDP program left attached through netlink", "interface", lnk.Attrs().Name, "prog_id", x.ProgId)
+	log.Warn("removed a stale xgate XDP program left attached through netlink", "interface", lnk.Attrs().Name, "prog_id", x.ProgId)
 	return nil
 }
 
@@ -539,15 +539,15 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	}
 	if g.xdp != nil {
 		if err := g.xdp.SetConfig(xdpConfig(cfg, g.path)); err != nil {
-			return fmt.Errorf("reload: rules swapped, but the config.XDP policy was not: %w", err)
+			return fmt.Errorf("reload: rules swapped, but the XDP policy was not: %w", err)
 		}
 	}
 	restart := restartKeys(old, cfg)
 	g.cfg.Store(cfg)
 	if len(restart) > 0 {
-		g.log.Warn("reloaded rules and config.XDP policy; these changes need a restart", "keys", restart)
+		g.log.Warn("reloaded rules and XDP policy; these changes need a restart", "keys", restart)
 	} else {
-		g.log.Info("reloaded rules and config.XDP policy")
+		g.log.Info("reloaded rules and XDP policy")
 	}
 	return nil
 }

@@ -291,11 +291,11 @@ func runEndToEnd(t *testing.T, mode string) {
 			t.Errorf("XDP saw %d packets, %d were sent", s.XDPSeen, tr.sent)
 		}
 		if got := s.Accounted(); got != tr.sent {
-			t.Errorf("accounting: sent %d != config.XDP drops %d + not for us %d + socket drops %d + ring drops %d + decode errors %d + events %d = %d",
+			t.Errorf("accounting: sent %d != XDP drops %d + not for us %d + socket drops %d + ring drops %d + decode errors %d + events %d = %d",
 				tr.sent, s.XDPDrops, s.NotForUs, s.SocketDrops, s.RingDrops, s.Engine.DecodeErrorTotal(), s.Engine.Events, got)
 		}
 		if n := s.XDP[reasonByName(t, "blocked")].Packets; n != uint64(tr.blocked) {
-			t.Errorf("blocked in config.XDP %d, want %d", n, tr.blocked)
+			t.Errorf("blocked in XDP %d, want %d", n, tr.blocked)
 		}
 		// 3000 back to back exceed burst 300 + 20000/s unless the sender
 		// was starved for most of 135 ms; require drops when it was fast.

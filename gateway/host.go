@@ -181,7 +181,7 @@ func pathProblems(cfg *config.Config, path string) []string {
 		return out
 	}
 	if err := features.HaveProgramType(ebpf.XDP); err != nil {
-		out = append(out, fmt.Sprintf("the kernel cannot run config.XDP programs: %v", err))
+		out = append(out, fmt.Sprintf("the kernel cannot run XDP programs: %v", err))
 	}
 	// The socket path needs no sk_reuseport program: it steers by NUMA
 	// node with one where the kernel allows it, else the kernel's flow

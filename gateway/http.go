@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/xgate/xgate/engine"
@@ -287,7 +289,7 @@ type Status struct {
 	PathSteps []Step `json:"path_steps"`
 	// Features: every kernel and interface feature, available or not, why,
 	// and what it made xgate do.
-	Features Features `json:"features"`
+	Features host.Features `json:"features"`
 }
 
 // ProbeState is one kernel probe: running, or missing and why.

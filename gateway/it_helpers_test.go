@@ -18,7 +18,7 @@ func reasonByName(t *testing.T, name string) bpf.Reason {
 			return r
 		}
 	}
-	t.Fatalf("no config.XDP reason %q", name)
+	t.Fatalf("no XDP reason %q", name)
 	return 0
 }
 

@@ -308,7 +308,7 @@ func checkPinsLive(t *testing.T, dir string, progID uint32) {
 			continue // the sk_reuseport program's and the kernel probes' maps
 		}
 		if !slices.Contains(ids, id) {
-			t.Errorf("pin %s: map %d is not used by the attached config.XDP program (maps %v)", name, id, ids)
+			t.Errorf("pin %s: map %d is not used by the attached XDP program (maps %v)", name, id, ids)
 		}
 	}
 }
@@ -402,7 +402,7 @@ pin: {path: %q, keep: false}
 		t.Fatalf("nothing pinned under %s", pinView)
 	}
 	checkPinsLive(t, pinView, prog1)
-	t.Logf("run 1: pid %d, config.XDP program %d, pins %v", d1.pid, prog1, pins1)
+	t.Logf("run 1: pid %d, XDP program %d, pins %v", d1.pid, prog1, pins1)
 
 	// 2. SIGKILL: the bpf_link closes with the process.
 	start := time.Now()
@@ -454,7 +454,7 @@ pin: {path: %q, keep: false}
 			reused++
 		}
 	}
-	t.Logf("restart: config.XDP program %d, pins %v; %d of %d stale pinned maps reused; config.XDP counters in the pins: %d packets (100 sent over both runs)",
+	t.Logf("restart: XDP program %d, pins %v; %d of %d stale pinned maps reused; XDP counters in the pins: %d packets (100 sent over both runs)",
 		prog2, pins2, reused, len(stale), pinnedXDPPackets(t, pinView))
 
 	// 4. SIGTERM: a clean stop within 5s, exit 0, detached and unpinned.

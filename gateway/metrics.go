@@ -51,11 +51,11 @@ var (
 	descUptime = desc("uptime_seconds", "Seconds since Run started.")
 	descRules  = desc("rules", "Rules of the program in force.")
 
-	descXDPPackets = desc("xdp_packets_total", "Packets the config.XDP program decided, by terminal reason (each packet counted once).", "reason")
-	descXDPBytes   = desc("xdp_bytes_total", "Bytes of the packets the config.XDP program decided, by terminal reason.", "reason")
-	descXDPEvents  = desc("xdp_events_total", "Events the config.XDP program counted on the way (not packet fates), by kind.", "event")
-	descCost       = desc("xdp_program_cost_seconds", "Sampled run time of the config.XDP program per packet (one packet in xdp.cost_sample per CPU).")
-	descBlocklist  = desc("xdp_blocklist_entries", "Entries in the config.XDP blocklist map, live or expired (ignored by the program until the LRU reuses them).", "state")
+	descXDPPackets = desc("xdp_packets_total", "Packets the XDP program decided, by terminal reason (each packet counted once).", "reason")
+	descXDPBytes   = desc("xdp_bytes_total", "Bytes of the packets the XDP program decided, by terminal reason.", "reason")
+	descXDPEvents  = desc("xdp_events_total", "Events the XDP program counted on the way (not packet fates), by kind.", "event")
+	descCost       = desc("xdp_program_cost_seconds", "Sampled run time of the XDP program per packet (one packet in xdp.cost_sample per CPU).")
+	descBlocklist  = desc("xdp_blocklist_entries", "Entries in the XDP blocklist map, live or expired (ignored by the program until the LRU reuses them).", "state")
 
 	descDatagrams   = desc("datagrams_total", "Datagrams received by a worker.", "mode", "queue")
 	descWorkerBusy  = desc("worker_busy_seconds_total", "Time a worker spent on batches of datagrams (from a batch in hand to done with it; not waiting, spinning or sleeping).", "mode", "queue")
@@ -63,8 +63,8 @@ var (
 	descRingDrops   = desc("afxdp_ring_drops_total", "Packets lost at an AF_XDP socket's rings (rx_dropped + rx_ring_full): the accounting term.", "mode", "queue")
 	descXSK         = desc("afxdp_socket_total", "AF_XDP socket statistics (XDP_STATISTICS and the ring code's own counts), by counter.", "mode", "queue", "counter")
 	descBadFrames   = desc("afxdp_bad_frames_total", "Redirected frames that were not UDP as the worker parses it.", "mode", "queue")
-	descNoMeta      = desc("afxdp_frames_without_timestamp_total", "Frames without the config.XDP program's receive timestamp (not in the latency histogram).", "mode", "queue")
-	descLatency     = desc("receive_to_verdict_seconds", "Time from the config.XDP program's receive timestamp to the verdict; log2 buckets, the sum is an upper bound (each observation at its bucket's bound).", "mode", "queue")
+	descNoMeta      = desc("afxdp_frames_without_timestamp_total", "Frames without the XDP program's receive timestamp (not in the latency histogram).", "mode", "queue")
+	descLatency     = desc("receive_to_verdict_seconds", "Time from the XDP program's receive timestamp to the verdict; log2 buckets, the sum is an upper bound (each observation at its bucket's bound).", "mode", "queue")
 
 	descFrames       = desc("engine_frames_total", "Datagrams handed to the rule engine.")
 	descEvents       = desc("events_total", "Events decoded and decided, by verdict.", "verdict")
@@ -88,7 +88,7 @@ var (
 
 	descFBRequests = desc("feedback_block_requests_total", "Block verdicts with a source address.")
 	descFBBlocks   = desc("feedback_blocks_total", "What happened to block requests, by result.", "result")
-	descFBSwept    = desc("blocklist_expired_removed_total", "Expired blocks removed from the config.XDP blocklist and its prefilter.")
+	descFBSwept    = desc("blocklist_expired_removed_total", "Expired blocks removed from the XDP blocklist and its prefilter.")
 
 	descSinkRecords   = desc("sink_records_total", "Records written or sent by a sink (Kafka, NATS: acknowledged by the broker).", "sink")
 	descSinkBytes     = desc("sink_bytes_total", "Bytes written or sent by a sink.", "sink")
@@ -100,14 +100,14 @@ var (
 
 	descKernelDrops    = desc("kernel_drops_total", "Packets to our ports the kernel freed as dropped (tracepoint kfree_skb), by the kernel's drop reason.", "reason")
 	descKernelLatency  = desc("kernel_queue_latency_seconds", "Socket path: time from the skb's receive timestamp to our socket (socket filter probe, one packet in probes.sample per CPU); log2 buckets.")
-	descXDPRedirectErr = desc("xdp_redirect_errors_total", "Failed redirects of our config.XDP program (tracepoint xdp_redirect_err), by errno.", "errno")
-	descXDPExceptions  = desc("xdp_exceptions_total", "Exceptions of our config.XDP program (tracepoint xdp_exception), by config.XDP action.", "action")
+	descXDPRedirectErr = desc("xdp_redirect_errors_total", "Failed redirects of our XDP program (tracepoint xdp_redirect_err), by errno.", "errno")
+	descXDPExceptions  = desc("xdp_exceptions_total", "Exceptions of our XDP program (tracepoint xdp_exception), by XDP action.", "action")
 	descProbeUp        = desc("probe_up", "1 if the kernel probe runs, 0 if it is missing (disabled, unsupported or not permitted).", "probe")
 
 	descAccounting  = desc("accounting_total", "The terms of the accounting identity, by datagrams: seen = xdp_dropped + not_for_us + no_socket + kernel_dropped + socket_dropped + ring_dropped + bad_frames + rejected + decided - reassembled.", "term")
 	descUnaccounted = desc("accounting_unaccounted", "Seen minus the accounting terms: 0 when every frame is in exactly one term (a batch per worker may be in flight while it runs).", "identity")
 	descTapDropped  = desc("tap_dropped_total", "Decided events the tap (GET /tap) lost: its sampling ring or a client's buffer was full.")
-	descSeen        = desc("xdp_seen_packets_total", "Every packet the config.XDP program saw: the left-hand side of the accounting identity.")
+	descSeen        = desc("xdp_seen_packets_total", "Every packet the XDP program saw: the left-hand side of the accounting identity.")
 )
 
 // Describe implements prometheus.Collector.

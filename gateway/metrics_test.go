@@ -81,7 +81,7 @@ func TestHealthAndReadyHandlers(t *testing.T) {
 	// net/http/pprof's init registers on http.DefaultServeMux too, which
 	// xgate never serves: the server's handler is its own mux.
 	if http.Handler(mux) == http.DefaultServeMux {
-		t.Error("the config.HTTP handler is http.DefaultServeMux")
+		t.Error("the HTTP handler is http.DefaultServeMux")
 	}
 }
 

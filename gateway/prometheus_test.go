@@ -151,12 +151,12 @@ func TestPrometheusScrapes(t *testing.T) {
 		// Every run is timed: at least one per datagram sent.
 		q := `sum(xgate_xdp_program_cost_seconds_count{gw="` + gw + `"})`
 		if c, err := query(q); err != nil || c < n {
-			t.Errorf("PromQL %s = %v (%v), want at least %d config.XDP runs timed", q, c, err, n)
+			t.Errorf("PromQL %s = %v (%v), want at least %d XDP runs timed", q, c, err, n)
 		}
-		costs[gw] = sane("p99 config.XDP program cost ("+gw+")",
+		costs[gw] = sane("p99 XDP program cost ("+gw+")",
 			`histogram_quantile(0.99, sum by (le) (xgate_xdp_program_cost_seconds_bucket{gw="`+gw+`"}))`, 0.01)
 	}
-	t.Logf("prometheus: sum(xgate_events_total) = %d, p99 receive→verdict = %.6fs, p99 config.XDP cost afxdp %.0fns socket %.0fns",
+	t.Logf("prometheus: sum(xgate_events_total) = %d, p99 receive→verdict = %.6fs, p99 XDP cost afxdp %.0fns socket %.0fns",
 		want, p99, costs["afxdp"]*1e9, costs["socket"]*1e9)
 
 	if !gs.probeUp()[bpf.ProbeSockLatency] {

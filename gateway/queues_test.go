@@ -21,7 +21,7 @@ import (
 	"github.com/xgate/xgate/xdp"
 )
 
-// activeQueues runs host.ActiveRxQueues in h's namespace.
+// activeQueues runs ActiveRxQueues in h's namespace.
 func activeQueues(t *testing.T, h *testenv.Host) host.RxQueueCount {
 	t.Helper()
 	var qc host.RxQueueCount
@@ -41,7 +41,7 @@ func TestActiveRxQueues(t *testing.T) {
 			t.Fatalf("plain veth: %+v, want 1 active queue from ethtool", qc)
 		}
 		if pair.B.Queues != 1 {
-			t.Errorf("testenv host.Host.Queues %d, want 1", pair.B.Queues)
+			t.Errorf("testenv Host.Queues %d, want 1", pair.B.Queues)
 		}
 		if qc.Max < 2 {
 			t.Skipf("veth max %d RX queues (one possible CPU): cannot set 2 channels", qc.Max)
@@ -177,7 +177,7 @@ func stepOf(steps []Step, path, xdpMode string) (Step, bool) {
 	return Step{}, false
 }
 
-func wantFeature(t *testing.T, g *Gateway, name, available string) Feature {
+func wantFeature(t *testing.T, g *Gateway, name, available string) host.Feature {
 	t.Helper()
 	f, ok := g.Features().Get(name)
 	if !ok || f.Available != available {
@@ -189,7 +189,7 @@ func wantFeature(t *testing.T, g *Gateway, name, available string) Feature {
 // TestAutoStepsDown forces each refusal with bpf.ForceOff and checks that
 // mode auto steps down to the next rung, says why, and still decides.
 func TestAutoStepsDown(t *testing.T) {
-	t.Run("afxdp off: socket behind config.XDP", func(t *testing.T) {
+	t.Run("afxdp off: socket behind XDP", func(t *testing.T) {
 		defer bpf.ForceOff(bpf.FeatAFXDP)()
 		pair, g := startPlain(t, "auto", nil)
 		if g.path != PathSocket || g.xdp == nil {
@@ -215,7 +215,7 @@ func TestAutoStepsDown(t *testing.T) {
 		if len(g.xsks) != 0 {
 			t.Errorf("%d AF_XDP sockets left open", len(g.xsks))
 		}
-		wantFeature(t, g, bpf.FeatAFXDP, FeatureForcedOff)
+		wantFeature(t, g, bpf.FeatAFXDP, host.FeatureForcedOff)
 		decides(t, pair, g, 40)
 	})
 	t.Run("xdp_native off: generic", func(t *testing.T) {
@@ -227,7 +227,7 @@ func TestAutoStepsDown(t *testing.T) {
 		if s, ok := stepOf(g.Steps(), PathAFXDP, "native"); !ok || !strings.Contains(s.Reason, bpf.FeatXDPNative) {
 			t.Errorf("steps %+v: want afxdp native refused", g.Steps())
 		}
-		wantFeature(t, g, bpf.FeatXDPNative, FeatureForcedOff)
+		wantFeature(t, g, bpf.FeatXDPNative, host.FeatureForcedOff)
 		var flags uint32
 		_ = pair.B.Do(func() error {
 			l, err := netlink.LinkByName(pair.B.Link)
@@ -253,7 +253,7 @@ func TestAutoStepsDown(t *testing.T) {
 		_ = pair.B.Do(func() error {
 			l, err := netlink.LinkByName(pair.B.Link)
 			if err == nil && l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached {
-				t.Errorf("an config.XDP program is attached on the plain path")
+				t.Errorf("an XDP program is attached on the plain path")
 			}
 			return err
 		})
@@ -271,9 +271,9 @@ func TestAutoStepsDown(t *testing.T) {
 		if !g.xsks[0].sock.Config().NoNeedWakeup {
 			t.Errorf("socket bound with need_wakeup")
 		}
-		wantFeature(t, g, bpf.FeatAFXDPZeroCopy, FeatureForcedOff)
-		wantFeature(t, g, bpf.FeatAFXDPNeedWakeup, FeatureForcedOff)
-		wantFeature(t, g, bpf.FeatAFXDP, FeatureYes)
+		wantFeature(t, g, bpf.FeatAFXDPZeroCopy, host.FeatureForcedOff)
+		wantFeature(t, g, bpf.FeatAFXDPNeedWakeup, host.FeatureForcedOff)
+		wantFeature(t, g, bpf.FeatAFXDP, host.FeatureYes)
 		decides(t, pair, g, 40)
 	})
 }
@@ -322,8 +322,8 @@ func TestStatusFeatures(t *testing.T) {
 		t.Fatalf("/status %d: %s", code, body)
 	}
 	var st struct {
-		Features  map[string]Feature `json:"features"`
-		PathSteps []Step             `json:"path_steps"`
+		Features  map[string]host.Feature `json:"features"`
+		PathSteps []Step                  `json:"path_steps"`
 	}
 	if err := json.Unmarshal(body, &st); err != nil {
 		t.Fatalf("/status: %v\n%s", err, body)
@@ -334,10 +334,10 @@ func TestStatusFeatures(t *testing.T) {
 			t.Errorf("/status feature %s: %+v (present %v)", n, f, ok)
 		}
 	}
-	if f := st.Features[bpf.FeatXDPNative]; f.Available != FeatureForcedOff {
+	if f := st.Features[bpf.FeatXDPNative]; f.Available != host.FeatureForcedOff {
 		t.Errorf("/status xdp_native %+v, want forced-off", f)
 	}
-	if f := st.Features[bpf.FeatAFXDP]; f.Available != FeatureYes {
+	if f := st.Features[bpf.FeatAFXDP]; f.Available != host.FeatureYes {
 		t.Errorf("/status afxdp %+v, want yes", f)
 	}
 	if len(st.PathSteps) != 2 || st.PathSteps[0].OK || st.PathSteps[0].XDPMode != "native" ||
@@ -357,11 +357,11 @@ func TestStatusFeatures(t *testing.T) {
 // TestProbeInterface tries a free interface, and leaves one in use alone.
 func TestProbeInterface(t *testing.T) {
 	pair := testenv.New(t, testenv.Options{KernelQueues: true})
-	probe := func() *InterfaceReport {
-		var r *InterfaceReport
+	probe := func() *host.InterfaceReport {
+		var r *host.InterfaceReport
 		if err := pair.B.Do(func() error {
 			var err error
-			r, err = ProbeInterface(pair.B.Link)
+			r, err = host.ProbeInterface(pair.B.Link)
 			return err
 		}); err != nil {
 			t.Fatal(err)
@@ -373,19 +373,19 @@ func TestProbeInterface(t *testing.T) {
 		t.Fatalf("report %+v", r)
 	}
 	// veth: AF_XDP in copy mode only.
-	for name, want := range map[string]string{bpf.FeatAFXDP: FeatureYes, bpf.FeatAFXDPZeroCopy: FeatureNo, bpf.FeatAFXDPNeedWakeup: FeatureYes} {
+	for name, want := range map[string]string{bpf.FeatAFXDP: host.FeatureYes, bpf.FeatAFXDPZeroCopy: host.FeatureNo, bpf.FeatAFXDPNeedWakeup: host.FeatureYes} {
 		if f, _ := r.Features.Get(name); f.Available != want {
 			t.Errorf("%s: %+v, want %s", name, f, want)
 		}
 	}
-	if f, _ := r.Features.Get(bpf.FeatXDPNative); f.Available != FeatureYes && f.Available != FeatureNo {
+	if f, _ := r.Features.Get(bpf.FeatXDPNative); f.Available != host.FeatureYes && f.Available != host.FeatureNo {
 		t.Errorf("xdp_native: %+v", f)
 	}
 	// The probe left nothing attached.
 	_ = pair.B.Do(func() error {
 		l, err := netlink.LinkByName(pair.B.Link)
 		if err == nil && l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached {
-			t.Errorf("probe left an config.XDP program attached")
+			t.Errorf("probe left an XDP program attached")
 		}
 		return err
 	})
@@ -394,7 +394,7 @@ func TestProbeInterface(t *testing.T) {
 	g, _ := startGateway(t, pair.B, cfg)
 	waitReady(t, g)
 	for _, f := range probe().Features {
-		if f.Scope == "interface" && (f.Available != FeatureUnknown || !strings.HasPrefix(f.Reason, "in use")) {
+		if f.Scope == "interface" && (f.Available != host.FeatureUnknown || !strings.HasPrefix(f.Reason, "in use")) {
 			t.Errorf("%s on a busy interface: %+v, want unknown: in use", f.Name, f)
 		}
 	}

@@ -209,7 +209,7 @@ func runReloadUnderTraffic(t *testing.T, mode string) {
 		t.Errorf("XDP saw %d packets, %d were sent", s.XDPSeen, total)
 	}
 	if got := s.Accounted(); got != total {
-		t.Errorf("accounting: sent %d != config.XDP drops %d + not for us %d + socket drops %d + ring drops %d + decode errors %d + events %d = %d",
+		t.Errorf("accounting: sent %d != XDP drops %d + not for us %d + socket drops %d + ring drops %d + decode errors %d + events %d = %d",
 			total, s.XDPDrops, s.NotForUs, s.SocketDrops, s.RingDrops, s.Engine.DecodeErrorTotal(), s.Engine.Events, got)
 	}
 	if s.SocketDrops != 0 || s.RingDrops != 0 || s.XDPDrops != 0 || s.NotForUs != 0 {

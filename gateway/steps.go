@@ -128,7 +128,7 @@ func (g *Gateway) dropXDP() {
 	g.xdpMode = ""
 	g.xdpBase = bpf.Counters{}
 	if err := errors.Join(errs...); err != nil {
-		g.log.Warn("closing the refused step's config.XDP program", "error", err)
+		g.log.Warn("closing the refused step's XDP program", "error", err)
 	}
 }
 

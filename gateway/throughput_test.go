@@ -460,7 +460,7 @@ func TestGatewayZeroDropRate(t *testing.T) {
 
 // BenchmarkGatewayVeth sends b.N events at max rate per path (inline
 // NAPI, one RX queue) and reports events/s decided and the drops; use a
-// fixed count, e.g. -benchtime=3000000x. host.Needs XGATE_THROUGHPUT=1.
+// fixed count, e.g. -benchtime=3000000x. Needs XGATE_THROUGHPUT=1.
 func BenchmarkGatewayVeth(b *testing.B) {
 	tpSkip(b)
 	for _, mode := range []string{PathAFXDP, PathSocket, PathPlain} {

@@ -104,7 +104,7 @@ func TestGatewayWorkerCPUsOffline(t *testing.T) {
 // TestHousekeeping: with workers.cpus leaving a CPU free, the process's
 // other threads move there once the workers have pinned themselves, the
 // workers stay on theirs, and after Stop no thread is left on the
-// host.Housekeeping CPUs alone.
+// Housekeeping CPUs alone.
 func TestHousekeeping(t *testing.T) {
 	var all unix.CPUSet
 	if err := unix.SchedGetaffinity(os.Getpid(), &all); err != nil {
@@ -116,7 +116,7 @@ func TestHousekeeping(t *testing.T) {
 	cpu := allowedCPU(t, 0)
 	_, g, stop := runIT(t, 1, "socket", func(c *config.Config) { c.Workers.CPUs = strconv.Itoa(cpu) })
 	if g.hk == nil {
-		t.Fatal("no host.Housekeeping with one worker CPU on a host with more")
+		t.Fatal("no Housekeeping with one worker CPU on a host with more")
 	}
 	hk := host.CPUSet(g.hk.CPUs)
 	if hk.IsSet(cpu) || hk.Count() != all.Count()-1 {
@@ -143,7 +143,7 @@ func TestHousekeeping(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 5 s: %d threads still on every CPU, %d on the host.Housekeeping ones", whole, onHK)
+			t.Fatalf("after 5 s: %d threads still on every CPU, %d on the Housekeeping ones", whole, onHK)
 		}
 	}
 	if n := threadsPinnedTo(t, cpu); n < 1 {
@@ -153,7 +153,7 @@ func TestHousekeeping(t *testing.T) {
 		t.Fatal(err)
 	}
 	if whole, onHK := count(); onHK != 0 || whole == 0 {
-		t.Errorf("after Stop: %d threads on the host.Housekeeping CPUs alone, %d on every CPU", onHK, whole)
+		t.Errorf("after Stop: %d threads on the Housekeeping CPUs alone, %d on every CPU", onHK, whole)
 	}
 }
 

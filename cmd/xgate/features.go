@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/spf13/cobra"
+	"github.com/xgate/xgate/gateway/host"
 
-	"github.com/xgate/xgate/gateway"
+	"github.com/spf13/cobra"
 )
 
 func newFeatures() *cobra.Command {
@@ -28,14 +28,14 @@ a native XDP program comes or goes, so probe a busy NIC with care.`,
 		Example: "  sudo xgate features\n  sudo xgate features --interface eth0 --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r := &gateway.InterfaceReport{}
+			r := &host.InterfaceReport{}
 			if iface != "" {
 				var err error
-				if r, err = gateway.ProbeInterface(iface); err != nil {
+				if r, err = host.ProbeInterface(iface); err != nil {
 					return err
 				}
 			} else {
-				r.Features = gateway.HostFeatures()
+				r.Features = host.HostFeatures()
 			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), r)
@@ -50,7 +50,7 @@ a native XDP program comes or goes, so probe a busy NIC with care.`,
 }
 
 // printFeatures writes the report as text, one line per feature.
-func printFeatures(w io.Writer, r *gateway.InterfaceReport) {
+func printFeatures(w io.Writer, r *host.InterfaceReport) {
 	if r.RxQueues != nil {
 		fmt.Fprintf(w, "%s: %d active RX queues (from %s)\n", r.Interface, r.RxQueues.Active, r.RxQueues.Source)
 	}

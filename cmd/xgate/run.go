@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/xgate/xgate/gateway/host"
+
 	"github.com/spf13/cobra"
 
 	"github.com/xgate/xgate/gateway"
@@ -98,7 +100,7 @@ a bad file is rejected and the running rules stay.`,
 
 func newValidate() *cobra.Command {
 	var cfgPath string
-	var host, asJSON, expandEnv bool
+	var checkHost, asJSON, expandEnv bool
 	cmd := &cobra.Command{
 		Use:   "validate -c FILE",
 		Short: "Check a configuration file and compile its rules",
@@ -115,9 +117,9 @@ kernel feature with what it makes xgate do.`,
 				return err
 			}
 			out := validateReport{Config: cfgPath, Rules: len(cfg.Rules), Sinks: len(cfg.Sinks)}
-			if host {
+			if checkHost {
 				out.Problems, out.Notes = gateway.CheckSetup(cfg)
-				out.Features = gateway.HostFeatures()
+				out.Features = host.HostFeatures()
 			}
 			var err2 error
 			if len(out.Problems) > 0 {
@@ -133,9 +135,9 @@ kernel feature with what it makes xgate do.`,
 			for _, n := range out.Notes {
 				fmt.Fprintln(cmd.OutOrStdout(), n)
 			}
-			if host {
+			if checkHost {
 				fmt.Fprintln(cmd.OutOrStdout(), "features (xgate features --interface IF also tries the interface):")
-				printFeatures(cmd.OutOrStdout(), &gateway.InterfaceReport{Features: out.Features})
+				printFeatures(cmd.OutOrStdout(), &host.InterfaceReport{Features: out.Features})
 			}
 			if err2 != nil {
 				return err2
@@ -145,20 +147,20 @@ kernel feature with what it makes xgate do.`,
 		},
 	}
 	configFlags(cmd, &cfgPath, &expandEnv)
-	cmd.Flags().BoolVar(&host, "host", false, "also check the interface, privileges and kernel features")
+	cmd.Flags().BoolVar(&checkHost, "host", false, "also check the interface, privileges and kernel features")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
 
 // validateReport is xgate validate --json.
 type validateReport struct {
-	Config   string           `json:"config"`
-	OK       bool             `json:"ok"`
-	Rules    int              `json:"rules"`
-	Sinks    int              `json:"sinks"`
-	Problems []string         `json:"problems,omitempty"`
-	Notes    []string         `json:"notes,omitempty"`
-	Features gateway.Features `json:"features,omitempty"`
+	Config   string        `json:"config"`
+	OK       bool          `json:"ok"`
+	Rules    int           `json:"rules"`
+	Sinks    int           `json:"sinks"`
+	Problems []string      `json:"problems,omitempty"`
+	Notes    []string      `json:"notes,omitempty"`
+	Features host.Features `json:"features,omitempty"`
 }
 
 func newReload() *cobra.Command {

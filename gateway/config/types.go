@@ -192,10 +192,10 @@ type Workers struct {
 	// on a listed CPU of the same NUMA node (see plan.restrict). Keep the
 	// CPUs that take the NIC's interrupts, and other busy work, out of it.
 	// The process's other threads are kept on the CPUs left over
-	// (host.Housekeeping.go).
+	// (Housekeeping.go).
 	CPUs string
 	// RealtimePriority, 1..99, runs each worker's pinned thread SCHED_FIFO
-	// at that priority; 0 (the default) leaves it SCHED_OTHER. host.Needs
+	// at that priority; 0 (the default) leaves it SCHED_OTHER. Needs
 	// CAP_SYS_NICE or RLIMIT_RTPRIO; see gateway/realtime.go for the cost.
 	RealtimePriority int
 }

@@ -1,10 +1,8 @@
-package gateway
+package host
 
 import (
 	"errors"
 	"fmt"
-
-	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -19,9 +17,9 @@ import (
 // InterfaceReport is `xgate features --interface`: the interface's active
 // RX queues and every feature, the interface's probed on it.
 type InterfaceReport struct {
-	Interface string             `json:"interface,omitempty"`
-	RxQueues  *host.RxQueueCount `json:"rx_queues,omitempty"`
-	Features  Features           `json:"features"`
+	Interface string        `json:"interface,omitempty"`
+	RxQueues  *RxQueueCount `json:"rx_queues,omitempty"`
+	Features  Features      `json:"features"`
 }
 
 // ProbeInterface reports the kernel's features and tries the interface's
@@ -37,12 +35,12 @@ func ProbeInterface(ifname string) (*InterfaceReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("interface %q: %w (is it in this network namespace?)", ifname, err)
 	}
-	qc := host.ActiveRxQueues(ifname)
+	qc := ActiveRxQueues(ifname)
 	r := &InterfaceReport{Interface: ifname, RxQueues: &qc, Features: KernelFeatures()}
 	if x := lnk.Attrs().Xdp; x != nil && x.Attached {
-		why := fmt.Sprintf("in use: config.XDP program id %d is attached to %s (a running xgate?); not probed", x.ProgId, ifname)
+		why := fmt.Sprintf("in use: XDP program id %d is attached to %s (a running xgate?); not probed", x.ProgId, ifname)
 		for _, n := range bpf.InterfaceFeatures {
-			r.Features = append(r.Features, unknownFeature(n, why))
+			r.Features = append(r.Features, UnknownFeature(n, why))
 		}
 		return r, nil
 	}
@@ -55,45 +53,45 @@ func ProbeInterface(ifname string) (*InterfaceReport, error) {
 func probeNative(ifindex int) Feature {
 	n := bpf.FeatXDPNative
 	if bpf.ForcedOff(n) {
-		return featureFromErr(n, "interface", bpf.ForcedErr(n))
+		return FeatureFromErr(n, "interface", bpf.ForcedErr(n))
 	}
 	if err := bpf.Probe(bpf.FeatXDPLink); err != nil {
-		return unknownFeature(n, "not probed: needs xdp_link: "+err.Error())
+		return UnknownFeature(n, "not probed: needs xdp_link: "+err.Error())
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "xgate_probe", Type: ebpf.XDP, License: "Dual MIT/GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}, // XDP_PASS
 	})
 	if err != nil {
-		return unknownFeature(n, "probe program: "+err.Error())
+		return UnknownFeature(n, "probe program: "+err.Error())
 	}
 	defer prog.Close()
 	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})
 	if err != nil {
 		if errors.Is(err, unix.EBUSY) {
-			return unknownFeature(n, "in use: "+err.Error())
+			return UnknownFeature(n, "in use: "+err.Error())
 		}
-		return featureFromErr(n, "interface", refusedErr{fmt.Errorf("native config.XDP attach: %w", err)})
+		return FeatureFromErr(n, "interface", RefusedErr{fmt.Errorf("native XDP attach: %w", err)})
 	}
 	if err := l.Close(); err != nil {
-		return unknownFeature(n, "detach after probe: "+err.Error())
+		return UnknownFeature(n, "detach after probe: "+err.Error())
 	}
-	return featureFromErr(n, "interface", nil)
+	return FeatureFromErr(n, "interface", nil)
 }
 
 // probeXSK binds AF_XDP sockets on queue 0: zero-copy, then copy; with
 // need_wakeup, and without it when that was refused.
-func probeXSK(ifindex int, ifname string, qc host.RxQueueCount) []Feature {
+func probeXSK(ifindex int, ifname string, qc RxQueueCount) []Feature {
 	names := []string{bpf.FeatAFXDP, bpf.FeatAFXDPZeroCopy, bpf.FeatAFXDPNeedWakeup}
 	if bpf.ForcedOff(bpf.FeatAFXDP) {
 		var out []Feature
 		for _, n := range names {
 			err := bpf.ForcedErr(bpf.FeatAFXDP)
 			if n != bpf.FeatAFXDP && !bpf.ForcedOff(n) {
-				out = append(out, unknownFeature(n, "not probed: "+err.Error()))
+				out = append(out, UnknownFeature(n, "not probed: "+err.Error()))
 				continue
 			}
-			out = append(out, featureFromErr(n, "interface", bpf.ForcedErr(n)))
+			out = append(out, FeatureFromErr(n, "interface", bpf.ForcedErr(n)))
 		}
 		return out
 	}
@@ -101,7 +99,7 @@ func probeXSK(ifindex int, ifname string, qc host.RxQueueCount) []Feature {
 	try := func(bind xdp.BindMode, noWakeup bool) error {
 		s, err := xdp.Open(ifindex, 0, xdp.Config{FillSize: 64, RxSize: 64, Bind: bind, NoNeedWakeup: noWakeup, BusyRetry: -1})
 		if err != nil {
-			if hint := host.QueueHint(ifname, 0, qc, err); hint != "" {
+			if hint := QueueHint(ifname, 0, qc, err); hint != "" {
 				err = fmt.Errorf("%w (%s)", err, hint)
 			}
 			return err
@@ -118,7 +116,7 @@ func probeXSK(ifindex int, ifname string, qc host.RxQueueCount) []Feature {
 	allInUse := func(err error) []Feature {
 		var out []Feature
 		for _, n := range names {
-			out = append(out, unknownFeature(n, "in use: "+err.Error()))
+			out = append(out, UnknownFeature(n, "in use: "+err.Error()))
 		}
 		return out
 	}
@@ -141,14 +139,14 @@ func probeXSK(ifindex int, ifname string, qc host.RxQueueCount) []Feature {
 	var out []Feature
 	mark := func(n string, err error) {
 		if err != nil && !errors.Is(err, bpf.ErrForcedOff) {
-			err = refusedErr{err}
+			err = RefusedErr{err}
 		}
-		out = append(out, featureFromErr(n, "interface", err))
+		out = append(out, FeatureFromErr(n, "interface", err))
 	}
 	mark(bpf.FeatAFXDP, afxdp)
 	if afxdp != nil {
-		out = append(out, unknownFeature(bpf.FeatAFXDPZeroCopy, "not probed: no AF_XDP bind"),
-			unknownFeature(bpf.FeatAFXDPNeedWakeup, "not probed: no AF_XDP bind"))
+		out = append(out, UnknownFeature(bpf.FeatAFXDPZeroCopy, "not probed: no AF_XDP bind"),
+			UnknownFeature(bpf.FeatAFXDPNeedWakeup, "not probed: no AF_XDP bind"))
 		return out
 	}
 	mark(bpf.FeatAFXDPZeroCopy, zc)
