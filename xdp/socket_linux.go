@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -270,124 +269,35 @@ func openMode(ifindex, queue int, cfg Config) (*Socket, error) {
 // the undo stack as soon as it exists; an error unwinds the stack in
 // reverse.
 func open(ifindex, queue int, cfg Config, bindFlag uint16) (_ *Socket, err error) {
-	var undo []func()
+	st := &setup{wrap: func(what string, e error) error {
+		return fmt.Errorf("xdp: %s (ifindex %d queue %d): %w", what, ifindex, queue, e)
+	}}
 	defer func() {
 		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
+			st.rollback()
 		}
 	}()
-	wrap := func(what string, e error) error {
-		return fmt.Errorf("xdp: %s (ifindex %d queue %d): %w", what, ifindex, queue, e)
-	}
 
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return nil, wrap("socket (AF_XDP needs CAP_NET_RAW)", err)
+		return nil, st.wrap("socket (AF_XDP needs CAP_NET_RAW)", err)
 	}
 	if err != nil {
-		return nil, wrap("socket", err)
+		return nil, st.wrap("socket", err)
 	}
-	undo = append(undo, func() { unix.Close(fd) })
+	st.fd = fd
+	st.push(func() { unix.Close(fd) })
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
-		return nil, wrap("eventfd", err)
+		return nil, st.wrap("eventfd", err)
 	}
-	undo = append(undo, func() { unix.Close(efd) })
+	st.push(func() { unix.Close(efd) })
 
-	// The UMEM: anonymous, hence page aligned, RX frames then TX frames.
-	// It lives outside the Go heap, so the collector neither moves nor
-	// frees it; the kernel pins its pages at XDP_UMEM_REG until the socket
-	// is released, and we unmap it only when no view can be alive (see
-	// Socket.umemRefs).
-	umemLen := (uint64(cfg.Frames) + uint64(cfg.TxFrames)) * uint64(cfg.FrameSize)
-	umem, err := unix.Mmap(-1, 0, int(umemLen), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return nil, wrap("mmap umem", err)
-	}
-	undo = append(undo, func() { unix.Munmap(umem) })
-	if cfg.PlaceNUMA {
-		if err := mbindPreferred(umem, cfg.NUMANode); err != nil {
-			return nil, wrap(fmt.Sprintf("mbind umem to NUMA node %d", cfg.NUMANode), err)
-		}
-	}
-	reg := unix.XDPUmemReg{
-		Addr:     uint64(uintptr(unsafe.Pointer(&umem[0]))),
-		Len:      umemLen,
-		Size:     cfg.FrameSize,
-		Headroom: cfg.Headroom,
-	}
-	if err := setsockopt(fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
-		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.EPERM) {
-			return nil, wrap(fmt.Sprintf("XDP_UMEM_REG of %d bytes (pinned: needs CAP_IPC_LOCK or RLIMIT_MEMLOCK that large)", umemLen), err)
-		}
-		return nil, wrap("XDP_UMEM_REG", err)
-	}
-	sizes := []struct {
-		opt  int
-		size uint32
-	}{
-		{unix.XDP_UMEM_FILL_RING, cfg.FillSize},
-		{unix.XDP_UMEM_COMPLETION_RING, cfg.CompletionSize},
-		{unix.XDP_RX_RING, cfg.RxSize},
-		{unix.XDP_TX_RING, cfg.TxSize},
-	}
-	for _, r := range sizes {
-		if r.size == 0 {
-			continue
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_XDP, r.opt, int(r.size)); err != nil {
-			return nil, wrap(fmt.Sprintf("ring size (opt %d)", r.opt), err)
-		}
-	}
-
-	var off unix.XDPMmapOffsets
-	optlen := uint32(unsafe.Sizeof(off))
-	if err := getsockopt(fd, unix.XDP_MMAP_OFFSETS, unsafe.Pointer(&off), &optlen); err != nil {
-		return nil, wrap("XDP_MMAP_OFFSETS", err)
-	}
-	// The length tells the layout: older kernels answer without the flags
-	// offsets, which need_wakeup cannot do without.
-	if optlen != uint32(unsafe.Sizeof(off)) {
-		return nil, wrap("XDP_MMAP_OFFSETS", fmt.Errorf("%d bytes, want %d (kernel too old: needs ring flags, Linux >= 5.4)", optlen, unsafe.Sizeof(off)))
-	}
-
-	var rings [][]byte
-	mapRing := func(name string, pgoff int64, o unix.XDPRingOffset, entries uint32, entSize int) (ring, error) {
-		if entries == 0 {
-			return ring{}, nil
-		}
-		mem, err := unix.Mmap(fd, pgoff, int(o.Desc)+int(entries)*entSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
-		if err != nil {
-			return ring{}, wrap("mmap "+name+" ring", err)
-		}
-		undo = append(undo, func() { unix.Munmap(mem) })
-		rings = append(rings, mem)
-		base := unsafe.Pointer(&mem[0])
-		return ring{
-			producer: (*uint32)(unsafe.Add(base, o.Producer)),
-			consumer: (*uint32)(unsafe.Add(base, o.Consumer)),
-			flags:    (*uint32)(unsafe.Add(base, o.Flags)),
-			descs:    unsafe.Add(base, o.Desc),
-			mask:     entries - 1,
-			size:     entries,
-			mem:      mem,
-		}, nil
-	}
-	fill, err := mapRing("fill", unix.XDP_UMEM_PGOFF_FILL_RING, off.Fr, cfg.FillSize, addrSize)
+	umem, err := st.registerUMEM(cfg)
 	if err != nil {
 		return nil, err
 	}
-	comp, err := mapRing("completion", unix.XDP_UMEM_PGOFF_COMPLETION_RING, off.Cr, cfg.CompletionSize, addrSize)
-	if err != nil {
-		return nil, err
-	}
-	rx, err := mapRing("rx", unix.XDP_PGOFF_RX_RING, off.Rx, cfg.RxSize, descSize)
-	if err != nil {
-		return nil, err
-	}
-	tx, err := mapRing("tx", unix.XDP_PGOFF_TX_RING, off.Tx, cfg.TxSize, descSize)
+	fill, comp, rx, tx, err := st.mapRings(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -395,7 +305,7 @@ func open(ifindex, queue int, cfg Config, bindFlag uint16) (_ *Socket, err error
 	s := newSocket(cfg, umem, fill, comp, rx, tx)
 	s.fd, s.efd = fd, efd
 	s.ifindex, s.queue = ifindex, queue
-	s.rings = rings
+	s.rings = st.rings
 	s.unmapUmem = func() { unix.Munmap(umem) }
 	s.pollFds = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
 
@@ -409,7 +319,7 @@ func open(ifindex, queue int, cfg Config, bindFlag uint16) (_ *Socket, err error
 		if bindFlag == unix.XDP_ZEROCOPY {
 			mode = "zero-copy"
 		}
-		return nil, wrap("bind "+mode, err)
+		return nil, st.wrap("bind "+mode, err)
 	}
 	s.needWakeup = !cfg.NoNeedWakeup
 	s.mode = ModeCopy
@@ -504,457 +414,6 @@ func (s *Socket) leave() {
 }
 
 func (s *Socket) closing() bool { return s.refs.Load()&closedBit != 0 }
-
-// Receive waits for frames and fills batch with up to len(batch) of them,
-// returning how many. The frames are views into the UMEM (see Frame for
-// their lifetime); give each back with Release once done with it. Frames
-// not released keep the kernel from using them: if the caller holds them
-// all, the kernel drops (and counts) what arrives.
-//
-// With the RX ring empty, Receive sleeps in poll(2) (POLLIN on the socket
-// and the close eventfd), after spinning for Config.Spin, or spins with
-// Config.BusyPoll, until frames arrive, Config.PollTimeout passes (then it
-// returns 0, nil) or the socket is closed (ErrClosed). EINTR is retried.
-//
-// The worker's goroutine only: see Socket.
-func (s *Socket) Receive(batch []Frame) (int, error) {
-	if len(batch) == 0 {
-		return 0, nil
-	}
-	if !s.enter() {
-		return 0, ErrClosed
-	}
-	defer s.leave()
-	want := uint32(min(len(batch), math.MaxUint32))
-	var deadline, spinEnd time.Time
-	spinning := s.cfg.BusyPoll || s.cfg.Spin > 0 // until the spin is over
-	for turn := 0; ; turn++ {
-		if n := s.take(batch, want); n > 0 {
-			return n, nil
-		}
-		// Empty: give the kernel every frame we can before waiting.
-		s.refill()
-		if s.closing() {
-			return 0, ErrClosed
-		}
-		// The clock: read on the first empty turn, then, while spinning,
-		// every spinClockTurns turns only (a turn without it costs a few
-		// ns; a clock read can cost more than the rest of the turn), and
-		// after every poll.
-		if (s.cfg.PollTimeout > 0 || spinning) && (!spinning || turn%spinClockTurns == 0) {
-			now := time.Now()
-			if s.cfg.PollTimeout > 0 {
-				if deadline.IsZero() {
-					deadline = now.Add(s.cfg.PollTimeout)
-				} else if !now.Before(deadline) {
-					return 0, nil
-				}
-			}
-			if spinning && !s.cfg.BusyPoll {
-				if spinEnd.IsZero() {
-					spinEnd = now.Add(s.cfg.Spin)
-				} else if !now.Before(spinEnd) {
-					spinning = false
-				}
-			}
-		}
-		if s.cfg.BusyPoll {
-			// Nobody else wakes the driver while we spin: kick it if
-			// the fill ring asks (zero-copy; never in copy mode).
-			s.wakeFill()
-			if turn%256 == 255 {
-				runtime.Gosched()
-			}
-			continue
-		}
-		if spinning {
-			// Spin a while before sleeping. No Gosched here: the worker
-			// is locked to its thread, and a locked goroutine that
-			// yields hands its P away and parks the thread until
-			// another thread schedules it back — two wakeups, more than
-			// the sleep this spin avoids. The runtime still preempts
-			// the loop when it must (asynchronous preemption).
-			s.wakeFill()
-			continue
-		}
-		if err := s.poll(deadline); err != nil {
-			return 0, err
-		}
-	}
-}
-
-// spinClockTurns is how many turns of Receive's spin pass between clock
-// reads: a spin ends at most that many turns after Config.Spin or
-// PollTimeout has passed — well under a µs, a turn being a handful of
-// atomic loads — so the spin stays Config.Spin long.
-const spinClockTurns = 64
-
-// take moves up to want RX descriptors into batch as frames, releases them
-// from the RX ring in one store and tops up the fill ring.
-func (s *Socket) take(batch []Frame, want uint32) int {
-	idx, n := s.rx.peek(want)
-	if n == 0 {
-		return 0
-	}
-	out := 0
-	for i := uint32(0); i < n; i++ {
-		// Copy the descriptor out: once released the kernel reuses the slot.
-		d := *s.rx.desc(idx + i)
-		if !s.view(&batch[out], d) {
-			s.badDescs.Add(1)
-			continue
-		}
-		out++
-	}
-	s.rx.release()
-	if out > 0 {
-		s.umemRefs.Add(int64(out))
-		s.received.Add(uint64(out))
-	}
-	if len(s.free) > 0 {
-		s.refill()
-	}
-	return out
-}
-
-// view fills f for descriptor d after checking that d lies inside one RX
-// frame that the kernel owned, and moves that frame to the caller.
-func (s *Socket) view(f *Frame, d desc) bool {
-	if d.Addr >= s.rxEnd || (d.Addr&s.frameMask)+uint64(d.Len) > s.frameMask+1 {
-		return false
-	}
-	i := d.Addr >> s.frameShift
-	if s.state[i] != frameKernel {
-		return false
-	}
-	s.state[i] = frameUser
-	start, end := d.Addr, d.Addr+uint64(d.Len)
-	if s.cfg.PrefixStamp {
-		f.Meta, start = s.prefix(start, end)
-	} else {
-		f.Meta = s.meta(d.Addr)
-	}
-	f.Data = s.umem[start:end:end]
-	f.Addr = d.Addr
-	return true
-}
-
-// meta reads the metadata at addr - MetaSize. It lies in the kernel's
-// XDP_PACKET_HEADROOM of the same frame, so it is ours to read while the
-// frame is. The magic is cleared after reading: a later packet in this
-// frame that the program could not stamp must not show this stamp.
-func (s *Socket) meta(addr uint64) Meta {
-	if addr&s.frameMask < MetaSize {
-		return Meta{}
-	}
-	m := s.umem[addr-MetaSize : addr]
-	if binary.NativeEndian.Uint32(m[8:12]) != MetaMagic {
-		return Meta{}
-	}
-	binary.NativeEndian.PutUint32(m[8:12], 0)
-	return Meta{RxNs: binary.NativeEndian.Uint64(m[0:8]), OK: true}
-}
-
-// prefix reads the stamp header at the start of the frame [start, end)
-// (Config.PrefixStamp) and returns it with the packet's start behind it.
-// The program prefixes every frame it redirects (it drops one it cannot
-// prefix), so a frame without our magic came from someone else's program:
-// it is handed out whole, without a stamp. The header is rewritten by the
-// program for every packet, so nothing needs clearing.
-func (s *Socket) prefix(start, end uint64) (Meta, uint64) {
-	if end-start < MetaSize {
-		return Meta{}, start
-	}
-	m := s.umem[start : start+MetaSize]
-	if binary.NativeEndian.Uint32(m[8:12]) != MetaMagic {
-		return Meta{}, start
-	}
-	return Meta{RxNs: binary.NativeEndian.Uint64(m[0:8]), OK: true}, start + MetaSize
-}
-
-// Release gives frames back to the kernel through the fill ring, in one
-// batch (one atomic store); those that do not fit wait on the free stack
-// for the next refill. Call it only when nothing uses the frames' Data any
-// more: from here on the kernel may overwrite them. Release clears the
-// Data of the Frames it is given so a stale view in the batch reads as
-// empty. Frames not held (released twice, or not from this socket) are
-// counted in Stats.BadReleases and ignored.
-//
-// After Close, Release only drops the caller's hold on the UMEM (the last
-// one unmaps it).
-//
-// The worker's goroutine only: see Socket.
-func (s *Socket) Release(frames []Frame) {
-	if len(frames) == 0 {
-		return
-	}
-	if !s.enter() {
-		s.releaseClosed(frames)
-		return
-	}
-	defer s.leave()
-	idx, got := s.fill.reserve(uint32(min(len(frames), math.MaxUint32)))
-	w, valid, bad := uint32(0), 0, 0
-	for k := range frames {
-		a, ok := s.own(frames[k].Addr)
-		frames[k].Data = nil
-		if !ok {
-			bad++
-			continue
-		}
-		valid++
-		if w < got {
-			s.state[a>>s.frameShift] = frameKernel
-			*s.fill.addr(idx + w) = a
-			w++
-		} else {
-			s.state[a>>s.frameShift] = frameFree
-			s.free = append(s.free, a)
-		}
-	}
-	s.fill.unreserve(got - w)
-	if w > 0 {
-		s.fill.submit()
-		s.wakeFill()
-	}
-	s.account(valid, bad)
-}
-
-// own checks that addr is in an RX frame the caller holds and returns the
-// frame's base address.
-func (s *Socket) own(addr uint64) (uint64, bool) {
-	if addr >= s.rxEnd {
-		return 0, false
-	}
-	if s.state[addr>>s.frameShift] != frameUser {
-		return 0, false
-	}
-	return addr &^ s.frameMask, true
-}
-
-func (s *Socket) releaseClosed(frames []Frame) {
-	valid, bad := 0, 0
-	for k := range frames {
-		a, ok := s.own(frames[k].Addr)
-		frames[k].Data = nil
-		if !ok {
-			bad++
-			continue
-		}
-		valid++
-		s.state[a>>s.frameShift] = frameFree
-	}
-	s.account(valid, bad)
-}
-
-func (s *Socket) account(valid, bad int) {
-	if bad > 0 {
-		s.badReleases.Add(uint64(bad))
-	}
-	if valid > 0 {
-		s.released.Add(uint64(valid))
-		if s.umemRefs.Add(-int64(valid)) == 0 && s.unmapUmem != nil {
-			s.unmapUmem()
-		}
-	}
-}
-
-// refill moves frames from the free stack into the fill ring: as many as
-// fit, in one batch.
-func (s *Socket) refill() {
-	n := len(s.free)
-	if n == 0 {
-		return
-	}
-	idx, got := s.fill.reserve(uint32(min(n, math.MaxUint32)))
-	if got == 0 {
-		return
-	}
-	for i := uint32(0); i < got; i++ {
-		a := s.free[len(s.free)-1]
-		s.free = s.free[:len(s.free)-1]
-		s.state[a>>s.frameShift] = frameKernel
-		*s.fill.addr(idx + i) = a
-	}
-	s.fill.submit()
-	s.wakeFill()
-}
-
-// wakeFill kicks the kernel after a fill-ring batch when the fill ring's
-// need_wakeup flag asks for it (zero-copy drivers set it when they ran dry).
-func (s *Socket) wakeFill() {
-	if s.fd < 0 || !s.needWakeup || !s.fill.needsWakeup() {
-		return
-	}
-	s.wakeups.Add(1)
-	for {
-		_, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
-		if e != unix.EINTR {
-			// Any other outcome (0, EAGAIN, EBUSY, ENETDOWN…) is fine: the
-			// kick is a hint, and a real failure shows in the next poll.
-			return
-		}
-	}
-}
-
-// poll sleeps until the socket is readable, the close eventfd fires, or
-// deadline (zero: none). POLLIN only: POLLOUT would report the TX ring's
-// free room and make the loop spin.
-func (s *Socket) poll(deadline time.Time) error {
-	var ts *unix.Timespec
-	if !deadline.IsZero() {
-		s.pollTs = unix.NsecToTimespec(max(int64(time.Until(deadline)), 0))
-		ts = &s.pollTs
-	}
-	s.polls.Add(1)
-	s.pollFds[0].Revents, s.pollFds[1].Revents = 0, 0
-	_, err := unix.Ppoll(s.pollFds[:], ts, nil)
-	switch {
-	case err == nil:
-	case errors.Is(err, unix.EINTR), errors.Is(err, unix.EAGAIN):
-		return nil // the caller looks at the ring and polls again
-	default:
-		return fmt.Errorf("xdp: poll: %w", err)
-	}
-	if s.pollFds[1].Revents != 0 {
-		return ErrClosed
-	}
-	if r := s.pollFds[0].Revents; r&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
-		return fmt.Errorf("xdp: poll: socket revents %#x", r)
-	}
-	return nil
-}
-
-// Transmit copies each payload (a whole frame, from the Ethernet header
-// on) into a TX frame, queues them on the TX ring in one batch and kicks
-// the kernel if the TX ring asks for it. It first reaps the completion
-// ring to recycle TX frames. It returns how many payloads were queued, in
-// order: fewer than len(payloads) when TX frames or ring slots ran out
-// (try again later) or at a payload of the wrong size (ErrPayloadSize).
-// The payloads are not referenced after Transmit returns.
-//
-// One goroutine at a time: see Socket.
-func (s *Socket) Transmit(payloads [][]byte) (int, error) {
-	if s.tx.descs == nil {
-		return 0, ErrNoTx
-	}
-	if len(payloads) == 0 {
-		return 0, nil
-	}
-	if !s.enter() {
-		return 0, ErrClosed
-	}
-	defer s.leave()
-	s.reap()
-	n := min(len(payloads), len(s.txFree))
-	var err error
-	for k := 0; k < n; k++ {
-		if l := len(payloads[k]); l == 0 || l > int(s.cfg.FrameSize) {
-			err = fmt.Errorf("%w: payload %d is %d bytes, frame %d", ErrPayloadSize, k, l, s.cfg.FrameSize)
-			n = k
-			break
-		}
-	}
-	idx, got := s.tx.reserve(uint32(n))
-	for i := uint32(0); i < got; i++ {
-		a := s.txFree[len(s.txFree)-1]
-		s.txFree = s.txFree[:len(s.txFree)-1]
-		s.txBusy[(a-s.rxEnd)>>s.frameShift] = true
-		p := payloads[i]
-		copy(s.umem[a:a+uint64(len(p))], p)
-		*s.tx.desc(idx + i) = desc{Addr: a, Len: uint32(len(p))}
-	}
-	if got > 0 {
-		s.tx.submit()
-		s.txQueued.Add(uint64(got))
-	}
-	if kerr := s.kickTx(); kerr != nil && err == nil {
-		err = kerr
-	}
-	return int(got), err
-}
-
-// reap takes the completion ring's addresses back onto the TX free stack.
-func (s *Socket) reap() {
-	out := uint32(cap(s.txFree) - len(s.txFree))
-	if out == 0 {
-		return
-	}
-	idx, n := s.comp.peek(out)
-	if n == 0 {
-		return
-	}
-	for i := uint32(0); i < n; i++ {
-		a := *s.comp.addr(idx + i) &^ s.frameMask
-		if a < s.rxEnd || a >= uint64(len(s.umem)) || !s.txBusy[(a-s.rxEnd)>>s.frameShift] {
-			s.badDescs.Add(1)
-			continue
-		}
-		s.txBusy[(a-s.rxEnd)>>s.frameShift] = false
-		s.txFree = append(s.txFree, a)
-	}
-	s.comp.release()
-	s.txCompleted.Add(uint64(n))
-}
-
-// kickTxBudget bounds the sendto calls of one kick: in copy mode the kernel
-// sends at most 32 frames per call and answers EAGAIN while more remain.
-const kickTxBudget = 16
-
-// kickTx tells the kernel there is TX work, when it asks for it (always, in
-// copy mode). EAGAIN, EBUSY, ENOBUFS and ENETDOWN are transient: the frames
-// stay queued for the next kick.
-func (s *Socket) kickTx() error {
-	if s.fd < 0 || (s.needWakeup && !s.tx.needsWakeup()) {
-		return nil
-	}
-	for budget := kickTxBudget; budget > 0; {
-		s.txKicks.Add(1)
-		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case 0, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
-			return nil
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			budget--
-			continue
-		}
-		return fmt.Errorf("xdp: tx kick: %w", e)
-	}
-	return nil
-}
-
-// FlushTx kicks the kernel and reaps completions until every queued TX
-// frame has completed, or timeout passes (ErrTimeout).
-//
-// One goroutine at a time, with Transmit: see Socket.
-func (s *Socket) FlushTx(timeout time.Duration) error {
-	if s.tx.descs == nil {
-		return ErrNoTx
-	}
-	if !s.enter() {
-		return ErrClosed
-	}
-	defer s.leave()
-	deadline := time.Now().Add(timeout)
-	for {
-		s.reap()
-		if len(s.txFree) == cap(s.txFree) {
-			return nil
-		}
-		if s.closing() {
-			return ErrClosed
-		}
-		if err := s.kickTx(); err != nil {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("xdp: flush tx: %d frames outstanding: %w", cap(s.txFree)-len(s.txFree), ErrTimeout)
-		}
-		time.Sleep(20 * time.Microsecond)
-	}
-}
 
 // Stats returns the kernel's XDP_STATISTICS and our counters. After Close
 // the kernel's are those Close read last; ours keep counting (Releases
