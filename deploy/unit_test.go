@@ -93,7 +93,7 @@ func TestUnitSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	var steps host.CapSet
-	for _, s := range gateway.CapSteps(cfg, gateway.PathAFXDP) {
+	for _, s := range gateway.CapSteps(cfg, config.ModeAFXDP) {
 		for _, c := range s.Caps {
 			steps |= 1 << c
 		}

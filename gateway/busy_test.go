@@ -4,13 +4,15 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/xgate/xgate/gateway/config"
 )
 
 // TestWorkerBusyTime: after traffic every path's workers report busy time
 // that is > 0 in sum, never more than the wall time they ran, and the same
 // figures on /metrics.
 func TestWorkerBusyTime(t *testing.T) {
-	for _, mode := range []string{PathAFXDP, PathSocket, PathPlain} {
+	for _, mode := range []string{string(config.ModeAFXDP), string(config.ModeSocket), string(config.ModePlain)} {
 		t.Run(mode, func(t *testing.T) {
 			t0 := time.Now()
 			pair, g, stop := runIT(t, 2, mode, nil)

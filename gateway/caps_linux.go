@@ -20,16 +20,16 @@ import (
 // an unlink in a pin directory the daemon's user owns.
 
 // CapSteps lists the setup steps of a run of cfg on the receive path
-// (PathAFXDP, PathSocket or PathPlain) and the capabilities each needs, on
+// (config.ModeAFXDP, config.ModeSocket or config.ModePlain) and the capabilities each needs, on
 // a kernel with CAP_BPF and CAP_PERFMON (Linux >= 5.8; CAP_SYS_ADMIN stands
 // in for both, as the kernel's bpf_capable and perfmon_capable accept it).
 // Pinning needs none (a pin directory on bpffs the user may write), locked
 // memory needs none under RLIMIT_MEMLOCK >= the UMEM (LimitMEMLOCK= in the
 // unit; host.CheckPrivileges says when not), and SCHED_FIFO needs none under
 // RLIMIT_RTPRIO >= the priority.
-func CapSteps(cfg *config.Config, path string) []host.CapStep {
+func CapSteps(cfg *config.Config, path config.Mode) []host.CapStep {
 	var steps []host.CapStep
-	if path != PathPlain {
+	if path != config.ModePlain {
 		// XDP is a networking program type: loading it needs CAP_NET_ADMIN
 		// besides CAP_BPF; and the verifier allows the program's pointer
 		// arithmetic (packet end - packet start) only with CAP_PERFMON
@@ -39,13 +39,13 @@ func CapSteps(cfg *config.Config, path string) []host.CapStep {
 			host.CapStep{Step: "load the XDP program", Caps: []host.Capability{host.CapBPF, host.CapPerfmon, host.CapNetAdmin}},
 			host.CapStep{Step: "attach XDP to the interface", Caps: []host.Capability{host.CapNetAdmin}})
 	}
-	if path == PathSocket {
+	if path == config.ModeSocket {
 		// SO_RCVBUFFORCE beyond net.core.rmem_max; without it the socket
 		// gets SO_RCVBUF, capped by rmem_max, so CAP_NET_ADMIN (needed
 		// above anyway) is not asked for here.
 		steps = append(steps, host.CapStep{Step: "open the SO_REUSEPORT sockets", Caps: nil})
 	}
-	if path == PathAFXDP {
+	if path == config.ModeAFXDP {
 		steps = append(steps, host.CapStep{Step: "open AF_XDP sockets", Caps: []host.Capability{host.CapNetRaw}})
 	}
 	if cfg.Probes.Enabled {
@@ -59,7 +59,7 @@ func CapSteps(cfg *config.Config, path string) []host.CapStep {
 
 // checkCaps is New's check of the path's steps: a *host.CapabilityError for a
 // missing required capability, a warning logged for an optional one.
-func (g *Gateway) checkCaps(cfg *config.Config, path string) error {
+func (g *Gateway) checkCaps(cfg *config.Config, path config.Mode) error {
 	have, err := host.EffectiveCaps()
 	if err != nil {
 		g.log.Warn("cannot read this process's capabilities; the setup steps will say what they lack", "error", err)
@@ -73,12 +73,12 @@ func (g *Gateway) checkCaps(cfg *config.Config, path string) error {
 }
 
 // configuredPath is the receive path of an explicit mode, "" for auto.
-func configuredPath(mode string) string {
+func configuredPath(mode config.Mode) config.Mode {
 	switch mode {
 	case config.ModeAFXDP:
-		return PathAFXDP
+		return config.ModeAFXDP
 	case config.ModeSocket:
-		return PathSocket
+		return config.ModeSocket
 	}
 	return ""
 }

@@ -24,10 +24,10 @@ func capsOf(cs ...host.Capability) host.CapSet {
 func TestCapSteps(t *testing.T) {
 	cfg := config.Default()
 	cfg.Workers.RealtimePriority = 0
-	want := map[string][]host.Capability{
-		PathAFXDP:  {host.CapBPF, host.CapPerfmon, host.CapNetAdmin, host.CapNetRaw},
-		PathSocket: {host.CapBPF, host.CapPerfmon, host.CapNetAdmin},
-		PathPlain:  {},
+	want := map[config.Mode][]host.Capability{
+		config.ModeAFXDP:  {host.CapBPF, host.CapPerfmon, host.CapNetAdmin, host.CapNetRaw},
+		config.ModeSocket: {host.CapBPF, host.CapPerfmon, host.CapNetAdmin},
+		config.ModePlain:  {},
 	}
 	for path, caps := range want {
 		steps := CapSteps(cfg, path)
@@ -58,22 +58,22 @@ func TestCapSteps(t *testing.T) {
 		}
 	}
 	// CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON, as in the kernel.
-	if err, _ := host.CheckCaps(CapSteps(cfg, PathAFXDP), capsOf(host.CapSysAdmin, host.CapNetAdmin, host.CapNetRaw)); err != nil {
+	if err, _ := host.CheckCaps(CapSteps(cfg, config.ModeAFXDP), capsOf(host.CapSysAdmin, host.CapNetAdmin, host.CapNetRaw)); err != nil {
 		t.Errorf("CAP_SYS_ADMIN for CAP_BPF and CAP_PERFMON: %v", err)
 	}
 	// The probes are optional: a warning naming the capability, no error.
-	err, warn := host.CheckCaps(CapSteps(cfg, PathPlain), 0)
+	err, warn := host.CheckCaps(CapSteps(cfg, config.ModePlain), 0)
 	if err != nil || len(warn) != 1 || !strings.Contains(warn[0], "CAP_BPF and CAP_PERFMON") {
 		t.Errorf("plain without capabilities: %v, warnings %q", err, warn)
 	}
 	cfg.Probes.Enabled = false
-	if err, warn := host.CheckCaps(CapSteps(cfg, PathPlain), 0); err != nil || len(warn) != 0 {
+	if err, warn := host.CheckCaps(CapSteps(cfg, config.ModePlain), 0); err != nil || len(warn) != 0 {
 		t.Errorf("plain without probes: %v %q", err, warn)
 	}
 	// SCHED_FIFO beyond RLIMIT_RTPRIO needs CAP_SYS_NICE.
 	cfg.Workers.RealtimePriority = int(min(host.RtprioLimit()+1, host.MaxRealtimePriority))
 	if host.RtprioLimit() < uint64(cfg.Workers.RealtimePriority) {
-		err, _ := host.CheckCaps(CapSteps(cfg, PathPlain), 0)
+		err, _ := host.CheckCaps(CapSteps(cfg, config.ModePlain), 0)
 		if err == nil || !strings.Contains(err.Error(), "CAP_SYS_NICE (to make the workers SCHED_FIFO)") {
 			t.Errorf("realtime without CAP_SYS_NICE: %v", err)
 		}

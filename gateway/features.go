@@ -36,7 +36,7 @@ func (g *Gateway) Features() host.Features {
 			out = append(out, f)
 			continue
 		}
-		why := "not tried: path " + g.path
+		why := "not tried: path " + g.path.String()
 		if bpf.ForcedOff(n) {
 			out = append(out, host.FeatureFromErr(n, "interface", bpf.ForcedErr(n)))
 			continue

@@ -30,13 +30,6 @@ import (
 	"github.com/xgate/xgate/gateway/sink"
 )
 
-// Receive paths.
-const (
-	PathAFXDP  = "afxdp"  // one AF_XDP socket per RX queue
-	PathSocket = "socket" // SO_REUSEPORT group per NUMA node, steered by sk_reuseport
-	PathPlain  = "plain"  // SO_REUSEPORT UDP sockets without any BPF (not root)
-)
-
 // Options are the run-time knobs that are not configuration.
 type Options struct {
 	Logger *slog.Logger
@@ -63,8 +56,9 @@ type Gateway struct {
 	opts Options
 	log  *slog.Logger
 
-	path, why string // the receive path and why it was chosen
-	eng       *engine.Engine
+	path config.Mode // the receive path
+	why  string      // why it was chosen
+	eng  *engine.Engine
 
 	ifindex int
 	queues  int                     // active RX queues of the interface
@@ -166,11 +160,11 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		if err := g.checkCaps(cfg, g.path); err != nil {
 			// auto: what the capabilities do not allow falls back as a
 			// missing privilege does in choosePath.
-			g.path, g.why = PathPlain, "auto: no BPF possible ("+err.Error()+"); plain UDP sockets, blocks are not enforced in the kernel"
+			g.path, g.why = config.ModePlain, "auto: no BPF possible ("+err.Error()+"); plain UDP sockets, blocks are not enforced in the kernel"
 		}
 	}
 	// Plain mode pins nothing: it leaves /sys/fs/bpf as it is.
-	if g.path != PathPlain {
+	if g.path != config.ModePlain {
 		if mounted, err := host.EnsureBPFFS(cfg.Pin.Path); err != nil {
 			return nil, err
 		} else if mounted {
@@ -236,41 +230,41 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 // auto takes afxdp when the interface, privileges and kernel allow it, else
 // socket, else plain UDP without BPF. A configured mode that cannot work is
 // an error naming what is missing.
-func choosePath(cfg *config.Config) (path, why string, err error) {
+func choosePath(cfg *config.Config) (path config.Mode, why string, err error) {
 	switch cfg.Mode {
 	case config.ModeAFXDP, config.ModeSocket:
-		path = PathAFXDP
+		path = config.ModeAFXDP
 		if cfg.Mode == config.ModeSocket {
-			path = PathSocket
+			path = config.ModeSocket
 		}
 		if p := pathProblems(cfg, path); len(p) > 0 {
 			return "", "", fmt.Errorf("mode %s: %w:\n  %s", cfg.Mode, errNoPath, strings.Join(p, "\n  "))
 		}
 		// Switched off or refused before anything is attached: a strict
 		// mode fails at once, naming the feature.
-		if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
+		if path == config.ModeAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
 			return "", "", fmt.Errorf("mode %s: %w: %w (use mode socket or auto)", cfg.Mode, errNoPath, bpf.ForcedErr(bpf.FeatAFXDP))
 		}
 		if err := probeXDPLink(); err != nil && !errors.Is(err, bpf.ErrPermission) {
 			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches XDP only through a bpf_link; mode auto runs plain sockets)",
 				cfg.Mode, errNoPath, err)
 		}
-		return path, "configured (mode: " + cfg.Mode + ")", nil
+		return path, "configured (mode: " + cfg.Mode.String() + ")", nil
 	}
 	if cfg.Mode == config.ModePlain {
-		return PathPlain, "configured (mode: plain): UDP sockets without BPF; blocks are not enforced in the kernel", nil
+		return config.ModePlain, "configured (mode: plain): UDP sockets without BPF; blocks are not enforced in the kernel", nil
 	}
 	if cfg.Interface == "" {
-		return PathPlain, "auto: no interface configured, so no XDP; plain UDP sockets", nil
+		return config.ModePlain, "auto: no interface configured, so no XDP; plain UDP sockets", nil
 	}
-	p := pathProblems(cfg, PathAFXDP)
+	p := pathProblems(cfg, config.ModeAFXDP)
 	if len(p) == 0 {
-		return PathAFXDP, "auto: interface, privileges and kernel allow AF_XDP", nil
+		return config.ModeAFXDP, "auto: interface, privileges and kernel allow AF_XDP", nil
 	}
-	if q := pathProblems(cfg, PathSocket); len(q) == 0 {
-		return PathSocket, "auto: AF_XDP not possible (" + strings.Join(p, "; ") + "); SO_REUSEPORT groups behind the XDP program", nil
+	if q := pathProblems(cfg, config.ModeSocket); len(q) == 0 {
+		return config.ModeSocket, "auto: AF_XDP not possible (" + strings.Join(p, "; ") + "); SO_REUSEPORT groups behind the XDP program", nil
 	}
-	return PathPlain, "auto: no BPF possible (" + strings.Join(p, "; ") + "); plain UDP sockets, blocks are not enforced in the kernel", nil
+	return config.ModePlain, "auto: no BPF possible (" + strings.Join(p, "; ") + "); plain UDP sockets, blocks are not enforced in the kernel", nil
 }
 
 // setupXDP loads the program and attaches it through a bpf_link — native,
@@ -322,7 +316,7 @@ func (g *Gateway) setupXDP(cfg *config.Config) error {
 	g.xdpMode = "native"
 	if nerr != nil {
 		// Generic for native is a step down every mode allows.
-		g.refused(g.path, "native", nerr, g.path+" generic (skb mode: slower, the packet is already an skb)")
+		g.refused(g.path, "native", nerr, note(g.path.String()+" generic (skb mode: slower, the packet is already an skb)"))
 		g.xdpMode = "generic"
 		if g.xdpLink, err = g.xdp.Attach(g.ifindex, link.XDPGenericMode); err != nil {
 			return fmt.Errorf("attach xdp to %s: %w", cfg.Interface, err)
@@ -360,7 +354,7 @@ func clearStale(lnk netlink.Link, log *slog.Logger) error {
 
 // Path returns the receive path and why it was chosen: in mode auto with
 // every step refused on the way down and why (Steps has them one by one).
-func (g *Gateway) Path() (string, string) { return g.path, g.why }
+func (g *Gateway) Path() (config.Mode, string) { return g.path, g.why }
 
 // Engine returns the rule engine (for stats and tests).
 func (g *Gateway) Engine() *engine.Engine { return g.eng }
@@ -486,7 +480,7 @@ func (g *Gateway) teardown() error {
 			g.finalXDP.Store(&c)
 		}
 	}
-	if g.path == PathSocket {
+	if g.path == config.ModeSocket {
 		if n, ok := g.kernelDropsAfterXDP(); ok {
 			g.finalKDrops.Store(&n)
 		}
@@ -592,3 +586,8 @@ func restartKeys(old, cfg *config.Config) []string {
 	}
 	return restart
 }
+
+// note is a step's description where the log wants a fmt.Stringer.
+type note string
+
+func (n note) String() string { return string(n) }

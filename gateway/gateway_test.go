@@ -245,7 +245,7 @@ func runEndToEnd(t *testing.T, mode string) {
 	passedPath := filepath.Join(dir, "passed.ndjson")
 	cfg := itConfig(t, pair.B.Link, mode, passedPath)
 	g, stop := startGateway(t, pair.B, cfg)
-	if path, _ := g.Path(); path != mode {
+	if path, _ := g.Path(); path.String() != mode {
 		t.Fatalf("path %s, want %s", path, mode)
 	}
 	tr := &itTraffic{payloads: itEvents(600)}

@@ -162,12 +162,12 @@ func (p *plan) queueCPU(q int) int {
 
 // pathProblems checks what a receive path needs; it returns the fatal
 // problems in words the operator can act on.
-func pathProblems(cfg *config.Config, path string) []string {
-	if path == PathPlain {
+func pathProblems(cfg *config.Config, path config.Mode) []string {
+	if path == config.ModePlain {
 		return nil
 	}
 	need := NeedsFor(cfg, false)
-	if path == PathSocket {
+	if path == config.ModeSocket {
 		need.NetRaw, need.UMEMBytes = false, 0
 	}
 	var out []string
@@ -186,7 +186,7 @@ func pathProblems(cfg *config.Config, path string) []string {
 	// The socket path needs no sk_reuseport program: it steers by NUMA
 	// node with one where the kernel allows it, else the kernel's flow
 	// hash picks the socket (openSockets).
-	if path == PathAFXDP {
+	if path == config.ModeAFXDP {
 		if err := features.HaveMapType(ebpf.XSKMap); err != nil {
 			out = append(out, fmt.Sprintf("the kernel has no XSKMAP (AF_XDP): %v", err))
 		}
@@ -212,21 +212,21 @@ func CheckSetup(cfg *config.Config) (problems, notes []string) {
 	// meet before touching the interface (choosePath fails the strict
 	// modes on them).
 	var down []string
-	if path != PathPlain {
+	if path != config.ModePlain {
 		if err := probeXDPLink(); err != nil {
-			down = append(down, path+" refused: "+err.Error())
-			path = PathPlain
+			down = append(down, path.String()+" refused: "+err.Error())
+			path = config.ModePlain
 		}
 	}
-	if path == PathAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
-		down = append(down, path+" refused: "+bpf.ForcedErr(bpf.FeatAFXDP).Error())
-		path = PathSocket
+	if path == config.ModeAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
+		down = append(down, path.String()+" refused: "+bpf.ForcedErr(bpf.FeatAFXDP).Error())
+		path = config.ModeSocket
 	}
 	if len(down) > 0 {
 		why += "; stepped down: " + strings.Join(down, "; ")
 	}
-	notes = append(notes, "receive path: "+path+" ("+why+")")
-	if path != PathPlain && bpf.ForcedOff(bpf.FeatXDPNative) {
+	notes = append(notes, "receive path: "+path.String()+" ("+why+")")
+	if path != config.ModePlain && bpf.ForcedOff(bpf.FeatXDPNative) {
 		notes = append(notes, "XDP attaches in generic mode: "+bpf.ForcedErr(bpf.FeatXDPNative).Error())
 	}
 	return problems, notes

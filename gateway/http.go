@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -268,7 +270,7 @@ func (p slogPrinter) Println(v ...any) { p.g.log.Error("metrics: " + fmt.Sprint(
 // Status is what /status reports.
 type Status struct {
 	Version       string            `json:"version"`
-	Path          string            `json:"path"`
+	Path          config.Mode       `json:"path"`
 	Why           string            `json:"why"`
 	Interface     string            `json:"interface,omitempty"`
 	XDPMode       string            `json:"xdp_mode,omitempty"`
@@ -319,7 +321,7 @@ type RulesState struct {
 type Accounting struct {
 	// Identity names the form of the identity (afxdp, socket or plain):
 	// which terms the path has (see Stats).
-	Identity string `json:"identity"`
+	Identity config.Mode `json:"identity"`
 	// Seen: frames the XDP program saw; plain: datagrams that arrived at
 	// our sockets (received or dropped there).
 	Seen          uint64 `json:"seen"`
@@ -383,7 +385,7 @@ func (g *Gateway) Status() (Status, error) {
 		Verdicts:   make(map[string]uint64, engine.NumActions),
 		Sinks:      []string{},
 	}
-	if g.path != PathPlain {
+	if g.path != config.ModePlain {
 		st.RxQueues, st.RxQueuesFrom = g.queues, g.rxq.Source
 	}
 	if ns := g.started.Load(); ns != 0 {

@@ -313,7 +313,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 		t.Fatalf("/status: %v\n%s", err, body)
 	}
 	wantAcc := accountingOf(&s)
-	if st.Accounting.Identity != mode || st.Accounting.Unaccounted != 0 {
+	if st.Accounting.Identity.String() != mode || st.Accounting.Unaccounted != 0 {
 		t.Errorf("/status accounting: identity %q, unaccounted %d: want %s, 0", st.Accounting.Identity, st.Accounting.Unaccounted, mode)
 	}
 	if st.Accounting != wantAcc {
@@ -322,7 +322,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	if st.Accounting.Accounted != tr.sent {
 		t.Errorf("/status accounted %d, sent %d", st.Accounting.Accounted, tr.sent)
 	}
-	if st.Path != mode || st.Interface != pair.B.Link || st.XDPMode == "" || st.Why == "" || !st.Ready ||
+	if st.Path.String() != mode || st.Interface != pair.B.Link || st.XDPMode == "" || st.Why == "" || !st.Ready ||
 		st.RxQueues != 2 || len(st.Workers) == 0 || st.Rules.Count != len(g.Config().Rules) || len(st.Sinks) != 1 ||
 		st.UptimeSeconds <= 0 || st.Version == "" || st.Rules.Hash == "" {
 		t.Errorf("/status: %s", body)

@@ -249,7 +249,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	cfg := g.Config()
-	gauge(descInfo, 1, g.version(), g.path, g.xdpMode, cfg.Interface)
+	gauge(descInfo, 1, g.version(), g.path.String(), g.xdpMode, cfg.Interface)
 	gauge(descUptime, s.Uptime.Seconds())
 	gauge(descRules, float64(len(s.Engine.Rules)))
 	if g.tap != nil {
@@ -279,7 +279,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	mode := g.path
+	mode := g.path.String()
 	for _, q := range g.queueStats() {
 		id := strconv.Itoa(q.id)
 		counter(descDatagrams, q.datagrams, mode, id)
@@ -382,7 +382,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, t := range accountingTerms(&s) {
 		counter(descAccounting, t.V, t.Name)
 	}
-	gauge(descUnaccounted, float64(s.Unaccounted()), s.Identity)
+	gauge(descUnaccounted, float64(s.Unaccounted()), s.Identity.String())
 }
 
 // accountingTerms are the right-hand side of the identity, in order.

@@ -37,7 +37,7 @@ func (g *Gateway) setupProbes(cfg *config.Config) {
 	// that namespace's. The maps pin beside the XDP program's.
 	opts := bpf.ProbeOptions{Ports: cfg.Listen.Ports, SockSample: cfg.Probes.Sample, RxTimestamps: cfg.Probes.RxTimestamps,
 		NetnsIno: bpf.NetnsIno()}
-	if g.path != PathPlain {
+	if g.path != config.ModePlain {
 		opts.PinPath = cfg.Pin.Path
 	}
 	if g.xdp != nil {

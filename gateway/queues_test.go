@@ -150,13 +150,13 @@ func TestStartsOnPlainVeth(t *testing.T) {
 			if g.queues != 1 {
 				t.Errorf("queues %d, want 1 active", g.queues)
 			}
-			if mode != "auto" && g.path != mode {
+			if mode != "auto" && g.path.String() != mode {
 				t.Errorf("path %s, want %s", g.path, mode)
 			}
-			if mode == "auto" && g.path != PathAFXDP {
+			if mode == "auto" && g.path != config.ModeAFXDP {
 				t.Logf("auto ended on %s: %s", g.path, g.why)
 			}
-			if g.path == PathAFXDP && len(g.xsks) != 1 {
+			if g.path == config.ModeAFXDP && len(g.xsks) != 1 {
 				t.Errorf("%d AF_XDP sockets, want 1", len(g.xsks))
 			}
 			decides(t, pair, g, 40)
@@ -168,7 +168,7 @@ func TestStartsOnPlainVeth(t *testing.T) {
 const xdpAttachedSKB = 2
 
 // stepOf finds the refused step of path (and xdpMode, if not "").
-func stepOf(steps []Step, path, xdpMode string) (Step, bool) {
+func stepOf(steps []Step, path config.Mode, xdpMode string) (Step, bool) {
 	for _, s := range steps {
 		if !s.OK && s.Path == path && (xdpMode == "" || s.XDPMode == xdpMode) {
 			return s, true
@@ -192,14 +192,14 @@ func TestAutoStepsDown(t *testing.T) {
 	t.Run("afxdp off: socket behind XDP", func(t *testing.T) {
 		defer bpf.ForceOff(bpf.FeatAFXDP)()
 		pair, g := startPlain(t, "auto", nil)
-		if g.path != PathSocket || g.xdp == nil {
+		if g.path != config.ModeSocket || g.xdp == nil {
 			t.Fatalf("path %s (xdp %v), want socket behind XDP: %s", g.path, g.xdp != nil, g.why)
 		}
-		s, ok := stepOf(g.Steps(), PathAFXDP, "")
+		s, ok := stepOf(g.Steps(), config.ModeAFXDP, "")
 		if !ok || !strings.Contains(s.Reason, bpf.FeatAFXDP) || !strings.Contains(s.Reason, "switched off") {
 			t.Errorf("steps %+v: want afxdp refused as switched off", g.Steps())
 		}
-		if last := g.Steps()[len(g.Steps())-1]; !last.OK || last.Path != PathSocket {
+		if last := g.Steps()[len(g.Steps())-1]; !last.OK || last.Path != config.ModeSocket {
 			t.Errorf("last step %+v, want socket taken", last)
 		}
 		if !strings.Contains(g.why, "stepped down") || !strings.Contains(g.why, "switched off") {
@@ -221,10 +221,10 @@ func TestAutoStepsDown(t *testing.T) {
 	t.Run("xdp_native off: generic", func(t *testing.T) {
 		defer bpf.ForceOff(bpf.FeatXDPNative)()
 		pair, g := startPlain(t, "auto", nil)
-		if g.xdpMode != "generic" || g.path != PathAFXDP {
+		if g.xdpMode != "generic" || g.path != config.ModeAFXDP {
 			t.Fatalf("path %s xdp mode %s, want afxdp generic: %s", g.path, g.xdpMode, g.why)
 		}
-		if s, ok := stepOf(g.Steps(), PathAFXDP, "native"); !ok || !strings.Contains(s.Reason, bpf.FeatXDPNative) {
+		if s, ok := stepOf(g.Steps(), config.ModeAFXDP, "native"); !ok || !strings.Contains(s.Reason, bpf.FeatXDPNative) {
 			t.Errorf("steps %+v: want afxdp native refused", g.Steps())
 		}
 		wantFeature(t, g, bpf.FeatXDPNative, host.FeatureForcedOff)
@@ -244,10 +244,10 @@ func TestAutoStepsDown(t *testing.T) {
 	t.Run("xdp_link off: plain", func(t *testing.T) {
 		defer bpf.ForceOff(bpf.FeatXDPLink)()
 		pair, g := startPlain(t, "auto", nil)
-		if g.path != PathPlain || g.xdp != nil {
+		if g.path != config.ModePlain || g.xdp != nil {
 			t.Fatalf("path %s, want plain without XDP: %s", g.path, g.why)
 		}
-		if s, ok := stepOf(g.Steps(), PathAFXDP, ""); !ok || !strings.Contains(s.Reason, bpf.FeatXDPLink) {
+		if s, ok := stepOf(g.Steps(), config.ModeAFXDP, ""); !ok || !strings.Contains(s.Reason, bpf.FeatXDPLink) {
 			t.Errorf("steps %+v: want afxdp refused for xdp_link", g.Steps())
 		}
 		_ = pair.B.Do(func() error {
@@ -262,7 +262,7 @@ func TestAutoStepsDown(t *testing.T) {
 	t.Run("zero-copy and need_wakeup off: copy bind without the flag", func(t *testing.T) {
 		defer bpf.ForceOff(bpf.FeatAFXDPZeroCopy, bpf.FeatAFXDPNeedWakeup)()
 		pair, g := startPlain(t, "auto", nil)
-		if g.path != PathAFXDP {
+		if g.path != config.ModeAFXDP {
 			t.Fatalf("path %s, want afxdp: %s", g.path, g.why)
 		}
 		if m := g.xsks[0].sock.Mode(); m != xdp.ModeCopy {
@@ -341,7 +341,7 @@ func TestStatusFeatures(t *testing.T) {
 		t.Errorf("/status afxdp %+v, want yes", f)
 	}
 	if len(st.PathSteps) != 2 || st.PathSteps[0].OK || st.PathSteps[0].XDPMode != "native" ||
-		!st.PathSteps[1].OK || st.PathSteps[1].Path != PathAFXDP || st.PathSteps[1].XDPMode != "generic" {
+		!st.PathSteps[1].OK || st.PathSteps[1].Path != config.ModeAFXDP || st.PathSteps[1].XDPMode != "generic" {
 		t.Errorf("/status path_steps %+v, want afxdp native refused, afxdp generic taken", st.PathSteps)
 	}
 	// The typed decoder reads the same object back in report order.

@@ -74,7 +74,7 @@ func runReloadUnderTraffic(t *testing.T, mode string) {
 	bad.Rules = append(slices.Clone(cfg2.Rules), config.Rule{Name: "broken", When: `event_type == "y" &&`, Action: "drop"})
 
 	g, stop := startGateway(t, pair.B, cfg1)
-	if path, _ := g.Path(); path != mode {
+	if path, _ := g.Path(); path.String() != mode {
 		t.Fatalf("path %s, want %s", path, mode)
 	}
 

@@ -177,7 +177,7 @@ func TestSinkGatewayThroughput(t *testing.T) {
 			} else {
 				b = natsBroker(t)
 			}
-			cfg := tpConfig(t, pair.B.Link, PathAFXDP)
+			cfg := tpConfig(t, pair.B.Link, string(config.ModeAFXDP))
 			cfg.GatewayID = "bench"
 			sk := b.sink
 			if v, err := config.ParseSize(os.Getenv("XGATE_SINK_BUFFER")); err == nil && v > 0 {
@@ -189,7 +189,7 @@ func TestSinkGatewayThroughput(t *testing.T) {
 			cfg.Sinks = []sink.Spec{sk}
 			sk.Buffer = sk.WithDefaults().Buffer // for the log lines
 			g, stop := startGateway(t, pair.B, cfg, slog.LevelWarn)
-			e := &tpEnv{t: t, mode: PathAFXDP, napi: "inline", pair: pair, g: g, stop: stop}
+			e := &tpEnv{t: t, mode: string(config.ModeAFXDP), napi: "inline", pair: pair, g: g, stop: stop}
 			sinkRun(t, e, 200_000, 0, nil) // warm-up
 
 			r, f := sinkRun(t, e, n, 0, nil)

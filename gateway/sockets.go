@@ -43,7 +43,7 @@ func (g *Gateway) openSockets(cfg *config.Config) ([]int, error) {
 			withCPUs++
 		}
 	}
-	steer := g.path == PathSocket && withCPUs > 1
+	steer := g.path == config.ModeSocket && withCPUs > 1
 	if steer {
 		if perr := bpf.Probe(bpf.FeatReuseport); perr != nil {
 			// The fallback: the kernel's flow hash picks the socket, on

@@ -3,6 +3,8 @@ package gateway
 import (
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway/sink"
@@ -27,9 +29,9 @@ import (
 // XDP: what arrived at our sockets = SocketDrops + Rejected + Decided.
 // Events (and their decode errors) are reported beside the identity.
 type Stats struct {
-	Path     string
-	Identity string // the identity's form: afxdp | socket | plain
-	XDPMode  string // native | generic | "" without XDP
+	Path     config.Mode
+	Identity config.Mode // the identity's form: afxdp | socket | plain
+	XDPMode  string      // native | generic | "" without XDP
 	Uptime   time.Duration
 
 	XDP       bpf.Counters // by reason; zero without XDP
@@ -72,7 +74,7 @@ func (s *Stats) Accounted() uint64 {
 // Seen is the left-hand side: frames the XDP program saw, or in plain
 // mode what arrived at our sockets (received or dropped there).
 func (s *Stats) Seen() uint64 {
-	if s.Identity == PathPlain {
+	if s.Identity == config.ModePlain {
 		return s.Datagrams + s.SocketDrops
 	}
 	return s.XDPSeen
@@ -136,10 +138,10 @@ func (g *Gateway) Stats() (Stats, error) {
 	g.sockMu.RUnlock()
 	// Bad frames are counted in datagrams too (the worker took them).
 	s.Decided = s.Datagrams - min(s.Datagrams, s.Rejected+s.BadFrames)
-	if g.path == PathAFXDP {
+	if g.path == config.ModeAFXDP {
 		s.NoSocket = s.XDP[bpf.ReasonPassNoXSK].Packets
 	}
-	if g.path == PathSocket {
+	if g.path == config.ModeSocket {
 		s.KernelDrops, s.KernelDropsKnown = g.kernelDropsAfterXDP()
 	}
 	s.Engine = g.eng.Stats()

@@ -17,24 +17,24 @@ import (
 // modes fail instead (generic XDP for native is allowed in every mode).
 // The last step is the one taken.
 type Step struct {
-	Path    string `json:"path"`               // afxdp | socket | plain
-	XDPMode string `json:"xdp_mode,omitempty"` // native (refused) or the XDP mode taken; "" on plain
-	OK      bool   `json:"ok"`                 // taken; false: refused
-	Reason  string `json:"reason"`             // why refused, or why taken
+	Path    config.Mode `json:"path"`               // afxdp | socket | plain
+	XDPMode string      `json:"xdp_mode,omitempty"` // native (refused) or the XDP mode taken; "" on plain
+	OK      bool        `json:"ok"`                 // taken; false: refused
+	Reason  string      `json:"reason"`             // why refused, or why taken
 }
 
 func (s Step) name() string {
 	if s.XDPMode != "" {
-		return s.Path + " " + s.XDPMode
+		return s.Path.String() + " " + s.XDPMode
 	}
-	return s.Path
+	return s.Path.String()
 }
 
 // Steps returns the receive-path steps New tried, the taken one last.
 func (g *Gateway) Steps() []Step { return g.steps }
 
 // refused records a refused step and logs the step down.
-func (g *Gateway) refused(path, xdpMode string, err error, next string) {
+func (g *Gateway) refused(path config.Mode, xdpMode string, err error, next fmt.Stringer) {
 	s := Step{Path: path, XDPMode: xdpMode, Reason: err.Error()}
 	g.steps = append(g.steps, s)
 	g.log.Warn("receive path: step down", "refused", s.name(), "reason", s.Reason, "next", next)
@@ -49,17 +49,17 @@ func strict(cfg *config.Config) bool {
 // down the ladder when a step is refused, closing what the refused step
 // opened. It returns the CPU of each worker.
 func (g *Gateway) openPath(cfg *config.Config) ([]int, error) {
-	if g.path != PathPlain {
+	if g.path != config.ModePlain {
 		if err := g.setupXDP(cfg); err != nil {
 			if strict(cfg) {
 				return nil, err
 			}
-			g.refused(g.path, "", err, PathPlain)
+			g.refused(g.path, "", err, config.ModePlain)
 			g.dropXDP()
-			g.path = PathPlain
+			g.path = config.ModePlain
 		}
 	}
-	if g.path == PathAFXDP {
+	if g.path == config.ModeAFXDP {
 		cpus, err := g.openXSKs(cfg)
 		if err == nil {
 			return cpus, nil
@@ -69,40 +69,40 @@ func (g *Gateway) openPath(cfg *config.Config) ([]int, error) {
 		}
 		g.closeXSKs()
 		g.xsks = nil
-		next := PathSocket
-		if p := pathProblems(cfg, PathSocket); len(p) > 0 {
-			next = PathPlain
+		next := config.ModeSocket
+		if p := pathProblems(cfg, config.ModeSocket); len(p) > 0 {
+			next = config.ModePlain
 			err = fmt.Errorf("%w; and the socket path: %s", err, strings.Join(p, "; "))
 		}
-		g.refused(PathAFXDP, "", err, next)
-		if next == PathSocket {
+		g.refused(config.ModeAFXDP, "", err, next)
+		if next == config.ModeSocket {
 			// The program stays attached; it now passes survivors to the
 			// stack instead of redirecting them.
-			if err := g.xdp.SetConfig(xdpConfig(cfg, PathSocket)); err != nil {
-				g.refused(PathSocket, "", err, PathPlain)
-				next = PathPlain
+			if err := g.xdp.SetConfig(xdpConfig(cfg, config.ModeSocket)); err != nil {
+				g.refused(config.ModeSocket, "", err, config.ModePlain)
+				next = config.ModePlain
 			}
 		}
-		if next == PathPlain {
+		if next == config.ModePlain {
 			g.dropXDP()
 		}
 		g.path = next
 	}
 	cpus, err := g.openSockets(cfg)
-	if err == nil || strict(cfg) || g.path == PathPlain {
+	if err == nil || strict(cfg) || g.path == config.ModePlain {
 		return cpus, err
 	}
-	g.refused(g.path, "", err, PathPlain)
+	g.refused(g.path, "", err, config.ModePlain)
 	g.closeSockets()
 	g.dropXDP()
-	g.path = PathPlain
+	g.path = config.ModePlain
 	return g.openSockets(cfg)
 }
 
 // finishSteps records the step taken and folds the refused ones into why.
 func (g *Gateway) finishSteps() {
 	mode := ""
-	if g.path != PathPlain {
+	if g.path != config.ModePlain {
 		mode = g.xdpMode
 	}
 	if t := stepsText(g.steps); t != "" {
@@ -148,9 +148,9 @@ func (g *Gateway) closeSockets() {
 }
 
 // xdpConfig is the XDP program's run-time policy for path.
-func xdpConfig(cfg *config.Config, path string) bpf.Config {
+func xdpConfig(cfg *config.Config, path config.Mode) bpf.Config {
 	mode := bpf.ModeSocket
-	if path == PathAFXDP {
+	if path == config.ModeAFXDP {
 		mode = bpf.ModeAFXDP
 	}
 	costN := uint32(bpf.CostSampleOff)
@@ -160,7 +160,7 @@ func xdpConfig(cfg *config.Config, path string) bpf.Config {
 	// The socket path serves IPv6 only when its sockets do (bound to an
 	// IPv6 address, "::" included); AF_XDP workers parse both families.
 	noIPv6 := false
-	if path != PathAFXDP {
+	if path != config.ModeAFXDP {
 		a, err := netip.ParseAddr(cfg.Listen.Address)
 		noIPv6 = err != nil || !a.Is6() || a.Is4In6()
 	}

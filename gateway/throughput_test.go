@@ -57,7 +57,7 @@ const (
 func tpConfig(t testing.TB, ifname, mode string) *config.Config {
 	t.Helper()
 	head := fmt.Sprintf("interface: %s\nmode: %s\n", ifname, mode)
-	if mode == PathPlain {
+	if mode == config.ModePlain.String() {
 		head = "mode: auto\n" // no interface: plain UDP sockets, no BPF
 	}
 	yml := head + fmt.Sprintf(`listen: {ports: [%d]}
@@ -110,10 +110,10 @@ func newTPEnv(t testing.TB, mode, napi string) *tpEnv {
 	cfg := tpConfig(t, e.pair.B.Link, mode)
 	e.g, e.stop = startGateway(t, e.pair.B, cfg, slog.LevelWarn)
 	var err error
-	if path, _ := e.g.Path(); path != mode {
+	if path, _ := e.g.Path(); path.String() != mode {
 		t.Fatalf("path %s, want %s", path, mode)
 	}
-	if mode == PathPlain {
+	if mode == config.ModePlain.String() {
 		if e.rcv, err = loadgen.AttachPass(e.pair.B); err != nil {
 			t.Fatal(err)
 		}
@@ -407,7 +407,7 @@ func TestGatewayThroughput(t *testing.T) {
 				if r.unaccounted() != 0 {
 					t.Errorf("unaccounted %d: sent %d = undelivered %d + accounted %d does not hold", r.unaccounted(), r.Send.Sent, r.Undelivered, r.Accounted)
 				}
-				if mode != PathPlain && r.XDPSeen != r.Send.Sent-r.Undelivered {
+				if mode != config.ModePlain.String() && r.XDPSeen != r.Send.Sent-r.Undelivered {
 					t.Errorf("XDP saw %d, %d reached B's ring", r.XDPSeen, r.Send.Sent-r.Undelivered)
 				}
 			})
@@ -463,7 +463,7 @@ func TestGatewayZeroDropRate(t *testing.T) {
 // fixed count, e.g. -benchtime=3000000x. Needs XGATE_THROUGHPUT=1.
 func BenchmarkGatewayVeth(b *testing.B) {
 	tpSkip(b)
-	for _, mode := range []string{PathAFXDP, PathSocket, PathPlain} {
+	for _, mode := range []string{string(config.ModeAFXDP), string(config.ModeSocket), string(config.ModePlain)} {
 		b.Run(mode, func(b *testing.B) {
 			e := newTPEnv(b, mode, "inline")
 			e.run(200_000, 0)

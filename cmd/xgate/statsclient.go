@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xgate/xgate/gateway/config"
+
 	"github.com/xgate/xgate/gateway"
 
 	dto "github.com/prometheus/client_model/go"
@@ -27,7 +29,7 @@ type Snapshot struct {
 	Time          time.Time          `json:"time"`
 	Address       string             `json:"address"`
 	Version       string             `json:"version"`
-	Path          string             `json:"path"`
+	Path          config.Mode        `json:"path"`
 	Interface     string             `json:"interface,omitempty"`
 	UptimeSeconds float64            `json:"uptime_seconds"`
 	Ready         bool               `json:"ready"`
@@ -291,7 +293,7 @@ func (s *Snapshot) WriteText(w io.Writer, prev *Snapshot, color bool) error {
 	if a.Unaccounted != 0 {
 		fmt.Fprintf(&b, " (%d in flight or unaccounted)", a.Unaccounted)
 	}
-	if a.Identity == gateway.PathSocket && !a.KernelDropsKnown {
+	if a.Identity == config.ModeSocket && !a.KernelDropsKnown {
 		b.WriteString(" [kernel drops after XDP not seen: the kfree_skb probe is off]")
 	}
 	fmt.Fprintf(&b, "\nbeside it: events %d, event decode errors %d, %.2f events per datagram\n",

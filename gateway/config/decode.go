@@ -566,7 +566,7 @@ func (d *configDecoder) stringList(dst *[]string) func(*yaml.Node, string) {
 func (d *configDecoder) config(c *Config, root *yaml.Node) {
 	d.mapping(root, "", map[string]func(*yaml.Node, string){
 		"interface": d.str(&c.Interface),
-		"mode":      d.str(&c.Mode),
+		"mode":      d.str((*string)(&c.Mode)),
 		"queues":    d.intField(&c.Queues),
 		"listen": func(n *yaml.Node, p string) {
 			d.mapping(n, p, map[string]func(*yaml.Node, string){

@@ -18,7 +18,7 @@ import (
 // so that Validate's errors name them; copying a Config keeps that.
 type Config struct {
 	Interface string // the NIC to attach to; required for afxdp and socket modes
-	Mode      string // afxdp | socket | auto
+	Mode      Mode   // auto | afxdp | socket | plain
 	Listen    Listen
 	Queues    int // RX queues to serve; 0 = every active RX queue of the interface (host.ActiveRxQueues)
 	Schema    Schema
@@ -49,15 +49,26 @@ func (c *Config) File() string {
 	return c.src.file
 }
 
-// Modes of Config.Mode.
+// Mode is a receive path: what the configuration asks for (mode:, where
+// auto lets the gateway choose) and what the gateway chose (its Path, one
+// of the three others). One vocabulary for both.
+type Mode string
+
 const (
-	ModeAFXDP  = "afxdp"
-	ModeSocket = "socket"
-	ModeAuto   = "auto"
+	// ModeAuto: the gateway steps down afxdp → socket → plain as the
+	// kernel and the NIC allow.
+	ModeAuto Mode = "auto"
+	// ModeAFXDP: one AF_XDP socket per RX queue behind the XDP program.
+	ModeAFXDP Mode = "afxdp"
+	// ModeSocket: an SO_REUSEPORT group per NUMA node behind the XDP
+	// program.
+	ModeSocket Mode = "socket"
 	// ModePlain: plain UDP sockets, no BPF at all (no XDP policing, no
-	// kernel blocks); what auto falls back to, asked for by name.
-	ModePlain = "plain"
+	// kernel blocks).
+	ModePlain Mode = "plain"
 )
+
+func (m Mode) String() string { return string(m) }
 
 // Listen is where events arrive.
 type Listen struct {

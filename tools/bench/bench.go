@@ -336,10 +336,10 @@ func startGateway(pair *testenv.Pair, o Options) (_ *gateway.Gateway, stop func(
 		}
 		return err
 	}
-	if path, why := g.Path(); path != o.Mode {
+	if path, why := g.Path(); path.String() != o.Mode {
 		return nil, nil, errors.Join(fmt.Errorf("bench: gateway chose path %s (%s), want %s", path, why, o.Mode), stop())
 	}
-	if o.Mode == gateway.PathPlain {
+	if o.Mode == string(config.ModePlain) {
 		// veth drops frames from ndo_xdp_xmit unless its end has an XDP
 		// program; the plain path has none, so pass everything on.
 		if rcv, err = loadgen.AttachPass(pair.B); err != nil {

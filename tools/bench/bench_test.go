@@ -21,8 +21,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
-
-	"github.com/xgate/xgate/gateway"
 )
 
 // The bench runs the rules of examples/xgate.yaml.
@@ -177,7 +175,7 @@ func TestOptionsTuneGateway(t *testing.T) {
 		{200 * time.Microsecond, 200 * time.Microsecond, 50},
 		{-1, 0, 0},
 	} {
-		cfg, err := Options{Mode: gateway.PathAFXDP, Spin: tc.spin, RTPriority: tc.rt}.gatewayConfig("veth0")
+		cfg, err := Options{Mode: string(config.ModeAFXDP), Spin: tc.spin, RTPriority: tc.rt}.gatewayConfig("veth0")
 		if err != nil {
 			t.Fatal(err)
 		}

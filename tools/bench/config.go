@@ -10,8 +10,6 @@ import (
 	"github.com/xgate/xgate/gateway/config"
 
 	"github.com/xgate/xgate/gateway/host"
-
-	"github.com/xgate/xgate/gateway"
 )
 
 // Port is the UDP port the bench's gateway listens on.
@@ -37,7 +35,7 @@ const DefaultRules = `rules:
 `
 
 // Modes are the gateway paths a bench can run.
-var Modes = []string{gateway.PathAFXDP, gateway.PathSocket, gateway.PathPlain}
+var Modes = []string{string(config.ModeAFXDP), string(config.ModeSocket), string(config.ModePlain)}
 
 // GatewayConfig is the bench's configuration: the default rules on ifname
 // in mode, no sinks, nothing pinned, no HTTP server, the workers on
@@ -45,9 +43,9 @@ var Modes = []string{gateway.PathAFXDP, gateway.PathSocket, gateway.PathPlain}
 func GatewayConfig(ifname, mode string) (*config.Config, error) {
 	var head string
 	switch mode {
-	case gateway.PathAFXDP, gateway.PathSocket:
+	case string(config.ModeAFXDP), string(config.ModeSocket):
 		head = fmt.Sprintf("interface: %s\nmode: %s\n", ifname, mode)
-	case gateway.PathPlain:
+	case string(config.ModePlain):
 		head = "mode: auto\n"
 	default:
 		return nil, fmt.Errorf("bench: mode %q: want one of afxdp, socket, plain", mode)

@@ -39,7 +39,7 @@ const (
 )
 
 // AllModes are every mode a bench can run.
-var AllModes = []string{gateway.PathAFXDP, gateway.PathSocket, gateway.PathPlain, ModeBaseline, ModeRawSock, ModeRawXSK}
+var AllModes = []string{string(config.ModeAFXDP), string(config.ModeSocket), string(config.ModePlain), ModeBaseline, ModeRawSock, ModeRawXSK}
 
 // tally is where the datagrams of a window went, by the Report's keys.
 type tally struct {

@@ -110,7 +110,8 @@ type Report struct {
 	Mode string // ModeTestHosts or ModePlain
 	// Path is the gateway's receive path (afxdp, socket, plain) and Why
 	// the reason it gave.
-	Path, Why string
+	Path config.Mode
+	Why  string
 	// Fallback says why the demo runs plain mode ("" on the test hosts).
 	Fallback string
 	Elapsed  time.Duration // of the traffic

@@ -22,7 +22,6 @@ import (
 
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/examples"
-	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/testenv"
 )
 
@@ -75,7 +74,7 @@ func TestKernelDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	if rep.Mode != ModeTestHosts || rep.Path != gateway.PathAFXDP || rep.Fallback != "" {
+	if rep.Mode != ModeTestHosts || rep.Path != config.ModeAFXDP || rep.Fallback != "" {
 		t.Fatalf("mode %q path %q fallback %q: want test hosts with afxdp\n%s", rep.Mode, rep.Path, rep.Fallback, out.String())
 	}
 	st := &rep.Stats
@@ -124,7 +123,7 @@ func TestPlainDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	if rep.Mode != ModePlain || rep.Path != gateway.PathPlain || rep.Fallback != "simulated: no privileges" {
+	if rep.Mode != ModePlain || rep.Path != config.ModePlain || rep.Fallback != "simulated: no privileges" {
 		t.Fatalf("mode %q path %q fallback %q", rep.Mode, rep.Path, rep.Fallback)
 	}
 	if rep.Unaccounted != 0 || rep.Sent.Total() == 0 || rep.Sent.Flood == 0 {

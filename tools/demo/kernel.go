@@ -106,7 +106,7 @@ func runTestHosts(ctx context.Context, o Options) (rep *Report, err error) {
 	fmt.Fprintln(w)
 
 	sent := &counters{}
-	v := newView(&o, "test hosts · receive path "+path, true, cfg, files[0].Path)
+	v := newView(&o, "test hosts · receive path "+path.String(), true, cfg, files[0].Path)
 	s := &session{o: &o, g: g, cfg: cfg, sent: sent, view: v, rep: rep, files: files}
 	runErr := s.run(ctx, func(ctx context.Context, start time.Time) error {
 		return streamFrames(ctx, start, o.Duration, rate, floodRate, mix, ps, sent, v)

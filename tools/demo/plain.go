@@ -72,7 +72,7 @@ func runPlain(ctx context.Context, o Options, why string) (*Report, error) {
 	fmt.Fprintln(w)
 
 	sent := &counters{}
-	v := newView(&o, "PLAIN MODE on 127.0.0.1 · receive path "+path, false, cfg, files[0].Path)
+	v := newView(&o, "PLAIN MODE on 127.0.0.1 · receive path "+path.String(), false, cfg, files[0].Path)
 	s := &session{o: &o, g: g, cfg: cfg, sent: sent, view: v, rep: rep, files: files}
 	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port)
 	runErr := s.run(ctx, func(ctx context.Context, start time.Time) error {
