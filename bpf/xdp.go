@@ -17,25 +17,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Mode says where survivors of the XDP program go (enum xgate_mode).
-type Mode uint32
+// Delivery is where the XDP program sends the datagrams it lets through
+// (enum xgate_mode in xgate.h): up the stack to our socket group, or into
+// the RX queue's AF_XDP socket.
+type Delivery uint32
 
 const (
-	// ModeSocket passes survivors to the stack (the SO_REUSEPORT group).
-	ModeSocket = Mode(XdpXgateModeXGATE_MODE_SOCKET)
-	// ModeAFXDP stamps survivors and redirects them to the RX queue's
+	// DeliverStack passes survivors to the stack (the socket path).
+	DeliverStack = Delivery(XdpXgateModeXGATE_MODE_SOCKET)
+	// DeliverXSK stamps survivors and redirects them to the RX queue's
 	// AF_XDP socket (XDP_PASS when the queue has none).
-	ModeAFXDP = Mode(XdpXgateModeXGATE_MODE_AFXDP)
+	DeliverXSK = Delivery(XdpXgateModeXGATE_MODE_AFXDP)
 )
 
-func (m Mode) String() string {
-	switch m {
-	case ModeSocket:
-		return "socket"
-	case ModeAFXDP:
-		return "afxdp"
+func (d Delivery) String() string {
+	switch d {
+	case DeliverStack:
+		return "stack"
+	case DeliverXSK:
+		return "xsk"
 	}
-	return fmt.Sprintf("mode(%d)", uint32(m))
+	return fmt.Sprintf("delivery(%d)", uint32(d))
 }
 
 // Stamp is how a redirected frame carries its receive timestamp to the
@@ -98,7 +100,8 @@ const CostSampleOff = math.MaxUint32
 // Config is the run-time policy of the XDP program (the xgate_cfg map);
 // SetConfig changes it on a loaded program without reloading.
 type Config struct {
-	Mode Mode
+	// Deliver is where survivors go (default DeliverStack).
+	Deliver Delivery
 	// BucketRate is the per-source token rate in packets per second;
 	// 0 disables the token bucket.
 	BucketRate uint64
@@ -135,11 +138,11 @@ const maxBucketLimit = 1 << 47 // ns, ≈ 39 h
 
 func (c Config) raw() (XdpXgateConfig, error) {
 	var r XdpXgateConfig
-	switch c.Mode {
-	case ModeSocket, ModeAFXDP:
-		r.Mode = XdpXgateMode(c.Mode)
+	switch c.Deliver {
+	case DeliverStack, DeliverXSK:
+		r.Mode = XdpXgateMode(c.Deliver)
 	default:
-		return r, fmt.Errorf("unknown mode %d", uint32(c.Mode))
+		return r, fmt.Errorf("unknown delivery %d", uint32(c.Deliver))
 	}
 	if c.BucketRate > 0 {
 		burst := max(c.BucketBurst, 1)
@@ -318,6 +321,25 @@ func (x *XDP) Program() *ebpf.Program { return x.objs.XgateXdp }
 
 // Maps gives direct access to the maps (read-mostly; prefer the helpers).
 func (x *XDP) Maps() *XdpMaps { return &x.objs.XdpMaps }
+
+// AttachMode is where the program runs on an interface: in the driver
+// (native) or on the skb the stack built (generic: slower, every driver).
+type AttachMode string
+
+const (
+	AttachNative  AttachMode = "native"
+	AttachGeneric AttachMode = "generic"
+)
+
+func (m AttachMode) String() string { return string(m) }
+
+// Flags are the link flags that ask for m.
+func (m AttachMode) Flags() link.XDPAttachFlags {
+	if m == AttachGeneric {
+		return link.XDPGenericMode
+	}
+	return link.XDPDriverMode
+}
 
 // Attach attaches the program to an interface through a bpf_link, so that
 // it detaches when the process dies. flags picks the mode

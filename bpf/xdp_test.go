@@ -242,9 +242,9 @@ func TestXDPFixtures(t *testing.T) {
 			verdict: xgDrop, want: map[Reason]uint64{ReasonBlocked: 1}},
 
 		// AF_XDP mode without a socket on the queue (with one: TestXDPAFXDP).
-		{name: "afxdp, no socket", pkt: v4, cfg: Config{Mode: ModeAFXDP},
+		{name: "afxdp, no socket", pkt: v4, cfg: Config{Deliver: DeliverXSK},
 			verdict: xgPass, want: map[Reason]uint64{ReasonPassNoXSK: 1}},
-		{name: "afxdp, no socket, v6 VLAN", pkt: with(v6, func(p *packet.Frame) { p.VLANs = []packet.VLAN{{TPID: packet.EtherType8021Q, VID: 100}} }), cfg: Config{Mode: ModeAFXDP, VLANs: []uint16{100}},
+		{name: "afxdp, no socket, v6 VLAN", pkt: with(v6, func(p *packet.Frame) { p.VLANs = []packet.VLAN{{TPID: packet.EtherType8021Q, VID: 100}} }), cfg: Config{Deliver: DeliverXSK, VLANs: []uint16{100}},
 			verdict: xgPass, want: map[Reason]uint64{ReasonPassNoXSK: 1}},
 	}
 
@@ -419,7 +419,7 @@ func TestXDPAFXDP(t *testing.T) {
 func testXDPAFXDP(t *testing.T, stamp Stamp) {
 	xgNeedRoot(t)
 	h, xsk := xgXSK(t)
-	x := xgLoad(t, Options{Config: Config{Mode: ModeAFXDP}, Queues: 4, Stamp: stamp})
+	x := xgLoad(t, Options{Config: Config{Deliver: DeliverXSK}, Queues: 4, Stamp: stamp})
 	if got, _ := x.Stamp(); got != stamp {
 		t.Fatalf("Stamp() = %v, want %v", got, stamp)
 	}
@@ -496,11 +496,11 @@ func testXDPAFXDP(t *testing.T, stamp Stamp) {
 func TestXDPStampAuto(t *testing.T) {
 	t.Run("meta off", func(t *testing.T) {
 		defer ForceOff(FeatXDPMeta)()
-		x := xgLoad(t, Options{Config: Config{Mode: ModeAFXDP}})
+		x := xgLoad(t, Options{Config: Config{Deliver: DeliverXSK}})
 		if s, why := x.Stamp(); s != StampPrefix || !strings.Contains(why, FeatXDPMeta) {
 			t.Errorf("Stamp() = %v (%s), want prefix because of %s", s, why, FeatXDPMeta)
 		}
-		if _, err := LoadXDP(Options{Config: Config{Mode: ModeAFXDP}, Stamp: StampMeta}); !errors.Is(err, ErrForcedOff) {
+		if _, err := LoadXDP(Options{Config: Config{Deliver: DeliverXSK}, Stamp: StampMeta}); !errors.Is(err, ErrForcedOff) {
 			t.Errorf("LoadXDP(StampMeta) with meta off: %v, want ErrForcedOff", err)
 		}
 	})
@@ -509,7 +509,7 @@ func TestXDPStampAuto(t *testing.T) {
 		if Probe(FeatXDPMeta) == nil {
 			want = StampMeta
 		}
-		x := xgLoad(t, Options{Config: Config{Mode: ModeAFXDP}})
+		x := xgLoad(t, Options{Config: Config{Deliver: DeliverXSK}})
 		if s, why := x.Stamp(); s != want {
 			t.Errorf("Stamp() = %v (%s), want %v", s, why, want)
 		}
@@ -610,7 +610,7 @@ func TestXDPConfig(t *testing.T) {
 	if raw.CostSampleN != DefaultCostSampleN || raw.BucketIntervalNs != 0 || raw.Mode != XdpXgateModeXGATE_MODE_SOCKET {
 		t.Errorf("default config %+v", raw)
 	}
-	xgNoErr(t, x.SetConfig(Config{Mode: ModeAFXDP, BucketRate: 1000, BucketBurst: 50, PayloadCheck: true, CostSampleN: CostSampleOff}))
+	xgNoErr(t, x.SetConfig(Config{Deliver: DeliverXSK, BucketRate: 1000, BucketBurst: 50, PayloadCheck: true, CostSampleN: CostSampleOff}))
 	raw, err = x.ReadConfig()
 	xgNoErr(t, err)
 	want := XdpXgateConfig{BucketIntervalNs: 1e6, BucketLimitNs: 50e6, Mode: XdpXgateModeXGATE_MODE_AFXDP,
@@ -621,7 +621,7 @@ func TestXDPConfig(t *testing.T) {
 	if raw != want || raw.HashKey == [4]uint32{} {
 		t.Errorf("config %+v, want %+v", raw, want)
 	}
-	if err := x.SetConfig(Config{Mode: 7}); err == nil {
+	if err := x.SetConfig(Config{Deliver: 7}); err == nil {
 		t.Error("unknown mode accepted")
 	}
 

@@ -89,7 +89,7 @@ func BenchmarkXDP(b *testing.B) {
 	})
 
 	b.Run("survivor-afxdp-no-xsk", func(b *testing.B) {
-		x := xgLoad(b, Options{Config: Config{Mode: ModeAFXDP, BucketRate: 1e9, BucketBurst: 1 << 26}})
+		x := xgLoad(b, Options{Config: Config{Deliver: DeliverXSK, BucketRate: 1e9, BucketBurst: 1 << 26}})
 		xgBench(b, x.Program(), pkt, xgPass)
 	})
 }

@@ -157,7 +157,7 @@ func (s *xgXSKSock) close() {
 func TestXDPAFXDPLive(t *testing.T) {
 	xgNeedRoot(t)
 	s, h := xgXSKRings(t)
-	x := xgLoad(t, Options{Config: Config{Mode: ModeAFXDP}, Queues: 4})
+	x := xgLoad(t, Options{Config: Config{Deliver: DeliverXSK}, Queues: 4})
 	xgNoErr(t, x.RegisterXSK(0, s.fd))
 	pkt := packet.Frame{Src: xgSrc4, Dst: xgDst4, Payload: xgJSON}.Bytes()
 

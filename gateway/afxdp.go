@@ -100,7 +100,7 @@ func (g *Gateway) openXSKs(cfg *config.Config) ([]int, error) {
 	switch {
 	case zcOff:
 		g.setIfFeature(bpf.FeatAFXDPZeroCopy, bpf.ForcedErr(bpf.FeatAFXDPZeroCopy))
-	case g.xsks[0].sock.Mode() == xdp.ModeZeroCopy:
+	case g.xsks[0].sock.Mode() == xdp.BindZeroCopy:
 		g.setIfFeature(bpf.FeatAFXDPZeroCopy, nil)
 	default:
 		g.setIfFeature(bpf.FeatAFXDPZeroCopy, host.RefusedErr{Err: fmt.Errorf("the driver of %s bound the queues in copy mode", cfg.Interface)})

@@ -70,7 +70,7 @@ type Gateway struct {
 	kernOnce sync.Once
 	xdp      *bpf.XDP
 	xdpLink  link.Link
-	xdpMode  string // native | generic
+	xdpMode  bpf.AttachMode // "" without XDP
 	reuse    *bpf.Reuseport
 
 	probes        *bpf.Probes // nil: disabled or not loadable
@@ -313,11 +313,11 @@ func (g *Gateway) setupXDP(cfg *config.Config) error {
 		}
 	}
 	g.setIfFeature(bpf.FeatXDPNative, nerr)
-	g.xdpMode = "native"
+	g.xdpMode = bpf.AttachNative
 	if nerr != nil {
 		// Generic for native is a step down every mode allows.
-		g.refused(g.path, "native", nerr, note(g.path.String()+" generic (skb mode: slower, the packet is already an skb)"))
-		g.xdpMode = "generic"
+		g.refused(g.path, bpf.AttachNative, nerr, note(g.path.String()+" generic (skb mode: slower, the packet is already an skb)"))
+		g.xdpMode = bpf.AttachGeneric
 		if g.xdpLink, err = g.xdp.Attach(g.ifindex, link.XDPGenericMode); err != nil {
 			return fmt.Errorf("attach xdp to %s: %w", cfg.Interface, err)
 		}

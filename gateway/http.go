@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/gateway/config"
 
 	"github.com/xgate/xgate/gateway/host"
@@ -273,7 +274,7 @@ type Status struct {
 	Path          config.Mode       `json:"path"`
 	Why           string            `json:"why"`
 	Interface     string            `json:"interface,omitempty"`
-	XDPMode       string            `json:"xdp_mode,omitempty"`
+	XDPMode       bpf.AttachMode    `json:"xdp_mode,omitempty"`
 	RxQueues      int               `json:"rx_queues,omitempty"`      // active RX queues of the interface
 	RxQueuesFrom  string            `json:"rx_queues_from,omitempty"` // ethtool | sysfs | fallback
 	Ports         []uint16          `json:"ports"`

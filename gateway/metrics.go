@@ -249,7 +249,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	cfg := g.Config()
-	gauge(descInfo, 1, g.version(), g.path.String(), g.xdpMode, cfg.Interface)
+	gauge(descInfo, 1, g.version(), g.path.String(), g.xdpMode.String(), cfg.Interface)
 	gauge(descUptime, s.Uptime.Seconds())
 	gauge(descRules, float64(len(s.Engine.Rules)))
 	if g.tap != nil {

@@ -168,7 +168,7 @@ func TestStartsOnPlainVeth(t *testing.T) {
 const xdpAttachedSKB = 2
 
 // stepOf finds the refused step of path (and xdpMode, if not "").
-func stepOf(steps []Step, path config.Mode, xdpMode string) (Step, bool) {
+func stepOf(steps []Step, path config.Mode, xdpMode bpf.AttachMode) (Step, bool) {
 	for _, s := range steps {
 		if !s.OK && s.Path == path && (xdpMode == "" || s.XDPMode == xdpMode) {
 			return s, true
@@ -209,8 +209,8 @@ func TestAutoStepsDown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if bpf.Mode(raw.Mode) != bpf.ModeSocket {
-			t.Errorf("XDP program left in mode %v, want socket", bpf.Mode(raw.Mode))
+		if bpf.Delivery(raw.Mode) != bpf.DeliverStack {
+			t.Errorf("XDP program left in mode %v, want socket", bpf.Delivery(raw.Mode))
 		}
 		if len(g.xsks) != 0 {
 			t.Errorf("%d AF_XDP sockets left open", len(g.xsks))
@@ -265,7 +265,7 @@ func TestAutoStepsDown(t *testing.T) {
 		if g.path != config.ModeAFXDP {
 			t.Fatalf("path %s, want afxdp: %s", g.path, g.why)
 		}
-		if m := g.xsks[0].sock.Mode(); m != xdp.ModeCopy {
+		if m := g.xsks[0].sock.Mode(); m != xdp.BindCopy {
 			t.Errorf("bind %v, want copy", m)
 		}
 		if !g.xsks[0].sock.Config().NoNeedWakeup {

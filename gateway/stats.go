@@ -30,8 +30,8 @@ import (
 // Events (and their decode errors) are reported beside the identity.
 type Stats struct {
 	Path     config.Mode
-	Identity config.Mode // the identity's form: afxdp | socket | plain
-	XDPMode  string      // native | generic | "" without XDP
+	Identity config.Mode    // the identity's form: afxdp | socket | plain
+	XDPMode  bpf.AttachMode // native | generic | "" without XDP
 	Uptime   time.Duration
 
 	XDP       bpf.Counters // by reason; zero without XDP

@@ -17,15 +17,15 @@ import (
 // modes fail instead (generic XDP for native is allowed in every mode).
 // The last step is the one taken.
 type Step struct {
-	Path    config.Mode `json:"path"`               // afxdp | socket | plain
-	XDPMode string      `json:"xdp_mode,omitempty"` // native (refused) or the XDP mode taken; "" on plain
-	OK      bool        `json:"ok"`                 // taken; false: refused
-	Reason  string      `json:"reason"`             // why refused, or why taken
+	Path    config.Mode    `json:"path"`               // afxdp | socket | plain
+	XDPMode bpf.AttachMode `json:"xdp_mode,omitempty"` // native (refused) or the XDP mode taken; "" on plain
+	OK      bool           `json:"ok"`                 // taken; false: refused
+	Reason  string         `json:"reason"`             // why refused, or why taken
 }
 
 func (s Step) name() string {
 	if s.XDPMode != "" {
-		return s.Path.String() + " " + s.XDPMode
+		return s.Path.String() + " " + s.XDPMode.String()
 	}
 	return s.Path.String()
 }
@@ -34,7 +34,7 @@ func (s Step) name() string {
 func (g *Gateway) Steps() []Step { return g.steps }
 
 // refused records a refused step and logs the step down.
-func (g *Gateway) refused(path config.Mode, xdpMode string, err error, next fmt.Stringer) {
+func (g *Gateway) refused(path config.Mode, xdpMode bpf.AttachMode, err error, next fmt.Stringer) {
 	s := Step{Path: path, XDPMode: xdpMode, Reason: err.Error()}
 	g.steps = append(g.steps, s)
 	g.log.Warn("receive path: step down", "refused", s.name(), "reason", s.Reason, "next", next)
@@ -101,7 +101,7 @@ func (g *Gateway) openPath(cfg *config.Config) ([]int, error) {
 
 // finishSteps records the step taken and folds the refused ones into why.
 func (g *Gateway) finishSteps() {
-	mode := ""
+	var mode bpf.AttachMode
 	if g.path != config.ModePlain {
 		mode = g.xdpMode
 	}
@@ -149,9 +149,9 @@ func (g *Gateway) closeSockets() {
 
 // xdpConfig is the XDP program's run-time policy for path.
 func xdpConfig(cfg *config.Config, path config.Mode) bpf.Config {
-	mode := bpf.ModeSocket
+	mode := bpf.DeliverStack
 	if path == config.ModeAFXDP {
-		mode = bpf.ModeAFXDP
+		mode = bpf.DeliverXSK
 	}
 	costN := uint32(bpf.CostSampleOff)
 	if cfg.XDP.CostSample > 0 {
@@ -164,7 +164,7 @@ func xdpConfig(cfg *config.Config, path config.Mode) bpf.Config {
 		a, err := netip.ParseAddr(cfg.Listen.Address)
 		noIPv6 = err != nil || !a.Is6() || a.Is4In6()
 	}
-	return bpf.Config{Mode: mode, BucketRate: uint64(cfg.XDP.RateLimit.PerSecond()), BucketBurst: uint64(cfg.XDP.RateLimit.Burst),
+	return bpf.Config{Deliver: mode, BucketRate: uint64(cfg.XDP.RateLimit.PerSecond()), BucketBurst: uint64(cfg.XDP.RateLimit.Burst),
 		PayloadCheck: cfg.XDP.PayloadCheck, CostSampleN: costN, VLANs: cfg.Listen.VLANs, AnyVLAN: cfg.Listen.AnyVLAN,
 		NoIPv6: noIPv6}
 }

@@ -25,7 +25,9 @@ func (e *ConfigError) Error() string {
 // Is makes errors.Is(err, ErrInvalidConfig) true.
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
 
-// BindMode says how Open binds the socket to its queue.
+// BindMode is how a socket binds to its queue: what Config.Bind asks for
+// (BindAuto: zero-copy, else copy) and what Socket.Mode says the kernel did
+// (BindCopy or BindZeroCopy).
 type BindMode int
 
 const (

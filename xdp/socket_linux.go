@@ -31,27 +31,6 @@ var (
 	ErrTimeout = errors.New("xdp: timeout")
 )
 
-// Mode is how a socket is bound: what the kernel actually did.
-type Mode int
-
-const (
-	// ModeCopy: the kernel copies each frame into the UMEM (XDP_COPY; the
-	// only mode veth and drivers without AF_XDP support offer).
-	ModeCopy Mode = iota + 1
-	// ModeZeroCopy: the driver DMAs straight into the UMEM (XDP_ZEROCOPY).
-	ModeZeroCopy
-)
-
-func (m Mode) String() string {
-	switch m {
-	case ModeCopy:
-		return "copy"
-	case ModeZeroCopy:
-		return "zerocopy"
-	}
-	return fmt.Sprintf("Mode(%d)", int(m))
-}
-
 // Meta is the metadata the XDP program wrote in front of a frame.
 type Meta struct {
 	// RxNs is bpf_ktime_get_ns at XDP entry: CLOCK_MONOTONIC nanoseconds.
@@ -169,7 +148,7 @@ type Socket struct {
 	fd, efd int
 	ifindex int
 	queue   int
-	mode    Mode
+	mode BindMode
 	// needWakeup: bound with XDP_USE_NEED_WAKEUP; system calls to kick
 	// the kernel are made only when a ring's flag asks.
 	needWakeup bool
@@ -322,16 +301,16 @@ func open(ifindex, queue int, cfg Config, bindFlag uint16) (_ *Socket, err error
 		return nil, st.wrap("bind "+mode, err)
 	}
 	s.needWakeup = !cfg.NoNeedWakeup
-	s.mode = ModeCopy
+	s.mode = BindCopy
 	if bindFlag == unix.XDP_ZEROCOPY {
-		s.mode = ModeZeroCopy
+		s.mode = BindZeroCopy
 	}
 	// XDP_OPTIONS tells what the kernel really did.
 	if opts, err := unix.GetsockoptInt(fd, unix.SOL_XDP, unix.XDP_OPTIONS); err == nil {
 		if opts&unix.XDP_OPTIONS_ZEROCOPY != 0 {
-			s.mode = ModeZeroCopy
+			s.mode = BindZeroCopy
 		} else {
-			s.mode = ModeCopy
+			s.mode = BindCopy
 		}
 	}
 	return s, nil
@@ -357,7 +336,7 @@ func newSocket(cfg Config, umem []byte, fill, comp, rx, tx ring) *Socket {
 		txBusy: make([]bool, cfg.TxFrames),
 		idle:   make(chan struct{}),
 		done:   make(chan struct{}),
-		mode:   ModeCopy,
+		mode:   BindCopy,
 	}
 	s.umemRefs.Store(1)
 	s.pollFds = [2]unix.PollFd{{Fd: -1}, {Fd: -1}}
@@ -383,7 +362,7 @@ func newSocket(cfg Config, umem []byte, fill, comp, rx, tx ring) *Socket {
 func (s *Socket) FD() int { return s.fd }
 
 // Mode says whether the socket is bound in copy or zero-copy mode.
-func (s *Socket) Mode() Mode { return s.mode }
+func (s *Socket) Mode() BindMode { return s.mode }
 
 // Queue is the RX queue the socket is bound to.
 func (s *Socket) Queue() int { return s.queue }

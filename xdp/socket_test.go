@@ -43,7 +43,7 @@ func newRigStamp(t testing.TB, queues int, cfg Config, stamp bpf.Stamp) *rig {
 	x, err := bpf.LoadXDP(bpf.Options{
 		Queues:      queues,
 		ListenPorts: []uint16{testPort},
-		Config:      bpf.Config{Mode: bpf.ModeAFXDP},
+		Config:      bpf.Config{Deliver: bpf.DeliverXSK},
 		Stamp:       stamp,
 	})
 	if errors.Is(err, bpf.ErrNotSupported) {
@@ -97,7 +97,7 @@ func openOn(t testing.TB, h *testenv.Host, q int, cfg Config) *Socket {
 			t.Errorf("close queue %d: %v", q, err)
 		}
 	})
-	if s.Mode() != ModeCopy && s.Mode() != ModeZeroCopy {
+	if s.Mode() != BindCopy && s.Mode() != BindZeroCopy {
 		t.Fatalf("mode %v", s.Mode())
 	}
 	return s

@@ -149,7 +149,7 @@ func TestDefaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"mode", c.Mode, "auto"},
+		{"mode", c.Mode, ModeAuto},
 		{"queues", c.Queues, 0},
 		{"socket.batch", c.Socket.Batch, 64},
 		{"socket.rcvbuf", c.Socket.RcvBuf, 4 << 20},

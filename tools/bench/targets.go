@@ -115,9 +115,9 @@ type xdpProg struct {
 	base bpf.Counters
 }
 
-func attachXDP(h *testenv.Host, mode bpf.Mode) (*xdpProg, error) {
+func attachXDP(h *testenv.Host, mode bpf.Delivery) (*xdpProg, error) {
 	x, err := bpf.LoadXDP(bpf.Options{Queues: max(1, h.Queues), ListenPorts: []uint16{Port},
-		Config: bpf.Config{Mode: mode, PayloadCheck: true, CostSampleN: bpf.DefaultCostSampleN}})
+		Config: bpf.Config{Deliver: mode, PayloadCheck: true, CostSampleN: bpf.DefaultCostSampleN}})
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ type rawSock struct {
 }
 
 func startRawSock(h *testenv.Host) (target, func() error, error) {
-	prog, err := attachXDP(h, bpf.ModeSocket)
+	prog, err := attachXDP(h, bpf.DeliverStack)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -282,7 +282,7 @@ type rawXSK struct {
 }
 
 func startRawXSK(h *testenv.Host) (target, func() error, error) {
-	prog, err := attachXDP(h, bpf.ModeAFXDP)
+	prog, err := attachXDP(h, bpf.DeliverXSK)
 	if err != nil {
 		return nil, nil, err
 	}
