@@ -47,15 +47,15 @@ struct {
  * verifier sees a constant; never 0.
  *
  * Why sample: timing a packet costs a clock read and four map lookups.
- * Measured with perf on a 2-core VM at 0.3–0.5 M datagrams/s, timing every
- * packet put ≈ 6% of the softirq receive path (veth_poll and below) into
- * the filter; sampled 1 in 64, ≈ 1% (the filter call itself and one
- * per-CPU increment and compare per packet).
+ * Timing every packet puts a measurable share of the softirq receive path
+ * into the filter; sampled 1 in 64, what remains is the filter call itself
+ * and one per-CPU increment and compare per packet (perf figures:
+ * BENCHMARKS.md, "Why the defaults").
  *
  * Where the start comes from: skb->tstamp, which the kernel sets only while
  * host-wide software receive timestamping is on (a static key that any
  * SO_TIMESTAMP* socket turns on: a clock read per received skb, every
- * device; ≈ 3% of the same path). That is ProbeOptions.RxTimestamps;
+ * device). That is ProbeOptions.RxTimestamps;
  * without it the samples count PROBE_STAT_SOCK_NO_TSTAMP. There is no
  * cheaper start at this point: bpf_ktime here is only the end, the XDP
  * metadata stamp is not visible to a socket filter, and __sk_buff hides

@@ -153,10 +153,9 @@ static __always_inline void count(__u32 reason, __u64 bytes)
  *
  * The words are those of struct xgate_src_key as little-endian u32s; the
  * parser calls this with the values it has in registers, so the v4-mapped
- * form's constant words cost nothing. Measured here: ≈ 5 ns for the hash
- * read back from the key on the stack, ≈ 2-3 ns with the words passed in;
- * a one-multiply finalizer instead of murmur3's two gained nothing
- * measurable. */
+ * form's constant words cost nothing (cheaper than reading the key back
+ * from the stack; a one-multiply finalizer gained nothing measurable:
+ * BENCHMARKS.md, "Why the defaults"). */
 static __always_inline __u64 src_hash(__u32 w0, __u32 w1, __u32 w2, __u32 w3,
 				      const struct xgate_config *cfg)
 {
@@ -174,7 +173,7 @@ static __always_inline __u64 src_hash(__u32 w0, __u32 w1, __u32 w2, __u32 w3,
 
 /* Blocklisted and not expired?
  *
- * The LRU hash lookup is a helper call (≈25 ns with the SRSO "Safe RET"
+ * The LRU hash lookup is a helper call (dear with the SRSO "Safe RET"
  * mitigation), so a counting filter in an ARRAY map (inlined lookup) is
  * asked first: a zero counter means no blocklist entry can have this
  * source's hash, and almost every packet stops there. A non-zero counter
@@ -240,7 +239,7 @@ static __always_inline __s64 tat_diff(__u64 a, __u64 b)
  *
  * Slots instead of an LRU hash: the slot is buckets[hash & mask], an ARRAY
  * lookup the verifier inlines, where the LRU lookup (and its insert for a
- * new source) were helper calls of ≈25 ns each. The price is collisions.
+ * new source) were helper calls. The price is collisions.
  * A source whose slot holds another owner takes the slot over as a fresh,
  * full bucket. When the previous owner's bucket was full anyway (TAT <=
  * now), nothing is lost — a full bucket and no bucket are the same state.
@@ -580,8 +579,8 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		return XDP_DROP;
 	}
 
-	/* Policy: blocklist, bucket, payload. The clock (a helper call, ≈30 ns
-	 * on this class of CPU) is read at most once, and only by the steps
+	/* Policy: blocklist, bucket, payload. The clock (a helper call) is
+	 * read at most once, and only by the steps
 	 * that need it: a block with an expiry, the fine-clock bucket, the
 	 * AF_XDP metadata stamp. */
 	/* CIDR lists: a helper call (the LPM trie), only when there are lists. */

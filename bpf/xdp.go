@@ -125,7 +125,7 @@ type Config struct {
 	CostSampleN uint32
 	// FineClock makes the token bucket read bpf_ktime_get_ns for every
 	// packet. By default the bucket uses the kernel tick (jiffies, read
-	// without a helper call, ≈30 ns cheaper per packet here) whenever the
+	// without a helper call, so cheaper per packet) whenever the
 	// burst lasts at least two ticks (BucketBurst/BucketRate >= 2/CONFIG_HZ),
 	// where being up to a tick late costs a source sending at exactly its
 	// rate at most half its burst; smaller bursts always use the fine clock.

@@ -174,7 +174,7 @@ struct xgate_config {
 
 /* The listen set: bit p of the bitmap is set when UDP port p (host order)
  * is ours. One entry (key 0) of an ARRAY map: an array lookup is inlined by
- * the verifier, a hash lookup is a helper call (≈25 ns on SRSO-mitigated
+ * the verifier, a hash lookup is a helper call (dear on SRSO-mitigated
  * CPUs), and every packet of the host asks this question. */
 struct xgate_port_set {
 	__u64 bits[65536 / 64];

@@ -21,8 +21,8 @@ var probeNames = []string{bpf.ProbeSockLatency, bpf.ProbeKfreeSkb, bpf.ProbeXDPR
 // verdict sampling (probes.rx_timestamps), which needs no BPF. Both
 // socket-path latencies time one datagram in probes.sample: timing every
 // datagram in the filter, plus SO_TIMESTAMPNS on our sockets, cost the
-// socket path ≈ 6% of its softirq receive work and a timestamp conversion
-// per datagram read (bpf/probes.c has the figures).
+// socket path a share of its softirq receive work and a timestamp
+// conversion per datagram read (BENCHMARKS.md, "Why the defaults").
 func (g *Gateway) setupProbes(cfg *config.Config) {
 	if !cfg.Probes.Enabled {
 		g.probesMissing = []string{"all: disabled by probes.enabled: false"}

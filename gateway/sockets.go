@@ -17,9 +17,9 @@ import (
 // datagram, a socket of the receiving CPU's node (by flow hash within the
 // node; kernel's choice on a node without workers); on one node, and in
 // plain mode, the kernel's own flow hash over the group does, which is the
-// same choice without running a program per datagram (it cost ≈ 5% of the
-// softirq receive path in perf on the one-node test VM). It returns the CPU
-// of each socket's worker.
+// same choice without running a program per datagram (what the program
+// costs: BENCHMARKS.md, "Why the defaults"). It returns the CPU of each
+// socket's worker.
 func (g *Gateway) openSockets(cfg *config.Config) ([]int, error) {
 	topo, err := g.topology(cfg)
 	if err != nil {

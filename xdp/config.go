@@ -75,8 +75,8 @@ const (
 )
 
 // Defaults filled in by Config.WithDefaults for zero fields. The ring sizes
-// follow what was measured on this project's hosts: a 2048-entry RX ring
-// with a poll()-sleeping reader dropped 5–20% at 2 M pps, 4096 did not.
+// are what kept a poll()-sleeping reader from dropping at full rate on
+// this project's hosts (BENCHMARKS.md, "Why the defaults").
 const (
 	DefaultFrameSize = 4096
 	DefaultRingSize  = 4096

@@ -225,9 +225,8 @@ type Probes struct {
 	// and receive → verdict). On by default: without it both histograms
 	// stay empty (unless something else on the host, such as an NTP
 	// daemon, turned timestamping on). It is host-wide, a clock read per
-	// packet received on any interface (≈ 30 ns, ≈ 3% of the socket path's
-	// softirq work on the test VM; socket/rawsock 0.856× with it and 0.855×
-	// without, within noise); turn it off where that matters more.
+	// packet received on any interface (its cost: BENCHMARKS.md, "Why the
+	// defaults"); turn it off where that matters more.
 	RxTimestamps bool
 }
 
@@ -276,8 +275,8 @@ func Default() *Config {
 // sleeps in poll(2) (afxdp.spin, xdp.Config.Spin). Waking a sleeping
 // thread costs tens of µs (more on a virtual CPU that halted): at half
 // load a worker that slept whenever the ring was empty paid that on most
-// batches, p50 receive → verdict ≈ 28 µs against ≈ 10 µs spinning
-// (BENCHMARKS.md). The price is CPU: a worker that gets a batch at least
+// batches (BENCHMARKS.md, "Why the defaults"). The price is CPU: a worker
+// that gets a batch at least
 // every spin never sleeps, one that gets b batches a second at lower
 // rates spins about b × spin per second.
 const DefaultRxSpin = 50 * time.Microsecond

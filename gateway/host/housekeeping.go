@@ -16,12 +16,12 @@ import (
 // the process may use that are not workers' ("Housekeeping CPUs").
 //
 // Why: a worker shares its CPU with whatever else the scheduler puts
-// there. For a SCHED_OTHER worker those threads preempt it (the bench saw
-// 2 % of the time waiting on its run queue); a SCHED_FIFO worker preempts
-// them, yet still waited 1.2–1.4 % of the time at half load in the bench,
-// with stalls of tens of ms, against 0.0 % with the other threads moved
-// off its CPU (likely Linux 6.12+'s deadline "fair server", which reserves
-// runnable SCHED_OTHER threads a share of a CPU a real-time thread holds).
+// there. For a SCHED_OTHER worker those threads preempt it; a SCHED_FIFO
+// worker preempts them, yet still waits behind them now and then, with
+// stalls of tens of ms, unless they are moved off its CPU (likely Linux
+// 6.12+'s deadline "fair server", which reserves runnable SCHED_OTHER
+// threads a share of a CPU a real-time thread holds). The run-queue waits
+// with and without: BENCHMARKS.md, "Why the defaults".
 //
 // Which threads: every thread of the process but the workers whose
 // affinity is the process's whole set (so a thread someone else pinned —

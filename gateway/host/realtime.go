@@ -36,8 +36,8 @@ import (
 // Softirqs are not affected while they run in interrupt context (they
 // preempt any thread); only ksoftirqd is. In the bench layout (xgate
 // bench: generator on CPU 1, worker on CPU 0) veth's NAPI runs on the
-// sending CPU — /proc/softirqs NET_RX grew ≈ 577k on CPU 1 and ≈ 1.6k on
-// CPU 0 during a 10 s run — so the worker's FIFO does not delay its own
+// sending CPU (/proc/softirqs NET_RX grows on the sender's CPU, hardly on
+// the worker's), so the worker's FIFO does not delay its own
 // receive path there; with a NIC whose queue IRQ is on the worker's CPU
 // (the production layout) NAPI under sustained load falls back to
 // ksoftirqd, which the spinning worker then delays. So it is opt-in,

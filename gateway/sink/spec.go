@@ -110,9 +110,8 @@ const (
 	defaultBlockTimeout = 100 * time.Millisecond
 	// defaultKeyedBuffer is the default buffer of kafka and nats sinks:
 	// their records hold slab memory until acknowledged, so a sink needs
-	// room for rate × (linger + round trip). Measured here
-	// (TestSinkGatewayThroughput): 1 MiB per worker capped a local Kafka
-	// sink at 0.36 M records/s with drops; 32 MiB carried 0.45 M/s with none.
+	// room for rate × (linger + round trip); TestSinkGatewayThroughput
+	// measures it (BENCHMARKS.md, "Why the defaults").
 	defaultKeyedBuffer = 32 << 20
 	defaultDelivery    = 30 * time.Second // kafka, nats
 )

@@ -18,8 +18,8 @@
 // the run's packet with the next of the K frames (they live in an array
 // map) and returns XDP_TX; the test runner turns that into a redirect out
 // of the sending veth, and the frame reaches the peer through
-// ndo_xdp_xmit — ≈ 4.7 M frames/s from one core into a receiver that
-// drops in XDP, against ≈ 0.3–0.4 M for a socket sender that pays veth's
+// ndo_xdp_xmit — many times what a socket sender reaches from one core
+// (BENCHMARKS.md has both), since the socket sender pays veth's
 // skb copy.
 //
 // What the receiving end must have: veth drops frames that arrive through
@@ -27,9 +27,9 @@
 // it NAPI), and counts them nowhere. The gateway attaches one in afxdp
 // and socket mode; for anything else attach [AttachPass] for the run.
 //
-// Runs. Each test run costs ≈ 25 ms of setup on this kernel (its page
+// Runs. Each test run costs tens of ms of setup on this kernel (its page
 // pool is torn down behind an RCU grace period), so a run sends many
-// frames: at max rate ≈ 250 ms worth (or Options.Chunk); paced, the
+// frames: at max rate runTarget worth (or Options.Chunk); paced, the
 // program itself holds each frame to its slot, so traffic is smooth.
 //
 // Counting. The program has a quota per run and counts every frame it
@@ -84,7 +84,7 @@ const (
 	MaxSources = 1 << 15
 )
 
-// Sizing of test runs: each costs ≈ 25 ms of setup on this kernel (the
+// Sizing of test runs: each costs tens of ms of setup on this kernel (the
 // page pool of the run is torn down behind an RCU grace period), so a run
 // should last a good deal longer than that; Duration and ctx are checked
 // between runs.
@@ -169,7 +169,7 @@ type Options struct {
 	// its slot is dropped unsent), so paced traffic is smooth, not bursts
 	// (after a delay it catches up at line rate for at most 50 µs, or one
 	// batch of frames). Between test runs there is a gap of the run's
-	// setup (≈ 25 ms); the next run makes up for it and for other delays
+	// setup; the next run makes up for it and for other delays
 	// at up to 1.5 × Rate. The AF_XDP engine paces in its sending loop
 	// with the same slack and catch-up (afxdp.go), without the gaps. The
 	// achieved rate is Result.PPS.
@@ -177,8 +177,8 @@ type Options struct {
 	// Duration bounds one Send (0: only the count bounds it).
 	Duration time.Duration
 	// Chunk (live frames) is the frames per test run; default: what the previous run
-	// sent in ≈ 250 ms (at least 65536), or 250 ms worth at Rate. Each run
-	// costs ≈ 25 ms of setup, during which nothing is sent: a large Chunk
+	// sent in runTarget (at least 65536), or runTarget worth at Rate. Each run
+	// costs tens of ms of setup, during which nothing is sent: a large Chunk
 	// makes a max-rate Send one continuous stream (ctx and Duration are
 	// only checked between runs).
 	Chunk uint32
