@@ -148,7 +148,7 @@ type Socket struct {
 	fd, efd int
 	ifindex int
 	queue   int
-	mode BindMode
+	mode    BindMode
 	// needWakeup: bound with XDP_USE_NEED_WAKEUP; system calls to kick
 	// the kernel are made only when a ring's flag asks.
 	needWakeup bool
