@@ -4,7 +4,6 @@ package xdp
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"github.com/xgate/xgate/bpf"
+	"github.com/xgate/xgate/packet"
 	"github.com/xgate/xgate/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -116,27 +116,6 @@ func monotonic() uint64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
-}
-
-// udpPayload returns the UDP payload of an IPv4/UDP Ethernet frame to
-// dstPort, or nil.
-func udpPayload(frame []byte, dstPort uint16) []byte {
-	if len(frame) < 42 || binary.BigEndian.Uint16(frame[12:]) != unix.ETH_P_IP {
-		return nil
-	}
-	ihl := int(frame[14]&0xf) * 4
-	if frame[23] != unix.IPPROTO_UDP || len(frame) < 14+ihl+8 {
-		return nil
-	}
-	udp := frame[14+ihl:]
-	if binary.BigEndian.Uint16(udp[2:]) != dstPort {
-		return nil
-	}
-	ulen := int(binary.BigEndian.Uint16(udp[4:]))
-	if ulen < 8 || ulen > len(udp) {
-		return nil
-	}
-	return udp[8:ulen]
 }
 
 // drain receives on s until want frames arrived or timeout passed, calls
@@ -503,33 +482,19 @@ func TestTransmit(t *testing.T) {
 	}
 }
 
+// udpPayload returns the UDP payload of a frame to dstPort, or nil (the
+// repository's one parser, package packet).
+func udpPayload(frame []byte, dstPort uint16) []byte {
+	d, o := packet.ParseUDP(frame)
+	if o != packet.UDP || d.DstPort != dstPort {
+		return nil
+	}
+	return d.Payload
+}
+
 // ipv4UDPFrame builds an Ethernet/IPv4/UDP frame from src to dst:port
 // (UDP checksum 0: none, legal over IPv4).
 func ipv4UDPFrame(src, dst *testenv.Host, port uint16, payload []byte) []byte {
-	f := make([]byte, 42+len(payload))
-	copy(f[0:6], dst.MAC)
-	copy(f[6:12], src.MAC)
-	binary.BigEndian.PutUint16(f[12:], unix.ETH_P_IP)
-	ip := f[14:34]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
-	ip[8] = 64
-	ip[9] = unix.IPPROTO_UDP
-	s4, d4 := src.Addr.As4(), dst.Addr.As4()
-	copy(ip[12:16], s4[:])
-	copy(ip[16:20], d4[:])
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
-	udp := f[34:42]
-	binary.BigEndian.PutUint16(udp[0:], 40000)
-	binary.BigEndian.PutUint16(udp[2:], port)
-	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
-	copy(f[42:], payload)
-	return f
+	return packet.Frame{SrcMAC: src.MAC, DstMAC: dst.MAC, Src: src.Addr, Dst: dst.Addr, DstPort: port,
+		Payload: payload, Checksum: true}.Bytes()
 }

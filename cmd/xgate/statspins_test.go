@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/packet"
+
 	"github.com/xgate/xgate/gateway/config"
 
 	"github.com/cilium/ebpf"
@@ -100,7 +102,7 @@ func TestStatsPinsLive(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	frame, err := loadgen.AppendFrame(nil, loadgen.FrameSpec{
+	frame, err := loadgen.AppendFrame(nil, packet.Frame{
 		SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
 		Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2"),
 		SrcPort: 40000, DstPort: 9000, Payload: []byte(`{"user_id":"u1"}`),

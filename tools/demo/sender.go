@@ -10,6 +10,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/xgate/xgate/packet"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/testenv"
@@ -123,7 +125,7 @@ type frameMix struct {
 	rng             *rand.Rand
 	clients         []netip.Addr
 	floodSrc        netip.Addr
-	spec            loadgen.FrameSpec
+	spec            packet.Frame
 	port, otherPort uint16
 	payload         []byte
 }
@@ -138,7 +140,7 @@ func newFrameMix(from, to *testenv.Host, port, otherPort uint16) (*frameMix, err
 		return nil, err
 	}
 	m := &frameMix{events: events, flood: flood, rng: rand.New(rand.NewPCG(3, 4)), port: port, otherPort: otherPort,
-		spec: loadgen.FrameSpec{SrcMAC: from.MAC, DstMAC: to.MAC, Dst: to.Addr}}
+		spec: packet.Frame{SrcMAC: from.MAC, DstMAC: to.MAC, Dst: to.Addr}}
 	if m.clients, err = addrsOutside(netip.AddrFrom4([4]byte{198, 19, 128, 1}), clientAddrs, from.Prefix, to.Prefix); err != nil {
 		return nil, err
 	}

@@ -63,6 +63,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/xgate/xgate/packet"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netns"
@@ -431,7 +433,7 @@ func (g *Gen) buildFrames() error {
 		} else {
 			payload = o.Payloads[k%len(o.Payloads)]
 		}
-		f, err := AppendFrame(nil, FrameSpec{
+		f, err := AppendFrame(nil, packet.Frame{
 			SrcMAC: o.From.MAC, DstMAC: o.To.MAC,
 			Src: g.srcs[k%len(g.srcs)], Dst: o.To.Addr,
 			SrcPort: o.SrcPort, DstPort: o.DstPort, ID: uint16(k), Payload: payload,

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgate/xgate/packet"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/bpf"
@@ -20,74 +22,13 @@ import (
 	"github.com/xgate/xgate/tools/gen"
 )
 
-// parsed is a frame taken apart by parseFrame.
-type parsed struct {
-	dstMAC, srcMAC   net.HardwareAddr
-	src, dst         netip.Addr
-	srcPort, dstPort uint16
-	payload          []byte
-}
-
-// parseFrame checks and takes apart an Ethernet/IPv4/UDP frame,
-// independently of AppendFrame.
-func parseFrame(t *testing.T, f []byte) parsed {
-	t.Helper()
-	if len(f) < HeaderLen {
-		t.Fatalf("frame of %d bytes", len(f))
-	}
-	if et := binary.BigEndian.Uint16(f[12:]); et != 0x0800 {
-		t.Fatalf("ethertype %#x", et)
-	}
-	ip := f[14:]
-	if ip[0] != 0x45 {
-		t.Fatalf("version/IHL %#x", ip[0])
-	}
-	if ip[9] != 17 {
-		t.Fatalf("protocol %d", ip[9])
-	}
-	if ip[8] == 0 {
-		t.Fatal("TTL 0")
-	}
-	if fl := binary.BigEndian.Uint16(ip[6:]); fl&0x3fff != 0 {
-		t.Fatalf("fragment bits %#x", fl)
-	}
-	tot := int(binary.BigEndian.Uint16(ip[2:]))
-	if tot != len(f)-14 {
-		t.Fatalf("IPv4 total length %d, frame carries %d", tot, len(f)-14)
-	}
-	// One's complement sum over the header including its checksum.
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	if sum != 0xffff {
-		t.Fatalf("IPv4 header checksum wrong (sum %#x)", sum)
-	}
-	udp := ip[20:]
-	if ul := int(binary.BigEndian.Uint16(udp[4:])); ul != tot-20 {
-		t.Fatalf("UDP length %d, want %d", ul, tot-20)
-	}
-	if cs := binary.BigEndian.Uint16(udp[6:]); cs != 0 {
-		t.Fatalf("UDP checksum %#x, want 0 (none)", cs)
-	}
-	return parsed{
-		dstMAC: net.HardwareAddr(f[0:6]), srcMAC: net.HardwareAddr(f[6:12]),
-		src: netip.AddrFrom4([4]byte(ip[12:16])), dst: netip.AddrFrom4([4]byte(ip[16:20])),
-		srcPort: binary.BigEndian.Uint16(udp[0:]), dstPort: binary.BigEndian.Uint16(udp[2:]),
-		payload: udp[8:],
-	}
-}
-
 func TestAppendFrame(t *testing.T) {
 	g, err := gen.New(gen.Config{Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	payload, _ := g.Append(nil)
-	spec := FrameSpec{
+	spec := packet.Frame{
 		SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
 		Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2"),
 		SrcPort: 40000, DstPort: 9000, ID: 7, Payload: payload,
@@ -96,20 +37,28 @@ func TestAppendFrame(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := parseFrame(t, f)
-	if !bytes.Equal(p.srcMAC, spec.SrcMAC) || !bytes.Equal(p.dstMAC, spec.DstMAC) || p.src != spec.Src || p.dst != spec.Dst ||
-		p.srcPort != 40000 || p.dstPort != 9000 || !bytes.Equal(p.payload, payload) {
-		t.Fatalf("parsed %+v from %+v", p, spec)
+	// Parsed with the one parser (package packet), as the XDP program
+	// and the workers do; the generator's additions checked by hand.
+	p, o := packet.ParseUDP(f)
+	if o != packet.UDP || !bytes.Equal(f[6:12], spec.SrcMAC) || !bytes.Equal(f[0:6], spec.DstMAC) ||
+		p.Src != spec.Src || p.Dst != spec.Dst || p.SrcPort != 40000 || p.DstPort != 9000 || !bytes.Equal(p.Payload, payload) {
+		t.Fatalf("parsed %v %+v from %+v", o, p, spec)
+	}
+	if c := packet.Checksum(f[packet.EthLen : packet.EthLen+packet.IPv4Len]); c != 0 {
+		t.Errorf("IPv4 header checksum does not verify (%#x)", c)
+	}
+	if fl := binary.BigEndian.Uint16(f[packet.EthLen+6:]); fl != packet.IPv4DF {
+		t.Errorf("flags %#x, want DF only", fl)
 	}
 	var ev map[string]any
-	if err := json.Unmarshal(p.payload, &ev); err != nil {
-		t.Fatalf("payload is not JSON: %v: %s", err, p.payload)
+	if err := json.Unmarshal(p.Payload, &ev); err != nil {
+		t.Fatalf("payload is not JSON: %v: %s", err, p.Payload)
 	}
 	// A known header: RFC 1071's example bytes sum to 0xddf2 → ^ = 0x220d.
-	if c := Checksum([]byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}); c != 0x220d {
+	if c := packet.Checksum([]byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}); c != 0x220d {
 		t.Fatalf("checksum %#x, want 0x220d", c)
 	}
-	if _, err := AppendFrame(nil, FrameSpec{SrcMAC: spec.SrcMAC, DstMAC: spec.DstMAC,
+	if _, err := AppendFrame(nil, packet.Frame{SrcMAC: spec.SrcMAC, DstMAC: spec.DstMAC,
 		Src: netip.MustParseAddr("2001:2::1"), Dst: spec.Dst}); err == nil {
 		t.Fatal("IPv6 source accepted")
 	}
@@ -150,20 +99,20 @@ func TestFramesOfGen(t *testing.T) {
 	srcs := map[netip.Addr]int{}
 	bad := 0
 	for i, f := range frames {
-		p := parseFrame(t, f)
-		if !bytes.Equal(p.srcMAC, pair.A.MAC) || !bytes.Equal(p.dstMAC, pair.B.MAC) || p.dst != pair.B.Addr || p.dstPort != 9000 {
-			t.Fatalf("frame %d: %+v", i, p)
+		p, o := packet.ParseUDP(f)
+		if o != packet.UDP || !bytes.Equal(f[6:12], pair.A.MAC) || !bytes.Equal(f[0:6], pair.B.MAC) || p.Dst != pair.B.Addr || p.DstPort != 9000 {
+			t.Fatalf("frame %d: %v %+v", i, o, p)
 		}
-		srcs[p.src]++
-		if pair.B.Prefix.Contains(p.src) && p.src != pair.A.Addr {
-			t.Fatalf("frame %d: source %v inside the hosts' prefix", i, p.src)
+		srcs[p.Src]++
+		if pair.B.Prefix.Contains(p.Src) && p.Src != pair.A.Addr {
+			t.Fatalf("frame %d: source %v inside the hosts' prefix", i, p.Src)
 		}
-		valid := json.Valid(p.payload)
+		valid := json.Valid(p.Payload)
 		if kinds[i] != gen.Valid {
 			bad++
 		}
 		if (kinds[i] == gen.Valid || kinds[i] == gen.MissingKey || kinds[i] == gen.WrongType) != valid {
-			t.Fatalf("frame %d: kind %v but json.Valid %v: %s", i, kinds[i], valid, p.payload)
+			t.Fatalf("frame %d: kind %v but json.Valid %v: %s", i, kinds[i], valid, p.Payload)
 		}
 	}
 	if len(srcs) != 8 || srcs[pair.A.Addr] != 8 {
@@ -207,7 +156,7 @@ func TestSendToSocket(t *testing.T) {
 	frames, _ := g.Frames()
 	payloads := map[string]bool{}
 	for _, f := range frames {
-		payloads[string(f[HeaderLen:])] = true
+		payloads[string(f[packet.HeaderLen:])] = true
 	}
 
 	type recvd struct {
