@@ -2,9 +2,9 @@ package config
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
+	"github.com/xgate/xgate/gateway/sink"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -94,24 +94,10 @@ func (c *Config) readTokenFile(k *configChecker) {
 		k.errf("http.token_file", "set http.token or http.token_file, not both")
 		return
 	}
-	t, err := firstLine(c.HTTP.TokenFile)
+	t, err := sink.Secret("", c.HTTP.TokenFile)
 	if err != nil {
 		k.errf("http.token_file", "%v (a file whose first line is the token, readable by the daemon's user)", err)
 		return
 	}
 	c.HTTP.Token = t
-}
-
-// firstLine reads a secret file: its first line, without the line end.
-func firstLine(file string) (string, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	line = strings.TrimRight(line, "\r")
-	if line == "" {
-		return "", fmt.Errorf("%s: empty", file)
-	}
-	return line, nil
 }

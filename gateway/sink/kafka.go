@@ -324,7 +324,7 @@ func newKafkaOutput(sk *sink, sp Spec) (*kafkaOutput, error) {
 		opts = append(opts, kgo.DialTLSConfig(tc))
 	}
 	if s := k.SASL; s.Mechanism != "" {
-		pass, err := secret(s.Password, s.PasswordFile)
+		pass, err := Secret(s.Password, s.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("sasl password: %w", err)
 		}

@@ -437,13 +437,13 @@ func newNATSOutput(sk *sink, sp Spec) (*natsOutput, error) {
 	}
 	switch {
 	case n.User != "":
-		pass, err := secret(n.Password, n.PasswordFile)
+		pass, err := Secret(n.Password, n.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("nats password: %w", err)
 		}
 		opts = append(opts, nats.UserInfo(n.User, pass))
 	case n.TokenFile != "":
-		tok, err := secret("", n.TokenFile)
+		tok, err := Secret("", n.TokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("nats token: %w", err)
 		}

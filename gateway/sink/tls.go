@@ -58,9 +58,9 @@ func (t TLS) config() (*tls.Config, error) {
 	return c, nil
 }
 
-// secret is value, or else the first line of file (a password or token
+// Secret is value, or else the first line of file (a password or token
 // kept out of the config).
-func secret(value, file string) (string, error) {
+func Secret(value, file string) (string, error) {
 	if file == "" {
 		return value, nil
 	}
