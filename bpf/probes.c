@@ -245,8 +245,11 @@ static __always_inline __u16 udp_dport(struct sk_buff *skb)
 			return 0;
 		if (ip.protocol != IPPROTO_UDP_ || ip.ihl < 5)
 			return 0;
-		/* A non-first fragment carries no UDP header. */
-		if (ip.frag_off & bpf_htons(0x1FFF))
+		/* A fragment is no datagram of ours yet (a non-first one has no
+		 * UDP header at all): the XDP program counted it as not ours,
+		 * so its drop (reassembly timeout, …) is not one of ours. A
+		 * reassembled datagram has MF and the offset clear again. */
+		if (ip.frag_off & bpf_htons(0x3FFF))
 			return 0;
 		if (th == HDR_UNSET || th <= nh)
 			th = nh + ip.ihl * 4;

@@ -181,10 +181,11 @@ func (f Frame) Append(buf []byte) ([]byte, error) {
 		s, d := f.Src.Unmap().As4(), f.Dst.Unmap().As4()
 		buf = append(buf, s[:]...)
 		buf = append(buf, d[:]...)
-		if f.Checksum {
-			binary.BigEndian.PutUint16(buf[ip+10:], Checksum(buf[ip:ip+IPv4Len]))
-		}
 		buf = append(buf, f.Options...)
+		if f.Checksum {
+			// Over the whole header, options included.
+			binary.BigEndian.PutUint16(buf[ip+10:], Checksum(buf[ip:ip+IPv4Len+len(f.Options)]))
+		}
 	case EtherTypeIPv6:
 		if !f.Src.Is6() || !f.Dst.Is6() {
 			return buf[:start], fmt.Errorf("packet: IPv6 frame needs IPv6 addresses, got %v → %v", f.Src, f.Dst)
