@@ -216,6 +216,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 			hk: g.hk, pinned: &g.pinned}
 		if i < len(g.sockets) {
 			w.sock = g.sockets[i]
+			w.recvTimeout = g.opts.RecvTimeout
 			w.batch = newBatch(max(1, cfg.Socket.Batch), cfg.Limits.MaxDatagram+1)
 		}
 		if i < len(g.xsks) {

@@ -112,6 +112,13 @@ func (s *udpSocket) drops() (uint64, error) {
 	return uint64(info[skMeminfoDrops]), nil
 }
 
+// setTimeout sets how long one recvmmsg waits (SO_RCVTIMEO); 0 waits
+// until a datagram arrives or shutdown.
+func (s *udpSocket) setTimeout(d time.Duration) error {
+	tv := unix.NsecToTimeval(int64(d))
+	return unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+}
+
 // shutdown wakes a worker blocked in recvmmsg on this socket.
 func (s *udpSocket) shutdown() { _ = unix.Shutdown(s.fd, unix.SHUT_RD) }
 

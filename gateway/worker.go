@@ -38,9 +38,10 @@ type worker struct {
 	// what the tap clients want, nil with no client.
 	tapF *tapFilter
 
-	sock  *udpSocket
-	batch *mmsgBatch
-	xsk   *xskQueue // afxdp path
+	sock        *udpSocket
+	recvTimeout time.Duration // the socket's receive timeout while traffic flows
+	batch       *mmsgBatch
+	xsk         *xskQueue // afxdp path
 
 	// Written only by the worker goroutine, read by Stats.
 	datagrams atomic.Uint64
@@ -138,6 +139,7 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 		return
 	}
 	var total, busy uint64
+	resting := false // waiting without a timeout (see below)
 	for {
 		n, err := w.sock.recv(w.batch)
 		if err != nil {
@@ -181,6 +183,18 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 		}
 		if n == 0 {
 			w.idle()
+			// Nothing came within the receive timeout and everything is
+			// handed over: wait without a timeout until a datagram or
+			// Stop's shutdown, so an idle gateway wakes no one.
+			if !resting && w.sock.setTimeout(0) == nil {
+				resting = true
+			}
+		} else if resting {
+			// Back to the short wait, which hands counts and sink records
+			// over soon after the traffic stops.
+			if w.sock.setTimeout(w.recvTimeout) == nil {
+				resting = false
+			}
 		}
 	}
 }

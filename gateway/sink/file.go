@@ -273,6 +273,9 @@ func (o *fileOutput) idle(now int64) {
 	}
 }
 
+// isDirty: written since the last fsync (the writer re-arms its timer).
+func (o *fileOutput) isDirty() bool { return o.dirty }
+
 func (o *fileOutput) tick() time.Duration {
 	if o.fsync != "interval" || !o.regular {
 		return 0

@@ -652,11 +652,19 @@ func (sk *sink) waitFree(worker int) (*slab, bool) {
 func (sk *sink) run() {
 	defer close(sk.done)
 	var batch [sinkPopBatch]*slab
-	var tick <-chan time.Time
-	if d := sk.out.tick(); d > 0 {
-		t := time.NewTicker(d)
-		defer t.Stop()
-		tick = t.C
+	// The output's tick (a file's fsync interval) is a timer armed by a
+	// round that wrote, and again while the output is still dirty: an idle
+	// sink wakes no one.
+	every := sk.out.tick()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	armed := false
+	arm := func() {
+		if every > 0 && !armed {
+			timer.Reset(every)
+			armed = true
+		}
 	}
 	var back <-chan *slab // slabs an async output is done with
 	if sk.async != nil {
@@ -688,6 +696,7 @@ func (sk *sink) run() {
 		clear(batch[:n])
 		if n > 0 {
 			sk.out.afterRound(nanotime())
+			arm()
 		}
 		return n > 0
 	}
@@ -699,8 +708,12 @@ func (sk *sink) run() {
 		case <-sk.wake:
 		case sl := <-back:
 			recycle(sl)
-		case <-tick:
+		case <-timer.C:
+			armed = false
 			sk.out.idle(nanotime())
+			if d, ok := sk.out.(interface{ isDirty() bool }); ok && d.isDirty() {
+				arm()
+			}
 		case <-sk.stop:
 			for round() {
 			}

@@ -1,0 +1,85 @@
+package gateway
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/testenv"
+)
+
+// processWakeups sums the context switches of every thread of this
+// process (voluntary and not).
+func processWakeups(t *testing.T) uint64 {
+	t.Helper()
+	tasks, err := filepath.Glob("/proc/self/task/*/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, p := range tasks {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				x, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				n += x
+			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+				x, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				n += x
+			}
+		}
+	}
+	return n
+}
+
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestIdleCost: a gateway with nothing to do wakes (almost) no one: no
+// fixed-rate tickers, the workers wait without a timeout once their work
+// is handed over. A bounded check with a generous margin (the target is
+// < 50 wake-ups/s and < 0.2 % of a core; the test allows 0.5 %, as the
+// test process adds its own; before workers rested it measured ≈ 73/s).
+func TestIdleCost(t *testing.T) {
+	for _, mode := range []config.Mode{config.ModePlain, config.ModeSocket} {
+		t.Run(mode.String(), func(t *testing.T) {
+			var cfg *config.Config
+			var host *testenv.Host
+			if mode == config.ModeSocket {
+				pair := testenv.New(t, testenv.Options{RxQueues: 1})
+				host = pair.B
+				cfg = itConfig(t, pair.B.Link, "socket", filepath.Join(t.TempDir(), "passed.ndjson"))
+			} else {
+				pair := testenv.New(t, testenv.Options{RxQueues: 1})
+				host = pair.B
+				cfg = itConfig(t, pair.B.Link, "plain", filepath.Join(t.TempDir(), "passed.ndjson"))
+			}
+			cfg.HTTP.Listen = ""
+			_, stop := startGateway(t, host, cfg)
+			defer stop()
+			time.Sleep(500 * time.Millisecond) // start-up, the first receive timeouts
+			const window = 3 * time.Second
+			w0, c0 := processWakeups(t), processCPU()
+			time.Sleep(window)
+			w1, c1 := processWakeups(t), processCPU()
+			perSec := float64(w1-w0) / window.Seconds()
+			share := float64(c1-c0) / float64(window)
+			t.Logf("%s idle: %.1f wake-ups/s, %.3f %% of a core", mode, perSec, 100*share)
+			if perSec > 50 || share > 0.005 {
+				t.Errorf("idle gateway: %.1f wake-ups/s, %.2f %% of a core: something runs at rest", perSec, 100*share)
+			}
+		})
+	}
+}
