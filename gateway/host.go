@@ -41,6 +41,15 @@ func (g *Gateway) topology(cfg *config.Config) (*plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("workers.cpus: %w", err)
 	}
+	if len(cpus) == 0 {
+		// The CPUs the process was given (taskset, systemd CPUAffinity=,
+		// a container's cpuset) are the default: never a worker on a CPU
+		// the operator kept from us.
+		if own, err := host.ProcessCPUs(); err == nil && len(own) > 0 && len(own) < len(t.Online) {
+			cpus = own
+			t.Notes = append(t.Notes, "workers on the process's CPUs "+host.FormatCPUList(own)+" (its affinity), not every online CPU")
+		}
+	}
 	if err := p.restrict(cpus); err != nil {
 		return nil, err
 	}

@@ -51,7 +51,7 @@ func processCPU() time.Duration {
 // fixed-rate tickers, the workers wait without a timeout once their work
 // is handed over. A bounded check with a generous margin (the target is
 // < 50 wake-ups/s and < 0.2 % of a core; the test allows 0.5 %, as the
-// test process adds its own; before workers rested it measured ≈ 73/s).
+// test process adds its own; BENCHMARKS.md has the figures).
 func TestIdleCost(t *testing.T) {
 	for _, mode := range []config.Mode{config.ModePlain, config.ModeSocket} {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -81,5 +81,40 @@ func TestIdleCost(t *testing.T) {
 				t.Errorf("idle gateway: %.1f wake-ups/s, %.2f %% of a core: something runs at rest", perSec, 100*share)
 			}
 		})
+	}
+}
+
+// TestWorkersFollowAffinity: without workers.cpus the workers go on the
+// CPUs the process was given (as under taskset or systemd CPUAffinity=),
+// not on every online CPU.
+func TestWorkersFollowAffinity(t *testing.T) {
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(os.Getpid(), &all); err != nil || all.Count() < 2 {
+		t.Skipf("needs two CPUs in the process's affinity (have %d, %v)", all.Count(), err)
+	}
+	last := -1
+	for c := 0; c < 1024; c++ {
+		if all.IsSet(c) {
+			last = c
+		}
+	}
+	var one unix.CPUSet
+	one.Set(last)
+	// The process's affinity is its main thread's (host.ProcessCPUs).
+	if err := unix.SchedSetaffinity(os.Getpid(), &one); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.SchedSetaffinity(os.Getpid(), &all)
+	pair := testenv.New(t, testenv.Options{RxQueues: 1})
+	cfg := itConfig(t, pair.B.Link, "plain", filepath.Join(t.TempDir(), "passed.ndjson"))
+	cfg.HTTP.Listen = ""
+	g, stop := startGateway(t, pair.B, cfg)
+	defer stop()
+	if len(g.workers) != 1 || g.workers[0].cpu != last {
+		var cpus []int
+		for _, w := range g.workers {
+			cpus = append(cpus, w.cpu)
+		}
+		t.Errorf("workers on CPUs %v, want only %d (the process's affinity)", cpus, last)
 	}
 }
