@@ -7,8 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/engine/ring"
+
 	"github.com/xgate/xgate/bpf"
-	"github.com/xgate/xgate/engine"
 )
 
 // Blocker enforces blocks in the kernel; *bpf.XDP is one.
@@ -51,7 +52,7 @@ type blockRequest struct {
 // the map and its prefilter (bpf.SweepExpired) and arms the timer for the
 // next expiry; with no expiring block there is no timer.
 type feedback struct {
-	ring   *engine.MPSC[blockRequest]
+	ring   *ring.MPSC[blockRequest]
 	wake   chan struct{} // capacity 1: a poke while one is pending is dropped, harmlessly
 	ops    chan feedbackOp
 	closed chan struct{} // closed when run returns: ops are refused
@@ -85,14 +86,14 @@ type FeedbackStats struct {
 }
 
 func newFeedback(target Blocker, max int, log *slog.Logger) *feedback {
-	ring, _ := engine.NewMPSC[blockRequest](4096)
+	q, _ := ring.NewMPSC[blockRequest](4096)
 	if max <= 0 {
 		max = 16384
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &feedback{ring: ring, wake: make(chan struct{}, 1), ops: make(chan feedbackOp), closed: make(chan struct{}),
+	return &feedback{ring: q, wake: make(chan struct{}, 1), ops: make(chan feedbackOp), closed: make(chan struct{}),
 		target: target, max: max, now: time.Now, log: log, live: map[netip.Addr]time.Time{}}
 }
 

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xgate/xgate/engine/ring"
+
 	"github.com/xgate/xgate/engine"
 )
 
@@ -83,7 +85,7 @@ type tapHub struct {
 	// filter is nil when no client is connected. The workers load it once
 	// per batch (worker.loadTap); only subscribe and unsubscribe store it.
 	filter  atomic.Pointer[tapFilter]
-	ring    *engine.MPSC[tapEvent]
+	ring    *ring.MPSC[tapEvent]
 	free    chan []byte   // copy buffers: dispatcher → workers (never blocks either)
 	dropped atomic.Uint64 // ring full, or a client's buffer full
 
@@ -106,7 +108,7 @@ type tapSub struct {
 }
 
 func newTapHub() *tapHub {
-	r, err := engine.NewMPSC[tapEvent](tapRingSize)
+	r, err := ring.NewMPSC[tapEvent](tapRingSize)
 	if err != nil {
 		panic(err) // constant capacity
 	}

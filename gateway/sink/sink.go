@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
+	"github.com/xgate/xgate/engine/ring"
+
 	"github.com/tidwall/gjson"
 	"golang.org/x/sys/unix"
 
@@ -271,9 +273,9 @@ type sink struct {
 	keyPath string
 	async   asyncOutput // out, when it is one; nil otherwise
 
-	full  *engine.MPSC[*slab]   // workers → writer
-	free  []*engine.SPSC[*slab] // per worker: writer → worker
-	wcnt  []workerCounts        // per worker
+	full  *ring.MPSC[*slab]   // workers → writer
+	free  []*ring.SPSC[*slab] // per worker: writer → worker
+	wcnt  []workerCounts      // per worker
 	cnt   sinkCounts
 	out   sinkOutput
 	wake  chan struct{} // capacity 1: "the full ring may have slabs"
@@ -397,13 +399,13 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 	sk.slabSize = size
 	sk.slabs = n * workers
 	var err error
-	if sk.full, err = engine.NewMPSC[*slab](ceilPow2(max(2, n*workers))); err != nil {
+	if sk.full, err = ring.NewMPSC[*slab](ceilPow2(max(2, n*workers))); err != nil {
 		return nil, &SpecError{i, "buffer", err.Error()}
 	}
-	sk.free = make([]*engine.SPSC[*slab], workers)
+	sk.free = make([]*ring.SPSC[*slab], workers)
 	sk.wcnt = make([]workerCounts, workers)
 	for w := range sk.free {
-		if sk.free[w], err = engine.NewSPSC[*slab](ceilPow2(n)); err != nil {
+		if sk.free[w], err = ring.NewSPSC[*slab](ceilPow2(n)); err != nil {
 			return nil, &SpecError{i, "buffer", err.Error()}
 		}
 		for range n {

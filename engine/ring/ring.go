@@ -1,4 +1,9 @@
-package engine
+// Package ring is the lock-free rings that hand work between goroutines:
+// SPSC (one producer, one consumer) and MPSC (many producers), bounded,
+// allocation-free after construction. The sinks, the feedback path and
+// the tap use them; the invariants that make them correct are documented
+// below, next to the code.
+package ring
 
 import (
 	"errors"
