@@ -124,6 +124,10 @@ type Report struct {
 	// identity; the demo fails unless it is 0.
 	Unaccounted int64
 	Alerts      uint64 // alert records written to the alerts sink
+	// Latency is the receive → verdict histogram (gateway.Latency: bucket
+	// i counts ≤ 2^i µs): every frame on the afxdp path, sampled on the
+	// socket path, empty in plain mode.
+	Latency [gateway.LatencyBuckets]uint64
 	Dir         string // the sink files and the gateway's log
 	Files       []SinkFile
 	Log         string // the gateway's log file

@@ -78,6 +78,13 @@ func TestKernelDemo(t *testing.T) {
 		t.Fatalf("mode %q path %q fallback %q: want test hosts with afxdp\n%s", rep.Mode, rep.Path, rep.Fallback, out.String())
 	}
 	st := &rep.Stats
+	var timed uint64
+	for _, n := range rep.Latency {
+		timed += n
+	}
+	if timed == 0 || timed > st.Datagrams {
+		t.Errorf("receive → verdict: %d frames timed, %d datagrams received: want every decided frame timed", timed, st.Datagrams)
+	}
 	if rep.Unaccounted != 0 || st.Accounted() != rep.Sent.Total() {
 		t.Errorf("unaccounted %d (sent %d, accounted %d)", rep.Unaccounted, rep.Sent.Total(), st.Accounted())
 	}
@@ -95,7 +102,8 @@ func TestKernelDemo(t *testing.T) {
 	}
 	checkSinkFiles(t, rep)
 	s := out.String()
-	for _, want := range []string{"receive path afxdp", "flood starts", "put in the XDP blocklist", "unaccounted                   0", rep.Dir} {
+	for _, want := range []string{"receive path afxdp", "flood starts", "put in the XDP blocklist", "unaccounted                   0", rep.Dir,
+		"receive → verdict: "} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q:\n%s", want, s)
 		}

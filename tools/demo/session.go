@@ -81,6 +81,7 @@ wait:
 		return errors.Join(streamErr, gwErr, fmt.Errorf("demo: gateway stats: %w", err))
 	}
 	s.rep.Sent, s.rep.Stats = sent, st
+	s.rep.Latency = s.g.Latency()
 	s.rep.Unaccounted = int64(sent.Total()) - int64(st.Accounted())
 	if err := s.view.finish(sample{at: s.rep.Elapsed, sent: sent, st: st}); err != nil {
 		fmt.Fprintf(s.o.Out, "alerts file unreadable: %v\n", err)
@@ -175,6 +176,9 @@ func printReport(w io.Writer, rep *Report, cleanup string) {
 		mark = "✗ the counters do not add up to what was sent"
 	}
 	fmt.Fprintf(w, "  %-18s %12d  %s\n", "unaccounted", rep.Unaccounted, mark)
+	if line := latencyLine(rep.Latency); line != "" {
+		fmt.Fprintf(w, "  %s\n", line)
+	}
 	fmt.Fprintf(w, "  rules fired: %s\n", rulesFired(&st.Engine))
 	f := st.Feedback
 	if kernel {
@@ -201,4 +205,30 @@ func printReport(w io.Writer, rep *Report, cleanup string) {
 	}
 	fmt.Fprintf(w, "    %-44s %10s  the gateway's log\n", rep.Log, "")
 	fmt.Fprintf(w, "  cleaned up: %s\n", cleanup)
+}
+
+// latencyLine says the receive → verdict quantiles as upper bounds of
+// their log2 buckets; "" without samples.
+func latencyLine(h [gateway.LatencyBuckets]uint64) string {
+	var total uint64
+	for _, n := range h {
+		total += n
+	}
+	if total == 0 {
+		return ""
+	}
+	q := func(f float64) string {
+		var cum uint64
+		for i, n := range h {
+			cum += n
+			if float64(cum) >= f*float64(total) {
+				if i == len(h)-1 {
+					return fmt.Sprintf("> %d µs", 1<<(i-1))
+				}
+				return fmt.Sprintf("≤ %d µs", 1<<i)
+			}
+		}
+		return "?"
+	}
+	return fmt.Sprintf("receive → verdict: %s frames timed, p50 %s, p99 %s, p99.9 %s", num(total), q(0.5), q(0.99), q(0.999))
 }
