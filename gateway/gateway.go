@@ -301,6 +301,9 @@ func (g *Gateway) setupXDP(cfg *config.Config) error {
 	if g.xdpBase, err = g.xdp.ReadCounters(); err != nil {
 		return err
 	}
+	if err := g.xdp.SetCIDRLists(cidrLists(cfg)); err != nil {
+		return fmt.Errorf("xdp.never_block, xdp.drop: %w", err)
+	}
 	if err := clearStale(lnk, g.log); err != nil {
 		return err
 	}
@@ -535,6 +538,9 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	if g.xdp != nil {
 		if err := g.xdp.SetConfig(xdpConfig(cfg, g.path)); err != nil {
 			return fmt.Errorf("reload: rules swapped, but the XDP policy was not: %w", err)
+		}
+		if err := g.xdp.SetCIDRLists(cidrLists(cfg)); err != nil {
+			return fmt.Errorf("reload: rules swapped, but the CIDR lists were not: %w", err)
 		}
 	}
 	restart := restartKeys(old, cfg)

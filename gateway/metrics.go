@@ -55,6 +55,7 @@ var (
 	descXDPBytes   = desc("xdp_bytes_total", "Bytes of the packets the XDP program decided, by terminal reason.", "reason")
 	descXDPEvents  = desc("xdp_events_total", "Events the XDP program counted on the way (not packet fates), by kind.", "event")
 	descCost       = desc("xdp_program_cost_seconds", "Sampled run time of the XDP program per packet (one packet in xdp.cost_sample per CPU).")
+	descCIDRHits   = desc("xdp_cidr_packets_total", "Packets from a source in one of the XDP program's CIDR lists (xdp.never_block, xdp.drop), by list.", "list")
 	descBlocklist  = desc("xdp_blocklist_entries", "Entries in the XDP blocklist map, live or expired (ignored by the program until the LRU reuses them).", "state")
 
 	descDatagrams   = desc("datagrams_total", "Datagrams received by a worker.", "mode", "queue")
@@ -177,6 +178,18 @@ func (g *Gateway) readCost() (bpf.Cost, bool, error) {
 	return c, err == nil, err
 }
 
+// readCIDRHits reads the per-list hits of the CIDR lists while the maps
+// are open.
+func (g *Gateway) readCIDRHits() (hits [bpf.MaxCIDRLists]bpf.Counter, ok bool, err error) {
+	g.sockMu.RLock()
+	defer g.sockMu.RUnlock()
+	if g.xdp == nil || g.closed.Load() {
+		return hits, false, nil
+	}
+	hits, err = g.xdp.CIDRHits()
+	return hits, err == nil, err
+}
+
 // readBlocklist counts the blocklist's live and expired entries while the
 // maps are open.
 func (g *Gateway) readBlocklist() (live, expired int, ok bool, err error) {
@@ -270,6 +283,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		} else if ok {
 			n, _, b := Log2Histogram(cost.Hist[:], 1e-9)
 			ch <- prometheus.MustNewConstHistogram(descCost, n, float64(cost.SumNs)/1e9, b)
+		}
+		if hits, ok, err := g.readCIDRHits(); err != nil {
+			ch <- prometheus.NewInvalidMetric(descCIDRHits, err)
+		} else if ok {
+			for i, l := range cidrLists(g.Config()) {
+				counter(descCIDRHits, hits[i].Packets, l.Name)
+			}
 		}
 		if live, expired, ok, err := g.readBlocklist(); err != nil {
 			ch <- prometheus.NewInvalidMetric(descBlocklist, err)

@@ -148,6 +148,15 @@ func (g *Gateway) closeSockets() {
 }
 
 // xdpConfig is the XDP program's run-time policy for path.
+// cidrLists are the XDP program's CIDR lists of cfg: xdp.never_block
+// (list 0) and xdp.drop (list 1).
+func cidrLists(cfg *config.Config) []bpf.CIDRList {
+	return []bpf.CIDRList{
+		{Name: "never_block", Action: bpf.CIDRNeverBlock, Prefixes: cfg.XDP.NeverBlock},
+		{Name: "drop", Action: bpf.CIDRDrop, Prefixes: cfg.XDP.Drop},
+	}
+}
+
 func xdpConfig(cfg *config.Config, path config.Mode) bpf.Config {
 	mode := bpf.DeliverStack
 	if path == config.ModeAFXDP {
@@ -164,7 +173,14 @@ func xdpConfig(cfg *config.Config, path config.Mode) bpf.Config {
 		a, err := netip.ParseAddr(cfg.Listen.Address)
 		noIPv6 = err != nil || !a.Is6() || a.Is4In6()
 	}
-	return bpf.Config{Deliver: mode, BucketRate: uint64(cfg.XDP.RateLimit.PerSecond()), BucketBurst: uint64(cfg.XDP.RateLimit.Burst),
+	// A bucket without a burst holds one second's worth, as documented
+	// (at least one packet).
+	rate := cfg.XDP.RateLimit.PerSecond()
+	burst := cfg.XDP.RateLimit.Burst
+	if burst == 0 && rate > 0 {
+		burst = max(rate, 1)
+	}
+	return bpf.Config{Deliver: mode, BucketRate: uint64(rate), BucketBurst: uint64(burst),
 		PayloadCheck: cfg.XDP.PayloadCheck, CostSampleN: costN, VLANs: cfg.Listen.VLANs, AnyVLAN: cfg.Listen.AnyVLAN,
 		NoIPv6: noIPv6}
 }

@@ -216,7 +216,23 @@ func (c *Config) checkXDP(k *configChecker) {
 	if x.BlockMax < 1 || x.BlocklistSize >= 1 && x.BlockMax > x.BlocklistSize {
 		k.errf("xdp.block_max", "%d: want 1..blocklist_size (%d)", x.BlockMax, x.BlocklistSize)
 	}
+	never := map[netip.Prefix]bool{}
+	for _, p := range x.NeverBlock {
+		never[p] = true
+	}
+	for i, p := range x.Drop {
+		if never[p] {
+			k.errf(keyIndex("xdp.drop", i), "%v is in xdp.never_block too: a network is never blocked or dropped, not both", p)
+		}
+	}
+	if n := len(x.NeverBlock) + len(x.Drop); n > maxCIDRs {
+		k.errf("xdp.never_block", "%d networks in xdp.never_block and xdp.drop: at most %d", n, maxCIDRs)
+	}
 }
+
+// maxCIDRs is the capacity of the XDP program's CIDR trie
+// (bpf.DefaultCIDRSize).
+const maxCIDRs = 16384
 
 func (c *Config) checkAFXDP(k *configChecker) {
 	a := c.AFXDP

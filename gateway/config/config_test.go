@@ -229,7 +229,7 @@ func TestExampleConfig(t *testing.T) {
 
 // allKeys is every key the config knows, as paths with [] for list items.
 var allKeys = []string{
-	"interface", "mode", "listen", "listen.ports", "listen.address", "listen.vlans", "queues", "limits.allow_duplicate_keys", "limits.state_memory", "rules[].rate_limit.on_full", "rules[].window.on_full",
+	"interface", "mode", "listen", "listen.ports", "listen.address", "listen.vlans", "queues", "limits.allow_duplicate_keys", "limits.state_memory", "xdp.never_block", "xdp.drop", "rules[].rate_limit.on_full", "rules[].window.on_full",
 	"schema", "schema.key", "schema.amount", "schema.type", "schema.ts", "schema.src", "schema.required",
 	"limits", "limits.max_datagram", "limits.max_event", "limits.max_depth",
 	"rules", "rules[].name", "rules[].when", "rules[].filter", "rules[].action",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"os"
 	"sort"
 	"strconv"
@@ -548,6 +549,31 @@ func (d *configDecoder) duration(dst *time.Duration) func(*yaml.Node, string) {
 	}
 }
 
+// prefixList is a list of networks (CIDR) or addresses (/32, /128).
+func (d *configDecoder) prefixList(dst *[]netip.Prefix) func(*yaml.Node, string) {
+	return func(n *yaml.Node, p string) {
+		if isNull(n) {
+			return
+		}
+		out := []netip.Prefix{}
+		d.sequence(n, p, "networks (CIDR) or addresses", func(_ int, item *yaml.Node, ip string) {
+			var s string
+			d.str(&s)(item, ip)
+			pfx, err := netip.ParsePrefix(s)
+			if err != nil {
+				a, aerr := netip.ParseAddr(s)
+				if aerr != nil {
+					d.errAt(item, ip, "%q: want a network (198.51.100.0/24, 2001:db8::/32) or an address", s)
+					return
+				}
+				pfx = netip.PrefixFrom(a, a.BitLen())
+			}
+			out = append(out, pfx.Masked())
+		})
+		*dst = out
+	}
+}
+
 func (d *configDecoder) stringList(dst *[]string) func(*yaml.Node, string) {
 	return func(n *yaml.Node, p string) {
 		if isNull(n) {
@@ -654,6 +680,8 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 				"cost_sample":    d.intField(&x.CostSample),
 				"blocklist_size": d.intField(&x.BlocklistSize),
 				"block_max":      d.intField(&x.BlockMax),
+				"never_block":    d.prefixList(&x.NeverBlock),
+				"drop":           d.prefixList(&x.Drop),
 			})
 		},
 		"socket": func(n *yaml.Node, p string) {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/xgate/xgate/engine"
@@ -141,6 +142,12 @@ type XDP struct {
 	CostSample    int          // time one packet in N per CPU; 0 = off
 	BlocklistSize int          // entries of the blocklist LRU map
 	BlockMax      int          // most live blocks the feedback path keeps; <= BlocklistSize
+	// NeverBlock are networks whose datagrams skip the blocklist and the
+	// kernel bucket, and which no block verdict or hand-made block can
+	// block (spoofed floods cannot get a partner blocked). Drop are
+	// networks dropped in XDP (cidr_drop). Addresses count as /32 or /128.
+	NeverBlock []netip.Prefix
+	Drop       []netip.Prefix
 }
 
 // XDPRateLimit is the per-source token bucket in the XDP program.
