@@ -49,6 +49,18 @@ a bad file is rejected and the running rules stay.`,
 			gateway.Version = version + " (commit " + commit + ")"
 			// After setup the daemon drops every capability (DropCaps) and
 			// tells systemd it is ready (Type=notify).
+			// One daemon per pid file, locked before anything is attached.
+			if pidFile != "" {
+				pf, err := host.LockPidFile(pidFile)
+				switch {
+				case errors.Is(err, host.ErrLocked):
+					return err
+				case err != nil:
+					log.Warn("cannot write the pid file; xgate reload will not find this process", "path", pidFile, "error", err)
+				default:
+					defer pf.Release()
+				}
+			}
 			g, err := gateway.New(cfg, gateway.Options{Logger: log, DropCaps: true, OnReady: func() {
 				if err := sdNotify("READY=1", "STATUS=receiving"); err != nil {
 					log.Warn("cannot notify systemd", "error", err)
@@ -56,13 +68,6 @@ a bad file is rejected and the running rules stay.`,
 			}})
 			if err != nil {
 				return err
-			}
-			if pidFile != "" {
-				if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-					log.Warn("cannot write the pid file; xgate reload will not find this process", "path", pidFile, "error", err)
-				} else {
-					defer os.Remove(pidFile)
-				}
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

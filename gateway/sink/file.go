@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -134,11 +136,29 @@ func newStdoutOutput(sk *sink) *fileOutput {
 	return &fileOutput{sk: sk, path: "stdout", std: true, f: os.Stdout, fsync: "never"}
 }
 
-// open opens (creating) the file for appending and learns its size.
+// open opens (creating) the file for appending and learns its size. It
+// does not follow a symbolic link at the path (a link there could point
+// the daemon's writes at any file it may write), and cuts a torn last
+// record (a crash or a full disk in the middle of a write) back to the
+// last whole line, so the file stays one record per line.
 func (o *fileOutput) open() error {
-	f, err := os.OpenFile(o.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, sinkFileMode)
+	f, err := os.OpenFile(o.path, os.O_RDWR|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, sinkFileMode)
+	if errors.Is(err, syscall.ELOOP) {
+		// A link to a pipe or a device (/dev/stdout, /proc/self/fd/N) is
+		// followed; one to a regular file is refused.
+		if st, serr := os.Stat(o.path); serr == nil && st.Mode().IsRegular() {
+			return fmt.Errorf("%s is a symbolic link to a file: a file sink writes only to a file at its own path (give the link's target)", o.path)
+		}
+		f, err = os.OpenFile(o.path, os.O_WRONLY|os.O_APPEND, sinkFileMode)
+	}
 	if err != nil {
 		return fmt.Errorf("%w (the directory must exist and be writable by the user xgate runs as; or change the sink's path)", err)
+	}
+	if cut, err := cutTornRecord(f); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", o.path, err)
+	} else if cut > 0 {
+		o.sk.cnt.tornCut.Add(uint64(cut))
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -159,6 +179,40 @@ func (o *fileOutput) open() error {
 	}
 	o.f = f
 	return nil
+}
+
+// cutTornRecord truncates a regular file that does not end in a newline
+// back to just after its last one (or to empty without one) and returns
+// the bytes cut.
+func cutTornRecord(f *os.File) (int64, error) {
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
+		return 0, err
+	}
+	size := st.Size()
+	var buf [4096]byte
+	end := size
+	for end > 0 {
+		n := min(end, int64(len(buf)))
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return 0, fmt.Errorf("read the last record: %w", err)
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			end = end - n + int64(i) + 1
+			break
+		}
+		end -= n
+		if end == 0 {
+			break
+		}
+	}
+	if end == size {
+		return 0, nil
+	}
+	if err := f.Truncate(end); err != nil {
+		return 0, fmt.Errorf("cut the torn last record: %w", err)
+	}
+	return size - end, nil
 }
 
 func (o *fileOutput) write(sl *slab) {

@@ -83,6 +83,9 @@ type Stats struct {
 	Failed    uint64 // records lost to write or send errors (Kafka, NATS: not acknowledged within DeliveryTimeout)
 	Rotations uint64
 	Fsyncs    uint64
+	// TornBytes (file) is what opening the file cut off its end: a last
+	// record a crash or a full disk left half written.
+	TornBytes uint64
 	// InFlight (Kafka, NATS) is the records handed to the client and not
 	// yet acknowledged or failed: a gauge, 0 once Close has returned nil.
 	InFlight uint64
@@ -177,7 +180,7 @@ type workerCounts struct {
 
 // sinkCounts are counted by the sink's writer goroutine.
 type sinkCounts struct {
-	records, bytes, errors, failed, rotations, fsyncs atomic.Uint64
+	records, bytes, errors, failed, rotations, fsyncs, tornCut atomic.Uint64
 }
 
 // sinkOutput is where a sink's writer goroutine puts slabs. Only the writer
@@ -778,6 +781,7 @@ func (s *Sinks) Stats() []Stats {
 			Failed:    sk.cnt.failed.Load(),
 			Rotations: sk.cnt.rotations.Load(),
 			Fsyncs:    sk.cnt.fsyncs.Load(),
+			TornBytes: sk.cnt.tornCut.Load(),
 		}
 		if sk.async != nil {
 			st.InFlight = sk.async.inFlight()

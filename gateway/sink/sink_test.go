@@ -1126,3 +1126,37 @@ func TestSinkStdoutNotClosed(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 }
+
+// TestFileSinkOpenSafely: a file sink does not follow a symbolic link at
+// its path, and cuts a torn last record back to the last whole line.
+func TestFileSinkOpenSafely(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "events.ndjson")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New([]Spec{{Type: "file", Path: link, What: "all"}}, 1); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("sink on a symlink: %v, want refused", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "secret\n" {
+		t.Errorf("victim changed: %q", b)
+	}
+
+	torn := filepath.Join(dir, "torn.ndjson")
+	if err := os.WriteFile(torn, []byte("{\"a\":1}\n{\"user_id\":\"u26\",\"am"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New([]Spec{{Type: "file", Path: torn, What: "all"}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()[0]
+	closeSinks(t, s)
+	if b, _ := os.ReadFile(torn); string(b) != "{\"a\":1}\n" || st.TornBytes != uint64(len("{\"user_id\":\"u26\",\"am")) {
+		t.Errorf("after open: %q, torn %d", b, st.TornBytes)
+	}
+}
