@@ -113,6 +113,11 @@ type Gateway struct {
 	pinned sync.WaitGroup
 	hkStop chan struct{}
 	hkDone chan struct{}
+	// sw logs sink faults while the gateway runs (nil without sinks);
+	// swStop/swDone end its loop.
+	sw     *sinkWatch
+	swStop chan struct{}
+	swDone chan struct{}
 
 	web atomic.Pointer[httpServer] // set by Run when http.listen is not ""
 	tap *tapHub                    // GET /tap; set by New
@@ -134,7 +139,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		opts.RecvTimeout = 100 * time.Millisecond
 	}
 	g = &Gateway{opts: opts, log: opts.Logger, fbStop: make(chan struct{}), fbDone: make(chan struct{}),
-		hkStop: make(chan struct{}), hkDone: make(chan struct{})}
+		hkStop: make(chan struct{}), hkDone: make(chan struct{}), swStop: make(chan struct{}), swDone: make(chan struct{})}
 	g.cfg.Store(cfg)
 	built := g // "return nil, err" clears g before this runs
 	defer func() {
@@ -194,6 +199,9 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	g.setupProbes(cfg)
 	if g.sinks, err = sink.New(cfg.SinkSpecs(), len(cpus)); err != nil {
 		return nil, fmt.Errorf("sinks: %w", err)
+	}
+	if len(cfg.Sinks) > 0 {
+		g.sw = newSinkWatch(g.log, g.sinks)
 	}
 	var target Blocker
 	if g.xdp != nil {
@@ -368,6 +376,12 @@ func (g *Gateway) Engine() *engine.Engine { return g.eng }
 func (g *Gateway) Run(ctx context.Context) error {
 	g.started.Store(time.Now().UnixNano())
 	go func() {
+		defer close(g.swDone)
+		if g.sw != nil {
+			g.sw.run(g.swStop)
+		}
+	}()
+	go func() {
 		defer close(g.fbDone)
 		g.fb.run(g.fbStop)
 	}()
@@ -443,6 +457,8 @@ func (g *Gateway) Stop() error {
 		<-g.fbDone
 		close(g.hkStop)
 		<-g.hkDone
+		close(g.swStop)
+		<-g.swDone
 		for _, w := range g.workers {
 			if e := w.err.Load(); e != nil && err == nil {
 				err = *e
@@ -453,6 +469,10 @@ func (g *Gateway) Stop() error {
 		if g.sinks != nil {
 			if e := g.sinks.Close(ctx); e != nil && err == nil {
 				err = fmt.Errorf("flush sinks: %w", e)
+			}
+			if g.sw != nil {
+				g.sw.check(time.Now())
+				g.sw.final()
 			}
 		}
 		if e := g.teardown(); e != nil && err == nil {

@@ -1,0 +1,86 @@
+package gateway
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/xgate/xgate/gateway/sink"
+)
+
+// sinkWatchEvery is how often the sink watch compares the sinks' counters,
+// and sinkLogEvery how often at most it logs one sink's trouble.
+const (
+	sinkWatchEvery = time.Second
+	sinkLogEvery   = 10 * time.Second
+)
+
+// sinkWatch makes sink faults loud: a sink that drops, fails or errs is
+// logged (at most once per sinkLogEvery per sink, with what it lost since
+// the last line), and its recovery once it writes again without losing.
+// Counters stay the record; the log says when it started and stopped.
+type sinkWatch struct {
+	log     *slog.Logger
+	sinks   *sink.Sinks
+	prev    []sink.Stats
+	lastLog []time.Time
+	failing []bool
+	logged  []sink.Stats // the counts as of the last trouble line
+}
+
+func newSinkWatch(log *slog.Logger, s *sink.Sinks) *sinkWatch {
+	st := s.Stats()
+	return &sinkWatch{log: log, sinks: s, prev: st, lastLog: make([]time.Time, len(st)),
+		failing: make([]bool, len(st)), logged: append([]sink.Stats(nil), st...)}
+}
+
+// lost is what a sink's counters say it did not deliver.
+func lost(s sink.Stats) uint64 { return s.Dropped + s.TooBig + s.Failed + s.Errors }
+
+// check compares the counters with the last reading and logs the changes.
+func (w *sinkWatch) check(now time.Time) {
+	cur := w.sinks.Stats()
+	for i, s := range cur {
+		p := w.prev[i]
+		switch {
+		case lost(s) > lost(p):
+			if !w.failing[i] || now.Sub(w.lastLog[i]) >= sinkLogEvery {
+				l := w.logged[i]
+				w.log.Warn("sink losing records", "sink", s.Name,
+					"dropped", s.Dropped-l.Dropped, "too_big", s.TooBig-l.TooBig, "failed", s.Failed-l.Failed,
+					"errors", s.Errors-l.Errors, "last_error", s.LastError, "since", now.Sub(w.lastLog[i]).Round(time.Second))
+				w.lastLog[i], w.logged[i] = now, s
+			}
+			w.failing[i] = true
+		case w.failing[i] && s.Records > p.Records:
+			w.log.Info("sink recovered: writing again without losing records", "sink", s.Name,
+				"lost_in_all", lost(s), "in_flight", s.InFlight)
+			w.failing[i] = false
+		}
+	}
+	w.prev = cur
+}
+
+// run checks every sinkWatchEvery until stop is closed.
+func (w *sinkWatch) run(stop <-chan struct{}) {
+	t := time.NewTicker(sinkWatchEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			w.check(now)
+		}
+	}
+}
+
+// final logs, after the sinks closed, every sink that did not deliver all
+// its records, with the counts by kind.
+func (w *sinkWatch) final() {
+	for _, s := range w.sinks.Stats() {
+		if n := lost(s) + s.InFlight; n > 0 {
+			w.log.Warn("sink did not deliver every record", "sink", s.Name, "dropped", s.Dropped, "too_big", s.TooBig,
+				"failed", s.Failed, "errors", s.Errors, "in_flight_at_stop", s.InFlight, "last_error", s.LastError)
+		}
+	}
+}

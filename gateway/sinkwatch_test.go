@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSinkWatchLoud: a sink on a full disk (/dev/full) is logged as
+// losing records, with its error, and once more at the stop with what it
+// did not deliver; a healthy sink is not logged.
+func TestSinkWatchLoud(t *testing.T) {
+	if _, err := sink.New([]sink.Spec{{Type: "file", Path: "/dev/full", What: "all"}}, 1); err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	s, err := sink.New([]sink.Spec{{Type: "file", Path: "/dev/full", What: "all", Fsync: "never"},
+		{Type: "file", Path: t.TempDir() + "/ok.ndjson", What: "all", Fsync: "never"}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf syncBuf
+	w := newSinkWatch(slog.New(slog.NewTextHandler(&buf, nil)), s)
+	wr := s.Writer(0)
+	for i := 0; i < 10; i++ {
+		wr.Add(&engine.Decision{Raw: []byte(`{"user_id":"u","amount":1}`), Action: engine.ActionPass})
+	}
+	wr.FlushAll()
+	deadline := time.Now().Add(3 * time.Second)
+	for !strings.Contains(buf.String(), "sink losing records") && time.Now().Before(deadline) {
+		w.check(time.Now())
+		time.Sleep(10 * time.Millisecond)
+	}
+	out := buf.String()
+	if !strings.Contains(out, "sink losing records") || !strings.Contains(out, "file:/dev/full") || strings.Contains(out, "ok.ndjson") {
+		t.Errorf("log:\n%s", out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.Close(ctx) // the full disk's sink reports its failure here too
+	w.final()
+	if out := buf.String(); !strings.Contains(out, "sink did not deliver every record") || strings.Count(out, "did not deliver") != 1 {
+		t.Errorf("final log:\n%s", out)
+	}
+}
