@@ -38,9 +38,13 @@ func loadConfig(stdin io.Reader, path string, expand bool) (*config.Config, erro
 			return nil, &configError{errors.New("the configuration came from stdin (-c -), which cannot be read again: restart xgate to change it")}
 		}
 		name = "stdin"
-		data, err = io.ReadAll(stdin)
+		data, err = io.ReadAll(io.LimitReader(stdin, config.MaxSize+1))
 	} else {
-		data, err = os.ReadFile(path)
+		var f *os.File
+		if f, err = os.Open(path); err == nil {
+			data, err = io.ReadAll(io.LimitReader(f, config.MaxSize+1))
+			f.Close()
+		}
 	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) && path == defaultConfig {

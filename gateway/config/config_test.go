@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -535,5 +536,26 @@ rules:
 	if _, err := Parse("m.yaml", []byte("listen: {ports: [9000]}\nrules:\n  - name: r\n    rate_limit: {key: user_id, rate: 1/s, on_full: maybe}\n    action: drop\n")); err == nil ||
 		!strings.Contains(err.Error(), "on_full") {
 		t.Errorf("on_full: maybe: %v", err)
+	}
+}
+
+// TestConfigBounds: a huge file is refused without reading it all, and a
+// file with thousands of problems lists MaxErrors of them and counts the
+// rest.
+func TestConfigBounds(t *testing.T) {
+	if _, err := Load("/dev/zero"); err == nil || !strings.Contains(err.Error(), "larger than 4 MiB") {
+		t.Errorf("Load(/dev/zero): %v", err)
+	}
+	var b strings.Builder
+	b.WriteString("listen: {ports: [9000]}\nrules:\n")
+	for i := 0; i < 500; i++ {
+		fmt.Fprintf(&b, "  - {name: r%d, when: \"amount >\", action: drop}\n", i)
+	}
+	_, err := Parse("many.yaml", []byte(b.String()))
+	if err == nil {
+		t.Fatal("500 broken rules: no error")
+	}
+	if n := len(fieldErrors(t, err)); n != MaxErrors+1 || !strings.Contains(err.Error(), "and 400 more problems") {
+		t.Errorf("%d errors listed, want %d and a count of the rest:\n%.300s", n, MaxErrors+1, err)
 	}
 }

@@ -70,12 +70,24 @@ func (s *configSource) line(key string) int {
 // Load reads and validates the YAML config at path. The error lists
 // every problem found, one per line.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	// Bounded: a config is kilobytes; /dev/zero or a stray log file is not.
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return Parse(path, data)
 }
+
+// MaxSize bounds a configuration file (and what `-c -` reads).
+const MaxSize = 4 << 20
+
+// MaxErrors bounds the problems one error lists; the rest are counted.
+const MaxErrors = 100
 
 // Parse decodes and validates a YAML config; name is used in error
 // messages. The error joins one *FieldError per problem (errors.Join),
@@ -87,6 +99,9 @@ func Parse(name string, data []byte) (*Config, error) {
 // ParseEnv is Parse with ${VAR} in values taken from lookup
 // (os.LookupEnv: --expand-env); a nil lookup rejects them (config_env.go).
 func ParseEnv(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	if len(data) > MaxSize {
+		return nil, &FieldError{File: name, Msg: fmt.Sprintf("larger than %d MiB: is this a configuration file?", MaxSize>>20)}
+	}
 	if name == "" {
 		name = "config"
 	}
@@ -147,9 +162,13 @@ func joinErrors(errs []*FieldError) error {
 		return nil
 	}
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
-	out := make([]error, len(errs))
-	for i, e := range errs {
+	n := min(len(errs), MaxErrors)
+	out := make([]error, n, n+1)
+	for i, e := range errs[:n] {
 		out[i] = e
+	}
+	if len(errs) > n {
+		out = append(out, &FieldError{File: errs[0].File, Msg: fmt.Sprintf("… and %d more problems", len(errs)-n)})
 	}
 	return errors.Join(out...)
 }
