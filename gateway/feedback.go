@@ -57,7 +57,7 @@ type feedback struct {
 	ops    chan feedbackOp
 	closed chan struct{} // closed when run returns: ops are refused
 	target Blocker       // nil: nothing enforces blocks (plain mode)
-	max    int
+	max    atomic.Int64 // block_max: a reload may change it
 	now    func() time.Time
 	log    *slog.Logger
 
@@ -87,14 +87,21 @@ type FeedbackStats struct {
 
 func newFeedback(target Blocker, max int, log *slog.Logger) *feedback {
 	q, _ := ring.NewMPSC[blockRequest](4096)
-	if max <= 0 {
-		max = 16384
-	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &feedback{ring: q, wake: make(chan struct{}, 1), ops: make(chan feedbackOp), closed: make(chan struct{}),
-		target: target, max: max, now: time.Now, log: log, live: map[netip.Addr]time.Time{}}
+	f := &feedback{ring: q, wake: make(chan struct{}, 1), ops: make(chan feedbackOp), closed: make(chan struct{}),
+		target: target, now: time.Now, log: log, live: map[netip.Addr]time.Time{}}
+	f.setMax(max)
+	return f
+}
+
+// setMax sets block_max (<= 0: the default).
+func (f *feedback) setMax(max int) {
+	if max <= 0 {
+		max = 16384
+	}
+	f.max.Store(int64(max))
 }
 
 // request is called by workers; it never blocks and never allocates.
@@ -184,13 +191,14 @@ func (f *feedback) apply(r blockRequest) {
 		f.deduped.Add(1)
 		return
 	}
-	if _, ok := f.live[r.addr]; !ok && len(f.live) >= f.max {
+	max := int(f.max.Load())
+	if _, ok := f.live[r.addr]; !ok && len(f.live) >= max {
 		for a, exp := range f.live {
 			if !exp.After(now) {
 				delete(f.live, a)
 			}
 		}
-		if len(f.live) >= f.max {
+		if len(f.live) >= max {
 			f.overLimit.Add(1)
 			return
 		}

@@ -562,6 +562,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		if err := g.xdp.SetCIDRLists(cidrLists(cfg)); err != nil {
 			return fmt.Errorf("reload: rules swapped, but the CIDR lists were not: %w", err)
 		}
+		g.fb.setMax(cfg.XDP.BlockMax)
 	}
 	restart := restartKeys(old, cfg)
 	g.cfg.Store(cfg)
@@ -610,6 +611,21 @@ func restartKeys(old, cfg *config.Config) []string {
 	}
 	if cfg.AFXDP != old.AFXDP {
 		restart = append(restart, "afxdp")
+	}
+	// http.token and http.pprof apply at once (read per request); the
+	// listener does not move.
+	if cfg.HTTP.Listen != old.HTTP.Listen {
+		restart = append(restart, "http.listen")
+	}
+	// The blocklist's map size is fixed when it is made; block_max applies.
+	if cfg.XDP.BlocklistSize != old.XDP.BlocklistSize {
+		restart = append(restart, "xdp.blocklist_size")
+	}
+	if cfg.Socket != old.Socket {
+		restart = append(restart, "socket")
+	}
+	if cfg.GatewayID != old.GatewayID {
+		restart = append(restart, "gateway_id")
 	}
 	return restart
 }

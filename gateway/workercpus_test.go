@@ -185,6 +185,12 @@ func TestRestartKeys(t *testing.T) {
 		{"listen: {ports: [9000]}\nworkers: {cpus: \"1-3\", realtime_priority: 5}\n", []string{"workers"}},
 		{"listen: {ports: [9000]}\nworkers: {cpus: \"1-3\"}\nafxdp: {spin: 200us}\n", []string{"afxdp"}},
 		{"listen: {ports: [9001]}\nworkers: {cpus: \"1-3\"}\n", []string{"listen"}},
+		// Applied at once, so not listed: the token, pprof, block_max,
+		// the served VLANs, the CIDR lists.
+		{"listen: {ports: [9000], vlans: [5]}\nworkers: {cpus: \"1-3\"}\nhttp: {token: tokentokentokentoken, pprof: false}\nxdp: {block_max: 10, never_block: [10.0.0.0/8]}\n", nil},
+		{"listen: {ports: [9000]}\nworkers: {cpus: \"1-3\"}\nhttp: {listen: \"127.0.0.1:9999\"}\n", []string{"http.listen"}},
+		{"listen: {ports: [9000]}\nworkers: {cpus: \"1-3\"}\nxdp: {blocklist_size: 1000, block_max: 10}\n", []string{"xdp.blocklist_size"}},
+		{"listen: {ports: [9000]}\nworkers: {cpus: \"1-3\"}\nsocket: {batch: 8}\n", []string{"socket"}},
 	} {
 		cfg, err := config.Parse("b.yaml", []byte(tc.yaml))
 		if err != nil {
