@@ -57,7 +57,7 @@ type feedback struct {
 	ops    chan feedbackOp
 	closed chan struct{} // closed when run returns: ops are refused
 	target Blocker       // nil: nothing enforces blocks (plain mode)
-	max    atomic.Int64 // block_max: a reload may change it
+	max    atomic.Int64  // block_max: a reload may change it
 	now    func() time.Time
 	log    *slog.Logger
 
