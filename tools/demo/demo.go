@@ -128,9 +128,9 @@ type Report struct {
 	// i counts ≤ 2^i µs): every frame on the afxdp path, sampled on the
 	// socket path, empty in plain mode.
 	Latency [gateway.LatencyBuckets]uint64
-	Dir         string // the sink files and the gateway's log
-	Files       []SinkFile
-	Log         string // the gateway's log file
+	Dir     string // the sink files and the gateway's log
+	Files   []SinkFile
+	Log     string // the gateway's log file
 }
 
 // SinkFile is one of the demo's sink files.
