@@ -192,7 +192,7 @@ func TestDemoConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !slices.EqualFunc(cfg.Rules, example.Rules, func(a, b config.Rule) bool { return a.Name == b.Name && a.Action == b.Action }) ||
-			len(cfg.Rules) == 0 || cfg.Limits != example.Limits || cfg.XDP != example.XDP {
+			len(cfg.Rules) == 0 || cfg.Limits != example.Limits || !reflect.DeepEqual(cfg.XDP, example.XDP) {
 			t.Errorf("%q: rules, limits or XDP policy differ from the example", iface)
 		}
 		if cfg.HTTP.Listen != "" || cfg.Pin.Path != "" || cfg.Interface != iface {
