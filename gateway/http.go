@@ -27,9 +27,26 @@ import (
 	"github.com/xgate/xgate/engine"
 )
 
-// Version is reported by /status and xgate_info; the command sets it from
-// its build flags. Empty: the main module's version from the build info.
-var Version string
+// Version and Revision are reported by /status, xgate_info and
+// xgate_build_info; the command sets them from its build flags. Empty
+// Version: the main module's version from the build info.
+var Version, Revision string
+
+// revision is Revision, else the VCS revision the toolchain stamped, else
+// "unknown".
+func revision() string {
+	if Revision != "" {
+		return Revision
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && s.Value != "" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
 
 func (g *Gateway) version() string {
 	if Version != "" {
@@ -271,6 +288,7 @@ func (p slogPrinter) Println(v ...any) { p.g.log.Error("metrics: " + fmt.Sprint(
 // Status is what /status reports.
 type Status struct {
 	Version       string            `json:"version"`
+	Revision      string            `json:"revision"`
 	Path          config.Mode       `json:"path"`
 	Why           string            `json:"why"`
 	Interface     string            `json:"interface,omitempty"`
@@ -379,7 +397,7 @@ func (g *Gateway) Status() (Status, error) {
 	}
 	cfg := g.Config()
 	st := Status{
-		Version: g.version(), Path: g.path, Why: g.why, Interface: cfg.Interface, XDPMode: g.xdpMode,
+		Version: g.version(), Revision: revision(), Path: g.path, Why: g.why, Interface: cfg.Interface, XDPMode: g.xdpMode,
 		Ports: cfg.Listen.Ports, UptimeSeconds: s.Uptime.Seconds(),
 		Ready:      g.ready(),
 		Accounting: accountingOf(&s),

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -8,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -177,6 +180,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	})
 	s := quiesce(t, g, tr.sent)
 	fams := scrape(t, g)
+	promtoolCheckMetrics(t, g)
 	after, err := g.Stats()
 	if err != nil {
 		t.Fatal(err)
@@ -228,6 +232,8 @@ func runHTTPMetrics(t *testing.T, mode string) {
 		}
 	}
 	eq("xdp seen", metricValue(t, fams, "xgate_xdp_seen_packets_total"), s.XDPSeen)
+	eq("build info", metricValue(t, fams, "xgate_build_info", "goversion="+runtime.Version(), "version="+g.version(),
+		"revision="+revision()), 1)
 	eq("datagrams", sumFamily(fams, "xgate_datagrams_total"), s.Datagrams)
 	eq("socket drops", sumFamily(fams, "xgate_socket_drops_total"), s.SocketDrops)
 	eq("ring drops", sumFamily(fams, "xgate_afxdp_ring_drops_total"), s.RingDrops)
@@ -493,5 +499,25 @@ func TestHTTPTokenReload(t *testing.T) {
 	}
 	if code, _ := httpGet(t, g, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz: %d", code)
+	}
+}
+
+// promtoolCheckMetrics runs `promtool check metrics` (Prometheus's linter:
+// names, units, suffixes, help texts) on the gateway's /metrics.
+func promtoolCheckMetrics(t *testing.T, g *Gateway) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Log("no promtool (make test installs the prometheus package): /metrics not linted")
+		return
+	}
+	code, body := httpGet(t, g, "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }

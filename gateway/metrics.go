@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"math"
+	"runtime"
 	"slices"
 	"strconv"
 	"time"
@@ -48,8 +49,9 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	descInfo = desc("info", "Constant 1, labelled with what the gateway runs as.",
 		"version", "mode", "xdp_mode", "interface")
-	descUptime = desc("uptime_seconds", "Seconds since Run started.")
-	descRules  = desc("rules", "Rules of the program in force.")
+	descBuild = desc("build_info", "Constant 1, labelled with the build: version, VCS revision and Go version.",
+		"version", "revision", "goversion")
+	descRules = desc("rules", "Rules of the program in force.")
 
 	descXDPPackets = desc("xdp_packets_total", "Packets the XDP program decided, by terminal reason (each packet counted once).", "reason")
 	descXDPBytes   = desc("xdp_bytes_total", "Bytes of the packets the XDP program decided, by terminal reason.", "reason")
@@ -263,7 +265,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	cfg := g.Config()
 	gauge(descInfo, 1, g.version(), g.path.String(), g.xdpMode.String(), cfg.Interface)
-	gauge(descUptime, s.Uptime.Seconds())
+	gauge(descBuild, 1, g.version(), revision(), runtime.Version())
 	gauge(descRules, float64(len(s.Engine.Rules)))
 	if g.tap != nil {
 		counter(descTapDropped, g.tap.dropped.Load())

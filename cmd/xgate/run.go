@@ -46,7 +46,7 @@ a bad file is rejected and the running rules stay.`,
 			if err != nil {
 				return err
 			}
-			gateway.Version = version + " (commit " + commit + ")"
+			gateway.Version, gateway.Revision = version, commit
 			// After setup the daemon drops every capability (DropCaps) and
 			// tells systemd it is ready (Type=notify).
 			// One daemon per pid file, locked before anything is attached.

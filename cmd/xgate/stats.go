@@ -40,7 +40,7 @@ blocklist), in the same live view (rates and the program's cost over each
 interval, from the difference of two readings; the pins are opened anew for
 every reading, so a restarted gateway's new maps are followed), or once
 with --once or --json.`,
-		Example: "  xgate stats --pins /sys/fs/bpf/xgate --once\n  xgate stats --pins /sys/fs/bpf/xgate\n  xgate stats\n  xgate stats --addr 127.0.0.1:9100 --once\n  xgate stats --json | jq .accounting\n  xgate stats --duration 10s > stats.log",
+		Example: "  xgate stats --pins /sys/fs/bpf/xgate --once\n  xgate stats --pins /sys/fs/bpf/xgate\n  xgate stats\n  xgate stats --addr 127.0.0.1:9717 --once\n  xgate stats --json | jq .accounting\n  xgate stats --duration 10s > stats.log",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if once && asJSON {

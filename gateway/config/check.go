@@ -153,7 +153,7 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	if c.HTTP.Listen == "" {
 		// no HTTP server
 	} else if host, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-		k.errf("http.listen", "%q: want host:port, e.g. 127.0.0.1:9100", c.HTTP.Listen)
+		k.errf("http.listen", "%q: want host:port, e.g. 127.0.0.1:9717", c.HTTP.Listen)
 	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		k.errf("http.listen", "%q: port %q is not a number in 0..65535", c.HTTP.Listen, port)
 	} else if host != "" && host != "localhost" {

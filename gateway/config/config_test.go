@@ -154,7 +154,7 @@ func TestDefaults(t *testing.T) {
 		{"queues", c.Queues, 0},
 		{"socket.batch", c.Socket.Batch, 64},
 		{"socket.rcvbuf", c.Socket.RcvBuf, 4 << 20},
-		{"http.listen", c.HTTP.Listen, "127.0.0.1:9100"},
+		{"http.listen", c.HTTP.Listen, "127.0.0.1:9717"},
 		{"http.pprof", c.HTTP.Pprof, true},
 		{"http.token", c.HTTP.Token, ""},
 		{"pin.path", c.Pin.Path, "/sys/fs/bpf/xgate"},
@@ -297,7 +297,7 @@ rules:
 sinks:
   - {type: file, path: /var/lib/xgate/events.ndjson, what: passed}
   - {type: stdout, what: alerts}
-http: {listen: 127.0.0.1:9100}
+http: {listen: 127.0.0.1:9717}
 `
 	c, err := Parse("DESIGN.md", []byte(sketch))
 	if err != nil {

@@ -249,7 +249,7 @@ type Pin struct {
 // Defaults (also documented in examples/xgate.yaml).
 const (
 	DefaultPinPath      = "/sys/fs/bpf/xgate"
-	DefaultHTTPListen   = "127.0.0.1:9100"
+	DefaultHTTPListen   = "127.0.0.1:9717"
 	DefaultSocketBatch  = 64
 	DefaultSocketRcvBuf = 4 << 20
 )
