@@ -11,6 +11,10 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # A static binary: xgate needs nothing of libc (cgo off also lets it drop
 # capabilities on every thread, see gateway/caps_linux.go).
 BIN       ?= bin/xgate
+# The daemon is built with -tags lean: it leaves out the test-host builder,
+# the load generators and the plots (demo, load, bench). LAB is the full
+# build beside it; the daemon's demo, load and bench run it.
+LAB       ?= $(dir $(BIN))xgate-lab
 
 # bpf2go reads these; the generate lines in bpf/ stay free of compiler details.
 BPF2GO_CC     ?= clang-19
@@ -30,7 +34,8 @@ GENERATE_DEBS := clang-19 llvm-19 libbpf-dev
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xgate
+	CGO_ENABLED=0 $(GO) build -trimpath -tags lean -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xgate
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(LAB) ./cmd/xgate
 
 # The Debian package: the static binary, the unit, /etc/xgate/xgate.yaml (a
 # conffile), man pages and completions generated from the CLI
@@ -44,7 +49,7 @@ export SOURCE_DATE_EPOCH
 
 deb: build
 	rm -rf $(DEB_STAGE) && mkdir -p $(DEB_STAGE)/examples
-	cp $(BIN) deploy/xgate.service deploy/xgate.yaml deploy/nfpm.yaml deploy/debian/* $(DEB_STAGE)/
+	cp $(BIN) $(LAB) deploy/xgate.service deploy/xgate.yaml deploy/nfpm.yaml deploy/debian/* $(DEB_STAGE)/
 	cp examples/xgate.yaml deploy/prometheus/xgate-rules.yml $(DEB_STAGE)/examples/
 	$(BIN) docs --man $(DEB_STAGE)/man --completions $(DEB_STAGE)/completions
 	gzip -9n $(DEB_STAGE)/man/*.1

@@ -16,7 +16,7 @@ import (
 
 const (
 	capsPort = 9000 // UDP port of the test events
-	httpPort = 9100 // the daemon's HTTP inside the test host's namespace
+	httpPort = 9717 // the daemon's HTTP inside the test host's namespace (the packaged default)
 )
 
 // capsConfig is a config for the test host's link: the UMEM of one queue

@@ -56,6 +56,7 @@ var debFiles = []string{
 	"/lib/systemd/system/xgate.service",
 	"/usr/bin/xgate",
 	"/usr/lib/sysusers.d/xgate.conf",
+	"/usr/lib/xgate/xgate-lab",
 	"/usr/share/bash-completion/completions/xgate",
 	"/usr/share/doc/xgate/changelog.gz",
 	"/usr/share/doc/xgate/copyright",

@@ -1,10 +1,11 @@
+//go:build !lean
+
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,7 +20,6 @@ import (
 	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/tools/bench"
 	"github.com/xgate/xgate/tools/gen"
@@ -249,16 +249,4 @@ func parseRate(s string) (float64, error) {
 		return 0, fmt.Errorf("rate %q: want max or a number of datagrams/s up to 1e9 (500000, 500k, 1.5M)", s)
 	}
 	return v * mult, nil
-}
-
-// isTerminal says whether w is a terminal that takes ANSI escapes (the
-// progress lines, the live views): not with NO_COLOR set (no-color.org:
-// xgate's only escapes are cursor moves, and those go too) or TERM=dumb.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok || os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

@@ -1,3 +1,5 @@
+//go:build !lean
+
 package main
 
 import (
@@ -23,13 +25,6 @@ var benchKeys = []string{"mode", "duration_s", "sent", "xdp_dropped", "not_ours"
 	"ring_dropped", "decode_errors", "decided", "unaccounted", "events_per_sec", "latency_p50_us",
 	"latency_p99_us", "latency_p999_us", "gc_per_min", "rss_bytes", "cpu_seconds_per_million", "allocs_per_event",
 	"worker_busy_s", "events_per_busy_s", "generator", "generator_ceiling_pps", "generator_bound"}
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (test hosts, XDP)")
-	}
-}
 
 func checkReport(t *testing.T, m map[string]any, mode string) {
 	t.Helper()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -38,4 +39,11 @@ func startTestGateway(t *testing.T, host *testenv.Host, cfg *config.Config) *gat
 		time.Sleep(10 * time.Millisecond)
 	}
 	return g
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (test hosts, XDP)")
+	}
 }

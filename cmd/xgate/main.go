@@ -71,7 +71,8 @@ accounts for every packet it saw.`,
 	}
 	root.SetVersionTemplate(versionLine())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newVersion(), newDemo(), newRun(), newValidate(), newReload(), newLoad(), newBench(), newStats(), newTap(), newFeatures(), newBlock(), newDocs())
+	root.AddCommand(newVersion(), newRun(), newValidate(), newReload(), newStats(), newTap(), newFeatures(), newBlock(), newDocs())
+	root.AddCommand(labCommands()...)
 	return root
 }
 
