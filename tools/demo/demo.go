@@ -6,8 +6,9 @@
 // by a veth, removed afterwards — and starts the gateway on the receiving
 // end with examples/xgate.yaml: its rules, limits and XDP policy as they
 // are; only the interface, the sinks, the HTTP server and the pins are the
-// demo's (files in a temporary directory; no HTTP server and no pins, so
-// the demo never collides with an xgate running on the host). From the
+// demo's (files in a temporary directory; HTTP on a free loopback port
+// with a fresh token, and no pins, so the demo never collides with an
+// xgate running on the host). From the
 // other end it streams a realistic mix for Options.Duration: events from
 // thousands of client addresses (Zipf-distributed users, log-normal
 // amounts, a share of malformed JSON, some non-JSON payloads and some
@@ -25,6 +26,8 @@ package demo
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -131,6 +134,8 @@ type Report struct {
 	Dir     string // the sink files and the gateway's log
 	Files   []SinkFile
 	Log     string // the gateway's log file
+	// HTTPAddr is where the gateway served HTTP during the run.
+	HTTPAddr string
 }
 
 // SinkFile is one of the demo's sink files.
@@ -229,7 +234,8 @@ func missingPrivileges(status string, euid int) string {
 }
 
 // demoConfig is the configuration of a run: o.Config with the demo's
-// sinks (files in dir), no HTTP server and no pins. On the test hosts
+// sinks (files in dir), HTTP on a free loopback port with a fresh token
+// (so `xgate stats` and `xgate tap` can watch it), and no pins. On the test hosts
 // (iface set) the gateway attaches to iface; in plain mode (iface "") it
 // listens on 127.0.0.1:port in mode auto, without probes. The changes are
 // made to the YAML text, so the adapted file is validated as a whole the
@@ -278,6 +284,13 @@ func demoConfig(o *Options, iface string, port uint16, dir string) (*config.Conf
 	// xgate running on the host keeps its pins). The file format has no
 	// way to say "no pins": this comes after validation.
 	cfg.Pin.Path = ""
+	// HTTP on a port the kernel picks (the file format wants a real port,
+	// so this too comes after validation), with a token so /tap works.
+	tok := make([]byte, 16)
+	if _, err := rand.Read(tok); err != nil {
+		return nil, nil, fmt.Errorf("demo: token: %w", err)
+	}
+	cfg.HTTP.Listen, cfg.HTTP.Token = "127.0.0.1:0", hex.EncodeToString(tok)
 	return cfg, files, nil
 }
 

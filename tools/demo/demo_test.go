@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -69,10 +71,17 @@ func TestKernelDemo(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the test hosts need root (network namespaces, veth, XDP)")
 	}
-	var out bytes.Buffer
+	var out syncBuffer
+	// While it runs, do what the demo tells the user: read /status at the
+	// address it prints, with the token it prints.
+	watched := make(chan string, 1)
+	go func() { watched <- watchDemo(&out) }()
 	rep, err := Run(context.Background(), Options{Duration: 3 * time.Second, Out: &out, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if got := <-watched; got != "200" {
+		t.Errorf("GET /status at the printed address during the run: %s\n%s", got, out.String())
 	}
 	if rep.Mode != ModeTestHosts || rep.Path != config.ModeAFXDP || rep.Fallback != "" {
 		t.Fatalf("mode %q path %q fallback %q: want test hosts with afxdp\n%s", rep.Mode, rep.Path, rep.Fallback, out.String())
@@ -175,7 +184,7 @@ func TestMissingPrivileges(t *testing.T) {
 }
 
 // TestDemoConfig: the demo runs examples/xgate.yaml's rules and limits,
-// with its own sinks, no HTTP server and no pins.
+// with its own sinks, HTTP on a free loopback port with a token, and no pins.
 func TestDemoConfig(t *testing.T) {
 	example, err := config.Parse(examples.ConfigName, examples.Config)
 	if err != nil {
@@ -195,8 +204,8 @@ func TestDemoConfig(t *testing.T) {
 			len(cfg.Rules) == 0 || cfg.Limits != example.Limits || !reflect.DeepEqual(cfg.XDP, example.XDP) {
 			t.Errorf("%q: rules, limits or XDP policy differ from the example", iface)
 		}
-		if cfg.HTTP.Listen != "" || cfg.Pin.Path != "" || cfg.Interface != iface {
-			t.Errorf("%q: http %q pin %q interface %q", iface, cfg.HTTP.Listen, cfg.Pin.Path, cfg.Interface)
+		if cfg.HTTP.Listen != "127.0.0.1:0" || len(cfg.HTTP.Token) != 32 || cfg.Pin.Path != "" || cfg.Interface != iface {
+			t.Errorf("%q: http %q token %d chars, pin %q interface %q", iface, cfg.HTTP.Listen, len(cfg.HTTP.Token), cfg.Pin.Path, cfg.Interface)
 		}
 		if len(cfg.Sinks) != len(files) || files[0].What != "alerts" {
 			t.Fatalf("%q: sinks %+v, files %+v", iface, cfg.Sinks, files)
@@ -384,4 +393,48 @@ func TestEditYAML(t *testing.T) {
 	if _, err := editYAML([]byte("- a\n- b\n"), []yamlEdit{{"interface", "x"}}); err == nil {
 		t.Error("a sequence as the document was accepted")
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// watchDemo waits (at most 10 s) for the demo's "watch it" lines and
+// requests /status as they say; it returns the status code or what failed.
+func watchDemo(out *syncBuffer) string {
+	addrRe := regexp.MustCompile(`xgate stats --addr (127\.0\.0\.1:[0-9]+)`)
+	tokRe := regexp.MustCompile(`export XGATE_HTTP_TOKEN=([0-9a-f]+)`)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		s := out.String()
+		a, k := addrRe.FindStringSubmatch(s), tokRe.FindStringSubmatch(s)
+		if a == nil || k == nil {
+			continue
+		}
+		req, err := http.NewRequest("GET", "http://"+a[1]+"/status", nil)
+		if err != nil {
+			return err.Error()
+		}
+		req.Header.Set("Authorization", "Bearer "+k[1])
+		resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		resp.Body.Close()
+		return strconv.Itoa(resp.StatusCode)
+	}
+	return "no address and token printed within 10 s"
 }

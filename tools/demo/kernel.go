@@ -96,7 +96,7 @@ func runTestHosts(ctx context.Context, o Options) (rep *Report, err error) {
 	fmt.Fprintf(w, "  hosts:    sender %s %s ──veth── receiver %s %s (network namespaces, removed at the end)\n",
 		pair.A.Link, pair.A.Addr, pair.B.Link, pair.B.Addr)
 	fmt.Fprintf(w, "  gateway:  %s on %s: receive path %s (%s)\n", o.ConfigName, pair.B.Link, path, why)
-	fmt.Fprintln(w, "            rules, limits and XDP policy as written there; the sinks, no HTTP server and no pins are the demo's")
+	fmt.Fprintln(w, "            rules, limits and XDP policy as written there; the sinks, HTTP on a free loopback port and no pins are the demo's")
 	printRules(w, cfg)
 	fmt.Fprintf(w, "  traffic:  %s events/s from %s client addresses to port %d: 100k users (Zipf), log-normal amounts,\n",
 		num(uint64(rate)), num(clientAddrs), port)

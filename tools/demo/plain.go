@@ -63,7 +63,7 @@ func runPlain(ctx context.Context, o Options, why string) (*Report, error) {
 	fmt.Fprintln(w, "            no test hosts, no XDP program, no AF_XDP: the gateway's plain UDP path (what it falls back to")
 	fmt.Fprintln(w, "            without privileges); blocks are not enforced in the kernel. For the XDP data plane: sudo make demo")
 	fmt.Fprintf(w, "  gateway:  %s on 127.0.0.1:%d: receive path %s\n", o.ConfigName, port, path)
-	fmt.Fprintln(w, "            rules and limits as written there; the sinks, the address, no HTTP server and no probes are the demo's")
+	fmt.Fprintln(w, "            rules and limits as written there; the sinks, the address, HTTP on a free loopback port and no probes are the demo's")
 	printRules(w, cfg)
 	fmt.Fprintf(w, "  traffic:  %s events/s from a UDP socket in this process: 100k users (Zipf), log-normal amounts,\n", num(uint64(rate)))
 	fmt.Fprintln(w, "            2% malformed JSON, 1% payments over 10,000;")

@@ -39,6 +39,7 @@ func (s *session) run(ctx context.Context, stream func(ctx context.Context, star
 	defer stopGateway()
 	gwDone := make(chan error, 1)
 	go func() { gwDone <- s.g.Run(runCtx) }()
+	s.printTryThis(gwDone)
 
 	streamCtx, stopStream := context.WithCancel(ctx)
 	defer stopStream()
@@ -231,4 +232,26 @@ func latencyLine(h [gateway.LatencyBuckets]uint64) string {
 		return "?"
 	}
 	return fmt.Sprintf("receive → verdict: %s frames timed, p50 %s, p99 %s, p99.9 %s", num(total), q(0.5), q(0.99), q(0.999))
+}
+
+// printTryThis waits (at most 2 s) for the gateway's HTTP server and says
+// how to watch the run from another terminal.
+func (s *session) printTryThis(gwDone <-chan error) {
+	deadline := time.Now().Add(2 * time.Second)
+	addr := s.g.HTTPAddr()
+	for addr == "" && time.Now().Before(deadline) && len(gwDone) == 0 {
+		time.Sleep(10 * time.Millisecond)
+		addr = s.g.HTTPAddr()
+	}
+	if addr == "" {
+		return
+	}
+	s.rep.HTTPAddr = addr
+	w := s.o.Out
+	fmt.Fprintf(w, "  watch it from another terminal while it runs (HTTP on %s):\n", addr)
+	fmt.Fprintf(w, "            export XGATE_HTTP_TOKEN=%s\n", s.cfg.HTTP.Token)
+	fmt.Fprintf(w, "            xgate stats --addr %s\n", addr)
+	fmt.Fprintf(w, "            xgate tap --addr %s --verdict alert --count 5\n", addr)
+	fmt.Fprintf(w, "            curl -s -H \"Authorization: Bearer $XGATE_HTTP_TOKEN\" http://%s/metrics | grep ^xgate_accounting\n", addr)
+	fmt.Fprintln(w)
 }
