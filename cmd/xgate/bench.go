@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -132,6 +133,8 @@ the max-rate run.`,
 					fmt.Fprintf(cmd.ErrOrStderr(), "\r\033[K%s %s %5.1fs  decided %d  %.3f M events/s",
 						p.Mode, p.Phase, p.Elapsed.Seconds(), p.Decided, float64(p.Decided)/p.Elapsed.Seconds()/1e6)
 				}
+			} else {
+				o.Progress = stepLines(cmd.ErrOrStderr(), modes, time.Now())
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -157,6 +160,9 @@ the max-rate run.`,
 				bench.WriteHostCheck(w, hs)
 			}
 			if histograms {
+				if !isTerminal(cmd.ErrOrStderr()) {
+					o.Progress = nil // RunHistogramsTo clears a terminal line
+				}
 				return bench.RunHistogramsTo(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), modes, o, asJSON)
 			}
 			if sweep {
@@ -164,7 +170,7 @@ the max-rate run.`,
 				return runSweep(ctx, cmd, bench.SweepOptions{Options: o, Steps: steps}, asJSON, plotPath)
 			}
 			reps, err := bench.Compare(ctx, modes, o)
-			if o.Progress != nil {
+			if o.Progress != nil && isTerminal(cmd.ErrOrStderr()) {
 				fmt.Fprint(cmd.ErrOrStderr(), "\r\033[K")
 			}
 			if err != nil {
@@ -206,7 +212,7 @@ the max-rate run.`,
 func runSweep(ctx context.Context, cmd *cobra.Command, o bench.SweepOptions, asJSON bool, plotPath string) error {
 	progress := o.Progress
 	pts, err := bench.Sweep(ctx, o)
-	if progress != nil {
+	if progress != nil && isTerminal(cmd.ErrOrStderr()) {
 		fmt.Fprint(cmd.ErrOrStderr(), "\r\033[K")
 	}
 	out := cmd.OutOrStdout()
@@ -249,4 +255,19 @@ func parseRate(s string) (float64, error) {
 		return 0, fmt.Errorf("rate %q: want max or a number of datagrams/s up to 1e9 (500000, 500k, 1.5M)", s)
 	}
 	return v * mult, nil
+}
+
+// stepLines is the progress of a bench whose stderr is not a terminal: a
+// line as each mode enters a phase (warmup, measure, drain), with its
+// place among the modes and the time since the bench began, so a piped
+// or logged bench is never silent for long.
+func stepLines(w io.Writer, modes []string, began time.Time) func(bench.Progress) {
+	var last string
+	return func(p bench.Progress) {
+		if key := p.Mode + " " + p.Phase; key != last {
+			last = key
+			fmt.Fprintf(w, "bench: mode %d/%d %s: %s (%.0fs since start)\n",
+				slices.Index(modes, p.Mode)+1, len(modes), p.Mode, p.Phase, time.Since(began).Seconds())
+		}
+	}
 }

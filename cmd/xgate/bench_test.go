@@ -91,9 +91,18 @@ func TestBenchJSON(t *testing.T) {
 
 func TestBenchCompare(t *testing.T) {
 	needRoot(t)
-	out, err := run(t, "bench", "--compare", "afxdp,socket", "--duration", "1s", "--warmup", "300ms", "--rate", "200k", "--json", "--host-check", "0")
+	out, errOut, err := runSplit(t, "bench", "--compare", "afxdp,socket", "--duration", "1s", "--warmup", "300ms", "--rate", "200k", "--json", "--host-check", "0")
 	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
+		t.Fatalf("%v\n%s\n%s", err, out, errOut)
+	}
+	// stderr is not a terminal: a line per mode and phase, never an escape.
+	for _, want := range []string{"bench: mode 1/2 afxdp: measure", "bench: mode 2/2 socket: measure"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+	if strings.Contains(errOut, "\033[") {
+		t.Errorf("escapes on a stderr that is not a terminal:\n%q", errOut)
 	}
 	var ms []map[string]any
 	if err := json.Unmarshal([]byte(out), &ms); err != nil {
