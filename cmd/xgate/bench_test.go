@@ -168,12 +168,13 @@ func TestBenchCompareTable(t *testing.T) {
 func TestBenchSweep(t *testing.T) {
 	needRoot(t)
 	plot := filepath.Join(t.TempDir(), "sweep.png")
-	out, err := run(t, "bench", "--sweep", "--steps", "2", "--duration", "700ms", "--warmup", "300ms", "--json", "--plot", plot, "--host-check", "0")
+	out, errOut, err := runSplit(t, "bench", "--sweep", "--steps", "2", "--duration", "700ms", "--warmup", "300ms", "--json", "--plot", plot, "--host-check", "0")
 	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
+		t.Fatalf("%v\n%s\n%s", err, out, errOut)
 	}
-	// The JSON array is followed by the plot's note on the shared output.
-	out = out[:strings.LastIndex(out, "]")+1]
+	if !strings.Contains(errOut, "afxdp: 100%") || !strings.Contains(errOut, "plot written to") {
+		t.Errorf("stderr lacks the step lines or the plot's note:\n%s", errOut)
+	}
 	var pts []map[string]any
 	if err := json.Unmarshal([]byte(out), &pts); err != nil {
 		t.Fatalf("%v:\n%s", err, out)
