@@ -32,6 +32,7 @@ type xskQueue struct {
 	badFrames atomic.Uint64 // redirected frames that are not UDP as we parse it
 	noMeta    atomic.Uint64 // frames without the program's timestamp
 	latency   [LatencyBuckets]atomic.Uint64
+	latencyNs atomic.Uint64 // sum of the observations in latency, ns (the histogram's exact _sum)
 }
 
 // openXSKs opens one AF_XDP socket per active RX queue and registers each
@@ -195,6 +196,7 @@ func (x *xskQueue) recordLatency(n int) uint64 {
 	var hist [LatencyBuckets]uint32
 	now := monotonicNs()
 	noMeta := 0
+	var sum uint64
 	for i := 0; i < n; i++ {
 		f := &x.frames[i]
 		switch {
@@ -202,6 +204,7 @@ func (x *xskQueue) recordLatency(n int) uint64 {
 		case !f.Meta.OK:
 			noMeta++
 		case now > f.Meta.RxNs:
+			sum += now - f.Meta.RxNs
 			us := (now - f.Meta.RxNs + 999) / 1000
 			b := bits.Len64(us - 1) // smallest i with us <= 2^i
 			hist[min(b, LatencyBuckets-1)]++
@@ -211,6 +214,9 @@ func (x *xskQueue) recordLatency(n int) uint64 {
 		if c != 0 {
 			x.latency[b].Add(uint64(c))
 		}
+	}
+	if sum != 0 {
+		x.latencyNs.Add(sum)
 	}
 	if noMeta != 0 {
 		x.noMeta.Add(uint64(noMeta))

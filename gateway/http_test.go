@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -196,7 +197,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 		absent["xgate_socket_drops_total"] = true
 	} else {
 		for _, n := range []string{"xgate_afxdp_ring_drops_total", "xgate_afxdp_socket_total", "xgate_afxdp_bad_frames_total",
-			"xgate_afxdp_frames_without_timestamp_total", "xgate_receive_to_verdict_seconds"} {
+			"xgate_afxdp_frames_without_timestamp_total"} {
 			absent[n] = true
 		}
 	}
@@ -271,23 +272,41 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	if got, want := sumFamily(fams, "xgate_accounting_total"), float64(tr.sent); got != want {
 		t.Errorf("accounting terms sum to %v, %v sent", got, want)
 	}
-	if mode == "afxdp" {
-		lat := fams["xgate_receive_to_verdict_seconds"]
-		var n uint64
-		for _, m := range lat.Metric {
-			h := m.Histogram
-			n += h.GetSampleCount()
-			var prev uint64
-			for _, b := range h.Bucket { // cumulative, bounds 2^i µs
-				if b.GetCumulativeCount() < prev {
-					t.Errorf("latency buckets not cumulative: %v", h.Bucket)
-				}
-				prev = b.GetCumulativeCount()
+	// Receive → verdict on both paths (afxdp: every frame; socket: sampled),
+	// with an exact sum: within the bounds its buckets allow.
+	lat := fams["xgate_receive_to_verdict_seconds"]
+	var n uint64
+	for _, m := range lat.Metric {
+		h := m.Histogram
+		n += h.GetSampleCount()
+		var prev uint64
+		var lo, hi float64           // the least and the most the sum can be
+		for _, b := range h.Bucket { // cumulative, bounds 2^i µs
+			if b.GetCumulativeCount() < prev {
+				t.Errorf("latency buckets not cumulative: %v", h.Bucket)
 			}
+			in := float64(b.GetCumulativeCount() - prev)
+			hi += in * b.GetUpperBound()
+			if b.GetUpperBound() > 1.5e-6 {
+				lo += in * b.GetUpperBound() / 2
+			}
+			prev = b.GetCumulativeCount()
 		}
-		if n == 0 || n > s.Datagrams {
-			t.Errorf("latency histogram holds %d frames, %d datagrams", n, s.Datagrams)
+		if prev != h.GetSampleCount() { // observations past the last bound
+			hi = math.Inf(1)
 		}
+		if sum := h.GetSampleSum(); sum < lo || sum > hi {
+			t.Errorf("latency sum %v s outside [%v, %v] its buckets allow", sum, lo, hi)
+		}
+	}
+	var want uint64
+	for _, c := range g.Latency() {
+		want += c
+	}
+	if n != want || n > s.Datagrams || mode == "afxdp" && n == 0 {
+		t.Errorf("latency histogram holds %d frames, Latency %d, %d datagrams", n, want, s.Datagrams)
+	}
+	if mode == "afxdp" {
 		var received float64
 		for q := range st0Workers(fams) {
 			received += metricValue(t, fams, "xgate_afxdp_socket_total", "queue="+q, "counter=received")

@@ -67,7 +67,7 @@ var (
 	descXSK         = desc("afxdp_socket_total", "AF_XDP socket statistics (XDP_STATISTICS and the ring code's own counts), by counter.", "mode", "queue", "counter")
 	descBadFrames   = desc("afxdp_bad_frames_total", "Redirected frames that were not UDP as the worker parses it.", "mode", "queue")
 	descNoMeta      = desc("afxdp_frames_without_timestamp_total", "Frames without the XDP program's receive timestamp (not in the latency histogram).", "mode", "queue")
-	descLatency     = desc("receive_to_verdict_seconds", "Time from the XDP program's receive timestamp to the verdict; log2 buckets, the sum is an upper bound (each observation at its bucket's bound).", "mode", "queue")
+	descLatency     = desc("receive_to_verdict_seconds", "Time from receive to verdict: on the afxdp path every frame, from the XDP program's timestamp; on the socket and plain paths one datagram in probes.sample per socket, from the kernel's receive stamp (probes.rx_timestamps). Log2 buckets; the sum is exact.", "mode", "queue")
 
 	descFrames       = desc("engine_frames_total", "Datagrams handed to the rule engine.")
 	descEvents       = desc("events_total", "Events decoded and decided, by verdict.", "verdict")
@@ -133,6 +133,7 @@ type queueStat struct {
 	badFrames   uint64
 	noMeta      uint64
 	latency     [LatencyBuckets]uint64
+	latencySum  time.Duration // exact sum of the observations in latency
 	hasSocket   bool
 	ringDropped uint64
 }
@@ -161,8 +162,10 @@ func (g *Gateway) queueStats() []queueStat {
 			for i := range q.latency {
 				q.latency[i] = x.latency[i].Load()
 			}
+			q.latencySum = time.Duration(x.latencyNs.Load())
 		} else if w.sock != nil {
 			q.latency = w.sock.latencyCounts() // sampled (probes.rx_timestamps)
+			q.latencySum = time.Duration(w.sock.latencyNs.Load())
 		}
 		out = append(out, q)
 	}
@@ -309,6 +312,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if q.hasSocket {
 			counter(descSocketDrops, q.sockDrops, mode, id)
 		}
+		if q.xsk || q.hasSocket {
+			n, _, b := Log2Histogram(q.latency[:], 1e-6)
+			ch <- prometheus.MustNewConstHistogram(descLatency, n, q.latencySum.Seconds(), b, mode, id)
+		}
 		if !q.xsk {
 			continue
 		}
@@ -331,8 +338,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(descBadFrames, q.badFrames, mode, id)
 		counter(descNoMeta, q.noMeta, mode, id)
-		n, sum, b := Log2Histogram(q.latency[:], 1e-6)
-		ch <- prometheus.MustNewConstHistogram(descLatency, n, sum, b, mode, id)
 	}
 
 	e := &s.Engine

@@ -21,13 +21,14 @@ type udpSocket struct {
 	// every..pending belong to the worker that owns the socket (set
 	// before it starts, then touched only by recv); latency and noStamp
 	// are atomics that Latency and metrics read.
-	every   int           // sampling period in datagrams; 0: off
-	until   int           // datagrams left before the next sampled batch
-	pick    uint32        // xorshift32 state: which datagram of a batch is sampled
-	stamp   unix.Timespec // SIOCGSTAMPNS result (a field: no allocation per sample)
-	pending int64         // receive time (realtime ns) of the sampled datagram of the last batch; 0: none
-	latency [LatencyBuckets]atomic.Uint64
-	noStamp atomic.Uint64 // sampled datagrams without a receive timestamp
+	every     int           // sampling period in datagrams; 0: off
+	until     int           // datagrams left before the next sampled batch
+	pick      uint32        // xorshift32 state: which datagram of a batch is sampled
+	stamp     unix.Timespec // SIOCGSTAMPNS result (a field: no allocation per sample)
+	pending   int64         // receive time (realtime ns) of the sampled datagram of the last batch; 0: none
+	latency   [LatencyBuckets]atomic.Uint64
+	latencyNs atomic.Uint64 // sum of the samples in latency, ns (the histogram's exact _sum)
+	noStamp   atomic.Uint64 // sampled datagrams without a receive timestamp
 }
 
 // openUDP opens a UDP socket bound to addr. With reuseport it joins the
@@ -287,6 +288,7 @@ func (s *udpSocket) recordLatency() {
 		b = min(bits.Len64(uint64(us-1)), LatencyBuckets-1)
 	}
 	s.latency[b].Add(1)
+	s.latencyNs.Add(uint64(d))
 }
 
 // startLatency turns on receive → verdict sampling: after every batch that
