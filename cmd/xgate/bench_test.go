@@ -127,7 +127,7 @@ func TestBenchCompare(t *testing.T) {
 func TestBenchCompareYardsticks(t *testing.T) {
 	needRoot(t)
 	modes := []string{"afxdp", "rawxsk", "rawsock", "baseline"}
-	out, err := run(t, "bench", "--compare", strings.Join(modes, ","), "--duration", "1s", "--warmup", "0", "--json", "--host-check", "0")
+	out, _, err := runSplit(t, "bench", "--compare", strings.Join(modes, ","), "--duration", "1s", "--warmup", "0", "--json", "--host-check", "0")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
