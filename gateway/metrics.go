@@ -64,10 +64,22 @@ var (
 	descWorkerBusy  = desc("worker_busy_seconds_total", "Time a worker spent on batches of datagrams (from a batch in hand to done with it; not waiting, spinning or sleeping).", "mode", "queue")
 	descSocketDrops = desc("socket_drops_total", "Datagrams the kernel dropped at a socket of ours (receive buffer full).", "mode", "queue")
 	descRingDrops   = desc("afxdp_ring_drops_total", "Packets lost at an AF_XDP socket's rings (rx_dropped + rx_ring_full): the accounting term.", "mode", "queue")
-	descXSK         = desc("afxdp_socket_total", "AF_XDP socket statistics (XDP_STATISTICS and the ring code's own counts), by counter.", "mode", "queue", "counter")
-	descBadFrames   = desc("afxdp_bad_frames_total", "Redirected frames that were not UDP as the worker parses it.", "mode", "queue")
-	descNoMeta      = desc("afxdp_frames_without_timestamp_total", "Frames without the XDP program's receive timestamp (not in the latency histogram).", "mode", "queue")
-	descLatency     = desc("receive_to_verdict_seconds", "Time from receive to verdict: on the afxdp path every frame, from the XDP program's timestamp; on the socket and plain paths one datagram in probes.sample per socket, from the kernel's receive stamp (probes.rx_timestamps). Log2 buckets; the sum is exact.", "mode", "queue")
+	// The AF_XDP socket's statistics, one metric per meaning: the kernel's
+	// XDP_STATISTICS, then the ring code's own counts (xdp.Stats).
+	descXSKRxDropped    = desc("afxdp_rx_dropped_total", "Packets the kernel dropped at an AF_XDP socket for want of a fill-ring frame or because they did not fit one (XDP_STATISTICS rx_dropped; part of afxdp_ring_drops_total).", "mode", "queue")
+	descXSKRxRingFull   = desc("afxdp_rx_ring_full_total", "Packets the kernel dropped because the RX ring was full: the worker did not keep up (XDP_STATISTICS rx_ring_full; part of afxdp_ring_drops_total).", "mode", "queue")
+	descXSKFillEmpty    = desc("afxdp_fill_ring_empty_total", "Times the kernel found the fill ring empty (XDP_STATISTICS rx_fill_ring_empty_descs).", "mode", "queue")
+	descXSKInvalidDescs = desc("afxdp_invalid_descriptors_total", "Bad descriptors given to the kernel, by ring (XDP_STATISTICS rx/tx_invalid_descs; should stay 0).", "mode", "queue", "ring")
+	descXSKTxRingEmpty  = desc("afxdp_tx_ring_empty_total", "Times the kernel found the TX ring empty (XDP_STATISTICS tx_ring_empty_descs).", "mode", "queue")
+	descXSKReceived     = desc("afxdp_received_frames_total", "Frames the worker took from the RX ring.", "mode", "queue")
+	descXSKReleased     = desc("afxdp_released_frames_total", "Frames the worker gave back to the fill ring (received minus released: held now).", "mode", "queue")
+	descXSKPolls        = desc("afxdp_polls_total", "poll(2) sleeps of a worker on an empty RX ring.", "mode", "queue")
+	descXSKWakeups      = desc("afxdp_wakeups_total", "recvfrom(2) kicks because the kernel asked for one (XDP_RING_NEED_WAKEUP).", "mode", "queue")
+	descXSKBadReleases  = desc("afxdp_bad_releases_total", "Frames given back that the worker did not hold (ignored; should stay 0).", "mode", "queue")
+	descXSKBadDescs     = desc("afxdp_bad_rx_descriptors_total", "RX descriptors outside the RX frames or at a frame the kernel did not own (skipped; should stay 0).", "mode", "queue")
+	descBadFrames       = desc("afxdp_bad_frames_total", "Redirected frames that were not UDP as the worker parses it.", "mode", "queue")
+	descNoMeta          = desc("afxdp_frames_without_timestamp_total", "Frames without the XDP program's receive timestamp (not in the latency histogram).", "mode", "queue")
+	descLatency         = desc("receive_to_verdict_seconds", "Time from receive to verdict: on the afxdp path every frame, from the XDP program's timestamp; on the socket and plain paths one datagram in probes.sample per socket, from the kernel's receive stamp (probes.rx_timestamps). Log2 buckets; the sum is exact.", "mode", "queue")
 
 	descFrames       = desc("engine_frames_total", "Datagrams handed to the rule engine.")
 	descEvents       = desc("events_total", "Events decoded and decided, by verdict.", "verdict")
@@ -320,21 +332,22 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		if q.ringErr != nil {
-			ch <- prometheus.NewInvalidMetric(descXSK, q.ringErr)
+			ch <- prometheus.NewInvalidMetric(descRingDrops, q.ringErr)
 		} else {
 			counter(descRingDrops, q.ringDropped, mode, id)
 			r := &q.ring
-			for _, kv := range [...]struct {
-				name string
-				v    uint64
-			}{
-				{"rx_dropped", r.RxDropped}, {"rx_invalid_descs", r.RxInvalidDescs}, {"tx_invalid_descs", r.TxInvalidDescs},
-				{"rx_ring_full", r.RxRingFull}, {"fill_ring_empty", r.RxFillRingEmptyDescs}, {"tx_ring_empty", r.TxRingEmptyDescs},
-				{"received", r.Received}, {"released", r.Released}, {"polls", r.Polls}, {"wakeups", r.Wakeups},
-				{"bad_releases", r.BadReleases}, {"bad_descs", r.BadDescs},
-			} {
-				counter(descXSK, kv.v, mode, id, kv.name)
-			}
+			counter(descXSKRxDropped, r.RxDropped, mode, id)
+			counter(descXSKRxRingFull, r.RxRingFull, mode, id)
+			counter(descXSKFillEmpty, r.RxFillRingEmptyDescs, mode, id)
+			counter(descXSKInvalidDescs, r.RxInvalidDescs, mode, id, "rx")
+			counter(descXSKInvalidDescs, r.TxInvalidDescs, mode, id, "tx")
+			counter(descXSKTxRingEmpty, r.TxRingEmptyDescs, mode, id)
+			counter(descXSKReceived, r.Received, mode, id)
+			counter(descXSKReleased, r.Released, mode, id)
+			counter(descXSKPolls, r.Polls, mode, id)
+			counter(descXSKWakeups, r.Wakeups, mode, id)
+			counter(descXSKBadReleases, r.BadReleases, mode, id)
+			counter(descXSKBadDescs, r.BadDescs, mode, id)
 		}
 		counter(descBadFrames, q.badFrames, mode, id)
 		counter(descNoMeta, q.noMeta, mode, id)
