@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/xgate/xgate/gateway/sink"
 	"io"
 	"log/slog"
 	"math"
@@ -160,7 +161,12 @@ func TestHTTPMetricsStatus(t *testing.T) {
 }
 
 func runHTTPMetrics(t *testing.T, mode string) {
-	pair, g, stop := runIT(t, 2, mode, nil)
+	// A named sink beside runIT's (its name is its label; the other's is
+	// derived from what it writes to).
+	pair, g, stop := runIT(t, 2, mode, func(c *config.Config) {
+		c.Sinks = append(c.Sinks, sink.Spec{Name: "audit", Type: "file", Path: filepath.Join(t.TempDir(), "alerts.ndjson"),
+			What: "alerts", Fsync: "never"})
+	})
 	if code, _ := httpGet(t, g, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz %d", code)
 	}
@@ -263,6 +269,12 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	if live := metricValue(t, fams, "xgate_xdp_blocklist_entries", "state=live"); live < 1 {
 		t.Errorf("blocklist live entries %v, want the bot's source", live)
 	}
+	if len(s.Sinks) != 2 || s.Sinks[1].Name != "audit" || s.Sinks[0].Name != g.Config().Sinks[0].Label() || s.Sinks[0].Name == "" {
+		t.Errorf("sink labels: %+v, want runIT's derived label and audit", s.Sinks)
+	}
+	if metricValue(t, fams, "xgate_sink_records_total", "sink=audit") == 0 {
+		t.Error("the named sink wrote no alerts")
+	}
 	for _, sk := range s.Sinks {
 		eq("sink records "+sk.Name, metricValue(t, fams, "xgate_sink_records_total", "sink="+sk.Name), sk.Records)
 		eq("sink bytes "+sk.Name, metricValue(t, fams, "xgate_sink_bytes_total", "sink="+sk.Name), sk.Bytes)
@@ -349,7 +361,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 		t.Errorf("/status accounted %d, sent %d", st.Accounting.Accounted, tr.sent)
 	}
 	if st.Path.String() != mode || st.Interface != pair.B.Link || st.XDPMode == "" || st.Why == "" || !st.Ready ||
-		st.RxQueues != 2 || len(st.Workers) == 0 || st.Rules.Count != len(g.Config().Rules) || len(st.Sinks) != 1 ||
+		st.RxQueues != 2 || len(st.Workers) == 0 || st.Rules.Count != len(g.Config().Rules) || len(st.Sinks) != 2 ||
 		st.UptimeSeconds <= 0 || st.Version == "" || st.Rules.Hash == "" {
 		t.Errorf("/status: %s", body)
 	}

@@ -823,6 +823,7 @@ func (d *configDecoder) sink(n *yaml.Node, p string) sink.Spec {
 	k, nt := &s.Kafka, &s.NATS
 	idempotent := true
 	d.mapping(n, p, map[string]func(*yaml.Node, string){
+		"name":         d.str(&s.Name),
 		"type":         d.str(&s.Type),
 		"path":         d.str(&s.Path),
 		"what":         d.str(&s.What),

@@ -419,24 +419,20 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 			})
 		}
 	}
+	sk.name = sp.Label()
 	switch sp.Type {
 	case "file":
-		sk.name = "file:" + sp.Path
 		sk.out, err = openFileOutput(sk, sp)
 	case "stdout":
-		sk.name = "stdout"
 		sk.out = newStdoutOutput(sk)
 	case "udp":
-		sk.name = "udp:" + sp.Address
 		sk.out, err = dialUDPOutput(sk, sp)
 	case "kafka":
-		sk.name = "kafka:" + sp.Kafka.Topic
 		var o *kafkaOutput
 		if o, err = newKafkaOutput(sk, sp); err == nil {
 			sk.out, sk.async = o, o
 		}
 	case "nats":
-		sk.name = "nats:" + sp.NATS.Subject
 		var o *natsOutput
 		if o, err = newNATSOutput(sk, sp); err == nil {
 			sk.out, sk.async = o, o

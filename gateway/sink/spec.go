@@ -20,6 +20,12 @@ import (
 // The comments give each field's config key; a field without one is set
 // only by code.
 type Spec struct {
+	// Name (name) labels the sink in metrics, logs and /status
+	// (xgate_sink_records_total{sink="<name>"}): letters, digits, '_', '-'
+	// and '.', at most 64, unique among the sinks. Empty: derived from
+	// the sink ("file:<path>", "stdout", "udp:<address>", "kafka:<topic>",
+	// "nats:<subject>").
+	Name string
 	Type string // type: "file" | "stdout" | "udp" | "kafka" | "nats"
 	// What (what) selects the records: "passed" (verdict pass or alert: an
 	// alerted event passes), "alerts" (alert), "dropped" (drop and block),
@@ -179,12 +185,22 @@ func (sp *Spec) keyed() bool { return sp.Type == "kafka" || sp.Type == "nats" }
 func Check(specs []Spec, given func(i int, key string) bool) []*SpecError {
 	var errs []*SpecError
 	paths := map[string]int{}
+	names := map[string]int{}
 	for i := range specs {
 		sp := &specs[i]
 		add := func(key, format string, args ...any) {
 			errs = append(errs, &SpecError{i, key, fmt.Sprintf(format, args...)})
 		}
 		sp.check(func(key string) bool { return given != nil && given(i, key) }, add)
+		if sp.Name != "" {
+			if !validName(sp.Name) {
+				add("name", "%q: want letters, digits, '_', '-' or '.', at most 64", sp.Name)
+			} else if j, dup := names[sp.Name]; dup {
+				add("name", "%q is also the name of sinks[%d]; names label the metrics and must differ", sp.Name, j)
+			} else {
+				names[sp.Name] = i
+			}
+		}
 		if sp.Type == "file" && sp.Path != "" {
 			if j, dup := paths[sp.Path]; dup {
 				add("path", "%q is also the path of sinks[%d]; two sinks cannot share a file", sp.Path, j)
@@ -354,4 +370,37 @@ func ValidGatewayID(id string) error {
 		}
 	}
 	return nil
+}
+
+// validName says whether name may name a sink: a Prometheus label value
+// that reads well in logs and needs no quoting.
+func validName(name string) bool {
+	if len(name) == 0 || len(name) > 64 {
+		return false
+	}
+	for _, c := range name {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Label is the sink's name: Name, or one derived from what it writes to.
+func (sp *Spec) Label() string {
+	switch {
+	case sp.Name != "":
+		return sp.Name
+	case sp.Type == "file":
+		return "file:" + sp.Path
+	case sp.Type == "udp":
+		return "udp:" + sp.Address
+	case sp.Type == "kafka":
+		return "kafka:" + sp.Kafka.Topic
+	case sp.Type == "nats":
+		return "nats:" + sp.NATS.Subject
+	}
+	return sp.Type
 }
