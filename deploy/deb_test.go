@@ -60,6 +60,7 @@ var debFiles = []string{
 	"/usr/share/bash-completion/completions/xgate",
 	"/usr/share/doc/xgate/changelog.gz",
 	"/usr/share/doc/xgate/copyright",
+	"/usr/share/doc/xgate/examples/grafana-xgate.json",
 	"/usr/share/doc/xgate/examples/xgate-rules.yml",
 	"/usr/share/doc/xgate/examples/xgate.yaml",
 	"/usr/share/fish/vendor_completions.d/xgate.fish",
