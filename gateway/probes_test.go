@@ -190,7 +190,9 @@ func TestSocketLatencySampling(t *testing.T) {
 	if count == 0 {
 		t.Error("no datagram carried a receive timestamp")
 	}
-	for i := 10; i < LatencyBuckets; i++ { // > 512 µs from loopback to here: not plausible
+	// Over a second from loopback to here means mixed clocks or units, not
+	// a slow machine (a loaded CI host does take milliseconds at times).
+	for i := 20; i < LatencyBuckets; i++ {
 		if h[i] != 0 {
 			t.Errorf("bucket %d (≤ 2^%d µs): %d samples", i, i, h[i])
 		}
