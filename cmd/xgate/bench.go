@@ -130,6 +130,10 @@ the max-rate run.`,
 			}
 			if isTerminal(cmd.ErrOrStderr()) {
 				o.Progress = func(p bench.Progress) {
+					if p.Elapsed == 0 { // a step with nothing counted yet
+						fmt.Fprintf(cmd.ErrOrStderr(), "\r\033[K%s %s …", p.Mode, p.Phase)
+						return
+					}
 					fmt.Fprintf(cmd.ErrOrStderr(), "\r\033[K%s %s %5.1fs  decided %d  %.3f M events/s",
 						p.Mode, p.Phase, p.Elapsed.Seconds(), p.Decided, float64(p.Decided)/p.Elapsed.Seconds()/1e6)
 				}

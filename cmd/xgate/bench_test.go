@@ -96,7 +96,8 @@ func TestBenchCompare(t *testing.T) {
 		t.Fatalf("%v\n%s\n%s", err, out, errOut)
 	}
 	// stderr is not a terminal: a line per mode and phase, never an escape.
-	for _, want := range []string{"bench: mode 1/2 afxdp: measure", "bench: mode 2/2 socket: measure"} {
+	for _, want := range []string{"bench: mode 1/2 afxdp: generator ceiling", "bench: mode 1/2 afxdp: start", "bench: mode 1/2 afxdp: measure",
+		"bench: mode 2/2 socket: start", "bench: mode 2/2 socket: measure"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, errOut)
 		}

@@ -86,7 +86,7 @@ type Options struct {
 // Progress is a snapshot during a run.
 type Progress struct {
 	Mode    string
-	Phase   string // warmup | measure | drain
+	Phase   string // generator ceiling | start | warmup | measure | drain (a sweep: max, 10%, …)
 	Elapsed time.Duration
 	Decided uint64 // since the phase began
 }
@@ -204,10 +204,12 @@ func start(o Options) (_ *runner, err error) {
 		}
 	}()
 	if o.CeilingDuration > 0 {
+		b.announce("generator ceiling")
 		if b.ceiling, err = GeneratorCeiling(context.Background(), pair, b.loadOptions(0, o.CeilingDuration)); err != nil {
 			return nil, fmt.Errorf("bench: generator ceiling: %w", err)
 		}
 	}
+	b.announce("start")
 	switch o.Mode {
 	case ModeBaseline:
 		b.t, b.stop, err = startBaseline(pair.B)
@@ -494,6 +496,15 @@ func (r *Report) generatorBound() bool {
 	}
 	kept := r.SocketDropped+r.RingDropped <= r.Sent/1000
 	return kept && r.OfferedPPS >= generatorBoundShare*c
+}
+
+// announce reports a step with nothing counted yet (setup, the
+// generator's ceiling), so a bench with its progress on is never silent
+// for long.
+func (b *runner) announce(phase string) {
+	if b.o.Progress != nil {
+		b.o.Progress(Progress{Mode: b.o.Mode, Phase: phase})
+	}
 }
 
 func (b *runner) progress(phase string, start time.Time, s0 *tally) {
