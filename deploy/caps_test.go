@@ -75,13 +75,13 @@ func runLeastPrivilege(t *testing.T, bin, mode string) {
 
 	d := startDaemon(t, nil, append([]string{"ip", "netns", "exec", pair.B.NS},
 		setprivArgs(unitCaps, bin, "run", "-c", cfgPath, "--pid-file", "")...)...)
-	d.waitReceiving(20 * time.Second)
-	if !d.logged("path=" + mode) {
+	d.WaitReceiving(20 * time.Second)
+	if !d.Logged("path=" + mode) {
 		t.Fatalf("the daemon did not take the %s path", mode)
 	}
 	checkDropped := func(when string) {
 		t.Helper()
-		st := procStatus(t, fmt.Sprintf("/proc/%d/status", d.pid))
+		st := procStatus(t, fmt.Sprintf("/proc/%d/status", d.Pid))
 		t.Logf("%s: Uid %s, CapInh %s CapPrm %s CapEff %s CapBnd %s CapAmb %s, NoNewPrivs %s", when,
 			st["Uid"], st["CapInh"], st["CapPrm"], st["CapEff"], st["CapBnd"], st["CapAmb"], st["NoNewPrivs"])
 		if !strings.HasPrefix(st["Uid"], fmt.Sprint(nobody)) {
@@ -95,7 +95,7 @@ func runLeastPrivilege(t *testing.T, bin, mode string) {
 		if st["NoNewPrivs"] != "1" {
 			t.Errorf("%s: NoNewPrivs %q, want 1", when, st["NoNewPrivs"])
 		}
-		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", d.pid))
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", d.Pid))
 		if len(tasks) < 2 {
 			t.Errorf("%s: %d threads, want the Go runtime's several", when, len(tasks))
 		}
@@ -115,10 +115,10 @@ func runLeastPrivilege(t *testing.T, bin, mode string) {
 
 	// Reload with a block rule, then block a source through XDP.
 	writeConfig(t, cfgPath, capsConfig(pair.B.Link, mode, sink, pin, blockRule))
-	if err := syscall.Kill(d.pid, syscall.SIGHUP); err != nil {
+	if err := syscall.Kill(d.Pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	d.waitLogged("reloaded rules", 5*time.Second)
+	d.WaitLogged("reloaded rules", 5*time.Second)
 	sendEvents(t, pair, capsPort, 2, "attack", 1)
 	waitMetric(t, pair.B, `xgate_events_total{verdict="block"}`, 1)
 	time.Sleep(100 * time.Millisecond) // the feedback goroutine writes the blocklist
@@ -129,10 +129,10 @@ func runLeastPrivilege(t *testing.T, bin, mode string) {
 	}
 	checkDropped("after reload and feedback")
 
-	if err := syscall.Kill(d.pid, syscall.SIGTERM); err != nil {
+	if err := syscall.Kill(d.Pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := d.waitExit(10 * time.Second); code != 0 {
+	if code := d.WaitExit(10 * time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
 	if ents, err := os.ReadDir(pin); err == nil && len(ents) > 0 {
@@ -193,13 +193,13 @@ func TestCapabilityRemoved(t *testing.T) {
 			}
 			d := startDaemon(t, nil, append([]string{"ip", "netns", "exec", pair.B.NS},
 				setprivArgs(caps, bin, "run", "-c", cfgPath, "--pid-file", "")...)...)
-			code := d.waitExit(20 * time.Second)
+			code := d.WaitExit(20 * time.Second)
 			name := "CAP_" + strings.ToUpper(missing) + " (to "
-			if code != 4 || !d.logged(name) {
-				d.dumpLog()
-				t.Errorf("without %s: exit code %d (want 4), error naming %q: %v", missing, code, name, d.logged(name))
+			if code != 4 || !d.Logged(name) {
+				d.DumpLog()
+				t.Errorf("without %s: exit code %d (want 4), error naming %q: %v", missing, code, name, d.Logged(name))
 			}
-			if d.logged("XDP program attached") {
+			if d.Logged("XDP program attached") {
 				t.Errorf("without %s: the program was attached before the check", missing)
 			}
 		})

@@ -1,9 +1,7 @@
 package deploy
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -11,11 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -90,130 +85,11 @@ func setprivArgs(caps []string, argv ...string) []string {
 		"--inh-caps=" + set, "--ambient-caps=" + set, "--bounding-set=" + set, "--"}, argv...)
 }
 
-// daemon is one xgate process started by a test.
-type daemon struct {
-	t         *testing.T
-	cmd       *exec.Cmd
-	pid       int
-	receiving chan struct{}
-	exited    chan struct{}
-	waitErr   error
-
-	mu  sync.Mutex
-	log []string
-}
-
 // startDaemon starts argv (ip netns exec … setpriv … xgate run …: each
-// execs the next, so the PID is the daemon's) and kills it by PID when the
-// test ends if it still runs.
-func startDaemon(t *testing.T, env []string, argv ...string) *daemon {
+// execs the next, so the PID is the daemon's); see testenv.StartDaemon.
+func startDaemon(t *testing.T, env []string, argv ...string) *testenv.Daemon {
 	t.Helper()
-	return startDaemonIn(t, env, nil, argv...)
-}
-
-// startDaemonIn is startDaemon with stdin.
-func startDaemonIn(t *testing.T, env []string, stdin io.Reader, argv ...string) *daemon {
-	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = stdin
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", argv, err)
-	}
-	d := &daemon{t: t, cmd: cmd, pid: cmd.Process.Pid, receiving: make(chan struct{}), exited: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		seen := false
-		for sc.Scan() {
-			line := sc.Text()
-			d.mu.Lock()
-			d.log = append(d.log, line)
-			d.mu.Unlock()
-			if !seen && (strings.Contains(line, "msg=receiving") || strings.Contains(line, `"msg":"receiving"`)) {
-				seen = true
-				close(d.receiving)
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-		d.waitErr = cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-d.exited:
-		default:
-			_ = syscall.Kill(d.pid, syscall.SIGKILL)
-			<-d.exited
-		}
-		if t.Failed() {
-			d.dumpLog()
-		}
-	})
-	return d
-}
-
-func (d *daemon) dumpLog() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, l := range d.log {
-		d.t.Logf("xgate[%d]: %s", d.pid, l)
-	}
-}
-
-func (d *daemon) logged(s string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.ContainsFunc(d.log, func(l string) bool { return strings.Contains(l, s) })
-}
-
-func (d *daemon) waitReceiving(timeout time.Duration) {
-	d.t.Helper()
-	select {
-	case <-d.receiving:
-	case <-d.exited:
-		d.dumpLog()
-		d.t.Fatalf("xgate exited before receiving: %v", d.waitErr)
-	case <-time.After(timeout):
-		d.dumpLog()
-		d.t.Fatalf("xgate did not log \"receiving\" within %v", timeout)
-	}
-}
-
-// waitLogged waits until a log line contains s.
-func (d *daemon) waitLogged(s string, timeout time.Duration) {
-	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !d.logged(s) {
-		if time.Now().After(deadline) {
-			d.dumpLog()
-			d.t.Fatalf("xgate did not log %q within %v", s, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// waitExit waits for the daemon to exit and returns its exit code.
-func (d *daemon) waitExit(timeout time.Duration) int {
-	d.t.Helper()
-	select {
-	case <-d.exited:
-	case <-time.After(timeout):
-		d.dumpLog()
-		d.t.Fatalf("xgate pid %d did not exit within %v", d.pid, timeout)
-	}
-	var ee *exec.ExitError
-	if errors.As(d.waitErr, &ee) {
-		return ee.ExitCode()
-	}
-	if d.waitErr != nil {
-		d.t.Fatalf("xgate: %v", d.waitErr)
-	}
-	return 0
+	return testenv.StartDaemon(t, env, nil, argv...)
 }
 
 // procStatus reads the fields of /proc/PID/status (or of a task's).

@@ -271,22 +271,22 @@ func TestDebInstall(t *testing.T) {
 		"--inh-caps=-all,+" + strings.Join(caps, ",+"), "--ambient-caps=-all,+" + strings.Join(caps, ",+"),
 		"--bounding-set=-all,+" + strings.Join(caps, ",+"), "--", bin, "run", "-c", runConf, "--pid-file", ""}
 	d := startDaemon(t, nil, append([]string{"ip", "netns", "exec", pair.B.NS}, argv...)...)
-	d.waitReceiving(20 * time.Second)
+	d.WaitReceiving(20 * time.Second)
 	sendEvents(t, pair, 9000, 1, "click", 30)
 	waitCount(t, filepath.Join(r.root, "var/lib/xgate/events.ndjson"), 1, 30)
 	waitMetric(t, pair.B, `xgate_events_total{verdict="pass"}`, 30)
-	if err := syscall.Kill(d.pid, syscall.SIGHUP); err != nil {
+	if err := syscall.Kill(d.Pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	d.waitLogged("reloaded rules", 5*time.Second)
-	ps := procStatus(t, "/proc/"+strconv.Itoa(d.pid)+"/status")
+	d.WaitLogged("reloaded rules", 5*time.Second)
+	ps := procStatus(t, "/proc/"+strconv.Itoa(d.Pid)+"/status")
 	if ps["CapEff"] != "0000000000000000" || ps["NoNewPrivs"] != "1" || !strings.HasPrefix(ps["Uid"], strconv.Itoa(uid)) {
 		t.Errorf("installed daemon after setup: Uid %s CapEff %s NoNewPrivs %s", ps["Uid"], ps["CapEff"], ps["NoNewPrivs"])
 	}
-	if err := syscall.Kill(d.pid, syscall.SIGTERM); err != nil {
+	if err := syscall.Kill(d.Pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := d.waitExit(10 * time.Second); code != 0 {
+	if code := d.WaitExit(10 * time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM", code)
 	}
 

@@ -81,7 +81,7 @@ rules:
     action: alert
 `, pair.B.Link, capsPort, httpPort, pin, filepath.Join(dir, "passed.ndjson")))
 	dmn := startDaemon(t, nil, "ip", "netns", "exec", pair.B.NS, bin, "run", "-c", cfgPath, "--pid-file", "")
-	dmn.waitReceiving(20 * time.Second)
+	dmn.WaitReceiving(20 * time.Second)
 
 	// Prometheus in the same namespace, scraping every second.
 	promCfg := filepath.Join(dir, "prometheus.yml")
@@ -180,10 +180,10 @@ scrape_configs:
 			}
 		}
 	}
-	if err := syscall.Kill(dmn.pid, syscall.SIGTERM); err != nil {
+	if err := syscall.Kill(dmn.Pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := dmn.waitExit(10 * time.Second); code != 0 {
+	if code := dmn.WaitExit(10 * time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM", code)
 	}
 }

@@ -41,7 +41,7 @@ func TestQuickstart(t *testing.T) {
 	// ip netns exec gives the daemon its own mount namespace: the default
 	// pin path and HTTP port are the test host's, not this machine's.
 	d := startDaemon(t, nil, "ip", "netns", "exec", pair.B.NS, bin, "run", "-c", cfgPath, "--pid-file", "")
-	d.waitReceiving(20 * time.Second)
+	d.WaitReceiving(20 * time.Second)
 	for i := 0; i < 5; i++ { // five payments of 20,000: five alerts
 		sendEvent(t, pair, 9000, `{"user_id":"u1","event_type":"payment","amount":20000}`)
 	}
@@ -50,10 +50,10 @@ func TestQuickstart(t *testing.T) {
 	if err != nil || !strings.Contains(body, `"path": "afxdp"`) {
 		t.Errorf("GET /status on the default port: %v\n%s", err, body)
 	}
-	if err := syscall.Kill(d.pid, syscall.SIGTERM); err != nil {
+	if err := syscall.Kill(d.Pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := d.waitExit(10 * time.Second); code != 0 {
+	if code := d.WaitExit(10 * time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/xgate/xgate/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -198,21 +199,21 @@ func TestSdNotify(t *testing.T) {
 				}
 			}
 		case <-time.After(10 * time.Second):
-			d.dumpLog()
+			d.DumpLog()
 			t.Fatalf("%s: no notification within 10s", what)
 		}
 	}
 	expect("start", "READY=1\n")
-	if err := syscall.Kill(d.pid, syscall.SIGHUP); err != nil {
+	if err := syscall.Kill(d.Pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	expect("reload", "RELOADING=1\n", "MONOTONIC_USEC=")
 	expect("reloaded", "READY=1\n", "STATUS=receiving; reloaded")
-	if err := syscall.Kill(d.pid, syscall.SIGTERM); err != nil {
+	if err := syscall.Kill(d.Pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	expect("stop", "STOPPING=1\n")
-	if code := d.waitExit(10 * time.Second); code != 0 {
+	if code := d.WaitExit(10 * time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM", code)
 	}
 }
@@ -233,25 +234,23 @@ func TestRunConventions(t *testing.T) {
 	udp.Close()
 	yml := "listen:\n  ports:\n    - ${XGATE_TEST_PORT}\n  address: 127.0.0.1\nhttp: {listen: \"\"}\nprobes: {enabled: false}\n" +
 		"sinks: [{type: file, path: " + filepath.Join(dir, "passed.ndjson") + ", what: passed}]\n"
-	d := startDaemonIn(t, []string{"XGATE_TEST_PORT=" + strconv.Itoa(port)}, strings.NewReader(yml),
+	d := testenv.StartDaemon(t, []string{"XGATE_TEST_PORT=" + strconv.Itoa(port)}, strings.NewReader(yml),
 		bin, "run", "-c", "-", "--expand-env", "--log-format", "json", "--pid-file", "")
-	d.waitReceiving(10 * time.Second)
-	if !d.logged(fmt.Sprintf(`"ports":[%d]`, port)) {
+	d.WaitReceiving(10 * time.Second)
+	if !d.Logged(fmt.Sprintf(`"ports":[%d]`, port)) {
 		t.Errorf("the daemon does not listen on the port from the environment (%d)", port)
 	}
-	if err := syscall.Kill(d.pid, syscall.SIGHUP); err != nil {
+	if err := syscall.Kill(d.Pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	d.waitLogged("cannot be read again", 5*time.Second)
-	if err := syscall.Kill(d.pid, syscall.SIGTERM); err != nil {
+	d.WaitLogged("cannot be read again", 5*time.Second)
+	if err := syscall.Kill(d.Pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := d.waitExit(10 * time.Second); code != 0 {
+	if code := d.WaitExit(10 * time.Second); code != 0 {
 		t.Errorf("exit code %d", code)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, l := range d.log {
+	for _, l := range d.Log() {
 		var v map[string]any
 		if err := json.Unmarshal([]byte(l), &v); err != nil || v["msg"] == nil {
 			t.Errorf("log line is not a JSON object with msg: %q", l)

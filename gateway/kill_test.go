@@ -1,19 +1,16 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -81,113 +78,12 @@ func buildXgate(t *testing.T) string {
 	return bin
 }
 
-// daemon is one `xgate run` started by the test.
-type daemon struct {
-	t         *testing.T
-	cmd       *exec.Cmd
-	pid       int
-	receiving chan struct{} // closed when it logs "receiving"
-	exited    chan struct{} // closed when it has exited (cmd.Wait returned)
-	waitErr   error
-
-	mu  sync.Mutex
-	log []string
-}
-
 // startDaemon starts `ip netns exec NS xgate run -c cfg --pid-file pid`
-// (ip execs the daemon, so the PID is the daemon's) and kills it (by PID)
-// when the test ends if it still runs.
-func startDaemon(t *testing.T, bin, ns, cfgPath, pidPath string) *daemon {
+// (ip execs the daemon, so the PID is the daemon's); testenv.StartDaemon
+// kills it by PID when the test ends if it still runs.
+func startDaemon(t *testing.T, bin, ns, cfgPath, pidPath string) *testenv.Daemon {
 	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, bin, "run", "-c", cfgPath, "--pid-file", pidPath)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start xgate: %v", err)
-	}
-	d := &daemon{t: t, cmd: cmd, pid: cmd.Process.Pid, receiving: make(chan struct{}), exited: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		seen := false
-		for sc.Scan() {
-			line := sc.Text()
-			d.mu.Lock()
-			d.log = append(d.log, line)
-			d.mu.Unlock()
-			if !seen && strings.Contains(line, "msg=receiving") {
-				seen = true
-				close(d.receiving)
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr) // drain, so Wait may close the pipe
-		d.waitErr = cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-d.exited:
-		default:
-			_ = syscall.Kill(d.pid, syscall.SIGKILL)
-			select {
-			case <-d.exited:
-			case <-time.After(10 * time.Second):
-				t.Errorf("xgate pid %d did not exit within 10s of SIGKILL", d.pid)
-			}
-		}
-		d.dumpLog()
-	})
-	return d
-}
-
-// dumpLog logs what the daemon wrote to stderr so far.
-func (d *daemon) dumpLog() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, l := range d.log {
-		d.t.Logf("xgate[%d]: %s", d.pid, l)
-	}
-	d.log = nil
-}
-
-// logged reports whether a line of the daemon's log contains s.
-func (d *daemon) logged(s string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.ContainsFunc(d.log, func(l string) bool { return strings.Contains(l, s) })
-}
-
-// waitReceiving waits until the daemon logs "receiving".
-func (d *daemon) waitReceiving(timeout time.Duration) {
-	d.t.Helper()
-	select {
-	case <-d.receiving:
-	case <-d.exited:
-		d.dumpLog()
-		d.t.Fatalf("xgate exited before receiving: %v", d.waitErr)
-	case <-time.After(timeout):
-		d.dumpLog()
-		d.t.Fatalf("xgate did not log \"receiving\" within %v", timeout)
-	}
-}
-
-// signal sends sig to the daemon and waits for it to exit.
-func (d *daemon) signal(sig syscall.Signal, timeout time.Duration) (time.Duration, error) {
-	d.t.Helper()
-	start := time.Now()
-	if err := syscall.Kill(d.pid, sig); err != nil {
-		d.t.Fatalf("kill %d %v: %v", d.pid, sig, err)
-	}
-	select {
-	case <-d.exited:
-		return time.Since(start), d.waitErr
-	case <-time.After(timeout):
-		d.dumpLog()
-		d.t.Fatalf("xgate pid %d did not exit within %v of %v", d.pid, timeout, sig)
-		return 0, nil
-	}
+	return testenv.StartDaemon(t, nil, nil, "ip", "netns", "exec", ns, bin, "run", "-c", cfgPath, "--pid-file", pidPath)
 }
 
 // xdpProg returns the ID of the XDP program attached to h's link, 0 if none.
@@ -385,16 +281,16 @@ pin: {path: %q, keep: false}
 
 	// 1. Start, see it attach and receive.
 	d1 := startDaemon(t, bin, pair.B.NS, cfgPath, pidPath)
-	d1.waitReceiving(20 * time.Second)
+	d1.WaitReceiving(20 * time.Second)
 	prog1 := waitXDP(t, pair.B, true, 2*time.Second)
 	if pins == "sysfs" {
-		pinView = fmt.Sprintf("/proc/%d/root%s", d1.pid, pinPath)
-		if !d1.logged("mounted bpffs") {
+		pinView = fmt.Sprintf("/proc/%d/root%s", d1.Pid, pinPath)
+		if !d1.Logged("mounted bpffs") {
 			t.Errorf("the daemon did not say it mounted bpffs for pin path %s", pinPath)
 		}
 	}
-	if b, err := os.ReadFile(pidPath); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(d1.pid) {
-		t.Errorf("pid file %s: %q, %v; want %d", pidPath, b, err, d1.pid)
+	if b, err := os.ReadFile(pidPath); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(d1.Pid) {
+		t.Errorf("pid file %s: %q, %v; want %d", pidPath, b, err, d1.Pid)
 	}
 	sendAndSee(t, pair, sinkPath, 1, 50)
 	pins1 := pinnedMaps(t, pinView)
@@ -402,11 +298,11 @@ pin: {path: %q, keep: false}
 		t.Fatalf("nothing pinned under %s", pinView)
 	}
 	checkPinsLive(t, pinView, prog1)
-	t.Logf("run 1: pid %d, XDP program %d, pins %v", d1.pid, prog1, pins1)
+	t.Logf("run 1: pid %d, XDP program %d, pins %v", d1.Pid, prog1, pins1)
 
 	// 2. SIGKILL: the bpf_link closes with the process.
 	start := time.Now()
-	if _, err := d1.signal(syscall.SIGKILL, 5*time.Second); err == nil {
+	if _, err := d1.Signal(syscall.SIGKILL, 5*time.Second); err == nil {
 		t.Error("xgate exited cleanly on SIGKILL?")
 	}
 	waitXDP(t, pair.B, false, 5*time.Second)
@@ -437,13 +333,13 @@ pin: {path: %q, keep: false}
 
 	// 3. Restart with the same config (stale pins and pid file in place).
 	d2 := startDaemon(t, bin, pair.B.NS, cfgPath, pidPath)
-	d2.waitReceiving(20 * time.Second)
+	d2.WaitReceiving(20 * time.Second)
 	prog2 := waitXDP(t, pair.B, true, 2*time.Second)
 	if prog2 == prog1 {
 		t.Errorf("the restart attached the same program %d: it should load its own", prog2)
 	}
 	if pins == "sysfs" {
-		pinView = fmt.Sprintf("/proc/%d/root%s", d2.pid, pinPath)
+		pinView = fmt.Sprintf("/proc/%d/root%s", d2.Pid, pinPath)
 	}
 	sendAndSee(t, pair, sinkPath, 2, 50)
 	pins2 := pinnedMaps(t, pinView)
@@ -458,18 +354,18 @@ pin: {path: %q, keep: false}
 		prog2, pins2, reused, len(stale), pinnedXDPPackets(t, pinView))
 
 	// 4. SIGTERM: a clean stop within 5s, exit 0, detached and unpinned.
-	took, err := d2.signal(syscall.SIGTERM, 5*time.Second)
+	took, err := d2.Signal(syscall.SIGTERM, 5*time.Second)
 	if err != nil {
 		t.Errorf("xgate exit after SIGTERM: %v", err)
 	}
 	t.Logf("clean stop took %v", took.Round(time.Millisecond))
-	if !d2.logged("msg=stopped") {
+	if !d2.Logged("msg=stopped") {
 		t.Error("xgate did not log \"stopped\"")
 	}
 	// The restarted daemon accounts for its own 50 packets, not for the
 	// ones the stale pinned counters still hold from the killed run.
-	if !d2.logged("xdp_seen=50 ") || !d2.logged("events=50 ") {
-		d2.dumpLog()
+	if !d2.Logged("xdp_seen=50 ") || !d2.Logged("events=50 ") {
+		d2.DumpLog()
 		t.Error("final accounting of the restart is not its own 50 packets")
 	}
 	if id := xdpProg(t, pair.B); id != 0 {
