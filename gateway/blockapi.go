@@ -87,9 +87,9 @@ func (g *Gateway) UnblockSource(addr netip.Addr) error {
 }
 
 // serveBlocklist is /blocklist: GET lists; POST ?addr=A[&ttl=30s] blocks;
-// DELETE ?addr=A unblocks. Changes need the bearer token: without
-// http.token they are refused, whatever the listener.
-func (g *Gateway) serveBlocklist(w http.ResponseWriter, r *http.Request) {
+// DELETE ?addr=A unblocks. Changes need the bearer token, or a unix
+// socket listener (its file permissions admit the client).
+func (g *Gateway) serveBlocklist(w http.ResponseWriter, r *http.Request, unixSocket bool) {
 	if r.Method == http.MethodGet {
 		bl, err := g.Blocklist()
 		if err != nil {
@@ -100,8 +100,8 @@ func (g *Gateway) serveBlocklist(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(bl)
 		return
 	}
-	if g.Config().HTTP.Token == "" {
-		http.Error(w, "forbidden: changing the blocklist over HTTP needs http.token (set it, and pass it with --token)", http.StatusForbidden)
+	if g.Config().HTTP.Token == "" && !unixSocket {
+		http.Error(w, "forbidden: changing the blocklist over HTTP needs http.token (set it, and pass it with --token) or a unix socket (http.listen: unix:/path)", http.StatusForbidden)
 		return
 	}
 	addr, err := netip.ParseAddr(r.URL.Query().Get("addr"))

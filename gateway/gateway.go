@@ -119,8 +119,13 @@ type Gateway struct {
 	swStop chan struct{}
 	swDone chan struct{}
 
-	web atomic.Pointer[httpServer] // set by Run when http.listen is not ""
-	tap *tapHub                    // GET /tap; set by New
+	web   atomic.Pointer[httpServer] // set by Run when http.listen is not ""
+	locks []*host.Lock               // this daemon's ports and pin directory; released last
+
+	startCfg      *config.Config               // what New built: restart keys compare to it
+	restartNeeded []string                     // keys changed since start that need one; reloadMu
+	lastReload    atomic.Pointer[ReloadResult] // nil before the first reload
+	tap           *tapHub                      // GET /tap; set by New
 }
 
 // New sets everything up — engine, XDP program and link, sockets, sinks,
@@ -141,6 +146,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	g = &Gateway{opts: opts, log: opts.Logger, fbStop: make(chan struct{}), fbDone: make(chan struct{}),
 		hkStop: make(chan struct{}), hkDone: make(chan struct{}), swStop: make(chan struct{}), swDone: make(chan struct{})}
 	g.cfg.Store(cfg)
+	g.startCfg = cfg
 	built := g // "return nil, err" clears g before this runs
 	defer func() {
 		if err != nil {
@@ -168,12 +174,28 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 			g.path, g.why = config.ModePlain, "auto: no BPF possible ("+err.Error()+"); plain UDP sockets, blocks are not enforced in the kernel"
 		}
 	}
+	// One daemon per UDP port in this network namespace and per pin
+	// directory, locked before anything is attached.
+	for _, port := range cfg.Listen.Ports {
+		l, err := host.LockPort(port)
+		if err != nil {
+			return nil, err
+		}
+		g.locks = append(g.locks, l)
+	}
 	// Plain mode pins nothing: it leaves /sys/fs/bpf as it is.
 	if g.path != config.ModePlain {
 		if mounted, err := host.EnsureBPFFS(cfg.Pin.Path); err != nil {
 			return nil, err
 		} else if mounted {
 			g.log.Info("mounted bpffs at /sys/fs/bpf for the pins")
+		}
+		if cfg.Pin.Path != "" {
+			l, err := host.LockDir(cfg.Pin.Path)
+			if err != nil {
+				return nil, err
+			}
+			g.locks = append(g.locks, l)
 		}
 	}
 	// Before anything is attached: a missing privilege fails here.
@@ -537,20 +559,73 @@ func (g *Gateway) teardown() error {
 		}
 		errs = append(errs, g.xdp.Close())
 	}
+	// Last: a daemon started after this one returns finds nothing of ours.
+	for _, l := range g.locks {
+		errs = append(errs, l.Release())
+	}
+	g.locks = nil
 	return errors.Join(errs...)
 }
 
 // Config returns the configuration in force.
 func (g *Gateway) Config() *config.Config { return g.cfg.Load() }
 
+// ReloadResult is the outcome of the last reload: /status shows it, and
+// xgate reload waits for it.
+type ReloadResult struct {
+	Seq     uint64    `json:"seq"` // 1 for the first reload of this process
+	Time    time.Time `json:"time"`
+	Applied bool      `json:"applied"`
+	Error   string    `json:"error,omitempty"` // why it was rejected
+	// RestartNeeded names the changed keys that take effect only at the
+	// next start; everything else of the file is in force.
+	RestartNeeded []string `json:"restart_needed,omitempty"`
+}
+
+// LastReload returns the outcome of the last reload, nil before the first.
+func (g *Gateway) LastReload() *ReloadResult { return g.lastReload.Load() }
+
+// ReloadFailed records a reload that never reached Reload (the file could
+// not be read or parsed) and returns its result.
+func (g *Gateway) ReloadFailed(err error) ReloadResult {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	return g.noteReload(err, nil)
+}
+
+// noteReload stores the outcome of a reload; reloadMu is held.
+func (g *Gateway) noteReload(err error, restart []string) ReloadResult {
+	r := ReloadResult{Time: time.Now().UTC(), Applied: err == nil, RestartNeeded: restart}
+	if prev := g.lastReload.Load(); prev != nil {
+		r.Seq = prev.Seq
+	}
+	r.Seq++
+	if err != nil {
+		r.Error = err.Error()
+	}
+	g.lastReload.Store(&r)
+	return r
+}
+
 // Reload swaps in the rules of cfg atomically (no frame is lost or decided
 // by a mix of old and new rules) and applies its XDP policy. A bad cfg is
 // rejected and everything keeps running as before. Changes that need new
 // sockets or a new program (interface, mode, ports, pinning, sinks) are
-// reported and take effect at the next start.
+// reported (log, /status, LastReload) and take effect at the next start.
+// LastReload has the result.
 func (g *Gateway) Reload(cfg *config.Config) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
+	err := g.reload(cfg)
+	var restart []string
+	if err == nil {
+		restart = g.restartNeeded
+	}
+	g.noteReload(err, restart)
+	return err
+}
+
+func (g *Gateway) reload(cfg *config.Config) error {
 	old := g.Config()
 	if err := g.eng.Reload(cfg.EngineConfig()); err != nil {
 		return fmt.Errorf("reload rejected, old rules keep running: %w", err)
@@ -564,12 +639,16 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		}
 		g.fb.setMax(cfg.XDP.BlockMax)
 	}
-	restart := restartKeys(old, cfg)
+	// Against what the process started with: a key changed back needs no
+	// restart any more, one changed in an earlier reload still does.
+	g.restartNeeded = restartKeys(g.startCfg, cfg)
 	g.cfg.Store(cfg)
-	if len(restart) > 0 {
-		g.log.Warn("reloaded rules and XDP policy; these changes need a restart", "keys", restart)
-	} else {
+	if len(g.restartNeeded) > 0 {
+		g.log.Warn("reloaded rules and XDP policy; these changes need a restart", "keys", g.restartNeeded)
+	} else if len(restartKeys(old, cfg)) == 0 {
 		g.log.Info("reloaded rules and XDP policy")
+	} else {
+		g.log.Info("reloaded rules and XDP policy; the keys that needed a restart are back as started")
 	}
 	return nil
 }

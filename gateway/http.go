@@ -8,13 +8,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/xgate/xgate/bpf"
@@ -65,6 +68,7 @@ func (g *Gateway) version() string {
 type httpServer struct {
 	srv   *http.Server
 	ln    net.Listener
+	unix  bool // a unix socket: its file permissions admit clients
 	done  chan struct{}
 	quit  chan struct{} // closed when shutdown begins: ends /tap streams
 	ready atomic.Bool
@@ -77,12 +81,19 @@ func (g *Gateway) startHTTP() error {
 	if addr == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	var ln net.Listener
+	var err error
+	unixPath := g.Config().HTTP.UnixPath()
+	if unixPath != "" {
+		ln, err = listenUnix(unixPath)
+	} else {
+		ln, err = net.Listen("tcp", addr)
+	}
 	if err != nil {
 		return fmt.Errorf("http: listen on %s (http.listen): %w", addr, err)
 	}
 	ln = newLimitListener(ln, httpMaxConns)
-	h := &httpServer{ln: ln, done: make(chan struct{}), quit: make(chan struct{})}
+	h := &httpServer{ln: ln, unix: unixPath != "", done: make(chan struct{}), quit: make(chan struct{})}
 	// No server-wide WriteTimeout: /tap streams for as long as its client
 	// wants. Every other answer gets a write deadline (httpWriteTimeout,
 	// or the profile's length plus that) in the handler.
@@ -97,7 +108,7 @@ func (g *Gateway) startHTTP() error {
 		}
 	}()
 	endpoints := "/metrics /status /blocklist /healthz /readyz"
-	if g.Config().HTTP.Token != "" {
+	if g.Config().HTTP.Token != "" || h.unix {
 		endpoints += " /tap"
 		if g.Config().HTTP.Pprof {
 			endpoints += " /debug/pprof/ /debug/trace"
@@ -168,13 +179,13 @@ func (g *Gateway) httpHandler(h *httpServer) http.Handler {
 		_ = enc.Encode(st)
 	})
 	mux.HandleFunc("GET /tap", func(w http.ResponseWriter, r *http.Request) {
-		if g.httpToken() == "" {
-			http.Error(w, "forbidden: /tap streams raw events (personal data); it needs http.token", http.StatusForbidden)
+		if g.httpToken() == "" && !h.unix {
+			http.Error(w, "forbidden: /tap streams raw events (personal data); it needs http.token or a unix socket (http.listen: unix:/path)", http.StatusForbidden)
 			return
 		}
 		g.serveTap(w, r, h.quit)
 	})
-	mux.HandleFunc("/blocklist", g.serveBlocklist)
+	mux.HandleFunc("/blocklist", func(w http.ResponseWriter, r *http.Request) { g.serveBlocklist(w, r, h.unix) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -194,8 +205,8 @@ func (g *Gateway) httpHandler(h *httpServer) http.Handler {
 			case cfg == nil || !cfg.HTTP.Pprof:
 				http.Error(w, "not found: pprof is off (http.pprof: false)", http.StatusNotFound)
 				return
-			case cfg.HTTP.Token == "":
-				http.Error(w, "forbidden: pprof shows the command line and memory; it needs http.token", http.StatusForbidden)
+			case cfg.HTTP.Token == "" && !h.unix:
+				http.Error(w, "forbidden: pprof shows the command line and memory; it needs http.token or a unix socket (http.listen: unix:/path)", http.StatusForbidden)
 				return
 			}
 			if sec := r.URL.Query().Get("seconds"); sec != "" {
@@ -305,6 +316,8 @@ type Status struct {
 	Accounting    Accounting        `json:"accounting"`
 	Verdicts      map[string]uint64 `json:"verdicts"`
 	Probes        []ProbeState      `json:"probes"`
+	// Reload is the outcome of the last reload (absent before the first).
+	Reload *ReloadResult `json:"reload,omitempty"`
 	// PathSteps are the receive-path steps New tried, the one taken last
 	// (mode auto steps down when one is refused).
 	PathSteps []Step `json:"path_steps"`
@@ -403,6 +416,7 @@ func (g *Gateway) Status() (Status, error) {
 		Accounting: accountingOf(&s),
 		Verdicts:   make(map[string]uint64, engine.NumActions),
 		Sinks:      []string{},
+		Reload:     g.LastReload(),
 	}
 	if g.path != config.ModePlain {
 		st.RxQueues, st.RxQueuesFrom = g.queues, g.rxq.Source
@@ -429,4 +443,33 @@ func (g *Gateway) Status() (Status, error) {
 	st.PathSteps = g.steps
 	st.Features = g.Features()
 	return st, nil
+}
+
+// listenUnix listens on a unix socket at path, created 0660 (owner and
+// group may connect). A socket left there by a daemon that died is
+// replaced; one that answers, or anything that is not a socket, is not.
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket: remove it or choose another path", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another process serves this socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove the stale socket %s: %w", path, err)
+		}
+	}
+	// The umask makes the socket 0660 from the start: no moment in which
+	// another user could connect before a chmod. It is process-wide, but
+	// only ever narrows: a file another goroutine creates meanwhile gets
+	// at most fewer permissions, never more.
+	old := syscall.Umask(0o117)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	return ln, nil
 }

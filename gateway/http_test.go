@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/xgate/xgate/gateway/sink"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -18,6 +21,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xgate/xgate/gateway/sink"
+	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/gateway/config"
 
@@ -552,4 +558,98 @@ func promtoolCheckMetrics(t *testing.T, g *Gateway) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
+}
+
+// TestHTTPUnixSocket: with http.listen unix:/path the socket is created
+// 0660, /tap, pprof and blocklist changes answer without a token (the
+// file permissions admit the client), and another user is refused by the
+// kernel. A stale socket is replaced; a live one or a file is not.
+func TestHTTPUnixSocket(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil { // others may reach the socket; its own mode decides
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "http.sock")
+	runIT(t, 1, "socket", func(c *config.Config) { c.HTTP.Listen = "unix:" + sock; c.HTTP.Token = "" })
+	fi, err := os.Lstat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket %s: mode %v, want a socket 0660", sock, fi.Mode())
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}, Timeout: 5 * time.Second}
+	do := func(method, path string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, "http://xgate"+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		resp.Body.Close() // /tap: the status is enough
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/status", 200},
+		{"GET", "/tap?rate=10", 200},
+		{"GET", "/debug/pprof/cmdline", 200},
+		{"POST", "/blocklist?addr=198.18.77.1&ttl=5s", 204},
+		{"DELETE", "/blocklist?addr=198.18.77.1", 204},
+	} {
+		if got := do(c.method, c.path); got != c.want {
+			t.Errorf("%s %s over the unix socket: %d, want %d", c.method, c.path, got, c.want)
+		}
+	}
+	// Another user: connect(2) needs write permission on the socket.
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, 65534, 65534, 65534); e != 0 {
+			errc <- fmt.Errorf("setresuid: %w", e)
+			return
+		}
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(fd)
+		errc <- unix.Connect(fd, &unix.SockaddrUnix{Name: sock})
+	}()
+	if err := <-errc; !errors.Is(err, unix.EACCES) {
+		t.Errorf("connect as uid 65534: %v, want EACCES", err)
+	}
+
+	// A live socket is not taken over; a file is not removed.
+	if _, err := listenUnix(sock); err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Errorf("listen on a served socket: %v", err)
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listenUnix(file); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("listen on a file: %v", err)
+	}
+	// A stale socket (no one listening) is replaced.
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	ln, err = listenUnix(stale)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	ln.Close()
 }

@@ -37,7 +37,7 @@ xdp.never_block network cannot be blocked.`,
 		Example: "  xgate block list\n  xgate block add 203.0.113.7 --ttl 1h --token $TOKEN\n  xgate block remove 203.0.113.7 --token $TOKEN\n  xgate block list --json | jq '.[] | select(.rule==\"flood-source\")'",
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&addr, "addr", config.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
+	pf.StringVar(&addr, "addr", config.DefaultHTTPListen, "HTTP address of the gateway: its http.listen, host:port or unix:/path")
 	pf.StringVar(&token, "token", os.Getenv("XGATE_HTTP_TOKEN"), "bearer token (http.token; default $XGATE_HTTP_TOKEN)")
 
 	var asJSON bool
@@ -114,7 +114,8 @@ xdp.never_block network cannot be blocked.`,
 func blockCall(ctx context.Context, method, addr, token string, q url.Values) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	u := "http://" + addr + "/blocklist"
+	client, base := httpClient(addr, 0)
+	u := base + "/blocklist"
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
@@ -125,7 +126,7 @@ func blockCall(ctx context.Context, method, addr, token string, q url.Values) ([
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("block: %s: %w (is the gateway running with http.listen there?)", addr, err)
 	}

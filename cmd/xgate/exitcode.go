@@ -16,6 +16,7 @@ const (
 	exitOK        = 0
 	exitFailure   = 1 // a runtime failure: a restart may help
 	exitUsage     = 2 // bad flags or arguments
+	exitRestart   = 3 // xgate reload: reloaded, but changed keys need a restart
 	exitPrivilege = 4 // a missing capability or permission
 	exitConfig    = 6 // the configuration is missing or invalid
 )
@@ -37,9 +38,12 @@ func exitCode(err error) int {
 	var ce *configError
 	var fe *config.FieldError
 	var ue *usageError
+	var re *restartError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &re):
+		return exitRestart
 	case errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command"):
 		return exitUsage
 	case errors.As(err, &ce) || errors.As(err, &fe):

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/xgate/xgate/gateway/host"
 
@@ -59,6 +61,7 @@ a bad file is rejected and the running rules stay.`,
 					log.Warn("cannot write the pid file; xgate reload will not find this process", "path", pidFile, "error", err)
 				default:
 					defer pf.Release()
+					defer os.Remove(reloadResultPath(pidFile))
 				}
 			}
 			g, err := gateway.New(cfg, gateway.Options{Logger: log, DropCaps: true, OnReady: func() {
@@ -80,11 +83,22 @@ a bad file is rejected and the running rules stay.`,
 					next, err := loadConfig(nil, cfgPath, expandEnv)
 					if err == nil {
 						err = g.Reload(next)
+					} else {
+						g.ReloadFailed(err)
 					}
+					res := g.LastReload()
 					status := "STATUS=receiving; reloaded"
-					if err != nil {
+					switch {
+					case err != nil:
 						log.Error("reload rejected; the running rules stay", "error", err)
 						status = "STATUS=receiving; reload rejected, the running rules stay (see the log)"
+					case len(res.RestartNeeded) > 0:
+						status = "STATUS=receiving; reloaded, but " + strings.Join(res.RestartNeeded, ", ") + " need a restart"
+					}
+					if pidFile != "" {
+						if err := writeReloadResult(reloadResultPath(pidFile), res); err != nil {
+							log.Warn("cannot write the reload result; xgate reload will not see it", "error", err)
+						}
 					}
 					_ = sdNotify("READY=1", status)
 				}
@@ -170,25 +184,124 @@ type validateReport struct {
 
 func newReload() *cobra.Command {
 	var pidFile string
+	var wait time.Duration
 	cmd := &cobra.Command{
-		Use:     "reload",
-		Short:   "Tell a running gateway to re-read its configuration (SIGHUP)",
-		Example: "  sudo xgate reload\n  sudo xgate reload --pid-file /run/xgate.pid",
+		Use:   "reload",
+		Short: "Tell a running gateway to re-read its configuration (SIGHUP) and wait for the outcome",
+		Long: `reload sends SIGHUP to the xgate of the pid file and waits for its answer,
+which the daemon writes beside the pid file (FILE.reload.json, without .pid).
+Exit status: 0 when every change is in force, 3 when the rules were reloaded
+but some changed keys need a restart (it names them), 6 when the file was
+rejected and the running rules stay, 1 when no answer came within --wait.`,
+		Example: "  sudo xgate reload\n  sudo xgate reload --pid-file /run/xgate.pid --wait 30s",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			pid, err := readPid(pidFile)
 			if err != nil {
 				return err
 			}
+			path := reloadResultPath(pidFile)
+			before, _ := readReloadResult(path)
 			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 				return fmt.Errorf("signal xgate (pid %d): %w", pid, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "sent SIGHUP to xgate (pid %d); its log says whether the new rules took\n", pid)
+			if wait <= 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "sent SIGHUP to xgate (pid %d); its log says whether the new rules took\n", pid)
+				return nil
+			}
+			res, err := awaitReload(cmd.Context(), path, pid, before, wait)
+			if err != nil {
+				return fmt.Errorf("sent SIGHUP to xgate (pid %d), but %w; its log says whether the new rules took", pid, err)
+			}
+			switch {
+			case !res.Applied:
+				return &configError{fmt.Errorf("reload rejected, the running rules stay: %s", res.Error)}
+			case len(res.RestartNeeded) > 0:
+				fmt.Fprintf(cmd.OutOrStdout(), "reloaded (pid %d); these changes need a restart: %s\n", pid, strings.Join(res.RestartNeeded, ", "))
+				return &restartError{res.RestartNeeded}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "reloaded (pid %d): every change is in force\n", pid)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&pidFile, "pid-file", defaultPidFile, "the pid file xgate run wrote")
+	cmd.Flags().DurationVar(&wait, "wait", 10*time.Second, "how long to wait for the daemon's answer (0: send the signal and return)")
 	return cmd
+}
+
+// restartError is a reload whose changed keys need a restart.
+type restartError struct{ keys []string }
+
+func (e *restartError) Error() string {
+	return "restart needed for " + strings.Join(e.keys, ", ")
+}
+
+// reloadResult is the file the daemon writes after each reload: its pid
+// tells a restarted daemon's results from the last one's.
+type reloadResult struct {
+	Pid int `json:"pid"`
+	gateway.ReloadResult
+}
+
+// reloadResultPath is where the daemon of pidFile writes its reload
+// results: /run/xgate.pid → /run/xgate.reload.json.
+func reloadResultPath(pidFile string) string {
+	return strings.TrimSuffix(pidFile, ".pid") + ".reload.json"
+}
+
+// writeReloadResult replaces path with r, atomically (a new file renamed
+// over it: a symbolic link at path is replaced, never followed).
+func writeReloadResult(path string, r *gateway.ReloadResult) error {
+	b, err := json.Marshal(reloadResult{Pid: os.Getpid(), ReloadResult: *r})
+	if err != nil {
+		return err
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		return fmt.Errorf("reload result %s: %w", tmp, err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err = errors.Join(err, f.Close()); err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("reload result %s: %w", path, err)
+	}
+	return nil
+}
+
+// readReloadResult reads the daemon's last reload result.
+func readReloadResult(path string) (reloadResult, error) {
+	var r reloadResult
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(b, &r)
+	}
+	return r, err
+}
+
+// awaitReload waits until the daemon pid writes a result other than
+// before (another pid or sequence number).
+func awaitReload(ctx context.Context, path string, pid int, before reloadResult, wait time.Duration) (reloadResult, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if r, err := readReloadResult(path); err == nil && r.Pid == pid && (r.Pid != before.Pid || r.Seq != before.Seq) {
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return reloadResult{}, fmt.Errorf("no answer in %s (%s not written)", wait, path)
+		case <-tick.C:
+		}
+	}
 }
 
 // readPid reads a pid file and checks the process is an xgate.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -51,7 +50,7 @@ with --once or --json.`,
 			if pins != "" {
 				return pinStats(ctx, cmd.OutOrStdout(), pins, asJSON, once, interval, duration)
 			}
-			client := &http.Client{Timeout: 5 * time.Second}
+			client, _ := httpClient(addr, 5*time.Second)
 			out := cmd.OutOrStdout()
 			fetch := func() (*Snapshot, error) {
 				s, err := FetchSnapshot(ctx, client, addr, token)
@@ -73,7 +72,7 @@ with --once or --json.`,
 			return liveView(ctx, out, fetch, (*Snapshot).WriteText, interval, duration)
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", config.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
+	cmd.Flags().StringVar(&addr, "addr", config.DefaultHTTPListen, "HTTP address of the gateway: its http.listen, host:port or unix:/path")
 	cmd.Flags().StringVar(&token, "token", os.Getenv("XGATE_HTTP_TOKEN"), "bearer token of the gateway's HTTP server (http.token; default $XGATE_HTTP_TOKEN)")
 	cmd.Flags().StringVar(&pins, "pins", "", "read the pinned XDP maps in this bpffs directory (pin.path) instead of HTTP")
 	cmd.Flags().BoolVar(&once, "once", false, "print one plain-text snapshot and exit")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -75,14 +76,10 @@ type QueueCount struct {
 // server listens on addr (host:port, or a URL prefix http://host:port),
 // sending token as a bearer token when not "" (http.token).
 func FetchSnapshot(ctx context.Context, client *http.Client, addr, token string) (*Snapshot, error) {
+	c, base := httpClient(addr, 0)
 	if client == nil {
-		client = http.DefaultClient
+		client = c
 	}
-	base := addr
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	base = strings.TrimSuffix(base, "/")
 	get := func(path string) ([]byte, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 		if err != nil {
@@ -374,4 +371,22 @@ func (s *Snapshot) WriteText(w io.Writer, prev *Snapshot, color bool) error {
 
 func fmtSeconds(s float64) string {
 	return time.Duration(s * 1e9).Round(10 * time.Nanosecond).String()
+}
+
+// httpClient returns a client for a gateway's HTTP address — host:port,
+// http://host:port, or unix:/path (http.listen) — and the URL base its
+// paths go after. timeout 0: none (the request's context decides).
+func httpClient(addr string, timeout time.Duration) (*http.Client, string) {
+	if path, ok := strings.CutPrefix(addr, config.UnixPrefix); ok {
+		var d net.Dialer
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", path)
+		}}
+		return &http.Client{Transport: tr, Timeout: timeout}, "http://xgate"
+	}
+	base := addr
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return &http.Client{Timeout: timeout}, strings.TrimSuffix(base, "/")
 }

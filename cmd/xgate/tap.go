@@ -50,7 +50,7 @@ It runs until interrupted, --count lines were printed or --duration passed.`,
 			return runTap(ctx, cmd.OutOrStdout(), addr, token, verdict, rule, rate, count)
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", config.DefaultHTTPListen, "HTTP address of the gateway (its http.listen)")
+	cmd.Flags().StringVar(&addr, "addr", config.DefaultHTTPListen, "HTTP address of the gateway: its http.listen, host:port or unix:/path")
 	cmd.Flags().StringVar(&token, "token", os.Getenv("XGATE_HTTP_TOKEN"), "bearer token of the gateway's HTTP server (http.token; default $XGATE_HTTP_TOKEN)")
 	cmd.Flags().StringVar(&verdict, "verdict", "", "only these verdicts, comma-separated (pass, alert, drop, block; default all)")
 	cmd.Flags().StringVar(&rule, "rule", "", "only events decided by this rule")
@@ -70,14 +70,15 @@ func runTap(ctx context.Context, out io.Writer, addr, token, verdict, rule strin
 		q.Set("rule", rule)
 	}
 	q.Set("rate", strconv.Itoa(rate))
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/tap?"+q.Encode(), nil)
+	client, base := httpClient(addr, 0)
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/tap?"+q.Encode(), nil)
 	if err != nil {
 		return fmt.Errorf("tap: %w", err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -152,6 +152,11 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	c.readTokenFile(k)
 	if c.HTTP.Listen == "" {
 		// no HTTP server
+	} else if strings.HasPrefix(c.HTTP.Listen, UnixPrefix) {
+		// The socket's permissions guard it: no token required.
+		if p := c.HTTP.UnixPath(); !path.IsAbs(p) || path.Clean(p) != p || len(p) > 107 {
+			k.errf("http.listen", "%q: want unix:/absolute/path of at most 107 bytes, e.g. unix:/run/xgate/http.sock", c.HTTP.Listen)
+		}
 	} else if host, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		k.errf("http.listen", "%q: want host:port, e.g. 127.0.0.1:9717", c.HTTP.Listen)
 	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/xgate/xgate/engine"
@@ -189,7 +190,10 @@ type AFXDP struct {
 
 // HTTP is the metrics, status and pprof endpoint.
 type HTTP struct {
-	Listen string // host:port; "" = no HTTP server
+	// Listen is host:port, or unix:/path for a unix socket (created 0660:
+	// its file permissions decide who may connect, so /tap, pprof and
+	// blocklist changes need no token there); "" = no HTTP server.
+	Listen string
 	// Pprof serves /debug/pprof/* and /debug/trace (default true).
 	Pprof bool
 	// Token, when set, is the bearer token every request but /healthz and
@@ -199,6 +203,17 @@ type HTTP struct {
 	// TokenFile names a file whose first line is the token (instead of
 	// Token; read when the config is loaded: config_env.go).
 	TokenFile string
+}
+
+// UnixPrefix marks an http.listen that is a unix socket path.
+const UnixPrefix = "unix:"
+
+// UnixPath is the socket path of a unix:/path listener, "" for TCP.
+func (h HTTP) UnixPath() string {
+	if p, ok := strings.CutPrefix(h.Listen, UnixPrefix); ok {
+		return p
+	}
+	return ""
 }
 
 // Workers configures the worker threads (one per socket or queue).
