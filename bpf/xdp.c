@@ -354,11 +354,20 @@ static __always_inline int payload_is_json(void *p, void *data_end)
 	return 0;
 }
 
-static __always_inline void write_stamp(struct xgate_meta *m, __u64 now)
+/* The parse results a stamp hands over (struct xgate_meta). */
+struct handoff {
+	__u16 payload_off;
+	__u8 src_off;
+	__u8 flags;
+};
+
+static __always_inline void write_stamp(struct xgate_meta *m, __u64 now, const struct handoff *ho)
 {
 	m->rx_ns = now ? now : bpf_ktime_get_ns();
 	m->magic = XGATE_META_MAGIC;
-	m->_pad = 0;
+	m->payload_off = ho->payload_off;
+	m->src_off = ho->src_off;
+	m->flags = ho->flags;
 }
 
 /* Put struct xgate_meta in front of the packet, as metadata or as a
@@ -366,7 +375,7 @@ static __always_inline void write_stamp(struct xgate_meta *m, __u64 now)
  * Returns 0 when stamped, -1 when not. Each branch reads its own context
  * fields: a shared tail would let the compiler pick the field offset at
  * run time, and the verifier refuses a ctx pointer with a variable offset. */
-static __always_inline int stamp(struct xdp_md *ctx, __u64 now)
+static __always_inline int stamp(struct xdp_md *ctx, __u64 now, const struct handoff *ho)
 {
 	struct xgate_meta *m;
 
@@ -376,7 +385,7 @@ static __always_inline int stamp(struct xdp_md *ctx, __u64 now)
 		m = (void *)(long)ctx->data;
 		if ((void *)(m + 1) > (void *)(long)ctx->data_end)
 			return -1; /* cannot happen: the helper made the room */
-		write_stamp(m, now);
+		write_stamp(m, now, ho);
 		return 0;
 	}
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*m)))
@@ -384,13 +393,14 @@ static __always_inline int stamp(struct xdp_md *ctx, __u64 now)
 	m = (void *)(long)ctx->data_meta;
 	if ((void *)(m + 1) > (void *)(long)ctx->data)
 		return -1;
-	write_stamp(m, now);
+	write_stamp(m, now, ho);
 	return 0;
 }
 
 /* Survivor in AF_XDP mode: stamp, then redirect to the queue's socket.
  * now is the packet's bpf_ktime_get_ns if a policy step read it, else 0. */
-static __always_inline int redirect(struct xdp_md *ctx, __u64 now, __u32 *reason, __u64 len)
+static __always_inline int redirect(struct xdp_md *ctx, __u64 now, __u32 *reason, __u64 len,
+				    const struct handoff *ho)
 {
 	__u32 q = ctx->rx_queue_index;
 
@@ -401,7 +411,7 @@ static __always_inline int redirect(struct xdp_md *ctx, __u64 now, __u32 *reason
 		return XDP_PASS;
 	}
 
-	if (stamp(ctx, now)) {
+	if (stamp(ctx, now, ho)) {
 		if (xgate_stamp == XGATE_STAMP_PREFIX) {
 			/* The worker expects the header on every frame. */
 			*reason = XGATE_R_STAMP_FAILED;
@@ -435,6 +445,7 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 	__u16 proto, port, vid = 0;
 	__u32 ulen;
 	int tagged = 0, v6 = 0;
+	struct handoff ho = {};
 	__u64 now = 0, h;
 	__u32 r;
 
@@ -506,6 +517,7 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		src.addr[10] = 0xff;
 		src.addr[11] = 0xff;
 		__builtin_memcpy(&src.addr[12], &ip->saddr, 4);
+		ho.src_off = (void *)&ip->saddr - data;
 		/* The hash of the v4-mapped key, its constant words folded in. */
 		h = src_hash(0, 0, 0xffff0000, ip->saddr, cfg);
 		cur += hlen;
@@ -539,6 +551,8 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 			return XDP_PASS;
 		}
 		__builtin_memcpy(src.addr, &ip6->saddr, 16);
+		ho.src_off = (void *)&ip6->saddr - data;
+		ho.flags = XGATE_META_V6;
 		h = src_hash(ip6->saddr.in6_u.u6_addr32[0], ip6->saddr.in6_u.u6_addr32[1],
 			     ip6->saddr.in6_u.u6_addr32[2], ip6->saddr.in6_u.u6_addr32[3], cfg);
 		cur = ip6 + 1;
@@ -563,6 +577,7 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		*reason = XGATE_R_MALFORMED_UDP;
 		return XDP_DROP;
 	}
+	ho.payload_off = (void *)(udp + 1) - data;
 	port = bpf_ntohs(udp->dest);
 	if (!port_listened(port)) {
 		*reason = XGATE_R_PORT_NOT_LISTENED;
@@ -627,7 +642,7 @@ admitted:
 	}
 
 	if (cfg->mode == XGATE_MODE_AFXDP)
-		return redirect(ctx, now, reason, len);
+		return redirect(ctx, now, reason, len, &ho);
 	*reason = XGATE_R_PASS_SOCKET;
 	return XDP_PASS;
 }

@@ -86,10 +86,12 @@ const (
 )
 
 type XdpXgateMeta struct {
-	_     structs.HostLayout
-	RxNs  uint64
-	Magic uint32
-	Pad   uint32
+	_          structs.HostLayout
+	RxNs       uint64
+	Magic      uint32
+	PayloadOff uint16
+	SrcOff     uint8
+	Flags      uint8
 }
 
 type XdpXgateMode uint32

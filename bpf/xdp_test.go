@@ -470,6 +470,60 @@ func testXDPAFXDP(t *testing.T, stamp Stamp) {
 		}
 	})
 
+	// Every surviving fixture: the stamp hands over where the payload and
+	// the source address are, and they are what the parser finds.
+	t.Run("handoff", func(t *testing.T) {
+		y := xgLoad(t, Options{Config: Config{Deliver: DeliverXSK, VLANs: []uint16{packettest.VLAN}},
+			ListenPorts: []uint16{packettest.Port}, Queues: 4, Stamp: stamp})
+		xgNoErr(t, y.RegisterXSK(0, xsk))
+		size := binary.Size(XdpXgateMeta{})
+		n := 0
+		for _, fx := range packettest.Fixtures {
+			if fx.XDP != "pass_socket" {
+				continue
+			}
+			frame := fx.Bytes()
+			var v uint32
+			var out []byte
+			var md xdpMD
+			xgNoErr(t, h.Do(func() error {
+				v, out, md = xgRun(t, y.Program(), frame, uint32(h.Ifindex), 0)
+				return nil
+			}))
+			if v != xgRedirect || int(md.DataEnd) != size+len(frame) {
+				t.Errorf("%s: verdict %d, %d bytes out: want a stamped redirect", fx.Name, v, md.DataEnd)
+				continue
+			}
+			var m XdpXgateMeta
+			if _, err := binary.Decode(out[:size], binary.NativeEndian, &m); err != nil {
+				t.Fatal(err)
+			}
+			d, o := packet.ParseUDP(frame)
+			if o != packet.UDP {
+				t.Fatalf("%s: parser says %v", fx.Name, o)
+			}
+			off, so := int(m.PayloadOff), int(m.SrcOff)
+			srcLen := 4
+			if m.Flags&1 != 0 {
+				srcLen = 16
+			}
+			ulen := 0
+			if off >= 8 && off <= len(frame) {
+				ulen = int(binary.BigEndian.Uint16(frame[off-4 : off-2]))
+			}
+			if ulen-8 != len(d.Payload) || off+len(d.Payload) > len(frame) || !bytes.Equal(frame[off:off+len(d.Payload)], d.Payload) {
+				t.Errorf("%s: handed payload at %d (UDP length %d), parser's payload is %d bytes", fx.Name, off, ulen, len(d.Payload))
+			}
+			if want := d.Src.AsSlice(); so+srcLen > len(frame) || !bytes.Equal(frame[so:so+srcLen], want) {
+				t.Errorf("%s: handed source at %d (%d bytes), parser's is %v", fx.Name, so, srcLen, d.Src)
+			}
+			n++
+		}
+		if n < 5 {
+			t.Errorf("only %d surviving fixtures checked", n)
+		}
+	})
+
 	t.Run("socket on another queue", func(t *testing.T) {
 		before := xgCounters(t, x)
 		v, out, md, _, _ := run(1)

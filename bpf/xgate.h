@@ -223,11 +223,17 @@ enum xgate_stamp {
 };
 
 #define XGATE_META_MAGIC 0x58474d31 /* "XGM1" */
+/* What the program already parsed, handed to the worker so it need not
+ * parse the headers again: offsets from the Ethernet header (the prefix
+ * header not counted). payload_off 0: nothing handed over. */
+#define XGATE_META_V6 1 /* flags: the source address is IPv6 (16 bytes) */
 struct xgate_meta {
 	__u64 rx_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC), read once per packet
 		      * after parsing, by the first step that needs the clock */
 	__u32 magic; /* XGATE_META_MAGIC: the stamp is ours and complete */
-	__u32 _pad;
+	__u16 payload_off; /* the UDP payload; its length is the UDP header's */
+	__u8 src_off;      /* the IP source address */
+	__u8 flags;        /* XGATE_META_V6 */
 };
 
 /* ---- sk_reuseport ---- */

@@ -161,7 +161,7 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 		w.loadTap()
 		for i := 0; i < n; i++ {
 			f := &x.frames[i]
-			payload, src, ok := udpPayload(f.Data)
+			payload, src, ok := handedPayload(f.Data, &f.Meta)
 			x.decided[i] = ok
 			if !ok {
 				x.badFrames.Add(1)

@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"encoding/binary"
 	"net/netip"
+
+	"github.com/xgate/xgate/xdp"
 
 	"github.com/xgate/xgate/packet"
 )
@@ -15,4 +18,26 @@ import (
 func udpPayload(frame []byte) (payload []byte, src netip.Addr, ok bool) {
 	d, o := packet.ParseUDP(frame)
 	return d.Payload, d.Src, o == packet.UDP
+}
+
+// handedPayload is udpPayload without parsing: the XDP program handed the
+// payload and source offsets over in the frame's stamp (xdp.Meta). The
+// offsets are checked against the frame, so a stamp out of step with the
+// frame (another program's, or a bug) falls back to parsing rather than
+// reading out of bounds.
+func handedPayload(frame []byte, m *xdp.Meta) (payload []byte, src netip.Addr, ok bool) {
+	off, so := int(m.PayloadOff), int(m.SrcOff)
+	if !m.OK || off < 8 || off > len(frame) {
+		return udpPayload(frame)
+	}
+	end := off - 8 + int(binary.BigEndian.Uint16(frame[off-4:off-2])) // UDP length
+	switch {
+	case end < off || end > len(frame):
+		return udpPayload(frame)
+	case m.V6 && so+16 <= off-8:
+		return frame[off:end:end], netip.AddrFrom16([16]byte(frame[so : so+16])), true
+	case !m.V6 && so+4 <= off-8:
+		return frame[off:end:end], netip.AddrFrom4([4]byte(frame[so : so+4])), true
+	}
+	return udpPayload(frame)
 }

@@ -59,6 +59,8 @@ const (
 	MetaSize = 16
 	// MetaMagic marks metadata as ours and complete (XGATE_META_MAGIC).
 	MetaMagic = 0x58474d31
+	// metaV6 is XGATE_META_V6 of struct xgate_meta's flags.
+	metaV6 = 1
 	// PacketHeadroom is XDP_PACKET_HEADROOM: the kernel keeps this much room
 	// in front of the packet data of every frame, in copy and zero-copy
 	// mode. bpf_xdp_adjust_meta carves the metadata out of it, so the

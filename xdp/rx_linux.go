@@ -161,7 +161,13 @@ func (s *Socket) meta(addr uint64) Meta {
 		return Meta{}
 	}
 	binary.NativeEndian.PutUint32(m[8:12], 0)
-	return Meta{RxNs: binary.NativeEndian.Uint64(m[0:8]), OK: true}
+	return readMeta(m)
+}
+
+// readMeta decodes struct xgate_meta (its magic checked by the caller).
+func readMeta(m []byte) Meta {
+	return Meta{RxNs: binary.NativeEndian.Uint64(m[0:8]), OK: true,
+		PayloadOff: binary.NativeEndian.Uint16(m[12:14]), SrcOff: m[14], V6: m[15]&metaV6 != 0}
 }
 
 // prefix reads the stamp header at the start of the frame [start, end)
@@ -178,5 +184,5 @@ func (s *Socket) prefix(start, end uint64) (Meta, uint64) {
 	if binary.NativeEndian.Uint32(m[8:12]) != MetaMagic {
 		return Meta{}, start
 	}
-	return Meta{RxNs: binary.NativeEndian.Uint64(m[0:8]), OK: true}, start + MetaSize
+	return readMeta(m), start + MetaSize
 }

@@ -39,6 +39,13 @@ type Meta struct {
 	// when the program could not stamp the frame (bpf_xdp_adjust_meta
 	// refused) or the frame was redirected by someone else's program.
 	OK bool
+	// What the program parsed (0 when OK is false or it handed nothing
+	// over): the offsets in Data of the UDP payload (its length is the
+	// UDP header's, right before it) and of the IP source address, IPv6
+	// or IPv4 by V6. The program checked every header these point into.
+	PayloadOff uint16
+	SrcOff     uint8
+	V6         bool
 }
 
 // Frame is one received packet: a view into the UMEM, not a copy.

@@ -61,6 +61,17 @@ type Fixture struct {
 // Bytes builds the row's frame.
 func (f Fixture) Bytes() []byte { return f.Frame.Bytes() }
 
+// ByName returns the row called name; it panics on a name not in the table
+// (a test's typo).
+func ByName(name string) Fixture {
+	for _, f := range Fixtures {
+		if f.Name == name {
+			return f
+		}
+	}
+	panic("packettest: no fixture " + name)
+}
+
 func v4(mod func(*packet.Frame)) packet.Frame {
 	f := packet.Frame{Src: Src4, Dst: Dst4, DstPort: Port, Payload: Event, Checksum: true}
 	if mod != nil {
