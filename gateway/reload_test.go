@@ -88,10 +88,18 @@ func runReloadUnderTraffic(t *testing.T, mode string) {
 
 	var sent atomic.Int64 // events written so far: seq 0..sent-1
 	sendErr := make(chan error, 1)
+	// The sender keeps the last quarter back until the good Reload has
+	// returned: traffic flows while it runs, and some is always left for
+	// the new rules however slow a loaded machine makes the swap.
+	reloaded := make(chan struct{})
 	go func() {
 		start := time.Now()
 		buf := make([]byte, 0, 128)
 		for i := 0; i < total; i++ {
+			if i == total*3/4 {
+				<-reloaded
+				start = time.Now().Add(-time.Duration(i) * time.Second / rate) // pace on, no catch-up burst
+			}
 			buf = fmt.Appendf(buf[:0], `{"seq":%d,"user_id":"u%d","event_type":"x","amount":%d}`, i, i%17, i)
 			// Counted before it is written: whatever was written before Reload
 			// returned has a seq below the `after` read then.
@@ -159,10 +167,12 @@ func runReloadUnderTraffic(t *testing.T, mode string) {
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
-	if err := g.Reload(cfg2); err != nil {
+	err = g.Reload(cfg2)
+	after := sent.Load()
+	close(reloaded)
+	if err != nil {
 		t.Fatalf("reload: %v", err)
 	}
-	after := sent.Load()
 	t.Logf("reload: bad at seq %d..%d, good called after seq %d (all decided), returned at seq %d", badAt, badDone, snap, after)
 
 	select {
