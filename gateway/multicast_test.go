@@ -161,3 +161,48 @@ func fileLines(t *testing.T, path string) []string {
 	}
 	return strings.Split(s, "\n")
 }
+
+// TestWorkerSinkMetaAllocs: a worker deciding datagrams into sinks with
+// every meta field and a rule's routes allocates no more than one writing
+// into a plain sink: the origin (source, port, queue, receive time) rides
+// along without an allocation per event.
+func TestWorkerSinkMetaAllocs(t *testing.T) {
+	payloads := itEvents(200)
+	src := netip.MustParseAddrPort("198.18.0.1:40000")
+	dir := t.TempDir()
+	allocs := func(specs []sink.Spec, routes map[string][]string) float64 {
+		s, err := sink.New(specs, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close(t.Context())
+		tbl, err := s.Routes(routes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetRoutes(tbl)
+		w := bareWorker(t, nil)
+		w.sw = s.Writer(0)
+		batch := func() {
+			for _, p := range payloads {
+				w.decide(p, src, 0)
+			}
+			w.sw.Flush()
+		}
+		for range 20 {
+			batch()
+		}
+		return testing.AllocsPerRun(50, batch)
+	}
+	base := allocs([]sink.Spec{{Name: "plain", Type: "file", Path: filepath.Join(dir, "plain"), What: "all", Fsync: "never"}}, nil)
+	all := sink.MetaSpec{Src: true, RxTime: true, Queue: true, GatewayID: true, Rule: true, Verdict: true}
+	meta := allocs([]sink.Spec{
+		{Name: "meta", Type: "file", Path: filepath.Join(dir, "meta"), What: "all", Format: "raw", Fsync: "never", Meta: all},
+		{Name: "ann", Type: "file", Path: filepath.Join(dir, "ann"), What: "dropped", Fsync: "never", Meta: all},
+		{Name: "routed", Type: "file", Path: filepath.Join(dir, "routed"), What: "routed", Fsync: "never", Meta: all},
+	}, map[string][]string{"big-payment": {"routed"}, "refunds": {"routed", "ann"}})
+	if meta > base {
+		t.Errorf("%v allocs per batch of %d datagrams with meta and routes, %v with a plain sink", meta, len(payloads), base)
+	}
+	t.Logf("allocs per batch of %d datagrams: %v plain, %v with meta and routes", len(payloads), base, meta)
+}
