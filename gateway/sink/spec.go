@@ -233,10 +233,13 @@ func (sp *Spec) check(given func(string) bool, add func(key, format string, args
 	default:
 		add("what", "%q: want passed, alerts, dropped, rejects, all or routed", sp.What)
 	}
-	// gateway_id names the gateway in keyed records and in meta.gateway_id.
-	if (sp.GatewayID != "" || given("gateway_id")) && !sp.keyed() && !sp.Meta.GatewayID {
+	// gateway_id names the gateway in keyed records (checkKeyed) and in
+	// meta.gateway_id.
+	switch {
+	case sp.keyed():
+	case (sp.GatewayID != "" || given("gateway_id")) && !sp.Meta.GatewayID:
 		add("gateway_id", "only kafka and nats sinks, and sinks with meta.gateway_id, have gateway_id")
-	} else if sp.GatewayID != "" {
+	case sp.GatewayID != "":
 		if err := ValidGatewayID(sp.GatewayID); err != nil {
 			add("gateway_id", "%v", err)
 		}
@@ -316,6 +319,11 @@ func (sp *Spec) checkKeyed(given func(string) bool, add func(key, format string,
 		add("key_path", "missing: want the schema's key field, e.g. user_id")
 	case engine.ValidPath(sp.KeyPath) != nil:
 		add("key_path", "%v: want the schema's key field, e.g. user_id", engine.ValidPath(sp.KeyPath))
+	}
+	if sp.GatewayID != "" {
+		if err := ValidGatewayID(sp.GatewayID); err != nil {
+			add("gateway_id", "%v", err)
+		}
 	}
 	if d := sp.DeliveryTimeout; d < 0 || (d != 0 || given("delivery_timeout")) && d < time.Second {
 		add("delivery_timeout", "%v: want at least 1s (default %v)", d, defaultDelivery)
