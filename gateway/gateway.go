@@ -81,6 +81,9 @@ type Gateway struct {
 	workers []*worker
 	sockets []*udpSocket
 	xsks    []*xskQueue
+	// membershipFd holds the multicast memberships of the afxdp path
+	// (multicast_linux.go); 0: none.
+	membershipFd int
 
 	stop     atomic.Bool
 	stopOnce sync.Once
@@ -222,6 +225,11 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	if g.sinks, err = sink.New(cfg.SinkSpecs(), len(cpus)); err != nil {
 		return nil, fmt.Errorf("sinks: %w", err)
 	}
+	routes, err := g.sinks.Routes(cfg.SinkRoutes())
+	if err != nil {
+		return nil, fmt.Errorf("rules' to: %w", err)
+	}
+	g.sinks.SetRoutes(routes)
 	if len(cfg.Sinks) > 0 {
 		g.sw = newSinkWatch(g.log, g.sinks)
 	}
@@ -538,6 +546,7 @@ func (g *Gateway) teardown() error {
 	}
 	g.sockMu.Unlock()
 	g.closeXSKs()
+	errs = append(errs, g.closeMembership())
 	if g.probes != nil {
 		if !g.Config().Pin.Keep {
 			errs = append(errs, g.probes.Unpin())
@@ -627,9 +636,19 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 
 func (g *Gateway) reload(cfg *config.Config) error {
 	old := g.Config()
+	// The sinks stay (they change at a restart): the rules' to: must
+	// name them.
+	routes, err := g.sinks.Routes(cfg.SinkRoutes())
+	if err != nil {
+		return fmt.Errorf("reload rejected, old rules keep running: %w", err)
+	}
 	if err := g.eng.Reload(cfg.EngineConfig()); err != nil {
 		return fmt.Errorf("reload rejected, old rules keep running: %w", err)
 	}
+	// Decided by the new rules from here on, a few events of the old
+	// ones may still meet the new routes (or the other way round): a
+	// rule's routes change with it, not with the same event.
+	g.sinks.SetRoutes(routes)
 	if g.xdp != nil {
 		if err := g.xdp.SetConfig(xdpConfig(cfg, g.path)); err != nil {
 			return fmt.Errorf("reload: rules swapped, but the XDP policy was not: %w", err)
@@ -673,7 +692,8 @@ func restartKeys(old, cfg *config.Config) []string {
 	}
 	// listen.vlans reaches the XDP program's config on reload; ports and
 	// the address need new sockets.
-	if fmt.Sprint(cfg.Listen.Ports) != fmt.Sprint(old.Listen.Ports) || cfg.Listen.Address != old.Listen.Address {
+	if fmt.Sprint(cfg.Listen.Ports) != fmt.Sprint(old.Listen.Ports) || cfg.Listen.Address != old.Listen.Address ||
+		fmt.Sprint(cfg.Listen.Groups) != fmt.Sprint(old.Listen.Groups) {
 		restart = append(restart, "listen")
 	}
 	if fmt.Sprint(cfg.Sinks) != fmt.Sprint(old.Sinks) {

@@ -82,6 +82,9 @@ func (g *Gateway) openSockets(cfg *config.Config) ([]int, error) {
 			}
 		}
 	}
+	if err := g.joinSocketGroups(cfg); err != nil {
+		return nil, err
+	}
 	g.log.Info("socket group open", "path", g.path, "address", netip.AddrPortFrom(addr, port),
 		"sockets", len(g.sockets), "numa_nodes", len(nodes), "rcvbuf", cfg.Socket.RcvBuf)
 	return cpus, nil

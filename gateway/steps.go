@@ -62,6 +62,9 @@ func (g *Gateway) openPath(cfg *config.Config) ([]int, error) {
 	if g.path == config.ModeAFXDP {
 		cpus, err := g.openXSKs(cfg)
 		if err == nil {
+			if err = g.openMembership(cfg); err != nil {
+				return nil, err
+			}
 			return cpus, nil
 		}
 		if strict(cfg) {

@@ -245,7 +245,7 @@ func drainT(hub *tapHub, subs ...*tapSub) [][]tapEvent {
 func decideAll(w *worker, payloads [][]byte, src netip.Addr, rxNs uint64) {
 	w.loadTap()
 	for _, p := range payloads {
-		w.decide(p, src, rxNs)
+		w.decide(p, netip.AddrPortFrom(src, 0), rxNs)
 	}
 }
 

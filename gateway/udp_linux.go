@@ -317,15 +317,22 @@ func (s *udpSocket) latencyCounts() (h [LatencyBuckets]uint64) {
 	return h
 }
 
-// source returns the sender of datagram i.
-func (b *mmsgBatch) source(i int) netip.Addr {
+// source returns the sender (address and port) of datagram i.
+func (b *mmsgBatch) source(i int) netip.AddrPort {
 	raw := &b.names[i]
 	switch raw.Family {
 	case unix.AF_INET:
 		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(raw))
-		return netip.AddrFrom4(sa.Addr)
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port))
 	case unix.AF_INET6:
-		return netip.AddrFrom16(raw.Addr).Unmap()
+		return netip.AddrPortFrom(netip.AddrFrom16(raw.Addr).Unmap(), ntohs(raw.Port))
 	}
-	return netip.Addr{}
+	return netip.AddrPort{}
+}
+
+// ntohs turns a sockaddr's port (network byte order, read as a native
+// uint16) into a number.
+func ntohs(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
 }

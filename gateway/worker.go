@@ -88,14 +88,16 @@ func (w *worker) pin() error {
 }
 
 // decide runs one datagram through the engine and routes its decisions.
-// rxNs is the XDP receive timestamp (afxdp; 0: none), for the tap and the
-// keyed sinks' receive time.
+// src is the sender; rxNs is the XDP receive timestamp (afxdp; 0: none),
+// for the tap and the sinks' receive time; they and the worker's queue (its
+// id: the RX queue on the afxdp path, the socket otherwise) go to the
+// sinks' metadata.
 //
 // Invariant: frame stays valid (not refilled, not returned to the kernel)
 // until decide returns and the sink writer has copied what it keeps; the
 // engine's views die with the next Process call.
-func (w *worker) decide(frame []byte, src netip.Addr, rxNs uint64) {
-	ds := w.ew.Process(frame, src)
+func (w *worker) decide(frame []byte, src netip.AddrPort, rxNs uint64) {
+	ds := w.ew.Process(frame, src.Addr())
 	ok := false
 	for i := range ds {
 		ok = ok || ds[i].Err == engine.DecodeOK
@@ -103,16 +105,17 @@ func (w *worker) decide(frame []byte, src netip.Addr, rxNs uint64) {
 	if !ok {
 		w.rejected.Add(1)
 	}
+	origin := sink.Origin{Src: src, RxNs: rxNs, Queue: w.id}
 	for i := range ds {
 		d := &ds[i]
 		if w.sw != nil {
-			w.sw.AddAt(d, rxNs)
+			w.sw.AddFrom(d, &origin)
 		}
 		if d.Err != engine.DecodeOK {
 			continue
 		}
 		if d.Action == engine.ActionBlock {
-			w.fb.request(src, d.Block, d.Rule)
+			w.fb.request(src.Addr(), d.Block, d.Rule)
 		}
 		if f := w.tapF; f != nil && f.verdicts&(1<<d.Action) != 0 {
 			w.tap.offer(f, d, w.id, rxNs)

@@ -149,6 +149,8 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 		k.errf("workers.realtime_priority", "%d: want 0 (off) or a SCHED_FIFO priority 1..%d", r, host.MaxRealtimePriority)
 	}
 	c.checkSinks(k)
+	c.checkGroups(k)
+	c.checkRoutes(k)
 	c.readTokenFile(k)
 	if c.HTTP.Listen == "" {
 		// no HTTP server
@@ -281,6 +283,78 @@ func (c *Config) checkSinks(k *configChecker) {
 	}
 }
 
+// checkGroups checks listen.groups: multicast addresses, each once, that
+// the sockets can join (their bind address receives a group's datagrams).
+func (c *Config) checkGroups(k *configChecker) {
+	bind, _ := netip.ParseAddr(c.Listen.Address) // checked above
+	seen := map[netip.Addr]int{}
+	for i, g := range c.Listen.Groups {
+		key := keyIndex("listen.groups", i)
+		switch {
+		case !g.IsMulticast():
+			k.errf(key, "%v is not a multicast address: want 224.0.0.0/4 or ff00::/8, e.g. 239.1.1.1", g)
+		case g.Is4In6():
+			k.errf(key, "%v: write an IPv4 group as IPv4, e.g. 239.1.1.1", g)
+		case g.Zone() != "":
+			k.errf(key, "%v: no zone; the group is joined on interface", g)
+		case c.Listen.Address != "" && bind.IsValid() && !bind.IsUnspecified():
+			k.errf(key, "%v: listen.address %s is a unicast address, and a socket bound to it receives no group; leave listen.address out (or 0.0.0.0, :: for IPv6 groups)", g, c.Listen.Address)
+		case g.Is6() && !(bind.IsValid() && bind.Is6() && bind.IsUnspecified()):
+			k.errf(key, "%v: an IPv6 group needs IPv6 sockets: set listen.address: \"::\"", g)
+		}
+		if j, dup := seen[g]; dup {
+			k.errf(key, "%v is listed twice (also listen.groups[%d])", g, j)
+		}
+		seen[g] = i
+	}
+}
+
+// checkRoutes checks the rules' to: lists against the sinks' names, and
+// that a sink with what: routed is routed to.
+func (c *Config) checkRoutes(k *configChecker) {
+	labels := map[string]bool{}
+	var names []string
+	for i := range c.Sinks {
+		l := c.Sinks[i].Label()
+		labels[l] = true
+		names = append(names, strconv.Quote(l))
+	}
+	routed := map[string]bool{}
+	for i, r := range c.Rules {
+		seen := map[string]bool{}
+		for j, to := range r.To {
+			key := keyJoin(keyIndex("rules", i), keyIndex("to", j))
+			switch {
+			case !labels[to] && len(names) == 0:
+				k.errf(key, "%q: there are no sinks to route to", to)
+			case !labels[to]:
+				k.errf(key, "%q is no sink's name: want one of %s", to, strings.Join(names, ", "))
+			case seen[to]:
+				k.errf(key, "%q is listed twice", to)
+			}
+			seen[to] = true
+			routed[to] = true
+		}
+	}
+	for i := range c.Sinks {
+		if sp := &c.Sinks[i]; sp.What == "routed" && !routed[sp.Label()] {
+			k.errf(keyJoin(keyIndex("sinks", i), "what"), "routed, but no rule routes to %q: name it in a rule's to:", sp.Label())
+		}
+	}
+}
+
+// SinkRoutes returns the rules' to: lists by rule name (for
+// sink.Sinks.Routes).
+func (c *Config) SinkRoutes() map[string][]string {
+	out := map[string][]string{}
+	for _, r := range c.Rules {
+		if len(r.To) > 0 {
+			out[r.Name] = r.To
+		}
+	}
+	return out
+}
+
 // has reports whether the config file set key.
 func (k *configChecker) has(key string) bool {
 	if k.src == nil {
@@ -298,6 +372,8 @@ func (c *Config) SinkSpecs() []sink.Spec {
 	for i := range out {
 		if sp := &out[i]; sp.Type == "kafka" || sp.Type == "nats" {
 			sp.KeyPath = c.Schema.Key
+			sp.GatewayID = cmp.Or(sp.GatewayID, c.GatewayID)
+		} else if sp.Meta.GatewayID {
 			sp.GatewayID = cmp.Or(sp.GatewayID, c.GatewayID)
 		}
 	}

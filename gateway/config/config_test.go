@@ -213,8 +213,8 @@ func TestExampleConfig(t *testing.T) {
 			t.Errorf("examples/xgate.yaml does not show %s", k)
 		}
 	}
-	if len(c.Rules) != 4 || len(c.Sinks) != 5 {
-		t.Errorf("%d rules and %d sinks, want 4 and 5", len(c.Rules), len(c.Sinks))
+	if len(c.Rules) != 4 || len(c.Sinks) != 6 {
+		t.Errorf("%d rules and %d sinks, want 4 and 6", len(c.Rules), len(c.Sinks))
 	}
 	// And its rules really run.
 	e, err := engine.New(c.EngineConfig())
@@ -253,6 +253,9 @@ var allKeys = []string{
 	"http", "http.listen", "http.pprof", "http.token", "http.token_file", "pin", "pin.path", "pin.keep",
 	"probes", "probes.enabled", "probes.sample", "probes.rx_timestamps",
 	"workers", "workers.realtime_priority", "workers.cpus",
+	// multicast input, branches, event metadata
+	"listen.groups", "rules[].to", "sinks[].name", "sinks[].meta", "sinks[].meta.src", "sinks[].meta.rx_time",
+	"sinks[].meta.queue", "sinks[].meta.gateway_id", "sinks[].meta.rule", "sinks[].meta.verdict",
 }
 
 // TestAllKeysKnown keeps allKeys honest: each must be accepted by the

@@ -593,6 +593,28 @@ func (d *configDecoder) prefixList(dst *[]netip.Prefix) func(*yaml.Node, string)
 	}
 }
 
+// groupList is a list of IP addresses (listen.groups; that they are
+// multicast groups is checked with the rest of the config).
+func (d *configDecoder) groupList(dst *[]netip.Addr) func(*yaml.Node, string) {
+	return func(n *yaml.Node, p string) {
+		if isNull(n) {
+			return
+		}
+		out := []netip.Addr{}
+		d.sequence(n, p, "multicast groups", func(_ int, item *yaml.Node, ip string) {
+			var s string
+			d.str(&s)(item, ip)
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				d.errAt(item, ip, "%q: want a multicast group address, e.g. 239.1.1.1", s)
+				return
+			}
+			out = append(out, a)
+		})
+		*dst = out
+	}
+}
+
 func (d *configDecoder) stringList(dst *[]string) func(*yaml.Node, string) {
 	return func(n *yaml.Node, p string) {
 		if isNull(n) {
@@ -654,6 +676,7 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 						c.Listen.VLANs = append(c.Listen.VLANs, uint16(v))
 					})
 				},
+				"groups": d.groupList(&c.Listen.Groups),
 			})
 		},
 		"schema": func(n *yaml.Node, p string) {
@@ -781,6 +804,7 @@ func (d *configDecoder) rule(n *yaml.Node, p string) Rule {
 		"when":   d.condition(&r.When),
 		"filter": d.condition(&r.Filter),
 		"action": d.str(&r.Action),
+		"to":     d.stringList(&r.To),
 		"rate_limit": func(n *yaml.Node, p string) {
 			if isNull(n) {
 				return
@@ -832,6 +856,17 @@ func (d *configDecoder) sink(n *yaml.Node, p string) sink.Spec {
 		"address":      d.str(&s.Address),
 		"on_full":      d.str(&s.OnFull),
 		"buffer":       d.size(&s.Buffer),
+		"meta": func(n *yaml.Node, p string) {
+			m := &s.Meta
+			d.mapping(n, p, map[string]func(*yaml.Node, string){
+				"src":        d.boolean(&m.Src),
+				"rx_time":    d.boolean(&m.RxTime),
+				"queue":      d.boolean(&m.Queue),
+				"gateway_id": d.boolean(&m.GatewayID),
+				"rule":       d.boolean(&m.Rule),
+				"verdict":    d.boolean(&m.Verdict),
+			})
+		},
 		// kafka and nats
 		"gateway_id":       d.str(&s.GatewayID),
 		"delivery_timeout": d.duration(&s.DeliveryTimeout),

@@ -82,6 +82,15 @@ type Listen struct {
 	// Untagged frames are always served. AnyVLAN ("vlans: any") serves all.
 	VLANs   []uint16
 	AnyVLAN bool
+	// Groups are multicast groups (IPv4, or IPv6 ff0x:: with address
+	// "::") the gateway joins on Interface, so that datagrams sent to a
+	// group and a listened port are received: by the sockets on the socket
+	// and plain paths (each group joined on one socket of the group, which
+	// alone receives it), and, on the afxdp path, by the XDP program, which
+	// matches on the port whatever the destination address (the join makes
+	// the NIC and the switch deliver the group). Requires address unset or
+	// unspecified.
+	Groups []netip.Addr
 }
 
 // Schema maps the engine's roles to JSON paths (engine.Schema).
@@ -115,6 +124,10 @@ type Rule struct {
 	RateLimit *RuleRateLimit
 	Window    *RuleWindow
 	Action    string // pass | drop | alert | block <duration>
+	// To names sinks (their name, sink.Spec.Label) that also get every
+	// event this rule decides, whatever their what: selects (once per
+	// sink); a sink with what: routed gets only such events.
+	To []string
 }
 
 // RuleRateLimit is a per-key token bucket of a rule.

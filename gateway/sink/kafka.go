@@ -16,6 +16,10 @@ package sink
 //	           "rx_ns"    receive time, decimal ns since the Unix epoch (the
 //	                      XDP timestamp on the afxdp path; otherwise when the
 //	                      worker's batch was read)
+//	           with meta (meta.go), also:
+//	           "src"      sender address:port ([v6]:port for IPv6)
+//	           "queue"    the worker's RX queue (afxdp) or socket, decimal
+//	           "rx_time"  the receive time, RFC 3339 UTC with 9 digits
 //	timestamp  when the sink produced it (franz-go's; not the receive
 //	           time, since franz-go times delivery_timeout from it)
 //	partition  franz-go's default partitioner: a keyed record goes to
@@ -265,7 +269,7 @@ type kafkaOutput struct {
 var _ asyncOutput = (*kafkaOutput)(nil)
 
 // kafkaSlab is the per-slab state of a kafkaOutput (slab.aux): one Record
-// and four headers per record the slab can hold, reused every time the
+// and up to kafkaHeaders headers per record the slab can hold, reused every time the
 // slab comes round, and the promise, made once, that counts them down.
 type kafkaSlab struct {
 	slabLeft // left: records of the slab whose promise has not run
@@ -280,7 +284,15 @@ const (
 	hdrRule    = "rule"
 	hdrGateway = "gateway"
 	hdrRxNs    = "rx_ns"
+	// With meta (meta.go).
+	hdrSrc    = "src"
+	hdrQueue  = "queue"
+	hdrRxTime = "rx_time"
 )
+
+// kafkaHeaders is the most headers a record has: four always, three with
+// meta.
+const kafkaHeaders = 7
 
 func newKafkaOutput(sk *sink, sp Spec) (*kafkaOutput, error) {
 	k := sp.Kafka
@@ -426,7 +438,7 @@ func (o *kafkaOutput) state(sl *slab) *kafkaSlab {
 		return ks
 	}
 	n := cap(sl.ends)
-	ks := &kafkaSlab{recs: make([]kgo.Record, n), hdrs: make([]kgo.RecordHeader, 4*n)}
+	ks := &kafkaSlab{recs: make([]kgo.Record, n), hdrs: make([]kgo.RecordHeader, kafkaHeaders*n)}
 	ks.sl = sl
 	ks.promise = func(r *kgo.Record, err error) { o.resolve(ks, r, err) }
 	sl.aux = ks
@@ -442,11 +454,21 @@ func (o *kafkaOutput) write(sl *slab) {
 	for i, end := range sl.ends {
 		parseKeyed(sl.buf[from:end], &kr)
 		from = int(end)
-		h := ks.hdrs[4*i : 4*i+4 : 4*i+4]
-		h[0] = kgo.RecordHeader{Key: hdrVerdict, Value: keyedVerdicts[kr.verdict]}
-		h[1] = kgo.RecordHeader{Key: hdrRule, Value: kr.rule}
-		h[2] = kgo.RecordHeader{Key: hdrGateway, Value: o.gw}
-		h[3] = kgo.RecordHeader{Key: hdrRxNs, Value: kr.rxText}
+		j := kafkaHeaders * i
+		h := append(ks.hdrs[j:j:j+kafkaHeaders], // within capacity: no allocation
+			kgo.RecordHeader{Key: hdrVerdict, Value: keyedVerdicts[kr.verdict]},
+			kgo.RecordHeader{Key: hdrRule, Value: kr.rule},
+			kgo.RecordHeader{Key: hdrGateway, Value: o.gw},
+			kgo.RecordHeader{Key: hdrRxNs, Value: kr.rxText})
+		if kr.src != nil {
+			h = append(h, kgo.RecordHeader{Key: hdrSrc, Value: kr.src})
+		}
+		if kr.queue != nil {
+			h = append(h, kgo.RecordHeader{Key: hdrQueue, Value: kr.queue})
+		}
+		if kr.rxTime != nil {
+			h = append(h, kgo.RecordHeader{Key: hdrRxTime, Value: kr.rxTime})
+		}
 		r := &ks.recs[i]
 		*r = kgo.Record{Key: kr.key, Value: kr.value, Headers: h, Topic: o.topic}
 		o.cl.Produce(o.ctx, r, ks.promise)

@@ -12,7 +12,8 @@ package sink
 //	          '.', '*', '>') become '_', an empty value becomes "_", and a
 //	          key is cut at 256 bytes
 //	data      the original event bytes, exactly as received
-//	headers   verdict, rule, gateway, rx_ns (as for Kafka), and
+//	headers   verdict, rule, gateway, rx_ns (as for Kafka; with meta also
+//	          src, queue, rx_time), and
 //	          Nats-Msg-Id: <gateway id>-<start time>-<sequence>, unique per
 //	          event and the same on every retry of it, so that JetStream's
 //	          duplicate window drops a retry of a message it already stored
@@ -385,7 +386,7 @@ var _ asyncOutput = (*natsOutput)(nil)
 // natsRec is one record of a slab as a NATS message.
 type natsRec struct {
 	msg      nats.Msg
-	vals     [5]string // header values, the backing of msg.Header's slices
+	vals     [8]string // header values, the backing of msg.Header's slices
 	ns       *natsSlab
 	deadline int64 // nanotime after which it is no longer retried
 	failedAt int64 // nanotime of its last failed try
@@ -550,13 +551,25 @@ func (o *natsOutput) write(sl *slab) {
 		o.idBuf = strconv.AppendUint(append(o.idBuf[:0], o.idPre...), o.seq, 10)
 		r.msg.Subject = string(o.scratch)
 		r.msg.Data = kr.value
-		r.vals = [5]string{verdictStrings[kr.verdict], o.rule(kr.rule), o.gw, string(kr.rxText), string(o.idBuf)}
+		r.vals = [8]string{verdictStrings[kr.verdict], o.rule(kr.rule), o.gw, string(kr.rxText), string(o.idBuf)}
 		h := r.msg.Header
 		h[hdrVerdict] = r.vals[0:1:1]
 		h[hdrRule] = r.vals[1:2:2]
 		h[hdrGateway] = r.vals[2:3:3]
 		h[hdrRxNs] = r.vals[3:4:4]
 		h[jetstream.MsgIDHeader] = r.vals[4:5:5]
+		if kr.src != nil {
+			r.vals[5] = string(kr.src)
+			h[hdrSrc] = r.vals[5:6:6]
+		}
+		if kr.queue != nil {
+			r.vals[6] = string(kr.queue)
+			h[hdrQueue] = r.vals[6:7:7]
+		}
+		if kr.rxTime != nil {
+			r.vals[7] = string(kr.rxTime)
+			h[hdrRxTime] = r.vals[7:8:8]
+		}
 		r.deadline, r.failedAt = deadline, 0
 		r.size = len(kr.value)
 		o.live[&r.msg] = r

@@ -276,6 +276,14 @@ type sink struct {
 	keyPath string
 	async   asyncOutput // out, when it is one; nil otherwise
 
+	// Metadata (meta.go): metaOn when any field is selected; metaWant the
+	// fields of a raw record, metaAnn those of an annotated one; metaGW
+	// the gateway id as a JSON string (quotes included).
+	metaOn   bool
+	metaWant [numMeta]bool
+	metaAnn  [numMeta]bool
+	metaGW   []byte
+
 	full  *ring.MPSC[*slab]   // workers → writer
 	free  []*ring.SPSC[*slab] // per worker: writer → worker
 	wcnt  []workerCounts      // per worker
@@ -292,6 +300,7 @@ type Sinks struct {
 	sinks     []*sink
 	writers   []*Writer
 	closeOnce sync.Once
+	routes    routeSet // routing by rule (SetRoutes); nil: none
 }
 
 // Writer is one worker's handle on all sinks. It is not safe for
@@ -304,11 +313,13 @@ type Writer struct {
 	// has come back since. The worker then drops at once instead of waiting
 	// BlockTimeout for every record of a sink that is stuck.
 	stalled []bool
-	// Receive times of keyed records: monoToWall converts an XDP
-	// timestamp (CLOCK_MONOTONIC) to ns since the Unix epoch, refreshed on
-	// every Flush; batchWall is the wall clock read by the batch's first
-	// keyed record without an XDP timestamp (0: not read yet).
-	keyed      bool
+	routes  *routeSet // the Sinks' routing by rule
+	// Receive times of keyed records and of meta rx_time: monoToWall
+	// converts an XDP timestamp (CLOCK_MONOTONIC) to ns since the Unix
+	// epoch, refreshed on every Flush; batchWall is the wall clock read by
+	// the batch's first such record without an XDP timestamp (0: not read
+	// yet). timed: some sink needs receive times.
+	timed      bool
 	monoToWall int64
 	batchWall  int64
 }
@@ -346,9 +357,9 @@ func New(specs []Spec, workers int) (*Sinks, error) {
 		}
 		s.sinks = append(s.sinks, sk)
 	}
-	keyed := false
+	timed := false
 	for _, sk := range s.sinks {
-		keyed = keyed || sk.keyed
+		timed = timed || sk.timed()
 	}
 	s.writers = make([]*Writer, workers)
 	for w := range s.writers {
@@ -357,7 +368,8 @@ func New(specs []Spec, workers int) (*Sinks, error) {
 			sinks:      s.sinks,
 			cur:        make([]*slab, len(s.sinks)),
 			stalled:    make([]bool, len(s.sinks)),
-			keyed:      keyed,
+			routes:     &s.routes,
+			timed:      timed,
 			monoToWall: monoToWall(),
 		}
 	}
@@ -378,6 +390,12 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
+	if sp.Meta.On() {
+		sk.metaOn = true
+		sk.metaWant = sp.Meta.bits()
+		sk.metaAnn = annotatedMeta(sk.metaWant)
+		sk.metaGW = appendJSONString(nil, []byte(sp.GatewayID))
+	}
 	index := sinkRecordIndex
 	if sk.keyed {
 		sk.keyPath = gjsonPath(sp.KeyPath)
@@ -394,6 +412,8 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		sk.classes = classReject
 	case "all":
 		sk.classes = classPass | classAlert | classDrop | classReject
+	case "routed":
+		sk.classes = 0 // only what rules route to it (to:)
 	}
 	size, n := sinkSlabSize, int(sp.Buffer)/sinkSlabSize
 	if n < 2 {
@@ -452,6 +472,9 @@ func (sk *sink) slabRecords() int {
 	return sk.slabSize / sinkRecordIndex
 }
 
+// timed reports whether the sink's records need the receive time.
+func (sk *sink) timed() bool { return sk.keyed || sk.metaWant[metaRxTime] }
+
 func ceilPow2(n int) int {
 	if n <= 1 {
 		return 1
@@ -464,28 +487,39 @@ func (s *Sinks) Writer(worker int) *Writer { return s.writers[worker] }
 
 // Add encodes d for every sink that wants it into this worker's current
 // slab of that sink, copying every byte it keeps (d.Raw may be reused as
-// soon as Add returns). It never allocates (but for a key field written
-// with JSON escapes, which gjson unescapes into a new string); it blocks
-// only for sinks with OnFull "block", at most their BlockTimeout.
+// soon as Add returns). A sink wants d when its what: selects d's verdict
+// or d's deciding rule routes to it (SetRoutes); it gets d once either way.
+// Add never allocates (but for a key field written with JSON escapes, which
+// gjson unescapes into a new string); it blocks only for sinks with OnFull
+// "block", at most their BlockTimeout.
 //
 // Keyed records (Kafka, NATS) get the time the worker's current batch met
-// its first keyed record as their receive time; AddAt takes the packet's.
-func (w *Writer) Add(d *engine.Decision) { w.AddAt(d, 0) }
+// its first keyed record as their receive time; AddAt takes the packet's,
+// AddFrom everything the worker knows of the datagram.
+func (w *Writer) Add(d *engine.Decision) { w.AddFrom(d, &Origin{Queue: -1}) }
 
 // AddAt is Add with the receive time of d's datagram: rxNs is the XDP
 // program's timestamp (CLOCK_MONOTONIC ns, as in the AF_XDP metadata), 0
 // when there is none. Keyed records carry it as ns since the Unix epoch.
 func (w *Writer) AddAt(d *engine.Decision, rxNs uint64) {
+	w.AddFrom(d, &Origin{RxNs: rxNs, Queue: -1})
+}
+
+// AddFrom is Add with the origin of d's datagram (source, receive time,
+// queue), for the sinks' metadata (meta.go). o is not kept.
+func (w *Writer) AddFrom(d *engine.Decision, o *Origin) {
 	c := classOf(d)
+	routed := w.routedTo(d)
+	ro := recOrigin{o: o}
 	for i, sk := range w.sinks {
-		if sk.classes&c == 0 {
+		if sk.classes&c == 0 && (i >= maxRouted || routed&(1<<i) == 0) {
 			continue
 		}
 		var need int
 		if sk.keyed {
 			need = keyedBound(d, c)
 		} else {
-			need = sk.bound(d, c)
+			need = sk.bound(d, c) + sk.metaBound(d)
 		}
 		if need > sk.slabSize {
 			sk.wcnt[w.id].tooBig.Add(1)
@@ -501,10 +535,13 @@ func (w *Writer) AddAt(d *engine.Decision, rxNs uint64) {
 		if len(sl.ends) == 0 {
 			sl.since = nanotime() // once per slab, not per record
 		}
+		if ro.rxWall == 0 && sk.timed() {
+			ro.rxWall = w.rxWall(o.RxNs)
+		}
 		if sk.keyed {
-			sl.buf = sk.encodeKeyed(sl.buf, d, c, w.rxWall(rxNs))
+			sl.buf = sk.encodeKeyed(sl.buf, d, c, &ro)
 		} else {
-			sl.buf = sk.encode(sl.buf, d, c)
+			sl.buf = sk.encode(sl.buf, d, c, &ro)
 		}
 		sl.ends = append(sl.ends, uint32(len(sl.buf)))
 	}
@@ -525,7 +562,7 @@ func (w *Writer) rxWall(rxNs uint64) int64 {
 // newBatch forgets the batch's receive time and refreshes the clock
 // offset (NTP may step the wall clock; the monotonic one runs on).
 func (w *Writer) newBatch() {
-	if w.keyed {
+	if w.timed {
 		w.batchWall = 0
 		w.monoToWall = monoToWall()
 	}
@@ -834,13 +871,17 @@ func (sk *sink) bound(d *engine.Decision, c uint8) int {
 	return 160 + 6*len(d.Rule) + len(d.Raw)
 }
 
-func (sk *sink) encode(b []byte, d *engine.Decision, c uint8) []byte {
+func (sk *sink) encode(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []byte {
 	switch {
 	case !sk.annotated:
 		// One record per line, whatever the datagram held: a pretty-printed
 		// event is compacted (the same JSON), a reject's line breaks are
 		// escaped, so no line of the output is a record no rule decided.
+		at := len(b)
 		b = engine.AppendOneLine(b, d.Raw)
+		if sk.metaOn && c != classReject {
+			b = sk.appendMetaRaw(b, at, d, c, ro)
+		}
 	case c == classReject:
 		b = append(b, `{"error":"`...)
 		b = append(b, d.Err.String()...)
@@ -853,6 +894,9 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8) []byte {
 		if len(raw) < len(d.Raw) {
 			b = append(b, `,"truncated":true`...)
 		}
+		if sk.metaOn {
+			b = sk.appendMetaFields(b, d, c, ro, &sk.metaAnn, &onePrefix)
+		}
 		b = append(b, '}')
 	default:
 		b = append(b, `{"verdict":"`...)
@@ -864,6 +908,9 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8) []byte {
 		if d.Action == engine.ActionBlock {
 			b = append(b, `,"block_ms":`...)
 			b = strconv.AppendInt(b, d.Block.Milliseconds(), 10)
+		}
+		if sk.metaOn {
+			b = sk.appendMetaFields(b, d, c, ro, &sk.metaAnn, &onePrefix)
 		}
 		b = append(b, `,"event":`...)
 		b = appendOneLine(b, d.Raw)
@@ -966,18 +1013,21 @@ func appendJSONFloat(b []byte, v float64) []byte {
 // keyedHeader is the size of the fixed start of a keyed record in a slab:
 //
 //	[0]     verdict: an engine.Action, or keyedReject for a decode error
-//	[1]     0 (reserved)
+//	[1]     length of the source as text (meta src; 0: none)
 //	[2:4]   length of the rule: the deciding rule, "" when none fired; for
 //	        a reject the decode error's name (little endian, as all below)
 //	[4:6]   length of the key ("" when the event has no usable key; a
 //	        reject has none)
 //	[6]     length of the receive time as decimal text
-//	[7]     0 (reserved)
+//	[7]     bits 0-6: length of the queue as decimal text (meta queue; 0:
+//	        none); bit 7: the receive time as rxTimeLayout follows (meta
+//	        rx_time, 30 bytes)
 //	[8:16]  receive time, ns since the Unix epoch
 //
-// followed by the rule, the key, the receive time as decimal text and the
-// event's original bytes, which run to the record's end (slab.ends). The
-// lengths fit: a record is at most a slab (64 KiB) long.
+// followed by the rule, the key, the receive time as decimal text, the
+// source, the queue and the receive time as text (those three only with
+// meta) and the event's original bytes, which run to the record's end
+// (slab.ends). The lengths fit: a record is at most a slab (64 KiB) long.
 const keyedHeader = 16
 
 // keyedReject is the verdict code of a decode error.
@@ -1000,6 +1050,8 @@ type keyedRecord struct {
 	rxText  []byte
 	rxNs    int64
 	value   []byte
+	// Meta (nil: not asked for or unknown).
+	src, queue, rxTime []byte
 }
 
 // parseKeyed splits the keyed record b (one record of a slab, header
@@ -1008,6 +1060,10 @@ func parseKeyed(b []byte, r *keyedRecord) {
 	rl := int(binary.LittleEndian.Uint16(b[2:]))
 	kl := int(binary.LittleEndian.Uint16(b[4:]))
 	tl := int(b[6])
+	sl, ql, tt := int(b[1]), int(b[7]&0x7f), 0
+	if b[7]&0x80 != 0 {
+		tt = len(rxTimeLayout)
+	}
 	r.verdict = b[0]
 	r.rxNs = int64(binary.LittleEndian.Uint64(b[8:]))
 	p := keyedHeader
@@ -1020,6 +1076,19 @@ func parseKeyed(b []byte, r *keyedRecord) {
 	p += kl
 	r.rxText = b[p : p+tl : p+tl]
 	p += tl
+	r.src, r.queue, r.rxTime = nil, nil, nil
+	if sl > 0 {
+		r.src = b[p : p+sl : p+sl]
+	}
+	p += sl
+	if ql > 0 {
+		r.queue = b[p : p+ql : p+ql]
+	}
+	p += ql
+	if tt > 0 {
+		r.rxTime = b[p : p+tt : p+tt]
+	}
+	p += tt
 	r.value = b[p:len(b):len(b)]
 }
 
@@ -1030,11 +1099,13 @@ func keyedBound(d *engine.Decision, c uint8) int {
 	if c == classReject {
 		rule = len(d.Err.String())
 	}
-	return keyedHeader + rule + 2*len(d.Raw) + 20
+	// + the time (20), source (47), queue (20) and time text (30).
+	return keyedHeader + rule + 2*len(d.Raw) + 20 + 47 + 20 + len(rxTimeLayout)
 }
 
 // encodeKeyed appends d as a keyed record (b has room for keyedBound).
-func (sk *sink) encodeKeyed(b []byte, d *engine.Decision, c uint8, rxWall int64) []byte {
+func (sk *sink) encodeKeyed(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []byte {
+	rxWall := ro.rxWall
 	at := len(b)
 	b = b[:at+keyedHeader]
 	code, rule := uint8(d.Action), d.Rule
@@ -1055,12 +1126,29 @@ func (sk *sink) encodeKeyed(b []byte, d *engine.Decision, c uint8, rxWall int64)
 	t := len(b)
 	b = strconv.AppendInt(b, rxWall, 10)
 	tl := len(b) - t
+	var sl, ql, tt uint8
+	if o := ro.o; sk.metaOn {
+		if sk.metaWant[metaSrc] && o.Src.IsValid() {
+			n := len(b)
+			b = o.Src.AppendTo(b)
+			sl = uint8(len(b) - n)
+		}
+		if sk.metaWant[metaQueue] && o.Queue >= 0 {
+			n := len(b)
+			b = strconv.AppendInt(b, int64(o.Queue), 10)
+			ql = uint8(len(b) - n)
+		}
+		if sk.metaWant[metaRxTime] {
+			b = appendRxTime(b, rxWall)
+			tt = 0x80
+		}
+	}
 	b = append(b, d.Raw...)
 	h := b[at : at+keyedHeader]
-	h[0], h[1] = code, 0
+	h[0], h[1] = code, sl
 	binary.LittleEndian.PutUint16(h[2:], uint16(len(rule)))
 	binary.LittleEndian.PutUint16(h[4:], uint16(t-k))
-	h[6], h[7] = uint8(tl), 0
+	h[6], h[7] = uint8(tl), ql|tt
 	binary.LittleEndian.PutUint64(h[8:], uint64(rxWall))
 	return b
 }

@@ -29,8 +29,15 @@ type Spec struct {
 	Type string // type: "file" | "stdout" | "udp" | "kafka" | "nats"
 	// What (what) selects the records: "passed" (verdict pass or alert: an
 	// alerted event passes), "alerts" (alert), "dropped" (drop and block),
-	// "rejects" (decode errors) or "all".
+	// "rejects" (decode errors), "all", or "routed" (none by verdict: only
+	// the events of rules whose to: names this sink). Besides what selects,
+	// a sink gets every event whose deciding rule names it in to:
+	// (Sinks.SetRoutes), once.
 	What string
+	// Meta (meta: {src: true, rx_time: true, …}) adds metadata to the
+	// records: fields of JSON records, headers of Kafka and NATS records
+	// (meta.go). GatewayID names the gateway for meta.gateway_id too.
+	Meta MetaSpec
 	// Format (no config key): "raw" (the original bytes plus '\n'; default
 	// for passed) or "annotated" (default otherwise), one JSON object per
 	// line:
@@ -165,7 +172,6 @@ type typeKey struct {
 // keyedKeys are the keys only kafka and nats sinks have.
 var keyedKeys = []typeKey{
 	{"key_path", "", func(sp *Spec) bool { return sp.KeyPath != "" }},
-	{"gateway_id", "", func(sp *Spec) bool { return sp.GatewayID != "" }},
 	{"delivery_timeout", "", func(sp *Spec) bool { return sp.DeliveryTimeout != 0 }},
 	{"tls", "", func(sp *Spec) bool { return sp.TLS.On() }},
 }
@@ -221,11 +227,22 @@ func (sp *Spec) check(given func(string) bool, add func(key, format string, args
 		add("type", "%q: want file, stdout, udp, kafka or nats", sp.Type)
 	}
 	switch sp.What {
-	case "passed", "alerts", "dropped", "rejects", "all":
+	case "passed", "alerts", "dropped", "rejects", "all", "routed":
 	case "":
-		add("what", "missing: want passed, alerts, dropped, rejects or all")
+		add("what", "missing: want passed, alerts, dropped, rejects, all or routed")
 	default:
-		add("what", "%q: want passed, alerts, dropped, rejects or all", sp.What)
+		add("what", "%q: want passed, alerts, dropped, rejects, all or routed", sp.What)
+	}
+	// gateway_id names the gateway in keyed records (checkKeyed) and in
+	// meta.gateway_id.
+	switch {
+	case sp.keyed():
+	case (sp.GatewayID != "" || given("gateway_id")) && !sp.Meta.GatewayID:
+		add("gateway_id", "only kafka and nats sinks, and sinks with meta.gateway_id, have gateway_id")
+	case sp.GatewayID != "":
+		if err := ValidGatewayID(sp.GatewayID); err != nil {
+			add("gateway_id", "%v", err)
+		}
 	}
 	foreign := false
 	if known {
@@ -329,11 +346,11 @@ func (sp Spec) WithDefaults() Spec {
 	default:
 		sp.Buffer = defaultBuffer
 	}
+	if (sp.keyed() || sp.Meta.GatewayID) && sp.GatewayID == "" {
+		sp.GatewayID = defaultGatewayID()
+	}
 	switch {
 	case sp.keyed():
-		if sp.GatewayID == "" {
-			sp.GatewayID = defaultGatewayID()
-		}
 		if sp.DeliveryTimeout == 0 {
 			sp.DeliveryTimeout = defaultDelivery
 		}
