@@ -25,19 +25,21 @@ func udpPayload(frame []byte) (payload []byte, src netip.AddrPort, ok bool) {
 // offsets are checked against the frame, so a stamp out of step with the
 // frame (another program's, or a bug) falls back to parsing rather than
 // reading out of bounds.
-func handedPayload(frame []byte, m *xdp.Meta) (payload []byte, src netip.Addr, ok bool) {
+func handedPayload(frame []byte, m *xdp.Meta) (payload []byte, src netip.AddrPort, ok bool) {
 	off, so := int(m.PayloadOff), int(m.SrcOff)
 	if !m.OK || off < 8 || off > len(frame) {
 		return udpPayload(frame)
 	}
-	end := off - 8 + int(binary.BigEndian.Uint16(frame[off-4:off-2])) // UDP length
+	udp := frame[off-8 : off]
+	end := off - 8 + int(binary.BigEndian.Uint16(udp[4:6])) // UDP length
+	port := binary.BigEndian.Uint16(udp[0:2])
 	switch {
 	case end < off || end > len(frame):
 		return udpPayload(frame)
 	case m.V6 && so+16 <= off-8:
-		return frame[off:end:end], netip.AddrFrom16([16]byte(frame[so : so+16])), true
+		return frame[off:end:end], netip.AddrPortFrom(netip.AddrFrom16([16]byte(frame[so:so+16])), port), true
 	case !m.V6 && so+4 <= off-8:
-		return frame[off:end:end], netip.AddrFrom4([4]byte(frame[so : so+4])), true
+		return frame[off:end:end], netip.AddrPortFrom(netip.AddrFrom4([4]byte(frame[so:so+4])), port), true
 	}
 	return udpPayload(frame)
 }
