@@ -17,20 +17,26 @@ const (
 // sinkWatch makes sink faults loud: a sink that drops, fails or errs is
 // logged (at most once per sinkLogEvery per sink, with what it lost since
 // the last line), and its recovery once it writes again without losing.
+// A sink that loses its server (NATS) is logged as down when it happens,
+// before any record is lost (at most once per sinkLogEvery per sink), and
+// as connected again when it is back.
 // Counters stay the record; the log says when it started and stopped.
 type sinkWatch struct {
-	log     *slog.Logger
-	sinks   *sink.Sinks
-	prev    []sink.Stats
-	lastLog []time.Time
-	failing []bool
-	logged  []sink.Stats // the counts as of the last trouble line
+	log      *slog.Logger
+	sinks    *sink.Sinks
+	prev     []sink.Stats
+	lastLog  []time.Time
+	failing  []bool
+	logged   []sink.Stats // the counts as of the last trouble line
+	lastDown []time.Time  // when a down line was logged last
+	downLog  []bool       // a down line was logged, its "connected again" not yet
 }
 
 func newSinkWatch(log *slog.Logger, s *sink.Sinks) *sinkWatch {
 	st := s.Stats()
 	return &sinkWatch{log: log, sinks: s, prev: st, lastLog: make([]time.Time, len(st)),
-		failing: make([]bool, len(st)), logged: append([]sink.Stats(nil), st...)}
+		failing: make([]bool, len(st)), logged: append([]sink.Stats(nil), st...),
+		lastDown: make([]time.Time, len(st)), downLog: make([]bool, len(st))}
 }
 
 // lost is what a sink's counters say it did not deliver.
@@ -41,6 +47,15 @@ func (w *sinkWatch) check(now time.Time) {
 	cur := w.sinks.Stats()
 	for i, s := range cur {
 		p := w.prev[i]
+		switch {
+		case s.Down && !p.Down && now.Sub(w.lastDown[i]) >= sinkLogEvery:
+			w.log.Warn("sink down: no server reachable; records wait in its buffer and are retried until delivery_timeout",
+				"sink", s.Name, "in_flight", s.InFlight, "last_error", s.LastError)
+			w.lastDown[i], w.downLog[i] = now, true
+		case !s.Down && w.downLog[i]:
+			w.log.Info("sink connected again", "sink", s.Name, "in_flight", s.InFlight)
+			w.downLog[i] = false
+		}
 		switch {
 		case lost(s) > lost(p):
 			if !w.failing[i] || now.Sub(w.lastLog[i]) >= sinkLogEvery {

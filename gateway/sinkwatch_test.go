@@ -11,6 +11,7 @@ import (
 
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway/sink"
+	"github.com/xgate/xgate/gateway/sink/sinktest"
 )
 
 type syncBuf struct {
@@ -64,5 +65,53 @@ func TestSinkWatchLoud(t *testing.T) {
 	w.final()
 	if out := buf.String(); !strings.Contains(out, "sink did not deliver every record") || strings.Count(out, "did not deliver") != 1 {
 		t.Errorf("final log:\n%s", out)
+	}
+}
+
+// TestSinkWatchDown: a NATS sink whose server goes away is logged as down
+// at once, before any record is lost (delivery_timeout is far off), and as
+// connected again once the server is back; the sink's Stats say Down in
+// between.
+func TestSinkWatchDown(t *testing.T) {
+	srv := sinktest.StartNATS(t)
+	s, err := sink.New([]sink.Spec{{Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw", DeliveryTimeout: time.Minute,
+		NATS: sink.NATS{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	var buf syncBuf
+	w := newSinkWatch(slog.New(slog.NewTextHandler(&buf, nil)), s)
+	waitLine := func(line string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(buf.String(), line) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q line within 10s; log:\n%s", line, buf.String())
+			}
+			w.check(time.Now())
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	w.check(time.Now())
+	if st := s.Stats()[0]; st.Down || buf.String() != "" {
+		t.Fatalf("connected sink: Down %v, log %q", st.Down, buf.String())
+	}
+	srv.Kill()
+	waitLine("sink down")
+	if st := s.Stats()[0]; !st.Down || st.Failed+st.Dropped != 0 {
+		t.Errorf("server gone: Down %v, failed %d, dropped %d (want down, nothing lost yet)", st.Down, st.Failed, st.Dropped)
+	}
+	srv.Start(t)
+	waitLine("sink connected again")
+	if st := s.Stats()[0]; st.Down {
+		t.Errorf("server back: Down %v", st.Down)
+	}
+	if n := strings.Count(buf.String(), "sink down"); n != 1 {
+		t.Errorf("%d down lines, want 1:\n%s", n, buf.String())
 	}
 }

@@ -251,11 +251,49 @@ func (o *fileOutput) put(sl *slab, from, end, rec, k int) {
 		return
 	}
 	n, err := o.f.Write(sl.buf[from:end])
+	if err != nil && n > 0 {
+		n = o.cutTorn(sl, from, n, rec, k)
+	}
 	o.size += int64(n)
 	if n > 0 {
 		o.dirty = true
 	}
 	o.sk.countWritten(sl, from, n, rec, k, err)
+}
+
+// cutTorn is put's answer to a write that failed after n bytes (a full
+// disk stops a write at a page boundary, in the middle of a record): it
+// truncates the file back to the end of the last whole record written, so
+// that the records written once space is back do not continue the torn
+// one's line, and returns the bytes that stay. If the file cannot be
+// truncated, it is closed instead (a counted error): the next write
+// reopens it, and open cuts the torn record. A pipe or a device is left
+// as it is.
+func (o *fileOutput) cutTorn(sl *slab, from, n, rec, k int) int {
+	whole := from
+	for _, e := range sl.ends[rec:k] {
+		if int(e) > from+n {
+			break
+		}
+		whole = int(e)
+	}
+	if whole == from+n {
+		return n
+	}
+	if !o.regular {
+		return n // a pipe or a device: what went out cannot be taken back
+	}
+	if o.f.Truncate(o.size+int64(whole-from)) == nil {
+		return whole - from
+	}
+	o.sk.cnt.errors.Add(1)
+	o.mu.Lock()
+	if o.f != nil {
+		o.f.Close()
+		o.f = nil
+	}
+	o.mu.Unlock()
+	return n
 }
 
 // rotate moves path to path.1 (path.1 to path.2 … up to path.keep, whose

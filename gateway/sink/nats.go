@@ -740,6 +740,12 @@ func (o *natsOutput) finish() error {
 	return nil
 }
 
+// down reports a lost connection (nats.go reconnecting); not after abort
+// or Close, which close it on purpose.
+func (o *natsOutput) down() bool {
+	return !o.closing.Load() && o.nc.Status() != nats.CONNECTED && !o.nc.IsClosed()
+}
+
 // abort stops retries and closes the connection: pending publishes fail
 // by their ack timeout, and finish returns after that.
 func (o *natsOutput) abort() {

@@ -92,6 +92,9 @@ type Stats struct {
 	// LastError (Kafka, NATS) is the last error a record failed or was
 	// retried with, "" if none.
 	LastError string
+	// Down (NATS) says the sink reaches no server now: its records wait in
+	// its buffer and are retried until delivery_timeout.
+	Down bool
 }
 
 const (
@@ -815,6 +818,9 @@ func (s *Sinks) Stats() []Stats {
 			Rotations: sk.cnt.rotations.Load(),
 			Fsyncs:    sk.cnt.fsyncs.Load(),
 			TornBytes: sk.cnt.tornCut.Load(),
+		}
+		if d, ok := sk.out.(interface{ down() bool }); ok {
+			st.Down = d.down()
 		}
 		if sk.async != nil {
 			st.InFlight = sk.async.inFlight()

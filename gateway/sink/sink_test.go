@@ -24,6 +24,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xgate/xgate/engine"
 )
 
@@ -1197,5 +1199,62 @@ func TestFileSinkOpenSafely(t *testing.T) {
 	closeSinks(t, s)
 	if b, _ := os.ReadFile(torn); string(b) != "{\"a\":1}\n" || st.TornBytes != uint64(len("{\"user_id\":\"u26\",\"am")) {
 		t.Errorf("after open: %q, torn %d", b, st.TornBytes)
+	}
+}
+
+// TestFileSinkFullDisk: on a full file system (a small tmpfs) a write of a
+// slab stops in the middle of a record. The sink counts the records that
+// did not make it as failed and leaves no torn record behind: once space
+// is back, the next records start on a line of their own, so every line
+// of the file is one whole record, and written + failed = added.
+func TestFileSinkFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	path := filepath.Join(dir, "events.ndjson")
+	// The filler leaves a little more than a page: the first slab of
+	// records (about 9 KiB) stops in the middle of one.
+	filler := filepath.Join(dir, "filler")
+	if err := os.WriteFile(filler, bytes.Repeat([]byte{'x'}, 64<<10-6<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSinks(t, []Spec{{Type: "file", Path: path, What: "passed", Fsync: "never"}}, 1)
+	w := s.Writer(0)
+	added := 0
+	add := func(n int) {
+		for range n {
+			w.Add(passed(event(added)))
+			added++
+		}
+		w.FlushAll()
+	}
+	add(100)
+	waitFor(t, "a write error", 5*time.Second, func() bool { return s.Stats()[0].Errors > 0 })
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	add(100)
+	closeSinks(t, s)
+	st := s.Stats()[0]
+	if st.Records+st.Failed != uint64(added) || st.Failed == 0 {
+		t.Errorf("written %d + failed %d, added %d (want some failed)", st.Records, st.Failed, added)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+	for i, l := range lines {
+		if !json.Valid(l) {
+			t.Fatalf("line %d of %d is torn: %.120q", i+1, len(lines), l)
+		}
+	}
+	if len(b) == 0 || b[len(b)-1] != '\n' || uint64(len(lines)) != st.Records {
+		t.Errorf("%d lines in the file, %d records written", len(lines), st.Records)
 	}
 }
