@@ -111,6 +111,7 @@ var (
 	descSinkErrors    = desc("sink_errors_total", "Failed write, send, fsync or rotate calls of a sink.", "sink")
 	descSinkRotations = desc("sink_rotations_total", "File rotations of a sink.", "sink")
 	descSinkFsyncs    = desc("sink_fsyncs_total", "fsync calls of a sink.", "sink")
+	descSinkUp        = desc("sink_up", "0 while a sink is known to reach no destination (NATS: no server connected; its records wait, then fail after delivery_timeout), else 1.", "sink")
 	descSinkInFlight  = desc("sink_in_flight_records", "Records a Kafka or NATS sink has handed to its client and not yet seen acknowledged or failed (0 for other sinks).", "sink")
 
 	descKernelDrops    = desc("kernel_drops_total", "Packets to our ports the kernel freed as dropped (tracepoint kfree_skb), by the kernel's drop reason.", "reason")
@@ -414,6 +415,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSinkRotations, sk.Rotations, name)
 		counter(descSinkFsyncs, sk.Fsyncs, name)
 		gauge(descSinkInFlight, float64(sk.InFlight), name)
+		up := 1.0
+		if sk.Down {
+			up = 0
+		}
+		gauge(descSinkUp, up, name)
 	}
 
 	c.collectProbes(ch)
