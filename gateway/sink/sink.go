@@ -823,7 +823,7 @@ func (sk *sink) bound(d *engine.Decision, c uint8) int {
 		if c == classReject {
 			return 2*len(d.Raw) + 1 // CR and LF escaped: one line
 		}
-		return len(d.Raw) + 1 // compacted: never longer
+		return len(d.Raw) + len(d.Extra) + 1 // compacted: never longer
 	}
 	if c == classReject {
 		// {"error":"","raw":"","truncated":true}\n
@@ -831,7 +831,7 @@ func (sk *sink) bound(d *engine.Decision, c uint8) int {
 	}
 	// {"verdict":"","rule":"","value":,"block_ms":,"event":}\n is 62 bytes,
 	// the verdict at most 5, the value 26, block_ms 20: 160 leaves room.
-	return 160 + 6*len(d.Rule) + len(d.Raw)
+	return 160 + 6*len(d.Rule) + len(d.Raw) + len(d.Extra)
 }
 
 func (sk *sink) encode(b []byte, d *engine.Decision, c uint8) []byte {
@@ -840,7 +840,11 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8) []byte {
 		// One record per line, whatever the datagram held: a pretty-printed
 		// event is compacted (the same JSON), a reject's line breaks are
 		// escaped, so no line of the output is a record no rule decided.
+		at := len(b)
 		b = engine.AppendOneLine(b, d.Raw)
+		if c != classReject {
+			b = withExtra(b, at, d.Extra)
+		}
 	case c == classReject:
 		b = append(b, `{"error":"`...)
 		b = append(b, d.Err.String()...)
@@ -866,7 +870,9 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8) []byte {
 			b = strconv.AppendInt(b, d.Block.Milliseconds(), 10)
 		}
 		b = append(b, `,"event":`...)
+		at := len(b)
 		b = appendOneLine(b, d.Raw)
+		b = withExtra(b, at, d.Extra)
 		b = append(b, '}')
 	}
 	if sk.newline {
@@ -1030,7 +1036,7 @@ func keyedBound(d *engine.Decision, c uint8) int {
 	if c == classReject {
 		rule = len(d.Err.String())
 	}
-	return keyedHeader + rule + 2*len(d.Raw) + 20
+	return keyedHeader + rule + 2*len(d.Raw) + len(d.Extra) + 20
 }
 
 // encodeKeyed appends d as a keyed record (b has room for keyedBound).
@@ -1055,7 +1061,11 @@ func (sk *sink) encodeKeyed(b []byte, d *engine.Decision, c uint8, rxWall int64)
 	t := len(b)
 	b = strconv.AppendInt(b, rxWall, 10)
 	tl := len(b) - t
+	v := len(b)
 	b = append(b, d.Raw...)
+	if c != classReject {
+		b = withExtra(b, v, d.Extra)
+	}
 	h := b[at : at+keyedHeader]
 	h[0], h[1] = code, 0
 	binary.LittleEndian.PutUint16(h[2:], uint16(len(rule)))
