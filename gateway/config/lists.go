@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -40,6 +41,8 @@ type List struct {
 	// Data is the list's contents as Parse loaded them; nil when the
 	// config was not read from a file (LoadList fills it then).
 	Data *engine.ListData
+	// LoadTime is how long loading Data took.
+	LoadTime time.Duration
 }
 
 // Enrich is one added field (engine.EnrichSpec).
@@ -242,12 +245,13 @@ func (c *Config) checkLists(k *configChecker) {
 		if !filepath.IsAbs(l.Path) {
 			l.Path = filepath.Join(dir, l.Path)
 		}
+		t0 := time.Now()
 		d, err := LoadList(*l)
 		if err != nil {
 			k.errf(key("file"), "%v", err)
 			continue
 		}
-		l.Data = d
+		l.Data, l.LoadTime = d, time.Since(t0)
 	}
 }
 
