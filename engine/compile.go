@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"net/netip"
+	"sort"
 	"strings"
 )
 
@@ -10,16 +12,19 @@ import (
 type evalCtx struct {
 	vals  []Value
 	value float64
+	src   netip.Addr // the datagram's source address; zero when unknown
 }
 
 // pred is a compiled condition. It must not allocate or retain c.
 type pred func(c *evalCtx) bool
 
-// operand is a compiled leaf: a literal, a field slot or the aggregate.
+// operand is a compiled leaf: a literal, a field slot, the aggregate or
+// a map list's value for a field.
 type operand struct {
 	kind opKind
 	lit  Value
 	slot int
+	list *List // opLookup
 }
 
 type opKind uint8
@@ -28,6 +33,7 @@ const (
 	opLit opKind = iota
 	opField
 	opAgg
+	opLookup
 )
 
 func (o *operand) get(c *evalCtx) Value {
@@ -36,12 +42,18 @@ func (o *operand) get(c *evalCtx) Value {
 		return c.vals[o.slot]
 	case opAgg:
 		return Value{Kind: KindNumber, Num: c.value}
+	case opLookup:
+		if v := &c.vals[o.slot]; v.Kind == KindString || v.Kind == KindNumber {
+			return o.list.Load().Lookup(v.Str)
+		}
+		return Value{}
 	}
 	return o.lit
 }
 
 type compiler struct {
 	fs     *fieldSet
+	lists  map[string]*List
 	rule   string
 	src    string
 	window bool // `value` names the window aggregate
@@ -54,13 +66,34 @@ func (cp *compiler) errAt(pos int, format string, args ...any) error {
 
 // compileCondition parses and compiles src. fs gains a slot for every path
 // the condition reads.
-func compileCondition(fs *fieldSet, rule, src string, window bool) (pred, error) {
+func compileCondition(fs *fieldSet, lists map[string]*List, rule, src string, window bool) (pred, error) {
 	n, err := parseExpr(rule, src)
 	if err != nil {
 		return nil, err
 	}
-	cp := &compiler{fs: fs, rule: rule, src: src, window: window}
+	cp := &compiler{fs: fs, lists: lists, rule: rule, src: src, window: window}
 	return cp.compile(n)
+}
+
+// list resolves a list name of a condition: it must exist and be of kind k.
+func (cp *compiler) list(name string, pos int, k ListKind) (*List, error) {
+	l := cp.lists[name]
+	if l == nil {
+		names := make([]string, 0, len(cp.lists))
+		for n := range cp.lists {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		known := "no lists are configured"
+		if len(names) > 0 {
+			known = "lists: " + strings.Join(names, ", ")
+		}
+		return nil, cp.errAt(pos, "unknown list %q (%s)", name, known)
+	}
+	if l.kind != k {
+		return nil, cp.errAt(pos, "list %q is a %s list, not a %s list: use %s(%q)", name, l.kind, k, l.kind.listFunc(), name)
+	}
+	return l, nil
 }
 
 func (cp *compiler) operand(n node) (operand, bool, error) {
@@ -76,6 +109,17 @@ func (cp *compiler) operand(n node) (operand, bool, error) {
 			return operand{}, false, cp.errAt(n.pos, "%v", err)
 		}
 		return operand{kind: opField, slot: slot}, true, nil
+	case *lookupNode:
+		l, err := cp.list(n.name, n.namePos, ListMap)
+		if err != nil {
+			return operand{}, false, err
+		}
+		key := n.key.(*pathNode) // the parser allows nothing else
+		slot, err := cp.fs.add(key.path)
+		if err != nil {
+			return operand{}, false, cp.errAt(key.pos, "%v", err)
+		}
+		return operand{kind: opLookup, slot: slot, list: l}, true, nil
 	}
 	return operand{}, false, nil
 }
@@ -124,6 +168,10 @@ func (cp *compiler) compile(n node) (pred, error) {
 		return cp.compileCmp(n, a, b)
 	case *inNode:
 		return cp.compileIn(n)
+	case *listInNode:
+		return cp.compileListIn(n)
+	case *lookupNode:
+		return nil, cp.errAt(n.pos, "lookup(…) is a value: compare it, e.g. lookup(%q, …) == \"high\"", n.name)
 	case *litNode:
 		if n.v.Kind != KindBool {
 			return nil, cp.errAt(n.pos, "a %s literal is not a condition", n.v.Kind)
@@ -170,6 +218,8 @@ func (cp *compiler) compileCmp(n *binNode, a, b operand) (pred, error) {
 			return nil, cp.errAt(n.pos, "value is a number; compare it with a number")
 		}
 		return aggCmp(op, lit.Num), nil
+	case opLookup:
+		return genericCmp(op, a, b), nil
 	case opField:
 		switch lit.Kind {
 		case KindNumber:
@@ -381,4 +431,104 @@ func (cp *compiler) compileIn(n *inNode) (pred, error) {
 		}
 		return false
 	}, nil
+}
+
+// compileListIn compiles `x in cidrs("name")` and `x in set("name")`.
+func (cp *compiler) compileListIn(n *listInNode) (pred, error) {
+	kind := ListSet
+	if n.fn == "cidrs" {
+		kind = ListCIDR
+	}
+	l, err := cp.list(n.name, n.namePos, kind)
+	if err != nil {
+		return nil, err
+	}
+	if kind == ListCIDR {
+		if p, ok := n.x.(*pathNode); ok && p.path == SrcKey {
+			// The datagram's source; without one, the schema's src field.
+			slot := cp.fs.roleSlot[RoleSrc]
+			return func(c *evalCtx) bool {
+				if c.src.IsValid() {
+					return l.Load().ContainsAddr(c.src)
+				}
+				return slot >= 0 && addrIn(l, &c.vals[slot])
+			}, nil
+		}
+	}
+	a, ok, err := cp.operand(n.x)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, cp.errAt(n.x.position(), "left of in must be a field or a literal")
+	}
+	if a.kind == opAgg {
+		return nil, cp.errAt(n.pos, "value is a number; it is in no list")
+	}
+	if kind == ListCIDR {
+		return func(c *evalCtx) bool {
+			v := a.get(c)
+			return addrIn(l, &v)
+		}, nil
+	}
+	return func(c *evalCtx) bool {
+		v := a.get(c)
+		return (v.Kind == KindString || v.Kind == KindNumber) && l.Load().ContainsKey(v.Str)
+	}, nil
+}
+
+// addrIn reports whether v is a string holding an address in one of l's
+// networks.
+func addrIn(l *List, v *Value) bool {
+	if v.Kind != KindString {
+		return false
+	}
+	a, ok := parseAddr(v.Str)
+	return ok && l.Load().ContainsAddr(a)
+}
+
+// parseAddr parses an IPv4 address in dotted decimal without allocating,
+// and anything else that looks like an IPv6 address with netip.ParseAddr
+// (whose errors allocate: text of other shapes is refused before it).
+func parseAddr(s string) (netip.Addr, bool) {
+	if len(s) == 0 || len(s) > 64 {
+		return netip.Addr{}, false
+	}
+	if strings.IndexByte(s, ':') < 0 {
+		var b [4]byte
+		part, digits := 0, 0
+		v := 0
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			switch {
+			case c >= '0' && c <= '9':
+				if digits > 0 && v == 0 { // no leading zeros, as netip
+					return netip.Addr{}, false
+				}
+				v = v*10 + int(c-'0')
+				digits++
+				if v > 255 {
+					return netip.Addr{}, false
+				}
+			case c == '.' && digits > 0 && part < 3:
+				b[part] = byte(v)
+				part, digits, v = part+1, 0, 0
+			default:
+				return netip.Addr{}, false
+			}
+		}
+		if part != 3 || digits == 0 {
+			return netip.Addr{}, false
+		}
+		b[3] = byte(v)
+		return netip.AddrFrom4(b), true
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == ':' || c == '.' || c == '%') {
+			return netip.Addr{}, false
+		}
+	}
+	a, err := netip.ParseAddr(s)
+	return a, err == nil
 }

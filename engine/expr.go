@@ -16,14 +16,24 @@ import (
 //	unary   = "!" unary | compare
 //	compare = operand [ ("=="|"!="|"<"|"<="|">"|">=") operand
 //	                  | "in" "[" literal { "," literal } "]"
+//	                  | "in" ("cidrs"|"set") "(" string ")"
 //	                  | ("startsWith"|"contains") operand ]
 //	operand = "(" expr ")" | literal | path
 //	        | ("startsWith"|"contains") "(" operand "," operand ")"
+//	        | "lookup" "(" string "," path ")"
 //	literal = string | number | true | false | null
 //
 // Strings are "double" or 'single' quoted with \-escapes. Paths use gjson
 // syntax without wildcards ("amount", "meta.country"). In a window rule the
 // name `value` is the window's aggregate.
+//
+// Lists (see lists.go) are named by a string: `ip in cidrs("partners")`
+// is true when the field ip holds an address in one of the list's
+// networks; on the left of cidrs, the name src_ip is the datagram's source
+// address (the schema's src field when the gateway knows none).
+// `user_id in set("vip")` tests a key (a string's text or a number's
+// literal); `lookup("risk_tier", user_id)` is the map list's value for the
+// key (missing when the key is absent), compared like a field.
 //
 // Semantics: numbers compare as float64, strings byte-wise; a comparison
 // between different JSON types, or with a missing field, is false for
@@ -191,6 +201,26 @@ type inNode struct {
 	pos  int
 }
 
+// listInNode is `x in cidrs("name")` or `x in set("name")`.
+type listInNode struct {
+	x       node
+	fn      string // cidrs | set
+	name    string
+	namePos int
+	pos     int
+}
+
+// lookupNode is `lookup("name", key)`.
+type lookupNode struct {
+	name    string
+	namePos int
+	key     node
+	pos     int
+}
+
+func (n *listInNode) position() int { return n.pos }
+func (n *lookupNode) position() int { return n.pos }
+
 func (n *litNode) position() int  { return n.pos }
 func (n *pathNode) position() int { return n.pos }
 func (n *notNode) position() int  { return n.pos }
@@ -330,6 +360,17 @@ func (p *parser) compare() (node, error) {
 		if err := p.advance(); err != nil {
 			return nil, err
 		}
+		if p.tok.kind == tIdent && (p.tok.text == "cidrs" || p.tok.text == "set") {
+			fn := p.tok.text
+			if err := p.advance(); err != nil {
+				return nil, err
+			}
+			name, namePos, err := p.listName(fn)
+			if err != nil {
+				return nil, err
+			}
+			return &listInNode{x: l, fn: fn, name: name, namePos: namePos, pos: pos}, p.expectOp(")")
+		}
 		if err := p.expectOp("["); err != nil {
 			return nil, err
 		}
@@ -398,6 +439,35 @@ func (p *parser) operand() (node, error) {
 		switch t.text {
 		case "in":
 			return nil, p.lx.errAt(t.pos, "expected operand, found %q", t.text)
+		case "lookup":
+			if !p.callFollows() {
+				break
+			}
+			if err := p.advance(); err != nil {
+				return nil, err
+			}
+			name, namePos, err := p.listName("lookup")
+			if err != nil {
+				return nil, err
+			}
+			if err := p.expectOp(","); err != nil {
+				return nil, err
+			}
+			if p.tok.kind != tIdent {
+				return nil, p.lx.errAt(p.tok.pos, "lookup's key is a field, e.g. lookup(%q, user_id); found %s", name, p.describe())
+			}
+			key, err := p.operand()
+			if err != nil {
+				return nil, err
+			}
+			if _, ok := key.(*pathNode); !ok {
+				return nil, p.lx.errAt(key.position(), "lookup's key is a field, e.g. lookup(%q, user_id)", name)
+			}
+			return &lookupNode{name: name, namePos: namePos, key: key, pos: t.pos}, p.expectOp(")")
+		case "cidrs", "set":
+			if p.callFollows() {
+				return nil, p.lx.errAt(t.pos, "%s(…) goes after in: ip in %s(\"name\")", t.text, t.text)
+			}
 		case "startsWith", "contains":
 			if err := p.advance(); err != nil {
 				return nil, err
@@ -427,4 +497,26 @@ func (p *parser) operand() (node, error) {
 		return &pathNode{path: t.text, pos: t.pos}, p.advance()
 	}
 	return nil, p.lx.errAt(p.tok.pos, "expected operand, found %s", p.describe())
+}
+
+// callFollows reports whether the token after the current one is "(".
+func (p *parser) callFollows() bool {
+	s, i := p.lx.src, p.lx.pos
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+		i++
+	}
+	return i < len(s) && s[i] == '('
+}
+
+// listName reads `( "name"` of a list function and leaves the parser on
+// the token after the name.
+func (p *parser) listName(fn string) (string, int, error) {
+	if err := p.expectOp("("); err != nil {
+		return "", 0, err
+	}
+	if p.tok.kind != tString {
+		return "", 0, p.lx.errAt(p.tok.pos, "%s needs a list name in quotes, e.g. %s(\"partners\"); found %s", fn, fn, p.describe())
+	}
+	name, pos := p.tok.text, p.tok.pos
+	return name, pos, p.advance()
 }

@@ -16,7 +16,7 @@ func evalOn(t *testing.T, cond string, window bool, value float64) (bool, error)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := compileCondition(fs, "r", cond, window)
+	p, err := compileCondition(fs, nil, "r", cond, window)
 	if err != nil {
 		return false, err
 	}
@@ -177,7 +177,7 @@ func TestExprSpecialisedAgreesWithGeneric(t *testing.T) {
 
 func TestExprEvalAllocs(t *testing.T) {
 	fs, _ := newFieldSet(DefaultSchema())
-	p, err := compileCondition(fs, "r", `event_type == "payment" && amount > 100 && currency in ["EUR","USD"] && !(ip startsWith "10.") || meta.country == "DE"`, false)
+	p, err := compileCondition(fs, nil, "r", `event_type == "payment" && amount > 100 && currency in ["EUR","USD"] && !(ip startsWith "10.") || meta.country == "DE"`, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func FuzzExpr(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, cond string) {
 		fs, _ := newFieldSet(DefaultSchema())
-		p, err := compileCondition(fs, "fuzz", cond, len(cond)%2 == 0)
+		p, err := compileCondition(fs, nil, "fuzz", cond, len(cond)%2 == 0)
 		if err != nil {
 			if _, ok := err.(*ExprError); !ok {
 				if !strings.Contains(err.Error(), "top-level fields") {

@@ -20,16 +20,26 @@ type Config struct {
 	// Validate and Memory); New and Reload refuse a config over it with a
 	// *BudgetError before allocating anything. 0: no budget.
 	MemoryBudget uint64
+	// Lists are the enrichment lists conditions and added fields may name,
+	// by name (lists.go). The program keeps the *List, not its contents:
+	// List.Store changes what the rules see without a reload.
+	Lists map[string]*List
+	// Enrich are the fields added to the record of every decided event
+	// (enrich.go).
+	Enrich []EnrichSpec
 }
 
 // Program is an immutable compiled Config. Workers read it through an
 // atomic pointer, so a reload swaps it between two frames: every frame is
 // decided wholly by one program, and no frame is skipped.
 type Program struct {
-	fs    *fieldSet
-	lim   Limits
-	rules []*rule
-	clock Clock
+	fs     *fieldSet
+	lim    Limits
+	rules  []*rule
+	clock  Clock
+	enrich []enrichField // top-level added fields
+	// enriching: some rule or the top level adds fields.
+	enriching bool
 }
 
 // Decision is the outcome for one object of a datagram.
@@ -49,6 +59,11 @@ type Decision struct {
 	// or the worker's scratch for an unescaped string): valid until the
 	// worker's next Process call.
 	Key string
+	// Extra are the added fields (enrich.go) as JSON members, each with a
+	// leading comma (`,"risk_tier":"high"`), to go before the closing brace
+	// of Raw's object; nil when none. A view into the worker's buffer,
+	// valid until its next Process call.
+	Extra []byte
 }
 
 // Engine holds the current Program and the totals of all workers.
@@ -71,6 +86,7 @@ type globalTotals struct {
 	frames, events atomic.Uint64
 	decodeErrs     [NumDecodeErrors]atomic.Uint64
 	verdicts       [NumActions]atomic.Uint64
+	enrichPresent  atomic.Uint64
 }
 
 // New compiles cfg into a running engine.
@@ -116,6 +132,7 @@ func plan(cfg Config, clock Clock) (*Program, Memory, error) {
 	}
 	p := &Program{fs: fs, lim: cfg.Limits.withDefaults(), clock: clock}
 	seen := map[string]bool{}
+	names := enrichNames{}
 	var errs []error
 	for i, s := range cfg.Rules {
 		if seen[s.Name] {
@@ -123,13 +140,18 @@ func plan(cfg Config, clock Clock) (*Program, Memory, error) {
 			continue
 		}
 		seen[s.Name] = true
-		r, err := compileRule(fs, s)
+		r, err := compileRule(fs, cfg.Lists, names, s)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		p.enriching = p.enriching || len(r.enrich) > 0
 		p.rules = append(p.rules, r)
 	}
+	if p.enrich, err = compileEnrich(fs, cfg.Lists, names, "", cfg.Enrich); err != nil {
+		errs = append(errs, err)
+	}
+	p.enriching = p.enriching || len(p.enrich) > 0
 	if len(errs) > 0 {
 		return nil, Memory{}, errors.Join(errs...)
 	}
@@ -180,6 +202,7 @@ type Worker struct {
 	ev        Event
 	ctx       evalCtx
 	decisions []Decision
+	extra     []byte // the added fields of this frame's decisions (Decision.Extra)
 	c         workerCounts
 	unflushed int
 
@@ -199,6 +222,7 @@ type workerCounts struct {
 	decodeErrs     [NumDecodeErrors]uint64
 	verdicts       [NumActions]uint64
 	rules          []ruleCount
+	enrichPresent  uint64
 }
 
 type ruleCount struct{ fired, missingKey, missingValue uint64 }
@@ -207,7 +231,7 @@ const flushEvery = 64
 
 // NewWorker returns a worker bound to e.
 func (e *Engine) NewWorker() *Worker {
-	w := &Worker{eng: e, decisions: make([]Decision, 0, 64)}
+	w := &Worker{eng: e, decisions: make([]Decision, 0, 64), extra: make([]byte, 0, 4096)}
 	w.switchProgram(e.prog.Load())
 	return w
 }
@@ -231,6 +255,9 @@ func (w *Worker) flush() {
 	c := &w.c
 	g.frames.Add(c.frames)
 	g.events.Add(c.events)
+	if c.enrichPresent != 0 {
+		g.enrichPresent.Add(c.enrichPresent)
+	}
 	for i := range c.decodeErrs {
 		if c.decodeErrs[i] != 0 {
 			g.decodeErrs[i].Add(c.decodeErrs[i])
@@ -271,6 +298,7 @@ func (w *Worker) Process(frame []byte, src netip.Addr) []Decision {
 	p := w.prog
 	w.decisions = w.decisions[:0]
 	w.dec.scratch = w.dec.scratch[:0]
+	w.extra = w.extra[:0]
 	w.c.frames++
 	if w.unflushed++; w.unflushed >= flushEvery {
 		defer w.flush()
@@ -406,6 +434,7 @@ func (w *Worker) decide(p *Program, now int64, src netip.Addr) {
 	c := &w.ctx
 	c.vals = w.ev.values
 	c.value = 0
+	c.src = src
 	if w.gen++; w.gen == 0 { // wrapped: forget every cached hash
 		clear(w.hashGen)
 		w.gen = 1
@@ -417,6 +446,8 @@ func (w *Worker) decide(p *Program, now int64, src netip.Addr) {
 		}
 	}
 	alerted := false
+	extraAt := len(w.extra)
+	var added uint64 // enrichNames bits of the fields added so far
 rules:
 	for ri, r := range p.rules {
 		var fired bool
@@ -466,6 +497,9 @@ rules:
 			continue
 		}
 		w.c.rules[ri].fired++
+		if r.enrich != nil {
+			w.addFields(r.enrich, c, &added)
+		}
 		switch r.action {
 		case ActionAlert:
 			if !alerted {
@@ -482,6 +516,12 @@ rules:
 			break rules
 		}
 	}
+	if p.enriching {
+		w.addFields(p.enrich, c, &added)
+		if len(w.extra) > extraAt {
+			d.Extra = w.extra[extraAt:len(w.extra):len(w.extra)]
+		}
+	}
 	w.c.events++
 	w.c.verdicts[d.Action]++
 	w.decisions = append(w.decisions, d)
@@ -495,6 +535,9 @@ type Stats struct {
 	DecodeErrors [NumDecodeErrors]uint64
 	Verdicts     [NumActions]uint64
 	Rules        []RuleStats
+	// EnrichPresent counts added fields left out because the event
+	// already had a field of that name (enrich.go).
+	EnrichPresent uint64
 }
 
 // RuleStats describes one rule of the current program.
@@ -525,6 +568,7 @@ func (e *Engine) Stats() Stats {
 	var s Stats
 	s.Frames = e.g.frames.Load()
 	s.Events = e.g.events.Load()
+	s.EnrichPresent = e.g.enrichPresent.Load()
 	for i := range s.DecodeErrors {
 		s.DecodeErrors[i] = e.g.decodeErrs[i].Load()
 	}

@@ -48,6 +48,9 @@ type RuleSpec struct {
 	Window    *WindowSpec
 	// Action: "pass", "drop", "alert" or "block <duration>" ("block 30s").
 	Action string
+	// Enrich: fields added to the record of an event the rule fires on
+	// (see enrich.go).
+	Enrich []EnrichSpec
 }
 
 // RateLimitSpec configures a per-key token bucket.
@@ -229,13 +232,15 @@ type rule struct {
 	rlPlan *rlPlan
 	wPlan  *windowPlan
 
+	enrich []enrichField // added when the rule fires
+
 	spec RuleSpec    // as configured, to recognise an unchanged rule on reload
 	tot  *ruleTotals // shared with the same-named rule of other generations
 }
 
 // compileRule checks and compiles s into fs. It allocates no state table:
 // see rule.build.
-func compileRule(fs *fieldSet, s RuleSpec) (*rule, error) {
+func compileRule(fs *fieldSet, lists map[string]*List, names enrichNames, s RuleSpec) (*rule, error) {
 	if s.Name == "" {
 		return nil, fmt.Errorf("rule without a name")
 	}
@@ -251,7 +256,7 @@ func compileRule(fs *fieldSet, s RuleSpec) (*rule, error) {
 		if src == "" {
 			return nil, nil
 		}
-		return compileCondition(fs, s.Name, src, window)
+		return compileCondition(fs, lists, s.Name, src, window)
 	}
 	setKey := func(key string) error {
 		if key == "" {
@@ -342,6 +347,9 @@ func compileRule(fs *fieldSet, s RuleSpec) (*rule, error) {
 		if r.when, err = compile(s.When, false); err != nil {
 			return nil, err
 		}
+	}
+	if r.enrich, err = compileEnrich(fs, lists, names, s.Name, s.Enrich); err != nil {
+		return nil, err
 	}
 	return r, nil
 }

@@ -129,6 +129,8 @@ type Gateway struct {
 	restartNeeded []string                     // keys changed since start that need one; reloadMu
 	lastReload    atomic.Pointer[ReloadResult] // nil before the first reload
 	tap           *tapHub                      // GET /tap; set by New
+
+	lists *listSet // the enrichment lists and the watch on their files (lists.go)
 }
 
 // New sets everything up — engine, XDP program and link, sockets, sinks,
@@ -157,9 +159,14 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 			g = nil
 		}
 	}()
-	if g.eng, err = engine.New(cfg.EngineConfig()); err != nil {
+	g.lists = newListSet(g.log, &g.reloadMu)
+	ec := cfg.EngineConfig()
+	var commitLists func()
+	ec.Lists, commitLists = g.lists.prepare(cfg)
+	if g.eng, err = engine.New(ec); err != nil {
 		return nil, fmt.Errorf("compile rules: %w", err)
 	}
+	commitLists()
 	// The capabilities of every setup step, before any is taken: of the
 	// configured path, or of the one auto chose from the privileges.
 	if p := configuredPath(cfg.Mode); p != "" {
@@ -339,9 +346,10 @@ func (g *Gateway) setupXDP(cfg *config.Config) error {
 	if g.xdpBase, err = g.xdp.ReadCounters(); err != nil {
 		return err
 	}
-	if err := g.xdp.SetCIDRLists(cidrLists(cfg)); err != nil {
-		return fmt.Errorf("xdp.never_block, xdp.drop: %w", err)
+	if err := g.xdp.SetCIDRLists(cidrLists(cfg, nil)); err != nil {
+		return fmt.Errorf("xdp.never_block, xdp.drop and their lists: %w", err)
 	}
+	g.lists.pushCIDR = g.pushCIDRList
 	if err := clearStale(lnk, g.log); err != nil {
 		return err
 	}
@@ -431,6 +439,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		g.hk.Run(g.hkStop)
 	}()
+	if len(g.Config().Lists) > 0 {
+		g.reloadMu.Lock()
+		if err := g.lists.start(); err != nil {
+			g.log.Warn("list files are reloaded on SIGHUP only", "err", err)
+		}
+		g.reloadMu.Unlock()
+	}
 	if err := g.startHTTP(); err != nil {
 		for range g.workers {
 			g.pinned.Done() // they never start
@@ -483,6 +498,7 @@ func (g *Gateway) Stop() error {
 		case <-time.After(time.Until(deadline)):
 			err = errors.New("workers did not stop in time")
 		}
+		g.lists.stop() // before teardown closes the XDP maps it pushes into
 		close(g.fbStop)
 		<-g.fbDone
 		close(g.hkStop)
@@ -642,18 +658,27 @@ func (g *Gateway) reload(cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("reload rejected, old rules keep running: %w", err)
 	}
-	if err := g.eng.Reload(cfg.EngineConfig()); err != nil {
+	ec := cfg.EngineConfig()
+	var commitLists func()
+	ec.Lists, commitLists = g.lists.prepare(cfg)
+	if err := g.eng.Reload(ec); err != nil {
 		return fmt.Errorf("reload rejected, old rules keep running: %w", err)
 	}
+	commitLists()
 	// Decided by the new rules from here on, a few events of the old
 	// ones may still meet the new routes (or the other way round): a
 	// rule's routes change with it, not with the same event.
 	g.sinks.SetRoutes(routes)
+	if len(cfg.Lists) > 0 && g.lists.ino == nil && g.started.Load() != 0 && !g.stop.Load() {
+		if err := g.lists.start(); err != nil {
+			g.log.Warn("list files are reloaded on SIGHUP only", "err", err)
+		}
+	}
 	if g.xdp != nil {
 		if err := g.xdp.SetConfig(xdpConfig(cfg, g.path)); err != nil {
 			return fmt.Errorf("reload: rules swapped, but the XDP policy was not: %w", err)
 		}
-		if err := g.xdp.SetCIDRLists(cidrLists(cfg)); err != nil {
+		if err := g.xdp.SetCIDRLists(cidrLists(cfg, nil)); err != nil {
 			return fmt.Errorf("reload: rules swapped, but the CIDR lists were not: %w", err)
 		}
 		g.fb.setMax(cfg.XDP.BlockMax)
@@ -733,3 +758,24 @@ func restartKeys(old, cfg *config.Config) []string {
 type note string
 
 func (n note) String() string { return string(n) }
+
+// pushCIDRList pushes the XDP program's CIDR lists with list name's
+// contents replaced by d, when the config pushes that list (a file
+// reload, lists.go). The caller holds reloadMu.
+func (g *Gateway) pushCIDRList(name string, d *engine.ListData) error {
+	cfg := g.Config()
+	if g.xdp == nil || !slices.Contains(cfg.XDP.NeverBlockLists, name) && !slices.Contains(cfg.XDP.DropLists, name) {
+		return nil
+	}
+	g.sockMu.RLock()
+	defer g.sockMu.RUnlock()
+	if g.closed.Load() {
+		return nil
+	}
+	return g.xdp.SetCIDRLists(cidrLists(cfg, func(n string) *engine.ListData {
+		if n == name {
+			return d
+		}
+		return g.lists.current(n)
+	}))
+}

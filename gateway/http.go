@@ -324,6 +324,8 @@ type Status struct {
 	// Features: every kernel and interface feature, available or not, why,
 	// and what it made xgate do.
 	Features host.Features `json:"features"`
+	// Lists are the enrichment lists in force (lists.go).
+	Lists []ListStats `json:"lists,omitempty"`
 }
 
 // ProbeState is one kernel probe: running, or missing and why.
@@ -427,6 +429,7 @@ func (g *Gateway) Status() (Status, error) {
 	for _, q := range g.queueStats() {
 		st.Workers = append(st.Workers, WorkerState{Queue: q.id, CPU: q.cpu, Bind: q.bind})
 	}
+	st.Lists = g.Lists()
 	st.Rules.Count = len(s.Engine.Rules)
 	st.Rules.Names = ruleLabels(s.Engine.Rules)
 	if b, err := json.Marshal(cfg.Rules); err == nil {

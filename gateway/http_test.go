@@ -218,6 +218,11 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	// latency histogram only where sockets receive.
 	optional := map[string]bool{"xgate_kernel_drops_total": true, "xgate_xdp_redirect_errors_total": true,
 		"xgate_xdp_exceptions_total": true}
+	for _, n := range MetricNames() { // series per enrichment list: none without lists
+		if strings.HasPrefix(n, "xgate_list_") {
+			optional[n] = true
+		}
+	}
 	if mode == "afxdp" {
 		absent["xgate_kernel_queue_latency_seconds"] = true
 	} else if !g.probeUp()[bpf.ProbeSockLatency] {

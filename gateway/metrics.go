@@ -124,6 +124,13 @@ var (
 	descUnaccounted = desc("accounting_unaccounted", "Seen minus the accounting terms: 0 when every frame is in exactly one term (a batch per worker may be in flight while it runs).", "identity")
 	descTapDropped  = desc("tap_dropped_total", "Decided events the tap (GET /tap) lost: its sampling ring or a client's buffer was full.")
 	descSeen        = desc("xdp_seen_packets_total", "Every packet the XDP program saw: the left-hand side of the accounting identity.")
+
+	// Enrichment lists (lists.go).
+	descListEntries  = desc("list_entries", "Entries of an enrichment list in force (networks, keys or key/value pairs).", "list", "type")
+	descListReloads  = desc("list_reloads_total", "Loads of an enrichment list's file, by result (ok: swapped in; failed: the old contents stay).", "list", "result")
+	descListReloadS  = desc("list_reload_seconds", "How long the last successful load of an enrichment list took (read and parse).", "list")
+	descListLoadedAt = desc("list_loaded_timestamp_seconds", "Unix time of the last successful load of an enrichment list.", "list")
+	descEnrichKept   = desc("enrich_present_total", "Added fields left out because the event already had a field of that name.")
 )
 
 // Describe implements prometheus.Collector.
@@ -305,7 +312,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if hits, ok, err := g.readCIDRHits(); err != nil {
 			ch <- prometheus.NewInvalidMetric(descCIDRHits, err)
 		} else if ok {
-			for i, l := range cidrLists(g.Config()) {
+			for i, l := range cidrLists(g.Config(), nil) {
 				counter(descCIDRHits, hits[i].Packets, l.Name)
 			}
 		}
@@ -421,6 +428,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descSinkUp, up, name)
 	}
+
+	for _, l := range g.Lists() {
+		gauge(descListEntries, float64(l.Entries), l.Name, l.Type)
+		counter(descListReloads, l.Reloads, l.Name, "ok")
+		counter(descListReloads, l.ReloadsFailed, l.Name, "failed")
+		gauge(descListReloadS, l.LoadTime.Seconds(), l.Name)
+		gauge(descListLoadedAt, float64(l.LoadedAt.UnixNano())/1e9, l.Name)
+	}
+	counter(descEnrichKept, e.EnrichPresent)
 
 	c.collectProbes(ch)
 

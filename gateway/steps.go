@@ -9,6 +9,7 @@ import (
 	"github.com/xgate/xgate/gateway/config"
 
 	"github.com/xgate/xgate/bpf"
+	"github.com/xgate/xgate/engine"
 )
 
 // Step is one rung of the receive-path ladder New climbed down: AF_XDP
@@ -152,12 +153,48 @@ func (g *Gateway) closeSockets() {
 
 // xdpConfig is the XDP program's run-time policy for path.
 // cidrLists are the XDP program's CIDR lists of cfg: xdp.never_block
-// (list 0) and xdp.drop (list 1).
-func cidrLists(cfg *config.Config) []bpf.CIDRList {
-	return []bpf.CIDRList{
+// (list 0), xdp.drop (list 1), then the lists of xdp.never_block_lists and
+// xdp.drop_lists, each under its own name (so counted apart). data gives a
+// list's contents (nil: the config's own, as loaded). A network already in
+// an earlier list of the same action is left out of the later one: the
+// trie holds a prefix once.
+func cidrLists(cfg *config.Config, data func(name string) *engine.ListData) []bpf.CIDRList {
+	out := []bpf.CIDRList{
 		{Name: "never_block", Action: bpf.CIDRNeverBlock, Prefixes: cfg.XDP.NeverBlock},
 		{Name: "drop", Action: bpf.CIDRDrop, Prefixes: cfg.XDP.Drop},
 	}
+	if data == nil {
+		data = func(name string) *engine.ListData {
+			if l := cfg.ListByName(name); l != nil {
+				return l.Data
+			}
+			return nil
+		}
+	}
+	seen := map[netip.Prefix]bpf.CIDRAction{}
+	for _, l := range out {
+		for _, p := range l.Prefixes {
+			seen[p] = l.Action
+		}
+	}
+	add := func(names []string, action bpf.CIDRAction) {
+		for _, name := range names {
+			l := bpf.CIDRList{Name: name, Action: action}
+			if d := data(name); d != nil {
+				for _, p := range d.Prefixes() {
+					if a, ok := seen[p]; ok && a == action {
+						continue
+					}
+					seen[p] = action
+					l.Prefixes = append(l.Prefixes, p)
+				}
+			}
+			out = append(out, l)
+		}
+	}
+	add(cfg.XDP.NeverBlockLists, bpf.CIDRNeverBlock)
+	add(cfg.XDP.DropLists, bpf.CIDRDrop)
+	return out
 }
 
 func xdpConfig(cfg *config.Config, path config.Mode) bpf.Config {

@@ -178,8 +178,11 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	if p := c.Pin.Path; !path.IsAbs(p) || path.Clean(p) == "/" {
 		k.errf("pin.path", "%q: want an absolute directory on bpffs, e.g. %s", p, DefaultPinPath)
 	}
+	c.checkLists(k)
+	c.checkXDPLists(k)
 	schemaOK := c.checkSchema(k)
 	c.checkRules(k, schemaOK)
+	c.checkEnrich(k, schemaOK)
 	return k.errs
 }
 
@@ -576,7 +579,7 @@ func checkMaxKeys(k *configChecker, key string, v int) {
 // shrunk to one slot: compiling checks everything the file can get wrong
 // without allocating the tables (checkRules checks max_keys itself).
 func (c *Config) validationConfig(rules []Rule) engine.Config {
-	ec := engine.Config{Schema: c.engineSchema(), Limits: c.engineLimits()}
+	ec := engine.Config{Schema: c.engineSchema(), Limits: c.engineLimits(), Lists: c.EngineLists()}
 	for _, r := range rules {
 		s := r.spec()
 		if s.RateLimit != nil {
@@ -599,12 +602,7 @@ func (c *Config) compileRule(k *configChecker, i int) bool {
 		return true
 	}
 	p := keyIndex("rules", i)
-	var errs []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	} else {
-		errs = []error{err}
-	}
+	errs := reportEnrich(k, p+".", err)
 	for _, e := range errs {
 		var xe *engine.ExprError
 		if errors.As(e, &xe) {
@@ -643,7 +641,7 @@ func (c *Config) compileRule(k *configChecker, i int) bool {
 }
 
 func (r Rule) spec() engine.RuleSpec {
-	s := engine.RuleSpec{Name: r.Name, When: r.When, Filter: r.Filter, Action: r.Action}
+	s := engine.RuleSpec{Name: r.Name, When: r.When, Filter: r.Filter, Action: r.Action, Enrich: enrichSpecs(r.Enrich)}
 	if rl := r.RateLimit; rl != nil {
 		s.RateLimit = &engine.RateLimitSpec{Key: rl.Key, Rate: rl.Rate, Burst: rl.Burst, MaxKeys: rl.MaxKeys, OnFull: rl.OnFull}
 	}
@@ -699,7 +697,8 @@ var hostMemory = sync.OnceValue(func() uint64 {
 // EngineConfig is the engine's view of c: schema, limits, rules and the
 // state memory budget. The Clock is left nil (the system clock).
 func (c *Config) EngineConfig() engine.Config {
-	ec := engine.Config{Schema: c.engineSchema(), Limits: c.engineLimits(), MemoryBudget: c.StateBudget()}
+	ec := engine.Config{Schema: c.engineSchema(), Limits: c.engineLimits(), MemoryBudget: c.StateBudget(),
+		Lists: c.EngineLists(), Enrich: enrichSpecs(c.Enrich)}
 	for _, r := range c.Rules {
 		ec.Rules = append(ec.Rules, r.spec())
 	}

@@ -230,6 +230,11 @@ func TestExampleConfig(t *testing.T) {
 
 // allKeys is every key the config knows, as paths with [] for list items.
 var allKeys = []string{
+	// enrichment lists (lists.go), with the example's list names
+	"lists", "lists.partners", "lists.partners.type", "lists.partners.file", "lists.partners.max_entries",
+	"lists.vip", "lists.vip.type", "lists.vip.file", "lists.risk_tier", "lists.risk_tier.type", "lists.risk_tier.file",
+	"enrich", "enrich[].field", "enrich[].from", "rules[].enrich", "rules[].enrich[].field", "rules[].enrich[].from",
+	"xdp.never_block_lists", "xdp.drop_lists",
 	"interface", "mode", "listen", "listen.ports", "listen.address", "listen.vlans", "queues", "limits.allow_duplicate_keys", "limits.state_memory", "xdp.never_block", "xdp.drop", "rules[].rate_limit.on_full", "rules[].window.on_full",
 	"schema", "schema.key", "schema.amount", "schema.type", "schema.ts", "schema.src", "schema.required",
 	"limits", "limits.max_datagram", "limits.max_event", "limits.max_depth",

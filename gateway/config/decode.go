@@ -724,6 +724,9 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 				"block_max":      d.intField(&x.BlockMax),
 				"never_block":    d.prefixList(&x.NeverBlock),
 				"drop":           d.prefixList(&x.Drop),
+				// cidr lists of lists: (lists.go)
+				"never_block_lists": d.stringList(&x.NeverBlockLists),
+				"drop_lists":        d.stringList(&x.DropLists),
 			})
 		},
 		"socket": func(n *yaml.Node, p string) {
@@ -779,6 +782,9 @@ func (d *configDecoder) config(c *Config, root *yaml.Node) {
 				"cpus":              d.str(&c.Workers.CPUs),
 			})
 		},
+		// enrichment lists and added fields (lists.go)
+		"lists":  func(n *yaml.Node, p string) { d.lists(c, n, p) },
+		"enrich": func(n *yaml.Node, p string) { c.Enrich = d.enrich(n, p) },
 	})
 }
 
@@ -834,6 +840,7 @@ func (d *configDecoder) rule(n *yaml.Node, p string) Rule {
 				"on_full":  d.str(&w.OnFull),
 			})
 		},
+		"enrich": func(n *yaml.Node, p string) { r.Enrich = d.enrich(n, p) },
 	})
 	return r
 }

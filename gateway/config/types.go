@@ -39,6 +39,12 @@ type Config struct {
 	Probes    Probes
 	Workers   Workers
 
+	// Lists are the enrichment lists (lists:), in the order of the file,
+	// each loaded by Parse (lists.go).
+	Lists []List
+	// Enrich are the fields added to the record of every decided event.
+	Enrich []Enrich
+
 	src *configSource // where it was read from; nil for a Config built in code
 }
 
@@ -128,6 +134,9 @@ type Rule struct {
 	// event this rule decides, whatever their what: selects (once per
 	// sink); a sink with what: routed gets only such events.
 	To []string
+
+	// Enrich: fields added to the record of an event the rule fires on.
+	Enrich []Enrich
 }
 
 // RuleRateLimit is a per-key token bucket of a rule.
@@ -162,6 +171,11 @@ type XDP struct {
 	// networks dropped in XDP (cidr_drop). Addresses count as /32 or /128.
 	NeverBlock []netip.Prefix
 	Drop       []netip.Prefix
+	// NeverBlockLists and DropLists name cidr lists (lists:) pushed into
+	// the XDP program's trie as never_block or drop, each counted under its
+	// own name; the trie follows the list files as they are reloaded.
+	NeverBlockLists []string
+	DropLists       []string
 }
 
 // XDPRateLimit is the per-source token bucket in the XDP program.

@@ -192,7 +192,8 @@ func (sk *sink) appendMetaRaw(b []byte, start int, d *engine.Decision, c uint8, 
 		last--
 	}
 	empty := last >= start && b[last] == '{'
-	prefix := metaPrefixes(d.Raw, &sk.metaWant)
+	// The object as written: the event and any added fields (enrich).
+	prefix := metaPrefixes(b[start:end], &sk.metaWant)
 	b = b[:end-1]
 	at := len(b)
 	b = sk.appendMetaFields(b, d, c, ro, &sk.metaWant, &prefix)

@@ -78,6 +78,10 @@ func TestSinkMeta(t *testing.T) {
 	recs := []rec{
 		{d: engine.Decision{Raw: []byte(`{"a":1}`), Action: engine.ActionAlert, Rule: "big"}, o: o,
 			keys: []string{"a", "_src", "_rx_time", "_queue", "_gateway_id", "_rule", "_verdict"}},
+		// Added fields (enrichment lists) first, then the meta fields;
+		// one the enrichment named _rule pushes the meta one to __rule.
+		{d: engine.Decision{Raw: []byte(`{"a":1}`), Action: engine.ActionAlert, Rule: "big", Extra: []byte(`,"risk_tier":"high","_rule":"x"`)}, o: o,
+			keys: []string{"a", "risk_tier", "_rule", "_src", "_rx_time", "_queue", "_gateway_id", "__rule", "_verdict"}},
 		{d: engine.Decision{Raw: []byte(`{}`), Action: engine.ActionPass}, o: o,
 			keys: []string{"_src", "_rx_time", "_queue", "_gateway_id", "_rule", "_verdict"}},
 		// The event's own _src and __src stay; the meta field becomes
@@ -146,7 +150,11 @@ func TestSinkMeta(t *testing.T) {
 				}
 			}
 		}
-		if rule := m["_rule"]; i != 2 && rule != r.d.Rule || i == 2 && m["__rule"] != r.d.Rule {
+		ruleKey := "_rule"
+		if slices.Contains(r.keys, "__rule") { // the event's own _rule pushed it
+			ruleKey = "__rule"
+		}
+		if m[ruleKey] != r.d.Rule {
 			t.Errorf("record %d: rule %v, want %q", i, m, r.d.Rule)
 		}
 	}

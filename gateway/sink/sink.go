@@ -866,7 +866,7 @@ func (sk *sink) bound(d *engine.Decision, c uint8) int {
 		if c == classReject {
 			return 2*len(d.Raw) + 1 // CR and LF escaped: one line
 		}
-		return len(d.Raw) + 1 // compacted: never longer
+		return len(d.Raw) + len(d.Extra) + 1 // compacted: never longer
 	}
 	if c == classReject {
 		// {"error":"","raw":"","truncated":true}\n
@@ -874,7 +874,7 @@ func (sk *sink) bound(d *engine.Decision, c uint8) int {
 	}
 	// {"verdict":"","rule":"","value":,"block_ms":,"event":}\n is 62 bytes,
 	// the verdict at most 5, the value 26, block_ms 20: 160 leaves room.
-	return 160 + 6*len(d.Rule) + len(d.Raw)
+	return 160 + 6*len(d.Rule) + len(d.Raw) + len(d.Extra)
 }
 
 func (sk *sink) encode(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []byte {
@@ -885,8 +885,11 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []b
 		// escaped, so no line of the output is a record no rule decided.
 		at := len(b)
 		b = engine.AppendOneLine(b, d.Raw)
-		if sk.metaOn && c != classReject {
-			b = sk.appendMetaRaw(b, at, d, c, ro)
+		if c != classReject {
+			b = withExtra(b, at, d.Extra)
+			if sk.metaOn {
+				b = sk.appendMetaRaw(b, at, d, c, ro)
+			}
 		}
 	case c == classReject:
 		b = append(b, `{"error":"`...)
@@ -919,7 +922,9 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []b
 			b = sk.appendMetaFields(b, d, c, ro, &sk.metaAnn, &onePrefix)
 		}
 		b = append(b, `,"event":`...)
+		at := len(b)
 		b = appendOneLine(b, d.Raw)
+		b = withExtra(b, at, d.Extra)
 		b = append(b, '}')
 	}
 	if sk.newline {
@@ -1105,8 +1110,9 @@ func keyedBound(d *engine.Decision, c uint8) int {
 	if c == classReject {
 		rule = len(d.Err.String())
 	}
-	// + the time (20), source (47), queue (20) and time text (30).
-	return keyedHeader + rule + 2*len(d.Raw) + 20 + 47 + 20 + len(rxTimeLayout)
+	// + the added fields, the time (20), source (47), queue (20) and time
+	// text (30).
+	return keyedHeader + rule + 2*len(d.Raw) + len(d.Extra) + 20 + 47 + 20 + len(rxTimeLayout)
 }
 
 // encodeKeyed appends d as a keyed record (b has room for keyedBound).
@@ -1149,7 +1155,11 @@ func (sk *sink) encodeKeyed(b []byte, d *engine.Decision, c uint8, ro *recOrigin
 			tt = 0x80
 		}
 	}
+	v := len(b)
 	b = append(b, d.Raw...)
+	if c != classReject {
+		b = withExtra(b, v, d.Extra)
+	}
 	h := b[at : at+keyedHeader]
 	h[0], h[1] = code, sl
 	binary.LittleEndian.PutUint16(h[2:], uint16(len(rule)))

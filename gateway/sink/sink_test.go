@@ -1258,3 +1258,45 @@ func TestFileSinkFullDisk(t *testing.T) {
 		t.Errorf("%d lines in the file, %d records written", len(lines), st.Records)
 	}
 }
+
+// TestSinkAddedFields: a decision's added fields (Decision.Extra) are
+// members of the event in raw, annotated and keyed records, within the
+// bound Add checks, and never in a reject.
+func TestSinkAddedFields(t *testing.T) {
+	extra := []byte(`,"risk_tier":"high","vip":true`)
+	for _, c := range []struct {
+		name, raw, want string
+	}{
+		{"flat", `{"user_id":"u-1","amount":5}`, `{"user_id":"u-1","amount":5,"risk_tier":"high","vip":true}`},
+		{"pretty", "{\n  \"user_id\": \"u-1\"\n}", `{"user_id":"u-1","risk_tier":"high","vip":true}`},
+		{"empty object", "{ }", `{ "risk_tier":"high","vip":true}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := engine.Decision{Raw: []byte(c.raw), Action: engine.ActionAlert, Rule: "r", Extra: extra}
+			raw := &sink{newline: true}
+			b := raw.encode(make([]byte, 0, raw.bound(&d, classAlert)), &d, classAlert, &recOrigin{})
+			if len(b) > raw.bound(&d, classAlert) || string(b) != c.want+"\n" {
+				t.Errorf("raw: %q (bound %d), want %q", b, raw.bound(&d, classAlert), c.want)
+			}
+			ann := &sink{annotated: true, newline: true}
+			b = ann.encode(make([]byte, 0, ann.bound(&d, classAlert)), &d, classAlert, &recOrigin{})
+			var rec struct{ Event map[string]any }
+			if err := json.Unmarshal(b, &rec); err != nil || rec.Event["risk_tier"] != "high" || rec.Event["vip"] != true {
+				t.Errorf("annotated: %q: %v", b, err)
+			}
+			keyed := &sink{keyed: true, keyPath: "user_id"}
+			b = keyed.encodeKeyed(make([]byte, 0, keyedBound(&d, classAlert)), &d, classAlert, &recOrigin{rxWall: 1})
+			var r keyedRecord
+			parseKeyed(b, &r)
+			var ev map[string]any
+			if err := json.Unmarshal(r.value, &ev); err != nil || ev["risk_tier"] != "high" || len(b) > keyedBound(&d, classAlert) {
+				t.Errorf("keyed value: %q: %v", r.value, err)
+			}
+		})
+	}
+	rej := engine.Decision{Raw: []byte(`{"a":1`), Err: engine.ErrInvalidJSON, Extra: extra}
+	raw := &sink{newline: true}
+	if b := raw.encode(nil, &rej, classReject, &recOrigin{}); bytes.Contains(b, []byte("risk_tier")) {
+		t.Errorf("a reject got added fields: %q", b)
+	}
+}
