@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/xgate/xgate/engine/ring"
 
@@ -298,9 +300,33 @@ func (t *tapHub) deliver(buf []tapEvent) {
 	}
 }
 
-// parseTapQuery reads ?verdict=a,b&rule=NAME&rate=N.
-func parseTapQuery(r *http.Request) (verdicts uint32, rule string, rate int, err error) {
-	q := r.URL.Query()
+// tapMaxRule bounds the rule= of a tap query (rule names are config
+// keys' values, far shorter).
+const tapMaxRule = 1024
+
+// tapAllVerdicts is the verdict mask of a query without verdict=.
+const tapAllVerdicts = 1<<engine.NumActions - 1
+
+// parseTapQuery reads the raw query ?verdict=a,b&rule=NAME&rate=N. Each
+// key at most once, no other key, and no malformed escape: a query the
+// server would read differently from what the client meant (a typo'd or
+// dropped verdict= streams every verdict) is an error instead. On success
+// verdicts holds only bits of engine actions (all of them without
+// verdict=), rate is in 1..tapMaxRate (100 without rate=) and rule is ""
+// (any) or valid UTF-8 of at most tapMaxRule bytes.
+func parseTapQuery(raw string) (verdicts uint32, rule string, rate int, err error) {
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return 0, "", 0, fmt.Errorf("query %q: %w", raw, err)
+	}
+	for k, vs := range q {
+		switch {
+		case k != "verdict" && k != "rule" && k != "rate":
+			return 0, "", 0, fmt.Errorf("query parameter %q: want verdict, rule or rate", k)
+		case len(vs) > 1:
+			return 0, "", 0, fmt.Errorf("query parameter %s given %d times: want it once", k, len(vs))
+		}
+	}
 	rate = 100
 	if v := q.Get("rate"); v != "" {
 		if rate, err = strconv.Atoi(v); err != nil || rate <= 0 || rate > tapMaxRate {
@@ -308,9 +334,12 @@ func parseTapQuery(r *http.Request) (verdicts uint32, rule string, rate int, err
 		}
 	}
 	rule = q.Get("rule")
+	if len(rule) > tapMaxRule || !utf8.ValidString(rule) {
+		return 0, "", 0, fmt.Errorf("rule %.40q: want a rule name (UTF-8, at most %d bytes)", rule, tapMaxRule)
+	}
 	v := q.Get("verdict")
 	if v == "" {
-		return 1<<engine.NumActions - 1, rule, rate, nil
+		return tapAllVerdicts, rule, rate, nil
 	}
 	for name := range strings.SplitSeq(v, ",") {
 		a, ok := parseAction(strings.TrimSpace(name))
@@ -344,7 +373,7 @@ func actionNames() []string {
 // lines; events over it are skipped, not delayed), until the client goes
 // away or the server shuts down (quit closed).
 func (g *Gateway) serveTap(w http.ResponseWriter, r *http.Request, quit <-chan struct{}) {
-	verdicts, rule, rate, err := parseTapQuery(r)
+	verdicts, rule, rate, err := parseTapQuery(r.URL.RawQuery)
 	if err != nil {
 		http.Error(w, "tap: "+err.Error(), http.StatusBadRequest)
 		return
