@@ -9,8 +9,10 @@ package sink
 //	subject   the subject template with {key}, {verdict} and {rule}
 //	          replaced; in the replacement, characters a subject token
 //	          cannot hold (space and other control or blank characters,
-//	          '.', '*', '>') become '_', an empty value becomes "_", and a
-//	          key is cut at 256 bytes
+//	          Unicode's included, '.', '*', '>') and bytes that are not
+//	          UTF-8 become '_', an empty value becomes "_", and a key or
+//	          rule is cut at 256 bytes first; a subject is at most 2048
+//	          bytes (a template that could make a longer one is refused)
 //	data      the original event bytes, exactly as received
 //	headers   verdict, rule, gateway, rx_ns (as for Kafka; with meta also
 //	          src, queue, rx_time), and
@@ -46,6 +48,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -81,7 +85,11 @@ const (
 	natsDefaultAckTimeout = 5 * time.Second
 	natsStartTimeout      = 10 * time.Second
 	natsRetryWait         = 100 * time.Millisecond // between tries of one record
-	natsMaxKey            = 256                    // bytes of the key in a subject
+	natsMaxToken          = 256                    // bytes of a key or rule in a subject
+	// natsMaxSubject bounds the subjects a template makes: the server
+	// closes a connection whose protocol line (subject, reply inbox and
+	// sizes) passes its max_control_line, 4 KiB by default.
+	natsMaxSubject = 2048
 )
 
 // natsKeys are the keys only nats sinks have.
@@ -205,6 +213,9 @@ func parseSubjectTemplate(s string) (subjectTemplate, error) {
 			return t, fmt.Errorf("%q has an empty token (leading, trailing or double '.')", s)
 		}
 	}
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r >= utf8.RuneSelf && notSubjectRune(r) }) {
+		return t, fmt.Errorf("%q: a subject is UTF-8 without spaces or control characters", s)
+	}
 	lit := strings.Builder{}
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -245,8 +256,35 @@ func parseSubjectTemplate(s string) (subjectTemplate, error) {
 	if lit.Len() > 0 {
 		t.parts = append(t.parts, subjectPart{lit: lit.String()})
 	}
+	if n := t.maxLen(); n > natsMaxSubject {
+		return t, fmt.Errorf("%q makes subjects of up to %d bytes (%d per {key} or {rule}): want at most %d", s, n, natsMaxToken, natsMaxSubject)
+	}
 	return t, nil
 }
+
+// maxLen is the longest subject appendSubject can make with t.
+func (t subjectTemplate) maxLen() int {
+	n := 0
+	for _, p := range t.parts {
+		switch p.ph {
+		case 0:
+			n += len(p.lit)
+		case 'v':
+			n += natsMaxVerdict
+		default:
+			n += natsMaxToken
+		}
+	}
+	return n
+}
+
+// natsMaxVerdict is the longest verdict name (keyedVerdicts).
+var natsMaxVerdict = func() (n int) {
+	for _, v := range keyedVerdicts {
+		n = max(n, len(v))
+	}
+	return max(n, 1)
+}()
 
 // wildcard is the template with every token that holds a placeholder as
 // '*': the subjects it can make.
@@ -260,37 +298,57 @@ func (t subjectTemplate) wildcard() string {
 	return strings.Join(toks, ".")
 }
 
-// appendSubject appends the subject of one record.
+// appendSubject appends the subject of one record: at most t.maxLen()
+// bytes, and nothing allocated when b has room for them.
 func (t *subjectTemplate) appendSubject(b, key, verdict, rule []byte) []byte {
 	for _, p := range t.parts {
 		switch p.ph {
 		case 0:
 			b = append(b, p.lit...)
 		case 'k':
-			b = appendToken(b, key[:min(len(key), natsMaxKey)])
+			b = appendToken(b, key[:min(len(key), natsMaxToken)])
 		case 'v':
-			b = appendToken(b, verdict)
+			b = appendToken(b, verdict[:min(len(verdict), natsMaxVerdict)])
 		case 'r':
-			b = appendToken(b, rule)
+			b = appendToken(b, rule[:min(len(rule), natsMaxToken)])
 		}
 	}
 	return b
 }
 
-// appendToken appends v with the characters a subject token cannot hold
-// replaced by '_' ("_" for an empty v).
+// appendToken appends v with what a subject token cannot hold replaced by
+// '_' ("_" for an empty v): '.', '*', '>', a blank or control character
+// (a rune), a byte that is not UTF-8 (each, so a rune cut by the length
+// bound too). It appends at most max(1, len(v)) bytes.
 func appendToken(b, v []byte) []byte {
 	if len(v) == 0 {
 		return append(b, '_')
 	}
-	for _, c := range v {
-		if c <= ' ' || c == 0x7f || c == '.' || c == '*' || c == '>' {
-			c = '_'
+	for i := 0; i < len(v); {
+		c := v[i]
+		if c < utf8.RuneSelf {
+			if c <= ' ' || c == 0x7f || c == '.' || c == '*' || c == '>' {
+				c = '_'
+			}
+			b = append(b, c)
+			i++
+			continue
 		}
-		b = append(b, c)
+		r, n := utf8.DecodeRune(v[i:])
+		if r == utf8.RuneError && n == 1 || notSubjectRune(r) {
+			b = append(b, '_')
+		} else {
+			b = append(b, v[i:i+n]...)
+		}
+		i += n
 	}
 	return b
 }
+
+// notSubjectRune reports a non-ASCII rune a subject should not hold: a
+// Unicode space or control character (NEL, NBSP, U+2028, …), which some
+// clients and tools split or print on.
+func notSubjectRune(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
 
 // validSubjectFilter checks a stream subject (wildcards allowed).
 func validSubjectFilter(s string) error {
@@ -304,8 +362,10 @@ func validSubjectFilter(s string) error {
 			return fmt.Errorf("%q has an empty token", s)
 		case tok == ">" && i != len(toks)-1:
 			return fmt.Errorf("%q: '>' must be the last token", s)
-		case tok != "*" && tok != ">" && strings.ContainsAny(tok, "*> \t\r\n"):
-			return fmt.Errorf("%q: wildcards are whole tokens, and a subject has no spaces", s)
+		case tok != "*" && tok != ">" && strings.ContainsAny(tok, "*>"):
+			return fmt.Errorf("%q: wildcards are whole tokens", s)
+		case !utf8.ValidString(tok) || strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f || notSubjectRune(r) }):
+			return fmt.Errorf("%q: a subject is UTF-8 without spaces or control characters", s)
 		}
 	}
 	return nil

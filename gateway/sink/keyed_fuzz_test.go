@@ -1,0 +1,121 @@
+package sink
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/xgate/xgate/engine"
+)
+
+// FuzzKeyedRecord: a keyed record encoded into a slab (after whatever the
+// slab holds already) parses back to every field of the decision — the
+// verdict code, the rule (the error's name for a reject), the key (the
+// engine's, else the sink's key path read from the event), the receive
+// time as a number and as text, the event's bytes — never runs past
+// keyedBound and leaves the slab's earlier records alone. The key path is
+// fuzzed too: gjsonPath must make gjson read any field name literally.
+func FuzzKeyedRecord(f *testing.F) {
+	f.Add([]byte(`{"user_id":"u-1","amount":5}`), uint8(0), uint8(0), "", uint16(0), uint16(0), int64(1732550400123456789), uint16(0), "user_id", "v")
+	f.Add([]byte(`{"user_id":1.50e3}`), uint8(2), uint8(0), "big", uint16(0), uint16(0), int64(-1<<63), uint16(7), "user_id", "")
+	f.Add([]byte(`{"user_id":"a\"\u00e9\n"}`), uint8(1), uint8(0), "r", uint16(0), uint16(0), int64(0), uint16(0), "a.b", "\xff")
+	f.Add([]byte(`{"user_id":"u-1"`), uint8(1), uint8(2), "", uint16(0), uint16(0), int64(1), uint16(100), "!true", "x")
+	f.Add([]byte(`{"user_id":"first","user_id":"second"}`), uint8(3), uint8(0), "b", uint16(13), uint16(5), int64(-1), uint16(0), "#", "@this")
+	f.Add([]byte(`{"user":{"id":"n-1"}}`), uint8(0), uint8(0), "", uint16(0), uint16(0), int64(1<<63-1), uint16(0), `a\b*c?d|e#f@g`, `"\`)
+	f.Add([]byte{}, uint8(0), uint8(200), strings.Repeat("r", 300), uint16(0), uint16(0), int64(5), uint16(1), "", "")
+	f.Fuzz(func(t *testing.T, raw []byte, action, decErr uint8, rule string, keyAt, keyLen uint16, rxWall int64, pre uint16, field, val string) {
+		d := engine.Decision{Raw: raw, Action: engine.Action(action % uint8(engine.NumActions)), Err: engine.DecodeError(decErr), Rule: rule}
+		// The engine's key is a view into the event or an unescaped copy
+		// of part of it: never longer. keyAt/keyLen pick such a part.
+		if int(keyAt)+int(keyLen) <= len(raw) {
+			d.Key = string(raw[keyAt : int(keyAt)+int(keyLen)])
+		}
+		sk := &sink{keyed: true, keyPath: gjsonPath("user_id")}
+		checkKeyed(t, sk, &d, rxWall, int(pre%512))
+
+		// A field of any name (a schema path's component: UTF-8, as YAML
+		// is), read through gjsonPath, gives its value.
+		if field == "" || strings.Contains(field, ".") || !utf8.ValidString(field) {
+			return
+		}
+		name, _ := json.Marshal(field)
+		value, _ := json.Marshal(val)
+		var want string
+		_ = json.Unmarshal(value, &want) // json.Marshal made invalid UTF-8 U+FFFD
+		ev := append(append(append(append([]byte(`{`), name...), ':'), value...), '}')
+		sk.keyPath = gjsonPath(field)
+		k := appendKey(nil, ev, sk.keyPath)
+		if string(k) != want {
+			t.Fatalf("field %q of %s through path %q: key %q, want %q", field, ev, sk.keyPath, k, want)
+		}
+		checkKeyed(t, sk, &engine.Decision{Raw: ev, Action: engine.ActionPass}, rxWall, 0)
+	})
+}
+
+// checkKeyed encodes d after pre bytes of earlier records as AddAt does
+// (nothing when keyedBound says it does not fit a slab: TooBig) and checks
+// what parseKeyed reads back.
+func checkKeyed(t *testing.T, sk *sink, d *engine.Decision, rxWall int64, pre int) {
+	t.Helper()
+	c := classOf(d)
+	bound := keyedBound(d, c)
+	if bound > sinkSlabSize {
+		return // AddAt counts it too big and never encodes it
+	}
+	slab := make([]byte, pre, pre+bound)
+	for i := range slab {
+		slab[i] = byte(i)
+	}
+	slab = sk.encodeKeyed(slab, d, c, rxWall)
+	if len(slab) > pre+bound {
+		t.Fatalf("record of %d bytes, keyedBound %d (rule %d, event %d, key %d bytes)", len(slab)-pre, bound, len(d.Rule), len(d.Raw), len(d.Key))
+	}
+	for i := range pre {
+		if slab[i] != byte(i) {
+			t.Fatalf("encodeKeyed changed byte %d of the slab's earlier records", i)
+		}
+	}
+	var r keyedRecord
+	parseKeyed(slab[pre:], &r)
+
+	wantVerdict, wantRule := uint8(d.Action), d.Rule
+	var wantKey []byte
+	switch {
+	case c == classReject:
+		wantVerdict, wantRule = keyedReject, d.Err.String()
+	case d.Key != "":
+		wantKey = []byte(d.Key)
+	case len(d.Raw) > 0:
+		// The sink's own read of the key: gjson on the event, as the
+		// engine reads it (a string's text, a number's literal).
+		switch g := gjson.Get(unsafe.String(unsafe.SliceData(d.Raw), len(d.Raw)), sk.keyPath); g.Type {
+		case gjson.String:
+			wantKey = []byte(g.Str)
+		case gjson.Number:
+			wantKey = []byte(g.Raw)
+		}
+	}
+	if len(wantKey) == 0 {
+		wantKey = nil // an empty key is no key
+	}
+	switch {
+	case r.verdict != wantVerdict:
+		t.Fatalf("verdict code %d, want %d", r.verdict, wantVerdict)
+	case string(r.rule) != wantRule:
+		t.Fatalf("rule %q, want %q", r.rule, wantRule)
+	case (r.key == nil) != (wantKey == nil) || !bytes.Equal(r.key, wantKey):
+		t.Fatalf("key %q (nil %v), want %q (nil %v)", r.key, r.key == nil, wantKey, wantKey == nil)
+	case r.rxNs != rxWall || string(r.rxText) != strconv.FormatInt(rxWall, 10):
+		t.Fatalf("receive time %d %q, want %d", r.rxNs, r.rxText, rxWall)
+	case !bytes.Equal(r.value, d.Raw):
+		t.Fatalf("value %q, want the event %q", r.value, d.Raw)
+	case cap(r.rule) != len(r.rule) || cap(r.key) != len(r.key) || cap(r.rxText) != len(r.rxText):
+		t.Fatal("a view's capacity reaches into the next part: an append to it would overwrite the record")
+	}
+}
