@@ -171,11 +171,17 @@ func verifyThreadCaps(keep CapSet) error {
 		if eff&^keep != 0 {
 			return fmt.Errorf("thread %s still has capabilities %#x after the drop", filepath.Base(filepath.Dir(p)), uint64(eff&^keep))
 		}
-		if !strings.Contains(string(b), "\nNoNewPrivs:\t1") {
+		if !noNewPrivs(string(b)) {
 			return fmt.Errorf("thread %s has no no_new_privs after the drop", filepath.Base(filepath.Dir(p)))
 		}
 	}
 	return nil
+}
+
+// noNewPrivs reports whether a task's status text says NoNewPrivs: 1.
+func noNewPrivs(status string) bool {
+	v, ok := statusField(status, "NoNewPrivs")
+	return ok && v == "1"
 }
 
 // Names lists the set's capabilities by name, lowest first ("" = none).

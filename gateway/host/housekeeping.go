@@ -3,7 +3,6 @@ package host
 import (
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -148,9 +147,23 @@ func ThreadIDs() []int {
 	if err != nil {
 		return nil
 	}
-	ids := make([]int, 0, len(ents))
-	for _, e := range ents {
-		if id, err := strconv.Atoi(e.Name()); err == nil {
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return threadIDs(names)
+}
+
+// maxTID bounds thread IDs (Linux: PID_MAX_LIMIT, 4M).
+const maxTID = 1 << 22
+
+// threadIDs reads the entries of /proc/<pid>/task as thread IDs: decimal,
+// 1..maxTID-1; anything else is skipped. Never 0, which the scheduler
+// calls take as the calling thread.
+func threadIDs(names []string) []int {
+	ids := make([]int, 0, len(names))
+	for _, n := range names {
+		if id, ok := parseDecimal(n, maxTID); ok && id > 0 {
 			ids = append(ids, id)
 		}
 	}

@@ -40,7 +40,7 @@ func LockPidFile(path string) (*PidFile, error) {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("another xgate (pid %s) holds the pid file %s: one daemon per pid file (stop it, or give this one --pid-file): %w",
-				strings.TrimSpace(string(b)), path, ErrLocked)
+				pidText(b), path, ErrLocked)
 		}
 		return nil, fmt.Errorf("lock pid file %s: %w", path, err)
 	}
@@ -53,6 +53,17 @@ func LockPidFile(path string) (*PidFile, error) {
 		return nil, fmt.Errorf("pid file %s: %w", path, err)
 	}
 	return &PidFile{f: f, path: path}, nil
+}
+
+// pidText is the process ID a pid file holds, as text for a message;
+// "unknown" when it holds anything else (the file is the other daemon's,
+// or anyone's who could write it: never printed raw).
+func pidText(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if _, ok := parseDecimal(s, maxTID); !ok {
+		return "unknown"
+	}
+	return s
 }
 
 // Release removes the pid file (while still holding it, so no second

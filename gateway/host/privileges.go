@@ -50,52 +50,63 @@ func (s CapSet) Has(c Capability) bool { return c < 64 && s&(1<<c) != 0 }
 // ParseCapEff reads the effective capability set from the text of
 // /proc/self/status.
 func ParseCapEff(status string) (CapSet, error) {
-	for _, line := range strings.Split(status, "\n") {
-		v, ok := strings.CutPrefix(line, "CapEff:")
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		if err != nil {
-			return 0, fmt.Errorf("CapEff %q: not a hex mask", strings.TrimSpace(v))
-		}
-		return CapSet(n), nil
+	v, ok := statusField(status, "CapEff")
+	if !ok {
+		return 0, fmt.Errorf("no CapEff line in the process status")
 	}
-	return 0, fmt.Errorf("no CapEff line in the process status")
+	n, err := strconv.ParseUint(v, 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("CapEff %.40q: not a hex mask", v)
+	}
+	return CapSet(n), nil
+}
+
+// statusField returns the value of the first "name:" line of a
+// /proc/<pid>/status text, without its blanks.
+func statusField(status, name string) (string, bool) {
+	for line := range strings.Lines(status) {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v), true
+		}
+	}
+	return "", false
 }
 
 // ParseKernelRelease reads the major and minor version from a release
-// string like "6.18.44-fc-v669" or "5.4.0-150-generic".
+// string like "6.18.44-fc-v669" or "5.4.0-150-generic": both decimal
+// digits only (no sign), below 1<<20.
 func ParseKernelRelease(release string) (major, minor int, err error) {
 	s := strings.TrimSpace(release)
 	maj, rest, ok := strings.Cut(s, ".")
 	if !ok {
-		return 0, 0, fmt.Errorf("kernel release %q: want major.minor", release)
+		return 0, 0, fmt.Errorf("kernel release %.64q: want major.minor", release)
 	}
 	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
 	if end < 0 {
 		end = len(rest)
 	}
-	major, err1 := strconv.Atoi(maj)
-	minor, err2 := strconv.Atoi(rest[:end])
-	if err1 != nil || err2 != nil {
-		return 0, 0, fmt.Errorf("kernel release %q: want major.minor", release)
+	major, ok1 := parseDecimal(maj, 1<<20)
+	minor, ok2 := parseDecimal(rest[:end], 1<<20)
+	if !ok1 || !ok2 {
+		return 0, 0, fmt.Errorf("kernel release %.64q: want major.minor", release)
 	}
 	return major, minor, nil
 }
 
-// MountFor reports the filesystem type and mount point of the mount that holds dir,
-// from the text of /proc/self/mounts ("" when no mount covers it, which
-// cannot happen on a real host since / always does).
+// MountFor reports the filesystem type and mount point (cleaned) of the
+// mount that holds dir, from the text of /proc/self/mounts ("" when no
+// mount covers it, which cannot happen on a real host since / always does).
 func MountFor(mounts, dir string) (fstype, mountPoint string) {
 	dir = path.Clean(dir)
 	best := -1
-	for _, line := range strings.Split(mounts, "\n") {
+	for line := range strings.Lines(mounts) {
 		f := strings.Fields(line)
 		if len(f) < 3 {
 			continue
 		}
-		mp := unescapeMount(f[1])
+		// Cleaned before the lengths are compared: "/sys/fs/bpf/" is no
+		// deeper a mount than "/sys/fs/bpf".
+		mp := path.Clean(unescapeMount(f[1]))
 		if !pathWithin(dir, mp) || len(mp) < best {
 			continue
 		}
@@ -106,6 +117,7 @@ func MountFor(mounts, dir string) (fstype, mountPoint string) {
 	return fstype, mountPoint
 }
 
+// pathWithin reports whether the clean path dir is mp or below it.
 func pathWithin(dir, mp string) bool {
 	mp = path.Clean(mp)
 	return mp == "/" || dir == mp || strings.HasPrefix(dir, mp+"/")

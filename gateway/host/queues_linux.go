@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"unsafe"
 
@@ -120,8 +119,7 @@ func SysfsRxQueues(ifname string) (int, error) {
 	}
 	idx, err1 := os.ReadFile(filepath.Join(dir, "ifindex"))
 	addr, err2 := os.ReadFile(filepath.Join(dir, "address"))
-	if err1 != nil || err2 != nil || strings.TrimSpace(string(idx)) != strconv.Itoa(l.Attrs().Index) ||
-		!strings.EqualFold(strings.TrimSpace(string(addr)), l.Attrs().HardwareAddr.String()) {
+	if err1 != nil || err2 != nil || !sameLink(idx, addr, l.Attrs().Index, l.Attrs().HardwareAddr.String()) {
 		return 0, errors.New("/sys belongs to another network namespace")
 	}
 	qs, err := filepath.Glob(filepath.Join(dir, "queues", "rx-*"))
@@ -129,6 +127,14 @@ func SysfsRxQueues(ifname string) (int, error) {
 		return 0, fmt.Errorf("no %s/queues/rx-*", dir)
 	}
 	return len(qs), nil
+}
+
+// sameLink reports whether sysfs's ifindex and address texts name the
+// link netlink knows by index and hardware address (as net.HardwareAddr
+// prints it).
+func sameLink(ifindex, address []byte, index int, hw string) bool {
+	n, ok := parseDecimal(strings.TrimSpace(string(ifindex)), 1<<31)
+	return ok && n == index && strings.EqualFold(strings.TrimSpace(string(address)), hw)
 }
 
 // QueueHint is what to tell an operator whose AF_XDP bind to queue q of

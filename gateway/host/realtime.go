@@ -91,5 +91,8 @@ const RTRuntimePath = "/proc/sys/kernel/sched_rt_runtime_us"
 // whole CPU (sched_rt_runtime_us = -1). An unreadable file reads as on.
 func RTThrottlingOff() bool {
 	b, err := os.ReadFile(RTRuntimePath)
-	return err == nil && strings.TrimSpace(string(b)) == "-1"
+	return err == nil && rtThrottlingOff(b)
 }
+
+// rtThrottlingOff reads the text of sched_rt_runtime_us: "-1" is off.
+func rtThrottlingOff(b []byte) bool { return strings.TrimSpace(string(b)) == "-1" }

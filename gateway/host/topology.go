@@ -1,13 +1,14 @@
 package host
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
+	mathbits "math/bits"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,51 +75,74 @@ type Group struct {
 // maxCPUs bounds CPU numbers in cpulists (Linux allows 8192 today).
 const maxCPUs = 1 << 16
 
+// maxNodes bounds NUMA node IDs (Linux: MAX_NUMNODES, at most 1024).
+const maxNodes = 1 << 10
+
 // ParseCPUList reads the kernel's cpulist format ("0-3,8-11,16"; blank is
-// the empty list) into ascending, distinct CPU numbers.
+// the empty list) into ascending, distinct CPU numbers below maxCPUs. Its
+// work is linear in len(s) plus the CPUs it returns, however the ranges
+// repeat or overlap ("0-65535,0-65535,…" expands once).
 func ParseCPUList(s string) ([]int, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return nil, nil
 	}
-	seen := map[int]bool{}
-	var out []int
-	for _, part := range strings.Split(s, ",") {
+	var set [maxCPUs / 64]uint64
+	for part := range strings.SplitSeq(s, ",") {
 		lo, hi, isRange := strings.Cut(part, "-")
 		a, err := parseCPU(lo)
 		if err != nil {
-			return nil, fmt.Errorf("cpulist %q: %w", s, err)
+			return nil, fmt.Errorf("cpulist %.64q: %w", s, err)
 		}
 		b := a
 		if isRange {
 			if b, err = parseCPU(hi); err != nil {
-				return nil, fmt.Errorf("cpulist %q: %w", s, err)
+				return nil, fmt.Errorf("cpulist %.64q: %w", s, err)
 			}
 			if b < a {
-				return nil, fmt.Errorf("cpulist %q: range %s ends before it starts", s, part)
+				return nil, fmt.Errorf("cpulist %.64q: range %.32s ends before it starts", s, part)
 			}
 		}
-		for c := a; c <= b; c++ {
-			if !seen[c] {
-				seen[c] = true
-				out = append(out, c)
+		// Whole words at a time, so a range costs its length / 64.
+		for c := a; c <= b; {
+			if c%64 == 0 && b-c >= 63 {
+				set[c/64] = ^uint64(0)
+				c += 64
+				continue
 			}
+			set[c/64] |= 1 << (c % 64)
+			c++
 		}
 	}
-	sort.Ints(out)
+	var out []int
+	for w, bits := range set {
+		for ; bits != 0; bits &= bits - 1 {
+			out = append(out, w*64+mathbits.TrailingZeros64(bits))
+		}
+	}
 	return out, nil
 }
 
 func parseCPU(s string) (int, error) {
 	s = strings.TrimSpace(s)
-	if s == "" || strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
-		return 0, fmt.Errorf("%q is not a CPU number", s)
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n >= maxCPUs {
-		return 0, fmt.Errorf("CPU %q is out of range (< %d)", s, maxCPUs)
+	n, ok := parseDecimal(s, maxCPUs)
+	if !ok {
+		if s == "" || strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
+			return 0, fmt.Errorf("%.32q is not a CPU number", s)
+		}
+		return 0, fmt.Errorf("CPU %.32q is out of range (< %d)", s, maxCPUs)
 	}
 	return n, nil
+}
+
+// parseDecimal reads s as decimal digits only (no sign, no spaces) into a
+// number below limit.
+func parseDecimal(s string, limit int) (int, bool) {
+	if s == "" || len(s) > 12 || strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil && n < limit
 }
 
 // ReadTopology reads the topology of the host whose filesystem is at root
@@ -182,8 +206,12 @@ func (t *Topology) readNodes(fsys fs.FS) error {
 	placed := map[int]bool{}
 	for _, e := range entries {
 		id, ok := strings.CutPrefix(e.Name(), "node")
-		n, err := strconv.Atoi(id)
-		if !ok || err != nil || n < 0 {
+		if !ok {
+			continue // cpu0, has_cpu, possible, …
+		}
+		n, ok := parseDecimal(id, maxNodes)
+		if !ok || strconv.Itoa(n) != id { // node00 would be node0 twice
+			t.Notes = append(t.Notes, fmt.Sprintf("/sys/devices/system/node/%.32q is not a node below %d: ignored", e.Name(), maxNodes))
 			continue
 		}
 		p := "sys/devices/system/node/" + e.Name() + "/cpulist"
@@ -249,26 +277,37 @@ type irqInfo struct {
 	name string // the last column: the action's name, e.g. eth0-TxRx-3
 }
 
+// maxIRQ bounds interrupt numbers (Linux: NR_IRQS plus the sparse ones,
+// far below).
+const maxIRQ = 1 << 24
+
 func readInterrupts(fsys fs.FS) ([]irqInfo, error) {
 	b, err := fs.ReadFile(fsys, "proc/interrupts")
 	if err != nil {
 		return nil, err
 	}
+	return parseInterrupts(b), nil
+}
+
+// parseInterrupts reads the numbered lines of /proc/interrupts ("  99:
+// 0 12 IR-PCI-MSI 524288-edge eth0-TxRx-0"): the IRQ (0..maxIRQ-1) and the
+// last column. Other lines (the CPU header, NMI:, LOC:, …) are skipped;
+// lines may be of any length, and the work is linear in len(b).
+func parseInterrupts(b []byte) []irqInfo {
 	var out []irqInfo
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+	for line := range bytes.Lines(b) {
+		f := strings.Fields(string(line))
 		if len(f) < 2 {
 			continue
 		}
-		n, err := strconv.Atoi(strings.TrimSuffix(f[0], ":"))
-		if err != nil || !strings.HasSuffix(f[0], ":") {
+		num, ok := strings.CutSuffix(f[0], ":")
+		n, isIRQ := parseDecimal(num, maxIRQ)
+		if !ok || !isIRQ {
 			continue // the header, NMI:, LOC: …
 		}
 		out = append(out, irqInfo{irq: n, name: f[len(f)-1]})
 	}
-	return out, sc.Err()
+	return out
 }
 
 // queueOfIRQ reports which RX queue of ifname (with the given device
@@ -338,6 +377,7 @@ func (t *Topology) readQueues(fsys fs.FS, ifname string) error {
 		}
 	}
 	sort.Ints(idx)
+	idx = slices.Compact(idx) // rx-1 and rx-01 are one queue
 	if len(idx) == 0 {
 		idx = []int{0}
 		t.Notes = append(t.Notes, fmt.Sprintf("%s lists no RX queues: assuming one (queue 0)", ifname))
