@@ -3,9 +3,11 @@ package sink
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 	"unsafe"
 
@@ -15,10 +17,11 @@ import (
 )
 
 // FuzzKeyedRecord: a keyed record encoded into a slab (after whatever the
-// slab holds already) parses back to every field of the decision — the
-// verdict code, the rule (the error's name for a reject), the key (the
-// engine's, else the sink's key path read from the event), the receive
-// time as a number and as text, the event's bytes — never runs past
+// slab holds already) parses back to every field of the decision and its
+// origin — the verdict code, the rule (the error's name for a reject), the
+// key (the engine's, else the sink's key path read from the event), the
+// receive time as a number and as text, the meta fields the sink asks for
+// (source, queue, receive time), the event's bytes — never runs past
 // keyedBound and leaves the slab's earlier records alone. The key path is
 // fuzzed too: gjsonPath must make gjson read any field name literally.
 func FuzzKeyedRecord(f *testing.F) {
@@ -29,7 +32,24 @@ func FuzzKeyedRecord(f *testing.F) {
 	f.Add([]byte(`{"user_id":"first","user_id":"second"}`), uint8(3), uint8(0), "b", uint16(13), uint16(5), int64(-1), uint16(0), "#", "@this")
 	f.Add([]byte(`{"user":{"id":"n-1"}}`), uint8(0), uint8(0), "", uint16(0), uint16(0), int64(1<<63-1), uint16(0), `a\b*c?d|e#f@g`, `"\`)
 	f.Add([]byte{}, uint8(0), uint8(200), strings.Repeat("r", 300), uint16(0), uint16(0), int64(5), uint16(1), "", "")
+	f.Add([]byte(`{"a":1}`), uint8(0), uint8(0), "", uint16(0), uint16(0), int64(-1<<63), uint16(3), "a", "b")
 	f.Fuzz(func(t *testing.T, raw []byte, action, decErr uint8, rule string, keyAt, keyLen uint16, rxWall int64, pre uint16, field, val string) {
+		// The origin and the meta fields asked for, from the other inputs:
+		// a source of either family (or none), a queue (or none).
+		var o Origin
+		o.Queue = int(keyAt) - 100
+		if len(val) >= 4 {
+			var a16 [16]byte
+			copy(a16[:], val)
+			addr := netip.AddrFrom16(a16)
+			if val[0]&1 != 0 {
+				addr = addr.Unmap()
+				if !addr.Is4() {
+					addr = netip.AddrFrom4([4]byte(a16[:4]))
+				}
+			}
+			o.Src = netip.AddrPortFrom(addr, keyLen)
+		}
 		d := engine.Decision{Raw: raw, Action: engine.Action(action % uint8(engine.NumActions)), Err: engine.DecodeError(decErr), Rule: rule}
 		// The engine's key is a view into the event or an unescaped copy
 		// of part of it: never longer. keyAt/keyLen pick such a part.
@@ -37,7 +57,13 @@ func FuzzKeyedRecord(f *testing.F) {
 			d.Key = string(raw[keyAt : int(keyAt)+int(keyLen)])
 		}
 		sk := &sink{keyed: true, keyPath: gjsonPath("user_id")}
-		checkKeyed(t, sk, &d, rxWall, int(pre%512))
+		ro := &recOrigin{o: &o, rxWall: rxWall}
+		checkKeyed(t, sk, &d, ro, int(pre%512))
+		sk.metaOn = true
+		for i := range sk.metaWant {
+			sk.metaWant[i] = pre&(1<<(9+i)) != 0
+		}
+		checkKeyed(t, sk, &d, ro, int(pre%512))
 
 		// A field of any name (a schema path's component: UTF-8, as YAML
 		// is), read through gjsonPath, gives its value.
@@ -54,14 +80,14 @@ func FuzzKeyedRecord(f *testing.F) {
 		if string(k) != want {
 			t.Fatalf("field %q of %s through path %q: key %q, want %q", field, ev, sk.keyPath, k, want)
 		}
-		checkKeyed(t, sk, &engine.Decision{Raw: ev, Action: engine.ActionPass}, rxWall, 0)
+		checkKeyed(t, sk, &engine.Decision{Raw: ev, Action: engine.ActionPass}, ro, 0)
 	})
 }
 
 // checkKeyed encodes d after pre bytes of earlier records as AddAt does
 // (nothing when keyedBound says it does not fit a slab: TooBig) and checks
 // what parseKeyed reads back.
-func checkKeyed(t *testing.T, sk *sink, d *engine.Decision, rxWall int64, pre int) {
+func checkKeyed(t *testing.T, sk *sink, d *engine.Decision, ro *recOrigin, pre int) {
 	t.Helper()
 	c := classOf(d)
 	bound := keyedBound(d, c)
@@ -72,7 +98,7 @@ func checkKeyed(t *testing.T, sk *sink, d *engine.Decision, rxWall int64, pre in
 	for i := range slab {
 		slab[i] = byte(i)
 	}
-	slab = sk.encodeKeyed(slab, d, c, rxWall)
+	slab = sk.encodeKeyed(slab, d, c, ro)
 	if len(slab) > pre+bound {
 		t.Fatalf("record of %d bytes, keyedBound %d (rule %d, event %d, key %d bytes)", len(slab)-pre, bound, len(d.Rule), len(d.Raw), len(d.Key))
 	}
@@ -104,6 +130,19 @@ func checkKeyed(t *testing.T, sk *sink, d *engine.Decision, rxWall int64, pre in
 	if len(wantKey) == 0 {
 		wantKey = nil // an empty key is no key
 	}
+	var wantSrc, wantQueue, wantTime []byte
+	if sk.metaOn {
+		if sk.metaWant[metaSrc] && ro.o.Src.IsValid() {
+			wantSrc = []byte(ro.o.Src.String())
+		}
+		if sk.metaWant[metaQueue] && ro.o.Queue >= 0 {
+			wantQueue = []byte(strconv.Itoa(ro.o.Queue))
+		}
+		if sk.metaWant[metaRxTime] {
+			wantTime = []byte(time.Unix(0, ro.rxWall).UTC().Format(rxTimeLayout))
+		}
+	}
+	rxWall := ro.rxWall
 	switch {
 	case r.verdict != wantVerdict:
 		t.Fatalf("verdict code %d, want %d", r.verdict, wantVerdict)
@@ -113,6 +152,8 @@ func checkKeyed(t *testing.T, sk *sink, d *engine.Decision, rxWall int64, pre in
 		t.Fatalf("key %q (nil %v), want %q (nil %v)", r.key, r.key == nil, wantKey, wantKey == nil)
 	case r.rxNs != rxWall || string(r.rxText) != strconv.FormatInt(rxWall, 10):
 		t.Fatalf("receive time %d %q, want %d", r.rxNs, r.rxText, rxWall)
+	case !bytes.Equal(r.src, wantSrc) || !bytes.Equal(r.queue, wantQueue) || !bytes.Equal(r.rxTime, wantTime):
+		t.Fatalf("meta src %q queue %q time %q, want %q %q %q", r.src, r.queue, r.rxTime, wantSrc, wantQueue, wantTime)
 	case !bytes.Equal(r.value, d.Raw):
 		t.Fatalf("value %q, want the event %q", r.value, d.Raw)
 	case cap(r.rule) != len(r.rule) || cap(r.key) != len(r.key) || cap(r.rxText) != len(r.rxText):
