@@ -338,13 +338,16 @@ static __always_inline int port_listened(__u16 port)
 	return ps && (ps->bits[(port >> 6) & 1023] >> (port & 63)) & 1;
 }
 
-/* First non-blank byte of the payload must be '{'. */
-static __always_inline int payload_is_json(void *p, void *data_end)
+/* First non-blank byte of the payload must be '{'. The payload is the
+ * datagram's, len bytes (the UDP length less its header): what follows it
+ * in the frame (bytes the IP length holds and the UDP length does not,
+ * Ethernet padding) is not the datagram, and the stack trims it. */
+static __always_inline int payload_is_json(void *p, void *data_end, __u32 len)
 {
 	for (int i = 0; i < XGATE_BLANKS_MAX; i++) {
 		__u8 *c = p + i;
 
-		if ((void *)(c + 1) > data_end)
+		if ((__u32)i >= len || (void *)(c + 1) > data_end)
 			return 0; /* empty or all blank */
 		if (*c == '{')
 			return 1;
@@ -636,7 +639,7 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		return XDP_DROP;
 	}
 admitted:
-	if ((cfg->flags & XGATE_F_PAYLOAD_CHECK) && !payload_is_json(udp + 1, data_end)) {
+	if ((cfg->flags & XGATE_F_PAYLOAD_CHECK) && !payload_is_json(udp + 1, data_end, ulen - sizeof(*udp))) {
 		*reason = XGATE_R_PAYLOAD_NOT_JSON;
 		return XDP_DROP;
 	}
