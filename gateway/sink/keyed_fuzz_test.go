@@ -3,7 +3,9 @@ package sink
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,6 +35,7 @@ func FuzzKeyedRecord(f *testing.F) {
 	f.Add([]byte(`{"user":{"id":"n-1"}}`), uint8(0), uint8(0), "", uint16(0), uint16(0), int64(1<<63-1), uint16(0), `a\b*c?d|e#f@g`, `"\`)
 	f.Add([]byte{}, uint8(0), uint8(200), strings.Repeat("r", 300), uint16(0), uint16(0), int64(5), uint16(1), "", "")
 	f.Add([]byte(`{"a":1}`), uint8(0), uint8(0), "", uint16(0), uint16(0), int64(-1<<63), uint16(3), "a", "b")
+	f.Add([]byte("{ \n}"), uint8(2), uint8(0), "r", uint16(0), uint16(0), int64(7), uint16(1), "k", "v")
 	f.Fuzz(func(t *testing.T, raw []byte, action, decErr uint8, rule string, keyAt, keyLen uint16, rxWall int64, pre uint16, field, val string) {
 		// The origin and the meta fields asked for, from the other inputs:
 		// a source of either family (or none), a queue (or none).
@@ -65,6 +68,15 @@ func FuzzKeyedRecord(f *testing.F) {
 		}
 		checkKeyed(t, sk, &d, ro, int(pre%512))
 
+		// Added fields (enrichment): one member made of field and val.
+		if pre&1 != 0 {
+			name, _ := json.Marshal(field)
+			value, _ := json.Marshal(val)
+			d.Extra = fmt.Appendf(nil, ",%s:%s", name, value)
+			checkKeyed(t, sk, &d, ro, int(pre%512))
+			d.Extra = nil
+		}
+
 		// A field of any name (a schema path's component: UTF-8, as YAML
 		// is), read through gjsonPath, gives its value.
 		if field == "" || strings.Contains(field, ".") || !utf8.ValidString(field) {
@@ -82,6 +94,33 @@ func FuzzKeyedRecord(f *testing.F) {
 		}
 		checkKeyed(t, sk, &engine.Decision{Raw: ev, Action: engine.ActionPass}, ro, 0)
 	})
+}
+
+// checkExtra checks the value of a record whose decision has added fields:
+// within the bound, and for an event that is one JSON object from '{' to
+// '}' (as the engine's events are), that object with the fields in it.
+func checkExtra(t *testing.T, d *engine.Decision, value []byte) {
+	t.Helper()
+	if len(value) > len(d.Raw)+len(d.Extra) {
+		t.Fatalf("value of %d bytes from an event of %d and fields of %d", len(value), len(d.Raw), len(d.Extra))
+	}
+	raw := d.Raw
+	if !json.Valid(raw) || raw[0] != '{' || raw[len(raw)-1] != '}' {
+		return
+	}
+	var got, want map[string]any
+	extra := append(append([]byte("{"), d.Extra[1:]...), '}')
+	if err := json.Unmarshal(value, &got); err != nil {
+		t.Fatalf("value %q (event %q, fields %q) is no JSON object: %v", value, d.Raw, d.Extra, err)
+	}
+	if err := json.Unmarshal(extra, &want); err != nil {
+		t.Fatalf("fields %q: %v", d.Extra, err)
+	}
+	for k, v := range want {
+		if !reflect.DeepEqual(got[k], v) {
+			t.Fatalf("value %q: field %q is %v, want %v", value, k, got[k], v)
+		}
+	}
 }
 
 // checkKeyed encodes d after pre bytes of earlier records as AddAt does
@@ -154,8 +193,12 @@ func checkKeyed(t *testing.T, sk *sink, d *engine.Decision, ro *recOrigin, pre i
 		t.Fatalf("receive time %d %q, want %d", r.rxNs, r.rxText, rxWall)
 	case !bytes.Equal(r.src, wantSrc) || !bytes.Equal(r.queue, wantQueue) || !bytes.Equal(r.rxTime, wantTime):
 		t.Fatalf("meta src %q queue %q time %q, want %q %q %q", r.src, r.queue, r.rxTime, wantSrc, wantQueue, wantTime)
-	case !bytes.Equal(r.value, d.Raw):
-		t.Fatalf("value %q, want the event %q", r.value, d.Raw)
+	case len(d.Extra) == 0 || c == classReject:
+		if !bytes.Equal(r.value, d.Raw) {
+			t.Fatalf("value %q, want the event %q", r.value, d.Raw)
+		}
+	default:
+		checkExtra(t, d, r.value)
 	case cap(r.rule) != len(r.rule) || cap(r.key) != len(r.key) || cap(r.rxText) != len(r.rxText):
 		t.Fatal("a view's capacity reaches into the next part: an append to it would overwrite the record")
 	}
