@@ -188,3 +188,38 @@ func TestReloadTellsTheTruth(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainMountsNothing: plain mode as root leaves /sys/fs/bpf as it is.
+// The daemon runs in a mount namespace of its own without a bpffs there;
+// it used to mount one anyway.
+func TestPlainMountsNothing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (unshare)")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("no unshare")
+	}
+	bin := releaseBinary(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "xgate.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf("mode: plain\nlisten: {ports: [%d], address: 127.0.0.1}\nhttp: {listen: \"\"}\n"+
+		"sinks: [{type: file, path: %s, what: passed}]\n", freePort(t, "udp"), filepath.Join(dir, "passed.ndjson")))
+	d := startDaemon(t, nil, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`umount -l /sys/fs/bpf 2>/dev/null; exec "$0" "$@"`, bin, "run", "-c", cfgPath, "--pid-file", "")
+	d.WaitReceiving(10 * time.Second)
+	mounts, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", d.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(l, " - bpf ") {
+			t.Errorf("plain mode mounted a bpffs: %s", l)
+		}
+	}
+	if err := syscall.Kill(d.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.WaitExit(10 * time.Second); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+}
