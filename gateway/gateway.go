@@ -191,6 +191,9 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		if err != nil {
 			return nil, err
 		}
+		if l.Skipped != "" {
+			g.log.Warn("one daemon per port not enforced", "port", port, "why", l.Skipped)
+		}
 		g.locks = append(g.locks, l)
 	}
 	// Plain mode pins nothing: it leaves /sys/fs/bpf as it is.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -615,20 +614,14 @@ func TestHTTPUnixSocket(t *testing.T) {
 	}
 	// Another user: connect(2) needs write permission on the socket.
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, 65534, 65534, 65534); e != 0 {
-			errc <- fmt.Errorf("setresuid: %w", e)
-			return
-		}
+	errc <- testenv.AsUser(65534, func() error {
 		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
 		defer unix.Close(fd)
-		errc <- unix.Connect(fd, &unix.SockaddrUnix{Name: sock})
-	}()
+		return unix.Connect(fd, &unix.SockaddrUnix{Name: sock})
+	})
 	if err := <-errc; !errors.Is(err, unix.EACCES) {
 		t.Errorf("connect as uid 65534: %v, want EACCES", err)
 	}

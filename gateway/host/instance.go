@@ -3,9 +3,11 @@ package host
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,19 +29,29 @@ import (
 var ErrInUse = errors.New("held by another process")
 
 // Lock is one held lock; Release drops it (closing the process drops it
-// too).
+// too). Skipped, when not "", says why a lock was not taken although the
+// caller may go on (LockPort: a name held by a process we must not trust).
 type Lock struct {
-	fd   int
-	what string
+	fd      int
+	ln      net.Listener
+	what    string
+	Skipped string
 }
 
 // Release drops the lock. Safe on nil.
 func (l *Lock) Release() error {
-	if l == nil || l.fd < 0 {
+	if l == nil {
 		return nil
 	}
-	err := unix.Close(l.fd)
-	l.fd = -1
+	var err error
+	if l.ln != nil {
+		err = l.ln.Close()
+		l.ln = nil
+	}
+	if l.fd >= 0 {
+		err = errors.Join(err, unix.Close(l.fd))
+		l.fd = -1
+	}
 	if err != nil {
 		return fmt.Errorf("release %s: %w", l.what, err)
 	}
@@ -52,52 +64,66 @@ func portLockName(port uint16) string {
 }
 
 // LockPort takes the lock of UDP port in the caller's network namespace.
-// When another process holds it, the error names that process (the
-// kernel's SO_PEERCRED of the lock's listener).
+// When another xgate holds it, the error names that process (the kernel's
+// SO_PEERCRED of the lock's listener).
+//
+// An abstract name has no file permissions: any local user could bind it
+// first. A holder is therefore trusted only when it runs as root or as
+// this process's user; a name held by anyone else (or by a holder that
+// does not answer) is a squatter, and the lock is skipped (Lock.Skipped
+// says so) rather than let it keep the daemon from starting.
 func LockPort(port uint16) (*Lock, error) {
 	name := portLockName(port)
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("lock udp port %d: socket: %w", port, err)
-	}
-	err = unix.Bind(fd, &unix.SockaddrUnix{Name: name})
+	what := "udp port " + strconv.Itoa(int(port))
+	ln, err := net.Listen("unix", name)
 	if err == nil {
-		// Listening lets a second daemon ask who holds the port (nobody
-		// accepts: a few askers fit in the backlog, later ones are told
-		// "another process").
-		err = unix.Listen(fd, 16)
+		// Answer every asker, so that the backlog never fills and a
+		// second daemon can always learn who holds the port. Accept
+		// blocks in the poller: nothing runs at rest.
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		return &Lock{fd: -1, ln: ln, what: what}, nil
 	}
-	if err == nil {
-		return &Lock{fd: fd, what: "udp port " + strconv.Itoa(int(port))}, nil
-	}
-	unix.Close(fd)
 	if !errors.Is(err, unix.EADDRINUSE) {
 		return nil, fmt.Errorf("lock udp port %d: %w", port, err)
 	}
-	holder := "another process"
-	if pid := lockHolder(name); pid > 0 {
-		holder = processName(pid)
+	cred := lockHolder(name)
+	switch {
+	case cred == nil:
+		return &Lock{fd: -1, what: what, Skipped: fmt.Sprintf("the lock name of udp port %d is held by a process that does not answer; "+
+			"going on without the one-daemon-per-port lock", port)}, nil
+	case cred.Uid != 0 && int(cred.Uid) != os.Geteuid():
+		return &Lock{fd: -1, what: what, Skipped: fmt.Sprintf("the lock name of udp port %d is held by %s of uid %d, neither root nor this daemon's user; "+
+			"going on without the one-daemon-per-port lock", port, processName(int(cred.Pid)), cred.Uid)}, nil
 	}
 	return nil, fmt.Errorf("%s already receives udp port %d in this network namespace; a second daemon would take "+
-		"half its traffic through SO_REUSEPORT (stop it, or give this one other listen.ports): %w", holder, port, ErrInUse)
+		"half its traffic through SO_REUSEPORT (stop it, or give this one other listen.ports): %w", processName(int(cred.Pid)), port, ErrInUse)
 }
 
-// lockHolder asks the holder of the abstract socket name for its pid
-// (0 when it cannot be told).
-func lockHolder(name string) int {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+// lockHolder asks the holder of the abstract socket name who it is (nil
+// when it cannot be told).
+func lockHolder(name string) *unix.Ucred {
+	c, err := net.DialTimeout("unix", name, time.Second)
 	if err != nil {
-		return 0
+		return nil
 	}
-	defer unix.Close(fd)
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: name}); err != nil && !errors.Is(err, unix.EAGAIN) {
-		return 0
-	}
-	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	defer c.Close()
+	sc, err := c.(*net.UnixConn).SyscallConn()
 	if err != nil {
-		return 0
+		return nil
 	}
-	return int(cred.Pid)
+	var cred *unix.Ucred
+	_ = sc.Control(func(fd uintptr) {
+		cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	return cred
 }
 
 // processName is "xgate (pid N)" from /proc, or "process N".

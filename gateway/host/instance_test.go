@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/xgate/xgate/testenv"
+	"golang.org/x/sys/unix"
 )
 
 func TestLockPort(t *testing.T) {
@@ -39,8 +42,8 @@ func TestLockPort(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	// Many askers: the holder cannot be named once the backlog is full,
-	// but the lock still holds.
+	// Many askers: the holder answers them all (its backlog never fills),
+	// so each is refused naming it.
 	l, err = LockPort(port)
 	if err != nil {
 		t.Fatal(err)
@@ -51,6 +54,42 @@ func TestLockPort(t *testing.T) {
 			t.Fatalf("ask %d: %v, want ErrInUse", i, err)
 		}
 	}
+}
+
+// TestLockPortSquatter: a name held by another user (abstract names have
+// no permissions) does not keep the daemon from starting: the lock is
+// skipped and says why. A squatter that never answers is skipped too.
+func TestLockPortSquatter(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to bind as another user")
+	}
+	const port = 59_997
+	// Another user binds the name first.
+	fd := -1
+	err := testenv.AsUser(65534, func() error {
+		var err error
+		if fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: portLockName(port)}); err != nil {
+			return err
+		}
+		return unix.Listen(fd, 16)
+	})
+	if fd >= 0 {
+		defer unix.Close(fd)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := LockPort(port)
+	if err != nil {
+		t.Fatalf("a squatter of uid 65534 kept the lock: %v", err)
+	}
+	if !strings.Contains(l.Skipped, "uid 65534") {
+		t.Errorf("Skipped = %q, want the squatter's uid", l.Skipped)
+	}
+	l.Release()
 }
 
 func TestLockDir(t *testing.T) {
