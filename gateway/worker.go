@@ -54,7 +54,10 @@ type worker struct {
 	// batch in hand to its last verdict (afxdp) or to its sink flush
 	// (socket, plain); not waiting, spinning or sleeping. Busy time over
 	// events decided is the worker's capacity, whatever the offered load.
-	busyNs    atomic.Uint64
+	busyNs atomic.Uint64
+	// busyCPUNs is the worker thread's CPU time on the same batches,
+	// estimated from samples (busyMeter); 0 until the first sample.
+	busyCPUNs atomic.Uint64
 	sockDrops atomic.Uint64 // the socket's drop count (sk_drops), newest reading
 	err       atomic.Pointer[error]
 }
@@ -138,7 +141,8 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 		w.fail(err)
 		return
 	}
-	var total, busy uint64
+	var total uint64
+	var busy busyMeter
 	resting := false // waiting without a timeout (see below)
 	for {
 		n, err := w.sock.recv(w.batch)
@@ -156,6 +160,7 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 		}
 		var t0 time.Time
 		if n > 0 {
+			busy.begin()
 			t0 = time.Now() // vDSO, no allocation; once per batch
 		}
 		w.loadTap()
@@ -175,8 +180,9 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 			w.datagrams.Store(total)
 		}
 		if n > 0 {
-			busy += uint64(time.Since(t0))
-			w.busyNs.Store(busy)
+			wall, cpu := busy.end(uint64(time.Since(t0)))
+			w.busyNs.Store(wall)
+			w.busyCPUNs.Store(cpu)
 		}
 		if shut || (n == 0 && stop.Load()) {
 			return

@@ -127,9 +127,12 @@ type Report struct {
 	EventsPerCPUS  float64 `json:"events_per_cpu_s"`
 	AllocsPerEvent float64 `json:"allocs_per_event"`
 	// WorkerBusyS is the gateway workers' busy CPU time over the window
-	// (batches in hand, not waiting; summed over workers) and
-	// EventsPerBusyS the capacity it implies: events decided per busy
-	// worker CPU-second. 0 for the yardsticks, which do not measure it.
+	// (the worker threads' CPU time on their batches, from a batch in hand
+	// to done with it: not waiting, spinning, sleeping or preempted;
+	// summed over workers; gateway.Stats.WorkerBusyCPU) and EventsPerBusyS
+	// the capacity it implies: events decided per busy worker CPU-second,
+	// a figure that holds when the generator, not the worker, is the wall.
+	// 0 for the yardsticks, which do not measure it.
 	WorkerBusyS    float64 `json:"worker_busy_s"`
 	EventsPerBusyS float64 `json:"events_per_busy_s"`
 	// Generator is the engine that sent (xdp: live frames, afxdp) and
