@@ -154,35 +154,8 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 			return
 		}
 		shut := false
-		got := 0
-		if w.batch.reassembled > 0 {
-			w.reassembled.Add(uint64(w.batch.reassembled))
-		}
-		var t0 time.Time
 		if n > 0 {
-			busy.begin()
-			t0 = time.Now() // vDSO, no allocation; once per batch
-		}
-		w.loadTap()
-		for i := 0; i < n; i++ {
-			if w.batch.hdrs[i].Hdr.Namelen == 0 {
-				shut = true // not a datagram: the socket was shut down
-				continue
-			}
-			got++
-			w.decide(w.batch.bufs[i][:w.batch.lens[i]], w.batch.source(i), 0)
-		}
-		if got > 0 {
-			if w.sw != nil {
-				w.sw.Flush()
-			}
-			total += uint64(got)
-			w.datagrams.Store(total)
-		}
-		if n > 0 {
-			wall, cpu := busy.end(uint64(time.Since(t0)))
-			w.busyNs.Store(wall)
-			w.busyCPUNs.Store(cpu)
+			shut = w.socketBatch(n, &total, &busy)
 		}
 		if shut || (n == 0 && stop.Load()) {
 			return
@@ -203,6 +176,40 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 			}
 		}
 	}
+}
+
+// socketBatch decides the n (> 0) messages of the last recv and does the
+// batch's bookkeeping: busy time, the datagram count (total, the worker's
+// running sum, stored once), the sink flush. It reports whether a message
+// was the shutdown's empty one.
+func (w *worker) socketBatch(n int, total *uint64, busy *busyMeter) (shut bool) {
+	b := w.batch
+	if b.reassembled > 0 {
+		w.reassembled.Add(uint64(b.reassembled))
+	}
+	busy.begin()
+	t0 := time.Now() // vDSO, no allocation; once per batch
+	w.loadTap()
+	got := 0
+	for i := 0; i < n; i++ {
+		if b.hdrs[i].Hdr.Namelen == 0 {
+			shut = true // not a datagram: the socket was shut down
+			continue
+		}
+		got++
+		w.decide(b.bufs[i][:b.lens[i]], b.source(i), 0)
+	}
+	if got > 0 {
+		if w.sw != nil {
+			w.sw.Flush()
+		}
+		*total += uint64(got)
+		w.datagrams.Store(*total)
+	}
+	wall, cpu := busy.end(uint64(time.Since(t0)))
+	w.busyNs.Store(wall)
+	w.busyCPUNs.Store(cpu)
+	return shut
 }
 
 func (w *worker) fail(err error) { w.err.Store(&err) }
