@@ -15,8 +15,9 @@ const busyCPUEvery = 16
 // time from a batch in hand to done with it, summed over every batch (the
 // loop reads that clock anyway); it includes the time the thread waited
 // preempted on a busy CPU. cpu: the thread's CPU time on its batches,
-// estimated as wall × the CPU share of wall measured on every
-// busyCPUEvery-th batch (thread CPU clock read before and after it). It
+// estimated per batch as its wall time × the CPU share of wall measured so
+// far on every busyCPUEvery-th batch (thread CPU clock read before and
+// after it). It
 // is what the batches cost, whatever else runs on the CPU, so events per
 // busy CPU-second is the worker's capacity even when the generator, not
 // the worker, limits the rate.
@@ -25,6 +26,7 @@ const busyCPUEvery = 16
 // results go out through the worker's atomics.
 type busyMeter struct {
 	wallNs         uint64 // every batch
+	cpuNs          uint64 // every batch, estimated
 	sampWall, samp uint64 // sampled batches: wall ns and CPU ns
 	batches        uint32
 	sampling       bool
@@ -44,6 +46,8 @@ func (m *busyMeter) begin() {
 
 // end is called with the batch's wall time (its end read after begin's
 // start) and returns the totals so far: wall ns and estimated CPU ns.
+// Both only grow: each batch adds its wall time × the CPU share of the
+// samples so far (1 until the first sample), never more than its wall.
 func (m *busyMeter) end(wallNs uint64) (wall, cpu uint64) {
 	m.wallNs += wallNs
 	if m.sampling {
@@ -55,11 +59,12 @@ func (m *busyMeter) end(wallNs uint64) (wall, cpu uint64) {
 			m.sampWall += wallNs
 		}
 	}
-	if m.sampWall == 0 {
-		return m.wallNs, 0
+	share := 1.0
+	if m.sampWall > 0 {
+		share = min(1, float64(m.samp)/float64(m.sampWall))
 	}
-	share := min(1, float64(m.samp)/float64(m.sampWall))
-	return m.wallNs, uint64(float64(m.wallNs) * share)
+	m.cpuNs += uint64(float64(wallNs) * share)
+	return m.wallNs, m.cpuNs
 }
 
 // threadCPU reads the calling thread's CPU clock, ns; 0 if it cannot.

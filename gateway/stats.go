@@ -55,8 +55,8 @@ type Stats struct {
 	// WorkerBusyCPU is each worker thread's CPU time on those batches
 	// (estimated from every 16th batch, see busyMeter): unlike WorkerBusy
 	// it leaves out the time the thread waited preempted, so events over
-	// it is the capacity whatever else ran on the CPU. 0 before the
-	// worker's 16th batch.
+	// it is the capacity whatever else ran on the CPU. It only grows, and
+	// equals WorkerBusy until the worker's 16th batch.
 	WorkerBusyCPU []time.Duration
 
 	Datagrams uint64 // received by the workers = BadFrames + Rejected + Decided

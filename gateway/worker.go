@@ -56,7 +56,7 @@ type worker struct {
 	// events decided is the worker's capacity, whatever the offered load.
 	busyNs atomic.Uint64
 	// busyCPUNs is the worker thread's CPU time on the same batches,
-	// estimated from samples (busyMeter); 0 until the first sample.
+	// estimated from samples (busyMeter); only grows.
 	busyCPUNs atomic.Uint64
 	sockDrops atomic.Uint64 // the socket's drop count (sk_drops), newest reading
 	err       atomic.Pointer[error]

@@ -64,15 +64,10 @@ type gatewayTarget struct{ g *gateway.Gateway }
 
 func (t gatewayTarget) tally() (tally, error) {
 	s, err := t.g.Stats()
-	// Busy: the workers' CPU time on their batches (preemption left out),
-	// or, before the first CPU sample, their wall time on them.
-	var busy, busyCPU time.Duration
-	for i, b := range s.WorkerBusy {
+	// Busy: the workers' CPU time on their batches (preemption left out).
+	var busy time.Duration
+	for _, b := range s.WorkerBusyCPU {
 		busy += b
-		busyCPU += s.WorkerBusyCPU[i]
-	}
-	if busyCPU > 0 {
-		busy = busyCPU
 	}
 	// The gateway's identity by datagrams, folded into the bench's columns:
 	// the AF_XDP losses (bad frames, queues without a socket) with the
