@@ -131,7 +131,10 @@ func (g *Gateway) closeXSKs() {
 // into the UMEM), decide each UDP payload, then release the whole batch to
 // the fill ring — only after the engine and the sink writer are done with
 // every view into it. When the ring is empty, Receive spins for afxdp.spin
-// before it sleeps.
+// before it sleeps: with the receive timeout while traffic flows, and,
+// once a timeout passed with nothing to do and the counts and sink records
+// are handed over, without one, until frames arrive or Stop wakes it
+// (Socket.Wake), so an idle worker wakes no one.
 func (w *worker) runXSK(stop *atomic.Bool) {
 	defer w.finish()
 	if err := w.pin(); err != nil {
@@ -139,7 +142,9 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 		return
 	}
 	x := w.xsk
-	var total, busy uint64
+	var total uint64
+	var busy busyMeter
+	resting := false // waiting without a timeout
 	for !stop.Load() {
 		n, err := x.sock.Receive(x.frames)
 		if err != nil {
@@ -155,8 +160,17 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 		}
 		if n == 0 {
 			w.idle()
+			if !resting {
+				x.sock.SetPollTimeout(0)
+				resting = true
+			}
 			continue
 		}
+		if resting {
+			x.sock.SetPollTimeout(w.recvTimeout)
+			resting = false
+		}
+		busy.begin()
 		t0 := monotonicNs() // busy from here to recordLatency's clock read
 		w.loadTap()
 		for i := 0; i < n; i++ {
@@ -174,8 +188,9 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 			w.decide(payload, src, rxNs)
 		}
 		if t1 := x.recordLatency(n); t1 > t0 {
-			busy += t1 - t0
-			w.busyNs.Store(busy)
+			wall, cpu := busy.end(t1 - t0)
+			w.busyNs.Store(wall)
+			w.busyCPUNs.Store(cpu)
 		}
 		if w.sw != nil {
 			w.sw.Flush()

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -41,6 +42,11 @@ func TestWorkerBusyTime(t *testing.T) {
 				if b < 0 || b > wall {
 					t.Fatalf("worker %d busy %v over a wall time of %v", i, b, wall)
 				}
+				// The CPU measure (0 before its first sample) is at most
+				// the wall time on the same batches.
+				if c := s.WorkerBusyCPU[i]; c < 0 || c > b {
+					t.Fatalf("worker %d busy CPU %v, wall %v", i, c, b)
+				}
 				sum += b
 			}
 			t.Logf("%s: %d events, busy %v (%v), %.0f ns per event", mode, s.Engine.Events, s.WorkerBusy, wall, float64(sum)/float64(s.Engine.Events))
@@ -61,5 +67,68 @@ func TestWorkerBusyTime(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestBusyMeterCPU: the CPU measure of busy time follows the thread's CPU
+// clock, not the wall: batches that compute come out at about their wall
+// time, batches that wait (as a preempted thread does) at a fraction of
+// it; neither above the wall, and it only grows. Before the first
+// sampled batch it is the wall time.
+func TestBusyMeterCPU(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	batch := func(m *busyMeter, work func()) (wall, cpu uint64) {
+		m.begin()
+		t0 := time.Now()
+		work()
+		return m.end(uint64(time.Since(t0)))
+	}
+	spin := func() {
+		for t0 := time.Now(); time.Since(t0) < 200*time.Microsecond; {
+		}
+	}
+	var m busyMeter
+	if wall, cpu := batch(&m, spin); cpu != wall {
+		t.Errorf("CPU %d ns before any sample, want the wall time %d ns", cpu, wall)
+	}
+	var wall, cpu, lastCPU uint64
+	for range 4 * busyCPUEvery {
+		wall, cpu = batch(&m, spin)
+		if cpu < lastCPU {
+			t.Fatalf("CPU went back from %d to %d ns", lastCPU, cpu)
+		}
+		lastCPU = cpu
+	}
+	t.Logf("computing: wall %v, CPU %v", time.Duration(wall), time.Duration(cpu))
+	if cpu == 0 || cpu > wall || cpu < wall/4 { // a loaded host preempts some
+		t.Errorf("computing batches: CPU %d ns of %d ns wall", cpu, wall)
+	}
+	var w busyMeter
+	for range 8 * busyCPUEvery {
+		wall, cpu = batch(&w, func() { time.Sleep(time.Millisecond) })
+	}
+	t.Logf("waiting: wall %v, CPU %v", time.Duration(wall), time.Duration(cpu))
+	if cpu > wall/4 {
+		t.Errorf("waiting batches: CPU %d ns of %d ns wall", cpu, wall)
+	}
+}
+
+// TestBusyMeterNoAllocs: the meter allocates nothing, sampled batch or not.
+func TestBusyMeterNoAllocs(t *testing.T) {
+	var m busyMeter
+	if n := testing.AllocsPerRun(10*busyCPUEvery, func() { m.begin(); m.end(100) }); n != 0 {
+		t.Errorf("%v allocations per batch", n)
+	}
+}
+
+// BenchmarkBusyMeter is the meter's cost per batch (a sampled batch in
+// busyCPUEvery reads the thread's CPU clock twice).
+func BenchmarkBusyMeter(b *testing.B) {
+	b.ReportAllocs()
+	var m busyMeter
+	for b.Loop() {
+		m.begin()
+		m.end(100)
 	}
 }

@@ -38,8 +38,10 @@ type Options struct {
 	SysRoot string
 	// StopTimeout bounds the drain on Stop (default 5s).
 	StopTimeout time.Duration
-	// RecvTimeout is how long a worker waits in one receive call before it
-	// checks for stop (default 100ms).
+	// RecvTimeout is how long a worker waits in one receive call while
+	// traffic flows, before it hands its counts and sink records over
+	// (default 100ms); an idle worker then waits without a timeout until
+	// traffic or Stop.
 	RecvTimeout time.Duration
 	// DropCaps makes Run drop every capability of the process, on every
 	// thread, and set no_new_privs once setup is done (caps_linux.go); the
@@ -261,10 +263,9 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	g.pinned.Add(len(cpus))
 	for i, cpu := range cpus {
 		w := &worker{id: i, cpu: cpu, rtPrio: rtPrio, ew: g.eng.NewWorker(), sw: g.sinks.Writer(i), fb: g.fb, tap: g.tap,
-			hk: g.hk, pinned: &g.pinned}
+			hk: g.hk, pinned: &g.pinned, recvTimeout: g.opts.RecvTimeout}
 		if i < len(g.sockets) {
 			w.sock = g.sockets[i]
-			w.recvTimeout = g.opts.RecvTimeout
 			w.batch = newBatch(max(1, cfg.Socket.Batch), cfg.Limits.MaxDatagram+1)
 		}
 		if i < len(g.xsks) {
@@ -493,6 +494,9 @@ func (g *Gateway) Stop() error {
 		g.stop.Store(true)
 		for _, s := range g.sockets {
 			s.shutdown()
+		}
+		for _, x := range g.xsks {
+			_ = x.sock.Wake() // an idle afxdp worker sleeps without a timeout
 		}
 		done := make(chan struct{})
 		go func() { g.wg.Wait(); close(done) }()

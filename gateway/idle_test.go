@@ -49,25 +49,18 @@ func processCPU() time.Duration {
 
 // TestIdleCost: a gateway with nothing to do wakes (almost) no one: no
 // fixed-rate tickers, the workers wait without a timeout once their work
-// is handed over. A bounded check with a generous margin (the target is
+// is handed over (the socket paths in recvmmsg, the afxdp path in poll
+// until frames or Stop's Socket.Wake). A bounded check with a generous margin (the target is
 // < 50 wake-ups/s and < 0.2 % of a core; the test allows 0.5 %, as the
 // test process adds its own; BENCHMARKS.md has the figures).
 func TestIdleCost(t *testing.T) {
-	for _, mode := range []config.Mode{config.ModePlain, config.ModeSocket} {
+	for _, mode := range []config.Mode{config.ModePlain, config.ModeSocket, config.ModeAFXDP} {
 		t.Run(mode.String(), func(t *testing.T) {
-			var cfg *config.Config
-			var host *testenv.Host
-			if mode == config.ModeSocket {
-				pair := testenv.New(t, testenv.Options{RxQueues: 1})
-				host = pair.B
-				cfg = itConfig(t, pair.B.Link, "socket", filepath.Join(t.TempDir(), "passed.ndjson"))
-			} else {
-				pair := testenv.New(t, testenv.Options{RxQueues: 1})
-				host = pair.B
-				cfg = itConfig(t, pair.B.Link, "plain", filepath.Join(t.TempDir(), "passed.ndjson"))
-			}
+			pair := testenv.New(t, testenv.Options{RxQueues: 1})
+			host := pair.B
+			cfg := itConfig(t, pair.B.Link, mode.String(), filepath.Join(t.TempDir(), "passed.ndjson"))
 			cfg.HTTP.Listen = ""
-			_, stop := startGateway(t, host, cfg)
+			g, stop := startGateway(t, host, cfg)
 			defer stop()
 			time.Sleep(500 * time.Millisecond) // start-up, the first receive timeouts
 			const window = 3 * time.Second
@@ -80,6 +73,29 @@ func TestIdleCost(t *testing.T) {
 			if perSec > 50 || share > 0.005 {
 				t.Errorf("idle gateway: %.1f wake-ups/s, %.2f %% of a core: something runs at rest", perSec, 100*share)
 			}
+			// A resting worker takes traffic again at once, and Stop gets
+			// it out of its wait without a timeout.
+			sent := sendEventsAndOther(t, pair, 50, 0)
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				st, err := g.Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Datagrams >= sent {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after the rest: %d of %d datagrams received", st.Datagrams, sent)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(200 * time.Millisecond) // resting again
+			t0 := time.Now()
+			if err := stop(); err != nil {
+				t.Fatalf("stop after the rest: %v", err)
+			}
+			t.Logf("stopped in %v", time.Since(t0))
 		})
 	}
 }

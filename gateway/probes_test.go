@@ -258,7 +258,7 @@ func TestSocketLatencyNoAllocs(t *testing.T) {
 }
 
 // latencyTestSocket opens a loopback UDP socket and a sender to it.
-func latencyTestSocket(t *testing.T) (*udpSocket, int, unix.Sockaddr) {
+func latencyTestSocket(t testing.TB) (*udpSocket, int, unix.Sockaddr) {
 	t.Helper()
 	s, err := openUDP(netip.MustParseAddrPort("127.0.0.1:0"), false, 1<<20, 50*time.Millisecond)
 	if err != nil {

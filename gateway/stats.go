@@ -52,6 +52,12 @@ type Stats struct {
 	// queue or socket it serves): from a batch in hand to done with it,
 	// not waiting. Events over busy time is the capacity of the workers.
 	WorkerBusy []time.Duration
+	// WorkerBusyCPU is each worker thread's CPU time on those batches
+	// (estimated from every 16th batch, see busyMeter): unlike WorkerBusy
+	// it leaves out the time the thread waited preempted, so events over
+	// it is the capacity whatever else ran on the CPU. It only grows, and
+	// equals WorkerBusy until the worker's 16th batch.
+	WorkerBusyCPU []time.Duration
 
 	Datagrams uint64 // received by the workers = BadFrames + Rejected + Decided
 	Rejected  uint64 // datagrams none of whose events decoded
@@ -129,6 +135,7 @@ func (g *Gateway) Stats() (Stats, error) {
 		s.Rejected += w.rejected.Load()
 		s.Reassembled += w.reassembled.Load()
 		s.WorkerBusy = append(s.WorkerBusy, time.Duration(w.busyNs.Load()))
+		s.WorkerBusyCPU = append(s.WorkerBusyCPU, time.Duration(w.busyCPUNs.Load()))
 		s.SocketDrops += w.sockDrops.Load()
 		s.RingDrops += w.ringDrops()
 		if w.xsk != nil {

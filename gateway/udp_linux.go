@@ -142,6 +142,11 @@ type mmsgBatch struct {
 	// reassembled counts the datagrams of the last recv that came with a
 	// control message: the kernel reassembled them from fragments.
 	reassembled int
+	// used is how many headers the last recv handed to the kernel and got
+	// back filled: only their lengths and flags need resetting before the
+	// next; the pointers (name, iovec, control) are set once by newBatch
+	// and never written by the kernel.
+	used int
 }
 
 // mmsgCtrl is the control space per message: one cmsg with an int
@@ -160,8 +165,29 @@ func newBatch(n, bufSize int) *mmsgBatch {
 	slab := make([]byte, n*bufSize)
 	for i := range b.bufs {
 		b.bufs[i] = slab[i*bufSize : (i+1)*bufSize : (i+1)*bufSize]
+		b.iovs[i] = unix.Iovec{Base: &b.bufs[i][0]}
+		b.iovs[i].SetLen(bufSize)
+		h := &b.hdrs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		h.Iov = &b.iovs[i]
+		h.Iovlen = 1
+		h.Control = &b.ctrl[i][0]
 	}
+	b.used = n
+	b.reset()
 	return b
+}
+
+// reset readies the headers the last recv used for the next: the kernel
+// wrote their name and control lengths, flags and message lengths.
+func (b *mmsgBatch) reset() {
+	for i := range b.used {
+		h := &b.hdrs[i].Hdr
+		h.Namelen = uint32(unsafe.Sizeof(b.names[i]))
+		h.SetControllen(mmsgCtrl)
+		h.Flags = 0
+	}
+	b.used = 0
 }
 
 // recv fills the batch with up to len(hdrs) datagrams: it blocks until at
@@ -174,18 +200,7 @@ func (s *udpSocket) recv(b *mmsgBatch) (int, error) {
 	if s.pending != 0 {
 		s.recordLatency()
 	}
-	for i := range b.hdrs {
-		b.iovs[i] = unix.Iovec{Base: &b.bufs[i][0]}
-		b.iovs[i].SetLen(len(b.bufs[i]))
-		h := &b.hdrs[i].Hdr
-		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
-		h.Namelen = uint32(unsafe.Sizeof(b.names[i]))
-		h.Iov = &b.iovs[i]
-		h.Iovlen = 1
-		h.Control = &b.ctrl[i][0]
-		h.SetControllen(mmsgCtrl)
-		h.Flags = 0
-	}
+	b.reset()
 	var (
 		n   int
 		err error
@@ -197,6 +212,10 @@ func (s *udpSocket) recv(b *mmsgBatch) (int, error) {
 		n, err = s.recvmmsg(b.hdrs, unix.MSG_WAITFORONE)
 		s.until -= n
 	}
+	// The kernel fills the headers in order, so the first n are the ones
+	// to reset (a split sampled receive fills [0, j) and then [j, n));
+	// the first always, should a failed call have written to it.
+	b.used = max(n, 1)
 	b.reassembled = 0
 	for i := 0; i < n; i++ {
 		b.lens[i] = int(b.hdrs[i].Len)

@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -56,5 +58,50 @@ func TestSocketDropsReadWhileIdle(t *testing.T) {
 	}
 	if drops == 0 || uint64(received)+drops != sent {
 		t.Fatalf("received %d + dropped %d != sent %d (or nothing dropped)", received, drops, sent)
+	}
+}
+
+// TestBatchReset: the headers a recv used get their lengths and flags back
+// (the kernel rewrites them), the pointers set once stay, and a datagram
+// received after a short batch and a long one lands in full.
+func TestBatchReset(t *testing.T) {
+	b := newBatch(8, 256)
+	for i := range 4 {
+		h := &b.hdrs[i].Hdr
+		h.Namelen, h.Flags = 0, 5
+		h.SetControllen(0)
+	}
+	b.used = 4
+	b.reset()
+	for i := range b.hdrs {
+		h := &b.hdrs[i].Hdr
+		if h.Namelen != uint32(unsafe.Sizeof(b.names[i])) || h.Controllen != mmsgCtrl || h.Flags != 0 {
+			t.Errorf("header %d: namelen %d controllen %d flags %d", i, h.Namelen, h.Controllen, h.Flags)
+		}
+		if h.Iov != &b.iovs[i] || h.Iovlen != 1 || h.Name != (*byte)(unsafe.Pointer(&b.names[i])) || h.Control != &b.ctrl[i][0] ||
+			b.iovs[i].Base != &b.bufs[i][0] || b.iovs[i].Len != 256 {
+			t.Errorf("header %d: pointers changed", i)
+		}
+	}
+	s, tx, dst := latencyTestSocket(t)
+	for _, k := range []int{1, 8, 3, 8} {
+		for j := range k {
+			if err := unix.Sendto(tx, bytes.Repeat([]byte{byte('a' + j)}, 200), 0, dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := 0
+		for got < k {
+			n, err := s.recv(b)
+			if err != nil || n == 0 {
+				t.Fatalf("recv %d, %v", n, err)
+			}
+			for i := range n {
+				if b.lens[i] != 200 || b.bufs[i][0] != byte('a'+got+i) || b.hdrs[i].Hdr.Namelen == 0 || !b.source(i).IsLoopback() {
+					t.Fatalf("batch of %d, datagram %d: len %d first %q namelen %d source %v", k, got+i, b.lens[i], b.bufs[i][0], b.hdrs[i].Hdr.Namelen, b.source(i))
+				}
+			}
+			got += n
+		}
 	}
 }

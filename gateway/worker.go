@@ -54,7 +54,10 @@ type worker struct {
 	// batch in hand to its last verdict (afxdp) or to its sink flush
 	// (socket, plain); not waiting, spinning or sleeping. Busy time over
 	// events decided is the worker's capacity, whatever the offered load.
-	busyNs    atomic.Uint64
+	busyNs atomic.Uint64
+	// busyCPUNs is the worker thread's CPU time on the same batches,
+	// estimated from samples (busyMeter); only grows.
+	busyCPUNs atomic.Uint64
 	sockDrops atomic.Uint64 // the socket's drop count (sk_drops), newest reading
 	err       atomic.Pointer[error]
 }
@@ -141,7 +144,8 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 		w.fail(err)
 		return
 	}
-	var total, busy uint64
+	var total uint64
+	var busy busyMeter
 	resting := false // waiting without a timeout (see below)
 	for {
 		n, err := w.sock.recv(w.batch)
@@ -153,33 +157,8 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 			return
 		}
 		shut := false
-		got := 0
-		if w.batch.reassembled > 0 {
-			w.reassembled.Add(uint64(w.batch.reassembled))
-		}
-		var t0 time.Time
 		if n > 0 {
-			t0 = time.Now() // vDSO, no allocation; once per batch
-		}
-		w.loadTap()
-		for i := 0; i < n; i++ {
-			if w.batch.hdrs[i].Hdr.Namelen == 0 {
-				shut = true // not a datagram: the socket was shut down
-				continue
-			}
-			got++
-			w.decide(w.batch.bufs[i][:w.batch.lens[i]], w.batch.source(i), 0)
-		}
-		if got > 0 {
-			if w.sw != nil {
-				w.sw.Flush()
-			}
-			total += uint64(got)
-			w.datagrams.Store(total)
-		}
-		if n > 0 {
-			busy += uint64(time.Since(t0))
-			w.busyNs.Store(busy)
+			shut = w.socketBatch(n, &total, &busy)
 		}
 		if shut || (n == 0 && stop.Load()) {
 			return
@@ -200,6 +179,40 @@ func (w *worker) runSocket(stop *atomic.Bool) {
 			}
 		}
 	}
+}
+
+// socketBatch decides the n (> 0) messages of the last recv and does the
+// batch's bookkeeping: busy time, the datagram count (total, the worker's
+// running sum, stored once), the sink flush. It reports whether a message
+// was the shutdown's empty one.
+func (w *worker) socketBatch(n int, total *uint64, busy *busyMeter) (shut bool) {
+	b := w.batch
+	if b.reassembled > 0 {
+		w.reassembled.Add(uint64(b.reassembled))
+	}
+	busy.begin()
+	t0 := time.Now() // vDSO, no allocation; once per batch
+	w.loadTap()
+	got := 0
+	for i := 0; i < n; i++ {
+		if b.hdrs[i].Hdr.Namelen == 0 {
+			shut = true // not a datagram: the socket was shut down
+			continue
+		}
+		got++
+		w.decide(b.bufs[i][:b.lens[i]], b.source(i), 0)
+	}
+	if got > 0 {
+		if w.sw != nil {
+			w.sw.Flush()
+		}
+		*total += uint64(got)
+		w.datagrams.Store(*total)
+	}
+	wall, cpu := busy.end(uint64(time.Since(t0)))
+	w.busyNs.Store(wall)
+	w.busyCPUNs.Store(cpu)
+	return shut
 }
 
 func (w *worker) fail(err error) { w.err.Store(&err) }

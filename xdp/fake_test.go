@@ -564,3 +564,78 @@ func TestFakeSpinBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestFakeWake: with no poll timeout an idle Receive sleeps until Wake
+// (then 0, nil, and the socket works on), a Wake before the sleep is not
+// lost, Close still ends a sleep with ErrClosed, and SetPollTimeout brings
+// the timeout back.
+func TestFakeWake(t *testing.T) {
+	k := newFake(t, Config{FrameSize: 2048, FillSize: 8, RxSize: 8, Frames: 16, Spin: 50 * time.Microsecond})
+	s := k.s
+	type res struct {
+		n   int
+		err error
+	}
+	receive := func() chan res {
+		c := make(chan res, 1)
+		go func() {
+			n, err := s.Receive(make([]Frame, 4))
+			c <- res{n, err}
+		}()
+		return c
+	}
+	c := receive()
+	select {
+	case r := <-c:
+		t.Fatalf("receive without a timeout returned %d, %v on an empty ring", r.n, r.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := s.Wake(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-c:
+		if r.n != 0 || r.err != nil {
+			t.Fatalf("woken receive = %d, %v, want 0, nil", r.n, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wake did not end the sleep")
+	}
+	// Woken before the sleep (twice: one wake): the next Receive returns
+	// without sleeping, the one after sleeps again.
+	_ = s.Wake()
+	_ = s.Wake()
+	if n, err := s.Receive(make([]Frame, 4)); n != 0 || err != nil {
+		t.Fatalf("receive after Wake = %d, %v", n, err)
+	}
+	s.SetPollTimeout(20 * time.Millisecond)
+	start := time.Now()
+	if n, err := s.Receive(make([]Frame, 4)); n != 0 || err != nil || time.Since(start) < 20*time.Millisecond {
+		t.Fatalf("receive with a 20ms timeout = %d, %v after %v", n, err, time.Since(start))
+	}
+	s.SetPollTimeout(0)
+	if !k.deliver([]byte("frame"), 1, true) {
+		t.Fatal("delivery dropped")
+	}
+	batch := make([]Frame, 4)
+	if n, err := s.Receive(batch); n != 1 || err != nil {
+		t.Fatalf("receive with a frame = %d, %v", n, err)
+	}
+	s.Release(batch[:1])
+	c = receive()
+	time.Sleep(20 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-c:
+		if !errors.Is(r.err, ErrClosed) {
+			t.Fatalf("sleeping receive returned %d, %v on close", r.n, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the sleep")
+	}
+	if err := s.Wake(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Wake after Close: %v", err)
+	}
+}

@@ -142,9 +142,11 @@ func (s *Socket) wakeFill() {
 	}
 }
 
-// poll sleeps until the socket is readable, the close eventfd fires, or
-// deadline (zero: none). POLLIN only: POLLOUT would report the TX ring's
-// free room and make the loop spin.
+// poll sleeps until the socket is readable, the eventfd fires (Close or
+// Wake), or deadline (zero: none). POLLIN only: POLLOUT would report the
+// TX ring's free room and make the loop spin. After a Wake (the eventfd
+// fired, the socket not closed) it empties the eventfd and returns
+// errWoken.
 func (s *Socket) poll(deadline time.Time) error {
 	var ts *unix.Timespec
 	if !deadline.IsZero() {
@@ -162,7 +164,16 @@ func (s *Socket) poll(deadline time.Time) error {
 		return fmt.Errorf("xdp: poll: %w", err)
 	}
 	if s.pollFds[1].Revents != 0 {
-		return ErrClosed
+		// Close sets closedBit before it writes the eventfd, so a poll
+		// woken by Close sees it here. A Close that writes between this
+		// check and the read below is not lost: its closedBit stops the
+		// next Receive at enter.
+		if s.closing() {
+			return ErrClosed
+		}
+		var buf [8]byte
+		_, _ = unix.Read(s.efd, buf[:]) // EAGAIN: already emptied; the wake stands
+		return errWoken
 	}
 	if r := s.pollFds[0].Revents; r&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
 		return fmt.Errorf("xdp: poll: socket revents %#x", r)

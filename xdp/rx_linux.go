@@ -9,9 +9,13 @@ package xdp
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math"
 	"runtime"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Receive waits for frames and fills batch with up to len(batch) of them,
@@ -23,7 +27,8 @@ import (
 // With the RX ring empty, Receive sleeps in poll(2) (POLLIN on the socket
 // and the close eventfd), after spinning for Config.Spin, or spins with
 // Config.BusyPoll, until frames arrive, Config.PollTimeout passes (then it
-// returns 0, nil) or the socket is closed (ErrClosed). EINTR is retried.
+// returns 0, nil), Wake is called (0, nil) or the socket is closed
+// (ErrClosed). EINTR is retried.
 //
 // The worker's goroutine only: see Socket.
 func (s *Socket) Receive(batch []Frame) (int, error) {
@@ -87,10 +92,49 @@ func (s *Socket) Receive(batch []Frame) (int, error) {
 			continue
 		}
 		if err := s.poll(deadline); err != nil {
+			if err == errWoken {
+				return 0, nil
+			}
 			return 0, err
 		}
 	}
 }
+
+// errWoken: poll returned for a Wake.
+var errWoken = errors.New("xdp: woken")
+
+// Wake makes the Receive sleeping in poll(2) return (0, nil) at once; if
+// none sleeps, the next one to poll returns so without sleeping (a wake is
+// never lost, and wakes before one poll count as one). With
+// SetPollTimeout(0) it is how another goroutine gets an idle worker out of
+// Receive without closing the socket (e.g. to stop). It does not end a
+// spin or a busy poll; those look at the ring and return on their own.
+// Any goroutine; ErrClosed after Close.
+func (s *Socket) Wake() error {
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.leave()
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	for {
+		_, err := unix.Write(s.efd, one[:])
+		switch err {
+		case nil, unix.EAGAIN: // EAGAIN: the counter is saturated, readable anyway
+			return nil
+		case unix.EINTR:
+			continue
+		default:
+			return fmt.Errorf("xdp: wake: %w", err)
+		}
+	}
+}
+
+// SetPollTimeout sets Config.PollTimeout for the following Receive calls:
+// a worker can wait with a short timeout while traffic flows and without
+// one (0: until frames, Wake or Close) once it is idle. The worker's
+// goroutine only, as Receive.
+func (s *Socket) SetPollTimeout(d time.Duration) { s.cfg.PollTimeout = max(d, 0) }
 
 // spinClockTurns is how many turns of Receive's spin pass between clock
 // reads: a spin ends at most that many turns after Config.Spin or

@@ -144,7 +144,7 @@ const closedBit = 1 << 62
 //   - Transmit and FlushTx: one goroutine at a time, possibly another one
 //     than the worker's. They own the TX and completion rings and the TX
 //     frame pool, which share nothing with the RX side.
-//   - FD, Mode, Queue, Stats and Close: any goroutine, any time.
+//   - FD, Mode, Queue, Stats, Wake and Close: any goroutine, any time.
 //
 // Close is safe while another goroutine is blocked in Receive: every call
 // that touches the mappings or the descriptor holds a reference (refs), Close

@@ -11,7 +11,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -55,7 +54,9 @@ with ratios against the first. Besides the gateway's paths (afxdp, socket,
 plain) it knows three yardsticks that run instead of the gateway:
 
   baseline  a plain Go server (tools/baseline): net.ListenUDP-style sockets,
-            one per core, encoding/json, the same rules as plain Go
+            one per core, one datagram per read, encoding/json, the same
+            rules as plain Go
+  gjson     the same server reading the JSON with gjson instead
   rawxsk    the gateway's XDP program in afxdp mode and one AF_XDP socket per
             queue whose frames are only counted and returned (no decoding)
   rawsock   the gateway's XDP program in socket mode and one recvmmsg socket
@@ -69,13 +70,25 @@ fixed offered loads of 10 %, 20 %, …, 100 % of the rate it decided (--steps),
 each for --duration (default 3 s in a sweep, so a sweep takes about 40 s).
 It prints one line per load (--json: an array), and --plot FILE.png draws p50
 and p99 against the offered load. --rate R makes R the 100 % load instead of
-the max-rate run.`,
-		Example: "  sudo xgate bench\n  sudo xgate bench --mode socket --duration 5s --json\n  sudo xgate bench --compare afxdp,socket,plain --rate 500000\n  sudo xgate bench --compare afxdp,rawxsk,socket,rawsock,baseline --duration 5s\n  sudo xgate bench --sweep --plot latency-vs-load.png",
+the max-rate run.
+
+--rate 20k,120k,max (a comma list) runs every mode at each of the loads,
+one target per mode, a warm-up and a measured window per load, and prints a
+line per load and mode: offered and decided rates, the receiver's CPU (the
+process's less the sending thread's, which carries the receiving host's
+kernel path; the same measure for the gateway and the yardsticks),
+events per receiver CPU-second with its ratio against the first mode, and
+unaccounted. --json prints an array of loads, each with its reports.`,
+		Example: "  sudo xgate bench\n  sudo xgate bench --mode socket --duration 5s --json\n  sudo xgate bench --compare afxdp,socket,plain --rate 500000\n  sudo xgate bench --compare afxdp,rawxsk,socket,rawsock,baseline --duration 5s\n  sudo xgate bench --sweep --plot latency-vs-load.png\n  sudo xgate bench --compare plain,socket,afxdp,gjson,baseline --rate 20k,120k,max",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := parseRate(rate)
+			loads, err := bench.ParseRates(rate)
 			if err != nil {
 				return err
+			}
+			r := loads[0].TargetRate
+			if len(loads) > 1 && (sweep || cmd.Flags().Changed("histograms")) {
+				return errors.New("bench: several --rate loads are for --mode or --compare runs; not with --sweep or --histograms")
 			}
 			modes := []string{mode}
 			if compare != "" {
@@ -173,6 +186,9 @@ the max-rate run.`,
 				o.Mode = modes[0]
 				return runSweep(ctx, cmd, bench.SweepOptions{Options: o, Steps: steps}, asJSON, plotPath)
 			}
+			if len(loads) > 1 {
+				return runLoads(ctx, cmd, modes, loads, o, asJSON)
+			}
 			reps, err := bench.Compare(ctx, modes, o)
 			if o.Progress != nil && isTerminal(cmd.ErrOrStderr()) {
 				fmt.Fprint(cmd.ErrOrStderr(), "\r\033[K")
@@ -192,10 +208,10 @@ the max-rate run.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&mode, "mode", "afxdp", "afxdp, socket or plain (the gateway), or baseline, rawxsk, rawsock")
+	f.StringVar(&mode, "mode", "afxdp", "afxdp, socket or plain (the gateway), or baseline, gjson, rawxsk, rawsock")
 	f.StringVar(&engine, "engine", bench.EngineAuto, "the generator: auto (xdp if the kernel allows live frames, else afxdp), xdp (live frames) or afxdp (AF_XDP TX ring)")
 	f.StringVar(&compare, "compare", "", "comma list of modes to run with the same load, side by side (e.g. afxdp,rawxsk,socket,rawsock,baseline)")
-	f.StringVar(&rate, "rate", "max", "offered datagrams/s (e.g. 500000, 500k, 1.5M) or max")
+	f.StringVar(&rate, "rate", "max", "offered datagrams/s (e.g. 500000, 500k, 1.5M) or max; a comma list (20k,120k,max) runs every mode at each load and reports events per receiver CPU-second")
 	f.DurationVar(&duration, "duration", bench.DefaultDuration, "measured send per mode")
 	f.DurationVar(&warmup, "warmup", bench.DefaultWarmup, "send before the measurement (0: none)")
 	f.IntVar(&sources, "sources", bench.DefaultSources, "client IPv4 addresses the load comes from")
@@ -241,25 +257,26 @@ func runSweep(ctx context.Context, cmd *cobra.Command, o bench.SweepOptions, asJ
 	return nil
 }
 
-// parseRate reads "max" (0) or a positive rate with an optional k or M.
-func parseRate(s string) (float64, error) {
-	s = strings.TrimSpace(s)
-	if s == "" || strings.EqualFold(s, "max") {
-		return 0, nil
+// runLoads runs every mode at every load and prints a line per load and
+// mode (--json: an array of loads, each with its reports), also what was
+// measured before an error.
+func runLoads(ctx context.Context, cmd *cobra.Command, modes []string, loads []bench.FixedLoad, o bench.Options, asJSON bool) error {
+	res, err := bench.CompareLoads(ctx, modes, loads, o)
+	if o.Progress != nil && isTerminal(cmd.ErrOrStderr()) {
+		fmt.Fprint(cmd.ErrOrStderr(), "\r\033[K")
 	}
-	mult := 1.0
-	switch {
-	case strings.HasSuffix(s, "k"), strings.HasSuffix(s, "K"):
-		mult, s = 1e3, s[:len(s)-1]
-	case strings.HasSuffix(s, "M"), strings.HasSuffix(s, "m"):
-		mult, s = 1e6, s[:len(s)-1]
+	if asJSON {
+		if jerr := writeJSON(cmd.OutOrStdout(), res); jerr != nil {
+			return errors.Join(err, jerr)
+		}
+	} else {
+		bench.WriteLoadsTable(cmd.OutOrStdout(), res)
 	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v <= 0 || v*mult > 1e9 {
-		return 0, fmt.Errorf("rate %q: want max or a number of datagrams/s up to 1e9 (500000, 500k, 1.5M)", s)
-	}
-	return v * mult, nil
+	return err
 }
+
+// parseRate reads "max" (0) or a positive rate with an optional k or M.
+func parseRate(s string) (float64, error) { return bench.ParseRate(s) }
 
 // stepLines is the progress of a bench whose stderr is not a terminal: a
 // line as each mode enters a phase (warmup, measure, drain), with its

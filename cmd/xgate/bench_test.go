@@ -23,7 +23,7 @@ import (
 // benchKeys are the keys `xgate bench --json` must print, exactly.
 var benchKeys = []string{"mode", "duration_s", "sent", "xdp_dropped", "not_ours", "socket_dropped",
 	"ring_dropped", "decode_errors", "decided", "unaccounted", "events_per_sec", "latency_p50_us",
-	"latency_p99_us", "latency_p999_us", "gc_per_min", "rss_bytes", "cpu_seconds_per_million", "allocs_per_event",
+	"latency_p99_us", "latency_p999_us", "gc_per_min", "rss_bytes", "cpu_seconds_per_million", "receiver_cpu_s", "events_per_cpu_s", "allocs_per_event",
 	"worker_busy_s", "events_per_busy_s", "generator", "generator_ceiling_pps", "generator_bound"}
 
 func checkReport(t *testing.T, m map[string]any, mode string) {
@@ -53,6 +53,14 @@ func checkReport(t *testing.T, m map[string]any, mode string) {
 	}
 	if c, _ := m["generator_ceiling_pps"].(float64); c <= 0 {
 		t.Errorf("no generator ceiling: %v", m)
+	}
+	// The receiver's CPU, the same measure for every mode: > 0 and at
+	// most every CPU of the machine over the window.
+	cpu, _ := m["receiver_cpu_s"].(float64)
+	if dur, _ := m["duration_s"].(float64); cpu <= 0 || cpu > dur*float64(runtime.NumCPU()) {
+		t.Errorf("receiver CPU %v s over %v s: %v", cpu, dur, m)
+	} else if e, _ := m["events_per_cpu_s"].(float64); math.Abs(e*cpu-m["decided"].(float64)) > 1 {
+		t.Errorf("events per CPU-second %v × %v s ≠ decided %v", e, cpu, m["decided"])
 	}
 	if slices.Contains([]string{"afxdp", "socket", "plain"}, mode) {
 		// The gateway's workers account their busy time: > 0, and no
@@ -127,7 +135,7 @@ func TestBenchCompare(t *testing.T) {
 // baseline, at max rate, every datagram accounted for.
 func TestBenchCompareYardsticks(t *testing.T) {
 	needRoot(t)
-	modes := []string{"afxdp", "rawxsk", "rawsock", "baseline"}
+	modes := []string{"afxdp", "rawxsk", "rawsock", "baseline", "gjson"}
 	out, _, err := runSplit(t, "bench", "--compare", strings.Join(modes, ","), "--duration", "1s", "--warmup", "0", "--json", "--host-check", "0")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -162,6 +170,54 @@ func TestBenchCompareTable(t *testing.T) {
 		}
 	}
 	t.Log("\n" + out)
+}
+
+// Fixed offered loads: every mode at every load, one target per mode, a
+// report per load and mode with every datagram accounted for; the table
+// has a line per load and mode.
+func TestBenchCompareLoads(t *testing.T) {
+	needRoot(t)
+	out, errOut, err := runSplit(t, "bench", "--compare", "plain,gjson", "--rate", "20k,max", "--duration", "700ms", "--warmup", "200ms", "--json", "--host-check", "0")
+	if err != nil {
+		t.Fatalf("%v\n%s\n%s", err, out, errOut)
+	}
+	for _, want := range []string{"bench: mode 1/2 plain: measure 20k", "bench: mode 1/2 plain: measure max", "bench: mode 2/2 gjson: measure max"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+	var loads []struct {
+		Load       string           `json:"load"`
+		TargetRate float64          `json:"target_rate"`
+		Reports    []map[string]any `json:"reports"`
+	}
+	if err := json.Unmarshal([]byte(out), &loads); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if len(loads) != 2 || loads[0].Load != "20k" || loads[0].TargetRate != 20000 || loads[1].Load != "max" || loads[1].TargetRate != 0 {
+		t.Fatalf("loads %+v, want 20k and max", loads)
+	}
+	for _, l := range loads {
+		if len(l.Reports) != 2 {
+			t.Fatalf("%s: %d reports, want 2", l.Load, len(l.Reports))
+		}
+		checkReport(t, l.Reports[0], "plain")
+		checkReport(t, l.Reports[1], "gjson")
+	}
+	// The 20k window offered about 20k/s (the pacing is the generator's).
+	if r, _ := loads[0].Reports[0]["events_per_sec"].(float64); r < 10e3 || r > 30e3 {
+		t.Errorf("plain at 20k: %v events/s", r)
+	}
+	table, err := run(t, "bench", "--compare", "plain,gjson", "--rate", "20k,max", "--duration", "300ms", "--warmup", "0", "--host-check", "0")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, table)
+	}
+	for _, want := range []string{"events / CPU-s", "× first", "20k   plain", "max   gjson", "receiver CPU: "} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	t.Log("\n" + table)
 }
 
 // A tiny sweep: the max-rate probe and two loads, each point accounted for,
@@ -286,6 +342,10 @@ func TestBenchBadFlags(t *testing.T) {
 		{"bench", "--spin", "20ms"},
 		{"bench", "--spin", "-1us"},
 		{"bench", "--host-check", "-1s"},
+		{"bench", "--rate", "20k,20000"},
+		{"bench", "--rate", "20k,"},
+		{"bench", "--sweep", "--rate", "20k,max"},
+		{"bench", "--histograms", "--rate", "20k,max"},
 	} {
 		if out, err := run(t, args...); err == nil {
 			t.Errorf("%v accepted:\n%s", args, out)

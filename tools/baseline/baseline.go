@@ -1,11 +1,14 @@
 //go:build linux
 
 // Package baseline is the plain Go UDP server a user would write without
-// xgate, for `xgate bench --compare ...,baseline`: net.ListenUDP-style
+// xgate, for `xgate bench --compare ...,baseline,gjson`: net.ListenUDP-style
 // sockets (one per core, SO_REUSEPORT through net.ListenConfig), one
-// goroutine each, encoding/json into a struct, and the default risk rules
-// of examples/xgate.yaml written as plain Go over maps behind one mutex.
-// It is deliberately straightforward and not tuned: it is the yardstick.
+// goroutine each reading one datagram per call, a decoder into a struct
+// (encoding/json in Listen, github.com/tidwall/gjson in ListenGJSON), and
+// the default risk rules of examples/xgate.yaml written as plain Go over
+// maps behind one mutex. It is deliberately straightforward and not tuned:
+// it is the yardstick. Both decoders share the socket loop and the rules,
+// so the two yardsticks differ only in how the JSON is read.
 //
 // The rules, in order (drop and block stop the evaluation, alert does not):
 //
@@ -52,10 +55,29 @@ type Stats struct {
 	SocketDrops  uint64 // the kernel's drops at the sockets (SO_MEMINFO)
 }
 
+// Decoder fills ev from one datagram; an error makes the datagram a
+// decode error.
+type Decoder func(b []byte, ev *Event) error
+
+// DecodeJSON is encoding/json into Event; an event without user_id is an
+// error.
+func DecodeJSON(b []byte, ev *Event) error {
+	if err := json.Unmarshal(b, ev); err != nil {
+		return err
+	}
+	if ev.UserID == "" {
+		return errNoUser
+	}
+	return nil
+}
+
+var errNoUser = errors.New("no user_id")
+
 // Server is the baseline server.
 type Server struct {
-	conns []*net.UDPConn
-	wg    sync.WaitGroup
+	conns  []*net.UDPConn
+	decode Decoder
+	wg     sync.WaitGroup
 
 	datagrams, decodeErrors, decided atomic.Uint64
 	passed, dropped, alerts, blocks  atomic.Uint64
@@ -88,11 +110,16 @@ const (
 
 // Listen opens n sockets on addr (e.g. ":9000") in one SO_REUSEPORT group,
 // each with a receive buffer of rcvbuf bytes if > 0 (SetReadBuffer: capped
-// by net.core.rmem_max, as for any user). Call it in the network namespace
-// the sockets belong in; Serve may run anywhere.
+// by net.core.rmem_max, as for any user), decoding with encoding/json.
+// Call it in the network namespace the sockets belong in; Serve may run
+// anywhere.
 func Listen(addr string, n, rcvbuf int) (*Server, error) {
-	s := &Server{users: make(map[string]*userState), sources: make(map[netip.Addr]*bucket),
-		blocked: make(map[netip.Addr]time.Time)}
+	return ListenWith(addr, n, rcvbuf, DecodeJSON)
+}
+
+// ListenWith is Listen with the decoder dec.
+func ListenWith(addr string, n, rcvbuf int, dec Decoder) (*Server, error) {
+	s := newServer(dec)
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
@@ -140,13 +167,18 @@ func (s *Server) serve(c *net.UDPConn) {
 		}
 		s.datagrams.Add(1)
 		var ev Event
-		if err := json.Unmarshal(buf[:n], &ev); err != nil || ev.UserID == "" {
+		if err := s.decode(buf[:n], &ev); err != nil {
 			s.decodeErrors.Add(1)
 			continue
 		}
 		s.decide(&ev, from.Addr().Unmap(), time.Now())
 		s.decided.Add(1)
 	}
+}
+
+func newServer(dec Decoder) *Server {
+	return &Server{decode: dec, users: make(map[string]*userState), sources: make(map[netip.Addr]*bucket),
+		blocked: make(map[netip.Addr]time.Time)}
 }
 
 // decide runs the rules on one event.

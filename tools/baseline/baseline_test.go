@@ -10,7 +10,7 @@ import (
 )
 
 func TestRules(t *testing.T) {
-	s := &Server{users: map[string]*userState{}, sources: map[netip.Addr]*bucket{}, blocked: map[netip.Addr]time.Time{}}
+	s := newServer(DecodeJSON)
 	src := netip.MustParseAddr("10.0.0.1")
 	now := time.Unix(1700000000, 0)
 	// 250 payments of 300 from one user in one instant: 200 pass the
@@ -38,8 +38,16 @@ func TestRules(t *testing.T) {
 	}
 }
 
+// TestServe: each yardstick reads datagrams off its socket, decides the
+// good one and counts the broken ones as decode errors.
 func TestServe(t *testing.T) {
-	s, err := Listen("127.0.0.1:0", 1, 0)
+	for name, listen := range map[string]func(string, int, int) (*Server, error){"encoding/json": Listen, "gjson": ListenGJSON} {
+		t.Run(name, func(t *testing.T) { testServe(t, listen) })
+	}
+}
+
+func testServe(t *testing.T, listen func(string, int, int) (*Server, error)) {
+	s, err := listen("127.0.0.1:0", 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,5 +79,38 @@ func TestServe(t *testing.T) {
 			t.Fatalf("%+v after 2 s, want 4 datagrams", st)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestDecodersAgree: the gjson decoder accepts and rejects what
+// encoding/json does and reads the same values, so the two yardsticks run
+// the rules on the same events.
+func TestDecodersAgree(t *testing.T) {
+	for _, in := range []string{
+		`{"event_id":"e-1","user_id":"u-48213","amount":1234.56,"currency":"USD","event_type":"payment","ts":1732550400123,"ip":"203.0.113.7"}`,
+		`{"user_id":"u-1","amount":5,"event_type":"payment"}`,
+		`{"user_id":"u-1","amount":null,"event_type":"login","extra":{"a":[1,2,{"b":null}]}}`,
+		`{"user_id":"u-1","amount":1e3}`,
+		`{"user_id":`,
+		`{"amount":"x","user_id":"u"}`,
+		`{"amount":1}`,
+		`{"user_id":""}`,
+		`{"user_id":7}`,
+		`{"user_id":"u","event_type":5}`,
+		`{"user_id":"u","ip":["x"]}`,
+		`{"user_id":"u","ts":"soon"}`,
+		`not json`,
+		`{"user_id":"u"} trailing`,
+		``,
+	} {
+		var a, b Event
+		ea, eb := DecodeJSON([]byte(in), &a), DecodeGJSON([]byte(in), &b)
+		if (ea == nil) != (eb == nil) {
+			t.Errorf("%s: encoding/json %v, gjson %v", in, ea, eb)
+			continue
+		}
+		if ea == nil && a != b {
+			t.Errorf("%s: encoding/json %+v, gjson %+v", in, a, b)
+		}
 	}
 }

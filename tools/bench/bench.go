@@ -35,6 +35,7 @@ import (
 
 	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/testenv"
+	"github.com/xgate/xgate/tools/baseline"
 	"github.com/xgate/xgate/tools/gen"
 	"github.com/xgate/xgate/tools/loadgen"
 )
@@ -58,7 +59,7 @@ const (
 
 // Options shape one bench run.
 type Options struct {
-	Mode string // afxdp | socket | plain | baseline | rawsock | rawxsk
+	Mode string // afxdp | socket | plain | baseline | gjson | rawsock | rawxsk
 	// Engine is the generator's engine (loadgen.EngineAuto, the default:
 	// live frames where the kernel allows them, else AF_XDP).
 	Engine string
@@ -115,11 +116,23 @@ type Report struct {
 	GCPerMin             float64 `json:"gc_per_min"`
 	RSSBytes             uint64  `json:"rss_bytes"`
 	CPUSecondsPerMillion float64 `json:"cpu_seconds_per_million"`
-	AllocsPerEvent       float64 `json:"allocs_per_event"`
+	// ReceiverCPUS is the receiver's CPU time over the window: this
+	// process's (user + system) less the sending thread's, which also
+	// carries the receiving host's kernel path (XDP, the AF_XDP copy, the
+	// UDP stack up to the socket). The same measure for every mode, the
+	// gateway's and the yardsticks' (all run in this process): what the
+	// receiver's own threads cost, its system calls included.
+	// EventsPerCPUS is events decided per receiver CPU-second.
+	ReceiverCPUS   float64 `json:"receiver_cpu_s"`
+	EventsPerCPUS  float64 `json:"events_per_cpu_s"`
+	AllocsPerEvent float64 `json:"allocs_per_event"`
 	// WorkerBusyS is the gateway workers' busy CPU time over the window
-	// (batches in hand, not waiting; summed over workers) and
-	// EventsPerBusyS the capacity it implies: events decided per busy
-	// worker CPU-second. 0 for the yardsticks, which do not measure it.
+	// (the worker threads' CPU time on their batches, from a batch in hand
+	// to done with it: not waiting, spinning, sleeping or preempted;
+	// summed over workers; gateway.Stats.WorkerBusyCPU) and EventsPerBusyS
+	// the capacity it implies: events decided per busy worker CPU-second,
+	// a figure that holds when the generator, not the worker, is the wall.
+	// 0 for the yardsticks, which do not measure it.
 	WorkerBusyS    float64 `json:"worker_busy_s"`
 	EventsPerBusyS float64 `json:"events_per_busy_s"`
 	// Generator is the engine that sent (xdp: live frames, afxdp) and
@@ -212,7 +225,9 @@ func start(o Options) (_ *runner, err error) {
 	b.announce("start")
 	switch o.Mode {
 	case ModeBaseline:
-		b.t, b.stop, err = startBaseline(pair.B)
+		b.t, b.stop, err = startBaseline(pair.B, baseline.Listen)
+	case ModeGJSON:
+		b.t, b.stop, err = startBaseline(pair.B, baseline.ListenGJSON)
 	case ModeRawSock:
 		b.t, b.stop, err = startRawSock(pair.B)
 	case ModeRawXSK:
@@ -464,8 +479,12 @@ wait:
 		r.EventsPerSec = float64(r.Decided) / elapsed.Seconds()
 		r.GCPerMin = float64(ms1.NumGC-ms0.NumGC) / elapsed.Minutes()
 	}
+	r.ReceiverCPUS = max(0, cpu.Seconds())
+	if r.ReceiverCPUS > 0 {
+		r.EventsPerCPUS = float64(r.Decided) / r.ReceiverCPUS
+	}
 	if r.Decided > 0 {
-		r.CPUSecondsPerMillion = max(0, cpu.Seconds()) / (float64(r.Decided) / 1e6)
+		r.CPUSecondsPerMillion = r.ReceiverCPUS / (float64(r.Decided) / 1e6)
 		r.ProcessAllocsPerEvent = float64(ms1.Mallocs-ms0.Mallocs) / float64(r.Decided)
 		r.AllocsPerEvent = r.ProcessAllocsPerEvent
 		if b.allocs != nil {
@@ -623,6 +642,8 @@ var rows = []row{
 	{"GC /min", func(r *Report) float64 { return r.GCPerMin }, fixed(1), false},
 	{"RSS", func(r *Report) float64 { return float64(r.RSSBytes) }, mib, false},
 	{"CPU s / M events", func(r *Report) float64 { return r.CPUSecondsPerMillion }, cpuPM, true},
+	{"receiver CPU", func(r *Report) float64 { return r.ReceiverCPUS }, secs, false},
+	{"events / receiver CPU-s", func(r *Report) float64 { return r.EventsPerCPUS }, mega, true},
 	{"worker busy CPU", func(r *Report) float64 { return r.WorkerBusyS }, secs, false},
 	{"events / busy CPU-s", func(r *Report) float64 { return r.EventsPerBusyS }, mega, true},
 	{"generator ceiling /s", func(r *Report) float64 { return r.GeneratorCeilingPPS }, mega, false},

@@ -27,8 +27,10 @@ import (
 
 // The modes of a bench that are not the gateway: yardsticks for --compare.
 const (
-	// ModeBaseline is the plain Go server of tools/baseline.
+	// ModeBaseline is the plain Go server of tools/baseline (encoding/json).
 	ModeBaseline = "baseline"
+	// ModeGJSON is the same server reading the JSON with gjson.
+	ModeGJSON = "gjson"
 	// ModeRawSock is count-only recvmmsg receivers, one per worker CPU
 	// (WorkerCPUs) in one SO_REUSEPORT group with the gateway's receive
 	// buffer, behind the gateway's XDP program in socket mode.
@@ -39,7 +41,7 @@ const (
 )
 
 // AllModes are every mode a bench can run.
-var AllModes = []string{string(config.ModeAFXDP), string(config.ModeSocket), string(config.ModePlain), ModeBaseline, ModeRawSock, ModeRawXSK}
+var AllModes = []string{string(config.ModeAFXDP), string(config.ModeSocket), string(config.ModePlain), ModeBaseline, ModeGJSON, ModeRawSock, ModeRawXSK}
 
 // tally is where the datagrams of a window went, by the Report's keys.
 type tally struct {
@@ -62,8 +64,9 @@ type gatewayTarget struct{ g *gateway.Gateway }
 
 func (t gatewayTarget) tally() (tally, error) {
 	s, err := t.g.Stats()
+	// Busy: the workers' CPU time on their batches (preemption left out).
 	var busy time.Duration
-	for _, b := range s.WorkerBusy {
+	for _, b := range s.WorkerBusyCPU {
 		busy += b
 	}
 	// The gateway's identity by datagrams, folded into the bench's columns:
@@ -86,14 +89,15 @@ func (t baselineTarget) tally() (tally, error) {
 
 func (baselineTarget) latency() (h [gateway.LatencyBuckets]uint64) { return h }
 
-// startBaseline runs the baseline server in h, one socket per CPU, with a
-// pass-through XDP program on h's veth (veth drops XDP-redirected frames
-// when its receiving end has no program).
-func startBaseline(h *testenv.Host) (target, func() error, error) {
+// startBaseline runs a baseline server (listen: baseline.Listen or
+// ListenGJSON) in h, one socket per CPU, with a pass-through XDP program
+// on h's veth (veth drops XDP-redirected frames when its receiving end has
+// no program).
+func startBaseline(h *testenv.Host, listen func(addr string, n, rcvbuf int) (*baseline.Server, error)) (target, func() error, error) {
 	var s *baseline.Server
 	if err := h.Do(func() error {
 		var err error
-		s, err = baseline.Listen(fmt.Sprintf(":%d", Port), runtime.NumCPU(), 4<<20)
+		s, err = listen(fmt.Sprintf(":%d", Port), runtime.NumCPU(), 4<<20)
 		return err
 	}); err != nil {
 		return nil, nil, err
