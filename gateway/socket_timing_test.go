@@ -96,7 +96,7 @@ func TestSocketBatchNoAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%v allocations per batch", allocs)
 	}
-	if w.batch.source(0) != src || total != 201*uint64(len(payloads)) {
+	if w.batch.source(0).Addr() != src || total != 201*uint64(len(payloads)) {
 		t.Errorf("source %v, total %d", w.batch.source(0), total)
 	}
 }

@@ -97,7 +97,7 @@ func TestBatchReset(t *testing.T) {
 				t.Fatalf("recv %d, %v", n, err)
 			}
 			for i := range n {
-				if b.lens[i] != 200 || b.bufs[i][0] != byte('a'+got+i) || b.hdrs[i].Hdr.Namelen == 0 || !b.source(i).IsLoopback() {
+				if b.lens[i] != 200 || b.bufs[i][0] != byte('a'+got+i) || b.hdrs[i].Hdr.Namelen == 0 || !b.source(i).Addr().IsLoopback() {
 					t.Fatalf("batch of %d, datagram %d: len %d first %q namelen %d source %v", k, got+i, b.lens[i], b.bufs[i][0], b.hdrs[i].Hdr.Namelen, b.source(i))
 				}
 			}
