@@ -121,6 +121,9 @@ type Gateway struct {
 	sw     *sinkWatch
 	swStop chan struct{}
 	swDone chan struct{}
+	// em reports every_slide window aggregates (emitter.go); nil without
+	// a sink of aggregates.
+	em *emitter
 
 	web   atomic.Pointer[httpServer] // set by Run when http.listen is not ""
 	locks []*host.Lock               // this daemon's ports and pin directory; released last
@@ -232,6 +235,9 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	g.sinks.SetRoutes(routes)
 	if len(cfg.Sinks) > 0 {
 		g.sw = newSinkWatch(g.log, g.sinks)
+	}
+	if g.sinks.WantsAggregates() {
+		g.em = newEmitter(g.eng.NewEmitter(), g.sinks.EmitWriter())
 	}
 	var target Blocker
 	if g.xdp != nil {
@@ -415,6 +421,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer close(g.fbDone)
 		g.fb.run(g.fbStop)
 	}()
+	if g.em != nil {
+		g.em.start()
+	}
 	go func() {
 		defer close(g.hkDone)
 		if g.hk == nil {
@@ -487,6 +496,9 @@ func (g *Gateway) Stop() error {
 		<-g.fbDone
 		close(g.hkStop)
 		<-g.hkDone
+		if g.em != nil {
+			g.em.stop() // before the sinks close: its last records go out
+		}
 		close(g.swStop)
 		<-g.swDone
 		for _, w := range g.workers {
