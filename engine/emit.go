@@ -228,6 +228,8 @@ func (w *Window) noteStep(k uint64) {
 			return
 		}
 		if w.seen.CompareAndSwap(s, k+1) {
+			for p := w.prev.Load(); p < s && !w.prev.CompareAndSwap(p, s); p = w.prev.Load() {
+			}
 			if w.wake != nil {
 				select {
 				case w.wake <- struct{}{}:
@@ -271,15 +273,24 @@ func (w *Window) due() (int64, bool) {
 	return int64(w.emit.done+1) * w.slide, true
 }
 
-// walk reports the window that completed last before now, if due: every
-// live key's aggregate over it, through fn, at most maxKeys of them.
+// walk reports the window that completed last before now if one of its
+// steps since the last report had an observation: every live key's
+// aggregate over it, through fn, at most emit_max_keys of them. A window
+// whose new steps were all quiet is skipped, even when the current step
+// has observations (those are reported with the window they complete).
 func (w *Window) walk(now int64, r *rule, m *Emitter, fn func(*Aggregate)) {
 	k := w.step(now)
-	if k == 0 || w.seen.Load() <= w.emit.done || k-1 < w.emit.done {
+	seen, done := w.seen.Load(), w.emit.done
+	if k == 0 || seen <= done || k-1 < done {
+		return
+	}
+	w.emit.done = k
+	// An observation in steps done .. k-1: the newest one, or when the
+	// newest is in the current step, the one before it.
+	if !(seen-1 <= k-1 || w.prev.Load() > done) {
 		return
 	}
 	end := k - 1 // the window of steps end-n+1 .. end, [start, (end+1)*slide)
-	w.emit.done = k
 	r.tot.walks.Add(1)
 	a := &m.acc
 	agg := &m.agg
@@ -354,9 +365,10 @@ func (m *Emitter) Wake() <-chan struct{} { return m.eng.wake }
 // Clock returns the engine's clock, which Due and Emit read.
 func (m *Emitter) Clock() Clock { return m.eng.clock }
 
-// Due returns the engine clock time of the next slide boundary with
-// something to report, false when there is none: no every_slide window saw
-// an event since its last report.
+// Due returns the engine clock time of the next slide boundary that may
+// have something to report, false when there is none: no every_slide
+// window saw an event since its last report. A time in the past means now
+// (an Emit then may report nothing: see walk).
 func (m *Emitter) Due() (int64, bool) {
 	var next int64
 	found := false

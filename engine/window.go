@@ -168,6 +168,7 @@ type Window struct {
 	// newest step observed, and the emitter's own state.
 	text *keyText
 	seen atomic.Uint64 // newest step with an observation, plus one
+	prev atomic.Uint64 // an older step with an observation, plus one: the newest seen replaced
 	wake chan<- struct{}
 	emit emitState
 }

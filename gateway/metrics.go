@@ -388,12 +388,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descWinFull, w.Full, name)
 			counter(descWinLate, w.Late, name)
 			gauge(descWinBytes, float64(w.Bytes), name)
-			if m := r.Emit; m != nil {
-				counter(descWinEmitted, m.Emitted, name)
-				counter(descWinEmitTrunc, m.Truncated, name)
-				counter(descWinEmitWalks, m.Walks, name)
-				counter(descWinKeyTruncated, w.KeyTruncated, name)
+			var m engine.EmitStats // zero for a window without emit
+			if r.Emit != nil {
+				m = *r.Emit
 			}
+			counter(descWinEmitted, m.Emitted, name)
+			counter(descWinEmitTrunc, m.Truncated, name)
+			counter(descWinEmitWalks, m.Walks, name)
+			counter(descWinKeyTruncated, w.KeyTruncated, name)
 		}
 	}
 
