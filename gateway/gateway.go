@@ -238,6 +238,8 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	}
 	if g.sinks.WantsAggregates() {
 		g.em = newEmitter(g.eng.NewEmitter(), g.sinks.EmitWriter())
+	} else if names := cfg.EmitsWithoutSink(); len(names) > 0 {
+		g.log.Warn("rules emit window aggregates but no sink has what: aggregates: they go nowhere", "rules", names)
 	}
 	var target Blocker
 	if g.xdp != nil {

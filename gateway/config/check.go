@@ -597,12 +597,25 @@ func (c *Config) checkEmit(k *configChecker, key func(string) string, w *RuleWin
 	if v := w.MaxKeyBytes; v != 0 && (v < 8 || v > 1024) || v == 0 && k.has(key("window.max_key_bytes")) {
 		k.errf(key("window.max_key_bytes"), "%d: want 8..1024 (or leave it out for %d)", v, engine.DefaultKeyBytes)
 	}
+}
+
+// EmitsWithoutSink names the rules that emit aggregates when no sink takes
+// them (what: aggregates): valid, as rules without sinks are (the demo and
+// the bench run the example's rules with sinks of their own), but the
+// gateway warns, since the records go nowhere.
+func (c *Config) EmitsWithoutSink() []string {
 	for _, s := range c.Sinks {
 		if s.What == "aggregates" {
-			return
+			return nil
 		}
 	}
-	k.errf(key("window.emit"), "no sink takes the aggregates: add one with what: aggregates")
+	var names []string
+	for _, r := range c.Rules {
+		if r.Window != nil && r.Window.Emit != "" {
+			names = append(names, r.Name)
+		}
+	}
+	return names
 }
 
 func checkOnFull(k *configChecker, key, v string) {
