@@ -93,7 +93,9 @@ type WindowStats struct {
 // (the epoch), so a segment holding an older step is recognised as stale and
 // reset on the next write, and ignored by reads. Gaps longer than the window
 // and forward clock jumps therefore need no sweeping: everything older is
-// simply stale. An observation for an earlier step than now (a caller's clock
+// simply stale. A window that emits every slide (emit.go) keeps n+1
+// segments per key (ring), so that a completed window stays whole for one
+// more slide; reads still cover n steps. An observation for an earlier step than now (a caller's clock
 // lagging behind another's) is stored in its own step's segment unless that
 // segment already holds a newer step, in which case it is counted as Late and
 // only reflected in the value its Add returns.
