@@ -16,14 +16,26 @@ type Clock interface {
 }
 
 // SystemClock reads the runtime's monotonic clock. Its zero point is the
-// first use in this process, so values are small and positive.
+// start of the wall-clock hour in which the process first used it, so
+// values are small and positive, and window slides that divide an hour
+// (5s, 1m) fall on round wall-clock times (as the wall clock read at that
+// first use; a later step of the wall clock does not move them).
 type SystemClock struct{}
 
-var clockBase = time.Now()
+// clockBase keeps the monotonic reading of time.Now (Add keeps it, where
+// Truncate would strip it); clockBaseWall is the same instant in ns since
+// the Unix epoch.
+var clockBase, clockBaseWall = func() (time.Time, int64) {
+	now := time.Now()
+	b := now.Add(-time.Duration(now.UnixNano() % int64(time.Hour)))
+	return b, b.UnixNano()
+}()
 
-// Nanotime returns monotonic nanoseconds since the process first used the
-// engine clock.
+// Nanotime returns monotonic nanoseconds since clockBase.
 func (SystemClock) Nanotime() int64 { return int64(time.Since(clockBase)) }
+
+// WallNs converts a Nanotime reading to ns since the Unix epoch.
+func (SystemClock) WallNs(ns int64) int64 { return clockBaseWall + ns }
 
 // ManualClock is a Clock that only moves when told to. The zero value reads 0.
 type ManualClock struct{ ns atomic.Int64 }

@@ -40,6 +40,8 @@ type Program struct {
 	enrich []enrichField // top-level added fields
 	// enriching: some rule or the top level adds fields.
 	enriching bool
+	// emitters are the every_slide window rules (emit.go).
+	emitters []*rule
 }
 
 // Decision is the outcome for one object of a datagram.
@@ -74,12 +76,17 @@ type Engine struct {
 	mu     sync.Mutex             // guards totals map on compile and Stats
 	totals map[string]*ruleTotals // by rule name, kept across reloads
 	g      globalTotals
+	// wake tells the Emitter that an every_slide window saw the first
+	// event of a step (emit.go); capacity 1, sends never block.
+	wake chan struct{}
 }
 
 // ruleTotals are shared by the rule of that name in every program
 // generation, so a reload loses no count.
 type ruleTotals struct {
 	fired, missingKey, missingValue atomic.Uint64
+	emitted                         atomic.Uint64 // aggregates emitted (on_alert and every_slide)
+	emitTruncated, walks            atomic.Uint64 // every_slide (emit.go)
 }
 
 type globalTotals struct {
@@ -91,7 +98,7 @@ type globalTotals struct {
 
 // New compiles cfg into a running engine.
 func New(cfg Config) (*Engine, error) {
-	e := &Engine{clock: cfg.Clock, totals: map[string]*ruleTotals{}}
+	e := &Engine{clock: cfg.Clock, totals: map[string]*ruleTotals{}, wake: make(chan struct{}, 1)}
 	if e.clock == nil {
 		e.clock = SystemClock{}
 	}
@@ -177,6 +184,11 @@ func (e *Engine) compile(cfg Config, prev *Program) (*Program, error) {
 		if r.limiter == nil && r.window == nil {
 			r.build(e.clock)
 		}
+		r.clock = e.clock
+		if r.window != nil && r.window.text != nil {
+			r.window.wake = e.wake
+			p.emitters = append(p.emitters, r)
+		}
 	}
 	e.mu.Lock()
 	for _, r := range p.rules {
@@ -212,6 +224,14 @@ type Worker struct {
 	gen     uint32
 	hashGen []uint32
 	hashes  []uint64
+
+	// on_alert aggregates of the current Process call (emit.go), and the
+	// source address as key text, appended once per address and call.
+	aggs      []Aggregate
+	srcText   []byte
+	srcAt     int
+	srcTextOf netip.Addr
+	srcTextOK bool
 }
 
 // workerCounts are plain counters written only by the worker goroutine and
@@ -225,13 +245,14 @@ type workerCounts struct {
 	enrichPresent  uint64
 }
 
-type ruleCount struct{ fired, missingKey, missingValue uint64 }
+type ruleCount struct{ fired, missingKey, missingValue, emitted uint64 }
 
 const flushEvery = 64
 
 // NewWorker returns a worker bound to e.
 func (e *Engine) NewWorker() *Worker {
-	w := &Worker{eng: e, decisions: make([]Decision, 0, 64), extra: make([]byte, 0, 4096)}
+	w := &Worker{eng: e, decisions: make([]Decision, 0, 64), extra: make([]byte, 0, 4096),
+		aggs: make([]Aggregate, 0, 16), srcText: make([]byte, 0, 256)}
 	w.switchProgram(e.prog.Load())
 	return w
 }
@@ -280,6 +301,9 @@ func (w *Worker) flush() {
 			if rc.missingValue != 0 {
 				t.missingValue.Add(rc.missingValue)
 			}
+			if rc.emitted != 0 {
+				t.emitted.Add(rc.emitted)
+			}
 		}
 	}
 	rules := c.rules
@@ -297,6 +321,8 @@ func (w *Worker) Process(frame []byte, src netip.Addr) []Decision {
 	}
 	p := w.prog
 	w.decisions = w.decisions[:0]
+	w.aggs = w.aggs[:0]
+	w.srcText, w.srcTextOK = w.srcText[:0], false
 	w.dec.scratch = w.dec.scratch[:0]
 	w.extra = w.extra[:0]
 	w.c.frames++
@@ -488,10 +514,19 @@ rules:
 				}
 			}
 			var tracked bool
-			c.value, tracked = r.window.add(key, x, dh, now)
+			var slot uint64
+			c.value, slot, tracked = r.window.addAt(key, x, dh, now)
+			if tracked && r.window.text != nil && r.window.text.wants(slot, key) {
+				if text, ok := w.keyText(r, src); ok {
+					r.window.text.store(slot, key, text)
+				}
+			}
 			// A window that could not count the event cannot vouch for
 			// it: with OnFullDeny the rule fires (see OnFull).
 			fired = !tracked && r.onFull == OnFullDeny || r.when(c)
+			if fired && r.emit.Mode == EmitOnAlert {
+				w.emitOnAlert(r, ri, c.value, now, src)
+			}
 		}
 		if !fired {
 			continue
@@ -552,6 +587,7 @@ type RuleStats struct {
 	OnFull  OnFull
 	Limiter *RateLimitStats
 	Window  *WindowStats
+	Emit    *EmitStats // window rules with emit
 }
 
 // DecodeErrorTotal sums all decode errors.
@@ -585,6 +621,10 @@ func (e *Engine) Stats() Stats {
 		if r.window != nil {
 			ws := r.window.Stats()
 			rs.Window = &ws
+		}
+		if r.emit.Mode != EmitNone {
+			rs.Emit = &EmitStats{Mode: r.emit.Mode, Emitted: r.tot.emitted.Load(),
+				Truncated: r.tot.emitTruncated.Load(), Walks: r.tot.walks.Load()}
 		}
 		s.Rules = append(s.Rules, rs)
 	}

@@ -74,6 +74,10 @@ type WindowSpec struct {
 	// OnFull: "deny" (default, also "") or "allow", see OnFull. Changing
 	// only OnFull on reload keeps the rule's state.
 	OnFull string
+	// Emit makes the window an output (emit.go). Changing it on reload
+	// keeps the state unless every_slide comes or goes, or its
+	// max_key_bytes or the use of emit_min_change changes.
+	Emit EmitSpec
 }
 
 // OnFull says what a rule does with an event whose key finds its state
@@ -226,6 +230,12 @@ type rule struct {
 	distinct bool
 	onFull   OnFull
 
+	// Aggregate outputs (emit.go): the checked EmitSpec, the aggregation
+	// as text for the records, the engine's clock for their times.
+	emit    EmitSpec
+	aggText string
+	clock   Clock
+
 	// The state's validated geometry: compileRule fills one of them and
 	// allocates nothing; Engine.compile builds the state (or keeps the
 	// previous program's) once the whole config is checked.
@@ -322,10 +332,17 @@ func compileRule(fs *fieldSet, lists map[string]*List, names enrichNames, s Rule
 		if r.onFull, err = ParseOnFull(s.Window.OnFull); err != nil {
 			return nil, fmt.Errorf("rule %q: %w", s.Name, err)
 		}
-		plan, err := planWindow(WindowConfig{Size: s.Window.Size, Slide: s.Window.Slide, Agg: agg, MaxKeys: s.Window.MaxKeys})
+		if r.emit, err = s.Window.Emit.check(); err != nil {
+			return nil, fmt.Errorf("rule %q: %w", s.Name, err)
+		}
+		r.aggText = aggText(s.Window.Agg)
+		every := r.emit.Mode == EmitEverySlide
+		plan, err := planWindow(WindowConfig{Size: s.Window.Size, Slide: s.Window.Slide, Agg: agg, MaxKeys: s.Window.MaxKeys,
+			Emitting: every, KeyBytes: r.emit.MaxKeyBytes})
 		if err != nil {
 			return nil, fmt.Errorf("rule %q: %w", s.Name, err)
 		}
+		plan.minChange = every && r.emit.MinChange > 0
 		r.wPlan = &plan
 		if s.When == "" {
 			return nil, fmt.Errorf("rule %q: a window needs when, e.g. when: value > 100", s.Name)
@@ -369,9 +386,23 @@ func (r *rule) sameState(old *rule) bool {
 	case kindWindow:
 		a, b := *r.spec.Window, *old.spec.Window
 		a.OnFull, b.OnFull = "", ""
+		a.Emit, b.Emit = emitState0(r.emit), emitState0(old.emit)
 		return a == b
 	}
 	return false
+}
+
+// emitState0 is what of an EmitSpec shapes a window's state: whether it
+// keeps key text (and how much), and a last value per key.
+func emitState0(e EmitSpec) EmitSpec {
+	if e.Mode != EmitEverySlide {
+		return EmitSpec{}
+	}
+	s := EmitSpec{Mode: e.Mode, MaxKeyBytes: e.MaxKeyBytes}
+	if e.MinChange > 0 {
+		s.MinChange = 1
+	}
+	return s
 }
 
 // bytes is the memory of the rule's state tables (0 for a filter).

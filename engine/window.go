@@ -60,17 +60,25 @@ type WindowConfig struct {
 	// (default 8: 256 registers of one byte per segment, standard error 6.5%).
 	// Ignored for the other aggregations.
 	Precision uint8
+	// Emitting windows (every_slide, see emit.go) keep one more segment per
+	// key than the window spans, so that a completed window stays readable
+	// for a whole slide after its end, and KeyBytes of key text per slot.
+	Emitting bool
+	KeyBytes int
 }
 
 // WindowStats are cumulative counters of a Window.
 type WindowStats struct {
-	Keys        uint64 // live keys
-	Capacity    uint64 // slots (MaxKeys rounded up to a power of two)
-	Evictions   uint64 // expired keys replaced by new ones
-	Full        uint64 // observations whose key found no free and no expired slot (not stored; a rule applies its OnFull)
-	Late        uint64 // observations whose segment had moved on to a newer step (not stored)
-	Bytes       uint64 // memory held by the window
-	BytesPerKey uint64 // Bytes / Capacity
+	Keys      uint64 // live keys
+	Capacity  uint64 // slots (MaxKeys rounded up to a power of two)
+	Evictions uint64 // expired keys replaced by new ones
+	Full      uint64 // observations whose key found no free and no expired slot (not stored; a rule applies its OnFull)
+	Late      uint64 // observations whose segment had moved on to a newer step (not stored)
+	// KeyTruncated (emitting windows): keys whose text was longer than
+	// max_key_bytes, cut when they took a slot.
+	KeyTruncated uint64
+	Bytes        uint64 // memory held by the window
+	BytesPerKey  uint64 // Bytes / Capacity
 }
 
 // Window is a set of per-key sliding windows over one aggregation.
@@ -85,7 +93,9 @@ type WindowStats struct {
 // (the epoch), so a segment holding an older step is recognised as stale and
 // reset on the next write, and ignored by reads. Gaps longer than the window
 // and forward clock jumps therefore need no sweeping: everything older is
-// simply stale. An observation for an earlier step than now (a caller's clock
+// simply stale. A window that emits every slide (emit.go) keeps n+1
+// segments per key (ring), so that a completed window stays whole for one
+// more slide; reads still cover n steps. An observation for an earlier step than now (a caller's clock
 // lagging behind another's) is stored in its own step's segment unless that
 // segment already holds a newer step, in which case it is counted as Late and
 // only reflected in the value its Add returns.
@@ -145,7 +155,8 @@ type WindowStats struct {
 // 60s/5s distinct at p=8: 3280 bytes. Stats reports the figures.
 type Window struct {
 	tab      keyTable
-	n        uint64 // segments
+	n        uint64 // segments of a window
+	ring     uint64 // segments per key: n, or n+1 for an emitting window
 	slide    int64
 	agg      Agg
 	stride   uint64 // words per segment in seg
@@ -154,6 +165,14 @@ type Window struct {
 	regWords uint64 // register words per segment
 	regs     []atomic.Uint64
 	late     atomic.Uint64
+
+	// Emitting windows only (emit.go): the key text of each slot, the
+	// newest step observed, and the emitter's own state.
+	text *keyText
+	seen atomic.Uint64 // newest step with an observation, plus one
+	prev atomic.Uint64 // an older step with an observation, plus one: the newest seen replaced
+	wake chan<- struct{}
+	emit emitState
 }
 
 const (
@@ -172,10 +191,12 @@ var (
 // before it allocates, so that memory can be counted and a config refused
 // without allocating.
 type windowPlan struct {
-	n, stride, regWords, capacity uint64
-	slide                         int64
-	agg                           Agg
-	p                             uint8
+	n, ring, stride, regWords, capacity uint64
+	slide                               int64
+	agg                                 Agg
+	p                                   uint8
+	textWords                           uint64 // key text words per slot; 0: no key text
+	minChange                           bool   // keep the last emitted value per slot
 }
 
 func planWindow(cfg WindowConfig) (windowPlan, error) {
@@ -199,7 +220,14 @@ func planWindow(cfg WindowConfig) (windowPlan, error) {
 	if err != nil {
 		return windowPlan{}, bad("%v", err)
 	}
-	w := windowPlan{n: n, slide: int64(cfg.Slide), agg: cfg.Agg, stride: 3, capacity: capacity}
+	w := windowPlan{n: n, ring: n, slide: int64(cfg.Slide), agg: cfg.Agg, stride: 3, capacity: capacity}
+	if cfg.Emitting {
+		if cfg.KeyBytes < keyTextMin || cfg.KeyBytes > keyTextMax {
+			return windowPlan{}, bad("max_key_bytes must be %d..%d, got %d", keyTextMin, keyTextMax, cfg.KeyBytes)
+		}
+		w.ring = n + 1
+		w.textWords = keyTextWords(cfg.KeyBytes)
+	}
 	if cfg.Agg == AggCount || cfg.Agg == AggDistinct {
 		w.stride = 2
 	}
@@ -220,17 +248,30 @@ func planWindow(cfg WindowConfig) (windowPlan, error) {
 	return w, nil
 }
 
-// bytesPerKey is one table slot plus n segments (and their registers).
-func (w *windowPlan) bytesPerKey() uint64 { return rlBytesPerKey + 8*w.n*(w.stride+w.regWords) }
+// bytesPerKey is one table slot plus its segments (and their registers),
+// and for an emitting window its key text and last emitted value.
+func (w *windowPlan) bytesPerKey() uint64 {
+	b := rlBytesPerKey + 8*w.ring*(w.stride+w.regWords) + 8*w.textWords
+	if w.minChange {
+		b += 16
+	}
+	return b
+}
 
 // bytes is what build allocates: the table, segments and registers.
 func (w *windowPlan) bytes() uint64 { return w.bytesPerKey() * w.capacity }
 
 func (w *windowPlan) build() *Window {
-	win := &Window{n: w.n, slide: w.slide, agg: w.agg, stride: w.stride, p: w.p, regWords: w.regWords}
-	win.seg = make([]atomic.Uint64, w.capacity*w.n*w.stride)
+	win := &Window{n: w.n, ring: w.ring, slide: w.slide, agg: w.agg, stride: w.stride, p: w.p, regWords: w.regWords}
+	win.seg = make([]atomic.Uint64, w.capacity*w.ring*w.stride)
 	if w.regWords > 0 {
-		win.regs = make([]atomic.Uint64, w.capacity*w.n*w.regWords)
+		win.regs = make([]atomic.Uint64, w.capacity*w.ring*w.regWords)
+	}
+	if w.textWords > 0 {
+		win.text = newKeyText(w.capacity, w.textWords)
+	}
+	if w.minChange {
+		win.emit.last = make([]emitLast, w.capacity)
 	}
 	win.tab.init(w.capacity, win.clearSlot)
 	return win
@@ -260,12 +301,12 @@ func NewWindow(cfg WindowConfig, clock Clock) (*Window, error) {
 // clearSlot zeroes every segment of slot; called by the keyTable evictor
 // while it holds the slot.
 func (w *Window) clearSlot(s uint64) {
-	seg := w.seg[s*w.n*w.stride : (s+1)*w.n*w.stride]
+	seg := w.seg[s*w.ring*w.stride : (s+1)*w.ring*w.stride]
 	for i := range seg {
 		seg[i].Store(0)
 	}
 	if w.regWords > 0 {
-		regs := w.regs[s*w.n*w.regWords : (s+1)*w.n*w.regWords]
+		regs := w.regs[s*w.ring*w.regWords : (s+1)*w.ring*w.regWords]
 		for i := range regs {
 			regs[i].Store(0)
 		}
@@ -285,7 +326,7 @@ func (w *Window) slot(key, k uint64) (uint64, bool) {
 	t := &w.tab
 	stamp := int64(k + 1)
 	for retry := 0; ; retry++ {
-		s, ok := t.acquire(key, stamp-int64(w.n), stamp)
+		s, ok := t.acquire(key, stamp-int64(w.ring), stamp)
 		if !ok {
 			return 0, false
 		}
@@ -320,12 +361,22 @@ func (w *Window) Add(key uint64, value float64, distinct uint64, now int64) floa
 // add is Add that also reports whether the key had a slot (false: the
 // table was full), so that a rule can apply its OnFull.
 func (w *Window) add(key uint64, value float64, distinct uint64, now int64) (float64, bool) {
+	v, _, ok := w.addAt(key, value, distinct, now)
+	return v, ok
+}
+
+// addAt is add that also returns the key's slot (when it had one), for
+// the key text of an emitting window (keepText).
+func (w *Window) addAt(key uint64, value float64, distinct uint64, now int64) (float64, uint64, bool) {
 	value = finite(value)
 	k := w.step(now)
+	if w.text != nil {
+		w.noteStep(k)
+	}
 	s, ok := w.slot(key, k)
 	if !ok {
 		a := windowAcc{min: math.Inf(1), max: math.Inf(-1)}
-		return w.finish(&a, value, distinct, true), false
+		return w.finish(&a, value, distinct, true), 0, false
 	}
 	stored := w.record(s, k, value, distinct)
 	var a windowAcc
@@ -333,7 +384,7 @@ func (w *Window) add(key uint64, value float64, distinct uint64, now int64) (flo
 	if !stored {
 		w.late.Add(1)
 	}
-	return w.finish(&a, value, distinct, !stored), true
+	return w.finish(&a, value, distinct, !stored), s, true
 }
 
 // finite maps NaN to 0 and ±Inf to ±MaxFloat64, so that every stored
@@ -373,8 +424,8 @@ func (w *Window) Value(key uint64, now int64) (float64, bool) {
 // following the reset protocol documented on Window. It returns false if the
 // segment holds a newer step (Late).
 func (w *Window) record(s, k uint64, value float64, distinct uint64) bool {
-	j := k % w.n
-	seg := w.seg[(s*w.n+j)*w.stride:][:w.stride]
+	j := k % w.ring
+	seg := w.seg[(s*w.ring+j)*w.stride:][:w.stride]
 	ep := &seg[segEpoch]
 	want := (k + 1) << 1
 	for spin := 0; ; spin++ {
@@ -401,7 +452,7 @@ func (w *Window) record(s, k uint64, value float64, distinct uint64) bool {
 				seg[i].Store(0)
 			}
 			if w.regWords > 0 {
-				regs := w.regs[(s*w.n+j)*w.regWords:][:w.regWords]
+				regs := w.regs[(s*w.ring+j)*w.regWords:][:w.regWords]
 				for i := range regs {
 					regs[i].Store(0)
 				}
@@ -426,7 +477,7 @@ func (w *Window) record(s, k uint64, value float64, distinct uint64) bool {
 		casExtreme(&seg[segValue], value, negInfBits, false)
 	case AggDistinct:
 		idx, rank := hllPos(distinct, w.p)
-		hllInsert(w.regs[(s*w.n+j)*w.regWords:][:w.regWords], idx, rank)
+		hllInsert(w.regs[(s*w.ring+j)*w.regWords:][:w.regWords], idx, rank)
 	}
 	return true
 }
@@ -451,19 +502,19 @@ type windowAcc struct {
 	count    uint64
 	sum      float64
 	min, max float64
-	live     [windowMaxSegments / 64]uint64 // bitmap of live segments (distinct)
-	regBase  uint64                         // first register word of the slot (distinct)
+	live     [(windowMaxSegments + 64) / 64]uint64 // bitmap of live segments (distinct; ring may be n+1)
+	regBase  uint64                                // first register word of the slot (distinct)
 }
 
 // gather folds the segments of slot s that belong to the window ending at
 // step k into a.
 func (w *Window) gather(s, k uint64, a *windowAcc) {
 	a.min, a.max = math.Inf(1), math.Inf(-1)
-	a.regBase = s * w.n * w.regWords
-	base := s * w.n * w.stride
+	a.regBase = s * w.ring * w.regWords
+	base := s * w.ring * w.stride
 	lo := (k + 2 - min(w.n, k+1)) << 1 // ready(k-n+1), or ready(0) early on
 	hi := (k + 1) << 1                 // ready(k)
-	for j := uint64(0); j < w.n; j++ {
+	for j := uint64(0); j < w.ring; j++ {
 		seg := w.seg[base+j*w.stride:][:w.stride]
 		e := seg[segEpoch].Load()
 		if e < lo || e > hi || e&1 != 0 {
@@ -545,14 +596,26 @@ func (w *Window) estimate(a *windowAcc, distinct uint64, extra bool) float64 {
 
 // Stats returns the counters. They are read one by one, not as a snapshot.
 func (w *Window) Stats() WindowStats {
-	perKey := rlBytesPerKey + 8*w.n*(w.stride+w.regWords)
+	perKey := rlBytesPerKey + 8*w.ring*(w.stride+w.regWords)
+	if w.text != nil {
+		perKey += 8 * w.text.stride
+	}
+	if w.emit.last != nil {
+		perKey += 16
+	}
 	c := uint64(len(w.tab.slots))
 	return WindowStats{
-		Keys:        w.tab.live.Load(),
-		Capacity:    c,
-		Evictions:   w.tab.evictions.Load(),
-		Full:        w.tab.full.Load(),
-		Late:        w.late.Load(),
+		Keys:      w.tab.live.Load(),
+		Capacity:  c,
+		Evictions: w.tab.evictions.Load(),
+		Full:      w.tab.full.Load(),
+		Late:      w.late.Load(),
+		KeyTruncated: func() uint64 {
+			if w.text == nil {
+				return 0
+			}
+			return w.text.truncated.Load()
+		}(),
 		Bytes:       perKey * c,
 		BytesPerKey: perKey,
 	}

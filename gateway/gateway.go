@@ -123,6 +123,9 @@ type Gateway struct {
 	sw     *sinkWatch
 	swStop chan struct{}
 	swDone chan struct{}
+	// em reports every_slide window aggregates (emitter.go); nil without
+	// a sink of aggregates.
+	em *emitter
 
 	web   atomic.Pointer[httpServer] // set by Run when http.listen is not ""
 	locks []*host.Lock               // this daemon's ports and pin directory; released last
@@ -244,6 +247,11 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	g.sinks.SetRoutes(routes)
 	if len(cfg.Sinks) > 0 {
 		g.sw = newSinkWatch(g.log, g.sinks)
+	}
+	if g.sinks.WantsAggregates() {
+		g.em = newEmitter(g.eng.NewEmitter(), g.sinks.EmitWriter())
+	} else if names := cfg.EmitsWithoutSink(); len(names) > 0 {
+		g.log.Warn("rules emit window aggregates but no sink has what: aggregates: they go nowhere", "rules", names)
 	}
 	var target Blocker
 	if g.xdp != nil {
@@ -427,6 +435,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer close(g.fbDone)
 		g.fb.run(g.fbStop)
 	}()
+	if g.em != nil {
+		g.em.start()
+	}
 	go func() {
 		defer close(g.hkDone)
 		if g.hk == nil {
@@ -510,6 +521,9 @@ func (g *Gateway) Stop() error {
 		<-g.fbDone
 		close(g.hkStop)
 		<-g.hkDone
+		if g.em != nil {
+			g.em.stop() // before the sinks close: its last records go out
+		}
 		close(g.swStop)
 		<-g.swDone
 		for _, w := range g.workers {

@@ -100,6 +100,11 @@ var (
 	descWinFull          = desc("rule_window_full_total", "Observations whose key found no slot (table full, not stored): the rule fires with on_full: deny (the default).", "rule")
 	descWinLate          = desc("rule_window_late_total", "Observations that arrived after their segment moved on (not stored).", "rule")
 	descWinBytes         = desc("rule_window_memory_bytes", "Memory held by a rule's window.", "rule")
+	// Aggregate outputs (emit.go).
+	descWinEmitted      = desc("window_emitted_total", "Window aggregates a rule emitted to the sinks of what: aggregates (on_alert and every_slide).", "rule")
+	descWinEmitTrunc    = desc("window_emit_truncated_total", "Live keys of an every_slide window left out of a slide's report by emit_max_keys.", "rule")
+	descWinEmitWalks    = desc("window_emit_walks_total", "Slides an every_slide window reported (walks of its key table).", "rule")
+	descWinKeyTruncated = desc("window_key_truncated_total", "Keys of an every_slide window whose text was cut to max_key_bytes.", "rule")
 
 	descFBRequests = desc("feedback_block_requests_total", "Block verdicts with a source address.")
 	descFBBlocks   = desc("feedback_blocks_total", "What happened to block requests, by result.", "result")
@@ -391,6 +396,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descWinFull, w.Full, name)
 			counter(descWinLate, w.Late, name)
 			gauge(descWinBytes, float64(w.Bytes), name)
+			var m engine.EmitStats // zero for a window without emit
+			if r.Emit != nil {
+				m = *r.Emit
+			}
+			counter(descWinEmitted, m.Emitted, name)
+			counter(descWinEmitTrunc, m.Truncated, name)
+			counter(descWinEmitWalks, m.Walks, name)
+			counter(descWinKeyTruncated, w.KeyTruncated, name)
 		}
 	}
 

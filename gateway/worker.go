@@ -124,6 +124,13 @@ func (w *worker) decide(frame []byte, src netip.AddrPort, rxNs uint64) {
 			w.tap.offer(f, d, w.id, rxNs)
 		}
 	}
+	if w.sw != nil {
+		// Window rules with emit: on_alert that fired (emit.go).
+		aggs := w.ew.Aggregates()
+		for i := range aggs {
+			w.sw.AddAggregate(&aggs[i])
+		}
+	}
 }
 
 // loadTap takes the tap clients' filter for the next batch: one atomic

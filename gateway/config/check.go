@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -537,6 +538,7 @@ func (c *Config) checkRules(k *configChecker, schemaOK bool) {
 			}
 			checkMaxKeys(k, key("window.max_keys"), w.MaxKeys)
 			checkOnFull(k, key("window.on_full"), w.OnFull)
+			c.checkEmit(k, key, w)
 		}
 		if len(k.errs) > n || !schemaOK || k.badUnder(p) {
 			compileOK = false
@@ -561,6 +563,62 @@ func (c *Config) checkRules(k *configChecker, schemaOK bool) {
 			k.add(key, err.Error()+" (raise limits.state_memory or lower max_keys)", err)
 		}
 	}
+}
+
+// checkEmit checks a window's aggregate output: its values, and that a
+// sink takes the records.
+func (c *Config) checkEmit(k *configChecker, key func(string) string, w *RuleWindow) {
+	switch w.Emit {
+	case engine.EmitNone:
+		if k.has(key("window.emit")) {
+			k.errf(key("window.emit"), "empty: want on_alert or every_slide (or leave it out)")
+		}
+		for _, f := range []string{"emit_min_change", "emit_max_keys", "max_key_bytes"} {
+			if k.has(key("window." + f)) {
+				k.errf(key("window."+f), "only with emit: every_slide")
+			}
+		}
+		return
+	case engine.EmitOnAlert, engine.EmitEverySlide:
+	default:
+		k.errf(key("window.emit"), "%q: want on_alert (an aggregate each time the rule fires) or every_slide (each key's aggregate after every slide)", w.Emit)
+		return
+	}
+	if w.Emit != engine.EmitEverySlide {
+		for _, f := range []string{"emit_min_change", "emit_max_keys", "max_key_bytes"} {
+			if k.has(key("window." + f)) {
+				k.errf(key("window."+f), "only with emit: every_slide")
+			}
+		}
+	}
+	if v := w.EmitMinChange; v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		k.errf(key("window.emit_min_change"), "%v: want a number >= 0 (0: every slide)", v)
+	}
+	if v := w.EmitMaxKeys; v < 0 || v > engine.MaxEmitMaxKeys || v == 0 && k.has(key("window.emit_max_keys")) {
+		k.errf(key("window.emit_max_keys"), "%d: want 1..%d (or leave it out for %d)", v, engine.MaxEmitMaxKeys, engine.DefaultEmitMaxKeys)
+	}
+	if v := w.MaxKeyBytes; v != 0 && (v < 8 || v > 1024) || v == 0 && k.has(key("window.max_key_bytes")) {
+		k.errf(key("window.max_key_bytes"), "%d: want 8..1024 (or leave it out for %d)", v, engine.DefaultKeyBytes)
+	}
+}
+
+// EmitsWithoutSink names the rules that emit aggregates when no sink takes
+// them (what: aggregates): valid, as rules without sinks are (the demo and
+// the bench run the example's rules with sinks of their own), but the
+// gateway warns, since the records go nowhere.
+func (c *Config) EmitsWithoutSink() []string {
+	for _, s := range c.Sinks {
+		if s.What == "aggregates" {
+			return nil
+		}
+	}
+	var names []string
+	for _, r := range c.Rules {
+		if r.Window != nil && r.Window.Emit != "" {
+			names = append(names, r.Name)
+		}
+	}
+	return names
 }
 
 func checkOnFull(k *configChecker, key, v string) {
@@ -647,6 +705,7 @@ func (r Rule) spec() engine.RuleSpec {
 	}
 	if w := r.Window; w != nil {
 		s.Window = &engine.WindowSpec{Key: w.Key, Size: w.Size, Slide: w.Slide, Agg: w.Agg, MaxKeys: w.MaxKeys, OnFull: w.OnFull}
+		s.Window.Emit = engine.EmitSpec{Mode: w.Emit, MinChange: w.EmitMinChange, MaxKeys: w.EmitMaxKeys, MaxKeyBytes: w.MaxKeyBytes}
 	}
 	return s
 }

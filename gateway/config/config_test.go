@@ -213,8 +213,8 @@ func TestExampleConfig(t *testing.T) {
 			t.Errorf("examples/xgate.yaml does not show %s", k)
 		}
 	}
-	if len(c.Rules) != 4 || len(c.Sinks) != 6 {
-		t.Errorf("%d rules and %d sinks, want 4 and 6", len(c.Rules), len(c.Sinks))
+	if len(c.Rules) != 4 || len(c.Sinks) != 7 {
+		t.Errorf("%d rules and %d sinks, want 4 and 7", len(c.Rules), len(c.Sinks))
 	}
 	// And its rules really run.
 	e, err := engine.New(c.EngineConfig())
@@ -241,6 +241,7 @@ var allKeys = []string{
 	"rules", "rules[].name", "rules[].when", "rules[].filter", "rules[].action",
 	"rules[].rate_limit", "rules[].rate_limit.key", "rules[].rate_limit.rate", "rules[].rate_limit.burst", "rules[].rate_limit.max_keys",
 	"rules[].window", "rules[].window.key", "rules[].window.size", "rules[].window.slide", "rules[].window.agg", "rules[].window.max_keys",
+	"rules[].window.emit", "rules[].window.emit_min_change", "rules[].window.emit_max_keys", "rules[].window.max_key_bytes",
 	"xdp", "xdp.rate_limit", "xdp.rate_limit.rate", "xdp.rate_limit.burst", "xdp.payload_check", "xdp.cost_sample",
 	"xdp.blocklist_size", "xdp.block_max",
 	"socket", "socket.rcvbuf", "socket.batch",

@@ -838,9 +838,17 @@ func (d *configDecoder) rule(n *yaml.Node, p string) Rule {
 				"agg":      d.str(&w.Agg),
 				"max_keys": d.intField(&w.MaxKeys),
 				"on_full":  d.str(&w.OnFull),
+				// Aggregate outputs.
+				"emit":            d.str(&w.Emit),
+				"emit_min_change": d.floatField(&w.EmitMinChange),
+				"emit_max_keys":   d.intField(&w.EmitMaxKeys),
+				"max_key_bytes":   d.intField(&w.MaxKeyBytes),
 			})
 		},
 		"enrich": func(n *yaml.Node, p string) { r.Enrich = d.enrich(n, p) },
+		"emit": func(n *yaml.Node, p string) {
+			d.errAt(n, p, "emit belongs to a window: window: {key: …, size: …, slide: …, agg: …, emit: every_slide}")
+		},
 	})
 	return r
 }

@@ -156,6 +156,14 @@ type RuleWindow struct {
 	Agg     string // count | sum(f) | min(f) | max(f) | avg(f) | distinct(f)
 	MaxKeys int
 	OnFull  string // deny (default: an event that cannot be counted fires the rule) | allow
+
+	// Aggregate outputs (engine.EmitSpec): emit (on_alert | every_slide),
+	// emit_min_change, emit_max_keys and max_key_bytes (every_slide).
+	// Records go to the sinks of what: aggregates.
+	Emit          string
+	EmitMinChange float64
+	EmitMaxKeys   int
+	MaxKeyBytes   int
 }
 
 // XDP is the policy of the XDP program.

@@ -116,10 +116,11 @@ const (
 
 // Record classes, as bits of sink.classes.
 const (
-	classPass   = 1 << iota // verdict pass
-	classAlert              // verdict alert (the event passes)
-	classDrop               // verdict drop or block
-	classReject             // decode error
+	classPass      = 1 << iota // verdict pass
+	classAlert                 // verdict alert (the event passes)
+	classDrop                  // verdict drop or block
+	classReject                // decode error
+	classAggregate             // a window aggregate (aggregate.go)
 )
 
 func classOf(d *engine.Decision) uint8 {
@@ -286,6 +287,9 @@ type sink struct {
 	metaWant [numMeta]bool
 	metaAnn  [numMeta]bool
 	metaGW   []byte
+	// aggGW is the gateway id of aggregate records as a JSON string
+	// (sinks of what: aggregates).
+	aggGW []byte
 
 	full  *ring.MPSC[*slab]   // workers → writer
 	free  []*ring.SPSC[*slab] // per worker: writer → worker
@@ -301,7 +305,7 @@ type sink struct {
 // Sinks is the set of configured sinks and their writer goroutines.
 type Sinks struct {
 	sinks     []*sink
-	writers   []*Writer
+	writers   []*Writer // one per worker, then the emitter's (aggregate.go)
 	closeOnce sync.Once
 	routes    routeSet // routing by rule (SetRoutes); nil: none
 }
@@ -364,7 +368,7 @@ func New(specs []Spec, workers int) (*Sinks, error) {
 	for _, sk := range s.sinks {
 		timed = timed || sk.timed()
 	}
-	s.writers = make([]*Writer, workers)
+	s.writers = make([]*Writer, workers+1)
 	for w := range s.writers {
 		s.writers[w] = &Writer{
 			id:         w,
@@ -417,24 +421,37 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		sk.classes = classPass | classAlert | classDrop | classReject
 	case "routed":
 		sk.classes = 0 // only what rules route to it (to:)
+	case "aggregates":
+		sk.classes = classAggregate
+		sk.aggGW = appendJSONString(nil, []byte(sp.GatewayID))
 	}
 	size, n := sinkSlabSize, int(sp.Buffer)/sinkSlabSize
 	if n < 2 {
 		size, n = int(sp.Buffer)/2, 2
 	}
 	sk.slabSize = size
-	sk.slabs = n * workers
+	// The emitter's writer (the last) has slabs only in sinks of
+	// aggregates: it writes nothing else.
+	emitSlabs := 0
+	if sk.classes&classAggregate != 0 {
+		emitSlabs = n
+	}
+	sk.slabs = n*workers + emitSlabs
 	var err error
-	if sk.full, err = ring.NewMPSC[*slab](ceilPow2(max(2, n*workers))); err != nil {
+	if sk.full, err = ring.NewMPSC[*slab](ceilPow2(max(2, sk.slabs))); err != nil {
 		return nil, &SpecError{i, "buffer", err.Error()}
 	}
-	sk.free = make([]*ring.SPSC[*slab], workers)
-	sk.wcnt = make([]workerCounts, workers)
+	sk.free = make([]*ring.SPSC[*slab], workers+1)
+	sk.wcnt = make([]workerCounts, workers+1)
 	for w := range sk.free {
 		if sk.free[w], err = ring.NewSPSC[*slab](ceilPow2(n)); err != nil {
 			return nil, &SpecError{i, "buffer", err.Error()}
 		}
-		for range n {
+		slabs := n
+		if w == workers {
+			slabs = emitSlabs
+		}
+		for range slabs {
 			sk.free[w].Push(&slab{
 				buf:   make([]byte, 0, size),
 				ends:  make([]uint32, 0, size/index),
@@ -1050,6 +1067,7 @@ var keyedVerdicts = func() (v [256][]byte) {
 		v[a] = []byte(engine.Action(a).String())
 	}
 	v[keyedReject] = []byte("reject")
+	v[keyedAggregate] = []byte("aggregate")
 	return v
 }()
 

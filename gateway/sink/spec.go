@@ -32,7 +32,8 @@ type Spec struct {
 	// "rejects" (decode errors), "all", or "routed" (none by verdict: only
 	// the events of rules whose to: names this sink). Besides what selects,
 	// a sink gets every event whose deciding rule names it in to:
-	// (Sinks.SetRoutes), once.
+	// (Sinks.SetRoutes), once. "aggregates" selects the window aggregates
+	// of rules with emit (aggregate.go), and no event.
 	What string
 	// Meta (meta: {src: true, rx_time: true, …}) adds metadata to the
 	// records: fields of JSON records, headers of Kafka and NATS records
@@ -227,18 +228,18 @@ func (sp *Spec) check(given func(string) bool, add func(key, format string, args
 		add("type", "%q: want file, stdout, udp, kafka or nats", sp.Type)
 	}
 	switch sp.What {
-	case "passed", "alerts", "dropped", "rejects", "all", "routed":
+	case "passed", "alerts", "dropped", "rejects", "all", "routed", "aggregates":
 	case "":
-		add("what", "missing: want passed, alerts, dropped, rejects, all or routed")
+		add("what", "missing: want passed, alerts, dropped, rejects, all, routed or aggregates")
 	default:
-		add("what", "%q: want passed, alerts, dropped, rejects, all or routed", sp.What)
+		add("what", "%q: want passed, alerts, dropped, rejects, all, routed or aggregates", sp.What)
 	}
 	// gateway_id names the gateway in keyed records (checkKeyed) and in
 	// meta.gateway_id.
 	switch {
 	case sp.keyed():
-	case (sp.GatewayID != "" || given("gateway_id")) && !sp.Meta.GatewayID:
-		add("gateway_id", "only kafka and nats sinks, and sinks with meta.gateway_id, have gateway_id")
+	case (sp.GatewayID != "" || given("gateway_id")) && !sp.Meta.GatewayID && sp.What != "aggregates":
+		add("gateway_id", "only kafka and nats sinks, and sinks with meta.gateway_id or what: aggregates, have gateway_id")
 	case sp.GatewayID != "":
 		if err := ValidGatewayID(sp.GatewayID); err != nil {
 			add("gateway_id", "%v", err)
@@ -346,7 +347,7 @@ func (sp Spec) WithDefaults() Spec {
 	default:
 		sp.Buffer = defaultBuffer
 	}
-	if (sp.keyed() || sp.Meta.GatewayID) && sp.GatewayID == "" {
+	if (sp.keyed() || sp.Meta.GatewayID || sp.What == "aggregates") && sp.GatewayID == "" {
 		sp.GatewayID = defaultGatewayID()
 	}
 	switch {

@@ -101,7 +101,7 @@ func TestCheckEveryProblem(t *testing.T) {
 		{Type: "file", Path: "/a", What: "all", Address: "x:1", Kafka: Kafka{Linger: time.Second}},
 	}
 	want := []string{
-		`sinks[0].what: "everything": want passed, alerts, dropped, rejects, all or routed`,
+		`sinks[0].what: "everything": want passed, alerts, dropped, rejects, all, routed or aggregates`,
 		"sinks[0].path: only file sinks have a path",
 		"sinks[0].fsync: only file sinks fsync",
 		`sinks[0].on_full: "wait": want drop (count and drop events) or block (backpressure)`,

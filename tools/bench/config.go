@@ -25,7 +25,8 @@ const DefaultRules = `rules:
     rate_limit: {key: user_id, rate: 100/s, burst: 200, max_keys: 1048576, on_full: deny}
     action: drop
   - name: velocity
-    window: {key: user_id, size: 60s, slide: 5s, agg: sum(amount), max_keys: 65536, on_full: deny}
+    window: {key: user_id, size: 60s, slide: 5s, agg: sum(amount), max_keys: 65536, on_full: deny,
+             emit: every_slide, emit_min_change: 100, emit_max_keys: 10000, max_key_bytes: 64}
     filter: event_type == "payment"
     when: value > 50000
     action: alert
