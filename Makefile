@@ -51,6 +51,7 @@ deb: build
 	rm -rf $(DEB_STAGE) && mkdir -p $(DEB_STAGE)/examples
 	cp $(BIN) $(LAB) deploy/xgate.service deploy/xgate.yaml deploy/nfpm.yaml deploy/debian/* $(DEB_STAGE)/
 	cp examples/xgate.yaml deploy/prometheus/xgate-rules.yml deploy/grafana/xgate.json $(DEB_STAGE)/examples/
+	cp -r examples/lists $(DEB_STAGE)/examples/
 	$(BIN) docs --man $(DEB_STAGE)/man --completions $(DEB_STAGE)/completions
 	gzip -9n $(DEB_STAGE)/man/*.1
 	printf 'xgate (%s) unstable; urgency=medium\n\n  * Release %s (CHANGELOG.md of the source).\n\n -- xgate maintainers <maintainers@xgate.invalid>  %s\n' \

@@ -2,7 +2,7 @@
 // programs (xgate demo) run the very file the documentation shows.
 package examples
 
-import _ "embed"
+import "embed"
 
 // ConfigName is the example configuration's path in the repository, for
 // messages and errors.
@@ -12,3 +12,10 @@ const ConfigName = "examples/xgate.yaml"
 //
 //go:embed xgate.yaml
 var Config []byte
+
+// Lists are the files under examples/lists that the example's lists: name
+// (relative to the example, as lists/NAME), for programs that run the
+// embedded example outside the repository.
+//
+//go:embed lists
+var Lists embed.FS

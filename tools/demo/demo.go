@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -87,6 +88,11 @@ type Options struct {
 	// examples.Config. ConfigName names it in messages.
 	Config     []byte
 	ConfigName string
+	// Files are the files Config names by relative paths (its lists),
+	// laid out as beside it; the demo writes them beside its adapted
+	// configuration. nil: Config's relative paths are read beside
+	// ConfigName.
+	Files fs.FS
 }
 
 // Traffic counts what the demo sent, by kind; every count is exact (what
@@ -140,6 +146,7 @@ type Report struct {
 
 // SinkFile is one of the demo's sink files.
 type SinkFile struct {
+	Name    string // the sink's name (its label in the gateway's stats)
 	What    string // the sink's `what`
 	Path    string
 	Records uint64 // records written
@@ -190,7 +197,7 @@ func (o *Options) defaults() error {
 		o.Width = 100
 	}
 	if o.Config == nil {
-		o.Config, o.ConfigName = examples.Config, examples.ConfigName
+		o.Config, o.ConfigName, o.Files = examples.Config, examples.ConfigName, examples.Lists
 	}
 	if o.ConfigName == "" {
 		o.ConfigName = "demo configuration"
@@ -242,20 +249,48 @@ func missingPrivileges(status string, euid int) string {
 // way `xgate validate` would, and everything else in it — rules, limits,
 // schema, XDP policy — stays as written.
 func demoConfig(o *Options, iface string, port uint16, dir string) (*config.Config, []SinkFile, error) {
-	if _, err := config.Parse(o.ConfigName, o.Config); err != nil {
-		return nil, nil, fmt.Errorf("demo: %w", err)
+	name := o.ConfigName
+	if o.Files != nil {
+		// The adapted file is written into dir (for the user to read) and
+		// its relative paths (lists) resolve there.
+		if err := copyFiles(o.Files, dir); err != nil {
+			return nil, nil, fmt.Errorf("demo: the files of %s: %w", o.ConfigName, err)
+		}
+		name = filepath.Join(dir, "xgate.yaml")
+	}
+	orig, err := config.Parse(name, o.Config)
+	if err != nil {
+		return nil, nil, fmt.Errorf("demo: %s: %w", o.ConfigName, err)
 	}
 	files := []SinkFile{
-		{What: "alerts", Path: filepath.Join(dir, "alerts.ndjson")},
-		{What: "dropped", Path: filepath.Join(dir, "dropped.ndjson")},
-		{What: "rejects", Path: filepath.Join(dir, "rejects.ndjson")},
-		{What: "passed", Path: filepath.Join(dir, "passed.ndjson")},
+		{What: "alerts"}, {What: "dropped"}, {What: "rejects"}, {What: "passed"},
+	}
+	// The sinks the rules route to (to:) and, when a window emits, one for
+	// the aggregates: the demo's own sinks replace the file's.
+	routed := map[string]bool{}
+	emits := false
+	for _, r := range orig.Rules {
+		for _, n := range r.To {
+			if !routed[n] {
+				routed[n] = true
+				files = append(files, SinkFile{Name: n, What: "routed"})
+			}
+		}
+		emits = emits || r.Window != nil && r.Window.Emit != ""
+	}
+	if emits {
+		files = append(files, SinkFile{What: "aggregates"})
 	}
 	sinks := make([]map[string]string, len(files))
-	for i, f := range files {
+	for i := range files {
+		f := &files[i]
+		if f.Name == "" {
+			f.Name = f.What
+		}
+		f.Path = filepath.Join(dir, f.Name+".ndjson")
 		// buffer: room for the burst of verdicts the flood causes before
 		// its source is blocked, while the two cores are busy sending too.
-		sinks[i] = map[string]string{"type": "file", "path": f.Path, "what": f.What, "fsync": "never", "buffer": "4MiB"}
+		sinks[i] = map[string]string{"type": "file", "name": f.Name, "path": f.Path, "what": f.What, "fsync": "never", "buffer": "4MiB"}
 	}
 	var ifEdit any = iface
 	if iface == "" {
@@ -276,7 +311,14 @@ func demoConfig(o *Options, iface string, port uint16, dir string) (*config.Conf
 	if err != nil {
 		return nil, nil, fmt.Errorf("demo: adapt %s: %w", o.ConfigName, err)
 	}
-	cfg, err := config.Parse(o.ConfigName+" (adapted for the demo)", text)
+	if o.Files != nil {
+		if err := os.WriteFile(name, text, 0o600); err != nil {
+			return nil, nil, fmt.Errorf("demo: %w", err)
+		}
+	} else {
+		name += " (adapted for the demo)"
+	}
+	cfg, err := config.Parse(name, text)
 	if err != nil {
 		return nil, nil, fmt.Errorf("demo: %w", err)
 	}
@@ -458,4 +500,23 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// copyFiles writes every file of fsys under dir, keeping its path; the
+// directories are created 0700, the files 0600.
+func copyFiles(fsys fs.FS, dir string) error {
+	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(p))
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o700)
+		}
+		b, err := fs.ReadFile(fsys, p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o600)
+	})
 }

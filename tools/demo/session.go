@@ -90,7 +90,7 @@ wait:
 	s.view.alerts.close()
 	for i := range s.files {
 		for _, sk := range st.Sinks {
-			if sk.Name == "file:"+s.files[i].Path {
+			if sk.Name == s.files[i].Name {
 				s.files[i].Records = sk.Records
 			}
 		}
@@ -190,15 +190,17 @@ func printReport(w io.Writer, rep *Report, cleanup string) {
 	}
 	fmt.Fprintf(w, "  sink files, kept for you to read (%s):\n", rep.Dir)
 	what := map[string]string{
-		"alerts":  "alert verdicts, annotated with rule and value",
-		"dropped": "drop and block verdicts, annotated",
-		"rejects": "decode errors, with the raw input",
-		"passed":  "events that passed, as received",
+		"alerts":     "alert verdicts, annotated with rule and value",
+		"dropped":    "drop and block verdicts, annotated",
+		"rejects":    "decode errors, with the raw input",
+		"passed":     "events that passed or alerted, as received",
+		"routed":     "events of the rules that route to this sink (to:), annotated",
+		"aggregates": "window aggregates (emit:), one per key and slide or alert",
 	}
 	for _, sf := range rep.Files {
 		lost := ""
 		for _, sk := range st.Sinks {
-			if sk.Name == "file:"+sf.Path && sk.Dropped+sk.Failed+sk.TooBig > 0 {
+			if sk.Name == sf.Name && sk.Dropped+sk.Failed+sk.TooBig > 0 {
 				lost = fmt.Sprintf(", %s not written (sink behind or failing)", num(sk.Dropped+sk.Failed+sk.TooBig))
 			}
 		}
