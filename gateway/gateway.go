@@ -28,6 +28,7 @@ import (
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway/sink"
+	"github.com/xgate/xgate/gateway/tap"
 )
 
 // Options are the run-time knobs that are not configuration.
@@ -128,7 +129,7 @@ type Gateway struct {
 	startCfg      *config.Config               // what New built: restart keys compare to it
 	restartNeeded []string                     // keys changed since start that need one; reloadMu
 	lastReload    atomic.Pointer[ReloadResult] // nil before the first reload
-	tap           *tapHub                      // GET /tap; set by New
+	tap           *tap.Hub                     // GET /tap; set by New
 
 	lists *listSet // the enrichment lists and the watch on their files (lists.go)
 }
@@ -245,7 +246,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		target = g.xdp
 	}
 	g.fb = newFeedback(target, cfg.XDP.BlockMax, g.log)
-	g.tap = newTapHub()
+	g.tap = tap.NewHub(monotonicNs)
 	if listed, _ := host.ParseCPUList(cfg.Workers.CPUs); len(listed) > 0 { // checked by the config and topology
 		if g.hk, err = host.NewHousekeeping(listed); err != nil {
 			return nil, fmt.Errorf("workers.cpus: %w", err)
