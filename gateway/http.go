@@ -324,7 +324,7 @@ type Status struct {
 	// Features: every kernel and interface feature, available or not, why,
 	// and what it made xgate do.
 	Features host.Features `json:"features"`
-	// Lists are the enrichment lists in force (lists.go).
+	// Lists are the enrichment lists in force (gateway/lists).
 	Lists []ListStats `json:"lists,omitempty"`
 }
 
