@@ -251,7 +251,7 @@ func decideAll(w *worker, payloads [][]byte, src netip.Addr, rxNs uint64) {
 // worker path allocates nothing more than without a tap; with a client
 // that is offered events, it allocates nothing once the copy buffers
 // circulate (the dispatcher's per-client copies are off the hot path).
-// The hub alone is held to the same in gateway/tap (TestHubOfferAllocs).
+// The hub alone is held to the same in gateway/tap (TestTapHubOfferAllocs).
 func TestTapWorkerAllocs(t *testing.T) {
 	payloads := itEvents(200)
 	src := netip.MustParseAddr("198.18.0.1")

@@ -65,7 +65,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // Prepare keeps a list's engine.List across configs while its name and
 // type stay (the compiled rules hold it), and commit stores the new
 // contents into it; a list whose type changed is a new one.
-func TestPrepareCommit(t *testing.T) {
+func TestListPrepareCommit(t *testing.T) {
 	dir := t.TempDir()
 	vip, nets := filepath.Join(dir, "vip.txt"), filepath.Join(dir, "nets.txt")
 	writeAtomic(t, vip, "u-1\n")
@@ -117,7 +117,7 @@ func TestPrepareCommit(t *testing.T) {
 // The watch re-reads a list when its file is replaced or written in place;
 // a file that does not load, or that PushCIDR refuses, keeps the old
 // contents and is counted.
-func TestWatch(t *testing.T) {
+func TestListWatch(t *testing.T) {
 	dir := t.TempDir()
 	vip, nets := filepath.Join(dir, "vip.txt"), filepath.Join(dir, "nets.txt")
 	writeAtomic(t, vip, "u-1\n")

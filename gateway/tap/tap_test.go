@@ -77,7 +77,7 @@ func drainT(h *Hub, subs ...*Sub) [][]Event {
 // The workers filter by rule and verdict and sample at each client's rate
 // before anything is copied: a client gets only its rule's events, at most
 // its bucket's worth, refilled at its rate; the others are unaffected.
-func TestHubSampling(t *testing.T) {
+func TestTapHubSampling(t *testing.T) {
 	const refunds, alerts, rate = 30, 7, 5
 	batch := decisions(50, refunds, alerts)
 	hub := testHub()
@@ -159,7 +159,7 @@ func TestHubSampling(t *testing.T) {
 
 // Losses are counted, never waited for: a full ring drops the offer before
 // copying it, a full client buffer drops the dispatcher's copy.
-func TestHubDrops(t *testing.T) {
+func TestTapHubDrops(t *testing.T) {
 	const over = 10
 	hub := testHub()
 	s := subscribeT(t, hub, allVerdicts, "refunds", MaxRate)
@@ -180,7 +180,7 @@ func TestHubDrops(t *testing.T) {
 // want nothing of the batch, and, once the copy buffers circulate, with a
 // client that is offered events (the dispatcher's per-client copies are
 // off the hot path).
-func TestHubOfferAllocs(t *testing.T) {
+func TestTapHubOfferAllocs(t *testing.T) {
 	const runs = 20
 	batch := decisions(100, 10, 5)
 	hub := testHub()
@@ -214,7 +214,7 @@ func TestHubOfferAllocs(t *testing.T) {
 
 // Serve streams what its client asked for as NDJSON lines, refuses a bad
 // query, answers 503 without a hub, and ends when the server shuts down.
-func TestServe(t *testing.T) {
+func TestTapServe(t *testing.T) {
 	hub := testHub()
 	quit := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
