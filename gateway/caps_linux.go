@@ -20,41 +20,11 @@ import (
 // an unlink in a pin directory the daemon's user owns.
 
 // CapSteps lists the setup steps of a run of cfg on the receive path
-// (config.ModeAFXDP, config.ModeSocket or config.ModePlain) and the capabilities each needs, on
-// a kernel with CAP_BPF and CAP_PERFMON (Linux >= 5.8; CAP_SYS_ADMIN stands
-// in for both, as the kernel's bpf_capable and perfmon_capable accept it).
-// Pinning needs none (a pin directory on bpffs the user may write), locked
-// memory needs none under RLIMIT_MEMLOCK >= the UMEM (LimitMEMLOCK= in the
-// unit; host.CheckPrivileges says when not), and SCHED_FIFO needs none under
-// RLIMIT_RTPRIO >= the priority.
+// (config.ModeAFXDP, config.ModeSocket or config.ModePlain) and the
+// capabilities each needs (host.CapSteps).
 func CapSteps(cfg *config.Config, path config.Mode) []host.CapStep {
-	var steps []host.CapStep
-	if path != config.ModePlain {
-		// XDP is a networking program type: loading it needs CAP_NET_ADMIN
-		// besides CAP_BPF; and the verifier allows the program's pointer
-		// arithmetic (packet end - packet start) only with CAP_PERFMON
-		// ("pointer -= pointer prohibited" without it). The socket path's
-		// sk_reuseport program (several NUMA nodes) needs CAP_BPF alone.
-		steps = append(steps,
-			host.CapStep{Step: "load the XDP program", Caps: []host.Capability{host.CapBPF, host.CapPerfmon, host.CapNetAdmin}},
-			host.CapStep{Step: "attach XDP to the interface", Caps: []host.Capability{host.CapNetAdmin}})
-	}
-	if path == config.ModeSocket {
-		// SO_RCVBUFFORCE beyond net.core.rmem_max; without it the socket
-		// gets SO_RCVBUF, capped by rmem_max, so CAP_NET_ADMIN (needed
-		// above anyway) is not asked for here.
-		steps = append(steps, host.CapStep{Step: "open the SO_REUSEPORT sockets", Caps: nil})
-	}
-	if path == config.ModeAFXDP {
-		steps = append(steps, host.CapStep{Step: "open AF_XDP sockets", Caps: []host.Capability{host.CapNetRaw}})
-	}
-	if cfg.Probes.Enabled {
-		steps = append(steps, host.CapStep{Step: "load the kernel probes (tp_btf, socket filter)", Caps: []host.Capability{host.CapBPF, host.CapPerfmon}, Optional: true})
-	}
-	if p := cfg.Workers.RealtimePriority; p > 0 && host.RtprioLimit() < uint64(p) {
-		steps = append(steps, host.CapStep{Step: "make the workers SCHED_FIFO", Caps: []host.Capability{host.CapSysNice}})
-	}
-	return steps
+	return host.CapSteps(host.Setup{XDP: path != config.ModePlain, Reuseport: path == config.ModeSocket,
+		AFXDP: path == config.ModeAFXDP, Probes: cfg.Probes.Enabled, RealtimePriority: cfg.Workers.RealtimePriority})
 }
 
 // checkCaps is New's check of the path's steps: a *host.CapabilityError for a

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/bpf"
-	"github.com/xgate/xgate/gateway/config"
 	"github.com/xgate/xgate/testenv"
 )
 
@@ -67,21 +66,5 @@ func TestNeverBlockAndDrop(t *testing.T) {
 			t.Fatalf("after emptying xdp.drop: %d datagrams decided of 5; XDP %v", s.Decided-before.Decided, s.XDP.ByName())
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// TestXDPBurstDefault: xdp.rate_limit without a burst gives a bucket of one
-// second's worth, as documented, not of one packet.
-func TestXDPBurstDefault(t *testing.T) {
-	cfg, err := config.Parse("b.yaml", []byte("listen: {ports: [9000]}\nxdp: {rate_limit: {rate: 100/s}}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b := xdpConfig(cfg, config.ModeSocket); b.BucketRate != 100 || b.BucketBurst != 100 {
-		t.Errorf("rate %d burst %d, want 100 and 100", b.BucketRate, b.BucketBurst)
-	}
-	cfg.XDP.RateLimit.Burst = 5
-	if b := xdpConfig(cfg, config.ModeSocket); b.BucketBurst != 5 {
-		t.Errorf("burst %d, want the configured 5", b.BucketBurst)
 	}
 }

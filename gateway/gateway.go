@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/lists"
 
 	"github.com/xgate/xgate/gateway/host"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway/sink"
+	"github.com/xgate/xgate/gateway/tap"
 )
 
 // Options are the run-time knobs that are not configuration.
@@ -133,9 +135,9 @@ type Gateway struct {
 	startCfg      *config.Config               // what New built: restart keys compare to it
 	restartNeeded []string                     // keys changed since start that need one; reloadMu
 	lastReload    atomic.Pointer[ReloadResult] // nil before the first reload
-	tap           *tapHub                      // GET /tap; set by New
+	tap           *tap.Hub                     // GET /tap; set by New
 
-	lists *listSet // the enrichment lists and the watch on their files (lists.go)
+	lists *lists.Set // the enrichment lists and the watch on their files
 }
 
 // New sets everything up — engine, XDP program and link, sockets, sinks,
@@ -164,10 +166,10 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 			g = nil
 		}
 	}()
-	g.lists = newListSet(g.log, &g.reloadMu)
+	g.lists = lists.New(g.log, &g.reloadMu)
 	ec := cfg.EngineConfig()
 	var commitLists func()
-	ec.Lists, commitLists = g.lists.prepare(cfg)
+	ec.Lists, commitLists = g.lists.Prepare(cfg)
 	if g.eng, err = engine.New(ec); err != nil {
 		return nil, fmt.Errorf("compile rules: %w", err)
 	}
@@ -258,7 +260,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 		target = g.xdp
 	}
 	g.fb = newFeedback(target, cfg.XDP.BlockMax, g.log)
-	g.tap = newTapHub()
+	g.tap = tap.NewHub(monotonicNs)
 	if listed, _ := host.ParseCPUList(cfg.Workers.CPUs); len(listed) > 0 { // checked by the config and topology
 		if g.hk, err = host.NewHousekeeping(listed); err != nil {
 			return nil, fmt.Errorf("workers.cpus: %w", err)
@@ -361,7 +363,7 @@ func (g *Gateway) setupXDP(cfg *config.Config) error {
 	if err := g.xdp.SetCIDRLists(cidrLists(cfg, nil)); err != nil {
 		return fmt.Errorf("xdp.never_block, xdp.drop and their lists: %w", err)
 	}
-	g.lists.pushCIDR = g.pushCIDRList
+	g.lists.PushCIDR = g.pushCIDRList
 	if err := clearStale(lnk, g.log); err != nil {
 		return err
 	}
@@ -456,7 +458,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 	if len(g.Config().Lists) > 0 {
 		g.reloadMu.Lock()
-		if err := g.lists.start(); err != nil {
+		if err := g.lists.Start(); err != nil {
 			g.log.Warn("list files are reloaded on SIGHUP only", "err", err)
 		}
 		g.reloadMu.Unlock()
@@ -516,7 +518,7 @@ func (g *Gateway) Stop() error {
 		case <-time.After(time.Until(deadline)):
 			err = errors.New("workers did not stop in time")
 		}
-		g.lists.stop() // before teardown closes the XDP maps it pushes into
+		g.lists.Stop() // before teardown closes the XDP maps it pushes into
 		close(g.fbStop)
 		<-g.fbDone
 		close(g.hkStop)
@@ -681,7 +683,7 @@ func (g *Gateway) reload(cfg *config.Config) error {
 	}
 	ec := cfg.EngineConfig()
 	var commitLists func()
-	ec.Lists, commitLists = g.lists.prepare(cfg)
+	ec.Lists, commitLists = g.lists.Prepare(cfg)
 	if err := g.eng.Reload(ec); err != nil {
 		return fmt.Errorf("reload rejected, old rules keep running: %w", err)
 	}
@@ -690,8 +692,8 @@ func (g *Gateway) reload(cfg *config.Config) error {
 	// ones may still meet the new routes (or the other way round): a
 	// rule's routes change with it, not with the same event.
 	g.sinks.SetRoutes(routes)
-	if len(cfg.Lists) > 0 && g.lists.ino == nil && g.started.Load() != 0 && !g.stop.Load() {
-		if err := g.lists.start(); err != nil {
+	if len(cfg.Lists) > 0 && !g.lists.Watching() && g.started.Load() != 0 && !g.stop.Load() {
+		if err := g.lists.Start(); err != nil {
 			g.log.Warn("list files are reloaded on SIGHUP only", "err", err)
 		}
 	}
@@ -782,7 +784,7 @@ func (n note) String() string { return string(n) }
 
 // pushCIDRList pushes the XDP program's CIDR lists with list name's
 // contents replaced by d, when the config pushes that list (a file
-// reload, lists.go). The caller holds reloadMu.
+// reload, gateway/lists). The caller holds reloadMu.
 func (g *Gateway) pushCIDRList(name string, d *engine.ListData) error {
 	cfg := g.Config()
 	if g.xdp == nil || !slices.Contains(cfg.XDP.NeverBlockLists, name) && !slices.Contains(cfg.XDP.DropLists, name) {
@@ -797,6 +799,6 @@ func (g *Gateway) pushCIDRList(name string, d *engine.ListData) error {
 		if n == name {
 			return d
 		}
-		return g.lists.current(n)
+		return g.lists.Current(n)
 	}))
 }

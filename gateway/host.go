@@ -62,112 +62,23 @@ func (g *Gateway) topology(cfg *config.Config) (*plan, error) {
 	return p, nil
 }
 
-// restrict confines the workers to cpus (workers.cpus; nil: no limit). The
-// nodes keep only those CPUs, so socket mode opens one socket per listed
-// CPU. A queue served by an unlisted CPU gets the least loaded listed CPU
-// of its node, or of any node when its node has none; its frames are then
-// copied on the serving CPU and decided on the worker's, which is the
-// layout to choose when the interrupt CPUs are busy.
+// restrict confines the workers to cpus (workers.cpus; nil: no limit):
+// host.Topology.Restrict.
 func (p *plan) restrict(cpus []int) error {
-	if len(cpus) == 0 {
-		return nil
+	if err := p.topo.Restrict(cpus); err != nil {
+		return err
 	}
-	t := p.topo
-	online := make(map[int]bool, len(t.Online))
-	for _, c := range t.Online {
-		online[c] = true
-	}
-	listed := make(map[int]bool, len(cpus))
-	for _, c := range cpus {
-		if !online[c] {
-			return fmt.Errorf("workers.cpus: CPU %d is not online here (online: %s)", c, host.FormatCPUList(t.Online))
-		}
-		listed[c] = true
-	}
-	var nodes []host.Node
-	for _, n := range t.Nodes {
-		var keep []int
-		for _, c := range n.CPUs {
-			if listed[c] {
-				keep = append(keep, c)
-			}
-		}
-		if len(keep) > 0 {
-			nodes = append(nodes, host.Node{ID: n.ID, CPUs: keep})
-		}
-	}
-	if len(t.Nodes) == 0 {
-		nodes = []host.Node{{ID: 0, CPUs: cpus}}
-	}
-	t.Nodes = nodes
-	p.cpus = cpus
-	// Queues already on a listed CPU stay; each of the others goes to the
-	// listed CPU of its node (else of any node) with the fewest queues.
-	load := map[int]int{}
-	for _, q := range t.Queues {
-		if listed[q.CPU] {
-			load[q.CPU]++
-		}
-	}
-	for i := range t.Queues {
-		q := &t.Queues[i]
-		if listed[q.CPU] {
-			continue
-		}
-		pool := cpus
-		for _, n := range nodes {
-			if n.ID == q.Node {
-				pool = n.CPUs
-			}
-		}
-		was := q.CPU
-		q.CPU = pool[0]
-		for _, c := range pool {
-			if load[c] < load[q.CPU] {
-				q.CPU = c
-			}
-		}
-		load[q.CPU]++
-		q.Node = t.NodeOf(q.CPU)
-		t.Notes = append(t.Notes, fmt.Sprintf("queue %d is served by CPU %d, not in workers.cpus (%s): its worker runs on CPU %d",
-			q.Index, was, host.FormatCPUList(cpus), q.CPU))
+	if len(cpus) > 0 {
+		p.cpus = cpus
 	}
 	return nil
 }
 
-// nodeCPUs returns the online CPUs of each NUMA node, indexed by node ID
-// (the index bpf_get_numa_node_id returns); IDs without CPUs are empty.
-func (p *plan) nodeCPUs() [][]int {
-	maxID := 0
-	for _, n := range p.topo.Nodes {
-		maxID = max(maxID, n.ID)
-	}
-	out := make([][]int, maxID+1)
-	for _, n := range p.topo.Nodes {
-		out[n.ID] = n.CPUs
-	}
-	if len(p.topo.Nodes) == 0 {
-		out = [][]int{p.topo.Online}
-	}
-	return out
-}
+// nodeCPUs returns the online CPUs of each NUMA node, indexed by node ID.
+func (p *plan) nodeCPUs() [][]int { return p.topo.NodeCPUs() }
 
 // queueCPU returns the CPU that serves RX queue q.
-func (p *plan) queueCPU(q int) int {
-	for _, qq := range p.topo.Queues {
-		if qq.Index == q {
-			return qq.CPU
-		}
-	}
-	pool := p.topo.Online
-	if p.cpus != nil {
-		pool = p.cpus
-	}
-	if n := len(pool); n > 0 {
-		return pool[q%n]
-	}
-	return -1
-}
+func (p *plan) queueCPU(q int) int { return p.topo.QueueCPU(q, p.cpus) }
 
 // pathProblems checks what a receive path needs; it returns the fatal
 // problems in words the operator can act on.

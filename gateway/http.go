@@ -183,7 +183,7 @@ func (g *Gateway) httpHandler(h *httpServer) http.Handler {
 			http.Error(w, "forbidden: /tap streams raw events (personal data); it needs http.token or a unix socket (http.listen: unix:/path)", http.StatusForbidden)
 			return
 		}
-		g.serveTap(w, r, h.quit)
+		g.tap.Serve(w, r, h.quit)
 	})
 	mux.HandleFunc("/blocklist", func(w http.ResponseWriter, r *http.Request) { g.serveBlocklist(w, r, h.unix) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -324,7 +324,7 @@ type Status struct {
 	// Features: every kernel and interface feature, available or not, why,
 	// and what it made xgate do.
 	Features host.Features `json:"features"`
-	// Lists are the enrichment lists in force (lists.go).
+	// Lists are the enrichment lists in force (gateway/lists).
 	Lists []ListStats `json:"lists,omitempty"`
 }
 

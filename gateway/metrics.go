@@ -296,7 +296,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descBuild, 1, g.version(), revision(), runtime.Version())
 	gauge(descRules, float64(len(s.Engine.Rules)))
 	if g.tap != nil {
-		counter(descTapDropped, g.tap.dropped.Load())
+		counter(descTapDropped, g.tap.Dropped())
 	}
 
 	if g.xdp != nil {

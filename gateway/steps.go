@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"github.com/xgate/xgate/gateway/config"
@@ -151,76 +150,10 @@ func (g *Gateway) closeSockets() {
 	}
 }
 
-// xdpConfig is the XDP program's run-time policy for path.
-// cidrLists are the XDP program's CIDR lists of cfg: xdp.never_block
-// (list 0), xdp.drop (list 1), then the lists of xdp.never_block_lists and
-// xdp.drop_lists, each under its own name (so counted apart). data gives a
-// list's contents (nil: the config's own, as loaded). A network already in
-// an earlier list of the same action is left out of the later one: the
-// trie holds a prefix once.
+// cidrLists are the XDP program's CIDR lists of cfg (config.CIDRLists).
 func cidrLists(cfg *config.Config, data func(name string) *engine.ListData) []bpf.CIDRList {
-	out := []bpf.CIDRList{
-		{Name: "never_block", Action: bpf.CIDRNeverBlock, Prefixes: cfg.XDP.NeverBlock},
-		{Name: "drop", Action: bpf.CIDRDrop, Prefixes: cfg.XDP.Drop},
-	}
-	if data == nil {
-		data = func(name string) *engine.ListData {
-			if l := cfg.ListByName(name); l != nil {
-				return l.Data
-			}
-			return nil
-		}
-	}
-	seen := map[netip.Prefix]bpf.CIDRAction{}
-	for _, l := range out {
-		for _, p := range l.Prefixes {
-			seen[p] = l.Action
-		}
-	}
-	add := func(names []string, action bpf.CIDRAction) {
-		for _, name := range names {
-			l := bpf.CIDRList{Name: name, Action: action}
-			if d := data(name); d != nil {
-				for _, p := range d.Prefixes() {
-					if a, ok := seen[p]; ok && a == action {
-						continue
-					}
-					seen[p] = action
-					l.Prefixes = append(l.Prefixes, p)
-				}
-			}
-			out = append(out, l)
-		}
-	}
-	add(cfg.XDP.NeverBlockLists, bpf.CIDRNeverBlock)
-	add(cfg.XDP.DropLists, bpf.CIDRDrop)
-	return out
+	return cfg.CIDRLists(data)
 }
 
-func xdpConfig(cfg *config.Config, path config.Mode) bpf.Config {
-	mode := bpf.DeliverStack
-	if path == config.ModeAFXDP {
-		mode = bpf.DeliverXSK
-	}
-	costN := uint32(bpf.CostSampleOff)
-	if cfg.XDP.CostSample > 0 {
-		costN = uint32(cfg.XDP.CostSample)
-	}
-	// The socket path serves IPv6 only when its sockets do (bound to an
-	// IPv6 address, "::" included); AF_XDP workers parse both families.
-	noIPv6 := false
-	if path != config.ModeAFXDP {
-		a, err := netip.ParseAddr(cfg.Listen.Address)
-		noIPv6 = err != nil || !a.Is6() || a.Is4In6()
-	}
-	// A bucket without a burst holds one second's worth, as documented
-	// (at least one packet).
-	rate := cfg.XDP.RateLimit.PerSecond()
-	burst := cfg.XDP.RateLimit.Burst
-	if burst == 0 && rate > 0 {
-		burst = max(rate, 1)
-	}
-	return bpf.Config{Deliver: mode, BucketRate: uint64(rate), BucketBurst: uint64(burst),
-		PayloadCheck: cfg.XDP.PayloadCheck, CostSampleN: costN, VLANs: cfg.Listen.VLANs, AnyVLAN: cfg.Listen.AnyVLAN,
-		NoIPv6: noIPv6}
-}
+// xdpConfig is the XDP program's run-time policy for path (config.XDPConfig).
+func xdpConfig(cfg *config.Config, path config.Mode) bpf.Config { return cfg.XDPConfig(path) }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -12,15 +11,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xgate/xgate/gateway/config"
-
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/tap"
 )
 
 // tapClient reads /tap?query into lines until ctx ends.
 type tapClient struct {
 	mu    sync.Mutex
-	lines []TapLine
+	lines []tap.Line
 	times []time.Time
 	err   error
 	done  chan struct{}
@@ -49,7 +48,7 @@ func startTap(t *testing.T, ctx context.Context, g *Gateway, query string) *tapC
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			var l TapLine
+			var l tap.Line
 			err := json.Unmarshal(sc.Bytes(), &l)
 			c.mu.Lock()
 			if err != nil && c.err == nil {
@@ -86,7 +85,7 @@ func runTap(t *testing.T, mode string) {
 	refunds := startTap(t, ctx, g, "rule=refunds&rate=10000")
 	const slowRate = 5
 	slowRefunds := startTap(t, ctx, g, "rule=refunds&verdict=drop&rate=5")
-	if n := g.tap.clients(); n != 4 {
+	if n := g.tap.Clients(); n != 4 {
 		t.Fatalf("%d tap clients, want 4", n)
 	}
 	began := time.Now()
@@ -117,7 +116,7 @@ func runTap(t *testing.T, mode string) {
 	}
 	elapsed := time.Since(began)
 
-	check := func(name string, c *tapClient, ok func(TapLine) bool) {
+	check := func(name string, c *tapClient, ok func(tap.Line) bool) {
 		t.Helper()
 		if len(c.lines) == 0 {
 			t.Errorf("%s: no lines", name)
@@ -137,17 +136,17 @@ func runTap(t *testing.T, mode string) {
 			}
 		}
 	}
-	check("alerts", alerts, func(l TapLine) bool {
+	check("alerts", alerts, func(l tap.Line) bool {
 		return l.Verdict == "alert" && (l.Rule == "big-payment" || l.Rule == "velocity")
 	})
-	check("passes", passes, func(l TapLine) bool { return l.Verdict == "pass" })
-	check("refunds", refunds, func(l TapLine) bool { return l.Verdict == "drop" && l.Rule == "refunds" })
-	check("slow refunds", slowRefunds, func(l TapLine) bool { return l.Verdict == "drop" && l.Rule == "refunds" })
+	check("passes", passes, func(l tap.Line) bool { return l.Verdict == "pass" })
+	check("refunds", refunds, func(l tap.Line) bool { return l.Verdict == "drop" && l.Rule == "refunds" })
+	check("slow refunds", slowRefunds, func(l tap.Line) bool { return l.Verdict == "drop" && l.Rule == "refunds" })
 
 	// Every alert the engine decided reached the unthrottled client (the
 	// ring is far larger than this traffic), the passes were sampled.
-	if got, want := uint64(len(alerts.lines)), s.Engine.Verdicts[engine.ActionAlert]; got+g.tap.dropped.Load() < want {
-		t.Errorf("alert client got %d lines, engine decided %d alerts (%d dropped)", got, want, g.tap.dropped.Load())
+	if got, want := uint64(len(alerts.lines)), s.Engine.Verdicts[engine.ActionAlert]; got+g.tap.Dropped() < want {
+		t.Errorf("alert client got %d lines, engine decided %d alerts (%d dropped)", got, want, g.tap.Dropped())
 	}
 	checkRate(t, "pass client", passes, passRate, elapsed)
 	// The slow client saw a sample of the refunds the fast one saw in full.
@@ -157,19 +156,19 @@ func runTap(t *testing.T, mode string) {
 	}
 	t.Logf("%s: %d alerts, %d passes (of %d), %d refunds, %d sampled refunds in %v; tap dropped %d", mode,
 		len(alerts.lines), len(passes.lines), s.Engine.Verdicts[engine.ActionPass], len(refunds.lines),
-		len(slowRefunds.lines), elapsed, g.tap.dropped.Load())
+		len(slowRefunds.lines), elapsed, g.tap.Dropped())
 
 	// The clients are gone: the workers stop offering.
 	deadline := time.Now().Add(2 * time.Second)
-	for g.tap.clients() != 0 || g.tap.filter.Load() != nil {
+	for g.tap.Clients() != 0 || g.tap.Load() != nil {
 		if time.Now().After(deadline) {
-			t.Fatalf("tap: %d clients, filter %v after the clients left", g.tap.clients(), g.tap.filter.Load())
+			t.Fatalf("tap: %d clients, filter %v after the clients left", g.tap.Clients(), g.tap.Load())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	fams := scrape(t, g)
-	if v := metricValue(t, fams, "xgate_tap_dropped_total"); v != float64(g.tap.dropped.Load()) {
-		t.Errorf("xgate_tap_dropped_total %v, want %d", v, g.tap.dropped.Load())
+	if v := metricValue(t, fams, "xgate_tap_dropped_total"); v != float64(g.tap.Dropped()) {
+		t.Errorf("xgate_tap_dropped_total %v, want %d", v, g.tap.Dropped())
 	}
 
 	// A stream in progress ends when the gateway stops.
@@ -206,36 +205,35 @@ func checkRate(t *testing.T, name string, c *tapClient, rate int, elapsed time.D
 }
 
 // bareWorker is a worker with the integration rules and no sockets.
-func bareWorker(t testing.TB, tap *tapHub) *worker {
+func bareWorker(t testing.TB, hub *tap.Hub) *worker {
 	cfg := itConfig(t, "lo", "socket", filepath.Join(t.TempDir(), "p"))
 	e, err := engine.New(cfg.EngineConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &worker{id: 1, ew: e.NewWorker(), fb: newFeedback(nil, 0, nil), tap: tap}
+	return &worker{id: 1, ew: e.NewWorker(), fb: newFeedback(nil, 0, nil), tap: hub}
 }
 
 // subscribeT subscribes to hub without starting its dispatcher: the test
 // drives delivery with drainT.
-func subscribeT(t testing.TB, hub *tapHub, verdicts uint32, rule string, rate int) *tapSub {
+func subscribeT(t testing.TB, hub *tap.Hub, verdicts uint32, rule string, rate int) *tap.Sub {
 	t.Helper()
-	s, err := hub.subscribe(verdicts, rule, rate)
+	s, err := hub.Subscribe(verdicts, rule, rate)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-// drainT delivers what the workers offered and returns, per client, the
-// events it received.
-func drainT(hub *tapHub, subs ...*tapSub) [][]tapEvent {
-	hub.mu.Lock()
-	hub.deliver(make([]tapEvent, 256))
-	hub.mu.Unlock()
-	got := make([][]tapEvent, len(subs))
+// drainT delivers what the workers offered and returns how many events
+// each client received.
+func drainT(hub *tap.Hub, subs ...*tap.Sub) []int {
+	hub.Deliver()
+	got := make([]int, len(subs))
 	for i, s := range subs {
-		for len(s.ch) > 0 {
-			got[i] = append(got[i], <-s.ch)
+		for len(s.Events()) > 0 {
+			<-s.Events()
+			got[i]++
 		}
 	}
 	return got
@@ -253,6 +251,7 @@ func decideAll(w *worker, payloads [][]byte, src netip.Addr, rxNs uint64) {
 // worker path allocates nothing more than without a tap; with a client
 // that is offered events, it allocates nothing once the copy buffers
 // circulate (the dispatcher's per-client copies are off the hot path).
+// The hub alone is held to the same in gateway/tap (TestTapHubOfferAllocs).
 func TestTapWorkerAllocs(t *testing.T) {
 	payloads := itEvents(200)
 	src := netip.MustParseAddr("198.18.0.1")
@@ -261,30 +260,29 @@ func TestTapWorkerAllocs(t *testing.T) {
 		return testing.AllocsPerRun(runs, func() { decideAll(w, payloads, src, 0) })
 	}
 	base := allocs(bareWorker(t, nil))
-	hub := newTapHub()
+	hub := tap.NewHub(monotonicNs)
 	w := bareWorker(t, hub)
 	if n := allocs(w); n > base {
 		t.Errorf("no tap client: %v allocs per batch, %v without a tap", n, base)
 	}
 
 	// A client for a rule that never decides, one for a verdict of no rule.
-	other := subscribeT(t, hub, 1<<engine.ActionBlock, "", tapMaxRate)
-	nope := subscribeT(t, hub, 1<<engine.NumActions-1, "no-such-rule", tapMaxRate)
+	other := subscribeT(t, hub, 1<<engine.ActionBlock, "", tap.MaxRate)
+	nope := subscribeT(t, hub, 1<<engine.NumActions-1, "no-such-rule", tap.MaxRate)
 	if n := allocs(w); n > base {
 		t.Errorf("clients wanting nothing of the batch: %v allocs per batch, %v without a tap", n, base)
 	}
-	if got := drainT(hub, other, nope); len(got[0])+len(got[1]) != 0 || len(hub.free) != 0 {
-		t.Fatalf("clients wanting nothing got %d and %d events, %d buffers", len(got[0]), len(got[1]), len(hub.free))
+	if got := drainT(hub, other, nope); got[0]+got[1] != 0 {
+		t.Fatalf("clients wanting nothing got %d and %d events", got[0], got[1])
 	}
 
 	// A client of one rule: the first runs allocate copy buffers, which
 	// the dispatcher hands back; the same runs again allocate nothing.
-	refunds := subscribeT(t, hub, 1<<engine.NumActions-1, "refunds", tapMaxRate)
+	refunds := subscribeT(t, hub, 1<<engine.NumActions-1, "refunds", tap.MaxRate)
 	warm := allocs(w)
-	got := drainT(hub, refunds)
-	offered := len(got[0])
-	if offered == 0 || offered%(runs+1) != 0 || len(hub.free) != offered {
-		t.Fatalf("refunds client: %d events over %d batches, %d buffers recycled", offered, runs+1, len(hub.free))
+	offered := drainT(hub, refunds)[0]
+	if offered == 0 || offered%(runs+1) != 0 || hub.Dropped() != 0 {
+		t.Fatalf("refunds client: %d events over %d batches, %d dropped", offered, runs+1, hub.Dropped())
 	}
 	recycled := allocs(w)
 	if recycled > base {
@@ -293,103 +291,6 @@ func TestTapWorkerAllocs(t *testing.T) {
 	}
 	t.Logf("allocs per batch of %d: %v without tap; with a refunds client (%d events per batch) %v, then %v",
 		len(payloads), base, offered/(runs+1), warm, recycled)
-}
-
-// The workers filter by rule and verdict and sample at each client's rate
-// before anything is copied: a client gets only its rule's events, at most
-// its bucket's worth, refilled at its rate; the others are unaffected.
-// (Both rules are stateless, so every batch decides the same.)
-func TestTapSampling(t *testing.T) {
-	payloads := itEvents(200)
-	src := netip.MustParseAddr("198.18.0.1")
-
-	// What the rules decide for these payloads, from a worker of its own.
-	ref := bareWorker(t, nil)
-	var refunds, alerts int
-	for _, p := range payloads {
-		for _, d := range ref.ew.Process(p, src) {
-			switch {
-			case d.Err != engine.DecodeOK:
-			case d.Rule == "refunds":
-				refunds++
-			case d.Rule == "big-payment":
-				alerts++
-			}
-		}
-	}
-	const rate = 5
-	if refunds <= 2*rate || alerts == 0 {
-		t.Fatalf("payloads decide %d refunds, %d alerts: too few for this test", refunds, alerts)
-	}
-
-	hub := newTapHub()
-	w := bareWorker(t, hub)
-	slow := subscribeT(t, hub, 1<<engine.NumActions-1, "refunds", rate)
-	fast := subscribeT(t, hub, 1<<engine.ActionAlert, "big-payment", tapMaxRate)
-	rxNs := monotonicNs() - 5000 // 5µs ago
-	decideAll(w, payloads, src, rxNs)
-	if n := hub.ring.Len(); n != rate+alerts {
-		t.Errorf("workers offered %d events, want %d refunds (the bucket) + %d alerts", n, rate, alerts)
-	}
-	got := drainT(hub, slow, fast)
-	if len(got[0]) != rate || len(got[1]) != alerts {
-		t.Fatalf("got %d refunds (want %d), %d alerts (want %d)", len(got[0]), rate, len(got[1]), alerts)
-	}
-	for _, ev := range got[0] {
-		if ev.rule != "refunds" || ev.action != engine.ActionDrop || ev.queue != 1 || ev.latencyUs < 5 ||
-			!bytes.Contains(ev.raw, []byte(`"event_type":"refund"`)) {
-			t.Fatalf("refunds client: event %+v (%s)", ev, ev.raw)
-		}
-	}
-	for _, ev := range got[1] {
-		if ev.action != engine.ActionAlert || ev.rule != "big-payment" {
-			t.Fatalf("alerts client: event %+v (%s)", ev, ev.raw)
-		}
-	}
-
-	// The bucket is empty: the next batch offers the slow client nothing.
-	decideAll(w, payloads, src, 0)
-	if got := drainT(hub, slow, fast); len(got[0]) != 0 || len(got[1]) != alerts {
-		t.Errorf("empty bucket: got %d refunds, %d alerts (want 0, %d)", len(got[0]), len(got[1]), alerts)
-	}
-	// 100ms at 5/s is half a token, 200ms one, a second the whole bucket.
-	for _, c := range []struct {
-		dt   time.Duration
-		want int
-	}{{100 * time.Millisecond, 0}, {100 * time.Millisecond, 1}, {10 * time.Second, rate}} {
-		hub.mu.Lock()
-		hub.refill(c.dt)
-		hub.mu.Unlock()
-		decideAll(w, payloads, src, 0)
-		if got := drainT(hub, slow, fast); len(got[0]) != c.want {
-			t.Errorf("after a refill of %v: %d refunds, want %d", c.dt, len(got[0]), c.want)
-		}
-	}
-
-	// A client that leaves between a batch and its delivery gets nothing
-	// more; its copies are recycled.
-	hub.mu.Lock()
-	hub.refill(time.Second)
-	hub.mu.Unlock()
-	decideAll(w, payloads, src, 0)
-	hub.unsubscribe(slow)
-	free := len(hub.free)
-	if got := drainT(hub, slow, fast); len(got[0]) != 0 || len(got[1]) != alerts || len(hub.free) != free+rate+alerts {
-		t.Errorf("after leaving: %d refunds, %d alerts, %d buffers recycled (want 0, %d, %d)",
-			len(got[0]), len(got[1]), len(hub.free)-free, alerts, rate+alerts)
-	}
-	hub.unsubscribe(fast)
-	if hub.filter.Load() != nil {
-		t.Error("no clients, yet a filter")
-	}
-
-	// At most tapMaxClients.
-	for i := 0; i < tapMaxClients; i++ {
-		subscribeT(t, hub, 1, "", 1)
-	}
-	if _, err := hub.subscribe(1, "", 1); err == nil {
-		t.Errorf("client %d accepted", tapMaxClients+1)
-	}
 }
 
 // The worker's decide loop with the tap: no client; a client that wants
@@ -402,18 +303,18 @@ func BenchmarkWorkerDecideTap(b *testing.B) {
 	src := netip.MustParseAddr("198.18.0.1")
 	for _, c := range []struct{ name, rule string }{{"idle", ""}, {"other-rule", "no-such-rule"}, {"refunds", "refunds"}} {
 		b.Run(c.name, func(b *testing.B) {
-			hub := newTapHub()
+			hub := tap.NewHub(monotonicNs)
 			w := bareWorker(b, hub)
 			if c.rule != "" {
-				s := subscribeT(b, hub, 1<<engine.NumActions-1, c.rule, tapMaxRate)
-				defer hub.unsubscribe(s)
-				hub.run()
+				s := subscribeT(b, hub, 1<<engine.NumActions-1, c.rule, tap.MaxRate)
+				defer hub.Unsubscribe(s)
+				hub.Run()
 				done := make(chan struct{})
 				defer close(done)
 				go func() {
 					for {
 						select {
-						case <-s.ch:
+						case <-s.Events():
 						case <-done:
 							return
 						}

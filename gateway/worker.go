@@ -14,6 +14,7 @@ import (
 
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway/sink"
+	"github.com/xgate/xgate/gateway/tap"
 )
 
 // worker drains one socket (socket and plain modes) or one AF_XDP queue
@@ -30,13 +31,13 @@ type worker struct {
 	ew      *engine.Worker
 	sw      *sink.Writer // nil without sinks
 	fb      *feedback
-	tap     *tapHub            // never nil in a gateway; nil in bare tests
+	tap     *tap.Hub           // never nil in a gateway; nil in bare tests
 	hk      *host.Housekeeping // nil: no other threads to keep off w.cpu
 	pinned  *sync.WaitGroup    // Done once pin has run; nil in bare tests
 
-	// tapF is tap.filter as loaded at the start of the current batch:
+	// tapF is tap.Load() as it was at the start of the current batch:
 	// what the tap clients want, nil with no client.
-	tapF *tapFilter
+	tapF *tap.Filter
 
 	sock        *udpSocket
 	recvTimeout time.Duration // the socket's receive timeout while traffic flows
@@ -120,8 +121,8 @@ func (w *worker) decide(frame []byte, src netip.AddrPort, rxNs uint64) {
 		if d.Action == engine.ActionBlock {
 			w.fb.request(src.Addr(), d.Block, d.Rule)
 		}
-		if f := w.tapF; f != nil && f.verdicts&(1<<d.Action) != 0 {
-			w.tap.offer(f, d, w.id, rxNs)
+		if f := w.tapF; f != nil && f.Wants(d.Action) {
+			w.tap.Offer(f, d, w.id, rxNs)
 		}
 	}
 	if w.sw != nil {
@@ -137,7 +138,7 @@ func (w *worker) decide(frame []byte, src netip.AddrPort, rxNs uint64) {
 // load per batch, and nothing else happens with no client.
 func (w *worker) loadTap() {
 	if w.tap != nil {
-		w.tapF = w.tap.filter.Load()
+		w.tapF = w.tap.Load()
 	}
 }
 

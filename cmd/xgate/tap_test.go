@@ -9,7 +9,7 @@ import (
 
 	"github.com/xgate/xgate/gateway/config"
 
-	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/gateway/tap"
 	"github.com/xgate/xgate/testenv"
 )
 
@@ -73,7 +73,7 @@ http: {listen: "127.0.0.1:0", token: `+statsToken+`}
 		t.Fatalf("%d lines, want 5 (--count):\n%s", len(lines), r.out)
 	}
 	for _, l := range lines {
-		var tl gateway.TapLine
+		var tl tap.Line
 		if err := json.Unmarshal([]byte(l), &tl); err != nil {
 			t.Fatalf("%v: %s", err, l)
 		}

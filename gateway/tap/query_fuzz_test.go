@@ -1,4 +1,4 @@
-package gateway
+package tap
 
 import (
 	"net/url"
@@ -10,9 +10,9 @@ import (
 	"github.com/xgate/xgate/engine"
 )
 
-// checkTapQuery holds one parseTapQuery result to the query's contract:
+// checkQuery holds one parseQuery result to the query's contract:
 // an error, or values inside their bounds that say what the query says.
-func checkTapQuery(t *testing.T, raw string, verdicts uint32, rule string, rate int, err error) {
+func checkQuery(t *testing.T, raw string, verdicts uint32, rule string, rate int, err error) {
 	t.Helper()
 	if err != nil {
 		if verdicts != 0 || rule != "" || rate != 0 {
@@ -20,13 +20,13 @@ func checkTapQuery(t *testing.T, raw string, verdicts uint32, rule string, rate 
 		}
 		return
 	}
-	if verdicts == 0 || verdicts&^tapAllVerdicts != 0 {
-		t.Fatalf("%q: verdict mask %b: want a non-empty subset of %b", raw, verdicts, tapAllVerdicts)
+	if verdicts == 0 || verdicts&^allVerdicts != 0 {
+		t.Fatalf("%q: verdict mask %b: want a non-empty subset of %b", raw, verdicts, allVerdicts)
 	}
-	if rate < 1 || rate > tapMaxRate {
-		t.Fatalf("%q: rate %d outside 1..%d", raw, rate, tapMaxRate)
+	if rate < 1 || rate > MaxRate {
+		t.Fatalf("%q: rate %d outside 1..%d", raw, rate, MaxRate)
 	}
-	if len(rule) > tapMaxRule || !utf8.ValidString(rule) {
+	if len(rule) > maxRule || !utf8.ValidString(rule) {
 		t.Fatalf("%q: rule %q is not a valid rule name", raw, rule)
 	}
 	// What the standard parser reads, the tap reads: no key dropped or
@@ -46,7 +46,7 @@ func checkTapQuery(t *testing.T, raw string, verdicts uint32, rule string, rate 
 	if v := q.Get("rate"); v == "" && rate != 100 || v != "" && !atoiIs(v, rate) {
 		t.Fatalf("%q: rate %d, the query says %q", raw, rate, v)
 	}
-	want := uint32(tapAllVerdicts)
+	want := uint32(allVerdicts)
 	if v := q.Get("verdict"); v != "" {
 		want = 0
 		for name := range strings.SplitSeq(v, ",") {
@@ -67,8 +67,8 @@ func atoiIs(s string, n int) bool {
 	return err == nil && m == n
 }
 
-// FuzzTapQuery feeds parseTapQuery two ways: the raw query string as a
-// client may send it (checkTapQuery), and a query a client builds from a
+// FuzzTapQuery feeds parseQuery two ways: the raw query string as a
+// client may send it (checkQuery), and a query a client builds from a
 // verdict mask, a rule and a rate, which must parse back to exactly those
 // values when they are valid and be refused when they are not.
 func FuzzTapQuery(f *testing.F) {
@@ -84,11 +84,11 @@ func FuzzTapQuery(f *testing.F) {
 	f.Add("", uint8(0b1111), "a,b&c=d%", 10000)
 	f.Add("", uint8(0b10000), "", 1)
 	f.Add("", uint8(1), "\xff", 1)
-	f.Add("", uint8(2), strings.Repeat("r", tapMaxRule+1), 1)
+	f.Add("", uint8(2), strings.Repeat("r", maxRule+1), 1)
 	f.Add("", uint8(8), "x", 10001)
 	f.Fuzz(func(t *testing.T, raw string, mask uint8, rule string, rate int) {
-		verdicts, r, n, err := parseTapQuery(raw)
-		checkTapQuery(t, raw, verdicts, r, n, err)
+		verdicts, r, n, err := parseQuery(raw)
+		checkQuery(t, raw, verdicts, r, n, err)
 
 		// The built query: mask 0 leaves verdict= out (every verdict),
 		// rate 0 leaves rate= out (100 lines a second).
@@ -109,10 +109,10 @@ func FuzzTapQuery(f *testing.F) {
 			q.Set("rate", strconv.Itoa(rate))
 		}
 		built := q.Encode()
-		verdicts, r, n, err = parseTapQuery(built)
-		checkTapQuery(t, built, verdicts, r, n, err)
-		valid := uint32(mask)&^tapAllVerdicts == 0 && (rate == 0 || rate >= 1 && rate <= tapMaxRate) &&
-			len(rule) <= tapMaxRule && utf8.ValidString(rule)
+		verdicts, r, n, err = parseQuery(built)
+		checkQuery(t, built, verdicts, r, n, err)
+		valid := uint32(mask)&^allVerdicts == 0 && (rate == 0 || rate >= 1 && rate <= MaxRate) &&
+			len(rule) <= maxRule && utf8.ValidString(rule)
 		if !valid {
 			if err == nil {
 				t.Fatalf("%q: accepted mask %b rule %q rate %d", built, mask, rule, rate)
@@ -121,7 +121,7 @@ func FuzzTapQuery(f *testing.F) {
 		}
 		wantMask, wantRate := uint32(mask), rate
 		if mask == 0 {
-			wantMask = tapAllVerdicts
+			wantMask = allVerdicts
 		}
 		if rate == 0 {
 			wantRate = 100
@@ -138,13 +138,13 @@ func FuzzTapQuery(f *testing.F) {
 func TestTapQueryRefuses(t *testing.T) {
 	for _, raw := range []string{
 		"verdict=drop%zz", "verdict=drop;rate=1", "verdicts=drop", "rate=5&rate=10000",
-		"verdict=pass&verdict=drop", "rule=%ff", "rule=" + strings.Repeat("r", tapMaxRule+1),
+		"verdict=pass&verdict=drop", "rule=%ff", "rule=" + strings.Repeat("r", maxRule+1),
 	} {
-		if v, r, n, err := parseTapQuery(raw); err == nil {
+		if v, r, n, err := parseQuery(raw); err == nil {
 			t.Errorf("%q: accepted as %b %q %d", raw, v, r, n)
 		}
 	}
-	v, r, n, err := parseTapQuery("verdict=drop,%20block&rule=caf%C3%A9&rate=7")
+	v, r, n, err := parseQuery("verdict=drop,%20block&rule=caf%C3%A9&rate=7")
 	if err != nil || v != 1<<engine.ActionDrop|1<<engine.ActionBlock || r != "café" || n != 7 {
 		t.Fatalf("got %b %q %d, %v", v, r, n, err)
 	}

@@ -1,0 +1,193 @@
+package lists
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/config"
+)
+
+// writeAtomic replaces path as editors and config managers do: write a
+// temporary file beside it, rename it over (inotify: IN_MOVED_TO).
+func writeAtomic(t *testing.T, path, text string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// list is a config.List of path loaded as config.Parse loads it.
+func list(t *testing.T, name, typ, path string) config.List {
+	t.Helper()
+	l := config.List{Name: name, Type: typ, File: filepath.Base(path), Path: path}
+	d, err := config.LoadList(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Data = d
+	return l
+}
+
+func stat(ls *Set, name string) Stats {
+	for _, s := range ls.Stats() {
+		if s.Name == name {
+			return s
+		}
+	}
+	return Stats{}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// Prepare keeps a list's engine.List across configs while its name and
+// type stay (the compiled rules hold it), and commit stores the new
+// contents into it; a list whose type changed is a new one.
+func TestListPrepareCommit(t *testing.T) {
+	dir := t.TempDir()
+	vip, nets := filepath.Join(dir, "vip.txt"), filepath.Join(dir, "nets.txt")
+	writeAtomic(t, vip, "u-1\n")
+	writeAtomic(t, nets, "192.0.2.0/24\n")
+	var mu sync.Mutex
+	ls := New(quiet(), &mu)
+	mu.Lock()
+	defer mu.Unlock()
+
+	m1, commit := ls.Prepare(&config.Config{Lists: []config.List{list(t, "vip", "set", vip), list(t, "nets", "cidr", nets)}})
+	if len(m1) != 2 || m1["vip"].Load().Len() != 1 || !m1["nets"].Load().ContainsAddr(netip.MustParseAddr("192.0.2.7")) {
+		t.Fatalf("first config: %v", m1)
+	}
+	if ls.Current("vip") != nil || len(ls.Stats()) != 0 {
+		t.Fatal("lists current before commit")
+	}
+	commit()
+	if d := ls.Current("vip"); d == nil || d.Len() != 1 {
+		t.Fatalf("vip after commit: %v", d)
+	}
+	if s := stat(ls, "vip"); s.Reloads != 1 || s.Type != "set" || s.File != vip || s.Entries != 1 {
+		t.Errorf("vip: %+v", s)
+	}
+
+	writeAtomic(t, vip, "u-1\nu-2\n")
+	writeAtomic(t, nets, "u-3\n")
+	m2, commit := ls.Prepare(&config.Config{Lists: []config.List{list(t, "vip", "set", vip), list(t, "nets", "set", nets)}})
+	if m2["vip"] != m1["vip"] || m2["nets"] == m1["nets"] {
+		t.Fatal("vip (same type) must be kept, nets (cidr → set) replaced")
+	}
+	if n := m1["vip"].Load().Len(); n != 1 {
+		t.Errorf("vip holds %d entries before commit, want the old 1", n)
+	}
+	commit()
+	if n := m1["vip"].Load().Len(); n != 2 {
+		t.Errorf("vip holds %d entries after commit, want 2", n)
+	}
+	if s := stat(ls, "vip"); s.Reloads != 2 || s.Entries != 2 {
+		t.Errorf("vip: %+v", s)
+	}
+	if s := stat(ls, "nets"); s.Reloads != 1 || s.Type != "set" {
+		t.Errorf("nets: %+v", s)
+	}
+	if ls.Current("gone") != nil {
+		t.Error("a list that is not configured has contents")
+	}
+}
+
+// The watch re-reads a list when its file is replaced or written in place;
+// a file that does not load, or that PushCIDR refuses, keeps the old
+// contents and is counted.
+func TestListWatch(t *testing.T) {
+	dir := t.TempDir()
+	vip, nets := filepath.Join(dir, "vip.txt"), filepath.Join(dir, "nets.txt")
+	writeAtomic(t, vip, "u-1\n")
+	writeAtomic(t, nets, "192.0.2.0/24\n")
+	var mu sync.Mutex
+	ls := New(quiet(), &mu)
+	var pushMu sync.Mutex
+	var pushed []string // the names pushed, in order
+	refuse := false
+	ls.PushCIDR = func(name string, d *engine.ListData) error {
+		pushMu.Lock()
+		defer pushMu.Unlock()
+		if refuse {
+			return errors.New("the trie refuses it")
+		}
+		pushed = append(pushed, name)
+		return nil
+	}
+	mu.Lock()
+	_, commit := ls.Prepare(&config.Config{Lists: []config.List{list(t, "vip", "set", vip), list(t, "nets", "cidr", nets)}})
+	commit()
+	if ls.Watching() {
+		t.Fatal("watching before Start")
+	}
+	err := ls.Start()
+	mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Stop()
+	if !ls.Watching() {
+		t.Fatal("not watching after Start")
+	}
+
+	writeAtomic(t, vip, "u-1\nu-2\n")
+	eventually(t, "vip reloaded", func() bool { return stat(ls, "vip").Reloads == 2 })
+	if d := ls.Current("vip"); d.Len() != 2 || !d.ContainsKey("u-2") {
+		t.Errorf("vip after the rename: %d entries", d.Len())
+	}
+
+	if err := os.WriteFile(vip, []byte("u-3\n\xff\n"), 0o644); err != nil { // in place: IN_CLOSE_WRITE
+		t.Fatal(err)
+	}
+	eventually(t, "bad vip file counted", func() bool { return stat(ls, "vip").ReloadsFailed == 1 })
+	if d := ls.Current("vip"); d.Len() != 2 || d.ContainsKey("u-3") {
+		t.Errorf("vip after a bad file: %d entries", d.Len())
+	}
+
+	pushMu.Lock()
+	refuse = true
+	pushMu.Unlock()
+	writeAtomic(t, nets, "198.51.100.0/24\n")
+	eventually(t, "refused nets counted", func() bool { return stat(ls, "nets").ReloadsFailed == 1 })
+	if ls.Current("nets").ContainsAddr(netip.MustParseAddr("198.51.100.1")) {
+		t.Error("contents the XDP trie refused reached the rules")
+	}
+	pushMu.Lock()
+	refuse = false
+	pushMu.Unlock()
+	writeAtomic(t, nets, "198.51.100.0/24\n")
+	eventually(t, "nets reloaded", func() bool { return stat(ls, "nets").Reloads == 2 })
+	if !ls.Current("nets").ContainsAddr(netip.MustParseAddr("198.51.100.1")) {
+		t.Error("nets not stored after the push")
+	}
+	pushMu.Lock()
+	if len(pushed) != 1 || pushed[0] != "nets" {
+		t.Errorf("pushed %q, want the nets list once", pushed)
+	}
+	pushMu.Unlock()
+	if s := stat(ls, "vip"); s.Reloads != 2 {
+		t.Errorf("vip reloaded by another list's change: %+v", s)
+	}
+}
