@@ -524,7 +524,19 @@ func parseMapJSON(data []byte, maxN int) (*ListData, error) {
 	lines := map[string]int{}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	lineAt := func(off int64) int { return 1 + bytes.Count(data[:min(int(off), len(data))], []byte{'\n'}) }
+	// lineAt counts lines from where the last call stopped: offsets only
+	// grow while the decoder reads on, so the file is counted once, not
+	// once per key (an error's offset may lie behind: counted afresh).
+	lastOff, lastLine := 0, 1
+	lineAt := func(off int64) int {
+		o := min(int(off), len(data))
+		if o < lastOff {
+			lastOff, lastLine = 0, 1
+		}
+		lastLine += bytes.Count(data[lastOff:o], []byte{'\n'})
+		lastOff = o
+		return lastLine
+	}
 	fail := func(err error) error {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
