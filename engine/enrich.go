@@ -12,9 +12,10 @@ import (
 // (`from: lookup("risk_tier", user_id)`: left out when the key is not in
 // the list) or a condition (`from: ip in cidrs("partners")`: true or
 // false). When several sources name the same field, the first that fires
-// wins: rules in order, then the top-level list. A field the event already
-// carries is not added again (the event's own value stays, counted in
-// Stats.EnrichPresent): a record never has a key twice.
+// wins: rules in order, then the top-level list. A field the event itself
+// carries is added all the same (counted in Stats.EnrichPresent), and the
+// sinks cut the event's own member of that name: an added field is the
+// gateway's, a sender cannot forge it, and a record never has a key twice.
 //
 // The worker encodes the added members as JSON text into its own buffer
 // (Decision.Extra, `,"risk_tier":"high"`), which the sinks copy into the
@@ -145,9 +146,10 @@ func (w *Worker) addFields(fs []enrichField, c *evalCtx, mask *uint64) {
 			continue
 		}
 		if c.vals[f.slot].Kind != KindMissing {
-			*mask |= f.bit
+			// The event has a member of that name: the added value is
+			// still written, and the sinks cut the event's member
+			// (the added field is the gateway's, never the sender's).
 			w.c.enrichPresent++
-			continue
 		}
 		if f.cond != nil {
 			w.extra = append(w.extra, f.member...)

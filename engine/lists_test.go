@@ -323,7 +323,9 @@ func TestEnrich(t *testing.T) {
 		{`{"user_id":"u-1"}`, netip.Addr{}, `,"risk_tier":"high","vip":true,"score":90,"tier":"high","partner":false`},
 		{`{"user_id":"u-1"}`, partner, `,"tier":"high","partner":true,"risk_tier":"high","vip":true,"score":90`},
 		{`{"user_id":"u-9","amount":500}`, netip.Addr{}, `,"vip":false,"partner":false`},
-		{`{"user_id":"u-3","vip":"own"}`, netip.Addr{}, `,"risk_tier":"low","score":10,"tier":"low","partner":false`},
+		// The event's own vip is no added field: the list's answer is
+		// added all the same (the sinks cut the event's member).
+		{`{"user_id":"u-3","vip":"own"}`, netip.Addr{}, `,"risk_tier":"low","vip":false,"score":10,"tier":"low","partner":false`},
 	} {
 		ds := w.Process([]byte(c.event), c.src)
 		if len(ds) != 1 || ds[0].Err != DecodeOK {

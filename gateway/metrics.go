@@ -116,6 +116,7 @@ var (
 	descSinkErrors    = desc("sink_errors_total", "Failed write, send, fsync or rotate calls of a sink.", "sink")
 	descSinkRotations = desc("sink_rotations_total", "File rotations of a sink.", "sink")
 	descSinkFsyncs    = desc("sink_fsyncs_total", "fsync calls of a sink.", "sink")
+	descSinkReplaced  = desc("sink_replaced_fields_total", "Members an event carried under a name the gateway writes (a meta field, an added field): cut from the record, so the gateway's value is the only one.", "sink")
 	descSinkUp        = desc("sink_up", "0 while a sink is known to reach no destination (NATS: no server connected; its records wait, then fail after delivery_timeout), else 1.", "sink")
 	descSinkInFlight  = desc("sink_in_flight_records", "Records a Kafka or NATS sink has handed to its client and not yet seen acknowledged or failed (0 for other sinks).", "sink")
 
@@ -135,7 +136,7 @@ var (
 	descListReloads  = desc("list_reloads_total", "Loads of an enrichment list's file, by result (ok: swapped in; failed: the old contents stay).", "list", "result")
 	descListReloadS  = desc("list_reload_seconds", "How long the last successful load of an enrichment list took (read and parse).", "list")
 	descListLoadedAt = desc("list_loaded_timestamp_seconds", "Unix time of the last successful load of an enrichment list.", "list")
-	descEnrichKept   = desc("enrich_present_total", "Added fields left out because the event already had a field of that name.")
+	descEnrichKept   = desc("enrich_present_total", "Added fields whose name the event carried itself: the added value is written, the event's member cut from the record (xgate_sink_replaced_fields_total).")
 )
 
 // Describe implements prometheus.Collector.
@@ -440,6 +441,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			up = 0
 		}
 		gauge(descSinkUp, up, name)
+		counter(descSinkReplaced, sk.Replaced, name)
 	}
 
 	for _, l := range g.Lists() {

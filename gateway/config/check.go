@@ -184,6 +184,7 @@ func (c *Config) check(bad map[string]bool) []*FieldError {
 	schemaOK := c.checkSchema(k)
 	c.checkRules(k, schemaOK)
 	c.checkEnrich(k, schemaOK)
+	c.checkEnrichNames(k)
 	return k.errs
 }
 
@@ -373,7 +374,9 @@ func (k *configChecker) has(key string) bool {
 // the gateway by the top-level gateway_id unless they have their own.
 func (c *Config) SinkSpecs() []sink.Spec {
 	out := slices.Clone(c.Sinks)
+	reserved := c.enrichFieldNames()
 	for i := range out {
+		out[i].Reserved = reserved
 		if sp := &out[i]; sp.Type == "kafka" || sp.Type == "nats" {
 			sp.KeyPath = c.Schema.Key
 			sp.GatewayID = cmp.Or(sp.GatewayID, c.GatewayID)

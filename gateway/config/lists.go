@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -314,6 +315,44 @@ func enrichSpecs(es []Enrich) []engine.EnrichSpec {
 	var out []engine.EnrichSpec
 	for _, e := range es {
 		out = append(out, engine.EnrichSpec{Field: e.Field, From: e.From})
+	}
+	return out
+}
+
+// metaFieldNames are the names the sinks' meta fields take in a raw
+// record (sink/meta.go): no added field may take one.
+var metaFieldNames = []string{"_src", "_rx_time", "_queue", "_gateway_id", "_rule", "_verdict"}
+
+// checkEnrichNames refuses added fields named like a meta field.
+func (c *Config) checkEnrichNames(k *configChecker) {
+	check := func(prefix string, es []Enrich) {
+		for i, e := range es {
+			if slices.Contains(metaFieldNames, e.Field) {
+				k.errf(fmt.Sprintf("%senrich[%d].field", prefix, i), "%q is the name of a sink's meta field: choose another", e.Field)
+			}
+		}
+	}
+	check("", c.Enrich)
+	for i, r := range c.Rules {
+		check(fmt.Sprintf("rules[%d].", i), r.Enrich)
+	}
+}
+
+// enrichFieldNames are the distinct fields the configuration's enrich:
+// may add (top level and rules): the sinks cut an event's own members of
+// those names (sink.Spec.Reserved).
+func (c *Config) enrichFieldNames() []string {
+	var out []string
+	add := func(es []Enrich) {
+		for _, e := range es {
+			if !slices.Contains(out, e.Field) {
+				out = append(out, e.Field)
+			}
+		}
+	}
+	add(c.Enrich)
+	for _, r := range c.Rules {
+		add(r.Enrich)
 	}
 	return out
 }

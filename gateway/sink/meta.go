@@ -19,14 +19,15 @@ package sink
 //
 // A raw record (the event itself) gets them appended as members of the
 // event's top-level object, in that order, and is written compact on one
-// line. Should the event have a top-level member of that name already, the
-// meta field takes one more '_' ("__src"), as many as it needs to be unique,
-// so a record never has a duplicate key and the event's own field is kept
-// as it was. An annotated record gets src, rx_time, queue and gateway_id
-// beside "verdict" and "rule" (which it always has), before "event"; an
-// annotated reject gets them after "raw". A raw reject is not JSON and gets
-// none. A field whose value is unknown (a datagram without a source, a
-// queue of a code path that has none) is left out.
+// line. The names are the gateway's: a member of the same name the event
+// itself carried is cut out of the record (reserved.go; Stats.Replaced), so
+// a sender cannot forge or push aside the source, rule or verdict a
+// consumer reads. An annotated record gets src, rx_time, queue and
+// gateway_id beside "verdict" and "rule" (which it always has), before
+// "event", where the event cannot reach them; an annotated reject gets
+// them after "raw". A raw reject is not JSON and gets none. A field whose
+// value is unknown (a datagram without a source, a queue of a code path
+// that has none) is left out.
 //
 // Keyed records (kafka, nats) always carry the headers verdict, rule,
 // gateway and rx_ns; meta adds "src", "queue" and "rx_time" (the texts
@@ -81,10 +82,6 @@ const (
 // metaNames are the meta keys; a JSON field is "_" + its key.
 var metaNames = [numMeta]string{"src", "rx_time", "queue", "gateway_id", "rule", "verdict"}
 
-// metaMaxPrefix is the most '_' a meta field name takes to avoid a clash
-// (an event with that many variants of the name gets no such field).
-const metaMaxPrefix = 63
-
 func (m MetaSpec) bits() (b [numMeta]bool) {
 	return [numMeta]bool{m.Src, m.RxTime, m.Queue, m.GatewayID, m.Rule, m.Verdict}
 }
@@ -104,7 +101,7 @@ func (sk *sink) metaBound(d *engine.Decision) int {
 	if !sk.metaOn {
 		return 0
 	}
-	// Per field at most ',"' + 63 '_' + name + '":' (~90), plus the
+	// Per field at most ',"_' + name + '":' (~20, 90 leaves room), plus the
 	// values: src 2+47, time 32, queue 20, verdict 8, and the escaped
 	// gateway id and rule.
 	return numMeta*90 + 120 + 6*(len(sk.metaGW)+len(d.Rule)) + 4
@@ -175,9 +172,10 @@ func (sk *sink) appendMetaFields(b []byte, d *engine.Decision, c uint8, ro *recO
 }
 
 // appendMetaRaw adds the meta fields to the raw record b[start:] (one
-// compact line of a JSON object, the event's): before its closing brace,
-// each named so that it clashes with no top-level member of the event.
-// A record that does not end in '}' (not an object: cannot be, for a
+// compact line of a JSON object, the event's) before its closing brace.
+// The event's own members of those names were cut out before
+// (stripReserved), so the record has each name once, the gateway's. A
+// record that does not end in '}' (not an object: cannot be, for a
 // decoded event) is left as it is.
 func (sk *sink) appendMetaRaw(b []byte, start int, d *engine.Decision, c uint8, ro *recOrigin) []byte {
 	end := len(b)
@@ -192,11 +190,9 @@ func (sk *sink) appendMetaRaw(b []byte, start int, d *engine.Decision, c uint8, 
 		last--
 	}
 	empty := last >= start && b[last] == '{'
-	// The object as written: the event and any added fields (enrich).
-	prefix := metaPrefixes(b[start:end], &sk.metaWant)
 	b = b[:end-1]
 	at := len(b)
-	b = sk.appendMetaFields(b, d, c, ro, &sk.metaWant, &prefix)
+	b = sk.appendMetaFields(b, d, c, ro, &sk.metaWant, &onePrefix)
 	if empty && len(b) > at {
 		b = append(b[:at], b[at+1:]...) // no ',' after '{'
 	}
@@ -210,90 +206,8 @@ func annotatedMeta(m [numMeta]bool) [numMeta]bool {
 	return m
 }
 
-// onePrefix names every field with a single '_' (annotated records: their
-// own keys cannot clash).
+// onePrefix names every field with a single '_'.
 var onePrefix = [numMeta]uint8{1, 1, 1, 1, 1, 1}
-
-// metaPrefixes returns, for each wanted meta field, the smallest number of
-// '_' (1 .. metaMaxPrefix) that makes "_…_<name>" differ from every
-// top-level member name of the JSON object raw; 0 when none does. It scans
-// raw once, in place.
-func metaPrefixes(raw []byte, want *[numMeta]bool) (prefix [numMeta]uint8) {
-	var taken [numMeta]uint64 // bit k: "_"*k + name is a member
-	depth, expectKey := 0, false
-	for i := 0; i < len(raw); {
-		switch raw[i] {
-		case '"':
-			j := i + 1
-			esc := false
-			for j < len(raw) && raw[j] != '"' {
-				if raw[j] == '\\' {
-					esc = true
-					j++
-				}
-				j++
-			}
-			if depth == 1 && expectKey {
-				noteKey(raw[i+1:min(j, len(raw))], esc, &taken)
-				expectKey = false
-			}
-			i = j + 1
-			continue
-		case '{':
-			depth++
-			expectKey = depth == 1
-		case '[':
-			depth++
-		case '}', ']':
-			depth--
-		case ',':
-			expectKey = depth == 1
-		}
-		i++
-	}
-	for f := range numMeta {
-		if !want[f] {
-			continue
-		}
-		for k := uint8(1); k <= metaMaxPrefix; k++ {
-			if taken[f]&(1<<k) == 0 {
-				prefix[f] = k
-				break
-			}
-		}
-	}
-	return prefix
-}
-
-// noteKey marks in taken the meta field that key (a member name as it is
-// written between its quotes) names with its leading '_'s. A name with
-// escapes is compared unescaped.
-func noteKey(key []byte, escaped bool, taken *[numMeta]uint64) {
-	if len(key) < 2 || (key[0] != '_' && !escaped) {
-		return
-	}
-	var buf [96]byte
-	if escaped {
-		n, ok := unescapeKey(buf[:], key)
-		if !ok {
-			return // longer than any meta name could be, or not ASCII
-		}
-		key = buf[:n]
-	}
-	k := 0
-	for k < len(key) && key[k] == '_' {
-		k++
-	}
-	if k == 0 || k > metaMaxPrefix {
-		return
-	}
-	rest := unsafe.String(unsafe.SliceData(key[k:]), len(key)-k)
-	for f, name := range metaNames {
-		if rest == name {
-			taken[f] |= 1 << k
-		}
-	}
-}
 
 // unescapeKey writes the JSON string body s unescaped into dst; false when
 // it does not fit or is not plain ASCII (no meta name is either).

@@ -78,17 +78,19 @@ func TestSinkMeta(t *testing.T) {
 	recs := []rec{
 		{d: engine.Decision{Raw: []byte(`{"a":1}`), Action: engine.ActionAlert, Rule: "big"}, o: o,
 			keys: []string{"a", "_src", "_rx_time", "_queue", "_gateway_id", "_rule", "_verdict"}},
-		// Added fields (enrichment lists) first, then the meta fields;
-		// one the enrichment named _rule pushes the meta one to __rule.
-		{d: engine.Decision{Raw: []byte(`{"a":1}`), Action: engine.ActionAlert, Rule: "big", Extra: []byte(`,"risk_tier":"high","_rule":"x"`)}, o: o,
-			keys: []string{"a", "risk_tier", "_rule", "_src", "_rx_time", "_queue", "_gateway_id", "__rule", "_verdict"}},
+		// Added fields (enrichment lists) first, then the meta fields.
+		{d: engine.Decision{Raw: []byte(`{"a":1}`), Action: engine.ActionAlert, Rule: "big", Extra: []byte(`,"risk_tier":"high"`)}, o: o,
+			keys: []string{"a", "risk_tier", "_src", "_rx_time", "_queue", "_gateway_id", "_rule", "_verdict"}},
 		{d: engine.Decision{Raw: []byte(`{}`), Action: engine.ActionPass}, o: o,
 			keys: []string{"_src", "_rx_time", "_queue", "_gateway_id", "_rule", "_verdict"}},
-		// The event's own _src and __src stay; the meta field becomes
-		// ___src. A nested _rule is no clash; an escaped top-level one is.
+		// A sender's _src and (escaped) _rule are cut out: the record has
+		// the gateway's. __src and a nested _rule are other names.
 		{d: engine.Decision{Raw: []byte("{\n \"_src\": \"mine\",\n \"__src\": 2, \"n\": {\"_rule\": 1}, \"\\u005frule\": [\"_verdict\"] }  "),
 			Action: engine.ActionDrop, Rule: "r\"q"}, o: o,
-			keys: []string{"_src", "__src", "n", "_rule", "___src", "_rx_time", "_queue", "_gateway_id", "__rule", "_verdict"}},
+			keys: []string{"__src", "n", "_src", "_rx_time", "_queue", "_gateway_id", "_rule", "_verdict"}},
+		// Only forged members: every one cut, the object stays valid.
+		{d: engine.Decision{Raw: []byte(`{"_verdict":"pass","_src":"6.6.6.6:66"}`), Action: engine.ActionAlert, Rule: "big"}, o: o,
+			keys: []string{"_src", "_rx_time", "_queue", "_gateway_id", "_rule", "_verdict"}},
 		// Unknown source and queue: left out.
 		{d: engine.Decision{Raw: []byte(`{"b":"x"}`), Action: engine.ActionBlock, Rule: "flood", Block: time.Second}, o: &Origin{Queue: -1},
 			keys: []string{"b", "_rx_time", "_gateway_id", "_rule", "_verdict"}},
@@ -101,6 +103,10 @@ func TestSinkMeta(t *testing.T) {
 	w.FlushAll()
 	closeSinks(t, s)
 	after := time.Now()
+	// Cut from the raw records: _src and \u005frule, then _verdict and _src.
+	if st := s.Stats(); st[0].Replaced != 4 || st[1].Replaced != 0 {
+		t.Errorf("replaced members: raw %d, annotated %d; want 4 and 0", st[0].Replaced, st[1].Replaced)
+	}
 
 	checkTime := func(v any) {
 		t.Helper()
@@ -131,7 +137,7 @@ func TestSinkMeta(t *testing.T) {
 		for k, v := range m {
 			switch strings.TrimLeft(k, "_") {
 			case "src":
-				if k != "_src" && k != "__src" && v != src.String() {
+				if k == "_src" && v != src.String() { // the gateway's, never the sender's
 					t.Errorf("%s = %v, want %v", k, v, src)
 				}
 			case "rx_time":
@@ -150,11 +156,7 @@ func TestSinkMeta(t *testing.T) {
 				}
 			}
 		}
-		ruleKey := "_rule"
-		if slices.Contains(r.keys, "__rule") { // the event's own _rule pushed it
-			ruleKey = "__rule"
-		}
-		if m[ruleKey] != r.d.Rule {
+		if m["_rule"] != r.d.Rule {
 			t.Errorf("record %d: rule %v, want %q", i, m, r.d.Rule)
 		}
 	}

@@ -86,6 +86,9 @@ type Stats struct {
 	// TornBytes (file) is what opening the file cut off its end: a last
 	// record a crash or a full disk left half written.
 	TornBytes uint64
+	// Replaced counts event members cut out of records because the
+	// gateway writes a field of that name (meta, enrich: reserved.go).
+	Replaced uint64
 	// InFlight (Kafka, NATS) is the records handed to the client and not
 	// yet acknowledged or failed: a gauge, 0 once Close has returned nil.
 	InFlight uint64
@@ -184,7 +187,7 @@ type workerCounts struct {
 
 // sinkCounts are counted by the sink's writer goroutine.
 type sinkCounts struct {
-	records, bytes, errors, failed, rotations, fsyncs, tornCut atomic.Uint64
+	records, bytes, errors, failed, rotations, fsyncs, tornCut, replaced atomic.Uint64
 }
 
 // sinkOutput is where a sink's writer goroutine puts slabs. Only the writer
@@ -287,6 +290,8 @@ type sink struct {
 	metaWant [numMeta]bool
 	metaAnn  [numMeta]bool
 	metaGW   []byte
+	// reserved are the field names enrich: may add (Spec.Reserved).
+	reserved []string
 	// aggGW is the gateway id of aggregate records as a JSON string
 	// (sinks of what: aggregates).
 	aggGW []byte
@@ -397,6 +402,7 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
+	sk.reserved = sp.Reserved
 	if sp.Meta.On() {
 		sk.metaOn = true
 		sk.metaWant = sp.Meta.bits()
@@ -835,6 +841,7 @@ func (s *Sinks) Stats() []Stats {
 			Rotations: sk.cnt.rotations.Load(),
 			Fsyncs:    sk.cnt.fsyncs.Load(),
 			TornBytes: sk.cnt.tornCut.Load(),
+			Replaced:  sk.cnt.replaced.Load(),
 		}
 		if d, ok := sk.out.(interface{ down() bool }); ok {
 			st.Down = d.down()
@@ -903,6 +910,7 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []b
 		at := len(b)
 		b = engine.AppendOneLine(b, d.Raw)
 		if c != classReject {
+			b = sk.stripReserved(b, at, true)
 			b = withExtra(b, at, d.Extra)
 			if sk.metaOn {
 				b = sk.appendMetaRaw(b, at, d, c, ro)
@@ -941,6 +949,7 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []b
 		b = append(b, `,"event":`...)
 		at := len(b)
 		b = appendOneLine(b, d.Raw)
+		b = sk.stripReserved(b, at, false)
 		b = withExtra(b, at, d.Extra)
 		b = append(b, '}')
 	}
@@ -1176,6 +1185,7 @@ func (sk *sink) encodeKeyed(b []byte, d *engine.Decision, c uint8, ro *recOrigin
 	v := len(b)
 	b = append(b, d.Raw...)
 	if c != classReject {
+		b = sk.stripReserved(b, v, false)
 		b = withExtra(b, v, d.Extra)
 	}
 	h := b[at : at+keyedHeader]

@@ -1270,26 +1270,32 @@ func TestSinkAddedFields(t *testing.T) {
 		{"flat", `{"user_id":"u-1","amount":5}`, `{"user_id":"u-1","amount":5,"risk_tier":"high","vip":true}`},
 		{"pretty", "{\n  \"user_id\": \"u-1\"\n}", `{"user_id":"u-1","risk_tier":"high","vip":true}`},
 		{"empty object", "{ }", `{ "risk_tier":"high","vip":true}`},
+		// A sender's own risk_tier and vip (names enrich: adds) are cut:
+		// the record has the gateway's values only.
+		{"forged", `{"vip":false,"user_id":"u-1","risk_tier":"none","n":{"vip":1}}`, `{"user_id":"u-1","n":{"vip":1},"risk_tier":"high","vip":true}`},
+		{"only forged", `{"risk_tier":"none"}`, `{"risk_tier":"high","vip":true}`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := engine.Decision{Raw: []byte(c.raw), Action: engine.ActionAlert, Rule: "r", Extra: extra}
-			raw := &sink{newline: true}
+			raw := &sink{newline: true, reserved: []string{"risk_tier", "vip"}}
 			b := raw.encode(make([]byte, 0, raw.bound(&d, classAlert)), &d, classAlert, &recOrigin{})
 			if len(b) > raw.bound(&d, classAlert) || string(b) != c.want+"\n" {
 				t.Errorf("raw: %q (bound %d), want %q", b, raw.bound(&d, classAlert), c.want)
 			}
-			ann := &sink{annotated: true, newline: true}
+			ann := &sink{annotated: true, newline: true, reserved: []string{"risk_tier", "vip"}}
 			b = ann.encode(make([]byte, 0, ann.bound(&d, classAlert)), &d, classAlert, &recOrigin{})
 			var rec struct{ Event map[string]any }
-			if err := json.Unmarshal(b, &rec); err != nil || rec.Event["risk_tier"] != "high" || rec.Event["vip"] != true {
+			if err := json.Unmarshal(b, &rec); err != nil || rec.Event["risk_tier"] != "high" || rec.Event["vip"] != true ||
+				bytes.Count(b, []byte(`"risk_tier"`)) != 1 {
 				t.Errorf("annotated: %q: %v", b, err)
 			}
-			keyed := &sink{keyed: true, keyPath: "user_id"}
+			keyed := &sink{keyed: true, keyPath: "user_id", reserved: []string{"risk_tier", "vip"}}
 			b = keyed.encodeKeyed(make([]byte, 0, keyedBound(&d, classAlert)), &d, classAlert, &recOrigin{rxWall: 1})
 			var r keyedRecord
 			parseKeyed(b, &r)
 			var ev map[string]any
-			if err := json.Unmarshal(r.value, &ev); err != nil || ev["risk_tier"] != "high" || len(b) > keyedBound(&d, classAlert) {
+			if err := json.Unmarshal(r.value, &ev); err != nil || ev["risk_tier"] != "high" || len(b) > keyedBound(&d, classAlert) ||
+				bytes.Count(r.value, []byte(`"risk_tier"`)) != 1 {
 				t.Errorf("keyed value: %q: %v", r.value, err)
 			}
 		})

@@ -39,6 +39,11 @@ type Spec struct {
 	// records: fields of JSON records, headers of Kafka and NATS records
 	// (meta.go). GatewayID names the gateway for meta.gateway_id too.
 	Meta MetaSpec
+	// Reserved are the field names the configuration's enrich: may add to
+	// an event (not a key of the sink: the config fills it in). An event's
+	// own top-level members of those names are cut out of its records
+	// (reserved.go), as are those named like a wanted meta field.
+	Reserved []string
 	// Format (no config key): "raw" (the original bytes plus '\n'; default
 	// for passed) or "annotated" (default otherwise), one JSON object per
 	// line:
