@@ -112,6 +112,13 @@ var (
 	descSinkRotations = desc("sink_rotations_total", "File rotations of a sink.", "sink")
 	descSinkFsyncs    = desc("sink_fsyncs_total", "fsync calls of a sink.", "sink")
 	descSinkInFlight  = desc("sink_in_flight_records", "Records a Kafka or NATS sink has handed to its client and not yet seen acknowledged or failed (0 for other sinks).", "sink")
+	// The disk spool of a Kafka or NATS sink (only sinks with spool:).
+	descSpoolRecords   = desc("sink_spool_records", "Records in a sink's disk spool not yet replayed to the broker.", "sink")
+	descSpoolBytes     = desc("sink_spool_bytes", "Bytes of a sink's disk spool files.", "sink")
+	descSpoolAge       = desc("sink_spool_oldest_age_seconds", "Age of the oldest record in a sink's disk spool not yet replayed (0 when none).", "sink")
+	descSpoolReplayed  = desc("sink_spool_replayed_total", "Records a sink read back from its disk spool and sent to the broker.", "sink")
+	descSpoolDropped   = desc("sink_spool_dropped_total", "Records a sink's full disk spool could not take (also in sink_dropped_records_total: no_buffer, or failed for records the broker failed).", "sink")
+	descSpoolRecovered = desc("sink_spool_recovered_total", "Records a sink's disk spool held at start, left by an earlier run.", "sink")
 
 	descKernelDrops    = desc("kernel_drops_total", "Packets to our ports the kernel freed as dropped (tracepoint kfree_skb), by the kernel's drop reason.", "reason")
 	descKernelLatency  = desc("kernel_queue_latency_seconds", "Socket path: time from the skb's receive timestamp to our socket (socket filter probe, one packet in probes.sample per CPU); log2 buckets.")
@@ -414,6 +421,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSinkRotations, sk.Rotations, name)
 		counter(descSinkFsyncs, sk.Fsyncs, name)
 		gauge(descSinkInFlight, float64(sk.InFlight), name)
+		if sk.Spool {
+			gauge(descSpoolRecords, float64(sk.Spooled), name)
+			gauge(descSpoolBytes, float64(sk.SpoolBytes), name)
+			age := 0.0
+			if !sk.SpoolOldest.IsZero() {
+				age = max(0, time.Since(sk.SpoolOldest).Seconds())
+			}
+			gauge(descSpoolAge, age, name)
+			counter(descSpoolReplayed, sk.SpoolReplayed, name)
+			counter(descSpoolDropped, sk.SpoolDropped, name)
+			counter(descSpoolRecovered, sk.SpoolRecovered, name)
+		}
 	}
 
 	c.collectProbes(ch)

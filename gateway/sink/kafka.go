@@ -48,6 +48,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -481,7 +482,12 @@ func (o *kafkaOutput) resolve(ks *kafkaSlab, r *kgo.Record, err error) {
 	cnt := &o.sk.cnt
 	if err != nil {
 		cnt.errors.Add(1)
-		cnt.failed.Add(1)
+		// With a spool, the record goes back to it (spooler.go); r is
+		// ks.recs[i], and i its index in the slab.
+		i := int((uintptr(unsafe.Pointer(r)) - uintptr(unsafe.Pointer(&ks.recs[0]))) / unsafe.Sizeof(ks.recs[0]))
+		if !spoolFailed(ks.sl, i) {
+			cnt.failed.Add(1)
+		}
 		o.lastErr.Store(&err)
 	} else {
 		cnt.records.Add(1)
@@ -513,3 +519,7 @@ func (o *kafkaOutput) finish() error {
 
 // abort makes finish stop waiting for the brokers.
 func (o *kafkaOutput) abort() { o.cancel() }
+
+// giveUp (spool): finish fails every record not yet acknowledged at once
+// (the client's Close fails them), so that they go to the spool.
+func (o *kafkaOutput) giveUp() { o.cancel() }

@@ -391,6 +391,7 @@ type natsRec struct {
 	deadline int64 // nanotime after which it is no longer retried
 	failedAt int64 // nanotime of its last failed try
 	size     int
+	idx      int // its index in the slab
 	// queued: in the retry channel (set by retryLater, cleared by the
 	// retry goroutine when it takes the record), so that a record is there
 	// at most once even when two paths report the same failed try.
@@ -547,11 +548,24 @@ func (o *natsOutput) write(sl *slab) {
 		r.ns = ns
 		r.msg.Header = make(nats.Header, len(r.vals))
 		o.scratch = o.tmpl.appendSubject(o.scratch[:0], kr.key, keyedVerdicts[kr.verdict], kr.rule)
-		o.seq++
-		o.idBuf = strconv.AppendUint(append(o.idBuf[:0], o.idPre...), o.seq, 10)
+		// The message id: a record from the spool keeps the one it was
+		// given when first sent or spooled (so that the stream drops a
+		// replay of what it has); a new record takes the next, which the
+		// spool keeps should the record fail.
+		var id string
+		if sp := sl.spool; sp != nil && sp.ids[i] != "" {
+			id = sp.ids[i]
+		} else {
+			o.idBuf = o.newMsgID(o.idBuf[:0])
+			id = string(o.idBuf)
+			if sp != nil {
+				sp.ids[i] = id
+			}
+		}
+		r.idx = i
 		r.msg.Subject = string(o.scratch)
 		r.msg.Data = kr.value
-		r.vals = [8]string{verdictStrings[kr.verdict], o.rule(kr.rule), o.gw, string(kr.rxText), string(o.idBuf)}
+		r.vals = [8]string{verdictStrings[kr.verdict], o.rule(kr.rule), o.gw, string(kr.rxText), id}
 		h := r.msg.Header
 		h[hdrVerdict] = r.vals[0:1:1]
 		h[hdrRule] = r.vals[1:2:2]
@@ -587,6 +601,14 @@ func (o *natsOutput) write(sl *slab) {
 			o.retryLater(r, err)
 		}
 	}
+}
+
+// newMsgID appends the next message id to b (writer goroutine only):
+// "<gateway>-<start>-<sequence>", so that no two records of one gateway,
+// this run or another, share one.
+func (o *natsOutput) newMsgID(b []byte) []byte {
+	o.seq++
+	return strconv.AppendUint(append(b, o.idPre...), o.seq, 10)
 }
 
 // verdictStrings are keyedVerdicts as strings.
@@ -658,7 +680,9 @@ func (o *natsOutput) fail(r *natsRec) {
 		return
 	}
 	o.sk.cnt.errors.Add(1)
-	o.sk.cnt.failed.Add(1)
+	if !spoolFailed(r.ns.sl, r.idx) { // with a spool, it goes back there
+		o.sk.cnt.failed.Add(1)
+	}
 	o.resolved(r)
 }
 
@@ -744,6 +768,22 @@ func (o *natsOutput) finish() error {
 // or Close, which close it on purpose.
 func (o *natsOutput) down() bool {
 	return !o.closing.Load() && o.nc.Status() != nats.CONNECTED && !o.nc.IsClosed()
+}
+
+// giveUp (spool) fails every record not yet acknowledged at once, so that
+// it goes to the spool; the retry goroutine fails what it holds, and
+// reports that come later find nothing.
+func (o *natsOutput) giveUp() {
+	o.closing.Store(true)
+	o.mu.Lock()
+	stuck := make([]*natsRec, 0, len(o.live))
+	for _, r := range o.live {
+		stuck = append(stuck, r)
+	}
+	o.mu.Unlock()
+	for _, r := range stuck {
+		o.fail(r)
+	}
 }
 
 // abort stops retries and closes the connection: pending publishes fail
