@@ -363,12 +363,25 @@ func newKafkaOutput(sk *sink, sp Spec) (*kafkaOutput, error) {
 	o.back = make(chan *slab, sk.slabs)
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	if err := o.checkTopic(k); err != nil {
+		var unreachable *kafkaUnreachable
+		if sp.Spool.Path != "" && errors.As(err, &unreachable) {
+			// With a spool the sink starts while no broker is reachable
+			// (a restart during an outage): records go to the spool.
+			o.noteError(err)
+			return o, nil
+		}
 		o.cancel()
 		cl.Close()
 		return nil, err
 	}
 	return o, nil
 }
+
+// kafkaUnreachable is checkTopic's error when no broker answered.
+type kafkaUnreachable struct{ err error }
+
+func (e *kafkaUnreachable) Error() string { return e.err.Error() }
+func (e *kafkaUnreachable) Unwrap() error { return e.err }
 
 // kafkaBackoff is the wait before retry number tries (from 1): 100ms
 // doubling up to 1s, with up to 20% jitter, so that a broker that comes
@@ -391,7 +404,7 @@ func (o *kafkaOutput) checkTopic(k Kafka) error {
 	req.Topics = append(req.Topics, t)
 	resp, err := req.RequestWith(ctx, o.cl)
 	if err != nil {
-		return fmt.Errorf("kafka brokers %s: %w", brokers, err)
+		return &kafkaUnreachable{fmt.Errorf("kafka brokers %s: %w", brokers, err)}
 	}
 	var terr error = kerr.UnknownTopicOrPartition
 	for _, rt := range resp.Topics {

@@ -437,6 +437,21 @@ func newNATSOutput(sk *sink, sp Spec) (*natsOutput, error) {
 		}
 		opts = append(opts, nats.Secure(tc))
 	}
+	// With a spool the sink starts while no server is reachable (a
+	// restart during an outage): records go to the spool, and the stream
+	// is checked once the first connection is made.
+	var unchecked atomic.Bool
+	if sp.Spool.Path != "" {
+		opts = append(opts, nats.RetryOnFailedConnect(true), nats.ConnectHandler(func(*nats.Conn) {
+			if unchecked.CompareAndSwap(true, false) {
+				go func() {
+					if err := o.checkStream(n, strings.Join(n.URLs, ",")); err != nil {
+						o.noteError(err)
+					}
+				}()
+			}
+		}))
+	}
 	switch {
 	case n.User != "":
 		pass, err := Secret(n.Password, n.PasswordFile)
@@ -474,7 +489,14 @@ func newNATSOutput(sk *sink, sp Spec) (*natsOutput, error) {
 		jetstream.WithPublishAsyncAckHandler(o.onAck),
 		jetstream.WithPublishAsyncErrHandler(o.onErr),
 	)
-	if err == nil {
+	switch {
+	case err != nil:
+	case sp.Spool.Path != "" && !o.nc.IsConnected():
+		unchecked.Store(true)
+		if o.nc.IsConnected() && unchecked.CompareAndSwap(true, false) { // connected meanwhile
+			err = o.checkStream(n, urls)
+		}
+	default:
 		err = o.checkStream(n, urls)
 	}
 	if err != nil {

@@ -512,6 +512,10 @@ func (q *spool) ack(off int64) {
 	if off > q.acked {
 		q.acked = off
 	}
+	if last := q.segs[len(q.segs)-1]; q.acked >= q.tail && last.size > 0 && len(q.wbuf) == 0 {
+		q.roll() // all delivered: a new segment, so that the last one goes too
+		return
+	}
 	q.trim()
 }
 

@@ -118,8 +118,8 @@ func TestSpoolReopen(t *testing.T) {
 		t.Fatalf("%d segments", len(q.segs))
 	}
 	q.ack(q.read)
-	if q.unread != 0 || q.oldest() != 0 {
-		t.Fatalf("unread %d oldest %d", q.unread, q.oldest())
+	if q.unread != 0 || q.oldest() != 0 || q.disk != 0 || len(q.segs) != 1 {
+		t.Fatalf("unread %d oldest %d disk %d segments %d", q.unread, q.oldest(), q.disk, len(q.segs))
 	}
 }
 

@@ -154,7 +154,12 @@ func (p *spooler) congested() bool { return p.held >= p.limit || p.down() }
 // caller gives it back to its worker now).
 func (p *spooler) deliver(sl *slab) bool {
 	if len(p.waiting) > 0 || p.q.unread > 0 || p.congested() || p.stopping && p.down() {
-		return p.store(sl)
+		if p.block && (len(p.waiting) > 0 || !p.q.prepare(p.slabBytes(sl))) {
+			p.waiting = append(p.waiting, sl) // in order, after those waiting
+			return true
+		}
+		p.store(sl)
+		return false
 	}
 	p.send(sl)
 	return true
@@ -182,14 +187,8 @@ func (p *spooler) send(sl *slab) {
 }
 
 // store appends sl's records to the spool, each with a new message id;
-// it reports whether it keeps sl (block: waiting for room).
-func (p *spooler) store(sl *slab) bool {
-	if p.block {
-		if len(p.waiting) > 0 || !p.q.prepare(p.slabBytes(sl)) {
-			p.waiting = append(p.waiting, sl)
-			return true
-		}
-	}
+// those the spool has no room for are dropped and counted.
+func (p *spooler) store(sl *slab) {
 	now := nanotime()
 	from := 0
 	for i, end := range sl.ends {
@@ -206,7 +205,6 @@ func (p *spooler) store(sl *slab) bool {
 		}
 		from = int(end)
 	}
-	return false
 }
 
 // slabBytes bounds the spool bytes of sl's records.
