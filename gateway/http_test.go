@@ -217,8 +217,8 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	// latency histogram only where sockets receive.
 	optional := map[string]bool{"xgate_kernel_drops_total": true, "xgate_xdp_redirect_errors_total": true,
 		"xgate_xdp_exceptions_total": true}
-	for _, n := range MetricNames() { // series per enrichment list: none without lists
-		if strings.HasPrefix(n, "xgate_list_") {
+	for _, n := range MetricNames() { // series per enrichment list, per spool: none without
+		if strings.HasPrefix(n, "xgate_list_") || strings.HasPrefix(n, "xgate_sink_spool_") {
 			optional[n] = true
 		}
 	}

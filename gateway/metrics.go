@@ -119,6 +119,13 @@ var (
 	descSinkReplaced  = desc("sink_replaced_fields_total", "Members an event carried under a name the gateway writes (a meta field, an added field): cut from the record, so the gateway's value is the only one.", "sink")
 	descSinkUp        = desc("sink_up", "0 while a sink is known to reach no destination (NATS: no server connected; its records wait, then fail after delivery_timeout), else 1.", "sink")
 	descSinkInFlight  = desc("sink_in_flight_records", "Records a Kafka or NATS sink has handed to its client and not yet seen acknowledged or failed (0 for other sinks).", "sink")
+	// The disk spool of a Kafka or NATS sink (only sinks with spool:).
+	descSpoolRecords   = desc("sink_spool_records", "Records in a sink's disk spool not yet replayed to the broker.", "sink")
+	descSpoolBytes     = desc("sink_spool_bytes", "Bytes of a sink's disk spool files.", "sink")
+	descSpoolAge       = desc("sink_spool_oldest_age_seconds", "Age of the oldest record in a sink's disk spool not yet replayed (0 when none).", "sink")
+	descSpoolReplayed  = desc("sink_spool_replayed_total", "Records a sink read back from its disk spool and sent to the broker.", "sink")
+	descSpoolDropped   = desc("sink_spool_dropped_total", "Records a sink's full disk spool could not take (also in sink_dropped_records_total: no_buffer, or failed for records the broker failed).", "sink")
+	descSpoolRecovered = desc("sink_spool_recovered_total", "Records a sink's disk spool held at start, left by an earlier run.", "sink")
 
 	descKernelDrops    = desc("kernel_drops_total", "Packets to our ports the kernel freed as dropped (tracepoint kfree_skb), by the kernel's drop reason.", "reason")
 	descKernelLatency  = desc("kernel_queue_latency_seconds", "Socket path: time from the skb's receive timestamp to our socket (socket filter probe, one packet in probes.sample per CPU); log2 buckets.")
@@ -442,6 +449,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descSinkUp, up, name)
 		counter(descSinkReplaced, sk.Replaced, name)
+		if sk.Spool {
+			gauge(descSpoolRecords, float64(sk.Spooled), name)
+			gauge(descSpoolBytes, float64(sk.SpoolBytes), name)
+			age := 0.0
+			if !sk.SpoolOldest.IsZero() {
+				age = max(0, time.Since(sk.SpoolOldest).Seconds())
+			}
+			gauge(descSpoolAge, age, name)
+			counter(descSpoolReplayed, sk.SpoolReplayed, name)
+			counter(descSpoolDropped, sk.SpoolDropped, name)
+			counter(descSpoolRecovered, sk.SpoolRecovered, name)
+		}
 	}
 
 	for _, l := range g.Lists() {

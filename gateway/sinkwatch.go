@@ -30,13 +30,14 @@ type sinkWatch struct {
 	logged   []sink.Stats // the counts as of the last trouble line
 	lastDown []time.Time  // when a down line was logged last
 	downLog  []bool       // a down line was logged, its "connected again" not yet
+	spooling []bool       // a spooling line was logged, its "replayed" not yet
 }
 
 func newSinkWatch(log *slog.Logger, s *sink.Sinks) *sinkWatch {
 	st := s.Stats()
 	return &sinkWatch{log: log, sinks: s, prev: st, lastLog: make([]time.Time, len(st)),
 		failing: make([]bool, len(st)), logged: append([]sink.Stats(nil), st...),
-		lastDown: make([]time.Time, len(st)), downLog: make([]bool, len(st))}
+		lastDown: make([]time.Time, len(st)), downLog: make([]bool, len(st)), spooling: make([]bool, len(st))}
 }
 
 // lost is what a sink's counters say it did not deliver.
@@ -56,12 +57,23 @@ func (w *sinkWatch) check(now time.Time) {
 			w.log.Info("sink connected again", "sink", s.Name, "in_flight", s.InFlight)
 			w.downLog[i] = false
 		}
+		// A sink with a disk spool: when it starts spooling and when the
+		// spool is replayed (once per episode; drops are logged below).
+		switch {
+		case s.Spooled > 0 && !w.spooling[i]:
+			w.log.Warn("sink spooling to disk: the broker does not take records now; they are replayed in order when it does",
+				"sink", s.Name, "spooled", s.Spooled, "spool_bytes", s.SpoolBytes, "recovered_at_start", s.SpoolRecovered, "last_error", s.LastError)
+			w.spooling[i] = true
+		case s.Spooled == 0 && w.spooling[i]:
+			w.log.Info("sink spool replayed", "sink", s.Name, "replayed_in_all", s.SpoolReplayed, "spool_dropped_in_all", s.SpoolDropped)
+			w.spooling[i] = false
+		}
 		switch {
 		case lost(s) > lost(p):
 			if !w.failing[i] || now.Sub(w.lastLog[i]) >= sinkLogEvery {
 				l := w.logged[i]
 				w.log.Warn("sink losing records", "sink", s.Name,
-					"dropped", s.Dropped-l.Dropped, "too_big", s.TooBig-l.TooBig, "failed", s.Failed-l.Failed,
+					"dropped", s.Dropped-l.Dropped, "spool_full", s.SpoolDropped-l.SpoolDropped, "too_big", s.TooBig-l.TooBig, "failed", s.Failed-l.Failed,
 					"errors", s.Errors-l.Errors, "last_error", s.LastError, "since", now.Sub(w.lastLog[i]).Round(time.Second))
 				w.lastLog[i], w.logged[i] = now, s
 			}
@@ -93,6 +105,9 @@ func (w *sinkWatch) run(stop <-chan struct{}) {
 // its records, with the counts by kind.
 func (w *sinkWatch) final() {
 	for _, s := range w.sinks.Stats() {
+		if s.Spooled > 0 {
+			w.log.Info("sink left records in its spool: the next start replays them", "sink", s.Name, "spooled", s.Spooled, "spool_bytes", s.SpoolBytes)
+		}
 		if n := lost(s) + s.InFlight; n > 0 {
 			w.log.Warn("sink did not deliver every record", "sink", s.Name, "dropped", s.Dropped, "too_big", s.TooBig,
 				"failed", s.Failed, "errors", s.Errors, "in_flight_at_stop", s.InFlight, "last_error", s.LastError)

@@ -115,3 +115,53 @@ func TestSinkWatchDown(t *testing.T) {
 		t.Errorf("%d down lines, want 1:\n%s", n, buf.String())
 	}
 }
+
+// TestSinkWatchSpool: a sink with a disk spool is logged when it starts
+// spooling (server gone) and when its spool is replayed (server back),
+// and the spool's metrics are on /metrics' collector.
+func TestSinkWatchSpool(t *testing.T) {
+	srv := sinktest.StartNATS(t)
+	s, err := sink.New([]sink.Spec{{Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw", DeliveryTimeout: time.Minute,
+		NATS:  sink.NATS{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true},
+		Spool: sink.SpoolSpec{Path: t.TempDir()}}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	var buf syncBuf
+	w := newSinkWatch(slog.New(slog.NewTextHandler(&buf, nil)), s)
+	waitLine := func(line string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(buf.String(), line) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q line within 20s; log:\n%s", line, buf.String())
+			}
+			w.check(time.Now())
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	srv.Kill()
+	for s.Stats()[0].Down == false {
+		time.Sleep(10 * time.Millisecond)
+	}
+	sw := s.Writer(0)
+	for i := range 100 {
+		d := engine.Decision{Raw: []byte(`{"user_id":"u-` + string(rune('a'+i%26)) + `"}`), Action: engine.ActionPass}
+		sw.Add(&d)
+	}
+	sw.FlushAll()
+	waitLine("sink spooling to disk")
+	if st := s.Stats()[0]; st.Spooled != 100 || st.Dropped+st.Failed != 0 {
+		t.Fatalf("spooled %d, dropped %d, failed %d", st.Spooled, st.Dropped, st.Failed)
+	}
+	srv.Start(t)
+	waitLine("sink spool replayed")
+	if st := s.Stats()[0]; st.Spooled != 0 || st.SpoolReplayed != 100 {
+		t.Fatalf("after the replay: %+v", st)
+	}
+}

@@ -250,6 +250,7 @@ var allKeys = []string{
 	"sinks[].address", "sinks[].on_full", "sinks[].buffer",
 	"sinks[].gateway_id", "sinks[].delivery_timeout", "sinks[].tls", "sinks[].tls.enable", "sinks[].tls.ca_file",
 	"sinks[].tls.cert_file", "sinks[].tls.key_file", "sinks[].tls.server_name", "sinks[].tls.insecure_skip_verify",
+	"sinks[].spool", "sinks[].spool.path", "sinks[].spool.max_bytes", "sinks[].spool.fsync",
 	"sinks[].brokers", "sinks[].topic", "sinks[].client_id", "sinks[].acks", "sinks[].idempotent", "sinks[].compression",
 	"sinks[].linger", "sinks[].batch_max_bytes", "sinks[].create_topic", "sinks[].partitions",
 	"sinks[].sasl", "sinks[].sasl.mechanism", "sinks[].sasl.user", "sinks[].sasl.password", "sinks[].sasl.password_file",

@@ -896,6 +896,14 @@ func (d *configDecoder) sink(n *yaml.Node, p string) sink.Spec {
 				"insecure_skip_verify": d.boolean(&t.InsecureSkipVerify),
 			})
 		},
+		"spool": func(n *yaml.Node, p string) {
+			sp := &s.Spool
+			d.mapping(n, p, map[string]func(*yaml.Node, string){
+				"path":      d.str(&sp.Path),
+				"max_bytes": d.size(&sp.MaxBytes),
+				"fsync":     d.str(&sp.Fsync),
+			})
+		},
 		// kafka
 		"brokers":         d.stringList(&k.Brokers),
 		"topic":           d.str(&k.Topic),

@@ -48,6 +48,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -362,12 +363,25 @@ func newKafkaOutput(sk *sink, sp Spec) (*kafkaOutput, error) {
 	o.back = make(chan *slab, sk.slabs)
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	if err := o.checkTopic(k); err != nil {
+		var unreachable *kafkaUnreachable
+		if sp.Spool.Path != "" && errors.As(err, &unreachable) {
+			// With a spool the sink starts while no broker is reachable
+			// (a restart during an outage): records go to the spool.
+			o.noteError(err)
+			return o, nil
+		}
 		o.cancel()
 		cl.Close()
 		return nil, err
 	}
 	return o, nil
 }
+
+// kafkaUnreachable is checkTopic's error when no broker answered.
+type kafkaUnreachable struct{ err error }
+
+func (e *kafkaUnreachable) Error() string { return e.err.Error() }
+func (e *kafkaUnreachable) Unwrap() error { return e.err }
 
 // kafkaBackoff is the wait before retry number tries (from 1): 100ms
 // doubling up to 1s, with up to 20% jitter, so that a broker that comes
@@ -390,7 +404,7 @@ func (o *kafkaOutput) checkTopic(k Kafka) error {
 	req.Topics = append(req.Topics, t)
 	resp, err := req.RequestWith(ctx, o.cl)
 	if err != nil {
-		return fmt.Errorf("kafka brokers %s: %w", brokers, err)
+		return &kafkaUnreachable{fmt.Errorf("kafka brokers %s: %w", brokers, err)}
 	}
 	var terr error = kerr.UnknownTopicOrPartition
 	for _, rt := range resp.Topics {
@@ -481,7 +495,12 @@ func (o *kafkaOutput) resolve(ks *kafkaSlab, r *kgo.Record, err error) {
 	cnt := &o.sk.cnt
 	if err != nil {
 		cnt.errors.Add(1)
-		cnt.failed.Add(1)
+		// With a spool, the record goes back to it (spooler.go); r is
+		// ks.recs[i], and i its index in the slab.
+		i := int((uintptr(unsafe.Pointer(r)) - uintptr(unsafe.Pointer(&ks.recs[0]))) / unsafe.Sizeof(ks.recs[0]))
+		if !spoolFailed(ks.sl, i) {
+			cnt.failed.Add(1)
+		}
 		o.lastErr.Store(&err)
 	} else {
 		cnt.records.Add(1)
@@ -513,3 +532,7 @@ func (o *kafkaOutput) finish() error {
 
 // abort makes finish stop waiting for the brokers.
 func (o *kafkaOutput) abort() { o.cancel() }
+
+// giveUp (spool): finish fails every record not yet acknowledged at once
+// (the client's Close fails them), so that they go to the spool.
+func (o *kafkaOutput) giveUp() { o.cancel() }

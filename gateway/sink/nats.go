@@ -451,6 +451,7 @@ type natsRec struct {
 	deadline int64 // nanotime after which it is no longer retried
 	failedAt int64 // nanotime of its last failed try
 	size     int
+	idx      int // its index in the slab
 	// queued: in the retry channel (set by retryLater, cleared by the
 	// retry goroutine when it takes the record), so that a record is there
 	// at most once even when two paths report the same failed try.
@@ -496,6 +497,21 @@ func newNATSOutput(sk *sink, sp Spec) (*natsOutput, error) {
 		}
 		opts = append(opts, nats.Secure(tc))
 	}
+	// With a spool the sink starts while no server is reachable (a
+	// restart during an outage): records go to the spool, and the stream
+	// is checked once the first connection is made.
+	var unchecked atomic.Bool
+	if sp.Spool.Path != "" {
+		opts = append(opts, nats.RetryOnFailedConnect(true), nats.ConnectHandler(func(*nats.Conn) {
+			if unchecked.CompareAndSwap(true, false) {
+				go func() {
+					if err := o.checkStream(n, strings.Join(n.URLs, ",")); err != nil {
+						o.noteError(err)
+					}
+				}()
+			}
+		}))
+	}
 	switch {
 	case n.User != "":
 		pass, err := Secret(n.Password, n.PasswordFile)
@@ -533,7 +549,14 @@ func newNATSOutput(sk *sink, sp Spec) (*natsOutput, error) {
 		jetstream.WithPublishAsyncAckHandler(o.onAck),
 		jetstream.WithPublishAsyncErrHandler(o.onErr),
 	)
-	if err == nil {
+	switch {
+	case err != nil:
+	case sp.Spool.Path != "" && !o.nc.IsConnected():
+		unchecked.Store(true)
+		if o.nc.IsConnected() && unchecked.CompareAndSwap(true, false) { // connected meanwhile
+			err = o.checkStream(n, urls)
+		}
+	default:
 		err = o.checkStream(n, urls)
 	}
 	if err != nil {
@@ -607,11 +630,24 @@ func (o *natsOutput) write(sl *slab) {
 		r.ns = ns
 		r.msg.Header = make(nats.Header, len(r.vals))
 		o.scratch = o.tmpl.appendSubject(o.scratch[:0], kr.key, keyedVerdicts[kr.verdict], kr.rule)
-		o.seq++
-		o.idBuf = strconv.AppendUint(append(o.idBuf[:0], o.idPre...), o.seq, 10)
+		// The message id: a record from the spool keeps the one it was
+		// given when first sent or spooled (so that the stream drops a
+		// replay of what it has); a new record takes the next, which the
+		// spool keeps should the record fail.
+		var id string
+		if sp := sl.spool; sp != nil && sp.ids[i] != "" {
+			id = sp.ids[i]
+		} else {
+			o.idBuf = o.newMsgID(o.idBuf[:0])
+			id = string(o.idBuf)
+			if sp != nil {
+				sp.ids[i] = id
+			}
+		}
+		r.idx = i
 		r.msg.Subject = string(o.scratch)
 		r.msg.Data = kr.value
-		r.vals = [8]string{verdictStrings[kr.verdict], o.rule(kr.rule), o.gw, string(kr.rxText), string(o.idBuf)}
+		r.vals = [8]string{verdictStrings[kr.verdict], o.rule(kr.rule), o.gw, string(kr.rxText), id}
 		h := r.msg.Header
 		h[hdrVerdict] = r.vals[0:1:1]
 		h[hdrRule] = r.vals[1:2:2]
@@ -647,6 +683,14 @@ func (o *natsOutput) write(sl *slab) {
 			o.retryLater(r, err)
 		}
 	}
+}
+
+// newMsgID appends the next message id to b (writer goroutine only):
+// "<gateway>-<start>-<sequence>", so that no two records of one gateway,
+// this run or another, share one.
+func (o *natsOutput) newMsgID(b []byte) []byte {
+	o.seq++
+	return strconv.AppendUint(append(b, o.idPre...), o.seq, 10)
 }
 
 // verdictStrings are keyedVerdicts as strings.
@@ -718,7 +762,9 @@ func (o *natsOutput) fail(r *natsRec) {
 		return
 	}
 	o.sk.cnt.errors.Add(1)
-	o.sk.cnt.failed.Add(1)
+	if !spoolFailed(r.ns.sl, r.idx) { // with a spool, it goes back there
+		o.sk.cnt.failed.Add(1)
+	}
 	o.resolved(r)
 }
 
@@ -804,6 +850,22 @@ func (o *natsOutput) finish() error {
 // or Close, which close it on purpose.
 func (o *natsOutput) down() bool {
 	return !o.closing.Load() && o.nc.Status() != nats.CONNECTED && !o.nc.IsClosed()
+}
+
+// giveUp (spool) fails every record not yet acknowledged at once, so that
+// it goes to the spool; the retry goroutine fails what it holds, and
+// reports that come later find nothing.
+func (o *natsOutput) giveUp() {
+	o.closing.Store(true)
+	o.mu.Lock()
+	stuck := make([]*natsRec, 0, len(o.live))
+	for _, r := range o.live {
+		stuck = append(stuck, r)
+	}
+	o.mu.Unlock()
+	for _, r := range stuck {
+		o.fail(r)
+	}
 }
 
 // abort stops retries and closes the connection: pending publishes fail

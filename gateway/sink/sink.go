@@ -98,6 +98,23 @@ type Stats struct {
 	// Down (NATS) says the sink reaches no server now: its records wait in
 	// its buffer and are retried until delivery_timeout.
 	Down bool
+
+	// The disk spool (Kafka, NATS with spool:; spooler.go). Spool: the
+	// sink has one. Spooled: records in it not yet replayed (a gauge);
+	// SpoolBytes: its files' bytes; SpoolOldest: when its oldest record
+	// not yet replayed was spooled (zero if none); SpoolReplayed: records
+	// read back and sent; SpoolDropped: records it had no room for (also
+	// counted in Dropped, or in Failed for records the broker failed);
+	// SpoolRecovered: records it held at start (left by an earlier run).
+	// Its fsyncs count in Fsyncs, the torn bytes cut at start in
+	// TornBytes. While the sink runs,
+	//	Added + SpoolRecovered = Records + Dropped + TooBig + Failed
+	//	                         + Spooled + InFlight + (records in slabs)
+	// and after Close the last two are 0.
+	Spool                                       bool
+	Spooled, SpoolBytes                         uint64
+	SpoolOldest                                 time.Time
+	SpoolReplayed, SpoolDropped, SpoolRecovered uint64
 }
 
 const (
@@ -170,6 +187,9 @@ type slab struct {
 	// the client library wants them), made by the writer goroutine on the
 	// slab's first write and touched only by the slab's owner of state 4.
 	aux any
+	// spool is the spooler's state for this slab (spooler.go), nil
+	// without a spool; owned as aux is.
+	spool *slabSpool
 }
 
 func (sl *slab) room(need int) bool {
@@ -213,6 +233,7 @@ type asyncOutput interface {
 	done() <-chan *slab
 	inFlight() uint64 // records handed to the client, not yet resolved
 	lastError() error // the last delivery error, nil if none
+	noteError(error)  // make err the last error
 }
 
 // asyncAcks is the bookkeeping the asynchronous outputs share: the records
@@ -262,6 +283,19 @@ func (a *asyncAcks) lastError() error {
 	return nil
 }
 
+func (a *asyncAcks) noteError(err error) { a.lastErr.Store(&err) }
+
+// spoolFailed marks record i of sl failed for the spooler, which spools it
+// again when sl comes back; false without a spool (the caller counts it
+// Failed). Called by the one resolver of the record, before it settles.
+func spoolFailed(sl *slab, i int) bool {
+	if sl.spool == nil {
+		return false
+	}
+	sl.spool.failed[i] = true
+	return true
+}
+
 func (a *asyncAcks) afterRound(int64)    {}
 func (a *asyncAcks) idle(int64)          {}
 func (a *asyncAcks) tick() time.Duration { return 0 }
@@ -282,6 +316,7 @@ type sink struct {
 	keyed   bool
 	keyPath string
 	async   asyncOutput // out, when it is one; nil otherwise
+	spool   *spooler    // the disk spool (kafka, nats), nil if none
 
 	// Metadata (meta.go): metaOn when any field is selected; metaWant the
 	// fields of a raw record, metaAnn those of an annotated one; metaGW
@@ -466,6 +501,14 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		}
 	}
 	sk.name = sp.Label()
+	if sp.Spool.Path != "" {
+		// Before the output, which sizes its channels by the slabs (the
+		// replay slabs are some).
+		if sk.spool, err = newSpooler(sk, sp); err != nil {
+			return nil, fmt.Errorf("sinks[%d] (%s): %w", i, sk.name, err)
+		}
+		sk.slabs += spoolReplaySlabs
+	}
 	switch sp.Type {
 	case "file":
 		sk.out, err = openFileOutput(sk, sp)
@@ -485,7 +528,13 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		}
 	}
 	if err != nil {
+		if sk.spool != nil {
+			sk.spool.q.close()
+		}
 		return nil, fmt.Errorf("sinks[%d] (%s): %w", i, sk.name, err)
+	}
+	if sk.spool != nil {
+		sk.spool.bind(sk.out)
 	}
 	return sk, nil
 }
@@ -734,9 +783,37 @@ func (sk *sink) run() {
 	if sk.async != nil {
 		back = sk.async.done()
 	}
-	recycle := func(sl *slab) {
+	free := func(sl *slab) {
 		sl.buf, sl.ends = sl.buf[:0], sl.ends[:0]
 		sk.free[sl.owner].Push(sl) // cannot fail: the ring holds the whole pool
+	}
+	recycle := free
+	// With a spool, slabs go through the spooler (spooler.go), which
+	// wants a tick while it has records to replay or to store.
+	sp := sk.spool
+	var spoolTick <-chan time.Time
+	var spoolTimer *time.Timer
+	spoolArmed := false
+	armSpool := func() {}
+	if sp != nil {
+		sp.free = free
+		recycle = func(sl *slab) {
+			if sp.returned(sl) {
+				free(sl)
+			}
+		}
+		spoolTimer = time.NewTimer(time.Hour)
+		spoolTimer.Stop()
+		defer spoolTimer.Stop()
+		spoolTick = spoolTimer.C
+		armSpool = func() {
+			if !spoolArmed && sp.busy() {
+				spoolTimer.Reset(spoolTickEvery)
+				spoolArmed = true
+			}
+		}
+		sp.replay() // what a previous run left
+		armSpool()
 	}
 	returned := func() {
 		for {
@@ -752,15 +829,26 @@ func (sk *sink) run() {
 		returned()
 		n := sk.full.PopBatch(batch[:])
 		for _, sl := range batch[:n] {
-			sk.out.write(sl)
-			if sk.async == nil {
-				recycle(sl)
+			switch {
+			case sp != nil:
+				if !sp.deliver(sl) {
+					free(sl)
+				}
+			default:
+				sk.out.write(sl)
+				if sk.async == nil {
+					recycle(sl)
+				}
 			}
 		}
 		clear(batch[:n])
 		if n > 0 {
 			sk.out.afterRound(nanotime())
 			arm()
+		}
+		if sp != nil {
+			sp.afterRound()
+			armSpool()
 		}
 		return n > 0
 	}
@@ -772,6 +860,15 @@ func (sk *sink) run() {
 		case <-sk.wake:
 		case sl := <-back:
 			recycle(sl)
+			if sp != nil {
+				returned()
+				sp.afterRound()
+				armSpool()
+			}
+		case <-spoolTick:
+			spoolArmed = false
+			sp.afterRound()
+			armSpool()
 		case <-timer.C:
 			armed = false
 			sk.out.idle(nanotime())
@@ -779,10 +876,21 @@ func (sk *sink) run() {
 				arm()
 			}
 		case <-sk.stop:
+			if sp != nil {
+				sp.stopping = true // replay no more: what is left stays spooled
+			}
 			for round() {
+			}
+			if sp != nil {
+				sp.stop(back, recycle)
 			}
 			sk.final = sk.out.finish()
 			returned()
+			if sp != nil {
+				if err := sp.close(); err != nil {
+					sk.final = errors.Join(sk.final, err)
+				}
+			}
 			return
 		}
 	}
@@ -845,6 +953,20 @@ func (s *Sinks) Stats() []Stats {
 		}
 		if d, ok := sk.out.(interface{ down() bool }); ok {
 			st.Down = d.down()
+		}
+		if p := sk.spool; p != nil {
+			st.Spool = true
+			st.Spooled = uint64(p.cnt.records.Load())
+			st.SpoolBytes = uint64(p.cnt.bytes.Load())
+			if ns := p.cnt.oldest.Load(); ns != 0 {
+				st.SpoolOldest = time.Unix(0, ns)
+			}
+			st.SpoolReplayed = p.cnt.replayed.Load()
+			st.SpoolDropped = p.cnt.dropped.Load()
+			st.SpoolRecovered = p.cnt.recovered.Load()
+			st.Dropped += p.cnt.droppedNew.Load()
+			st.Fsyncs += p.cnt.fsync.Load()
+			st.TornBytes += p.cnt.torn.Load()
 		}
 		if sk.async != nil {
 			st.InFlight = sk.async.inFlight()

@@ -105,6 +105,10 @@ type Spec struct {
 	TLS             TLS   // tls
 	Kafka           Kafka // type kafka: its keys are the sink's (brokers, topic, …)
 	NATS            NATS  // type nats: its keys are the sink's (urls, subject, …)
+
+	// Spool (spool: {path, max_bytes, fsync}; kafka and nats) is the
+	// sink's disk spool (spool.go); off when Path is empty.
+	Spool SpoolSpec
 }
 
 // SpecError is one problem of one sink's Spec: Index is its position in
@@ -180,6 +184,7 @@ var keyedKeys = []typeKey{
 	{"key_path", "", func(sp *Spec) bool { return sp.KeyPath != "" }},
 	{"delivery_timeout", "", func(sp *Spec) bool { return sp.DeliveryTimeout != 0 }},
 	{"tls", "", func(sp *Spec) bool { return sp.TLS.On() }},
+	{"spool", "", func(sp *Spec) bool { return sp.Spool.On() }},
 }
 
 // keyed reports whether the sink writes keyed records (kafka, nats).
@@ -198,6 +203,7 @@ func Check(specs []Spec, given func(i int, key string) bool) []*SpecError {
 	var errs []*SpecError
 	paths := map[string]int{}
 	names := map[string]int{}
+	spools := map[string]int{}
 	for i := range specs {
 		sp := &specs[i]
 		add := func(key, format string, args ...any) {
@@ -211,6 +217,13 @@ func Check(specs []Spec, given func(i int, key string) bool) []*SpecError {
 				add("name", "%q is also the name of sinks[%d]; names label the metrics and must differ", sp.Name, j)
 			} else {
 				names[sp.Name] = i
+			}
+		}
+		if p := sp.Spool.Path; sp.keyed() && p != "" {
+			if j, dup := spools[p]; dup {
+				add("spool.path", "%q is also the spool of sinks[%d]; each sink needs a spool directory of its own", p, j)
+			} else {
+				spools[p] = i
 			}
 		}
 		if sp.Type == "file" && sp.Path != "" {
@@ -334,6 +347,9 @@ func (sp *Spec) checkKeyed(given func(string) bool, add func(key, format string,
 	if d := sp.DeliveryTimeout; d < 0 || (d != 0 || given("delivery_timeout")) && d < time.Second {
 		add("delivery_timeout", "%v: want at least 1s (default %v)", d, defaultDelivery)
 	}
+	if key, msg := checkSpool(sp); key != "" {
+		add(key, "%s", msg)
+	}
 }
 
 // WithDefaults returns sp with every unset field at its default. It
@@ -368,6 +384,9 @@ func (sp Spec) WithDefaults() Spec {
 	}
 	if k, _ := kindOf(sp.Type); k.defaults != nil {
 		k.defaults(&sp)
+	}
+	if sp.keyed() {
+		spoolDefaults(&sp)
 	}
 	return sp
 }

@@ -1,0 +1,223 @@
+package sink
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/xgate/xgate/gateway/sink/sinktest"
+)
+
+// spoolFeeder is feeder with worker numbers from wbase on (so that two
+// runs' events differ) and a pause of pace after every 64 events, until
+// stop is closed. It returns the events added per worker.
+func spoolFeeder(s *Sinks, workers, wbase int, pace time.Duration, stop <-chan struct{}) func() []int {
+	added := make([]int, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sw := s.Writer(w)
+			for i := 0; ; i++ {
+				d := keyedDecision(keyedEvent(wbase+w, i), i)
+				sw.AddAt(&d, 0)
+				added[w]++
+				if i%64 == 63 {
+					sw.Flush()
+					time.Sleep(pace)
+					select {
+					case <-stop:
+						sw.FlushAll()
+						return
+					default:
+					}
+				}
+			}
+		}()
+	}
+	return func() []int { wg.Wait(); return added }
+}
+
+// checkSpoolIdentity: after Close, added + recovered = records + dropped
+// + too big + failed + spooled, none in flight.
+func checkSpoolIdentity(t *testing.T, added uint64, st Stats) {
+	t.Helper()
+	if got := st.Records + st.Dropped + st.TooBig + st.Failed + st.Spooled; got != added+st.SpoolRecovered || st.InFlight != 0 {
+		t.Fatalf("%d added + %d recovered, but records %d + dropped %d + too big %d + failed %d + spooled %d = %d, in flight %d (last error %q)",
+			added, st.SpoolRecovered, st.Records, st.Dropped, st.TooBig, st.Failed, st.Spooled, got, st.InFlight, st.LastError)
+	}
+}
+
+// spoolOutage is how long TestNATSSpoolOutageRestart keeps the server
+// down: 12s by default, XGATE_SPOOL_OUTAGE (a duration, e.g. 60s) to
+// change it.
+func spoolOutage(t *testing.T) time.Duration {
+	if s := os.Getenv("XGATE_SPOOL_OUTAGE"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("XGATE_SPOOL_OUTAGE: %v", err)
+		}
+		return d
+	}
+	return 12 * time.Second
+}
+
+// TestNATSSpoolOutageRestart: the server is down for spoolOutage (12s
+// here, the 60s with XGATE_SPOOL_OUTAGE=60s) while 2 workers keep
+// adding events; half way through the outage the sinks are closed and
+// made again on the same spool (a daemon restart), and the feed goes on.
+// Once the server is back, the spool is replayed: every event added in
+// either run is in the stream exactly once (the message ids the spool
+// kept make the stream drop replays of what it had), nothing was dropped
+// or failed, and each run's identity holds with the spool's terms.
+func TestNATSSpoolOutageRestart(t *testing.T) {
+	srv := sinktest.StartNATS(t)
+	outage := spoolOutage(t)
+	sp := natsSpec(srv.URL())
+	sp.Buffer = 128 << 10 // two slabs per worker: the outage overflows it at once
+	sp.OnFull, sp.BlockTimeout = "block", 10*time.Second
+	sp.DeliveryTimeout = 3 * time.Second // in-flight records fail during the outage: they go back to the spool
+	sp.NATS.AckTimeout = time.Second
+	sp.Spool = SpoolSpec{Path: t.TempDir() + "/spool", MaxBytes: 256 << 20}
+	const workers = 2
+	from := time.Now()
+
+	// Run 1: traffic, then the server dies.
+	s1 := newTestSinks(t, []Spec{sp}, workers)
+	stop := make(chan struct{})
+	// 64 events per worker every 10ms: 12800/s, well below what the
+	// server takes, so that the replay catches up with the feed.
+	wait := spoolFeeder(s1, workers, 0, 10*time.Millisecond, stop)
+	waitFor(t, "records before the outage", 5*time.Second, func() bool { return s1.Stats()[0].Records > 1000 })
+	srv.Kill()
+	waitFor(t, "records spooled", 5*time.Second, func() bool { return s1.Stats()[0].Spooled > 0 })
+	time.Sleep(outage / 2)
+	close(stop)
+	added1 := sum(wait())
+	start := time.Now()
+	closeSinks(t, s1)
+	st1 := s1.Stats()[0]
+	t.Logf("run 1: added %d, closed in %v with the server down: %+v", added1, time.Since(start).Round(time.Millisecond), st1)
+	checkSpoolIdentity(t, added1, st1)
+	if st1.Dropped+st1.Failed != 0 || st1.Spooled == 0 {
+		t.Fatalf("run 1 lost records or spooled none: %+v", st1)
+	}
+
+	// Run 2: the restarted daemon finds the spool, the outage goes on.
+	s2 := newTestSinks(t, []Spec{sp}, workers)
+	if st := s2.Stats()[0]; st.SpoolRecovered != st1.Spooled || st.Spooled != st1.Spooled {
+		t.Fatalf("run 2 recovered %d (spooled %d), run 1 left %d", st.SpoolRecovered, st.Spooled, st1.Spooled)
+	}
+	stop = make(chan struct{})
+	wait = spoolFeeder(s2, workers, workers, 10*time.Millisecond, stop)
+	time.Sleep(outage / 2)
+	if st := s2.Stats()[0]; st.SpoolOldest.IsZero() || time.Since(st.SpoolOldest) < outage/2 || !st.Down {
+		t.Fatalf("during the outage: %+v", st)
+	}
+	srv.Start(t)
+	back := time.Now()
+	backed := s2.Stats()[0]
+	waitFor(t, "the spool replayed", 2*outage+30*time.Second, func() bool {
+		st := s2.Stats()[0]
+		return st.Spooled == 0 && st.SpoolReplayed > st1.Spooled
+	})
+	took := time.Since(back)
+	t.Logf("server back: %d records spooled, the spool empty %v later (%d replayed meanwhile: %.0f records/s, the feed going on)",
+		backed.Spooled, took.Round(time.Millisecond), s2.Stats()[0].SpoolReplayed-backed.SpoolReplayed,
+		float64(s2.Stats()[0].SpoolReplayed-backed.SpoolReplayed)/took.Seconds())
+	close(stop)
+	added2 := sum(wait())
+	closeSinks(t, s2)
+	to := time.Now()
+	st2 := s2.Stats()[0]
+	t.Logf("run 2: added %d: %+v", added2, st2)
+	checkSpoolIdentity(t, added2, st2)
+	if st2.Dropped+st2.Failed+st2.Spooled+st2.SpoolBytes != 0 {
+		t.Fatalf("run 2 did not deliver everything: %+v", st2)
+	}
+
+	msgs := streamMessages(t, srv.URL())
+	if uint64(len(msgs)) != added1+added2 {
+		t.Fatalf("stream holds %d messages, %d events added", len(msgs), added1+added2)
+	}
+	checkMessages(t, msgs, from, to) // each event once, ids unique
+	reportOrder(t, msgs)
+}
+
+// reportOrder logs how many messages of a key and worker came after a
+// later one (records in flight when the server went away are retried
+// after what was spooled meanwhile); the spool itself keeps order.
+func reportOrder(t *testing.T, msgs []jetstream.Msg) {
+	last := map[string]int{}
+	late := 0
+	for _, m := range msgs {
+		w, seq := eventID(t, m.Data())
+		k := m.Subject() + "/" + strconv.Itoa(w)
+		if l, ok := last[k]; ok && seq < l {
+			late++
+		} else {
+			last[k] = seq
+		}
+	}
+	t.Logf("%d of %d messages after a later one of their key and worker", late, len(msgs))
+}
+
+// TestNATSSpoolFull: with the server down and a spool of 1 MiB, on_full
+// drop drops what the spool cannot take, counted; the identity holds, and
+// the next run finds exactly what was spooled.
+func TestNATSSpoolFull(t *testing.T) {
+	srv := sinktest.StartNATS(t)
+	sp := natsSpec(srv.URL())
+	sp.Buffer = 128 << 10
+	sp.Spool = SpoolSpec{Path: t.TempDir(), MaxBytes: spoolMinBytes}
+	s := newTestSinks(t, []Spec{sp}, 1)
+	srv.Kill()
+	waitFor(t, "the sink down", 5*time.Second, func() bool { return s.Stats()[0].Down })
+	stop := make(chan struct{})
+	wait := spoolFeeder(s, 1, 0, 0, stop)
+	waitFor(t, "spool drops", 20*time.Second, func() bool { return s.Stats()[0].SpoolDropped > 1000 })
+	close(stop)
+	added := sum(wait())
+	closeSinks(t, s)
+	st := s.Stats()[0]
+	t.Logf("added %d: %+v", added, st)
+	checkSpoolIdentity(t, added, st)
+	if st.SpoolBytes > spoolMinBytes || st.SpoolBytes < spoolMinBytes*3/4 || st.Dropped < st.SpoolDropped || st.Records != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	q, err := openSpool(sp.Spool.Path, spoolMinBytes, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.close()
+	if uint64(q.unread) != st.Spooled {
+		t.Fatalf("reopened: %d records, the sink said %d", q.unread, st.Spooled)
+	}
+}
+
+// TestSpoolSinkStartErrors: a spool in use by another sink is an error at
+// New, and the spool is released when a sink fails to start.
+func TestSpoolSinkStartErrors(t *testing.T) {
+	srv := sinktest.StartNATS(t)
+	sp := natsSpec(srv.URL())
+	sp.Spool = SpoolSpec{Path: t.TempDir()}
+	s := newTestSinks(t, []Spec{sp}, 1)
+	_, err := New([]Spec{sp}, 1)
+	if err == nil || err.Error() != fmt.Sprintf("sinks[0] (nats:xgate.events.{key}): spool %s is in use by another sink or daemon: give each sink a spool directory of its own", sp.Spool.Path) {
+		t.Fatalf("second sink on the spool: %v", err)
+	}
+	closeSinks(t, s)
+	bad := sp
+	bad.NATS.Stream = "OTHER" // missing, not created: the output fails
+	bad.NATS.CreateStream = false
+	if _, err := New([]Spec{bad}, 1); err == nil {
+		t.Fatal("no error for a missing stream")
+	}
+	closeSinks(t, newTestSinks(t, []Spec{sp}, 1)) // the spool was released
+}
