@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -76,12 +77,15 @@ func LoadList(l List) (*engine.ListData, error) {
 	if path == "" {
 		path = l.File
 	}
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO (or a device) put at the path must not
+	// block the daemon until someone writes to it; fstat then refuses
+	// anything but a regular file, whose reads O_NONBLOCK does not change.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err // names the file
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && !st.Mode().IsRegular() {
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxListFile+1))

@@ -5,7 +5,6 @@
 package lists
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +48,32 @@ type state struct {
 	reloadsOK, reloadsFailed atomic.Uint64
 	loadedAt                 atomic.Int64 // unix ns of the last successful load
 	loadNs                   atomic.Int64 // how long it took
+
+	// seen is the file as it was when last read (loaded or refused):
+	// an event in a watched directory reloads the list only when the
+	// file behind its path (symbolic links followed) is another one now.
+	// Only the watch goroutine and Prepare's commit (under reloadMu)
+	// touch it.
+	seen fileID
+}
+
+// fileID tells one version of a file from another: a file renamed over
+// the path (another inode), a symbolic link switched to another target
+// (Kubernetes' ConfigMap volumes swap a ..data link), a file written in
+// place (size, modification time).
+type fileID struct {
+	dev, ino   uint64
+	size       int64
+	mtimeNanos int64
+}
+
+// statID returns the identity of the file at path, following links.
+func statID(path string) (fileID, bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fileID{}, false
+	}
+	return fileID{dev: st.Dev, ino: st.Ino, size: st.Size, mtimeNanos: st.Mtim.Nano()}, true
 }
 
 // Set is the gateway's lists and the watch on their files.
@@ -123,6 +148,9 @@ func (ls *Set) Prepare(cfg *config.Config) (map[string]*engine.List, func()) {
 		for _, f := range store {
 			f()
 		}
+		for _, st := range next {
+			st.seen, _ = statID(listPath(st.spec))
+		}
 		ls.mu.Lock()
 		ls.byName = next
 		ls.mu.Unlock()
@@ -168,7 +196,9 @@ func (ls *Set) Stop() {
 // Watching says whether Start opened the watch.
 func (ls *Set) Watching() bool { return ls.ino != nil }
 
-const listWatchMask = unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO
+// listWatchMask: a file written in place, or renamed, created (a new
+// symbolic link) or removed in the directory.
+const listWatchMask = unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE
 
 // rewatch watches the directories of the current lists' files and no
 // others. The caller holds reloadMu (or is Start, before run).
@@ -179,7 +209,13 @@ func (ls *Set) rewatch() {
 	ls.mu.Lock()
 	want := map[string]bool{}
 	for _, st := range ls.byName {
-		want[filepath.Dir(listPath(st.spec))] = true
+		p := listPath(st.spec)
+		want[filepath.Dir(p)] = true
+		// A symbolic link's target may change in place in a directory
+		// of its own (the ConfigMap layout: list → ..data/list).
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			want[filepath.Dir(real)] = true
+		}
 	}
 	ls.mu.Unlock()
 	fd := int(ls.ino.Fd())
@@ -209,7 +245,10 @@ func listPath(l config.List) string {
 	return l.File
 }
 
-// run reads inotify events and reloads the lists whose file they name.
+// run reads inotify events; after each read it reloads every list whose
+// file is another one than when last read (statID). Events are only the
+// cue: which file they name does not matter, so a list behind symbolic
+// links, or renamed over, is found however the change reached it.
 func (ls *Set) run() {
 	defer close(ls.done)
 	buf := make([]byte, 64<<10)
@@ -221,65 +260,72 @@ func (ls *Set) run() {
 			}
 			return
 		}
-		changed := map[string]bool{} // paths, once per read
+		gone := false
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
-			name := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
 			off += unix.SizeofInotifyEvent + int(ev.Len)
-			if i := bytes.IndexByte(name, 0); i >= 0 {
-				name = name[:i]
-			}
-			if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
-				changed[""] = true // events lost: reload them all
-				continue
-			}
-			if dir := ls.dirOf(ev.Wd); dir != "" && len(name) > 0 {
-				changed[filepath.Join(dir, string(name))] = true
+			if ev.Mask&unix.IN_IGNORED != 0 {
+				gone = true // a watched directory was removed
 			}
 		}
-		ls.reloadChanged(changed)
+		ls.reloadChanged(gone)
 	}
 }
 
-func (ls *Set) dirOf(wd int32) string {
-	ls.reloadMu.Lock()
-	defer ls.reloadMu.Unlock()
-	for dir, w := range ls.dirs {
-		if w == wd {
-			return dir
-		}
-	}
-	return ""
-}
-
-// reloadChanged reloads every list whose file is in changed ("" in
-// changed: all of them).
-func (ls *Set) reloadChanged(changed map[string]bool) {
-	if len(changed) == 0 {
-		return
-	}
-	ls.reloadMu.Lock()
-	defer ls.reloadMu.Unlock()
+// reloadChanged reloads the lists whose file changed. The files are read
+// without reloadMu held (a slow or stuck file never holds up a config
+// reload or the stop); their contents are swapped in under it, if the
+// list is still the same one. forget: some watch ended (its directory
+// removed): the watches are made again.
+func (ls *Set) reloadChanged(forget bool) {
 	ls.mu.Lock()
 	var todo []*state
 	for _, st := range ls.byName {
-		if changed[""] || changed[filepath.Clean(listPath(st.spec))] {
+		if id, _ := statID(listPath(st.spec)); id != st.seen {
 			todo = append(todo, st)
 		}
 	}
 	ls.mu.Unlock()
 	sort.Slice(todo, func(i, j int) bool { return todo[i].spec.Name < todo[j].spec.Name })
-	for _, st := range todo {
-		ls.reload(st)
+	type loaded struct {
+		st  *state
+		id  fileID
+		d   *engine.ListData
+		err error
+		t   time.Duration
 	}
+	var done []loaded
+	for _, st := range todo {
+		t0 := time.Now()
+		id, _ := statID(listPath(st.spec))
+		d, err := config.LoadList(st.spec)
+		done = append(done, loaded{st, id, d, err, time.Since(t0)})
+	}
+	ls.reloadMu.Lock()
+	defer ls.reloadMu.Unlock()
+	if forget {
+		for dir, wd := range ls.dirs {
+			_, _ = unix.InotifyRmWatch(int(ls.ino.Fd()), uint32(wd))
+			delete(ls.dirs, dir)
+		}
+	}
+	for _, l := range done {
+		ls.mu.Lock()
+		current := ls.byName[l.st.spec.Name] == l.st
+		ls.mu.Unlock()
+		if current { // not replaced by a config reload meanwhile
+			l.st.seen = l.id
+			ls.apply(l.st, l.d, l.err, l.t)
+		}
+	}
+	// Symbolic links may point into other directories now.
+	ls.rewatch()
 }
 
-// reload reads st's file again and swaps its contents in; a file that
-// does not load, or that the XDP program's trie refuses, keeps the old
-// contents. The caller holds reloadMu.
-func (ls *Set) reload(st *state) {
-	t0 := time.Now()
-	d, err := config.LoadList(st.spec)
+// apply swaps d in as st's contents; a file that did not load (err), or
+// that the XDP program's trie refuses, keeps the old contents. The
+// caller holds reloadMu.
+func (ls *Set) apply(st *state, d *engine.ListData, err error, took time.Duration) {
 	if err == nil && ls.PushCIDR != nil && d.Kind() == engine.ListCIDR {
 		err = ls.PushCIDR(st.spec.Name, d)
 	}
@@ -293,8 +339,8 @@ func (ls *Set) reload(st *state) {
 	}
 	st.reloadsOK.Add(1)
 	st.loadedAt.Store(time.Now().UnixNano())
-	st.loadNs.Store(int64(time.Since(t0)))
-	ls.log.Info("list reloaded", "list", st.spec.Name, "entries", d.Len(), "took", time.Since(t0).Round(time.Microsecond))
+	st.loadNs.Store(int64(took))
+	ls.log.Info("list reloaded", "list", st.spec.Name, "entries", d.Len(), "took", took.Round(time.Microsecond))
 }
 
 // Stats is one list as /metrics and /status show it.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway/config"
+	"golang.org/x/sys/unix"
 )
 
 // writeAtomic replaces path as editors and config managers do: write a
@@ -189,5 +190,91 @@ func TestListWatch(t *testing.T) {
 	pushMu.Unlock()
 	if s := stat(ls, "vip"); s.Reloads != 2 {
 		t.Errorf("vip reloaded by another list's change: %+v", s)
+	}
+}
+
+// TestListWatchLinks: a list behind symbolic links, updated the way
+// Kubernetes updates a ConfigMap volume (vip.txt → ..data/vip.txt, and
+// ..data switched to a new directory by a rename), is reloaded; so is an
+// edit of the link's target in place. A FIFO renamed over the path is
+// refused without blocking anything: the old contents stay, and Stop
+// returns.
+func TestListWatchLinks(t *testing.T) {
+	dir := t.TempDir()
+	version := func(name, text string) {
+		t.Helper()
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name, "vip.txt"), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swap := func(name string) {
+		t.Helper()
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(name, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..v1", "u-1\n")
+	swap("..v1")
+	vip := filepath.Join(dir, "vip.txt")
+	if err := os.Symlink("..data/vip.txt", vip); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	ls := New(quiet(), &mu)
+	mu.Lock()
+	_, commit := ls.Prepare(&config.Config{Lists: []config.List{list(t, "vip", "set", vip)}})
+	commit()
+	err := ls.Start()
+	mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			ls.Stop()
+		}
+	}()
+
+	version("..v2", "u-1\nu-2\nu-3\n")
+	swap("..v2")
+	eventually(t, "the ConfigMap swap reloaded", func() bool { return stat(ls, "vip").Reloads == 2 })
+	if d := ls.Current("vip"); d.Len() != 3 {
+		t.Errorf("after the swap: %d entries, want 3", d.Len())
+	}
+	// The target edited in place, in its own directory.
+	if err := os.WriteFile(filepath.Join(dir, "..v2", "vip.txt"), []byte("u-4\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the target's edit reloaded", func() bool { return stat(ls, "vip").Reloads == 3 })
+	if d := ls.Current("vip"); d.Len() != 1 || !d.ContainsKey("u-4") {
+		t.Errorf("after the edit: %d entries", d.Len())
+	}
+
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(fifo, vip); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the FIFO refused", func() bool { return stat(ls, "vip").ReloadsFailed == 1 })
+	if d := ls.Current("vip"); d.Len() != 1 || !d.ContainsKey("u-4") {
+		t.Errorf("after the FIFO: %d entries, want the old one", d.Len())
+	}
+	done := make(chan struct{})
+	go func() { ls.Stop(); close(done) }()
+	select {
+	case <-done:
+		stopped = true
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop blocked after a FIFO was put at the list's path")
 	}
 }
