@@ -160,3 +160,45 @@ func (x *XDP) CIDRHits() ([MaxCIDRLists]Counter, error) {
 	}
 	return out, nil
 }
+
+// MaxGroups is how many multicast groups SetGroups takes (XGATE_MAX_GROUPS).
+const MaxGroups = 64
+
+// SetGroups makes groups the multicast groups the program serves: a
+// datagram to a listened port and to a multicast address not among them
+// passes to the stack as group_not_joined (not for us). With none, every
+// multicast datagram is not for us.
+func (x *XDP) SetGroups(groups []netip.Addr) error {
+	if len(groups) > MaxGroups {
+		return fmt.Errorf("set groups: %d groups: at most %d", len(groups), MaxGroups)
+	}
+	want := map[XdpXgateSrcKey]bool{}
+	for _, g := range groups {
+		if !g.IsMulticast() {
+			return fmt.Errorf("set groups: %v is not a multicast address", g)
+		}
+		want[XdpXgateSrcKey{Addr: g.WithZone("").As16()}] = true
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	m := x.objs.XgateGroups
+	for k := range want {
+		if err := m.Put(k, uint8(1)); err != nil {
+			return fmt.Errorf("set groups: %w", err)
+		}
+	}
+	var k XdpXgateSrcKey
+	var v uint8
+	var stale []XdpXgateSrcKey
+	for it := m.Iterate(); it.Next(&k, &v); {
+		if !want[k] {
+			stale = append(stale, k)
+		}
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil {
+			return fmt.Errorf("set groups: %w", err)
+		}
+	}
+	return nil
+}

@@ -38,6 +38,7 @@ const (
 	ReasonVLANNotServed   = Reason(XdpXgateReasonXGATE_R_VLAN_NOT_SERVED)
 	ReasonIPv6NotServed   = Reason(XdpXgateReasonXGATE_R_IPV6NOT_SERVED)
 	ReasonCIDRDrop        = Reason(XdpXgateReasonXGATE_R_CIDR_DROP)
+	ReasonGroupNotJoined  = Reason(XdpXgateReasonXGATE_R_GROUP_NOT_JOINED)
 	// ReasonTerminal is the number of terminal reasons.
 	ReasonTerminal = Reason(XdpXgateReasonXGATE_R__TERMINAL)
 
@@ -60,7 +61,7 @@ type Fate uint8
 
 const (
 	FateDropped  Fate = iota // XDP_DROP: malformed, blocked, over its bucket, not JSON
-	FateNotForUs             // XDP_PASS to the stack: not IP/UDP, other ports, fragments, v6 ext headers
+	FateNotForUs             // XDP_PASS to the stack: not IP/UDP, other ports, fragments, v6 ext headers, groups not joined
 	FateSurvivor             // ours: redirected to AF_XDP or passed to our sockets
 )
 
@@ -71,7 +72,7 @@ func (r Reason) Fate() Fate {
 	case ReasonRedirect, ReasonPassSocket, ReasonPassNoXSK:
 		return FateSurvivor
 	case ReasonNotIP, ReasonVLANTooDeep, ReasonNotUDP, ReasonPortNotListened,
-		ReasonIPv4Fragment, ReasonIPv6ExtHdr, ReasonNoConfig:
+		ReasonIPv4Fragment, ReasonIPv6ExtHdr, ReasonNoConfig, ReasonGroupNotJoined:
 		return FateNotForUs
 	}
 	return FateDropped

@@ -99,6 +99,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xgate_cidrs SEC(".maps");
 
+/* The multicast groups the gateway joined (listen.groups), v4-mapped like
+ * a source: a datagram to our port and to a group not in here is not for
+ * us (the stack would drop it: no socket of ours joined the group). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XGATE_MAX_GROUPS);
+	__type(key, struct xgate_src_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xgate_groups SEC(".maps");
+
 /* Packets per CIDR list that matched (by list id). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -449,6 +460,8 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 	__u32 ulen;
 	int tagged = 0, v6 = 0;
 	struct handoff ho = {};
+	struct xgate_src_key grp; /* the destination, when it is a multicast group */
+	int mcast = 0;
 	__u64 now = 0, h;
 	__u32 r;
 
@@ -521,6 +534,13 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		src.addr[11] = 0xff;
 		__builtin_memcpy(&src.addr[12], &ip->saddr, 4);
 		ho.src_off = (void *)&ip->saddr - data;
+		if ((ip->daddr & bpf_htonl(0xf0000000)) == bpf_htonl(0xe0000000)) { /* 224.0.0.0/4 */
+			__builtin_memset(grp.addr, 0, 10);
+			grp.addr[10] = 0xff;
+			grp.addr[11] = 0xff;
+			__builtin_memcpy(&grp.addr[12], &ip->daddr, 4);
+			mcast = 1;
+		}
 		/* The hash of the v4-mapped key, its constant words folded in. */
 		h = src_hash(0, 0, 0xffff0000, ip->saddr, cfg);
 		cur += hlen;
@@ -556,6 +576,10 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		__builtin_memcpy(src.addr, &ip6->saddr, 16);
 		ho.src_off = (void *)&ip6->saddr - data;
 		ho.flags = XGATE_META_V6;
+		if (ip6->daddr.in6_u.u6_addr8[0] == 0xff) { /* ff00::/8 */
+			__builtin_memcpy(grp.addr, &ip6->daddr, 16);
+			mcast = 1;
+		}
 		h = src_hash(ip6->saddr.in6_u.u6_addr32[0], ip6->saddr.in6_u.u6_addr32[1],
 			     ip6->saddr.in6_u.u6_addr32[2], ip6->saddr.in6_u.u6_addr32[3], cfg);
 		cur = ip6 + 1;
@@ -584,6 +608,10 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 	port = bpf_ntohs(udp->dest);
 	if (!port_listened(port)) {
 		*reason = XGATE_R_PORT_NOT_LISTENED;
+		return XDP_PASS;
+	}
+	if (mcast && !bpf_map_lookup_elem(&xgate_groups, &grp)) {
+		*reason = XGATE_R_GROUP_NOT_JOINED;
 		return XDP_PASS;
 	}
 	/* Served? A datagram to our port that no receive path of ours would

@@ -923,12 +923,12 @@ func (x *XDP) Close() error {
 func (x *XDP) Unpin() error {
 	m := &x.objs.XdpMaps
 	return unpinAll(x.pinPath, m.XgateBlocklist, m.XgateBfilter, m.XgateBuckets, m.XgateCfg,
-		m.XgateCostNs, m.XgateCounters, m.XgatePorts, m.XgateXsks, m.XgateCidrs, m.XgateCidrHits)
+		m.XgateCostNs, m.XgateCounters, m.XgatePorts, m.XgateXsks, m.XgateCidrs, m.XgateCidrHits, m.XgateGroups)
 }
 
 func (o *xdpObjects) close() error {
 	return closeAll(o.XgateXdp, o.XgateBlocklist, o.XgateBfilter, o.XgateBuckets, o.XgateCfg,
-		o.XgateCostNs, o.XgateCounters, o.XgatePorts, o.XgateXsks, o.XgateCidrs, o.XgateCidrHits)
+		o.XgateCostNs, o.XgateCounters, o.XgatePorts, o.XgateXsks, o.XgateCidrs, o.XgateCidrHits, o.XgateGroups)
 }
 
 // closeAll closes everything and joins the errors; nil *ebpf.Map and

@@ -132,14 +132,15 @@ const (
 	XdpXgateReasonXGATE_R_VLAN_NOT_SERVED   XdpXgateReason = 20
 	XdpXgateReasonXGATE_R_IPV6NOT_SERVED    XdpXgateReason = 21
 	XdpXgateReasonXGATE_R_CIDR_DROP         XdpXgateReason = 22
-	XdpXgateReasonXGATE_R__TERMINAL         XdpXgateReason = 23
-	XdpXgateReasonXGATE_EV_BLOCK_EXPIRED    XdpXgateReason = 23
-	XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY XdpXgateReason = 24
-	XdpXgateReasonXGATE_EV_META_FAILED      XdpXgateReason = 25
-	XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP  XdpXgateReason = 26
-	XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER  XdpXgateReason = 27
-	XdpXgateReasonXGATE_EV_NEVER_BLOCK      XdpXgateReason = 28
-	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 29
+	XdpXgateReasonXGATE_R_GROUP_NOT_JOINED  XdpXgateReason = 23
+	XdpXgateReasonXGATE_R__TERMINAL         XdpXgateReason = 24
+	XdpXgateReasonXGATE_EV_BLOCK_EXPIRED    XdpXgateReason = 24
+	XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY XdpXgateReason = 25
+	XdpXgateReasonXGATE_EV_META_FAILED      XdpXgateReason = 26
+	XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP  XdpXgateReason = 27
+	XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER  XdpXgateReason = 28
+	XdpXgateReasonXGATE_EV_NEVER_BLOCK      XdpXgateReason = 29
+	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 30
 )
 
 type XdpXgateSrcKey struct {
@@ -166,6 +167,7 @@ const (
 	XdpMapXgateCidrs            = "xgate_cidrs"
 	XdpMapXgateCostNs           = "xgate_cost_ns"
 	XdpMapXgateCounters         = "xgate_counters"
+	XdpMapXgateGroups           = "xgate_groups"
 	XdpMapXgatePorts            = "xgate_ports"
 	XdpMapXgateXsks             = "xgate_xsks"
 	XdpProgXgateXdp             = "xgate_xdp"
@@ -233,6 +235,7 @@ type XdpMapSpecs struct {
 	XgateCidrs     *ebpf.MapSpec `ebpf:"xgate_cidrs"`
 	XgateCostNs    *ebpf.MapSpec `ebpf:"xgate_cost_ns"`
 	XgateCounters  *ebpf.MapSpec `ebpf:"xgate_counters"`
+	XgateGroups    *ebpf.MapSpec `ebpf:"xgate_groups"`
 	XgatePorts     *ebpf.MapSpec `ebpf:"xgate_ports"`
 	XgateXsks      *ebpf.MapSpec `ebpf:"xgate_xsks"`
 }
@@ -276,6 +279,7 @@ type XdpMaps struct {
 	XgateCidrs     *ebpf.Map `ebpf:"xgate_cidrs"`
 	XgateCostNs    *ebpf.Map `ebpf:"xgate_cost_ns"`
 	XgateCounters  *ebpf.Map `ebpf:"xgate_counters"`
+	XgateGroups    *ebpf.Map `ebpf:"xgate_groups"`
 	XgatePorts     *ebpf.Map `ebpf:"xgate_ports"`
 	XgateXsks      *ebpf.Map `ebpf:"xgate_xsks"`
 }
@@ -290,6 +294,7 @@ func (m *XdpMaps) Close() error {
 		m.XgateCidrs,
 		m.XgateCostNs,
 		m.XgateCounters,
+		m.XgateGroups,
 		m.XgatePorts,
 		m.XgateXsks,
 	)

@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 
 	"github.com/xgate/xgate/packet"
@@ -170,6 +171,10 @@ func FuzzXDP(f *testing.F) {
 			if reason != ReasonPortNotListened {
 				t.Fatalf("parser finds a datagram to port %d, program says %v: % x", d.DstPort, reason, frame)
 			}
+		case multicast(d.Dst): // no group joined here
+			if reason != ReasonGroupNotJoined {
+				t.Fatalf("parser finds a datagram to our port and group %v, program says %v: % x", d.Dst, reason, frame)
+			}
 		case payloadIsJSON(d.Payload):
 			if reason != ReasonPassSocket {
 				t.Fatalf("parser finds a JSON datagram to our port, program says %v: % x", reason, frame)
@@ -180,4 +185,14 @@ func FuzzXDP(f *testing.F) {
 			}
 		}
 	})
+}
+
+// multicast is the program's test of a destination: 224.0.0.0/4 in an IPv4
+// header, ff00::/8 in an IPv6 one (a v4-mapped IPv6 address is no group).
+func multicast(dst netip.Addr) bool {
+	b := dst.As16()
+	if dst.Is4() {
+		return b[12]&0xf0 == 0xe0
+	}
+	return b[0] == 0xff
 }

@@ -211,7 +211,8 @@ func TestCountersSplit(t *testing.T) {
 		switch r {
 		case ReasonRedirect, ReasonPassSocket, ReasonPassNoXSK:
 			surv += uint64(r) + 1
-		case ReasonNotIP, ReasonVLANTooDeep, ReasonNotUDP, ReasonPortNotListened, ReasonIPv4Fragment, ReasonIPv6ExtHdr, ReasonNoConfig:
+		case ReasonNotIP, ReasonVLANTooDeep, ReasonNotUDP, ReasonPortNotListened, ReasonIPv4Fragment, ReasonIPv6ExtHdr, ReasonNoConfig,
+			ReasonGroupNotJoined:
 			notOurs += uint64(r) + 1
 		default:
 			drops += uint64(r) + 1

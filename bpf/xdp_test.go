@@ -977,3 +977,40 @@ func TestXDPBlockSweep(t *testing.T) {
 		}
 	}
 }
+
+// TestXDPGroups: a datagram to a listened port and to a multicast group is
+// ours only when the gateway joined the group (SetGroups); otherwise it
+// passes to the stack as group_not_joined, IPv4 and IPv6 alike. Unicast is
+// not affected.
+func TestXDPGroups(t *testing.T) {
+	x := xgLoad(t, Options{})
+	g4, other4 := netip.MustParseAddr("239.1.1.1"), netip.MustParseAddr("239.1.1.2")
+	g6 := netip.MustParseAddr("ff0e::1")
+	send := func(dst netip.Addr, want Reason) {
+		t.Helper()
+		src := xgSrc4
+		if dst.Is6() {
+			src = xgSrc6
+		}
+		pkt := packet.Frame{Src: src, Dst: dst, Payload: xgJSON}.Bytes()
+		before := xgCounters(t, x)
+		v, _, _ := xgRun(t, x.Program(), pkt, xgLoIfindex, 0)
+		xgAssertDeltas(t, before, xgCounters(t, x), map[Reason]uint64{want: 1}, len(pkt))
+		if v != xgPass {
+			t.Errorf("%v: verdict %d, want XDP_PASS", dst, v)
+		}
+	}
+	send(g4, ReasonGroupNotJoined)
+	send(g6, ReasonGroupNotJoined)
+	send(xgDst4, ReasonPassSocket)
+	xgNoErr(t, x.SetGroups([]netip.Addr{g4, g6}))
+	send(g4, ReasonPassSocket)
+	send(g6, ReasonPassSocket)
+	send(other4, ReasonGroupNotJoined)
+	xgNoErr(t, x.SetGroups([]netip.Addr{other4}))
+	send(g4, ReasonGroupNotJoined)
+	send(other4, ReasonPassSocket)
+	if err := x.SetGroups([]netip.Addr{xgDst4}); err == nil {
+		t.Error("SetGroups took a unicast address")
+	}
+}

@@ -44,6 +44,8 @@ enum xgate_reason {
 	XGATE_R_VLAN_NOT_SERVED,    /* XDP_DROP: to our port on a VLAN the gateway does not serve */
 	XGATE_R_IPV6_NOT_SERVED,    /* XDP_DROP: IPv6 to our port, and no socket serves IPv6 */
 	XGATE_R_CIDR_DROP,          /* XDP_DROP: source in a CIDR list whose action is drop */
+	XGATE_R_GROUP_NOT_JOINED,   /* XDP_PASS: to our port, but to a multicast group the
+				     * gateway did not join (listen.groups): not for us */
 	XGATE_R__TERMINAL,          /* sentinel: reasons below are terminal */
 
 	/* events, not verdicts: counted in addition to the terminal reason */
@@ -133,6 +135,7 @@ enum xgate_flags {
  * IPv4 networks are stored v4-mapped (prefix length + 96), as the source
  * key is. */
 #define XGATE_CIDR_LISTS 64 /* list ids 0..63: the hits map's size */
+#define XGATE_MAX_GROUPS 64 /* multicast groups joined (listen.groups) */
 
 enum xgate_cidr_action {
 	XGATE_CIDR_NEVER_BLOCK = 1, /* never dropped by the blocklist or the bucket */

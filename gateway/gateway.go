@@ -363,6 +363,9 @@ func (g *Gateway) setupXDP(cfg *config.Config) error {
 	if err := g.xdp.SetCIDRLists(cidrLists(cfg, nil)); err != nil {
 		return fmt.Errorf("xdp.never_block, xdp.drop and their lists: %w", err)
 	}
+	if err := g.xdp.SetGroups(cfg.Listen.Groups); err != nil {
+		return fmt.Errorf("listen.groups: %w", err)
+	}
 	g.lists.PushCIDR = g.pushCIDRList
 	if err := clearStale(lnk, g.log); err != nil {
 		return err

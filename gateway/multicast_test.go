@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/gateway/config"
 	"github.com/xgate/xgate/gateway/sink"
 )
@@ -86,6 +87,16 @@ func runMulticastMetaRoutes(t *testing.T, mode string) {
 			time.Sleep(20 * time.Millisecond) // under the XDP bucket's burst
 		}
 	}
+	// To a group the gateway did not join: not for us on every path (XDP
+	// passes it to the stack as group_not_joined, which drops it; before,
+	// afxdp decided it and the socket path left it unaccounted).
+	const unjoined = 20
+	for i := range unjoined {
+		ev := fmt.Sprintf(`{"event_id":"x%d","user_id":"other","amount":1}`, i)
+		if err := unix.Sendto(fd, []byte(ev), 0, &unix.SockaddrInet4{Port: itPort, Addr: [4]byte{239, 1, 1, 9}}); err != nil {
+			t.Fatalf("send to 239.1.1.9: %v", err)
+		}
+	}
 	for deadline := time.Now().Add(10 * time.Second); g.Engine().Stats().Events < uint64(len(sent)); {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d events decided after 10s", g.Engine().Stats().Events, len(sent))
@@ -97,7 +108,14 @@ func runMulticastMetaRoutes(t *testing.T, mode string) {
 		t.Fatal(err)
 	}
 	if n := g.Engine().Stats().Events; n != uint64(len(sent)) {
-		t.Fatalf("%d events decided for %d sent: multicast delivered more than once", n, len(sent))
+		t.Fatalf("%d events decided for %d sent: multicast delivered more than once, or an unjoined group's", n, len(sent))
+	}
+	st, err := g.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.XDP[bpf.ReasonGroupNotJoined].Packets != unjoined || st.Unaccounted() != 0 {
+		t.Errorf("unjoined group: %d group_not_joined (want %d), unaccounted %d", st.XDP[bpf.ReasonGroupNotJoined].Packets, unjoined, st.Unaccounted())
 	}
 
 	wantSrc := netip.AddrPortFrom(pair.A.Addr, uint16(srcPort)).String()

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/gateway/host"
 
 	"github.com/xgate/xgate/engine"
@@ -293,6 +294,9 @@ func (c *Config) checkSinks(k *configChecker) {
 func (c *Config) checkGroups(k *configChecker) {
 	bind, _ := netip.ParseAddr(c.Listen.Address) // checked above
 	seen := map[netip.Addr]int{}
+	if len(c.Listen.Groups) > bpf.MaxGroups {
+		k.errf("listen.groups", "%d groups: at most %d", len(c.Listen.Groups), bpf.MaxGroups)
+	}
 	for i, g := range c.Listen.Groups {
 		key := keyIndex("listen.groups", i)
 		switch {
