@@ -13,11 +13,11 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/xgate/xgate/bpf"
@@ -448,9 +448,14 @@ func (g *Gateway) Status() (Status, error) {
 	return st, nil
 }
 
-// listenUnix listens on a unix socket at path, created 0660 (owner and
-// group may connect). A socket left there by a daemon that died is
-// replaced; one that answers, or anything that is not a socket, is not.
+// listenUnix listens on a unix socket at path, 0660 (owner and group may
+// connect). A socket left there by a daemon that died is replaced; one
+// that answers, or anything that is not a socket, is not.
+//
+// The socket is made in a private directory (0700) beside path, given
+// its mode there and then renamed into place: no moment exists in which
+// another user could connect to it, and the process's umask is never
+// touched (it is process-wide).
 func listenUnix(path string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {
@@ -460,19 +465,46 @@ func listenUnix(path string) (net.Listener, error) {
 			c.Close()
 			return nil, fmt.Errorf("%s: another process serves this socket", path)
 		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove the stale socket %s: %w", path, err)
-		}
 	}
-	// The umask makes the socket 0660 from the start: no moment in which
-	// another user could connect before a chmod. It is process-wide, but
-	// only ever narrows: a file another goroutine creates meanwhile gets
-	// at most fewer permissions, never more.
-	old := syscall.Umask(0o117)
-	ln, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".xgate-http-")
 	if err != nil {
 		return nil, err
 	}
-	return ln, nil
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, err
+	}
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false) // its name moves: unixSocket removes the final one
+	if err := os.Chmod(tmp, 0o660); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	// rename(2) replaces a stale socket at path atomically.
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &unixSocket{UnixListener: ul, path: path}, nil
+}
+
+// unixSocket removes its socket file on Close, unless another process
+// serves a socket there by then (a daemon started since replaced it).
+type unixSocket struct {
+	*net.UnixListener
+	path string
+}
+
+func (u *unixSocket) Close() error {
+	err := u.UnixListener.Close()
+	if c, derr := net.DialTimeout("unix", u.path, 100*time.Millisecond); derr == nil {
+		c.Close()
+		return err
+	}
+	if fi, lerr := os.Lstat(u.path); lerr == nil && fi.Mode().Type() == fs.ModeSocket {
+		_ = os.Remove(u.path)
+	}
+	return err
 }

@@ -574,7 +574,7 @@ func TestHTTPUnixSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "http.sock")
-	runIT(t, 1, "socket", func(c *config.Config) { c.HTTP.Listen = "unix:" + sock; c.HTTP.Token = "" })
+	_, _, stop := runIT(t, 1, "socket", func(c *config.Config) { c.HTTP.Listen = "unix:" + sock; c.HTTP.Token = "" })
 	fi, err := os.Lstat(sock)
 	if err != nil {
 		t.Fatal(err)
@@ -650,4 +650,11 @@ func TestHTTPUnixSocket(t *testing.T) {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
 	ln.Close()
+	// A clean stop removes the socket it made.
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after the stop: %v", err)
+	}
 }

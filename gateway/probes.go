@@ -69,8 +69,21 @@ func (g *Gateway) setupProbes(cfg *config.Config) {
 		}
 	}
 	g.probesMissing = p.Missing()
-	if len(g.probesMissing) > 0 {
-		g.log.Warn("some kernel probes are missing", "missing", strings.Join(g.probesMissing, "; "))
+	// The ones this path skips (the socket latency filter on afxdp: no
+	// socket receives) are by design, not a loss worth a warning.
+	var lost, skipped []string
+	for _, m := range g.probesMissing {
+		if strings.HasSuffix(m, "skipped by option") {
+			skipped = append(skipped, m)
+		} else {
+			lost = append(lost, m)
+		}
+	}
+	if len(skipped) > 0 {
+		g.log.Info("kernel probes this receive path does not use", "skipped", strings.Join(skipped, "; "))
+	}
+	if len(lost) > 0 {
+		g.log.Warn("some kernel probes are missing", "missing", strings.Join(lost, "; "))
 	} else {
 		g.log.Info("kernel probes running", "probes", strings.Join(probeNames, " "),
 			"sample", cfg.Probes.Sample, "rx_timestamps", cfg.Probes.RxTimestamps)

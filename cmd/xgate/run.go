@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -256,10 +257,17 @@ func writeReloadResult(path string, r *gateway.ReloadResult) error {
 	if err != nil {
 		return err
 	}
-	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
+	// A new file of an unpredictable name (O_EXCL): nothing put at a
+	// name in advance can stand in for it or keep it from being written.
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return fmt.Errorf("reload result %s: %w", tmp, err)
+		return fmt.Errorf("reload result %s: %w", path, err)
+	}
+	tmp := f.Name()
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("reload result %s: %w", path, err)
 	}
 	_, err = f.Write(append(b, '\n'))
 	if err = errors.Join(err, f.Close()); err == nil {
@@ -323,6 +331,10 @@ func readPid(path string) (int, error) {
 	}
 	if name := strings.TrimSpace(string(comm)); !strings.HasPrefix(name, "xgate") {
 		return 0, fmt.Errorf("pid file %s names process %d (%s), which is not xgate", path, pid, name)
+	}
+	// The daemon holds its pid file's lock: a name alone could be anyone's.
+	if holder := host.PidFileHolder(path); holder != pid {
+		return 0, fmt.Errorf("pid file %s names process %d, which does not hold its lock (stale pid file, or not the daemon)", path, pid)
 	}
 	return pid, nil
 }

@@ -55,7 +55,7 @@ with --once or --json.`,
 			fetch := func() (*Snapshot, error) {
 				s, err := FetchSnapshot(ctx, client, addr, token)
 				if err != nil {
-					return nil, fmt.Errorf("stats: %s: %w (is the gateway running with http.listen there?)", addr, err)
+					return nil, fmt.Errorf("stats: %s: %w", addr, err)
 				}
 				return s, nil
 			}

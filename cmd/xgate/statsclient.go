@@ -90,12 +90,15 @@ func FetchSnapshot(ctx context.Context, client *http.Client, addr, token string)
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w (is the gateway running with http.listen there?)", err)
 		}
 		defer resp.Body.Close()
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			return nil, fmt.Errorf("%s: %s: the gateway wants its bearer token: pass --token (its http.token)", path, resp.Status)
 		}
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("%s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))

@@ -35,6 +35,7 @@ type Lock struct {
 	fd      int
 	ln      net.Listener
 	what    string
+	made    string // a directory LockDir created: removed on Release if empty
 	Skipped string
 }
 
@@ -51,6 +52,10 @@ func (l *Lock) Release() error {
 	if l.fd >= 0 {
 		err = errors.Join(err, unix.Close(l.fd))
 		l.fd = -1
+	}
+	if l.made != "" {
+		_ = os.Remove(l.made) // only when empty: a start that failed leaves none behind
+		l.made = ""
 	}
 	if err != nil {
 		return fmt.Errorf("release %s: %w", l.what, err)
@@ -138,6 +143,10 @@ func processName(pid int) string {
 // LockDir creates dir (0700) if missing and takes an exclusive flock on
 // it, without following a symbolic link at dir.
 func LockDir(dir string) (*Lock, error) {
+	made := ""
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		made = dir
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
@@ -155,5 +164,5 @@ func LockDir(dir string) (*Lock, error) {
 		}
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
-	return &Lock{fd: fd, what: dir}, nil
+	return &Lock{fd: fd, what: dir, made: made}, nil
 }

@@ -107,11 +107,22 @@ func TestLockDir(t *testing.T) {
 	if err := l.Release(); err != nil {
 		t.Fatal(err)
 	}
+	// The directory it made, left empty, went with the lock: a start that
+	// failed leaves no pin directory behind.
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the empty directory LockDir made is still there: %v", err)
+	}
 	l, err = LockDir(dir)
 	if err != nil {
 		t.Fatalf("after release: %v", err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "pin"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	l.Release()
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("a directory with pins in it was removed: %v", err)
+	}
 
 	link := filepath.Join(t.TempDir(), "link")
 	if err := os.Symlink(dir, link); err != nil {

@@ -149,3 +149,14 @@ func (p *PidFile) Release() error {
 	err := os.Remove(p.path)
 	return errors.Join(err, p.f.Close())
 }
+
+// PidFileHolder returns the pid of the process holding the lock of the
+// pid file at path (0 when none does, or it cannot be told).
+func PidFileHolder(path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	return flockHolderOf(f)
+}

@@ -235,7 +235,9 @@ func CheckHost(need Needs, h Host) []Problem {
 	var want []Capability
 	if need.BPF {
 		if hasCapBPF {
-			want = append(want, CapBPF)
+			// CAP_PERFMON too: the verifier allows the XDP program's
+			// packet pointer arithmetic only with it (capsteps.go).
+			want = append(want, CapBPF, CapPerfmon)
 		} else {
 			want = append(want, CapSysAdmin)
 		}
@@ -247,9 +249,9 @@ func CheckHost(need Needs, h Host) []Problem {
 		want = append(want, CapNetRaw)
 	}
 	if need.Probes {
-		if hasCapBPF {
+		if hasCapBPF && !need.BPF {
 			want = append(want, CapPerfmon)
-		} else if !need.BPF {
+		} else if !hasCapBPF && !need.BPF {
 			want = append(want, CapSysAdmin)
 		}
 	}
@@ -261,6 +263,7 @@ func CheckHost(need Needs, h Host) []Problem {
 		return fmt.Sprintf("setcap %s+ep %s", strings.Join(names, ","), bin)
 	}
 	if cerr == nil {
+		var missing []Problem
 		for _, c := range want {
 			ok := caps.Has(c)
 			if c == CapBPF || c == CapPerfmon {
@@ -271,14 +274,23 @@ func CheckHost(need Needs, h Host) []Problem {
 			}
 			msg := "needs " + c.String()
 			switch {
+			case c == CapPerfmon && need.BPF:
+				msg += " (the verifier allows the XDP program's packet arithmetic only with it)"
 			case c == CapPerfmon:
 				msg += " for probes"
 			case c == CapSysAdmin && !hasCapBPF:
 				msg += fmt.Sprintf(" (Linux %d.%d predates CAP_BPF and CAP_PERFMON)", major, minor)
 			}
-			ps = append(ps, Problem{What: c.String(), Fatal: true,
-				Msg: msg + ": run as root or grant it: " + setcap()})
+			missing = append(missing, Problem{What: c.String(), Fatal: true, Msg: msg})
 		}
+		// One hint for them all, on the last: it names every capability.
+		if n := len(missing); n > 0 {
+			missing[n-1].Msg += ": run as root or grant them: " + setcap()
+			if n == 1 {
+				missing[0].Msg = strings.Replace(missing[0].Msg, "grant them", "grant it", 1)
+			}
+		}
+		ps = append(ps, missing...)
 	}
 
 	if need.PinPath != "" {

@@ -102,7 +102,8 @@ func TestMountFor(t *testing.T) {
 func TestCheckHost(t *testing.T) {
 	afxdp := Needs{BPF: true, NetAdmin: true, NetRaw: true, PinPath: "/sys/fs/bpf/xgate", UMEMBytes: 32 << 20}
 	socket := Needs{BPF: true, NetAdmin: true, PinPath: "/sys/fs/bpf/xgate"}
-	const setcap3 = "run as root or grant it: setcap cap_bpf,cap_net_admin,cap_net_raw+ep bin/xgate"
+	const setcap4 = "run as root or grant them: setcap cap_bpf,cap_perfmon,cap_net_admin,cap_net_raw+ep bin/xgate"
+	const perfmonXDP = "needs CAP_PERFMON (the verifier allows the XDP program's packet arithmetic only with it)"
 	for _, tc := range []struct {
 		name    string
 		need    Needs
@@ -117,18 +118,22 @@ func TestCheckHost(t *testing.T) {
 		{name: "unprivileged user",
 			need: afxdp, host: Host{Status: procFixture(t, "status-user"), Mounts: procFixture(t, "mounts-bpffs"), Release: "6.1.0", Memlock: 8 << 20},
 			fatal: []string{
-				"needs CAP_BPF: " + setcap3,
-				"needs CAP_NET_ADMIN: " + setcap3,
-				"needs CAP_NET_RAW: " + setcap3,
+				"needs CAP_BPF",
+				perfmonXDP,
+				"needs CAP_NET_ADMIN",
+				"needs CAP_NET_RAW: " + setcap4, // one hint, naming them all
 				"RLIMIT_MEMLOCK is 8 MiB but the AF_XDP UMEM needs 32 MiB and is charged to it without CAP_IPC_LOCK: grant cap_ipc_lock, or raise it: ulimit -l unlimited, or LimitMEMLOCK=infinity in the systemd unit",
 			}},
+		// A binary granted bpf, net_admin and net_raw lacks perfmon,
+		// which the XDP program needs (and the probes).
 		{name: "setcap binary, memlock unlimited",
 			need: afxdp, host: Host{Status: procFixture(t, "status-setcap"), Mounts: procFixture(t, "mounts-bpffs"), Release: "6.1.0", Memlock: math.MaxUint64},
-			info: []string{"RLIMIT_MEMLOCK (unlimited) does not limit them"}},
+			fatal: []string{perfmonXDP + ": run as root or grant it: setcap cap_bpf,cap_perfmon,cap_net_admin,cap_net_raw+ep bin/xgate"},
+			info:  []string{"RLIMIT_MEMLOCK (unlimited) does not limit them"}},
 		{name: "setcap binary wanting probes",
-			need:  Needs{BPF: true, NetAdmin: true, NetRaw: true, Probes: true, Binary: "/usr/local/bin/xgate"},
+			need:  Needs{Probes: true, Binary: "/usr/local/bin/xgate"},
 			host:  Host{Status: procFixture(t, "status-setcap"), Release: "6.1.0", Memlock: math.MaxUint64},
-			fatal: []string{"needs CAP_PERFMON for probes: run as root or grant it: setcap cap_bpf,cap_net_admin,cap_net_raw,cap_perfmon+ep /usr/local/bin/xgate"}},
+			fatal: []string{"needs CAP_PERFMON for probes: run as root or grant it: setcap cap_perfmon+ep /usr/local/bin/xgate"}},
 		{name: "CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON",
 			need: Needs{BPF: true, NetAdmin: true, Probes: true},
 			host: Host{Status: procFixture(t, "status-sysadmin"), Release: "5.15.0", Memlock: math.MaxUint64}, noFatal: true},
