@@ -91,6 +91,12 @@ type Set struct {
 	byName map[string]*state
 
 	ino  *os.File         // the inotify descriptor, through the runtime's poller; nil: no watch
+	// inoMu orders Stop's close of ino against the watch changes the
+	// watch goroutine makes (rewatch); inoFd is ino's number, read
+	// without a method of ino; inoClosed is set by Stop.
+	inoMu     sync.Mutex
+	inoFd     int
+	inoClosed bool
 	dirs map[string]int32 // watched directory → watch descriptor (under reloadMu)
 	done chan struct{}    // closed when run returns
 }
@@ -177,7 +183,7 @@ func (ls *Set) Start() error {
 	}
 	// Non-blocking: os.NewFile puts it in the runtime's poller, so Read
 	// parks the goroutine and Close wakes it.
-	ls.ino = os.NewFile(uintptr(fd), "inotify")
+	ls.ino, ls.inoFd = os.NewFile(uintptr(fd), "inotify"), fd
 	ls.done = make(chan struct{})
 	ls.rewatch()
 	go ls.run()
@@ -189,7 +195,10 @@ func (ls *Set) Stop() {
 	if ls.ino == nil {
 		return
 	}
+	ls.inoMu.Lock()
+	ls.inoClosed = true
 	ls.ino.Close()
+	ls.inoMu.Unlock()
 	<-ls.done
 }
 
@@ -218,7 +227,12 @@ func (ls *Set) rewatch() {
 		}
 	}
 	ls.mu.Unlock()
-	fd := int(ls.ino.Fd())
+	ls.inoMu.Lock()
+	defer ls.inoMu.Unlock()
+	if ls.inoClosed {
+		return
+	}
+	fd := ls.inoFd
 	for dir, wd := range ls.dirs {
 		if !want[dir] {
 			_, _ = unix.InotifyRmWatch(fd, uint32(wd))
@@ -260,12 +274,12 @@ func (ls *Set) run() {
 			}
 			return
 		}
-		gone := false
+		var gone []int32
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
 			off += unix.SizeofInotifyEvent + int(ev.Len)
 			if ev.Mask&unix.IN_IGNORED != 0 {
-				gone = true // a watched directory was removed
+				gone = append(gone, ev.Wd) // a watch ended: removed by us, or its directory
 			}
 		}
 		ls.reloadChanged(gone)
@@ -275,9 +289,18 @@ func (ls *Set) run() {
 // reloadChanged reloads the lists whose file changed. The files are read
 // without reloadMu held (a slow or stuck file never holds up a config
 // reload or the stop); their contents are swapped in under it, if the
-// list is still the same one. forget: some watch ended (its directory
-// removed): the watches are made again.
-func (ls *Set) reloadChanged(forget bool) {
+// list is still the same one. gone: watches that ended (IN_IGNORED).
+func (ls *Set) reloadChanged(gone []int32) {
+	// A change made between reading a file and watching its (new) link
+	// target's directory sends no event: a second pass finds it.
+	for pass := 0; pass < 3 && ls.reloadPass(gone); pass++ {
+		gone = nil
+	}
+}
+
+// reloadPass is one round of reloadChanged; it reports whether it
+// reloaded anything. gone are watches the kernel ended.
+func (ls *Set) reloadPass(gone []int32) bool {
 	ls.mu.Lock()
 	var todo []*state
 	for _, st := range ls.byName {
@@ -303,12 +326,19 @@ func (ls *Set) reloadChanged(forget bool) {
 	}
 	ls.reloadMu.Lock()
 	defer ls.reloadMu.Unlock()
-	if forget {
-		for dir, wd := range ls.dirs {
-			_, _ = unix.InotifyRmWatch(int(ls.ino.Fd()), uint32(wd))
-			delete(ls.dirs, dir)
+	// A watch that ended (its directory removed) is forgotten, so rewatch
+	// makes it again if the directory is wanted and back. One rewatch
+	// removed itself is forgotten already: its number matches nothing.
+	for _, wd := range gone {
+		for dir, w := range ls.dirs {
+			if w == wd {
+				delete(ls.dirs, dir)
+			}
 		}
 	}
+	// Symbolic links may point into other directories now: watched before
+	// the new contents are in force.
+	ls.rewatch()
 	for _, l := range done {
 		ls.mu.Lock()
 		current := ls.byName[l.st.spec.Name] == l.st
@@ -318,8 +348,7 @@ func (ls *Set) reloadChanged(forget bool) {
 			ls.apply(l.st, l.d, l.err, l.t)
 		}
 	}
-	// Symbolic links may point into other directories now.
-	ls.rewatch()
+	return len(done) > 0
 }
 
 // apply swaps d in as st's contents; a file that did not load (err), or
