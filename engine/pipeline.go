@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/xgate/xgate/engine/lists"
 )
 
 // Config is everything the engine compiles: the schema, the input limits
@@ -21,9 +23,9 @@ type Config struct {
 	// *BudgetError before allocating anything. 0: no budget.
 	MemoryBudget uint64
 	// Lists are the enrichment lists conditions and added fields may name,
-	// by name (lists.go). The program keeps the *List, not its contents:
+	// by name (engine/lists). The program keeps the *List, not its contents:
 	// List.Store changes what the rules see without a reload.
-	Lists map[string]*List
+	Lists map[string]*lists.List
 	// Enrich are the fields added to the record of every decided event
 	// (enrich.go).
 	Enrich []EnrichSpec

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/xgate/xgate/engine/lists"
 )
 
 // Action is what a rule does to the event that fires it.
@@ -250,7 +252,7 @@ type rule struct {
 
 // compileRule checks and compiles s into fs. It allocates no state table:
 // see rule.build.
-func compileRule(fs *fieldSet, lists map[string]*List, names enrichNames, s RuleSpec) (*rule, error) {
+func compileRule(fs *fieldSet, lists map[string]*lists.List, names enrichNames, s RuleSpec) (*rule, error) {
 	if s.Name == "" {
 		return nil, fmt.Errorf("rule without a name")
 	}
