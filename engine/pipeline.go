@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/engine/lists"
+	"github.com/xgate/xgate/engine/state"
 )
 
 // Config is everything the engine compiles: the schema, the input limits
@@ -187,8 +188,8 @@ func (e *Engine) compile(cfg Config, prev *Program) (*Program, error) {
 			r.build(e.clock)
 		}
 		r.clock = e.clock
-		if r.window != nil && r.window.text != nil {
-			r.window.wake = e.wake
+		if r.window != nil && r.window.Emitting() {
+			r.window.SetWake(e.wake)
 			p.emitters = append(p.emitters, r)
 		}
 	}
@@ -491,7 +492,7 @@ rules:
 				w.c.rules[ri].missingKey++
 				continue
 			}
-			fired = !r.limiter.allow(key, now, r.onFull)
+			fired = !r.limiter.AllowOnFull(key, now, r.onFull)
 		case kindWindow:
 			if r.filter != nil && !r.filter(c) {
 				continue
@@ -517,10 +518,10 @@ rules:
 			}
 			var tracked bool
 			var slot uint64
-			c.value, slot, tracked = r.window.addAt(key, x, dh, now)
-			if tracked && r.window.text != nil && r.window.text.wants(slot, key) {
+			c.value, slot, tracked = r.window.AddAt(key, x, dh, now)
+			if tracked && r.window.WantsText(slot, key) {
 				if text, ok := w.keyText(r, src); ok {
-					r.window.text.store(slot, key, text)
+					r.window.StoreText(slot, key, text)
 				}
 			}
 			// A window that could not count the event cannot vouch for
@@ -587,8 +588,8 @@ type RuleStats struct {
 	// OnFull is the rule's full-table policy; Limiter.Full / Window.Full
 	// count the events it decided.
 	OnFull  OnFull
-	Limiter *RateLimitStats
-	Window  *WindowStats
+	Limiter *state.RateLimitStats
+	Window  *state.WindowStats
 	Emit    *EmitStats // window rules with emit
 }
 
