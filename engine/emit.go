@@ -15,8 +15,8 @@ package engine
 //     first report always goes out). At most MaxKeys keys are reported per
 //     slide; the rest are counted (EmitStats.Truncated).
 //
-// An every_slide window keeps what a walk needs and a plain window does
-// not have:
+// An every_slide window (engine/state, emit.go) keeps what a walk needs and
+// a plain window does not have:
 //
 //   - the key's text, per slot (keyText): written by the worker that finds
 //     the slot's text belongs to another key (the key just took the slot),
@@ -148,11 +148,7 @@ func WallNs(c Clock, ns int64) int64 {
 // calls Due and Emit.
 type Emitter struct {
 	eng *Engine
-	// The walk's record and callback, here so that they are not allocated
-	// per walk (Report fills agg for fn).
-	agg Aggregate
-	fn  func(*Aggregate)
-	cur *rule // the rule being walked
+	agg Aggregate // the walk's record, here so that it is not allocated per walk
 }
 
 // NewEmitter returns the engine's emitter. Call it once.
@@ -186,26 +182,19 @@ func (m *Emitter) Due() (int64, bool) {
 // clock). The Aggregate and its Key are valid during the call only. fn
 // must not call back into the Emitter.
 func (m *Emitter) Emit(now int64, fn func(*Aggregate)) {
-	m.fn = fn
 	for _, r := range m.eng.prog.Load().emitters {
-		m.cur = r
-		walked, sent, left := r.window.Walk(now, r.emit.MinChange, r.emit.MaxKeys, m)
+		walked, sent, left := r.window.Walk(now, r.emit.MinChange, r.emit.MaxKeys,
+			func(start, end int64, key []byte, value float64, truncated bool) {
+				m.agg = Aggregate{Rule: r.name, Agg: r.aggText, Key: unsafe.String(unsafe.SliceData(key), len(key)),
+					Value: value, Start: WallNs(r.clock, start), End: WallNs(r.clock, end), Truncated: truncated}
+				fn(&m.agg)
+			})
 		if walked {
 			r.tot.walks.Add(1)
 			r.tot.emitted.Add(uint64(sent))
 			r.tot.emitTruncated.Add(left)
 		}
 	}
-	m.fn, m.cur = nil, nil
-}
-
-// Report is the walk's callback (state.Reporter): one key of the current
-// rule's completed window [start, end) in engine time.
-func (m *Emitter) Report(start, end int64, key []byte, value float64, truncated bool) {
-	r := m.cur
-	m.agg = Aggregate{Rule: r.name, Agg: r.aggText, Key: unsafe.String(unsafe.SliceData(key), len(key)),
-		Value: value, Start: WallNs(r.clock, start), End: WallNs(r.clock, end), Truncated: truncated}
-	m.fn(&m.agg)
 }
 
 // ---------------------------------------------------------------------------

@@ -166,23 +166,20 @@ func (w *Window) Due() (int64, bool) {
 	return int64(w.emit.done+1) * w.slide, true
 }
 
-// Reporter receives the keys of a walk (Walk): the window [start, end)
-// in engine time, the key's text (valid during the call only), its
-// aggregate, and whether the text was cut to KeyBytes.
-type Reporter interface {
-	Report(start, end int64, key []byte, value float64, truncated bool)
-}
-
 // Walk reports the window that completed last before now if one of its
 // steps since the last report had an observation: every live key's
-// aggregate over it, through rep, at most maxKeys of them; with KeepLast,
+// aggregate over it, through report, at most maxKeys of them; with KeepLast,
 // a key whose value moved less than minChange since its last report is
 // skipped. A window whose new steps were all quiet is skipped, even when
 // the current step has observations (those are reported with the window
-// they complete). It returns whether it walked, the keys reported and the
-// live keys left out for maxKeys. Walk and Due must be called by one
-// goroutine (the emitter), and only on an emitting window.
-func (w *Window) Walk(now int64, minChange float64, maxKeys int, rep Reporter) (walked bool, sent int, left uint64) {
+// they complete). report gets the window [start, end) in engine time, the
+// key's text (valid during the call only), its aggregate, and whether the
+// text was cut to KeyBytes; report does not escape, so a closure passed as
+// report is not allocated. Walk returns whether it walked, the keys
+// reported and the live keys left out for maxKeys. Walk and Due must be
+// called by one goroutine (the emitter), and only on an emitting window.
+func (w *Window) Walk(now int64, minChange float64, maxKeys int,
+	report func(start, end int64, key []byte, value float64, truncated bool)) (walked bool, sent int, left uint64) {
 	k := w.step(now)
 	seen, done := w.seen.Load(), w.emit.done
 	if k == 0 || seen <= done || k-1 < done {
@@ -230,7 +227,7 @@ func (w *Window) Walk(now int64, minChange float64, maxKeys int, rep Reporter) (
 		if w.emit.last != nil {
 			w.emit.last[s] = emitLast{key: key, val: v}
 		}
-		rep.Report(start, stop, text, v, cut)
+		report(start, stop, text, v, cut)
 		sent++
 	}
 	return true, sent, left
