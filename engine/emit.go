@@ -183,10 +183,15 @@ func (m *Emitter) Due() (int64, bool) {
 // must not call back into the Emitter.
 func (m *Emitter) Emit(now int64, fn func(*Aggregate)) {
 	for _, r := range m.eng.prog.Load().emitters {
+		first := true
 		walked, sent, left := r.window.Walk(now, r.emit.MinChange, r.emit.MaxKeys,
 			func(start, end int64, key []byte, value float64, truncated bool) {
-				m.agg = Aggregate{Rule: r.name, Agg: r.aggText, Key: unsafe.String(unsafe.SliceData(key), len(key)),
-					Value: value, Start: WallNs(r.clock, start), End: WallNs(r.clock, end), Truncated: truncated}
+				if first { // one window per walk: its fields once
+					m.agg = Aggregate{Rule: r.name, Agg: r.aggText, Start: WallNs(r.clock, start), End: WallNs(r.clock, end)}
+					first = false
+				}
+				m.agg.Key = unsafe.String(unsafe.SliceData(key), len(key))
+				m.agg.Value, m.agg.Truncated = value, truncated
 				fn(&m.agg)
 			})
 		if walked {
