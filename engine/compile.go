@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+
+	"github.com/xgate/xgate/engine/lists"
 )
 
 // evalCtx is what a compiled condition reads: the current event's field
@@ -24,7 +26,7 @@ type operand struct {
 	kind opKind
 	lit  Value
 	slot int
-	list *List // opLookup
+	list *lists.List // opLookup
 }
 
 type opKind uint8
@@ -53,7 +55,7 @@ func (o *operand) get(c *evalCtx) Value {
 
 type compiler struct {
 	fs     *fieldSet
-	lists  map[string]*List
+	lists  map[string]*lists.List
 	rule   string
 	src    string
 	window bool // `value` names the window aggregate
@@ -66,7 +68,7 @@ func (cp *compiler) errAt(pos int, format string, args ...any) error {
 
 // compileCondition parses and compiles src. fs gains a slot for every path
 // the condition reads.
-func compileCondition(fs *fieldSet, lists map[string]*List, rule, src string, window bool) (pred, error) {
+func compileCondition(fs *fieldSet, lists map[string]*lists.List, rule, src string, window bool) (pred, error) {
 	n, err := parseExpr(rule, src)
 	if err != nil {
 		return nil, err
@@ -76,7 +78,7 @@ func compileCondition(fs *fieldSet, lists map[string]*List, rule, src string, wi
 }
 
 // list resolves a list name of a condition: it must exist and be of kind k.
-func (cp *compiler) list(name string, pos int, k ListKind) (*List, error) {
+func (cp *compiler) list(name string, pos int, k lists.ListKind) (*lists.List, error) {
 	l := cp.lists[name]
 	if l == nil {
 		names := make([]string, 0, len(cp.lists))
@@ -90,8 +92,8 @@ func (cp *compiler) list(name string, pos int, k ListKind) (*List, error) {
 		}
 		return nil, cp.errAt(pos, "unknown list %q (%s)", name, known)
 	}
-	if l.kind != k {
-		return nil, cp.errAt(pos, "list %q is a %s list, not a %s list: use %s(%q)", name, l.kind, k, l.kind.listFunc(), name)
+	if l.Kind() != k {
+		return nil, cp.errAt(pos, "list %q is a %s list, not a %s list: use %s(%q)", name, l.Kind(), k, l.Kind().Func(), name)
 	}
 	return l, nil
 }
@@ -110,7 +112,7 @@ func (cp *compiler) operand(n node) (operand, bool, error) {
 		}
 		return operand{kind: opField, slot: slot}, true, nil
 	case *lookupNode:
-		l, err := cp.list(n.name, n.namePos, ListMap)
+		l, err := cp.list(n.name, n.namePos, lists.ListMap)
 		if err != nil {
 			return operand{}, false, err
 		}
@@ -435,15 +437,15 @@ func (cp *compiler) compileIn(n *inNode) (pred, error) {
 
 // compileListIn compiles `x in cidrs("name")` and `x in set("name")`.
 func (cp *compiler) compileListIn(n *listInNode) (pred, error) {
-	kind := ListSet
+	kind := lists.ListSet
 	if n.fn == "cidrs" {
-		kind = ListCIDR
+		kind = lists.ListCIDR
 	}
 	l, err := cp.list(n.name, n.namePos, kind)
 	if err != nil {
 		return nil, err
 	}
-	if kind == ListCIDR {
+	if kind == lists.ListCIDR {
 		if p, ok := n.x.(*pathNode); ok && p.path == SrcKey {
 			// The datagram's source; without one, the schema's src field.
 			slot := cp.fs.roleSlot[RoleSrc]
@@ -465,7 +467,7 @@ func (cp *compiler) compileListIn(n *listInNode) (pred, error) {
 	if a.kind == opAgg {
 		return nil, cp.errAt(n.pos, "value is a number; it is in no list")
 	}
-	if kind == ListCIDR {
+	if kind == lists.ListCIDR {
 		return func(c *evalCtx) bool {
 			v := a.get(c)
 			return addrIn(l, &v)
@@ -479,7 +481,7 @@ func (cp *compiler) compileListIn(n *listInNode) (pred, error) {
 
 // addrIn reports whether v is a string holding an address in one of l's
 // networks.
-func addrIn(l *List, v *Value) bool {
+func addrIn(l *lists.List, v *Value) bool {
 	if v.Kind != KindString {
 		return false
 	}

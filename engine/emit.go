@@ -15,8 +15,8 @@ package engine
 //     first report always goes out). At most MaxKeys keys are reported per
 //     slide; the rest are counted (EmitStats.Truncated).
 //
-// An every_slide window keeps what a walk needs and a plain window does
-// not have:
+// An every_slide window (engine/state, emit.go) keeps what a walk needs and
+// a plain window does not have:
 //
 //   - the key's text, per slot (keyText): written by the worker that finds
 //     the slot's text belongs to another key (the key just took the slot),
@@ -36,13 +36,13 @@ package engine
 //     last window it reported, so an idle gateway does no periodic work.
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"unsafe"
+
+	"github.com/xgate/xgate/engine/state"
 )
 
 // Emit modes (WindowSpec.Emit.Mode).
@@ -57,8 +57,6 @@ const (
 	DefaultEmitMaxKeys = 10000
 	MaxEmitMaxKeys     = 1 << 24
 	DefaultKeyBytes    = 64
-	keyTextMin         = 8
-	keyTextMax         = 1024
 )
 
 // EmitSpec makes a window rule emit its per-key aggregate as records.
@@ -102,8 +100,8 @@ func (s EmitSpec) check() (EmitSpec, error) {
 	if s.MaxKeyBytes == 0 {
 		s.MaxKeyBytes = DefaultKeyBytes
 	}
-	if s.MaxKeyBytes < keyTextMin || s.MaxKeyBytes > keyTextMax {
-		return s, fmt.Errorf("max_key_bytes %d: want %d..%d", s.MaxKeyBytes, keyTextMin, keyTextMax)
+	if s.MaxKeyBytes < state.KeyTextMin || s.MaxKeyBytes > state.KeyTextMax {
+		return s, fmt.Errorf("max_key_bytes %d: want %d..%d", s.MaxKeyBytes, state.KeyTextMin, state.KeyTextMax)
 	}
 	return s, nil
 }
@@ -143,203 +141,6 @@ func WallNs(c Clock, ns int64) int64 {
 }
 
 // ---------------------------------------------------------------------------
-// Key text of an emitting window.
-
-// keyText holds, per slot, the text of the key that owns it:
-//
-//	words[s*stride+0]  owner: the key hash the text belongs to; 0 while
-//	                   being written (or never written)
-//	words[s*stride+1]  length, bit 63 set if the key was cut
-//	words[s*stride+2:] the bytes, 8 per word, little endian
-//
-// A seqlock without a counter: a writer stores owner = 0, the length and
-// the bytes, then owner = key. A reader loads owner, copies, loads owner
-// again and keeps the copy only if both loads equal the key it wants. Go's
-// atomics are sequentially consistent, so a reader that saw any word of a
-// later write also sees owner != key on its second load. Every word is an
-// atomic, so readers never race with writers. Two workers writing the same
-// new key concurrently write the same words.
-type keyText struct {
-	words     []atomic.Uint64
-	stride    uint64
-	max       int
-	truncated atomic.Uint64
-}
-
-func keyTextWords(maxBytes int) uint64 { return 2 + uint64(maxBytes+7)/8 }
-
-func newKeyText(capacity, stride uint64) *keyText {
-	return &keyText{words: make([]atomic.Uint64, capacity*stride), stride: stride, max: int(stride-2) * 8}
-}
-
-// wants reports whether slot s does not hold key's text yet.
-func (t *keyText) wants(s, key uint64) bool { return t.words[s*t.stride].Load() != key }
-
-// store writes key's text into slot s (text cut to t.max).
-func (t *keyText) store(s, key uint64, text []byte) {
-	w := t.words[s*t.stride:][:t.stride]
-	w[0].Store(0)
-	n := uint64(len(text))
-	if len(text) > t.max {
-		text = text[:t.max]
-		n = uint64(len(text)) | 1<<63
-		t.truncated.Add(1)
-	}
-	w[1].Store(n)
-	var buf [8]byte
-	for i := 0; i*8 < len(text); i++ {
-		c := copy(buf[:], text[i*8:])
-		clear(buf[c:])
-		w[2+i].Store(binary.LittleEndian.Uint64(buf[:]))
-	}
-	w[0].Store(key)
-}
-
-// load appends slot s's text to b if it belongs to key.
-func (t *keyText) load(b []byte, s, key uint64) ([]byte, bool, bool) {
-	w := t.words[s*t.stride:][:t.stride]
-	if w[0].Load() != key {
-		return b, false, false
-	}
-	n := w[1].Load()
-	cut := n&(1<<63) != 0
-	n &^= 1 << 63
-	if n > uint64(t.max) {
-		return b, false, false
-	}
-	at := len(b)
-	var buf [8]byte
-	for i := uint64(0); i*8 < n; i++ {
-		binary.LittleEndian.PutUint64(buf[:], w[2+i].Load())
-		b = append(b, buf[:min(8, n-i*8)]...)
-	}
-	if w[0].Load() != key {
-		return b[:at], false, false
-	}
-	return b, cut, true
-}
-
-// noteStep raises w.seen to step k+1 and wakes the emitter when it does:
-// one load per event, a CAS and a send on the first event of a step.
-func (w *Window) noteStep(k uint64) {
-	for {
-		s := w.seen.Load()
-		if s >= k+1 {
-			return
-		}
-		if w.seen.CompareAndSwap(s, k+1) {
-			for p := w.prev.Load(); p < s && !w.prev.CompareAndSwap(p, s); p = w.prev.Load() {
-			}
-			if w.wake != nil {
-				select {
-				case w.wake <- struct{}{}:
-				default: // a wake-up is pending
-				}
-			}
-			return
-		}
-	}
-}
-
-// keepText stores key's text in slot s if the slot holds another key's.
-func (w *Window) keepText(s, key uint64, text []byte) {
-	if w.text != nil && w.text.wants(s, key) {
-		w.text.store(s, key, text)
-	}
-}
-
-// ---------------------------------------------------------------------------
-// The emitter's state of a window, kept with the window across reloads.
-
-// emitState is touched by the Emitter goroutine only (its counters are the
-// rule's totals, which outlive a rebuilt window).
-type emitState struct {
-	done uint64     // windows ending at steps < done are reported
-	last []emitLast // per slot, with MinChange: the last reported value
-}
-
-// emitLast is a slot's last reported value and the key it was for.
-type emitLast struct {
-	key uint64
-	val float64
-}
-
-// due returns the engine time of the next walk, false when the window saw
-// no event since the last window it reported.
-func (w *Window) due() (int64, bool) {
-	if w.seen.Load() <= w.emit.done {
-		return 0, false
-	}
-	return int64(w.emit.done+1) * w.slide, true
-}
-
-// walk reports the window that completed last before now if one of its
-// steps since the last report had an observation: every live key's
-// aggregate over it, through fn, at most emit_max_keys of them. A window
-// whose new steps were all quiet is skipped, even when the current step
-// has observations (those are reported with the window they complete).
-func (w *Window) walk(now int64, r *rule, m *Emitter, fn func(*Aggregate)) {
-	k := w.step(now)
-	seen, done := w.seen.Load(), w.emit.done
-	if k == 0 || seen <= done || k-1 < done {
-		return
-	}
-	w.emit.done = k
-	// An observation in steps done .. k-1: the newest one, or when the
-	// newest is in the current step, the one before it.
-	if !(seen-1 <= k-1 || w.prev.Load() > done) {
-		return
-	}
-	end := k - 1 // the window of steps end-n+1 .. end, [start, (end+1)*slide)
-	r.tot.walks.Add(1)
-	a := &m.acc
-	agg := &m.agg
-	*agg = Aggregate{Rule: r.name, Agg: r.aggText,
-		Start: WallNs(r.clock, int64(end+1-min(w.n, end+1))*w.slide), End: WallNs(r.clock, int64(end+1)*w.slide)}
-	sent, left := 0, uint64(0)
-	tab := &w.tab
-	for s := range tab.slots {
-		key := tab.slots[s].key.Load()
-		if key == 0 {
-			continue
-		}
-		*a = windowAcc{}
-		w.gather(uint64(s), end, a)
-		if a.count == 0 {
-			continue
-		}
-		v := w.finish(a, 0, 0, false)
-		if tab.slots[s].key.Load() != key {
-			continue // evicted while we read
-		}
-		if w.emit.last != nil {
-			l := &w.emit.last[s]
-			if l.key == key && math.Abs(v-l.val) < r.emit.MinChange {
-				continue
-			}
-		}
-		if sent >= r.emit.MaxKeys {
-			left++
-			continue
-		}
-		text, cut, ok := w.text.load(m.buf[:0], uint64(s), key)
-		m.buf = text
-		if !ok {
-			continue // its first writer has not stored the text yet: next slide
-		}
-		if w.emit.last != nil {
-			w.emit.last[s] = emitLast{key: key, val: v}
-		}
-		agg.Key = unsafe.String(unsafe.SliceData(text), len(text))
-		agg.Value, agg.Truncated = v, cut
-		fn(agg)
-		sent++
-	}
-	r.tot.emitted.Add(uint64(sent))
-	r.tot.emitTruncated.Add(left)
-}
-
-// ---------------------------------------------------------------------------
 // Emitter
 
 // Emitter reports the every_slide windows of an Engine's current program.
@@ -347,15 +148,12 @@ func (w *Window) walk(now int64, r *rule, m *Emitter, fn func(*Aggregate)) {
 // calls Due and Emit.
 type Emitter struct {
 	eng *Engine
-	buf []byte // key text being read
-	// The walk's scratch, here so that it is not allocated per walk.
-	acc windowAcc
-	agg Aggregate
+	agg Aggregate // the walk's record, here so that it is not allocated per walk
 }
 
 // NewEmitter returns the engine's emitter. Call it once.
 func (e *Engine) NewEmitter() *Emitter {
-	return &Emitter{eng: e, buf: make([]byte, 0, keyTextMax)}
+	return &Emitter{eng: e}
 }
 
 // Wake receives when an every_slide window sees the first event of a step:
@@ -373,7 +171,7 @@ func (m *Emitter) Due() (int64, bool) {
 	var next int64
 	found := false
 	for _, r := range m.eng.prog.Load().emitters {
-		if t, ok := r.window.due(); ok && (!found || t < next) {
+		if t, ok := r.window.Due(); ok && (!found || t < next) {
 			next, found = t, true
 		}
 	}
@@ -385,7 +183,22 @@ func (m *Emitter) Due() (int64, bool) {
 // must not call back into the Emitter.
 func (m *Emitter) Emit(now int64, fn func(*Aggregate)) {
 	for _, r := range m.eng.prog.Load().emitters {
-		r.window.walk(now, r, m, fn)
+		first := true
+		walked, sent, left := r.window.Walk(now, r.emit.MinChange, r.emit.MaxKeys,
+			func(start, end int64, key []byte, value float64, truncated bool) {
+				if first { // one window per walk: its fields once
+					m.agg = Aggregate{Rule: r.name, Agg: r.aggText, Start: WallNs(r.clock, start), End: WallNs(r.clock, end)}
+					first = false
+				}
+				m.agg.Key = unsafe.String(unsafe.SliceData(key), len(key))
+				m.agg.Value, m.agg.Truncated = value, truncated
+				fn(&m.agg)
+			})
+		if walked {
+			r.tot.walks.Add(1)
+			r.tot.emitted.Add(uint64(sent))
+			r.tot.emitTruncated.Add(left)
+		}
 	}
 }
 
@@ -399,8 +212,7 @@ func (w *Worker) emitOnAlert(r *rule, ri int, value float64, now int64, src neti
 	if !ok {
 		return
 	}
-	k := r.window.step(now)
-	start := int64(k+1-min(r.window.n, k+1)) * r.window.slide
+	start := r.window.Start(now)
 	w.aggs = append(w.aggs, Aggregate{Rule: r.name, Agg: r.aggText, Key: unsafe.String(unsafe.SliceData(text), len(text)),
 		Value: value, Start: WallNs(r.clock, start), End: WallNs(r.clock, now)})
 	w.c.rules[ri].emitted++

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/xgate/xgate/engine/lists"
 )
 
 // Added fields. A top-level `enrich:` list adds fields to the record of
@@ -55,7 +57,7 @@ type enrichField struct {
 	bit    uint64
 	slot   int // the event's own field of that name
 	// lookup: list and the slot of its key; condition: cond.
-	list    *List
+	list    *lists.List
 	keySlot int
 	cond    pred
 }
@@ -63,7 +65,7 @@ type enrichField struct {
 // enrichNames gives every distinct added field name of a program its bit.
 type enrichNames map[string]uint64
 
-func compileEnrich(fs *fieldSet, lists map[string]*List, names enrichNames, rule string, specs []EnrichSpec) ([]enrichField, error) {
+func compileEnrich(fs *fieldSet, lists map[string]*lists.List, names enrichNames, rule string, specs []EnrichSpec) ([]enrichField, error) {
 	var out []enrichField
 	var errs []error
 	for i, s := range specs {
@@ -161,7 +163,7 @@ func (w *Worker) addFields(fs []enrichField, c *evalCtx, mask *uint64) {
 		if k.Kind != KindString && k.Kind != KindNumber {
 			continue
 		}
-		if js, ok := f.list.Load().lookupJSON(k.Str); ok {
+		if js, ok := f.list.Load().LookupJSON(k.Str); ok {
 			w.extra = append(w.extra, f.member...)
 			w.extra = append(w.extra, js...)
 			*mask |= f.bit

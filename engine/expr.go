@@ -27,7 +27,7 @@ import (
 // syntax without wildcards ("amount", "meta.country"). In a window rule the
 // name `value` is the window's aggregate.
 //
-// Lists (see lists.go) are named by a string: `ip in cidrs("partners")`
+// Lists (see engine/lists) are named by a string: `ip in cidrs("partners")`
 // is true when the field ip holds an address in one of the list's
 // networks; on the left of cidrs, the name src_ip is the datagram's source
 // address (the schema's src field when the gateway knows none).

@@ -5,12 +5,14 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/xgate/xgate/engine/lists"
 )
 
 var benchSinkBool bool
 
 // benchLists are lists of realistic sizes: 10k networks, 100k keys.
-func benchLists(tb testing.TB) map[string]*List {
+func benchLists(tb testing.TB) map[string]*lists.List {
 	var cidrs, keys, pairs strings.Builder
 	for i := 0; i < 10000; i++ {
 		fmt.Fprintf(&cidrs, "%d.%d.%d.0/24\n", 20+i>>16, (i>>8)&0xff, i&0xff)
@@ -20,18 +22,18 @@ func benchLists(tb testing.TB) map[string]*List {
 		fmt.Fprintf(&keys, "u-%d\n", i)
 		fmt.Fprintf(&pairs, "u-%d,tier-%d\n", i, i%3)
 	}
-	return map[string]*List{
-		"partners":  mustList(tb, "partners", ListCIDR, FormatLines, cidrs.String()),
-		"vip":       mustList(tb, "vip", ListSet, FormatLines, keys.String()),
-		"risk_tier": mustList(tb, "risk_tier", ListMap, FormatCSV, pairs.String()),
+	return map[string]*lists.List{
+		"partners":  mustList(tb, "partners", lists.ListCIDR, lists.FormatLines, cidrs.String()),
+		"vip":       mustList(tb, "vip", lists.ListSet, lists.FormatLines, keys.String()),
+		"risk_tier": mustList(tb, "risk_tier", lists.ListMap, lists.FormatCSV, pairs.String()),
 	}
 }
 
 // BenchmarkListLookup is one lookup of each kind, hit and miss alternating.
 func BenchmarkListLookup(b *testing.B) {
-	lists := benchLists(b)
+	ls := benchLists(b)
 	b.Run("cidr", func(b *testing.B) {
-		d := lists["partners"].Load()
+		d := ls["partners"].Load()
 		addrs := []netip.Addr{netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("192.0.2.1")}
 		b.ReportAllocs()
 		i := 0
@@ -41,7 +43,7 @@ func BenchmarkListLookup(b *testing.B) {
 		}
 	})
 	b.Run("cidr_text", func(b *testing.B) { // an address field of the event: parse, then look up
-		l := lists["partners"]
+		l := ls["partners"]
 		vals := []Value{{Kind: KindString, Str: "203.0.113.7"}, {Kind: KindString, Str: "192.0.2.1"}}
 		b.ReportAllocs()
 		i := 0
@@ -51,7 +53,7 @@ func BenchmarkListLookup(b *testing.B) {
 		}
 	})
 	b.Run("set", func(b *testing.B) {
-		l := lists["vip"]
+		l := ls["vip"]
 		keys := []string{"u-48213", "x-48213"}
 		b.ReportAllocs()
 		i := 0
@@ -61,7 +63,7 @@ func BenchmarkListLookup(b *testing.B) {
 		}
 	})
 	b.Run("map", func(b *testing.B) {
-		l := lists["risk_tier"]
+		l := ls["risk_tier"]
 		keys := []string{"u-48213", "x-48213"}
 		b.ReportAllocs()
 		i := 0

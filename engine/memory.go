@@ -73,9 +73,9 @@ func memoryOf(p *Program) Memory {
 		rm := RuleMemory{Name: r.name}
 		switch {
 		case r.rlPlan != nil:
-			rm.Kind, rm.Keys, rm.BytesPerKey = "rate_limit", r.rlPlan.capacity, rlBytesPerKey
+			rm.Kind, rm.Keys, rm.BytesPerKey = "rate_limit", r.rlPlan.Capacity(), r.rlPlan.BytesPerKey()
 		case r.wPlan != nil:
-			rm.Kind, rm.Keys, rm.BytesPerKey = "window", r.wPlan.capacity, r.wPlan.bytesPerKey()
+			rm.Kind, rm.Keys, rm.BytesPerKey = "window", r.wPlan.Capacity(), r.wPlan.BytesPerKey()
 		default:
 			continue
 		}

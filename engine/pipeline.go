@@ -7,6 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/xgate/xgate/engine/lists"
+	"github.com/xgate/xgate/engine/state"
 )
 
 // Config is everything the engine compiles: the schema, the input limits
@@ -21,9 +24,9 @@ type Config struct {
 	// *BudgetError before allocating anything. 0: no budget.
 	MemoryBudget uint64
 	// Lists are the enrichment lists conditions and added fields may name,
-	// by name (lists.go). The program keeps the *List, not its contents:
+	// by name (engine/lists). The program keeps the *List, not its contents:
 	// List.Store changes what the rules see without a reload.
-	Lists map[string]*List
+	Lists map[string]*lists.List
 	// Enrich are the fields added to the record of every decided event
 	// (enrich.go).
 	Enrich []EnrichSpec
@@ -185,8 +188,8 @@ func (e *Engine) compile(cfg Config, prev *Program) (*Program, error) {
 			r.build(e.clock)
 		}
 		r.clock = e.clock
-		if r.window != nil && r.window.text != nil {
-			r.window.wake = e.wake
+		if r.window != nil && r.window.Emitting() {
+			r.window.SetWake(e.wake)
 			p.emitters = append(p.emitters, r)
 		}
 	}
@@ -489,7 +492,7 @@ rules:
 				w.c.rules[ri].missingKey++
 				continue
 			}
-			fired = !r.limiter.allow(key, now, r.onFull)
+			fired = !r.limiter.AllowOnFull(key, now, r.onFull)
 		case kindWindow:
 			if r.filter != nil && !r.filter(c) {
 				continue
@@ -515,10 +518,10 @@ rules:
 			}
 			var tracked bool
 			var slot uint64
-			c.value, slot, tracked = r.window.addAt(key, x, dh, now)
-			if tracked && r.window.text != nil && r.window.text.wants(slot, key) {
+			c.value, slot, tracked = r.window.AddAt(key, x, dh, now)
+			if tracked && r.window.WantsText(slot, key) {
 				if text, ok := w.keyText(r, src); ok {
-					r.window.text.store(slot, key, text)
+					r.window.StoreText(slot, key, text)
 				}
 			}
 			// A window that could not count the event cannot vouch for
@@ -585,8 +588,8 @@ type RuleStats struct {
 	// OnFull is the rule's full-table policy; Limiter.Full / Window.Full
 	// count the events it decided.
 	OnFull  OnFull
-	Limiter *RateLimitStats
-	Window  *WindowStats
+	Limiter *state.RateLimitStats
+	Window  *state.WindowStats
 	Emit    *EmitStats // window rules with emit
 }
 

@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/xgate/xgate/engine/lists"
+	"github.com/xgate/xgate/engine/state"
 )
 
 // Action is what a rule does to the event that fires it.
@@ -81,41 +84,16 @@ type WindowSpec struct {
 }
 
 // OnFull says what a rule does with an event whose key finds its state
-// table full (MaxKeys live keys in the key's probe range, none idle).
-type OnFull uint8
+// table full (see state.OnFull).
+type OnFull = state.OnFull
 
 const (
-	// OnFullDeny, the default, fails closed. A rate limit denies the event
-	// (the rule fires: its action applies). A window cannot count the
-	// event, so it cannot vouch for it: the rule fires as if its condition
-	// held, with Decision.Value the aggregate of the event alone.
-	OnFullDeny OnFull = iota
-	// OnFullAllow fails open: the key is treated as new, unremembered. A
-	// rate limit allows the event; a window evaluates its condition on the
-	// event alone.
-	OnFullAllow
-	numOnFull
+	OnFullDeny  = state.OnFullDeny  // fail closed (the default)
+	OnFullAllow = state.OnFullAllow // fail open
 )
 
-var onFullNames = [numOnFull]string{"deny", "allow"}
-
-func (o OnFull) String() string {
-	if o < numOnFull {
-		return onFullNames[o]
-	}
-	return fmt.Sprintf("on_full(%d)", o)
-}
-
 // ParseOnFull reads "deny" or "allow"; "" is the default, deny.
-func ParseOnFull(s string) (OnFull, error) {
-	switch strings.TrimSpace(s) {
-	case "", "deny":
-		return OnFullDeny, nil
-	case "allow":
-		return OnFullAllow, nil
-	}
-	return 0, fmt.Errorf("on_full %q: want allow or deny", s)
-}
+func ParseOnFull(s string) (OnFull, error) { return state.ParseOnFull(s) }
 
 // SrcKey names the packet's source address as a key.
 const SrcKey = "src_ip"
@@ -176,7 +154,7 @@ func ParseAction(s string) (Action, time.Duration, error) {
 }
 
 // parseAgg reads "sum(amount)" into the aggregation and its field path.
-func parseAgg(s string) (Agg, string, error) {
+func parseAgg(s string) (state.Agg, string, error) {
 	s = strings.TrimSpace(s)
 	name, arg := s, ""
 	if i := strings.IndexByte(s, '('); i >= 0 {
@@ -185,11 +163,11 @@ func parseAgg(s string) (Agg, string, error) {
 		}
 		name, arg = strings.TrimSpace(s[:i]), strings.TrimSpace(s[i+1:len(s)-1])
 	}
-	agg, err := ParseAgg(name)
+	agg, err := state.ParseAgg(name)
 	if err != nil {
 		return 0, "", fmt.Errorf("agg %q: %w", s, err)
 	}
-	if agg == AggCount {
+	if agg == state.AggCount {
 		if arg != "" {
 			return 0, "", fmt.Errorf("agg %q: count takes no field", s)
 		}
@@ -224,8 +202,8 @@ type rule struct {
 	keySlot int  // slot of the key field; -1 with keySrc
 	keySrc  bool // key is the source address
 
-	limiter  *RateLimiter
-	window   *Window
+	limiter  *state.RateLimiter
+	window   *state.Window
 	aggSlot  int // slot of the aggregated field; -1 for count
 	distinct bool
 	onFull   OnFull
@@ -239,8 +217,8 @@ type rule struct {
 	// The state's validated geometry: compileRule fills one of them and
 	// allocates nothing; Engine.compile builds the state (or keeps the
 	// previous program's) once the whole config is checked.
-	rlPlan *rlPlan
-	wPlan  *windowPlan
+	rlPlan *state.RateLimitPlan
+	wPlan  *state.WindowPlan
 
 	enrich []enrichField // added when the rule fires
 
@@ -250,7 +228,7 @@ type rule struct {
 
 // compileRule checks and compiles s into fs. It allocates no state table:
 // see rule.build.
-func compileRule(fs *fieldSet, lists map[string]*List, names enrichNames, s RuleSpec) (*rule, error) {
+func compileRule(fs *fieldSet, lists map[string]*lists.List, names enrichNames, s RuleSpec) (*rule, error) {
 	if s.Name == "" {
 		return nil, fmt.Errorf("rule without a name")
 	}
@@ -306,7 +284,7 @@ func compileRule(fs *fieldSet, lists map[string]*List, names enrichNames, s Rule
 		if r.onFull, err = ParseOnFull(s.RateLimit.OnFull); err != nil {
 			return nil, fmt.Errorf("rule %q: %w", s.Name, err)
 		}
-		plan, err := planRateLimiter(RateLimitConfig{Rate: rate, Burst: burst, MaxKeys: s.RateLimit.MaxKeys, OnFull: r.onFull})
+		plan, err := state.PlanRateLimiter(state.RateLimitConfig{Rate: rate, Burst: burst, MaxKeys: s.RateLimit.MaxKeys, OnFull: r.onFull})
 		if err != nil {
 			return nil, fmt.Errorf("rule %q: %w", s.Name, err)
 		}
@@ -328,7 +306,7 @@ func compileRule(fs *fieldSet, lists map[string]*List, names enrichNames, s Rule
 				return nil, fmt.Errorf("rule %q: agg: %w", s.Name, err)
 			}
 		}
-		r.distinct = agg == AggDistinct
+		r.distinct = agg == state.AggDistinct
 		if r.onFull, err = ParseOnFull(s.Window.OnFull); err != nil {
 			return nil, fmt.Errorf("rule %q: %w", s.Name, err)
 		}
@@ -337,12 +315,11 @@ func compileRule(fs *fieldSet, lists map[string]*List, names enrichNames, s Rule
 		}
 		r.aggText = aggText(s.Window.Agg)
 		every := r.emit.Mode == EmitEverySlide
-		plan, err := planWindow(WindowConfig{Size: s.Window.Size, Slide: s.Window.Slide, Agg: agg, MaxKeys: s.Window.MaxKeys,
-			Emitting: every, KeyBytes: r.emit.MaxKeyBytes})
+		plan, err := state.PlanWindow(state.WindowConfig{Size: s.Window.Size, Slide: s.Window.Slide, Agg: agg, MaxKeys: s.Window.MaxKeys,
+			Emitting: every, KeyBytes: r.emit.MaxKeyBytes, KeepLast: every && r.emit.MinChange > 0})
 		if err != nil {
 			return nil, fmt.Errorf("rule %q: %w", s.Name, err)
 		}
-		plan.minChange = every && r.emit.MinChange > 0
 		r.wPlan = &plan
 		if s.When == "" {
 			return nil, fmt.Errorf("rule %q: a window needs when, e.g. when: value > 100", s.Name)
@@ -409,9 +386,9 @@ func emitState0(e EmitSpec) EmitSpec {
 func (r *rule) bytes() uint64 {
 	switch {
 	case r.rlPlan != nil:
-		return r.rlPlan.bytes()
+		return r.rlPlan.Bytes()
 	case r.wPlan != nil:
-		return r.wPlan.bytes()
+		return r.wPlan.Bytes()
 	}
 	return 0
 }
@@ -420,8 +397,8 @@ func (r *rule) bytes() uint64 {
 func (r *rule) build(clock Clock) {
 	switch {
 	case r.rlPlan != nil:
-		r.limiter = r.rlPlan.build(clock)
+		r.limiter = r.rlPlan.Build(clock)
 	case r.wPlan != nil:
-		r.window = r.wPlan.build()
+		r.window = r.wPlan.Build()
 	}
 }

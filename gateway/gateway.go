@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	englists "github.com/xgate/xgate/engine/lists"
 	"github.com/xgate/xgate/gateway/config"
 	"github.com/xgate/xgate/gateway/lists"
 
@@ -788,7 +789,7 @@ func (n note) String() string { return string(n) }
 // pushCIDRList pushes the XDP program's CIDR lists with list name's
 // contents replaced by d, when the config pushes that list (a file
 // reload, gateway/lists). The caller holds reloadMu.
-func (g *Gateway) pushCIDRList(name string, d *engine.ListData) error {
+func (g *Gateway) pushCIDRList(name string, d *englists.ListData) error {
 	cfg := g.Config()
 	if g.xdp == nil || !slices.Contains(cfg.XDP.NeverBlockLists, name) && !slices.Contains(cfg.XDP.DropLists, name) {
 		return nil
@@ -798,7 +799,7 @@ func (g *Gateway) pushCIDRList(name string, d *engine.ListData) error {
 	if g.closed.Load() {
 		return nil
 	}
-	return g.xdp.SetCIDRLists(cidrLists(cfg, func(n string) *engine.ListData {
+	return g.xdp.SetCIDRLists(cidrLists(cfg, func(n string) *englists.ListData {
 		if n == name {
 			return d
 		}

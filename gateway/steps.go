@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/xgate/xgate/engine/lists"
 	"github.com/xgate/xgate/gateway/config"
 
 	"github.com/xgate/xgate/bpf"
-	"github.com/xgate/xgate/engine"
 )
 
 // Step is one rung of the receive-path ladder New climbed down: AF_XDP
@@ -151,7 +151,7 @@ func (g *Gateway) closeSockets() {
 }
 
 // cidrLists are the XDP program's CIDR lists of cfg (config.CIDRLists).
-func cidrLists(cfg *config.Config, data func(name string) *engine.ListData) []bpf.CIDRList {
+func cidrLists(cfg *config.Config, data func(name string) *lists.ListData) []bpf.CIDRList {
 	return cfg.CIDRLists(data)
 }
 

@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/engine/lists"
 )
 
 // Enrichment lists and added fields:
@@ -37,12 +38,12 @@ type List struct {
 	Name       string
 	Type       string // cidr | set | map
 	File       string // as configured
-	MaxEntries int    // 0: engine.DefaultListMaxEntries
+	MaxEntries int    // 0: lists.DefaultListMaxEntries
 	// Path is File resolved against the config file's directory.
 	Path string
 	// Data is the list's contents as Parse loaded them; nil when the
 	// config was not read from a file (LoadList fills it then).
-	Data *engine.ListData
+	Data *lists.ListData
 	// LoadTime is how long loading Data took.
 	LoadTime time.Duration
 }
@@ -61,15 +62,15 @@ const MaxLists = 256
 
 // Kind returns the list's kind (cidr when Type is not valid: Validate
 // reports that).
-func (l *List) Kind() engine.ListKind {
-	k, _ := engine.ParseListKind(l.Type)
+func (l *List) Kind() lists.ListKind {
+	k, _ := lists.ParseListKind(l.Type)
 	return k
 }
 
 // LoadList reads and parses the file of l. Its error names the file and,
 // for bad contents, the line ("partners.txt:7: …").
-func LoadList(l List) (*engine.ListData, error) {
-	kind, err := engine.ParseListKind(l.Type)
+func LoadList(l List) (*lists.ListData, error) {
+	kind, err := lists.ParseListKind(l.Type)
 	if err != nil {
 		return nil, err
 	}
@@ -95,15 +96,15 @@ func LoadList(l List) (*engine.ListData, error) {
 	if len(data) > MaxListFile {
 		return nil, fmt.Errorf("%s: larger than %d MiB", path, MaxListFile>>20)
 	}
-	format := engine.FormatLines
-	if kind == engine.ListMap {
-		format = engine.FormatCSV
+	format := lists.FormatLines
+	if kind == lists.ListMap {
+		format = lists.FormatCSV
 		if strings.EqualFold(filepath.Ext(path), ".json") {
-			format = engine.FormatJSON
+			format = lists.FormatJSON
 		}
 	}
-	d, err := engine.ParseList(kind, format, data, engine.ListLimits{MaxEntries: l.MaxEntries})
-	var le *engine.ListError
+	d, err := lists.ParseList(kind, format, data, lists.ListLimits{MaxEntries: l.MaxEntries})
+	var le *lists.ListError
 	if errors.As(err, &le) && le.Line > 0 {
 		return nil, fmt.Errorf("%s:%d: %s", path, le.Line, le.Msg)
 	}
@@ -115,17 +116,17 @@ func LoadList(l List) (*engine.ListData, error) {
 
 // EngineLists returns new engine lists holding the contents c loaded,
 // by name (an empty list where loading failed).
-func (c *Config) EngineLists() map[string]*engine.List {
+func (c *Config) EngineLists() map[string]*lists.List {
 	if len(c.Lists) == 0 {
 		return nil
 	}
-	out := make(map[string]*engine.List, len(c.Lists))
+	out := make(map[string]*lists.List, len(c.Lists))
 	for _, l := range c.Lists {
 		d := l.Data
 		if d != nil && d.Kind() != l.Kind() {
 			d = nil
 		}
-		el, _ := engine.NewList(l.Name, l.Kind(), d) // nil data: empty of the same kind
+		el, _ := lists.NewList(l.Name, l.Kind(), d) // nil data: empty of the same kind
 		out[l.Name] = el
 	}
 	return out
@@ -230,7 +231,7 @@ func (c *Config) checkLists(k *configChecker) {
 		if !validListName(l.Name) {
 			k.errf(keyJoin("lists", l.Name), "%q: a list name is letters, digits, _ - and ., at most 64", l.Name)
 		}
-		if _, err := engine.ParseListKind(l.Type); err != nil {
+		if _, err := lists.ParseListKind(l.Type); err != nil {
 			if l.Type == "" {
 				k.errfAt(keyJoin("lists", l.Name), key("type"), "missing: want cidr, set or map")
 			} else {
@@ -239,7 +240,7 @@ func (c *Config) checkLists(k *configChecker) {
 			continue
 		}
 		if l.MaxEntries < 0 || l.MaxEntries > 1<<26 {
-			k.errf(key("max_entries"), "%d: want 1..%d (or leave it out for %d)", l.MaxEntries, 1<<26, engine.DefaultListMaxEntries)
+			k.errf(key("max_entries"), "%d: want 1..%d (or leave it out for %d)", l.MaxEntries, 1<<26, lists.DefaultListMaxEntries)
 			continue
 		}
 		if l.File == "" {

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/xgate/xgate/bpf"
-	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/engine/lists"
 )
 
 // The configuration as the XDP program takes it (as EngineConfig is the
@@ -16,13 +16,13 @@ import (
 // list's contents (nil: the config's own, as loaded). A network already in
 // an earlier list of the same action is left out of the later one: the
 // trie holds a prefix once.
-func (c *Config) CIDRLists(data func(name string) *engine.ListData) []bpf.CIDRList {
+func (c *Config) CIDRLists(data func(name string) *lists.ListData) []bpf.CIDRList {
 	out := []bpf.CIDRList{
 		{Name: "never_block", Action: bpf.CIDRNeverBlock, Prefixes: c.XDP.NeverBlock},
 		{Name: "drop", Action: bpf.CIDRDrop, Prefixes: c.XDP.Drop},
 	}
 	if data == nil {
-		data = func(name string) *engine.ListData {
+		data = func(name string) *lists.ListData {
 			if l := c.ListByName(name); l != nil {
 				return l.Data
 			}

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/xgate/xgate/bpf"
-	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/engine/lists"
 )
 
 func TestConfigListenVLANs(t *testing.T) {
@@ -59,8 +59,8 @@ func TestCIDRLists(t *testing.T) {
 	c.XDP.NeverBlockLists = []string{"partners"}
 	c.XDP.DropLists = []string{"bad"}
 	data := map[string]string{"partners": "10.0.0.0/8\n192.0.2.0/24\n", "bad": "10.0.0.0/8\n"}
-	got := c.CIDRLists(func(name string) *engine.ListData {
-		d, err := engine.ParseList(engine.ListCIDR, engine.FormatLines, []byte(data[name]), engine.ListLimits{})
+	got := c.CIDRLists(func(name string) *lists.ListData {
+		d, err := lists.ParseList(lists.ListCIDR, lists.FormatLines, []byte(data[name]), lists.ListLimits{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,5 +1,5 @@
 // Package lists keeps the gateway's enrichment lists at run time: one
-// engine.List per configured list, kept across reloads, its contents
+// englists.List per configured list, kept across reloads, its contents
 // swapped atomically when its file changes (an inotify watch) or the
 // configuration is reloaded, and the counters /metrics and /status show.
 package lists
@@ -18,14 +18,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/xgate/xgate/engine"
+	englists "github.com/xgate/xgate/engine/lists"
 	"github.com/xgate/xgate/gateway/config"
 )
 
-// The gateway owns one engine.List per configured list and keeps it
+// The gateway owns one englists.List per configured list and keeps it
 // across reloads (while its name and type stay), so the compiled rules
 // hold it and a new file's contents reach them by one atomic store
-// (engine.List.Store), never a half-loaded table. Contents change:
+// (englists.List.Store), never a half-loaded table. Contents change:
 //
 //   - on a config reload (SIGHUP): config.Load read every list; the new
 //     data is stored once the new rules compiled;
@@ -43,7 +43,7 @@ import (
 // state is one list with its counters.
 type state struct {
 	spec config.List
-	list *engine.List
+	list *englists.List
 
 	reloadsOK, reloadsFailed atomic.Uint64
 	loadedAt                 atomic.Int64 // unix ns of the last successful load
@@ -85,7 +85,7 @@ type Set struct {
 	// PushCIDR pushes the XDP program's CIDR lists with name's contents
 	// replaced by d; nil without XDP. Set before Start; called under
 	// reloadMu.
-	PushCIDR func(name string, d *engine.ListData) error
+	PushCIDR func(name string, d *englists.ListData) error
 
 	mu     sync.Mutex // guards byName (writers also hold reloadMu)
 	byName map[string]*state
@@ -112,12 +112,12 @@ func New(log *slog.Logger, reloadMu *sync.Mutex) *Set {
 // contents into the reused ones and makes cfg's lists current; call it
 // once the rules compiled against them are in force. The caller holds
 // reloadMu.
-func (ls *Set) Prepare(cfg *config.Config) (map[string]*engine.List, func()) {
+func (ls *Set) Prepare(cfg *config.Config) (map[string]*englists.List, func()) {
 	ls.mu.Lock()
 	old := ls.byName
 	ls.mu.Unlock()
 	next := make(map[string]*state, len(cfg.Lists))
-	out := make(map[string]*engine.List, len(cfg.Lists))
+	out := make(map[string]*englists.List, len(cfg.Lists))
 	var store []func()
 	now := time.Now().UnixNano()
 	for _, l := range cfg.Lists {
@@ -138,9 +138,9 @@ func (ls *Set) Prepare(cfg *config.Config) (map[string]*engine.List, func()) {
 				})
 			}
 		} else {
-			el, err := engine.NewList(l.Name, l.Kind(), l.Data)
+			el, err := englists.NewList(l.Name, l.Kind(), l.Data)
 			if err != nil { // data of another kind: the config checked it
-				el, _ = engine.NewList(l.Name, l.Kind(), nil)
+				el, _ = englists.NewList(l.Name, l.Kind(), nil)
 			}
 			st.list = el
 			st.reloadsOK.Store(1)
@@ -165,7 +165,7 @@ func (ls *Set) Prepare(cfg *config.Config) (map[string]*engine.List, func()) {
 }
 
 // Current returns the contents of list name now in force, nil if none.
-func (ls *Set) Current(name string) *engine.ListData {
+func (ls *Set) Current(name string) *englists.ListData {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if st := ls.byName[name]; st != nil {
@@ -313,7 +313,7 @@ func (ls *Set) reloadPass(gone []int32) bool {
 	type loaded struct {
 		st  *state
 		id  fileID
-		d   *engine.ListData
+		d   *englists.ListData
 		err error
 		t   time.Duration
 	}
@@ -354,8 +354,8 @@ func (ls *Set) reloadPass(gone []int32) bool {
 // apply swaps d in as st's contents; a file that did not load (err), or
 // that the XDP program's trie refuses, keeps the old contents. The
 // caller holds reloadMu.
-func (ls *Set) apply(st *state, d *engine.ListData, err error, took time.Duration) {
-	if err == nil && ls.PushCIDR != nil && d.Kind() == engine.ListCIDR {
+func (ls *Set) apply(st *state, d *englists.ListData, err error, took time.Duration) {
+	if err == nil && ls.PushCIDR != nil && d.Kind() == englists.ListCIDR {
 		err = ls.PushCIDR(st.spec.Name, d)
 	}
 	if err == nil {

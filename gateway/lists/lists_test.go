@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xgate/xgate/engine"
+	englists "github.com/xgate/xgate/engine/lists"
 	"github.com/xgate/xgate/gateway/config"
 	"golang.org/x/sys/unix"
 )
@@ -63,7 +63,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// Prepare keeps a list's engine.List across configs while its name and
+// Prepare keeps a list's englists.List across configs while its name and
 // type stay (the compiled rules hold it), and commit stores the new
 // contents into it; a list whose type changed is a new one.
 func TestListPrepareCommit(t *testing.T) {
@@ -128,7 +128,7 @@ func TestListWatch(t *testing.T) {
 	var pushMu sync.Mutex
 	var pushed []string // the names pushed, in order
 	refuse := false
-	ls.PushCIDR = func(name string, d *engine.ListData) error {
+	ls.PushCIDR = func(name string, d *englists.ListData) error {
 		pushMu.Lock()
 		defer pushMu.Unlock()
 		if refuse {

@@ -1,7 +1,8 @@
-package engine
+package state
 
 import (
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -14,7 +15,7 @@ var stateKeys = func() []uint64 {
 	const users = 100_000
 	hashes := make([]uint64, users)
 	for i := range hashes {
-		hashes[i] = KeyHash(fmt.Sprintf("u-%d", i))
+		hashes[i] = keyHash(fmt.Sprintf("u-%d", i))
 	}
 	z := rand.NewZipf(rand.New(rand.NewPCG(1, 2)), 1.1, 1, users-1)
 	keys := make([]uint64, 1<<16)
@@ -23,6 +24,17 @@ var stateKeys = func() []uint64 {
 	}
 	return keys
 }()
+
+// keyHash is the engine's KeyHash (its seed is per process): a 64-bit
+// hash, never 0.
+func keyHash(key string) uint64 {
+	if h := maphash.String(benchSeed, key); h != 0 {
+		return h
+	}
+	return 1
+}
+
+var benchSeed = maphash.MakeSeed()
 
 var (
 	stateSinkBool  atomic.Bool

@@ -1,4 +1,4 @@
-package engine
+package state
 
 import (
 	"errors"
@@ -354,39 +354,40 @@ type rlCounters struct {
 	_       [48]byte
 }
 
-// rlPlan is a validated RateLimitConfig: everything NewRateLimiter derives
+// RateLimitPlan is a validated RateLimitConfig: everything NewRateLimiter derives
 // before it allocates, so that memory can be counted and a config refused
 // without allocating.
-type rlPlan struct {
+type RateLimitPlan struct {
 	interval, limit, idle int64
 	capacity              uint64
 	onFull                OnFull
 }
 
-func planRateLimiter(cfg RateLimitConfig) (rlPlan, error) {
+// PlanRateLimiter validates cfg; its errors match ErrInvalidRateLimit.
+func PlanRateLimiter(cfg RateLimitConfig) (RateLimitPlan, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidRateLimit, fmt.Sprintf(format, a...))
 	}
 	if math.IsNaN(cfg.Rate) || cfg.Rate <= 0 || cfg.Rate > 1e9 {
-		return rlPlan{}, bad("rate must be > 0 and <= 1e9 per second, got %v", cfg.Rate)
+		return RateLimitPlan{}, bad("rate must be > 0 and <= 1e9 per second, got %v", cfg.Rate)
 	}
 	burst := cfg.Burst
 	if burst == 0 {
 		burst = max(1, cfg.Rate)
 	}
 	if math.IsNaN(burst) || burst < 1 {
-		return rlPlan{}, bad("burst must be >= 1, got %v", cfg.Burst)
+		return RateLimitPlan{}, bad("burst must be >= 1, got %v", cfg.Burst)
 	}
 	interval := int64(math.Round(1e9 / cfg.Rate))
 	lim := burst * float64(interval)
 	if lim > 1<<61 {
-		return rlPlan{}, bad("burst %v at rate %v/s takes %v to refill, which is too long", burst, cfg.Rate, time.Duration(math.MaxInt64))
+		return RateLimitPlan{}, bad("burst %v at rate %v/s takes %v to refill, which is too long", burst, cfg.Rate, time.Duration(math.MaxInt64))
 	}
 	if cfg.IdleTTL < 0 {
-		return rlPlan{}, bad("idle_ttl must be >= 0, got %v", cfg.IdleTTL)
+		return RateLimitPlan{}, bad("idle_ttl must be >= 0, got %v", cfg.IdleTTL)
 	}
 	if cfg.OnFull >= numOnFull {
-		return rlPlan{}, bad("unknown on_full %d", cfg.OnFull)
+		return RateLimitPlan{}, bad("unknown on_full %d", cfg.OnFull)
 	}
 	idle := int64(cfg.IdleTTL)
 	if idle == 0 {
@@ -394,18 +395,25 @@ func planRateLimiter(cfg RateLimitConfig) (rlPlan, error) {
 	}
 	capacity, err := tableCapacity(cfg.MaxKeys)
 	if err != nil {
-		return rlPlan{}, bad("%v", err)
+		return RateLimitPlan{}, bad("%v", err)
 	}
-	return rlPlan{interval: interval, limit: int64(lim), idle: idle, capacity: capacity, onFull: cfg.OnFull}, nil
+	return RateLimitPlan{interval: interval, limit: int64(lim), idle: idle, capacity: capacity, onFull: cfg.OnFull}, nil
 }
 
-// bytes is what build allocates for the table.
-func (p *rlPlan) bytes() uint64 { return rlBytesPerKey * p.capacity }
+// Capacity is the table's slots: MaxKeys rounded up to a power of two.
+func (p *RateLimitPlan) Capacity() uint64 { return p.capacity }
+
+// BytesPerKey is one table slot.
+func (p *RateLimitPlan) BytesPerKey() uint64 { return rlBytesPerKey }
+
+// Bytes is what Build allocates for the table.
+func (p *RateLimitPlan) Bytes() uint64 { return rlBytesPerKey * p.capacity }
 
 // rlBytesPerKey is one tableSlot (key and stamp).
 const rlBytesPerKey = uint64(unsafe.Sizeof(tableSlot{}))
 
-func (p *rlPlan) build(clock Clock) *RateLimiter {
+// Build allocates the limiter p plans.
+func (p *RateLimitPlan) Build(clock Clock) *RateLimiter {
 	if clock == nil {
 		clock = SystemClock{}
 	}
@@ -417,32 +425,33 @@ func (p *rlPlan) build(clock Clock) *RateLimiter {
 // Bytes returns the memory NewRateLimiter(cfg) allocates for its table
 // (validating cfg as NewRateLimiter does), without allocating it.
 func (cfg RateLimitConfig) Bytes() (uint64, error) {
-	p, err := planRateLimiter(cfg)
+	p, err := PlanRateLimiter(cfg)
 	if err != nil {
 		return 0, err
 	}
-	return p.bytes(), nil
+	return p.Bytes(), nil
 }
 
 // NewRateLimiter validates cfg and allocates the table. clock may be nil
 // (SystemClock); it is used by AllowNow.
 func NewRateLimiter(cfg RateLimitConfig, clock Clock) (*RateLimiter, error) {
-	p, err := planRateLimiter(cfg)
+	p, err := PlanRateLimiter(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return p.build(clock), nil
+	return p.Build(clock), nil
 }
 
 // Allow decides one event for key (from KeyHash, never 0) at time now (from
 // the limiter's Clock). It returns true if the event is within the key's rate.
 // A key that finds the table full is decided by OnFull (counted in Full).
 // It does not allocate.
-func (r *RateLimiter) Allow(key uint64, now int64) bool { return r.allow(key, now, r.onFull) }
+func (r *RateLimiter) Allow(key uint64, now int64) bool { return r.AllowOnFull(key, now, r.onFull) }
 
-// allow is Allow with the full-table policy given by the caller: a rule
-// brings its own, so that a reload changing only on_full keeps the table.
-func (r *RateLimiter) allow(key uint64, now int64, onFull OnFull) bool {
+// AllowOnFull is Allow with the full-table policy given by the caller: a
+// rule brings its own, so that a reload changing only on_full keeps the
+// table.
+func (r *RateLimiter) AllowOnFull(key uint64, now int64, onFull OnFull) bool {
 	t := &r.tab
 	for retry := 0; ; retry++ {
 		// Idle: TAT <= now-IdleTTL. A fresh stamp of now is a full bucket and

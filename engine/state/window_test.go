@@ -1,4 +1,4 @@
-package engine
+package state
 
 import (
 	"errors"
@@ -472,6 +472,22 @@ func TestWindowAllocs(t *testing.T) {
 		})
 		if allocs != 0 {
 			t.Fatalf("%v: Add+Value allocate %v per call", agg, allocs)
+		}
+	}
+}
+
+// TestWindowSumNeverNaN: the Window API itself, fed ±Inf and extremes.
+func TestWindowSumNeverNaN(t *testing.T) {
+	for _, agg := range []Agg{AggSum, AggAvg} {
+		w := winMust(t, WindowConfig{Size: 4 * time.Second, Slide: time.Second, Agg: agg, MaxKeys: 8})
+		for i, v := range []float64{math.Inf(1), math.MaxFloat64, math.Inf(-1), -math.MaxFloat64, math.NaN(), 5} {
+			got := w.Add(1, v, 0, int64(i%4)*nsSec)
+			if math.IsNaN(got) || math.IsInf(got, 0) {
+				t.Fatalf("%v: Add #%d (%v) = %v", agg, i, v, got)
+			}
+			if val, _ := w.Value(1, int64(i%4)*nsSec); math.IsNaN(val) || math.IsInf(val, 0) {
+				t.Fatalf("%v: Value after #%d = %v", agg, i, val)
+			}
 		}
 	}
 }

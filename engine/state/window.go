@@ -1,4 +1,4 @@
-package engine
+package state
 
 import (
 	"errors"
@@ -65,6 +65,9 @@ type WindowConfig struct {
 	// for a whole slide after its end, and KeyBytes of key text per slot.
 	Emitting bool
 	KeyBytes int
+	// KeepLast (emitting windows) keeps each key's last reported value, for
+	// Walk's minChange.
+	KeepLast bool
 }
 
 // WindowStats are cumulative counters of a Window.
@@ -187,46 +190,48 @@ var (
 	negInfBits = math.Float64bits(math.Inf(-1))
 )
 
-// windowPlan is a validated WindowConfig: everything NewWindow derives
+// WindowPlan is a validated WindowConfig: everything NewWindow derives
 // before it allocates, so that memory can be counted and a config refused
 // without allocating.
-type windowPlan struct {
+type WindowPlan struct {
 	n, ring, stride, regWords, capacity uint64
 	slide                               int64
 	agg                                 Agg
 	p                                   uint8
 	textWords                           uint64 // key text words per slot; 0: no key text
-	minChange                           bool   // keep the last emitted value per slot
+	keepLast                            bool   // keep the last emitted value per slot
 }
 
-func planWindow(cfg WindowConfig) (windowPlan, error) {
+// PlanWindow validates cfg; its errors match ErrInvalidWindow.
+func PlanWindow(cfg WindowConfig) (WindowPlan, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidWindow, fmt.Sprintf(format, a...))
 	}
 	if cfg.Slide < time.Millisecond {
-		return windowPlan{}, bad("slide must be >= 1ms, got %v", cfg.Slide)
+		return WindowPlan{}, bad("slide must be >= 1ms, got %v", cfg.Slide)
 	}
 	if cfg.Size <= 0 || cfg.Size%cfg.Slide != 0 {
-		return windowPlan{}, bad("size %v must be a positive multiple of slide %v", cfg.Size, cfg.Slide)
+		return WindowPlan{}, bad("size %v must be a positive multiple of slide %v", cfg.Size, cfg.Slide)
 	}
 	n := uint64(cfg.Size / cfg.Slide)
 	if n > windowMaxSegments {
-		return windowPlan{}, bad("size/slide = %d segments, at most %d allowed", n, windowMaxSegments)
+		return WindowPlan{}, bad("size/slide = %d segments, at most %d allowed", n, windowMaxSegments)
 	}
 	if int(cfg.Agg) >= len(aggNames) {
-		return windowPlan{}, bad("unknown aggregation %v", cfg.Agg)
+		return WindowPlan{}, bad("unknown aggregation %v", cfg.Agg)
 	}
 	capacity, err := tableCapacity(cfg.MaxKeys)
 	if err != nil {
-		return windowPlan{}, bad("%v", err)
+		return WindowPlan{}, bad("%v", err)
 	}
-	w := windowPlan{n: n, ring: n, slide: int64(cfg.Slide), agg: cfg.Agg, stride: 3, capacity: capacity}
+	w := WindowPlan{n: n, ring: n, slide: int64(cfg.Slide), agg: cfg.Agg, stride: 3, capacity: capacity}
 	if cfg.Emitting {
-		if cfg.KeyBytes < keyTextMin || cfg.KeyBytes > keyTextMax {
-			return windowPlan{}, bad("max_key_bytes must be %d..%d, got %d", keyTextMin, keyTextMax, cfg.KeyBytes)
+		if cfg.KeyBytes < KeyTextMin || cfg.KeyBytes > KeyTextMax {
+			return WindowPlan{}, bad("max_key_bytes must be %d..%d, got %d", KeyTextMin, KeyTextMax, cfg.KeyBytes)
 		}
 		w.ring = n + 1
 		w.textWords = keyTextWords(cfg.KeyBytes)
+		w.keepLast = cfg.KeepLast
 	}
 	if cfg.Agg == AggCount || cfg.Agg == AggDistinct {
 		w.stride = 2
@@ -237,31 +242,35 @@ func planWindow(cfg WindowConfig) (windowPlan, error) {
 			p = hllDefaultPrecision
 		}
 		if p < hllMinPrecision || p > hllMaxPrecision {
-			return windowPlan{}, bad("precision must be %d..%d, got %d", hllMinPrecision, hllMaxPrecision, cfg.Precision)
+			return WindowPlan{}, bad("precision must be %d..%d, got %d", hllMinPrecision, hllMaxPrecision, cfg.Precision)
 		}
 		w.p = p
 		w.regWords = (uint64(1) << p) / 8
 	}
-	if w.bytes() > 1<<40 {
-		return windowPlan{}, bad("max_keys %d with %d segments needs %d bytes, more than 1 TiB", capacity, n, w.bytes())
+	if w.Bytes() > 1<<40 {
+		return WindowPlan{}, bad("max_keys %d with %d segments needs %d bytes, more than 1 TiB", capacity, n, w.Bytes())
 	}
 	return w, nil
 }
 
-// bytesPerKey is one table slot plus its segments (and their registers),
+// BytesPerKey is one table slot plus its segments (and their registers),
 // and for an emitting window its key text and last emitted value.
-func (w *windowPlan) bytesPerKey() uint64 {
+func (w *WindowPlan) BytesPerKey() uint64 {
 	b := rlBytesPerKey + 8*w.ring*(w.stride+w.regWords) + 8*w.textWords
-	if w.minChange {
+	if w.keepLast {
 		b += 16
 	}
 	return b
 }
 
-// bytes is what build allocates: the table, segments and registers.
-func (w *windowPlan) bytes() uint64 { return w.bytesPerKey() * w.capacity }
+// Capacity is the table's slots: MaxKeys rounded up to a power of two.
+func (w *WindowPlan) Capacity() uint64 { return w.capacity }
 
-func (w *windowPlan) build() *Window {
+// Bytes is what Build allocates: the table, segments and registers.
+func (w *WindowPlan) Bytes() uint64 { return w.BytesPerKey() * w.capacity }
+
+// Build allocates the window w plans.
+func (w *WindowPlan) Build() *Window {
 	win := &Window{n: w.n, ring: w.ring, slide: w.slide, agg: w.agg, stride: w.stride, p: w.p, regWords: w.regWords}
 	win.seg = make([]atomic.Uint64, w.capacity*w.ring*w.stride)
 	if w.regWords > 0 {
@@ -269,8 +278,9 @@ func (w *windowPlan) build() *Window {
 	}
 	if w.textWords > 0 {
 		win.text = newKeyText(w.capacity, w.textWords)
+		win.emit.buf = make([]byte, 0, KeyTextMax)
 	}
-	if w.minChange {
+	if w.keepLast {
 		win.emit.last = make([]emitLast, w.capacity)
 	}
 	win.tab.init(w.capacity, win.clearSlot)
@@ -280,22 +290,22 @@ func (w *windowPlan) build() *Window {
 // Bytes returns the memory NewWindow(cfg) allocates (validating cfg as
 // NewWindow does), without allocating it.
 func (cfg WindowConfig) Bytes() (uint64, error) {
-	p, err := planWindow(cfg)
+	p, err := PlanWindow(cfg)
 	if err != nil {
 		return 0, err
 	}
-	return p.bytes(), nil
+	return p.Bytes(), nil
 }
 
 // NewWindow validates cfg and allocates the windows. clock is accepted for
 // symmetry with NewRateLimiter and may be nil; Add and Value take now.
 func NewWindow(cfg WindowConfig, clock Clock) (*Window, error) {
 	_ = clock
-	p, err := planWindow(cfg)
+	p, err := PlanWindow(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return p.build(), nil
+	return p.Build(), nil
 }
 
 // clearSlot zeroes every segment of slot; called by the keyTable evictor
@@ -361,13 +371,14 @@ func (w *Window) Add(key uint64, value float64, distinct uint64, now int64) floa
 // add is Add that also reports whether the key had a slot (false: the
 // table was full), so that a rule can apply its OnFull.
 func (w *Window) add(key uint64, value float64, distinct uint64, now int64) (float64, bool) {
-	v, _, ok := w.addAt(key, value, distinct, now)
+	v, _, ok := w.AddAt(key, value, distinct, now)
 	return v, ok
 }
 
-// addAt is add that also returns the key's slot (when it had one), for
-// the key text of an emitting window (keepText).
-func (w *Window) addAt(key uint64, value float64, distinct uint64, now int64) (float64, uint64, bool) {
+// AddAt is Add that also returns the key's slot and whether it had one
+// (false: the table was full, so that a rule can apply its OnFull), for
+// the key text of an emitting window (WantsText). It does not allocate.
+func (w *Window) AddAt(key uint64, value float64, distinct uint64, now int64) (float64, uint64, bool) {
 	value = finite(value)
 	k := w.step(now)
 	if w.text != nil {
