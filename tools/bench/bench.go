@@ -78,6 +78,9 @@ type Options struct {
 	// Spin is the gateway's afxdp.spin; 0: the
 	// default, config.DefaultRxSpin. Negative: 0, sleep at once.
 	Spin time.Duration
+	// NoProbes runs the gateway without its kernel probes (probes.enabled:
+	// false), to measure what they cost.
+	NoProbes bool
 	// Logger receives the gateway's log (nil: warnings and errors to stderr).
 	Logger *slog.Logger
 	// Progress, if set, is called about twice a second during the sends.
@@ -318,6 +321,9 @@ func (o Options) gatewayConfig(ifname string) (*config.Config, error) {
 		return nil, err
 	}
 	cfg.Workers.RealtimePriority = o.RTPriority
+	if o.NoProbes {
+		cfg.Probes.Enabled = false
+	}
 	if o.Spin != 0 {
 		cfg.AFXDP.Spin = max(o.Spin, 0)
 	}

@@ -186,9 +186,13 @@ func TestOptionsTuneGateway(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.AFXDP.Spin != tc.want || cfg.Workers.RealtimePriority != tc.rt {
-			t.Errorf("spin %v rt %d: config spin %v rt %d", tc.spin, tc.rt, cfg.AFXDP.Spin, cfg.Workers.RealtimePriority)
+		if cfg.AFXDP.Spin != tc.want || cfg.Workers.RealtimePriority != tc.rt || !cfg.Probes.Enabled {
+			t.Errorf("spin %v rt %d: config spin %v rt %d probes %v", tc.spin, tc.rt, cfg.AFXDP.Spin, cfg.Workers.RealtimePriority, cfg.Probes.Enabled)
 		}
+	}
+	cfg, err := Options{Mode: string(config.ModeSocket), NoProbes: true}.gatewayConfig("veth0")
+	if err != nil || cfg.Probes.Enabled {
+		t.Errorf("NoProbes: probes enabled %v, %v", cfg.Probes.Enabled, err)
 	}
 }
 
