@@ -90,15 +90,15 @@ type Set struct {
 	mu     sync.Mutex // guards byName (writers also hold reloadMu)
 	byName map[string]*state
 
-	ino  *os.File         // the inotify descriptor, through the runtime's poller; nil: no watch
+	ino *os.File // the inotify descriptor, through the runtime's poller; nil: no watch
 	// inoMu orders Stop's close of ino against the watch changes the
 	// watch goroutine makes (rewatch); inoFd is ino's number, read
 	// without a method of ino; inoClosed is set by Stop.
 	inoMu     sync.Mutex
 	inoFd     int
 	inoClosed bool
-	dirs map[string]int32 // watched directory → watch descriptor (under reloadMu)
-	done chan struct{}    // closed when run returns
+	dirs      map[string]int32 // watched directory → watch descriptor (under reloadMu)
+	done      chan struct{}    // closed when run returns
 }
 
 // New returns an empty set. reloadMu is the gateway's: a file reload and
