@@ -17,19 +17,6 @@ import (
 	"github.com/xgate/xgate/testenv"
 )
 
-// writeAtomic replaces path as editors and config managers do: write a
-// temporary file beside it, rename it over (inotify: IN_MOVED_TO).
-func writeAtomic(t *testing.T, path, text string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func listStat(g *Gateway, name string) ListStats {
 	for _, l := range g.Lists() {
 		if l.Name == name {
@@ -48,10 +35,10 @@ func TestListReloadUnderTraffic(t *testing.T) {
 	pair := testenv.New(t, testenv.Options{RxQueues: 1})
 	dir := t.TempDir()
 	file := func(n string) string { return filepath.Join(dir, n) }
-	writeAtomic(t, file("vip.txt"), "u-1\n")
-	writeAtomic(t, file("risk.csv"), "u-2,high\n")
-	writeAtomic(t, file("partners.txt"), "192.0.2.0/24\n")
-	writeAtomic(t, file("bad.txt"), "# nothing yet\n")
+	testenv.WriteAtomic(t, file("vip.txt"), "u-1\n")
+	testenv.WriteAtomic(t, file("risk.csv"), "u-2,high\n")
+	testenv.WriteAtomic(t, file("partners.txt"), "192.0.2.0/24\n")
+	testenv.WriteAtomic(t, file("bad.txt"), "# nothing yet\n")
 	passed := file("passed.ndjson")
 	cfg, err := config.Parse(file("xgate.yaml"), []byte(fmt.Sprintf(`
 interface: %s
@@ -125,7 +112,7 @@ sinks:
 	if d := w.Process(ev, pair.A.Addr); d[0].Action != engine.ActionPass || string(d[0].Extra) != `,"risk_tier":"high"` {
 		t.Fatalf("before: %v %s", d[0].Action, d[0].Extra)
 	}
-	writeAtomic(t, file("vip.txt"), "u-1\nu-2\n")
+	testenv.WriteAtomic(t, file("vip.txt"), "u-1\nu-2\n")
 	eventually(t, func() bool { return alerts() > 0 && listStat(g, "vip").Entries == 2 })
 	if n := testing.AllocsPerRun(500, func() { w.Process(ev, pair.A.Addr) }); n != 0 {
 		t.Errorf("%v allocations per event after the reload", n)
@@ -157,7 +144,7 @@ sinks:
 			badID = i
 		}
 	}
-	writeAtomic(t, file("bad.txt"), pair.A.Addr.String()+"\n")
+	testenv.WriteAtomic(t, file("bad.txt"), pair.A.Addr.String()+"\n")
 	eventually(t, func() bool {
 		hits, ok, _ := g.readCIDRHits()
 		s, _ := g.Stats()
@@ -165,13 +152,13 @@ sinks:
 	})
 	// The same network as never_block: the trie refuses it, the rules
 	// keep the old partners too.
-	writeAtomic(t, file("partners.txt"), pair.A.Addr.String()+"/32\n")
+	testenv.WriteAtomic(t, file("partners.txt"), pair.A.Addr.String()+"/32\n")
 	eventually(t, func() bool { return listStat(g, "partners").ReloadsFailed == 1 })
 	if d := w.Process(ev, pair.A.Addr); d[0].Rule == "partner" {
 		t.Error("a partners file the trie refused reached the rules")
 	}
-	writeAtomic(t, file("bad.txt"), "\n")
-	writeAtomic(t, file("partners.txt"), pair.A.Addr.String()+"/32\n")
+	testenv.WriteAtomic(t, file("bad.txt"), "\n")
+	testenv.WriteAtomic(t, file("partners.txt"), pair.A.Addr.String()+"/32\n")
 	eventually(t, func() bool { return listStat(g, "partners").Reloads == 2 })
 	if _, action, ok, err := g.xdp.LookupCIDR(pair.A.Addr); err != nil || !ok || action != bpf.CIDRNeverBlock {
 		t.Errorf("the sender in the trie: ok %v action %v err %v", ok, action, err)

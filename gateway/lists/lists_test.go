@@ -13,21 +13,9 @@ import (
 
 	englists "github.com/xgate/xgate/engine/lists"
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/testenv"
 	"golang.org/x/sys/unix"
 )
-
-// writeAtomic replaces path as editors and config managers do: write a
-// temporary file beside it, rename it over (inotify: IN_MOVED_TO).
-func writeAtomic(t *testing.T, path, text string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // list is a config.List of path loaded as config.Parse loads it.
 func list(t *testing.T, name, typ, path string) config.List {
@@ -69,8 +57,8 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 func TestListPrepareCommit(t *testing.T) {
 	dir := t.TempDir()
 	vip, nets := filepath.Join(dir, "vip.txt"), filepath.Join(dir, "nets.txt")
-	writeAtomic(t, vip, "u-1\n")
-	writeAtomic(t, nets, "192.0.2.0/24\n")
+	testenv.WriteAtomic(t, vip, "u-1\n")
+	testenv.WriteAtomic(t, nets, "192.0.2.0/24\n")
 	var mu sync.Mutex
 	ls := New(quiet(), &mu)
 	mu.Lock()
@@ -91,8 +79,8 @@ func TestListPrepareCommit(t *testing.T) {
 		t.Errorf("vip: %+v", s)
 	}
 
-	writeAtomic(t, vip, "u-1\nu-2\n")
-	writeAtomic(t, nets, "u-3\n")
+	testenv.WriteAtomic(t, vip, "u-1\nu-2\n")
+	testenv.WriteAtomic(t, nets, "u-3\n")
 	m2, commit := ls.Prepare(&config.Config{Lists: []config.List{list(t, "vip", "set", vip), list(t, "nets", "set", nets)}})
 	if m2["vip"] != m1["vip"] || m2["nets"] == m1["nets"] {
 		t.Fatal("vip (same type) must be kept, nets (cidr → set) replaced")
@@ -121,8 +109,8 @@ func TestListPrepareCommit(t *testing.T) {
 func TestListWatch(t *testing.T) {
 	dir := t.TempDir()
 	vip, nets := filepath.Join(dir, "vip.txt"), filepath.Join(dir, "nets.txt")
-	writeAtomic(t, vip, "u-1\n")
-	writeAtomic(t, nets, "192.0.2.0/24\n")
+	testenv.WriteAtomic(t, vip, "u-1\n")
+	testenv.WriteAtomic(t, nets, "192.0.2.0/24\n")
 	var mu sync.Mutex
 	ls := New(quiet(), &mu)
 	var pushMu sync.Mutex
@@ -153,7 +141,7 @@ func TestListWatch(t *testing.T) {
 		t.Fatal("not watching after Start")
 	}
 
-	writeAtomic(t, vip, "u-1\nu-2\n")
+	testenv.WriteAtomic(t, vip, "u-1\nu-2\n")
 	eventually(t, "vip reloaded", func() bool { return stat(ls, "vip").Reloads == 2 })
 	if d := ls.Current("vip"); d.Len() != 2 || !d.ContainsKey("u-2") {
 		t.Errorf("vip after the rename: %d entries", d.Len())
@@ -170,7 +158,7 @@ func TestListWatch(t *testing.T) {
 	pushMu.Lock()
 	refuse = true
 	pushMu.Unlock()
-	writeAtomic(t, nets, "198.51.100.0/24\n")
+	testenv.WriteAtomic(t, nets, "198.51.100.0/24\n")
 	eventually(t, "refused nets counted", func() bool { return stat(ls, "nets").ReloadsFailed == 1 })
 	if ls.Current("nets").ContainsAddr(netip.MustParseAddr("198.51.100.1")) {
 		t.Error("contents the XDP trie refused reached the rules")
@@ -178,7 +166,7 @@ func TestListWatch(t *testing.T) {
 	pushMu.Lock()
 	refuse = false
 	pushMu.Unlock()
-	writeAtomic(t, nets, "198.51.100.0/24\n")
+	testenv.WriteAtomic(t, nets, "198.51.100.0/24\n")
 	eventually(t, "nets reloaded", func() bool { return stat(ls, "nets").Reloads == 2 })
 	if !ls.Current("nets").ContainsAddr(netip.MustParseAddr("198.51.100.1")) {
 		t.Error("nets not stored after the push")

@@ -66,19 +66,9 @@ func (w *Writer) AddAggregate(a *engine.Aggregate) {
 		if sk.keyed {
 			need += keyedHeader + len(a.Rule) + len(a.Key) + 20
 		}
-		if need > sk.slabSize {
-			sk.wcnt[w.id].tooBig.Add(1)
+		sl := w.slabFor(i, sk, need)
+		if sl == nil {
 			continue
-		}
-		sl := w.cur[i]
-		if sl == nil || !sl.room(need) {
-			if sl = w.next(i, sk); sl == nil {
-				sk.wcnt[w.id].dropped.Add(1)
-				continue
-			}
-		}
-		if len(sl.ends) == 0 {
-			sl.since = nanotime()
 		}
 		if sk.keyed {
 			if ro.rxWall == 0 {

@@ -823,16 +823,7 @@ func (o *natsOutput) finish() error {
 			}
 		}
 		if time.Now().After(deadline) {
-			o.closing.Store(true)
-			o.mu.Lock()
-			stuck := make([]*natsRec, 0, len(o.live))
-			for _, r := range o.live {
-				stuck = append(stuck, r)
-			}
-			o.mu.Unlock()
-			for _, r := range stuck {
-				o.fail(r)
-			}
+			o.giveUp()
 			break
 		}
 		time.Sleep(time.Millisecond)

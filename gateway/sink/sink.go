@@ -596,19 +596,9 @@ func (w *Writer) AddFrom(d *engine.Decision, o *Origin) {
 		} else {
 			need = sk.bound(d, c) + sk.metaBound(d)
 		}
-		if need > sk.slabSize {
-			sk.wcnt[w.id].tooBig.Add(1)
+		sl := w.slabFor(i, sk, need)
+		if sl == nil {
 			continue
-		}
-		sl := w.cur[i]
-		if sl == nil || !sl.room(need) {
-			if sl = w.next(i, sk); sl == nil {
-				sk.wcnt[w.id].dropped.Add(1)
-				continue
-			}
-		}
-		if len(sl.ends) == 0 {
-			sl.since = nanotime() // once per slab, not per record
 		}
 		if ro.rxWall == 0 && sk.timed() {
 			ro.rxWall = w.rxWall(o.RxNs)
@@ -659,6 +649,26 @@ func monotonicNs() uint64 {
 
 // next hands the current slab of sink i (if any) over to the writer and
 // takes a free one, waiting for it if the sink blocks; nil when none is free.
+// slabFor returns the slab of sink i with room for a record of need
+// bytes, nil (counted) when it is too big for any slab or none is free.
+func (w *Writer) slabFor(i int, sk *sink, need int) *slab {
+	if need > sk.slabSize {
+		sk.wcnt[w.id].tooBig.Add(1)
+		return nil
+	}
+	sl := w.cur[i]
+	if sl == nil || !sl.room(need) {
+		if sl = w.next(i, sk); sl == nil {
+			sk.wcnt[w.id].dropped.Add(1)
+			return nil
+		}
+	}
+	if len(sl.ends) == 0 {
+		sl.since = nanotime() // once per slab, not per record
+	}
+	return sl
+}
+
 func (w *Writer) next(i int, sk *sink) *slab {
 	if sl := w.cur[i]; sl != nil {
 		if len(sl.ends) == 0 {
