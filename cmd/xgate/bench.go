@@ -29,7 +29,7 @@ import (
 func newBench() *cobra.Command {
 	var mode, engine, compare, rate, plotPath string
 	var duration, warmup, hostCheck, spin time.Duration
-	probes := true
+	probes, rxTimestamps := true, true
 	var sources, users, steps, rtPrio int
 	var badShare float64
 	var asJSON, sweep bool
@@ -133,7 +133,7 @@ unaccounted. --json prints an array of loads, each with its reports.`,
 			}
 			o := bench.Options{Engine: engine, Duration: duration, Warmup: warmup, Rate: r, Sources: sources,
 				Events: gen.Config{Users: users, BadShare: badShare}, RTPriority: rtPrio}
-			o.NoProbes = !probes
+			o.NoProbes, o.NoRxTimestamps = !probes, !rxTimestamps
 			if cmd.Flags().Changed("spin") {
 				if spin < 0 || spin > config.MaxRxSpin {
 					return fmt.Errorf("bench: --spin %v: want 0 .. %v", spin, config.MaxRxSpin)
@@ -225,6 +225,7 @@ unaccounted. --json prints an array of loads, each with its reports.`,
 	f.Bool("histograms", false, "also print the latency histograms of the measured window (receive → verdict, kernel queueing, XDP cost) as bucket tables")
 	f.IntVar(&rtPrio, "rt-priority", 0, "run the gateway's workers SCHED_FIFO at this priority, 1..99 (workers.realtime_priority); 0: off")
 	f.BoolVar(&probes, "probes", true, "run the gateway's kernel probes (probes.enabled); --probes=false measures what they cost")
+	f.BoolVar(&rxTimestamps, "rx-timestamps", true, "host-wide software receive timestamps for the socket path's latency (probes.rx_timestamps)")
 	f.DurationVar(&spin, "spin", config.DefaultRxSpin, "afxdp.spin: how long the workers spin on an empty RX ring before they sleep (0..10ms)")
 	f.DurationVar(&hostCheck, "host-check", time.Second, "before the runs, spin this long on every CPU and report the stalls (≥ 200 µs) the host imposes on the worker CPUs; 0: skip")
 	f.StringVar(&plotPath, "plot", "", "with --sweep: write p50/p99 latency against offered load to this PNG file")

@@ -81,6 +81,10 @@ type Options struct {
 	// NoProbes runs the gateway without its kernel probes (probes.enabled:
 	// false), to measure what they cost.
 	NoProbes bool
+	// NoRxTimestamps leaves host-wide software receive timestamps off
+	// (probes.rx_timestamps: false; the socket path's latency histograms
+	// then stay empty).
+	NoRxTimestamps bool
 	// Logger receives the gateway's log (nil: warnings and errors to stderr).
 	Logger *slog.Logger
 	// Progress, if set, is called about twice a second during the sends.
@@ -323,6 +327,9 @@ func (o Options) gatewayConfig(ifname string) (*config.Config, error) {
 	cfg.Workers.RealtimePriority = o.RTPriority
 	if o.NoProbes {
 		cfg.Probes.Enabled = false
+	}
+	if o.NoRxTimestamps {
+		cfg.Probes.RxTimestamps = false
 	}
 	if o.Spin != 0 {
 		cfg.AFXDP.Spin = max(o.Spin, 0)
