@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -248,57 +247,34 @@ func fmtNs(ns int64) string {
 	return time.Unix(0, ns).UTC().Format("2006-01-02T15:04:05.000000000Z")
 }
 
-// natsAggregates reads the stream AGGS; the subject's last token is the
-// key as the subject template writes it ('.' and ' ' become '_').
+// natsAggregates reads the stream AGGS once it holds want messages (or
+// 10 s passed); the subject's last token is the key as the subject
+// template writes it ('.' and ' ' become '_').
 func natsAggregates(t *testing.T, url string, want int) []aggRecord {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, "AGGS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []aggRecord
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(500*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			var r aggRecord
-			if err := json.Unmarshal(m.Data(), &r); err != nil {
-				t.Fatalf("nats message %q: %v", m.Data(), err)
-			}
-			h := m.Headers()
-			r.verdict, r.hrule = h.Get("verdict"), h.Get("rule")
-			parts := strings.SplitN(m.Subject(), ".", 4)
-			if len(parts) != 4 || parts[0] != "xgate" || parts[1] != "aggs" || parts[2] != r.Rule {
-				t.Fatalf("subject %q", m.Subject())
-			}
-			r.tkey = parts[3]
-			if tok := strings.NewReplacer(".", "_", " ", "_").Replace(r.Key); tok == r.tkey {
-				r.tkey = r.Key // the template's replacement of the key
-			}
-			out = append(out, r)
-		}
-		if got == 0 && len(out) >= want {
+	var msgs []jetstream.Msg
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if msgs = sinktest.StreamMessages(t, url, "AGGS"); len(msgs) >= want || time.Now().After(deadline) {
 			break
 		}
+	}
+	var out []aggRecord
+	for _, m := range msgs {
+		var r aggRecord
+		if err := json.Unmarshal(m.Data(), &r); err != nil {
+			t.Fatalf("nats message %q: %v", m.Data(), err)
+		}
+		h := m.Headers()
+		r.verdict, r.hrule = h.Get("verdict"), h.Get("rule")
+		parts := strings.SplitN(m.Subject(), ".", 4)
+		if len(parts) != 4 || parts[0] != "xgate" || parts[1] != "aggs" || parts[2] != r.Rule {
+			t.Fatalf("subject %q", m.Subject())
+		}
+		r.tkey = parts[3]
+		if tok := strings.NewReplacer(".", "_", " ", "_").Replace(r.Key); tok == r.tkey {
+			r.tkey = r.Key // the template's replacement of the key
+		}
+		out = append(out, r)
 	}
 	return out
 }

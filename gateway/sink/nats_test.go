@@ -2,14 +2,12 @@ package sink
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/xgate/xgate/engine"
@@ -21,49 +19,6 @@ func natsSpec(url string) Spec {
 		Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw-test",
 		NATS: NATS{URLs: []string{url}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true},
 	}
-}
-
-// streamMessages reads every message of the stream EVENTS.
-func streamMessages(t *testing.T, url string) []jetstream.Msg {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, "EVENTS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := int(info.State.Msgs)
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []jetstream.Msg
-	for len(out) < want && ctx.Err() == nil {
-		batch, err := cons.Fetch(min(want-len(out), 5000), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			out = append(out, m)
-		}
-	}
-	if len(out) != want {
-		t.Fatalf("read %d of the stream's %d messages", len(out), want)
-	}
-	return out
 }
 
 // checkMessages checks the message contract: each event once, the
@@ -121,7 +76,7 @@ func TestNATSSinkCounts(t *testing.T) {
 	srv := sinktest.StartNATS(t)
 	sp := natsSpec(srv.URL())
 	added, from, to := keyedAllDelivered(t, sp, "nats:xgate.events.{key}")
-	msgs := streamMessages(t, srv.URL())
+	msgs := sinktest.StreamMessages(t, srv.URL(), "EVENTS")
 	if len(msgs) != int(added) {
 		t.Fatalf("stream holds %d messages, %d acknowledged", len(msgs), added)
 	}
@@ -158,7 +113,7 @@ func TestNATSSinkSubjects(t *testing.T) {
 	closeSinks(t, s)
 	checkIdentity(t, 4, s.Stats()[0])
 	var subjects []string
-	for _, m := range streamMessages(t, srv.URL()) {
+	for _, m := range sinktest.StreamMessages(t, srv.URL(), "EVENTS") {
 		subjects = append(subjects, m.Subject())
 	}
 	want := []string{"xgate.alert.big_payment.a_b_c_d_e_f", "xgate.pass._._", "xgate.pass._." + strings.Repeat("k", 256), "xgate.reject.invalid_json._"}
@@ -178,7 +133,7 @@ func TestNATSSinkServerRestart(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	})
 	st := r.end
-	msgs := streamMessages(t, srv.URL())
+	msgs := sinktest.StreamMessages(t, srv.URL(), "EVENTS")
 	if len(msgs) != int(st.Records) {
 		t.Fatalf("stream holds %d messages, the sink counted %d acknowledged", len(msgs), st.Records)
 	}
@@ -211,7 +166,7 @@ func TestNATSSinkDeliveryTimeout(t *testing.T) {
 	// A message stored just before the kill, whose ack was lost, may have
 	// failed its retries: the stream holds the acknowledged ones and at
 	// most those.
-	if n := uint64(len(streamMessages(t, srv.URL()))); n < st.Records || n > st.Records+st.Failed {
+	if n := uint64(len(sinktest.StreamMessages(t, srv.URL(), "EVENTS"))); n < st.Records || n > st.Records+st.Failed {
 		t.Fatalf("stream holds %d messages; %d acknowledged, %d failed", n, st.Records, st.Failed)
 	}
 }

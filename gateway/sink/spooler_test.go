@@ -146,7 +146,7 @@ func TestNATSSpoolOutageRestart(t *testing.T) {
 		t.Fatalf("run 2 did not deliver everything: %+v", st2)
 	}
 
-	msgs := streamMessages(t, srv.URL())
+	msgs := sinktest.StreamMessages(t, srv.URL(), "EVENTS")
 	if uint64(len(msgs)) != added1+added2 {
 		t.Fatalf("stream holds %d messages, %d events added", len(msgs), added1+added2)
 	}
