@@ -104,11 +104,19 @@ a bad file is rejected and the running rules stay.`,
 					_ = sdNotify("READY=1", status)
 				}
 			}()
+			// STOPPING=1 as the stop begins; waited for, so that a quick
+			// stop cannot end the process before it is sent.
+			stopping := make(chan struct{})
 			go func() {
 				<-ctx.Done()
 				_ = sdNotify("STOPPING=1", "STATUS=stopping")
+				close(stopping)
 			}()
-			return g.Run(ctx)
+			err = g.Run(ctx)
+			if ctx.Err() != nil {
+				<-stopping
+			}
+			return err
 		},
 	}
 	configFlags(cmd, &cfgPath, &expandEnv)
