@@ -1,14 +1,19 @@
 package sink
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xgate/xgate/gateway/sink/sinktest"
 )
@@ -54,9 +59,9 @@ func checkSpoolIdentity(t *testing.T, added uint64, st Stats) {
 	}
 }
 
-// spoolOutage is how long TestNATSSpoolOutageRestart keeps the server
-// down: 12s by default, XGATE_SPOOL_OUTAGE (a duration, e.g. 60s) to
-// change it.
+// spoolOutage is how long TestNATSSpoolOutageRestart and
+// TestKafkaSpoolOutageRestart keep the broker down: 12s by default,
+// XGATE_SPOOL_OUTAGE (a duration, e.g. 60s) to change it.
 func spoolOutage(t *testing.T) time.Duration {
 	if s := os.Getenv("XGATE_SPOOL_OUTAGE"); s != "" {
 		d, err := time.ParseDuration(s)
@@ -224,4 +229,136 @@ func TestSpoolSinkStartErrors(t *testing.T) {
 		t.Fatal("no error for a missing stream")
 	}
 	closeSinks(t, newTestSinks(t, []Spec{sp}, 1)) // the spool was released
+}
+
+// TestKafkaSpoolOutageRestart is TestNATSSpoolOutageRestart for Kafka,
+// with the broker down two ways (kfake keeps running, so that what the
+// topic holds stays): "refused" answers every produce request with
+// NOT_ENOUGH_REPLICAS, so the records in flight fail after
+// delivery_timeout and go back to the spool; "unreachable" closes the
+// connection on every produce request, so the client holds the records
+// in flight (it cannot know whether they were written) until the broker
+// is back or the sink gives up on them at Close. For spoolOutage 2
+// workers keep adding events; half way through it the sinks are closed
+// and made again on the same spool (a daemon restart), and the feed goes
+// on. The spool takes records while half the memory buffer waits for
+// acks, and those the client fails; once the broker takes requests again
+// the spool is replayed. Kafka records have no message id to
+// de-duplicate a replay, so exactly once rests on the idempotent producer
+// and on a refused request writing nothing: every event added in either
+// run is in the topic exactly once, with the record contract, nothing
+// was dropped or failed, and each run's identity holds with the spool's
+// terms.
+func TestKafkaSpoolOutageRestart(t *testing.T) {
+	t.Run("refused", func(t *testing.T) {
+		kafkaSpoolOutageRestart(t, func(c *kfake.Cluster) (stop func() int) {
+			f := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
+			return func() int { f.Remove(); return f.Hits() }
+		})
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		kafkaSpoolOutageRestart(t, func(c *kfake.Cluster) (stop func() int) {
+			var down atomic.Bool
+			var hits atomic.Int64
+			down.Store(true)
+			c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+				if !down.Load() {
+					c.DropControl() // and the request is handled as usual
+					return nil, nil, false
+				}
+				c.KeepControl()
+				hits.Add(1)
+				return nil, errors.New("broker down"), true // closes the connection
+			})
+			return func() int { down.Store(false); return int(hits.Load()) }
+		})
+	})
+}
+
+// kafkaSpoolOutageRestart runs TestKafkaSpoolOutageRestart with the
+// outage that outage starts; the function it returns ends it and
+// returns how many produce requests the broker refused.
+func kafkaSpoolOutageRestart(t *testing.T, outage func(*kfake.Cluster) (stop func() int)) {
+	c := newKfake(t, kfake.SeedTopics(3, testTopic))
+	brokers := c.ListenAddrs()
+	length := spoolOutage(t)
+	sp := kafkaSpec(brokers)
+	sp.Buffer = 128 << 10 // two slabs per worker: the outage overflows it at once
+	sp.OnFull, sp.BlockTimeout = "block", 10*time.Second
+	sp.DeliveryTimeout = 3 * time.Second // in-flight records fail during the outage: they go back to the spool
+	sp.Spool = SpoolSpec{Path: t.TempDir() + "/spool", MaxBytes: 256 << 20}
+	const workers = 2
+	from := time.Now()
+
+	// Run 1: traffic, then the broker goes down.
+	s1 := newTestSinks(t, []Spec{sp}, workers)
+	stop := make(chan struct{})
+	// 64 events per worker every 10ms, as for NATS: below what the
+	// broker takes, so that the replay catches up with the feed.
+	wait := spoolFeeder(s1, workers, 0, 10*time.Millisecond, stop)
+	waitFor(t, "records before the outage", 5*time.Second, func() bool { return s1.Stats()[0].Records > 1000 })
+	up := outage(c)
+	down := time.Now()
+	waitFor(t, "records spooled", 5*time.Second, func() bool { return s1.Stats()[0].Spooled > 0 })
+	time.Sleep(length/2 - time.Since(down))
+	close(stop)
+	added1 := sum(wait())
+	start := time.Now()
+	closeSinks(t, s1)
+	st1 := s1.Stats()[0]
+	t.Logf("run 1: added %d, closed in %v with the broker down: %+v", added1, time.Since(start).Round(time.Millisecond), st1)
+	checkSpoolIdentity(t, added1, st1)
+	if st1.Dropped+st1.Failed != 0 || st1.Spooled == 0 {
+		t.Fatalf("run 1 lost records or spooled none: %+v", st1)
+	}
+
+	// Run 2: the restarted daemon finds the spool, the outage goes on.
+	// Unlike NATS's, a Kafka sink does not know the broker is down: it
+	// may have begun to replay already (those records fail or wait).
+	s2 := newTestSinks(t, []Spec{sp}, workers)
+	if st := s2.Stats()[0]; st.SpoolRecovered != st1.Spooled || st.Spooled > st1.Spooled {
+		t.Fatalf("run 2 recovered %d (spooled %d), run 1 left %d", st.SpoolRecovered, st.Spooled, st1.Spooled)
+	}
+	stop = make(chan struct{})
+	wait = spoolFeeder(s2, workers, workers, 10*time.Millisecond, stop)
+	time.Sleep(length - time.Since(down))
+	if st := s2.Stats()[0]; st.SpoolOldest.IsZero() || time.Since(st.SpoolOldest) < length/2 || st.Spooled <= st1.Spooled {
+		t.Fatalf("during the outage: %+v", st)
+	}
+	refused := up()
+	back := time.Now()
+	backed := s2.Stats()[0]
+	t.Logf("broker down for %v (%d produce requests refused)", back.Sub(down).Round(time.Millisecond), refused)
+	// The feed goes on while the replay starts, then stops: on a loaded
+	// machine (or under the race detector) the replay may run slower than
+	// the feed, and the spool must still empty.
+	time.Sleep(2 * time.Second)
+	close(stop)
+	added2 := sum(wait())
+	waitFor(t, "the spool replayed", 2*length+30*time.Second, func() bool {
+		st := s2.Stats()[0]
+		return st.Spooled == 0 && st.SpoolReplayed > st1.Spooled
+	})
+	took := time.Since(back)
+	replayed := s2.Stats()[0].SpoolReplayed - backed.SpoolReplayed
+	t.Logf("broker back: %d records spooled, the spool empty %v later (%d replayed meanwhile: %.0f records/s, the feed going on for 2s)",
+		backed.Spooled, took.Round(time.Millisecond), replayed, float64(replayed)/took.Seconds())
+	closeSinks(t, s2)
+	to := time.Now()
+	st2 := s2.Stats()[0]
+	t.Logf("run 2: added %d: %+v", added2, st2)
+	checkSpoolIdentity(t, added2, st2)
+	if st2.Dropped+st2.Failed+st2.Spooled+st2.SpoolBytes != 0 {
+		t.Fatalf("run 2 did not deliver everything: %+v", st2)
+	}
+	if st1.Records+st2.Records != added1+added2 {
+		t.Fatalf("acknowledged %d + %d records, %d + %d events added", st1.Records, st2.Records, added1, added2)
+	}
+
+	recs := consumeTopic(t, brokers, int(added1+added2))
+	if uint64(len(recs)) != added1+added2 {
+		t.Fatalf("topic holds %d records, %d events added", len(recs), added1+added2)
+	}
+	late := checkRecordsOnce(t, recs, 3, from, to) // each event once
+	t.Logf("%d of %d records after a later one of their key and worker (failed records are replayed after those spooled meanwhile)", late, len(recs))
 }
