@@ -335,3 +335,50 @@ func TestSinkMetaSpec(t *testing.T) {
 		t.Error("meta.gateway_id without gateway_id: no default id")
 	}
 }
+
+// TestStripReservedMany: an event of many forged members (the attack of a
+// sender who wants the record encoder to work hard) loses them all in one
+// pass and stays one valid object; nested and other names stay.
+func TestStripReservedMany(t *testing.T) {
+	sk := &sink{reserved: []string{"vip"}, metaOn: true, metaWant: allMeta.bits()}
+	var ev bytes.Buffer
+	ev.WriteString(`{"p":0,"n":{"vip":1,"_src":2}`)
+	for range 1000 {
+		ev.WriteString(`,"vip":1,"_src":"6.6.6.6:66"`)
+	}
+	ev.WriteString(`,"q":[1,{"_rule":3}]}`)
+	raw := ev.Bytes()
+	b := sk.stripReserved(append([]byte("prefix"), raw...), len("prefix"), true)
+	want := `prefix{"p":0,"n":{"vip":1,"_src":2},"q":[1,{"_rule":3}]}`
+	if string(b) != want {
+		t.Fatalf("got %.200q", b)
+	}
+	if n := sk.cnt.replaced.Load(); n != 2000 {
+		t.Errorf("replaced %d, want 2000", n)
+	}
+	// Only forged members: an empty object.
+	if b := sk.stripReserved([]byte(`{"vip":1,"_verdict":"pass"}`), 0, true); string(b) != `{}` {
+		t.Errorf("all cut: %q", b)
+	}
+	// Nothing to cut: the bytes as they were.
+	in := `{ "a" : 1 , "b":[{"vip":2}] }`
+	if b := sk.stripReserved([]byte(in), 0, true); string(b) != in {
+		t.Errorf("nothing cut: %q", b)
+	}
+}
+
+func BenchmarkStripReserved(b *testing.B) {
+	sk := &sink{reserved: []string{"vip"}}
+	var ev bytes.Buffer
+	ev.WriteString(`{"p":0`)
+	for range 1000 {
+		ev.WriteString(`,"vip":1`)
+	}
+	ev.WriteString(`}`)
+	raw := ev.Bytes()
+	buf := make([]byte, 0, len(raw))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = sk.stripReserved(append(buf[:0], raw...), 0, false)
+	}
+}

@@ -48,71 +48,73 @@ func (sk *sink) reservedFor(name []byte, esc, meta bool) bool {
 // the JSON object b[start:] (the event as the record holds it) and
 // returns b; it counts what it cut. meta: the meta fields go into this
 // object too (a raw record; an annotated one has them outside the event).
-// It scans the object once per member cut (events carry none but a
-// forger's), in place, without allocating.
+// One pass, in place, without allocating: the members kept are moved
+// down over the ones cut (a forger's event of many reserved members costs
+// what any event of its length does).
 func (sk *sink) stripReserved(b []byte, start int, meta bool) []byte {
 	if !(meta && sk.metaOn) && len(sk.reserved) == 0 {
 		return b
 	}
-	for {
-		from, to, ok := sk.reservedMember(b[start:], meta)
-		if !ok {
-			return b
-		}
-		b = append(b[:start+from], b[start+to:]...)
-		sk.cnt.replaced.Add(1)
+	obj := b[start:]
+	open := 0
+	for open < len(obj) && obj[open] != '{' {
+		open++
 	}
-}
-
-// reservedMember finds the first top-level member of the JSON object obj
-// whose name is reserved, and the range to cut so that the object stays
-// valid JSON: ",name:value" for a member after the first, "name:value,"
-// for the first of several, "name:value" for the only one.
-func (sk *sink) reservedMember(obj []byte, meta bool) (from, to int, ok bool) {
-	depth := 0
-	expectKey := false
-	sep := -1    // the ',' before the current member; -1 for the first
-	member := -1 // where the current member's name starts
-	cut := false // the current member is reserved
-	for i := 0; i < len(obj); {
-		switch obj[i] {
-		case '"':
-			j, esc := stringEnd(obj, i)
-			if depth == 1 && expectKey {
-				member, expectKey = i, false
-				cut = sk.reservedFor(obj[i+1:min(j, len(obj))], esc, meta)
+	if open == len(obj) {
+		return b
+	}
+	// The members are the segments between the object's top-level
+	// separators ('{' ',' '}'). w is where the next kept one goes; it never
+	// passes the segment being read, so moving one down is safe.
+	w, seg := open+1, open+1
+	kept, cut := 0, uint64(0)
+	keyed, reserved := false, false
+	take := func(end int) {
+		if reserved {
+			cut++
+			return
+		}
+		if kept > 0 {
+			obj[w] = ','
+			w++
+		}
+		if w == seg {
+			w = end // nothing cut so far: already in place
+		} else {
+			w += copy(obj[w:], obj[seg:end])
+		}
+		kept++
+	}
+	depth := 1
+	for j := open + 1; j < len(obj); {
+		switch c := obj[j]; {
+		case c == '"':
+			e, esc := stringEnd(obj, j)
+			if depth == 1 && !keyed {
+				keyed = true
+				reserved = sk.reservedFor(obj[j+1:min(e, len(obj))], esc, meta)
 			}
-			i = j + 1
+			j = e + 1
 			continue
-		case '{':
+		case c == '{' || c == '[':
 			depth++
-			if depth == 1 {
-				expectKey, sep = true, -1
-			}
-		case '[':
-			depth++
-		case '}', ']':
-			if depth == 1 && cut {
-				if sep >= 0 {
-					return sep, i, true
+		case c == '}' || c == ']':
+			if depth--; depth == 0 {
+				take(j)
+				if cut == 0 {
+					return b
 				}
-				return member, i, true
+				sk.cnt.replaced.Add(cut)
+				n := copy(obj[w:], obj[j:]) // the brace and what follows
+				return b[:start+w+n]
 			}
-			depth--
-		case ',':
-			if depth == 1 {
-				if cut {
-					if sep >= 0 {
-						return sep, i, true
-					}
-					return member, i + 1, true
-				}
-				sep, expectKey = i, true
-			}
+		case c == ',' && depth == 1:
+			take(j)
+			seg, keyed, reserved = j+1, false, false
 		}
-		i++
+		j++
 	}
-	return 0, 0, false
+	return b // not a whole object (cannot be, for a decoded event)
 }
 
 // stringEnd returns the index of the quote that closes the JSON string
