@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func spoolRecord(i int) []byte {
@@ -276,5 +277,55 @@ func TestSpoolSpecCheck(t *testing.T) {
 	}
 	if d := a.WithDefaults(); d.Spool.MaxBytes != spoolDefaultBytes || d.Spool.Fsync != "batch" {
 		t.Errorf("defaults %+v", d.Spool)
+	}
+}
+
+// recordingOutput is a sinkOutput that keeps the slabs written to it.
+type recordingOutput struct{ slabs []*slab }
+
+func (o *recordingOutput) write(sl *slab)      { o.slabs = append(o.slabs, sl) }
+func (o *recordingOutput) afterRound(int64)    {}
+func (o *recordingOutput) idle(int64)          {}
+func (o *recordingOutput) tick() time.Duration { return 0 }
+func (o *recordingOutput) finish() error       { return nil }
+func (o *recordingOutput) abort()              {}
+
+// TestSpoolReplayLargerThanSlab: a record spooled under a larger buffer
+// than this start's is replayed in a replay slab grown to it; before, the
+// replay stopped at it for good and every new record queued behind it.
+func TestSpoolReplayLargerThanSlab(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	q, err := openSpool(dir, 1<<20, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte{'x'}, 10000)
+	if !q.append(nil, big, 1) || !q.append(nil, []byte("small"), 2) {
+		t.Fatal("append refused")
+	}
+	if err := q.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.close(); err != nil {
+		t.Fatal(err)
+	}
+	out := &recordingOutput{}
+	sk := &sink{slabSize: 8 << 10, slabs: 4, out: out}
+	p, err := newSpooler(sk, Spec{Spool: SpoolSpec{Path: dir, MaxBytes: 1 << 20}, DeliveryTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.q.close()
+	p.replay()
+	var got [][]byte
+	for _, sl := range out.slabs {
+		from := 0
+		for _, end := range sl.ends {
+			got = append(got, sl.buf[from:end])
+			from = int(end)
+		}
+	}
+	if p.q.unread != 0 || len(got) != 2 || !bytes.Equal(got[0], big) || string(got[1]) != "small" {
+		t.Fatalf("unread %d, replayed %d records", p.q.unread, len(got))
 	}
 }

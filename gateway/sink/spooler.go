@@ -50,6 +50,7 @@ package sink
 // counts, which Stats reads.
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -264,8 +265,17 @@ func (p *spooler) replay() {
 			if err != nil {
 				break // counted by publish
 			}
-			if !ok || cap(sl.buf)-len(sl.buf) < len(r.rec) {
+			if !ok {
 				break
+			}
+			if cap(sl.buf)-len(sl.buf) < len(r.rec) {
+				if len(sl.ends) > 0 {
+					break // the next replay slab takes it
+				}
+				// A record spooled with a larger buffer than this start's
+				// (the slab size comes from buffer): the slab grows to it
+				// once, or the spool would never drain.
+				sl.buf = slices.Grow(sl.buf, len(r.rec))
 			}
 			sl.buf = append(sl.buf, r.rec...)
 			ss.ids[len(sl.ends)] = string(r.id)
