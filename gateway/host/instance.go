@@ -49,13 +49,15 @@ func (l *Lock) Release() error {
 		err = l.ln.Close()
 		l.ln = nil
 	}
-	if l.fd >= 0 {
-		err = errors.Join(err, unix.Close(l.fd))
-		l.fd = -1
-	}
+	// The directory first, while the lock is held: a daemon that takes the
+	// lock next finds the directory it made itself, never has it removed.
 	if l.made != "" {
 		_ = os.Remove(l.made) // only when empty: a start that failed leaves none behind
 		l.made = ""
+	}
+	if l.fd >= 0 {
+		err = errors.Join(err, unix.Close(l.fd))
+		l.fd = -1
 	}
 	if err != nil {
 		return fmt.Errorf("release %s: %w", l.what, err)

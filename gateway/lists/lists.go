@@ -175,35 +175,49 @@ func (ls *Set) Current(name string) *englists.ListData {
 }
 
 // Start opens the inotify descriptor and watches the lists' directories;
-// run reads it until Stop closes it.
+// run reads it until Stop closes it. It starts the watch once: a second
+// call, or one after Stop, does nothing (a reload and Run may both ask).
 func (ls *Set) Start() error {
+	ls.inoMu.Lock()
+	if ls.ino != nil || ls.inoClosed {
+		ls.inoMu.Unlock()
+		return nil
+	}
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
+		ls.inoMu.Unlock()
 		return fmt.Errorf("watch list files: inotify: %w", err)
 	}
 	// Non-blocking: os.NewFile puts it in the runtime's poller, so Read
 	// parks the goroutine and Close wakes it.
 	ls.ino, ls.inoFd = os.NewFile(uintptr(fd), "inotify"), fd
 	ls.done = make(chan struct{})
+	ls.inoMu.Unlock()
 	ls.rewatch()
 	go ls.run()
 	return nil
 }
 
-// Stop ends the watch.
+// Stop ends the watch, and refuses a later Start.
 func (ls *Set) Stop() {
-	if ls.ino == nil {
-		return
-	}
 	ls.inoMu.Lock()
 	ls.inoClosed = true
-	ls.ino.Close()
+	ino, done := ls.ino, ls.done
+	if ino != nil {
+		ino.Close()
+	}
 	ls.inoMu.Unlock()
-	<-ls.done
+	if ino != nil {
+		<-done
+	}
 }
 
-// Watching says whether Start opened the watch.
-func (ls *Set) Watching() bool { return ls.ino != nil }
+// Watching says whether Start opened the watch (and Stop did not end it).
+func (ls *Set) Watching() bool {
+	ls.inoMu.Lock()
+	defer ls.inoMu.Unlock()
+	return ls.ino != nil && !ls.inoClosed
+}
 
 // listWatchMask: a file written in place, or renamed, created (a new
 // symbolic link) or removed in the directory.
@@ -212,7 +226,10 @@ const listWatchMask = unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_CREATE | 
 // rewatch watches the directories of the current lists' files and no
 // others. The caller holds reloadMu (or is Start, before run).
 func (ls *Set) rewatch() {
-	if ls.ino == nil {
+	ls.inoMu.Lock()
+	started := ls.ino != nil
+	ls.inoMu.Unlock()
+	if !started {
 		return
 	}
 	ls.mu.Lock()

@@ -266,3 +266,25 @@ func TestListWatchLinks(t *testing.T) {
 		t.Fatal("Stop blocked after a FIFO was put at the list's path")
 	}
 }
+
+// TestListStartOnce: Start twice (a reload and Run both asking) starts one
+// watch; after Stop, Start does nothing.
+func TestListStartOnce(t *testing.T) {
+	var mu sync.Mutex
+	ls := New(quiet(), &mu)
+	if err := ls.Start(); err != nil {
+		t.Fatal(err)
+	}
+	first := ls.ino
+	if err := ls.Start(); err != nil || ls.ino != first {
+		t.Fatalf("second Start: %v, watch replaced %v", err, ls.ino != first)
+	}
+	ls.Stop()
+	if ls.Watching() {
+		t.Error("watching after Stop")
+	}
+	if err := ls.Start(); err != nil || ls.Watching() {
+		t.Errorf("Start after Stop: %v, watching %v", err, ls.Watching())
+	}
+	ls.Stop() // twice: harmless
+}
