@@ -46,6 +46,26 @@ type List struct {
 	Data *lists.ListData
 	// LoadTime is how long loading Data took.
 	LoadTime time.Duration
+	// Loaded is the file Data was read from (the descriptor's fstat):
+	// the list watch compares it with the file at the path now.
+	Loaded FileID
+}
+
+// FileID tells one version of a file from another: another inode (a file
+// renamed over the path, a symbolic link switched to another target), or
+// the same written in place (size, modification time).
+type FileID struct {
+	Dev, Ino      uint64
+	Size, MtimeNs int64
+}
+
+// fileIDOf is the identity of the file fi describes.
+func fileIDOf(fi os.FileInfo) FileID {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return FileID{}
+	}
+	return FileID{Dev: st.Dev, Ino: st.Ino, Size: st.Size, MtimeNs: st.Mtim.Nano()}
 }
 
 // Enrich is one added field (engine.EnrichSpec).
@@ -70,9 +90,16 @@ func (l *List) Kind() lists.ListKind {
 // LoadList reads and parses the file of l. Its error names the file and,
 // for bad contents, the line ("partners.txt:7: …").
 func LoadList(l List) (*lists.ListData, error) {
+	d, _, err := LoadListFile(l)
+	return d, err
+}
+
+// LoadListFile is LoadList that also returns the identity of the file it
+// read (of the open descriptor: what was read, even if the path changes).
+func LoadListFile(l List) (*lists.ListData, FileID, error) {
 	kind, err := lists.ParseListKind(l.Type)
 	if err != nil {
-		return nil, err
+		return nil, FileID{}, err
 	}
 	path := l.Path
 	if path == "" {
@@ -83,18 +110,23 @@ func LoadList(l List) (*lists.ListData, error) {
 	// anything but a regular file, whose reads O_NONBLOCK does not change.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, err // names the file
+		return nil, FileID{}, err // names the file
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, FileID{}, fmt.Errorf("%s: %w", path, err)
+	}
+	id := fileIDOf(fi)
+	if !fi.Mode().IsRegular() {
+		return nil, id, fmt.Errorf("%s: not a regular file", path)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxListFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, id, fmt.Errorf("read %s: %w", path, err)
 	}
 	if len(data) > MaxListFile {
-		return nil, fmt.Errorf("%s: larger than %d MiB", path, MaxListFile>>20)
+		return nil, id, fmt.Errorf("%s: larger than %d MiB", path, MaxListFile>>20)
 	}
 	format := lists.FormatLines
 	if kind == lists.ListMap {
@@ -106,12 +138,12 @@ func LoadList(l List) (*lists.ListData, error) {
 	d, err := lists.ParseList(kind, format, data, lists.ListLimits{MaxEntries: l.MaxEntries})
 	var le *lists.ListError
 	if errors.As(err, &le) && le.Line > 0 {
-		return nil, fmt.Errorf("%s:%d: %s", path, le.Line, le.Msg)
+		return nil, id, fmt.Errorf("%s:%d: %s", path, le.Line, le.Msg)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, id, fmt.Errorf("%s: %w", path, err)
 	}
-	return d, nil
+	return d, id, nil
 }
 
 // EngineLists returns new engine lists holding the contents c loaded,
@@ -252,12 +284,12 @@ func (c *Config) checkLists(k *configChecker) {
 			l.Path = filepath.Join(dir, l.Path)
 		}
 		t0 := time.Now()
-		d, err := LoadList(*l)
+		d, id, err := LoadListFile(*l)
 		if err != nil {
 			k.errf(key("file"), "%v", err)
 			continue
 		}
-		l.Data, l.LoadTime = d, time.Since(t0)
+		l.Data, l.LoadTime, l.Loaded = d, time.Since(t0), id
 	}
 }
 

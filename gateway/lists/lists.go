@@ -54,26 +54,16 @@ type state struct {
 	// file behind its path (symbolic links followed) is another one now.
 	// Only the watch goroutine and Prepare's commit (under reloadMu)
 	// touch it.
-	seen fileID
-}
-
-// fileID tells one version of a file from another: a file renamed over
-// the path (another inode), a symbolic link switched to another target
-// (Kubernetes' ConfigMap volumes swap a ..data link), a file written in
-// place (size, modification time).
-type fileID struct {
-	dev, ino   uint64
-	size       int64
-	mtimeNanos int64
+	seen config.FileID
 }
 
 // statID returns the identity of the file at path, following links.
-func statID(path string) (fileID, bool) {
+func statID(path string) (config.FileID, bool) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
-		return fileID{}, false
+		return config.FileID{}, false
 	}
-	return fileID{dev: st.Dev, ino: st.Ino, size: st.Size, mtimeNanos: st.Mtim.Nano()}, true
+	return config.FileID{Dev: st.Dev, Ino: st.Ino, Size: st.Size, MtimeNs: st.Mtim.Nano()}, true
 }
 
 // Set is the gateway's lists and the watch on their files.
@@ -155,12 +145,30 @@ func (ls *Set) Prepare(cfg *config.Config) (map[string]*englists.List, func()) {
 			f()
 		}
 		for _, st := range next {
-			st.seen, _ = statID(listPath(st.spec))
+			// The file the config's contents were read from: a change
+			// made since (even before this commit) is another file, and
+			// the watch's next pass loads it.
+			st.seen = st.spec.Loaded
+			if st.seen == (config.FileID{}) {
+				st.seen, _ = statID(listPath(st.spec))
+			}
+		}
+		// A file changed since the config read it sent its event already
+		// (the watch may have loaded it into the lists this commit
+		// replaces): a pass after this reload finds and loads it.
+		stale := false
+		for _, st := range next {
+			if id, _ := statID(listPath(st.spec)); id != st.seen {
+				stale = true
+			}
 		}
 		ls.mu.Lock()
 		ls.byName = next
 		ls.mu.Unlock()
 		ls.rewatch()
+		if stale && ls.Watching() {
+			go ls.reloadChanged(nil) // waits for reloadMu, which the caller holds
+		}
 	}
 }
 
@@ -329,7 +337,7 @@ func (ls *Set) reloadPass(gone []int32) bool {
 	sort.Slice(todo, func(i, j int) bool { return todo[i].spec.Name < todo[j].spec.Name })
 	type loaded struct {
 		st  *state
-		id  fileID
+		id  config.FileID
 		d   *englists.ListData
 		err error
 		t   time.Duration
@@ -337,8 +345,7 @@ func (ls *Set) reloadPass(gone []int32) bool {
 	var done []loaded
 	for _, st := range todo {
 		t0 := time.Now()
-		id, _ := statID(listPath(st.spec))
-		d, err := config.LoadList(st.spec)
+		d, id, err := config.LoadListFile(st.spec)
 		done = append(done, loaded{st, id, d, err, time.Since(t0)})
 	}
 	ls.reloadMu.Lock()

@@ -21,11 +21,11 @@ import (
 func list(t *testing.T, name, typ, path string) config.List {
 	t.Helper()
 	l := config.List{Name: name, Type: typ, File: filepath.Base(path), Path: path}
-	d, err := config.LoadList(l)
+	d, id, err := config.LoadListFile(l)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.Data = d
+	l.Data, l.Loaded = d, id
 	return l
 }
 
@@ -287,4 +287,34 @@ func TestListStartOnce(t *testing.T) {
 		t.Errorf("Start after Stop: %v, watching %v", err, ls.Watching())
 	}
 	ls.Stop() // twice: harmless
+}
+
+// TestListReloadRacesEdit: a config reload that read a list file before
+// an edit commits after the watch loaded the edit: the old contents it
+// carries would stay in force for good (no further event comes); the
+// commit sees that the file changed since it was read and loads it again.
+func TestListReloadRacesEdit(t *testing.T) {
+	dir := t.TempDir()
+	vip := filepath.Join(dir, "vip.txt")
+	testenv.WriteAtomic(t, vip, "u-1\n")
+	var mu sync.Mutex
+	ls := New(quiet(), &mu)
+	mu.Lock()
+	_, commit := ls.Prepare(&config.Config{Lists: []config.List{list(t, "vip", "set", vip)}})
+	commit()
+	err := ls.Start()
+	mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Stop()
+
+	stale := list(t, "vip", "set", vip) // a SIGHUP's config read: u-1
+	testenv.WriteAtomic(t, vip, "u-1\nu-2\n")
+	eventually(t, "the edit loaded", func() bool { return ls.Current("vip").Len() == 2 })
+	mu.Lock()
+	_, commit = ls.Prepare(&config.Config{Lists: []config.List{stale}})
+	commit()
+	mu.Unlock()
+	eventually(t, "the edit loaded again after the reload", func() bool { return ls.Current("vip").Len() == 2 })
 }
