@@ -302,6 +302,10 @@ func (a *asyncAcks) tick() time.Duration { return 0 }
 
 // sink is one configured output.
 type sink struct {
+	// stopBy is Close's deadline (unix ns; 0: none), set before stop is
+	// closed: a spool's wait for records in flight ends before it, so
+	// they are spooled, not cut off with the process.
+	stopBy atomic.Int64
 	name      string
 	classes   uint8
 	annotated bool
@@ -920,6 +924,9 @@ func nanotime() int64 { return time.Now().UnixNano() }
 func (s *Sinks) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		for _, sk := range s.sinks {
+			if d, ok := ctx.Deadline(); ok {
+				sk.stopBy.Store(d.UnixNano()) // the spooler's wait ends before it
+			}
 			close(sk.stop)
 		}
 	})

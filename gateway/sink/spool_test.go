@@ -329,3 +329,27 @@ func TestSpoolReplayLargerThanSlab(t *testing.T) {
 		t.Fatalf("unread %d, replayed %d records", p.q.unread, len(got))
 	}
 }
+
+// TestSpoolStopByDeadline: at Close, the wait for records in flight ends
+// before Close's deadline (less a margin for giving up and the spool's last
+// write), not after the full grace: the records are given up and spooled
+// before the process ends, instead of cut off with it.
+func TestSpoolStopByDeadline(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	out := &recordingOutput{}
+	sk := &sink{slabSize: 8 << 10, slabs: 4, out: out}
+	p, err := newSpooler(sk, Spec{Spool: SpoolSpec{Path: dir, MaxBytes: 1 << 20}, DeliveryTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.q.close()
+	gaveUp := false
+	p.giveUp = func() { gaveUp = true }
+	p.send(&slab{buf: []byte("x"), ends: []uint32{1}}) // in flight, never back
+	sk.stopBy.Store(time.Now().Add(1500 * time.Millisecond).UnixNano())
+	t0 := time.Now()
+	p.stop(make(chan *slab), func(*slab) {})
+	if took := time.Since(t0); took > 3*time.Second || !gaveUp {
+		t.Errorf("stop took %v (grace %v), gave up %v: want it done before Close's deadline", took, p.grace, gaveUp)
+	}
+}

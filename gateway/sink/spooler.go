@@ -61,6 +61,9 @@ const (
 	// spoolTickEvery is how often the writer wakes the spooler while it
 	// has work (replay, room for waiting slabs, acks to save).
 	spoolTickEvery = 50 * time.Millisecond
+	// spoolStopMargin is what a stop leaves of Close's deadline after the
+	// wait for records in flight.
+	spoolStopMargin = time.Second
 )
 
 // slabSpool is a slab's spool state (slab.spool), made by the spooler
@@ -331,6 +334,13 @@ func (p *spooler) stop(back <-chan *slab, recycle func(*slab)) {
 	p.stopping = true
 	p.retryWaiting()
 	deadline := time.Now().Add(p.grace)
+	if by := p.sk.stopBy.Load(); by != 0 {
+		// Leave Close's deadline room for giving up, the output's finish
+		// and the spool's last write.
+		if d := time.Unix(0, by).Add(-spoolStopMargin); d.Before(deadline) {
+			deadline = d
+		}
+	}
 	for p.held > 0 && !p.down() && time.Now().Before(deadline) {
 		select {
 		case sl := <-back:
