@@ -305,7 +305,7 @@ type sink struct {
 	// stopBy is Close's deadline (unix ns; 0: none), set before stop is
 	// closed: a spool's wait for records in flight ends before it, so
 	// they are spooled, not cut off with the process.
-	stopBy atomic.Int64
+	stopBy    atomic.Int64
 	name      string
 	classes   uint8
 	annotated bool
