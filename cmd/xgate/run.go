@@ -81,6 +81,7 @@ a bad file is rejected and the running rules stay.`,
 			go func() {
 				for range hup {
 					_ = sdNotify("RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()))
+					read := configMtime(cfgPath) // the version of the file this reload reads
 					next, err := loadConfig(nil, cfgPath, expandEnv)
 					if err == nil {
 						err = g.Reload(next)
@@ -97,7 +98,7 @@ a bad file is rejected and the running rules stay.`,
 						status = "STATUS=receiving; reloaded, but " + strings.Join(res.RestartNeeded, ", ") + " need a restart"
 					}
 					if pidFile != "" {
-						if err := writeReloadResult(reloadResultPath(pidFile), res); err != nil {
+						if err := writeReloadResult(reloadResultPath(pidFile), res, cfgPath, read); err != nil {
 							log.Warn("cannot write the reload result; xgate reload will not see it", "error", err)
 						}
 					}
@@ -218,7 +219,11 @@ rejected and the running rules stay, 1 when no answer came within --wait.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "sent SIGHUP to xgate (pid %d); its log says whether the new rules took\n", pid)
 				return nil
 			}
-			res, err := awaitReload(cmd.Context(), path, pid, before, wait)
+			// The file as this call leaves it: a result of a reload that
+			// read an older version (an earlier SIGHUP's, which this one
+			// coalesced with) is not this call's answer.
+			res, err := awaitReload(cmd.Context(), path, pid, before, configMtime(before.Config), wait,
+				func() { _ = syscall.Kill(pid, syscall.SIGHUP) })
 			if err != nil {
 				return fmt.Errorf("sent SIGHUP to xgate (pid %d), but %w; its log says whether the new rules took", pid, err)
 			}
@@ -249,7 +254,26 @@ func (e *restartError) Error() string {
 // tells a restarted daemon's results from the last one's.
 type reloadResult struct {
 	Pid int `json:"pid"`
+	// Config is the file the daemon reloads, ConfigMtimeNs the
+	// modification time it had when this reload read it: SIGHUPs
+	// coalesce, and xgate reload takes a result only if it read the file
+	// as the caller left it.
+	Config        string `json:"config,omitempty"`
+	ConfigMtimeNs int64  `json:"config_mtime_ns,omitempty"`
 	gateway.ReloadResult
+}
+
+// configMtime is path's modification time in ns, 0 for stdin or when it
+// cannot be read.
+func configMtime(path string) int64 {
+	if path == "" || path == "-" {
+		return 0
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.ModTime().UnixNano()
 }
 
 // reloadResultPath is where the daemon of pidFile writes its reload
@@ -260,8 +284,8 @@ func reloadResultPath(pidFile string) string {
 
 // writeReloadResult replaces path with r, atomically (a new file renamed
 // over it: a symbolic link at path is replaced, never followed).
-func writeReloadResult(path string, r *gateway.ReloadResult) error {
-	b, err := json.Marshal(reloadResult{Pid: os.Getpid(), ReloadResult: *r})
+func writeReloadResult(path string, r *gateway.ReloadResult, config string, mtimeNs int64) error {
+	b, err := json.Marshal(reloadResult{Pid: os.Getpid(), Config: config, ConfigMtimeNs: mtimeNs, ReloadResult: *r})
 	if err != nil {
 		return err
 	}
@@ -299,8 +323,11 @@ func readReloadResult(path string) (reloadResult, error) {
 }
 
 // awaitReload waits until the daemon pid writes a result other than
-// before (another pid or sequence number).
-func awaitReload(ctx context.Context, path string, pid int, before reloadResult, wait time.Duration) (reloadResult, error) {
+// before (another pid or sequence number) of a reload that read the config
+// at least as new as mtimeNs (0: any). A newer result of an older read (a
+// reload already running when the signal came) gets one more signal.
+func awaitReload(ctx context.Context, path string, pid int, before reloadResult, mtimeNs int64, wait time.Duration,
+	resignal func()) (reloadResult, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -308,9 +335,17 @@ func awaitReload(ctx context.Context, path string, pid int, before reloadResult,
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
+	resent := false
 	for {
 		if r, err := readReloadResult(path); err == nil && r.Pid == pid && (r.Pid != before.Pid || r.Seq != before.Seq) {
-			return r, nil
+			if r.ConfigMtimeNs >= mtimeNs || mtimeNs == 0 || r.ConfigMtimeNs == 0 {
+				return r, nil
+			}
+			if !resent {
+				resent = true
+				before = r
+				resignal()
+			}
 		}
 		select {
 		case <-ctx.Done():
