@@ -72,10 +72,18 @@ func TestSinkWatchLoud(t *testing.T) {
 // at once, before any record is lost (delivery_timeout is far off), and as
 // connected again once the server is back; the sink's Stats say Down in
 // between.
-func TestSinkWatchDown(t *testing.T) {
+// watchedNATS is a NATS sink on a server of the test's (with a disk spool
+// at spool, unless ""), its sink watch logging into buf, and waitLine,
+// which runs the watch until the log has a line (within 20s).
+func watchedNATS(t *testing.T, spool string) (*sinktest.NATSServer, *sink.Sinks, *sinkWatch, *syncBuf, func(string)) {
+	t.Helper()
 	srv := sinktest.StartNATS(t)
-	s, err := sink.New([]sink.Spec{{Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw", DeliveryTimeout: time.Minute,
-		NATS: sink.NATS{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}}}, 1)
+	sp := sink.Spec{Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw", DeliveryTimeout: time.Minute,
+		NATS: sink.NATS{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}}
+	if spool != "" {
+		sp.Spool = sink.SpoolSpec{Path: spool}
+	}
+	s, err := sink.New([]sink.Spec{sp}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,19 +92,24 @@ func TestSinkWatchDown(t *testing.T) {
 		defer cancel()
 		_ = s.Close(ctx)
 	})
-	var buf syncBuf
-	w := newSinkWatch(slog.New(slog.NewTextHandler(&buf, nil)), s)
+	buf := &syncBuf{}
+	w := newSinkWatch(slog.New(slog.NewTextHandler(buf, nil)), s)
 	waitLine := func(line string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(20 * time.Second)
 		for !strings.Contains(buf.String(), line) {
 			if time.Now().After(deadline) {
-				t.Fatalf("no %q line within 10s; log:\n%s", line, buf.String())
+				t.Fatalf("no %q line within 20s; log:\n%s", line, buf.String())
 			}
 			w.check(time.Now())
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	return srv, s, w, buf, waitLine
+}
+
+func TestSinkWatchDown(t *testing.T) {
+	srv, s, w, buf, waitLine := watchedNATS(t, "")
 	w.check(time.Now())
 	if st := s.Stats()[0]; st.Down || buf.String() != "" {
 		t.Fatalf("connected sink: Down %v, log %q", st.Down, buf.String())
@@ -120,31 +133,7 @@ func TestSinkWatchDown(t *testing.T) {
 // spooling (server gone) and when its spool is replayed (server back),
 // and the spool's metrics are on /metrics' collector.
 func TestSinkWatchSpool(t *testing.T) {
-	srv := sinktest.StartNATS(t)
-	s, err := sink.New([]sink.Spec{{Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw", DeliveryTimeout: time.Minute,
-		NATS:  sink.NATS{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true},
-		Spool: sink.SpoolSpec{Path: t.TempDir()}}}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = s.Close(ctx)
-	})
-	var buf syncBuf
-	w := newSinkWatch(slog.New(slog.NewTextHandler(&buf, nil)), s)
-	waitLine := func(line string) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for !strings.Contains(buf.String(), line) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q line within 20s; log:\n%s", line, buf.String())
-			}
-			w.check(time.Now())
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	srv, s, _, _, waitLine := watchedNATS(t, t.TempDir())
 	srv.Kill()
 	for s.Stats()[0].Down == false {
 		time.Sleep(10 * time.Millisecond)
