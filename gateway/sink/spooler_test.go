@@ -94,33 +94,15 @@ func TestNATSSpoolOutageRestart(t *testing.T) {
 	from := time.Now()
 
 	// Run 1: traffic, then the server dies.
-	s1 := newTestSinks(t, []Spec{sp}, workers)
-	stop := make(chan struct{})
-	// 64 events per worker every 10ms: 12800/s, well below what the
-	// server takes, so that the replay catches up with the feed.
-	wait := spoolFeeder(s1, workers, 0, 10*time.Millisecond, stop)
-	waitFor(t, "records before the outage", 5*time.Second, func() bool { return s1.Stats()[0].Records > 1000 })
-	srv.Kill()
-	waitFor(t, "records spooled", 5*time.Second, func() bool { return s1.Stats()[0].Spooled > 0 })
-	time.Sleep(outage / 2)
-	close(stop)
-	added1 := sum(wait())
-	start := time.Now()
-	closeSinks(t, s1)
-	st1 := s1.Stats()[0]
-	t.Logf("run 1: added %d, closed in %v with the server down: %+v", added1, time.Since(start).Round(time.Millisecond), st1)
-	checkSpoolIdentity(t, added1, st1)
-	if st1.Dropped+st1.Failed != 0 || st1.Spooled == 0 {
-		t.Fatalf("run 1 lost records or spooled none: %+v", st1)
-	}
+	added1, st1 := spoolRun1(t, sp, workers, outage/2, srv.Kill)
 
 	// Run 2: the restarted daemon finds the spool, the outage goes on.
 	s2 := newTestSinks(t, []Spec{sp}, workers)
 	if st := s2.Stats()[0]; st.SpoolRecovered != st1.Spooled || st.Spooled != st1.Spooled {
 		t.Fatalf("run 2 recovered %d (spooled %d), run 1 left %d", st.SpoolRecovered, st.Spooled, st1.Spooled)
 	}
-	stop = make(chan struct{})
-	wait = spoolFeeder(s2, workers, workers, 10*time.Millisecond, stop)
+	stop := make(chan struct{})
+	wait := spoolFeeder(s2, workers, workers, 10*time.Millisecond, stop)
 	time.Sleep(outage / 2)
 	if st := s2.Stats()[0]; st.SpoolOldest.IsZero() || time.Since(st.SpoolOldest) < outage/2 || !st.Down {
 		t.Fatalf("during the outage: %+v", st)
@@ -291,26 +273,9 @@ func kafkaSpoolOutageRestart(t *testing.T, outage func(*kfake.Cluster) (stop fun
 	from := time.Now()
 
 	// Run 1: traffic, then the broker goes down.
-	s1 := newTestSinks(t, []Spec{sp}, workers)
-	stop := make(chan struct{})
-	// 64 events per worker every 10ms, as for NATS: below what the
-	// broker takes, so that the replay catches up with the feed.
-	wait := spoolFeeder(s1, workers, 0, 10*time.Millisecond, stop)
-	waitFor(t, "records before the outage", 5*time.Second, func() bool { return s1.Stats()[0].Records > 1000 })
-	up := outage(c)
-	down := time.Now()
-	waitFor(t, "records spooled", 5*time.Second, func() bool { return s1.Stats()[0].Spooled > 0 })
-	time.Sleep(length/2 - time.Since(down))
-	close(stop)
-	added1 := sum(wait())
-	start := time.Now()
-	closeSinks(t, s1)
-	st1 := s1.Stats()[0]
-	t.Logf("run 1: added %d, closed in %v with the broker down: %+v", added1, time.Since(start).Round(time.Millisecond), st1)
-	checkSpoolIdentity(t, added1, st1)
-	if st1.Dropped+st1.Failed != 0 || st1.Spooled == 0 {
-		t.Fatalf("run 1 lost records or spooled none: %+v", st1)
-	}
+	var up func() int
+	var down time.Time
+	added1, st1 := spoolRun1(t, sp, workers, length/2, func() { up, down = outage(c), time.Now() })
 
 	// Run 2: the restarted daemon finds the spool, the outage goes on.
 	// Unlike NATS's, a Kafka sink does not know the broker is down: it
@@ -319,8 +284,8 @@ func kafkaSpoolOutageRestart(t *testing.T, outage func(*kfake.Cluster) (stop fun
 	if st := s2.Stats()[0]; st.SpoolRecovered != st1.Spooled || st.Spooled > st1.Spooled {
 		t.Fatalf("run 2 recovered %d (spooled %d), run 1 left %d", st.SpoolRecovered, st.Spooled, st1.Spooled)
 	}
-	stop = make(chan struct{})
-	wait = spoolFeeder(s2, workers, workers, 10*time.Millisecond, stop)
+	stop := make(chan struct{})
+	wait := spoolFeeder(s2, workers, workers, 10*time.Millisecond, stop)
 	time.Sleep(length - time.Since(down))
 	if st := s2.Stats()[0]; st.SpoolOldest.IsZero() || time.Since(st.SpoolOldest) < length/2 || st.Spooled <= st1.Spooled {
 		t.Fatalf("during the outage: %+v", st)
@@ -361,4 +326,34 @@ func kafkaSpoolOutageRestart(t *testing.T, outage func(*kfake.Cluster) (stop fun
 	}
 	late := checkRecordsOnce(t, recs, 3, from, to) // each event once
 	t.Logf("%d of %d records after a later one of their key and worker (failed records are replayed after those spooled meanwhile)", late, len(recs))
+}
+
+// spoolRun1 is the run of a daemon that a restart will end: workers feed
+// a spooling sink of sp until the broker has taken records, then down
+// takes the broker down; the feed goes on for half of the outage, and the
+// sinks close with the broker still down. Every record is accounted for
+// and none lost; some are spooled for the next run.
+func spoolRun1(t *testing.T, sp Spec, workers int, half time.Duration, down func()) (uint64, Stats) {
+	t.Helper()
+	s1 := newTestSinks(t, []Spec{sp}, workers)
+	stop := make(chan struct{})
+	// 64 events per worker every 10ms: 12800/s, well below what the
+	// broker takes, so that the replay catches up with the feed.
+	wait := spoolFeeder(s1, workers, 0, 10*time.Millisecond, stop)
+	waitFor(t, "records before the outage", 5*time.Second, func() bool { return s1.Stats()[0].Records > 1000 })
+	down()
+	at := time.Now()
+	waitFor(t, "records spooled", 5*time.Second, func() bool { return s1.Stats()[0].Spooled > 0 })
+	time.Sleep(half - time.Since(at))
+	close(stop)
+	added1 := sum(wait())
+	start := time.Now()
+	closeSinks(t, s1)
+	st1 := s1.Stats()[0]
+	t.Logf("run 1: added %d, closed in %v with the broker down: %+v", added1, time.Since(start).Round(time.Millisecond), st1)
+	checkSpoolIdentity(t, added1, st1)
+	if st1.Dropped+st1.Failed != 0 || st1.Spooled == 0 {
+		t.Fatalf("run 1 lost records or spooled none: %+v", st1)
+	}
+	return added1, st1
 }
