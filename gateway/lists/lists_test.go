@@ -214,22 +214,7 @@ func TestListWatchLinks(t *testing.T) {
 	if err := os.Symlink("..data/vip.txt", vip); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	ls := New(quiet(), &mu)
-	mu.Lock()
-	_, commit := ls.Prepare(&config.Config{Lists: []config.List{list(t, "vip", "set", vip)}})
-	commit()
-	err := ls.Start()
-	mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			ls.Stop()
-		}
-	}()
+	ls, _ := startWatch(t, list(t, "vip", "set", vip))
 
 	version("..v2", "u-1\nu-2\nu-3\n")
 	swap("..v2")
@@ -261,7 +246,6 @@ func TestListWatchLinks(t *testing.T) {
 	go func() { ls.Stop(); close(done) }()
 	select {
 	case <-done:
-		stopped = true
 	case <-time.After(5 * time.Second):
 		t.Fatal("Stop blocked after a FIFO was put at the list's path")
 	}
@@ -297,24 +281,33 @@ func TestListReloadRacesEdit(t *testing.T) {
 	dir := t.TempDir()
 	vip := filepath.Join(dir, "vip.txt")
 	testenv.WriteAtomic(t, vip, "u-1\n")
-	var mu sync.Mutex
-	ls := New(quiet(), &mu)
-	mu.Lock()
-	_, commit := ls.Prepare(&config.Config{Lists: []config.List{list(t, "vip", "set", vip)}})
-	commit()
-	err := ls.Start()
-	mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ls.Stop()
+	ls, mu := startWatch(t, list(t, "vip", "set", vip))
 
 	stale := list(t, "vip", "set", vip) // a SIGHUP's config read: u-1
 	testenv.WriteAtomic(t, vip, "u-1\nu-2\n")
 	eventually(t, "the edit loaded", func() bool { return ls.Current("vip").Len() == 2 })
 	mu.Lock()
-	_, commit = ls.Prepare(&config.Config{Lists: []config.List{stale}})
+	_, commit := ls.Prepare(&config.Config{Lists: []config.List{stale}})
 	commit()
 	mu.Unlock()
 	eventually(t, "the edit loaded again after the reload", func() bool { return ls.Current("vip").Len() == 2 })
+}
+
+// startWatch is a Set holding ls, committed and watching as the gateway
+// makes it (its reload lock held), stopped when the test ends; the lock
+// is returned for the test's own reloads.
+func startWatch(t *testing.T, ls ...config.List) (*Set, *sync.Mutex) {
+	t.Helper()
+	mu := &sync.Mutex{}
+	set := New(quiet(), mu)
+	mu.Lock()
+	_, commit := set.Prepare(&config.Config{Lists: ls})
+	commit()
+	err := set.Start()
+	mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(set.Stop)
+	return set, mu
 }
