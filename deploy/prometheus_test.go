@@ -39,7 +39,7 @@ func TestAlertRulesNameRealMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := os.ReadFile(filepath.Join(root, "gateway", "metrics.go"))
+	src, err := os.ReadFile(filepath.Join(root, "gateway", "metrics", "metrics.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestAlertRulesNameRealMetrics(t *testing.T) {
 		exported["xgate_"+m[1]] = true
 	}
 	if len(exported) < 20 {
-		t.Fatalf("found only %d metric descriptors in gateway/metrics.go: the pattern no longer matches", len(exported))
+		t.Fatalf("found only %d metric descriptors in gateway/metrics/metrics.go: the pattern no longer matches", len(exported))
 	}
 	var used []string
 	seen := map[string]bool{}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/metrics"
 )
 
 // TestWorkerBusyTime: after traffic every path's workers report busy time
@@ -18,7 +19,7 @@ func TestWorkerBusyTime(t *testing.T) {
 			t0 := time.Now()
 			pair, g, stop := runIT(t, 2, mode, nil)
 			sent := sendEventsAndOther(t, pair, 300, 0)
-			var s Stats
+			var s metrics.Stats
 			deadline := time.Now().Add(5 * time.Second)
 			for {
 				var err error

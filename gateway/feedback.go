@@ -10,6 +10,7 @@ import (
 	"github.com/xgate/xgate/engine/ring"
 
 	"github.com/xgate/xgate/bpf"
+	"github.com/xgate/xgate/gateway/metrics"
 )
 
 // Blocker enforces blocks in the kernel; *bpf.XDP is one.
@@ -70,19 +71,6 @@ type feedback struct {
 	due time.Time
 
 	requested, applied, deduped, ringFull, overLimit, failed, unenforced, refused, swept atomic.Uint64
-}
-
-// FeedbackStats counts what happened to block verdicts.
-type FeedbackStats struct {
-	Requested  uint64 // block verdicts with a source address
-	Applied    uint64 // written into the XDP blocklist
-	Deduped    uint64 // the source was blocked long enough already
-	RingFull   uint64 // dropped: the feedback ring was full
-	OverLimit  uint64 // dropped: block_max sources are blocked already
-	Failed     uint64 // the map update failed
-	Unenforced uint64 // no XDP program (plain mode): the event was dropped, the source not blocked
-	Refused    uint64 // the source is in a never_block list: not blocked
-	Swept      uint64 // expired blocks removed from the blocklist
 }
 
 func newFeedback(target Blocker, max int, log *slog.Logger) *feedback {
@@ -290,8 +278,8 @@ func (f *feedback) run(stop <-chan struct{}) {
 	}
 }
 
-func (f *feedback) stats() FeedbackStats {
-	return FeedbackStats{
+func (f *feedback) stats() metrics.FeedbackStats {
+	return metrics.FeedbackStats{
 		Requested: f.requested.Load(), Applied: f.applied.Load(), Deduped: f.deduped.Load(),
 		RingFull: f.ringFull.Load(), OverLimit: f.overLimit.Load(), Failed: f.failed.Load(),
 		Unenforced: f.unenforced.Load(), Refused: f.refused.Load(), Swept: f.swept.Load(),

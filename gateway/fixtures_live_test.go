@@ -8,6 +8,7 @@ import (
 
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/metrics"
 	"github.com/xgate/xgate/packet"
 	"github.com/xgate/xgate/packet/packettest"
 	"github.com/xgate/xgate/testenv"
@@ -125,7 +126,7 @@ func runFixturesLive(t *testing.T, mode config.Mode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc := accountingOf(&s)
+	acc := metrics.AccountingOf(&s)
 	t.Logf("%s: sent %d frames: %+v", mode, sent, acc)
 	if acc.Unaccounted != 0 {
 		t.Errorf("unaccounted %d: %+v", acc.Unaccounted, acc)

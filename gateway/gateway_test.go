@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/metrics"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -262,7 +263,7 @@ func runEndToEnd(t *testing.T, mode string) {
 		t.Fatal("block verdict not applied within 3s")
 	})
 	// Wait until everything sent is accounted for (or give up).
-	var s Stats
+	var s metrics.Stats
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		time.Sleep(20 * time.Millisecond)

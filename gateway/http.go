@@ -22,6 +22,7 @@ import (
 
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/metrics"
 
 	"github.com/xgate/xgate/gateway/host"
 
@@ -298,24 +299,24 @@ func (p slogPrinter) Println(v ...any) { p.g.log.Error("metrics: " + fmt.Sprint(
 
 // Status is what /status reports.
 type Status struct {
-	Version       string            `json:"version"`
-	Revision      string            `json:"revision"`
-	Path          config.Mode       `json:"path"`
-	Why           string            `json:"why"`
-	Interface     string            `json:"interface,omitempty"`
-	XDPMode       bpf.AttachMode    `json:"xdp_mode,omitempty"`
-	RxQueues      int               `json:"rx_queues,omitempty"`      // active RX queues of the interface
-	RxQueuesFrom  string            `json:"rx_queues_from,omitempty"` // ethtool | sysfs | fallback
-	Ports         []uint16          `json:"ports"`
-	Workers       []WorkerState     `json:"workers"`
-	Rules         RulesState        `json:"rules"`
-	Sinks         []string          `json:"sinks"`
-	Ready         bool              `json:"ready"`
-	StartedAt     time.Time         `json:"started_at,omitzero"`
-	UptimeSeconds float64           `json:"uptime_seconds"`
-	Accounting    Accounting        `json:"accounting"`
-	Verdicts      map[string]uint64 `json:"verdicts"`
-	Probes        []ProbeState      `json:"probes"`
+	Version       string             `json:"version"`
+	Revision      string             `json:"revision"`
+	Path          config.Mode        `json:"path"`
+	Why           string             `json:"why"`
+	Interface     string             `json:"interface,omitempty"`
+	XDPMode       bpf.AttachMode     `json:"xdp_mode,omitempty"`
+	RxQueues      int                `json:"rx_queues,omitempty"`      // active RX queues of the interface
+	RxQueuesFrom  string             `json:"rx_queues_from,omitempty"` // ethtool | sysfs | fallback
+	Ports         []uint16           `json:"ports"`
+	Workers       []WorkerState      `json:"workers"`
+	Rules         RulesState         `json:"rules"`
+	Sinks         []string           `json:"sinks"`
+	Ready         bool               `json:"ready"`
+	StartedAt     time.Time          `json:"started_at,omitzero"`
+	UptimeSeconds float64            `json:"uptime_seconds"`
+	Accounting    metrics.Accounting `json:"accounting"`
+	Verdicts      map[string]uint64  `json:"verdicts"`
+	Probes        []ProbeState       `json:"probes"`
 	// Reload is the outcome of the last reload (absent before the first).
 	Reload *ReloadResult `json:"reload,omitempty"`
 	// PathSteps are the receive-path steps New tried, the one taken last
@@ -350,60 +351,6 @@ type RulesState struct {
 	Hash  string   `json:"hash"` // sha256 of the rules' configuration, first 16 hex digits
 }
 
-// Accounting holds the terms of the identity
-// seen = xdp_dropped + not_for_us + socket_dropped + ring_dropped + decode_errors + events.
-type Accounting struct {
-	// Identity names the form of the identity (afxdp, socket or plain):
-	// which terms the path has (see Stats).
-	Identity config.Mode `json:"identity"`
-	// Seen: frames the XDP program saw; plain: datagrams that arrived at
-	// our sockets (received or dropped there).
-	Seen          uint64 `json:"seen"`
-	XDPDropped    uint64 `json:"xdp_dropped"`
-	NotForUs      uint64 `json:"not_for_us"`
-	NoSocket      uint64 `json:"no_socket"`      // afxdp: survivors on a queue without an AF_XDP socket
-	KernelDropped uint64 `json:"kernel_dropped"` // socket: the stack's drops after XDP (kfree_skb probe)
-	SocketDropped uint64 `json:"socket_dropped"`
-	RingDropped   uint64 `json:"ring_dropped"`
-	BadFrames     uint64 `json:"bad_frames"`
-	Rejected      uint64 `json:"rejected"` // datagrams none of whose events decoded
-	Decided       uint64 `json:"decided"`  // datagrams with an event decided
-	Reassembled   uint64 `json:"reassembled"`
-	Accounted     uint64 `json:"accounted"`   // the sum of the terms, less reassembled
-	Unaccounted   int64  `json:"unaccounted"` // seen − accounted: 0
-	// KernelDropsKnown: the kfree_skb probe runs (socket path); without it
-	// the stack's drops after XDP are not seen and show as unaccounted.
-	KernelDropsKnown bool `json:"kernel_drops_known"`
-	// Beside the identity: events (and their decode errors) in the
-	// datagrams decided or rejected.
-	Events            uint64  `json:"events"`
-	DecodeErrors      uint64  `json:"decode_errors"`
-	EventsPerDatagram float64 `json:"events_per_datagram"`
-}
-
-// Term is one term of the accounting identity.
-type Term struct {
-	Name string
-	V    uint64
-}
-
-// Terms lists the identity's right-hand side, in order (reassembled is
-// taken off, the others added).
-func (a Accounting) Terms() []Term {
-	return []Term{{"xdp_dropped", a.XDPDropped}, {"not_for_us", a.NotForUs}, {"no_socket", a.NoSocket},
-		{"kernel_dropped", a.KernelDropped}, {"socket_dropped", a.SocketDropped}, {"ring_dropped", a.RingDropped},
-		{"bad_frames", a.BadFrames}, {"rejected", a.Rejected}, {"decided", a.Decided}, {"reassembled", a.Reassembled}}
-}
-
-// accountingOf arranges s as /status and xgate stats show it.
-func accountingOf(s *Stats) Accounting {
-	return Accounting{Identity: s.Identity, Seen: s.Seen(), XDPDropped: s.XDPDrops, NotForUs: s.NotForUs,
-		NoSocket: s.NoSocket, KernelDropped: s.KernelDrops, SocketDropped: s.SocketDrops, RingDropped: s.RingDrops,
-		BadFrames: s.BadFrames, Rejected: s.Rejected, Decided: s.Decided, Reassembled: s.Reassembled,
-		Accounted: s.Accounted(), Unaccounted: s.Unaccounted(), KernelDropsKnown: s.KernelDropsKnown,
-		Events: s.Engine.Events, DecodeErrors: s.Engine.DecodeErrorTotal(), EventsPerDatagram: s.EventsPerDatagram()}
-}
-
 // Status reads the gateway's state and counters.
 func (g *Gateway) Status() (Status, error) {
 	s, err := g.Stats()
@@ -415,7 +362,7 @@ func (g *Gateway) Status() (Status, error) {
 		Version: g.version(), Revision: revision(), Path: g.path, Why: g.why, Interface: cfg.Interface, XDPMode: g.xdpMode,
 		Ports: cfg.Listen.Ports, UptimeSeconds: s.Uptime.Seconds(),
 		Ready:      g.ready(),
-		Accounting: accountingOf(&s),
+		Accounting: metrics.AccountingOf(&s),
 		Verdicts:   make(map[string]uint64, engine.NumActions),
 		Sinks:      []string{},
 		Reload:     g.LastReload(),
@@ -427,11 +374,11 @@ func (g *Gateway) Status() (Status, error) {
 		st.StartedAt = time.Unix(0, ns).UTC()
 	}
 	for _, q := range g.queueStats() {
-		st.Workers = append(st.Workers, WorkerState{Queue: q.id, CPU: q.cpu, Bind: q.bind})
+		st.Workers = append(st.Workers, WorkerState{Queue: q.ID, CPU: q.CPU, Bind: q.Bind})
 	}
 	st.Lists = g.Lists()
 	st.Rules.Count = len(s.Engine.Rules)
-	st.Rules.Names = ruleLabels(s.Engine.Rules)
+	st.Rules.Names = metrics.RuleLabels(s.Engine.Rules)
 	if b, err := json.Marshal(cfg.Rules); err == nil {
 		sum := sha256.Sum256(b)
 		st.Rules.Hash = hex.EncodeToString(sum[:8])

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -25,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/metrics"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -137,9 +139,9 @@ func sumFamily(fams map[string]*dto.MetricFamily, name string) float64 {
 
 // quiesce waits until everything sent is accounted for and two readings of
 // Stats a little apart agree, and returns the last.
-func quiesce(t testing.TB, g *Gateway, sent uint64) Stats {
+func quiesce(t testing.TB, g *Gateway, sent uint64) metrics.Stats {
 	t.Helper()
-	var prev Stats
+	var prev metrics.Stats
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		time.Sleep(50 * time.Millisecond)
@@ -207,7 +209,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	if mode == "afxdp" {
 		absent["xgate_socket_drops_total"] = true
 	} else {
-		for _, n := range MetricNames() { // every AF_XDP family
+		for _, n := range metrics.Names() { // every AF_XDP family
 			if strings.HasPrefix(n, "xgate_afxdp_") {
 				absent[n] = true
 			}
@@ -217,7 +219,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	// latency histogram only where sockets receive.
 	optional := map[string]bool{"xgate_kernel_drops_total": true, "xgate_xdp_redirect_errors_total": true,
 		"xgate_xdp_exceptions_total": true}
-	for _, n := range MetricNames() { // series per enrichment list, per spool: none without
+	for _, n := range metrics.Names() { // series per enrichment list, per spool: none without
 		if strings.HasPrefix(n, "xgate_list_") || strings.HasPrefix(n, "xgate_sink_spool_") {
 			optional[n] = true
 		}
@@ -227,7 +229,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	} else if !g.probeUp()[bpf.ProbeSockLatency] {
 		optional["xgate_kernel_queue_latency_seconds"] = true
 	}
-	for _, n := range append(MetricNames(), "go_goroutines", "go_memstats_heap_alloc_bytes", "process_cpu_seconds_total",
+	for _, n := range append(metrics.Names(), "go_goroutines", "go_memstats_heap_alloc_bytes", "process_cpu_seconds_total",
 		"process_resident_memory_bytes", "promhttp_metric_handler_errors_total") {
 		if _, ok := fams[n]; ok == absent[n] && !optional[n] {
 			t.Errorf("metric family %s: present %v, want %v", n, ok, !absent[n])
@@ -289,7 +291,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 		eq("sink records "+sk.Name, metricValue(t, fams, "xgate_sink_records_total", "sink="+sk.Name), sk.Records)
 		eq("sink bytes "+sk.Name, metricValue(t, fams, "xgate_sink_bytes_total", "sink="+sk.Name), sk.Bytes)
 	}
-	for _, tm := range accountingTerms(&s) {
+	for _, tm := range metrics.AccountingOf(&s).Terms() {
 		eq("accounting "+tm.Name, metricValue(t, fams, "xgate_accounting_total", "term="+tm.Name), tm.V)
 	}
 	if got, want := sumFamily(fams, "xgate_accounting_total"), float64(tr.sent); got != want {
@@ -360,7 +362,7 @@ func runHTTPMetrics(t *testing.T, mode string) {
 	if err := json.Unmarshal(body, &st); err != nil {
 		t.Fatalf("/status: %v\n%s", err, body)
 	}
-	wantAcc := accountingOf(&s)
+	wantAcc := metrics.AccountingOf(&s)
 	if st.Accounting.Identity.String() != mode || st.Accounting.Unaccounted != 0 {
 		t.Errorf("/status accounting: identity %q, unaccounted %d: want %s, 0", st.Accounting.Identity, st.Accounting.Unaccounted, mode)
 	}
@@ -656,5 +658,80 @@ func TestHTTPUnixSocket(t *testing.T) {
 	}
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket left after the stop: %v", err)
+	}
+}
+
+// The probes work on any gateway value; readiness follows the flag Run sets.
+func TestHealthAndReadyHandlers(t *testing.T) {
+	g := &Gateway{}
+	h := &httpServer{}
+	mux := g.httpHandler(h)
+	get := func(path string) int {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec.Code
+	}
+	if c := get("/healthz"); c != http.StatusOK {
+		t.Errorf("/healthz %d", c)
+	}
+	if c := get("/readyz"); c != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before ready: %d, want 503", c)
+	}
+	h.ready.Store(true)
+	if c := get("/readyz"); c != http.StatusOK {
+		t.Errorf("/readyz when ready: %d, want 200", c)
+	}
+	// No config (so no http.token, no http.pprof): pprof is off.
+	if c := get("/debug/pprof/"); c != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without a config: %d, want 404", c)
+	}
+	// net/http/pprof's init registers on http.DefaultServeMux too, which
+	// xgate never serves: the server's handler is its own mux.
+	if http.Handler(mux) == http.DefaultServeMux {
+		t.Error("the HTTP handler is http.DefaultServeMux")
+	}
+}
+
+func TestHTTPPprofSwitchAndToken(t *testing.T) {
+	get := func(h http.Handler, path, auth string) int {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	g := &Gateway{}
+	cfg := config.Default()
+	cfg.HTTP.Pprof = false
+	g.cfg.Store(cfg)
+	if c := get(g.httpHandler(&httpServer{}), "/debug/pprof/", ""); c != http.StatusNotFound {
+		t.Errorf("http.pprof false: /debug/pprof/ %d, want 404", c)
+	}
+	if c := get(g.httpHandler(&httpServer{}), "/debug/trace", ""); c != http.StatusNotFound {
+		t.Errorf("http.pprof false: /debug/trace %d, want 404", c)
+	}
+
+	cfg = config.Default()
+	cfg.HTTP.Token = "0123456789abcdef-secret"
+	g.cfg.Store(cfg)
+	h := g.httpHandler(&httpServer{})
+	for _, tc := range []struct {
+		path, auth string
+		want       int
+	}{
+		{"/debug/pprof/", "", http.StatusUnauthorized},
+		{"/debug/pprof/", "Bearer wrong", http.StatusUnauthorized},
+		{"/debug/pprof/", "0123456789abcdef-secret", http.StatusUnauthorized},
+		{"/debug/pprof/", "Bearer 0123456789abcdef-secret", http.StatusOK},
+		{"/metrics", "", http.StatusUnauthorized},
+		{"/status", "", http.StatusUnauthorized},
+		{"/healthz", "", http.StatusOK},
+		{"/readyz", "", http.StatusServiceUnavailable}, // not ready, but not refused for the token
+	} {
+		if c := get(h, tc.path, tc.auth); c != tc.want {
+			t.Errorf("%s with %q: %d, want %d", tc.path, tc.auth, c, tc.want)
+		}
 	}
 }

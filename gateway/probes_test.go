@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/metrics"
 
 	"golang.org/x/sys/unix"
 
@@ -19,7 +20,7 @@ import (
 // skipping the test when the probe is not running, and sends it n
 // datagrams, 100 at a time under the XDP bucket; it returns once the
 // workers have received all of them, with their stats.
-func sockLatencyRun(t *testing.T, sample, n int) (*Gateway, func() error, Stats) {
+func sockLatencyRun(t *testing.T, sample, n int) (*Gateway, func() error, metrics.Stats) {
 	t.Helper()
 	pair, g, stop := runIT(t, 2, "socket", func(cfg *config.Config) { cfg.Probes.Sample, cfg.Probes.RxTimestamps = sample, true })
 	if !g.probeUp()[bpf.ProbeSockLatency] {

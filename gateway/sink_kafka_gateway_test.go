@@ -29,6 +29,7 @@ import (
 
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/metrics"
 	"github.com/xgate/xgate/gateway/sink"
 	"github.com/xgate/xgate/gateway/sink/sinktest"
 	"github.com/xgate/xgate/testenv"
@@ -97,7 +98,7 @@ func (f sinkFigures) String() string {
 		f.passed, f.records, f.dropped, f.failed, f.tooBig, f.caughtUp.Round(time.Millisecond), f.recordsPerSec/1e6, f.maxInFlight)
 }
 
-func passedEvents(s *Stats) uint64 {
+func passedEvents(s *metrics.Stats) uint64 {
 	return s.Engine.Verdicts[engine.ActionPass] + s.Engine.Verdicts[engine.ActionAlert]
 }
 
@@ -129,7 +130,7 @@ func sinkRun(t *testing.T, e *tpEnv, n uint64, rate float64, during func()) (*tp
 		go during()
 	}
 	r := e.run(n, rate)
-	var s1 Stats
+	var s1 metrics.Stats
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		if s1, err = e.g.Stats(); err != nil {
 			t.Fatal(err)
@@ -197,7 +198,7 @@ func TestSinkGatewayThroughput(t *testing.T) {
 			t.Logf("%s, buffer %d, max rate: %v", kind, sk.Buffer, f)
 
 			// The broker stopped for 5 s in an 8 s run at a paced rate.
-			var stopped, restarted Stats
+			var stopped, restarted metrics.Stats
 			r, f = sinkRun(t, e, uint64(rate*8), rate, func() {
 				time.Sleep(time.Second)
 				stopped, _ = g.Stats()

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/metrics"
 
 	"golang.org/x/sys/unix"
 
@@ -311,7 +312,7 @@ func (e *tpEnv) run(n uint64, rate float64) *tpResult {
 	}
 	r := &tpResult{Mode: e.mode, NAPI: e.napi, Rate: rate, Send: res, Undelivered: res.Undelivered()}
 	// Wait until everything is accounted for; no progress for 2s ends it.
-	var s1 Stats
+	var s1 metrics.Stats
 	last, lastChange := uint64(0), time.Now()
 	for {
 		if s1, err = e.g.Stats(); err != nil {
@@ -351,7 +352,7 @@ func (e *tpEnv) run(n uint64, rate float64) *tpResult {
 	return r
 }
 
-func (r *tpResult) fill(s0, s1 *Stats) {
+func (r *tpResult) fill(s0, s1 *metrics.Stats) {
 	r.Decided = s1.Engine.Events - s0.Engine.Events
 	r.DecodeErrors = s1.Engine.DecodeErrorTotal() - s0.Engine.DecodeErrorTotal()
 	r.XDPSeen = s1.XDPSeen - s0.XDPSeen

@@ -16,6 +16,7 @@ import (
 	"github.com/xgate/xgate/gateway/config"
 
 	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/gateway/metrics"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -34,7 +35,7 @@ type Snapshot struct {
 	Interface     string             `json:"interface,omitempty"`
 	UptimeSeconds float64            `json:"uptime_seconds"`
 	Ready         bool               `json:"ready"`
-	Accounting    gateway.Accounting `json:"accounting"`
+	Accounting    metrics.Accounting `json:"accounting"`
 	Verdicts      map[string]uint64  `json:"verdicts"`
 	// Rules by times fired, most first.
 	Rules []RuleCount `json:"rules"`
@@ -298,7 +299,7 @@ func (s *Snapshot) WriteText(w io.Writer, prev *Snapshot, color bool) error {
 	}
 	fmt.Fprintf(&b, "\nbeside it: events %d, event decode errors %d, %.2f events per datagram\n",
 		a.Events, a.DecodeErrors, a.EventsPerDatagram)
-	var pa []gateway.Term
+	var pa []metrics.Term
 	if prev != nil {
 		pa = prev.Accounting.Terms()
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/bpf"
-	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/gateway/metrics"
 )
 
 // PinSnapshot is the XDP part of a snapshot, read from the pinned maps:
@@ -104,7 +104,7 @@ func pinCost(cost bpf.Cost) *PinCost {
 	if cost.Samples == 0 {
 		return nil
 	}
-	n, _, cum := gateway.Log2Histogram(cost.Hist[:], 1e-9)
+	n, _, cum := metrics.Log2Histogram(cost.Hist[:], 1e-9)
 	bounds := make([]float64, 0, len(cum))
 	for b := range cum {
 		bounds = append(bounds, b)

@@ -18,6 +18,7 @@ import (
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/examples/consumer/window"
 	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/gateway/metrics"
 )
 
 // TestEndToEnd: a gateway (plain UDP on loopback, no BPF) with the
@@ -117,7 +118,7 @@ probes: {enabled: false}
 
 	// Everything decided, and every passed event acknowledged by Kafka.
 	deadline := time.Now().Add(10 * time.Second)
-	var st gateway.Stats
+	var st metrics.Stats
 	for {
 		if st, err = g.Stats(); err != nil {
 			t.Fatal(err)

@@ -136,7 +136,7 @@ type Report struct {
 	// WorkerBusyS is the gateway workers' busy CPU time over the window
 	// (the worker threads' CPU time on their batches, from a batch in hand
 	// to done with it: not waiting, spinning, sleeping or preempted;
-	// summed over workers; gateway.Stats.WorkerBusyCPU) and EventsPerBusyS
+	// summed over workers; metrics.Stats.WorkerBusyCPU) and EventsPerBusyS
 	// the capacity it implies: events decided per busy worker CPU-second,
 	// a figure that holds when the generator, not the worker, is the wall.
 	// 0 for the yardsticks, which do not measure it.

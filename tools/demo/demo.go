@@ -48,6 +48,7 @@ import (
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/examples"
 	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/gateway/metrics"
 	"github.com/xgate/xgate/tools/gen"
 )
 
@@ -128,7 +129,7 @@ type Report struct {
 	Interrupted bool
 	Sent        Traffic
 	// Stats are the gateway's counters after it stopped: exact.
-	Stats gateway.Stats
+	Stats metrics.Stats
 	// Unaccounted is Sent.Total() minus the right-hand side of the
 	// identity; the demo fails unless it is 0.
 	Unaccounted int64

@@ -13,7 +13,7 @@ import (
 
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/engine"
-	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/gateway/metrics"
 )
 
 // view is the demo's live view. On a terminal (Options.Live) it redraws a
@@ -45,7 +45,7 @@ type view struct {
 type sample struct {
 	at     time.Duration
 	sent   Traffic
-	st     gateway.Stats
+	st     metrics.Stats
 	alerts uint64 // records in the alerts file; set by update
 }
 
