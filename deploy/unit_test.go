@@ -20,7 +20,7 @@ import (
 
 	"github.com/xgate/xgate/gateway/host"
 
-	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/gateway/preflight"
 )
 
 // unitKeys reads a unit file's [Service] and [Unit] settings (a key set
@@ -72,7 +72,7 @@ func TestUnitVerify(t *testing.T) {
 }
 
 // TestUnitSettings: the unit grants exactly the capabilities of the afxdp
-// path's setup steps (gateway.CapSteps), prevents restarts for the exit
+// path's setup steps (preflight.CapSteps), prevents restarts for the exit
 // codes a restart cannot fix, and has the hardening the README promises;
 // the packaged config writes only where the unit lets it.
 func TestUnitSettings(t *testing.T) {
@@ -94,7 +94,7 @@ func TestUnitSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	var steps host.CapSet
-	for _, s := range gateway.CapSteps(cfg, config.ModeAFXDP) {
+	for _, s := range preflight.CapSteps(cfg, config.ModeAFXDP) {
 		for _, c := range s.Caps {
 			steps |= 1 << c
 		}

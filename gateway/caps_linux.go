@@ -1,31 +1,20 @@
 package gateway
 
 import (
-	"errors"
-
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/preflight"
 
 	"github.com/xgate/xgate/gateway/host"
-
-	"github.com/xgate/xgate/bpf"
 )
 
-// Least privilege. Every setup step names the capabilities it needs; New
-// checks exactly those (not uid 0) before it touches anything, and after
-// setup host.DropCapabilities gives up every capability on every thread and sets
-// no_new_privs: reload, feedback, stats and stop work through the file
+// Least privilege. Every setup step names the capabilities it needs
+// (preflight.CapSteps); New checks exactly those (not uid 0) before it
+// touches anything, and after setup host.DropCapabilities gives up every
+// capability on every thread and sets no_new_privs: reload, feedback, stats and stop work through the file
 // descriptors the daemon already holds (map updates and lookups, link and
 // socket closes need no capability since Linux 6.5 moved the
 // unprivileged-BPF check into map and program creation), and unpinning is
 // an unlink in a pin directory the daemon's user owns.
-
-// CapSteps lists the setup steps of a run of cfg on the receive path
-// (config.ModeAFXDP, config.ModeSocket or config.ModePlain) and the
-// capabilities each needs (host.CapSteps).
-func CapSteps(cfg *config.Config, path config.Mode) []host.CapStep {
-	return host.CapSteps(host.Setup{XDP: path != config.ModePlain, Reuseport: path == config.ModeSocket,
-		AFXDP: path == config.ModeAFXDP, Probes: cfg.Probes.Enabled, RealtimePriority: cfg.Workers.RealtimePriority})
-}
 
 // checkCaps is New's check of the path's steps: a *host.CapabilityError for a
 // missing required capability, a warning logged for an optional one.
@@ -35,22 +24,11 @@ func (g *Gateway) checkCaps(cfg *config.Config, path config.Mode) error {
 		g.log.Warn("cannot read this process's capabilities; the setup steps will say what they lack", "error", err)
 		return nil
 	}
-	err, warnings := host.CheckCaps(CapSteps(cfg, path), have)
+	err, warnings := host.CheckCaps(preflight.CapSteps(cfg, path), have)
 	for _, w := range warnings {
 		g.log.Warn(w)
 	}
 	return err
-}
-
-// configuredPath is the receive path of an explicit mode, "" for auto.
-func configuredPath(mode config.Mode) config.Mode {
-	switch mode {
-	case config.ModeAFXDP:
-		return config.ModeAFXDP
-	case config.ModeSocket:
-		return config.ModeSocket
-	}
-	return ""
 }
 
 // dropCaps is Run's drop after setup. A failure is logged, not fatal: the
@@ -61,17 +39,4 @@ func (g *Gateway) dropCaps() {
 		return
 	}
 	g.log.Info("capabilities dropped after setup", "effective", "none", "no_new_privs", true)
-}
-
-// probeXDPLink is bpf.Probe(bpf.FeatXDPLink) as the daemon reads it: the
-// probe needs CAP_SYS_ADMIN for its scratch namespace, which the unit does
-// not grant; without it the probe says so (bpf.ErrPermission), which is no
-// answer about the kernel, so the feature counts as available and the
-// real attach (through a bpf_link, as always) decides.
-func probeXDPLink() error {
-	err := bpf.Probe(bpf.FeatXDPLink)
-	if errors.Is(err, bpf.ErrPermission) {
-		return nil
-	}
-	return err
 }

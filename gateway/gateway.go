@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +20,7 @@ import (
 	englists "github.com/xgate/xgate/engine/lists"
 	"github.com/xgate/xgate/gateway/config"
 	"github.com/xgate/xgate/gateway/lists"
+	"github.com/xgate/xgate/gateway/preflight"
 
 	"github.com/xgate/xgate/gateway/host"
 
@@ -177,18 +177,18 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	commitLists()
 	// The capabilities of every setup step, before any is taken: of the
 	// configured path, or of the one auto chose from the privileges.
-	if p := configuredPath(cfg.Mode); p != "" {
+	if p := preflight.ConfiguredPath(cfg.Mode); p != "" {
 		if err := g.checkCaps(cfg, p); err != nil {
 			return nil, err
 		}
 	}
-	if g.path, g.why, err = choosePath(cfg); err != nil {
+	if g.path, g.why, err = preflight.ChoosePath(cfg); err != nil {
 		return nil, err
 	}
-	if configuredPath(cfg.Mode) == "" {
+	if preflight.ConfiguredPath(cfg.Mode) == "" {
 		if err := g.checkCaps(cfg, g.path); err != nil {
 			// auto: what the capabilities do not allow falls back as a
-			// missing privilege does in choosePath.
+			// missing privilege does in preflight.ChoosePath.
 			g.path, g.why = config.ModePlain, "auto: no BPF possible ("+err.Error()+"); plain UDP sockets, blocks are not enforced in the kernel"
 		}
 	}
@@ -287,47 +287,6 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	return g, nil
 }
 
-// choosePath resolves mode auto and checks that the chosen path can work:
-// auto takes afxdp when the interface, privileges and kernel allow it, else
-// socket, else plain UDP without BPF. A configured mode that cannot work is
-// an error naming what is missing.
-func choosePath(cfg *config.Config) (path config.Mode, why string, err error) {
-	switch cfg.Mode {
-	case config.ModeAFXDP, config.ModeSocket:
-		path = config.ModeAFXDP
-		if cfg.Mode == config.ModeSocket {
-			path = config.ModeSocket
-		}
-		if p := pathProblems(cfg, path); len(p) > 0 {
-			return "", "", fmt.Errorf("mode %s: %w:\n  %s", cfg.Mode, errNoPath, strings.Join(p, "\n  "))
-		}
-		// Switched off or refused before anything is attached: a strict
-		// mode fails at once, naming the feature.
-		if path == config.ModeAFXDP && bpf.ForcedOff(bpf.FeatAFXDP) {
-			return "", "", fmt.Errorf("mode %s: %w: %w (use mode socket or auto)", cfg.Mode, errNoPath, bpf.ForcedErr(bpf.FeatAFXDP))
-		}
-		if err := probeXDPLink(); err != nil && !errors.Is(err, bpf.ErrPermission) {
-			return "", "", fmt.Errorf("mode %s: %w: %w (xgate attaches XDP only through a bpf_link; mode auto runs plain sockets)",
-				cfg.Mode, errNoPath, err)
-		}
-		return path, "configured (mode: " + cfg.Mode.String() + ")", nil
-	}
-	if cfg.Mode == config.ModePlain {
-		return config.ModePlain, "configured (mode: plain): UDP sockets without BPF; blocks are not enforced in the kernel", nil
-	}
-	if cfg.Interface == "" {
-		return config.ModePlain, "auto: no interface configured, so no XDP; plain UDP sockets", nil
-	}
-	p := pathProblems(cfg, config.ModeAFXDP)
-	if len(p) == 0 {
-		return config.ModeAFXDP, "auto: interface, privileges and kernel allow AF_XDP", nil
-	}
-	if q := pathProblems(cfg, config.ModeSocket); len(q) == 0 {
-		return config.ModeSocket, "auto: AF_XDP not possible (" + strings.Join(p, "; ") + "); SO_REUSEPORT groups behind the XDP program", nil
-	}
-	return config.ModePlain, "auto: no BPF possible (" + strings.Join(p, "; ") + "); plain UDP sockets, blocks are not enforced in the kernel", nil
-}
-
 // setupXDP loads the program and attaches it through a bpf_link — native,
 // else generic with a warning (also when xdp_native is switched off); a
 // stale netlink-attached xgate program is removed first — and records the
@@ -347,7 +306,7 @@ func (g *Gateway) setupXDP(cfg *config.Config) error {
 		g.log.Warn("active RX queues of the interface from "+g.rxq.Source, "interface", cfg.Interface,
 			"queues", g.queues, "why", g.rxq.Note)
 	}
-	if err := probeXDPLink(); err != nil {
+	if err := preflight.ProbeXDPLink(); err != nil {
 		return fmt.Errorf("attach xdp to %s: %w (xgate attaches XDP only through a bpf_link, which detaches when the process dies)",
 			cfg.Interface, err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/xgate/xgate/engine/lists"
 	"github.com/xgate/xgate/gateway/config"
+	"github.com/xgate/xgate/gateway/preflight"
 
 	"github.com/xgate/xgate/bpf"
 )
@@ -45,7 +46,7 @@ func strict(cfg *config.Config) bool {
 	return cfg.Mode == config.ModeAFXDP || cfg.Mode == config.ModeSocket
 }
 
-// openPath sets up the path choosePath picked and, in mode auto, steps
+// openPath sets up the path preflight.ChoosePath picked and, in mode auto, steps
 // down the ladder when a step is refused, closing what the refused step
 // opened. It returns the CPU of each worker.
 func (g *Gateway) openPath(cfg *config.Config) ([]int, error) {
@@ -73,7 +74,7 @@ func (g *Gateway) openPath(cfg *config.Config) ([]int, error) {
 		g.closeXSKs()
 		g.xsks = nil
 		next := config.ModeSocket
-		if p := pathProblems(cfg, config.ModeSocket); len(p) > 0 {
+		if p := preflight.PathProblems(cfg, config.ModeSocket); len(p) > 0 {
 			next = config.ModePlain
 			err = fmt.Errorf("%w; and the socket path: %s", err, strings.Join(p, "; "))
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xgate/xgate/gateway"
+	"github.com/xgate/xgate/gateway/preflight"
 )
 
 const defaultPidFile = "/run/xgate.pid"
@@ -147,7 +148,7 @@ kernel feature with what it makes xgate do.`,
 			}
 			out := validateReport{Config: cfgPath, Rules: len(cfg.Rules), Sinks: len(cfg.Sinks)}
 			if checkHost {
-				out.Problems, out.Notes = gateway.CheckSetup(cfg)
+				out.Problems, out.Notes = preflight.CheckSetup(cfg)
 				out.Features = host.HostFeatures()
 			}
 			var err2 error
