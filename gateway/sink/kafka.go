@@ -263,6 +263,7 @@ type kafkaOutput struct {
 	gw     []byte
 	ctx    context.Context // canceled by abort
 	cancel context.CancelFunc
+	ids    idGen // message ids (writer goroutine only)
 
 	asyncAcks // pending: records produced, promise not yet run
 }
@@ -276,6 +277,7 @@ type kafkaSlab struct {
 	slabLeft // left: records of the slab whose promise has not run
 	recs     []kgo.Record
 	hdrs     []kgo.RecordHeader
+	ids      msgIDs // the records' ids without a spool (with one: the slab's slabSpool.ids)
 	promise  func(*kgo.Record, error)
 }
 
@@ -285,15 +287,19 @@ const (
 	hdrRule    = "rule"
 	hdrGateway = "gateway"
 	hdrRxNs    = "rx_ns"
+	// hdrID is the record's message id, "<gateway>-<start>-<sequence>":
+	// unique per record, and the same when a spool sends it again, so a
+	// consumer can drop what it has (at least once).
+	hdrID = "id"
 	// With meta (meta.go).
 	hdrSrc    = "src"
 	hdrQueue  = "queue"
 	hdrRxTime = "rx_time"
 )
 
-// kafkaHeaders is the most headers a record has: four always, three with
+// kafkaHeaders is the most headers a record has: five always, three with
 // meta.
-const kafkaHeaders = 7
+const kafkaHeaders = 8
 
 func newKafkaOutput(sk *sink, sp Spec) (*kafkaOutput, error) {
 	k := sp.Kafka
@@ -359,6 +365,7 @@ func newKafkaOutput(sk *sink, sp Spec) (*kafkaOutput, error) {
 		cl:    cl,
 		topic: k.Topic,
 		gw:    []byte(sp.GatewayID),
+		ids:   newIDGen(sp.GatewayID),
 	}
 	o.back = make(chan *slab, sk.slabs)
 	o.ctx, o.cancel = context.WithCancel(context.Background())
@@ -463,6 +470,19 @@ func (o *kafkaOutput) write(sl *slab) {
 	ks := o.state(sl)
 	n := len(sl.ends)
 	o.handed(&ks.slabLeft, n)
+	// The ids first: the headers are views into ids, which must not grow
+	// under them. A record from the spool keeps the id it was given.
+	ids := &ks.ids
+	if ss := sl.spool; ss != nil {
+		ids = &ss.ids
+	}
+	if ss := sl.spool; ss == nil || !ss.replay {
+		ids.reset()
+		for range n {
+			ids.buf = o.ids.next(ids.buf)
+			ids.end = append(ids.end, uint32(len(ids.buf)))
+		}
+	}
 	var kr keyedRecord
 	from := 0
 	for i, end := range sl.ends {
@@ -473,7 +493,8 @@ func (o *kafkaOutput) write(sl *slab) {
 			kgo.RecordHeader{Key: hdrVerdict, Value: keyedVerdicts[kr.verdict]},
 			kgo.RecordHeader{Key: hdrRule, Value: kr.rule},
 			kgo.RecordHeader{Key: hdrGateway, Value: o.gw},
-			kgo.RecordHeader{Key: hdrRxNs, Value: kr.rxText})
+			kgo.RecordHeader{Key: hdrRxNs, Value: kr.rxText},
+			kgo.RecordHeader{Key: hdrID, Value: ids.at(i)})
 		if kr.src != nil {
 			h = append(h, kgo.RecordHeader{Key: hdrSrc, Value: kr.src})
 		}
@@ -488,6 +509,10 @@ func (o *kafkaOutput) write(sl *slab) {
 		o.cl.Produce(o.ctx, r, ks.promise)
 	}
 }
+
+// newMsgID appends the next message id to b (writer goroutine only): the
+// spooler's, for the records it stores.
+func (o *kafkaOutput) newMsgID(b []byte) []byte { return o.ids.next(b) }
 
 // resolve is the promise of every record (franz-go calls promises
 // serially, on one goroutine).

@@ -82,19 +82,10 @@ func consumeTopic(t *testing.T, brokers []string, want int) []*kgo.Record {
 // each worker's events of a key in the order they were added.
 func checkRecords(t *testing.T, recs []*kgo.Record, partitions int, from, to time.Time) {
 	t.Helper()
-	if late := checkRecordsOnce(t, recs, partitions, from, to); late > 0 {
-		t.Fatalf("%d records after a later one of their key and worker", late)
-	}
-}
-
-// checkRecordsOnce is checkRecords but for the order: it returns how many
-// records came after a later one of their key and worker (a spool replays
-// records the broker failed after those it stored meanwhile).
-func checkRecordsOnce(t *testing.T, recs []*kgo.Record, partitions int, from, to time.Time) (late int) {
-	t.Helper()
-	seen := map[string]bool{}
+	seen, ids := map[string]bool{}, map[string]bool{}
 	keyPart := map[string]int32{}
 	last := map[string]int{} // key + worker → last seq
+	late := 0
 	kafkaPart := kgo.StickyKeyPartitioner(nil).ForTopic(testTopic)
 	for _, r := range recs {
 		w, seq := eventID(t, r.Value)
@@ -131,9 +122,13 @@ func checkRecordsOnce(t *testing.T, recs []*kgo.Record, partitions int, from, to
 		if seq%10 == 0 {
 			wantVerdict, wantRule = "alert", "big-payment"
 		}
-		if len(r.Headers) != 4 || h["verdict"] != wantVerdict || h["rule"] != wantRule || h["gateway"] != "gw-test" {
+		if len(r.Headers) != 5 || h["verdict"] != wantVerdict || h["rule"] != wantRule || h["gateway"] != "gw-test" || !strings.HasPrefix(h["id"], "gw-test-") {
 			t.Fatalf("event %s: headers %v", id, r.Headers)
 		}
+		if ids[h["id"]] {
+			t.Fatalf("event %s: id %q twice", id, h["id"])
+		}
+		ids[h["id"]] = true
 		rx, err := strconv.ParseInt(h["rx_ns"], 10, 64)
 		if err != nil || rx < from.UnixNano() || rx > to.UnixNano() {
 			t.Fatalf("event %s: rx_ns %q not a time in [%d, %d]", id, h["rx_ns"], from.UnixNano(), to.UnixNano())
@@ -149,7 +144,9 @@ func checkRecordsOnce(t *testing.T, recs []*kgo.Record, partitions int, from, to
 	if len(keyPart) != testKeys || len(used) != partitions {
 		t.Fatalf("%d keys over %d partitions, want %d keys over all %d", len(keyPart), len(used), testKeys, partitions)
 	}
-	return late
+	if late > 0 {
+		t.Fatalf("%d records after a later one of their key and worker", late)
+	}
 }
 
 func TestKafkaSinkExactlyOnce(t *testing.T) {

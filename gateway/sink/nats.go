@@ -43,7 +43,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -422,8 +421,7 @@ type natsOutput struct {
 	js      jetstream.JetStream
 	tmpl    subjectTemplate
 	gw      string
-	idPre   []byte // "<gateway>-<start>-"
-	seq     uint64 // message sequence (writer goroutine only)
+	ids     idGen // message ids (writer goroutine only)
 	deliver time.Duration
 
 	mu   sync.Mutex
@@ -473,7 +471,7 @@ func newNATSOutput(sk *sink, sp Spec) (*natsOutput, error) {
 		sk:         sk,
 		tmpl:       tmpl,
 		gw:         sp.GatewayID,
-		idPre:      []byte(sp.GatewayID + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"),
+		ids:        newIDGen(sp.GatewayID),
 		deliver:    sp.DeliveryTimeout,
 		ackTimeout: n.AckTimeout,
 		live:       map[*nats.Msg]*natsRec{},
@@ -635,13 +633,13 @@ func (o *natsOutput) write(sl *slab) {
 		// replay of what it has); a new record takes the next, which the
 		// spool keeps should the record fail.
 		var id string
-		if sp := sl.spool; sp != nil && sp.ids[i] != "" {
-			id = sp.ids[i]
+		if sp := sl.spool; sp != nil && sp.replay {
+			id = string(sp.ids.at(i))
 		} else {
-			o.idBuf = o.newMsgID(o.idBuf[:0])
+			o.idBuf = o.ids.next(o.idBuf[:0])
 			id = string(o.idBuf)
 			if sp != nil {
-				sp.ids[i] = id
+				sp.ids.add(o.idBuf)
 			}
 		}
 		r.idx = i
@@ -685,13 +683,9 @@ func (o *natsOutput) write(sl *slab) {
 	}
 }
 
-// newMsgID appends the next message id to b (writer goroutine only):
-// "<gateway>-<start>-<sequence>", so that no two records of one gateway,
-// this run or another, share one.
-func (o *natsOutput) newMsgID(b []byte) []byte {
-	o.seq++
-	return strconv.AppendUint(append(b, o.idPre...), o.seq, 10)
-}
+// newMsgID appends the next message id to b (writer goroutine only): the
+// spooler's, for the records it stores.
+func (o *natsOutput) newMsgID(b []byte) []byte { return o.ids.next(b) }
 
 // verdictStrings are keyedVerdicts as strings.
 var verdictStrings = func() (s [256]string) {

@@ -285,14 +285,15 @@ func (a *asyncAcks) lastError() error {
 
 func (a *asyncAcks) noteError(err error) { a.lastErr.Store(&err) }
 
-// spoolFailed marks record i of sl failed for the spooler, which spools it
-// again when sl comes back; false without a spool (the caller counts it
-// Failed). Called by the one resolver of the record, before it settles.
+// spoolFailed marks record i of sl failed for the spooler, which sends it
+// again from the spool (spooler.go); false without a spool (the caller
+// counts it Failed). Called by the one resolver of the record, before it settles.
 func spoolFailed(sl *slab, i int) bool {
 	if sl.spool == nil {
 		return false
 	}
 	sl.spool.failed[i] = true
+	sl.spool.failing.Store(true)
 	return true
 }
 
@@ -811,11 +812,7 @@ func (sk *sink) run() {
 	armSpool := func() {}
 	if sp != nil {
 		sp.free = free
-		recycle = func(sl *slab) {
-			if sp.returned(sl) {
-				free(sl)
-			}
-		}
+		recycle = sp.returned // which gives back the worker slabs
 		spoolTimer = time.NewTimer(time.Hour)
 		spoolTimer.Stop()
 		defer spoolTimer.Stop()

@@ -11,7 +11,10 @@ package sink
 //	LOCK                    flock'ed (exclusive, non-blocking) while a
 //	                        daemon uses the spool: a second one is refused
 //	acked                   the spool offset up to which every record is
-//	                        delivered: 8 bytes little endian + CRC32C of them
+//	                        delivered (8 bytes little endian), the number n
+//	                        of records after it the broker has too (4
+//	                        bytes; a replay skips them), their offsets (n ×
+//	                        8 bytes), and CRC32C of all that (4 bytes)
 //	<16 hex digits>.seg     a segment: the frames from that spool offset on
 //
 // A spool offset counts bytes of frames since the spool was made; a
@@ -31,6 +34,13 @@ package sink
 // the middle of a write): the file is truncated there and later segments
 // are removed; the bytes cut are counted (Stats.TornBytes). Segments whose
 // frames are all before the acknowledged offset are removed.
+//
+// Order. Records are replayed in spool order, and a record the broker
+// fails is never appended again: the spooler rewinds the replay to the
+// acked offset (spooler.go), so a key's records reach the broker in the
+// order they came. Records after the acked offset that the broker did
+// take are remembered (the delivered set, saved with the acked offset) and
+// skipped by the replay, so that a rewind sends none of them twice.
 //
 // Durability. Appends are buffered and written with one write per round
 // of the writer goroutine; with fsync: batch (the default) the segment is
@@ -155,8 +165,13 @@ type spoolRec struct {
 	ns  int64
 	id  []byte
 	rec []byte
+	off int64 // spool offset of the frame
 	end int64 // spool offset after the frame
 }
+
+// spoolMaxDelivered bounds the delivered set: past it, a rewind sends
+// again what the broker has (at least once).
+const spoolMaxDelivered = 1 << 16
 
 // spool is the on-disk queue (see the top of the file).
 type spool struct {
@@ -173,11 +188,16 @@ type spool struct {
 
 	acked      int64 // everything before is delivered
 	ackedSaved int64 // acked as the state file has it
-	read       int64 // the next frame to replay
-	tail       int64 // after the last frame (wbuf included)
-	unread     int   // frames from read to tail
-	disk       int64 // bytes of every segment file plus wbuf
-	marks      []spoolMark
+	// delivered are the offsets of frames at or after acked the broker
+	// has (sorted): a replay skips them. dirty: not yet in the state file.
+	delivered []int64
+	dirty     bool
+	stateBuf  []byte
+	read      int64 // the next frame to replay
+	tail      int64 // after the last frame (wbuf included)
+	unread    int   // frames from read to tail
+	disk      int64 // bytes of every segment file plus wbuf
+	marks     []spoolMark
 
 	r     *os.File // the segment being read
 	rseg  int64    // its start
@@ -240,11 +260,7 @@ func (q *spool) load() error {
 	if q.state, err = openNoFollow(filepath.Join(q.dir, "acked"), os.O_RDWR|os.O_CREATE); err != nil {
 		return err
 	}
-	var st [12]byte
-	acked := int64(-1)
-	if n, _ := q.state.ReadAt(st[:], 0); n == len(st) && crc32.Checksum(st[:8], castagnoli) == binary.LittleEndian.Uint32(st[8:]) {
-		acked = int64(binary.LittleEndian.Uint64(st[:8]))
-	}
+	acked := q.readState()
 	ents, err := os.ReadDir(q.dir)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
@@ -299,6 +315,7 @@ func (q *spool) load() error {
 	q.acked = min(acked, q.tail)
 	q.ackedSaved = q.acked
 	q.read = q.acked
+	q.delivered = slices.DeleteFunc(q.delivered, func(off int64) bool { return off < q.acked || off >= q.tail })
 	for _, s := range q.segs {
 		q.disk += s.size
 	}
@@ -307,6 +324,32 @@ func (q *spool) load() error {
 	}
 	q.trim()
 	return nil
+}
+
+// readState reads the state file: the acked offset (-1 if the file is
+// new or torn: then everything in the segments is replayed) and the
+// delivered set.
+func (q *spool) readState() int64 {
+	b, err := io.ReadAll(io.LimitReader(q.state, 16+8*spoolMaxDelivered))
+	if err != nil || len(b) < 12 {
+		return -1
+	}
+	if len(b) >= 16 {
+		n := int(binary.LittleEndian.Uint32(b[8:]))
+		if end := 12 + 8*n; n <= spoolMaxDelivered && end+4 <= len(b) && crc32.Checksum(b[:end], castagnoli) == binary.LittleEndian.Uint32(b[end:]) {
+			for i := range n {
+				q.delivered = append(q.delivered, int64(binary.LittleEndian.Uint64(b[12+8*i:])))
+			}
+			slices.Sort(q.delivered)
+			q.delivered = slices.Compact(q.delivered)
+			return int64(binary.LittleEndian.Uint64(b))
+		}
+	}
+	// The format without the delivered set: offset and CRC.
+	if crc32.Checksum(b[:8], castagnoli) == binary.LittleEndian.Uint32(b[8:]) {
+		return int64(binary.LittleEndian.Uint64(b))
+	}
+	return -1
 }
 
 // cutFrom removes the segments from index i on, counting their bytes torn.
@@ -487,13 +530,19 @@ func (q *spool) lose(n int, err error) error {
 // called after the frames are written, so the state never says delivered
 // of a record whose re-appended copy is not yet on disk.
 func (q *spool) saveAcked() error {
-	if q.acked == q.ackedSaved {
+	if q.acked == q.ackedSaved && !q.dirty {
 		return nil
 	}
-	var st [12]byte
-	binary.LittleEndian.PutUint64(st[:], uint64(q.acked))
-	binary.LittleEndian.PutUint32(st[8:], crc32.Checksum(st[:8], castagnoli))
-	if _, err := q.state.WriteAt(st[:], 0); err != nil {
+	st := binary.LittleEndian.AppendUint64(q.stateBuf[:0], uint64(q.acked))
+	st = binary.LittleEndian.AppendUint32(st, uint32(len(q.delivered)))
+	for _, off := range q.delivered {
+		st = binary.LittleEndian.AppendUint64(st, uint64(off))
+	}
+	st = binary.LittleEndian.AppendUint32(st, crc32.Checksum(st, castagnoli))
+	q.stateBuf = st
+	// Bytes past the end of a longer state written before are left: the
+	// count and the CRC say where this one ends.
+	if _, err := q.state.WriteAt(st, 0); err != nil {
 		return q.lose(0, fmt.Errorf("spool state: %w", err))
 	}
 	if q.fsync {
@@ -502,7 +551,7 @@ func (q *spool) saveAcked() error {
 			return q.lose(0, fmt.Errorf("spool state: %w", err))
 		}
 	}
-	q.ackedSaved = q.acked
+	q.ackedSaved, q.dirty = q.acked, false
 	return nil
 }
 
@@ -511,6 +560,10 @@ func (q *spool) saveAcked() error {
 func (q *spool) ack(off int64) {
 	if off > q.acked {
 		q.acked = off
+	}
+	if i, _ := slices.BinarySearch(q.delivered, q.acked); i > 0 {
+		q.delivered = slices.Delete(q.delivered, 0, i)
+		q.dirty = true
 	}
 	if last := q.segs[len(q.segs)-1]; q.acked >= q.tail && last.size > 0 && len(q.wbuf) == 0 {
 		q.roll() // all delivered: a new segment, so that the last one goes too
@@ -580,6 +633,7 @@ func (q *spool) peek() (r spoolRec, ok bool, err error) {
 			ns:  int64(binary.LittleEndian.Uint64(p)),
 			id:  p[spoolRecHeader : spoolRecHeader+idl],
 			rec: p[spoolRecHeader+idl:],
+			off: q.read,
 			end: q.read + int64(spoolFrameHeader+n),
 		}
 		return r, true, nil
@@ -596,6 +650,60 @@ func (q *spool) advance(r spoolRec) {
 	if q.unread == 0 {
 		q.marks = q.marks[:0]
 	}
+}
+
+// isDelivered reports whether the broker has the frame at off (the
+// delivered set).
+func (q *spool) isDelivered(off int64) bool {
+	_, ok := slices.BinarySearch(q.delivered, off)
+	return ok
+}
+
+// addDelivered notes that the broker has the frame at off, which is at or
+// after acked (a replay after a rewind skips it); false when the set is
+// full (the frame is sent again).
+func (q *spool) addDelivered(off int64) bool {
+	i, ok := slices.BinarySearch(q.delivered, off)
+	if ok {
+		return true
+	}
+	if len(q.delivered) >= spoolMaxDelivered {
+		return false
+	}
+	q.delivered = slices.Insert(q.delivered, i, off)
+	q.dirty = true
+	return true
+}
+
+// deliveredFrom counts the delivered set's frames at or after off.
+func (q *spool) deliveredFrom(off int64) int {
+	i, _ := slices.BinarySearch(q.delivered, off)
+	return len(q.delivered) - i
+}
+
+// appendSent appends a record already handed to the broker: it is at
+// the tail and read at once (the caller holds it in flight, as a replay
+// slab's). Only when nothing is unread (the read offset is the tail).
+func (q *spool) appendSent(id, rec []byte, ns int64) (off int64, ok bool) {
+	off = q.tail
+	if q.unread != 0 || q.read != q.tail || !q.append(id, rec, ns) {
+		return 0, false
+	}
+	q.advance(spoolRec{off: off, end: q.tail})
+	return off, true
+}
+
+// rewind moves the read offset back to acked: the frames from there to
+// the old read offset (n of them, the first spooled at ns) are unread
+// again.
+func (q *spool) rewind(n int, ns int64) {
+	if n == 0 || q.read == q.acked {
+		return
+	}
+	q.read = q.acked
+	q.unread += n
+	q.rlen = 0
+	q.marks = slices.Insert(q.marks, 0, spoolMark{q.acked, ns})
 }
 
 // fill reads from q.read on in segment s into rbuf.

@@ -5,32 +5,48 @@ package sink
 //
 // Flow. For each slab the writer pops, the spooler either sends it (hands
 // it to the output, as without a spool) or stores it: appends its records
-// to the spool and gives the slab back to its worker at once. It stores
-// while the spool holds records not yet replayed (so records leave in the
-// order they came), and while the sink is congested: the output reports
-// the broker down (NATS), or half the sink's slabs are held by the client
+// to the spool and gives the slab back to its worker at once. It sends
+// only while the spool is empty and wholly acknowledged, no record has
+// failed since, and the sink is not congested: the output reports the
+// broker down (NATS), or half the sink's slabs are held by the client
 // awaiting acks (what the memory buffer can hold; Kafka has no other sign
-// of an absent broker). Once not congested, it replays: reads records from
-// the spool's head into replay slabs of its own (owner -1) and sends
-// them, with the message id each record was given when it was first sent
-// or stored, so that a replay of a record the broker already has is a
-// duplicate the broker drops (NATS: Nats-Msg-Id in the stream's duplicate
-// window; Kafka: at least once). A replay slab's records count as
-// delivered in the spool (the acked offset) when it and every replay slab
-// before it are back.
+// of an absent broker). Otherwise it stores, so records leave in the order
+// they came. Once not congested, it replays: reads records from the
+// spool's head into replay slabs of its own (owner -1) and sends them,
+// with the message id each record was given when it was first sent or
+// stored (NATS: Nats-Msg-Id, which the stream de-duplicates; Kafka: the
+// id header, for consumers that do).
 //
-// A record the broker fails (delivery_timeout, or given up at stop) is
-// not counted Failed: the output marks it in the slab's slabSpool, and
-// when the slab comes back the spooler appends it to the spool again,
-// with its message id. A record the spool cannot take (full) is dropped:
-// counted in SpoolDropped and in Dropped (new records) or Failed (records
-// the broker failed).
+// Order. A key's records must reach the broker in the order they came,
+// also when some fail (delivery_timeout, or given up at stop). So a record
+// is never appended to the spool behind records that came after it:
+//   - Every slab handed to the output is in order (send order), and slabs
+//     are taken back from the output in that order (one that comes back
+//     early waits for those before it).
+//   - When the spooler first stores while sent slabs are still in flight,
+//     or a sent slab comes back with a failed record, it adopts every sent
+//     slab in order: appends their records to the spool (the spool is
+//     empty then) and marks them read, as if they were replayed. Then
+//     stored records follow them, and the spool holds everything after
+//     the acked offset in order: the adopted and replayed slabs in flight
+//     cover [acked, read) back to back, in send order.
+//   - Such a slab that comes back whole moves the acked offset to its end.
+//     One with a failed record (and every one after it) does not: the
+//     broker's records of it go to the spool's delivered set, and once
+//     every slab of [acked, read) is back, the replay rewinds to acked and
+//     sends again what the broker does not have.
+//
+// Franz-go fails a partition's later records with an earlier one, and the
+// spooler stops sending as soon as a resolver reports a failure, so what a
+// rewind sends again does not overtake a record of its key. A record the
+// spool cannot take (full) is dropped and counted: in SpoolDropped and in
+// Dropped (new records) or Failed (records the broker failed).
 //
 // Stop. The writer drains its ring as usual (sending or storing), then
 // the spooler waits up to min(delivery_timeout, 5s) for the records in
 // flight (not when the broker is down), gives up on the rest (the output
-// fails them at once, and they go to the spool), and closes the spool;
-// the next start replays it.
+// fails them at once, and they are rewound), and closes the spool; the
+// next start replays it.
 //
 // Accounting. Records the spool holds are neither lost nor delivered:
 // for each sink, at any time,
@@ -39,15 +55,16 @@ package sink
 //	                                 + Spooled + InFlight + (in slabs)
 //
 // where SpoolRecovered is what the spool held at start, Spooled what it
-// holds now (not yet replayed), InFlight what the client holds (replayed
-// records included), and the last term the records in the workers' and
-// the ring's slabs (0 after Close).
+// holds now that the broker does not have and the client does not hold
+// (failed records waiting for the rewind included), InFlight what the
+// client holds (replayed records included), and the last term the
+// records in the workers' and the ring's slabs (0 after Close).
 //
 // Concurrency: everything here runs on the sink's writer goroutine, but
-// slabSpool.failed, which the output's resolvers set (each record's entry
-// by the one resolver that resolves it, before the slab's last settle;
-// the writer reads it after the slab came back through done), and the
-// counts, which Stats reads.
+// slabSpool.failed and spooler.failing, which the output's resolvers set
+// (each record's entry by the one resolver that resolves it, before the
+// slab's last settle; the writer reads failed after the slab came back
+// through done), and the counts, which Stats reads.
 
 import (
 	"slices"
@@ -69,11 +86,21 @@ const (
 // slabSpool is a slab's spool state (slab.spool), made by the spooler
 // when it first sends the slab.
 type slabSpool struct {
-	failed []bool   // per record: the broker failed it
-	ids    []string // per record: its message id ("" for none: Kafka)
-	replay bool     // a replay slab
-	end    int64    // replay: the spool offset after its last record
-	done   bool     // replay: back from the output
+	failed []bool  // per record: the broker failed it
+	ids    msgIDs  // per record: its message id
+	offs   []int64 // inSpool: per record, its spool offset
+	replay bool    // a replay slab (owner -1)
+	// inSpool: its records are in the spool (replayed or adopted) and
+	// cover [start, end) with frames frames (records the replay skipped
+	// as delivered included); ns is the spool time of the first.
+	inSpool    bool
+	start, end int64
+	frames     int
+	ns         int64
+	back       bool // back from the output, waiting for those before it
+	lost       bool // sent, and the spool had no room to adopt it
+
+	failing *atomic.Bool // the spooler's: set with failed (spoolFailed)
 }
 
 // spoolCounts are the spooler's counters, read by Stats.
@@ -92,14 +119,26 @@ type spooler struct {
 	held  int  // slabs handed to the output, not yet back
 	grace time.Duration
 
-	free        func(*slab) // gives a worker's slab back (set by run)
-	replays     []*slab     // free replay slabs
-	outstanding []*slab     // replay slabs sent, in spool order
-	waiting     []*slab     // block: slabs waiting for room, in order
-	stopping    bool
+	free     func(*slab) // gives a worker's slab back (set by run)
+	replays  []*slab     // free replay slabs
+	order    []*slab     // slabs handed to the output, in send order, not yet taken back
+	waiting  []*slab     // block: slabs waiting for room, in order
+	stopping bool
 
-	// From the output (bind): the next message id (nil: records have
-	// none), whether the broker is down, and give up on what is in flight.
+	// failing: a resolver failed a record since nothing was in flight
+	// (set by resolvers: the spooler stops sending at once).
+	failing atomic.Bool
+	// resident: slabs in order whose records are in the spool, and the
+	// frames of [acked, read). rewinding: one came back with a failed
+	// record; failedBack: its failed records and those of the slabs
+	// after it (Spooled counts them until the rewind).
+	resident, frames int
+	rewinding        bool
+	rewindNs         int64
+	failedBack       int
+
+	// From the output (bind): the next message id, whether the broker is
+	// down, and give up on what is in flight.
 	msgID  func([]byte) []byte
 	down   func() bool
 	giveUp func()
@@ -125,6 +164,7 @@ func newSpooler(sk *sink, sp Spec) (*spooler, error) {
 		limit: max(1, sk.slabs/2),
 		grace: min(sp.DeliveryTimeout, 5*time.Second),
 		down:  func() bool { return false },
+		msgID: func(b []byte) []byte { return b },
 	}
 	for range spoolReplaySlabs {
 		p.replays = append(p.replays, &slab{
@@ -133,7 +173,7 @@ func newSpooler(sk *sink, sp Spec) (*spooler, error) {
 			owner: -1,
 		})
 	}
-	p.cnt.recovered.Store(uint64(q.unread))
+	p.cnt.recovered.Store(uint64(q.unread - q.deliveredFrom(q.read)))
 	p.publish()
 	return p, nil
 }
@@ -154,40 +194,91 @@ func (p *spooler) bind(out sinkOutput) {
 // congested: the broker is down, or the client holds half the slabs.
 func (p *spooler) congested() bool { return p.held >= p.limit || p.down() }
 
+// sendable: a new slab may go to the broker directly (see Flow).
+func (p *spooler) sendable() bool {
+	q := p.q
+	return len(p.waiting) == 0 && q.unread == 0 && q.acked == q.tail && p.resident == 0 &&
+		!p.rewinding && !p.failing.Load() && !p.congested() && !(p.stopping && p.down())
+}
+
 // deliver sends or stores sl; it reports whether it keeps sl (false: the
 // caller gives it back to its worker now).
 func (p *spooler) deliver(sl *slab) bool {
-	if len(p.waiting) > 0 || p.q.unread > 0 || p.congested() || p.stopping && p.down() {
-		if p.block && (len(p.waiting) > 0 || !p.q.prepare(p.slabBytes(sl))) {
-			p.waiting = append(p.waiting, sl) // in order, after those waiting
-			return true
-		}
-		p.store(sl)
-		return false
+	if p.sendable() {
+		p.send(sl)
+		return true
 	}
-	p.send(sl)
-	return true
+	p.adopt() // what is in flight goes before sl in the spool
+	if p.block && (len(p.waiting) > 0 || !p.q.prepare(p.slabBytes(sl))) {
+		p.waiting = append(p.waiting, sl) // in order, after those waiting
+		return true
+	}
+	p.store(sl)
+	return false
 }
 
 // state returns sl's slabSpool, made on first use.
 func (p *spooler) state(sl *slab) *slabSpool {
 	if sl.spool == nil {
 		n := cap(sl.ends)
-		sl.spool = &slabSpool{failed: make([]bool, n), ids: make([]string, n)}
+		sl.spool = &slabSpool{failed: make([]bool, n), failing: &p.failing}
 	}
 	return sl.spool
 }
 
-// send hands sl to the output.
+// send hands sl to the output; a slab not from the spool gets its message
+// ids from the output.
 func (p *spooler) send(sl *slab) {
 	ss := p.state(sl)
-	n := len(sl.ends)
-	clear(ss.failed[:n])
+	clear(ss.failed[:len(sl.ends)])
+	ss.back = false
 	if !ss.replay {
-		clear(ss.ids[:n])
+		ss.ids.reset()
+		ss.inSpool, ss.lost = false, false
 	}
 	p.held++
+	p.order = append(p.order, sl)
 	p.sk.out.write(sl)
+}
+
+// adopt appends the records of the sent slabs in order that are not in
+// the spool yet, and marks them read (see Order). A slab the spool has no
+// room for, and every one after it, stays out (lost: what of it fails is
+// dropped and counted).
+func (p *spooler) adopt() {
+	now := nanotime()
+	for _, sl := range p.order {
+		ss := sl.spool
+		if ss.inSpool || ss.lost {
+			continue
+		}
+		if !p.q.prepare(p.slabBytes(sl)) || ss.ids.len() != len(sl.ends) {
+			ss.lost = true
+			continue
+		}
+		ss.offs = ss.offs[:0]
+		from := 0
+		for i, end := range sl.ends {
+			off, ok := p.q.appendSent(ss.ids.at(i), sl.buf[from:end], now)
+			if !ok {
+				// Cannot happen after prepare (and nothing unread: see
+				// sendable), but a record must not be in flight twice.
+				ss.lost = true
+				break
+			}
+			if i == 0 {
+				ss.start = off
+			}
+			ss.offs = append(ss.offs, off)
+			from = int(end)
+		}
+		if ss.lost {
+			continue
+		}
+		ss.inSpool, ss.end, ss.frames, ss.ns = true, p.q.read, len(sl.ends), now
+		p.resident++
+		p.frames += len(sl.ends)
+	}
 }
 
 // store appends sl's records to the spool, each with a new message id;
@@ -196,12 +287,8 @@ func (p *spooler) store(sl *slab) {
 	now := nanotime()
 	from := 0
 	for i, end := range sl.ends {
-		var id []byte
-		if p.msgID != nil {
-			p.idBuf = p.msgID(p.idBuf[:0])
-			id = p.idBuf
-		}
-		if !p.q.append(id, sl.buf[from:end], now) {
+		p.idBuf = p.msgID(p.idBuf[:0])
+		if !p.q.append(p.idBuf, sl.buf[from:end], now) {
 			n := uint64(len(sl.ends) - i)
 			p.cnt.dropped.Add(n)
 			p.cnt.droppedNew.Add(n)
@@ -226,50 +313,97 @@ func (p *spooler) retryWaiting() {
 	}
 }
 
-// returned takes sl back from the output: its failed records go to the
-// spool again, a replay slab acknowledges its records in the spool. It
-// reports whether sl goes back to its worker (false for replay slabs).
-func (p *spooler) returned(sl *slab) bool {
+// returned takes sl back from the output, then every slab at the front
+// of the send order that is back (see Order).
+func (p *spooler) returned(sl *slab) {
 	p.held--
-	ss := sl.spool
-	from := 0
-	now := nanotime()
-	for i, end := range sl.ends {
-		if ss.failed[i] {
-			if !p.q.append([]byte(ss.ids[i]), sl.buf[from:end], now) {
-				p.cnt.dropped.Add(1)
-				p.sk.cnt.failed.Add(1)
+	sl.spool.back = true
+	for len(p.order) > 0 && p.order[0].spool.back {
+		s := p.order[0]
+		ss := s.spool
+		n := len(s.ends)
+		failed := slices.Contains(ss.failed[:n], true)
+		if failed && !ss.inSpool && !ss.lost {
+			p.adopt()
+		}
+		p.order = slices.Delete(p.order, 0, 1) // a few dozen slabs at most
+		switch {
+		case ss.inSpool:
+			p.settle(s, failed)
+		case failed: // lost: the spool had no room
+			for i := range n {
+				if ss.failed[i] {
+					p.cnt.dropped.Add(1)
+					p.sk.cnt.failed.Add(1)
+				}
 			}
 		}
-		from = int(end)
+		if s.owner >= 0 {
+			p.free(s)
+		} else {
+			s.buf, s.ends = s.buf[:0], s.ends[:0]
+			p.replays = append(p.replays, s)
+		}
 	}
-	if !ss.replay {
-		return true
+	if len(p.order) == 0 && !p.rewinding {
+		p.failing.Store(false)
 	}
-	ss.done = true
-	for len(p.outstanding) > 0 && p.outstanding[0].spool.done {
-		r := p.outstanding[0]
-		p.outstanding = p.outstanding[1:]
-		p.q.ack(r.spool.end)
-		r.buf, r.ends = r.buf[:0], r.ends[:0]
-		p.replays = append(p.replays, r)
+	p.maybeRewind()
+}
+
+// settle takes a slab of [acked, read) back in order: whole, it moves the
+// acked offset; with a failed record (or after one), its delivered records
+// go to the delivered set, and the rewind waits for the rest.
+func (p *spooler) settle(s *slab, failed bool) {
+	ss := s.spool
+	p.resident--
+	if !failed && !p.rewinding {
+		p.q.ack(ss.end)
+		p.frames -= ss.frames
+		return
 	}
-	return false
+	if !p.rewinding {
+		p.rewinding, p.rewindNs = true, ss.ns
+	}
+	for i := range len(s.ends) {
+		if ss.failed[i] || !p.q.addDelivered(ss.offs[i]) {
+			p.failedBack++
+		}
+	}
+}
+
+// maybeRewind rewinds the replay to the acked offset once every slab of
+// [acked, read) is back.
+func (p *spooler) maybeRewind() {
+	if !p.rewinding || p.resident > 0 {
+		return
+	}
+	p.q.rewind(p.frames, p.rewindNs)
+	p.frames, p.failedBack, p.rewinding = 0, 0, false
+	if len(p.order) == 0 {
+		p.failing.Store(false)
+	}
 }
 
 // replay sends records from the spool's head while the sink is not
-// congested and a replay slab is free.
+// congested and a replay slab is free; records the broker has (the
+// delivered set) are skipped.
 func (p *spooler) replay() {
-	for !p.stopping && p.q.unread > 0 && len(p.replays) > 0 && !p.congested() {
+	for !p.stopping && !p.rewinding && !p.failing.Load() && p.q.unread > 0 && len(p.replays) > 0 && !p.congested() {
 		sl := p.replays[len(p.replays)-1]
 		ss := p.state(sl)
+		ss.ids.reset()
+		ss.offs = ss.offs[:0]
+		start, frames, ns := p.q.read, 0, int64(0)
 		for len(sl.ends) < cap(sl.ends) {
 			r, ok, err := p.q.peek()
-			if err != nil {
-				break // counted by publish
+			if err != nil || !ok {
+				break // an error is counted by publish
 			}
-			if !ok {
-				break
+			if p.q.isDelivered(r.off) {
+				p.q.advance(r)
+				frames++
+				continue
 			}
 			if cap(sl.buf)-len(sl.buf) < len(r.rec) {
 				if len(sl.ends) > 0 {
@@ -280,19 +414,49 @@ func (p *spooler) replay() {
 				// once, or the spool would never drain.
 				sl.buf = slices.Grow(sl.buf, len(r.rec))
 			}
+			if len(sl.ends) == 0 {
+				ns = r.ns
+			}
 			sl.buf = append(sl.buf, r.rec...)
-			ss.ids[len(sl.ends)] = string(r.id)
+			ss.ids.add(r.id)
+			ss.offs = append(ss.offs, r.off)
 			sl.ends = append(sl.ends, uint32(len(sl.buf)))
 			p.q.advance(r)
+			frames++
 		}
 		if len(sl.ends) == 0 {
+			// Only delivered records (or none): they join the last slab
+			// in flight of [acked, read), or are acknowledged now.
+			p.skipped(frames)
 			return
 		}
 		p.replays = p.replays[:len(p.replays)-1]
-		ss.replay, ss.done, ss.end = true, false, p.q.read
-		p.outstanding = append(p.outstanding, sl)
+		ss.replay, ss.inSpool, ss.lost = true, true, false
+		ss.start, ss.end, ss.frames, ss.ns = start, p.q.read, frames, ns
+		p.resident++
+		p.frames += frames
 		p.cnt.replayed.Add(uint64(len(sl.ends)))
 		p.send(sl)
+	}
+}
+
+// skipped takes frames delivered records the replay just passed, after
+// the last slab of [acked, read).
+func (p *spooler) skipped(frames int) {
+	if frames == 0 {
+		return
+	}
+	if p.resident == 0 {
+		p.q.ack(p.q.read)
+		return
+	}
+	for i := len(p.order) - 1; i >= 0; i-- {
+		if ss := p.order[i].spool; ss.inSpool {
+			ss.end = p.q.read
+			ss.frames += frames
+			p.frames += frames
+			return
+		}
 	}
 }
 
@@ -308,22 +472,24 @@ func (p *spooler) afterRound() {
 // busy reports whether the spooler wants a tick: records to replay or
 // to store, acks not yet saved.
 func (p *spooler) busy() bool {
-	return p.q.unread > 0 || len(p.waiting) > 0 || p.q.acked != p.q.ackedSaved || p.q.wrecs > 0
+	q := p.q
+	return q.unread > 0 || len(p.waiting) > 0 || q.acked != q.ackedSaved || q.dirty || q.wrecs > 0
 }
 
 // publish updates the gauges Stats reads, and counts what the spool lost.
 func (p *spooler) publish() {
-	if q := p.q; q.errs > 0 {
+	q := p.q
+	if q.errs > 0 {
 		p.sk.async.noteError(q.lastErr)
 		p.sk.cnt.errors.Add(q.errs)
 		p.sk.cnt.failed.Add(q.lostRecs)
 		q.errs, q.lostRecs, q.lastErr = 0, 0, nil
 	}
-	p.cnt.records.Store(int64(p.q.unread))
-	p.cnt.bytes.Store(p.q.disk)
-	p.cnt.oldest.Store(p.q.oldest())
-	p.cnt.fsync.Store(p.q.fsyncs)
-	p.cnt.torn.Store(p.q.torn)
+	p.cnt.records.Store(int64(q.unread - q.deliveredFrom(q.read) + p.failedBack))
+	p.cnt.bytes.Store(q.disk)
+	p.cnt.oldest.Store(q.oldest())
+	p.cnt.fsync.Store(q.fsyncs)
+	p.cnt.torn.Store(q.torn)
 }
 
 // stop runs after the writer drained its ring at Close: it waits for the
@@ -364,6 +530,7 @@ func (p *spooler) close() error {
 		p.free(sl)
 	}
 	p.waiting = nil
+	p.maybeRewind()
 	err := p.q.close()
 	p.publish()
 	return err

@@ -1,0 +1,239 @@
+package sink
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// scriptedOutput is an async output whose records the test resolves: it
+// gives every record it is handed a message id, as the real outputs do,
+// and keeps the slabs in flight until the test settles them.
+type scriptedOutput struct {
+	recordingOutput
+	ids    idGen
+	isDown bool
+}
+
+func (o *scriptedOutput) write(sl *slab) {
+	if ss := sl.spool; ss != nil && !ss.replay {
+		ss.ids.reset()
+		for range sl.ends {
+			ss.ids.buf = o.ids.next(ss.ids.buf)
+			ss.ids.end = append(ss.ids.end, uint32(len(ss.ids.buf)))
+		}
+	}
+	o.recordingOutput.write(sl)
+}
+func (o *scriptedOutput) newMsgID(b []byte) []byte { return o.ids.next(b) }
+func (o *scriptedOutput) down() bool               { return o.isDown }
+
+// broker is what the test's broker holds: records in the order it took
+// them, and their ids.
+type broker struct {
+	recs, ids []string
+}
+
+// settle resolves every record of sl (take), then the spooler takes sl
+// back.
+func (b *broker) settle(p *spooler, sl *slab, fail func(rec string) bool) {
+	b.take(sl, fail)
+	p.returned(sl)
+}
+
+// take resolves every record of sl: those fail says fail, the rest go to
+// the broker.
+func (b *broker) take(sl *slab, fail func(rec string) bool) {
+	from := 0
+	for i, end := range sl.ends {
+		rec := string(sl.buf[from:end])
+		from = int(end)
+		if fail(rec) {
+			spoolFailed(sl, i)
+			continue
+		}
+		b.recs = append(b.recs, rec)
+		b.ids = append(b.ids, string(sl.spool.ids.at(i)))
+	}
+}
+
+// checkOrder: every record of want is in the broker once, with one id,
+// and each key's records in the order of want.
+func (b *broker) checkOrder(t *testing.T, want []string) {
+	t.Helper()
+	if len(b.recs) != len(want) {
+		t.Fatalf("broker holds %d records %v, want %d %v", len(b.recs), b.recs, len(want), want)
+	}
+	seen := map[string]bool{}
+	for _, id := range b.ids {
+		if seen[id] || id == "" {
+			t.Fatalf("id %q twice or empty: %v", id, b.ids)
+		}
+		seen[id] = true
+	}
+	byKey := func(recs []string) map[string][]string {
+		m := map[string][]string{}
+		for _, r := range recs {
+			k, _, _ := strings.Cut(r, ":")
+			m[k] = append(m[k], r)
+		}
+		return m
+	}
+	got, exp := byKey(b.recs), byKey(want)
+	for k, w := range exp {
+		if !slices.Equal(got[k], w) {
+			t.Fatalf("key %s: broker has %v, want %v (all: %v)", k, got[k], w, b.recs)
+		}
+	}
+}
+
+// testSlab is a worker slab holding records "<key>:<name><i>" for i in
+// [0, n), keys alternating k0, k1.
+func testSlab(name string, n int) *slab {
+	sl := &slab{buf: make([]byte, 0, 1<<10), ends: make([]uint32, 0, 16)}
+	for i := range n {
+		sl.buf = fmt.Appendf(sl.buf, "k%d:%s%d", i%2, name, i)
+		sl.ends = append(sl.ends, uint32(len(sl.buf)))
+	}
+	return sl
+}
+
+func recsOf(sls ...*slab) (out []string) {
+	for _, sl := range sls {
+		from := 0
+		for _, end := range sl.ends {
+			out = append(out, string(sl.buf[from:end]))
+			from = int(end)
+		}
+	}
+	return out
+}
+
+func newScriptedSpooler(t *testing.T, dir string) (*spooler, *scriptedOutput, *[]*slab) {
+	t.Helper()
+	out := &scriptedOutput{ids: newIDGen("gw")}
+	sk := &sink{slabSize: 1 << 10, slabs: 8, out: out}
+	p, err := newSpooler(sk, Spec{Spool: SpoolSpec{Path: dir, MaxBytes: 1 << 20}, DeliveryTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.bind(out)
+	var freed []*slab
+	p.free = func(sl *slab) { freed = append(freed, sl) }
+	return p, out, &freed
+}
+
+// sent returns the slabs handed to out since the last call.
+func sent(out *scriptedOutput) []*slab {
+	s := out.slabs
+	out.slabs = nil
+	return s
+}
+
+// TestSpoolerOrderAfterFailures: two slabs are in flight when the broker
+// goes down for key k1's partition (as franz-go fails a partition's later
+// records with an earlier one, both slabs' k1 records fail; their k0
+// records are taken). A third slab comes meanwhile and is stored. The
+// slabs come back out of order. Once the broker is back, the broker holds
+// every record once, each key's in the order they came: the failed
+// records are sent again before the stored slab, the delivered ones are
+// not sent again. Then the same with a restart between the failure and
+// the replay: the delivered set survives it.
+func TestSpoolerOrderAfterFailures(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restart=%v", restart), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "spool")
+			p, out, freed := newScriptedSpooler(t, dir)
+			b := &broker{}
+			a, bb, c := testSlab("a", 4), testSlab("b", 4), testSlab("c", 4)
+			want := recsOf(a, bb, c)
+			if !p.deliver(a) || !p.deliver(bb) || len(sent(out)) != 2 {
+				t.Fatal("a and b not sent")
+			}
+			out.isDown = true
+			if p.deliver(c) {
+				t.Fatal("c kept: want it stored while the broker is down")
+			}
+			p.afterRound()
+			if p.resident != 2 || p.q.unread != 4 {
+				t.Fatalf("after storing c: %d slabs adopted, %d records unread; want 2, 4", p.resident, p.q.unread)
+			}
+			k1 := func(rec string) bool { return strings.HasPrefix(rec, "k1:") }
+			b.take(a, k1) // the broker takes a's records before b's
+			b.take(bb, k1)
+			p.returned(bb) // but b is back first: it waits for a
+			if len(*freed) != 0 || p.rewinding {
+				t.Fatalf("b taken back before a: freed %d, rewinding %v", len(*freed), p.rewinding)
+			}
+			p.returned(a)
+			if len(*freed) != 2 || p.rewinding || p.q.unread != 12 {
+				t.Fatalf("after a and b: freed %d, rewinding %v, unread %d (want 2, false, 12)", len(*freed), p.rewinding, p.q.unread)
+			}
+			p.publish()
+			if got := p.cnt.records.Load(); got != 8 {
+				t.Fatalf("Spooled %d, want 8 (4 failed, 4 stored)", got)
+			}
+			if restart {
+				if err := p.close(); err != nil {
+					t.Fatal(err)
+				}
+				p, out, _ = newScriptedSpooler(t, dir)
+				if got := p.cnt.recovered.Load(); got != 8 {
+					t.Fatalf("recovered %d, want 8", got)
+				}
+			}
+			out.isDown = false
+			for range 10 {
+				p.afterRound()
+				for _, sl := range sent(out) {
+					b.settle(p, sl, func(string) bool { return false })
+				}
+			}
+			b.checkOrder(t, want)
+			if p.q.unread != 0 || p.q.acked != p.q.tail || len(p.q.delivered) != 0 || p.resident != 0 {
+				t.Fatalf("after the replay: unread %d, acked %d of %d, delivered set %v, resident %d",
+					p.q.unread, p.q.acked, p.q.tail, p.q.delivered, p.resident)
+			}
+			// The spool is empty: the next slab goes to the broker directly.
+			if d := testSlab("d", 2); !p.deliver(d) || len(sent(out)) != 1 {
+				t.Fatal("d not sent directly once the spool is empty")
+			}
+			p.close()
+		})
+	}
+}
+
+// TestSpoolerFailedDirectSlab: a sent slab comes back with a failed
+// record while a later one is still in flight: both are adopted, the
+// spooler stops sending new slabs (they are stored behind), and the
+// failed record goes to the broker before the later slab's records of its
+// key that had failed with it.
+func TestSpoolerFailedDirectSlab(t *testing.T) {
+	p, out, _ := newScriptedSpooler(t, filepath.Join(t.TempDir(), "spool"))
+	defer p.close()
+	b := &broker{}
+	a, bb, c := testSlab("a", 4), testSlab("b", 4), testSlab("c", 4)
+	want := recsOf(a, bb, c)
+	p.deliver(a)
+	p.deliver(bb)
+	sent(out)
+	k1 := func(rec string) bool { return strings.HasPrefix(rec, "k1:") }
+	b.settle(p, a, k1)
+	if p.resident != 1 || !p.failing.Load() {
+		t.Fatalf("after a failed: resident %d, failing %v", p.resident, p.failing.Load())
+	}
+	if p.deliver(c) || len(sent(out)) != 0 {
+		t.Fatal("c sent while a record is failing: want it stored")
+	}
+	b.settle(p, bb, k1)
+	for range 10 {
+		p.afterRound()
+		for _, sl := range sent(out) {
+			b.settle(p, sl, func(string) bool { return false })
+		}
+	}
+	b.checkOrder(t, want)
+}
