@@ -312,9 +312,14 @@ func (q *spool) load() error {
 	}
 	last := q.segs[len(q.segs)-1]
 	q.tail = last.end()
-	q.acked = min(acked, q.tail)
-	q.ackedSaved = q.acked
-	q.read = q.acked
+	// Replay starts at the first frame at or after the saved offset (a
+	// state that names no frame boundary, torn or forged, cannot make the
+	// replay read from the middle of one).
+	if q.unread == 0 {
+		q.read = q.tail
+	}
+	q.acked = q.read
+	q.ackedSaved = -1 // saved at the first flush
 	q.delivered = slices.DeleteFunc(q.delivered, func(off int64) bool { return off < q.acked || off >= q.tail })
 	for _, s := range q.segs {
 		q.disk += s.size
@@ -395,6 +400,9 @@ func (q *spool) scanSeg(s *spoolSeg, acked int64) (good, bad int64, err error) {
 			break
 		}
 		if off := s.start + good; off >= acked {
+			if q.unread == 0 {
+				q.read = off // the first record to replay
+			}
 			q.unread++
 			q.mark(off, int64(binary.LittleEndian.Uint64(p)))
 		}
