@@ -55,6 +55,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 // Kafka configures a Kafka sink. Zero values take the defaults
@@ -250,61 +251,48 @@ func checkSASL(s SASL) (field, msg string) {
 
 // kafkaOutput produces a sink's records to one topic.
 //
-// Concurrency: write, finish and the start-up run on the sink's writer
+// Concurrency: Write, Finish and the start-up run on the sink's writer
 // goroutine; the promises on franz-go's promise goroutine (one, serially);
-// abort on Close's. The promises share with the writer only atomics, the
-// done channel and the per-slab state, which the writer fills before it
+// Abort on Close's. The promises share with the writer only atomics, the
+// slab's release and the per-slab state, which the writer fills before it
 // produces the slab's first record and does not touch again until the
-// slab has come back through done.
+// slab has been released.
 type kafkaOutput struct {
-	sk     *sink
+	cnt    output.Counts
 	cl     *kgo.Client
 	topic  string
 	gw     []byte
 	ctx    context.Context // canceled by abort
 	cancel context.CancelFunc
 
-	asyncAcks // pending: records produced, promise not yet run
+	output.Acks // pending: records produced, promise not yet run
 }
 
-var _ asyncOutput = (*kafkaOutput)(nil)
+var _ output.Output = (*kafkaOutput)(nil)
 
-// kafkaSlab is the per-slab state of a kafkaOutput (slab.aux): one Record
+// kafkaSlab is the per-slab state of a kafkaOutput (output.Slab.State): one Record
 // and up to kafkaHeaders headers per record the slab can hold, reused every time the
 // slab comes round, and the promise, made once, that counts them down.
 type kafkaSlab struct {
-	slabLeft // left: records of the slab whose promise has not run
-	recs     []kgo.Record
-	hdrs     []kgo.RecordHeader
-	promise  func(*kgo.Record, error)
+	output.Left // left: records of the slab whose promise has not run
+	recs        []kgo.Record
+	hdrs        []kgo.RecordHeader
+	promise     func(*kgo.Record, error)
 }
-
-// Header keys of the record contract.
-const (
-	hdrVerdict = "verdict"
-	hdrRule    = "rule"
-	hdrGateway = "gateway"
-	hdrRxNs    = "rx_ns"
-	// With meta (meta.go).
-	hdrSrc    = "src"
-	hdrQueue  = "queue"
-	hdrRxTime = "rx_time"
-)
 
 // kafkaHeaders is the most headers a record has: four always, three with
 // meta.
 const kafkaHeaders = 7
 
-func newKafkaOutput(sk *sink, sp Spec) (*kafkaOutput, error) {
-	k := sp.Kafka
+func newKafkaOutput(sk output.Sink, k Kafka) (*kafkaOutput, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(k.Brokers...),
 		kgo.ClientID(k.ClientID),
 		kgo.ProducerLinger(k.Linger),
 		kgo.ProducerBatchMaxBytes(int32(k.BatchMaxBytes)),
-		kgo.RecordDeliveryTimeout(sp.DeliveryTimeout),
+		kgo.RecordDeliveryTimeout(sk.DeliveryTimeout),
 		// Above what the slabs can hold, so that Produce never waits.
-		kgo.MaxBufferedRecords(sk.slabs*sk.slabRecords() + 1),
+		kgo.MaxBufferedRecords(sk.Slabs*sk.SlabRecords + 1),
 		kgo.DialTimeout(5 * time.Second),
 		// A produce error or a lost broker makes franz-go reload metadata
 		// before it retries; its default minimum age of 5s would keep a
@@ -329,15 +317,11 @@ func newKafkaOutput(sk *sink, sp Spec) (*kafkaOutput, error) {
 		"gzip": kgo.GzipCompression(), "none": kgo.NoCompression(),
 	}[k.Compression]
 	opts = append(opts, kgo.ProducerBatchCompression(codec))
-	if sp.TLS.On() {
-		tc, err := sp.TLS.config()
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, kgo.DialTLSConfig(tc))
+	if sk.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(sk.TLS))
 	}
 	if s := k.SASL; s.Mechanism != "" {
-		pass, err := Secret(s.Password, s.PasswordFile)
+		pass, err := output.Secret(s.Password, s.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("sasl password: %w", err)
 		}
@@ -355,19 +339,18 @@ func newKafkaOutput(sk *sink, sp Spec) (*kafkaOutput, error) {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	o := &kafkaOutput{
-		sk:    sk,
+		cnt:   sk.Counts,
 		cl:    cl,
 		topic: k.Topic,
-		gw:    []byte(sp.GatewayID),
+		gw:    []byte(sk.GatewayID),
 	}
-	o.back = make(chan *slab, sk.slabs)
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	if err := o.checkTopic(k); err != nil {
 		var unreachable *kafkaUnreachable
-		if sp.Spool.Path != "" && errors.As(err, &unreachable) {
+		if sk.Spooled && errors.As(err, &unreachable) {
 			// With a spool the sink starts while no broker is reachable
 			// (a restart during an outage): records go to the spool.
-			o.noteError(err)
+			o.NoteError(err)
 			return o, nil
 		}
 		o.cancel()
@@ -447,44 +430,44 @@ func (o *kafkaOutput) checkTopic(k Kafka) error {
 }
 
 // state returns sl's kafkaSlab, making it on the slab's first use.
-func (o *kafkaOutput) state(sl *slab) *kafkaSlab {
-	if ks, ok := sl.aux.(*kafkaSlab); ok {
+func (o *kafkaOutput) state(sl *output.Slab) *kafkaSlab {
+	if ks, ok := sl.State.(*kafkaSlab); ok {
 		return ks
 	}
-	n := cap(sl.ends)
+	n := cap(sl.Ends)
 	ks := &kafkaSlab{recs: make([]kgo.Record, n), hdrs: make([]kgo.RecordHeader, kafkaHeaders*n)}
-	ks.sl = sl
+	ks.Slab = sl
 	ks.promise = func(r *kgo.Record, err error) { o.resolve(ks, r, err) }
-	sl.aux = ks
+	sl.State = ks
 	return ks
 }
 
-func (o *kafkaOutput) write(sl *slab) {
+func (o *kafkaOutput) Write(sl *output.Slab) {
 	ks := o.state(sl)
-	n := len(sl.ends)
-	o.handed(&ks.slabLeft, n)
-	var kr keyedRecord
+	n := len(sl.Ends)
+	o.Handed(&ks.Left, n)
+	var kr output.Record
 	from := 0
-	for i, end := range sl.ends {
-		parseKeyed(sl.buf[from:end], &kr)
+	for i, end := range sl.Ends {
+		output.Parse(sl.Buf[from:end], &kr)
 		from = int(end)
 		j := kafkaHeaders * i
 		h := append(ks.hdrs[j:j:j+kafkaHeaders], // within capacity: no allocation
-			kgo.RecordHeader{Key: hdrVerdict, Value: keyedVerdicts[kr.verdict]},
-			kgo.RecordHeader{Key: hdrRule, Value: kr.rule},
-			kgo.RecordHeader{Key: hdrGateway, Value: o.gw},
-			kgo.RecordHeader{Key: hdrRxNs, Value: kr.rxText})
-		if kr.src != nil {
-			h = append(h, kgo.RecordHeader{Key: hdrSrc, Value: kr.src})
+			kgo.RecordHeader{Key: output.HdrVerdict, Value: output.Verdicts[kr.Verdict]},
+			kgo.RecordHeader{Key: output.HdrRule, Value: kr.Rule},
+			kgo.RecordHeader{Key: output.HdrGateway, Value: o.gw},
+			kgo.RecordHeader{Key: output.HdrRxNs, Value: kr.RxText})
+		if kr.Src != nil {
+			h = append(h, kgo.RecordHeader{Key: output.HdrSrc, Value: kr.Src})
 		}
-		if kr.queue != nil {
-			h = append(h, kgo.RecordHeader{Key: hdrQueue, Value: kr.queue})
+		if kr.Queue != nil {
+			h = append(h, kgo.RecordHeader{Key: output.HdrQueue, Value: kr.Queue})
 		}
-		if kr.rxTime != nil {
-			h = append(h, kgo.RecordHeader{Key: hdrRxTime, Value: kr.rxTime})
+		if kr.RxTime != nil {
+			h = append(h, kgo.RecordHeader{Key: output.HdrRxTime, Value: kr.RxTime})
 		}
 		r := &ks.recs[i]
-		*r = kgo.Record{Key: kr.key, Value: kr.value, Headers: h, Topic: o.topic}
+		*r = kgo.Record{Key: kr.Key, Value: kr.Value, Headers: h, Topic: o.topic}
 		o.cl.Produce(o.ctx, r, ks.promise)
 	}
 }
@@ -492,36 +475,36 @@ func (o *kafkaOutput) write(sl *slab) {
 // resolve is the promise of every record (franz-go calls promises
 // serially, on one goroutine).
 func (o *kafkaOutput) resolve(ks *kafkaSlab, r *kgo.Record, err error) {
-	cnt := &o.sk.cnt
+	cnt := &o.cnt
 	if err != nil {
-		cnt.errors.Add(1)
-		// With a spool, the record goes back to it (spooler.go); r is
-		// ks.recs[i], and i its index in the slab.
+		cnt.Errors.Add(1)
+		// With a spool, the record goes back to it (the sink's
+		// spooler.go); r is ks.recs[i], and i its index in the slab.
 		i := int((uintptr(unsafe.Pointer(r)) - uintptr(unsafe.Pointer(&ks.recs[0]))) / unsafe.Sizeof(ks.recs[0]))
-		if !spoolFailed(ks.sl, i) {
-			cnt.failed.Add(1)
+		if !ks.Slab.SpoolFailed(i) {
+			cnt.Failed.Add(1)
 		}
-		o.lastErr.Store(&err)
+		o.NoteError(err)
 	} else {
-		cnt.records.Add(1)
-		cnt.bytes.Add(uint64(len(r.Key) + len(r.Value)))
+		cnt.Records.Add(1)
+		cnt.Bytes.Add(uint64(len(r.Key) + len(r.Value)))
 	}
-	o.settled(&ks.slabLeft)
+	o.Settled(&ks.Left)
 }
 
-// finish waits until every record produced is acknowledged or failed
-// (franz-go gives up on a record after delivery_timeout), or until abort,
+// Finish waits until every record produced is acknowledged or failed
+// (franz-go gives up on a record after delivery_timeout), or until Abort,
 // then closes the client, which fails what is left; it returns once every
 // promise has run, so the counts are final.
-func (o *kafkaOutput) finish() error {
+func (o *kafkaOutput) Finish() error {
 	ferr := o.cl.Flush(o.ctx)
 	o.cl.Close()
 	deadline := time.Now().Add(kafkaCloseWait)
-	for o.pending.Load() > 0 && time.Now().Before(deadline) {
+	for o.InFlight() > 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	o.cancel()
-	if n := o.pending.Load(); n > 0 {
+	if n := o.InFlight(); n > 0 {
 		return fmt.Errorf("%d records still unresolved %v after closing the client", n, kafkaCloseWait)
 	}
 	if ferr != nil && !errors.Is(ferr, context.Canceled) {
@@ -530,9 +513,9 @@ func (o *kafkaOutput) finish() error {
 	return nil
 }
 
-// abort makes finish stop waiting for the brokers.
-func (o *kafkaOutput) abort() { o.cancel() }
+// Abort makes Finish stop waiting for the brokers.
+func (o *kafkaOutput) Abort() { o.cancel() }
 
-// giveUp (spool): finish fails every record not yet acknowledged at once
+// GiveUp (spool): Finish fails every record not yet acknowledged at once
 // (the client's Close fails them), so that they go to the spool.
-func (o *kafkaOutput) giveUp() { o.cancel() }
+func (o *kafkaOutput) GiveUp() { o.cancel() }

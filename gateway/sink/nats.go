@@ -53,6 +53,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 // NATS configures a NATS JetStream sink. Zero values take the defaults
@@ -278,9 +279,9 @@ func (t subjectTemplate) maxLen() int {
 	return n
 }
 
-// natsMaxVerdict is the longest verdict name (keyedVerdicts).
+// natsMaxVerdict is the longest verdict name (output.Verdicts).
 var natsMaxVerdict = func() (n int) {
-	for _, v := range keyedVerdicts {
+	for _, v := range output.Verdicts {
 		n = max(n, len(v))
 	}
 	return max(n, 1)
@@ -406,18 +407,18 @@ func subjectsCover(have []string, want string) bool {
 
 // natsOutput publishes a sink's records to a JetStream stream.
 //
-// Concurrency: write and finish run on the sink's writer goroutine; onAck
+// Concurrency: Write and Finish run on the sink's writer goroutine; onAck
 // and onErr on nats.go's goroutines (ack handler, ack timers, the
-// reconnect watcher); retryLoop on its own goroutine; abort on Close's.
+// reconnect watcher); retryLoop on its own goroutine; Abort on Close's.
 // live (under mu) maps the *nats.Msg the handlers get back to its record
 // until the record is resolved; a record is resolved exactly once, by
 // whichever of onAck and fail takes it out of live first (reports about it
 // after that find nothing). Until then it is published, awaiting an ack,
 // or in the retry channel, there at most once (natsRec.queued). A write's
-// records are filled before any of them is published; the slab comes back
-// through done only after all of them are resolved.
+// records are filled before any of them is published; the slab is
+// released only after all of them are resolved.
 type natsOutput struct {
-	sk      *sink
+	cnt     output.Counts
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	tmpl    subjectTemplate
@@ -429,7 +430,7 @@ type natsOutput struct {
 	mu   sync.Mutex
 	live map[*nats.Msg]*natsRec
 
-	asyncAcks
+	output.Acks
 	retry      chan *natsRec // room for every record of the pool
 	closing    atomic.Bool   // abort: fail instead of retrying
 	abortedAt  atomic.Int64  // when abort was called (ns since the epoch), 0 before
@@ -441,7 +442,7 @@ type natsOutput struct {
 	idBuf      []byte            // message id being built (writer only)
 }
 
-var _ asyncOutput = (*natsOutput)(nil)
+var _ output.Output = (*natsOutput)(nil)
 
 // natsRec is one record of a slab as a NATS message.
 type natsRec struct {
@@ -458,55 +459,49 @@ type natsRec struct {
 	queued atomic.Bool
 }
 
-// natsSlab is the per-slab state of a natsOutput (slab.aux).
+// natsSlab is the per-slab state of a natsOutput (output.Slab.State).
 type natsSlab struct {
-	slabLeft
+	output.Left
 }
 
-func newNATSOutput(sk *sink, sp Spec) (*natsOutput, error) {
-	n := sp.NATS
+func newNATSOutput(sk output.Sink, n NATS) (*natsOutput, error) {
 	tmpl, err := parseSubjectTemplate(n.Subject)
 	if err != nil {
 		return nil, err
 	}
 	o := &natsOutput{
-		sk:         sk,
+		cnt:        sk.Counts,
 		tmpl:       tmpl,
-		gw:         sp.GatewayID,
-		idPre:      []byte(sp.GatewayID + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"),
-		deliver:    sp.DeliveryTimeout,
+		gw:         sk.GatewayID,
+		idPre:      []byte(sk.GatewayID + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"),
+		deliver:    sk.DeliveryTimeout,
 		ackTimeout: n.AckTimeout,
 		live:       map[*nats.Msg]*natsRec{},
-		retry:      make(chan *natsRec, sk.slabs*sk.slabRecords()),
+		retry:      make(chan *natsRec, sk.Slabs*sk.SlabRecords),
 		quit:       make(chan struct{}),
 		retried:    make(chan struct{}),
 		rules:      map[string]string{},
 	}
-	o.back = make(chan *slab, sk.slabs)
 	opts := []nats.Option{
-		nats.Name("xgate " + sp.GatewayID),
+		nats.Name("xgate " + sk.GatewayID),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.Timeout(5 * time.Second),
 		nats.NoCallbacksAfterClientClose(),
 	}
-	if sp.TLS.On() {
-		tc, err := sp.TLS.config()
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, nats.Secure(tc))
+	if sk.TLS != nil {
+		opts = append(opts, nats.Secure(sk.TLS))
 	}
 	// With a spool the sink starts while no server is reachable (a
 	// restart during an outage): records go to the spool, and the stream
 	// is checked once the first connection is made.
 	var unchecked atomic.Bool
-	if sp.Spool.Path != "" {
+	if sk.Spooled {
 		opts = append(opts, nats.RetryOnFailedConnect(true), nats.ConnectHandler(func(*nats.Conn) {
 			if unchecked.CompareAndSwap(true, false) {
 				go func() {
 					if err := o.checkStream(n, strings.Join(n.URLs, ",")); err != nil {
-						o.noteError(err)
+						o.NoteError(err)
 					}
 				}()
 			}
@@ -514,13 +509,13 @@ func newNATSOutput(sk *sink, sp Spec) (*natsOutput, error) {
 	}
 	switch {
 	case n.User != "":
-		pass, err := Secret(n.Password, n.PasswordFile)
+		pass, err := output.Secret(n.Password, n.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("nats password: %w", err)
 		}
 		opts = append(opts, nats.UserInfo(n.User, pass))
 	case n.TokenFile != "":
-		tok, err := Secret("", n.TokenFile)
+		tok, err := output.Secret("", n.TokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("nats token: %w", err)
 		}
@@ -551,7 +546,7 @@ func newNATSOutput(sk *sink, sp Spec) (*natsOutput, error) {
 	)
 	switch {
 	case err != nil:
-	case sp.Spool.Path != "" && !o.nc.IsConnected():
+	case sk.Spooled && !o.nc.IsConnected():
 		unchecked.Store(true)
 		if o.nc.IsConnected() && unchecked.CompareAndSwap(true, false) { // connected meanwhile
 			err = o.checkStream(n, urls)
@@ -600,74 +595,74 @@ func (o *natsOutput) checkStream(n NATS, urls string) error {
 }
 
 // state returns sl's natsSlab, making it on the slab's first use.
-func (o *natsOutput) state(sl *slab) *natsSlab {
-	if ns, ok := sl.aux.(*natsSlab); ok {
+func (o *natsOutput) state(sl *output.Slab) *natsSlab {
+	if ns, ok := sl.State.(*natsSlab); ok {
 		return ns
 	}
 	ns := &natsSlab{}
-	ns.sl = sl
-	sl.aux = ns
+	ns.Slab = sl
+	sl.State = ns
 	return ns
 }
 
-// write publishes the records of sl. Their messages are new for every
+// Write publishes the records of sl. Their messages are new for every
 // write, not reused with the slab: nats.go hands a message back to the
 // handlers, and a late report about an old publish must never find (or
 // race with) a record of the slab's next round.
-func (o *natsOutput) write(sl *slab) {
+func (o *natsOutput) Write(sl *output.Slab) {
 	ns := o.state(sl)
-	n := len(sl.ends)
+	n := len(sl.Ends)
 	recs := make([]natsRec, n)
-	o.handed(&ns.slabLeft, n)
+	o.Handed(&ns.Left, n)
 	deadline := nanotime() + int64(o.deliver)
-	var kr keyedRecord
+	var kr output.Record
 	from := 0
 	o.mu.Lock()
-	for i, end := range sl.ends {
-		parseKeyed(sl.buf[from:end], &kr)
+	for i, end := range sl.Ends {
+		output.Parse(sl.Buf[from:end], &kr)
 		from = int(end)
 		r := &recs[i]
 		r.ns = ns
 		r.msg.Header = make(nats.Header, len(r.vals))
-		o.scratch = o.tmpl.appendSubject(o.scratch[:0], kr.key, keyedVerdicts[kr.verdict], kr.rule)
+		o.scratch = o.tmpl.appendSubject(o.scratch[:0], kr.Key, output.Verdicts[kr.Verdict], kr.Rule)
 		// The message id: a record from the spool keeps the one it was
 		// given when first sent or spooled (so that the stream drops a
 		// replay of what it has); a new record takes the next, which the
 		// spool keeps should the record fail.
 		var id string
-		if sp := sl.spool; sp != nil && sp.ids[i] != "" {
-			id = sp.ids[i]
+		if sl.IDs != nil && sl.IDs[i] != "" {
+			id = sl.IDs[i]
 		} else {
-			o.idBuf = o.newMsgID(o.idBuf[:0])
+			o.idBuf = o.NewMsgID(o.idBuf[:0])
 			id = string(o.idBuf)
-			if sp != nil {
-				sp.ids[i] = id
+			if sl.IDs != nil {
+				sl.IDs[i] = id
 			}
 		}
 		r.idx = i
 		r.msg.Subject = string(o.scratch)
-		r.msg.Data = kr.value
-		r.vals = [8]string{verdictStrings[kr.verdict], o.rule(kr.rule), o.gw, string(kr.rxText), id}
+		r.msg.Data = kr.Value
+		r.vals = [8]string{verdictStrings[kr.Verdict], o.rule(kr.Rule), o.gw, string(kr.RxText), id}
 		h := r.msg.Header
-		h[hdrVerdict] = r.vals[0:1:1]
-		h[hdrRule] = r.vals[1:2:2]
-		h[hdrGateway] = r.vals[2:3:3]
-		h[hdrRxNs] = r.vals[3:4:4]
+		h[output.HdrVerdict] = r.vals[0:1:1]
+		h[output.HdrRule] = r.vals[1:2:2]
+		h[output.HdrGateway] = r.vals[2:3:3]
+		h[output.HdrRxNs] = r.vals[3:4:4]
 		h[jetstream.MsgIDHeader] = r.vals[4:5:5]
-		if kr.src != nil {
-			r.vals[5] = string(kr.src)
-			h[hdrSrc] = r.vals[5:6:6]
+		if kr.Src != nil {
+			r.vals[5] = string(kr.Src)
+			h[output.HdrSrc] = r.vals[5:6:6]
 		}
-		if kr.queue != nil {
-			r.vals[6] = string(kr.queue)
-			h[hdrQueue] = r.vals[6:7:7]
+		if kr.Queue != nil {
+			r.vals[6] = string(kr.Queue)
+			h[output.HdrQueue] = r.vals[6:7:7]
 		}
-		if kr.rxTime != nil {
-			r.vals[7] = string(kr.rxTime)
-			h[hdrRxTime] = r.vals[7:8:8]
+		if kr.RxTime != nil {
+			r.vals[7] = string(kr.RxTime)
+			h[output.HdrRxTime] = r.vals[7:8:8]
 		}
 		r.deadline, r.failedAt = deadline, 0
-		r.size = len(kr.value)
+		r.size = len(kr.Value)
 		o.live[&r.msg] = r
 	}
 	o.mu.Unlock()
@@ -685,17 +680,17 @@ func (o *natsOutput) write(sl *slab) {
 	}
 }
 
-// newMsgID appends the next message id to b (writer goroutine only):
+// NewMsgID appends the next message id to b (writer goroutine only):
 // "<gateway>-<start>-<sequence>", so that no two records of one gateway,
 // this run or another, share one.
-func (o *natsOutput) newMsgID(b []byte) []byte {
+func (o *natsOutput) NewMsgID(b []byte) []byte {
 	o.seq++
 	return strconv.AppendUint(append(b, o.idPre...), o.seq, 10)
 }
 
-// verdictStrings are keyedVerdicts as strings.
+// verdictStrings are output.Verdicts as strings.
 var verdictStrings = func() (s [256]string) {
-	for i, v := range keyedVerdicts {
+	for i, v := range output.Verdicts {
 		s[i] = string(v)
 	}
 	return s
@@ -718,7 +713,7 @@ func (o *natsOutput) rule(b []byte) string {
 // channel has room for every record of the pool, and a record is in it at
 // most once.
 func (o *natsOutput) retryLater(r *natsRec, err error) {
-	o.lastErr.Store(&err)
+	o.NoteError(err)
 	if !r.queued.CompareAndSwap(false, true) {
 		return
 	}
@@ -736,8 +731,8 @@ func (o *natsOutput) onAck(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubA
 	if r == nil {
 		return
 	}
-	o.sk.cnt.records.Add(1)
-	o.sk.cnt.bytes.Add(uint64(r.size))
+	o.cnt.Records.Add(1)
+	o.cnt.Bytes.Add(uint64(r.size))
 	o.resolved(r)
 }
 
@@ -761,15 +756,15 @@ func (o *natsOutput) fail(r *natsRec) {
 	if !ok {
 		return
 	}
-	o.sk.cnt.errors.Add(1)
-	if !spoolFailed(r.ns.sl, r.idx) { // with a spool, it goes back there
-		o.sk.cnt.failed.Add(1)
+	o.cnt.Errors.Add(1)
+	if !r.ns.Slab.SpoolFailed(r.idx) { // with a spool, it goes back there
+		o.cnt.Failed.Add(1)
 	}
 	o.resolved(r)
 }
 
 func (o *natsOutput) resolved(r *natsRec) {
-	o.settled(&r.ns.slabLeft)
+	o.Settled(&r.ns.Left)
 }
 
 // retryLoop publishes failed records again, in the order they failed,
@@ -808,22 +803,22 @@ func (o *natsOutput) retryLoop() {
 	}
 }
 
-// finish waits until every record is acknowledged or failed: at most
+// Finish waits until every record is acknowledged or failed: at most
 // delivery_timeout plus ack_timeout after its first try; after abort, at
 // most ack_timeout (the publishes awaiting an ack fail by their timers).
 // Should nats.go not report a publish at all, finish counts the records
 // still unresolved failed after that much longer, so that it always ends.
-func (o *natsOutput) finish() error {
+func (o *natsOutput) Finish() error {
 	grace := o.deliver + 2*o.ackTimeout + time.Second
 	deadline := time.Now().Add(grace)
-	for o.pending.Load() > 0 {
+	for o.InFlight() > 0 {
 		if at := o.abortedAt.Load(); at != 0 {
 			if d := time.Unix(0, at).Add(2*o.ackTimeout + time.Second); d.Before(deadline) {
 				deadline = d
 			}
 		}
 		if time.Now().After(deadline) {
-			o.giveUp()
+			o.GiveUp()
 			break
 		}
 		time.Sleep(time.Millisecond)
@@ -831,22 +826,22 @@ func (o *natsOutput) finish() error {
 	close(o.quit)
 	<-o.retried
 	o.nc.Close()
-	if n := o.pending.Load(); n > 0 {
+	if n := o.InFlight(); n > 0 {
 		return fmt.Errorf("%d records unresolved after %v", n, grace)
 	}
 	return nil
 }
 
-// down reports a lost connection (nats.go reconnecting); not after abort
+// Down reports a lost connection (nats.go reconnecting); not after Abort
 // or Close, which close it on purpose.
-func (o *natsOutput) down() bool {
+func (o *natsOutput) Down() bool {
 	return !o.closing.Load() && o.nc.Status() != nats.CONNECTED && !o.nc.IsClosed()
 }
 
-// giveUp (spool) fails every record not yet acknowledged at once, so that
+// GiveUp (spool) fails every record not yet acknowledged at once, so that
 // it goes to the spool; the retry goroutine fails what it holds, and
 // reports that come later find nothing.
-func (o *natsOutput) giveUp() {
+func (o *natsOutput) GiveUp() {
 	o.closing.Store(true)
 	o.mu.Lock()
 	stuck := make([]*natsRec, 0, len(o.live))
@@ -859,9 +854,9 @@ func (o *natsOutput) giveUp() {
 	}
 }
 
-// abort stops retries and closes the connection: pending publishes fail
-// by their ack timeout, and finish returns after that.
-func (o *natsOutput) abort() {
+// Abort stops retries and closes the connection: pending publishes fail
+// by their ack timeout, and Finish returns after that.
+func (o *natsOutput) Abort() {
 	if o.closing.CompareAndSwap(false, true) {
 		o.abortedAt.Store(time.Now().UnixNano())
 		o.nc.Close()

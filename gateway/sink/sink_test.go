@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 // ---------------------------------------------------------------------------
@@ -1078,17 +1079,17 @@ func TestSinkKeyedRecord(t *testing.T) {
 			if len(b) > cap(b) || cap(b) != keyedBound(&c.d, classOf(&c.d)) {
 				t.Fatalf("encoded %d bytes beyond the bound %d", len(b), keyedBound(&c.d, classOf(&c.d)))
 			}
-			var r keyedRecord
-			parseKeyed(b, &r)
-			if c.noKey != (r.key == nil) || string(r.key) != c.key {
-				t.Errorf("key %q (nil %v), want %q", r.key, r.key == nil, c.key)
+			var r output.Record
+			output.Parse(b, &r)
+			if c.noKey != (r.Key == nil) || string(r.Key) != c.key {
+				t.Errorf("key %q (nil %v), want %q", r.Key, r.Key == nil, c.key)
 			}
-			if v := string(keyedVerdicts[r.verdict]); v != c.verdict || string(r.rule) != c.rule || !bytes.Equal(r.value, c.d.Raw) {
-				t.Errorf("verdict %s rule %q value %q", v, r.rule, r.value)
+			if v := string(output.Verdicts[r.Verdict]); v != c.verdict || string(r.Rule) != c.rule || !bytes.Equal(r.Value, c.d.Raw) {
+				t.Errorf("verdict %s rule %q value %q", v, r.Rule, r.Value)
 			}
-			if txt, err := strconv.ParseInt(string(r.rxText), 10, 64); err != nil || txt != r.rxNs ||
-				r.rxNs < want-int64(time.Second/2) || r.rxNs > want+int64(time.Second/2) {
-				t.Errorf("rx %d %q, want about %d", r.rxNs, r.rxText, want)
+			if txt, err := strconv.ParseInt(string(r.RxText), 10, 64); err != nil || txt != r.RxNs ||
+				r.RxNs < want-int64(time.Second/2) || r.RxNs > want+int64(time.Second/2) {
+				t.Errorf("rx %d %q, want about %d", r.RxNs, r.RxText, want)
 			}
 		})
 	}
@@ -1291,12 +1292,12 @@ func TestSinkAddedFields(t *testing.T) {
 			}
 			keyed := &sink{keyed: true, keyPath: "user_id", reserved: []string{"risk_tier", "vip"}}
 			b = keyed.encodeKeyed(make([]byte, 0, keyedBound(&d, classAlert)), &d, classAlert, &recOrigin{rxWall: 1})
-			var r keyedRecord
-			parseKeyed(b, &r)
+			var r output.Record
+			output.Parse(b, &r)
 			var ev map[string]any
-			if err := json.Unmarshal(r.value, &ev); err != nil || ev["risk_tier"] != "high" || len(b) > keyedBound(&d, classAlert) ||
-				bytes.Count(r.value, []byte(`"risk_tier"`)) != 1 {
-				t.Errorf("keyed value: %q: %v", r.value, err)
+			if err := json.Unmarshal(r.Value, &ev); err != nil || ev["risk_tier"] != "high" || len(b) > keyedBound(&d, classAlert) ||
+				bytes.Count(r.Value, []byte(`"risk_tier"`)) != 1 {
+				t.Errorf("keyed value: %q: %v", r.Value, err)
 			}
 		})
 	}

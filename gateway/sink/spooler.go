@@ -53,6 +53,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 const (
@@ -110,7 +112,7 @@ type spooler struct {
 
 // spoolOutput is what an output offers the spooler beyond asyncOutput.
 type spoolOutput interface {
-	giveUp() // fail every record in flight now
+	GiveUp() // fail every record in flight now
 }
 
 func newSpooler(sk *sink, sp Spec) (*spooler, error) {
@@ -139,15 +141,15 @@ func newSpooler(sk *sink, sp Spec) (*spooler, error) {
 }
 
 // bind takes what the spooler needs from the sink's output.
-func (p *spooler) bind(out sinkOutput) {
-	if o, ok := out.(interface{ newMsgID([]byte) []byte }); ok {
-		p.msgID = o.newMsgID
+func (p *spooler) bind(out output.Output) {
+	if o, ok := out.(interface{ NewMsgID([]byte) []byte }); ok {
+		p.msgID = o.NewMsgID
 	}
-	if o, ok := out.(interface{ down() bool }); ok {
-		p.down = o.down
+	if o, ok := out.(interface{ Down() bool }); ok {
+		p.down = o.Down
 	}
 	if o, ok := out.(spoolOutput); ok {
-		p.giveUp = o.giveUp
+		p.giveUp = o.GiveUp
 	}
 }
 
