@@ -30,6 +30,7 @@ import (
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway/config"
 	"github.com/xgate/xgate/gateway/sink"
+	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/sinktest"
 	"github.com/xgate/xgate/testenv"
 )
@@ -77,7 +78,7 @@ func natsBroker(t *testing.T) *sinkBroker {
 	srv := sinktest.StartNATS(t)
 	return &sinkBroker{
 		sink: sink.Spec{Type: "nats", What: "passed", OnFull: "drop",
-			NATS: sink.NATS{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}},
+			NATS: nats.Config{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}},
 		start: func() { srv.Start(t) },
 		stop:  srv.Kill,
 	}

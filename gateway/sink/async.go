@@ -3,6 +3,7 @@ package sink
 import (
 	"time"
 
+	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/output"
 )
 
@@ -47,7 +48,7 @@ func newAsyncOutput(sk *sink, sp Spec) (*asyncOutput, error) {
 	case "kafka":
 		out, err = newKafkaOutput(env, sp.Kafka)
 	case "nats":
-		out, err = newNATSOutput(env, sp.NATS)
+		out, err = nats.New(env, sp.NATS)
 	}
 	if err != nil {
 		return nil, err

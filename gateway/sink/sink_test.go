@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/output"
 )
 
@@ -1111,9 +1112,9 @@ func TestSinkSpecErrors(t *testing.T) {
 		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Brokers: []string{"b:1"}}}, "topic"},
 		{Spec{Type: "kafka", What: "all", KeyPath: "k", DeliveryTimeout: time.Millisecond, Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "delivery_timeout"},
 		{Spec{Type: "kafka", What: "all", KeyPath: "k", GatewayID: "a b", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "gateway_id"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}, NATS: NATS{Stream: "S"}}, "stream"},
-		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: NATS{URLs: []string{"nats://x:1"}, Stream: "S"}}, "subject"},
-		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: NATS{URLs: []string{"nats://x:1"}, Subject: "a.{key}"}}, "stream"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}, NATS: nats.Config{Stream: "S"}}, "stream"},
+		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: nats.Config{URLs: []string{"nats://x:1"}, Stream: "S"}}, "subject"},
+		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: nats.Config{URLs: []string{"nats://x:1"}, Subject: "a.{key}"}}, "stream"},
 		{Spec{Type: "stdout", What: "all", KeyPath: "k"}, "key_path"},
 		{Spec{Type: "stdout", What: "all", Kafka: Kafka{Topic: "t"}}, "topic"},
 		{Spec{Type: "udp", Address: "127.0.0.1:1", What: "all", TLS: TLS{Enable: true}}, "tls"},

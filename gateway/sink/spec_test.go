@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xgate/xgate/gateway/sink/nats"
 )
 
 // validSpecs is one accepted spec per sink type, with only what is required.
@@ -15,7 +17,7 @@ func validSpecs() []Spec {
 		{Type: "stdout", What: "alerts"},
 		{Type: "udp", Address: "127.0.0.1:9500", What: "dropped"},
 		{Type: "kafka", What: "all", KeyPath: "user_id", Kafka: Kafka{Brokers: []string{"b:9092"}, Topic: "t"}},
-		{Type: "nats", What: "rejects", KeyPath: "user_id", NATS: NATS{URLs: []string{"nats://n:4222"}, Subject: "a.{key}", Stream: "S", CreateStream: true}},
+		{Type: "nats", What: "rejects", KeyPath: "user_id", NATS: nats.Config{URLs: []string{"nats://n:4222"}, Subject: "a.{key}", Stream: "S", CreateStream: true}},
 	}
 }
 

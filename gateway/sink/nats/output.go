@@ -1,10 +1,10 @@
-package sink
-
-// NATS JetStream sink: one message per event, published asynchronously
-// with JetStream acknowledgements (nats.go's jetstream package).
+// Package nats is the NATS JetStream output of the sinks: one message per
+// event, published asynchronously with JetStream acknowledgements (nats.go's
+// jetstream package). The sink (gateway/sink) builds it from its Spec.NATS
+// (Config) and drives it through the contract of gateway/sink/output.
 //
 // Message contract (as the Kafka sink's record contract, see
-// sink_kafka.go):
+// gateway/sink/kafka):
 //
 //	subject   the subject template with {key}, {verdict} and {rule}
 //	          replaced; in the replacement, characters a subject token
@@ -36,374 +36,23 @@ package sink
 // every record of a slab is resolved) bounds the records buffered and in
 // flight: a slow or absent server makes the workers drop and count, or
 // block up to block_timeout.
+package nats
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/xgate/xgate/gateway/sink/output"
 )
-
-// NATS configures a NATS JetStream sink. Zero values take the defaults
-// (natsDefaults). Its config keys are the sink's own: urls, subject,
-// stream, create_stream, stream_subjects, max_pending, ack_timeout, user,
-// password, password_file, token_file, creds_file.
-type NATS struct {
-	URLs []string // nats://host:port (tls:// for TLS); required
-	// Subject is the subject template, e.g. xgate.events.{key}; required.
-	// Placeholders: {key}, {verdict}, {rule}.
-	Subject string
-	// Stream must exist and take the template's subjects, unless
-	// CreateStream: then it is created (file storage, the server's
-	// defaults otherwise) with StreamSubjects (default: the template with
-	// every token that holds a placeholder as '*').
-	Stream         string
-	CreateStream   bool
-	StreamSubjects []string
-	MaxPending     int           // publishes awaiting an ack, at most (default 4096)
-	AckTimeout     time.Duration // a publish without an ack this long is retried (default 5s)
-	// Credentials: a user and password (or password file), a token file,
-	// or a credentials file (JWT and NKey seed).
-	User, Password, PasswordFile string
-	TokenFile                    string
-	CredsFile                    string
-}
-
-const (
-	natsDefaultMaxPending = 4096
-	natsDefaultAckTimeout = 5 * time.Second
-	natsStartTimeout      = 10 * time.Second
-	natsRetryWait         = 100 * time.Millisecond // between tries of one record
-	natsMaxToken          = 256                    // bytes of a key or rule in a subject
-	// natsMaxSubject bounds the subjects a template makes: the server
-	// closes a connection whose protocol line (subject, reply inbox and
-	// sizes) passes its max_control_line, 4 KiB by default.
-	natsMaxSubject = 2048
-)
-
-// natsKeys are the keys only nats sinks have.
-var natsKeys = []typeKey{
-	{"urls", "", func(sp *Spec) bool { return len(sp.NATS.URLs) > 0 }},
-	{"subject", "", func(sp *Spec) bool { return sp.NATS.Subject != "" }},
-	{"stream", "", func(sp *Spec) bool { return sp.NATS.Stream != "" }},
-	{"create_stream", "", func(sp *Spec) bool { return sp.NATS.CreateStream }},
-	{"stream_subjects", "", func(sp *Spec) bool { return len(sp.NATS.StreamSubjects) > 0 }},
-	{"max_pending", "", func(sp *Spec) bool { return sp.NATS.MaxPending != 0 }},
-	{"ack_timeout", "", func(sp *Spec) bool { return sp.NATS.AckTimeout != 0 }},
-	{"user", "", func(sp *Spec) bool { return sp.NATS.User != "" }},
-	{"password", "", func(sp *Spec) bool { return sp.NATS.Password != "" }},
-	{"password_file", "", func(sp *Spec) bool { return sp.NATS.PasswordFile != "" }},
-	{"token_file", "", func(sp *Spec) bool { return sp.NATS.TokenFile != "" }},
-	{"creds_file", "", func(sp *Spec) bool { return sp.NATS.CredsFile != "" }},
-}
-
-// checkNATS checks sp.NATS and sp.TLS: the first problem, as the config
-// key and the message.
-func checkNATS(sp *Spec, _ func(string) bool) (key, msg string) {
-	n := &sp.NATS
-	if len(n.URLs) == 0 {
-		return "urls", "missing: want at least one server URL, e.g. nats://127.0.0.1:4222"
-	}
-	for _, u := range n.URLs {
-		p, err := url.Parse(u)
-		if err != nil || p.Host == "" || p.Scheme != "nats" && p.Scheme != "tls" {
-			return "urls", fmt.Sprintf("%q: want nats://host:port or tls://host:port", u)
-		}
-	}
-	tmpl, err := parseSubjectTemplate(n.Subject)
-	if err != nil {
-		return "subject", err.Error()
-	}
-	if err := validStreamName(n.Stream); err != nil {
-		return "stream", err.Error()
-	}
-	if len(n.StreamSubjects) > 0 && !n.CreateStream {
-		return "stream_subjects", "only with create_stream: true (xgate does not change an existing stream)"
-	}
-	for _, s := range n.StreamSubjects {
-		if err := validSubjectFilter(s); err != nil {
-			return "stream_subjects", err.Error()
-		}
-	}
-	if len(n.StreamSubjects) > 0 && !subjectsCover(n.StreamSubjects, tmpl.wildcard()) {
-		return "stream_subjects", fmt.Sprintf("%v do not take every subject of %s", n.StreamSubjects, n.Subject)
-	}
-	if n.MaxPending < 0 || n.MaxPending > 1<<20 {
-		return "max_pending", fmt.Sprintf("%d: want 1..%d", n.MaxPending, 1<<20)
-	}
-	if n.AckTimeout < 0 {
-		return "ack_timeout", fmt.Sprintf("%v: want a positive duration", n.AckTimeout)
-	}
-	auth := 0
-	if n.User != "" {
-		auth++
-		if (n.Password == "") == (n.PasswordFile == "") {
-			return "password", "a user wants exactly one of password and password_file"
-		}
-	} else if n.Password != "" || n.PasswordFile != "" {
-		return "user", "missing: a password goes with a user"
-	}
-	if n.TokenFile != "" {
-		auth++
-	}
-	if n.CredsFile != "" {
-		auth++
-	}
-	if auth > 1 {
-		return "user", "want one of user/password, token_file and creds_file"
-	}
-	return checkTLS(sp.TLS)
-}
-
-// natsDefaults fills in sp.NATS's defaults.
-func natsDefaults(sp *Spec) {
-	n := &sp.NATS
-	if n.CreateStream && len(n.StreamSubjects) == 0 {
-		if tmpl, err := parseSubjectTemplate(n.Subject); err == nil {
-			n.StreamSubjects = []string{tmpl.wildcard()}
-		}
-	}
-	n.MaxPending = cmp.Or(n.MaxPending, natsDefaultMaxPending)
-	n.AckTimeout = cmp.Or(n.AckTimeout, natsDefaultAckTimeout)
-}
-
-func validStreamName(s string) error {
-	if s == "" {
-		return errors.New("missing: want the JetStream stream that stores the subjects")
-	}
-	if len(s) > 255 || strings.ContainsAny(s, " \t\r\n.*>/\\") {
-		return fmt.Errorf("%q: a stream name has no whitespace, '.', '*', '>', '/' or '\\'", s)
-	}
-	return nil
-}
-
-// ---------------------------------------------------------------------------
-// Subject templates.
-
-// subjectTemplate is a parsed subject template: literal text and
-// placeholders, in order.
-type subjectTemplate struct {
-	text  string
-	parts []subjectPart
-}
-
-type subjectPart struct {
-	lit string
-	ph  byte // 0: lit; else 'k' key, 'v' verdict, 'r' rule
-}
-
-func parseSubjectTemplate(s string) (subjectTemplate, error) {
-	t := subjectTemplate{text: s}
-	if s == "" {
-		return t, errors.New("missing: want a subject template, e.g. xgate.events.{key}")
-	}
-	for _, tok := range strings.Split(s, ".") {
-		if tok == "" {
-			return t, fmt.Errorf("%q has an empty token (leading, trailing or double '.')", s)
-		}
-	}
-	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r >= utf8.RuneSelf && notSubjectRune(r) }) {
-		return t, fmt.Errorf("%q: a subject is UTF-8 without spaces or control characters", s)
-	}
-	lit := strings.Builder{}
-	for i := 0; i < len(s); {
-		c := s[i]
-		switch {
-		case c == '{':
-			j := strings.IndexByte(s[i:], '}')
-			if j < 0 {
-				return t, fmt.Errorf("%q: '{' without '}'", s)
-			}
-			var ph byte
-			switch name := s[i+1 : i+j]; name {
-			case "key":
-				ph = 'k'
-			case "verdict":
-				ph = 'v'
-			case "rule":
-				ph = 'r'
-			default:
-				return t, fmt.Errorf("%q: unknown placeholder {%s}: want {key}, {verdict} or {rule}", s, name)
-			}
-			if lit.Len() > 0 {
-				t.parts = append(t.parts, subjectPart{lit: lit.String()})
-				lit.Reset()
-			}
-			t.parts = append(t.parts, subjectPart{ph: ph})
-			i += j + 1
-		case c == '}':
-			return t, fmt.Errorf("%q: '}' without '{'", s)
-		case c == '*' || c == '>':
-			return t, fmt.Errorf("%q: a subject to publish to has no wildcards", s)
-		case c <= ' ' || c == 0x7f:
-			return t, fmt.Errorf("%q: a subject has no spaces or control characters", s)
-		default:
-			lit.WriteByte(c)
-			i++
-		}
-	}
-	if lit.Len() > 0 {
-		t.parts = append(t.parts, subjectPart{lit: lit.String()})
-	}
-	if n := t.maxLen(); n > natsMaxSubject {
-		return t, fmt.Errorf("%q makes subjects of up to %d bytes (%d per {key} or {rule}): want at most %d", s, n, natsMaxToken, natsMaxSubject)
-	}
-	return t, nil
-}
-
-// maxLen is the longest subject appendSubject can make with t.
-func (t subjectTemplate) maxLen() int {
-	n := 0
-	for _, p := range t.parts {
-		switch p.ph {
-		case 0:
-			n += len(p.lit)
-		case 'v':
-			n += natsMaxVerdict
-		default:
-			n += natsMaxToken
-		}
-	}
-	return n
-}
-
-// natsMaxVerdict is the longest verdict name (output.Verdicts).
-var natsMaxVerdict = func() (n int) {
-	for _, v := range output.Verdicts {
-		n = max(n, len(v))
-	}
-	return max(n, 1)
-}()
-
-// wildcard is the template with every token that holds a placeholder as
-// '*': the subjects it can make.
-func (t subjectTemplate) wildcard() string {
-	toks := strings.Split(t.text, ".")
-	for i, tok := range toks {
-		if strings.Contains(tok, "{") {
-			toks[i] = "*"
-		}
-	}
-	return strings.Join(toks, ".")
-}
-
-// appendSubject appends the subject of one record: at most t.maxLen()
-// bytes, and nothing allocated when b has room for them.
-func (t *subjectTemplate) appendSubject(b, key, verdict, rule []byte) []byte {
-	for _, p := range t.parts {
-		switch p.ph {
-		case 0:
-			b = append(b, p.lit...)
-		case 'k':
-			b = appendToken(b, key[:min(len(key), natsMaxToken)])
-		case 'v':
-			b = appendToken(b, verdict[:min(len(verdict), natsMaxVerdict)])
-		case 'r':
-			b = appendToken(b, rule[:min(len(rule), natsMaxToken)])
-		}
-	}
-	return b
-}
-
-// appendToken appends v with what a subject token cannot hold replaced by
-// '_' ("_" for an empty v): '.', '*', '>', a blank or control character
-// (a rune), a byte that is not UTF-8 (each, so a rune cut by the length
-// bound too). It appends at most max(1, len(v)) bytes.
-func appendToken(b, v []byte) []byte {
-	if len(v) == 0 {
-		return append(b, '_')
-	}
-	for i := 0; i < len(v); {
-		c := v[i]
-		if c < utf8.RuneSelf {
-			if c <= ' ' || c == 0x7f || c == '.' || c == '*' || c == '>' {
-				c = '_'
-			}
-			b = append(b, c)
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRune(v[i:])
-		if r == utf8.RuneError && n == 1 || notSubjectRune(r) {
-			b = append(b, '_')
-		} else {
-			b = append(b, v[i:i+n]...)
-		}
-		i += n
-	}
-	return b
-}
-
-// notSubjectRune reports a non-ASCII rune a subject should not hold: a
-// Unicode space or control character (NEL, NBSP, U+2028, …), which some
-// clients and tools split or print on.
-func notSubjectRune(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
-
-// validSubjectFilter checks a stream subject (wildcards allowed).
-func validSubjectFilter(s string) error {
-	if s == "" {
-		return errors.New("an empty subject")
-	}
-	toks := strings.Split(s, ".")
-	for i, tok := range toks {
-		switch {
-		case tok == "":
-			return fmt.Errorf("%q has an empty token", s)
-		case tok == ">" && i != len(toks)-1:
-			return fmt.Errorf("%q: '>' must be the last token", s)
-		case tok != "*" && tok != ">" && strings.ContainsAny(tok, "*>"):
-			return fmt.Errorf("%q: wildcards are whole tokens", s)
-		case !utf8.ValidString(tok) || strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f || notSubjectRune(r) }):
-			return fmt.Errorf("%q: a subject is UTF-8 without spaces or control characters", s)
-		}
-	}
-	return nil
-}
-
-// subjectsCover reports whether every subject matching the filter want
-// (literals and '*' tokens) matches one of the filters have.
-func subjectsCover(have []string, want string) bool {
-	w := strings.Split(want, ".")
-	for _, h := range have {
-		ht := strings.Split(h, ".")
-		ok := true
-		for i := 0; ok; i++ {
-			switch {
-			case i < len(ht) && ht[i] == ">":
-				ok = i < len(w)
-				i = len(w) // covers the rest
-			case i == len(ht) || i == len(w):
-				ok = i == len(ht) && i == len(w)
-			case ht[i] == "*" || ht[i] == w[i]:
-				continue
-			default:
-				ok = false
-			}
-			if i >= len(w) {
-				break
-			}
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
-}
-
-// ---------------------------------------------------------------------------
-// Output.
 
 // natsOutput publishes a sink's records to a JetStream stream.
 //
@@ -464,7 +113,9 @@ type natsSlab struct {
 	output.Left
 }
 
-func newNATSOutput(sk output.Sink, n NATS) (*natsOutput, error) {
+// New connects to the servers of n and checks its stream (making it if
+// asked to); with sk.Spooled it starts while no server is reachable.
+func New(sk output.Sink, n Config) (output.Output, error) {
 	tmpl, err := parseSubjectTemplate(n.Subject)
 	if err != nil {
 		return nil, err
@@ -565,7 +216,7 @@ func newNATSOutput(sk output.Sink, n NATS) (*natsOutput, error) {
 // checkStream makes sure the stream exists (creating it if asked to) and
 // takes the template's subjects, so that a typo is an error at start, not
 // a stream of failed messages.
-func (o *natsOutput) checkStream(n NATS, urls string) error {
+func (o *natsOutput) checkStream(n Config, urls string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), natsStartTimeout)
 	defer cancel()
 	st, err := o.js.Stream(ctx, n.Stream)
@@ -862,3 +513,5 @@ func (o *natsOutput) Abort() {
 		o.nc.Close()
 	}
 }
+
+func nanotime() int64 { return time.Now().UnixNano() }
