@@ -30,6 +30,7 @@ import (
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway/config"
 	"github.com/xgate/xgate/gateway/sink"
+	"github.com/xgate/xgate/gateway/sink/kafka"
 	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/sinktest"
 	"github.com/xgate/xgate/testenv"
@@ -52,7 +53,7 @@ func kafkaBroker(t *testing.T) *sinkBroker {
 	var mu sync.Mutex
 	var c *kfake.Cluster
 	b := &sinkBroker{sink: sink.Spec{Type: "kafka", What: "passed", OnFull: "drop",
-		Kafka: sink.Kafka{Brokers: []string{fmt.Sprintf("127.0.0.1:%d", port)}, Topic: testTopic}}}
+		Kafka: kafka.Config{Brokers: []string{fmt.Sprintf("127.0.0.1:%d", port)}, Topic: testTopic}}}
 	b.start = func() {
 		mu.Lock()
 		defer mu.Unlock()

@@ -3,6 +3,7 @@ package sink
 import (
 	"time"
 
+	"github.com/xgate/xgate/gateway/sink/kafka"
 	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/output"
 )
@@ -46,7 +47,7 @@ func newAsyncOutput(sk *sink, sp Spec) (*asyncOutput, error) {
 	var err error
 	switch sp.Type {
 	case "kafka":
-		out, err = newKafkaOutput(env, sp.Kafka)
+		out, err = kafka.New(env, sp.Kafka)
 	case "nats":
 		out, err = nats.New(env, sp.NATS)
 	}

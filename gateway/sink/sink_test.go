@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/kafka"
 	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/output"
 )
@@ -1105,18 +1106,18 @@ func TestSinkSpecErrors(t *testing.T) {
 	}{
 		{Spec{What: "all"}, "type"},
 		{Spec{Type: "kafak", What: "all"}, "type"},
-		{Spec{Type: "kafka", What: "all", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "a.*", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", Format: "raw", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "format"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Topic: "t"}}, "brokers"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Brokers: []string{"b:1"}}}, "topic"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", DeliveryTimeout: time.Millisecond, Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "delivery_timeout"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", GatewayID: "a b", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "gateway_id"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}, NATS: nats.Config{Stream: "S"}}, "stream"},
+		{Spec{Type: "kafka", What: "all", Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "a.*", Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Format: "raw", Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}}, "format"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: kafka.Config{Topic: "t"}}, "brokers"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: kafka.Config{Brokers: []string{"b:1"}}}, "topic"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", DeliveryTimeout: time.Millisecond, Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}}, "delivery_timeout"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", GatewayID: "a b", Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}}, "gateway_id"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}, NATS: nats.Config{Stream: "S"}}, "stream"},
 		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: nats.Config{URLs: []string{"nats://x:1"}, Stream: "S"}}, "subject"},
 		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: nats.Config{URLs: []string{"nats://x:1"}, Subject: "a.{key}"}}, "stream"},
 		{Spec{Type: "stdout", What: "all", KeyPath: "k"}, "key_path"},
-		{Spec{Type: "stdout", What: "all", Kafka: Kafka{Topic: "t"}}, "topic"},
+		{Spec{Type: "stdout", What: "all", Kafka: kafka.Config{Topic: "t"}}, "topic"},
 		{Spec{Type: "udp", Address: "127.0.0.1:1", What: "all", TLS: TLS{Enable: true}}, "tls"},
 		{Spec{Type: "file", What: "all"}, "path"},
 		{Spec{Type: "file", Path: ok.Path, What: "all"}, "path"}, // same file as sinks[0]

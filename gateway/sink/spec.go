@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/kafka"
 	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/output"
 )
@@ -105,9 +106,9 @@ type Spec struct {
 	KeyPath         string
 	GatewayID       string
 	DeliveryTimeout time.Duration
-	TLS             TLS         // tls
-	Kafka           Kafka       // type kafka: its keys are the sink's (brokers, topic, …)
-	NATS            nats.Config // type nats: its keys are the sink's (urls, subject, …)
+	TLS             TLS          // tls
+	Kafka           kafka.Config // type kafka: its keys are the sink's (brokers, topic, …)
+	NATS            nats.Config  // type nats: its keys are the sink's (urls, subject, …)
 
 	// Spool (spool: {path, max_bytes, fsync}; kafka and nats) is the
 	// sink's disk spool (spool.go); off when Path is empty.
@@ -160,9 +161,20 @@ var kinds = []kind{
 	{"file", fileKeys, checkFile, fileDefaults},
 	{"stdout", nil, nil, nil},
 	{"udp", udpKeys, checkUDP, nil},
-	{"kafka", kafkaKeys, checkKafka, kafkaDefaults},
+	{"kafka", typeKeys(kafka.Keys, func(sp *Spec) *kafka.Config { return &sp.Kafka }), checkKafka, kafkaDefaults},
 	{"nats", typeKeys(nats.Keys, func(sp *Spec) *nats.Config { return &sp.NATS }), checkNATS, natsDefaults},
 }
+
+// checkKafka checks sp.Kafka, then sp.TLS.
+func checkKafka(sp *Spec, given func(string) bool) (key, msg string) {
+	if key, msg = kafka.Check(&sp.Kafka, given); key != "" {
+		return key, msg
+	}
+	return checkTLS(sp.TLS)
+}
+
+// kafkaDefaults fills in sp.Kafka's defaults (after sp.GatewayID's).
+func kafkaDefaults(sp *Spec) { kafka.Defaults(&sp.Kafka, sp.GatewayID) }
 
 // checkNATS checks sp.NATS, then sp.TLS.
 func checkNATS(sp *Spec, given func(string) bool) (key, msg string) {

@@ -1,6 +1,7 @@
-package sink
-
-// Kafka sink: one record per event, produced with franz-go.
+// Package kafka is the Kafka output of the sinks: one record per event,
+// produced with franz-go. The sink (gateway/sink) builds it from its
+// Spec.Kafka (Config) and drives it through the contract of
+// gateway/sink/output.
 //
 // Record contract (what consumers, examples/consumer and docs/deploy.md
 // rely on; change it only with them):
@@ -16,7 +17,7 @@ package sink
 //	           "rx_ns"    receive time, decimal ns since the Unix epoch (the
 //	                      XDP timestamp on the afxdp path; otherwise when the
 //	                      worker's batch was read)
-//	           with meta (meta.go), also:
+//	           with meta (the sink's meta.go), also:
 //	           "src"      sender address:port ([v6]:port for IPv6)
 //	           "queue"    the worker's RX queue (afxdp) or socket, decimal
 //	           "rx_time"  the receive time, RFC 3339 UTC with 9 digits
@@ -37,15 +38,13 @@ package sink
 // (MaxBufferedRecords is set above it, so Produce never blocks the writer):
 // a slow or absent broker holds the slabs, and the workers drop and count
 // (or block up to block_timeout) — memory stays bounded.
+package kafka
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -55,199 +54,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
 	"github.com/xgate/xgate/gateway/sink/output"
 )
 
-// Kafka configures a Kafka sink. Zero values take the defaults
-// (kafkaDefaults). Its config keys are the sink's own: brokers, topic,
-// client_id, acks, idempotent, compression, linger, batch_max_bytes,
-// create_topic, partitions, sasl.
-type Kafka struct {
-	Brokers  []string // host:port of one or more seed brokers; required
-	Topic    string   // required; must exist unless CreateTopic
-	ClientID string   // default "xgate-" + the gateway id
-	// Acks: "all" (default: every in-sync replica has the record), "leader"
-	// or "none". The idempotent producer needs "all".
-	Acks string
-	// NoIdempotence turns the idempotent producer off (config:
-	// idempotent: false). Idempotence makes the producer's retries free of
-	// duplicates and keeps order per partition; it needs acks all.
-	NoIdempotence bool
-	// Compression of record batches: "lz4" (default), "zstd", "snappy",
-	// "gzip" or "none". lz4 because the gateway's CPU is the scarce thing
-	// (its workers decide events on the same cores): it is the cheapest
-	// codec per byte and still shrinks JSON events a few times; zstd
-	// shrinks them more for more CPU, worth it when the network or the
-	// brokers' disks are the limit. (BenchmarkKafkaSink, one worker,
-	// medians of 5: lz4 1.7 M records/s, none 1.9 M, zstd 1.3 M.)
-	Compression string
-	// Linger is how long a partition's batch waits for more records
-	// before it is sent (default 5ms, Kafka 4's linger.ms): bigger
-	// batches compress better and cost the brokers less, and at low rates
-	// it bounds the added latency. Not longer (franz-go's default is
-	// 10ms) because a record holds its share of the sink's buffer until
-	// it is acknowledged: the records in flight are bounded by the buffer,
-	// so the throughput is about buffer / (linger + round trip). On this
-	// project's 2-core test machine with the gateway at full load and the
-	// default 1 MiB buffer, 5ms got ~1.6× the records/s of 10ms
-	// acknowledged; with a buffer large enough not to be the bound, a
-	// longer linger is a little cheaper (fewer, larger requests: 10ms
-	// made ~20% more records/s in BenchmarkKafkaSink's 4 MiB).
-	Linger time.Duration
-	// BatchMaxBytes is the largest record batch (default 1000012 bytes,
-	// Kafka's default max.message.bytes: larger batches need the topic's
-	// max.message.bytes raised).
-	BatchMaxBytes int
-	// CreateTopic creates Topic at start when it does not exist, with
-	// Partitions partitions (0: the broker's num.partitions) and the
-	// broker's default replication factor. Off by default: a missing
-	// topic is an error at start.
-	CreateTopic bool
-	Partitions  int
-	SASL        SASL
-}
-
-// SASL (sasl: mechanism, user, password, password_file) is SASL
-// authentication to Kafka.
-type SASL struct {
-	Mechanism    string // PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
-	User         string
-	Password     string // or PasswordFile (its first line)
-	PasswordFile string
-}
-
-const (
-	kafkaDefaultAcks        = "all"
-	kafkaDefaultCompression = "lz4"
-	kafkaDefaultLinger      = 5 * time.Millisecond
-	kafkaDefaultBatchBytes  = 1000012
-	kafkaCloseWait          = 10 * time.Second // for the promises after Close
-)
+const kafkaCloseWait = 10 * time.Second // for the promises after Close
 
 // kafkaStartTimeout bounds reaching the brokers and checking the topic at
 // start (a variable so that a test can shorten it).
 var kafkaStartTimeout = 10 * time.Second
-
-// kafkaKeys are the keys only kafka sinks have.
-var kafkaKeys = []typeKey{
-	{"brokers", "", func(sp *Spec) bool { return len(sp.Kafka.Brokers) > 0 }},
-	{"topic", "", func(sp *Spec) bool { return sp.Kafka.Topic != "" }},
-	{"client_id", "", func(sp *Spec) bool { return sp.Kafka.ClientID != "" }},
-	{"acks", "", func(sp *Spec) bool { return sp.Kafka.Acks != "" }},
-	{"idempotent", "", func(sp *Spec) bool { return sp.Kafka.NoIdempotence }},
-	{"compression", "", func(sp *Spec) bool { return sp.Kafka.Compression != "" }},
-	{"linger", "", func(sp *Spec) bool { return sp.Kafka.Linger != 0 }},
-	{"batch_max_bytes", "", func(sp *Spec) bool { return sp.Kafka.BatchMaxBytes != 0 }},
-	{"create_topic", "", func(sp *Spec) bool { return sp.Kafka.CreateTopic }},
-	{"partitions", "", func(sp *Spec) bool { return sp.Kafka.Partitions != 0 }},
-	{"sasl", "", func(sp *Spec) bool { return sp.Kafka.SASL != SASL{} }},
-}
-
-// checkKafka checks sp.Kafka and sp.TLS: the first problem, as the config
-// key and the message.
-func checkKafka(sp *Spec, given func(string) bool) (key, msg string) {
-	k := &sp.Kafka
-	if len(k.Brokers) == 0 {
-		return "brokers", "missing: want host:port of at least one broker"
-	}
-	for _, b := range k.Brokers {
-		if err := checkHostPort(b); err != nil {
-			return "brokers", err.Error()
-		}
-	}
-	if err := validTopic(k.Topic); err != nil {
-		return "topic", err.Error()
-	}
-	acks := cmp.Or(k.Acks, kafkaDefaultAcks)
-	switch acks {
-	case "all", "leader", "none":
-	default:
-		return "acks", fmt.Sprintf("%q: want all, leader or none", k.Acks)
-	}
-	if !k.NoIdempotence && acks != "all" {
-		return "idempotent", fmt.Sprintf("the idempotent producer needs acks: all (acks is %s); set idempotent: false to use it", acks)
-	}
-	switch k.Compression {
-	case "", "lz4", "zstd", "snappy", "gzip", "none":
-	default:
-		return "compression", fmt.Sprintf("%q: want lz4, zstd, snappy, gzip or none", k.Compression)
-	}
-	if k.Linger < 0 || k.Linger > time.Minute || k.Linger == 0 && given("linger") {
-		return "linger", fmt.Sprintf("%v: want a positive duration up to 1m (default %v)", k.Linger, kafkaDefaultLinger)
-	}
-	if b := k.BatchMaxBytes; b != 0 && (b < 1<<10 || b > 64<<20) {
-		return "batch_max_bytes", fmt.Sprintf("%d: want 1KiB..64MiB", b)
-	}
-	if k.Partitions < 0 || k.Partitions > 1<<20 {
-		return "partitions", fmt.Sprintf("%d: want a partition count (0: the broker's default)", k.Partitions)
-	}
-	if k.Partitions != 0 && !k.CreateTopic {
-		return "partitions", "only with create_topic: true (xgate does not change an existing topic)"
-	}
-	if f, m := checkSASL(k.SASL); f != "" {
-		return f, m
-	}
-	return checkTLS(sp.TLS)
-}
-
-// kafkaDefaults fills in sp.Kafka's defaults (after sp.GatewayID's).
-func kafkaDefaults(sp *Spec) {
-	k := &sp.Kafka
-	if k.ClientID == "" {
-		k.ClientID = "xgate-" + sp.GatewayID
-	}
-	k.Acks = cmp.Or(k.Acks, kafkaDefaultAcks)
-	k.Compression = cmp.Or(k.Compression, kafkaDefaultCompression)
-	k.Linger = cmp.Or(k.Linger, kafkaDefaultLinger)
-	k.BatchMaxBytes = cmp.Or(k.BatchMaxBytes, kafkaDefaultBatchBytes)
-}
-
-func checkHostPort(a string) error {
-	host, port, err := net.SplitHostPort(a)
-	if err != nil || host == "" {
-		return fmt.Errorf("%q: want host:port", a)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("%q: port %q is not in 1..65535", a, port)
-	}
-	return nil
-}
-
-// validTopic checks a Kafka topic name as the brokers do.
-func validTopic(t string) error {
-	if t == "" {
-		return errors.New("missing: want the topic to produce to")
-	}
-	if len(t) > 249 || t == "." || t == ".." {
-		return fmt.Errorf("%q is not a valid topic name", t)
-	}
-	for i := 0; i < len(t); i++ {
-		if c := t[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("%q: a topic name has only letters, digits, '.', '_' and '-'", t)
-		}
-	}
-	return nil
-}
-
-func checkSASL(s SASL) (field, msg string) {
-	if s == (SASL{}) {
-		return "", ""
-	}
-	switch s.Mechanism {
-	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
-	case "":
-		return "sasl.mechanism", "missing: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
-	default:
-		return "sasl.mechanism", fmt.Sprintf("%q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
-	}
-	if s.User == "" {
-		return "sasl.user", "missing: SASL needs a user"
-	}
-	if (s.Password == "") == (s.PasswordFile == "") {
-		return "sasl.password", "want exactly one of password and password_file"
-	}
-	return "", ""
-}
 
 // kafkaOutput produces a sink's records to one topic.
 //
@@ -284,7 +99,9 @@ type kafkaSlab struct {
 // meta.
 const kafkaHeaders = 7
 
-func newKafkaOutput(sk output.Sink, k Kafka) (*kafkaOutput, error) {
+// New makes the client for the brokers of k and checks the topic (making
+// it if asked to); with sk.Spooled it starts while no broker is reachable.
+func New(sk output.Sink, k Config) (output.Output, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(k.Brokers...),
 		kgo.ClientID(k.ClientID),
@@ -377,7 +194,7 @@ func kafkaBackoff(tries int) time.Duration {
 // checkTopic makes sure the topic exists (creating it if asked to), so
 // that a typo or a missing topic is an error at start, not a stream of
 // failed records.
-func (o *kafkaOutput) checkTopic(k Kafka) error {
+func (o *kafkaOutput) checkTopic(k Config) error {
 	ctx, cancel := context.WithTimeout(o.ctx, kafkaStartTimeout)
 	defer cancel()
 	brokers := strings.Join(k.Brokers, ",")
