@@ -126,7 +126,7 @@ func checkExtra(t *testing.T, d *engine.Decision, value []byte) {
 
 // checkKeyed encodes d after pre bytes of earlier records as AddAt does
 // (nothing when keyedBound says it does not fit a slab: TooBig) and checks
-// what parseKeyed reads back.
+// what output.Parse reads back.
 func checkKeyed(t *testing.T, sk *sink, d *engine.Decision, ro *recOrigin, pre int) {
 	t.Helper()
 	c := classOf(d)

@@ -455,9 +455,9 @@ func (o *natsOutput) retryLoop() {
 }
 
 // Finish waits until every record is acknowledged or failed: at most
-// delivery_timeout plus ack_timeout after its first try; after abort, at
+// delivery_timeout plus ack_timeout after its first try; after Abort, at
 // most ack_timeout (the publishes awaiting an ack fail by their timers).
-// Should nats.go not report a publish at all, finish counts the records
+// Should nats.go not report a publish at all, Finish counts the records
 // still unresolved failed after that much longer, so that it always ends.
 func (o *natsOutput) Finish() error {
 	grace := o.deliver + 2*o.ackTimeout + time.Second
