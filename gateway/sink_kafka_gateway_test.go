@@ -31,6 +31,8 @@ import (
 	"github.com/xgate/xgate/gateway/config"
 	"github.com/xgate/xgate/gateway/metrics"
 	"github.com/xgate/xgate/gateway/sink"
+	"github.com/xgate/xgate/gateway/sink/kafka"
+	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/sinktest"
 	"github.com/xgate/xgate/testenv"
 )
@@ -52,7 +54,7 @@ func kafkaBroker(t *testing.T) *sinkBroker {
 	var mu sync.Mutex
 	var c *kfake.Cluster
 	b := &sinkBroker{sink: sink.Spec{Type: "kafka", What: "passed", OnFull: "drop",
-		Kafka: sink.Kafka{Brokers: []string{fmt.Sprintf("127.0.0.1:%d", port)}, Topic: testTopic}}}
+		Kafka: kafka.Config{Brokers: []string{fmt.Sprintf("127.0.0.1:%d", port)}, Topic: testTopic}}}
 	b.start = func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -78,7 +80,7 @@ func natsBroker(t *testing.T) *sinkBroker {
 	srv := sinktest.StartNATS(t)
 	return &sinkBroker{
 		sink: sink.Spec{Type: "nats", What: "passed", OnFull: "drop",
-			NATS: sink.NATS{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}},
+			NATS: nats.Config{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}},
 		start: func() { srv.Start(t) },
 		stop:  srv.Kill,
 	}

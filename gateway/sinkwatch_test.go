@@ -11,6 +11,7 @@ import (
 
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway/sink"
+	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/sinktest"
 )
 
@@ -79,7 +80,7 @@ func watchedNATS(t *testing.T, spool string) (*sinktest.NATSServer, *sink.Sinks,
 	t.Helper()
 	srv := sinktest.StartNATS(t)
 	sp := sink.Spec{Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw", DeliveryTimeout: time.Minute,
-		NATS: sink.NATS{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}}
+		NATS: nats.Config{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}}
 	if spool != "" {
 		sp.Spool = sink.SpoolSpec{Path: spool}
 	}

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/xgate/xgate/gateway/sink"
+	"github.com/xgate/xgate/gateway/sink/output"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -94,7 +94,7 @@ func (c *Config) readTokenFile(k *configChecker) {
 		k.errf("http.token_file", "set http.token or http.token_file, not both")
 		return
 	}
-	t, err := sink.Secret("", c.HTTP.TokenFile)
+	t, err := output.Secret("", c.HTTP.TokenFile)
 	if err != nil {
 		k.errf("http.token_file", "%v (a file whose first line is the token, readable by the daemon's user)", err)
 		return

@@ -33,11 +33,8 @@ import (
 	"unsafe"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/output"
 )
-
-// keyedAggregate is the verdict code of an aggregate record (its verdict
-// header reads "aggregate", see keyedVerdicts).
-const keyedAggregate = 0xfe
 
 // EmitWriter returns the Writer of the gateway's emitter goroutine (every_slide
 // aggregates); it has slabs only in sinks of what: aggregates.
@@ -64,7 +61,7 @@ func (w *Writer) AddAggregate(a *engine.Aggregate) {
 		}
 		need := aggregateBound(sk, a)
 		if sk.keyed {
-			need += keyedHeader + len(a.Rule) + len(a.Key) + 20
+			need += output.HeaderLen + len(a.Rule) + len(a.Key) + 20
 		}
 		sl := w.slabFor(i, sk, need)
 		if sl == nil {
@@ -120,20 +117,20 @@ func (sk *sink) encodeAggregate(b []byte, a *engine.Aggregate) []byte {
 	return append(b, '}')
 }
 
-// encodeKeyedAggregate appends a as a keyed record (keyedHeader's layout):
-// verdict keyedAggregate, the rule, the window key, the emit time, and the
-// JSON object as the value.
+// encodeKeyedAggregate appends a as a keyed record (output.HeaderLen's
+// layout): verdict output.VerdictAggregate, the rule, the window key, the
+// emit time, and the JSON object as the value.
 func (sk *sink) encodeKeyedAggregate(b []byte, a *engine.Aggregate, now int64) []byte {
 	at := len(b)
-	b = b[:at+keyedHeader]
+	b = b[:at+output.HeaderLen]
 	b = append(b, a.Rule...)
 	b = append(b, a.Key...)
 	t := len(b)
 	b = strconv.AppendInt(b, now, 10)
 	tl := len(b) - t
 	b = sk.encodeAggregate(b, a)
-	h := b[at : at+keyedHeader]
-	h[0], h[1] = keyedAggregate, 0
+	h := b[at : at+output.HeaderLen]
+	h[0], h[1] = output.VerdictAggregate, 0
 	binary.LittleEndian.PutUint16(h[2:], uint16(len(a.Rule)))
 	binary.LittleEndian.PutUint16(h[4:], uint16(len(a.Key)))
 	h[6], h[7] = uint8(tl), 0

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 var testAgg = engine.Aggregate{Rule: "velocity", Agg: "sum(amount)", Key: `u"1`, Value: 1234.5,
@@ -127,9 +128,9 @@ func BenchmarkAggregateEncode(b *testing.B) {
 		for b.Loop() {
 			buf = sk.encodeKeyedAggregate(buf[:0], &testAgg, 1767323045000000000)
 		}
-		var kr keyedRecord
-		parseKeyed(buf, &kr)
-		if string(keyedVerdicts[kr.verdict]) != "aggregate" || string(kr.key) != testAgg.Key || string(kr.rule) != "velocity" || !json.Valid(kr.value) {
+		var kr output.Record
+		output.Parse(buf, &kr)
+		if string(output.Verdicts[kr.Verdict]) != "aggregate" || string(kr.Key) != testAgg.Key || string(kr.Rule) != "velocity" || !json.Valid(kr.Value) {
 			b.Fatalf("keyed record %+v", kr)
 		}
 	})

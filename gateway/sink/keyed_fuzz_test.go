@@ -16,6 +16,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 // FuzzKeyedRecord: a keyed record encoded into a slab (after whatever the
@@ -125,7 +126,7 @@ func checkExtra(t *testing.T, d *engine.Decision, value []byte) {
 
 // checkKeyed encodes d after pre bytes of earlier records as AddAt does
 // (nothing when keyedBound says it does not fit a slab: TooBig) and checks
-// what parseKeyed reads back.
+// what output.Parse reads back.
 func checkKeyed(t *testing.T, sk *sink, d *engine.Decision, ro *recOrigin, pre int) {
 	t.Helper()
 	c := classOf(d)
@@ -146,14 +147,14 @@ func checkKeyed(t *testing.T, sk *sink, d *engine.Decision, ro *recOrigin, pre i
 			t.Fatalf("encodeKeyed changed byte %d of the slab's earlier records", i)
 		}
 	}
-	var r keyedRecord
-	parseKeyed(slab[pre:], &r)
+	var r output.Record
+	output.Parse(slab[pre:], &r)
 
 	wantVerdict, wantRule := uint8(d.Action), d.Rule
 	var wantKey []byte
 	switch {
 	case c == classReject:
-		wantVerdict, wantRule = keyedReject, d.Err.String()
+		wantVerdict, wantRule = output.VerdictReject, d.Err.String()
 	case d.Key != "":
 		wantKey = []byte(d.Key)
 	case len(d.Raw) > 0:
@@ -178,28 +179,28 @@ func checkKeyed(t *testing.T, sk *sink, d *engine.Decision, ro *recOrigin, pre i
 			wantQueue = []byte(strconv.Itoa(ro.o.Queue))
 		}
 		if sk.metaWant[metaRxTime] {
-			wantTime = []byte(time.Unix(0, ro.rxWall).UTC().Format(rxTimeLayout))
+			wantTime = []byte(time.Unix(0, ro.rxWall).UTC().Format(output.RxTimeLayout))
 		}
 	}
 	rxWall := ro.rxWall
 	switch {
-	case r.verdict != wantVerdict:
-		t.Fatalf("verdict code %d, want %d", r.verdict, wantVerdict)
-	case string(r.rule) != wantRule:
-		t.Fatalf("rule %q, want %q", r.rule, wantRule)
-	case (r.key == nil) != (wantKey == nil) || !bytes.Equal(r.key, wantKey):
-		t.Fatalf("key %q (nil %v), want %q (nil %v)", r.key, r.key == nil, wantKey, wantKey == nil)
-	case r.rxNs != rxWall || string(r.rxText) != strconv.FormatInt(rxWall, 10):
-		t.Fatalf("receive time %d %q, want %d", r.rxNs, r.rxText, rxWall)
-	case !bytes.Equal(r.src, wantSrc) || !bytes.Equal(r.queue, wantQueue) || !bytes.Equal(r.rxTime, wantTime):
-		t.Fatalf("meta src %q queue %q time %q, want %q %q %q", r.src, r.queue, r.rxTime, wantSrc, wantQueue, wantTime)
+	case r.Verdict != wantVerdict:
+		t.Fatalf("verdict code %d, want %d", r.Verdict, wantVerdict)
+	case string(r.Rule) != wantRule:
+		t.Fatalf("rule %q, want %q", r.Rule, wantRule)
+	case (r.Key == nil) != (wantKey == nil) || !bytes.Equal(r.Key, wantKey):
+		t.Fatalf("key %q (nil %v), want %q (nil %v)", r.Key, r.Key == nil, wantKey, wantKey == nil)
+	case r.RxNs != rxWall || string(r.RxText) != strconv.FormatInt(rxWall, 10):
+		t.Fatalf("receive time %d %q, want %d", r.RxNs, r.RxText, rxWall)
+	case !bytes.Equal(r.Src, wantSrc) || !bytes.Equal(r.Queue, wantQueue) || !bytes.Equal(r.RxTime, wantTime):
+		t.Fatalf("meta src %q queue %q time %q, want %q %q %q", r.Src, r.Queue, r.RxTime, wantSrc, wantQueue, wantTime)
 	case len(d.Extra) == 0 || c == classReject:
-		if !bytes.Equal(r.value, d.Raw) {
-			t.Fatalf("value %q, want the event %q", r.value, d.Raw)
+		if !bytes.Equal(r.Value, d.Raw) {
+			t.Fatalf("value %q, want the event %q", r.Value, d.Raw)
 		}
 	default:
-		checkExtra(t, d, r.value)
-	case cap(r.rule) != len(r.rule) || cap(r.key) != len(r.key) || cap(r.rxText) != len(r.rxText):
+		checkExtra(t, d, r.Value)
+	case cap(r.Rule) != len(r.Rule) || cap(r.Key) != len(r.Key) || cap(r.RxText) != len(r.RxText):
 		t.Fatal("a view's capacity reaches into the next part: an append to it would overwrite the record")
 	}
 }

@@ -45,6 +45,7 @@ import (
 	"unsafe"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 // MetaSpec (meta) selects the metadata a sink adds to its records; see the
@@ -86,14 +87,10 @@ func (m MetaSpec) bits() (b [numMeta]bool) {
 	return [numMeta]bool{m.Src, m.RxTime, m.Queue, m.GatewayID, m.Rule, m.Verdict}
 }
 
-// rxTimeLayout is RFC 3339 in UTC with all nine fraction digits: always 30
-// bytes for years 1000..9999.
-const rxTimeLayout = "2006-01-02T15:04:05.000000000Z"
-
 // appendRxTime appends the receive time (ns since the Unix epoch) as
-// rxTimeLayout. A UTC time formats without allocating.
+// output.RxTimeLayout. A UTC time formats without allocating.
 func appendRxTime(b []byte, ns int64) []byte {
-	return time.Unix(0, ns).UTC().AppendFormat(b, rxTimeLayout)
+	return time.Unix(0, ns).UTC().AppendFormat(b, output.RxTimeLayout)
 }
 
 // metaBound bounds what the meta fields of one record add.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 // topKeys returns the member names of a JSON object line in order, with
@@ -111,7 +112,7 @@ func TestSinkMeta(t *testing.T) {
 	checkTime := func(v any) {
 		t.Helper()
 		tm, err := time.Parse(time.RFC3339Nano, v.(string))
-		if err != nil || len(v.(string)) != len(rxTimeLayout) || tm.Before(before.Add(-time.Second)) || tm.After(after) {
+		if err != nil || len(v.(string)) != len(output.RxTimeLayout) || tm.Before(before.Add(-time.Second)) || tm.After(after) {
 			t.Errorf("rx_time %v (%v): want about %v", v, err, before)
 		}
 	}
@@ -215,24 +216,24 @@ func TestSinkMetaKeyed(t *testing.T) {
 			if len(b) > keyedBound(&d, classAlert) {
 				t.Fatalf("%d bytes beyond the bound", len(b))
 			}
-			var r keyedRecord
-			parseKeyed(b, &r)
-			if !bytes.Equal(r.value, d.Raw) || string(r.rule) != "big" || string(r.key) != "u-1" {
+			var r output.Record
+			output.Parse(b, &r)
+			if !bytes.Equal(r.Value, d.Raw) || string(r.Rule) != "big" || string(r.Key) != "u-1" {
 				t.Fatalf("record %+v", r)
 			}
-			if (r.src != nil) != c.src || c.src && string(r.src) != v6.String() {
-				t.Errorf("src %q", r.src)
+			if (r.Src != nil) != c.src || c.src && string(r.Src) != v6.String() {
+				t.Errorf("src %q", r.Src)
 			}
-			if (r.queue != nil) != c.queue || c.queue && string(r.queue) != "2" {
-				t.Errorf("queue %q", r.queue)
+			if (r.Queue != nil) != c.queue || c.queue && string(r.Queue) != "2" {
+				t.Errorf("queue %q", r.Queue)
 			}
-			if (r.rxTime != nil) != c.time {
-				t.Errorf("rx_time %q", r.rxTime)
+			if (r.RxTime != nil) != c.time {
+				t.Errorf("rx_time %q", r.RxTime)
 			}
 			if c.time {
-				tm, err := time.Parse(time.RFC3339Nano, string(r.rxTime))
-				if err != nil || tm.UnixNano() != r.rxNs {
-					t.Errorf("rx_time %q (%v) is not rx_ns %d", r.rxTime, err, r.rxNs)
+				tm, err := time.Parse(time.RFC3339Nano, string(r.RxTime))
+				if err != nil || tm.UnixNano() != r.RxNs {
+					t.Errorf("rx_time %q (%v) is not rx_ns %d", r.RxTime, err, r.RxNs)
 				}
 			}
 		})

@@ -11,13 +11,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/sinktest"
 )
 
 func natsSpec(url string) Spec {
 	return Spec{
 		Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw-test",
-		NATS: NATS{URLs: []string{url}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true},
+		NATS: nats.Config{URLs: []string{url}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true},
 	}
 }
 
@@ -194,36 +195,6 @@ func TestNATSSinkStreamCheck(t *testing.T) {
 	sp.NATS.URLs = []string{fmt.Sprintf("nats://127.0.0.1:%d", sinktest.FreePort(t))}
 	if _, err = New([]Spec{sp}, 1); err == nil || !strings.Contains(err.Error(), "nats servers "+sp.NATS.URLs[0]+": ") {
 		t.Fatalf("unreachable: %v", err)
-	}
-}
-
-func TestSubjectTemplate(t *testing.T) {
-	tm, err := parseSubjectTemplate("a.x{key}y.{verdict}.{rule}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := string(tm.appendSubject(nil, []byte("k.1"), []byte("pass"), nil)); got != "a.xk_1y.pass._" {
-		t.Errorf("subject %q", got)
-	}
-	if w := tm.wildcard(); w != "a.*.*.*" {
-		t.Errorf("wildcard %q", w)
-	}
-	for _, c := range []struct {
-		have []string
-		want string
-		ok   bool
-	}{
-		{[]string{"a.>"}, "a.*.b", true},
-		{[]string{"a.*.b"}, "a.*.b", true},
-		{[]string{"a.*"}, "a.*.b", false},
-		{[]string{"b.>", "a.*.*"}, "a.*.b", true},
-		{[]string{">"}, "x", true},
-		{[]string{"a.>"}, "a", false},
-		{[]string{"a.b"}, "a.*", false},
-	} {
-		if got := subjectsCover(c.have, c.want); got != c.ok {
-			t.Errorf("subjectsCover(%v, %s) = %v", c.have, c.want, got)
-		}
 	}
 }
 

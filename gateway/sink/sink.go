@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 // Sinks write decided events out of the process: to a file (NDJSON, with
@@ -60,13 +61,13 @@ import (
 // bytes of a line: the schema's key field (Kafka's record key, NATS's
 // subject), the verdict, the rule and the receive time. Add writes each
 // record as a fixed header, then the rule, the key, the receive time as
-// decimal text and the original event bytes (see keyedHeader), all copied
+// decimal text and the original event bytes (see output.HeaderLen), all copied
 // into the slab as for the other sinks, so the worker still allocates
 // nothing. The writer goroutine hands the records to the client library
 // as views into the slab and keeps the slab until the broker has
 // acknowledged or failed every record of it: only then does the slab go
-// back to its worker's free ring (through the output's done channel and
-// the writer goroutine, which stays the free ring's only producer). So the
+// back to its worker's free ring (released by the output to the writer
+// goroutine, async.go, which stays the free ring's only producer). So the
 // slab pool bounds the records buffered and in flight together, and a slow
 // or absent broker makes the worker's slabs run out, where OnFull applies
 // as for any sink: records are dropped and counted, or the worker waits at
@@ -183,10 +184,10 @@ type slab struct {
 	ends  []uint32 // end offset in buf of each record; cap bounds the record count
 	owner int      // the worker whose pool this slab belongs to
 	since int64    // nanotime of its first record (set by the worker)
-	// aux is an async output's own state for this slab (its records as
-	// the client library wants them), made by the writer goroutine on the
-	// slab's first write and touched only by the slab's owner of state 4.
-	aux any
+	// view is the slab as a Kafka or NATS output sees it (async.go), made
+	// on the slab's first write and touched only by the slab's owner of
+	// state 4.
+	view *output.Slab
 	// spool is the spooler's state for this slab (spooler.go), nil
 	// without a spool; owned as aux is.
 	spool *slabSpool
@@ -222,85 +223,6 @@ type sinkOutput interface {
 	abort()               // close the underlying file or socket now
 }
 
-// asyncOutput is a sinkOutput that hands records to a client which
-// acknowledges them later (Kafka, NATS). Its write keeps the slab: the
-// output sends it on done once every record of it is acknowledged or
-// failed, and only then does the writer goroutine put it back on its
-// owner's free ring. done must have room for every slab of the sink, so
-// that sending on it never blocks.
-type asyncOutput interface {
-	sinkOutput
-	done() <-chan *slab
-	inFlight() uint64 // records handed to the client, not yet resolved
-	lastError() error // the last delivery error, nil if none
-	noteError(error)  // make err the last error
-}
-
-// asyncAcks is the bookkeeping the asynchronous outputs share: the records
-// handed to the client and not yet resolved, the last delivery error, and
-// done's channel, which must have room for every slab of the sink. An
-// output embeds it for done, inFlight and lastError, and for afterRound,
-// idle and tick, which it has no use for. pending and slabLeft.left are
-// atomics: records are resolved on the client's goroutines.
-type asyncAcks struct {
-	back    chan *slab
-	pending atomic.Int64
-	lastErr atomic.Pointer[error]
-}
-
-// slabLeft is an async output's count of the records of one slab that are
-// not yet resolved (part of the slab's aux state).
-type slabLeft struct {
-	sl   *slab
-	left atomic.Int64
-}
-
-// handed counts the n records of s.sl as handed to the client; call it
-// before the first of them is, since it may be resolved at once.
-func (a *asyncAcks) handed(s *slabLeft, n int) {
-	s.left.Store(int64(n))
-	a.pending.Add(int64(n))
-}
-
-// settled counts one record of s.sl resolved (acknowledged or failed,
-// counted by the caller); the slab's last one sends it on back, which
-// never blocks: back has room for every slab.
-func (a *asyncAcks) settled(s *slabLeft) {
-	a.pending.Add(-1)
-	if s.left.Add(-1) == 0 {
-		a.back <- s.sl
-	}
-}
-
-func (a *asyncAcks) done() <-chan *slab { return a.back }
-
-func (a *asyncAcks) inFlight() uint64 { return uint64(max(0, a.pending.Load())) }
-
-func (a *asyncAcks) lastError() error {
-	if p := a.lastErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-func (a *asyncAcks) noteError(err error) { a.lastErr.Store(&err) }
-
-// spoolFailed marks record i of sl failed for the spooler, which sends it
-// again from the spool (spooler.go); false without a spool (the caller
-// counts it Failed). Called by the one resolver of the record, before it settles.
-func spoolFailed(sl *slab, i int) bool {
-	if sl.spool == nil {
-		return false
-	}
-	sl.spool.failed[i] = true
-	sl.spool.failing.Store(true)
-	return true
-}
-
-func (a *asyncAcks) afterRound(int64)    {}
-func (a *asyncAcks) idle(int64)          {}
-func (a *asyncAcks) tick() time.Duration { return 0 }
-
 // sink is one configured output.
 type sink struct {
 	// stopBy is Close's deadline (unix ns; 0: none), set before stop is
@@ -320,8 +242,8 @@ type sink struct {
 	// path (escaped, so that gjson reads every character literally).
 	keyed   bool
 	keyPath string
-	async   asyncOutput // out, when it is one; nil otherwise
-	spool   *spooler    // the disk spool (kafka, nats), nil if none
+	async   *asyncOutput // out, when it is one; nil otherwise
+	spool   *spooler     // the disk spool (kafka, nats), nil if none
 
 	// Metadata (meta.go): metaOn when any field is selected; metaWant the
 	// fields of a raw record, metaAnn those of an annotated one; metaGW
@@ -521,15 +443,9 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		sk.out = newStdoutOutput(sk)
 	case "udp":
 		sk.out, err = dialUDPOutput(sk, sp)
-	case "kafka":
-		var o *kafkaOutput
-		if o, err = newKafkaOutput(sk, sp); err == nil {
-			sk.out, sk.async = o, o
-		}
-	case "nats":
-		var o *natsOutput
-		if o, err = newNATSOutput(sk, sp); err == nil {
-			sk.out, sk.async = o, o
+	case "kafka", "nats":
+		if sk.async, err = newAsyncOutput(sk, sp); err == nil {
+			sk.out = sk.async
 		}
 	}
 	if err != nil {
@@ -539,7 +455,7 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		return nil, fmt.Errorf("sinks[%d] (%s): %w", i, sk.name, err)
 	}
 	if sk.spool != nil {
-		sk.spool.bind(sk.out)
+		sk.spool.bind(sk.async.out)
 	}
 	return sk, nil
 }
@@ -965,9 +881,6 @@ func (s *Sinks) Stats() []Stats {
 			TornBytes: sk.cnt.tornCut.Load(),
 			Replaced:  sk.cnt.replaced.Load(),
 		}
-		if d, ok := sk.out.(interface{ down() bool }); ok {
-			st.Down = d.down()
-		}
 		if p := sk.spool; p != nil {
 			st.Spool = true
 			st.Spooled = uint64(p.cnt.records.Load())
@@ -983,6 +896,7 @@ func (s *Sinks) Stats() []Stats {
 			st.TornBytes += p.cnt.torn.Load()
 		}
 		if sk.async != nil {
+			st.Down = sk.async.down()
 			st.InFlight = sk.async.inFlight()
 			if err := sk.async.lastError(); err != nil {
 				st.LastError = err.Error()
@@ -1183,89 +1097,6 @@ func appendJSONFloat(b []byte, v float64) []byte {
 // ---------------------------------------------------------------------------
 // Keyed records (Kafka, NATS).
 
-// keyedHeader is the size of the fixed start of a keyed record in a slab:
-//
-//	[0]     verdict: an engine.Action, or keyedReject for a decode error
-//	[1]     length of the source as text (meta src; 0: none)
-//	[2:4]   length of the rule: the deciding rule, "" when none fired; for
-//	        a reject the decode error's name (little endian, as all below)
-//	[4:6]   length of the key ("" when the event has no usable key; a
-//	        reject has none)
-//	[6]     length of the receive time as decimal text
-//	[7]     bits 0-6: length of the queue as decimal text (meta queue; 0:
-//	        none); bit 7: the receive time as rxTimeLayout follows (meta
-//	        rx_time, 30 bytes)
-//	[8:16]  receive time, ns since the Unix epoch
-//
-// followed by the rule, the key, the receive time as decimal text, the
-// source, the queue and the receive time as text (those three only with
-// meta) and the event's original bytes, which run to the record's end
-// (slab.ends). The lengths fit: a record is at most a slab (64 KiB) long.
-const keyedHeader = 16
-
-// keyedReject is the verdict code of a decode error.
-const keyedReject = 0xff
-
-// keyedVerdicts are the values of the "verdict" header, by verdict code.
-var keyedVerdicts = func() (v [256][]byte) {
-	for a := range engine.NumActions {
-		v[a] = []byte(engine.Action(a).String())
-	}
-	v[keyedReject] = []byte("reject")
-	v[keyedAggregate] = []byte("aggregate")
-	return v
-}()
-
-// keyedRecord is one keyed record of a slab, as views into it.
-type keyedRecord struct {
-	verdict uint8
-	rule    []byte
-	key     []byte // nil: none
-	rxText  []byte
-	rxNs    int64
-	value   []byte
-	// Meta (nil: not asked for or unknown).
-	src, queue, rxTime []byte
-}
-
-// parseKeyed splits the keyed record b (one record of a slab, header
-// included) into its parts. The worker wrote it, so it is well formed.
-func parseKeyed(b []byte, r *keyedRecord) {
-	rl := int(binary.LittleEndian.Uint16(b[2:]))
-	kl := int(binary.LittleEndian.Uint16(b[4:]))
-	tl := int(b[6])
-	sl, ql, tt := int(b[1]), int(b[7]&0x7f), 0
-	if b[7]&0x80 != 0 {
-		tt = len(rxTimeLayout)
-	}
-	r.verdict = b[0]
-	r.rxNs = int64(binary.LittleEndian.Uint64(b[8:]))
-	p := keyedHeader
-	r.rule = b[p : p+rl : p+rl]
-	p += rl
-	r.key = nil
-	if kl > 0 {
-		r.key = b[p : p+kl : p+kl]
-	}
-	p += kl
-	r.rxText = b[p : p+tl : p+tl]
-	p += tl
-	r.src, r.queue, r.rxTime = nil, nil, nil
-	if sl > 0 {
-		r.src = b[p : p+sl : p+sl]
-	}
-	p += sl
-	if ql > 0 {
-		r.queue = b[p : p+ql : p+ql]
-	}
-	p += ql
-	if tt > 0 {
-		r.rxTime = b[p : p+tt : p+tt]
-	}
-	p += tt
-	r.value = b[p:len(b):len(b)]
-}
-
 // keyedBound is an upper bound of what encodeKeyed appends: the key is at
 // most the event's bytes, the time at most 20 digits.
 func keyedBound(d *engine.Decision, c uint8) int {
@@ -1275,17 +1106,18 @@ func keyedBound(d *engine.Decision, c uint8) int {
 	}
 	// + the added fields, the time (20), source (47), queue (20) and time
 	// text (30).
-	return keyedHeader + rule + 2*len(d.Raw) + len(d.Extra) + 20 + 47 + 20 + len(rxTimeLayout)
+	return output.HeaderLen + rule + 2*len(d.Raw) + len(d.Extra) + 20 + 47 + 20 + len(output.RxTimeLayout)
 }
 
-// encodeKeyed appends d as a keyed record (b has room for keyedBound).
+// encodeKeyed appends d as a keyed record (output.HeaderLen's layout; b
+// has room for keyedBound).
 func (sk *sink) encodeKeyed(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []byte {
 	rxWall := ro.rxWall
 	at := len(b)
-	b = b[:at+keyedHeader]
+	b = b[:at+output.HeaderLen]
 	code, rule := uint8(d.Action), d.Rule
 	if c == classReject {
-		code, rule = keyedReject, d.Err.String()
+		code, rule = output.VerdictReject, d.Err.String()
 	}
 	b = append(b, rule...)
 	k := len(b)
@@ -1324,7 +1156,7 @@ func (sk *sink) encodeKeyed(b []byte, d *engine.Decision, c uint8, ro *recOrigin
 		b = sk.stripReserved(b, v, false)
 		b = withExtra(b, v, d.Extra)
 	}
-	h := b[at : at+keyedHeader]
+	h := b[at : at+output.HeaderLen]
 	h[0], h[1] = code, sl
 	binary.LittleEndian.PutUint16(h[2:], uint16(len(rule)))
 	binary.LittleEndian.PutUint16(h[4:], uint16(t-k))

@@ -27,6 +27,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/kafka"
+	"github.com/xgate/xgate/gateway/sink/nats"
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 // ---------------------------------------------------------------------------
@@ -1078,17 +1081,17 @@ func TestSinkKeyedRecord(t *testing.T) {
 			if len(b) > cap(b) || cap(b) != keyedBound(&c.d, classOf(&c.d)) {
 				t.Fatalf("encoded %d bytes beyond the bound %d", len(b), keyedBound(&c.d, classOf(&c.d)))
 			}
-			var r keyedRecord
-			parseKeyed(b, &r)
-			if c.noKey != (r.key == nil) || string(r.key) != c.key {
-				t.Errorf("key %q (nil %v), want %q", r.key, r.key == nil, c.key)
+			var r output.Record
+			output.Parse(b, &r)
+			if c.noKey != (r.Key == nil) || string(r.Key) != c.key {
+				t.Errorf("key %q (nil %v), want %q", r.Key, r.Key == nil, c.key)
 			}
-			if v := string(keyedVerdicts[r.verdict]); v != c.verdict || string(r.rule) != c.rule || !bytes.Equal(r.value, c.d.Raw) {
-				t.Errorf("verdict %s rule %q value %q", v, r.rule, r.value)
+			if v := string(output.Verdicts[r.Verdict]); v != c.verdict || string(r.Rule) != c.rule || !bytes.Equal(r.Value, c.d.Raw) {
+				t.Errorf("verdict %s rule %q value %q", v, r.Rule, r.Value)
 			}
-			if txt, err := strconv.ParseInt(string(r.rxText), 10, 64); err != nil || txt != r.rxNs ||
-				r.rxNs < want-int64(time.Second/2) || r.rxNs > want+int64(time.Second/2) {
-				t.Errorf("rx %d %q, want about %d", r.rxNs, r.rxText, want)
+			if txt, err := strconv.ParseInt(string(r.RxText), 10, 64); err != nil || txt != r.RxNs ||
+				r.RxNs < want-int64(time.Second/2) || r.RxNs > want+int64(time.Second/2) {
+				t.Errorf("rx %d %q, want about %d", r.RxNs, r.RxText, want)
 			}
 		})
 	}
@@ -1103,18 +1106,18 @@ func TestSinkSpecErrors(t *testing.T) {
 	}{
 		{Spec{What: "all"}, "type"},
 		{Spec{Type: "kafak", What: "all"}, "type"},
-		{Spec{Type: "kafka", What: "all", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "a.*", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", Format: "raw", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "format"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Topic: "t"}}, "brokers"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Brokers: []string{"b:1"}}}, "topic"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", DeliveryTimeout: time.Millisecond, Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "delivery_timeout"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", GatewayID: "a b", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}}, "gateway_id"},
-		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: Kafka{Brokers: []string{"b:1"}, Topic: "t"}, NATS: NATS{Stream: "S"}}, "stream"},
-		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: NATS{URLs: []string{"nats://x:1"}, Stream: "S"}}, "subject"},
-		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: NATS{URLs: []string{"nats://x:1"}, Subject: "a.{key}"}}, "stream"},
+		{Spec{Type: "kafka", What: "all", Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "a.*", Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}}, "key_path"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Format: "raw", Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}}, "format"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: kafka.Config{Topic: "t"}}, "brokers"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: kafka.Config{Brokers: []string{"b:1"}}}, "topic"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", DeliveryTimeout: time.Millisecond, Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}}, "delivery_timeout"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", GatewayID: "a b", Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}}, "gateway_id"},
+		{Spec{Type: "kafka", What: "all", KeyPath: "k", Kafka: kafka.Config{Brokers: []string{"b:1"}, Topic: "t"}, NATS: nats.Config{Stream: "S"}}, "stream"},
+		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: nats.Config{URLs: []string{"nats://x:1"}, Stream: "S"}}, "subject"},
+		{Spec{Type: "nats", What: "all", KeyPath: "k", NATS: nats.Config{URLs: []string{"nats://x:1"}, Subject: "a.{key}"}}, "stream"},
 		{Spec{Type: "stdout", What: "all", KeyPath: "k"}, "key_path"},
-		{Spec{Type: "stdout", What: "all", Kafka: Kafka{Topic: "t"}}, "topic"},
+		{Spec{Type: "stdout", What: "all", Kafka: kafka.Config{Topic: "t"}}, "topic"},
 		{Spec{Type: "udp", Address: "127.0.0.1:1", What: "all", TLS: TLS{Enable: true}}, "tls"},
 		{Spec{Type: "file", What: "all"}, "path"},
 		{Spec{Type: "file", Path: ok.Path, What: "all"}, "path"}, // same file as sinks[0]
@@ -1291,12 +1294,12 @@ func TestSinkAddedFields(t *testing.T) {
 			}
 			keyed := &sink{keyed: true, keyPath: "user_id", reserved: []string{"risk_tier", "vip"}}
 			b = keyed.encodeKeyed(make([]byte, 0, keyedBound(&d, classAlert)), &d, classAlert, &recOrigin{rxWall: 1})
-			var r keyedRecord
-			parseKeyed(b, &r)
+			var r output.Record
+			output.Parse(b, &r)
 			var ev map[string]any
-			if err := json.Unmarshal(r.value, &ev); err != nil || ev["risk_tier"] != "high" || len(b) > keyedBound(&d, classAlert) ||
-				bytes.Count(r.value, []byte(`"risk_tier"`)) != 1 {
-				t.Errorf("keyed value: %q: %v", r.value, err)
+			if err := json.Unmarshal(r.Value, &ev); err != nil || ev["risk_tier"] != "high" || len(b) > keyedBound(&d, classAlert) ||
+				bytes.Count(r.Value, []byte(`"risk_tier"`)) != 1 {
+				t.Errorf("keyed value: %q: %v", r.Value, err)
 			}
 		})
 	}

@@ -4,8 +4,9 @@ package sink
 // entries say it (the YAML decoder fills a Spec directly), one validator
 // (Check) and one function that fills in the defaults (Spec.WithDefaults).
 // What belongs to one sink type — its keys, checks and defaults — lives in
-// that type's file (file.go, udp.go, kafka.go, nats.go); this file has what
-// every sink, or every keyed sink, shares.
+// that type's file (file.go, udp.go) or package (gateway/sink/kafka,
+// gateway/sink/nats); this file has what every sink, or every keyed sink,
+// shares.
 
 import (
 	"fmt"
@@ -14,6 +15,9 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/engine"
+	"github.com/xgate/xgate/gateway/sink/kafka"
+	"github.com/xgate/xgate/gateway/sink/nats"
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 // Spec configures one sink. Zero values take the defaults (WithDefaults).
@@ -102,9 +106,9 @@ type Spec struct {
 	KeyPath         string
 	GatewayID       string
 	DeliveryTimeout time.Duration
-	TLS             TLS   // tls
-	Kafka           Kafka // type kafka: its keys are the sink's (brokers, topic, …)
-	NATS            NATS  // type nats: its keys are the sink's (urls, subject, …)
+	TLS             TLS          // tls
+	Kafka           kafka.Config // type kafka: its keys are the sink's (brokers, topic, …)
+	NATS            nats.Config  // type nats: its keys are the sink's (urls, subject, …)
 
 	// Spool (spool: {path, max_bytes, fsync}; kafka and nats) is the
 	// sink's disk spool (spool.go); off when Path is empty.
@@ -157,9 +161,30 @@ var kinds = []kind{
 	{"file", fileKeys, checkFile, fileDefaults},
 	{"stdout", nil, nil, nil},
 	{"udp", udpKeys, checkUDP, nil},
-	{"kafka", kafkaKeys, checkKafka, kafkaDefaults},
-	{"nats", natsKeys, checkNATS, natsDefaults},
+	{"kafka", typeKeys(kafka.Keys, func(sp *Spec) *kafka.Config { return &sp.Kafka }), checkKafka, kafkaDefaults},
+	{"nats", typeKeys(nats.Keys, func(sp *Spec) *nats.Config { return &sp.NATS }), checkNATS, natsDefaults},
 }
+
+// checkKafka checks sp.Kafka, then sp.TLS.
+func checkKafka(sp *Spec, given func(string) bool) (key, msg string) {
+	if key, msg = kafka.Check(&sp.Kafka, given); key != "" {
+		return key, msg
+	}
+	return checkTLS(sp.TLS)
+}
+
+// kafkaDefaults fills in sp.Kafka's defaults (after sp.GatewayID's).
+func kafkaDefaults(sp *Spec) { kafka.Defaults(&sp.Kafka, sp.GatewayID) }
+
+// checkNATS checks sp.NATS, then sp.TLS.
+func checkNATS(sp *Spec, given func(string) bool) (key, msg string) {
+	if key, msg = nats.Check(&sp.NATS, given); key != "" {
+		return key, msg
+	}
+	return checkTLS(sp.TLS)
+}
+
+func natsDefaults(sp *Spec) { nats.Defaults(&sp.NATS) }
 
 // kindOf returns the kind of sink type typ.
 func kindOf(typ string) (kind, bool) {
@@ -177,6 +202,16 @@ type typeKey struct {
 	// sinks have <key>".
 	msg string
 	set func(sp *Spec) bool // whether sp sets it (to a non-zero value)
+}
+
+// typeKeys are the keys of an output's package (C: its Config, which
+// of(sp) is) as the sink's checks want them.
+func typeKeys[C any](keys []output.Key[C], of func(sp *Spec) *C) []typeKey {
+	tks := make([]typeKey, len(keys))
+	for i, k := range keys {
+		tks[i] = typeKey{key: k.Name, set: func(sp *Spec) bool { return k.Set(of(sp)) }}
+	}
+	return tks
 }
 
 // keyedKeys are the keys only kafka and nats sinks have.

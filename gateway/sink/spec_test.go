@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xgate/xgate/gateway/sink/kafka"
+	"github.com/xgate/xgate/gateway/sink/nats"
 )
 
 // validSpecs is one accepted spec per sink type, with only what is required.
@@ -14,8 +17,8 @@ func validSpecs() []Spec {
 		{Type: "file", Path: "/tmp/xgate-spec-test", What: "passed"},
 		{Type: "stdout", What: "alerts"},
 		{Type: "udp", Address: "127.0.0.1:9500", What: "dropped"},
-		{Type: "kafka", What: "all", KeyPath: "user_id", Kafka: Kafka{Brokers: []string{"b:9092"}, Topic: "t"}},
-		{Type: "nats", What: "rejects", KeyPath: "user_id", NATS: NATS{URLs: []string{"nats://n:4222"}, Subject: "a.{key}", Stream: "S", CreateStream: true}},
+		{Type: "kafka", What: "all", KeyPath: "user_id", Kafka: kafka.Config{Brokers: []string{"b:9092"}, Topic: "t"}},
+		{Type: "nats", What: "rejects", KeyPath: "user_id", NATS: nats.Config{URLs: []string{"nats://n:4222"}, Subject: "a.{key}", Stream: "S", CreateStream: true}},
 	}
 }
 
@@ -96,9 +99,9 @@ func problems(errs []*SpecError) []string {
 func TestCheckEveryProblem(t *testing.T) {
 	specs := []Spec{
 		{Type: "stdout", What: "everything", Path: "/x", Fsync: "always", OnFull: "wait", Buffer: 100},
-		{Type: "kafka", What: "all", Kafka: Kafka{Topic: "no/slash"}, GatewayID: "a b", DeliveryTimeout: time.Millisecond},
+		{Type: "kafka", What: "all", Kafka: kafka.Config{Topic: "no/slash"}, GatewayID: "a b", DeliveryTimeout: time.Millisecond},
 		{Type: "file", Path: "/a", What: "all"},
-		{Type: "file", Path: "/a", What: "all", Address: "x:1", Kafka: Kafka{Linger: time.Second}},
+		{Type: "file", Path: "/a", What: "all", Address: "x:1", Kafka: kafka.Config{Linger: time.Second}},
 	}
 	want := []string{
 		`sinks[0].what: "everything": want passed, alerts, dropped, rejects, all, routed or aggregates`,

@@ -27,7 +27,7 @@ package sink
 //	       the length of the message id (1 byte), the message id (NATS:
 //	       the Nats-Msg-Id the record is published with, every time;
 //	       Kafka: none), and the keyed record as a slab holds it
-//	       (keyedHeader and what follows)
+//	       (output.HeaderLen and what follows)
 //
 // Frames never span segments. Opening the spool reads every segment and
 // cuts it at the first frame that is short or fails its CRC (a crash in

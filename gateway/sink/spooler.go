@@ -70,6 +70,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 const (
@@ -86,10 +88,10 @@ const (
 // slabSpool is a slab's spool state (slab.spool), made by the spooler
 // when it first sends the slab.
 type slabSpool struct {
-	failed []bool  // per record: the broker failed it
-	ids    msgIDs  // per record: its message id
-	offs   []int64 // inSpool: per record, its spool offset
-	replay bool    // a replay slab (owner -1)
+	failed []bool        // per record: the broker failed it
+	ids    output.MsgIDs // per record: its message id
+	offs   []int64       // inSpool: per record, its spool offset
+	replay bool          // a replay slab (owner -1)
 	// inSpool: its records are in the spool (replayed or adopted) and
 	// cover [start, end) with frames frames (records the replay skipped
 	// as delivered included); ns is the spool time of the first.
@@ -147,11 +149,6 @@ type spooler struct {
 	cnt spoolCounts
 }
 
-// spoolOutput is what an output offers the spooler beyond asyncOutput.
-type spoolOutput interface {
-	giveUp() // fail every record in flight now
-}
-
 func newSpooler(sk *sink, sp Spec) (*spooler, error) {
 	q, err := openSpool(sp.Spool.Path, sp.Spool.MaxBytes, sp.Spool.Fsync != "never")
 	if err != nil {
@@ -179,16 +176,14 @@ func newSpooler(sk *sink, sp Spec) (*spooler, error) {
 }
 
 // bind takes what the spooler needs from the sink's output.
-func (p *spooler) bind(out sinkOutput) {
-	if o, ok := out.(interface{ newMsgID([]byte) []byte }); ok {
-		p.msgID = o.newMsgID
+func (p *spooler) bind(out output.Output) {
+	if o, ok := out.(interface{ NewMsgID([]byte) []byte }); ok {
+		p.msgID = o.NewMsgID
 	}
-	if o, ok := out.(interface{ down() bool }); ok {
-		p.down = o.down
+	if o, ok := out.(interface{ Down() bool }); ok {
+		p.down = o.Down
 	}
-	if o, ok := out.(spoolOutput); ok {
-		p.giveUp = o.giveUp
-	}
+	p.giveUp = out.GiveUp
 }
 
 // congested: the broker is down, or the client holds half the slabs.
@@ -233,7 +228,7 @@ func (p *spooler) send(sl *slab) {
 	clear(ss.failed[:len(sl.ends)])
 	ss.back = false
 	if !ss.replay {
-		ss.ids.reset()
+		ss.ids.Reset()
 		ss.inSpool, ss.lost = false, false
 	}
 	p.held++
@@ -252,14 +247,14 @@ func (p *spooler) adopt() {
 		if ss.inSpool || ss.lost {
 			continue
 		}
-		if !p.q.prepare(p.slabBytes(sl)) || ss.ids.len() != len(sl.ends) {
+		if !p.q.prepare(p.slabBytes(sl)) || ss.ids.Len() != len(sl.ends) {
 			ss.lost = true
 			continue
 		}
 		ss.offs = ss.offs[:0]
 		from := 0
 		for i, end := range sl.ends {
-			off, ok := p.q.appendSent(ss.ids.at(i), sl.buf[from:end], now)
+			off, ok := p.q.appendSent(ss.ids.At(i), sl.buf[from:end], now)
 			if !ok {
 				// Cannot happen after prepare (and nothing unread: see
 				// sendable), but a record must not be in flight twice.
@@ -392,7 +387,7 @@ func (p *spooler) replay() {
 	for !p.stopping && !p.rewinding && !p.failing.Load() && p.q.unread > 0 && len(p.replays) > 0 && !p.congested() {
 		sl := p.replays[len(p.replays)-1]
 		ss := p.state(sl)
-		ss.ids.reset()
+		ss.ids.Reset()
 		ss.offs = ss.offs[:0]
 		start, frames, ns := p.q.read, 0, int64(0)
 		for len(sl.ends) < cap(sl.ends) {
@@ -418,7 +413,7 @@ func (p *spooler) replay() {
 				ns = r.ns
 			}
 			sl.buf = append(sl.buf, r.rec...)
-			ss.ids.add(r.id)
+			ss.ids.Add(r.id)
 			ss.offs = append(ss.offs, r.off)
 			sl.ends = append(sl.ends, uint32(len(sl.buf)))
 			p.q.advance(r)

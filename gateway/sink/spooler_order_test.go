@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 // scriptedOutput is an async output whose records the test resolves: it
@@ -14,21 +16,20 @@ import (
 // and keeps the slabs in flight until the test settles them.
 type scriptedOutput struct {
 	recordingOutput
-	ids    idGen
+	ids    output.IDGen
 	isDown bool
 }
 
 func (o *scriptedOutput) write(sl *slab) {
 	if ss := sl.spool; ss != nil && !ss.replay {
-		ss.ids.reset()
+		ss.ids.Reset()
 		for range sl.ends {
-			ss.ids.buf = o.ids.next(ss.ids.buf)
-			ss.ids.end = append(ss.ids.end, uint32(len(ss.ids.buf)))
+			ss.ids.AddNext(&o.ids)
 		}
 	}
 	o.recordingOutput.write(sl)
 }
-func (o *scriptedOutput) newMsgID(b []byte) []byte { return o.ids.next(b) }
+func (o *scriptedOutput) newMsgID(b []byte) []byte { return o.ids.Next(b) }
 func (o *scriptedOutput) down() bool               { return o.isDown }
 
 // broker is what the test's broker holds: records in the order it took
@@ -51,12 +52,13 @@ func (b *broker) take(sl *slab, fail func(rec string) bool) {
 	for i, end := range sl.ends {
 		rec := string(sl.buf[from:end])
 		from = int(end)
-		if fail(rec) {
-			spoolFailed(sl, i)
+		if fail(rec) { // as output.Slab.SpoolFailed does
+			sl.spool.failed[i] = true
+			sl.spool.failing.Store(true)
 			continue
 		}
 		b.recs = append(b.recs, rec)
-		b.ids = append(b.ids, string(sl.spool.ids.at(i)))
+		b.ids = append(b.ids, string(sl.spool.ids.At(i)))
 	}
 }
 
@@ -114,13 +116,13 @@ func recsOf(sls ...*slab) (out []string) {
 
 func newScriptedSpooler(t *testing.T, dir string) (*spooler, *scriptedOutput, *[]*slab) {
 	t.Helper()
-	out := &scriptedOutput{ids: newIDGen("gw")}
+	out := &scriptedOutput{ids: output.NewIDGen("gw")}
 	sk := &sink{slabSize: 1 << 10, slabs: 8, out: out}
 	p, err := newSpooler(sk, Spec{Spool: SpoolSpec{Path: dir, MaxBytes: 1 << 20}, DeliveryTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.bind(out)
+	p.msgID, p.down = out.newMsgID, out.down // what bind takes from an output.Output
 	var freed []*slab
 	p.free = func(sl *slab) { freed = append(freed, sl) }
 	return p, out, &freed

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
-	"strings"
 )
 
 // TLS (tls) configures TLS to a Kafka or NATS server. TLS is on when Enable
@@ -56,22 +55,4 @@ func (t TLS) config() (*tls.Config, error) {
 		c.Certificates = []tls.Certificate{cert}
 	}
 	return c, nil
-}
-
-// Secret is value, or else the first line of file (a password or token
-// kept out of the config).
-func Secret(value, file string) (string, error) {
-	if file == "" {
-		return value, nil
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	line = strings.TrimRight(line, "\r")
-	if line == "" {
-		return "", fmt.Errorf("%s: empty", file)
-	}
-	return line, nil
 }

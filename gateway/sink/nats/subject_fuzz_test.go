@@ -1,9 +1,11 @@
-package sink
+package nats
 
 import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/xgate/xgate/gateway/sink/output"
 )
 
 // subjectMatches is NATS subject matching, written out the plain way: the
@@ -65,7 +67,7 @@ func FuzzSubjectTemplate(f *testing.F) {
 	} {
 		f.Add(c.tmpl, []byte(c.key), uint8(2), []byte(c.rule), c.filter)
 	}
-	f.Add("v.{verdict}", []byte("k"), uint8(keyedReject), []byte{}, "v.reject")
+	f.Add("v.{verdict}", []byte("k"), uint8(output.VerdictReject), []byte{}, "v.reject")
 	f.Add("v.{verdict}", []byte("k"), uint8(200), []byte{}, "v._")
 	f.Fuzz(func(t *testing.T, tmplText string, key []byte, code uint8, rule []byte, filter string) {
 		tm, err := parseSubjectTemplate(tmplText)
@@ -86,7 +88,7 @@ func FuzzSubjectTemplate(f *testing.F) {
 			t.Fatalf("template %q: wildcard %q does not cover itself", tmplText, w)
 		}
 		buf := make([]byte, 0, tm.maxLen())
-		b := tm.appendSubject(buf, key, keyedVerdicts[code], rule)
+		b := tm.appendSubject(buf, key, output.Verdicts[code], rule)
 		if len(b) > 0 && &b[0] != &buf[:1][0] {
 			t.Fatalf("template %q: appendSubject grew a buffer of %d bytes to %d", tmplText, cap(buf), len(b))
 		}
@@ -120,7 +122,7 @@ func TestAppendSubjectAllocs(t *testing.T) {
 	buf := make([]byte, 0, tm.maxLen())
 	key, rule := []byte("u-1.\xff é\u2028"), []byte("big payment")
 	if a := testing.AllocsPerRun(100, func() {
-		buf = tm.appendSubject(buf[:0], key, keyedVerdicts[2], rule)
+		buf = tm.appendSubject(buf[:0], key, output.Verdicts[2], rule)
 	}); a != 0 {
 		t.Fatalf("%v allocs per subject", a)
 	}
