@@ -13,6 +13,7 @@ import (
 	"github.com/xgate/xgate/gateway/sink"
 	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/sinktest"
+	"github.com/xgate/xgate/gateway/sink/spool"
 )
 
 type syncBuf struct {
@@ -74,15 +75,15 @@ func TestSinkWatchLoud(t *testing.T) {
 // connected again once the server is back; the sink's Stats say Down in
 // between.
 // watchedNATS is a NATS sink on a server of the test's (with a disk spool
-// at spool, unless ""), its sink watch logging into buf, and waitLine,
+// at spooldir, unless ""), its sink watch logging into buf, and waitLine,
 // which runs the watch until the log has a line (within 20s).
-func watchedNATS(t *testing.T, spool string) (*sinktest.NATSServer, *sink.Sinks, *sinkWatch, *syncBuf, func(string)) {
+func watchedNATS(t *testing.T, spooldir string) (*sinktest.NATSServer, *sink.Sinks, *sinkWatch, *syncBuf, func(string)) {
 	t.Helper()
 	srv := sinktest.StartNATS(t)
 	sp := sink.Spec{Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw", DeliveryTimeout: time.Minute,
 		NATS: nats.Config{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}}
-	if spool != "" {
-		sp.Spool = sink.SpoolSpec{Path: spool}
+	if spooldir != "" {
+		sp.Spool = spool.Config{Path: spooldir}
 	}
 	s, err := sink.New([]sink.Spec{sp}, 1)
 	if err != nil {

@@ -450,7 +450,7 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 	}
 	if err != nil {
 		if sk.spool != nil {
-			sk.spool.q.close()
+			sk.spool.q.Close()
 		}
 		return nil, fmt.Errorf("sinks[%d] (%s): %w", i, sk.name, err)
 	}

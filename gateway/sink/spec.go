@@ -18,6 +18,7 @@ import (
 	"github.com/xgate/xgate/gateway/sink/kafka"
 	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/output"
+	"github.com/xgate/xgate/gateway/sink/spool"
 )
 
 // Spec configures one sink. Zero values take the defaults (WithDefaults).
@@ -111,8 +112,8 @@ type Spec struct {
 	NATS            nats.Config  // type nats: its keys are the sink's (urls, subject, …)
 
 	// Spool (spool: {path, max_bytes, fsync}; kafka and nats) is the
-	// sink's disk spool (spool.go); off when Path is empty.
-	Spool SpoolSpec
+	// sink's disk spool (gateway/sink/spool); off when Path is empty.
+	Spool spool.Config
 }
 
 // SpecError is one problem of one sink's Spec: Index is its position in
@@ -382,7 +383,7 @@ func (sp *Spec) checkKeyed(given func(string) bool, add func(key, format string,
 	if d := sp.DeliveryTimeout; d < 0 || (d != 0 || given("delivery_timeout")) && d < time.Second {
 		add("delivery_timeout", "%v: want at least 1s (default %v)", d, defaultDelivery)
 	}
-	if key, msg := checkSpool(sp); key != "" {
+	if key, msg := sp.Spool.Check(); key != "" {
 		add(key, "%s", msg)
 	}
 }
@@ -421,7 +422,7 @@ func (sp Spec) WithDefaults() Spec {
 		k.defaults(&sp)
 	}
 	if sp.keyed() {
-		spoolDefaults(&sp)
+		sp.Spool = sp.Spool.WithDefaults()
 	}
 	return sp
 }

@@ -1,6 +1,6 @@
 package sink
 
-// The spooler puts a Kafka or NATS sink's disk spool (spool.go) between
+// The spooler puts a Kafka or NATS sink's disk spool (gateway/sink/spool) between
 // the sink's writer goroutine and the broker.
 //
 // Flow. For each slab the writer pops, the spooler either sends it (hands
@@ -72,6 +72,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/gateway/sink/output"
+	"github.com/xgate/xgate/gateway/sink/spool"
 )
 
 const (
@@ -115,7 +116,7 @@ type spoolCounts struct {
 
 type spooler struct {
 	sk    *sink
-	q     *spool
+	q     *spool.Queue
 	block bool // on_full block: keep slabs until the spool has room
 	limit int  // held slabs at or above this: congested
 	held  int  // slabs handed to the output, not yet back
@@ -150,7 +151,7 @@ type spooler struct {
 }
 
 func newSpooler(sk *sink, sp Spec) (*spooler, error) {
-	q, err := openSpool(sp.Spool.Path, sp.Spool.MaxBytes, sp.Spool.Fsync != "never")
+	q, err := spool.Open(sp.Spool.Path, sp.Spool.MaxBytes, sp.Spool.Fsync != "never")
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +171,7 @@ func newSpooler(sk *sink, sp Spec) (*spooler, error) {
 			owner: -1,
 		})
 	}
-	p.cnt.recovered.Store(uint64(q.unread - q.deliveredFrom(q.read)))
+	p.cnt.recovered.Store(uint64(q.Unread() - q.DeliveredFrom(q.ReadOffset())))
 	p.publish()
 	return p, nil
 }
@@ -192,7 +193,7 @@ func (p *spooler) congested() bool { return p.held >= p.limit || p.down() }
 // sendable: a new slab may go to the broker directly (see Flow).
 func (p *spooler) sendable() bool {
 	q := p.q
-	return len(p.waiting) == 0 && q.unread == 0 && q.acked == q.tail && p.resident == 0 &&
+	return len(p.waiting) == 0 && q.Unread() == 0 && q.Acked() == q.Tail() && p.resident == 0 &&
 		!p.rewinding && !p.failing.Load() && !p.congested() && !(p.stopping && p.down())
 }
 
@@ -204,7 +205,7 @@ func (p *spooler) deliver(sl *slab) bool {
 		return true
 	}
 	p.adopt() // what is in flight goes before sl in the spool
-	if p.block && (len(p.waiting) > 0 || !p.q.prepare(p.slabBytes(sl))) {
+	if p.block && (len(p.waiting) > 0 || !p.q.Prepare(p.slabBytes(sl))) {
 		p.waiting = append(p.waiting, sl) // in order, after those waiting
 		return true
 	}
@@ -247,14 +248,14 @@ func (p *spooler) adopt() {
 		if ss.inSpool || ss.lost {
 			continue
 		}
-		if !p.q.prepare(p.slabBytes(sl)) || ss.ids.Len() != len(sl.ends) {
+		if !p.q.Prepare(p.slabBytes(sl)) || ss.ids.Len() != len(sl.ends) {
 			ss.lost = true
 			continue
 		}
 		ss.offs = ss.offs[:0]
 		from := 0
 		for i, end := range sl.ends {
-			off, ok := p.q.appendSent(ss.ids.At(i), sl.buf[from:end], now)
+			off, ok := p.q.AppendSent(ss.ids.At(i), sl.buf[from:end], now)
 			if !ok {
 				// Cannot happen after prepare (and nothing unread: see
 				// sendable), but a record must not be in flight twice.
@@ -270,7 +271,7 @@ func (p *spooler) adopt() {
 		if ss.lost {
 			continue
 		}
-		ss.inSpool, ss.end, ss.frames, ss.ns = true, p.q.read, len(sl.ends), now
+		ss.inSpool, ss.end, ss.frames, ss.ns = true, p.q.ReadOffset(), len(sl.ends), now
 		p.resident++
 		p.frames += len(sl.ends)
 	}
@@ -283,7 +284,7 @@ func (p *spooler) store(sl *slab) {
 	from := 0
 	for i, end := range sl.ends {
 		p.idBuf = p.msgID(p.idBuf[:0])
-		if !p.q.append(p.idBuf, sl.buf[from:end], now) {
+		if !p.q.Append(p.idBuf, sl.buf[from:end], now) {
 			n := uint64(len(sl.ends) - i)
 			p.cnt.dropped.Add(n)
 			p.cnt.droppedNew.Add(n)
@@ -295,12 +296,12 @@ func (p *spooler) store(sl *slab) {
 
 // slabBytes bounds the spool bytes of sl's records.
 func (p *spooler) slabBytes(sl *slab) int64 {
-	return int64(len(sl.buf)) + int64(len(sl.ends))*(spoolFrameHeader+spoolRecHeader+255)
+	return spool.Bound(len(sl.buf), len(sl.ends))
 }
 
 // retryWaiting stores the waiting slabs the spool has room for now.
 func (p *spooler) retryWaiting() {
-	for len(p.waiting) > 0 && p.q.prepare(p.slabBytes(p.waiting[0])) {
+	for len(p.waiting) > 0 && p.q.Prepare(p.slabBytes(p.waiting[0])) {
 		sl := p.waiting[0]
 		p.waiting = p.waiting[1:]
 		p.store(sl)
@@ -353,7 +354,7 @@ func (p *spooler) settle(s *slab, failed bool) {
 	ss := s.spool
 	p.resident--
 	if !failed && !p.rewinding {
-		p.q.ack(ss.end)
+		p.q.Ack(ss.end)
 		p.frames -= ss.frames
 		return
 	}
@@ -361,7 +362,7 @@ func (p *spooler) settle(s *slab, failed bool) {
 		p.rewinding, p.rewindNs = true, ss.ns
 	}
 	for i := range len(s.ends) {
-		if ss.failed[i] || !p.q.addDelivered(ss.offs[i]) {
+		if ss.failed[i] || !p.q.AddDelivered(ss.offs[i]) {
 			p.failedBack++
 		}
 	}
@@ -373,7 +374,7 @@ func (p *spooler) maybeRewind() {
 	if !p.rewinding || p.resident > 0 {
 		return
 	}
-	p.q.rewind(p.frames, p.rewindNs)
+	p.q.Rewind(p.frames, p.rewindNs)
 	p.frames, p.failedBack, p.rewinding = 0, 0, false
 	if len(p.order) == 0 {
 		p.failing.Store(false)
@@ -384,39 +385,39 @@ func (p *spooler) maybeRewind() {
 // congested and a replay slab is free; records the broker has (the
 // delivered set) are skipped.
 func (p *spooler) replay() {
-	for !p.stopping && !p.rewinding && !p.failing.Load() && p.q.unread > 0 && len(p.replays) > 0 && !p.congested() {
+	for !p.stopping && !p.rewinding && !p.failing.Load() && p.q.Unread() > 0 && len(p.replays) > 0 && !p.congested() {
 		sl := p.replays[len(p.replays)-1]
 		ss := p.state(sl)
 		ss.ids.Reset()
 		ss.offs = ss.offs[:0]
-		start, frames, ns := p.q.read, 0, int64(0)
+		start, frames, ns := p.q.ReadOffset(), 0, int64(0)
 		for len(sl.ends) < cap(sl.ends) {
-			r, ok, err := p.q.peek()
+			r, ok, err := p.q.Peek()
 			if err != nil || !ok {
 				break // an error is counted by publish
 			}
-			if p.q.isDelivered(r.off) {
-				p.q.advance(r)
+			if p.q.IsDelivered(r.Off) {
+				p.q.Advance(r)
 				frames++
 				continue
 			}
-			if cap(sl.buf)-len(sl.buf) < len(r.rec) {
+			if cap(sl.buf)-len(sl.buf) < len(r.Data) {
 				if len(sl.ends) > 0 {
 					break // the next replay slab takes it
 				}
 				// A record spooled with a larger buffer than this start's
 				// (the slab size comes from buffer): the slab grows to it
 				// once, or the spool would never drain.
-				sl.buf = slices.Grow(sl.buf, len(r.rec))
+				sl.buf = slices.Grow(sl.buf, len(r.Data))
 			}
 			if len(sl.ends) == 0 {
-				ns = r.ns
+				ns = r.NS
 			}
-			sl.buf = append(sl.buf, r.rec...)
-			ss.ids.Add(r.id)
-			ss.offs = append(ss.offs, r.off)
+			sl.buf = append(sl.buf, r.Data...)
+			ss.ids.Add(r.ID)
+			ss.offs = append(ss.offs, r.Off)
 			sl.ends = append(sl.ends, uint32(len(sl.buf)))
-			p.q.advance(r)
+			p.q.Advance(r)
 			frames++
 		}
 		if len(sl.ends) == 0 {
@@ -427,7 +428,7 @@ func (p *spooler) replay() {
 		}
 		p.replays = p.replays[:len(p.replays)-1]
 		ss.replay, ss.inSpool, ss.lost = true, true, false
-		ss.start, ss.end, ss.frames, ss.ns = start, p.q.read, frames, ns
+		ss.start, ss.end, ss.frames, ss.ns = start, p.q.ReadOffset(), frames, ns
 		p.resident++
 		p.frames += frames
 		p.cnt.replayed.Add(uint64(len(sl.ends)))
@@ -442,12 +443,12 @@ func (p *spooler) skipped(frames int) {
 		return
 	}
 	if p.resident == 0 {
-		p.q.ack(p.q.read)
+		p.q.Ack(p.q.ReadOffset())
 		return
 	}
 	for i := len(p.order) - 1; i >= 0; i-- {
 		if ss := p.order[i].spool; ss.inSpool {
-			ss.end = p.q.read
+			ss.end = p.q.ReadOffset()
 			ss.frames += frames
 			p.frames += frames
 			return
@@ -459,7 +460,7 @@ func (p *spooler) skipped(frames int) {
 // replays what it can.
 func (p *spooler) afterRound() {
 	p.retryWaiting()
-	p.q.flush() // an error is counted by publish
+	p.q.Flush() // an error is counted by publish
 	p.replay()
 	p.publish()
 }
@@ -468,23 +469,22 @@ func (p *spooler) afterRound() {
 // to store, acks not yet saved.
 func (p *spooler) busy() bool {
 	q := p.q
-	return q.unread > 0 || len(p.waiting) > 0 || q.acked != q.ackedSaved || q.dirty || q.wrecs > 0
+	return q.Unread() > 0 || len(p.waiting) > 0 || q.Pending()
 }
 
 // publish updates the gauges Stats reads, and counts what the spool lost.
 func (p *spooler) publish() {
 	q := p.q
-	if q.errs > 0 {
-		p.sk.async.noteError(q.lastErr)
-		p.sk.cnt.errors.Add(q.errs)
-		p.sk.cnt.failed.Add(q.lostRecs)
-		q.errs, q.lostRecs, q.lastErr = 0, 0, nil
+	if errs, lost, err := q.TakeLost(); errs > 0 {
+		p.sk.async.noteError(err)
+		p.sk.cnt.errors.Add(errs)
+		p.sk.cnt.failed.Add(lost)
 	}
-	p.cnt.records.Store(int64(q.unread - q.deliveredFrom(q.read) + p.failedBack))
-	p.cnt.bytes.Store(q.disk)
-	p.cnt.oldest.Store(q.oldest())
-	p.cnt.fsync.Store(q.fsyncs)
-	p.cnt.torn.Store(q.torn)
+	p.cnt.records.Store(int64(q.Unread() - q.DeliveredFrom(q.ReadOffset()) + p.failedBack))
+	p.cnt.bytes.Store(q.DiskBytes())
+	p.cnt.oldest.Store(q.Oldest())
+	p.cnt.fsync.Store(q.Fsyncs())
+	p.cnt.torn.Store(q.TornBytes())
 }
 
 // stop runs after the writer drained its ring at Close: it waits for the
@@ -526,7 +526,7 @@ func (p *spooler) close() error {
 	}
 	p.waiting = nil
 	p.maybeRewind()
-	err := p.q.close()
+	err := p.q.Close()
 	p.publish()
 	return err
 }

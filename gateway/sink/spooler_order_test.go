@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/gateway/sink/output"
+	"github.com/xgate/xgate/gateway/sink/spool"
 )
 
 // scriptedOutput is an async output whose records the test resolves: it
@@ -118,7 +119,7 @@ func newScriptedSpooler(t *testing.T, dir string) (*spooler, *scriptedOutput, *[
 	t.Helper()
 	out := &scriptedOutput{ids: output.NewIDGen("gw")}
 	sk := &sink{slabSize: 1 << 10, slabs: 8, out: out}
-	p, err := newSpooler(sk, Spec{Spool: SpoolSpec{Path: dir, MaxBytes: 1 << 20}, DeliveryTimeout: time.Second})
+	p, err := newSpooler(sk, Spec{Spool: spool.Config{Path: dir, MaxBytes: 1 << 20}, DeliveryTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,8 +161,8 @@ func TestSpoolerOrderAfterFailures(t *testing.T) {
 				t.Fatal("c kept: want it stored while the broker is down")
 			}
 			p.afterRound()
-			if p.resident != 2 || p.q.unread != 4 {
-				t.Fatalf("after storing c: %d slabs adopted, %d records unread; want 2, 4", p.resident, p.q.unread)
+			if p.resident != 2 || p.q.Unread() != 4 {
+				t.Fatalf("after storing c: %d slabs adopted, %d records unread; want 2, 4", p.resident, p.q.Unread())
 			}
 			k1 := func(rec string) bool { return strings.HasPrefix(rec, "k1:") }
 			b.take(a, k1) // the broker takes a's records before b's
@@ -171,8 +172,8 @@ func TestSpoolerOrderAfterFailures(t *testing.T) {
 				t.Fatalf("b taken back before a: freed %d, rewinding %v", len(*freed), p.rewinding)
 			}
 			p.returned(a)
-			if len(*freed) != 2 || p.rewinding || p.q.unread != 12 {
-				t.Fatalf("after a and b: freed %d, rewinding %v, unread %d (want 2, false, 12)", len(*freed), p.rewinding, p.q.unread)
+			if len(*freed) != 2 || p.rewinding || p.q.Unread() != 12 {
+				t.Fatalf("after a and b: freed %d, rewinding %v, unread %d (want 2, false, 12)", len(*freed), p.rewinding, p.q.Unread())
 			}
 			p.publish()
 			if got := p.cnt.records.Load(); got != 8 {
@@ -195,9 +196,9 @@ func TestSpoolerOrderAfterFailures(t *testing.T) {
 				}
 			}
 			b.checkOrder(t, want)
-			if p.q.unread != 0 || p.q.acked != p.q.tail || len(p.q.delivered) != 0 || p.resident != 0 {
-				t.Fatalf("after the replay: unread %d, acked %d of %d, delivered set %v, resident %d",
-					p.q.unread, p.q.acked, p.q.tail, p.q.delivered, p.resident)
+			if p.q.Unread() != 0 || p.q.Acked() != p.q.Tail() || p.q.DeliveredFrom(0) != 0 || p.resident != 0 {
+				t.Fatalf("after the replay: unread %d, acked %d of %d, delivered set %d, resident %d",
+					p.q.Unread(), p.q.Acked(), p.q.Tail(), p.q.DeliveredFrom(0), p.resident)
 			}
 			// The spool is empty: the next slab goes to the broker directly.
 			if d := testSlab("d", 2); !p.deliver(d) || len(sent(out)) != 1 {

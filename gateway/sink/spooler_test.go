@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xgate/xgate/gateway/sink/sinktest"
+	"github.com/xgate/xgate/gateway/sink/spool"
 )
 
 // spoolFeeder is feeder with worker numbers from wbase on (so that two
@@ -89,7 +90,7 @@ func TestNATSSpoolOutageRestart(t *testing.T) {
 	sp.OnFull, sp.BlockTimeout = "block", 10*time.Second
 	sp.DeliveryTimeout = 3 * time.Second // in-flight records fail during the outage: they go back to the spool
 	sp.NATS.AckTimeout = time.Second
-	sp.Spool = SpoolSpec{Path: t.TempDir() + "/spool", MaxBytes: 256 << 20}
+	sp.Spool = spool.Config{Path: t.TempDir() + "/spool", MaxBytes: 256 << 20}
 	const workers = 2
 	from := time.Now()
 
@@ -168,7 +169,7 @@ func TestNATSSpoolFull(t *testing.T) {
 	srv := sinktest.StartNATS(t)
 	sp := natsSpec(srv.URL())
 	sp.Buffer = 128 << 10
-	sp.Spool = SpoolSpec{Path: t.TempDir(), MaxBytes: spoolMinBytes}
+	sp.Spool = spool.Config{Path: t.TempDir(), MaxBytes: spool.MinBytes}
 	s := newTestSinks(t, []Spec{sp}, 1)
 	srv.Kill()
 	waitFor(t, "the sink down", 5*time.Second, func() bool { return s.Stats()[0].Down })
@@ -181,16 +182,16 @@ func TestNATSSpoolFull(t *testing.T) {
 	st := s.Stats()[0]
 	t.Logf("added %d: %+v", added, st)
 	checkSpoolIdentity(t, added, st)
-	if st.SpoolBytes > spoolMinBytes || st.SpoolBytes < spoolMinBytes*3/4 || st.Dropped < st.SpoolDropped || st.Records != 0 {
+	if st.SpoolBytes > spool.MinBytes || st.SpoolBytes < spool.MinBytes*3/4 || st.Dropped < st.SpoolDropped || st.Records != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	q, err := openSpool(sp.Spool.Path, spoolMinBytes, true)
+	q, err := spool.Open(sp.Spool.Path, spool.MinBytes, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.close()
-	if uint64(q.unread) != st.Spooled {
-		t.Fatalf("reopened: %d records, the sink said %d", q.unread, st.Spooled)
+	defer q.Close()
+	if uint64(q.Unread()) != st.Spooled {
+		t.Fatalf("reopened: %d records, the sink said %d", q.Unread(), st.Spooled)
 	}
 }
 
@@ -199,7 +200,7 @@ func TestNATSSpoolFull(t *testing.T) {
 func TestSpoolSinkStartErrors(t *testing.T) {
 	srv := sinktest.StartNATS(t)
 	sp := natsSpec(srv.URL())
-	sp.Spool = SpoolSpec{Path: t.TempDir()}
+	sp.Spool = spool.Config{Path: t.TempDir()}
 	s := newTestSinks(t, []Spec{sp}, 1)
 	_, err := New([]Spec{sp}, 1)
 	if err == nil || err.Error() != fmt.Sprintf("sinks[0] (nats:xgate.events.{key}): spool %s is in use by another sink or daemon: give each sink a spool directory of its own", sp.Spool.Path) {
@@ -270,7 +271,7 @@ func kafkaSpoolOutageRestart(t *testing.T, outage func(*kfake.Cluster) (stop fun
 	sp.Buffer = 128 << 10 // two slabs per worker: the outage overflows it at once
 	sp.OnFull, sp.BlockTimeout = "block", 10*time.Second
 	sp.DeliveryTimeout = 3 * time.Second // in-flight records fail during the outage: they go back to the spool
-	sp.Spool = SpoolSpec{Path: t.TempDir() + "/spool", MaxBytes: 256 << 20}
+	sp.Spool = spool.Config{Path: t.TempDir() + "/spool", MaxBytes: 256 << 20}
 	const workers = 2
 	from := time.Now()
 

@@ -1,4 +1,4 @@
-package sink
+package spool
 
 import (
 	"encoding/binary"
@@ -31,21 +31,21 @@ func FuzzSpoolState(f *testing.F) {
 	f.Add([]byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, st []byte) {
 		dir := filepath.Join(t.TempDir(), "spool")
-		q, err := openSpool(dir, 1<<20, false)
+		q, err := Open(dir, 1<<20, false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		appendN(t, q, 0, 50)
 		tail := q.tail
-		q.close()
+		q.Close()
 		if err := os.WriteFile(filepath.Join(dir, "acked"), st, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		q, err = openSpool(dir, 1<<20, false)
+		q, err = Open(dir, 1<<20, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer q.close()
+		defer q.Close()
 		if q.acked < 0 || q.acked > tail || q.read != q.acked || q.tail != tail {
 			t.Fatalf("acked %d read %d tail %d (was %d)", q.acked, q.read, q.tail, tail)
 		}
@@ -58,21 +58,21 @@ func FuzzSpoolState(f *testing.F) {
 		// fixes where the numbering starts.
 		next, n := -1, 0
 		for {
-			r, ok, err := q.peek()
+			r, ok, err := q.Peek()
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !ok {
 				break
 			}
-			q.advance(r)
+			q.Advance(r)
 			n++
-			if q.isDelivered(r.off) {
+			if q.IsDelivered(r.Off) {
 				continue
 			}
 			var i int
-			if _, err := fmt.Sscanf(string(r.id), "id-%d", &i); err != nil {
-				t.Fatalf("id %q: %v", r.id, err)
+			if _, err := fmt.Sscanf(string(r.ID), "id-%d", &i); err != nil {
+				t.Fatalf("id %q: %v", r.ID, err)
 			}
 			if next >= 0 && i <= next {
 				t.Fatalf("record %d after %d", i, next)

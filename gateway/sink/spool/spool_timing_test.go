@@ -1,4 +1,4 @@
-package sink
+package spool
 
 import (
 	"fmt"
@@ -22,18 +22,18 @@ func BenchmarkSpool(b *testing.B) {
 			name = "fsync=never"
 		}
 		b.Run("append/"+name, func(b *testing.B) {
-			q, err := openSpool(b.TempDir(), spoolMaxBytes, fsync)
+			q, err := Open(b.TempDir(), MaxBytes, fsync)
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer q.close()
+			defer q.Close()
 			b.ReportAllocs()
 			b.SetBytes(int64(len(rec)))
 			i := 0
 			for b.Loop() {
-				q.append(id, rec, 1)
+				q.Append(id, rec, 1)
 				if i++; i%512 == 0 {
-					if err := q.flush(); err != nil {
+					if err := q.Flush(); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -42,34 +42,34 @@ func BenchmarkSpool(b *testing.B) {
 		})
 	}
 	b.Run("replay", func(b *testing.B) {
-		q, err := openSpool(b.TempDir(), spoolMaxBytes, false)
+		q, err := Open(b.TempDir(), MaxBytes, false)
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer q.close()
+		defer q.Close()
 		const n = 1 << 20
 		for range n {
-			q.append(id, rec, 1)
+			q.Append(id, rec, 1)
 		}
-		q.flush()
+		q.Flush()
 		b.ReportAllocs()
 		b.SetBytes(int64(len(rec)))
 		i := 0
 		for b.Loop() {
-			r, ok, err := q.peek()
+			r, ok, err := q.Peek()
 			if err != nil || !ok {
 				b.Fatalf("record %d: %v %v", i, ok, err)
 			}
-			q.advance(r)
+			q.Advance(r)
 			if i++; i%512 == 0 {
-				q.ack(q.read)
+				q.Ack(q.read)
 			}
 			if i == n {
 				b.StopTimer()
 				for range n {
-					q.append(id, rec, 1)
+					q.Append(id, rec, 1)
 				}
-				q.flush()
+				q.Flush()
 				i = 0
 				b.StartTimer()
 			}

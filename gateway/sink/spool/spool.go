@@ -1,9 +1,8 @@
-package sink
-
-// The disk spool of a Kafka or NATS sink (spool: {path, max_bytes, fsync}):
-// an append-only queue of keyed records in files under the sink's own
-// directory. This file has its configuration and its format; spooler.go
-// puts it between the sink's writer goroutine and the broker.
+// Package spool is the disk spool of a Kafka or NATS sink (spool: {path,
+// max_bytes, fsync}): an append-only queue of keyed records in files under
+// the sink's own directory. This package has its configuration and its
+// format; the sink's spooler (gateway/sink/spooler.go) puts it between the
+// sink's writer goroutine and the broker.
 //
 // Layout of spool.path (created 0700; files 0600, opened without
 // following symbolic links):
@@ -37,21 +36,22 @@ package sink
 //
 // Order. Records are replayed in spool order, and a record the broker
 // fails is never appended again: the spooler rewinds the replay to the
-// acked offset (spooler.go), so a key's records reach the broker in the
+// acked offset (gateway/sink/spooler.go), so a key's records reach the broker in the
 // order they came. Records after the acked offset that the broker did
 // take are remembered (the delivered set, saved with the acked offset) and
 // skipped by the replay, so that a rewind sends none of them twice.
 //
 // Durability. Appends are buffered and written with one write per round
 // of the writer goroutine; with fsync: batch (the default) the segment is
-// fsynced then, and the acked offset is written (and fsynced) only after
-// the frames it may have re-appended are on disk, so a crash loses no
-// record that was taken off the broker's side: at worst it replays some
-// that were delivered already, which the broker's de-duplication (NATS:
-// the message id; Kafka: at least once) absorbs. fsync: never leaves the
+// fsynced then, and the state (acked offset, delivered set) is written
+// and fsynced after the round's frames, so a crash loses no record the
+// broker has not taken: at worst it replays some that were delivered
+// already, which the broker's de-duplication (NATS: the message id;
+// Kafka: at least once, with the id header) absorbs. fsync: never leaves the
 // writes to the page cache (a host crash may lose the last seconds).
 //
 // Concurrency: a spool is used by its sink's writer goroutine only.
+package spool
 
 import (
 	"encoding/binary"
@@ -70,11 +70,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SpoolSpec (spool: {path, max_bytes, fsync}; kafka and nats sinks) is a
+// Config (spool: {path, max_bytes, fsync}; kafka and nats sinks) is a
 // sink's disk spool: what the sink's memory buffer cannot hold while the
 // broker is down or slow goes there, and is replayed in order once it
 // takes records again, also after a restart.
-type SpoolSpec struct {
+type Config struct {
 	// Path is the spool's directory, absolute, this sink's alone (created
 	// 0700 if missing).
 	Path string
@@ -90,26 +90,26 @@ type SpoolSpec struct {
 }
 
 // On reports whether the config set any key of the spool.
-func (s SpoolSpec) On() bool { return s != SpoolSpec{} }
+func (s Config) On() bool { return s != Config{} }
 
 const (
-	spoolMinBytes     = 1 << 20
-	spoolMaxBytes     = 1 << 40
-	spoolDefaultBytes = 1 << 30
-	spoolFrameHeader  = 8        // length, CRC32C
-	spoolRecHeader    = 9        // spooled-at time, id length
-	spoolMaxSegment   = 64 << 20 // bytes of one segment file, at most
-	spoolMaxFrame     = 1 << 20  // a payload longer than this is corrupt (records are at most a slab)
-	spoolDirMode      = 0o700
-	spoolFileMode     = 0o600
-	spoolSegSuffix    = ".seg"
+	MinBytes         = 1 << 20
+	MaxBytes         = 1 << 40
+	DefaultBytes     = 1 << 30
+	spoolFrameHeader = 8        // length, CRC32C
+	spoolRecHeader   = 9        // spooled-at time, id length
+	spoolMaxSegment  = 64 << 20 // bytes of one segment file, at most
+	spoolMaxFrame    = 1 << 20  // a payload longer than this is corrupt (records are at most a slab)
+	spoolDirMode     = 0o700
+	spoolFileMode    = 0o600
+	spoolSegSuffix   = ".seg"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// checkSpool checks sp.Spool (kafka and nats sinks): the first problem.
-func checkSpool(sp *Spec) (key, msg string) {
-	s := &sp.Spool
+// Check returns the config's first problem: the key (under the sink's,
+// e.g. spool.path) and what is wrong; "" if none.
+func (s Config) Check() (key, msg string) {
 	if !s.On() {
 		return "", ""
 	}
@@ -121,7 +121,7 @@ func checkSpool(sp *Spec) (key, msg string) {
 	case filepath.Clean(s.Path) != s.Path:
 		return "spool.path", fmt.Sprintf("%q: want it clean, as %q", s.Path, filepath.Clean(s.Path))
 	}
-	if m := s.MaxBytes; m != 0 && (m < spoolMinBytes || m > spoolMaxBytes) {
+	if m := s.MaxBytes; m != 0 && (m < MinBytes || m > MaxBytes) {
 		return "spool.max_bytes", fmt.Sprintf("%d: want a size in 1MiB..1TiB (default 1GiB)", m)
 	}
 	switch s.Fsync {
@@ -132,17 +132,54 @@ func checkSpool(sp *Spec) (key, msg string) {
 	return "", ""
 }
 
-// spoolDefaults fills in sp.Spool's defaults when it is on.
-func spoolDefaults(sp *Spec) {
-	if sp.Spool.Path == "" {
-		return
+// WithDefaults returns s with its unset keys at their defaults when it
+// is on.
+func (s Config) WithDefaults() Config {
+	if s.Path == "" {
+		return s
 	}
-	if sp.Spool.MaxBytes == 0 {
-		sp.Spool.MaxBytes = spoolDefaultBytes
+	if s.MaxBytes == 0 {
+		s.MaxBytes = DefaultBytes
 	}
-	if sp.Spool.Fsync == "" {
-		sp.Spool.Fsync = "batch"
+	if s.Fsync == "" {
+		s.Fsync = "batch"
 	}
+	return s
+}
+
+// Bound bounds the spool bytes of n records of recBytes bytes in all.
+func Bound(recBytes, n int) int64 {
+	return int64(recBytes) + int64(n)*(spoolFrameHeader+spoolRecHeader+255)
+}
+
+// Unread is the records not yet read (replayed).
+func (q *Queue) Unread() int { return q.unread }
+
+// Acked, ReadOffset and Tail are the spool offsets up to which every
+// record is delivered, of the next record to read, and after the last.
+func (q *Queue) Acked() int64      { return q.acked }
+func (q *Queue) ReadOffset() int64 { return q.read }
+func (q *Queue) Tail() int64       { return q.tail }
+
+// Pending reports whether frames or the state wait to be written.
+func (q *Queue) Pending() bool {
+	return q.acked != q.ackedSaved || q.dirty || q.wrecs > 0
+}
+
+// DiskBytes is the bytes of the spool's segments (those not yet written
+// included); Fsyncs and TornBytes count fsync calls and the bytes cut as
+// torn or corrupt, since Open.
+func (q *Queue) DiskBytes() int64  { return q.disk }
+func (q *Queue) Fsyncs() uint64    { return q.fsyncs }
+func (q *Queue) TornBytes() uint64 { return q.torn }
+
+// TakeLost returns, and resets, the failed calls since the last take,
+// the records they lost (failed writes, a corrupt spool), and the last
+// error.
+func (q *Queue) TakeLost() (errs, records uint64, last error) {
+	errs, records, last = q.errs, q.lostRecs, q.lastErr
+	q.errs, q.lostRecs, q.lastErr = 0, 0, nil
+	return errs, records, last
 }
 
 // spoolSeg is one segment file.
@@ -161,12 +198,12 @@ type spoolMark struct {
 
 // spoolRec is one frame's payload, as views into the spool's read buffer
 // (valid until the next peek or advance).
-type spoolRec struct {
-	ns  int64
-	id  []byte
-	rec []byte
-	off int64 // spool offset of the frame
-	end int64 // spool offset after the frame
+type Record struct {
+	NS   int64  // spooled at, ns since the Unix epoch
+	ID   []byte // message id
+	Data []byte // the keyed record
+	Off  int64  // spool offset of the frame
+	End  int64  // spool offset after the frame
 }
 
 // spoolMaxDelivered bounds the delivered set: past it, a rewind sends
@@ -174,7 +211,7 @@ type spoolRec struct {
 const spoolMaxDelivered = 1 << 16
 
 // spool is the on-disk queue (see the top of the file).
-type spool struct {
+type Queue struct {
 	dir    string
 	lock   *os.File
 	state  *os.File // "acked"
@@ -214,7 +251,7 @@ type spool struct {
 
 // openSpool opens (creating) the spool in dir, cuts a torn tail and finds
 // the records not yet acknowledged.
-func openSpool(dir string, maxBytes int64, fsync bool) (*spool, error) {
+func Open(dir string, maxBytes int64, fsync bool) (*Queue, error) {
 	if err := os.MkdirAll(dir, spoolDirMode); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
@@ -223,7 +260,7 @@ func openSpool(dir string, maxBytes int64, fsync bool) (*spool, error) {
 	} else if !st.IsDir() {
 		return nil, fmt.Errorf("spool: %s is not a directory (a symbolic link is refused too)", dir)
 	}
-	q := &spool{dir: dir, max: maxBytes, fsync: fsync, rbuf: make([]byte, 256<<10)}
+	q := &Queue{dir: dir, max: maxBytes, fsync: fsync, rbuf: make([]byte, 256<<10)}
 	q.segMax = min(spoolMaxSegment, max(maxBytes/8, 256<<10))
 	var err error
 	if q.lock, err = openNoFollow(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE); err != nil {
@@ -237,7 +274,7 @@ func openSpool(dir string, maxBytes int64, fsync bool) (*spool, error) {
 		return nil, fmt.Errorf("spool %s: lock: %w", dir, err)
 	}
 	if err := q.load(); err != nil {
-		q.close()
+		q.Close()
 		return nil, err
 	}
 	return q, nil
@@ -255,7 +292,7 @@ func openNoFollow(path string, flag int) (*os.File, error) {
 }
 
 // load reads the state and the segments.
-func (q *spool) load() error {
+func (q *Queue) load() error {
 	var err error
 	if q.state, err = openNoFollow(filepath.Join(q.dir, "acked"), os.O_RDWR|os.O_CREATE); err != nil {
 		return err
@@ -334,7 +371,7 @@ func (q *spool) load() error {
 // readState reads the state file: the acked offset (-1 if the file is
 // new or torn: then everything in the segments is replayed) and the
 // delivered set.
-func (q *spool) readState() int64 {
+func (q *Queue) readState() int64 {
 	b, err := io.ReadAll(io.LimitReader(q.state, 16+8*spoolMaxDelivered))
 	if err != nil || len(b) < 12 {
 		return -1
@@ -358,7 +395,7 @@ func (q *spool) readState() int64 {
 }
 
 // cutFrom removes the segments from index i on, counting their bytes torn.
-func (q *spool) cutFrom(i int) {
+func (q *Queue) cutFrom(i int) {
 	for _, s := range q.segs[i:] {
 		if st, err := os.Stat(q.segPath(s.start)); err == nil {
 			q.torn += uint64(st.Size())
@@ -371,7 +408,7 @@ func (q *spool) cutFrom(i int) {
 // scanSeg reads the frames of s, counting those at or after acked as
 // unread; it returns the bytes of whole good frames and the bytes after
 // them.
-func (q *spool) scanSeg(s *spoolSeg, acked int64) (good, bad int64, err error) {
+func (q *Queue) scanSeg(s *spoolSeg, acked int64) (good, bad int64, err error) {
 	f, err := openNoFollow(q.segPath(s.start), os.O_RDONLY)
 	if err != nil {
 		return 0, 0, err
@@ -411,13 +448,13 @@ func (q *spool) scanSeg(s *spoolSeg, acked int64) (good, bad int64, err error) {
 	return good, size - good, nil
 }
 
-func (q *spool) segPath(start int64) string {
+func (q *Queue) segPath(start int64) string {
 	return filepath.Join(q.dir, fmt.Sprintf("%016x%s", start, spoolSegSuffix))
 }
 
 // mark notes that frames from off on were spooled at ns (one mark per
 // 100ms of spooling at most).
-func (q *spool) mark(off, ns int64) {
+func (q *Queue) mark(off, ns int64) {
 	if n := len(q.marks); n > 0 && ns-q.marks[n-1].ns < int64(100*time.Millisecond) {
 		return
 	}
@@ -430,12 +467,12 @@ func frameSize(id, rec []byte) int64 {
 }
 
 // fits reports whether frames of n bytes in all fit under max_bytes.
-func (q *spool) fits(n int64) bool { return q.disk+n <= q.max }
+func (q *Queue) fits(n int64) bool { return q.disk+n <= q.max }
 
 // prepare makes room for frames of n bytes if it can: it starts a new
 // segment when the last one is full, or wholly delivered (so that it can
 // go); false when the spool is full.
-func (q *spool) prepare(n int64) bool {
+func (q *Queue) Prepare(n int64) bool {
 	last := &q.segs[len(q.segs)-1]
 	if size := last.size + int64(len(q.wbuf)); size > 0 && (size+n > q.segMax || q.acked >= q.tail) {
 		if err := q.roll(); err != nil {
@@ -448,9 +485,9 @@ func (q *spool) prepare(n int64) bool {
 // append adds a record (the keyed record rec, message id id) spooled at
 // ns; false, and nothing added, when the spool is full or a new segment
 // cannot be made.
-func (q *spool) append(id, rec []byte, ns int64) bool {
+func (q *Queue) Append(id, rec []byte, ns int64) bool {
 	n := frameSize(id, rec)
-	if !q.prepare(n) {
+	if !q.Prepare(n) {
 		return false
 	}
 	at := len(q.wbuf)
@@ -470,8 +507,8 @@ func (q *spool) append(id, rec []byte, ns int64) bool {
 }
 
 // roll writes out the last segment and starts a new one at the tail.
-func (q *spool) roll() error {
-	if err := q.flush(); err != nil {
+func (q *Queue) roll() error {
+	if err := q.Flush(); err != nil {
 		return err
 	}
 	f, err := openNoFollow(q.segPath(q.tail), os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL)
@@ -488,7 +525,7 @@ func (q *spool) roll() error {
 	return nil
 }
 
-func (q *spool) syncDir() {
+func (q *Queue) syncDir() {
 	if d, err := os.Open(q.dir); err == nil {
 		d.Sync()
 		d.Close()
@@ -499,7 +536,7 @@ func (q *spool) syncDir() {
 // batch), then saves the acked offset if it moved. On a failed write it
 // cuts the segment back and returns the error: the frames buffered are
 // gone (counted in lostRecs).
-func (q *spool) flush() error {
+func (q *Queue) Flush() error {
 	if len(q.wbuf) > 0 {
 		last := &q.segs[len(q.segs)-1]
 		n, err := q.w.Write(q.wbuf)
@@ -527,7 +564,7 @@ func (q *spool) flush() error {
 
 // lose notes that n records were lost with err (the spooler counts them
 // Failed) and returns err.
-func (q *spool) lose(n int, err error) error {
+func (q *Queue) lose(n int, err error) error {
 	q.lostRecs += uint64(n)
 	q.errs++
 	q.lastErr = err
@@ -537,7 +574,7 @@ func (q *spool) lose(n int, err error) error {
 // saveAcked writes the acked offset to the state file if it moved. It is
 // called after the frames are written, so the state never says delivered
 // of a record whose re-appended copy is not yet on disk.
-func (q *spool) saveAcked() error {
+func (q *Queue) saveAcked() error {
 	if q.acked == q.ackedSaved && !q.dirty {
 		return nil
 	}
@@ -565,7 +602,7 @@ func (q *spool) saveAcked() error {
 
 // ack records that every frame before off is delivered and removes the
 // segments that holds wholly (not the last one).
-func (q *spool) ack(off int64) {
+func (q *Queue) Ack(off int64) {
 	if off > q.acked {
 		q.acked = off
 	}
@@ -580,7 +617,7 @@ func (q *spool) ack(off int64) {
 	q.trim()
 }
 
-func (q *spool) trim() {
+func (q *Queue) trim() {
 	for len(q.segs) > 1 && q.segs[0].end() <= q.acked {
 		s := q.segs[0]
 		if q.r != nil && q.rseg == s.start {
@@ -597,12 +634,12 @@ func (q *spool) trim() {
 // still in wbuf are written first. A frame that fails its check (the disk
 // changed under the spool) cuts the spool there: the error says how many
 // records that lost (lostRecs).
-func (q *spool) peek() (r spoolRec, ok bool, err error) {
+func (q *Queue) Peek() (r Record, ok bool, err error) {
 	if q.unread == 0 {
 		return r, false, nil
 	}
 	if q.wrecs > 0 {
-		if err := q.flush(); err != nil {
+		if err := q.Flush(); err != nil {
 			return r, false, err
 		}
 		if q.unread == 0 {
@@ -637,20 +674,20 @@ func (q *spool) peek() (r spoolRec, ok bool, err error) {
 			return r, false, q.corrupt("CRC mismatch")
 		}
 		idl := int(p[8])
-		r = spoolRec{
-			ns:  int64(binary.LittleEndian.Uint64(p)),
-			id:  p[spoolRecHeader : spoolRecHeader+idl],
-			rec: p[spoolRecHeader+idl:],
-			off: q.read,
-			end: q.read + int64(spoolFrameHeader+n),
+		r = Record{
+			NS:   int64(binary.LittleEndian.Uint64(p)),
+			ID:   p[spoolRecHeader : spoolRecHeader+idl],
+			Data: p[spoolRecHeader+idl:],
+			Off:  q.read,
+			End:  q.read + int64(spoolFrameHeader+n),
 		}
 		return r, true, nil
 	}
 }
 
 // advance moves past the frame peek returned.
-func (q *spool) advance(r spoolRec) {
-	q.read = r.end
+func (q *Queue) Advance(r Record) {
+	q.read = r.End
 	q.unread--
 	for len(q.marks) > 1 && q.marks[1].off <= q.read {
 		q.marks = q.marks[1:]
@@ -662,7 +699,7 @@ func (q *spool) advance(r spoolRec) {
 
 // isDelivered reports whether the broker has the frame at off (the
 // delivered set).
-func (q *spool) isDelivered(off int64) bool {
+func (q *Queue) IsDelivered(off int64) bool {
 	_, ok := slices.BinarySearch(q.delivered, off)
 	return ok
 }
@@ -670,7 +707,7 @@ func (q *spool) isDelivered(off int64) bool {
 // addDelivered notes that the broker has the frame at off, which is at or
 // after acked (a replay after a rewind skips it); false when the set is
 // full (the frame is sent again).
-func (q *spool) addDelivered(off int64) bool {
+func (q *Queue) AddDelivered(off int64) bool {
 	i, ok := slices.BinarySearch(q.delivered, off)
 	if ok {
 		return true
@@ -684,7 +721,7 @@ func (q *spool) addDelivered(off int64) bool {
 }
 
 // deliveredFrom counts the delivered set's frames at or after off.
-func (q *spool) deliveredFrom(off int64) int {
+func (q *Queue) DeliveredFrom(off int64) int {
 	i, _ := slices.BinarySearch(q.delivered, off)
 	return len(q.delivered) - i
 }
@@ -692,19 +729,19 @@ func (q *spool) deliveredFrom(off int64) int {
 // appendSent appends a record already handed to the broker: it is at
 // the tail and read at once (the caller holds it in flight, as a replay
 // slab's). Only when nothing is unread (the read offset is the tail).
-func (q *spool) appendSent(id, rec []byte, ns int64) (off int64, ok bool) {
+func (q *Queue) AppendSent(id, rec []byte, ns int64) (off int64, ok bool) {
 	off = q.tail
-	if q.unread != 0 || q.read != q.tail || !q.append(id, rec, ns) {
+	if q.unread != 0 || q.read != q.tail || !q.Append(id, rec, ns) {
 		return 0, false
 	}
-	q.advance(spoolRec{off: off, end: q.tail})
+	q.Advance(Record{Off: off, End: q.tail})
 	return off, true
 }
 
 // rewind moves the read offset back to acked: the frames from there to
 // the old read offset (n of them, the first spooled at ns) are unread
 // again.
-func (q *spool) rewind(n int, ns int64) {
+func (q *Queue) Rewind(n int, ns int64) {
 	if n == 0 || q.read == q.acked {
 		return
 	}
@@ -715,7 +752,7 @@ func (q *spool) rewind(n int, ns int64) {
 }
 
 // fill reads from q.read on in segment s into rbuf.
-func (q *spool) fill(s spoolSeg) error {
+func (q *Queue) fill(s spoolSeg) error {
 	if q.r == nil || q.rseg != s.start {
 		if q.r != nil {
 			q.r.Close()
@@ -738,7 +775,7 @@ func (q *spool) fill(s spoolSeg) error {
 
 // corrupt cuts the spool at the read offset: the frames from there on are
 // lost, and counted torn (bytes) and lost (records) by the caller.
-func (q *spool) corrupt(why string) error {
+func (q *Queue) corrupt(why string) error {
 	lost := q.unread
 	i := q.segIndex(q.read)
 	if i < 0 {
@@ -764,7 +801,7 @@ func (q *spool) corrupt(why string) error {
 
 // segIndex is the index of the segment holding the frame at off (the
 // last one also when off is its end); -1 if none.
-func (q *spool) segIndex(off int64) int {
+func (q *Queue) segIndex(off int64) int {
 	for i, s := range q.segs {
 		if off >= s.start && (off < s.end() || i == len(q.segs)-1 && off == s.end()) {
 			return i
@@ -774,7 +811,7 @@ func (q *spool) segIndex(off int64) int {
 }
 
 // oldest is the spool time of the oldest unread record, 0 if none.
-func (q *spool) oldest() int64 {
+func (q *Queue) Oldest() int64 {
 	if q.unread == 0 || len(q.marks) == 0 {
 		return 0
 	}
@@ -782,10 +819,10 @@ func (q *spool) oldest() int64 {
 }
 
 // close writes what is buffered and releases the files and the lock.
-func (q *spool) close() error {
+func (q *Queue) Close() error {
 	var err error
 	if q.w != nil {
-		err = q.flush()
+		err = q.Flush()
 		q.w.Close()
 	}
 	if q.r != nil {
