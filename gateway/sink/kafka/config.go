@@ -31,8 +31,7 @@ type Config struct {
 	// (its workers decide events on the same cores): it is the cheapest
 	// codec per byte and still shrinks JSON events a few times; zstd
 	// shrinks them more for more CPU, worth it when the network or the
-	// brokers' disks are the limit. (BenchmarkKafkaSink, one worker,
-	// medians of 5: lz4 1.7 M records/s, none 1.9 M, zstd 1.3 M.)
+	// brokers' disks are the limit (BENCHMARKS.md, "Why the defaults").
 	Compression string
 	// Linger is how long a partition's batch waits for more records
 	// before it is sent (default 5ms, Kafka 4's linger.ms): bigger
@@ -40,12 +39,10 @@ type Config struct {
 	// it bounds the added latency. Not longer (franz-go's default is
 	// 10ms) because a record holds its share of the sink's buffer until
 	// it is acknowledged: the records in flight are bounded by the buffer,
-	// so the throughput is about buffer / (linger + round trip). On this
-	// project's 2-core test machine with the gateway at full load and the
-	// default 1 MiB buffer, 5ms got ~1.6× the records/s of 10ms
-	// acknowledged; with a buffer large enough not to be the bound, a
-	// longer linger is a little cheaper (fewer, larger requests: 10ms
-	// made ~20% more records/s in BenchmarkKafkaSink's 4 MiB).
+	// so the throughput is about buffer / (linger + round trip). With a
+	// buffer large enough not to be the bound, a longer linger is a
+	// little cheaper (fewer, larger requests); figures in BENCHMARKS.md,
+	// "Why the defaults".
 	Linger time.Duration
 	// BatchMaxBytes is the largest record batch (default 1000012 bytes,
 	// Kafka's default max.message.bytes: larger batches need the topic's
