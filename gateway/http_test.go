@@ -27,6 +27,7 @@ import (
 
 	"github.com/xgate/xgate/gateway/config"
 	"github.com/xgate/xgate/gateway/metrics"
+	"github.com/xgate/xgate/gateway/metrics/metricstest"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -90,33 +91,11 @@ func scrape(t testing.TB, g *Gateway) map[string]*dto.MetricFamily {
 // ("k=v" pairs); for a histogram it returns the sample count.
 func metricValue(t testing.TB, fams map[string]*dto.MetricFamily, name string, want ...string) float64 {
 	t.Helper()
-	f := fams[name]
-	if f == nil {
-		t.Fatalf("no metric family %s", name)
+	v, ok := metricstest.Value(fams, name, want...)
+	if !ok {
+		t.Fatalf("no sample %s%v", name, want)
 	}
-next:
-	for _, m := range f.Metric {
-		have := map[string]string{}
-		for _, l := range m.Label {
-			have[l.GetName()] = l.GetValue()
-		}
-		for _, kv := range want {
-			k, v, _ := strings.Cut(kv, "=")
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
-	}
-	t.Fatalf("no sample %s%v", name, want)
-	return 0
+	return v
 }
 
 // sumFamily sums a family's samples (histogram: counts).

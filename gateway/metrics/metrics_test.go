@@ -15,6 +15,7 @@ import (
 	"github.com/xgate/xgate/engine/state"
 	"github.com/xgate/xgate/gateway/config"
 	"github.com/xgate/xgate/gateway/lists"
+	"github.com/xgate/xgate/gateway/metrics/metricstest"
 	"github.com/xgate/xgate/gateway/sink"
 	"github.com/xgate/xgate/xdp"
 )
@@ -153,30 +154,8 @@ func gather(t *testing.T, c prometheus.Collector) (map[string]*dto.MetricFamily,
 // value is the value of the series of family name with the labels want
 // ("k=v"); -1 if there is none.
 func value(fams map[string]*dto.MetricFamily, name string, want ...string) float64 {
-	f := fams[name]
-	if f == nil {
-		return -1
-	}
-next:
-	for _, m := range f.Metric {
-		have := map[string]string{}
-		for _, l := range m.Label {
-			have[l.GetName()] = l.GetValue()
-		}
-		for _, w := range want {
-			k, v, _ := strings.Cut(w, "=")
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
+	if v, ok := metricstest.Value(fams, name, want...); ok {
+		return v
 	}
 	return -1
 }
