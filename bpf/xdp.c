@@ -447,15 +447,16 @@ static __always_inline int redirect(struct xdp_md *ctx, __u64 now, __u32 *reason
 }
 
 /* Is the datagram's destination the configured address (cfg->dst_addr)?
- * Called only when one is configured, so the survivor path without it pays
- * nothing here; the destination is found again from the handoff (it follows
- * the source in both IP headers) rather than kept live through the parse.
- * A datagram of the other family is not ours: a socket bound to an IPv4
- * address receives no IPv6, one bound to an IPv6 address no IPv4 (an IPv4
- * address given v4-mapped is IPv4 here, as the loader unmaps it). A
- * multicast group that got this far (joined, which listen.groups allows
- * only with no address) is not the address either: a socket bound to a
- * unicast address receives no group. */
+ * Called only when one is configured, so the survivor path without one
+ * pays nothing here: the destination is found again from the handoff (it
+ * follows the source in both IP headers) rather than kept live through
+ * the parse, and the bound checks cannot fail (the parse checked the whole
+ * IP header) but the verifier needs them. A datagram of the other family
+ * is not ours: a socket bound to an IPv4 address receives no IPv6, one
+ * bound to an IPv6 address no IPv4 (the loader unmaps a v4-mapped
+ * address, so that is IPv4 here). A multicast group that got this far
+ * (joined, which listen.groups allows only with no address) is not the
+ * address either: a socket bound to a unicast address receives no group. */
 static __always_inline int dst_is_ours(struct xdp_md *ctx, const struct xgate_config *cfg,
 				       const struct handoff *ho)
 {
@@ -467,7 +468,7 @@ static __always_inline int dst_is_ours(struct xdp_md *ctx, const struct xgate_co
 	if (ho->flags & XGATE_META_V6) {
 		d = data + ho->src_off + 16;
 		if (!(cfg->flags & XGATE_F_DST_V6) || (void *)(d + 4) > data_end)
-			return 0; /* the bound cannot fail: the parser checked the header */
+			return 0;
 		return ((d[0] ^ a[0]) | (d[1] ^ a[1]) | (d[2] ^ a[2]) | (d[3] ^ a[3])) == 0;
 	}
 	d = data + ho->src_off + 4;
@@ -654,9 +655,9 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		*reason = XGATE_R_IPV6_NOT_SERVED;
 		return XDP_DROP;
 	}
-	/* Ours by address? Only with listen.address set: one flag test
-	 * otherwise. After the served checks, so that an IPv6 datagram to a
-	 * gateway bound to an IPv4 address stays ipv6_not_served where no
+	/* Ours by address? Only with an address configured (listen.address
+	 * on the afxdp path): one flag test otherwise. After the served
+	 * checks, so that an IPv6 datagram stays ipv6_not_served where no
 	 * socket serves IPv6. */
 	if ((cfg->flags & (XGATE_F_DST_V4 | XGATE_F_DST_V6)) && !dst_is_ours(ctx, cfg, &ho)) {
 		*reason = XGATE_R_NOT_OUR_ADDRESS;

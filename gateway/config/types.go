@@ -82,12 +82,11 @@ func (m Mode) String() string { return string(m) }
 type Listen struct {
 	Ports []uint16 // UDP destination ports; at least one
 	// Address is the destination address that is ours: the bind address
-	// of the sockets (socket and plain modes), and in the XDP program
-	// (afxdp and socket modes) a datagram to a listened port but to another
-	// address, or of the other family, passes to the stack as
-	// not_our_address (not for us; an IPv6 one where the sockets serve no
-	// IPv6 stays ipv6_not_served). "" = all IPv4 addresses for the
-	// sockets, any for XDP; 0.0.0.0 and "::" are any too.
+	// of the sockets (socket and plain modes), and in afxdp mode the XDP
+	// program passes a datagram to a listened port but to another address,
+	// or of the other family, to the stack as not_our_address (not for
+	// us), as the sockets would not see it. "" = all IPv4 addresses for
+	// the sockets, any address in afxdp mode; 0.0.0.0 and "::" are any too.
 	Address string
 	// VLANs are the VLAN IDs served (the outer tag): a datagram to our
 	// port tagged with another VLAN is dropped in XDP as vlan_not_served
