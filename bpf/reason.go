@@ -39,6 +39,7 @@ const (
 	ReasonIPv6NotServed   = Reason(XdpXgateReasonXGATE_R_IPV6NOT_SERVED)
 	ReasonCIDRDrop        = Reason(XdpXgateReasonXGATE_R_CIDR_DROP)
 	ReasonGroupNotJoined  = Reason(XdpXgateReasonXGATE_R_GROUP_NOT_JOINED)
+	ReasonNotOurAddress   = Reason(XdpXgateReasonXGATE_R_NOT_OUR_ADDRESS)
 	// ReasonTerminal is the number of terminal reasons.
 	ReasonTerminal = Reason(XdpXgateReasonXGATE_R__TERMINAL)
 
@@ -61,7 +62,7 @@ type Fate uint8
 
 const (
 	FateDropped  Fate = iota // XDP_DROP: malformed, blocked, over its bucket, not JSON
-	FateNotForUs             // XDP_PASS to the stack: not IP/UDP, other ports, fragments, v6 ext headers, groups not joined
+	FateNotForUs             // XDP_PASS to the stack: not IP/UDP, other ports, fragments, v6 ext headers, groups not joined, other addresses
 	FateSurvivor             // ours: redirected to AF_XDP or passed to our sockets
 )
 
@@ -72,7 +73,7 @@ func (r Reason) Fate() Fate {
 	case ReasonRedirect, ReasonPassSocket, ReasonPassNoXSK:
 		return FateSurvivor
 	case ReasonNotIP, ReasonVLANTooDeep, ReasonNotUDP, ReasonPortNotListened,
-		ReasonIPv4Fragment, ReasonIPv6ExtHdr, ReasonNoConfig, ReasonGroupNotJoined:
+		ReasonIPv4Fragment, ReasonIPv6ExtHdr, ReasonNoConfig, ReasonGroupNotJoined, ReasonNotOurAddress:
 		return FateNotForUs
 	}
 	return FateDropped

@@ -446,6 +446,37 @@ static __always_inline int redirect(struct xdp_md *ctx, __u64 now, __u32 *reason
 	return XDP_PASS;
 }
 
+/* Is the datagram's destination the configured address (cfg->dst_addr)?
+ * Called only when one is configured, so the survivor path without one
+ * pays nothing here: the destination is found again from the handoff (it
+ * follows the source in both IP headers) rather than kept live through
+ * the parse, and the bound checks cannot fail (the parse checked the whole
+ * IP header) but the verifier needs them. A datagram of the other family
+ * is not ours: a socket bound to an IPv4 address receives no IPv6, one
+ * bound to an IPv6 address no IPv4 (the loader unmaps a v4-mapped
+ * address, so that is IPv4 here). A multicast group that got this far
+ * (joined, which listen.groups allows only with no address) is not the
+ * address either: a socket bound to a unicast address receives no group. */
+static __always_inline int dst_is_ours(struct xdp_md *ctx, const struct xgate_config *cfg,
+				       const struct handoff *ho)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	const __u32 *a = (const __u32 *)cfg->dst_addr;
+	__u32 *d;
+
+	if (ho->flags & XGATE_META_V6) {
+		d = data + ho->src_off + 16;
+		if (!(cfg->flags & XGATE_F_DST_V6) || (void *)(d + 4) > data_end)
+			return 0;
+		return ((d[0] ^ a[0]) | (d[1] ^ a[1]) | (d[2] ^ a[2]) | (d[3] ^ a[3])) == 0;
+	}
+	d = data + ho->src_off + 4;
+	if (!(cfg->flags & XGATE_F_DST_V4) || (void *)(d + 1) > data_end)
+		return 0;
+	return d[0] == a[3];
+}
+
 /* The policy path, with one exit per terminal reason written to *reason. */
 static __always_inline int process(struct xdp_md *ctx, const struct xgate_config *cfg,
 				   __u32 *reason, __u64 len)
@@ -623,6 +654,14 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 	if (v6 && (cfg->flags & XGATE_F_NO_IPV6)) {
 		*reason = XGATE_R_IPV6_NOT_SERVED;
 		return XDP_DROP;
+	}
+	/* Ours by address? Only with an address configured (listen.address
+	 * on the afxdp path): one flag test otherwise. After the served
+	 * checks, so that an IPv6 datagram stays ipv6_not_served where no
+	 * socket serves IPv6. */
+	if ((cfg->flags & (XGATE_F_DST_V4 | XGATE_F_DST_V6)) && !dst_is_ours(ctx, cfg, &ho)) {
+		*reason = XGATE_R_NOT_OUR_ADDRESS;
+		return XDP_PASS;
 	}
 
 	/* Policy: blocklist, bucket, payload. The clock (a helper call) is

@@ -120,6 +120,13 @@ type Config struct {
 	// NoIPv6 drops IPv6 datagrams to listened ports as ipv6_not_served:
 	// for receive paths with no IPv6 socket.
 	NoIPv6 bool
+	// Address is the destination address that is ours (listen.address):
+	// a datagram to a listened port but to another address, or of the
+	// other family, passes to the stack as not_our_address (after the
+	// served checks, so NoIPv6 still drops IPv6 first). The zero Addr or
+	// an unspecified one (0.0.0.0, ::) means any; a v4-mapped address is
+	// its IPv4 address, as for a socket bound to it.
+	Address netip.Addr
 	// CostSampleN times one packet in N per CPU; 0 means
 	// DefaultCostSampleN, CostSampleOff disables it.
 	CostSampleN uint32
@@ -167,6 +174,14 @@ func (c Config) raw() (XdpXgateConfig, error) {
 	}
 	if c.NoIPv6 {
 		r.Flags |= XdpXgateFlagsXGATE_F_NO_IPV6
+	}
+	if a := c.Address.Unmap().WithZone(""); a.IsValid() && !a.IsUnspecified() {
+		if a.Is4() {
+			r.Flags |= XdpXgateFlagsXGATE_F_DST_V4
+		} else {
+			r.Flags |= XdpXgateFlagsXGATE_F_DST_V6
+		}
+		r.DstAddr = a.As16() // an IPv4 address v4-mapped, as xgate.h says
 	}
 	for _, v := range c.VLANs {
 		if v == 0 || v > 4094 {

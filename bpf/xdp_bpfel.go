@@ -59,6 +59,7 @@ type XdpXgateConfig struct {
 	BucketMask       uint32
 	TickNs           uint64
 	HashKey          [4]uint32
+	DstAddr          [16]uint8
 	Vlans            [64]uint64
 }
 
@@ -83,6 +84,8 @@ const (
 	XdpXgateFlagsXGATE_F_VLAN_ANY      XdpXgateFlags = 2
 	XdpXgateFlagsXGATE_F_NO_IPV6       XdpXgateFlags = 4
 	XdpXgateFlagsXGATE_F_CIDRS         XdpXgateFlags = 8
+	XdpXgateFlagsXGATE_F_DST_V4        XdpXgateFlags = 16
+	XdpXgateFlagsXGATE_F_DST_V6        XdpXgateFlags = 32
 )
 
 type XdpXgateMeta struct {
@@ -133,14 +136,15 @@ const (
 	XdpXgateReasonXGATE_R_IPV6NOT_SERVED    XdpXgateReason = 21
 	XdpXgateReasonXGATE_R_CIDR_DROP         XdpXgateReason = 22
 	XdpXgateReasonXGATE_R_GROUP_NOT_JOINED  XdpXgateReason = 23
-	XdpXgateReasonXGATE_R__TERMINAL         XdpXgateReason = 24
-	XdpXgateReasonXGATE_EV_BLOCK_EXPIRED    XdpXgateReason = 24
-	XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY XdpXgateReason = 25
-	XdpXgateReasonXGATE_EV_META_FAILED      XdpXgateReason = 26
-	XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP  XdpXgateReason = 27
-	XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER  XdpXgateReason = 28
-	XdpXgateReasonXGATE_EV_NEVER_BLOCK      XdpXgateReason = 29
-	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 30
+	XdpXgateReasonXGATE_R_NOT_OUR_ADDRESS   XdpXgateReason = 24
+	XdpXgateReasonXGATE_R__TERMINAL         XdpXgateReason = 25
+	XdpXgateReasonXGATE_EV_BLOCK_EXPIRED    XdpXgateReason = 25
+	XdpXgateReasonXGATE_EV_BUCKET_CAS_RETRY XdpXgateReason = 26
+	XdpXgateReasonXGATE_EV_META_FAILED      XdpXgateReason = 27
+	XdpXgateReasonXGATE_EV_BLOCK_FILTER_FP  XdpXgateReason = 28
+	XdpXgateReasonXGATE_EV_BUCKET_TAKEOVER  XdpXgateReason = 29
+	XdpXgateReasonXGATE_EV_NEVER_BLOCK      XdpXgateReason = 30
+	XdpXgateReasonXGATE_R__MAX              XdpXgateReason = 31
 )
 
 type XdpXgateSrcKey struct {

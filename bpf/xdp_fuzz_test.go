@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/netip"
 	"testing"
 
@@ -119,7 +120,10 @@ func payloadIsJSON(p []byte) bool {
 // ipv4_fragment, ipv6_ext_hdr, malformed_*), and of a datagram the parser
 // finds, the program passes one to our port exactly when its payload (the
 // datagram's, not what follows it) passes the payload check, and one to
-// another port as port_not_listened. Run it with
+// another port as port_not_listened. Two more programs with listen.address
+// set (IPv4, IPv6) must decide each frame alike, except that a datagram
+// that reaches the policy is not_our_address unless it is to that address,
+// in that family. Run it with
 //
 //	go test ./bpf/ -run '^$' -fuzz FuzzXDP -fuzztime 60s
 //
@@ -133,6 +137,13 @@ func FuzzXDP(f *testing.F) {
 		f.Add(s)
 	}
 	x := xgLoad(f, Options{ListenPorts: []uint16{packettest.Port}, Config: Config{AnyVLAN: true, PayloadCheck: true}})
+	// The same policy with listen.address set, one program per family.
+	addrs := []netip.Addr{packettest.Dst4, packettest.Dst6}
+	var at []*XDP
+	for _, a := range addrs {
+		at = append(at, xgLoad(f, Options{ListenPorts: []uint16{packettest.Port},
+			Config: Config{AnyVLAN: true, PayloadCheck: true, Address: a}}))
+	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) < packet.EthLen {
 			return // BPF_PROG_RUN refuses less than an Ethernet header
@@ -140,27 +151,7 @@ func FuzzXDP(f *testing.F) {
 		if len(frame) > 4000 {
 			frame = frame[:4000]
 		}
-		before := xgCounters(t, x)
-		verdict, _, _ := xgRun(t, x.Program(), frame, xgLoIfindex, 0)
-		after := xgCounters(t, x)
-		var reason Reason
-		moved := 0
-		for r := Reason(0); r < ReasonTerminal; r++ {
-			if after[r].Packets != before[r].Packets {
-				moved++
-				reason = r
-			}
-		}
-		if moved != 1 {
-			t.Fatalf("%d terminal reasons moved for one frame % x", moved, frame)
-		}
-		wantVerdict := uint32(xgPass)
-		if reason.Fate() == FateDropped {
-			wantVerdict = xgDrop
-		}
-		if verdict != wantVerdict {
-			t.Fatalf("reason %v with verdict %d", reason, verdict)
-		}
+		reason := fuzzRun(t, x, frame)
 		d, o := packet.ParseUDP(frame)
 		switch {
 		case o != packet.UDP:
@@ -184,6 +175,23 @@ func FuzzXDP(f *testing.F) {
 				t.Fatalf("parser finds a datagram to our port with payload %q, program says %v: % x", d.Payload, reason, frame)
 			}
 		}
+		// With an address, a frame decides as without one up to the
+		// address check, which only datagrams the policy would judge reach
+		// (pass_socket or payload_not_json here): those to another address,
+		// or of the other family, are not_our_address.
+		for i, y := range at {
+			want := reason
+			if reason == ReasonPassSocket || reason == ReasonPayloadNotJSON {
+				addr := addrs[i]
+				v4 := binary.BigEndian.Uint16(frame[packet.EthLen-2+4*d.VLANs:]) == packet.EtherTypeIPv4
+				if d.Dst != addr || v4 != addr.Is4() {
+					want = ReasonNotOurAddress
+				}
+			}
+			if got := fuzzRun(t, y, frame); got != want {
+				t.Fatalf("listen.address %v: program says %v, want %v (%v without the address): % x", addrs[i], got, want, reason, frame)
+			}
+		}
 	})
 }
 
@@ -195,4 +203,32 @@ func multicast(dst netip.Addr) bool {
 		return b[12]&0xf0 == 0xe0
 	}
 	return b[0] == 0xff
+}
+
+// fuzzRun runs frame through x once and returns the one terminal reason
+// that moved, holding the verdict to that reason's fate.
+func fuzzRun(t *testing.T, x *XDP, frame []byte) Reason {
+	t.Helper()
+	before := xgCounters(t, x)
+	verdict, _, _ := xgRun(t, x.Program(), frame, xgLoIfindex, 0)
+	after := xgCounters(t, x)
+	var reason Reason
+	moved := 0
+	for r := Reason(0); r < ReasonTerminal; r++ {
+		if after[r].Packets != before[r].Packets {
+			moved++
+			reason = r
+		}
+	}
+	if moved != 1 {
+		t.Fatalf("%d terminal reasons moved for one frame % x", moved, frame)
+	}
+	wantVerdict := uint32(xgPass)
+	if reason.Fate() == FateDropped {
+		wantVerdict = xgDrop
+	}
+	if verdict != wantVerdict {
+		t.Fatalf("reason %v with verdict %d", reason, verdict)
+	}
+	return reason
 }

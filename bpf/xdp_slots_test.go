@@ -212,7 +212,7 @@ func TestCountersSplit(t *testing.T) {
 		case ReasonRedirect, ReasonPassSocket, ReasonPassNoXSK:
 			surv += uint64(r) + 1
 		case ReasonNotIP, ReasonVLANTooDeep, ReasonNotUDP, ReasonPortNotListened, ReasonIPv4Fragment, ReasonIPv6ExtHdr, ReasonNoConfig,
-			ReasonGroupNotJoined:
+			ReasonGroupNotJoined, ReasonNotOurAddress:
 			notOurs += uint64(r) + 1
 		default:
 			drops += uint64(r) + 1

@@ -1014,3 +1014,144 @@ func TestXDPGroups(t *testing.T) {
 		t.Error("SetGroups took a unicast address")
 	}
 }
+
+// TestXDPAddress: with an address set (listen.address), a datagram to a
+// listened port is ours only when it is to that address, IPv4 and IPv6
+// alike; to another address, or of the other family, it passes to the
+// stack as not_our_address. Unset or unspecified means any. The served
+// checks come first (an IPv6 datagram where no socket serves IPv6 stays
+// ipv6_not_served), the port and group checks before them.
+func TestXDPAddress(t *testing.T) {
+	x := xgLoad(t, Options{})
+	group, unjoined := netip.MustParseAddr("239.1.1.1"), netip.MustParseAddr("239.1.1.2")
+	xgNoErr(t, x.SetGroups([]netip.Addr{group}))
+	other4, other6 := netip.MustParseAddr("198.18.0.6"), netip.MustParseAddr("2001:2::6")
+	mapped := netip.AddrFrom16(xgDst4.As16())
+	frame := func(dst netip.Addr, mod ...func(*packet.Frame)) packet.Frame {
+		f := packet.Frame{Src: xgSrc4, Dst: dst, Payload: xgJSON}
+		if dst.Is6() { // v4-mapped too: an IPv6 header to ::ffff:a.b.c.d
+			f.Src = xgSrc6
+		}
+		for _, m := range mod {
+			m(&f)
+		}
+		return f
+	}
+	vlans := func(f *packet.Frame) {
+		f.VLANs = []packet.VLAN{{TPID: packet.EtherType8021AD, VID: 100}, {TPID: packet.EtherType8021Q, VID: 101}}
+	}
+	options := func(f *packet.Frame) { f.Options = bytes.Repeat([]byte{1}, 12) }
+	// IPv6 destinations that differ from xgDst6 in one 32-bit word each.
+	var near6 []netip.Addr
+	for w := range 4 {
+		b := xgDst6.As16()
+		b[4*w+1] ^= 0x80
+		near6 = append(near6, netip.AddrFrom16(b))
+	}
+
+	at := func(a string) Config { return Config{Address: netip.MustParseAddr(a)} }
+	tests := []struct {
+		name string
+		cfg  Config
+		pkt  packet.Frame
+		want Reason
+	}{
+		{"unset, IPv4 to any address", Config{}, frame(other4), ReasonPassSocket},
+		{"unset, IPv6 to any address", Config{}, frame(other6), ReasonPassSocket},
+		{"0.0.0.0 is any", at("0.0.0.0"), frame(other4), ReasonPassSocket},
+		{":: is any, IPv6", at("::"), frame(other6), ReasonPassSocket},
+		{":: is any, IPv4", at("::"), frame(other4), ReasonPassSocket},
+
+		{"IPv4 to the address", at("198.18.0.2"), frame(xgDst4), ReasonPassSocket},
+		{"IPv4 to another address", at("198.18.0.2"), frame(other4), ReasonNotOurAddress},
+		{"IPv4 to the address, VLANs and options", Config{Address: xgDst4, AnyVLAN: true}, frame(xgDst4, vlans, options), ReasonPassSocket},
+		{"IPv4 to another address, VLANs and options", Config{Address: xgDst4, AnyVLAN: true}, frame(other4, vlans, options), ReasonNotOurAddress},
+		{"IPv4 to another address and port", at("198.18.0.2"), frame(other4, func(f *packet.Frame) { f.DstPort = 53 }), ReasonPortNotListened},
+		{"IPv4 to another address on a VLAN not served", at("198.18.0.2"), frame(other4, vlans), ReasonVLANNotServed},
+		{"IPv4 address, IPv6 datagram", at("198.18.0.2"), frame(xgDst6), ReasonNotOurAddress},
+		{"IPv4 address, IPv6 datagram, no IPv6 socket", Config{Address: xgDst4, NoIPv6: true}, frame(xgDst6), ReasonIPv6NotServed},
+		{"IPv4 address, joined group", at("198.18.0.2"), frame(group), ReasonNotOurAddress},
+		{"IPv4 address, group not joined", at("198.18.0.2"), frame(unjoined), ReasonGroupNotJoined},
+		{"v4-mapped address is IPv4", Config{Address: mapped}, frame(xgDst4), ReasonPassSocket},
+		{"v4-mapped address, another IPv4", Config{Address: mapped}, frame(other4), ReasonNotOurAddress},
+		{"v4-mapped address, IPv6 header to it", Config{Address: mapped}, frame(mapped), ReasonNotOurAddress},
+
+		{"IPv6 to the address", at("2001:2::2"), frame(xgDst6), ReasonPassSocket},
+		{"IPv6 to the address, VLANs", Config{Address: xgDst6, AnyVLAN: true}, frame(xgDst6, vlans), ReasonPassSocket},
+		{"IPv6 to the address, zone ignored", at("2001:2::2%eth0"), frame(xgDst6), ReasonPassSocket},
+		{"IPv6 to another address", at("2001:2::2"), frame(other6), ReasonNotOurAddress},
+		{"IPv6 off in word 0", at("2001:2::2"), frame(near6[0]), ReasonNotOurAddress},
+		{"IPv6 off in word 1", at("2001:2::2"), frame(near6[1]), ReasonNotOurAddress},
+		{"IPv6 off in word 2", at("2001:2::2"), frame(near6[2]), ReasonNotOurAddress},
+		{"IPv6 off in word 3", at("2001:2::2"), frame(near6[3]), ReasonNotOurAddress},
+		{"IPv6 to another address, VLANs", Config{Address: xgDst6, AnyVLAN: true}, frame(other6, vlans), ReasonNotOurAddress},
+		{"IPv6 address, IPv4 datagram", at("2001:2::2"), frame(xgDst4), ReasonNotOurAddress},
+		{"IPv6 address, v4-mapped destination", at("2001:2::2"), frame(mapped), ReasonNotOurAddress},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			xgNoErr(t, x.SetConfig(tc.cfg))
+			xgRunChecked(t, x, tc.pkt.Bytes(), tc.want)
+		})
+	}
+
+	// What raw() writes: the flag of the family and the address v4-mapped.
+	for _, tc := range []struct {
+		addr netip.Addr
+		flag XdpXgateFlags
+		want netip.Addr
+	}{
+		{netip.Addr{}, 0, netip.IPv6Unspecified()},
+		{netip.IPv4Unspecified(), 0, netip.IPv6Unspecified()},
+		{netip.IPv6Unspecified(), 0, netip.IPv6Unspecified()},
+		{xgDst4, XdpXgateFlagsXGATE_F_DST_V4, mapped},
+		{mapped, XdpXgateFlagsXGATE_F_DST_V4, mapped},
+		{xgDst6, XdpXgateFlagsXGATE_F_DST_V6, xgDst6},
+	} {
+		xgNoErr(t, x.SetConfig(Config{Address: tc.addr}))
+		raw, err := x.ReadConfig()
+		xgNoErr(t, err)
+		dst := XdpXgateFlagsXGATE_F_DST_V4 | XdpXgateFlagsXGATE_F_DST_V6
+		if raw.Flags&dst != tc.flag || raw.DstAddr != tc.want.As16() {
+			t.Errorf("address %v: flags %#x, dst_addr %v; want %#x, %v", tc.addr, raw.Flags&dst, netip.AddrFrom16(raw.DstAddr), tc.flag, tc.want)
+		}
+	}
+}
+
+// TestXDPAddressAFXDP: in AF_XDP mode a datagram to the address is
+// redirected (stamped), one to another address passes to the stack as sent.
+func TestXDPAddressAFXDP(t *testing.T) {
+	xgNeedRoot(t)
+	h, xsk := xgXSK(t)
+	for _, addr := range []netip.Addr{xgDst4, xgDst6} {
+		x := xgLoad(t, Options{Config: Config{Deliver: DeliverXSK, Address: addr}, Queues: 4})
+		xgNoErr(t, x.RegisterXSK(0, xsk))
+		other, src := netip.MustParseAddr("198.18.0.6"), xgSrc4
+		if addr.Is6() {
+			other, src = netip.MustParseAddr("2001:2::6"), xgSrc6
+		}
+		for _, tc := range []struct {
+			dst     netip.Addr
+			verdict uint32
+			want    Reason
+		}{{addr, xgRedirect, ReasonRedirect}, {other, xgPass, ReasonNotOurAddress}} {
+			pkt := packet.Frame{Src: src, Dst: tc.dst, Payload: xgJSON}.Bytes()
+			before := xgCounters(t, x)
+			var v uint32
+			var out []byte
+			var md xdpMD
+			xgNoErr(t, h.Do(func() error {
+				v, out, md = xgRun(t, x.Program(), pkt, uint32(h.Ifindex), 0)
+				return nil
+			}))
+			xgAssertDeltas(t, before, xgCounters(t, x), map[Reason]uint64{tc.want: 1}, len(pkt))
+			if v != tc.verdict {
+				t.Errorf("address %v, to %v: verdict %d, want %d", addr, tc.dst, v, tc.verdict)
+			}
+			if tc.verdict == xgPass && (md.Data != 0 || !bytes.Equal(out[:md.DataEnd], pkt)) {
+				t.Errorf("address %v, to %v: passed changed (meta %d bytes)", addr, tc.dst, md.Data)
+			}
+		}
+		xgNoErr(t, x.UnregisterXSK(0))
+	}
+}

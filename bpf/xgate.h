@@ -46,6 +46,8 @@ enum xgate_reason {
 	XGATE_R_CIDR_DROP,          /* XDP_DROP: source in a CIDR list whose action is drop */
 	XGATE_R_GROUP_NOT_JOINED,   /* XDP_PASS: to our port, but to a multicast group the
 				     * gateway did not join (listen.groups): not for us */
+	XGATE_R_NOT_OUR_ADDRESS,    /* XDP_PASS: to our port, but to an address other than
+				     * the one configured (listen.address): not for us */
 	XGATE_R__TERMINAL,          /* sentinel: reasons below are terminal */
 
 	/* events, not verdicts: counted in addition to the terminal reason */
@@ -127,6 +129,8 @@ enum xgate_flags {
 	XGATE_F_VLAN_ANY = 1 << 1,      /* serve datagrams on every VLAN (else: xgate_config.vlans) */
 	XGATE_F_NO_IPV6 = 1 << 2,       /* no socket serves IPv6: drop IPv6 to our ports */
 	XGATE_F_CIDRS = 1 << 3,         /* xgate_cidrs has entries: look the source up */
+	XGATE_F_DST_V4 = 1 << 4,        /* ours only to the IPv4 address xgate_config.dst_addr */
+	XGATE_F_DST_V6 = 1 << 5,        /* ours only to the IPv6 address xgate_config.dst_addr */
 };
 
 /* CIDR lists (LPM_TRIE xgate_cidrs): operator-named networks with an
@@ -167,6 +171,14 @@ struct xgate_config {
 	/* Key of the source hash (blocklist prefilter, bucket slots): random per
 	 * map set, kept across loads on the same pins. */
 	__u32 hash_key[4];
+	/* The destination address that is ours (listen.address), in network
+	 * byte order, an IPv4 one v4-mapped (::ffff:a.b.c.d) as a source key
+	 * is; read only with XGATE_F_DST_V4 or XGATE_F_DST_V6, which say its
+	 * family. Neither flag: any destination (listen.address unset or
+	 * unspecified). A datagram to our port and another address, or of the
+	 * other family, is not for us (XGATE_R_NOT_OUR_ADDRESS): the sockets of
+	 * the socket paths are bound to this address and would not see it. */
+	__u8 dst_addr[16];
 	/* Served VLANs: bit v set = datagrams to our ports whose outer VLAN tag
 	 * has VID v are ours (without XGATE_F_VLAN_ANY). Untagged frames are
 	 * always served. A datagram to our port on another VLAN would be lost

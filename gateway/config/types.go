@@ -80,8 +80,14 @@ func (m Mode) String() string { return string(m) }
 
 // Listen is where events arrive.
 type Listen struct {
-	Ports   []uint16 // UDP destination ports; at least one
-	Address string   // bind address of the sockets (socket and plain modes); "" = all IPv4
+	Ports []uint16 // UDP destination ports; at least one
+	// Address is the destination address that is ours: the bind address
+	// of the sockets (socket and plain modes), and in afxdp mode the XDP
+	// program passes a datagram to a listened port but to another address,
+	// or of the other family, to the stack as not_our_address (not for
+	// us), as the sockets would not see it. "" = all IPv4 addresses for
+	// the sockets, any address in afxdp mode; 0.0.0.0 and "::" are any too.
+	Address string
 	// VLANs are the VLAN IDs served (the outer tag): a datagram to our
 	// port tagged with another VLAN is dropped in XDP as vlan_not_served
 	// (in socket mode only a VLAN device of the host would deliver it).
@@ -93,7 +99,7 @@ type Listen struct {
 	// group and a listened port are received: by the sockets on the socket
 	// and plain paths (each group joined on one socket of the group, which
 	// alone receives it), and, on the afxdp path, by the XDP program, which
-	// matches on the port whatever the destination address (the join makes
+	// takes a joined group's datagrams to a listened port (the join makes
 	// the NIC and the switch deliver the group). Requires address unset or
 	// unspecified.
 	Groups []netip.Addr

@@ -69,10 +69,18 @@ func (c *Config) XDPConfig(path Mode) bpf.Config {
 	}
 	// The socket path serves IPv6 only when its sockets do (bound to an
 	// IPv6 address, "::" included); AF_XDP workers parse both families.
+	// The address (checked: "" or an IP) is the program's to check on the
+	// afxdp path, where nothing else would: a datagram to another address
+	// passes on as not_our_address ("" and unspecified: any). On the socket
+	// path the sockets' bind decides, as on the plain one: the stack drops
+	// what no socket takes, and the kfree_skb probe counts that drop (by
+	// port) as a kernel drop after XDP, so passing it as not for us too
+	// would count it twice.
+	addr, err := netip.ParseAddr(c.Listen.Address)
 	noIPv6 := false
 	if path != ModeAFXDP {
-		a, err := netip.ParseAddr(c.Listen.Address)
-		noIPv6 = err != nil || !a.Is6() || a.Is4In6()
+		noIPv6 = err != nil || !addr.Is6() || addr.Is4In6()
+		addr = netip.Addr{}
 	}
 	// A bucket without a burst holds one second's worth, as documented
 	// (at least one packet).
@@ -83,5 +91,5 @@ func (c *Config) XDPConfig(path Mode) bpf.Config {
 	}
 	return bpf.Config{Deliver: mode, BucketRate: uint64(rate), BucketBurst: uint64(burst),
 		PayloadCheck: c.XDP.PayloadCheck, CostSampleN: costN, VLANs: c.Listen.VLANs, AnyVLAN: c.Listen.AnyVLAN,
-		NoIPv6: noIPv6}
+		NoIPv6: noIPv6, Address: addr}
 }

@@ -35,6 +35,42 @@ func TestConfigListenVLANs(t *testing.T) {
 	}
 }
 
+// TestConfigListenAddressXDP: listen.address reaches the XDP program on
+// the afxdp path ("" is the zero address: any); on the socket path the
+// sockets' bind decides, and the address whether it serves IPv6.
+func TestConfigListenAddressXDP(t *testing.T) {
+	for _, tc := range []struct {
+		addr   string
+		want   netip.Addr
+		noIPv6 bool // socket path
+	}{
+		{"", netip.Addr{}, true},
+		{"0.0.0.0", netip.IPv4Unspecified(), true},
+		{"::", netip.IPv6Unspecified(), false},
+		{"198.18.0.2", netip.MustParseAddr("198.18.0.2"), true},
+		{"::ffff:198.18.0.2", netip.MustParseAddr("::ffff:198.18.0.2"), true},
+		{"2001:2::2", netip.MustParseAddr("2001:2::2"), false},
+	} {
+		c, err := Parse("a.yaml", []byte(fmt.Sprintf("listen: {ports: [9000], address: %q}\n", tc.addr)))
+		if err != nil {
+			t.Fatalf("address %q: %v", tc.addr, err)
+		}
+		for _, m := range []Mode{ModeAFXDP, ModeSocket, ModePlain} {
+			b := c.XDPConfig(m)
+			want := tc.want
+			if m != ModeAFXDP {
+				want = netip.Addr{} // the bind decides
+			}
+			if b.Address != want {
+				t.Errorf("address %q, %s: program's address %v, want %v", tc.addr, m, b.Address, want)
+			}
+			if want := tc.noIPv6 && m != ModeAFXDP; b.NoIPv6 != want {
+				t.Errorf("address %q, %s: NoIPv6 %v, want %v", tc.addr, m, b.NoIPv6, want)
+			}
+		}
+	}
+}
+
 // TestXDPBurstDefault: xdp.rate_limit without a burst gives a bucket of one
 // second's worth, as documented, not of one packet.
 func TestXDPBurstDefault(t *testing.T) {

@@ -36,7 +36,7 @@ type Stats struct {
 	XDP       bpf.Counters // by reason; zero without XDP
 	XDPSeen   uint64       // every packet the XDP program saw
 	XDPDrops  uint64       // dropped in XDP: malformed, blocked, over the bucket, not JSON, not served
-	NotForUs  uint64       // passed to the stack: not IP/UDP, other ports, fragments, v6 extension headers
+	NotForUs  uint64       // passed to the stack: not IP/UDP, other ports, fragments, v6 extension headers, other groups and addresses
 	Survivors uint64       // passed to our sockets or redirected to AF_XDP
 
 	NoSocket         uint64 // afxdp: survivors on a queue without an AF_XDP socket
