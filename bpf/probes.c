@@ -48,9 +48,11 @@ struct {
  *
  * Why sample: timing a packet costs a clock read and four map lookups.
  * Timing every packet puts a measurable share of the softirq receive path
- * into the filter; sampled 1 in 64, what remains is the filter call itself
- * and one per-CPU increment and compare per packet (perf figures:
- * BENCHMARKS.md, "Why the defaults").
+ * into the filter; sampled (1 in 256 by default), what remains is the
+ * filter call itself and one per-CPU increment and compare per packet
+ * (figures: BENCHMARKS.md, "Why the defaults"). The histogram counts the
+ * samples: its shape and mean are the packets', its counts 1/N of
+ * theirs.
  *
  * Where the start comes from: skb->tstamp, which the kernel sets only while
  * host-wide software receive timestamping is on (a static key that any
@@ -63,7 +65,7 @@ struct {
  * runs at the same point (socket lookup, just before this filter) and
  * could read the same stamp without the filter call, but plain mode has no
  * reuseport program and the call costs little once sampled. */
-volatile const __u32 sock_sample_n = 64;
+volatile const __u32 sock_sample_n = 256;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

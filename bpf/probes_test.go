@@ -233,7 +233,7 @@ func prOnCPU(t *testing.T, cpu int, f func()) {
 // per CPU (the Nth, 2Nth, …) and only counts the others.
 func TestProbeSockSampling(t *testing.T) {
 	prNeedRoot(t)
-	const runs = 200
+	const runs = 600
 	for _, tc := range []struct {
 		n, want int // SockSample option, samples expected of runs packets
 	}{
