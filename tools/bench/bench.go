@@ -138,8 +138,15 @@ type Report struct {
 	// in softirq on the sending thread's CPU and is charged to it. With Options.InProcess it is
 	// the bench process's CPU time less the sending thread's.
 	// EventsPerCPUS is events decided per receiver CPU-second.
-	ReceiverCPUS   float64 `json:"receiver_cpu_s"`
-	EventsPerCPUS  float64 `json:"events_per_cpu_s"`
+	ReceiverCPUS  float64 `json:"receiver_cpu_s"`
+	EventsPerCPUS float64 `json:"events_per_cpu_s"`
+	// SenderCPUS is the sending thread's CPU time over the window (0 when
+	// the engine does not measure it): the generator's and, in softirq,
+	// the receiving host's kernel path. With the generator's own cost per
+	// datagram fixed, its change between two runs of one load is the
+	// change of that kernel path (the probes' socket filter, the receive
+	// timestamps, XDP).
+	SenderCPUS     float64 `json:"sender_cpu_s"`
 	AllocsPerEvent float64 `json:"allocs_per_event"`
 	// WorkerBusyS is the gateway workers' busy CPU time over the window
 	// (the worker threads' CPU time on their batches, from a batch in hand
@@ -473,6 +480,7 @@ wait:
 		RSSBytes:      u1.RSS,
 		Generator:     lg.Engine(),
 		WorkerBusyS:   (s1.Busy - s0.Busy).Seconds(),
+		SenderCPUS:    res.SenderCPU.Seconds(),
 	}
 	r.GeneratorCeilingPPS = b.ceiling.PPS
 	if r.WorkerBusyS > 0 {
@@ -678,6 +686,7 @@ var rows = []row{
 	{"CPU s / M events", func(r *Report) float64 { return r.CPUSecondsPerMillion }, cpuPM, true},
 	{"receiver CPU", func(r *Report) float64 { return r.ReceiverCPUS }, secs, false},
 	{"events / receiver CPU-s", func(r *Report) float64 { return r.EventsPerCPUS }, mega, true},
+	{"sender thread CPU", func(r *Report) float64 { return r.SenderCPUS }, secs, false},
 	{"worker busy CPU", func(r *Report) float64 { return r.WorkerBusyS }, secs, false},
 	{"events / busy CPU-s", func(r *Report) float64 { return r.EventsPerBusyS }, mega, true},
 	{"generator ceiling /s", func(r *Report) float64 { return r.GeneratorCeilingPPS }, mega, false},
