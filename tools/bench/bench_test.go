@@ -267,3 +267,20 @@ func TestReceiverProcess(t *testing.T) {
 		})
 	}
 }
+
+// A receiver that cannot start: its process says why, exits, and the
+// bench removes what it built.
+func TestReceiverProcessFails(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (test hosts, XDP)")
+	}
+	b, err := start(Options{Mode: "no-such-mode", CeilingDuration: -1})
+	if err == nil {
+		b.close()
+		t.Fatal("a receiver of an unknown mode started")
+	}
+	if !strings.Contains(err.Error(), "no-such-mode") {
+		t.Errorf("error %q does not name the mode", err)
+	}
+	t.Log(err)
+}

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -190,6 +191,7 @@ func startTarget(h *testenv.Host, o Options) (t target, stop func() error, alloc
 type childTarget struct {
 	cmd  *exec.Cmd
 	req  *os.File // requests, to the child's fd 3
+	repF *os.File // replies, from the child's fd 4
 	rep  *bufio.Reader
 	mu   sync.Mutex // one request at a time
 	last usage      // the last reply
@@ -222,6 +224,9 @@ func startChild(h *testenv.Host, o Options) (*childTarget, error) {
 	cmd.ExtraFiles = []*os.File{reqR, repW}
 	// The child's stdout is not ours to fill (a --json report goes there).
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// A process group of its own: a Ctrl-C at the terminal reaches the
+	// bench alone, which then stops the receiver in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = startUnpinned(cmd)
 	reqR.Close()
 	repW.Close()
@@ -230,9 +235,9 @@ func startChild(h *testenv.Host, o Options) (*childTarget, error) {
 		repR.Close()
 		return nil, fmt.Errorf("bench: start receiver process: %w", err)
 	}
-	c := &childTarget{cmd: cmd, req: reqW, rep: bufio.NewReader(repR)}
+	c := &childTarget{cmd: cmd, req: reqW, repF: repR, rep: bufio.NewReader(repR)}
 	// The first reply says the receiver runs (or why not).
-	if err := c.read(&c.last); err != nil {
+	if err := c.read(&c.last, childStartTimeout); err != nil {
 		return nil, errors.Join(err, c.wait())
 	}
 	if c.last.Err != "" {
@@ -263,7 +268,17 @@ func startUnpinned(cmd *exec.Cmd) error {
 	return cmd.Start()
 }
 
-func (c *childTarget) read(u *usage) error {
+// How long the child may take to start its receiver, and to answer a
+// request (a "begin" or "end" runs a garbage collection); past that it is
+// taken for hung, and killed when the bench closes.
+const (
+	childStartTimeout = time.Minute
+	childReplyTimeout = 30 * time.Second
+)
+
+// read reads one reply, waiting at most timeout.
+func (c *childTarget) read(u *usage, timeout time.Duration) error {
+	_ = c.repF.SetReadDeadline(time.Now().Add(timeout))
 	line, err := c.rep.ReadBytes('\n')
 	if err != nil {
 		return fmt.Errorf("bench: receiver process: %w", err)
@@ -286,7 +301,7 @@ func (c *childTarget) ask(what string) (usage, error) {
 		return usage{}, c.dead
 	}
 	var u usage
-	if err := c.read(&u); err != nil {
+	if err := c.read(&u, childReplyTimeout); err != nil {
 		c.dead = err
 		return u, err
 	}
@@ -325,7 +340,7 @@ func (c *childTarget) stop() error {
 	if c.dead == nil {
 		if _, werr := io.WriteString(c.req, "stop\n"); werr == nil {
 			var u usage
-			if err = c.read(&u); err == nil && u.Err != "" {
+			if err = c.read(&u, childReplyTimeout); err == nil && u.Err != "" {
 				err = errors.New(u.Err)
 			}
 		}
@@ -335,10 +350,11 @@ func (c *childTarget) stop() error {
 	return errors.Join(err, c.wait())
 }
 
-// wait closes the request pipe (a child still running stops on it) and
-// waits for the child, 10 s at most before it is killed.
+// wait closes the pipes (a child still running stops on it) and waits
+// for the child, 10 s at most before it is killed.
 func (c *childTarget) wait() error {
 	c.req.Close()
+	defer c.repF.Close()
 	done := make(chan error, 1)
 	go func() { done <- c.cmd.Wait() }()
 	select {
