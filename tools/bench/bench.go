@@ -90,7 +90,9 @@ type Options struct {
 	// (probes.rx_timestamps: false; the socket path's latency histograms
 	// then stay empty).
 	NoRxTimestamps bool
-	// Logger receives the gateway's log (nil: warnings and errors to stderr).
+	// Logger receives the gateway's log with InProcess (nil: warnings
+	// and errors to stderr); a receiver in its own process logs its
+	// warnings and errors to stderr.
 	Logger *slog.Logger
 	// Progress, if set, is called about twice a second during the sends.
 	Progress func(p Progress)
