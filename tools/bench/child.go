@@ -129,12 +129,12 @@ func childMain(spec string) int {
 		return 1
 	}
 	sc := bufio.NewScanner(req)
+serve:
 	for sc.Scan() {
+		var err error
 		switch what := sc.Text(); what {
 		case "snap", "begin", "end":
-			if err := enc.Encode(snap(what)); err != nil {
-				sc = bufio.NewScanner(eofReader{}) // the parent is gone
-			}
+			err = enc.Encode(snap(what))
 		case "stop":
 			err := stop()
 			if allocs != nil {
@@ -149,16 +149,17 @@ func childMain(spec string) int {
 				return 1
 			}
 			return 0
+		default:
+			err = enc.Encode(usage{Err: fmt.Sprintf("bench receiver: unknown request %q", what)})
+		}
+		if err != nil {
+			break serve // the parent is gone
 		}
 	}
 	// The parent went away without a stop: leave nothing behind.
 	stop()
 	return 1
 }
-
-type eofReader struct{}
-
-func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 // startTarget starts the receiver of o.Mode in h; stop ends it, allocs
 // (the gateway's modes) counts the allocations on its workers.
