@@ -48,9 +48,11 @@ struct {
  *
  * Why sample: timing a packet costs a clock read and four map lookups.
  * Timing every packet puts a measurable share of the softirq receive path
- * into the filter; sampled 1 in 64, what remains is the filter call itself
- * and one per-CPU increment and compare per packet (perf figures:
- * BENCHMARKS.md, "Why the defaults").
+ * into the filter; sampled (1 in 256 by default), what remains is the
+ * filter call itself and one per-CPU increment and compare per packet
+ * (figures: BENCHMARKS.md, "Why the defaults"). The histogram counts the
+ * samples: its shape and mean are the packets', its counts 1/N of
+ * theirs.
  *
  * Where the start comes from: skb->tstamp, which the kernel sets only while
  * host-wide software receive timestamping is on (a static key that any
@@ -63,7 +65,7 @@ struct {
  * runs at the same point (socket lookup, just before this filter) and
  * could read the same stamp without the filter call, but plain mode has no
  * reuseport program and the call costs little once sampled. */
-volatile const __u32 sock_sample_n = 64;
+volatile const __u32 sock_sample_n = 256;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -226,70 +228,91 @@ int probe_sock_latency(struct __sk_buff *skb)
 	return skb->len;
 }
 
+/* Bytes of headers read from the network header in one go: an IPv6 header
+ * and a UDP header (an IPv4 one and a UDP header fit as well). */
+#define HDR_READ 48
+
 /* The UDP destination port of skb in host order, or 0 when skb is not a
- * UDP packet whose headers have been set (network header at least). */
+ * UDP packet whose headers have been set (network header at least).
+ *
+ * It runs for every skb the kernel drops, anywhere on the host, so the
+ * cheap exits come first: the skb's fields are direct loads (tp_btf gives
+ * a trusted pointer; no helper call), and the headers are one
+ * bpf_probe_read_kernel in the common case (a second only when the UDP
+ * header is not right after a plain IPv4 or IPv6 header). */
 static __always_inline __u16 udp_dport(struct sk_buff *skb)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 th = BPF_CORE_READ(skb, transport_header);
-	__u16 proto = BPF_CORE_READ(skb, protocol);
-	struct udphdr udp;
+	__u16 nh = skb->network_header, th = skb->transport_header, off;
+	__be16 proto = skb->protocol;
+	unsigned char *head = skb->head;
+	__u8 buf[HDR_READ];
+	__be16 dport;
 
+	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6))
+		return 0;
 	if (!head || nh == HDR_UNSET)
 		return 0;
+	/* Past the packet's end this reads the rest of its buffer (the head
+	 * is followed by its shared info), never unmapped memory; the bytes
+	 * used are checked against the headers. */
+	if (bpf_probe_read_kernel(buf, sizeof(buf), head + nh))
+		return 0;
 	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
+		struct iphdr *ip = (void *)buf;
 
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
-			return 0;
-		if (ip.protocol != IPPROTO_UDP_ || ip.ihl < 5)
+		if (ip->protocol != IPPROTO_UDP_ || ip->ihl < 5)
 			return 0;
 		/* A fragment is no datagram of ours yet (a non-first one has no
 		 * UDP header at all): the XDP program counted it as not ours,
 		 * so its drop (reassembly timeout, …) is not one of ours. A
 		 * reassembled datagram has MF and the offset clear again. */
-		if (ip.frag_off & bpf_htons(0x3FFF))
+		if (ip->frag_off & bpf_htons(0x3FFF))
 			return 0;
-		if (th == HDR_UNSET || th <= nh)
-			th = nh + ip.ihl * 4;
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
+		off = ip->ihl * 4;
+	} else {
+		struct ipv6hdr *ip6 = (void *)buf;
 
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
-			return 0;
 		/* Extension headers are not walked: the XDP program passes
 		 * such packets to the stack uncounted as ours anyway. */
-		if (ip6.nexthdr != IPPROTO_UDP_)
+		if (ip6->nexthdr != IPPROTO_UDP_)
 			return 0;
-		if (th == HDR_UNSET || th <= nh)
-			th = nh + sizeof(ip6);
-	} else {
-		return 0;
+		off = sizeof(*ip6);
 	}
-	if (bpf_probe_read_kernel(&udp, sizeof(udp), head + th))
+	if (th != HDR_UNSET && th > nh)
+		off = th - nh;
+	/* The two common layouts are read from buf at a constant offset (the
+	 * verifier refuses a variable one into the stack); any other (IPv4
+	 * options) takes a second read. Network order: high byte first. */
+	off += offsetof(struct udphdr, dest);
+	if (off == sizeof(struct iphdr) + offsetof(struct udphdr, dest))
+		return (__u16)buf[sizeof(struct iphdr) + 2] << 8 | buf[sizeof(struct iphdr) + 3];
+	if (off == sizeof(struct ipv6hdr) + offsetof(struct udphdr, dest))
+		return (__u16)buf[sizeof(struct ipv6hdr) + 2] << 8 | buf[sizeof(struct ipv6hdr) + 3];
+	if (bpf_probe_read_kernel(&dport, sizeof(dport), head + nh + off))
 		return 0;
-	return bpf_ntohs(udp.dest);
+	return bpf_ntohs(dport);
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(probe_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	__u16 port = udp_dport(skb);
 	__u32 r = reason, zero = 0;
 	struct probe_config *cfg;
+	__u16 port;
 
-	if (!port || !bpf_map_lookup_elem(&probe_ports, &port))
-		return 0;
 	/* Our namespace only: a device of another namespace (another gateway,
-	 * a test host) is not ours. Without a device, it cannot be told. */
+	 * a test host) is not ours. Without a device, it cannot be told. This
+	 * costs no helper call, so it comes before the headers are read. */
 	cfg = bpf_map_lookup_elem(&probe_cfg, &zero);
 	if (cfg && cfg->netns_ino) {
-		struct net_device *dev = BPF_CORE_READ(skb, dev);
+		struct net_device *dev = skb->dev;
 
-		if (dev && BPF_CORE_READ(dev, nd_net.net, ns.inum) != cfg->netns_ino)
+		if (dev && dev->nd_net.net->ns.inum != cfg->netns_ino)
 			return 0;
 	}
+	port = udp_dport(skb);
+	if (!port || !bpf_map_lookup_elem(&probe_ports, &port))
+		return 0;
 	hash_inc(&probe_drops, &r);
 	stat_add(PROBE_STAT_DROPS, 1);
 	return 0;
@@ -306,7 +329,7 @@ static __always_inline int ours(const struct bpf_prog *xdp)
 	}
 	if (!cfg->xdp_prog_id)
 		return 0;
-	id = BPF_CORE_READ(xdp, aux, id);
+	id = xdp->aux->id; /* direct loads: tp_btf's pointers are trusted */
 	return id == cfg->xdp_prog_id;
 }
 

@@ -64,7 +64,7 @@ type ProbeOptions struct {
 }
 
 // DefaultSockSample is the socket filter's default sampling period.
-const DefaultSockSample = 64
+const DefaultSockSample = 256
 
 // Probes are the latency and drop probes. Each probe is optional: a probe
 // the kernel cannot load or attach is left out and named by Missing.

@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -232,7 +233,7 @@ func prOnCPU(t *testing.T, cpu int, f func()) {
 // per CPU (the Nth, 2Nth, …) and only counts the others.
 func TestProbeSockSampling(t *testing.T) {
 	prNeedRoot(t)
-	const runs = 200
+	const runs = 600
 	for _, tc := range []struct {
 		n, want int // SockSample option, samples expected of runs packets
 	}{
@@ -654,4 +655,103 @@ func TestProbeXDPEvents(t *testing.T) {
 		t.Errorf("redirect errors by errno: %v, want %d EINVAL", ev2.RedirectErr, n)
 	}
 	t.Logf("xdp events: %+v", ev2)
+}
+
+// TestProbeKernelDropsLayouts: the kfree_skb probe finds the UDP port
+// behind each header layout, whether the headers' first read holds it
+// (plain IPv4, IPv6) or it takes a second (IPv4 with options): receive-
+// buffer drops on the loopback of a test host, counted exactly.
+func TestProbeKernelDropsLayouts(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	var ino uint32
+	if err := env.B.Do(func() error { ino = NetnsIno(); return nil }); err != nil || ino == 0 {
+		t.Fatalf("netns inode of B: %d, %v", ino, err)
+	}
+	for _, tc := range []struct {
+		name    string
+		v6      bool
+		options []byte // IP_OPTIONS of the sender
+		counter string // the kernel's count of these drops
+	}{
+		{"ipv4", false, nil, "Udp.RcvbufErrors"},
+		{"ipv4_options", false, []byte{1, 1, 1, 0}, "Udp.RcvbufErrors"}, // NOP NOP NOP EOL: ihl 6
+		{"ipv6", true, nil, "Udp6RcvbufErrors"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := prPort()
+			p := prLoad(t, ProbeOptions{Ports: []uint16{port}, NetnsIno: ino}, ProbeKfreeSkb)
+			snmp0, err := env.B.SNMP()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := snmp0[tc.counter]; !ok {
+				t.Skipf("no %s in the host's SNMP counters", tc.counter)
+			}
+			const burst = 300
+			if err := env.B.Do(func() error { return prDropBurst(tc.v6, port, tc.options, burst) }); err != nil {
+				t.Fatal(err)
+			}
+			var kernel, counted uint64
+			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				snmp1, err := env.B.SNMP()
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, err := p.ReadKernelDrops()
+				if err != nil {
+					t.Fatal(err)
+				}
+				kernel, counted = snmp1[tc.counter]-snmp0[tc.counter], d["socket_rcvbuff"]
+				if kernel > 0 && kernel == counted {
+					break
+				}
+			}
+			if kernel == 0 {
+				t.Fatal("no receive-buffer drops: the burst did not overflow the socket")
+			}
+			if counted != kernel {
+				t.Errorf("kfree_skb counted %d socket_rcvbuff drops, kernel %s +%d", counted, tc.counter, kernel)
+			}
+		})
+	}
+}
+
+// prDropBurst sends n datagrams over loopback (::1 with v6) to a socket on
+// port whose receive buffer holds only a few, from a socket with the IP
+// options given, and closes both.
+func prDropBurst(v6 bool, port uint16, options []byte, n int) error {
+	domain := unix.AF_INET
+	var to unix.Sockaddr = &unix.SockaddrInet4{Port: int(port), Addr: [4]byte{127, 0, 0, 1}}
+	if v6 {
+		domain = unix.AF_INET6
+		to = &unix.SockaddrInet6{Port: int(port), Addr: netip.IPv6Loopback().As16()}
+	}
+	rx, err := unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rx)
+	if err := unix.SetsockoptInt(rx, unix.SOL_SOCKET, unix.SO_RCVBUF, 1024); err != nil {
+		return err
+	}
+	if err := unix.Bind(rx, to); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	tx, err := unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(tx)
+	if len(options) > 0 {
+		if err := unix.SetsockoptString(tx, unix.IPPROTO_IP, unix.IP_OPTIONS, string(options)); err != nil {
+			return fmt.Errorf("IP_OPTIONS: %w", err)
+		}
+	}
+	payload := make([]byte, 200)
+	for range n {
+		if err := unix.Sendto(tx, payload, 0, to); err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+	}
+	return nil
 }

@@ -292,11 +292,16 @@ func TestProbesSampledDefaults(t *testing.T) {
 			if !g.probeUp()[bpf.ProbeSockLatency] {
 				t.Skipf("socket latency probe not running: %v", g.probesMissing)
 			}
-			const n = 300
-			if _, err := pair.A.SendUDP(netip.AddrPortFrom(pair.B.Addr, itPort), []byte(`{"user_id":"u1","event_type":"click","amount":1}`), n); err != nil {
-				t.Fatal(err)
+			// In rounds of 300, each received before the next is sent: a
+			// burst of them all overflows the veth's ring.
+			const round, n = 300, 4 * 300
+			var s Stats
+			for sent := round; sent <= n; sent += round {
+				if _, err := pair.A.SendUDP(netip.AddrPortFrom(pair.B.Addr, itPort), []byte(`{"user_id":"u1","event_type":"click","amount":1}`), round); err != nil {
+					t.Fatal(err)
+				}
+				s = quiesce(t, g, uint64(sent))
 			}
-			s := quiesce(t, g, n)
 			if s.Datagrams < 2*config.DefaultProbeSample {
 				t.Fatalf("workers received %d of %d datagrams", s.Datagrams, n)
 			}

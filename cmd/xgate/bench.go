@@ -76,8 +76,11 @@ the max-rate run.
 --rate 20k,120k,max (a comma list) runs every mode at each of the loads,
 one target per mode, a warm-up and a measured window per load, and prints a
 line per load and mode: offered and decided rates, the receiver's CPU (the
-process's less the sending thread's, which carries the receiving host's
-kernel path; the same measure for the gateway and the yardsticks),
+CPU time of the receiver's own process: every receiver, the gateway and
+the yardsticks alike, runs in a child process of the bench, so it is
+charged all its threads and Go runtime and nothing of the generator's;
+the receiving host's kernel path, which runs on the sender's CPU, is not
+in it),
 events per receiver CPU-second with its ratio against the first mode, and
 unaccounted. --json prints an array of loads, each with its reports.`,
 		Example: "  sudo xgate bench\n  sudo xgate bench --mode socket --duration 5s --json\n  sudo xgate bench --compare afxdp,socket,plain --rate 500000\n  sudo xgate bench --compare afxdp,rawxsk,socket,rawsock,baseline --duration 5s\n  sudo xgate bench --sweep --plot latency-vs-load.png\n  sudo xgate bench --compare plain,socket,afxdp,gjson,baseline --rate 20k,120k,max",

@@ -23,7 +23,7 @@ import (
 // benchKeys are the keys `xgate bench --json` must print, exactly.
 var benchKeys = []string{"mode", "duration_s", "sent", "xdp_dropped", "not_ours", "socket_dropped",
 	"ring_dropped", "decode_errors", "decided", "unaccounted", "events_per_sec", "latency_p50_us",
-	"latency_p99_us", "latency_p999_us", "gc_per_min", "rss_bytes", "cpu_seconds_per_million", "receiver_cpu_s", "events_per_cpu_s", "allocs_per_event",
+	"latency_p99_us", "latency_p999_us", "gc_per_min", "rss_bytes", "cpu_seconds_per_million", "receiver_cpu_s", "events_per_cpu_s", "sender_cpu_s", "allocs_per_event",
 	"worker_busy_s", "events_per_busy_s", "generator", "generator_ceiling_pps", "generator_bound"}
 
 func checkReport(t *testing.T, m map[string]any, mode string) {
@@ -61,6 +61,11 @@ func checkReport(t *testing.T, m map[string]any, mode string) {
 		t.Errorf("receiver CPU %v s over %v s: %v", cpu, dur, m)
 	} else if e, _ := m["events_per_cpu_s"].(float64); math.Abs(e*cpu-m["decided"].(float64)) > 1 {
 		t.Errorf("events per CPU-second %v × %v s ≠ decided %v", e, cpu, m["decided"])
+	}
+	// The sending thread's CPU (the frame engines measure it), with the
+	// receiving host's kernel path.
+	if s, _ := m["sender_cpu_s"].(float64); s <= 0 {
+		t.Errorf("no sending thread CPU: %v", m)
 	}
 	if slices.Contains([]string{"afxdp", "socket", "plain"}, mode) {
 		// The gateway's workers account their busy time: > 0, and no

@@ -160,7 +160,7 @@ func TestDefaults(t *testing.T) {
 		{"pin.path", c.Pin.Path, "/sys/fs/bpf/xgate"},
 		{"pin.keep", c.Pin.Keep, false},
 		{"probes.enabled", c.Probes.Enabled, true},
-		{"probes.sample", c.Probes.Sample, 64},
+		{"probes.sample", c.Probes.Sample, 256},
 		{"probes.rx_timestamps", c.Probes.RxTimestamps, true},
 		{"schema.key", c.Schema.Key, "user_id"},
 		{"schema.required", c.Schema.Required, []string{"key"}},

@@ -281,7 +281,9 @@ type Probes struct {
 	Enabled bool
 	// Sample: on the socket and plain paths, one datagram in Sample (per
 	// CPU in the kernel, per socket for receive → verdict) is timed; 1
-	// times every one.
+	// times every one. The histograms count the samples: their shape,
+	// mean and quantiles are the datagrams', their counts 1/Sample of
+	// the datagrams'.
 	Sample int
 	// RxTimestamps keeps the host's software receive timestamping on: the
 	// receive time both socket-path latencies start from (kernel queueing
@@ -294,7 +296,7 @@ type Probes struct {
 }
 
 // DefaultProbeSample is probes.sample's default.
-const DefaultProbeSample = 64
+const DefaultProbeSample = 256
 
 // Pin is where BPF objects are pinned.
 type Pin struct {

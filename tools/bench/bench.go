@@ -35,7 +35,6 @@ import (
 
 	"github.com/xgate/xgate/gateway"
 	"github.com/xgate/xgate/testenv"
-	"github.com/xgate/xgate/tools/baseline"
 	"github.com/xgate/xgate/tools/gen"
 	"github.com/xgate/xgate/tools/loadgen"
 )
@@ -72,6 +71,12 @@ type Options struct {
 	Rate            float64       // offered datagrams/s; 0 = max
 	Sources         int           // client addresses; default DefaultSources
 	Events          gen.Config    // the event mix (Users, BadShare, Seed, ...)
+	// InProcess runs the receiver in the bench's own process instead of a
+	// child process of its own (see childEnv); its CPU time is then the
+	// process's less the sending thread's, which also charges it the
+	// generator's Go runtime. For callers that need the gateway object
+	// (RunHistograms, tests).
+	InProcess bool
 	// RTPriority runs the gateway's workers SCHED_FIFO at this priority
 	// (workers.realtime_priority); 0: SCHED_OTHER.
 	RTPriority int
@@ -85,7 +90,9 @@ type Options struct {
 	// (probes.rx_timestamps: false; the socket path's latency histograms
 	// then stay empty).
 	NoRxTimestamps bool
-	// Logger receives the gateway's log (nil: warnings and errors to stderr).
+	// Logger receives the gateway's log with InProcess (nil: warnings
+	// and errors to stderr); a receiver in its own process logs its
+	// warnings and errors to stderr.
 	Logger *slog.Logger
 	// Progress, if set, is called about twice a second during the sends.
 	Progress func(p Progress)
@@ -123,15 +130,25 @@ type Report struct {
 	GCPerMin             float64 `json:"gc_per_min"`
 	RSSBytes             uint64  `json:"rss_bytes"`
 	CPUSecondsPerMillion float64 `json:"cpu_seconds_per_million"`
-	// ReceiverCPUS is the receiver's CPU time over the window: this
-	// process's (user + system) less the sending thread's, which also
-	// carries the receiving host's kernel path (XDP, the AF_XDP copy, the
-	// UDP stack up to the socket). The same measure for every mode, the
-	// gateway's and the yardsticks' (all run in this process): what the
-	// receiver's own threads cost, its system calls included.
+	// ReceiverCPUS is the receiver's CPU time over the window: that of
+	// its own process (user + system; see childEnv), every thread of it,
+	// its system calls and Go runtime included, and nothing of the
+	// generator's. The same measure for every mode, the gateway's and the
+	// yardsticks'. It leaves out, for every mode alike, the receiving
+	// host's kernel path up to the socket or the AF_XDP ring (XDP, the
+	// AF_XDP copy, the UDP stack, the probes' socket filter): that runs
+	// in softirq on the sending thread's CPU and is charged to it. With Options.InProcess it is
+	// the bench process's CPU time less the sending thread's.
 	// EventsPerCPUS is events decided per receiver CPU-second.
-	ReceiverCPUS   float64 `json:"receiver_cpu_s"`
-	EventsPerCPUS  float64 `json:"events_per_cpu_s"`
+	ReceiverCPUS  float64 `json:"receiver_cpu_s"`
+	EventsPerCPUS float64 `json:"events_per_cpu_s"`
+	// SenderCPUS is the sending thread's CPU time over the window (0 when
+	// the engine does not measure it): the generator's and, in softirq,
+	// the receiving host's kernel path. With the generator's own cost per
+	// datagram fixed, its change between two runs of one load is the
+	// change of that kernel path (the probes' socket filter, the receive
+	// timestamps, XDP).
+	SenderCPUS     float64 `json:"sender_cpu_s"`
 	AllocsPerEvent float64 `json:"allocs_per_event"`
 	// WorkerBusyS is the gateway workers' busy CPU time over the window
 	// (the worker threads' CPU time on their batches, from a batch in hand
@@ -230,26 +247,13 @@ func start(o Options) (_ *runner, err error) {
 		}
 	}
 	b.announce("start")
-	switch o.Mode {
-	case ModeBaseline:
-		b.t, b.stop, err = startBaseline(pair.B, baseline.Listen)
-	case ModeGJSON:
-		b.t, b.stop, err = startBaseline(pair.B, baseline.ListenGJSON)
-	case ModeRawSock:
-		b.t, b.stop, err = startRawSock(pair.B)
-	case ModeRawXSK:
-		b.t, b.stop, err = startRawXSK(pair.B)
-	default:
-		var g *gateway.Gateway
-		if g, b.stop, err = startGateway(pair, o); err == nil {
-			b.t = gatewayTarget{g}
-			// Allocations are counted on the workers' stacks, which
-			// needs every allocation profiled (see allocProfile).
-			b.allocs = profileWorkerAllocs()
-		}
+	if o.InProcess {
+		b.t, b.stop, b.allocs, err = startTarget(pair.B, o)
+	} else if b.child, err = startChild(pair.B, o); err == nil {
+		b.t, b.stop = b.child, b.child.stop
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bench: %s: %w", o.Mode, err)
+		return nil, err
 	}
 	return b, nil
 }
@@ -280,7 +284,8 @@ type runner struct {
 	pair   *testenv.Pair
 	t      target
 	stop   func() error  // stops t
-	allocs *allocProfile // gateway modes: allocations on the workers' stacks
+	child  *childTarget  // t, when it runs in a child process
+	allocs *allocProfile // in-process gateway modes: allocations on the workers' stacks
 	// ceiling is the generator alone (before the target started).
 	ceiling Ceiling
 }
@@ -337,14 +342,14 @@ func (o Options) gatewayConfig(ifname string) (*config.Config, error) {
 	return cfg, nil
 }
 
-// startGateway runs the gateway in o.Mode in pair.B; stop ends it.
-func startGateway(pair *testenv.Pair, o Options) (_ *gateway.Gateway, stop func() error, err error) {
-	cfg, err := o.gatewayConfig(pair.B.Link)
+// startGateway runs the gateway in o.Mode in h; stop ends it.
+func startGateway(h *testenv.Host, o Options) (_ *gateway.Gateway, stop func() error, err error) {
+	cfg, err := o.gatewayConfig(h.Link)
 	if err != nil {
 		return nil, nil, err
 	}
 	var g *gateway.Gateway
-	if err := pair.B.Do(func() error {
+	if err := h.Do(func() error {
 		var err error
 		g, err = gateway.New(cfg, gateway.Options{Logger: o.Logger, RecvTimeout: 20 * time.Millisecond})
 		return err
@@ -372,7 +377,7 @@ func startGateway(pair *testenv.Pair, o Options) (_ *gateway.Gateway, stop func(
 	if o.Mode == string(config.ModePlain) {
 		// veth drops frames from ndo_xdp_xmit unless its end has an XDP
 		// program; the plain path has none, so pass everything on.
-		if rcv, err = loadgen.AttachPass(pair.B); err != nil {
+		if rcv, err = loadgen.AttachPass(h); err != nil {
 			return nil, nil, errors.Join(err, stop())
 		}
 	}
@@ -390,19 +395,12 @@ func (b *runner) phase(ctx context.Context, name string, d time.Duration, rate f
 	}
 	defer lg.Close()
 
-	s0, err := b.t.tally()
+	u0, err := b.usage(true)
 	if err != nil {
 		return Report{}, err
 	}
-	lat0 := b.t.latency()
-	var wa0 uint64
-	if b.allocs != nil {
-		wa0 = b.allocs.count()
-	}
-	var ms0, ms1 runtime.MemStats
-	runtime.ReadMemStats(&ms0)
-	noise0 := readNoise()
-	cpu0 := processCPU()
+	s0 := u0.Tally
+	noise0 := b.readNoise(u0)
 	start := time.Now()
 
 	type sendDone struct {
@@ -456,14 +454,17 @@ wait:
 	if !complete {
 		elapsed -= time.Second
 	}
-	cpu := processCPU() - cpu0 - res.SenderCPU
-	noise1 := readNoise()
-	runtime.ReadMemStats(&ms1)
-	lat1 := b.t.latency()
-	var workerAllocs uint64
-	if b.allocs != nil {
-		workerAllocs = b.allocs.count() - wa0
+	u1, err := b.usage(false)
+	if err != nil {
+		return Report{}, err
 	}
+	noise1 := b.readNoise(u1)
+	cpu := u1.CPU - u0.CPU
+	if b.child == nil {
+		cpu -= res.SenderCPU
+	}
+	lat0, lat1 := u0.Latency, u1.Latency
+	workerAllocs := u1.WorkerAllocs - u0.WorkerAllocs
 
 	r := Report{
 		Mode:          o.Mode,
@@ -478,9 +479,10 @@ wait:
 		OfferedPPS:    res.PPS(),
 		Undelivered:   res.Undelivered(),
 		Complete:      complete,
-		RSSBytes:      rss(),
+		RSSBytes:      u1.RSS,
 		Generator:     lg.Engine(),
 		WorkerBusyS:   (s1.Busy - s0.Busy).Seconds(),
+		SenderCPUS:    res.SenderCPU.Seconds(),
 	}
 	r.GeneratorCeilingPPS = b.ceiling.PPS
 	if r.WorkerBusyS > 0 {
@@ -490,7 +492,7 @@ wait:
 	r.Unaccounted = int64(r.Sent) - int64(r.XDPDropped+r.NotOurs+r.SocketDropped+r.RingDropped+r.DecodeErrors+r.Decided)
 	if elapsed > 0 {
 		r.EventsPerSec = float64(r.Decided) / elapsed.Seconds()
-		r.GCPerMin = float64(ms1.NumGC-ms0.NumGC) / elapsed.Minutes()
+		r.GCPerMin = float64(u1.NumGC-u0.NumGC) / elapsed.Minutes()
 	}
 	r.ReceiverCPUS = max(0, cpu.Seconds())
 	if r.ReceiverCPUS > 0 {
@@ -498,9 +500,9 @@ wait:
 	}
 	if r.Decided > 0 {
 		r.CPUSecondsPerMillion = r.ReceiverCPUS / (float64(r.Decided) / 1e6)
-		r.ProcessAllocsPerEvent = float64(ms1.Mallocs-ms0.Mallocs) / float64(r.Decided)
+		r.ProcessAllocsPerEvent = float64(u1.Mallocs-u0.Mallocs) / float64(r.Decided)
 		r.AllocsPerEvent = r.ProcessAllocsPerEvent
-		if b.allocs != nil {
+		if u1.Allocs {
 			r.AllocsPerEvent = float64(workerAllocs) / float64(r.Decided)
 		}
 	}
@@ -579,6 +581,34 @@ func Quantile(h []uint64, q float64) float64 {
 	return math.Ldexp(1, len(h)-1)
 }
 
+// usage reads the receiver's tally and costs. At the start of a window
+// (begin) the allocations are counted before the CPU time is read, at its
+// end after: counting runs a garbage collection, which is the harness's
+// work, not the receiver's.
+func (b *runner) usage(begin bool) (usage, error) {
+	if b.child != nil {
+		return b.child.usage(begin)
+	}
+	var u usage
+	var err error
+	if u.Tally, err = b.t.tally(); err != nil {
+		return u, err
+	}
+	u.Latency = b.t.latency()
+	if b.allocs != nil && begin {
+		u.WorkerAllocs, u.Allocs = b.allocs.count(), true
+	}
+	u.CPU = processCPU()
+	if b.allocs != nil && !begin {
+		u.WorkerAllocs, u.Allocs = b.allocs.count(), true
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	u.Mallocs, u.NumGC, u.RSS = ms.Mallocs, ms.NumGC, rss("self")
+	u.Wait = workerRunDelay("self")
+	return u, nil
+}
+
 // processCPU is the user+system time of this process so far.
 func processCPU() time.Duration {
 	var ru unix.Rusage
@@ -588,9 +618,10 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// rss is this process's resident set size (VmRSS), 0 if unknown.
-func rss() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
+// rss is the resident set size (VmRSS) of process pid ("self": this
+// one), 0 if unknown.
+func rss(pid string) uint64 {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
 	}
@@ -657,6 +688,7 @@ var rows = []row{
 	{"CPU s / M events", func(r *Report) float64 { return r.CPUSecondsPerMillion }, cpuPM, true},
 	{"receiver CPU", func(r *Report) float64 { return r.ReceiverCPUS }, secs, false},
 	{"events / receiver CPU-s", func(r *Report) float64 { return r.EventsPerCPUS }, mega, true},
+	{"sender thread CPU", func(r *Report) float64 { return r.SenderCPUS }, secs, false},
 	{"worker busy CPU", func(r *Report) float64 { return r.WorkerBusyS }, secs, false},
 	{"events / busy CPU-s", func(r *Report) float64 { return r.EventsPerBusyS }, mega, true},
 	{"generator ceiling /s", func(r *Report) float64 { return r.GeneratorCeilingPPS }, mega, false},

@@ -137,7 +137,7 @@ func TestWorkerAllocs(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (test hosts, XDP)")
 	}
-	b, err := start(Options{Mode: "afxdp", Duration: 500 * time.Millisecond})
+	b, err := start(Options{Mode: "afxdp", Duration: 500 * time.Millisecond, InProcess: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,4 +214,73 @@ func TestGeneratorBound(t *testing.T) {
 			t.Errorf("%+v: generator-bound %v, want %v", c.r, got, c.want)
 		}
 	}
+}
+
+// A receiver runs in a child process of its own: its tally and costs come
+// from there, and it exits cleanly when the bench closes. The yardstick
+// (allocating per event) and the gateway (not on its workers) each report
+// their own process's allocations.
+func TestReceiverProcess(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (test hosts, XDP)")
+	}
+	for _, mode := range []string{ModeGJSON, "socket"} {
+		t.Run(mode, func(t *testing.T) {
+			b, err := start(Options{Mode: mode, Duration: 500 * time.Millisecond, CeilingDuration: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.child == nil {
+				b.close()
+				t.Fatal("the receiver runs in the bench's process")
+			}
+			pid := b.child.cmd.Process.Pid
+			r, err := b.phase(context.Background(), "measure", b.o.Duration, 50000)
+			if cerr := b.close(); cerr != nil {
+				t.Error(cerr)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Decided == 0 || r.Unaccounted != 0 {
+				t.Fatalf("decided %d, unaccounted %d", r.Decided, r.Unaccounted)
+			}
+			if r.ReceiverCPUS <= 0 || r.EventsPerCPUS <= 0 {
+				t.Errorf("receiver CPU %g s, %g events per CPU-s: the child's CPU time is not read", r.ReceiverCPUS, r.EventsPerCPUS)
+			}
+			if r.RSSBytes == 0 {
+				t.Error("no RSS read from the receiver process")
+			}
+			switch mode {
+			case ModeGJSON:
+				if r.ProcessAllocsPerEvent < 1 {
+					t.Errorf("gjson server: %g allocations per event in its process, want ≥ 1", r.ProcessAllocsPerEvent)
+				}
+			default:
+				if r.AllocsPerEvent != 0 {
+					t.Errorf("gateway: %g allocations per event on its workers, want 0", r.AllocsPerEvent)
+				}
+			}
+			if st := b.child.cmd.ProcessState; st == nil || !st.Exited() || st.ExitCode() != 0 {
+				t.Errorf("receiver process %d: %v, want a clean exit", pid, st)
+			}
+		})
+	}
+}
+
+// A receiver that cannot start: its process says why, exits, and the
+// bench removes what it built.
+func TestReceiverProcessFails(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (test hosts, XDP)")
+	}
+	b, err := start(Options{Mode: "no-such-mode", CeilingDuration: -1})
+	if err == nil {
+		b.close()
+		t.Fatal("a receiver of an unknown mode started")
+	}
+	if !strings.Contains(err.Error(), "no-such-mode") {
+		t.Errorf("error %q does not name the mode", err)
+	}
+	t.Log(err)
 }

@@ -134,5 +134,5 @@ func WriteLoadsTable(w io.Writer, loads []FixedLoad) {
 		}
 	}
 	writeColumns(w, table)
-	fmt.Fprintln(w, "receiver CPU: the process's CPU less the sending thread's (which carries the receiving host's kernel path), over each measured window")
+	fmt.Fprintln(w, "receiver CPU: the receiver's own process's CPU (a child of the bench; not the receiving host's kernel path, which runs on the sender's CPU), over each measured window")
 }

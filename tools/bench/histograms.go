@@ -80,6 +80,7 @@ func (h Histogram) Quantile(q float64) float64 {
 // yardsticks; the kernel queueing latency needs the socket path and the
 // probe). The warm-up is not in them.
 func RunHistograms(ctx context.Context, o Options) (rep Report, hs []Histogram, err error) {
+	o.InProcess = true // the histograms are read off the gateway itself
 	b, err := start(o)
 	if err != nil {
 		return rep, nil, err

@@ -17,15 +17,16 @@ import (
 // run queue while runnable (another thread had their CPU).
 type noise struct {
 	busy, steal time.Duration // all CPUs, from /proc/stat
-	self        time.Duration // this process (getrusage)
+	self        time.Duration // this process and the receiver's (getrusage)
 	wait        time.Duration // run_delay summed over the worker threads
 }
 
 // userHZ is the unit of /proc/stat (USER_HZ, 100 on Linux).
 const userHZ = 100
 
-// readNoise takes a reading; parts it cannot read stay zero.
-func readNoise() noise {
+// readNoise takes a reading with the receiver's usage u (its CPU time and
+// workers' wait); parts it cannot read stay zero.
+func (b *runner) readNoise(u usage) noise {
 	var n noise
 	if b, err := os.ReadFile("/proc/stat"); err == nil {
 		line, _, _ := strings.Cut(string(b), "\n")
@@ -48,16 +49,20 @@ func readNoise() noise {
 			n.steal = tick(8)
 		}
 	}
-	n.self = processCPU()
-	n.wait = workerRunDelay()
+	n.self = u.CPU
+	if b.child != nil {
+		n.self += processCPU()
+	}
+	n.wait = u.Wait
 	return n
 }
 
-// workerRunDelay sums the run-queue wait (schedstat run_delay) of this
-// process's threads that are pinned to one CPU other than the sender's:
-// the gateway's workers (and the raw modes' readers).
-func workerRunDelay() time.Duration {
-	ents, err := os.ReadDir("/proc/self/task")
+// workerRunDelay sums the run-queue wait (schedstat run_delay) of the
+// threads of process pid ("self": this one) that are pinned to one CPU
+// other than the sender's: the gateway's workers (and the raw modes'
+// readers).
+func workerRunDelay(pid string) time.Duration {
+	ents, err := os.ReadDir("/proc/" + pid + "/task")
 	if err != nil {
 		return 0
 	}
@@ -71,7 +76,7 @@ func workerRunDelay() time.Duration {
 		if unix.SchedGetaffinity(tid, &set) != nil || set.Count() != 1 || set.IsSet(senderCPU) {
 			continue
 		}
-		b, err := os.ReadFile("/proc/self/task/" + e.Name() + "/schedstat")
+		b, err := os.ReadFile("/proc/" + pid + "/task/" + e.Name() + "/schedstat")
 		if err != nil {
 			continue
 		}
