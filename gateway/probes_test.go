@@ -295,7 +295,7 @@ func TestProbesSampledDefaults(t *testing.T) {
 			// In rounds of 300, each received before the next is sent: a
 			// burst of them all overflows the veth's ring.
 			const round, n = 300, 4 * 300
-			var s Stats
+			var s metrics.Stats
 			for sent := round; sent <= n; sent += round {
 				if _, err := pair.A.SendUDP(netip.AddrPortFrom(pair.B.Addr, itPort), []byte(`{"user_id":"u1","event_type":"click","amount":1}`), round); err != nil {
 					t.Fatal(err)
