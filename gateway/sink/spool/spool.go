@@ -774,9 +774,11 @@ func (q *Queue) fill(s spoolSeg) error {
 }
 
 // corrupt cuts the spool at the read offset: the frames from there on are
-// lost, and counted torn (bytes) and lost (records) by the caller.
+// lost, and counted torn (bytes) and lost (records) by the caller; those
+// the broker has (the delivered set) are not lost, and leave the set, so
+// that frames appended later at their offsets are not taken for them.
 func (q *Queue) corrupt(why string) error {
-	lost := q.unread
+	lost := q.unread - q.DeliveredFrom(q.read)
 	i := q.segIndex(q.read)
 	if i < 0 {
 		i = len(q.segs) - 1
@@ -796,6 +798,9 @@ func (q *Queue) corrupt(why string) error {
 	q.tail, q.read, q.unread, q.marks = s.end(), s.end(), 0, q.marks[:0]
 	q.rlen = 0
 	q.acked = min(q.acked, q.tail)
+	if i, _ := slices.BinarySearch(q.delivered, q.tail); i < len(q.delivered) {
+		q.delivered, q.dirty = q.delivered[:i], true
+	}
 	return q.lose(lost, fmt.Errorf("spool %s: %s at offset %d: the rest is cut", q.dir, why, cut))
 }
 
