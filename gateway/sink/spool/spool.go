@@ -820,7 +820,9 @@ func (q *Queue) Close() error {
 	var err error
 	if q.w != nil {
 		if err = q.Flush(); err != nil && q.wrecs > 0 {
-			q.lostRecs += uint64(min(q.wrecs, q.unread)) // the unread frames are the last ones
+			lost := min(q.wrecs, q.unread) // the unread frames are the last ones
+			q.lostRecs += uint64(lost)
+			q.unread -= lost
 		}
 		q.w.Close()
 	}

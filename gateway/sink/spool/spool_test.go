@@ -305,4 +305,19 @@ func TestSpoolWriteFails(t *testing.T) {
 	if q.acked != acked || readAll(t, q, 2) != 3 {
 		t.Fatalf("after a reopen: acked %d (want %d), unread %d", q.acked, acked, q.unread)
 	}
+	// The last write, at close, fails: the record it had is lost, and
+	// counted so (not unread too).
+	if !q.Append([]byte("id-5"), spoolRecord(5), 1) {
+		t.Fatal("append refused")
+	}
+	q.w.Close()
+	if q.w, err = os.Open(q.segPath(q.segs[len(q.segs)-1].start)); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err == nil {
+		t.Fatal("close with a failed write succeeded")
+	}
+	if _, lost, _ := q.TakeLost(); lost != 1 || q.Unread() != 0 {
+		t.Fatalf("failed write at close: %d records lost, %d unread; want 1, 0", lost, q.Unread())
+	}
 }
