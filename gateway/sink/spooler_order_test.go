@@ -2,6 +2,7 @@ package sink
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -32,6 +33,15 @@ func (o *scriptedOutput) write(sl *slab) {
 }
 func (o *scriptedOutput) newMsgID(b []byte) []byte { return o.ids.Next(b) }
 func (o *scriptedOutput) down() bool               { return o.isDown }
+
+// errorsOutput is the output.Output behind a scripted spooler's sink: it
+// only keeps the last error (what publish notes of the spool's).
+type errorsOutput struct{ output.Acks }
+
+func (*errorsOutput) Write(*output.Slab) {}
+func (*errorsOutput) Finish() error      { return nil }
+func (*errorsOutput) Abort()             {}
+func (*errorsOutput) GiveUp()            {}
 
 // broker is what the test's broker holds: records in the order it took
 // them, and their ids.
@@ -118,7 +128,7 @@ func recsOf(sls ...*slab) (out []string) {
 func newScriptedSpooler(t *testing.T, dir string) (*spooler, *scriptedOutput, *[]*slab) {
 	t.Helper()
 	out := &scriptedOutput{ids: output.NewIDGen("gw")}
-	sk := &sink{slabSize: 1 << 10, slabs: 8, out: out}
+	sk := &sink{slabSize: 1 << 10, slabs: 8, out: out, async: &asyncOutput{out: &errorsOutput{}}}
 	p, err := newSpooler(sk, Spec{Spool: spool.Config{Path: dir, MaxBytes: 1 << 20}, DeliveryTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -239,4 +249,83 @@ func TestSpoolerFailedDirectSlab(t *testing.T) {
 		}
 	}
 	b.checkOrder(t, want)
+}
+
+// corruptFrame overwrites the payload of the spool's frame at off (in the
+// segment holding it), as a disk that changed under the spool would.
+func corruptFrame(t *testing.T, dir string, off int64) {
+	t.Helper()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	slices.Sort(segs)
+	for i := len(segs) - 1; i >= 0; i-- {
+		var start int64
+		fmt.Sscanf(filepath.Base(segs[i]), "%016x", &start)
+		if start > off {
+			continue
+		}
+		f, err := os.OpenFile(segs[i], os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte("garbage!"), off-start+8); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("no segment holds offset %d", off)
+}
+
+// TestSpoolerCorruptAfterRewind: the replay after a rewind finds a frame
+// the disk changed, so the spool is cut there. The records the broker has
+// (the delivered set) past the cut are not lost: they are neither counted
+// Failed nor subtracted from Spooled (which went negative), and a record
+// appended later at one of their old offsets is not skipped as delivered.
+func TestSpoolerCorruptAfterRewind(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	p, out, _ := newScriptedSpooler(t, dir)
+	defer p.close()
+	b := &broker{}
+	a, bb := testSlab("a", 4), testSlab("b", 4)
+	p.deliver(a)
+	p.deliver(bb)
+	sent(out)
+	out.isDown = true
+	p.deliver(testSlab("c", 4)) // stored; a and b adopted
+	p.afterRound()
+	k1 := func(rec string) bool { return strings.HasPrefix(rec, "k1:") }
+	b.settle(p, a, k1)
+	b.settle(p, bb, k1)
+	if p.q.Unread() != 12 || p.q.DeliveredFrom(0) != 4 {
+		t.Fatalf("after the rewind: unread %d, delivered %d; want 12, 4", p.q.Unread(), p.q.DeliveredFrom(0))
+	}
+	// Cut at a1: of the 11 records from there on, a2, b0 and b2 are in the
+	// broker; a1, a3, b1, b3 and c's 4 are lost.
+	corruptFrame(t, dir, a.spool.offs[1])
+	out.isDown = false
+	p.afterRound()
+	for _, sl := range sent(out) {
+		b.settle(p, sl, func(string) bool { return false })
+	}
+	if lost, errs := p.sk.cnt.failed.Load(), p.sk.cnt.errors.Load(); lost != 8 || errs != 1 {
+		t.Fatalf("corrupt spool: %d records lost, %d errors; want 8, 1", lost, errs)
+	}
+	if got := p.cnt.records.Load(); got != 0 {
+		t.Fatalf("Spooled %d after the cut, want 0", got)
+	}
+	// New records land where the cut ones were: d0's frame is a1's size,
+	// so d1 is at a2's old offset, which the broker had.
+	d := testSlab("", 2)
+	out.isDown = true
+	p.deliver(d) // stored
+	out.isDown = false
+	for range 5 {
+		p.afterRound()
+		for _, sl := range sent(out) {
+			b.settle(p, sl, func(string) bool { return false })
+		}
+	}
+	if got := b.recs[len(b.recs)-2:]; !slices.Equal(got, recsOf(d)) {
+		t.Fatalf("broker's last records %v, want %v (all: %v)", got, recsOf(d), b.recs)
+	}
 }

@@ -534,8 +534,10 @@ func (q *Queue) syncDir() {
 
 // flush writes the buffered frames (one write), fsyncs them (fsync:
 // batch), then saves the acked offset if it moved. On a failed write it
-// cuts the segment back and returns the error: the frames buffered are
-// gone (counted in lostRecs).
+// cuts the segment back and returns the error: the frames stay buffered
+// (and counted in the spool's bytes, so that max_bytes bounds them), and
+// the next flush writes them again. They cannot be dropped: some may be
+// read already (AppendSent: in flight, at offsets the spooler holds).
 func (q *Queue) Flush() error {
 	if len(q.wbuf) > 0 {
 		last := &q.segs[len(q.segs)-1]
@@ -545,16 +547,8 @@ func (q *Queue) Flush() error {
 			err = q.w.Sync()
 		}
 		if err != nil {
-			lost := q.wrecs
 			os.Truncate(q.segPath(last.start), last.size)
-			q.tail -= int64(len(q.wbuf))
-			q.disk -= int64(len(q.wbuf))
-			q.unread -= lost
-			q.wbuf, q.wrecs = q.wbuf[:0], 0
-			for len(q.marks) > 0 && q.marks[len(q.marks)-1].off >= q.tail {
-				q.marks = q.marks[:len(q.marks)-1]
-			}
-			return q.lose(lost, fmt.Errorf("spool write: %w", err))
+			return q.lose(0, fmt.Errorf("spool write: %w", err))
 		}
 		last.size += int64(n)
 		q.wbuf, q.wrecs = q.wbuf[:0], 0
@@ -630,20 +624,17 @@ func (q *Queue) trim() {
 	}
 }
 
-// peek returns the next frame to replay (ok false at the tail). Frames
-// still in wbuf are written first. A frame that fails its check (the disk
+// peek returns the next frame to replay (ok false at the tail). When it
+// is still in wbuf, wbuf is written first. A frame that fails its check (the disk
 // changed under the spool) cuts the spool there: the error says how many
 // records that lost (lostRecs).
 func (q *Queue) Peek() (r Record, ok bool, err error) {
 	if q.unread == 0 {
 		return r, false, nil
 	}
-	if q.wrecs > 0 {
+	if q.wrecs > 0 && q.read >= q.segs[len(q.segs)-1].end() { // the next frame is not written yet
 		if err := q.Flush(); err != nil {
 			return r, false, err
-		}
-		if q.unread == 0 {
-			return r, false, nil
 		}
 	}
 	for {
@@ -774,9 +765,11 @@ func (q *Queue) fill(s spoolSeg) error {
 }
 
 // corrupt cuts the spool at the read offset: the frames from there on are
-// lost, and counted torn (bytes) and lost (records) by the caller.
+// lost, and counted torn (bytes) and lost (records) by the caller; those
+// the broker has (the delivered set) are not lost, and leave the set, so
+// that frames appended later at their offsets are not taken for them.
 func (q *Queue) corrupt(why string) error {
-	lost := q.unread
+	lost := q.unread - q.DeliveredFrom(q.read)
 	i := q.segIndex(q.read)
 	if i < 0 {
 		i = len(q.segs) - 1
@@ -796,6 +789,9 @@ func (q *Queue) corrupt(why string) error {
 	q.tail, q.read, q.unread, q.marks = s.end(), s.end(), 0, q.marks[:0]
 	q.rlen = 0
 	q.acked = min(q.acked, q.tail)
+	if i, _ := slices.BinarySearch(q.delivered, q.tail); i < len(q.delivered) {
+		q.delivered, q.dirty = q.delivered[:i], true
+	}
 	return q.lose(lost, fmt.Errorf("spool %s: %s at offset %d: the rest is cut", q.dir, why, cut))
 }
 
@@ -818,11 +814,16 @@ func (q *Queue) Oldest() int64 {
 	return q.marks[0].ns
 }
 
-// close writes what is buffered and releases the files and the lock.
+// close writes what is buffered and releases the files and the lock; the
+// unread records a failed write leaves in the buffer are lost (lostRecs).
 func (q *Queue) Close() error {
 	var err error
 	if q.w != nil {
-		err = q.Flush()
+		if err = q.Flush(); err != nil && q.wrecs > 0 {
+			lost := min(q.wrecs, q.unread) // the unread frames are the last ones
+			q.lostRecs += uint64(lost)
+			q.unread -= lost
+		}
 		q.w.Close()
 	}
 	if q.r != nil {

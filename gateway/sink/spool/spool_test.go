@@ -243,3 +243,81 @@ func TestSpoolLockAndLinks(t *testing.T) {
 		t.Fatalf("linked state file: %v", err)
 	}
 }
+
+// TestSpoolWriteFails: a round's write fails (a full or failing disk)
+// while the buffer holds records already read, as the spooler's adopted
+// ones are (AppendSent: in flight), and a stored one. Nothing is lost
+// or miscounted: the next flush writes them; when the adopted ones fail
+// and the replay is rewound, every record comes back in order, and after
+// a reopen too. Before, the failed write cut all three and counted them
+// lost, though two were in flight: the unread count went negative and
+// the read offset past the tail, and the next replay cut the spool.
+func TestSpoolWriteFails(t *testing.T) {
+	dir := t.TempDir()
+	q, err := Open(dir, 1<<20, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { q.Close() }()
+	appendN(t, q, 0, 2)
+	if n := readAll(t, q, 0); n != 2 {
+		t.Fatalf("read %d", n)
+	}
+	q.Ack(q.read)
+	acked := q.acked
+	for i := 2; i < 4; i++ {
+		if _, ok := q.AppendSent(fmt.Appendf(nil, "id-%d", i), spoolRecord(i), 1); !ok {
+			t.Fatalf("appendSent %d refused", i)
+		}
+	}
+	if !q.Append([]byte("id-4"), spoolRecord(4), 1) {
+		t.Fatal("append refused")
+	}
+	w := q.w
+	if q.w, err = os.Open(q.segPath(q.segs[len(q.segs)-1].start)); err != nil { // read only: the write fails
+		t.Fatal(err)
+	}
+	if err := q.Flush(); err == nil {
+		t.Fatal("flush to a read-only file succeeded")
+	}
+	q.w.Close()
+	q.w = w
+	if _, lost, err := q.TakeLost(); lost != 0 || err == nil {
+		t.Fatalf("failed write: %d records lost (%v), want 0 and the error", lost, err)
+	}
+	if q.unread != 1 || q.read > q.tail {
+		t.Fatalf("after the failed write: unread %d, read %d, tail %d", q.unread, q.read, q.tail)
+	}
+	if err := q.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	q.Rewind(2, 1) // the adopted records failed
+	if n := readAll(t, q, 2); n != 3 {
+		t.Fatalf("after the rewind read %d records, want 3", n)
+	}
+	if _, lost, err := q.TakeLost(); lost != 0 || err != nil {
+		t.Fatalf("%d records lost: %v", lost, err)
+	}
+	q.Close()
+	if q, err = Open(dir, 1<<20, true); err != nil {
+		t.Fatal(err)
+	}
+	if q.acked != acked || readAll(t, q, 2) != 3 {
+		t.Fatalf("after a reopen: acked %d (want %d), unread %d", q.acked, acked, q.unread)
+	}
+	// The last write, at close, fails: the record it had is lost, and
+	// counted so (not unread too).
+	if !q.Append([]byte("id-5"), spoolRecord(5), 1) {
+		t.Fatal("append refused")
+	}
+	q.w.Close()
+	if q.w, err = os.Open(q.segPath(q.segs[len(q.segs)-1].start)); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err == nil {
+		t.Fatal("close with a failed write succeeded")
+	}
+	if _, lost, _ := q.TakeLost(); lost != 1 || q.Unread() != 0 {
+		t.Fatalf("failed write at close: %d records lost, %d unread; want 1, 0", lost, q.Unread())
+	}
+}
