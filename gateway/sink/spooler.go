@@ -239,8 +239,9 @@ func (p *spooler) send(sl *slab) {
 
 // adopt appends the records of the sent slabs in order that are not in
 // the spool yet, and marks them read (see Order). A slab the spool has no
-// room for, and every one after it, stays out (lost: what of it fails is
-// dropped and counted).
+// room for stays out (lost: what of it fails is dropped and counted); a
+// later one that fits is still adopted, which loses nothing of the order
+// of what is delivered.
 func (p *spooler) adopt() {
 	now := nanotime()
 	for _, sl := range p.order {
@@ -362,7 +363,14 @@ func (p *spooler) settle(s *slab, failed bool) {
 		p.rewinding, p.rewindNs = true, ss.ns
 	}
 	for i := range len(s.ends) {
-		if ss.failed[i] || !p.q.AddDelivered(ss.offs[i]) {
+		switch {
+		case ss.failed[i]:
+			p.failedBack++
+		case !p.q.AddDelivered(ss.offs[i]):
+			// The delivered set is full: the record is sent again (at
+			// least once), so until then it counts as not delivered, and
+			// Records does not count it twice.
+			p.sk.cnt.records.Add(^uint64(0))
 			p.failedBack++
 		}
 	}

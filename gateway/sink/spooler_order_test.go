@@ -52,13 +52,13 @@ type broker struct {
 // settle resolves every record of sl (take), then the spooler takes sl
 // back.
 func (b *broker) settle(p *spooler, sl *slab, fail func(rec string) bool) {
-	b.take(sl, fail)
+	p.sk.cnt.records.Add(uint64(b.take(sl, fail))) // as the outputs count acks
 	p.returned(sl)
 }
 
 // take resolves every record of sl: those fail says fail, the rest go to
 // the broker.
-func (b *broker) take(sl *slab, fail func(rec string) bool) {
+func (b *broker) take(sl *slab, fail func(rec string) bool) (took int) {
 	from := 0
 	for i, end := range sl.ends {
 		rec := string(sl.buf[from:end])
@@ -70,7 +70,9 @@ func (b *broker) take(sl *slab, fail func(rec string) bool) {
 		}
 		b.recs = append(b.recs, rec)
 		b.ids = append(b.ids, string(sl.spool.ids.At(i)))
+		took++
 	}
+	return took
 }
 
 // checkOrder: every record of want is in the broker once, with one id,
@@ -328,4 +330,57 @@ func TestSpoolerCorruptAfterRewind(t *testing.T) {
 	if got := b.recs[len(b.recs)-2:]; !slices.Equal(got, recsOf(d)) {
 		t.Fatalf("broker's last records %v, want %v (all: %v)", got, recsOf(d), b.recs)
 	}
+}
+
+// TestSpoolerDeliveredSetFull: with no room in the delivered set, the
+// records the broker took from a slab that failed in part are sent again
+// (at least once: the broker has them twice, with the same id), and
+// Records counts each once, so the identity holds.
+func TestSpoolerDeliveredSetFull(t *testing.T) {
+	p, out, _ := newScriptedSpooler(t, filepath.Join(t.TempDir(), "spool"))
+	defer p.close()
+	p.q.LimitDelivered(0)
+	b := &broker{}
+	a, bb := testSlab("a", 4), testSlab("b", 4)
+	want := recsOf(a, bb)
+	p.deliver(a)
+	sent(out)
+	out.isDown = true
+	p.deliver(bb) // stored: a is adopted
+	k1 := func(rec string) bool { return strings.HasPrefix(rec, "k1:") }
+	b.settle(p, a, k1) // a's k0 records taken, its k1 records failed
+	out.isDown = false
+	for range 10 {
+		p.afterRound()
+		for _, sl := range sent(out) {
+			b.settle(p, sl, func(string) bool { return false })
+		}
+	}
+	p.publish()
+	if got := p.sk.cnt.records.Load(); got != uint64(len(want)) || p.cnt.records.Load() != 0 {
+		t.Fatalf("Records %d, Spooled %d; want %d, 0", got, p.cnt.records.Load(), len(want))
+	}
+	// The broker has a's k0 records twice, each time with the same id, and
+	// every other record once.
+	ids := map[string]string{}
+	n := map[string]int{}
+	for i, r := range b.recs {
+		if id, ok := ids[r]; ok && id != b.ids[i] {
+			t.Fatalf("%s sent again with id %s, first %s", r, b.ids[i], id)
+		}
+		ids[r] = b.ids[i]
+		n[r]++
+	}
+	for _, r := range want {
+		if want := 1 + btoi(strings.HasPrefix(r, "k0:a")); n[r] != want {
+			t.Fatalf("%s in the broker %d times, want %d (%v)", r, n[r], want, b.recs)
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

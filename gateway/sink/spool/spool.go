@@ -206,9 +206,12 @@ type Record struct {
 	End  int64  // spool offset after the frame
 }
 
-// spoolMaxDelivered bounds the delivered set: past it, a rewind sends
-// again what the broker has (at least once).
-const spoolMaxDelivered = 1 << 16
+// spoolMaxDelivered bounds the delivered set (8 MiB of state): past it, a
+// rewind sends again what the broker has (at least once). The set holds
+// offsets of [acked, read), which one round of slabs in flight covers,
+// so it reaches this only after many rewinds of partial failures without
+// the acked offset moving.
+const spoolMaxDelivered = 1 << 20
 
 // spool is the on-disk queue (see the top of the file).
 type Queue struct {
@@ -227,8 +230,9 @@ type Queue struct {
 	ackedSaved int64 // acked as the state file has it
 	// delivered are the offsets of frames at or after acked the broker
 	// has (sorted): a replay skips them. dirty: not yet in the state file.
-	delivered []int64
-	dirty     bool
+	delivered    []int64
+	maxDelivered int
+	dirty        bool
 	stateBuf  []byte
 	read      int64 // the next frame to replay
 	tail      int64 // after the last frame (wbuf included)
@@ -260,7 +264,7 @@ func Open(dir string, maxBytes int64, fsync bool) (*Queue, error) {
 	} else if !st.IsDir() {
 		return nil, fmt.Errorf("spool: %s is not a directory (a symbolic link is refused too)", dir)
 	}
-	q := &Queue{dir: dir, max: maxBytes, fsync: fsync, rbuf: make([]byte, 256<<10)}
+	q := &Queue{dir: dir, max: maxBytes, fsync: fsync, rbuf: make([]byte, 256<<10), maxDelivered: spoolMaxDelivered}
 	q.segMax = min(spoolMaxSegment, max(maxBytes/8, 256<<10))
 	var err error
 	if q.lock, err = openNoFollow(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE); err != nil {
@@ -703,13 +707,17 @@ func (q *Queue) AddDelivered(off int64) bool {
 	if ok {
 		return true
 	}
-	if len(q.delivered) >= spoolMaxDelivered {
+	if len(q.delivered) >= q.maxDelivered {
 		return false
 	}
 	q.delivered = slices.Insert(q.delivered, i, off)
 	q.dirty = true
 	return true
 }
+
+// LimitDelivered bounds the delivered set to n entries (at most the
+// default, spoolMaxDelivered): for tests of what happens when it is full.
+func (q *Queue) LimitDelivered(n int) { q.maxDelivered = min(n, spoolMaxDelivered) }
 
 // deliveredFrom counts the delivered set's frames at or after off.
 func (q *Queue) DeliveredFrom(off int64) int {
