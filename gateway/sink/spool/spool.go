@@ -233,12 +233,12 @@ type Queue struct {
 	delivered    []int64
 	maxDelivered int
 	dirty        bool
-	stateBuf  []byte
-	read      int64 // the next frame to replay
-	tail      int64 // after the last frame (wbuf included)
-	unread    int   // frames from read to tail
-	disk      int64 // bytes of every segment file plus wbuf
-	marks     []spoolMark
+	stateBuf     []byte
+	read         int64 // the next frame to replay
+	tail         int64 // after the last frame (wbuf included)
+	unread       int   // frames from read to tail
+	disk         int64 // bytes of every segment file plus wbuf
+	marks        []spoolMark
 
 	r     *os.File // the segment being read
 	rseg  int64    // its start
