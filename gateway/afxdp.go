@@ -188,7 +188,7 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 			w.decide(payload, src, rxNs)
 		}
 		if t1 := x.recordLatency(n); t1 > t0 {
-			wall, cpu := busy.end(t1 - t0)
+			wall, cpu := busy.end(t1-t0, n)
 			w.busyNs.Store(wall)
 			w.busyCPUNs.Store(cpu)
 		}
