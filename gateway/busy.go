@@ -8,14 +8,15 @@ import (
 // every busyCPUEvery-th non-empty batch. The read is a system call
 // (CLOCK_THREAD_CPUTIME_ID has no vDSO path), on a virtual machine more
 // than half a µs: read around every batch it would cost as much as a
-// decided event or two; read around one batch in 32 it costs a few per
-// cent of one, and the samples still come by the thousand a second.
-const busyCPUEvery = 32
+// decided event or two; read around one batch in 64 it costs a few per
+// cent of one, and the samples still come by the hundred a second at any
+// load that keeps a worker busy.
+const busyCPUEvery = 64
 
 // busyDecay is the weight of a new sample in the averages of CPU time and
-// datagrams per sampled batch: the estimate follows the last few hundred
-// samples, so a change of load (and so of the batch size) shows within a
-// fraction of a second while one odd sample barely moves it.
+// datagrams per sampled batch: the estimate follows the last hundred or
+// so samples, so a change of load (and so of the batch size) shows within
+// a second while one odd sample barely moves it.
 const busyDecay = 1.0 / 128
 
 // busyMeter is a worker's busy time in two measures. wall: the monotonic
@@ -31,7 +32,7 @@ const busyDecay = 1.0 / 128
 //
 // Why per datagram and not a CPU share of the wall time: a preemption
 // stretches one batch's wall time by milliseconds, a hundred batches'
-// worth, so a share taken from one batch in 32 swings with the few
+// worth, so a share taken from one batch in 64 swings with the few
 // preemptions that happen to fall on sampled batches. The CPU clock does
 // not run while the thread waits, so a sampled batch's CPU time is what
 // that batch cost whether or not it was preempted; the samples being every
@@ -54,6 +55,7 @@ type busyMeter struct {
 	// CPU ns and datagrams; avgN is 0 until a sample with datagrams.
 	avgCPU, avgN float64
 	samples      uint32
+	perN         float64 // avgCPU / avgN, set with them
 	batches      uint32
 	sampling     bool
 	cpu0         uint64
@@ -87,11 +89,14 @@ func (m *busyMeter) end(wallNs uint64, n int) (wall, cpu uint64) {
 			k := max(1/float64(m.samples), busyDecay)
 			m.avgCPU += (float64(s) - m.avgCPU) * k
 			m.avgN += (float64(n) - m.avgN) * k
+			if m.avgN > 0 {
+				m.perN = m.avgCPU / m.avgN
+			}
 		}
 	}
 	add := wallNs
-	if m.samples > 0 && m.avgN > 0 {
-		add = uint64(float64(n) * m.avgCPU / m.avgN)
+	if m.avgN > 0 {
+		add = uint64(float64(n) * m.perN)
 	}
 	m.cpuNs = min(m.cpuNs+add, m.wallNs)
 	return m.wallNs, m.cpuNs

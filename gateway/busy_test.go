@@ -131,11 +131,11 @@ func TestBusyMeterPreempted(t *testing.T) {
 	var m, clk busyMeter
 	c0 := clk.threadCPU()
 	var wall, cpu uint64
-	for i := range 64 * busyCPUEvery {
-		n := 1 + i%7 // datagrams in the batch, each 5 µs of work
+	for i := range 40 * busyCPUEvery {
+		n := 1 + i%7 // datagrams in the batch, each 20 µs of work
 		m.begin()
 		t0 := time.Now()
-		spin(time.Duration(n) * 5 * time.Microsecond)
+		spin(time.Duration(n) * 20 * time.Microsecond)
 		if i%5 == 0 {
 			time.Sleep(time.Millisecond)
 		}
