@@ -215,16 +215,17 @@ func (w *worker) decideFrames(n int) {
 // another CPU (the copy of copy mode, or the NIC's DMA), so each line
 // misses this CPU's caches: read here, in a loop of loads that do not
 // depend on each other, the misses overlap; met by the decoder, one
-// frame's lines after another's, each is a stall of its own. The first
-// line is skipped: take read the stamp there.
+// frame's lines after another's, each is a stall of its own. (With a
+// prefix stamp take has read the first line already; the read costs
+// little then.)
 func (x *xskQueue) warm(n int) {
 	var sum byte
 	for i := range n {
 		d := x.frames[i].Data
-		if len(d) <= 64 {
+		if len(d) == 0 {
 			continue
 		}
-		for off := 64; off < len(d); off += 64 {
+		for off := 0; off < len(d); off += 64 {
 			sum += d[off]
 		}
 		sum += d[len(d)-1] // the last line, if Data does not start on a line
