@@ -217,7 +217,7 @@ func (w *worker) socketBatch(n int, total *uint64, busy *busyMeter) (shut bool) 
 		*total += uint64(got)
 		w.datagrams.Store(*total)
 	}
-	wall, cpu := busy.end(uint64(time.Since(t0)))
+	wall, cpu := busy.end(uint64(time.Since(t0)), n)
 	w.busyNs.Store(wall)
 	w.busyCPUNs.Store(cpu)
 	return shut

@@ -27,7 +27,7 @@ import (
 )
 
 func newBench() *cobra.Command {
-	var mode, engine, compare, rate, plotPath string
+	var mode, engine, compare, rate, plotPath, cpuProfile string
 	var duration, warmup, hostCheck, spin time.Duration
 	probes, rxTimestamps := true, true
 	var sources, users, steps, rtPrio int
@@ -137,6 +137,10 @@ unaccounted. --json prints an array of loads, each with its reports.`,
 			o := bench.Options{Engine: engine, Duration: duration, Warmup: warmup, Rate: r, Sources: sources,
 				Events: gen.Config{Users: users, BadShare: badShare}, RTPriority: rtPrio}
 			o.NoProbes, o.NoRxTimestamps = !probes, !rxTimestamps
+			if cpuProfile != "" && (sweep || len(loads) > 1 || cmd.Flags().Changed("histograms")) {
+				return errors.New("bench: --cpuprofile is for --mode or --compare runs at one --rate; not with --sweep or --histograms")
+			}
+			o.CPUProfile = cpuProfile
 			if cmd.Flags().Changed("spin") {
 				if spin < 0 || spin > config.MaxRxSpin {
 					return fmt.Errorf("bench: --spin %v: want 0 .. %v", spin, config.MaxRxSpin)
@@ -231,6 +235,7 @@ unaccounted. --json prints an array of loads, each with its reports.`,
 	f.BoolVar(&rxTimestamps, "rx-timestamps", true, "host-wide software receive timestamps for the socket path's latency (probes.rx_timestamps)")
 	f.DurationVar(&spin, "spin", config.DefaultRxSpin, "afxdp.spin: how long the workers spin on an empty RX ring before they sleep (0..10ms)")
 	f.DurationVar(&hostCheck, "host-check", time.Second, "before the runs, spin this long on every CPU and report the stalls (≥ 200 µs) the host imposes on the worker CPUs; 0: skip")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a pprof CPU profile of each measured window (the whole process) to this file; {mode} in it is replaced by the mode")
 	f.StringVar(&plotPath, "plot", "", "with --sweep: write p50/p99 latency against offered load to this PNG file")
 	return cmd
 }

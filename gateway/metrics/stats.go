@@ -52,11 +52,10 @@ type Stats struct {
 	// not waiting. Events over busy time is the capacity of the workers.
 	WorkerBusy []time.Duration
 	// WorkerBusyCPU is each worker thread's CPU time on those batches
-	// (estimated from every 16th batch, see the gateway's busyMeter):
-	// unlike WorkerBusy it leaves out the time the thread waited
-	// preempted, so events over it is the capacity whatever else ran on
-	// the CPU. It only grows, and equals WorkerBusy until the worker's
-	// 16th batch.
+	// (estimated per datagram from every 64th batch, see the gateway's
+	// busyMeter): unlike WorkerBusy it leaves out the time the thread
+	// waited preempted, so events over it is the capacity whatever else
+	// ran on the CPU. It only grows and never passes WorkerBusy.
 	WorkerBusyCPU []time.Duration
 
 	Datagrams uint64 // received by the workers = BadFrames + Rejected + Decided

@@ -96,6 +96,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Progress, if set, is called about twice a second during the sends.
 	Progress func(p Progress)
+	// CPUProfile, if set, is a file for a pprof CPU profile of the
+	// measured window of Run ("{mode}" in it is replaced by the mode).
+	CPUProfile string
 }
 
 // Progress is a snapshot during a run.
@@ -193,7 +196,12 @@ func Run(ctx context.Context, o Options) (rep Report, err error) {
 	if err := b.warmup(ctx); err != nil {
 		return rep, err
 	}
-	return b.phase(ctx, "measure", b.o.Duration, b.o.Rate)
+	stopProfile, err := startCPUProfile(o.CPUProfile, o.Mode)
+	if err != nil {
+		return rep, err
+	}
+	rep, err = b.phase(ctx, "measure", b.o.Duration, b.o.Rate)
+	return rep, errors.Join(err, stopProfile())
 }
 
 // withDefaults fills in the zero fields of o.
