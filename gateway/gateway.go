@@ -432,6 +432,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		return errors.Join(err, g.Stop())
 	}
+	spareP(len(g.workers), os.Getenv("GOMAXPROCS"))
 	for _, w := range g.workers {
 		g.wg.Add(1)
 		go func() {

@@ -265,3 +265,24 @@ func (w *worker) finish() {
 		runtime.UnlockOSThread()
 	}
 }
+
+// spareP makes GOMAXPROCS at least workers+1, unless the environment sets
+// GOMAXPROCS. Each worker waits in blocking receive system calls on its
+// own locked thread, holding a P. When every P is in a system call (one
+// worker per CPU, GOMAXPROCS the CPU count), sysmon takes the P of a
+// worker blocked for more than about 20 µs and hands it to another thread
+// to poll the network, which wakes, finds nothing and sleeps again: an
+// extra thread wake-up per wait, a tenth of the receiver's CPU at
+// moderate rates on the socket paths (BENCHMARKS.md). With an idle P,
+// sysmon leaves a P in a system call alone for up to 10 ms. An idle P
+// costs nothing; it runs a goroutine only when one is ready, as the
+// housekeeping ones are now and then.
+func spareP(workers int, env string) int {
+	if env != "" {
+		return runtime.GOMAXPROCS(0)
+	}
+	if n := workers + 1; runtime.GOMAXPROCS(0) < n {
+		runtime.GOMAXPROCS(n)
+	}
+	return runtime.GOMAXPROCS(0)
+}

@@ -235,7 +235,7 @@ unaccounted. --json prints an array of loads, each with its reports.`,
 	f.BoolVar(&rxTimestamps, "rx-timestamps", true, "host-wide software receive timestamps for the socket path's latency (probes.rx_timestamps)")
 	f.DurationVar(&spin, "spin", config.DefaultRxSpin, "afxdp.spin: how long the workers spin on an empty RX ring before they sleep (0..10ms)")
 	f.DurationVar(&hostCheck, "host-check", time.Second, "before the runs, spin this long on every CPU and report the stalls (≥ 200 µs) the host imposes on the worker CPUs; 0: skip")
-	f.StringVar(&cpuProfile, "cpuprofile", "", "write a pprof CPU profile of each measured window (the whole process) to this file; {mode} in it is replaced by the mode")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the receiver (its own process) over each measured window to this file; {mode} in it is replaced by the mode")
 	f.StringVar(&plotPath, "plot", "", "with --sweep: write p50/p99 latency against offered load to this PNG file")
 	return cmd
 }

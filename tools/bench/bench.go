@@ -97,7 +97,8 @@ type Options struct {
 	// Progress, if set, is called about twice a second during the sends.
 	Progress func(p Progress)
 	// CPUProfile, if set, is a file for a pprof CPU profile of the
-	// measured window of Run ("{mode}" in it is replaced by the mode).
+	// receiver (its process: the gateway or the yardstick) over the
+	// measured window ("{mode}" in it is replaced by the mode).
 	CPUProfile string
 }
 
@@ -196,9 +197,12 @@ func Run(ctx context.Context, o Options) (rep Report, err error) {
 	if err := b.warmup(ctx); err != nil {
 		return rep, err
 	}
-	stopProfile, err := startCPUProfile(o.CPUProfile, o.Mode)
-	if err != nil {
-		return rep, err
+	// A receiver in its own process profiles itself (child.go).
+	stopProfile := func() error { return nil }
+	if o.InProcess {
+		if stopProfile, err = startCPUProfile(profilePath(o.CPUProfile, o.Mode)); err != nil {
+			return rep, err
+		}
 	}
 	rep, err = b.phase(ctx, "measure", b.o.Duration, b.o.Rate)
 	return rep, errors.Join(err, stopProfile())

@@ -53,6 +53,9 @@ type childSpec struct {
 	Spin           time.Duration
 	NoProbes       bool
 	NoRxTimestamps bool
+	// CPUProfile: a pprof CPU profile of the receiver over each measured
+	// window ("begin" to "end") into this file ("" for none).
+	CPUProfile string
 }
 
 // usage is a receiver's tally and costs so far, as the child reports them.
@@ -101,9 +104,25 @@ func childMain(spec string) int {
 	// waits), or with the costs ("begin" and "end" of a window: the
 	// allocation count runs a garbage collection, so it comes before
 	// the CPU time is read at the beginning and after it at the end).
+	stopProfile := func() error { return nil }
+	defer func() { _ = stopProfile() }()
 	snap := func(what string) usage {
 		var u usage
 		var err error
+		switch what {
+		case "begin":
+			_ = stopProfile()
+			if stopProfile, err = startCPUProfile(cs.CPUProfile); err != nil {
+				stopProfile = func() error { return nil }
+				u.Err = err.Error()
+				return u
+			}
+		case "end":
+			if err := stopProfile(); err != nil {
+				u.Err = err.Error()
+			}
+			stopProfile = func() error { return nil }
+		}
 		if u.Tally, err = t.tally(); err != nil {
 			u.Err = err.Error()
 		}
@@ -206,7 +225,7 @@ func startChild(h *testenv.Host, o Options) (*childTarget, error) {
 		return nil, fmt.Errorf("bench: receiver process: %w", err)
 	}
 	spec, err := json.Marshal(childSpec{Mode: o.Mode, NS: h.NS, Link: h.Link, RTPriority: o.RTPriority, Spin: o.Spin,
-		NoProbes: o.NoProbes, NoRxTimestamps: o.NoRxTimestamps})
+		NoProbes: o.NoProbes, NoRxTimestamps: o.NoRxTimestamps, CPUProfile: profilePath(o.CPUProfile, o.Mode)})
 	if err != nil {
 		return nil, err
 	}
