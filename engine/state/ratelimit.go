@@ -113,7 +113,6 @@ func tableCapacity(maxKeys int) (uint64, error) {
 
 func (t *keyTable) init(capacity uint64, clear func(slot uint64)) {
 	t.slots = make([]tableSlot, capacity)
-	hugePages(t.slots)
 	t.mask = capacity - 1
 	bits := uint8(0)
 	for uint64(1)<<bits < capacity {

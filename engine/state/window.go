@@ -273,10 +273,8 @@ func (w *WindowPlan) Bytes() uint64 { return w.BytesPerKey() * w.capacity }
 func (w *WindowPlan) Build() *Window {
 	win := &Window{n: w.n, ring: w.ring, slide: w.slide, agg: w.agg, stride: w.stride, p: w.p, regWords: w.regWords}
 	win.seg = make([]atomic.Uint64, w.capacity*w.ring*w.stride)
-	hugePages(win.seg)
 	if w.regWords > 0 {
 		win.regs = make([]atomic.Uint64, w.capacity*w.ring*w.regWords)
-		hugePages(win.regs)
 	}
 	if w.textWords > 0 {
 		win.text = newKeyText(w.capacity, w.textWords)
