@@ -123,7 +123,7 @@ type Gateway struct {
 	hkDone chan struct{}
 	// sw logs sink faults while the gateway runs (nil without sinks);
 	// swStop/swDone end its loop.
-	sw     *sinkWatch
+	sw     *sink.Watch
 	swStop chan struct{}
 	swDone chan struct{}
 	// em reports every_slide window aggregates (emitter.go); nil without
@@ -249,7 +249,7 @@ func New(cfg *config.Config, opts Options) (g *Gateway, err error) {
 	}
 	g.sinks.SetRoutes(routes)
 	if len(cfg.Sinks) > 0 {
-		g.sw = newSinkWatch(g.log, g.sinks)
+		g.sw = sink.NewWatch(g.log, g.sinks)
 	}
 	if g.sinks.WantsAggregates() {
 		g.em = newEmitter(g.eng.NewEmitter(), g.sinks.EmitWriter())
@@ -393,7 +393,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() {
 		defer close(g.swDone)
 		if g.sw != nil {
-			g.sw.run(g.swStop)
+			g.sw.Run(g.swStop)
 		}
 	}()
 	go func() {
@@ -504,8 +504,8 @@ func (g *Gateway) Stop() error {
 				err = fmt.Errorf("flush sinks: %w", e)
 			}
 			if g.sw != nil {
-				g.sw.check(time.Now())
-				g.sw.final()
+				g.sw.Check(time.Now())
+				g.sw.Final()
 			}
 		}
 		if e := g.teardown(); e != nil && err == nil {

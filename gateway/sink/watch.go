@@ -1,50 +1,49 @@
-package gateway
+package sink
 
 import (
 	"log/slog"
 	"time"
-
-	"github.com/xgate/xgate/gateway/sink"
 )
 
-// sinkWatchEvery is how often the sink watch compares the sinks' counters,
+// sinkWatchEvery is how often the Watch compares the sinks' counters,
 // and sinkLogEvery how often at most it logs one sink's trouble.
 const (
 	sinkWatchEvery = time.Second
 	sinkLogEvery   = 10 * time.Second
 )
 
-// sinkWatch makes sink faults loud: a sink that drops, fails or errs is
+// Watch makes sink faults loud: a sink that drops, fails or errs is
 // logged (at most once per sinkLogEvery per sink, with what it lost since
 // the last line), and its recovery once it writes again without losing.
 // A sink that loses its server (NATS) is logged as down when it happens,
 // before any record is lost (at most once per sinkLogEvery per sink), and
 // as connected again when it is back.
 // Counters stay the record; the log says when it started and stopped.
-type sinkWatch struct {
+type Watch struct {
 	log      *slog.Logger
-	sinks    *sink.Sinks
-	prev     []sink.Stats
+	sinks    *Sinks
+	prev     []Stats
 	lastLog  []time.Time
 	failing  []bool
-	logged   []sink.Stats // the counts as of the last trouble line
-	lastDown []time.Time  // when a down line was logged last
-	downLog  []bool       // a down line was logged, its "connected again" not yet
-	spooling []bool       // a spooling line was logged, its "replayed" not yet
+	logged   []Stats     // the counts as of the last trouble line
+	lastDown []time.Time // when a down line was logged last
+	downLog  []bool      // a down line was logged, its "connected again" not yet
+	spooling []bool      // a spooling line was logged, its "replayed" not yet
 }
 
-func newSinkWatch(log *slog.Logger, s *sink.Sinks) *sinkWatch {
+// NewWatch watches the sinks of s, logging to log.
+func NewWatch(log *slog.Logger, s *Sinks) *Watch {
 	st := s.Stats()
-	return &sinkWatch{log: log, sinks: s, prev: st, lastLog: make([]time.Time, len(st)),
-		failing: make([]bool, len(st)), logged: append([]sink.Stats(nil), st...),
+	return &Watch{log: log, sinks: s, prev: st, lastLog: make([]time.Time, len(st)),
+		failing: make([]bool, len(st)), logged: append([]Stats(nil), st...),
 		lastDown: make([]time.Time, len(st)), downLog: make([]bool, len(st)), spooling: make([]bool, len(st))}
 }
 
 // lost is what a sink's counters say it did not deliver.
-func lost(s sink.Stats) uint64 { return s.Dropped + s.TooBig + s.Failed + s.Errors }
+func lost(s Stats) uint64 { return s.Dropped + s.TooBig + s.Failed + s.Errors }
 
-// check compares the counters with the last reading and logs the changes.
-func (w *sinkWatch) check(now time.Time) {
+// Check compares the counters with the last reading and logs the changes.
+func (w *Watch) Check(now time.Time) {
 	cur := w.sinks.Stats()
 	for i, s := range cur {
 		p := w.prev[i]
@@ -87,8 +86,8 @@ func (w *sinkWatch) check(now time.Time) {
 	w.prev = cur
 }
 
-// run checks every sinkWatchEvery until stop is closed.
-func (w *sinkWatch) run(stop <-chan struct{}) {
+// Run checks every sinkWatchEvery until stop is closed.
+func (w *Watch) Run(stop <-chan struct{}) {
 	t := time.NewTicker(sinkWatchEvery)
 	defer t.Stop()
 	for {
@@ -96,14 +95,14 @@ func (w *sinkWatch) run(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case now := <-t.C:
-			w.check(now)
+			w.Check(now)
 		}
 	}
 }
 
-// final logs, after the sinks closed, every sink that did not deliver all
+// Final logs, after the sinks closed, every sink that did not deliver all
 // its records, with the counts by kind.
-func (w *sinkWatch) final() {
+func (w *Watch) Final() {
 	for _, s := range w.sinks.Stats() {
 		if s.Spooled > 0 {
 			w.log.Info("sink left records in its spool: the next start replays them", "sink", s.Name, "spooled", s.Spooled, "spool_bytes", s.SpoolBytes)

@@ -1,4 +1,4 @@
-package gateway
+package sink
 
 import (
 	"bytes"
@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/xgate/xgate/engine"
-	"github.com/xgate/xgate/gateway/sink"
 	"github.com/xgate/xgate/gateway/sink/nats"
 	"github.com/xgate/xgate/gateway/sink/sinktest"
 	"github.com/xgate/xgate/gateway/sink/spool"
@@ -37,16 +36,16 @@ func (s *syncBuf) String() string {
 // losing records, with its error, and once more at the stop with what it
 // did not deliver; a healthy sink is not logged.
 func TestSinkWatchLoud(t *testing.T) {
-	if _, err := sink.New([]sink.Spec{{Type: "file", Path: "/dev/full", What: "all"}}, 1); err != nil {
+	if _, err := New([]Spec{{Type: "file", Path: "/dev/full", What: "all"}}, 1); err != nil {
 		t.Skipf("no /dev/full: %v", err)
 	}
-	s, err := sink.New([]sink.Spec{{Type: "file", Path: "/dev/full", What: "all", Fsync: "never"},
+	s, err := New([]Spec{{Type: "file", Path: "/dev/full", What: "all", Fsync: "never"},
 		{Type: "file", Path: t.TempDir() + "/ok.ndjson", What: "all", Fsync: "never"}}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf syncBuf
-	w := newSinkWatch(slog.New(slog.NewTextHandler(&buf, nil)), s)
+	w := NewWatch(slog.New(slog.NewTextHandler(&buf, nil)), s)
 	wr := s.Writer(0)
 	for i := 0; i < 10; i++ {
 		wr.Add(&engine.Decision{Raw: []byte(`{"user_id":"u","amount":1}`), Action: engine.ActionPass})
@@ -54,7 +53,7 @@ func TestSinkWatchLoud(t *testing.T) {
 	wr.FlushAll()
 	deadline := time.Now().Add(3 * time.Second)
 	for !strings.Contains(buf.String(), "sink losing records") && time.Now().Before(deadline) {
-		w.check(time.Now())
+		w.Check(time.Now())
 		time.Sleep(10 * time.Millisecond)
 	}
 	out := buf.String()
@@ -64,7 +63,7 @@ func TestSinkWatchLoud(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.Close(ctx) // the full disk's sink reports its failure here too
-	w.final()
+	w.Final()
 	if out := buf.String(); !strings.Contains(out, "sink did not deliver every record") || strings.Count(out, "did not deliver") != 1 {
 		t.Errorf("final log:\n%s", out)
 	}
@@ -77,15 +76,15 @@ func TestSinkWatchLoud(t *testing.T) {
 // watchedNATS is a NATS sink on a server of the test's (with a disk spool
 // at spooldir, unless ""), its sink watch logging into buf, and waitLine,
 // which runs the watch until the log has a line (within 20s).
-func watchedNATS(t *testing.T, spooldir string) (*sinktest.NATSServer, *sink.Sinks, *sinkWatch, *syncBuf, func(string)) {
+func watchedNATS(t *testing.T, spooldir string) (*sinktest.NATSServer, *Sinks, *Watch, *syncBuf, func(string)) {
 	t.Helper()
 	srv := sinktest.StartNATS(t)
-	sp := sink.Spec{Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw", DeliveryTimeout: time.Minute,
+	sp := Spec{Type: "nats", What: "passed", KeyPath: "user_id", GatewayID: "gw", DeliveryTimeout: time.Minute,
 		NATS: nats.Config{URLs: []string{srv.URL()}, Subject: "xgate.events.{key}", Stream: "EVENTS", CreateStream: true}}
 	if spooldir != "" {
 		sp.Spool = spool.Config{Path: spooldir}
 	}
-	s, err := sink.New([]sink.Spec{sp}, 1)
+	s, err := New([]Spec{sp}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +94,7 @@ func watchedNATS(t *testing.T, spooldir string) (*sinktest.NATSServer, *sink.Sin
 		_ = s.Close(ctx)
 	})
 	buf := &syncBuf{}
-	w := newSinkWatch(slog.New(slog.NewTextHandler(buf, nil)), s)
+	w := NewWatch(slog.New(slog.NewTextHandler(buf, nil)), s)
 	waitLine := func(line string) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
@@ -103,7 +102,7 @@ func watchedNATS(t *testing.T, spooldir string) (*sinktest.NATSServer, *sink.Sin
 			if time.Now().After(deadline) {
 				t.Fatalf("no %q line within 20s; log:\n%s", line, buf.String())
 			}
-			w.check(time.Now())
+			w.Check(time.Now())
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
@@ -112,7 +111,7 @@ func watchedNATS(t *testing.T, spooldir string) (*sinktest.NATSServer, *sink.Sin
 
 func TestSinkWatchDown(t *testing.T) {
 	srv, s, w, buf, waitLine := watchedNATS(t, "")
-	w.check(time.Now())
+	w.Check(time.Now())
 	if st := s.Stats()[0]; st.Down || buf.String() != "" {
 		t.Fatalf("connected sink: Down %v, log %q", st.Down, buf.String())
 	}
