@@ -7,7 +7,8 @@
  *                           histogram, for one packet in sock_sample_n per
  *                           CPU. Never drops or trims: returns skb->len.
  *   probe_kfree_skb         tp_btf/kfree_skb: drops of packets to our UDP
- *                           ports, by enum skb_drop_reason.
+ *                           ports (and our address, when one is set), by
+ *                           enum skb_drop_reason.
  *   probe_xdp_redirect_err  tp_btf/xdp_redirect_err and
  *   probe_xdp_exception     tp_btf/xdp_exception, for our XDP program id
  *                           (a full AF_XDP rx ring makes the redirect fail).
@@ -233,19 +234,20 @@ int probe_sock_latency(struct __sk_buff *skb)
 #define HDR_READ 48
 
 /* The UDP destination port of skb in host order, or 0 when skb is not a
- * UDP packet whose headers have been set (network header at least).
+ * UDP packet whose headers have been set (network header at least). buf
+ * (HDR_READ bytes) gets the headers from the network header on: the IP
+ * header's addresses are in it whatever the port's layout.
  *
  * It runs for every skb the kernel drops, anywhere on the host, so the
  * cheap exits come first: the skb's fields are direct loads (tp_btf gives
  * a trusted pointer; no helper call), and the headers are one
  * bpf_probe_read_kernel in the common case (a second only when the UDP
  * header is not right after a plain IPv4 or IPv6 header). */
-static __always_inline __u16 udp_dport(struct sk_buff *skb)
+static __always_inline __u16 udp_dport(struct sk_buff *skb, __u8 *buf)
 {
 	__u16 nh = skb->network_header, th = skb->transport_header, off;
 	__be16 proto = skb->protocol;
 	unsigned char *head = skb->head;
-	__u8 buf[HDR_READ];
 	__be16 dport;
 
 	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6))
@@ -255,7 +257,7 @@ static __always_inline __u16 udp_dport(struct sk_buff *skb)
 	/* Past the packet's end this reads the rest of its buffer (the head
 	 * is followed by its shared info), never unmapped memory; the bytes
 	 * used are checked against the headers. */
-	if (bpf_probe_read_kernel(buf, sizeof(buf), head + nh))
+	if (bpf_probe_read_kernel(buf, HDR_READ, head + nh))
 		return 0;
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)buf;
@@ -293,10 +295,32 @@ static __always_inline __u16 udp_dport(struct sk_buff *skb)
 	return bpf_ntohs(dport);
 }
 
+/* Is the destination of skb, whose headers udp_dport read into hdr (so
+ * IPv4 or IPv6), the configured address? Called only with one configured
+ * (cfg->dst), after the port matched: a drop of another datagram costs
+ * nothing more. The other family is not ours, as in the XDP program
+ * (a socket bound to an address of one family receives none of the
+ * other). */
+static __always_inline int dst_is_ours(const struct sk_buff *skb, const struct probe_config *cfg,
+				       const __u32 *hdr)
+{
+	const __u32 *a = (const __u32 *)cfg->dst_addr;
+	const __u32 *d;
+
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		d = hdr + offsetof(struct ipv6hdr, daddr) / 4;
+		return cfg->dst == PROBE_DST_V6 &&
+		       ((d[0] ^ a[0]) | (d[1] ^ a[1]) | (d[2] ^ a[2]) | (d[3] ^ a[3])) == 0;
+	}
+	d = hdr + offsetof(struct iphdr, daddr) / 4;
+	return cfg->dst == PROBE_DST_V4 && d[0] == a[3];
+}
+
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(probe_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
 	__u32 r = reason, zero = 0;
+	__u32 hdr[HDR_READ / 4]; /* the headers, 4-aligned for the address compare */
 	struct probe_config *cfg;
 	__u16 port;
 
@@ -310,8 +334,14 @@ int BPF_PROG(probe_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop
 		if (dev && dev->nd_net.net->ns.inum != cfg->netns_ino)
 			return 0;
 	}
-	port = udp_dport(skb);
+	port = udp_dport(skb, (__u8 *)hdr);
 	if (!port || !bpf_map_lookup_elem(&probe_ports, &port))
+		return 0;
+	/* Our address only, when one is set (listen.address): the XDP
+	 * program passed a datagram to another address as not_our_address,
+	 * so the stack's drop of it (no socket there) is not ours to count
+	 * again. */
+	if (cfg && cfg->dst != PROBE_DST_ANY && !dst_is_ours(skb, cfg, hdr))
 		return 0;
 	hash_inc(&probe_drops, &r);
 	stat_add(PROBE_STAT_DROPS, 1);

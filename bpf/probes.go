@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -39,6 +40,14 @@ type ProbeOptions struct {
 	// kfree_skb probe counts only drops on its devices; 0 counts every
 	// namespace's.
 	NetnsIno uint32
+	// Address is the destination address that is ours (listen.address,
+	// as the XDP program's Config.Address): with one, kfree_skb counts a
+	// drop to our port only when it is to this address, so of its family;
+	// the XDP program passed a datagram to another address to the stack
+	// as not_our_address, and the stack's drop of it is not ours. The
+	// zero Addr or an unspecified one (0.0.0.0, ::) means any; a
+	// v4-mapped address is its IPv4 address.
+	Address netip.Addr
 	// ClockRefresh is how often the TAI−realtime offset is re-read and
 	// written to the config map; 0 means every second, negative never
 	// (call RefreshClock yourself).
@@ -145,6 +154,9 @@ func LoadProbes(opts ProbeOptions) (*Probes, error) {
 	}
 	p := &Probes{progs: make(map[string]*ebpf.Program), tsFD: -1, sockSample: sample, pinPath: opts.PinPath}
 	if err := spec.LoadAndAssign(&p.maps, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}}); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("probes: create maps: a pinned map from an older xgate has another layout; remove the pin directory (or its map) and load again: %w", err)
+		}
 		return nil, fmt.Errorf("probes: create maps: %w", err)
 	}
 	replace := map[string]*ebpf.Map{
@@ -159,6 +171,13 @@ func LoadProbes(opts ProbeOptions) (*Probes, error) {
 
 	p.cfg.XdpProgId = opts.XDPProgID
 	p.cfg.NetnsIno = opts.NetnsIno
+	if a := opts.Address.Unmap().WithZone(""); a.IsValid() && !a.IsUnspecified() {
+		p.cfg.Dst = probesKernProbeDstPROBE_DST_V6
+		if a.Is4() {
+			p.cfg.Dst = probesKernProbeDstPROBE_DST_V4
+		}
+		p.cfg.DstAddr = a.As16() // an IPv4 address v4-mapped, as probes.h says
+	}
 	if err := p.RefreshClock(); err != nil {
 		p.Close()
 		return nil, err

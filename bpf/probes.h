@@ -38,6 +38,13 @@ struct probe_sock_tick {
 	__u64 tick;    /* packets since the last sample, 0..period-1 */
 };
 
+/* Which destinations kfree_skb counts (probe_config.dst). */
+enum probe_dst {
+	PROBE_DST_ANY = 0, /* any address (listen.address unset or unspecified) */
+	PROBE_DST_V4 = 1,  /* IPv4 to the address in dst_addr[12..15] only */
+	PROBE_DST_V6 = 2,  /* IPv6 to the address in dst_addr only */
+};
+
 /* Written by userspace (map probe_cfg, ARRAY of one). */
 struct probe_config {
 	/* CLOCK_TAI - CLOCK_REALTIME in ns: realtime = bpf_ktime_get_tai_ns()
@@ -48,6 +55,15 @@ struct probe_config {
 	/* Inode of our network namespace (its /proc/self/ns/net): kfree_skb
 	 * counts only drops on devices of this namespace; 0 counts all. */
 	__u32 netns_ino;
+	/* The destination address that is ours (listen.address), in network
+	 * byte order, an IPv4 one v4-mapped (::ffff:a.b.c.d) as in
+	 * xgate_config.dst_addr; read only as dst says. With an address,
+	 * kfree_skb counts a drop to our port only when it is to this address
+	 * (so of its family): the XDP program passed a datagram to another one
+	 * as not_our_address, not for us, and its drop is not ours. */
+	__u8 dst_addr[16];
+	enum probe_dst dst; /* 4 bytes */
+	__u32 _pad;
 };
 
 /* Which XDP tracepoint fired, part of struct probe_xdp_key. */

@@ -18,7 +18,18 @@ type probesKernProbeConfig struct {
 	TaiOffsetNs int64
 	XdpProgId   uint32
 	NetnsIno    uint32
+	DstAddr     [16]uint8
+	Dst         probesKernProbeDst
+	Pad         uint32
 }
+
+type probesKernProbeDst uint32
+
+const (
+	probesKernProbeDstPROBE_DST_ANY probesKernProbeDst = 0
+	probesKernProbeDstPROBE_DST_V4  probesKernProbeDst = 1
+	probesKernProbeDstPROBE_DST_V6  probesKernProbeDst = 2
+)
 
 type probesKernProbeSockTick struct {
 	_       structs.HostLayout

@@ -655,8 +655,8 @@ static __always_inline int process(struct xdp_md *ctx, const struct xgate_config
 		*reason = XGATE_R_IPV6_NOT_SERVED;
 		return XDP_DROP;
 	}
-	/* Ours by address? Only with an address configured (listen.address
-	 * on the afxdp path): one flag test otherwise. After the served
+	/* Ours by address? Only with an address configured (listen.address,
+	 * afxdp and socket paths): one flag test otherwise. After the served
 	 * checks, so that an IPv6 datagram stays ipv6_not_served where no
 	 * socket serves IPv6. */
 	if ((cfg->flags & (XGATE_F_DST_V4 | XGATE_F_DST_V6)) && !dst_is_ours(ctx, cfg, &ho)) {

@@ -177,7 +177,9 @@ struct xgate_config {
 	 * family. Neither flag: any destination (listen.address unset or
 	 * unspecified). A datagram to our port and another address, or of the
 	 * other family, is not for us (XGATE_R_NOT_OUR_ADDRESS): the sockets of
-	 * the socket paths are bound to this address and would not see it. */
+	 * the socket paths are bound to this address and would not see it, and
+	 * the kfree_skb probe (probe_config.dst_addr) counts the stack's drops
+	 * to this address only. */
 	__u8 dst_addr[16];
 	/* Served VLANs: bit v set = datagrams to our ports whose outer VLAN tag
 	 * has VID v are ours (without XGATE_F_VLAN_ANY). Untagged frames are

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net/netip"
 	"strings"
 
 	"github.com/xgate/xgate/gateway/config"
@@ -34,9 +35,14 @@ func (g *Gateway) setupProbes(cfg *config.Config) {
 		}
 	}
 	// New runs in the interface's namespace: the kernel drops counted are
-	// that namespace's. The maps pin beside the XDP program's.
+	// that namespace's. The maps pin beside the XDP program's. The kernel
+	// drops counted are those to listen.address (any when unset or
+	// unspecified), the address the XDP program takes as ours: a datagram
+	// to another one it passed as not_our_address, so the stack's drop of
+	// it is not ours.
+	addr, _ := netip.ParseAddr(cfg.Listen.Address) // checked by config; "" is any
 	opts := bpf.ProbeOptions{Ports: cfg.Listen.Ports, SockSample: cfg.Probes.Sample, RxTimestamps: cfg.Probes.RxTimestamps,
-		NetnsIno: bpf.NetnsIno()}
+		NetnsIno: bpf.NetnsIno(), Address: addr}
 	if g.path != config.ModePlain {
 		opts.PinPath = cfg.Pin.Path
 	}

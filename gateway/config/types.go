@@ -82,11 +82,13 @@ func (m Mode) String() string { return string(m) }
 type Listen struct {
 	Ports []uint16 // UDP destination ports; at least one
 	// Address is the destination address that is ours: the bind address
-	// of the sockets (socket and plain modes), and in afxdp mode the XDP
-	// program passes a datagram to a listened port but to another address,
-	// or of the other family, to the stack as not_our_address (not for
-	// us), as the sockets would not see it. "" = all IPv4 addresses for
-	// the sockets, any address in afxdp mode; 0.0.0.0 and "::" are any too.
+	// of the sockets (socket and plain modes), and in afxdp and socket
+	// modes the XDP program passes a datagram to a listened port but to
+	// another address, or of the other family, to the stack as
+	// not_our_address (not for us), as the sockets would not see it; the
+	// kfree_skb probe counts the stack's drops to this address only. "" =
+	// all IPv4 addresses for the sockets, any address for the XDP program
+	// and the probe; 0.0.0.0 and "::" are any too.
 	Address string
 	// VLANs are the VLAN IDs served (the outer tag): a datagram to our
 	// port tagged with another VLAN is dropped in XDP as vlan_not_served

@@ -69,18 +69,18 @@ func (c *Config) XDPConfig(path Mode) bpf.Config {
 	}
 	// The socket path serves IPv6 only when its sockets do (bound to an
 	// IPv6 address, "::" included); AF_XDP workers parse both families.
-	// The address (checked: "" or an IP) is the program's to check on the
-	// afxdp path, where nothing else would: a datagram to another address
-	// passes on as not_our_address ("" and unspecified: any). On the socket
-	// path the sockets' bind decides, as on the plain one: the stack drops
-	// what no socket takes, and the kfree_skb probe counts that drop (by
-	// port) as a kernel drop after XDP, so passing it as not for us too
-	// would count it twice.
+	// The address (checked: "" or an IP) is the program's to check on
+	// every path: a datagram to another address passes on as
+	// not_our_address ("" and unspecified: any). On the afxdp path nothing
+	// else would; on the socket path the sockets' bind would leave it to
+	// the stack, but as a survivor of XDP that no worker decides. The
+	// kfree_skb probe gets the same address (gateway setupProbes), so the
+	// stack's drop of such a datagram is not counted again as a kernel
+	// drop. The plain path loads no program.
 	addr, err := netip.ParseAddr(c.Listen.Address)
 	noIPv6 := false
 	if path != ModeAFXDP {
 		noIPv6 = err != nil || !addr.Is6() || addr.Is4In6()
-		addr = netip.Addr{}
 	}
 	// A bucket without a burst holds one second's worth, as documented
 	// (at least one packet).

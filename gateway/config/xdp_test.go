@@ -36,8 +36,8 @@ func TestConfigListenVLANs(t *testing.T) {
 }
 
 // TestConfigListenAddressXDP: listen.address reaches the XDP program on
-// the afxdp path ("" is the zero address: any); on the socket path the
-// sockets' bind decides, and the address whether it serves IPv6.
+// every path ("" is the zero address: any); on the socket path it also
+// says whether the sockets serve IPv6.
 func TestConfigListenAddressXDP(t *testing.T) {
 	for _, tc := range []struct {
 		addr   string
@@ -57,12 +57,8 @@ func TestConfigListenAddressXDP(t *testing.T) {
 		}
 		for _, m := range []Mode{ModeAFXDP, ModeSocket, ModePlain} {
 			b := c.XDPConfig(m)
-			want := tc.want
-			if m != ModeAFXDP {
-				want = netip.Addr{} // the bind decides
-			}
-			if b.Address != want {
-				t.Errorf("address %q, %s: program's address %v, want %v", tc.addr, m, b.Address, want)
+			if b.Address != tc.want {
+				t.Errorf("address %q, %s: program's address %v, want %v", tc.addr, m, b.Address, tc.want)
 			}
 			if want := tc.noIPv6 && m != ModeAFXDP; b.NoIPv6 != want {
 				t.Errorf("address %q, %s: NoIPv6 %v, want %v", tc.addr, m, b.NoIPv6, want)
