@@ -23,7 +23,15 @@ func TestNeverBlockAndDrop(t *testing.T) {
 	if _, err := pair.A.SendUDP(dst, []byte(`{"user_id":"b","event_type":"bot"}`), 3); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, func() bool { s, _ := g.Stats(); return s.Feedback.Refused > 0 })
+	// Every block request of the three handled (refused, or deduped after
+	// the first) before the reload: one still queued would meet the
+	// reloaded config, which no longer protects the source.
+	eventually(t, func() bool {
+		s, _ := g.Stats()
+		f := s.Feedback
+		handled := f.Applied + f.Deduped + f.RingFull + f.OverLimit + f.Failed + f.Unenforced + f.Refused
+		return s.Decided >= 3 && f.Refused > 0 && handled == f.Requested
+	})
 	if bl, _ := g.Blocklist(); len(bl) != 0 {
 		t.Errorf("a never-block source is in the blocklist: %+v", bl)
 	}
