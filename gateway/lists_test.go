@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/xgate/xgate/bpf"
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/gateway/config"
@@ -150,6 +153,21 @@ sinks:
 		s, _ := g.Stats()
 		return ok && hits[badID].Packets > 0 && s.XDP[bpf.ReasonCIDRDrop].Packets > 0
 	})
+	// /metrics names the list's hits by the list (the collector reads
+	// the names without the lists' contents).
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(g.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams := map[string]*dto.MetricFamily{}
+	for _, f := range mfs {
+		fams[f.GetName()] = f
+	}
+	if v := metricValue(t, fams, "xgate_xdp_cidr_packets_total", "list=bad"); v <= 0 {
+		t.Errorf("xgate_xdp_cidr_packets_total{list=bad} = %v, want > 0", v)
+	}
 	// The same network as never_block: the trie refuses it, the rules
 	// keep the old partners too.
 	testenv.WriteAtomic(t, file("partners.txt"), pair.A.Addr.String()+"/32\n")

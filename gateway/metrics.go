@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/xgate/xgate/bpf"
+	englists "github.com/xgate/xgate/engine/lists"
 	"github.com/xgate/xgate/gateway/metrics"
 )
 
@@ -47,8 +48,12 @@ func (s metricsSource) CIDRHits() ([]metrics.CIDRHit, bool, error) {
 	if !ok {
 		return nil, false, err
 	}
+	// The lists' names and order only: data that is always nil keeps
+	// CIDRLists from gathering (and deduplicating) every network of the
+	// list files on each scrape.
+	noData := func(string) *englists.ListData { return nil }
 	var out []metrics.CIDRHit
-	for i, l := range cidrLists(s.Config(), nil) {
+	for i, l := range cidrLists(s.Config(), noData) {
 		out = append(out, metrics.CIDRHit{List: l.Name, Packets: hits[i].Packets})
 	}
 	return out, true, nil
