@@ -68,6 +68,26 @@ func fileIDOf(fi os.FileInfo) FileID {
 	return FileID{Dev: st.Dev, Ino: st.Ino, Size: st.Size, MtimeNs: st.Mtim.Nano()}
 }
 
+// StatFileID is the identity of the file at path now, symbolic links
+// followed; false when it cannot be stat'ed. The list watch compares it
+// with List.Loaded, so both come from fileIDOf.
+func StatFileID(path string) (FileID, bool) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return FileID{}, false
+	}
+	return fileIDOf(fi), true
+}
+
+// FilePath is the file the list is read from: Path, or File when the
+// config was not read from a file.
+func (l *List) FilePath() string {
+	if l.Path != "" {
+		return l.Path
+	}
+	return l.File
+}
+
 // Enrich is one added field (engine.EnrichSpec).
 type Enrich struct {
 	Field string
@@ -101,10 +121,7 @@ func LoadListFile(l List) (*lists.ListData, FileID, error) {
 	if err != nil {
 		return nil, FileID{}, err
 	}
-	path := l.Path
-	if path == "" {
-		path = l.File
-	}
+	path := l.FilePath()
 	// O_NONBLOCK: opening a FIFO (or a device) put at the path must not
 	// block the daemon until someone writes to it; fstat then refuses
 	// anything but a regular file, whose reads O_NONBLOCK does not change.

@@ -57,15 +57,6 @@ type state struct {
 	seen config.FileID
 }
 
-// statID returns the identity of the file at path, following links.
-func statID(path string) (config.FileID, bool) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return config.FileID{}, false
-	}
-	return config.FileID{Dev: st.Dev, Ino: st.Ino, Size: st.Size, MtimeNs: st.Mtim.Nano()}, true
-}
-
 // Set is the gateway's lists and the watch on their files.
 type Set struct {
 	log *slog.Logger
@@ -150,7 +141,7 @@ func (ls *Set) Prepare(cfg *config.Config) (map[string]*englists.List, func()) {
 			// the watch's next pass loads it.
 			st.seen = st.spec.Loaded
 			if st.seen == (config.FileID{}) {
-				st.seen, _ = statID(listPath(st.spec))
+				st.seen, _ = config.StatFileID(st.spec.FilePath())
 			}
 		}
 		// A file changed since the config read it sent its event already
@@ -158,7 +149,7 @@ func (ls *Set) Prepare(cfg *config.Config) (map[string]*englists.List, func()) {
 		// replaces): a pass after this reload finds and loads it.
 		stale := false
 		for _, st := range next {
-			if id, _ := statID(listPath(st.spec)); id != st.seen {
+			if id, _ := config.StatFileID(st.spec.FilePath()); id != st.seen {
 				stale = true
 			}
 		}
@@ -243,7 +234,7 @@ func (ls *Set) rewatch() {
 	ls.mu.Lock()
 	want := map[string]bool{}
 	for _, st := range ls.byName {
-		p := listPath(st.spec)
+		p := st.spec.FilePath()
 		want[filepath.Dir(p)] = true
 		// A symbolic link's target may change in place in a directory
 		// of its own (the ConfigMap layout: list → ..data/list).
@@ -277,17 +268,10 @@ func (ls *Set) rewatch() {
 	}
 }
 
-func listPath(l config.List) string {
-	if l.Path != "" {
-		return l.Path
-	}
-	return l.File
-}
-
 // run reads inotify events; after each read it reloads every list whose
-// file is another one than when last read (statID). Events are only the
-// cue: which file they name does not matter, so a list behind symbolic
-// links, or renamed over, is found however the change reached it.
+// file is another one than when last read (config.StatFileID). Events are
+// only the cue: which file they name does not matter, so a list behind
+// symbolic links, or renamed over, is found however the change reached it.
 func (ls *Set) run() {
 	defer close(ls.done)
 	buf := make([]byte, 64<<10)
@@ -329,7 +313,7 @@ func (ls *Set) reloadPass(gone []int32) bool {
 	ls.mu.Lock()
 	var todo []*state
 	for _, st := range ls.byName {
-		if id, _ := statID(listPath(st.spec)); id != st.seen {
+		if id, _ := config.StatFileID(st.spec.FilePath()); id != st.seen {
 			todo = append(todo, st)
 		}
 	}
@@ -414,7 +398,7 @@ func (ls *Set) Stats() []Stats {
 	defer ls.mu.Unlock()
 	out := make([]Stats, 0, len(ls.byName))
 	for _, st := range ls.byName {
-		out = append(out, Stats{Name: st.spec.Name, Type: st.list.Kind().String(), File: listPath(st.spec),
+		out = append(out, Stats{Name: st.spec.Name, Type: st.list.Kind().String(), File: st.spec.FilePath(),
 			Entries: st.list.Load().Len(), Reloads: st.reloadsOK.Load(), ReloadsFailed: st.reloadsFailed.Load(),
 			LoadedAt: time.Unix(0, st.loadedAt.Load()), LoadTime: time.Duration(st.loadNs.Load())})
 	}
