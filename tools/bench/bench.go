@@ -626,8 +626,8 @@ func (u *usage) readCosts(allocs *allocProfile, begin bool) {
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	u.Mallocs, u.NumGC, u.RSS = ms.Mallocs, ms.NumGC, rss("self")
-	u.Wait = workerRunDelay("self")
+	u.Mallocs, u.NumGC, u.RSS = ms.Mallocs, ms.NumGC, rss()
+	u.Wait = workerRunDelay()
 }
 
 // processCPU is the user+system time of this process so far.
@@ -639,10 +639,9 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// rss is the resident set size (VmRSS) of process pid ("self": this
-// one), 0 if unknown.
-func rss(pid string) uint64 {
-	b, err := os.ReadFile("/proc/" + pid + "/status")
+// rss is this process's resident set size (VmRSS), 0 if unknown.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -377,6 +376,3 @@ func (c *childTarget) wait() error {
 		return errors.New("bench: receiver process did not stop within 10 s: killed")
 	}
 }
-
-// pid is the child's process id, as /proc names it.
-func (c *childTarget) pid() string { return strconv.Itoa(c.cmd.Process.Pid) }
