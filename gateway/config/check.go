@@ -580,12 +580,6 @@ func (c *Config) checkEmit(k *configChecker, key func(string) string, w *RuleWin
 		if k.has(key("window.emit")) {
 			k.errf(key("window.emit"), "empty: want on_alert or every_slide (or leave it out)")
 		}
-		for _, f := range []string{"emit_min_change", "emit_max_keys", "max_key_bytes"} {
-			if k.has(key("window." + f)) {
-				k.errf(key("window."+f), "only with emit: every_slide")
-			}
-		}
-		return
 	case engine.EmitOnAlert, engine.EmitEverySlide:
 	default:
 		k.errf(key("window.emit"), "%q: want on_alert (an aggregate each time the rule fires) or every_slide (each key's aggregate after every slide)", w.Emit)
@@ -597,6 +591,9 @@ func (c *Config) checkEmit(k *configChecker, key func(string) string, w *RuleWin
 				k.errf(key("window."+f), "only with emit: every_slide")
 			}
 		}
+	}
+	if w.Emit == engine.EmitNone {
+		return // its values are not used
 	}
 	if v := w.EmitMinChange; v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 		k.errf(key("window.emit_min_change"), "%v: want a number >= 0 (0: every slide)", v)

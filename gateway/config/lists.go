@@ -16,6 +16,7 @@ import (
 
 	"github.com/xgate/xgate/engine"
 	"github.com/xgate/xgate/engine/lists"
+	"github.com/xgate/xgate/gateway/sink"
 )
 
 // Enrichment lists and added fields:
@@ -373,15 +374,12 @@ func enrichSpecs(es []Enrich) []engine.EnrichSpec {
 	return out
 }
 
-// metaFieldNames are the names the sinks' meta fields take in a raw
-// record (sink/meta.go): no added field may take one.
-var metaFieldNames = []string{"_src", "_rx_time", "_queue", "_gateway_id", "_rule", "_verdict"}
-
-// checkEnrichNames refuses added fields named like a meta field.
+// checkEnrichNames refuses added fields named like a sink's meta field
+// in a raw record (sink.IsMetaField).
 func (c *Config) checkEnrichNames(k *configChecker) {
 	check := func(prefix string, es []Enrich) {
 		for i, e := range es {
-			if slices.Contains(metaFieldNames, e.Field) {
+			if sink.IsMetaField(e.Field) {
 				k.errf(fmt.Sprintf("%senrich[%d].field", prefix, i), "%q is the name of a sink's meta field: choose another", e.Field)
 			}
 		}

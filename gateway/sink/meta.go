@@ -38,7 +38,9 @@ package sink
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -82,6 +84,13 @@ const (
 
 // metaNames are the meta keys; a JSON field is "_" + its key.
 var metaNames = [numMeta]string{"src", "rx_time", "queue", "gateway_id", "rule", "verdict"}
+
+// IsMetaField reports whether name is the JSON name of a meta field ("_"
+// + a meta key): the configuration lets no added field take one.
+func IsMetaField(name string) bool {
+	key, ok := strings.CutPrefix(name, "_")
+	return ok && slices.Contains(metaNames[:], key)
+}
 
 func (m MetaSpec) bits() (b [numMeta]bool) {
 	return [numMeta]bool{m.Src, m.RxTime, m.Queue, m.GatewayID, m.Rule, m.Verdict}

@@ -593,10 +593,8 @@ func Quantile(h []uint64, q float64) float64 {
 	return math.Ldexp(1, len(h)-1)
 }
 
-// usage reads the receiver's tally and costs. At the start of a window
-// (begin) the allocations are counted before the CPU time is read, at its
-// end after: counting runs a garbage collection, which is the harness's
-// work, not the receiver's.
+// usage reads the receiver's tally and costs (readCosts) at the start
+// (begin) or the end of a window.
 func (b *runner) usage(begin bool) (usage, error) {
 	if b.child != nil {
 		return b.child.usage(begin)
@@ -607,18 +605,29 @@ func (b *runner) usage(begin bool) (usage, error) {
 		return u, err
 	}
 	u.Latency = b.t.latency()
-	if b.allocs != nil && begin {
-		u.WorkerAllocs, u.Allocs = b.allocs.count(), true
+	u.readCosts(b.allocs, begin)
+	return u, nil
+}
+
+// readCosts fills u's costs of this process, the one the receiver runs
+// in (the bench's with Options.InProcess, else the child's): CPU time,
+// allocations (on the workers when allocs is not nil), GCs, RSS and the
+// workers' run-queue wait. At the start of a window (begin) the
+// allocations are counted before the CPU time is read, at its end after:
+// counting runs a garbage collection, which is the harness's work, not
+// the receiver's.
+func (u *usage) readCosts(allocs *allocProfile, begin bool) {
+	if allocs != nil && begin {
+		u.WorkerAllocs, u.Allocs = allocs.count(), true
 	}
 	u.CPU = processCPU()
-	if b.allocs != nil && !begin {
-		u.WorkerAllocs, u.Allocs = b.allocs.count(), true
+	if allocs != nil && !begin {
+		u.WorkerAllocs, u.Allocs = allocs.count(), true
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	u.Mallocs, u.NumGC, u.RSS = ms.Mallocs, ms.NumGC, rss("self")
-	u.Wait = workerRunDelay("self")
-	return u, nil
+	u.Mallocs, u.NumGC, u.RSS = ms.Mallocs, ms.NumGC, rss()
+	u.Wait = workerRunDelay()
 }
 
 // processCPU is the user+system time of this process so far.
@@ -630,10 +639,9 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// rss is the resident set size (VmRSS) of process pid ("self": this
-// one), 0 if unknown.
-func rss(pid string) uint64 {
-	b, err := os.ReadFile("/proc/" + pid + "/status")
+// rss is this process's resident set size (VmRSS), 0 if unknown.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -101,9 +100,8 @@ func childMain(spec string) int {
 		return fail(err)
 	}
 	// snap is the tally alone ("snap": the harness polls it while it
-	// waits), or with the costs ("begin" and "end" of a window: the
-	// allocation count runs a garbage collection, so it comes before
-	// the CPU time is read at the beginning and after it at the end).
+	// waits), or with the costs ("begin" and "end" of a window; see
+	// readCosts).
 	stopProfile := func() error { return nil }
 	defer func() { _ = stopProfile() }()
 	snap := func(what string) usage {
@@ -127,20 +125,9 @@ func childMain(spec string) int {
 			u.Err = err.Error()
 		}
 		u.Latency = t.latency()
-		if what == "snap" {
-			return u
+		if what != "snap" {
+			u.readCosts(allocs, what == "begin")
 		}
-		if allocs != nil && what == "begin" {
-			u.WorkerAllocs, u.Allocs = allocs.count(), true
-		}
-		u.CPU = processCPU()
-		if allocs != nil && what == "end" {
-			u.WorkerAllocs, u.Allocs = allocs.count(), true
-		}
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		u.Mallocs, u.NumGC, u.RSS = ms.Mallocs, ms.NumGC, rss("self")
-		u.Wait = workerRunDelay("self")
 		return u
 	}
 	if err := enc.Encode(snap("snap")); err != nil {
@@ -389,6 +376,3 @@ func (c *childTarget) wait() error {
 		return errors.New("bench: receiver process did not stop within 10 s: killed")
 	}
 }
-
-// pid is the child's process id, as /proc names it.
-func (c *childTarget) pid() string { return strconv.Itoa(c.cmd.Process.Pid) }

@@ -57,12 +57,11 @@ func (b *runner) readNoise(u usage) noise {
 	return n
 }
 
-// workerRunDelay sums the run-queue wait (schedstat run_delay) of the
-// threads of process pid ("self": this one) that are pinned to one CPU
-// other than the sender's: the gateway's workers (and the raw modes'
-// readers).
-func workerRunDelay(pid string) time.Duration {
-	ents, err := os.ReadDir("/proc/" + pid + "/task")
+// workerRunDelay sums the run-queue wait (schedstat run_delay) of this
+// process's threads that are pinned to one CPU other than the sender's:
+// the gateway's workers (and the raw modes' readers).
+func workerRunDelay() time.Duration {
+	ents, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return 0
 	}
@@ -76,7 +75,7 @@ func workerRunDelay(pid string) time.Duration {
 		if unix.SchedGetaffinity(tid, &set) != nil || set.Count() != 1 || set.IsSet(senderCPU) {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + pid + "/task/" + e.Name() + "/schedstat")
+		b, err := os.ReadFile("/proc/self/task/" + e.Name() + "/schedstat")
 		if err != nil {
 			continue
 		}
