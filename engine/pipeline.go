@@ -579,8 +579,9 @@ type Stats struct {
 	DecodeErrors [NumDecodeErrors]uint64
 	Verdicts     [NumActions]uint64
 	Rules        []RuleStats
-	// EnrichPresent counts added fields left out because the event
-	// already had a field of that name (enrich.go).
+	// EnrichPresent counts added fields the event already carried a
+	// member of: the added value is written all the same and the sinks
+	// cut the event's own (enrich.go).
 	EnrichPresent uint64
 }
 
