@@ -177,7 +177,11 @@ func (x *XDP) SetGroups(groups []netip.Addr) error {
 		if !g.IsMulticast() {
 			return fmt.Errorf("set groups: %v is not a multicast address", g)
 		}
-		want[XdpXgateSrcKey{Addr: g.WithZone("").As16()}] = true
+		k, err := srcKey(g) // v4-mapped, as the program keys a destination group
+		if err != nil {
+			return fmt.Errorf("set groups: %w", err)
+		}
+		want[k] = true
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()

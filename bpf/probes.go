@@ -171,7 +171,7 @@ func LoadProbes(opts ProbeOptions) (*Probes, error) {
 
 	p.cfg.XdpProgId = opts.XDPProgID
 	p.cfg.NetnsIno = opts.NetnsIno
-	if a := opts.Address.Unmap().WithZone(""); a.IsValid() && !a.IsUnspecified() {
+	if a, ok := ourAddress(opts.Address); ok {
 		p.cfg.Dst = probesKernProbeDstPROBE_DST_V6
 		if a.Is4() {
 			p.cfg.Dst = probesKernProbeDstPROBE_DST_V4

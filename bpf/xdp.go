@@ -175,7 +175,7 @@ func (c Config) raw() (XdpXgateConfig, error) {
 	if c.NoIPv6 {
 		r.Flags |= XdpXgateFlagsXGATE_F_NO_IPV6
 	}
-	if a := c.Address.Unmap().WithZone(""); a.IsValid() && !a.IsUnspecified() {
+	if a, ok := ourAddress(c.Address); ok {
 		if a.Is4() {
 			r.Flags |= XdpXgateFlagsXGATE_F_DST_V4
 		} else {
@@ -491,6 +491,16 @@ func (x *XDP) ListenPorts() ([]uint16, error) {
 		}
 	}
 	return ports, nil
+}
+
+// ourAddress is listen.address as the XDP program and the kfree_skb probe
+// match a destination against it: unmapped and without a zone; false for
+// the zero Addr or an unspecified one (0.0.0.0, ::), which mean any. Both
+// use it so that the probe counts the stack's drops to exactly the
+// address the program takes as ours.
+func ourAddress(a netip.Addr) (netip.Addr, bool) {
+	a = a.Unmap().WithZone("")
+	return a, a.IsValid() && !a.IsUnspecified()
 }
 
 // srcKey is the map key for addr: IPv6, or IPv4 as v4-mapped IPv6, as the

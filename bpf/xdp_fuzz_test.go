@@ -30,17 +30,6 @@ func fuzzSeeds() [][]byte {
 		}
 		return f.Bytes()
 	}
-	tags := func(vids ...uint16) []packet.VLAN {
-		var t []packet.VLAN
-		for i, v := range vids {
-			tpid := uint16(packet.EtherType8021Q)
-			if i == 0 && len(vids) > 1 {
-				tpid = packet.EtherType8021AD
-			}
-			t = append(t, packet.VLAN{TPID: tpid, VID: v})
-		}
-		return t
-	}
 	var seeds [][]byte
 	// An Ethernet header alone, for each ethertype the program looks at.
 	for _, et := range []uint16{0x0800, 0x86dd, 0x8100, 0x88a8, 0x0806, 0x0000, 0xffff} {
@@ -56,10 +45,10 @@ func fuzzSeeds() [][]byte {
 	}
 	seeds = append(seeds,
 		// IPv6 behind VLANs, and the lengths at their edges.
-		v6(func(f *packet.Frame) { f.VLANs = tags(5) }),
-		v6(func(f *packet.Frame) { f.VLANs = tags(5, 6) }),
-		v6(func(f *packet.Frame) { f.VLANs = tags(5, 6, 7) }),
-		v6(func(f *packet.Frame) { f.VLANs = tags(5); f.Truncate = packet.EthLen + 4 + 20 }),
+		v6(func(f *packet.Frame) { f.VLANs = packettest.Tags(5) }),
+		v6(func(f *packet.Frame) { f.VLANs = packettest.Tags(5, 6) }),
+		v6(func(f *packet.Frame) { f.VLANs = packettest.Tags(5, 6, 7) }),
+		v6(func(f *packet.Frame) { f.VLANs = packettest.Tags(5); f.Truncate = packet.EthLen + 4 + 20 }),
 		v6(func(f *packet.Frame) { f.IPLen = 4 }),
 		v6(func(f *packet.Frame) { f.IPLen = 8; f.UDPLen = 8 }),
 		v6(func(f *packet.Frame) { f.UDPLen = 7 }),
@@ -74,7 +63,7 @@ func fuzzSeeds() [][]byte {
 		v4(func(f *packet.Frame) { f.Frag = packet.IPv4DF | packet.IPv4MF }),
 		v4(func(f *packet.Frame) { f.Frag = 1 }),
 		v4(func(f *packet.Frame) { f.Options = bytes.Repeat([]byte{1}, 40) }),
-		v4(func(f *packet.Frame) { f.VLANs = tags(5); f.Proto = packet.ProtoTCP }),
+		v4(func(f *packet.Frame) { f.VLANs = packettest.Tags(5); f.Proto = packet.ProtoTCP }),
 		v4(func(f *packet.Frame) { f.Payload = bytes.Repeat([]byte("x"), 1472) }),
 		// The payload check: blanks before '{', too many blanks, nothing
 		// but blanks, an empty datagram, and a '{' that lies after the

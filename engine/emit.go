@@ -223,14 +223,7 @@ func (w *Worker) emitOnAlert(r *rule, ri int, value float64, now int64, src neti
 // scratch.
 func (w *Worker) keyText(r *rule, src netip.Addr) ([]byte, bool) {
 	if r.keySrc {
-		if !src.IsValid() && r.keySlot >= 0 {
-			if v := &w.ctx.vals[r.keySlot]; v.Kind == KindString {
-				if a, err := netip.ParseAddr(v.Str); err == nil {
-					src = a.Unmap()
-				}
-			}
-		}
-		if !src.IsValid() {
+		if src = w.keySrcAddr(r, src); !src.IsValid() {
 			return nil, false
 		}
 		// Appended, never overwritten, during one Process call: earlier

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/xgate/xgate/engine/lists"
 )
@@ -80,7 +81,7 @@ func compileEnrich(fs *fieldSet, lists map[string]*lists.List, names enrichNames
 			fail("field", fmt.Errorf("%q: want a plain top-level name (printable ASCII without quotes or backslashes)", s.Field))
 			continue
 		}
-		if ValidPath(s.Field) != nil || containsByte(s.Field, '.') {
+		if ValidPath(s.Field) != nil || strings.IndexByte(s.Field, '.') >= 0 {
 			fail("field", fmt.Errorf("%q: an added field is a top-level name, without dots", s.Field))
 			continue
 		}
@@ -127,15 +128,6 @@ func compileEnrich(fs *fieldSet, lists map[string]*lists.List, names enrichNames
 		out = append(out, f)
 	}
 	return out, errors.Join(errs...)
-}
-
-func containsByte(s string, c byte) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return true
-		}
-	}
-	return false
 }
 
 // addFields appends the members of fs that are not yet in the record (by

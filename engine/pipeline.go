@@ -430,22 +430,28 @@ func (w *Worker) checkRoles() DecodeError {
 	return DecodeOK
 }
 
+// keySrcAddr returns the source address that keys rule r (keySrc) for the
+// current event: src, or without one the schema's src field (unmapped);
+// the zero Addr when there is neither.
+func (w *Worker) keySrcAddr(r *rule, src netip.Addr) netip.Addr {
+	if !src.IsValid() && r.keySlot >= 0 {
+		if v := &w.ctx.vals[r.keySlot]; v.Kind == KindString {
+			if addr, err := netip.ParseAddr(v.Str); err == nil {
+				return addr.Unmap()
+			}
+		}
+	}
+	return src
+}
+
 // key returns the hash of rule r's key for the current event.
 func (w *Worker) key(r *rule, src netip.Addr) (uint64, bool) {
 	if r.keySrc {
-		if src.IsValid() {
-			a := src.As16()
-			return KeyHashBytes(a[:]), true
+		if src = w.keySrcAddr(r, src); !src.IsValid() {
+			return 0, false
 		}
-		if r.keySlot >= 0 {
-			if v := &w.ctx.vals[r.keySlot]; v.Kind == KindString {
-				if addr, err := netip.ParseAddr(v.Str); err == nil {
-					a := addr.Unmap().As16()
-					return KeyHashBytes(a[:]), true
-				}
-			}
-		}
-		return 0, false
+		a := src.As16()
+		return KeyHashBytes(a[:]), true
 	}
 	v := &w.ctx.vals[r.keySlot]
 	if v.Kind != KindString && v.Kind != KindNumber {
@@ -573,8 +579,9 @@ type Stats struct {
 	DecodeErrors [NumDecodeErrors]uint64
 	Verdicts     [NumActions]uint64
 	Rules        []RuleStats
-	// EnrichPresent counts added fields left out because the event
-	// already had a field of that name (enrich.go).
+	// EnrichPresent counts added fields the event already carried a
+	// member of: the added value is written all the same and the sinks
+	// cut the event's own (enrich.go).
 	EnrichPresent uint64
 }
 

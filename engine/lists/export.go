@@ -6,9 +6,7 @@ package lists
 import "github.com/xgate/xgate/engine/value"
 
 // What the engine shares with its lists: map values are the engine's field
-// values (so rules compare a lookup like a field), and the names and texts
-// its condition compiler and added fields need. These are kept apart from
-// lists.go so that it reads as the lists themselves.
+// values, so rules compare a lookup like a field.
 
 // Value is a map list's value, the engine's field value type.
 type Value = value.Value
@@ -19,11 +17,3 @@ const (
 	KindNumber = value.KindNumber
 	KindString = value.KindString
 )
-
-// Func returns the function that names a list of kind k in conditions:
-// cidrs, set or lookup.
-func (k ListKind) Func() string { return k.listFunc() }
-
-// LookupJSON returns the value of key in a map list as JSON text, as an
-// added field writes it.
-func (d *ListData) LookupJSON(key string) (string, bool) { return d.lookupJSON(key) }

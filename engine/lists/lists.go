@@ -52,8 +52,9 @@ func (k ListKind) String() string {
 	return fmt.Sprintf("list_kind(%d)", k)
 }
 
-// listFunc is the function that names a list of the kind in conditions.
-func (k ListKind) listFunc() string {
+// Func returns the function that names a list of kind k in conditions:
+// cidrs, set or lookup.
+func (k ListKind) Func() string {
 	switch k {
 	case ListCIDR:
 		return "cidrs"
@@ -187,8 +188,9 @@ func (d *ListData) Lookup(key string) Value {
 	return d.m[key].v
 }
 
-// lookupJSON returns the value of key as JSON text.
-func (d *ListData) lookupJSON(key string) (string, bool) {
+// LookupJSON returns the value of key in a map list as JSON text, as an
+// added field writes it.
+func (d *ListData) LookupJSON(key string) (string, bool) {
 	e, ok := d.m[key]
 	return e.json, ok
 }

@@ -129,7 +129,7 @@ func TestSetAndMapLists(t *testing.T) {
 	if v := m.Lookup("u-2"); v.Str != "low" {
 		t.Errorf("u-2: %+v", v)
 	}
-	if js, _ := m.lookupJSON("u,3"); js != `"say \"hi\""` {
+	if js, _ := m.LookupJSON("u,3"); js != `"say \"hi\""` {
 		t.Errorf("u,3 as JSON: %s", js)
 	}
 	if v := m.Lookup("nobody"); v.Kind != value.KindMissing {
@@ -142,7 +142,7 @@ func TestSetAndMapLists(t *testing.T) {
 	if v := j.Lookup("u-3"); v.Kind != KindBool || !v.Bool {
 		t.Errorf("u-3: %+v", v)
 	}
-	if js, _ := j.lookupJSON("u-<4>"); js != `"a&b"` {
+	if js, _ := j.LookupJSON("u-<4>"); js != `"a&b"` {
 		t.Errorf("u-<4> as JSON: %s", js)
 	}
 }

@@ -88,7 +88,9 @@ func v6(mod func(*packet.Frame)) packet.Frame {
 	return f
 }
 
-func tags(vids ...uint16) []packet.VLAN {
+// Tags returns VLAN tags with the VIDs vids, outermost first: 802.1Q,
+// or 802.1ad for the outer tag of a stack.
+func Tags(vids ...uint16) []packet.VLAN {
 	var out []packet.VLAN
 	for i, v := range vids {
 		tpid := uint16(packet.EtherType8021Q)
@@ -105,11 +107,11 @@ var Fixtures = []Fixture{
 	// Valid.
 	{Name: "v4", Class: Valid, Frame: v4(nil), XDP: "pass_socket", Parse: packet.UDP, Events: 1},
 	{Name: "v6", Class: Valid, Frame: v6(nil), XDP: "pass_socket", Parse: packet.UDP, Events: 1},
-	{Name: "v4 on the served VLAN", Class: Valid, Frame: v4(func(f *packet.Frame) { f.VLANs = tags(VLAN) }),
+	{Name: "v4 on the served VLAN", Class: Valid, Frame: v4(func(f *packet.Frame) { f.VLANs = Tags(VLAN) }),
 		XDP: "pass_socket", Parse: packet.UDP, Events: 1},
-	{Name: "v6 on the served VLAN", Class: Valid, Frame: v6(func(f *packet.Frame) { f.VLANs = tags(VLAN) }),
+	{Name: "v6 on the served VLAN", Class: Valid, Frame: v6(func(f *packet.Frame) { f.VLANs = Tags(VLAN) }),
 		XDP: "pass_socket", Parse: packet.UDP, Events: 1},
-	{Name: "v4 802.1ad+802.1Q, served outer VLAN", Class: Valid, Frame: v4(func(f *packet.Frame) { f.VLANs = tags(VLAN, 7) }),
+	{Name: "v4 802.1ad+802.1Q, served outer VLAN", Class: Valid, Frame: v4(func(f *packet.Frame) { f.VLANs = Tags(VLAN, 7) }),
 		XDP: "pass_socket", Parse: packet.UDP, Events: 1},
 	{Name: "three events in one datagram", Class: Valid,
 		Frame: v4(func(f *packet.Frame) { f.Payload = bytes.Join([][]byte{Event, Event, Event}, []byte("\n")) }),
@@ -133,11 +135,11 @@ var Fixtures = []Fixture{
 		XDP: "pass_socket", Parse: packet.UDP, Events: 1},
 
 	// Hostile, layer by layer.
-	{Name: "truncated VLAN tag", Class: Hostile, Frame: v4(func(f *packet.Frame) { f.VLANs = tags(VLAN); f.Truncate = 16 }),
+	{Name: "truncated VLAN tag", Class: Hostile, Frame: v4(func(f *packet.Frame) { f.VLANs = Tags(VLAN); f.Truncate = 16 }),
 		XDP: "malformed_vlan", Parse: packet.MalformedVLAN},
-	{Name: "truncated inner VLAN tag", Class: Hostile, Frame: v4(func(f *packet.Frame) { f.VLANs = tags(VLAN, 7); f.Truncate = 20 }),
+	{Name: "truncated inner VLAN tag", Class: Hostile, Frame: v4(func(f *packet.Frame) { f.VLANs = Tags(VLAN, 7); f.Truncate = 20 }),
 		XDP: "malformed_vlan", Parse: packet.MalformedVLAN},
-	{Name: "three VLAN tags", Class: Hostile, Frame: v4(func(f *packet.Frame) { f.VLANs = tags(VLAN, 7, 8) }),
+	{Name: "three VLAN tags", Class: Hostile, Frame: v4(func(f *packet.Frame) { f.VLANs = Tags(VLAN, 7, 8) }),
 		XDP: "vlan_too_deep", Parse: packet.VLANTooDeep},
 	{Name: "truncated IPv4 header", Class: Hostile, Frame: v4(func(f *packet.Frame) { f.Truncate = 14 + 10 }),
 		XDP: "malformed_ipv4", Parse: packet.MalformedIPv4},
@@ -185,11 +187,11 @@ var Fixtures = []Fixture{
 		XDP: "ipv6_ext_hdr", Parse: packet.IPv6ExtHdr},
 	{Name: "another port", Class: Policy, Frame: v4(func(f *packet.Frame) { f.DstPort = OtherPort }),
 		XDP: "port_not_listened", Parse: packet.UDP, Events: 1},
-	{Name: "another port on another VLAN", Class: Policy, Frame: v4(func(f *packet.Frame) { f.DstPort = OtherPort; f.VLANs = tags(OtherVLAN) }),
+	{Name: "another port on another VLAN", Class: Policy, Frame: v4(func(f *packet.Frame) { f.DstPort = OtherPort; f.VLANs = Tags(OtherVLAN) }),
 		XDP: "port_not_listened", Parse: packet.UDP, Events: 1},
-	{Name: "our port on a VLAN not served", Class: Policy, Frame: v4(func(f *packet.Frame) { f.VLANs = tags(OtherVLAN) }),
+	{Name: "our port on a VLAN not served", Class: Policy, Frame: v4(func(f *packet.Frame) { f.VLANs = Tags(OtherVLAN) }),
 		XDP: "vlan_not_served", Parse: packet.UDP, Events: 1},
-	{Name: "our port, VLAN not served behind a served inner tag", Class: Policy, Frame: v6(func(f *packet.Frame) { f.VLANs = tags(OtherVLAN, VLAN) }),
+	{Name: "our port, VLAN not served behind a served inner tag", Class: Policy, Frame: v6(func(f *packet.Frame) { f.VLANs = Tags(OtherVLAN, VLAN) }),
 		XDP: "vlan_not_served", Parse: packet.UDP, Events: 1},
 }
 
