@@ -111,13 +111,12 @@ type recOrigin struct {
 	rxWall int64
 }
 
-// appendMetaFields appends ,"<name>":<value> for each field of sk's meta
-// that want selects (want[i]) and whose value is known; prefix[i] is the
-// number of '_' before field i's name.
-func (sk *sink) appendMetaFields(b []byte, d *engine.Decision, c uint8, ro *recOrigin, want *[numMeta]bool, prefix *[numMeta]uint8) []byte {
+// appendMetaFields appends ,"_<name>":<value> for each field of sk's meta
+// that want selects (want[i]) and whose value is known.
+func (sk *sink) appendMetaFields(b []byte, d *engine.Decision, c uint8, ro *recOrigin, want *[numMeta]bool) []byte {
 	o := ro.o
 	for i := range numMeta {
-		if !want[i] || prefix[i] == 0 {
+		if !want[i] {
 			continue
 		}
 		switch i {
@@ -134,10 +133,7 @@ func (sk *sink) appendMetaFields(b []byte, d *engine.Decision, c uint8, ro *recO
 				continue
 			}
 		}
-		b = append(b, ',', '"')
-		for range prefix[i] {
-			b = append(b, '_')
-		}
+		b = append(b, ',', '"', '_')
 		b = append(b, metaNames[i]...)
 		b = append(b, '"', ':')
 		switch i {
@@ -189,7 +185,7 @@ func (sk *sink) appendMetaRaw(b []byte, start int, d *engine.Decision, c uint8, 
 	empty := last >= start && b[last] == '{'
 	b = b[:end-1]
 	at := len(b)
-	b = sk.appendMetaFields(b, d, c, ro, &sk.metaWant, &onePrefix)
+	b = sk.appendMetaFields(b, d, c, ro, &sk.metaWant)
 	if empty && len(b) > at {
 		b = append(b[:at], b[at+1:]...) // no ',' after '{'
 	}
@@ -202,9 +198,6 @@ func annotatedMeta(m [numMeta]bool) [numMeta]bool {
 	m[metaRule], m[metaVerdict] = false, false
 	return m
 }
-
-// onePrefix names every field with a single '_'.
-var onePrefix = [numMeta]uint8{1, 1, 1, 1, 1, 1}
 
 // unescapeKey writes the JSON string body s unescaped into dst; false when
 // it does not fit or is not plain ASCII (no meta name is either).

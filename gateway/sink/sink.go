@@ -979,7 +979,7 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []b
 			b = append(b, `,"truncated":true`...)
 		}
 		if sk.metaOn {
-			b = sk.appendMetaFields(b, d, c, ro, &sk.metaAnn, &onePrefix)
+			b = sk.appendMetaFields(b, d, c, ro, &sk.metaAnn)
 		}
 		b = append(b, '}')
 	default:
@@ -994,7 +994,7 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []b
 			b = strconv.AppendInt(b, d.Block.Milliseconds(), 10)
 		}
 		if sk.metaOn {
-			b = sk.appendMetaFields(b, d, c, ro, &sk.metaAnn, &onePrefix)
+			b = sk.appendMetaFields(b, d, c, ro, &sk.metaAnn)
 		}
 		b = append(b, `,"event":`...)
 		at := len(b)
