@@ -189,7 +189,7 @@ type slab struct {
 	// state 4.
 	view *output.Slab
 	// spool is the spooler's state for this slab (spooler.go), nil
-	// without a spool; owned as aux is.
+	// without a spool; owned as view is.
 	spool *slabSpool
 }
 
@@ -568,8 +568,6 @@ func monotonicNs() uint64 {
 	return uint64(ts.Nano())
 }
 
-// next hands the current slab of sink i (if any) over to the writer and
-// takes a free one, waiting for it if the sink blocks; nil when none is free.
 // slabFor returns the slab of sink i with room for a record of need
 // bytes, nil (counted) when it is too big for any slab or none is free.
 func (w *Writer) slabFor(i int, sk *sink, need int) *slab {
@@ -590,6 +588,8 @@ func (w *Writer) slabFor(i int, sk *sink, need int) *slab {
 	return sl
 }
 
+// next hands the current slab of sink i (if any) over to the writer and
+// takes a free one, waiting for it if the sink blocks; nil when none is free.
 func (w *Writer) next(i int, sk *sink) *slab {
 	if sl := w.cur[i]; sl != nil {
 		if len(sl.ends) == 0 {
