@@ -171,19 +171,10 @@ func (sk *sink) appendMetaFields(b []byte, d *engine.Decision, c uint8, ro *recO
 // record that does not end in '}' (not an object: cannot be, for a
 // decoded event) is left as it is.
 func (sk *sink) appendMetaRaw(b []byte, start int, d *engine.Decision, c uint8, ro *recOrigin) []byte {
-	end := len(b)
-	for end > start && (b[end-1] == ' ' || b[end-1] == '\t') {
-		end--
-	}
-	if end == start || b[end-1] != '}' {
+	b, empty, ok := openObject(b, start)
+	if !ok {
 		return b
 	}
-	last := end - 2 // the last byte before '}' that is not whitespace
-	for last >= start && (b[last] == ' ' || b[last] == '\t') {
-		last--
-	}
-	empty := last >= start && b[last] == '{'
-	b = b[:end-1]
 	at := len(b)
 	b = sk.appendMetaFields(b, d, c, ro, &sk.metaWant)
 	if empty && len(b) > at {
