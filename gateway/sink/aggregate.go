@@ -89,7 +89,7 @@ var noOrigin = Origin{Queue: -1}
 func aggregateBound(sk *sink, a *engine.Aggregate) int {
 	// The names and punctuation are 130 bytes, the two times 60, the
 	// value 26, key_truncated 21.
-	return 240 + 6*(len(a.Rule)+len(a.Key)+len(a.Agg)) + len(sk.aggGW)
+	return 240 + 6*(len(a.Rule)+len(a.Key)+len(a.Agg)) + len(sk.gwJSON)
 }
 
 // encodeAggregate appends a as the record's JSON object.
@@ -110,9 +110,9 @@ func (sk *sink) encodeAggregate(b []byte, a *engine.Aggregate) []byte {
 	b = append(b, `","window_end":"`...)
 	b = appendRxTime(b, a.End)
 	b = append(b, '"')
-	if len(sk.aggGW) > 0 {
+	if len(sk.gwJSON) > 0 {
 		b = append(b, `,"gateway_id":`...)
-		b = append(b, sk.aggGW...)
+		b = append(b, sk.gwJSON...)
 	}
 	return append(b, '}')
 }

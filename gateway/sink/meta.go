@@ -101,7 +101,7 @@ func (sk *sink) metaBound(d *engine.Decision) int {
 	// Per field at most ',"_' + name + '":' (~20, 90 leaves room), plus the
 	// values: src 2+47, time 32, queue 20, verdict 8, and the escaped
 	// gateway id and rule.
-	return numMeta*90 + 120 + 6*(len(sk.metaGW)+len(d.Rule)) + 4
+	return numMeta*90 + 120 + 6*(len(sk.gwJSON)+len(d.Rule)) + 4
 }
 
 // recOrigin is an Origin with the receive time resolved (ns since the
@@ -148,7 +148,7 @@ func (sk *sink) appendMetaFields(b []byte, d *engine.Decision, c uint8, ro *recO
 		case metaQueue:
 			b = strconv.AppendInt(b, int64(o.Queue), 10)
 		case metaGateway:
-			b = append(b, sk.metaGW...)
+			b = append(b, sk.gwJSON...)
 		case metaRule:
 			b = appendJSONString(b, unsafe.Slice(unsafe.StringData(d.Rule), len(d.Rule)))
 		case metaVerdict:

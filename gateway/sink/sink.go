@@ -246,17 +246,15 @@ type sink struct {
 	spool   *spooler     // the disk spool (kafka, nats), nil if none
 
 	// Metadata (meta.go): metaOn when any field is selected; metaWant the
-	// fields of a raw record, metaAnn those of an annotated one; metaGW
-	// the gateway id as a JSON string (quotes included).
+	// fields of a raw record, metaAnn those of an annotated one.
 	metaOn   bool
 	metaWant [numMeta]bool
 	metaAnn  [numMeta]bool
-	metaGW   []byte
 	// reserved are the field names enrich: may add (Spec.Reserved).
 	reserved []string
-	// aggGW is the gateway id of aggregate records as a JSON string
-	// (sinks of what: aggregates).
-	aggGW []byte
+	// gwJSON is the gateway id as a JSON string (quotes included), for
+	// the meta field gateway_id and aggregate records.
+	gwJSON []byte
 
 	full  *ring.MPSC[*slab]   // workers → writer
 	free  []*ring.SPSC[*slab] // per worker: writer → worker
@@ -365,11 +363,11 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		done:      make(chan struct{}),
 	}
 	sk.reserved = sp.Reserved
+	sk.gwJSON = appendJSONString(nil, []byte(sp.GatewayID))
 	if sp.Meta.On() {
 		sk.metaOn = true
 		sk.metaWant = sp.Meta.bits()
 		sk.metaAnn = annotatedMeta(sk.metaWant)
-		sk.metaGW = appendJSONString(nil, []byte(sp.GatewayID))
 	}
 	index := sinkRecordIndex
 	if sk.keyed {
@@ -391,7 +389,6 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		sk.classes = 0 // only what rules route to it (to:)
 	case "aggregates":
 		sk.classes = classAggregate
-		sk.aggGW = appendJSONString(nil, []byte(sp.GatewayID))
 	}
 	size, n := sinkSlabSize, int(sp.Buffer)/sinkSlabSize
 	if n < 2 {
