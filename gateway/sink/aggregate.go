@@ -54,7 +54,7 @@ func (s *Sinks) WantsAggregates() bool {
 // keeps (a's views may be reused as soon as it returns). Like Add it does
 // not allocate and blocks only for sinks with on_full: block.
 func (w *Writer) AddAggregate(a *engine.Aggregate) {
-	ro := recOrigin{o: &noOrigin}
+	var rxWall int64 // read once, by the first keyed sink
 	for i, sk := range w.sinks {
 		if sk.classes&classAggregate == 0 {
 			continue
@@ -68,10 +68,10 @@ func (w *Writer) AddAggregate(a *engine.Aggregate) {
 			continue
 		}
 		if sk.keyed {
-			if ro.rxWall == 0 {
-				ro.rxWall = w.rxWall(0)
+			if rxWall == 0 {
+				rxWall = w.rxWall(0)
 			}
-			sl.buf = sk.encodeKeyedAggregate(sl.buf, a, ro.rxWall)
+			sl.buf = sk.encodeKeyedAggregate(sl.buf, a, rxWall)
 		} else {
 			sl.buf = sk.encodeAggregate(sl.buf, a)
 			if sk.newline {
@@ -81,9 +81,6 @@ func (w *Writer) AddAggregate(a *engine.Aggregate) {
 		sl.ends = append(sl.ends, uint32(len(sl.buf)))
 	}
 }
-
-// noOrigin is the origin of a record that came from no datagram.
-var noOrigin = Origin{Queue: -1}
 
 // aggregateBound bounds what encodeAggregate appends (plus a newline).
 func aggregateBound(sk *sink, a *engine.Aggregate) int {
