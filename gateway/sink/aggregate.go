@@ -54,7 +54,7 @@ func (s *Sinks) WantsAggregates() bool {
 // keeps (a's views may be reused as soon as it returns). Like Add it does
 // not allocate and blocks only for sinks with on_full: block.
 func (w *Writer) AddAggregate(a *engine.Aggregate) {
-	ro := recOrigin{o: &noOrigin}
+	var rxWall int64 // read once, by the first keyed sink
 	for i, sk := range w.sinks {
 		if sk.classes&classAggregate == 0 {
 			continue
@@ -68,10 +68,10 @@ func (w *Writer) AddAggregate(a *engine.Aggregate) {
 			continue
 		}
 		if sk.keyed {
-			if ro.rxWall == 0 {
-				ro.rxWall = w.rxWall(0)
+			if rxWall == 0 {
+				rxWall = w.rxWall(0)
 			}
-			sl.buf = sk.encodeKeyedAggregate(sl.buf, a, ro.rxWall)
+			sl.buf = sk.encodeKeyedAggregate(sl.buf, a, rxWall)
 		} else {
 			sl.buf = sk.encodeAggregate(sl.buf, a)
 			if sk.newline {
@@ -82,14 +82,11 @@ func (w *Writer) AddAggregate(a *engine.Aggregate) {
 	}
 }
 
-// noOrigin is the origin of a record that came from no datagram.
-var noOrigin = Origin{Queue: -1}
-
 // aggregateBound bounds what encodeAggregate appends (plus a newline).
 func aggregateBound(sk *sink, a *engine.Aggregate) int {
 	// The names and punctuation are 130 bytes, the two times 60, the
 	// value 26, key_truncated 21.
-	return 240 + 6*(len(a.Rule)+len(a.Key)+len(a.Agg)) + len(sk.aggGW)
+	return 240 + 6*(len(a.Rule)+len(a.Key)+len(a.Agg)) + len(sk.gwJSON)
 }
 
 // encodeAggregate appends a as the record's JSON object.
@@ -110,9 +107,9 @@ func (sk *sink) encodeAggregate(b []byte, a *engine.Aggregate) []byte {
 	b = append(b, `","window_end":"`...)
 	b = appendRxTime(b, a.End)
 	b = append(b, '"')
-	if len(sk.aggGW) > 0 {
+	if len(sk.gwJSON) > 0 {
 		b = append(b, `,"gateway_id":`...)
-		b = append(b, sk.aggGW...)
+		b = append(b, sk.gwJSON...)
 	}
 	return append(b, '}')
 }

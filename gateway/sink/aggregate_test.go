@@ -115,7 +115,7 @@ func TestAggregateAddAllocs(t *testing.T) {
 // BenchmarkAggregateEncode: one aggregate record encoded into a slab (the
 // sink side of an emit), as JSON and as a keyed (Kafka/NATS) record.
 func BenchmarkAggregateEncode(b *testing.B) {
-	sk := &sink{aggGW: appendJSONString(nil, []byte("gw-1"))}
+	sk := &sink{gwJSON: appendJSONString(nil, []byte("gw-1"))}
 	buf := make([]byte, 0, 4096)
 	b.Run("json", func(b *testing.B) {
 		b.ReportAllocs()

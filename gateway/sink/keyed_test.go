@@ -54,6 +54,12 @@ func eventID(t *testing.T, value []byte) (w, seq int) {
 // when pace > 0, until n events each or stop is closed. It returns the
 // events added per worker (every one goes to the sink).
 func feeder(s *Sinks, workers, n int, pace time.Duration, stop <-chan struct{}) func() []int {
+	return feedFrom(s, workers, 0, n, pace, stop)
+}
+
+// feedFrom is feeder with the events of worker w made as those of worker
+// wbase+w (so that two runs' events differ).
+func feedFrom(s *Sinks, workers, wbase, n int, pace time.Duration, stop <-chan struct{}) func() []int {
 	added := make([]int, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -63,7 +69,7 @@ func feeder(s *Sinks, workers, n int, pace time.Duration, stop <-chan struct{}) 
 			sw := s.Writer(w)
 			n := n
 			for i := 0; i < n; i++ {
-				d := keyedDecision(keyedEvent(w, i), i)
+				d := keyedDecision(keyedEvent(wbase+w, i), i)
 				sw.AddAt(&d, 0)
 				added[w]++
 				if i%64 == 63 {

@@ -110,7 +110,7 @@ func (sk *sink) metaBound(d *engine.Decision) int {
 	// Per field at most ',"_' + name + '":' (~20, 90 leaves room), plus the
 	// values: src 2+47, time 32, queue 20, verdict 8, and the escaped
 	// gateway id and rule.
-	return numMeta*90 + 120 + 6*(len(sk.metaGW)+len(d.Rule)) + 4
+	return numMeta*90 + 120 + 6*(len(sk.gwJSON)+len(d.Rule)) + 4
 }
 
 // recOrigin is an Origin with the receive time resolved (ns since the
@@ -120,13 +120,12 @@ type recOrigin struct {
 	rxWall int64
 }
 
-// appendMetaFields appends ,"<name>":<value> for each field of sk's meta
-// that want selects (want[i]) and whose value is known; prefix[i] is the
-// number of '_' before field i's name.
-func (sk *sink) appendMetaFields(b []byte, d *engine.Decision, c uint8, ro *recOrigin, want *[numMeta]bool, prefix *[numMeta]uint8) []byte {
+// appendMetaFields appends ,"_<name>":<value> for each field of sk's meta
+// that want selects (want[i]) and whose value is known.
+func (sk *sink) appendMetaFields(b []byte, d *engine.Decision, c uint8, ro *recOrigin, want *[numMeta]bool) []byte {
 	o := ro.o
 	for i := range numMeta {
-		if !want[i] || prefix[i] == 0 {
+		if !want[i] {
 			continue
 		}
 		switch i {
@@ -143,10 +142,7 @@ func (sk *sink) appendMetaFields(b []byte, d *engine.Decision, c uint8, ro *recO
 				continue
 			}
 		}
-		b = append(b, ',', '"')
-		for range prefix[i] {
-			b = append(b, '_')
-		}
+		b = append(b, ',', '"', '_')
 		b = append(b, metaNames[i]...)
 		b = append(b, '"', ':')
 		switch i {
@@ -161,7 +157,7 @@ func (sk *sink) appendMetaFields(b []byte, d *engine.Decision, c uint8, ro *recO
 		case metaQueue:
 			b = strconv.AppendInt(b, int64(o.Queue), 10)
 		case metaGateway:
-			b = append(b, sk.metaGW...)
+			b = append(b, sk.gwJSON...)
 		case metaRule:
 			b = appendJSONString(b, unsafe.Slice(unsafe.StringData(d.Rule), len(d.Rule)))
 		case metaVerdict:
@@ -184,21 +180,12 @@ func (sk *sink) appendMetaFields(b []byte, d *engine.Decision, c uint8, ro *recO
 // record that does not end in '}' (not an object: cannot be, for a
 // decoded event) is left as it is.
 func (sk *sink) appendMetaRaw(b []byte, start int, d *engine.Decision, c uint8, ro *recOrigin) []byte {
-	end := len(b)
-	for end > start && (b[end-1] == ' ' || b[end-1] == '\t') {
-		end--
-	}
-	if end == start || b[end-1] != '}' {
+	b, empty, ok := openObject(b, start)
+	if !ok {
 		return b
 	}
-	last := end - 2 // the last byte before '}' that is not whitespace
-	for last >= start && (b[last] == ' ' || b[last] == '\t') {
-		last--
-	}
-	empty := last >= start && b[last] == '{'
-	b = b[:end-1]
 	at := len(b)
-	b = sk.appendMetaFields(b, d, c, ro, &sk.metaWant, &onePrefix)
+	b = sk.appendMetaFields(b, d, c, ro, &sk.metaWant)
 	if empty && len(b) > at {
 		b = append(b[:at], b[at+1:]...) // no ',' after '{'
 	}
@@ -211,9 +198,6 @@ func annotatedMeta(m [numMeta]bool) [numMeta]bool {
 	m[metaRule], m[metaVerdict] = false, false
 	return m
 }
-
-// onePrefix names every field with a single '_'.
-var onePrefix = [numMeta]uint8{1, 1, 1, 1, 1, 1}
 
 // unescapeKey writes the JSON string body s unescaped into dst; false when
 // it does not fit or is not plain ASCII (no meta name is either).

@@ -189,7 +189,7 @@ type slab struct {
 	// state 4.
 	view *output.Slab
 	// spool is the spooler's state for this slab (spooler.go), nil
-	// without a spool; owned as aux is.
+	// without a spool; owned as view is.
 	spool *slabSpool
 }
 
@@ -246,17 +246,15 @@ type sink struct {
 	spool   *spooler     // the disk spool (kafka, nats), nil if none
 
 	// Metadata (meta.go): metaOn when any field is selected; metaWant the
-	// fields of a raw record, metaAnn those of an annotated one; metaGW
-	// the gateway id as a JSON string (quotes included).
+	// fields of a raw record, metaAnn those of an annotated one.
 	metaOn   bool
 	metaWant [numMeta]bool
 	metaAnn  [numMeta]bool
-	metaGW   []byte
 	// reserved are the field names enrich: may add (Spec.Reserved).
 	reserved []string
-	// aggGW is the gateway id of aggregate records as a JSON string
-	// (sinks of what: aggregates).
-	aggGW []byte
+	// gwJSON is the gateway id as a JSON string (quotes included), for
+	// the meta field gateway_id and aggregate records.
+	gwJSON []byte
 
 	full  *ring.MPSC[*slab]   // workers → writer
 	free  []*ring.SPSC[*slab] // per worker: writer → worker
@@ -365,11 +363,11 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		done:      make(chan struct{}),
 	}
 	sk.reserved = sp.Reserved
+	sk.gwJSON = appendJSONString(nil, []byte(sp.GatewayID))
 	if sp.Meta.On() {
 		sk.metaOn = true
 		sk.metaWant = sp.Meta.bits()
 		sk.metaAnn = annotatedMeta(sk.metaWant)
-		sk.metaGW = appendJSONString(nil, []byte(sp.GatewayID))
 	}
 	index := sinkRecordIndex
 	if sk.keyed {
@@ -391,7 +389,6 @@ func newSink(i int, sp Spec, workers int) (*sink, error) {
 		sk.classes = 0 // only what rules route to it (to:)
 	case "aggregates":
 		sk.classes = classAggregate
-		sk.aggGW = appendJSONString(nil, []byte(sp.GatewayID))
 	}
 	size, n := sinkSlabSize, int(sp.Buffer)/sinkSlabSize
 	if n < 2 {
@@ -568,8 +565,6 @@ func monotonicNs() uint64 {
 	return uint64(ts.Nano())
 }
 
-// next hands the current slab of sink i (if any) over to the writer and
-// takes a free one, waiting for it if the sink blocks; nil when none is free.
 // slabFor returns the slab of sink i with room for a record of need
 // bytes, nil (counted) when it is too big for any slab or none is free.
 func (w *Writer) slabFor(i int, sk *sink, need int) *slab {
@@ -590,6 +585,8 @@ func (w *Writer) slabFor(i int, sk *sink, need int) *slab {
 	return sl
 }
 
+// next hands the current slab of sink i (if any) over to the writer and
+// takes a free one, waiting for it if the sink blocks; nil when none is free.
 func (w *Writer) next(i int, sk *sink) *slab {
 	if sl := w.cur[i]; sl != nil {
 		if len(sl.ends) == 0 {
@@ -979,7 +976,7 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []b
 			b = append(b, `,"truncated":true`...)
 		}
 		if sk.metaOn {
-			b = sk.appendMetaFields(b, d, c, ro, &sk.metaAnn, &onePrefix)
+			b = sk.appendMetaFields(b, d, c, ro, &sk.metaAnn)
 		}
 		b = append(b, '}')
 	default:
@@ -994,7 +991,7 @@ func (sk *sink) encode(b []byte, d *engine.Decision, c uint8, ro *recOrigin) []b
 			b = strconv.AppendInt(b, d.Block.Milliseconds(), 10)
 		}
 		if sk.metaOn {
-			b = sk.appendMetaFields(b, d, c, ro, &sk.metaAnn, &onePrefix)
+			b = sk.appendMetaFields(b, d, c, ro, &sk.metaAnn)
 		}
 		b = append(b, `,"event":`...)
 		at := len(b)

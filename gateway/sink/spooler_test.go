@@ -3,9 +3,9 @@ package sink
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,34 +20,9 @@ import (
 )
 
 // spoolFeeder is feeder with worker numbers from wbase on (so that two
-// runs' events differ) and a pause of pace after every 64 events, until
-// stop is closed. It returns the events added per worker.
+// runs' events differ) and no count: it feeds until stop is closed.
 func spoolFeeder(s *Sinks, workers, wbase int, pace time.Duration, stop <-chan struct{}) func() []int {
-	added := make([]int, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sw := s.Writer(w)
-			for i := 0; ; i++ {
-				d := keyedDecision(keyedEvent(wbase+w, i), i)
-				sw.AddAt(&d, 0)
-				added[w]++
-				if i%64 == 63 {
-					sw.Flush()
-					time.Sleep(pace)
-					select {
-					case <-stop:
-						sw.FlushAll()
-						return
-					default:
-					}
-				}
-			}
-		}()
-	}
-	return func() []int { wg.Wait(); return added }
+	return feedFrom(s, workers, wbase, math.MaxInt, pace, stop)
 }
 
 // checkSpoolIdentity: after Close, added + recovered = records + dropped
