@@ -84,9 +84,5 @@ func (a *asyncOutput) inFlight() uint64    { return a.out.InFlight() }
 func (a *asyncOutput) lastError() error    { return a.out.LastError() }
 func (a *asyncOutput) noteError(err error) { a.out.NoteError(err) }
 
-// down reports whether the output reaches no broker now (NATS tells; for
-// Kafka it is always false).
-func (a *asyncOutput) down() bool {
-	d, ok := a.out.(interface{ Down() bool })
-	return ok && d.Down()
-}
+// down reports whether the output reaches no broker now.
+func (a *asyncOutput) down() bool { return a.out.Down() }

@@ -178,13 +178,7 @@ func newSpooler(sk *sink, sp Spec) (*spooler, error) {
 
 // bind takes what the spooler needs from the sink's output.
 func (p *spooler) bind(out output.Output) {
-	if o, ok := out.(interface{ NewMsgID([]byte) []byte }); ok {
-		p.msgID = o.NewMsgID
-	}
-	if o, ok := out.(interface{ Down() bool }); ok {
-		p.down = o.Down
-	}
-	p.giveUp = out.GiveUp
+	p.msgID, p.down, p.giveUp = out.NewMsgID, out.Down, out.GiveUp
 }
 
 // congested: the broker is down, or the client holds half the slabs.

@@ -38,10 +38,12 @@ func (o *scriptedOutput) down() bool               { return o.isDown }
 // only keeps the last error (what publish notes of the spool's).
 type errorsOutput struct{ output.Acks }
 
-func (*errorsOutput) Write(*output.Slab) {}
-func (*errorsOutput) Finish() error      { return nil }
-func (*errorsOutput) Abort()             {}
-func (*errorsOutput) GiveUp()            {}
+func (*errorsOutput) Write(*output.Slab)       {}
+func (*errorsOutput) Finish() error            { return nil }
+func (*errorsOutput) Abort()                   {}
+func (*errorsOutput) GiveUp()                  {}
+func (*errorsOutput) NewMsgID(b []byte) []byte { return b }
+func (*errorsOutput) Down() bool               { return false }
 
 // broker is what the test's broker holds: records in the order it took
 // them, and their ids.

@@ -312,6 +312,10 @@ func (o *kafkaOutput) Write(sl *output.Slab) {
 // spooler's, for the records it stores.
 func (o *kafkaOutput) NewMsgID(b []byte) []byte { return o.ids.Next(b) }
 
+// Down is false: a Kafka client gives no sign of an absent broker short
+// of failed records (the spooler goes by the slabs it holds instead).
+func (o *kafkaOutput) Down() bool { return false }
+
 // resolve is the promise of every record (franz-go calls promises
 // serially, on one goroutine).
 func (o *kafkaOutput) resolve(ks *kafkaSlab, r *kgo.Record, err error) {

@@ -63,6 +63,12 @@ type Output interface {
 	Finish() error
 	Abort()  // stop retrying and waiting for the broker now
 	GiveUp() // fail every record not yet acknowledged now (to the spool)
+	// NewMsgID appends the next message id to b (writer goroutine only):
+	// the spool's, for the records it stores without sending.
+	NewMsgID(b []byte) []byte
+	// Down reports whether the output knows it reaches no broker now
+	// (NATS tells; Kafka has no such sign and says false).
+	Down() bool
 	InFlight() uint64
 	LastError() error
 	NoteError(error)
