@@ -84,30 +84,7 @@ func TestNATSSpoolOutageRestart(t *testing.T) {
 		t.Fatalf("during the outage: %+v", st)
 	}
 	srv.Start(t)
-	back := time.Now()
-	backed := s2.Stats()[0]
-	// The feed goes on while the replay starts, then stops: on a loaded
-	// machine (or under the race detector) the replay may run slower than
-	// the feed, and the spool must still empty.
-	time.Sleep(2 * time.Second)
-	close(stop)
-	added2 := sum(wait())
-	waitFor(t, "the spool replayed", 2*outage+30*time.Second, func() bool {
-		st := s2.Stats()[0]
-		return st.Spooled == 0 && st.SpoolReplayed > st1.Spooled
-	})
-	took := time.Since(back)
-	t.Logf("server back: %d records spooled, the spool empty %v later (%d replayed meanwhile: %.0f records/s, the feed going on for 2s)",
-		backed.Spooled, took.Round(time.Millisecond), s2.Stats()[0].SpoolReplayed-backed.SpoolReplayed,
-		float64(s2.Stats()[0].SpoolReplayed-backed.SpoolReplayed)/took.Seconds())
-	closeSinks(t, s2)
-	to := time.Now()
-	st2 := s2.Stats()[0]
-	t.Logf("run 2: added %d: %+v", added2, st2)
-	checkSpoolIdentity(t, added2, st2)
-	if st2.Dropped+st2.Failed+st2.Spooled+st2.SpoolBytes != 0 {
-		t.Fatalf("run 2 did not deliver everything: %+v", st2)
-	}
+	added2, _, to := spoolRun2End(t, s2, st1, stop, wait, 2*outage+30*time.Second, "server")
 
 	msgs := sinktest.StreamMessages(t, srv.URL(), "EVENTS")
 	if uint64(len(msgs)) != added1+added2 {
@@ -115,6 +92,39 @@ func TestNATSSpoolOutageRestart(t *testing.T) {
 	}
 	checkMessages(t, msgs, from, to) // each event once, ids unique
 	checkOrder(t, msgs)
+}
+
+// spoolRun2End ends the run of the restarted daemon once the broker (what)
+// is back: the feed goes on while the replay starts, then stops (on a
+// loaded machine, or under the race detector, the replay may run slower
+// than the feed, and the spool must still empty); it waits up to within
+// for the spool to be replayed, closes the sinks and checks that the run
+// delivered everything, its identity holding. It returns what the run
+// added, its last counts, and when it ended.
+func spoolRun2End(t *testing.T, s2 *Sinks, st1 Stats, stop chan struct{}, wait func() []int, within time.Duration, what string) (added2 uint64, st2 Stats, to time.Time) {
+	t.Helper()
+	back := time.Now()
+	backed := s2.Stats()[0]
+	time.Sleep(2 * time.Second)
+	close(stop)
+	added2 = sum(wait())
+	waitFor(t, "the spool replayed", within, func() bool {
+		st := s2.Stats()[0]
+		return st.Spooled == 0 && st.SpoolReplayed > st1.Spooled
+	})
+	took := time.Since(back)
+	replayed := s2.Stats()[0].SpoolReplayed - backed.SpoolReplayed
+	t.Logf("%s back: %d records spooled, the spool empty %v later (%d replayed meanwhile: %.0f records/s, the feed going on for 2s)",
+		what, backed.Spooled, took.Round(time.Millisecond), replayed, float64(replayed)/took.Seconds())
+	closeSinks(t, s2)
+	to = time.Now()
+	st2 = s2.Stats()[0]
+	t.Logf("run 2: added %d: %+v", added2, st2)
+	checkSpoolIdentity(t, added2, st2)
+	if st2.Dropped+st2.Failed+st2.Spooled+st2.SpoolBytes != 0 {
+		t.Fatalf("run 2 did not deliver everything: %+v", st2)
+	}
+	return added2, st2, to
 }
 
 // checkOrder: each key's messages of a worker are in the order they were
@@ -269,31 +279,8 @@ func kafkaSpoolOutageRestart(t *testing.T, outage func(*kfake.Cluster) (stop fun
 		t.Fatalf("during the outage: %+v", st)
 	}
 	refused := up()
-	back := time.Now()
-	backed := s2.Stats()[0]
-	t.Logf("broker down for %v (%d produce requests refused)", back.Sub(down).Round(time.Millisecond), refused)
-	// The feed goes on while the replay starts, then stops: on a loaded
-	// machine (or under the race detector) the replay may run slower than
-	// the feed, and the spool must still empty.
-	time.Sleep(2 * time.Second)
-	close(stop)
-	added2 := sum(wait())
-	waitFor(t, "the spool replayed", 2*length+30*time.Second, func() bool {
-		st := s2.Stats()[0]
-		return st.Spooled == 0 && st.SpoolReplayed > st1.Spooled
-	})
-	took := time.Since(back)
-	replayed := s2.Stats()[0].SpoolReplayed - backed.SpoolReplayed
-	t.Logf("broker back: %d records spooled, the spool empty %v later (%d replayed meanwhile: %.0f records/s, the feed going on for 2s)",
-		backed.Spooled, took.Round(time.Millisecond), replayed, float64(replayed)/took.Seconds())
-	closeSinks(t, s2)
-	to := time.Now()
-	st2 := s2.Stats()[0]
-	t.Logf("run 2: added %d: %+v", added2, st2)
-	checkSpoolIdentity(t, added2, st2)
-	if st2.Dropped+st2.Failed+st2.Spooled+st2.SpoolBytes != 0 {
-		t.Fatalf("run 2 did not deliver everything: %+v", st2)
-	}
+	t.Logf("broker down for %v (%d produce requests refused)", time.Since(down).Round(time.Millisecond), refused)
+	added2, st2, to := spoolRun2End(t, s2, st1, stop, wait, 2*length+30*time.Second, "broker")
 	if st1.Records+st2.Records != added1+added2 {
 		t.Fatalf("acknowledged %d + %d records, %d + %d events added", st1.Records, st2.Records, added1, added2)
 	}
